@@ -1,0 +1,32 @@
+"""mpiml: MPI collectives written on point-to-point, and the ML jobs they drive."""
+
+from mpiml.collectives import (
+    ALGORITHMS,
+    MAX,
+    MIN,
+    PROD,
+    SUM,
+    ReduceOp,
+    allgather,
+    allreduce,
+    bcast,
+    reduce,
+    reduce_scatter,
+)
+from mpiml.runtime.errors import (
+    ArgumentError,
+    CheckpointError,
+    DataError,
+    DivergenceError,
+    MismatchError,
+    MpimlError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ALGORITHMS", "MAX", "MIN", "PROD", "SUM", "ReduceOp",
+    "allgather", "allreduce", "bcast", "reduce", "reduce_scatter",
+    "ArgumentError", "CheckpointError", "DataError", "DivergenceError", "MismatchError",
+    "MpimlError", "__version__",
+]

@@ -1,0 +1,1 @@
+"""The ``mpiml`` command: one module per subcommand, each with ``main(argv=None)``."""

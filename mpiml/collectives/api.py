@@ -1,0 +1,298 @@
+"""The public collectives: argument checks, algorithm choice, dispatch.
+
+Every function takes numpy arrays and ``comm=None`` (COMM_WORLD), communicates on a
+private duplicate of ``comm``, and accepts ``check=True`` (or ``MPIML_CHECK=1`` in the
+environment) to verify first that every rank passed the same arguments.
+
+Contiguity: a non-contiguous input is copied to a contiguous one; an ``out`` array or a
+broadcast buffer (written in place) must be C-contiguous, else the call is refused.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from mpiml.collectives import doubling, native, pipeline, rabenseifner, ring, tree
+from mpiml.collectives.layout import block_counts
+from mpiml.collectives.ops import check_dtype, resolve_op
+from mpiml.collectives.select import choose
+from mpiml.collectives.workspace import Workspace
+from mpiml.runtime.agree import raise_if_any
+from mpiml.runtime.comm import context_of
+from mpiml.runtime.errors import ArgumentError, MismatchError
+
+
+def _check_enabled(check):
+    if check is None:
+        return os.environ.get("MPIML_CHECK", "") not in ("", "0")
+    return bool(check)
+
+
+def _workspace(context):
+    workspace = context.plans.get("workspace")
+    if workspace is None:
+        workspace = context.plans["workspace"] = Workspace()
+    return workspace
+
+
+def _contiguous_input(x, name="x"):
+    if not isinstance(x, np.ndarray):
+        x = np.asarray(x)
+    return np.ascontiguousarray(x)
+
+
+def _output(out, shape, dtype, x=None, name="out"):
+    """Validate a caller's ``out`` (or allocate one); ``out is x`` means in place."""
+    if out is None:
+        return np.empty(shape, dtype=dtype)
+    if not isinstance(out, np.ndarray):
+        raise ArgumentError(f"{name} must be a numpy array, got {type(out).__name__}")
+    if out.shape != tuple(shape) or out.dtype != dtype:
+        raise ArgumentError(
+            f"{name} has shape {out.shape} and dtype {out.dtype}; expected {tuple(shape)} and {dtype}"
+        )
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise ArgumentError(f"{name} must be a writeable C-contiguous array")
+    if x is not None and out is not x and np.shares_memory(out, x):
+        raise ArgumentError(f"{name} overlaps the input without being the same array")
+    return out
+
+
+def _agree(comm, error, check, signature):
+    """Raise local argument errors; in check mode, collectively and with a signature check."""
+    if not _check_enabled(check):
+        if error is not None:
+            raise error
+        return
+    raise_if_any(error, comm)
+    signatures = comm.allgather(signature)
+    if any(s != signatures[0] for s in signatures):
+        lines = "; ".join(f"rank {r}: {s}" for r, s in enumerate(signatures))
+        err = MismatchError(f"ranks called {signature[0]} with different arguments: {lines}")
+        err.collective = True
+        raise err
+
+
+def allreduce(x, op="sum", algorithm="auto", comm=None, out=None, check=None):
+    """Combine ``x`` elementwise across all ranks; every rank gets the result.
+
+    Parameters
+    ----------
+    x : array_like
+        This rank's contribution; same shape and dtype on every rank. Integer,
+        unsigned, floating (float16 included) or complex.
+    op : str, numpy.ufunc or ReduceOp
+        ``"sum"``, ``"prod"``, ``"min"``, ``"max"``, a binary ufunc, or a
+        :class:`ReduceOp`. Operands are combined as if in rank order.
+    algorithm : str
+        ``"auto"``, ``"native"``, ``"ring"``, ``"recursive_doubling"``,
+        ``"rabenseifner"`` or ``"tree"`` (see :mod:`mpiml.collectives.select`).
+    comm : mpi4py.MPI.Intracomm, optional
+        Defaults to ``MPI.COMM_WORLD``.
+    out : numpy.ndarray, optional
+        Where to write the result; ``out=x`` reduces in place.
+    check : bool, optional
+        Verify first that all ranks passed the same op, algorithm, dtype and count.
+
+    Returns
+    -------
+    numpy.ndarray
+        The reduction, bitwise identical on every rank.
+    """
+    context = context_of(comm)
+    c = context.comm
+    error = None
+    chosen = algorithm
+    try:
+        in_place = out is not None and out is x
+        x = _contiguous_input(x)
+        op = resolve_op(op)
+        dtype = check_dtype(x.dtype, op)
+        out = x if in_place else _output(out, x.shape, dtype, x)
+        chosen = choose("allreduce", algorithm, x.nbytes, c.Get_size(), op.commutative)
+    except ArgumentError as exc:
+        error = exc
+    _agree(c, error, check, ("allreduce", getattr(op, "label", op), chosen, str(x.dtype), x.size))
+    if x.size == 0 or c.Get_size() == 1:
+        if out is not x:
+            np.copyto(out, x)
+        return out
+    flat_x, flat_out = x.reshape(-1), out.reshape(-1)
+    if chosen == "native":
+        native.allreduce(c, flat_x, flat_out, op)
+    elif chosen == "ring":
+        counts = block_counts(x.size, c.Get_size())
+        ring.allreduce(c, flat_x, flat_out, op, counts, _workspace(context))
+    elif chosen == "recursive_doubling":
+        doubling.allreduce(c, flat_x, flat_out, op, _workspace(context))
+    elif chosen == "rabenseifner":
+        rabenseifner.allreduce(c, flat_x, flat_out, op, _workspace(context))
+    else:
+        tree.allreduce(c, flat_x, flat_out, op, _workspace(context))
+    return out
+
+
+def reduce_scatter(x, op="sum", algorithm="auto", comm=None, counts=None, out=None, check=None):
+    """Reduce ``x`` across ranks and leave block ``rank`` of the result on each rank.
+
+    ``x`` is read as a flat vector of ``n`` elements. Block ``i`` is elements
+    ``displ[i]:displ[i] + counts[i]``; by default ``counts`` is balanced like
+    ``numpy.array_split`` (the first ``n % p`` blocks get one extra element), and any
+    non-negative ``counts`` summing to ``n`` may be given instead.
+
+    Returns
+    -------
+    numpy.ndarray
+        1-D, ``counts[rank]`` elements.
+    """
+    context = context_of(comm)
+    c = context.comm
+    p, r = c.Get_size(), c.Get_rank()
+    error = None
+    chosen = algorithm
+    try:
+        x = _contiguous_input(x)
+        op = resolve_op(op)
+        dtype = check_dtype(x.dtype, op)
+        counts = block_counts(x.size, p, counts)
+        out = _output(out, (int(counts[r]),), dtype, x)
+        chosen = choose("reduce_scatter", algorithm, x.nbytes, p, op.commutative)
+    except ArgumentError as exc:
+        error = exc
+    _agree(c, error, check, ("reduce_scatter", getattr(op, "label", op), chosen, str(x.dtype),
+                             x.size, None if counts is None else np.asarray(counts).tolist()))
+    flat_x = x.reshape(-1)
+    if p == 1 or x.size == 0:
+        np.copyto(out, flat_x)
+    elif chosen == "native":
+        native.reduce_scatter(c, flat_x, out, op, counts)
+    else:
+        ring.reduce_scatter(c, flat_x, out, op, counts, _workspace(context))
+    return out
+
+
+def allgather(x, algorithm="auto", comm=None, out=None, check=None):
+    """Concatenate every rank's ``x`` along the first axis, in rank order (allgatherv).
+
+    Ranks may contribute different numbers of rows; the remaining dimensions and the
+    dtype must agree (a mismatch raises :class:`MismatchError` on every rank). A 0-d
+    ``x`` counts as one element.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape ``(sum of rows, *x.shape[1:])``, identical on every rank.
+    """
+    context = context_of(comm)
+    c = context.comm
+    p = c.Get_size()
+    error = None
+    x = np.atleast_1d(_contiguous_input(x))
+    try:
+        check_dtype(x.dtype)
+    except ArgumentError as exc:
+        error = exc
+    _agree(c, error, check, ("allgather", algorithm, str(x.dtype), x.shape[1:]))
+    # Every rank learns every rank's row count and row shape: the same data everywhere,
+    # so a mismatch is detected identically on all ranks.
+    shapes = c.allgather((x.shape, x.dtype.str)) if p > 1 else [(x.shape, x.dtype.str)]
+    tails = {(s[1:], d) for s, d in shapes}
+    if len(tails) > 1:
+        err = MismatchError(
+            "allgather needs the same trailing shape and dtype on every rank; got "
+            + "; ".join(f"rank {i}: shape {s} dtype {d}" for i, (s, d) in enumerate(shapes))
+        )
+        err.collective = True
+        raise err
+    rows = np.array([s[0] for s, _ in shapes], dtype=np.int64)
+    row_size = int(np.prod(x.shape[1:], dtype=np.int64))
+    out = _output(out, (int(rows.sum()), *x.shape[1:]), x.dtype)
+    chosen = choose("allgather", algorithm, out.nbytes, p)
+    counts = rows * row_size
+    flat_x, flat_out = x.reshape(-1), out.reshape(-1)
+    if p == 1:
+        np.copyto(flat_out, flat_x)
+    elif chosen == "native":
+        native.allgather(c, flat_x, flat_out, counts)
+    else:
+        ring.allgather(c, flat_x, flat_out, counts)
+    return out
+
+
+def bcast(x, root=0, algorithm="auto", comm=None, segment_bytes=None, check=None):
+    """Broadcast ``root``'s ``x`` into ``x`` on every rank, in place; returns ``x``.
+
+    Every rank passes a writeable C-contiguous array of the same shape and dtype.
+    ``algorithm`` is ``"auto"``, ``"native"``, ``"binomial"`` or ``"pipeline"``
+    (segments of ``segment_bytes``, default 1 MiB).
+    """
+    context = context_of(comm)
+    c = context.comm
+    error = None
+    chosen = algorithm
+    try:
+        if not isinstance(x, np.ndarray):
+            raise ArgumentError(f"bcast writes in place and needs a numpy array, got {type(x).__name__}")
+        check_dtype(x.dtype)
+        _output(x, x.shape, x.dtype, name="x")
+        if not 0 <= int(root) < c.Get_size():
+            raise ArgumentError(f"root {root} is not a rank of a communicator of size {c.Get_size()}")
+        chosen = choose("bcast", algorithm, x.nbytes, c.Get_size())
+    except ArgumentError as exc:
+        error = exc
+    _agree(c, error, check, ("bcast", root, chosen, str(getattr(x, "dtype", None)), getattr(x, "size", None)))
+    flat = x.reshape(-1)
+    if c.Get_size() == 1 or x.size == 0:
+        return x
+    if chosen == "native":
+        native.bcast(c, flat, root)
+    elif chosen == "binomial":
+        tree.bcast(c, flat, root)
+    else:
+        pipeline.bcast(c, flat, root, segment_bytes or pipeline.DEFAULT_SEGMENT_BYTES)
+    return x
+
+
+def reduce(x, root=0, op="sum", algorithm="auto", comm=None, out=None, check=None):
+    """Combine ``x`` elementwise across ranks onto ``root``.
+
+    Returns the result on ``root`` (in ``out`` if given; ``out=x`` reduces in place) and
+    None on every other rank. ``algorithm`` is ``"auto"``, ``"native"`` or
+    ``"binomial"``.
+    """
+    context = context_of(comm)
+    c = context.comm
+    is_root = c.Get_rank() == root
+    error = None
+    chosen = algorithm
+    try:
+        in_place = out is not None and out is x
+        x = _contiguous_input(x)
+        op = resolve_op(op)
+        dtype = check_dtype(x.dtype, op)
+        if not 0 <= int(root) < c.Get_size():
+            raise ArgumentError(f"root {root} is not a rank of a communicator of size {c.Get_size()}")
+        if is_root:
+            out = x if in_place else _output(out, x.shape, dtype, x)
+        else:
+            out = None  # non-root buffers are never written
+        chosen = choose("reduce", algorithm, x.nbytes, c.Get_size(), op.commutative)
+    except ArgumentError as exc:
+        error = exc
+    _agree(c, error, check, ("reduce", root, getattr(op, "label", op), chosen, str(x.dtype), x.size))
+    if c.Get_size() == 1 or x.size == 0:
+        if out is not None and out is not x:
+            np.copyto(out, x)
+        return out
+    flat_x = x.reshape(-1)
+    if chosen == "native":
+        native.reduce(c, flat_x, out.reshape(-1) if is_root else None, op, root)
+    else:
+        scratch = out.reshape(-1) if out is not None else _workspace(context).get("reduce_out", x.size, x.dtype)
+        tree.reduce(c, flat_x, scratch, op, root, _workspace(context))
+    return out if is_root else None
+
+
+__all__ = ["allgather", "allreduce", "bcast", "reduce", "reduce_scatter"]

@@ -1,0 +1,55 @@
+"""Abort the whole job when one rank fails, so no other rank waits forever."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+from mpiml.runtime.errors import MpimlError
+
+
+def run_or_abort(main, *args, **kwargs):
+    """Call ``main(*args, **kwargs)``; on an uncaught exception end the whole MPI job.
+
+    A collective :class:`MpimlError` (raised identically on every rank) ends each rank
+    with exit status 2 and a one-line message from rank 0. Any other exception prints a
+    rank-tagged traceback and calls ``MPI_Abort`` on COMM_WORLD, which brings every rank
+    down within seconds instead of leaving the others blocked in a collective.
+    """
+    try:
+        return main(*args, **kwargs)
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        _abort(130, None)
+    except MpimlError as exc:
+        if exc.collective:
+            rank = _world_rank()
+            if rank in (0, None):
+                print(f"mpiml: error: {exc}", file=sys.stderr, flush=True)
+            sys.exit(2)
+        _abort(1, exc)
+    except BaseException as exc:  # noqa: BLE001 - anything else must bring the job down
+        _abort(1, exc)
+
+
+def _world_rank():
+    from mpi4py import MPI
+
+    return MPI.COMM_WORLD.Get_rank() if MPI.Is_initialized() and not MPI.Is_finalized() else None
+
+
+def _abort(code: int, exc: BaseException | None) -> None:
+    from mpi4py import MPI
+
+    rank = _world_rank()
+    tag = f"[rank {rank}] " if rank is not None else ""
+    if exc is not None:
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        sys.stderr.write("".join(tag + line + "\n" for line in text.rstrip("\n").split("\n")))
+    sys.stderr.flush()
+    sys.stdout.flush()
+    if rank is not None and MPI.COMM_WORLD.Get_size() > 1:
+        MPI.COMM_WORLD.Abort(code)
+    os._exit(code)

@@ -1,0 +1,57 @@
+"""Communicator resolution and the private duplicate that collectives run on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mpi4py import MPI
+
+_keyval = None
+
+
+@dataclass
+class CommContext:
+    """State mpiml keeps per user communicator: its private duplicate and cached plans."""
+
+    comm: MPI.Comm
+    plans: dict = field(default_factory=dict)
+
+
+def resolve_comm(comm=None) -> MPI.Comm:
+    """Return ``comm``, or ``MPI.COMM_WORLD`` when it is None (resolved at call time)."""
+    if comm is None:
+        return MPI.COMM_WORLD
+    if not isinstance(comm, MPI.Intracomm):
+        raise TypeError(f"comm must be an mpi4py intracommunicator, got {type(comm).__name__}")
+    return comm
+
+
+def _free_context(comm, keyval, context):
+    # Runs when the user's communicator is freed: release our duplicate with it.
+    try:
+        if not MPI.Is_finalized():
+            context.comm.Free()
+    except MPI.Exception:
+        pass
+
+
+def context_of(comm=None) -> CommContext:
+    """The :class:`CommContext` of ``comm`` (created once, cached as an MPI attribute).
+
+    Collectives use ``context.comm``, a ``Dup()`` of the user's communicator, so their
+    messages can never match the user's own point-to-point traffic.
+    """
+    global _keyval
+    comm = resolve_comm(comm)
+    if _keyval is None:
+        _keyval = MPI.Comm.Create_keyval(delete_fn=_free_context)
+    context = comm.Get_attr(_keyval)
+    if context is None:
+        context = CommContext(comm.Dup())
+        comm.Set_attr(_keyval, context)
+    return context
+
+
+def private_comm(comm=None) -> MPI.Intracomm:
+    """The private duplicate of ``comm`` that mpiml's collectives communicate on."""
+    return context_of(comm).comm
