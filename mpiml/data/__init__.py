@@ -1,0 +1,1 @@
+"""Data readers, byte-range sharding, id maps, partitioning and synthetic data."""
