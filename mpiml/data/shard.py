@@ -1,0 +1,271 @@
+"""Each rank loads only its own shard of a data set; problems are agreed on collectively.
+
+Formats (by extension, or ``fmt=``): ``svmlight`` (``.svm``, ``.svmlight``, ``.libsvm``,
+``.txt``), ``csv`` (``.csv``, ``.tsv``), ``npy`` (a 2-D array, label in a column,
+memory-mapped so a rank reads only its rows) and ``npz`` (``X`` and ``y``, or a
+``scipy.sparse.save_npz`` matrix plus ``y``). A directory of such files counts as their
+concatenation in name order. Text is split by bytes (see :mod:`mpiml.data.text`),
+arrays by rows; either way rank r holds a consecutive block of the global rows.
+
+Every error is a :class:`~mpiml.runtime.errors.DataError` naming the file and line (for
+``.npy``/``.npz``, the 1-based row), raised identically on every rank.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from mpiml.data import parsers, text
+from mpiml.runtime.agree import raise_if_any
+from mpiml.runtime.comm import private_comm
+from mpiml.runtime.errors import DataError
+
+FORMATS = {".svm": "svmlight", ".svmlight": "svmlight", ".libsvm": "svmlight", ".txt": "svmlight",
+           ".csv": "csv", ".tsv": "csv", ".npy": "npy", ".npz": "npz"}
+
+
+@dataclass
+class Shard:
+    """This rank's rows: ``X`` (dense or CSR), raw labels ``y``, and where each row came from."""
+
+    X: object
+    y: np.ndarray
+    files: list = field(default_factory=list)
+    row_file: np.ndarray | None = None   # index into ``files`` of each row
+    row_line: np.ndarray | None = None   # 1-based line (or row) of each row in its file
+
+    @property
+    def n_rows(self) -> int:
+        return self.X.shape[0]
+
+    def where(self, row: int) -> tuple[str | None, int | None]:
+        """``(file, line)`` of local row ``row``."""
+        if self.row_file is None:
+            return None, None
+        return self.files[self.row_file[row]], int(self.row_line[row])
+
+    def subset(self, rows) -> "Shard":
+        rf = None if self.row_file is None else self.row_file[rows]
+        rl = None if self.row_line is None else self.row_line[rows]
+        return Shard(self.X[rows], self.y[rows], self.files, rf, rl)
+
+
+def detect_format(path) -> str:
+    files = text.input_files(path)
+    kinds = {FORMATS.get(f.suffix.lower()) for f in files}
+    if len(kinds) != 1 or None in kinds:
+        raise DataError(f"cannot tell the format from the file names ({', '.join(sorted(f.suffix for f in files))}); "
+                        f"pass a format ({', '.join(sorted(set(FORMATS.values())))})", str(path))
+    return kinds.pop()
+
+
+def read_shard(path, fmt: str | None = None, comm=None, n_features: int | None = None,
+               label_column: int = 0, delimiter: str | None = None, allow_empty: bool = False) -> Shard:
+    """Read this rank's shard of ``path`` (a file or a directory of files).
+
+    Parameters
+    ----------
+    path : str or Path
+    fmt : str, optional
+        ``svmlight``, ``csv``, ``npy`` or ``npz``; default from the file extension.
+    comm : mpi4py.MPI.Intracomm, optional
+        The ranks sharing the data (default COMM_WORLD).
+    n_features : int, optional
+        svmlight: the feature count (default: the largest index seen on any rank).
+    label_column : int
+        csv/npy: the column holding the label (the others are features).
+    delimiter : str, optional
+        csv: the field separator (default ``,``; tab for ``.tsv``).
+    allow_empty : bool
+        Accept ranks with no rows (e.g. a small held-out set); else that is an error.
+
+    Returns
+    -------
+    Shard
+        The same feature count on every rank.
+    """
+    comm_ = private_comm(comm)
+    error, shard = None, None
+    try:
+        fmt = fmt or detect_format(path)
+        files = text.input_files(path)
+    except DataError as exc:
+        error = exc
+    raise_if_any(error, comm)
+    if fmt == "svmlight":
+        shard = _read_svmlight(files, comm, n_features)
+    elif fmt == "csv":
+        if delimiter is None:
+            delimiter = "\t" if files[0].suffix.lower() == ".tsv" else ","
+        shard = _read_delimited(files, comm, delimiter, label_column)
+    elif fmt in ("npy", "npz"):
+        shard = _read_arrays(files, comm, fmt, label_column)
+    else:
+        raise_if_any(DataError(f"unknown format {fmt!r}", str(path)), comm)
+    counts = comm_.allgather(shard.n_rows)
+    empty = [r for r, c in enumerate(counts) if c == 0]
+    if empty and not allow_empty:
+        raise_if_any(DataError(f"{sum(counts)} rows cannot fill {len(counts)} ranks: rank {empty[0]} got no "
+                               f"rows; use fewer ranks or more data", str(path)), comm)
+    return shard
+
+
+def _read_svmlight(files, comm, n_features):
+    comm_ = private_comm(comm)
+    parts = text.local_parts(files, comm_.Get_rank(), comm_.Get_size())
+    text.number_lines(parts, comm)
+    parsed = [parsers.parse_svmlight(p.data) for p in parts]
+    error = None
+    for part, rows in zip(parts, parsed):
+        if rows.error is not None:
+            error = DataError(rows.error[1], part.path, part.first_line + rows.error[0] + 1)
+            break
+    raise_if_any(error, comm)
+    low = min((int(r.indices.min()) for r in parsed if r.indices.size), default=None)
+    high = max((int(r.indices.max()) for r in parsed if r.indices.size), default=-1)
+    lows = [v for v in comm_.allgather(low) if v is not None]
+    zero_based = bool(lows) and min(lows) == 0
+    shift = 0 if zero_based else 1
+    width = max(comm_.allgather(high)) + 1 - shift
+    error = None
+    if n_features is not None:
+        for part, rows in zip(parts, parsed):
+            over = np.flatnonzero(rows.indices - shift >= n_features)
+            if over.size:
+                row = int(np.searchsorted(rows.indptr, over[0], "right")) - 1
+                error = DataError(f"feature index {int(rows.indices[over[0]])} is beyond n_features={n_features}",
+                                  part.path, part.first_line + int(rows.lines[row]) + 1)
+                break
+        width = n_features
+    raise_if_any(error, comm)
+    blocks, row_file, row_line = [], [], []
+    for part, rows in zip(parts, parsed):
+        n = len(rows.labels)
+        blocks.append(sp.csr_matrix((rows.values, rows.indices - shift, rows.indptr), shape=(n, max(width, 0))))
+        row_file.append(np.full(n, part.index))
+        row_line.append(part.first_line + rows.lines + 1)
+    X = sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((0, width))
+    X.sum_duplicates()
+    y = np.concatenate([r.labels for r in parsed]) if parsed else np.zeros(0)
+    return Shard(X, y, [str(f) for f in files], np.concatenate(row_file), np.concatenate(row_line))
+
+
+def _read_delimited(files, comm, delimiter, label_column):
+    comm_ = private_comm(comm)
+    parts = text.local_parts(files, comm_.Get_rank(), comm_.Get_size())
+    text.number_lines(parts, comm)
+    parsed = [parsers.parse_delimited(p.data, delimiter, first_may_be_header=p.first_line == 0) for p in parts]
+    error = None
+    for part, rows in zip(parts, parsed):
+        if rows.error is not None:
+            error = DataError(rows.error[1], part.path, part.first_line + rows.error[0] + 1)
+            break
+    raise_if_any(error, comm)
+    # Every file, on every rank, must have the same number of columns.
+    widths = [(rows.values.shape[1], part.path, part.first_line + int(rows.lines[0]) + 1)
+              for part, rows in zip(parts, parsed) if len(rows.lines)]
+    everyone = [w for ws in comm_.allgather(widths) for w in ws]
+    error = None
+    if everyone:
+        expected = everyone[0][0]
+        bad = next((w for w in everyone if w[0] != expected), None)
+        if bad is not None:
+            error = DataError(f"row has {bad[0]} columns, expected {expected} (as in {everyone[0][1]} "
+                              f"line {everyone[0][2]})", bad[1], bad[2])
+        elif not 0 <= label_column < expected or expected < 2:
+            error = DataError(f"label column {label_column} needs at least 2 columns and lies outside the "
+                              f"{expected} there are", everyone[0][1])
+    raise_if_any(error, comm)
+    width = everyone[0][0] if everyone else 0
+    values = np.concatenate([r.values for r in parsed if len(r.lines)] or [np.zeros((0, width))])
+    row_file = np.concatenate([np.full(len(r.lines), p.index) for p, r in zip(parts, parsed)])
+    row_line = np.concatenate([p.first_line + r.lines + 1 for p, r in zip(parts, parsed)])
+    y = values[:, label_column].copy()
+    X = np.ascontiguousarray(np.delete(values, label_column, axis=1))
+    return Shard(X, y, [str(f) for f in files], row_file, row_line)
+
+
+def _array_rows(path: Path, fmt: str) -> int:
+    if fmt == "npy":
+        return int(np.load(path, mmap_mode="r", allow_pickle=False).shape[0])
+    with np.load(path, allow_pickle=False) as archive:
+        if "y" not in archive.files:
+            raise DataError("npz needs an array 'y' of labels (and 'X', or a scipy.sparse matrix)", str(path))
+        return int(archive["y"].shape[0])
+
+
+def _array_block(path: Path, fmt: str, lo: int, hi: int, label_column: int):
+    if fmt == "npy":
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        if arr.ndim != 2 or not 0 <= label_column < arr.shape[1] or arr.shape[1] < 2:
+            raise DataError(f"npy needs a 2-D array with the label in column {label_column}, got shape {arr.shape}",
+                            str(path))
+        block = np.asarray(arr[lo:hi], dtype=np.float64)
+        return np.delete(block, label_column, axis=1), block[:, label_column].copy()
+    with np.load(path, allow_pickle=False) as archive:
+        y = np.asarray(archive["y"][lo:hi], dtype=np.float64)
+        if "X" in archive.files:
+            return np.asarray(archive["X"][lo:hi], dtype=np.float64), y
+        if {"data", "indices", "indptr", "shape"} <= set(archive.files):
+            matrix = sp.load_npz(path).tocsr()
+            return matrix[lo:hi].astype(np.float64), y
+    raise DataError("npz needs 'X' and 'y', or a scipy.sparse matrix and 'y'", str(path))
+
+
+def _read_arrays(files, comm, fmt, label_column):
+    comm_ = private_comm(comm)
+    error, sizes = None, []
+    try:
+        sizes = [_array_rows(f, fmt) for f in files]
+    except (DataError, OSError, ValueError) as exc:
+        error = exc if isinstance(exc, DataError) else DataError(f"cannot read: {exc}", str(files[0]))
+    raise_if_any(error, comm)
+    total, rank, size = sum(sizes), comm_.Get_rank(), comm_.Get_size()
+    start, end = total * rank // size, total * (rank + 1) // size
+    blocks, row_file, row_line, base, error = [], [], [], 0, None
+    try:
+        for index, (f, n) in enumerate(zip(files, sizes)):
+            lo, hi = max(start - base, 0), min(end - base, n)
+            if lo < hi or (not blocks and index == len(files) - 1):
+                X, y = _array_block(f, fmt, lo, max(hi, lo), label_column)
+                blocks.append((X, y))
+                row_file.append(np.full(len(y), index))
+                row_line.append(np.arange(lo, lo + len(y)) + 1)
+            base += n
+    except (OSError, ValueError) as exc:
+        error = DataError(f"cannot read: {exc}", str(files[0]))
+    except DataError as exc:
+        error = exc
+    raise_if_any(error, comm)
+    Xs = [b[0] for b in blocks]
+    X = sp.vstack(Xs, format="csr") if any(sp.issparse(x) for x in Xs) else np.concatenate(Xs)
+    y = np.concatenate([b[1] for b in blocks])
+    shard = Shard(X, y, [str(f) for f in files], np.concatenate(row_file), np.concatenate(row_line))
+    _check_finite_and_width(shard, comm)
+    return shard
+
+
+def _check_finite_and_width(shard: Shard, comm) -> None:
+    """Binary arrays were not parsed line by line: check values and widths here."""
+    comm_ = private_comm(comm)
+    X = shard.X
+    data = X.data if sp.issparse(X) else X
+    bad_rows = np.flatnonzero(~np.isfinite(shard.y))
+    if data.size and not np.isfinite(data).all():
+        rows = np.flatnonzero(~np.isfinite(X.toarray() if sp.issparse(X) else X).all(axis=1))
+        bad_rows = np.union1d(bad_rows, rows)
+    error = None
+    if bad_rows.size:
+        error = DataError("row holds NaN or inf", *shard.where(int(bad_rows[0])))
+    raise_if_any(error, comm)
+    widths = comm_.allgather(X.shape[1] if shard.n_rows else None)
+    known = [w for w in widths if w is not None]
+    if known and any(w != known[0] for w in known):
+        rank = next(r for r, w in enumerate(widths) if w is not None and w != known[0])
+        error = DataError(f"files disagree on the feature count: rank {rank} has {widths[rank]} columns, "
+                          f"expected {known[0]}", shard.files[0])
+    raise_if_any(error, comm)

@@ -1,0 +1,48 @@
+"""Which rows each update uses: reproducible from (seed, epoch) alone, for any rank count.
+
+``sync``: one permutation of the *global* rows per epoch, drawn identically on every
+rank; update ``s`` uses global positions ``[s B, (s+1) B)`` of it, and each rank
+computes on the rows of that batch it holds. The global batches are therefore the same
+at every p (and the same as a serial run), which is what makes ``sync`` equal serial.
+Cost: an O(N) permutation per epoch on every rank.
+
+``local``/``oneshot``: every rank permutes its own rows with its own stream and walks
+through them cyclically, ``ceil(N / (p b))`` updates per epoch on every rank.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+_SYNC_TAG, _LOCAL_TAG = 0x5EED0001, 0x5EED0002
+
+
+def sync_plan(seed: int, epoch: int, n_total: int, offset: int, n_local: int, update_rows: int):
+    """``(local_rows, bounds)``: update ``s`` uses ``local_rows[bounds[s]:bounds[s+1]]``."""
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), _SYNC_TAG, int(epoch)]))
+    perm = rng.permutation(n_total)
+    positions = np.flatnonzero((perm >= offset) & (perm < offset + n_local))
+    steps = sync_steps(n_total, update_rows)
+    bounds = np.searchsorted(positions // update_rows, np.arange(steps + 1))
+    return perm[positions] - offset, bounds, positions
+
+
+def sync_steps(n_total: int, update_rows: int) -> int:
+    return math.ceil(n_total / update_rows)
+
+
+def local_steps(n_total: int, size: int, update_rows: int) -> int:
+    return max(math.ceil(n_total / (size * update_rows)), 1)
+
+
+def local_order(seed: int, epoch: int, rank: int, size: int, n_local: int) -> np.ndarray:
+    """This rank's permutation of its own rows for ``epoch``."""
+    ss = np.random.SeedSequence([int(seed), _LOCAL_TAG, int(epoch), int(size)]).spawn(size)[rank]
+    return np.random.default_rng(ss).permutation(n_local)
+
+
+def local_rows(order: np.ndarray, step: int, update_rows: int) -> np.ndarray:
+    """Rows of update ``step``, wrapping around the shard."""
+    return order[(step * update_rows + np.arange(update_rows)) % len(order)]
