@@ -12,12 +12,15 @@ from mpiml.runtime.abort import run_or_abort
 SUBCOMMANDS = {
     "info": ("mpiml.cli.info", "MPI library, ranks, hosts, threads: what this job runs on"),
     "bench": ("mpiml.cli.bench", "time the collectives against the MPI library's own"),
+    "sgd": ("mpiml.cli.sgd", "train a linear model (logistic, softmax, SVM, least squares) by distributed SGD"),
+    "datagen": ("mpiml.cli.datagen", "write synthetic data sets (classification, regression, ...)"),
 }
 
 EPILOG = """examples:
   mpiexec -n 4 mpiml info
   mpiexec -n 4 mpiml info --json
   mpiexec -n 4 mpiml bench allreduce --quick
+  mpiexec -n 4 mpiml sgd --epochs 5
   mpiml COMMAND --help     (options of one command)
 """
 

@@ -146,7 +146,7 @@ class _Run:
         self.t += 1
         self.step += 1
         if self.progress is not None:
-            self.progress(self.epoch, self.step, steps, batch_loss)
+            self.progress.update(self.epoch, self.step, steps, batch_loss)
         every = self.cfg.checkpoint_every
         stopping = stop_at is not None and self.t >= stop_at
         if self.step < steps and (stopping or (every and self.t % every == 0)):
@@ -227,7 +227,7 @@ class _Run:
             trace.append(float(intermediate_result.fun))
             self.t += 1
             if self.progress is not None:
-                self.progress(self.epoch, min(self.t, self.cfg.max_iter), self.cfg.max_iter, trace[-1])
+                self.progress.update(self.epoch, min(self.t, self.cfg.max_iter), self.cfg.max_iter, trace[-1])
 
         result = minimize(objective, self.theta, jac=True, method="L-BFGS-B", callback=callback,
                           options={"maxiter": self.cfg.max_iter, "ftol": self.cfg.tol,
@@ -259,8 +259,9 @@ def train(model: Model, X, y, config: TrainConfig, group, test=None, checkpoint_
     stop_at_update : int, optional
         Checkpoint and return after this many updates (``interrupted=True``): how an
         interruption is simulated, and how a time limit stops cleanly.
-    progress : callable, optional
-        ``progress(epoch, step, steps, batch_loss)`` after every update (pass one on rank 0 only).
+    progress : Progress, optional
+        Told ``update(epoch, step, steps, batch_loss)`` after every update and
+        ``epoch(record)`` after every epoch (pass one on rank 0 only).
 
     Returns
     -------
@@ -279,6 +280,8 @@ def train(model: Model, X, y, config: TrainConfig, group, test=None, checkpoint_
             break
         record = run.evaluate(run.consensus())
         run.history.append(record)
+        if progress is not None:
+            progress.epoch(record)
         run.epoch += 1
         run.step = 0
         run.checkpoint()
@@ -306,6 +309,8 @@ def _train_lbfgs(run: _Run, resumed) -> TrainResult:
     record = run.evaluate(run.theta)
     record.update(epoch=len(run.history) + 1, **extra)
     run.history.append(record)
+    if run.progress is not None:
+        run.progress.epoch(record)
     run.epoch = cfg.epochs
     run.checkpoint()
     return TrainResult(run.theta.copy(), run.history, run.timings, run.t, False, resumed)

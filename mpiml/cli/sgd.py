@@ -1,0 +1,180 @@
+"""``mpiml sgd``: train a linear model on data sharded over the ranks.
+
+Exit status: 0 done; 2 bad input, arguments, divergence or checkpoint trouble (the same
+message from every rank, nothing half-written); 3 stopped early on purpose
+(``--stop-after-updates``) with a checkpoint to ``--resume`` from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from mpiml.cli.output import emit_json, say, table
+
+EXIT_STOPPED = 3
+
+EPILOG = """examples:
+  mpiexec -n 4 mpiml sgd                                   (synthetic data, logistic, sync SGD)
+  mpiexec -n 4 mpiml sgd --data synthetic:classification,n=200000,d=100 --epochs 5
+  mpiexec -n 4 mpiml sgd --data train.svm --test test.svm --model logistic --strategy lbfgs
+  mpiexec -n 8 mpiml sgd --data shards/ --strategy local --sync-every 16 --optimizer adam --lr 0.01
+  mpiexec -n 4 mpiml sgd --data train.csv --test-fraction 0.2 --checkpoint-dir ckpt --resume --out model.npz --json
+
+data: a file (.svm/.libsvm/.txt svmlight, .csv/.tsv, .npy, .npz), a directory of such files
+(taken in name order), or synthetic:classification|regression[,n=N,d=D,classes=K,density=F,
+separation=S,noise=E,seed=S]. Each rank reads only its own part.
+"""
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="mpiml sgd", description="Train a linear model with distributed SGD or L-BFGS.",
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    d = p.add_argument_group("data")
+    d.add_argument("--data", default="synthetic:classification", help="training data (default: %(default)s)")
+    d.add_argument("--format", choices=("svmlight", "csv", "npy", "npz"), help="default: from the file extension")
+    d.add_argument("--test", help="held-out data (same format)")
+    d.add_argument("--test-fraction", type=float, default=None,
+                   help="hold out this share of the training rows (default 0.2 for synthetic data, else 0)")
+    d.add_argument("--n-features", type=int, help="svmlight: feature count (default: largest index seen)")
+    d.add_argument("--label-column", type=int, default=0, help="csv/npy: column of the label (default 0)")
+    m = p.add_argument_group("model")
+    m.add_argument("--model", choices=("logistic", "linear", "softmax", "svm"), default="logistic")
+    m.add_argument("--classes", type=int, help="softmax: number of classes (default: largest label + 1)")
+    m.add_argument("--alpha", type=float, default=1e-4, help="penalty strength (default %(default)s)")
+    m.add_argument("--l1-ratio", type=float, default=0.0, help="L1 share of the penalty: 0 ridge .. 1 lasso")
+    m.add_argument("--no-intercept", action="store_true")
+    m.add_argument("--squared-hinge", action="store_true", help="svm: squared hinge loss")
+    t = p.add_argument_group("training")
+    t.add_argument("--strategy", choices=("sync", "local", "oneshot", "lbfgs"), default="sync")
+    t.add_argument("--sync-every", type=int, default=8, help="local: updates between model averages (H)")
+    t.add_argument("--epochs", type=int, default=5)
+    t.add_argument("--batch-size", type=int, default=256,
+                   help="sync: global batch; local/oneshot: per-rank batch (default %(default)s)")
+    t.add_argument("--accumulate", type=int, default=1, help="micro-batches per update (gradient accumulation)")
+    t.add_argument("--optimizer", choices=("sgd", "adagrad", "adam"), default="sgd")
+    t.add_argument("--lr", type=float, default=0.5, help="learning rate (default %(default)s)")
+    t.add_argument("--schedule", choices=("constant", "inverse", "sqrt", "cosine"), default="constant")
+    t.add_argument("--lr-decay", type=float, default=0.0, help="inverse/sqrt schedules: decay per update")
+    t.add_argument("--momentum", type=float, default=0.0)
+    t.add_argument("--nesterov", action="store_true")
+    t.add_argument("--max-iter", type=int, default=500, help="lbfgs: iteration limit")
+    t.add_argument("--tol", type=float, default=1e-10, help="lbfgs: tolerance")
+    t.add_argument("--warm-start-epochs", type=int, default=0, help="lbfgs: averaged SGD epochs first")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--algorithm", default="auto", help="allreduce algorithm (default %(default)s)")
+    o = p.add_argument_group("checkpoints and output")
+    o.add_argument("--checkpoint-dir", help="rank 0 writes checkpoints here")
+    o.add_argument("--checkpoint-every", type=int, default=0, help="also every N updates (default: epochs only)")
+    o.add_argument("--resume", action="store_true", help="continue from the latest checkpoint, if any")
+    o.add_argument("--stop-after-updates", type=int, help="checkpoint and exit (status 3) after N updates")
+    o.add_argument("--out", help="write the trained model here (.npz)")
+    o.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    return p
+
+
+def _epoch_row(record):
+    def f(key):
+        value = record.get(key)
+        return "-" if value is None else f"{value:.4f}"
+    return f"{record['epoch']:>5}  {f('train_loss'):>10}  {f('train_accuracy'):>9}  {f('test_loss'):>9}  " \
+           f"{f('test_accuracy'):>8}"
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from mpi4py import MPI
+
+    from mpiml.data import load_shard, split_holdout
+    from mpiml.runtime.agree import raise_if_any
+    from mpiml.runtime.errors import ArgumentError, DataError
+    from mpiml.sgd import LinearModel
+    from mpiml.sgd.progress import Progress
+
+    comm = MPI.COMM_WORLD
+    started = time.perf_counter()
+    error = None
+    if args.resume and not args.checkpoint_dir:
+        error = ArgumentError("--resume needs --checkpoint-dir")
+    if args.test and args.test_fraction:
+        error = ArgumentError("give --test or --test-fraction, not both")
+    raise_if_any(error, comm)
+    shard = load_shard(args.data, comm, args.format, args.n_features, args.label_column)
+    fraction = args.test_fraction
+    if fraction is None:
+        fraction = 0.2 if args.data.startswith("synthetic:") and not args.test else 0.0
+    test = None
+    if fraction:
+        shard, test = split_holdout(shard, fraction, args.seed, comm)
+    elif args.test:
+        test = load_shard(args.test, comm, args.format, args.n_features or shard.X.shape[1], args.label_column,
+                          allow_empty=True)
+        widths = comm.allgather(test.X.shape[1])
+        bad = test.X.shape[1] != shard.X.shape[1]
+        raise_if_any(DataError(f"test data has {test.X.shape[1]} features, training data {shard.X.shape[1]}",
+                               args.test) if bad else None, comm)
+        del widths
+    load_seconds = time.perf_counter() - started
+
+    say_rows = not args.json
+    if say_rows:
+        say(f"mpiml sgd: {args.model} by {args.strategy} on {comm.size} rank(s), data {args.data}")
+        say(f"{'epoch':>5}  {'train_loss':>10}  {'train_acc':>9}  {'test_loss':>9}  {'test_acc':>8}")
+    progress = None
+    if comm.rank == 0:
+        progress = Progress(args.epochs, enabled=None if say_rows else False,
+                            on_epoch=(lambda r: print(_epoch_row(r), flush=True)) if say_rows else None)
+    est = LinearModel(
+        args.model, args.strategy, comm=comm, algorithm=args.algorithm, n_classes=args.classes,
+        fit_intercept=not args.no_intercept, squared_hinge=args.squared_hinge, checkpoint_dir=args.checkpoint_dir,
+        resume=args.resume, stop_at_update=args.stop_after_updates, progress=progress, epochs=args.epochs,
+        batch_size=args.batch_size, accumulate=args.accumulate, lr=args.lr, schedule=args.schedule,
+        lr_decay=args.lr_decay, optimizer=args.optimizer, momentum=args.momentum, nesterov=args.nesterov,
+        alpha=args.alpha, l1_ratio=args.l1_ratio, sync_every=args.sync_every, seed=args.seed,
+        max_iter=args.max_iter, tol=args.tol, warm_start_epochs=args.warm_start_epochs,
+        checkpoint_every=args.checkpoint_every)
+    est.fit(shard.X, shard.y, None if test is None else test.X, None if test is None else test.y,
+            where=shard.where, where_test=None if test is None else test.where)
+    result = est.result_
+    if progress is not None:
+        progress.clear()
+    if args.out and not result.interrupted:
+        est.save(args.out)
+    summary = _summary(args, comm, est, result, load_seconds, time.perf_counter() - started)
+    if args.json:
+        emit_json(summary)
+    else:
+        _print_timings(summary)
+        if result.interrupted:
+            say(f"stopped after {result.updates} updates; checkpoint in {args.checkpoint_dir} (rerun with --resume)")
+        elif args.out:
+            say(f"model written to {args.out}")
+    return EXIT_STOPPED if result.interrupted else 0
+
+
+def _summary(args, comm, est, result, load_seconds, seconds) -> dict:
+    per_rank = comm.allgather(result.timings.as_dict())
+    totals = {key: float(np.sum([r[key] for r in per_rank])) for key in per_rank[0]}
+    last = result.history[-1] if result.history else {}
+    out = {
+        "model": args.model, "strategy": args.strategy, "ranks": comm.size, "data": args.data,
+        "epochs": len(result.history), "updates": result.updates, "interrupted": result.interrupted,
+        "resumed_from_update": result.resumed_from, "seconds": seconds, "load_seconds": load_seconds,
+        "per_rank": [{"rank": r, **t} for r, t in enumerate(per_rank)],
+        "history": [{k: v for k, v in rec.items() if k != "lbfgs_objective"} for rec in result.history],
+        "out": args.out if args.out and not result.interrupted else None,
+    }
+    out.update(totals)  # compute_seconds, comm_seconds, wait_seconds, ...: summed over ranks
+    for key in ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "lbfgs_iterations"):
+        out[key] = last.get(key)
+    return out
+
+
+def _print_timings(summary):
+    keys = ("compute_seconds", "comm_seconds", "wait_seconds", "eval_seconds", "checkpoint_seconds")
+    rows = [(r["rank"], *(f"{r[k]:.3f}" for k in keys)) for r in summary["per_rank"]]
+    rows.append(("sum", *(f"{summary[k]:.3f}" for k in keys)))
+    say(table(rows, ("rank", "compute_s", "comm_s", "wait_s", "eval_s", "checkpoint_s")))
+    say(f"total {summary['seconds']:.2f} s (load {summary['load_seconds']:.2f} s) on {summary['ranks']} rank(s)")
