@@ -33,7 +33,9 @@ def save_state(run) -> str | None:
     else:
         arrays = {k: np.asarray(v)[None] for k, v in arrays.items()}
     error = name = None
-    if run.group.rank == 0:
+    if run.group.rank == 0 and not all(np.isfinite(v).all() for v in arrays.values()):
+        error = run.diverged("the model")  # never replace a good checkpoint with a broken one
+    elif run.group.rank == 0:
         meta = {"epoch": run.epoch, "step_in_epoch": run.step, "updates": run.t, "ranks": run.group.size,
                 "model": run.model.name, "n_params": run.model.n_params, "n_total": run.n_total,
                 "history": run.history, "config": run.cfg.as_dict()}

@@ -268,6 +268,11 @@ def train(model: Model, X, y, config: TrainConfig, group, test=None, checkpoint_
     TrainResult
     """
     config.validate()
+    with np.errstate(over="ignore", invalid="ignore"):  # non-finite values end in DivergenceError
+        return _train(model, X, y, config, group, test, checkpoint_dir, resume, stop_at_update, progress)
+
+
+def _train(model, X, y, config, group, test, checkpoint_dir, resume, stop_at_update, progress):
     run = _Run(model, X, y, config, group, test, checkpoint_dir, progress)
     resumed = load_state(run) if resume and checkpoint_dir is not None else None
     if config.strategy == "lbfgs":
