@@ -165,7 +165,7 @@ def check_labels(model, y, group, where=None):
     error = None
     if bad is not None:
         path, line = where(bad) if where is not None else (None, None)
-        what = f"label {y[bad]!r} is not valid for the {model.name} model"
+        what = f"label {float(y[bad]):g} is not valid for the {model.name} model"
         hint = {"logistic": "expects 0/1 or -1/1", "svm": "expects 0/1 or -1/1",
                 "softmax": f"expects integers 0..{model.k - 1}", "linear": "expects finite numbers"}[model.name]
         if path is None:
