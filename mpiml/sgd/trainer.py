@@ -76,10 +76,13 @@ class _Run:
         return learning_rate(c.schedule, c.lr, self.t, total_steps, c.lr_decay)
 
     def diverged(self, what):
-        return DivergenceError(
+        """The error for a non-finite value, which every rank sees alike (it comes out of an allreduce)."""
+        error = DivergenceError(
             f"training diverged at epoch {self.epoch + 1}, update {self.t}: {what} is not finite "
             f"(lr={self.cfg.lr}, optimizer={self.cfg.optimizer}); lower --lr or raise --alpha"
             + (f"; the last good checkpoint ({self.last_checkpoint}) is intact" if self.last_checkpoint else ""))
+        error.collective = True
+        return error
 
     # -- strategies ---------------------------------------------------------------------
     def sync_epoch(self, stop_at):
