@@ -91,3 +91,30 @@ def test_stop_and_resume_at_another_rank_count(tmp_path):
     assert other_p.returncode == 0, other_p.describe()
     np.testing.assert_allclose(load_npz(tmp_path / "r3.npz")["theta"], load_npz(tmp_path / "whole.npz")["theta"],
                                rtol=1e-9, atol=1e-12)
+
+
+def test_sigusr1_stops_with_a_checkpoint_and_status_3(tmp_path):
+    import os
+    import signal
+    import subprocess
+
+    from mpirun import mpi_env, mpiexec_command
+
+    ckpt = tmp_path / "ckpt"
+    argv = [sys.executable, "-m", "mpiml", "sgd", "--data", "synthetic:classification,n=100000,d=20",
+            "--epochs", "500", "--checkpoint-dir", str(ckpt)]
+    proc = subprocess.Popen(mpiexec_command(2, argv), env=mpi_env(), text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        for line in proc.stdout:  # wait for the first finished epoch: training is under way
+            if re.search(r"^\S*\s*1\s+\d", line.strip()):
+                break
+        os.kill(proc.pid, signal.SIGUSR1)  # mpiexec forwards it to the ranks, as Slurm's --signal does
+        out, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 3, (out, err)
+    assert "stopped after" in out and (ckpt / "manifest.json").exists()
+    manifest = json.loads((ckpt / "manifest.json").read_text())
+    assert 0 < manifest["updates"] < 500 * 313
