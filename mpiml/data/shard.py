@@ -114,17 +114,22 @@ def read_shard(path, fmt: str | None = None, comm=None, n_features: int | None =
     return shard
 
 
-def _read_svmlight(files, comm, n_features):
+def _parse_parts(files, comm, parse):
+    """This rank's lines of ``files``, each part parsed by ``parse(part)``; the first problem of
+    the lowest rank becomes a DataError (file, global line) on every rank."""
     comm_ = private_comm(comm)
     parts = text.local_parts(files, comm_.Get_rank(), comm_.Get_size())
     text.number_lines(parts, comm)
-    parsed = [parsers.parse_svmlight(p.data) for p in parts]
-    error = None
-    for part, rows in zip(parts, parsed):
-        if rows.error is not None:
-            error = DataError(rows.error[1], part.path, part.first_line + rows.error[0] + 1)
-            break
+    parsed = [parse(p) for p in parts]
+    error = next((DataError(rows.error[1], part.path, part.first_line + rows.error[0] + 1)
+                  for part, rows in zip(parts, parsed) if rows.error is not None), None)
     raise_if_any(error, comm)
+    return parts, parsed
+
+
+def _read_svmlight(files, comm, n_features):
+    comm_ = private_comm(comm)
+    parts, parsed = _parse_parts(files, comm, lambda p: parsers.parse_svmlight(p.data))
     low = min((int(r.indices.min()) for r in parsed if r.indices.size), default=None)
     high = max((int(r.indices.max()) for r in parsed if r.indices.size), default=-1)
     lows = [v for v in comm_.allgather(low) if v is not None]
@@ -156,15 +161,8 @@ def _read_svmlight(files, comm, n_features):
 
 def _read_delimited(files, comm, delimiter, label_column):
     comm_ = private_comm(comm)
-    parts = text.local_parts(files, comm_.Get_rank(), comm_.Get_size())
-    text.number_lines(parts, comm)
-    parsed = [parsers.parse_delimited(p.data, delimiter, first_may_be_header=p.first_line == 0) for p in parts]
-    error = None
-    for part, rows in zip(parts, parsed):
-        if rows.error is not None:
-            error = DataError(rows.error[1], part.path, part.first_line + rows.error[0] + 1)
-            break
-    raise_if_any(error, comm)
+    parts, parsed = _parse_parts(
+        files, comm, lambda p: parsers.parse_delimited(p.data, delimiter, first_may_be_header=p.first_line == 0))
     # Every file, on every rank, must have the same number of columns.
     widths = [(rows.values.shape[1], part.path, part.first_line + int(rows.lines[0]) + 1)
               for part, rows in zip(parts, parsed) if len(rows.lines)]
