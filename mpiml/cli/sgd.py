@@ -73,6 +73,9 @@ def build_parser():
     o.add_argument("--stop-after-updates", type=int, help="checkpoint and exit (status 3) after N updates")
     o.add_argument("--out", help="write the trained model here (.npz)")
     o.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    o.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
+                   help="progress bar on rank 0: auto = only if stdout is a terminal (under mpiexec it is "
+                        "usually a pipe, so say 'always' for a bar in an interactive run)")
     return p
 
 
@@ -110,7 +113,8 @@ def main(argv=None) -> int:
         say(f"{'epoch':>5}  {'train_loss':>10}  {'train_acc':>9}  {'test_loss':>9}  {'test_acc':>8}")
     progress = None
     if comm.rank == 0:
-        progress = Progress(args.epochs, enabled=None if say_rows else False,
+        show = {"auto": None, "always": True, "never": False}[args.progress]
+        progress = Progress(args.epochs, enabled=show if say_rows else False,
                             on_epoch=(lambda r: print(_epoch_row(r), flush=True)) if say_rows else None)
     with stop_on_signals() as stop_flag:
         est = _fit(args, comm, shard, test, progress, stop_flag)
