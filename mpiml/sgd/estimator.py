@@ -11,6 +11,7 @@ import numpy as np
 
 from mpiml.runtime.errors import ArgumentError, DataError
 from mpiml.runtime.files import load_npz, save_npz_atomic
+from mpiml.sgd import scaling
 from mpiml.sgd.config import TrainConfig
 from mpiml.sgd.group import Group
 from mpiml.sgd.models import make_model
@@ -35,6 +36,9 @@ class LinearModel:
     n_classes : int, optional
         Softmax classes (default: the largest label on any rank plus one).
     fit_intercept, squared_hinge : bool
+    standardize : bool
+        Train on features standardized with statistics of all ranks (sparse: scaled
+        only); the fitted coefficients apply to the raw features.
     checkpoint_dir, resume, stop_at_update, progress, stop_requested
         Passed to :func:`mpiml.sgd.trainer.train`.
     **settings
@@ -53,12 +57,13 @@ class LinearModel:
 
     def __init__(self, model="logistic", strategy="sync", *, comm=None, algorithm="auto", allreduce=None,
                  n_classes=None, fit_intercept=True, squared_hinge=False, checkpoint_dir=None, resume=False,
-                 stop_at_update=None, progress=None, stop_requested=None, **settings):
+                 stop_at_update=None, progress=None, stop_requested=None, standardize=False, **settings):
         self.model_name, self.comm, self.algorithm, self.allreduce = model, comm, algorithm, allreduce
         self.n_classes, self.fit_intercept, self.squared_hinge = n_classes, fit_intercept, squared_hinge
         self.checkpoint_dir, self.resume, self.stop_at_update, self.progress = (
             checkpoint_dir, resume, stop_at_update, progress)
         self.stop_requested = stop_requested
+        self.standardize = standardize
         self.config = TrainConfig(strategy=strategy, **settings).validate()
 
     def _group(self):
@@ -85,9 +90,15 @@ class LinearModel:
         test = None
         if X_test is not None:
             test = (X_test, check_labels(self.model_, np.asarray(y_test, dtype=np.float64), group, where_test))
+        if self.standardize:
+            mean, scale = scaling.fit_scaler(X, group.allreduce)
+            X = scaling.transform(X, mean, scale)
+            test = None if test is None else (scaling.transform(test[0], mean, scale), test[1])
         self.result_ = train(self.model_, X, y_enc, self.config, group, test, self.checkpoint_dir, self.resume,
                              self.stop_at_update, self.progress, self.stop_requested)
         self.theta_ = self.result_.theta
+        if self.standardize:
+            self.theta_ = scaling.unscale(self.model_, self.theta_, mean, scale)
         self.history_ = self.result_.history
         return self
 
