@@ -14,6 +14,7 @@ import time
 import numpy as np
 
 from mpiml.cli.output import emit_json, say, table
+from mpiml.collectives import ALGORITHMS
 
 EXIT_STOPPED = 3
 
@@ -69,7 +70,8 @@ def build_parser():
     t.add_argument("--tol", type=float, default=1e-10, help="lbfgs: tolerance")
     t.add_argument("--warm-start-epochs", type=int, default=0, help="lbfgs: averaged SGD epochs first")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--algorithm", default="auto", help="allreduce algorithm (default %(default)s)")
+    t.add_argument("--algorithm", default="auto", choices=("auto",) + tuple(ALGORITHMS["allreduce"]),
+                   help="allreduce algorithm (default %(default)s)")
     o = p.add_argument_group("checkpoints and output")
     o.add_argument("--checkpoint-dir", help="rank 0 writes checkpoints here")
     o.add_argument("--checkpoint-every", type=int, default=0, help="also every N updates (default: epochs only)")
@@ -165,9 +167,22 @@ def _load(args, comm):
 
 
 def _fit(args, comm, shard, test, progress, stop_flag):
+    from mpiml.runtime.agree import raise_if_any
+    from mpiml.runtime.errors import ArgumentError
     from mpiml.sgd import LinearModel
 
-    est = LinearModel(
+    error = est = None
+    try:
+        est = _estimator(args, comm, progress, stop_flag, LinearModel)
+    except ArgumentError as exc:
+        error = exc
+    raise_if_any(error, comm)  # settings that cannot work: one clean message, exit status 2
+    return est.fit(shard.X, shard.y, None if test is None else test.X, None if test is None else test.y,
+                   where=shard.where, where_test=None if test is None else test.where)
+
+
+def _estimator(args, comm, progress, stop_flag, LinearModel):
+    return LinearModel(
         args.model, args.strategy, comm=comm, algorithm=args.algorithm, n_classes=args.classes,
         fit_intercept=not args.no_intercept, squared_hinge=args.squared_hinge, checkpoint_dir=args.checkpoint_dir,
         resume=args.resume, stop_at_update=args.stop_after_updates, progress=progress, stop_requested=stop_flag,
@@ -177,8 +192,6 @@ def _fit(args, comm, shard, test, progress, stop_flag):
         alpha=args.alpha, l1_ratio=args.l1_ratio, sync_every=args.sync_every, seed=args.seed,
         max_iter=args.max_iter, tol=args.tol, warm_start_epochs=args.warm_start_epochs,
         checkpoint_every=args.checkpoint_every)
-    return est.fit(shard.X, shard.y, None if test is None else test.X, None if test is None else test.y,
-                   where=shard.where, where_test=None if test is None else test.where)
 
 
 def _summary(args, comm, est, result, load_seconds, seconds) -> dict:

@@ -84,8 +84,12 @@ class LinearModel:
         stats = _max_over(group, stats)
         self.negative_label_ = -1.0 if -stats[0] < 0 else 0.0
         classes = self.n_classes or (int(stats[1]) + 1 if np.isfinite(stats[1]) else 2)
-        self.model_ = make_model(self.model_name, X.shape[1], max(classes, 2), self.fit_intercept,
-                                 self.squared_hinge)
+        error = None
+        try:
+            self.model_ = make_model(self.model_name, X.shape[1], classes, self.fit_intercept, self.squared_hinge)
+        except ArgumentError as exc:
+            error = exc
+        group.agree(error)
         y_enc = check_labels(self.model_, y, group, where)
         test = None
         if X_test is not None:
