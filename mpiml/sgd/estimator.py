@@ -17,6 +17,8 @@ from mpiml.sgd.group import Group
 from mpiml.sgd.models import make_model
 from mpiml.sgd.trainer import train
 
+MAX_CLASSES = 100_000  # beyond this a label is more likely a mistake than a class
+
 
 class LinearModel:
     """Distributed linear model trained by SGD strategies or L-BFGS.
@@ -86,8 +88,11 @@ class LinearModel:
         classes = self.n_classes or (int(stats[1]) + 1 if np.isfinite(stats[1]) else 2)
         error = None
         try:
+            if self.model_name == "softmax" and not self.n_classes and classes > MAX_CLASSES:
+                raise DataError(f"the largest label is {stats[1]:g}: more than {MAX_CLASSES} softmax classes; "
+                                f"pass n_classes (--classes) if that is really meant")
             self.model_ = make_model(self.model_name, X.shape[1], classes, self.fit_intercept, self.squared_hinge)
-        except ArgumentError as exc:
+        except (ArgumentError, DataError) as exc:
             error = exc
         group.agree(error)
         y_enc = check_labels(self.model_, y, group, where)
