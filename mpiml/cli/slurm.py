@@ -84,12 +84,16 @@ def _options(args) -> dict:
 
 
 def _render(args, command) -> str:
+    import os
+
     from mpiml.runtime.files import atomic_write
     from mpiml.slurm import templates
     from mpiml.slurm.render import render_script
 
     path = templates.find(args.template)
-    script = render_script(path.read_text(), _options(args), command or None, args.venv)
+    # The job may start in another folder: make the environment's path absolute, ~ expanded.
+    venv = os.path.abspath(os.path.expanduser(args.venv)) if args.venv else None
+    script = render_script(path.read_text(), _options(args), command or None, venv)
     if args.out:
         with atomic_write(args.out, "w") as handle:
             handle.write(script)
@@ -124,9 +128,11 @@ def _env(args) -> None:
 
     from mpiml.slurm.env import slurm_env
 
+    from mpiml.cli.info import blas_threads
+
     comm = MPI.COMM_WORLD
-    mine = {"rank": comm.rank, "host": MPI.Get_processor_name(),
-            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), **slurm_env().as_dict()}
+    mine = {"rank": comm.rank, "host": MPI.Get_processor_name(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+            "blas_threads": max(blas_threads().values(), default=None), **slurm_env().as_dict()}
     everyone = comm.gather(mine, root=0)
     if comm.rank != 0:
         return
@@ -134,7 +140,7 @@ def _env(args) -> None:
         emit_json({"size": comm.size, "ranks": everyone})
         return
     keys = ["rank", "host", "nodename", "nodeid", "procid", "localid", "ntasks", "cpus_per_task",
-            "omp_num_threads", "run_id", "restart_count"]
+            "omp_num_threads", "blas_threads", "run_id", "restart_count"]
     say(table([["-" if row[key] is None else row[key] for key in keys] for row in everyone], keys))
 
 

@@ -126,19 +126,25 @@ def render_script(template: str, options: dict | None = None, command=None, venv
     merged = {**template_options(template), **options}
     header = checked_options(merged)
 
+    active = template_options(template)
     lines = template.split("\n")
     last_directive = None
     for index, line in enumerate(lines):
         parsed = parse_directive(line)
-        if not parsed:
+        if parsed is None and line.startswith("#" + DIRECTIVE + " "):
+            # a switched-off "##SBATCH --name=PLACEHOLDER" line: a given value replaces it
+            placeholder = parse_directive(line[1:])
+            last_directive = index
+            if placeholder[0] in options and placeholder[0] not in active and placeholder[0] in header:
+                name, _, column = placeholder
+                lines[index] = _with_comment(sbatch_line(name, header.pop(name)), line,
+                                             None if column is None else column + 1)
+            continue
+        if parsed is None:
             continue
         name, _, column = parsed
         last_directive = index
-        directive = sbatch_line(name, header.pop(name))
-        if column is not None:
-            comment = line[column:]
-            directive = f"{directive:<{column - 1}} {comment}"
-        lines[index] = directive
+        lines[index] = _with_comment(sbatch_line(name, header.pop(name)), line, column)
     if last_directive is None:
         raise ArgumentError("the template has no #SBATCH lines")
     lines[last_directive + 1:last_directive + 1] = [sbatch_line(name, value) for name, value in header.items()]
@@ -150,6 +156,13 @@ def render_script(template: str, options: dict | None = None, command=None, venv
         line = "MPIML_VENV=${MPIML_VENV:-" + shlex.quote(str(check_option("venv", venv))) + "}"
         text = _replace_one(text, _VENV_LINE, line, "MPIML_VENV=${MPIML_VENV:-...}")
     return text
+
+
+def _with_comment(directive: str, line: str, column) -> str:
+    """``directive`` followed by ``line``'s trailing comment, at the same column where possible."""
+    if column is None:
+        return directive
+    return f"{directive:<{column - 1}} {line[column:]}"
 
 
 def _replace_one(text: str, pattern, replacement: str, what: str) -> str:
