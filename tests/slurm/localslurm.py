@@ -118,19 +118,19 @@ class LocalCluster:
         env.update(extra or {})
         return env
 
-    def run(self, *argv: str, timeout: float = 60, env: dict | None = None) -> subprocess.CompletedProcess:
+    def run(self, *argv: str, timeout: float = 60, env: dict | None = None, cwd=None) -> subprocess.CompletedProcess:
         return subprocess.run(list(argv), env=self.env(env), capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
+                              stdin=subprocess.DEVNULL, cwd=cwd)
 
     def sbatch(self, script: Path, *args: str, workdir: Path, env: dict | None = None) -> str:
-        done = self.run("sbatch", "--parsable", f"--chdir={workdir}", *args, str(script), env=env)
+        done = self.run("sbatch", "--parsable", *args, str(script), env=env, cwd=workdir)
         if done.returncode != 0:
             raise AssertionError(f"sbatch {script} refused: {done.stderr}")
         return done.stdout.strip().split(";")[0]
 
     def sbatch_wrap(self, command: str, *args: str, workdir: Path, env: dict | None = None) -> str:
         """Submit a one-line job (``sbatch --wrap``)."""
-        done = self.run("sbatch", "--parsable", f"--chdir={workdir}", *args, "--wrap", command, env=env)
+        done = self.run("sbatch", "--parsable", *args, "--wrap", command, env=env, cwd=workdir)
         if done.returncode != 0:
             raise AssertionError(f"sbatch --wrap {command!r} refused: {done.stderr}")
         return done.stdout.strip().split(";")[0]
@@ -139,13 +139,20 @@ class LocalCluster:
         done = self.run("scontrol", "-o", "show", "job", job_id)
         return [parse_job_record(line) for line in done.stdout.splitlines() if line.strip()]
 
-    def wait(self, job_id: str, timeout: float = 120, restarts: int | None = None) -> Job:
-        """Poll until every record of ``job_id`` has finished (and restarted ``restarts`` times)."""
+    def wait(self, job_id: str, timeout: float = 120, restarts: int = 0, settle: float = 3.0) -> Job:
+        """Poll until every record of ``job_id`` has finished; returns them.
+
+        With ``restarts``, a job that finished before restarting that often is returned
+        only after it stayed finished for ``settle`` seconds (a requeue in flight).
+        """
         deadline = time.monotonic() + timeout
+        finished_since = None
         while True:
             records = self.records(job_id)
-            finished = records and all(r.get("JobState") in FINISHED for r in records)
-            if finished and (restarts is None or all(int(r.get("Restarts", 0)) >= restarts for r in records)):
+            finished = bool(records) and all(r.get("JobState") in FINISHED for r in records)
+            finished_since = (finished_since or time.monotonic()) if finished else None
+            restarted = all(int(r.get("Restarts", 0)) >= restarts for r in records)
+            if finished and (restarted or time.monotonic() - finished_since >= settle):
                 return Job(job_id, records)
             if time.monotonic() > deadline:
                 raise AssertionError(f"job {job_id} not finished after {timeout:.0f} s: "

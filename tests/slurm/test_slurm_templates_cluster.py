@@ -100,7 +100,8 @@ def _chain(cluster, tmp_path, train_command):
     evaluate = render("evaluate", tmp_path / "evaluate.sbatch", [*EXAMPLE, "--evaluate", "--json"],
                       ntasks_per_node=2, output=str(tmp_path / "job-%j.out"))
     done = cluster.run("bash", str(REPO / "slurm" / "chain.sh"), str(train), str(evaluate),
-                       env={"MPIML_CHECKPOINT_DIR": str(checkpoints), "SBATCH_ARGS": f"--chdir={tmp_path}"})
+                       env={"MPIML_CHECKPOINT_DIR": str(checkpoints), "SBATCH_ARGS": "--comment=chained"},
+                       cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     train_id, evaluate_id = done.stdout.split()
     return cluster.wait(train_id), cluster.wait(evaluate_id)
@@ -111,6 +112,7 @@ def test_chain_evaluates_after_training_succeeded(slurm_cluster, tmp_path):
                                                           "--result", str(tmp_path / "trained.json")])
     assert trained.ok and evaluated.ok, (trained.states, evaluated.states)
     assert evaluated.records[0]["StartTime"] >= trained.records[0]["EndTime"]
+    assert trained.records[0]["Comment"] == evaluated.records[0]["Comment"] == "chained"  # SBATCH_ARGS
     assert f"after afterok:{trained.job_id}" in job_log(tmp_path, evaluated.job_id).read_text()
     result = last_json(job_log(tmp_path, evaluated.job_id))
     x, objective = gradient_descent(0.1, 20)
@@ -137,7 +139,7 @@ def test_submit_quotes_every_value(slurm_cluster, tmp_path):
     printer = "import json, sys; print(json.dumps({'argv': sys.argv[1:]}))"
     done = slurm_cluster.run(*MPIML, "slurm", "submit", "single-node", "--ntasks-per-node", "1",
                              "--job-name", job_name, "--output", str(tmp_path / "job-%j.out"),
-                             "--sbatch", f"chdir={tmp_path}", "--", sys.executable, "-c", printer, *NASTY)
+                             "--", sys.executable, "-c", printer, *NASTY, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     job_id = done.stdout.strip()
     assert job_id.isdigit(), done.stdout
