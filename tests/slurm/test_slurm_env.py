@@ -85,3 +85,4 @@ def test_gather_needs_results(tmp_path):
         gather(tmp_path)
     with pytest.raises(DataError, match="no such results folder"):
         gather(tmp_path / "missing")
+

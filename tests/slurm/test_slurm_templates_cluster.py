@@ -16,12 +16,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 from example_oracle import EXAMPLE_PATH, gradient_descent
-from localslurm import job_log, last_json, render
+from localslurm import job_log, last_json, render, skip_or_fail, why_not_here
 from mpirun import REPO
-
 
 MPIML = [sys.executable, "-m", "mpiml"]
 EXAMPLE = [sys.executable, str(EXAMPLE_PATH)]
+
+
+def test_cluster_tests_skip_without_root_but_fail_under_ci(monkeypatch):
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    reason = why_not_here()
+    assert reason and "needs root" in reason
+    with pytest.raises(pytest.skip.Exception, match="needs root"):
+        skip_or_fail(reason, {})
+    with pytest.raises(pytest.fail.Exception, match="CI=true"):
+        skip_or_fail(reason, {"CI": "true"})
 
 
 def submit_env_job(cluster, tmp_path, template, env=None, **options):
