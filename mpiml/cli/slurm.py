@@ -23,7 +23,7 @@ EPILOG = """examples:
 # sbatch long options offered directly (most jobs need no others; --sbatch adds any).
 HEADER_OPTIONS = {
     "nodes": "number of nodes",
-    "ntasks": "total MPI ranks (instead of --ntasks-per-node)",
+    "ntasks": "total MPI ranks (a template's --ntasks-per-node then caps the ranks per node)",
     "ntasks-per-node": "MPI ranks per node",
     "cpus-per-task": "cores (threads) per rank",
     "time": "time limit: M, M:S, H:M:S, D-H, D-H:M or D-H:M:S",
@@ -162,7 +162,10 @@ def main(argv=None) -> int:
             from mpiml.slurm.submit import sbatch
 
             job_id = sbatch(_render(args, command))
-            emit_json({"job_id": job_id}) if args.json else say(job_id)
+            if args.json:
+                emit_json({"job_id": job_id})
+            else:
+                say(job_id)
         elif args.action == "gather":
             _gather(args)
         else:

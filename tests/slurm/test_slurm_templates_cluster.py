@@ -102,15 +102,16 @@ def test_sweep_array_and_gathered_table(slurm_cluster, tmp_path):
 
 
 def _chain(cluster, tmp_path, train_command):
-    """Submit train (preemptible template) then evaluate through slurm/chain.sh; wait for both."""
-    checkpoints = tmp_path / "checkpoints"
+    """Submit train (preemptible template) then evaluate through slurm/chain.sh; wait for both.
+
+    No checkpoint folder is given: the jobs must agree on the templates' default one.
+    """
     train = render("preemptible", tmp_path / "train.sbatch", train_command, ntasks_per_node=2,
                    output=str(tmp_path / "job-%j.out"))
     evaluate = render("evaluate", tmp_path / "evaluate.sbatch", [*EXAMPLE, "--evaluate", "--json"],
                       ntasks_per_node=2, output=str(tmp_path / "job-%j.out"))
     done = cluster.run("bash", str(REPO / "slurm" / "chain.sh"), str(train), str(evaluate),
-                       env={"MPIML_CHECKPOINT_DIR": str(checkpoints), "SBATCH_ARGS": "--comment=chained"},
-                       cwd=tmp_path)
+                       env={"SBATCH_ARGS": "--comment=chained"}, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     train_id, evaluate_id = done.stdout.split()
     return cluster.wait(train_id), cluster.wait(evaluate_id)
@@ -123,6 +124,7 @@ def test_chain_evaluates_after_training_succeeded(slurm_cluster, tmp_path):
     assert evaluated.records[0]["StartTime"] >= trained.records[0]["EndTime"]
     assert trained.records[0]["Comment"] == evaluated.records[0]["Comment"] == "chained"  # SBATCH_ARGS
     assert f"after afterok:{trained.job_id}" in job_log(tmp_path, evaluated.job_id).read_text()
+    assert (tmp_path / "checkpoints" / trained.job_id / "manifest.json").exists()
     result = last_json(job_log(tmp_path, evaluated.job_id))
     x, objective = gradient_descent(0.1, 20)
     assert result["steps"] == 20 and result["x"] == json.loads((tmp_path / "trained.json").read_text())["x"]
