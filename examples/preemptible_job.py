@@ -62,32 +62,10 @@ def build_parser():
     return parser
 
 
-def main(argv=None) -> int:
-    from mpi4py import MPI
-
-    import mpiml
+def resume_point(args, directory, meta, comm):
+    """``(x, step, manifest-or-None)`` to start from, the same on every rank."""
     from mpiml.runtime.agree import raise_if_any
-    from mpiml.runtime.checkpoint import read_checkpoint, write_checkpoint
-    from mpiml.runtime.files import atomic_write
-    from mpiml.runtime.preempt import Preempted, PreemptionWatch
-    from mpiml.slurm.env import checkpoint_dir, log_prefix, slurm_env
-
-    args = build_parser().parse_args(argv)
-    comm = MPI.COMM_WORLD
-    if args.steps < 0 or args.rows < comm.size or args.dim < 1 or args.checkpoint_every < 1:
-        raise_if_any(ArgumentError("need --steps >= 0, --rows >= ranks, --dim >= 1, --checkpoint-every >= 1"))
-    directory = args.checkpoint_dir or checkpoint_dir()
-    env = slurm_env()
-
-    def log(message):
-        if comm.rank == 0:
-            # with --json, stdout carries only the result
-            print(f"{log_prefix()} {message}".strip(), flush=True, file=sys.stderr if args.json else sys.stdout)
-
-    a, b = make_problem(args.seed, args.rows, args.dim)
-    mine = np.array_split(np.arange(args.rows), comm.size)[comm.rank]
-    a_local, b_local = a[mine], b[mine]
-    meta = {"seed": args.seed, "rows": args.rows, "dim": args.dim, "rate": args.rate, "ranks": comm.size}
+    from mpiml.runtime.checkpoint import read_checkpoint
 
     found, error = None, None
     if comm.rank == 0 and (args.resume or args.evaluate):
@@ -101,37 +79,67 @@ def main(argv=None) -> int:
             error = CheckpointError(f"{directory}: no checkpoint to evaluate")
     raise_if_any(error, comm)
     found = comm.bcast(found, root=0)
+    if found is None:
+        return np.zeros(args.dim), 0, None
+    return found[0]["x"], int(found[1]["step"]), found[1]
 
-    x, start = np.zeros(args.dim), 0
-    if found is not None:
-        x, start = found[0]["x"], int(found[1]["step"])
-        log(f"resumed from step {start} of {directory} (SLURM_RESTART_COUNT={env.restart_count})")
-    else:
-        log(f"starting at step 0 (SLURM_RESTART_COUNT={env.restart_count})")
 
-    def save(step):
+def main(argv=None) -> int:
+    from mpi4py import MPI
+
+    import mpiml
+    from mpiml.runtime.agree import raise_if_any
+    from mpiml.runtime.checkpoint import write_checkpoint
+    from mpiml.runtime.files import atomic_write
+    from mpiml.runtime.preempt import Preempted, PreemptionWatch
+    from mpiml.slurm.env import checkpoint_dir, log_prefix, slurm_env
+
+    args = build_parser().parse_args(argv)
+    comm = MPI.COMM_WORLD
+    if args.steps < 0 or args.rows < comm.size or args.dim < 1 or args.checkpoint_every < 1:
+        raise_if_any(ArgumentError("need --steps >= 0, --rows >= ranks, --dim >= 1, --checkpoint-every >= 1"))
+    directory = args.checkpoint_dir or checkpoint_dir()
+    env = slurm_env()
+
+    def log(message):
+        if comm.rank == 0:  # with --json, stdout carries only the result
+            print(f"{log_prefix()} {message}".strip(), flush=True, file=sys.stderr if args.json else sys.stdout)
+
+    a, b = make_problem(args.seed, args.rows, args.dim)
+    mine = np.array_split(np.arange(args.rows), comm.size)[comm.rank]
+    a_local, b_local = a[mine], b[mine]
+    meta = {"seed": args.seed, "rows": args.rows, "dim": args.dim, "rate": args.rate, "ranks": comm.size}
+
+    def save(step, x):
         if comm.rank == 0:
             write_checkpoint(directory, step, {"x": x}, meta)
         comm.Barrier()  # nobody exits before the checkpoint is on disk
 
-    if not args.evaluate:
-        with PreemptionWatch(comm) as watch:
-            for step in range(start, args.steps):
-                x = x - args.rate * mpiml.allreduce(local_gradient(a_local, b_local, x, args.rows), comm=comm)
-                done = step + 1
-                if args.sleep:
-                    time.sleep(args.sleep)
-                if watch.should_stop():
-                    save(done)
-                    log(f"{watch.signal_name or 'stop'} received: checkpointed step {done} in {directory}")
-                    raise Preempted(f"stopped after step {done}; resume from {directory}")
-                if done % args.checkpoint_every == 0:
-                    save(done)
-        if start < args.steps:
-            save(args.steps)
+    # Watch from the start: once the collective resume_point has returned on rank 0, every
+    # rank handles the signal (an unhandled SIGUSR1 would kill the process).
+    with PreemptionWatch(comm) as watch:
+        x, start, manifest = resume_point(args, directory, meta, comm)
+        if manifest is not None:
+            log(f"resumed from step {start} of {directory} (SLURM_RESTART_COUNT={env.restart_count})")
+        else:
+            log(f"starting at step 0 (SLURM_RESTART_COUNT={env.restart_count})")
+        for step in range(start, args.steps if not args.evaluate else start):
+            x = x - args.rate * mpiml.allreduce(local_gradient(a_local, b_local, x, args.rows), comm=comm)
+            done = step + 1
+            if args.sleep:
+                time.sleep(args.sleep)
+            if watch.should_stop():
+                save(done, x)
+                log(f"{watch.signal_name or 'stop'} received: checkpointed step {done} in {directory}")
+                raise Preempted(f"stopped after step {done}; resume from {directory}")
+            if done % args.checkpoint_every == 0:
+                save(done, x)
+        if not args.evaluate and start < args.steps:
+            save(args.steps, x)
 
-    result = {"steps": args.steps if not args.evaluate else start, "rate": args.rate, "ranks": comm.size,
-              "objective": objective(a, b, x), "x": x.tolist(), "resumed_from_step": start if found else None,
+    result = {"steps": start if args.evaluate else args.steps, "rate": args.rate, "ranks": comm.size,
+              "objective": objective(a, b, x), "x": x.tolist(),
+              "resumed_from_step": start if manifest is not None else None,
               "restart_count": env.restart_count, "slurm_job_id": env.job_id}
     if comm.rank == 0:
         if args.result:
