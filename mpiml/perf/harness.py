@@ -111,9 +111,8 @@ def run_benchmark(collective, sizes, algorithms, *, dtype="float32", op="sum", i
         times, iters = time_algorithms(workload, timed, schedule, comm)
         native_median = float(np.median(times[0]))
         size_records = []
-        for name, row in zip(timed, times):
-            if name not in algorithms:
-                continue
+        for name in algorithms:
+            row = times[timed.index(name)]
             median = float(np.median(row))
             size_records.append({
                 "collective": collective,

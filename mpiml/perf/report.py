@@ -68,6 +68,7 @@ def write_plot(path, records, title="") -> None:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         raise ArgumentError("--plot needs matplotlib: pip install 'mpiml[plot]'") from None
     fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
@@ -76,6 +77,7 @@ def write_plot(path, records, title="") -> None:
         ax.plot([rec["bytes"] for rec in mine], [max(rec["busbw_gbps"], 1e-6) for rec in mine],
                 marker="o", label=name)
     ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: format_bytes(int(round(v)))))
     ax.set_yscale("log")
     ax.set_xlabel("message size (bytes)")
     ax.set_ylabel("bus bandwidth (GB/s, nccl-tests definition)")
