@@ -12,6 +12,8 @@ from mpiml.runtime.abort import run_or_abort
 SUBCOMMANDS = {
     "info": ("mpiml.cli.info", "MPI library, ranks, hosts, threads: what this job runs on"),
     "bench": ("mpiml.cli.bench", "time the collectives against the MPI library's own"),
+    "tune": ("mpiml.cli.tune", "measure this machine, calibrate the cost model, write a tuning file"),
+    "model": ("mpiml.cli.model", "predict collective times and crossovers for up to 100,000 ranks"),
 }
 
 EPILOG = """examples:
