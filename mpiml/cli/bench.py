@@ -42,6 +42,7 @@ def build_parser():
     parser.add_argument("--max-iters", type=int, default=1000)
     parser.add_argument("--in-place", action="store_true", help="allreduce/reduce with out=x")
     parser.add_argument("--check", action="store_true", help="verify every algorithm against native (bitwise)")
+    parser.add_argument("--tuning", metavar="FILE", help="tuning file for 'auto' (default: $MPIML_TUNING, else the model)")
     parser.add_argument("--quick", action="store_true", help=f"a short run: sizes {QUICK_SIZES}, --min-time 0.02")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     parser.add_argument("--csv", metavar="FILE", help="also write the results as CSV")
@@ -83,6 +84,10 @@ def main(argv=None) -> int:
             raise ArgumentError(f"--dtype {dtype} is not an integer or floating type")
         if args.iters is not None and args.iters < 1:
             raise ArgumentError("--iters must be at least 1")
+        if args.tuning:
+            from mpiml.collectives.select import set_tuning
+
+            set_tuning(args.tuning)
     except (ArgumentError, TypeError) as exc:
         error = exc if isinstance(exc, ArgumentError) else ArgumentError(str(exc))
     raise_if_any(error, comm)

@@ -38,21 +38,26 @@ def main(argv=None) -> int:
     from mpiml.collectives.tuning import load_tuning
     from mpiml.perf.extrapolate import crossover_points, parse_overrides, predictions
     from mpiml.perf.sizes import format_bytes, parse_sizes
+    from mpiml.runtime.agree import raise_if_any
     from mpiml.runtime.errors import ArgumentError
 
     args = build_parser().parse_args(argv)
-    try:
-        ranks = [int(r) for r in args.ranks.split(",") if r.strip()]
-    except ValueError:
-        raise ArgumentError(f"--ranks must be a comma list of integers, got {args.ranks!r}") from None
-    sizes = parse_sizes(args.sizes)
+    error = records = points = None
     params = DEFAULT_PARAMS
-    if args.tuning:
-        tuning = load_tuning(args.tuning, ALGORITHMS)
-        params = tuning.params or params
-    params = parse_overrides(args.set, params)
-    records = predictions(args.collective, ranks, sizes, params)
-    points = [c for p in ranks for c in crossover_points(args.collective, p, 1, max(sizes), params)]
+    try:
+        try:
+            ranks = [int(r) for r in args.ranks.split(",") if r.strip()]
+        except ValueError:
+            raise ArgumentError(f"--ranks must be a comma list of integers, got {args.ranks!r}") from None
+        sizes = parse_sizes(args.sizes)
+        if args.tuning:
+            params = load_tuning(args.tuning, ALGORITHMS).params or params
+        params = parse_overrides(args.set, params)
+        records = predictions(args.collective, ranks, sizes, params)
+        points = [c for p in ranks for c in crossover_points(args.collective, p, 1, max(sizes), params)]
+    except ArgumentError as exc:
+        error = exc
+    raise_if_any(error)  # the same on every rank: all exit cleanly
     if args.json:
         emit_json({"collective": args.collective, "params": params.to_dict(), "predictions": records,
                    "crossovers": points})
