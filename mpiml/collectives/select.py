@@ -47,7 +47,8 @@ MAX_MODEL_BYTES = 1 << 40
 
 _explicit: Tuning | None = None
 _explicit_set = False
-_from_environment: dict[str, Tuning] = {}
+_environment_path: str | None = None   # MPIML_TUNING as last read
+_from_environment: Tuning | None = None
 _tables: dict = {}
 
 
@@ -57,9 +58,9 @@ def set_tuning(tuning=None) -> Tuning | None:
     ``set_tuning(None)`` goes back to ``MPIML_TUNING`` (or the model when it is unset).
     Call it with the same file on every rank. Returns the tuning now in force.
     """
-    global _explicit, _explicit_set
+    global _explicit, _explicit_set, _environment_path
     if tuning is None:
-        _explicit, _explicit_set = None, False
+        _explicit, _explicit_set, _environment_path = None, False, None
     else:
         _explicit = tuning if isinstance(tuning, Tuning) else load_tuning(tuning, ALGORITHMS)
         _explicit_set = True
@@ -68,16 +69,19 @@ def set_tuning(tuning=None) -> Tuning | None:
 
 
 def current_tuning() -> Tuning | None:
-    """The tuning ``auto`` uses now: :func:`set_tuning`'s, else ``MPIML_TUNING``'s, else None."""
+    """The tuning ``auto`` uses now: :func:`set_tuning`'s, else ``MPIML_TUNING``'s, else None.
+
+    ``MPIML_TUNING`` is read at the first decision (and again after ``set_tuning(None)``),
+    not on every call: reading the environment costs as much as a small message step.
+    """
+    global _environment_path, _from_environment
     if _explicit_set:
         return _explicit
-    path = os.environ.get("MPIML_TUNING")
-    if not path:
-        return None
-    tuning = _from_environment.get(path)
-    if tuning is None:
-        tuning = _from_environment[path] = load_tuning(path, ALGORITHMS)
-    return tuning
+    if _environment_path is None:
+        path = os.environ.get("MPIML_TUNING", "")
+        _from_environment = load_tuning(path, ALGORITHMS) if path else None
+        _environment_path = path
+    return _from_environment
 
 
 def choose(collective: str, algorithm: str, nbytes: int, size: int, commutative: bool = True) -> str:
