@@ -42,7 +42,8 @@ def build_parser():
     parser.add_argument("--max-iters", type=int, default=1000)
     parser.add_argument("--in-place", action="store_true", help="allreduce/reduce with out=x")
     parser.add_argument("--check", action="store_true", help="verify every algorithm against native (bitwise)")
-    parser.add_argument("--tuning", metavar="FILE", help="tuning file for 'auto' (default: $MPIML_TUNING, else the model)")
+    parser.add_argument("--tuning", metavar="FILE",
+                        help="tuning file for 'auto' (default: $MPIML_TUNING, else the model)")
     parser.add_argument("--quick", action="store_true", help=f"a short run: sizes {QUICK_SIZES}, --min-time 0.02")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     parser.add_argument("--csv", metavar="FILE", help="also write the results as CSV")

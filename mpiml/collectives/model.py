@@ -27,8 +27,8 @@ Assumptions (where the model is known to be wrong):
   a 2-core machine), large-message rates degrade when more ranks than cores run.
 * ``native`` is priced as one Python step (the mpi4py call) plus the better of the
   textbook algorithms the MPI library picks from (recursive doubling or Rabenseifner
-  for allreduce, etc.) at ``alpha`` per step, plus a copy of the input for out-of-place calls and a page-fault cost per byte for
-  messages from ``fault_bytes`` up (MPICH and Open MPI fault in a fresh temporary
+  for allreduce, etc.) at ``alpha`` per step, plus a copy of the input for
+  out-of-place calls and a page-fault cost per byte for messages from ``fault_bytes`` up (MPICH and Open MPI fault in a fresh temporary
   buffer per call). The library's real thresholds differ; the model does not follow
   them exactly.
 * The pipelined broadcast with segment ``s`` bytes takes ``p - 2 + ceil(n / s)`` steps
