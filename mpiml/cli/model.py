@@ -9,7 +9,7 @@ from mpiml.cli.output import emit_json, say, table
 EPILOG = """The alpha-beta-gamma model of mpiml.collectives.model, with the parameters of a
 tuning file (mpiml tune) or the defaults measured on a 2-core node. "fastest" is the
 model's best algorithm; "auto" is what algorithm="auto" would run without a tuning rule
-for that rank count (native unless a hand-written algorithm is predicted >10% faster).
+for that rank count (native unless a hand-written algorithm is predicted more than 3% faster).
 Assumptions and known errors: see the docstring of mpiml/collectives/model.py.
 
 examples:

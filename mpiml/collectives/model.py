@@ -28,9 +28,10 @@ Assumptions (where the model is known to be wrong):
 * ``native`` is priced as one Python step (the mpi4py call) plus the better of the
   textbook algorithms the MPI library picks from (recursive doubling or Rabenseifner
   for allreduce, etc.) at ``alpha`` per step, plus a copy of the input for
-  out-of-place calls and a page-fault cost per byte for messages from ``fault_bytes`` up (MPICH and Open MPI fault in a fresh temporary
-  buffer per call). The library's real thresholds differ; the model does not follow
-  them exactly.
+  out-of-place calls, a page-fault cost per byte from ``fault_bytes`` up (MPICH and
+  Open MPI fault in a fresh temporary buffer per call), plus a measured extra cost per byte per collective
+  (``native_extra``: internal copies the textbook formula lacks). The library's real
+  thresholds differ; the model does not follow them exactly.
 * The pipelined broadcast with segment ``s`` bytes takes ``p - 2 + ceil(n / s)`` steps
   of one segment each.
 * Noise, OS jitter, synchronisation skew and cache effects (a message that fits in
@@ -54,15 +55,18 @@ class ModelParams:
     """
 
     alpha: float = 1.0e-6            # library latency per message
-    beta: float = 1.7e-10            # per byte sent (about 6 GB/s point to point)
-    gamma: float = 2.1e-10           # per byte reduced, numpy ufunc with out= (about 14 GB/s of traffic)
-    copy: float = 1.0e-10            # per byte copied locally (np.copyto)
+    beta: float = 0.7e-10            # per byte sent (about 14 GB/s through shared memory)
+    gamma: float = 1.0e-10           # per byte reduced, numpy ufunc with out=
+    copy: float = 0.5e-10            # per byte copied locally (np.copyto)
     step_overhead: float = 2.5e-6    # Python time of one step of a hand-written algorithm
-    call_overhead: float = 4.0e-6    # Python time of one mpiml call
-    native_fault: float = 3.0e-10    # per byte, native temporaries from FAULT_BYTES up
+    call_overhead: float = 3.0e-6    # Python time of one mpiml call
+    native_fault: float = 3.0e-10    # per byte, native allreduce/reduce temporaries from fault_bytes up
     fault_bytes: int = FAULT_BYTES
     segment_bytes: int = 1 << 20     # pipeline broadcast segment
     gamma_by_dtype: dict = field(default_factory=dict)  # dtype name -> gamma, where measured
+    # Per collective, what the MPI library spends per byte beyond the textbook algorithm
+    # (internal copies, temporaries); measured at p = 2 with the pip MPICH wheel.
+    native_extra: dict = field(default_factory=lambda: {"reduce": 0.8e-10, "allgather": 1.0e-10})
 
     def gamma_for(self, dtype) -> float:
         return float(self.gamma_by_dtype.get(str(dtype), self.gamma)) if dtype is not None else self.gamma
@@ -220,6 +224,7 @@ def predict(algorithm: str, nbytes: int, p: int, params: ModelParams | None = No
             seconds += copy_in  # the library copies the input to the output first
             if n >= params.fault_bytes:
                 seconds += n * params.native_fault
+        seconds += n * float(params.native_extra.get(collective, 0.0))
         return params.call_overhead + seconds
     a = params.alpha + params.step_overhead
     if algorithm == "pipeline":

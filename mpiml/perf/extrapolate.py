@@ -14,12 +14,12 @@ def parse_overrides(text: str | None, params: model.ModelParams) -> model.ModelP
     if not text:
         return params
     values = params.to_dict()
+    scalars = sorted(k for k, v in values.items() if not isinstance(v, dict))
     for item in text.split(","):
         name, _, value = item.partition("=")
         name = name.strip()
-        if name not in values or name == "gamma_by_dtype":
-            raise ArgumentError(f"--set: unknown parameter {name!r}; known: "
-                                f"{sorted(k for k in values if k != 'gamma_by_dtype')}")
+        if name not in scalars:
+            raise ArgumentError(f"--set: unknown parameter {name!r}; known: {scalars}")
         try:
             values[name] = type(values[name])(float(value))
         except ValueError:

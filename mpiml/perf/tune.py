@@ -72,17 +72,38 @@ def measured_rules(records) -> dict:
     return rules
 
 
-def fit_native_fault(params, records) -> model.ModelParams:
-    """Page-fault cost per byte of native allreduce from the sizes above ``fault_bytes``."""
-    residuals = []
-    no_faults = model.ModelParams.from_dict(dict(params.to_dict(), native_fault=0.0))
-    for rec in records:
-        if rec["collective"] == "allreduce" and rec["algorithm"] == "native" and rec["bytes"] >= params.fault_bytes:
-            predicted = model.predict("native", rec["bytes"], rec["ranks"], no_faults, dtype=rec["dtype"])
-            residuals.append(max(rec["time_median_seconds"] - predicted, 0.0) / rec["bytes"])
-    if not residuals:
-        return params
-    return model.ModelParams.from_dict(dict(params.to_dict(), native_fault=sorted(residuals)[len(residuals) // 2]))
+def _median_residual_per_byte(records, params, keep):
+    residuals = sorted(
+        max(rec["time_median_seconds"] - model.predict("native", rec["bytes"], rec["ranks"], params,
+                                                       collective=rec["collective"], dtype=rec["dtype"]), 0.0)
+        / rec["bytes"]
+        for rec in records if rec["algorithm"] == "native" and keep(rec))
+    return residuals[len(residuals) // 2] if residuals else None
+
+
+def fit_native(params, records, min_bytes=1 << 20) -> model.ModelParams:
+    """What the MPI library costs beyond the textbook formulas, from its large messages.
+
+    ``native_extra[collective]``: the median excess per byte from ``min_bytes`` up to
+    ``fault_bytes``; ``native_fault``: allreduce's further excess from ``fault_bytes`` up.
+    Collectives or ranges that were not measured keep their previous values.
+    """
+    values = params.to_dict()
+    extra = dict(values["native_extra"])
+    for collective in {rec["collective"] for rec in records}:
+        bare = model.ModelParams.from_dict(dict(values, native_extra={}, native_fault=0.0))
+        fitted = _median_residual_per_byte(
+            records, bare,
+            lambda rec: rec["collective"] == collective and min_bytes <= rec["bytes"] < params.fault_bytes)
+        if fitted is not None:
+            extra[collective] = fitted
+    values["native_extra"] = extra
+    no_faults = model.ModelParams.from_dict(dict(values, native_fault=0.0))
+    fault = _median_residual_per_byte(
+        records, no_faults, lambda rec: rec["collective"] == "allreduce" and rec["bytes"] >= params.fault_bytes)
+    if fault is not None:
+        values["native_fault"] = fault
+    return model.ModelParams.from_dict(values)
 
 
 def explain_rows(records, params) -> list[dict]:
@@ -111,7 +132,7 @@ def tune(comm, sizes, collectives, rank_counts, schedule: Schedule, dtype="float
             sub.Free()
         comm.Barrier()
     records = comm.bcast(records, root=0)  # rank 0 took part in every subset
-    params = fit_native_fault(params, records)
+    params = fit_native(params, records)
     hosts = len(set(comm.allgather(MPI.Get_processor_name())))
     return {
         "format": FORMAT, "version": VERSION,
