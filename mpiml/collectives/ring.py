@@ -86,11 +86,16 @@ def allreduce(comm, x, out, op, workspace):
 def reduce_scatter(comm, x, out, op, counts, workspace):
     """Ring reduce-scatter: ``out`` receives this rank's block (block ``rank``) of the sum."""
     r = comm.Get_rank()
-    bounds = displacements(counts)
-    acc = workspace.get("ring_acc", int(bounds[-1]), x.dtype)
-    tmp = workspace.get("ring", int(counts.max()), x.dtype)
-    _reduce_scatter_into(comm, x, acc, op, ring_schedule(counts, r, -1), tmp)
-    np.copyto(out, acc[bounds[r]:bounds[r + 1]])
+
+    def build():
+        bounds = displacements(counts)
+        return ring_schedule(counts, r, -1), int(bounds[r]), int(bounds[r + 1]), int(counts.max())
+
+    steps, lo, hi, largest = workspace.plan(("ring_reduce_scatter", counts.tobytes(), r), build)
+    acc = workspace.get("ring_acc", x.size, x.dtype)
+    tmp = workspace.get("ring", largest, x.dtype)
+    _reduce_scatter_into(comm, x, acc, op, steps, tmp)
+    np.copyto(out, acc[lo:hi])
     return out
 
 
