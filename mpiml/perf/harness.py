@@ -5,9 +5,11 @@ call with ``perf_counter``. The time of one iteration is the *maximum over ranks
 (the collective is done when its slowest rank is done, as OSU reports it); the
 figures are the median, minimum and maximum of those over the iterations.
 
-Interleaving. Within an iteration every algorithm runs once, in an order rotated from
-one iteration to the next, so drift of a shared machine hits all algorithms alike and
-the ratio to ``native`` measured in the same run is meaningful.
+Interleaving. Within an iteration every algorithm runs once, in an order shuffled from
+one iteration to the next (the same order on every rank, from a fixed seed), so drift of
+a shared machine hits all algorithms alike, no algorithm always follows the same one
+(whose cache and skew it would inherit), and the ratio to ``native`` measured in the
+same run is meaningful.
 """
 
 from __future__ import annotations
@@ -64,25 +66,24 @@ def check_algorithms(workload, algorithms, comm) -> dict[str, bool]:
 def time_algorithms(workload, algorithms, schedule: Schedule, comm) -> tuple[np.ndarray, int]:
     """Per-iteration times (max over ranks), shape ``(len(algorithms), iters)``."""
     k = len(algorithms)
+    orders = np.random.default_rng(workload.nbytes)  # the same sequence on every rank
     warm = np.zeros(k)
     for _ in range(max(schedule.warmup, 1)):
-        warm[:] = _round(workload, algorithms, comm, 0)
+        warm[:] = _round(workload, algorithms, comm, orders.permutation(k))
     comm.Allreduce(MPI.IN_PLACE, warm, op=MPI.MAX)  # the same estimate, so the same count, everywhere
     iters = schedule.iterations(float(warm.max()))
     times = np.empty((k, iters))
     for i in range(iters):
-        times[:, i] = _round(workload, algorithms, comm, i)
+        times[:, i] = _round(workload, algorithms, comm, orders.permutation(k))
     comm.Allreduce(MPI.IN_PLACE, times, op=MPI.MAX)
     return times, iters
 
 
-def _round(workload, algorithms, comm, shift):
-    """Each algorithm once, the order rotated by ``shift``; returns this rank's times."""
-    k = len(algorithms)
-    seconds = np.empty(k)
+def _round(workload, algorithms, comm, order):
+    """Each algorithm once, in ``order``; returns this rank's times."""
+    seconds = np.empty(len(algorithms))
     clock = time.perf_counter
-    for j in range(k):
-        index = (j + shift) % k
+    for index in order.tolist():
         if workload.prepare_timed:
             workload.prepare()
         comm.Barrier()
