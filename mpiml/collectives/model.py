@@ -50,23 +50,24 @@ FAULT_BYTES = 32 << 20  # glibc's largest dynamic mmap threshold: temporaries ab
 class ModelParams:
     """Machine parameters, in seconds and seconds per byte.
 
-    The defaults were measured on a 2-core VM with the pip MPICH wheel (shared memory,
-    p = 2); ``mpiml tune`` measures them for a real machine.
+    The defaults were fitted by ``mpiml tune`` on a 2-core VM with the pip MPICH wheel
+    (shared memory, p = 2, rounded); ``mpiml tune`` measures them for a real machine.
     """
 
-    alpha: float = 1.0e-6            # library latency per message
-    beta: float = 0.7e-10            # per byte sent (about 14 GB/s through shared memory)
-    gamma: float = 1.0e-10           # per byte reduced, numpy ufunc with out=
-    copy: float = 0.5e-10            # per byte copied locally (np.copyto)
-    step_overhead: float = 2.5e-6    # Python time of one step of a hand-written algorithm
-    call_overhead: float = 3.0e-6    # Python time of one mpiml call
+    alpha: float = 1.1e-6            # library latency per message
+    beta: float = 1.2e-10            # per byte sent (about 8 GB/s through shared memory)
+    gamma: float = 0.6e-10           # per byte reduced, numpy ufunc with out=
+    copy: float = 0.3e-10            # per byte copied locally (np.copyto)
+    step_overhead: float = 1.5e-6    # Python time of one step of a hand-written algorithm
+    call_overhead: float = 2.5e-6    # Python time of one mpiml call
     native_fault: float = 3.0e-10    # per byte, native allreduce/reduce temporaries from fault_bytes up
     fault_bytes: int = FAULT_BYTES
     segment_bytes: int = 1 << 20     # pipeline broadcast segment
-    gamma_by_dtype: dict = field(default_factory=dict)  # dtype name -> gamma, where measured
+    gamma_by_dtype: dict = field(default_factory=lambda: {"float16": 1.6e-9})  # dtype name -> gamma
     # Per collective, what the MPI library spends per byte beyond the textbook algorithm
-    # (internal copies, temporaries); measured at p = 2 with the pip MPICH wheel.
-    native_extra: dict = field(default_factory=lambda: {"reduce": 0.8e-10, "allgather": 1.0e-10})
+    # (internal copies, temporaries), fitted by ``mpiml tune`` from messages of 1 MiB and up.
+    native_extra: dict = field(default_factory=lambda: {"allreduce": 1.2e-10, "reduce": 1.2e-9,
+                                                        "allgather": 3.4e-10})
 
     def gamma_for(self, dtype) -> float:
         return float(self.gamma_by_dtype.get(str(dtype), self.gamma)) if dtype is not None else self.gamma

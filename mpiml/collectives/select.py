@@ -15,8 +15,8 @@ The rule, in order:
    gives ``native`` for small messages (a Python step costs 2-4 us, the library's
    whole small allreduce about 3 us) and the bandwidth-optimal algorithms for large
    ones, whose out-of-place ``native`` pays an extra copy and, from 32 MiB, fresh page
-   faults. For allreduce at p = 2: ``native`` below about 4 KiB, ``recursive_doubling``
-   to about 64 KiB, ``ring`` above; ``mpiml model`` prints the table for any p.
+   faults. For allreduce at p = 2: ``native`` below about 1 KiB, ``recursive_doubling``
+   to about 85 KiB, ``ring`` above; ``mpiml model`` prints the table for any p.
 
 Decisions are computed once per (collective, rank count, operator kind, tuning) as a
 table of size ranges, so an ``auto`` call costs a dictionary lookup and a bisection.

@@ -10,7 +10,7 @@ import math
 from mpi4py import MPI
 
 from mpiml.collectives import model
-from mpiml.collectives.select import ALGORITHMS
+from mpiml.collectives.select import ALGORITHMS, NATIVE_MARGIN
 from mpiml.collectives.tuning import FORMAT, VERSION, rules_document
 from mpiml.perf import calibrate
 from mpiml.perf.harness import Schedule, run_benchmark
@@ -51,15 +51,25 @@ def sub_communicator(comm, size):
 def measured_rules(records) -> dict:
     """``{(collective, p): [(min_bytes, winner), ...]}`` from benchmark records.
 
-    The winner of each measured size holds down to the geometric midpoint with the
-    size below; the first range starts at 0.
+    The winner of a size is the fastest median, except that ``native`` stays the winner
+    unless beaten by the same margin ``auto`` asks of the model (``NATIVE_MARGIN``), so
+    noise alone does not move a size away from the library. It holds down to the
+    geometric midpoint with the size below; the first range starts at 0.
     """
     by_key: dict = {}
+    native: dict = {}
     for rec in records:
         key = (rec["collective"], rec["ranks"])
+        if rec["algorithm"] == "native":
+            native[(key, rec["bytes"])] = rec["time_median_seconds"]
         best = by_key.setdefault(key, {}).get(rec["bytes"])
         if best is None or rec["time_median_seconds"] < best[1]:
             by_key[key][rec["bytes"]] = (rec["algorithm"], rec["time_median_seconds"])
+    for key, by_size in by_key.items():
+        for nbytes, (_, seconds) in by_size.items():
+            reference = native.get((key, nbytes))
+            if reference is not None and seconds > NATIVE_MARGIN * reference:
+                by_size[nbytes] = ("native", reference)
     rules = {}
     for key, by_size in by_key.items():
         sizes = sorted(by_size)

@@ -105,3 +105,16 @@ def test_default_rule_small_messages_native_large_bandwidth_optimal():
     for p in (2, 3, 4, 5, 8, 64, 1000):
         assert select.choose("allreduce", "auto", 8, p) == "native"
         assert select.choose("allreduce", "auto", 256 << 20, p) in ("ring", "rabenseifner")
+
+
+def test_measured_rules_pick_the_fastest_and_keep_native_within_the_margin():
+    from mpiml.perf.tune import measured_rules
+
+    def rec(nbytes, name, seconds):
+        return {"collective": "allreduce", "ranks": 2, "bytes": nbytes, "algorithm": name,
+                "time_median_seconds": seconds}
+
+    records = [rec(8, "native", 1.0), rec(8, "ring", 0.99),          # 1% faster: noise, native stays
+               rec(64, "native", 1.0), rec(64, "ring", 0.5),          # clearly faster
+               rec(1024, "native", 1.0), rec(1024, "ring", 0.6), rec(1024, "tree", 0.4)]
+    assert measured_rules(records) == {("allreduce", 2): [(0, "native"), (23, "ring"), (257, "tree")]}
