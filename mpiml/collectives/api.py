@@ -10,6 +10,8 @@ broadcast buffer (written in place) must be C-contiguous, else the call is refus
 
 from __future__ import annotations
 
+import hashlib
+import math
 import os
 
 import numpy as np
@@ -56,6 +58,19 @@ def _dtype_for(dtype, op):
     if checked is None:
         checked = _checked_dtypes[key] = check_dtype(dtype, op)
     return checked
+
+
+_row_digests: dict = {}
+
+
+def _row_digest(tail, dtype) -> int:
+    """A 63-bit digest of a row shape and dtype, the same in every process."""
+    key = (tail, dtype)
+    digest = _row_digests.get(key)
+    if digest is None:
+        raw = hashlib.blake2b(repr((tail, dtype.str)).encode(), digest_size=8).digest()
+        digest = _row_digests[key] = int.from_bytes(raw, "little") >> 1
+    return digest
 
 
 def _output(out, shape, dtype, x=None, name="out"):
@@ -216,19 +231,20 @@ def allgather(x, algorithm="auto", comm=None, out=None, check=None):
     except ArgumentError as exc:
         error = exc
     _agree(c, error, check, lambda: ("allgather", algorithm, str(x.dtype), x.shape[1:]))
-    # Every rank learns every rank's row count and row shape: the same data everywhere,
-    # so a mismatch is detected identically on all ranks.
-    shapes = c.allgather((x.shape, x.dtype.str)) if p > 1 else [(x.shape, x.dtype.str)]
-    tails = {(s[1:], d) for s, d in shapes}
-    if len(tails) > 1:
+    # Every rank learns every rank's row count and a digest of its row shape and dtype:
+    # the same data everywhere, so a mismatch is detected identically on all ranks.
+    table = _workspace(context).get("allgather_rows", 2 * p, np.int64).reshape(p, 2)
+    c.Allgather(np.array([x.shape[0], _row_digest(x.shape[1:], x.dtype)], dtype=np.int64), table)
+    if (table[:, 1] != table[0, 1]).any():
+        shapes = c.allgather((x.shape, x.dtype.str))  # only to name the culprits
         err = MismatchError(
             "allgather needs the same trailing shape and dtype on every rank; got "
             + "; ".join(f"rank {i}: shape {s} dtype {d}" for i, (s, d) in enumerate(shapes))
         )
         err.collective = True
         raise err
-    rows = np.array([s[0] for s, _ in shapes], dtype=np.int64)
-    row_size = int(np.prod(x.shape[1:], dtype=np.int64))
+    rows = table[:, 0]
+    row_size = math.prod(x.shape[1:])
     out = _output(out, (int(rows.sum()), *x.shape[1:]), x.dtype)
     chosen = choose("allgather", algorithm, out.nbytes, p)
     counts = rows * row_size
