@@ -28,15 +28,17 @@ def json_of(result):
     return json.JSONDecoder().raw_decode(lines[0])[0]
 
 
-@pytest.mark.parametrize("ranks", [1, 2, 3, 4])
-def test_allreduce_check_json_every_algorithm_correct(ranks):
-    report = json_of(bench(ranks, "allreduce", "--check", "--json", *SHORT))
+@pytest.mark.parametrize("ranks, extra", [(1, []), (2, []), (3, ["--in-place"]), (4, ["--dtype", "float64"]),
+                                          (5, ["--op", "prod", "--dtype", "int32"])])
+def test_allreduce_check_json_every_algorithm_correct(ranks, extra):
+    report = json_of(bench(ranks, "allreduce", "--check", "--json", *extra, *SHORT))
     assert report["ranks"] == ranks and report["all_correct"] is True
     names = set(mpiml.ALGORITHMS["allreduce"]) | {"auto"}
     seen = {(r["bytes"], r["algorithm"]) for r in report["results"]}
     assert seen == {(b, a) for b in (8, 3000, 70000) for a in names}
     for rec in report["results"]:
         assert rec["correct"] is True, rec
+        assert rec["in_place"] == ("--in-place" in extra)
         factor = 2 * (ranks - 1) / ranks
         assert rec["busbw_gbps"] == pytest.approx(rec["algbw_gbps"] * factor)
         assert rec["time_min_seconds"] <= rec["time_median_seconds"] <= rec["time_max_seconds"]
