@@ -71,6 +71,7 @@ def main(argv=None) -> int:
 
     from mpiml.perf import report
     from mpiml.perf.harness import Schedule, run_benchmark
+    from mpiml.perf.machine import conditions, warning
     from mpiml.perf.sizes import parse_sizes
     from mpiml.runtime.agree import raise_if_any
 
@@ -97,8 +98,11 @@ def main(argv=None) -> int:
                         min_iters=3 if args.quick else 5)
     header = (f"# mpiml bench {args.collective}: {comm.Get_size()} ranks, dtype {dtype}, op {args.op}, "
               f"{'in place' if args.in_place else 'out of place'}; times in microseconds, max over ranks")
+    facts = conditions(comm)
     if not args.json:
         say(header)
+        if warning(facts):
+            say(warning(facts))
         say(report.fixed_width(report.TABLE_HEADERS))
 
     def show(size_records):
@@ -124,7 +128,7 @@ def main(argv=None) -> int:
 
         emit_json({"collective": args.collective, "ranks": comm.Get_size(), "dtype": str(dtype), "op": args.op,
                    "in_place": args.in_place, "checked": args.check, "all_correct": not wrong if args.check else None,
-                   "mpi_library": collect(comm)["mpi_library"], "results": records})
+                   "mpi_library": collect(comm)["mpi_library"], "conditions": facts, "results": records})
     elif wrong:
         say(f"# WRONG results: {', '.join(wrong)}")
     return 1 if wrong else 0

@@ -14,6 +14,7 @@ from mpiml.collectives.select import ALGORITHMS, NATIVE_MARGIN
 from mpiml.collectives.tuning import FORMAT, VERSION, rules_document
 from mpiml.perf import calibrate
 from mpiml.perf.harness import Schedule, run_benchmark
+from mpiml.perf.machine import conditions
 from mpiml.runtime.files import atomic_write
 
 
@@ -131,6 +132,7 @@ def explain_rows(records, params) -> list[dict]:
 
 def tune(comm, sizes, collectives, rank_counts, schedule: Schedule, dtype="float32", on_size=None) -> dict:
     """Run the whole calibration; returns the tuning document (the same on every rank)."""
+    facts = conditions(comm)
     params, raw = measure_params(comm)
     records = []
     for size in rank_counts:
@@ -152,6 +154,7 @@ def tune(comm, sizes, collectives, rank_counts, schedule: Schedule, dtype="float
         "params": params.to_dict(),
         "rules": rules_document(measured_rules(records)),
         "calibration": raw,
+        "conditions": facts,
         "measurements": explain_rows(records, params),
     }
 

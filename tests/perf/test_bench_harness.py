@@ -52,3 +52,15 @@ def test_records_on_one_rank(collective):
         assert rec["time_min_seconds"] <= rec["time_median_seconds"] <= rec["time_max_seconds"]
         assert rec["algbw_gbps"] == pytest.approx(rec["bytes"] / rec["time_median_seconds"] / 1e9)
     assert all(r["ratio_to_native"] == 1.0 for r in records if r["algorithm"] == "native")
+
+
+def test_conditions_warn_about_oversubscription_and_load():
+    from mpiml.perf.machine import conditions, warning
+
+    facts = conditions(MPI.COMM_SELF)
+    assert sum(h["ranks"] for h in facts["hosts"].values()) == 1
+    quiet = {"hosts": {"a": {"ranks": 2, "cores": 2, "load_average": 0.5}}, "oversubscribed": False, "busy": False}
+    assert warning(quiet) is None
+    crowded = {"hosts": {"a": {"ranks": 4, "cores": 2, "load_average": 6.0}}, "oversubscribed": True, "busy": True}
+    text = warning(crowded)
+    assert "oversubscribed" in text and "6.0 on 2 cores" in text
