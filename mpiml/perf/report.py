@@ -61,16 +61,21 @@ def write_csv(path, records) -> None:
         handle.write(csv_text(records))
 
 
-def write_plot(path, records, title="") -> None:
-    """Bus bandwidth against message size, one line per algorithm, log-log, as a PNG."""
+def require_matplotlib():
+    """The ``matplotlib`` module, set to draw files only, or an ArgumentError saying how to get it."""
     try:
         import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        import matplotlib.ticker
     except ImportError:
         raise ArgumentError("--plot needs matplotlib: pip install 'mpiml[plot]'") from None
+    matplotlib.use("Agg")
+    return matplotlib
+
+
+def write_plot(path, records, title="") -> None:
+    """Bus bandwidth against message size, one line per algorithm, log-log, as a PNG."""
+    matplotlib = require_matplotlib()
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
     fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
     for name in dict.fromkeys(rec["algorithm"] for rec in records):
         mine = [rec for rec in records if rec["algorithm"] == name]
