@@ -89,3 +89,16 @@ def test_quick_runs_every_algorithm_oversubscribed():
     assert result.seconds < 60, result.seconds
     for name in mpiml.ALGORITHMS["allreduce"]:
         assert name in result.stdout
+
+
+def test_plot_without_matplotlib_fails_before_measuring(tmp_path):
+    fake = tmp_path / "site"
+    (fake / "matplotlib").mkdir(parents=True)
+    (fake / "matplotlib" / "__init__.py").write_text("raise ImportError('not installed')\n")
+    from mpirun import REPO
+
+    result = bench(2, "allreduce", "--plot", str(tmp_path / "x.png"), "--sizes", "256M", "--iters", "1000",
+                   env={"PYTHONPATH": f"{fake}:{REPO}"})
+    assert not result.hung and result.returncode == 2, result.describe()
+    assert "pip install 'mpiml[plot]'" in result.stderr and "median_us" not in result.stdout
+    assert not (tmp_path / "x.png").exists()
