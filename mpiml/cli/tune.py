@@ -103,6 +103,8 @@ def main(argv=None) -> int:
     params = document["params"]
     say("# fitted parameters: " + ", ".join(
         f"{k}={v:.3g}" for k, v in params.items() if isinstance(v, float)))
+    if not document["calibration"]["pairs"]:
+        say("# one rank: no ping-pong, alpha and beta keep their defaults")
     if args.explain:
         say(_explain_table(document["measurements"]))
         say("# efficiency = model lower bound (Chan et al. 2007, no Python costs) / measured time")

@@ -88,7 +88,7 @@ def _median_residual_per_byte(records, params, keep):
         max(rec["time_median_seconds"] - model.predict("native", rec["bytes"], rec["ranks"], params,
                                                        collective=rec["collective"], dtype=rec["dtype"]), 0.0)
         / rec["bytes"]
-        for rec in records if rec["algorithm"] == "native" and keep(rec))
+        for rec in records if rec["algorithm"] == "native" and rec["ranks"] > 1 and keep(rec))
     return residuals[len(residuals) // 2] if residuals else None
 
 

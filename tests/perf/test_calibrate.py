@@ -47,3 +47,10 @@ def test_explain_rows_compare_prediction_measurement_and_bound():
     assert row["predicted_seconds"] == pytest.approx(predicted)
     assert row["measured_over_predicted"] == pytest.approx(1e-3 / predicted)
     assert row["efficiency"] == pytest.approx(model.lower_bound("allreduce", 1 << 20, 4, params) / 1e-3)
+
+
+def test_fit_native_ignores_one_rank_runs():
+    start = model.ModelParams(native_extra={"allreduce": 1e-10})
+    records = [{"collective": "allreduce", "algorithm": "native", "bytes": 1 << 20, "ranks": 1, "dtype": "float32",
+                "time_median_seconds": 1.0}]
+    assert fit_native(start, records).native_extra == {"allreduce": 1e-10}
