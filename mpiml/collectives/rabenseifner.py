@@ -12,6 +12,7 @@ once per size (:func:`schedule`) and kept in the workspace.
 
 from __future__ import annotations
 
+import numpy as np
 from mpi4py import MPI
 
 from mpiml.collectives.doubling import fold_in, fold_out
@@ -61,12 +62,15 @@ def allreduce(comm, x, out, op, workspace):
     if steps is not None:
         halving, doubling = steps
         byte, sendrecv = MPI.BYTE, comm.Sendrecv
+        # While ``out`` holds nothing yet (out of place, before the first combination),
+        # the partner's half can land in place there.
+        fresh = not np.may_share_memory(out, data)
         for partner, give_lo, give_hi, lo, hi in halving:
-            received = tmp[: hi - lo]
+            received = out[lo:hi] if fresh else tmp[: hi - lo]
             sendrecv([data[give_lo:give_hi], byte], partner, TAG_HALVE,
                      [received, byte], partner, TAG_HALVE)
-            op(data[lo:hi], received, out=out[lo:hi])
-            data = out
+            op(received, data[lo:hi], out=out[lo:hi])  # commutative: the order of operands is free
+            data, fresh = out, False
         if data is not out:  # q == 1
             out[...] = data
         for partner, mine_lo, mine_hi, theirs_lo, theirs_hi in doubling:

@@ -42,18 +42,21 @@ def _reduce_scatter_into(comm, x, acc, op, schedule, tmp):
     """Ring reduce-scatter of ``x`` whose partial sums live in ``acc`` (same layout as x).
 
     The first step reads the rank's own block straight from ``x``, and each received
-    partial is combined as ``acc[b] = x[b] op received``, so no initial copy of ``x`` is
-    made; ``acc`` may be ``x`` itself (in place).
+    partial is combined with the rank's block of ``x``, so no initial copy of ``x`` is
+    made. Each block is received once: out of place, the partial arrives straight in
+    its place in ``acc`` and is combined there in place (one pass over memory less than
+    through ``tmp``, which only in-place calls need, as ``acc`` is then ``x`` itself).
     """
     p, r = comm.Get_size(), comm.Get_rank()
     right, left = (r + 1) % p, (r - 1) % p
     byte, sendrecv = MPI.BYTE, comm.Sendrecv
+    direct = not np.may_share_memory(acc, x)  # in place, ``acc`` is a view of ``x``
     source = x
     for send_lo, send_hi, lo, hi in schedule:
-        received = tmp[: hi - lo]
+        received = acc[lo:hi] if direct else tmp[: hi - lo]
         sendrecv([source[send_lo:send_hi], byte], right, TAG_REDUCE_SCATTER,
                  [received, byte], left, TAG_REDUCE_SCATTER)
-        op(x[lo:hi], received, out=acc[lo:hi])
+        op(received, x[lo:hi], out=acc[lo:hi])  # commutative: the order of operands is free
         source = acc
 
 
