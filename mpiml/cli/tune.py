@@ -34,8 +34,11 @@ def build_parser():
     parser.add_argument("--collectives", default=",".join(COLLECTIVES), help="comma list (default: all)")
     parser.add_argument("--ranks", default=None, help="rank counts to measure (default: all ranks)")
     parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--min-time", type=float, default=0.05, help="seconds per algorithm and size (default 0.05)")
+    parser.add_argument("--min-time", type=float, default=0.05,
+                        help="seconds per algorithm and size, over all passes (default 0.05)")
     parser.add_argument("--max-iters", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="passes over the grid; a size's time is the median over passes (default 3)")
     parser.add_argument("--explain", action="store_true",
                         help="print predicted against measured time, and efficiency against the lower bound")
     parser.add_argument("--json", action="store_true", help="print the tuning document as one JSON object")
@@ -88,8 +91,8 @@ def main(argv=None) -> int:
     if not args.json:
         say(f"# mpiml tune: {comm.Get_size()} ranks, sizes {', '.join(format_bytes(s) for s in sizes)}, "
             f"rank counts {ranks}; this takes a while")
-    schedule = Schedule(min_time=args.min_time, max_iters=args.max_iters, min_iters=3)
-    document = tune(comm, sizes, collectives, ranks, schedule, dtype=dtype)
+    schedule = Schedule(min_time=args.min_time / max(args.repeats, 1), max_iters=args.max_iters, min_iters=3)
+    document = tune(comm, sizes, collectives, ranks, schedule, dtype=dtype, repeats=max(args.repeats, 1))
     error = None
     if comm.Get_rank() == 0:
         try:

@@ -130,7 +130,24 @@ def explain_rows(records, params) -> list[dict]:
     return rows
 
 
-def tune(comm, sizes, collectives, rank_counts, schedule: Schedule, dtype="float32", on_size=None) -> dict:
+def combine_repeats(records) -> list[dict]:
+    """One record per (collective, p, size, algorithm) from repeated passes: the median
+    of the medians (a burst of load in one pass does not decide a winner), the extreme
+    minimum and maximum, the total iterations."""
+    groups: dict = {}
+    for rec in records:
+        groups.setdefault((rec["collective"], rec["ranks"], rec["bytes"], rec["algorithm"]), []).append(rec)
+    combined = []
+    for group in groups.values():
+        medians = sorted(rec["time_median_seconds"] for rec in group)
+        combined.append({**group[0], "time_median_seconds": medians[len(medians) // 2], "repeats": len(group),
+                         "time_min_seconds": min(rec["time_min_seconds"] for rec in group),
+                         "time_max_seconds": max(rec["time_max_seconds"] for rec in group),
+                         "iterations": sum(rec["iterations"] for rec in group)})
+    return combined
+
+
+def tune(comm, sizes, collectives, rank_counts, schedule: Schedule, dtype="float32", repeats=3) -> dict:
     """Run the whole calibration; returns the tuning document (the same on every rank)."""
     facts = conditions(comm)
     params, raw = measure_params(comm)
@@ -138,12 +155,13 @@ def tune(comm, sizes, collectives, rank_counts, schedule: Schedule, dtype="float
     for size in rank_counts:
         sub = sub_communicator(comm, size)
         if sub is not None:
-            for collective in collectives:
-                records += run_benchmark(collective, sizes, list(ALGORITHMS[collective]), dtype=dtype,
-                                         schedule=schedule, comm=sub, on_size=on_size)
+            for _ in range(repeats):
+                for collective in collectives:
+                    records += run_benchmark(collective, sizes, list(ALGORITHMS[collective]), dtype=dtype,
+                                             schedule=schedule, comm=sub)
             sub.Free()
         comm.Barrier()
-    records = comm.bcast(records, root=0)  # rank 0 took part in every subset
+    records = combine_repeats(comm.bcast(records, root=0))  # rank 0 took part in every subset
     params = fit_native(params, records)
     hosts = len(set(comm.allgather(MPI.Get_processor_name())))
     return {

@@ -54,3 +54,16 @@ def test_fit_native_ignores_one_rank_runs():
     records = [{"collective": "allreduce", "algorithm": "native", "bytes": 1 << 20, "ranks": 1, "dtype": "float32",
                 "time_median_seconds": 1.0}]
     assert fit_native(start, records).native_extra == {"allreduce": 1e-10}
+
+
+def test_repeated_passes_combine_to_the_median():
+    from mpiml.perf.tune import combine_repeats
+
+    def rec(median, low, high):
+        return {"collective": "allreduce", "ranks": 2, "bytes": 8, "algorithm": "ring", "iterations": 5,
+                "time_median_seconds": median, "time_min_seconds": low, "time_max_seconds": high}
+
+    [combined] = combine_repeats([rec(1.0, 0.9, 1.1), rec(9.0, 8.0, 20.0), rec(1.2, 1.0, 1.3)])
+    assert combined["time_median_seconds"] == 1.2  # the burst of 9.0 does not decide
+    assert (combined["time_min_seconds"], combined["time_max_seconds"]) == (0.9, 20.0)
+    assert combined["repeats"] == 3 and combined["iterations"] == 15
