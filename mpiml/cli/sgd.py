@@ -211,7 +211,8 @@ def _summary(args, comm, est, result, load_seconds, seconds) -> dict:
         "epochs": len(result.history), "updates": result.updates, "interrupted": result.interrupted,
         "resumed_from_update": result.resumed_from, "seconds": seconds, "load_seconds": load_seconds,
         "per_rank": [{"rank": r, **t} for r, t in enumerate(per_rank)],
-        "history": [{k: v for k, v in rec.items() if k != "lbfgs_objective"} for rec in result.history],
+        "history": [{k: v for k, v in rec.items() if k not in ("lbfgs_objective", "lbfgs_seconds")}
+                    for rec in result.history],
         "out": args.out if args.out and not result.interrupted else None,
     }
     out.update(totals)  # compute_seconds, comm_seconds, wait_seconds, ...: summed over ranks
