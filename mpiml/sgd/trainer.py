@@ -188,7 +188,8 @@ class _Run:
             record = {"epoch": self.epoch + 1, "updates": self.t}
             for i, name in enumerate(("train", "test")[: len(sets)]):
                 rows = max(buf[3 * i + 2], 1.0)
-                record[f"{name}_loss"] = buf[3 * i] / rows + pen
+                # train_loss is the objective (mean loss + penalty); test_loss the mean loss alone
+                record[f"{name}_loss"] = buf[3 * i] / rows + (pen if name == "train" else 0.0)
                 if self.model.classifier:
                     record[f"{name}_accuracy"] = buf[3 * i + 1] / rows
         if not math.isfinite(record["train_loss"]):
