@@ -1,0 +1,439 @@
+"""Estimators: :class:`ALS`, :class:`ImplicitALS` and :class:`DSGD` share one API.
+
+``fit(ratings, comm=None)`` is collective: it maps raw ids to indices, splits users and
+items into blocks balanced by rating count (one of each per rank), moves each rating to
+the ranks that need it, trains, and leaves the full factors on every rank. After that,
+``predict``, ``recommend`` and ``fold_in`` are local (no communication); ``evaluate`` is
+collective (every rank scores its part and the sums are added up).
+
+Cold-start policy (users or items absent from the training data), chosen with
+``cold_start=``: ``"drop"`` (default: ``predict`` gives NaN for them and ``evaluate``
+leaves them out, reporting how many), ``"nan"`` (NaN, so the RMSE becomes NaN, as in
+Spark's ``coldStartStrategy="nan"``) or ``"mean"`` (the global training mean).
+``recommend`` refuses an unknown user: call ``fold_in`` with their ratings first.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+
+from mpiml.data.ratings import RatingsShard, global_ids, lookup
+from mpiml.mf import als, dsgd, ials
+from mpiml.mf.metrics import error_sums, ranking_means, ranking_sums, rmse_mae, top_k
+from mpiml.mf.partition import Rows, balanced_blocks, block_of, build_rows
+from mpiml.mf.transport import Exchange, load_checkpoint, save_checkpoint, send_to_owners
+from mpiml.runtime.agree import raise_if_any
+from mpiml.runtime.comm import resolve_comm
+from mpiml.runtime.errors import ArgumentError, DataError, DivergenceError, MpimlError
+from mpiml.runtime.files import load_npz, save_npz_atomic
+from mpiml.runtime.seeding import rank_generator
+
+COLD_START = ("drop", "nan", "mean")
+MODEL_FORMAT = 1
+
+
+class FactorModel:
+    """Shared machinery; use :class:`ALS`, :class:`ImplicitALS` or :class:`DSGD`."""
+
+    algorithm = ""
+    implicit = False
+    needs_item_rows = True
+
+    def __init__(self, rank=10, reg=0.1, iters=10, seed=0, exchange="auto", cold_start="drop",
+                 checkpoint_dir=None, checkpoint_every=1, resume=False, callback=None):
+        if cold_start not in COLD_START:
+            raise ArgumentError(f"cold_start must be one of {list(COLD_START)}, got {cold_start!r}")
+        if rank < 1 or iters < 0 or reg < 0:
+            raise ArgumentError(f"need rank >= 1, iters >= 0, reg >= 0; got {rank}, {iters}, {reg}")
+        self.params = dict(rank=int(rank), reg=float(reg), iters=int(iters), seed=int(seed),
+                           exchange=exchange, cold_start=cold_start)
+        self.checkpoint_dir, self.checkpoint_every, self.resume = checkpoint_dir, int(checkpoint_every), resume
+        self.callback = callback
+        self.layout = als.Layout(int(rank), False)
+        self.history, self.fit_info = [], {}
+
+    def __getattr__(self, name):
+        params = self.__dict__.get("params", {})
+        if name in params:
+            return params[name]
+        raise AttributeError(name)
+
+    # ----------------------------------------------------------------- fitting
+    def fit(self, ratings: RatingsShard, comm=None):
+        """Train on every rank's ``ratings`` (collective); returns ``self``."""
+        comm = resolve_comm(comm)
+        ex = Exchange(comm, self.exchange)
+        start = time.perf_counter()
+        data = self._prepare(ratings, ex)
+        setup = time.perf_counter() - start, ex.seconds
+        ex.seconds = 0.0
+        self.user_ids, self.item_ids, self.mu = data["user_ids"], data["item_ids"], data["mu"]
+        p, q, first = self._start(data, ex)
+        train_start = time.perf_counter()
+        self.P, self.Q = self._train(data, ex, p, q, first)
+        train_seconds = time.perf_counter() - train_start
+        cols = ex.gather(data["user_rows"].cols)
+        self.rated_indptr = np.concatenate([[0], np.cumsum(data["user_counts"])]).astype(np.int64)
+        self.rated_indices = cols.astype(np.int64)
+        last = self.history[-1] if self.history else {}
+        self.fit_info = {
+            "iterations": len(self.history), "seconds": train_seconds, "comm_seconds": ex.seconds,
+            "comm_fraction": ex.seconds / train_seconds if train_seconds > 0 else 0.0,
+            "setup_seconds": setup[0], "setup_comm_seconds": setup[1], "ranks": ex.size,
+            "train_ratings": data["n"], "users": int(self.user_ids.size), "items": int(self.item_ids.size),
+            "objective": last.get("objective"), "exchange": self.exchange,
+        }
+        if "train_rmse" in last:
+            self.fit_info["train_rmse"] = last["train_rmse"]
+        return self
+
+    def _prepare(self, ratings: RatingsShard, ex: Exchange) -> dict:
+        comm, r, size = ex.comm, ex.rank, ex.size
+        user_ids, item_ids = global_ids(ratings.users, comm), global_ids(ratings.items, comm)
+        u, i = lookup(user_ids, ratings.users), lookup(item_ids, ratings.items)
+        nu, ni = user_ids.size, item_ids.size
+        sums = ex.sum(np.concatenate([np.bincount(u, minlength=nu), np.bincount(i, minlength=ni),
+                                      [ratings.values.sum(), len(ratings)]]))
+        user_counts, item_counts = sums[:nu].astype(np.int64), sums[nu:nu + ni].astype(np.int64)
+        n = int(sums[-1])
+        ub, ib = balanced_blocks(user_counts, size), balanced_blocks(item_counts, size)
+        got = send_to_owners(block_of(u, ub), [u, i, ratings.values], comm)
+        data = dict(user_ids=user_ids, item_ids=item_ids, user_counts=user_counts, item_counts=item_counts,
+                    user_bounds=ub, item_bounds=ib, n=n, mu=0.0 if self.implicit else float(sums[-2] / n),
+                    user_rows=build_rows(ub[r], ub[r + 1], *got), item_rows=None)
+        if self.needs_item_rows:
+            got = send_to_owners(block_of(i, ib), [i, u, ratings.values], comm)
+            data["item_rows"] = build_rows(ib[r], ib[r + 1], *got)
+        return data
+
+    def _meta(self, data) -> dict:
+        return {"algorithm": self.algorithm, "n_users": int(data["user_ids"].size),
+                "n_items": int(data["item_ids"].size), "rank": self.rank}
+
+    def _start(self, data, ex):
+        """Initial ``(P, Q, first_iteration)``: from the checkpoint when resuming, else fresh."""
+        self.history = []
+        if self.checkpoint_dir and self.resume:
+            found = load_checkpoint(self.checkpoint_dir, self._meta(data), ex.comm)
+            if found is not None:
+                arrays, manifest = found
+                self.history = json.loads(str(arrays["history"]))
+                self._restore(arrays)
+                return arrays["P"], arrays["Q"], int(manifest["step"])
+        p, q = als.initial_factors(self.seed, data["user_ids"].size, data["item_ids"].size, self.layout)
+        return p, q, 0
+
+    def _restore(self, arrays) -> None:
+        """Algorithm state beyond the factors (DSGD: its step size)."""
+
+    def _checkpoint_state(self) -> dict:
+        return {}
+
+    def _after_iteration(self, data, ex, it, p, q, record, clock):
+        record.update(iteration=it + 1, seconds=time.perf_counter() - clock[0], comm_seconds=ex.seconds - clock[1])
+        self.history.append(record)
+        if not np.isfinite(record["objective"]):
+            err = DivergenceError(
+                f"{self.algorithm}: the objective became {record['objective']} at iteration {it + 1}; "
+                "lower the step size or raise the regularization")
+            err.collective = True  # computed from allreduced numbers: identical on every rank
+            raise err
+        if self.callback is not None:
+            self.callback(dict(record))
+        if self.checkpoint_dir and self.checkpoint_every > 0 and (it + 1) % self.checkpoint_every == 0:
+            arrays = {"P": p, "Q": q, "history": np.array(json.dumps(self.history)), **self._checkpoint_state()}
+            save_checkpoint(self.checkpoint_dir, it + 1, arrays, {**self._meta(data), "ranks": ex.size}, ex.comm)
+
+    def _gather_finite(self, ex, block, side, it):
+        """Allgather a solved block; non-finite values stop every rank with the same error."""
+        full = ex.gather(block)
+        if not np.all(np.isfinite(full)):  # same data on every rank: same verdict
+            err = DivergenceError(f"{self.algorithm}: {side} factors became non-finite at iteration {it + 1}; "
+                                  "raise the regularization or check the ratings")
+            err.collective = True
+            raise err
+        return full
+
+    # ------------------------------------------------------------------- using
+    def _index(self, users, items):
+        return lookup(self.user_ids, users), lookup(self.item_ids, items)
+
+    def predict(self, users, items, cold_start=None) -> np.ndarray:
+        """Predicted ratings (scores, for implicit models) of raw-id pairs; local."""
+        policy = cold_start or self.cold_start
+        u, i = self._index(np.atleast_1d(users), np.atleast_1d(items))
+        known = (u >= 0) & (i >= 0)
+        out = np.full(u.shape, self.mu if policy == "mean" else np.nan)
+        out[known] = self.mu + np.einsum("ij,ij->i", self.P[u[known]], self.Q[i[known]])
+        return out
+
+    def evaluate(self, test: RatingsShard, comm=None, k: int = 10, ranking=None) -> dict:
+        """Held-out RMSE/MAE (explicit) and/or precision/recall/nDCG/MAP@k (collective)."""
+        comm = resolve_comm(comm)
+        ex = Exchange(comm, self.exchange)
+        ranking = self.implicit if ranking is None else ranking
+        pred = self.predict(test.users, test.items)
+        cold = ~np.isfinite(pred) if self.cold_start == "drop" else np.zeros(pred.size, bool)
+        result = {}
+        sums = ex.sum(np.concatenate([error_sums(pred[~cold], test.values[~cold]), [cold.sum()]]))
+        if not self.implicit:
+            result.update(rmse_mae(sums[:3]))
+        result["cold_start_dropped"] = int(sums[3]) if self.cold_start == "drop" else 0
+        if ranking:
+            result.update(self._ranking(test, ex, k))
+        return result
+
+    def _ranking(self, test, ex, k):
+        u, i = self._index(test.users, test.items)
+        keep = (u >= 0) & (i >= 0) & (test.values > 0)
+        u, i = send_to_owners(u[keep] % ex.size, [u[keep], i[keep]], ex.comm)
+        order = np.lexsort((i, u))
+        u, i = u[order], i[order]
+        users, starts = np.unique(u, return_index=True)
+        relevant = np.split(i, starts[1:]) if users.size else []
+        total = np.zeros(5)
+        for lo in range(0, users.size, 512):
+            batch = users[lo:lo + 512]
+            scores = self.P[batch] @ self.Q.T
+            for row, user in enumerate(batch):
+                scores[row, self.rated_items(user)] = -np.inf
+            total += ranking_sums(top_k(scores, k), [set(r.tolist()) for r in relevant[lo:lo + 512]], k)
+        return ranking_means(ex.sum(total), k)
+
+    def rated_items(self, user_index: int) -> np.ndarray:
+        """Item indices the user (an index) rated in training."""
+        return self.rated_indices[self.rated_indptr[user_index]:self.rated_indptr[user_index + 1]]
+
+    def recommend(self, user, k: int = 10, exclude_rated: bool = True):
+        """``(item_ids, scores)``: the ``k`` best items for a raw user id, best first; local."""
+        u = int(lookup(self.user_ids, [user])[0])
+        if u < 0:
+            raise ArgumentError(f"unknown user {user}: fold_in their ratings first")
+        scores = self.mu + self.Q @ self.P[u]
+        if exclude_rated:
+            scores[self.rated_items(u)] = -np.inf
+        best = top_k(scores[None, :], k)[0]
+        best = best[np.isfinite(scores[best])]
+        return self.item_ids[best], scores[best]
+
+    def fold_in(self, items, ratings, user=None) -> np.ndarray:
+        """Factors of a new user from their ratings, the item factors held fixed; local.
+
+        Unknown items are ignored. With ``user`` (a raw id not yet in the model) the user
+        is added, so ``recommend(user)`` works afterwards.
+        """
+        i = lookup(self.item_ids, items)
+        values = np.asarray(ratings, dtype=np.float64)[i >= 0]
+        rows = build_rows(0, 1, np.zeros(values.size, np.int64), i[i >= 0], values)
+        row = self._fold_in_row(rows)
+        if user is not None:
+            if lookup(self.user_ids, [user])[0] >= 0:
+                raise ArgumentError(f"user {user} is already in the model")
+            at = int(np.searchsorted(self.user_ids, user))
+            self.user_ids = np.insert(self.user_ids, at, user)
+            self.P = np.insert(self.P, at, row, axis=0)
+            counts = np.insert(np.diff(self.rated_indptr), at, rows.nnz)
+            self.rated_indices = np.insert(self.rated_indices, self.rated_indptr[at], rows.cols)
+            self.rated_indptr = np.concatenate([[0], np.cumsum(counts)])
+        return row
+
+    def _fold_in_row(self, rows: Rows) -> np.ndarray:
+        own = np.zeros((1, self.layout.width))
+        if self.layout.biases:
+            own[0, self.layout.fixed("users")] = 1.0
+        return als.half_step(rows, own, self.Q, self.mu, self.reg, self.layout, "users", True)[0]
+
+    # ----------------------------------------------------------------- storage
+    def save(self, path, comm=None) -> None:
+        """Write the model to ``path`` (``.npz``; rank 0 writes, atomically; collective)."""
+        comm = resolve_comm(comm)
+        error = None
+        if comm.Get_rank() == 0:
+            try:
+                config = {"format": MODEL_FORMAT, "algorithm": self.algorithm, "params": self.params}
+                save_npz_atomic(path, P=self.P, Q=self.Q, mu=np.array(self.mu), user_ids=self.user_ids,
+                                item_ids=self.item_ids, rated_indptr=self.rated_indptr,
+                                rated_indices=self.rated_indices, config=np.array(json.dumps(config)))
+            except OSError as exc:
+                error = DataError(f"cannot write model: {exc}", str(path))
+        raise_if_any(error, comm)
+
+    @staticmethod
+    def load(path, comm=None) -> "FactorModel":
+        """Read a model written by :meth:`save` (every rank reads it; collective)."""
+        comm = resolve_comm(comm)
+        model, error = None, None
+        try:
+            arrays = load_npz(path)
+            config = json.loads(str(arrays["config"]))
+            if config.get("format") != MODEL_FORMAT or config.get("algorithm") not in MODELS:
+                raise DataError(f"not an mpiml model (config {config})", str(path))
+            model = MODELS[config["algorithm"]](**config["params"])
+            model.P, model.Q, model.mu = arrays["P"], arrays["Q"], float(arrays["mu"])
+            model.user_ids, model.item_ids = arrays["user_ids"], arrays["item_ids"]
+            model.rated_indptr, model.rated_indices = arrays["rated_indptr"], arrays["rated_indices"]
+        except MpimlError as exc:
+            error = exc
+        except (OSError, KeyError, ValueError, TypeError) as exc:
+            error = DataError(f"cannot read model: {exc}", str(path))
+        raise_if_any(error, comm)
+        return model
+
+
+class ALS(FactorModel):
+    """Explicit ALS-WR (Zhou et al. 2008) with optional global/user/item biases.
+
+    Parameters
+    ----------
+    rank, reg, iters, seed : int, float, int, int
+        Factor dimension, lambda (multiplied by each row's rating count when
+        ``weighted=True``), iterations (each = a user and an item half-step), seed.
+    biases : bool
+        Learn user and item biases beside the global mean.
+    exchange : str
+        How solved factor blocks are shared: mpiml's allgather with ``"auto"``,
+        ``"ring"`` or ``"native"``.
+    cold_start : str
+        ``"drop"``, ``"nan"`` or ``"mean"`` (see the module docstring).
+    checkpoint_dir, checkpoint_every, resume :
+        Write a checkpoint every ``checkpoint_every`` iterations; with ``resume`` start
+        from the latest one (at any number of ranks).
+    callback : callable, optional
+        Called on every rank after each iteration with a dict (iteration, objective,
+        train_rmse, seconds, comm_seconds).
+    """
+
+    algorithm = "als"
+
+    def __init__(self, rank=10, reg=0.1, iters=10, biases=False, weighted=True, **kwargs):
+        super().__init__(rank, reg, iters, **kwargs)
+        self.params.update(biases=bool(biases), weighted=bool(weighted))
+        self.layout = als.Layout(int(rank), bool(biases))
+
+    def _train(self, data, ex, p, q, first):
+        ur, ir, mu, lay = data["user_rows"], data["item_rows"], self.mu, self.layout
+        for it in range(first, self.iters):
+            clock = (time.perf_counter(), ex.seconds)
+            p = self._gather_finite(ex, _solve(als.half_step, ur, p, q, mu, self.reg, lay, "users", self.weighted),
+                                    "user", it)
+            q = self._gather_finite(ex, _solve(als.half_step, ir, q, p, mu, self.reg, lay, "items", self.weighted),
+                                    "item", it)
+            err = ur.vals - als.predict_rows(ur, p, q, mu)
+            pen = als.penalty(ur, p, self.reg, lay, "users", self.weighted) + \
+                als.penalty(ir, q, self.reg, lay, "items", self.weighted)
+            sse, pen = ex.sum([err @ err, pen])
+            record = {"objective": float(sse + pen), "train_rmse": float(np.sqrt(sse / data["n"]))}
+            self._after_iteration(data, ex, it, p, q, record, clock)
+        return p, q
+
+
+def _solve(step, rows, *args):
+    """Run a half-step; a singular system gives NaN rows, which the gather then reports on all ranks."""
+    try:
+        return step(rows, *args)
+    except np.linalg.LinAlgError:
+        return np.full((rows.n_rows, args[0].shape[1]), np.nan)
+
+
+class ImplicitALS(FactorModel):
+    """Implicit-feedback ALS (Hu, Koren, Volinsky 2008).
+
+    Ratings are read as interaction strengths: preference 1 where positive, confidence
+    ``1 + alpha * |r|``; unobserved entries have preference 0 and confidence 1.
+    ``solver`` is ``"cholesky"`` or ``"cg"`` (``cg_steps`` conjugate-gradient steps per
+    row, warm-started). Other parameters as in :class:`ALS` (``reg`` is not weighted).
+    """
+
+    algorithm = "ials"
+    implicit = True
+
+    def __init__(self, rank=10, reg=0.1, iters=10, alpha=10.0, solver="cholesky", cg_steps=3, **kwargs):
+        if solver not in ials.SOLVERS:
+            raise ArgumentError(f"solver must be one of {list(ials.SOLVERS)}, got {solver!r}")
+        super().__init__(rank, reg, iters, **kwargs)
+        self.params.update(alpha=float(alpha), solver=solver, cg_steps=int(cg_steps))
+
+    def _train(self, data, ex, p, q, first):
+        ur, ir = data["user_rows"], data["item_rows"]
+        for it in range(first, self.iters):
+            clock = (time.perf_counter(), ex.seconds)
+            p = self._gather_finite(ex, self._half(ur, q, p), "user", it)
+            q = self._gather_finite(ex, self._half(ir, p, q), "item", it)
+            observed = ex.sum([ials.observed_loss(ur, p, q, self.alpha)])[0]
+            self._after_iteration(data, ex, it, p, q, {"objective": ials.full_loss(observed, p, q, self.reg)}, clock)
+        return p, q
+
+    def _half(self, rows, other, own):
+        try:
+            return ials.ials_rows(rows, other, other.T @ other, self.reg, self.alpha, self.solver, self.cg_steps,
+                                  own[rows.start:rows.stop])
+        except np.linalg.LinAlgError:
+            return np.full((rows.n_rows, other.shape[1]), np.nan)
+
+    def _fold_in_row(self, rows):
+        return ials.ials_rows(rows, self.Q, self.Q.T @ self.Q, self.reg, self.alpha, "cholesky")[0]
+
+
+class DSGD(FactorModel):
+    """Distributed SGD over p x p blocks with item blocks rotated around the ring.
+
+    ``lr`` is the initial step; ``step="bold"`` (bold driver: x1.05 after an epoch that
+    lowered the loss, x0.5 otherwise) or ``"decay"`` (``lr / (1 + decay * epoch)``);
+    ``batch`` ratings per mini-batch. Predictions are ``mean + x . y``.
+    Other parameters as in :class:`ALS`; ``iters`` counts epochs.
+    """
+
+    algorithm = "dsgd"
+    needs_item_rows = False
+
+    def __init__(self, rank=10, reg=0.05, iters=20, lr=0.02, step="bold", decay=0.1, batch=256, **kwargs):
+        if step not in dsgd.STEPS:
+            raise ArgumentError(f"step must be one of {list(dsgd.STEPS)}, got {step!r}")
+        if lr <= 0 or batch < 1:
+            raise ArgumentError(f"need lr > 0 and batch >= 1; got {lr}, {batch}")
+        super().__init__(rank, reg, iters, **kwargs)
+        self.params.update(lr=float(lr), step=step, decay=float(decay), batch=int(batch))
+        self._rate, self._previous = float(lr), None
+
+    def _restore(self, arrays):
+        self._rate = float(arrays["rate"])
+        self._previous = float(arrays["previous"]) if np.isfinite(arrays["previous"]) else None
+
+    def _checkpoint_state(self):
+        return {"rate": np.array(self._rate),
+                "previous": np.array(np.nan if self._previous is None else self._previous)}
+
+    def _train(self, data, ex, p, q, first):
+        r, size = ex.rank, ex.size
+        ub, ib, ur, mu = data["user_bounds"], data["item_bounds"], data["user_rows"], self.mu
+        if first == 0:
+            self._rate, self._previous = self.lr, None
+        x = p[ub[r]:ub[r + 1]].copy()
+        y = q[ib[r]:ib[r + 1]].copy()
+        local_users = ur.row_ids() - ub[r]
+        blocks = dsgd.split_by_item_block(local_users, ur.cols, ur.vals, ib)
+        my_items = data["item_counts"][ib[r]:ib[r + 1]]
+        for epoch in range(first, self.iters):
+            clock = (time.perf_counter(), ex.seconds)
+            rng = rank_generator(self.seed, r, size, purpose=1000 + epoch)
+            for s in range(size):
+                dsgd.sgd_block(blocks[(r + s) % size], x, y, mu, self._rate, self.reg, rng, self.batch)
+                incoming = (r + s + 1) % size
+                y = ex.shift(y, int(ib[incoming + 1] - ib[incoming]))
+            q = ex.gather(y)
+            err = ur.vals - mu - np.einsum("ij,ij->i", x[local_users], q[ur.cols])
+            pen = self.reg * (ur.counts() @ np.einsum("ij,ij->i", x, x) + my_items @ np.einsum("ij,ij->i", y, y))
+            sse, pen = ex.sum([err @ err, pen])
+            loss = float(sse + pen)
+            record = {"objective": loss, "train_rmse": float(np.sqrt(sse / data["n"])), "step_size": self._rate}
+            self._rate = dsgd.next_rate(self.step, self.lr, self._rate, epoch, loss, self._previous, self.decay)
+            self._previous = loss
+            needs_p = self.checkpoint_dir and self.checkpoint_every > 0 and (epoch + 1) % self.checkpoint_every == 0
+            self._after_iteration(data, ex, epoch, ex.gather(x) if needs_p else None, q, record, clock)
+        return ex.gather(x), ex.gather(y)
+
+
+MODELS = {"als": ALS, "ials": ImplicitALS, "dsgd": DSGD}
