@@ -12,6 +12,7 @@ from mpiml.runtime.abort import run_or_abort
 SUBCOMMANDS = {
     "info": ("mpiml.cli.info", "MPI library, ranks, hosts, threads: what this job runs on"),
     "bench": ("mpiml.cli.bench", "time the collectives against the MPI library's own"),
+    "mf": ("mpiml.cli.mf", "matrix factorization for recommendation: ALS, implicit ALS, DSGD"),
 }
 
 EPILOG = """examples:

@@ -77,8 +77,21 @@ def true_factors(spec: SyntheticSpec):
 
 
 def ratings_per_user(spec: SyntheticSpec, user_weights) -> np.ndarray:
-    """How many ratings each user gets: at least one, at most every item."""
-    return np.clip(np.rint(spec.ratings * user_weights), 1, spec.items).astype(np.int64)
+    """How many ratings each user gets: at least one, at most every item, about ``ratings`` in all.
+
+    Proportional to the user's weight, with the scale raised (bisection) to make up for
+    the heavy users capped at every item.
+    """
+    target = min(spec.ratings, spec.users * spec.items)
+
+    def counts(scale):
+        return np.clip(np.rint(scale * user_weights), 1, spec.items).astype(np.int64)
+
+    low, high = 0.0, float(target) / user_weights.min() + 1.0
+    for _ in range(100):
+        mid = 0.5 * (low + high)
+        low, high = (mid, high) if counts(mid).sum() < target else (low, mid)
+    return counts(high)
 
 
 def synthetic_ratings(spec: SyntheticSpec, rank: int = 0, size: int = 1) -> RatingsShard:

@@ -389,7 +389,7 @@ class DSGD(FactorModel):
     algorithm = "dsgd"
     needs_item_rows = False
 
-    def __init__(self, rank=10, reg=0.05, iters=20, lr=0.02, step="bold", decay=0.1, batch=256, **kwargs):
+    def __init__(self, rank=10, reg=0.05, iters=20, lr=0.05, step="bold", decay=0.1, batch=256, **kwargs):
         if step not in dsgd.STEPS:
             raise ArgumentError(f"step must be one of {list(dsgd.STEPS)}, got {step!r}")
         if lr <= 0 or batch < 1:
