@@ -73,7 +73,8 @@ class FactorModel:
         self.user_ids, self.item_ids, self.mu = data["user_ids"], data["item_ids"], data["mu"]
         p, q, first = self._start(data, ex)
         train_start = time.perf_counter()
-        self.P, self.Q = self._train(data, ex, p, q, first)
+        with np.errstate(over="ignore", invalid="ignore"):  # divergence is detected and reported
+            self.P, self.Q = self._train(data, ex, p, q, first)
         train_seconds = time.perf_counter() - train_start
         cols = ex.gather(data["user_rows"].cols)
         self.rated_indptr = np.concatenate([[0], np.cumsum(data["user_counts"])]).astype(np.int64)
