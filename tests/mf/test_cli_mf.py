@@ -1,0 +1,79 @@
+"""``mpiml mf`` under mpiexec: JSON output, bad input (non-zero exit, no hang), resume."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+
+import numpy as np
+from mpirun import run_mpi
+
+SYNTH = "synthetic:users=200,items=100,ratings=6000,rank=3,noise=0.1,seed=1"
+
+
+def mf(ranks, *args, timeout=120):
+    return run_mpi(ranks, [sys.executable, "-m", "mpiml", "mf", *args], timeout=timeout)
+
+
+def last_json(result):
+    """The JSON object rank 0 printed (launchers may tag lines with the rank)."""
+    return json.loads(re.findall(r"\{.*\}", result.stdout)[-1])
+
+
+def test_json_reports_errors_and_timing(tmp_path):
+    out = tmp_path / "model.npz"
+    result = mf(3, "--algorithm", "als", "--ratings", SYNTH, "--rank", "3", "--reg", "0.01", "--iters", "6",
+                "--test-fraction", "0.1", "--out", str(out), "--json")
+    assert result.returncode == 0, result.describe()
+    report = last_json(result)
+    for key in ("train_rmse", "test_rmse", "iterations", "seconds", "comm_seconds", "ranks"):
+        assert key in report, report
+    assert report["ranks"] == 3 and report["iterations"] == 6 and report["test_rmse"] < 0.15
+    assert 0 <= report["comm_seconds"] <= report["seconds"]
+    with np.load(out, allow_pickle=False) as model:
+        assert model["P"].shape == (report["users"], 3)
+    assert result.stderr.count("iteration") >= 6  # progress, from rank 0 only
+    assert "[1] iteration" not in result.stderr and "[2] iteration" not in result.stderr
+
+
+def test_implicit_reports_ranking_metrics(tmp_path):
+    result = mf(2, "--algorithm", "ials", "--ratings", SYNTH, "--rank", "3", "--iters", "2", "--alpha", "2",
+                "--test-fraction", "0.2", "--json", "--solver", "cg")
+    assert result.returncode == 0, result.describe()
+    report = last_json(result)
+    assert 0 <= report["precision_at_10"] <= 1 and report["ranked_users"] > 0 and report["ranks"] == 2
+
+
+def test_bad_line_exits_non_zero_naming_file_and_line(tmp_path):
+    path = tmp_path / "ratings.dat"
+    lines = [f"{j}::{j % 9}::{j % 5 + 1}::0" for j in range(1, 60)]
+    lines[40] = "41::7::NaN::0"
+    path.write_text("\n".join(lines) + "\n")
+    result = mf(3, "--ratings", str(path), "--iters", "1", timeout=60)
+    assert not result.hung and result.returncode != 0, result.describe()
+    assert f"{path}:41: rating 'NaN' is not a finite number" in result.stderr, result.describe()
+
+
+def test_missing_file_and_bad_arguments_exit_non_zero(tmp_path):
+    result = mf(2, "--ratings", str(tmp_path / "nope.csv"), timeout=60)
+    assert not result.hung and result.returncode != 0 and "no such file" in result.stderr
+    result = mf(2, "--ratings", "synthetic:users=0", timeout=60)
+    assert not result.hung and result.returncode != 0 and "users must be at least 1" in result.stderr
+    result = mf(2, "--ratings", SYNTH, "--resume", timeout=60)
+    assert not result.hung and result.returncode != 0 and "--resume needs --checkpoint-dir" in result.stderr
+
+
+def test_resume_continues_a_preempted_run(tmp_path):
+    common = ["--algorithm", "dsgd", "--ratings", SYNTH, "--rank", "3", "--json"]
+    straight = mf(2, *common, "--iters", "4", "--out", str(tmp_path / "a.npz"))
+    first = mf(2, *common, "--iters", "2", "--checkpoint-dir", str(tmp_path / "ck"))
+    # Resume at another rank count: the checkpoint holds whole factors.
+    resumed = mf(3, *common, "--iters", "4", "--checkpoint-dir", str(tmp_path / "ck"), "--resume",
+                 "--out", str(tmp_path / "b.npz"))
+    for result in (straight, first, resumed):
+        assert result.returncode == 0, result.describe()
+    assert last_json(resumed)["iterations"] == 4
+    with np.load(tmp_path / "a.npz") as a, np.load(tmp_path / "b.npz") as b:
+        assert a["P"].shape == b["P"].shape
+    assert abs(last_json(resumed)["train_rmse"] - last_json(straight)["train_rmse"]) < 0.05
