@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.linalg
+import scipy.sparse
 
 from mpiml.mf.partition import Rows
 
@@ -34,32 +35,59 @@ def ials_rows(rows: Rows, other: np.ndarray, gram: np.ndarray, reg: float, alpha
     base = gram + reg * np.eye(k)
     out = np.zeros((n, k)) if start is None else np.array(start, dtype=np.float64, copy=True)
     extra, pref = confidence(rows.vals, alpha)
+    if solver == "cg":
+        return _cg_rows(rows, other, base, extra, pref, out, cg_steps)
     for r in range(n):
         s, e = rows.indptr[r], rows.indptr[r + 1]
         d = other[rows.cols[s:e]]
         c1, p = extra[s:e], pref[s:e]
-        rhs = d.T @ ((1.0 + c1) * p)
-        if solver == "cholesky":
-            a = base + d.T @ (c1[:, None] * d)
-            out[r] = scipy.linalg.cho_solve(scipy.linalg.cho_factor(a, check_finite=False), rhs, check_finite=False)
-        else:
-            out[r] = _cg(lambda v: base @ v + d.T @ (c1 * (d @ v)), rhs, out[r], cg_steps)
+        a = base + d.T @ (c1[:, None] * d)
+        out[r] = scipy.linalg.cho_solve(scipy.linalg.cho_factor(a, check_finite=False),
+                                        d.T @ ((1.0 + c1) * p), check_finite=False)
+    return out
+
+
+def _cg_rows(rows: Rows, other, base, extra, pref, out, steps: int, chunk: int = 1 << 16):
+    """Conjugate gradient on all rows at once (chunks of about ``chunk`` ratings).
+
+    ``A_u v = base v + Y_u^T ((c_u - 1) * (Y_u v))``: the per-rating terms are summed
+    into their rows with a sparse indicator product, so nothing k x k is formed per row.
+    """
+    lo = 0
+    while lo < rows.n_rows:
+        hi = max(int(np.searchsorted(rows.indptr, rows.indptr[lo] + chunk, side="right")) - 1, lo + 1)
+        hi = min(hi, rows.n_rows)
+        s, e = rows.indptr[lo], rows.indptr[hi]
+        local = np.repeat(np.arange(hi - lo), np.diff(rows.indptr[lo:hi + 1]))
+        member = scipy.sparse.csr_matrix((np.ones(e - s), (local, np.arange(e - s))), shape=(hi - lo, e - s))
+        d = other[rows.cols[s:e]]
+        c1 = extra[s:e]
+
+        def matvec(v):
+            return v @ base + member @ ((c1 * np.einsum("ij,ij->i", d, v[local]))[:, None] * d)
+
+        rhs = member @ (((1.0 + c1) * pref[s:e])[:, None] * d)
+        out[lo:hi] = _cg(matvec, rhs, out[lo:hi], steps)
+        lo = hi
     return out
 
 
 def _cg(matvec, rhs, x, steps: int):
+    """``steps`` conjugate-gradient steps on every row of ``x`` at once (rows independent)."""
     residual = rhs - matvec(x)
     direction = residual.copy()
-    rs = residual @ residual
+    rs = np.einsum("ij,ij->i", residual, residual)
     for _ in range(steps):
-        if rs < 1e-20:
+        active = rs > 1e-20
+        if not active.any():
             break
         ad = matvec(direction)
-        step = rs / (direction @ ad)
-        x = x + step * direction
-        residual = residual - step * ad
-        rs_new = residual @ residual
-        direction = residual + (rs_new / rs) * direction
+        curvature = np.einsum("ij,ij->i", direction, ad)
+        step = np.where(active, rs / np.where(active, curvature, 1.0), 0.0)
+        x = x + step[:, None] * direction
+        residual = residual - step[:, None] * ad
+        rs_new = np.einsum("ij,ij->i", residual, residual)
+        direction = residual + np.where(active, rs_new / np.where(active, rs, 1.0), 0.0)[:, None] * direction
         rs = rs_new
     return x
 
