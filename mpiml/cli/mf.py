@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from mpiml.cli.output import emit_json, say
+from mpiml.data.ratings import FORMATS
 from mpiml.runtime.errors import ArgumentError
 
 EPILOG = """examples:
@@ -26,8 +27,8 @@ def build_parser():
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--algorithm", choices=("als", "ials", "dsgd"), default="als")
     parser.add_argument("--ratings", required=True, help="ratings file, or synthetic:KEY=VALUE,...")
-    parser.add_argument("--format", default="auto",
-                        help="auto, udata, dat, csv, tsv, whitespace, mtx or npz (default: auto)")
+    parser.add_argument("--format", default="auto", choices=FORMATS,
+                        help="ratings layout (default: auto, from the suffix and the first line)")
     parser.add_argument("--rank", type=int, default=10, help="factor dimension (default 10)")
     parser.add_argument("--reg", type=float, default=None,
                         help="regularization lambda (default 0.05 als/dsgd, 0.1 ials)")

@@ -77,3 +77,16 @@ def test_resume_continues_a_preempted_run(tmp_path):
     with np.load(tmp_path / "a.npz") as a, np.load(tmp_path / "b.npz") as b:
         assert a["P"].shape == b["P"].shape
     assert abs(last_json(resumed)["train_rmse"] - last_json(straight)["train_rmse"]) < 0.05
+
+
+def test_separate_test_file_with_cold_start_users(tmp_path):
+    rng = np.random.default_rng(0)
+    users, items = rng.integers(1, 40, 800), rng.integers(1, 30, 800)
+    values = 3 + np.sin(users) * np.cos(items)
+    train, test = tmp_path / "u.data", tmp_path / "u.test"
+    train.write_text("".join(f"{u}\t{i}\t{v:.3f}\t0\n" for u, i, v in zip(users, items, values)))
+    test.write_text(f"{users[0]}\t{items[0]}\t{values[0]:.3f}\t0\n999\t{items[0]}\t3\t0\n")
+    result = mf(2, "--ratings", str(train), "--test", str(test), "--rank", "2", "--iters", "3", "--json")
+    assert result.returncode == 0, result.describe()
+    report = last_json(result)
+    assert report["test_ratings"] == 2 and report["test_count"] == 1 and report["cold_start_dropped"] == 1
