@@ -100,6 +100,10 @@ class FactorModel:
                                       [ratings.values.sum(), len(ratings)]]))
         user_counts, item_counts = sums[:nu].astype(np.int64), sums[nu:nu + ni].astype(np.int64)
         n = int(sums[-1])
+        if n == 0:
+            err = DataError("no training ratings on any rank")
+            err.collective = True  # from an allreduced count: every rank sees it
+            raise err
         ub, ib = balanced_blocks(user_counts, size), balanced_blocks(item_counts, size)
         got = send_to_owners(block_of(u, ub), [u, i, ratings.values], comm)
         data = dict(user_ids=user_ids, item_ids=item_ids, user_counts=user_counts, item_counts=item_counts,

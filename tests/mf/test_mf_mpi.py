@@ -13,7 +13,7 @@ from mpiml.data.ratings import RatingsShard, split_fraction
 from mpiml.data.synthetic_ratings import SyntheticSpec, synthetic_ratings
 from mpiml.mf import ALS, DSGD, ImplicitALS
 from mpiml.mf.als import Layout, initial_factors
-from mpiml.runtime.errors import DivergenceError
+from mpiml.runtime.errors import CheckpointError, DataError, DivergenceError
 
 SMALL = SyntheticSpec(users=40, items=25, ratings=500, rank=3, noise=0.1, seed=2)
 
@@ -156,3 +156,28 @@ def test_a_rank_without_ratings_is_fine():
         RatingsShard.from_arrays([], [], [])
     model = ALS(rank=2, reg=0.1, iters=2).fit(shard, comm=comm)
     agree(comm, model.P.shape == (3, 2) and np.all(np.isfinite(model.P)), model.P)
+
+
+@pytest.mark.mpi
+def test_resume_refuses_a_checkpoint_of_another_problem():
+    comm = MPI.COMM_WORLD
+    shard = shard_of(SMALL, comm)
+    directory = shared_dir(comm)
+    ALS(rank=3, iters=1, checkpoint_dir=directory).fit(shard, comm=comm)
+    try:
+        ALS(rank=4, iters=2, checkpoint_dir=directory, resume=True).fit(shard, comm=comm)
+        message = None
+    except CheckpointError as exc:
+        message = str(exc)
+    agree(comm, message is not None and "rank is 3 there, 4 here" in message, message)
+
+
+@pytest.mark.mpi
+def test_no_ratings_anywhere_is_a_data_error_on_every_rank():
+    comm = MPI.COMM_WORLD
+    try:
+        ALS(rank=2).fit(RatingsShard.from_arrays([], [], []), comm=comm)
+        message = None
+    except DataError as exc:
+        message = str(exc)
+    agree(comm, message is not None and "no training ratings" in message, message)
