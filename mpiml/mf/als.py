@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mpiml.mf.partition import Rows
+from mpiml.mf.partition import Rows, pair_dots
 
 CHUNK = 2048  # rows solved together (bounds the stacked k x k systems in memory)
 
@@ -102,7 +102,7 @@ def half_step(rows: Rows, own: np.ndarray, other: np.ndarray, mu: float, reg: fl
 
 def predict_rows(rows: Rows, p: np.ndarray, q: np.ndarray, mu: float) -> np.ndarray:
     """Predictions for every rating stored in user ``rows``."""
-    return mu + np.einsum("ij,ij->i", p[rows.row_ids()], q[rows.cols])
+    return mu + pair_dots(p, rows.row_ids(), q, rows.cols)
 
 
 def penalty(rows: Rows, own: np.ndarray, reg: float, layout: Layout, side: str, weighted: bool = True) -> float:

@@ -23,7 +23,7 @@ import numpy as np
 from mpiml.data.ratings import RatingsShard, global_ids, lookup
 from mpiml.mf import als
 from mpiml.mf.metrics import error_sums, ranking_means, ranking_sums, rmse_mae, top_k
-from mpiml.mf.partition import Rows, balanced_blocks, block_of, build_rows
+from mpiml.mf.partition import Rows, balanced_blocks, block_of, build_rows, pair_dots
 from mpiml.mf.transport import Exchange, load_checkpoint, save_checkpoint, send_to_owners
 from mpiml.runtime.agree import raise_if_any
 from mpiml.runtime.comm import resolve_comm
@@ -74,14 +74,14 @@ class FactorModel:
         train_start = time.perf_counter()
         with np.errstate(over="ignore", invalid="ignore"):  # divergence is detected and reported
             self.P, self.Q = self._train(data, ex, p, q, first)
-        train_seconds = time.perf_counter() - train_start
+        train_seconds, train_comm = time.perf_counter() - train_start, ex.seconds
         cols = ex.gather(data["user_rows"].cols)
         self.rated_indptr = np.concatenate([[0], np.cumsum(data["user_counts"])]).astype(np.int64)
         self.rated_indices = cols.astype(np.int64)
         last = self.history[-1] if self.history else {}
         self.fit_info = {
-            "iterations": len(self.history), "seconds": train_seconds, "comm_seconds": ex.seconds,
-            "comm_fraction": ex.seconds / train_seconds if train_seconds > 0 else 0.0,
+            "iterations": len(self.history), "seconds": train_seconds, "comm_seconds": train_comm,
+            "comm_fraction": train_comm / train_seconds if train_seconds > 0 else 0.0,
             "setup_seconds": setup[0], "setup_comm_seconds": setup[1], "ranks": ex.size,
             "train_ratings": data["n"], "users": int(self.user_ids.size), "items": int(self.item_ids.size),
             "objective": last.get("objective"), "exchange": self.exchange,
@@ -171,7 +171,7 @@ class FactorModel:
         u, i = self._index(np.atleast_1d(users), np.atleast_1d(items))
         known = (u >= 0) & (i >= 0)
         out = np.full(u.shape, self.mu if policy == "mean" else np.nan)
-        out[known] = self.mu + np.einsum("ij,ij->i", self.P[u[known]], self.Q[i[known]])
+        out[known] = self.mu + pair_dots(self.P, u[known], self.Q, i[known])
         return out
 
     def evaluate(self, test: RatingsShard, comm=None, k: int = 10, ranking=None) -> dict:

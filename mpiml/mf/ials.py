@@ -17,7 +17,7 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse
 
-from mpiml.mf.partition import Rows
+from mpiml.mf.partition import Rows, pair_dots
 
 SOLVERS = ("cholesky", "cg")
 
@@ -95,7 +95,7 @@ def _cg(matvec, rhs, x, steps: int):
 def observed_loss(rows: Rows, own: np.ndarray, other: np.ndarray, alpha: float) -> float:
     """The observed entries' share of the loss: ``sum c (p - s)**2 - s**2`` over ``rows``."""
     extra, pref = confidence(rows.vals, alpha)
-    s = np.einsum("ij,ij->i", own[rows.row_ids()], other[rows.cols])
+    s = pair_dots(own, rows.row_ids(), other, rows.cols)
     return float(np.sum((1.0 + extra) * (pref - s) ** 2 - s**2))
 
 

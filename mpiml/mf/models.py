@@ -12,6 +12,7 @@ import numpy as np
 
 from mpiml.mf import als, dsgd, ials
 from mpiml.mf.estimator import FactorModel
+from mpiml.mf.partition import pair_dots
 from mpiml.runtime.errors import ArgumentError
 from mpiml.runtime.seeding import rank_generator
 
@@ -157,7 +158,7 @@ class DSGD(FactorModel):
                 incoming = (r + s + 1) % size
                 y = ex.shift(y, int(ib[incoming + 1] - ib[incoming]))
             q = ex.gather(y)
-            err = ur.vals - mu - np.einsum("ij,ij->i", x[local_users], q[ur.cols])
+            err = ur.vals - mu - pair_dots(x, local_users, q, ur.cols)
             pen = self.reg * (ur.counts() @ np.einsum("ij,ij->i", x, x) + my_items @ np.einsum("ij,ij->i", y, y))
             sse, pen = ex.sum([err @ err, pen])
             loss = float(sse + pen)

@@ -74,3 +74,13 @@ def build_rows(start: int, stop: int, rows, cols, vals) -> Rows:
     indptr = np.zeros(stop - start + 1, dtype=np.int64)
     np.cumsum(np.bincount(local, minlength=stop - start), out=indptr[1:])
     return Rows(start, stop, indptr, cols[order], np.asarray(vals, dtype=np.float64)[order])
+
+
+def pair_dots(left: np.ndarray, rows, right: np.ndarray, cols, chunk: int = 1 << 14) -> np.ndarray:
+    """``left[rows[j]] . right[cols[j]]`` for every j, in cache-sized chunks (no n x k temporaries)."""
+    rows, cols = np.asarray(rows), np.asarray(cols)
+    out = np.empty(rows.size)
+    for lo in range(0, rows.size, chunk):
+        hi = lo + chunk
+        out[lo:hi] = np.einsum("ij,ij->i", left[rows[lo:hi]], right[cols[lo:hi]])
+    return out
