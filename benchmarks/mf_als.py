@@ -209,6 +209,7 @@ def driver(args):
     import importlib.util
 
     have = {name: importlib.util.find_spec(name) is not None for name in ("surprise", "implicit")}
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         data, facts = make_data(args, tmp)
         variants = [("als", 1, "auto"), ("als", 2, "ring"), ("als", 2, "native")]
@@ -223,7 +224,9 @@ def driver(args):
                     {"error": "the implicit library is not installed"}
                 extra["surprise_svd"] = run_worker("surprise", data, args) if have["surprise"] else \
                     {"error": "scikit-surprise is not installed"}
-    report = {"data": {**facts, "rank": args.rank, "iters": args.iters, "reg": args.reg, "test_fraction": TEST_FRACTION}}
+    report = {"data": {**facts, "rank": args.rank, "iters": args.iters, "reg": args.reg, "test_fraction": TEST_FRACTION},
+              # a shared machine: the 1-minute load average around the run says how noisy it was
+              "machine": {"cpus": os.cpu_count(), "load_before": load_before, "load_after": os.getloadavg()[0]}}
     for (kind, ranks, exchange), results in runs.items():
         errors = [r["error"] for r in results if "error" in r]
         if errors:
