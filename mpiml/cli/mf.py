@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from mpiml.cli.output import emit_json, say
@@ -49,7 +50,9 @@ def build_parser():
     parser.add_argument("--k", type=int, default=10, help="cut-off of the ranking metrics")
     parser.add_argument("--cold-start", choices=("drop", "nan", "mean"), default="drop")
     parser.add_argument("--out", help="write the model here (.npz)")
-    parser.add_argument("--checkpoint-dir")
+    parser.add_argument("--checkpoint-dir", default=os.environ.get("MPIML_CHECKPOINT_DIR") or None,
+                        help="checkpoint here (default: $MPIML_CHECKPOINT_DIR); with it, SIGUSR1/SIGTERM "
+                             "checkpoint and exit with status 3")
     parser.add_argument("--checkpoint-every", type=int, default=1)
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --checkpoint-dir")
     parser.add_argument("--json", action="store_true", help="print one JSON object (progress goes to stderr)")

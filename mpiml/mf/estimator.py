@@ -15,6 +15,7 @@ Spark's ``coldStartStrategy="nan"``) or ``"mean"`` (the global training mean).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 
@@ -29,6 +30,7 @@ from mpiml.runtime.agree import raise_if_any
 from mpiml.runtime.comm import resolve_comm
 from mpiml.runtime.errors import ArgumentError, DataError, DivergenceError, MpimlError
 from mpiml.runtime.files import load_npz, save_npz_atomic
+from mpiml.runtime.preempt import Preempted, PreemptionWatch
 
 COLD_START = ("drop", "nan", "mean")
 MODEL_FORMAT = 1
@@ -53,6 +55,7 @@ class FactorModel:
         self.callback = callback
         self.layout = als.Layout(int(rank), False)
         self.history, self.fit_info = [], {}
+        self._watch = None
 
     def __getattr__(self, name):
         params = self.__dict__.get("params", {})
@@ -72,7 +75,10 @@ class FactorModel:
         self.user_ids, self.item_ids, self.mu = data["user_ids"], data["item_ids"], data["mu"]
         p, q, first = self._start(data, ex)
         train_start = time.perf_counter()
-        with np.errstate(over="ignore", invalid="ignore"):  # divergence is detected and reported
+        # With checkpoints, SIGUSR1/SIGTERM stop the run at the next iteration boundary, after a
+        # checkpoint, with Preempted (exit status 3 from the CLI, which the Slurm templates requeue).
+        self._watch = PreemptionWatch(comm) if self.checkpoint_dir else None
+        with self._watch or contextlib.nullcontext(), np.errstate(over="ignore", invalid="ignore"):
             self.P, self.Q = self._train(data, ex, p, q, first)
         train_seconds, train_comm = time.perf_counter() - train_start, ex.seconds
         cols = ex.gather(data["user_rows"].cols)
@@ -147,9 +153,15 @@ class FactorModel:
             raise err
         if self.callback is not None:
             self.callback(dict(record))
-        if self.checkpoint_dir and self.checkpoint_every > 0 and (it + 1) % self.checkpoint_every == 0:
+        stop = self._watch is not None and self._watch.should_stop()
+        if self.checkpoint_dir and (stop or (self.checkpoint_every > 0 and (it + 1) % self.checkpoint_every == 0)):
+            if p is None:  # DSGD keeps only its own user block between checkpoints
+                p = ex.gather(self._local_users)
             arrays = {"P": p, "Q": q, "history": np.array(json.dumps(self.history)), **self._checkpoint_state()}
             save_checkpoint(self.checkpoint_dir, it + 1, arrays, {**self._meta(data), "ranks": ex.size}, ex.comm)
+        if stop:
+            raise Preempted(f"{self.algorithm} stopped on a signal after iteration {it + 1}; "
+                            f"checkpoint in {self.checkpoint_dir}; run again with resume to continue")
 
     def _gather_finite(self, ex, block, side, it):
         """Allgather a solved block; non-finite values stop every rank with the same error."""

@@ -165,8 +165,8 @@ class DSGD(FactorModel):
             record = {"objective": loss, "train_rmse": float(np.sqrt(sse / data["n"])), "step_size": self._rate}
             self._rate = dsgd.next_rate(self.step, self.lr, self._rate, epoch, loss, self._previous, self.decay)
             self._previous = loss
-            needs_p = self.checkpoint_dir and self.checkpoint_every > 0 and (epoch + 1) % self.checkpoint_every == 0
-            self._after_iteration(data, ex, epoch, ex.gather(x) if needs_p else None, q, record, clock)
+            self._local_users = x
+            self._after_iteration(data, ex, epoch, None, q, record, clock)
         return ex.gather(x), ex.gather(y)
 
 

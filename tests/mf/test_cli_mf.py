@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 
@@ -90,3 +91,37 @@ def test_separate_test_file_with_cold_start_users(tmp_path):
     assert result.returncode == 0, result.describe()
     report = last_json(result)
     assert report["test_ratings"] == 2 and report["test_count"] == 1 and report["cold_start_dropped"] == 1
+
+
+def test_sigusr1_checkpoints_and_exits_preempted_then_resume_finishes(tmp_path):
+    import signal
+    import subprocess
+    import threading
+
+    from mpirun import mpi_env, mpiexec_command
+
+    ck, data = tmp_path / "ck", SYNTH.replace("6000", "60000")
+    argv = [sys.executable, "-m", "mpiml", "mf", "--ratings", data, "--rank", "8", "--iters", "1000",
+            "--checkpoint-every", "100000"]
+    proc = subprocess.Popen(mpiexec_command(2, argv), env=mpi_env({"MPIML_CHECKPOINT_DIR": str(ck)}), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                            start_new_session=True)
+    watchdog = threading.Timer(90, os.killpg, (proc.pid, signal.SIGKILL))  # readline must not hang the suite
+    watchdog.start()
+    try:
+        for _ in range(3):  # progress lines: training is under way
+            assert "iteration" in proc.stdout.readline()
+        proc.send_signal(signal.SIGUSR1)  # mpiexec forwards it to every rank
+        out, err = proc.communicate(timeout=60)
+    finally:
+        watchdog.cancel()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 3, (proc.returncode, err[-2000:])
+    assert "mpiml: preempted" in err and str(ck) in err
+    step = json.loads((ck / "manifest.json").read_text())["step"]
+    assert 3 <= step < 1000
+    result = mf(2, "--ratings", data, "--rank", "8", "--iters", str(step + 1), "--checkpoint-dir", str(ck),
+                "--resume", "--json")
+    assert result.returncode == 0, result.describe()
+    assert last_json(result)["iterations"] == step + 1
