@@ -15,6 +15,7 @@ SUBCOMMANDS = {
     "tune": ("mpiml.cli.tune", "measure this machine, calibrate the cost model, write a tuning file"),
     "model": ("mpiml.cli.model", "predict collective times and crossovers for up to 100,000 ranks"),
     "slurm": ("mpiml.cli.slurm", "Slurm job scripts from templates, submission, and the job's view"),
+    "mf": ("mpiml.cli.mf", "matrix factorization for recommendation: ALS, implicit ALS, DSGD"),
 }
 
 EPILOG = """examples:
