@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mpiml.data import text
 from mpiml.runtime.agree import raise_if_any
 from mpiml.runtime.comm import private_comm, resolve_comm
 from mpiml.runtime.errors import ArgumentError, DataError
@@ -194,20 +195,8 @@ def _read_mtx(path, rank, size, max_id) -> RatingsShard:
 
 def _byte_range(path: str, rank: int, size: int) -> bytes:
     """The whole lines that start inside this rank's equal share of the file's bytes."""
-    total = os.path.getsize(path)
-    start, end = total * rank // size, total * (rank + 1) // size
-    with open(path, "rb") as handle:
-        starts_line = True
-        if start > 0:
-            handle.seek(start - 1)
-            starts_line = handle.read(1) == b"\n"
-        data = handle.read(end - start)
-        if data and not data.endswith(b"\n") and end < total:
-            data += handle.readline()  # finish the last line that starts in our range
-    if not starts_line:  # that line belongs to the rank before us
-        cut = data.find(b"\n")
-        data = b"" if cut < 0 else data[cut + 1:]
-    return data
+    start, end = text.byte_range(os.path.getsize(path), rank, size)
+    return text.read_line_range(path, start, end)
 
 
 def _sniff(path: str, fmt: str):
