@@ -1,8 +1,9 @@
 """Drive the throw-away Slurm cluster of ``slurm/testing/local-cluster.sh`` from tests.
 
-Every call is bounded: the script and the client commands have timeouts, and waiting for
-a job polls ``scontrol`` (``sbatch --wait`` polls with a back-off growing to 32 s, far
-too coarse for a test suite) until the job has finished or the deadline passed.
+Every call is bounded: the script and the client commands have timeouts. Jobs are
+submitted with ``sbatch --wait``, so sbatch itself reports the job's final status; waiting
+also polls ``scontrol`` (sbatch's own polling backs off to 10 s and more, and a requeued job
+needs its records) until the job has finished or the deadline passed.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import shutil
 import socket
 import subprocess
@@ -100,6 +102,7 @@ class LocalCluster:
                          "MPIML_SLURM_CPUS": str(cpus), "MPIML_SLURM_PORT": str(_free_port_base(nodes)),
                          "MPIML_SLURM_WAIT": "60"}
         self.conf = self.directory / "etc" / "slurm.conf"
+        self._sbatch_waiting: dict[str, subprocess.Popen] = {}
 
     def _script(self, action: str, timeout: float) -> subprocess.CompletedProcess:
         env = {**os.environ, **self.settings}
@@ -112,6 +115,8 @@ class LocalCluster:
             raise RuntimeError(f"local-cluster.sh start failed ({done.returncode}):\n{done.stderr[-4000:]}")
 
     def stop(self) -> str:
+        for proc in self._sbatch_waiting.values():
+            proc.kill()
         done = self._script("stop", timeout=120)
         if done.returncode == 0:
             shutil.rmtree(self.directory, ignore_errors=True)
@@ -132,10 +137,21 @@ class LocalCluster:
                               stdin=subprocess.DEVNULL, cwd=cwd)
 
     def sbatch(self, script: Path, *args: str, workdir: Path, env: dict | None = None) -> str:
-        done = self.run("sbatch", "--parsable", *args, str(script), env=env, cwd=workdir)
-        if done.returncode != 0:
-            raise AssertionError(f"sbatch {script} refused: {done.stderr}")
-        return done.stdout.strip().split(";")[0]
+        """Submit with ``sbatch --wait``; returns the job id as soon as sbatch prints it.
+
+        sbatch stays running until the job ends; :meth:`wait` collects its exit status.
+        """
+        proc = subprocess.Popen(["sbatch", "--wait", "--parsable", *args, str(script)], env=self.env(env),
+                                cwd=workdir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        ready, _, _ = select.select([proc.stdout], [], [], 60)
+        line = proc.stdout.readline() if ready else ""
+        if not line.strip():
+            proc.kill()
+            raise AssertionError(f"sbatch {script} refused or silent: {proc.communicate()[1]}")
+        job_id = line.strip().split(";")[0]
+        self._sbatch_waiting[job_id] = proc
+        return job_id
 
     def sbatch_wrap(self, command: str, *args: str, workdir: Path, env: dict | None = None) -> str:
         """Submit a one-line job (``sbatch --wrap``)."""
@@ -162,11 +178,29 @@ class LocalCluster:
             finished_since = (finished_since or time.monotonic()) if finished else None
             restarted = all(int(r.get("Restarts", 0)) >= restarts for r in records)
             if finished and (restarted or time.monotonic() - finished_since >= settle):
-                return Job(job_id, records)
+                job = Job(job_id, records)
+                self._check_sbatch_wait(job, restarts, deadline)
+                return job
             if time.monotonic() > deadline:
                 raise AssertionError(f"job {job_id} not finished after {timeout:.0f} s: "
                                      f"{[(r.get('JobState'), r.get('Reason')) for r in records]}")
             time.sleep(0.25)
+
+    def _check_sbatch_wait(self, job: Job, restarts: int, deadline: float) -> None:
+        """``sbatch --wait`` must have returned the job's outcome: 0 exactly when it succeeded."""
+        proc = self._sbatch_waiting.pop(job.job_id, None)
+        if proc is None:
+            return
+        if restarts:  # sbatch --wait follows only the first run of a requeued job
+            proc.kill()
+            proc.communicate()
+            return
+        try:
+            proc.wait(timeout=max(deadline - time.monotonic(), 15))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError(f"sbatch --wait for job {job.job_id} still waiting after it ended: {job.states}")
+        assert (proc.returncode == 0) == job.ok, f"sbatch --wait exited {proc.returncode} for {job.states}"
 
     def wait_for_text(self, path: Path, text: str, timeout: float = 60) -> str:
         """Poll a job's log until it contains ``text``."""
