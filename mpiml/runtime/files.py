@@ -16,6 +16,13 @@ def fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+def _new_file_mode() -> int:
+    """The permissions ``open()`` would give a new file (mkstemp's are always 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_write(path, mode: str = "wb"):
     """Open a temporary file beside ``path``; on success fsync it and rename it over ``path``.
@@ -26,6 +33,7 @@ def atomic_write(path, mode: str = "wb"):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _new_file_mode())
         with os.fdopen(fd, mode) as handle:
             yield handle
             handle.flush()

@@ -23,6 +23,18 @@ def test_atomic_write_leaves_old_file_when_writer_fails(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["model.txt"]  # no temporary left behind
 
 
+def test_atomic_write_gives_the_permissions_of_a_plain_new_file(tmp_path):
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        with atomic_write(tmp_path / "out.txt", "w") as handle:
+            handle.write("x")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "out.txt").stat().st_mode & 0o777 == 0o644
+
+
 def test_npz_round_trip_refuses_objects(tmp_path):
     save_npz_atomic(tmp_path / "a.npz", w=np.arange(5.0), b=np.array(2))
     loaded = load_npz(tmp_path / "a.npz")
