@@ -20,6 +20,10 @@ SUBCOMMANDS = {
     "datagen": ("mpiml.cli.datagen", "write synthetic data sets (classification, regression, ...)"),
 }
 
+# Commands whose ranks compute side by side: unless the user set OMP_NUM_THREADS (or the
+# BLAS variables), each rank gets its share of the node's cores for BLAS threads.
+SHARES_CORES = {"info", "bench", "tune", "sgd", "mf"}
+
 EPILOG = """examples:
   mpiexec -n 4 mpiml info
   mpiexec -n 4 mpiml info --json
@@ -64,6 +68,10 @@ def main(argv=None) -> int:
     if name not in SUBCOMMANDS:
         parser.error(f"unknown command {name!r} (choose from {', '.join(SUBCOMMANDS)})")
     module = importlib.import_module(SUBCOMMANDS[name][0])
+    if name in SHARES_CORES and not any(arg in ("-h", "--help") for arg in rest):
+        from mpiml.runtime.threads import limit_blas_threads
+
+        limit_blas_threads()
     return module.main(rest) or 0
 
 

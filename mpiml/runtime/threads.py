@@ -1,0 +1,37 @@
+"""Keep BLAS/OpenMP threads from oversubscribing the cores that MPI ranks share."""
+
+from __future__ import annotations
+
+import os
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def cores_per_local_rank(local_ranks: int, cores: int | None = None) -> int:
+    """Threads each of ``local_ranks`` ranks on one node may use without oversubscribing."""
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, int(cores or 1) // max(1, int(local_ranks)))
+
+
+def limit_blas_threads(comm=None, environ=os.environ):
+    """Cap BLAS/OpenMP threads at the cores per rank on this node, unless the user chose.
+
+    If any of :data:`THREAD_VARIABLES` is set, the user's choice stands and nothing is
+    changed. Otherwise (collective over ``comm``) the ranks sharing a node split its cores.
+    Returns the limit applied, or None.
+    """
+    if any(environ.get(name) for name in THREAD_VARIABLES):
+        return None
+    from mpi4py import MPI
+    from threadpoolctl import threadpool_limits
+
+    from mpiml.runtime.comm import resolve_comm
+
+    node = resolve_comm(comm).Split_type(MPI.COMM_TYPE_SHARED)
+    try:
+        limit = cores_per_local_rank(node.Get_size())
+    finally:
+        node.Free()
+    threadpool_limits(limits=limit)
+    return limit
