@@ -1,0 +1,253 @@
+"""Synchronous minibatch SGD on a ``R x C`` grid: rows over R, features or classes over C.
+
+Every update uses the same global batch as the data-parallel ``sync`` strategy of
+:mod:`mpiml.sgd.trainer` (the batches come from :func:`mpiml.sgd.plan.sync_plan` over
+the rows of the row group), so a grid run gives the data-parallel model from the same
+seed, up to the order of floating-point sums. One update costs
+
+- features split: one sum of the partial margins (``rows x k`` floats) over the row
+  group, then one sum of ``(d/C) k + k + 1`` floats (gradient block, intercepts, loss)
+  over the column group;
+- classes split: a max and a sum of ``rows`` and ``2 rows`` floats over the row group,
+  then one sum of ``d k/C + k/C + 1`` floats over the column group.
+
+Each rank updates only its own block of the weights, with the optimizers and penalties
+of :mod:`mpiml.sgd` (all of them act coordinate-wise, so a block behaves like the whole).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from mpiml.parallel import margins
+from mpiml.parallel.checkpoint import load_state, save_state, whole
+from mpiml.parallel.layout import Part
+from mpiml.runtime.errors import ArgumentError, DivergenceError
+from mpiml.sgd import plan
+from mpiml.sgd.config import TrainConfig
+from mpiml.sgd.models import Penalty
+from mpiml.sgd.optim import learning_rate, make_optimizer
+from mpiml.sgd.timing import Clock, Timings
+from mpiml.sgd.trainer import TrainResult
+
+GRID_STRATEGIES = ("sync",)
+_EVAL_ROWS = 65536
+
+
+class GridRun:
+    """State of one grid training run on this rank (its rows, its block of the model)."""
+
+    def __init__(self, model, part: Part, X, y, config: TrainConfig, comms, test=None, checkpoint_dir=None,
+                 progress=None, layout=""):
+        self.model, self.part, self.X, self.y, self.cfg, self.comms = model, part, X, y, config, comms
+        self.test, self.checkpoint_dir, self.progress, self.layout = test, checkpoint_dir, progress, layout
+        self.timings = Timings()
+        self.penalty = Penalty(config.alpha, config.l1_ratio)
+        self.index = part.index
+        self.theta = model.init_params()[self.index]
+        self.opt = make_optimizer(config.optimizer, part.n_params, config.momentum, config.nesterov)
+        self.grad = np.zeros(part.n_params)
+        counts = np.zeros(comms.rows)
+        counts[comms.row] = X.shape[0]
+        comms.col_sum(counts, out=counts)
+        self.offset, self.n_total = int(counts[: comms.row].sum()), int(counts.sum())
+        self.t = self.epoch = self.step = 0
+        self.history: list = []
+        self.last_checkpoint = None
+
+    # -- communication, timed ----------------------------------------------------------------
+    def _reduce(self, fn, x):
+        start = time.perf_counter()
+        fn(x, out=x)
+        self.timings.comm += time.perf_counter() - start
+        return x
+
+    def _compute(self, start):
+        self.timings.compute += time.perf_counter() - start
+
+    # -- the model, split ------------------------------------------------------------------------
+    def loss_residual(self, theta, X, y):
+        """Summed loss of rows ``X`` and the residual of the local outputs (communicates in the row group)."""
+        start = time.perf_counter()
+        W, b = self.part.split_local(theta)
+        s = margins.partial_scores(W, X)
+        if self.part.split == "features":
+            s = np.ascontiguousarray(s)
+            self._compute(start)
+            self._reduce(self.comms.row_sum, s)
+            start = time.perf_counter()
+            s += b
+            loss, r = margins.loss_and_residual(self.model, s, y)
+            self._compute(start)
+            return loss, r, s
+        s += b
+        top = margins.row_max(s)
+        self._compute(start)
+        self._reduce(self.comms.row_max, top)
+        start = time.perf_counter()
+        sums = margins.exp_sums(s, top, y, self.part.lo)
+        self._compute(start)
+        self._reduce(self.comms.row_sum, sums)
+        start = time.perf_counter()
+        loss, r = margins.softmax_loss_residual(s, top, sums, y, self.part.lo)
+        self._compute(start)
+        return loss, r, (top, sums)
+
+    def correct(self, scores, y) -> int:
+        if not self.model.classifier:
+            return 0
+        if self.part.split == "classes":
+            return margins.softmax_correct(*scores)
+        if self.model.k == 1:
+            return int(np.count_nonzero((scores[:, 0] > 0) == (y > 0)))
+        return int(np.count_nonzero(np.argmax(scores, axis=1) == y))
+
+    def diverged(self, what):
+        return DivergenceError(
+            f"training diverged at epoch {self.epoch + 1}, update {self.t}: {what} is not finite "
+            f"(lr={self.cfg.lr}, optimizer={self.cfg.optimizer}); lower --lr or raise --alpha"
+            + (f"; the last good checkpoint ({self.last_checkpoint}) is intact" if self.last_checkpoint else ""))
+
+    # -- one epoch of sync SGD ---------------------------------------------------------------------
+    def sync_epoch(self, stop_at):
+        c, part = self.cfg, self.part
+        update_rows = c.batch_size * c.accumulate
+        steps = plan.sync_steps(self.n_total, update_rows)
+        total = steps * c.epochs
+        rows, bounds, _ = plan.sync_plan(c.seed, self.epoch, self.n_total, self.offset, self.X.shape[0],
+                                         update_rows)
+        payload = np.zeros(part.n_params + 1)
+        while self.step < steps:
+            s = self.step
+            part_rows = rows[bounds[s]:bounds[s + 1]]
+            Xb, yb = self.X[part_rows], self.y[part_rows]
+            loss, r, _ = self.loss_residual(self.theta, Xb, yb)
+            start = time.perf_counter()
+            gW, gb = margins.block_gradient(Xb, r, self.model.fit_intercept)
+            payload[: part.n_weights] = gW.ravel()
+            payload[part.n_weights: part.n_params] = gb
+            payload[-1] = loss
+            self._compute(start)
+            self._reduce(self.comms.col_sum, payload)
+            start = time.perf_counter()
+            count = min(update_rows, self.n_total - s * update_rows)
+            # The loss is the same number on every rank: deciding on it never splits the ranks.
+            if not math.isfinite(payload[-1]):
+                raise self.diverged("the batch loss")
+            np.divide(payload[:-1], count, out=self.grad)
+            w = self.theta[: part.n_weights]
+            self.penalty.add_smooth_grad(w, self.grad[: part.n_weights])
+            self.opt.step(self.theta, self.grad, learning_rate(c.schedule, c.lr, self.t, total, c.lr_decay))
+            self.penalty.prox(self.theta[: part.n_weights], learning_rate(c.schedule, c.lr, self.t, total,
+                                                                          c.lr_decay))
+            self._compute(start)
+            self.t += 1
+            self.step += 1
+            if self.progress is not None:
+                self.progress.update(self.epoch, self.step, steps, payload[-1] / count)
+            stopping = stop_at is not None and self.t >= stop_at
+            if self.step < steps and (stopping or (c.checkpoint_every and self.t % c.checkpoint_every == 0)):
+                self.checkpoint()
+            if stopping and self.step < steps:
+                return True
+        return False
+
+    # -- metrics and checkpoints ---------------------------------------------------------------------
+    def evaluate(self) -> dict:
+        """Objective and accuracy on the training and held-out rows, over the whole grid."""
+        with Clock(self._add_eval):
+            sets = [(self.X, self.y)] + ([self.test] if self.test is not None else [])
+            buf = np.zeros(3 * len(sets))
+            for i, (X, y) in enumerate(sets):
+                for lo in range(0, X.shape[0], _EVAL_ROWS):
+                    Xb, yb = X[lo:lo + _EVAL_ROWS], y[lo:lo + _EVAL_ROWS]
+                    loss, _, scores = self.loss_residual(self.theta, Xb, yb)
+                    buf[3 * i] += loss
+                    buf[3 * i + 1] += self.correct(scores, yb)
+                buf[3 * i + 2] = X.shape[0]
+            # Every rank of a row group holds the same numbers: summing over the column group counts each row once.
+            self.comms.col_sum(buf, out=buf)
+            pen = np.array([self.penalty.value(self.theta[: self.part.n_weights])])
+            self.comms.row_sum(pen, out=pen)
+            record = {"epoch": self.epoch + 1, "updates": self.t}
+            for i, name in enumerate(("train", "test")[: len(sets)]):
+                n = max(buf[3 * i + 2], 1.0)
+                record[f"{name}_loss"] = buf[3 * i] / n + float(pen[0])
+                if self.model.classifier:
+                    record[f"{name}_accuracy"] = buf[3 * i + 1] / n
+        if not math.isfinite(record["train_loss"]):
+            raise self.diverged("the training loss")
+        return record
+
+    def _add_eval(self, seconds):
+        self.timings.eval += seconds
+
+    def _add_checkpoint(self, seconds):
+        self.timings.checkpoint += seconds
+
+    def checkpoint(self):
+        if self.checkpoint_dir is None:
+            return
+        with Clock(self._add_checkpoint):
+            self.last_checkpoint = save_state(self)
+
+
+def train_grid(model, part: Part, X, y, config: TrainConfig, comms, test=None, checkpoint_dir=None, resume=False,
+               stop_at_update=None, progress=None, layout="") -> TrainResult:
+    """Train ``model`` by sync SGD with this rank's block ``part`` of it, on its rows ``(X, y)``.
+
+    Parameters
+    ----------
+    model : mpiml.sgd.models.Model
+        The whole model (``y`` already encoded by it).
+    part : Part
+        This rank's block (from :func:`mpiml.parallel.layout.make_part` with its grid column).
+    X : array or CSR matrix
+        The rows of this rank's row group, restricted to its feature block (features split)
+        or with every feature (classes split); see :mod:`mpiml.data.columns`.
+    y : numpy.ndarray
+        The labels of those rows (every rank of the row group holds them).
+    config : TrainConfig
+        ``strategy`` must be ``sync``; every other setting works as in :func:`mpiml.sgd.train`.
+    comms : GridComms
+        The row-group and column-group reductions (``GridComms.serial()`` for one process).
+    test : tuple, optional
+        ``(X_test, y_test)`` in the same layout, evaluated every epoch.
+    checkpoint_dir, resume, stop_at_update, progress
+        As in :func:`mpiml.sgd.train`. Checkpoints hold the *whole* model in the format of
+        the data-parallel trainer, so they resume under any layout and rank count.
+    layout : str
+        A name for the layout, recorded in checkpoints.
+
+    Returns
+    -------
+    TrainResult
+        ``theta`` is the whole parameter vector, the same on every rank.
+    """
+    config.validate()
+    if config.strategy not in GRID_STRATEGIES:
+        raise ArgumentError(f"model and hybrid parallelism train with strategy 'sync'; got {config.strategy!r} "
+                            "(use --parallel data for local, oneshot and lbfgs)")
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        run = GridRun(model, part, X, y, config, comms, test, checkpoint_dir, progress, layout)
+        resumed = load_state(run) if resume and checkpoint_dir is not None else None
+        interrupted = False
+        while run.epoch < config.epochs:
+            if run.sync_epoch(stop_at_update):
+                interrupted = True
+                break
+            record = run.evaluate()
+            run.history.append(record)
+            if progress is not None:
+                progress.epoch(record)
+            run.epoch += 1
+            run.step = 0
+            run.checkpoint()
+            if stop_at_update is not None and run.t >= stop_at_update:
+                interrupted = run.epoch < config.epochs
+                break
+        theta = whole(run, run.theta)
+    return TrainResult(theta, run.history, run.timings, run.t, interrupted, resumed)
