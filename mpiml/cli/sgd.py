@@ -72,6 +72,9 @@ def build_parser():
     o.add_argument("--stop-after-updates", type=int, help="checkpoint and exit (status 3) after N updates")
     o.add_argument("--out", help="write the trained model here (.npz)")
     o.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    from mpiml.parallel.run import add_arguments as add_parallel_arguments
+
+    add_parallel_arguments(p)  # --parallel data|model|hybrid|auto --grid RxC --split --explain
     return p
 
 
@@ -135,7 +138,10 @@ def main(argv=None) -> int:
         alpha=args.alpha, l1_ratio=args.l1_ratio, sync_every=args.sync_every, seed=args.seed,
         max_iter=args.max_iter, tol=args.tol, warm_start_epochs=args.warm_start_epochs,
         checkpoint_every=args.checkpoint_every)
-    est.fit(shard.X, shard.y, None if test is None else test.X, None if test is None else test.y,
+    from mpiml.parallel.run import fit_function
+
+    fit = fit_function(est, args, comm, shard.X, shard.y)  # est.fit, or training on a model-split grid
+    fit(shard.X, shard.y, None if test is None else test.X, None if test is None else test.y,
             where=shard.where, where_test=None if test is None else test.where)
     result = est.result_
     if progress is not None:
@@ -166,6 +172,7 @@ def _summary(args, comm, est, result, load_seconds, seconds) -> dict:
         "history": [{k: v for k, v in rec.items() if k != "lbfgs_objective"} for rec in result.history],
         "out": args.out if args.out and not result.interrupted else None,
     }
+    out.update(getattr(est, "layout_", {"parallel": "data"}))  # parallel, grid, split (mpiml.parallel.run)
     out.update(totals)  # compute_seconds, comm_seconds, wait_seconds, ...: summed over ranks
     for key in ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "lbfgs_iterations"):
         out[key] = last.get(key)
