@@ -1,0 +1,74 @@
+"""Feature-, class- and 2-D-partitioned sync SGD equals data-parallel sync SGD from the same seed.
+
+Every grid R x C of the job's p (p x 1 ... 1 x p, 2 x 3, ...) is checked against the
+data-parallel trainer of mpiml.sgd on the same rows, for logistic, softmax (features and
+classes split) and least squares, dense and sparse. Also run at p = 6 by test_p6.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import grid_train, max_diff, rank_rows
+from mpi4py import MPI
+from mpi_tmp import agree
+
+from mpiml.parallel import factorizations
+from mpiml.sgd import Group, TrainConfig, make_model, train
+
+COMM = MPI.COMM_WORLD
+
+CASES = [
+    ("logistic", "features", "synthetic:classification,n=240,d=9", dict(momentum=0.9, alpha=1e-3)),
+    ("logistic", "features", "synthetic:classification,n=240,d=40,density=0.1",
+     dict(optimizer="adagrad", alpha=0.01, l1_ratio=0.5)),
+    ("softmax", "features", "synthetic:classification,n=240,d=12,classes=7,density=0.3",
+     dict(optimizer="adam", lr=0.05, schedule="cosine")),
+    ("softmax", "classes", "synthetic:classification,n=240,d=8,classes=7",
+     dict(optimizer="adam", lr=0.05, accumulate=2)),
+    ("softmax", "classes", "synthetic:classification,n=240,d=30,classes=6,density=0.2", dict(alpha=1e-3)),
+    ("linear", "features", "synthetic:regression,n=240,d=8", dict(lr=0.05, schedule="inverse", lr_decay=0.01)),
+    ("linear", "features", "synthetic:regression,n=240,d=50,density=0.1", dict(lr=0.2, nesterov=True,
+                                                                              momentum=0.5)),
+]
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("name,split,spec,settings", CASES)
+def test_every_grid_gives_the_data_parallel_model(name, split, spec, settings):
+    (X, y), _ = rank_rows(spec, COMM)
+    classes = int(spec.split("classes=")[1].split(",")[0]) if "classes=" in spec else 2
+    model = make_model(name, X.shape[1], classes)
+    y = model.encode_labels(y)
+    config = TrainConfig(strategy="sync", epochs=2, batch_size=24, seed=11, **settings)
+    data = train(model, X, y, config, Group.from_comm(COMM))
+    for rows, cols in factorizations(COMM.size):
+        if split == "classes" and cols > model.k:
+            continue
+        grid = grid_train(model, X, y, config, COMM, rows, cols, split)
+        diff = max_diff(grid.theta, data.theta)
+        agree(COMM, diff <= 1e-10 * max(1.0, np.abs(data.theta).max()), f"{rows}x{cols} {split}: max diff {diff}")
+        agree(COMM, grid.updates == data.updates, (grid.updates, data.updates))
+        same = [(h["train_loss"], h.get("train_accuracy")) for h in grid.history]
+        ref = [(h["train_loss"], h.get("train_accuracy")) for h in data.history]
+        agree(COMM, np.allclose(np.array(same, dtype=float), np.array(ref, dtype=float), rtol=1e-9,
+                          equal_nan=True),
+              f"{rows}x{cols}: history {same} vs {ref}")
+        agree(COMM, all(np.array_equal(t, grid.theta) for t in COMM.allgather(grid.theta)), "ranks disagree")
+
+
+@pytest.mark.mpi
+def test_huge_logits_do_not_overflow_the_split_softmax():
+    """Scores of 1e4: exp would overflow without the shared row maximum; loss stays the data-parallel one."""
+    (X, y), _ = rank_rows("synthetic:classification,n=120,d=5,classes=5", COMM)
+    X = X * 3000.0
+    model = make_model("softmax", 5, 5)
+    y = model.encode_labels(y)
+    config = TrainConfig(strategy="sync", epochs=1, batch_size=40, seed=2, lr=1.0)
+    data = train(model, X, y, config, Group.from_comm(COMM))
+    grid = grid_train(model, X, y, config, COMM, 1, min(COMM.size, 5), "classes") if COMM.size <= 5 else None
+    if grid is not None:
+        agree(COMM, np.isfinite(grid.theta).all() and np.isfinite(grid.history[-1]["train_loss"]), "not finite")
+        agree(COMM, np.isclose(grid.history[-1]["train_loss"], data.history[-1]["train_loss"], rtol=1e-9),
+              (grid.history[-1]["train_loss"], data.history[-1]["train_loss"]))
+        agree(COMM, max_diff(grid.theta, data.theta) <= 1e-9 * np.abs(data.theta).max(), "models differ")
