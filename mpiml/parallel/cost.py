@@ -52,7 +52,7 @@ class Machine:
 
     nnz_seconds: float = 1.0e-8      # scipy CSR row selection + matvec, per nonzero and output
     row_seconds: float = 6.0e-8      # loss derivative (expit, log-sum-exp, ...) per row and output
-    param_seconds: float = 4.0e-9    # numpy passes over the model block per update
+    param_seconds: float = 8.0e-9    # numpy passes over the model block per update (about 8 of them)
     step_seconds: float = 1.5e-4     # fixed Python cost of one update, every layout
     # Fallback alpha-beta communication model (used when mpiml.collectives.model is absent).
     alpha: float = 1.1e-6            # latency per message
