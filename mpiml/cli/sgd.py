@@ -2,7 +2,8 @@
 
 Exit status: 0 done; 2 bad input, arguments, divergence or checkpoint trouble (the same
 message from every rank, nothing half-written); 3 stopped early on purpose
-(``--stop-after-updates``) with a checkpoint to ``--resume`` from.
+(``--stop-after-updates``, or SIGTERM/SIGUSR1 as Slurm sends before a time limit) with a
+checkpoint (if ``--checkpoint-dir``) to ``--resume`` from.
 """
 
 from __future__ import annotations
@@ -72,6 +73,9 @@ def build_parser():
     o.add_argument("--stop-after-updates", type=int, help="checkpoint and exit (status 3) after N updates")
     o.add_argument("--out", help="write the trained model here (.npz)")
     o.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    o.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
+                   help="progress bar on rank 0: auto = only if stdout is a terminal (under mpiexec it is "
+                        "usually a pipe, so say 'always' for a bar in an interactive run)")
     from mpiml.parallel.run import add_arguments as add_parallel_arguments
 
     add_parallel_arguments(p)  # --parallel data|model|hybrid|auto --grid RxC --split --explain
@@ -90,11 +94,10 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from mpi4py import MPI
 
-    from mpiml.data import load_shard, split_holdout
     from mpiml.runtime.agree import raise_if_any
-    from mpiml.runtime.errors import ArgumentError, DataError
-    from mpiml.sgd import LinearModel
+    from mpiml.runtime.errors import ArgumentError
     from mpiml.sgd.progress import Progress
+    from mpiml.sgd.signals import stop_on_signals
 
     comm = MPI.COMM_WORLD
     started = time.perf_counter()
@@ -104,21 +107,7 @@ def main(argv=None) -> int:
     if args.test and args.test_fraction:
         error = ArgumentError("give --test or --test-fraction, not both")
     raise_if_any(error, comm)
-    shard = load_shard(args.data, comm, args.format, args.n_features, args.label_column)
-    fraction = args.test_fraction
-    if fraction is None:
-        fraction = 0.2 if args.data.startswith("synthetic:") and not args.test else 0.0
-    test = None
-    if fraction:
-        shard, test = split_holdout(shard, fraction, args.seed, comm)
-    elif args.test:
-        test = load_shard(args.test, comm, args.format, args.n_features or shard.X.shape[1], args.label_column,
-                          allow_empty=True)
-        widths = comm.allgather(test.X.shape[1])
-        bad = test.X.shape[1] != shard.X.shape[1]
-        raise_if_any(DataError(f"test data has {test.X.shape[1]} features, training data {shard.X.shape[1]}",
-                               args.test) if bad else None, comm)
-        del widths
+    shard, test = _load(args, comm)
     load_seconds = time.perf_counter() - started
 
     say_rows = not args.json
@@ -127,22 +116,11 @@ def main(argv=None) -> int:
         say(f"{'epoch':>5}  {'train_loss':>10}  {'train_acc':>9}  {'test_loss':>9}  {'test_acc':>8}")
     progress = None
     if comm.rank == 0:
-        progress = Progress(args.epochs, enabled=None if say_rows else False,
+        show = {"auto": None, "always": True, "never": False}[args.progress]
+        progress = Progress(args.epochs, enabled=show if say_rows else False,
                             on_epoch=(lambda r: print(_epoch_row(r), flush=True)) if say_rows else None)
-    est = LinearModel(
-        args.model, args.strategy, comm=comm, algorithm=args.algorithm, n_classes=args.classes,
-        fit_intercept=not args.no_intercept, squared_hinge=args.squared_hinge, checkpoint_dir=args.checkpoint_dir,
-        resume=args.resume, stop_at_update=args.stop_after_updates, progress=progress, epochs=args.epochs,
-        batch_size=args.batch_size, accumulate=args.accumulate, lr=args.lr, schedule=args.schedule,
-        lr_decay=args.lr_decay, optimizer=args.optimizer, momentum=args.momentum, nesterov=args.nesterov,
-        alpha=args.alpha, l1_ratio=args.l1_ratio, sync_every=args.sync_every, seed=args.seed,
-        max_iter=args.max_iter, tol=args.tol, warm_start_epochs=args.warm_start_epochs,
-        checkpoint_every=args.checkpoint_every)
-    from mpiml.parallel.run import fit_function
-
-    fit = fit_function(est, args, comm, shard.X, shard.y)  # est.fit, or training on a model-split grid
-    fit(shard.X, shard.y, None if test is None else test.X, None if test is None else test.y,
-            where=shard.where, where_test=None if test is None else test.where)
+    with stop_on_signals() as stop_flag:
+        est = _fit(args, comm, shard, test, progress, stop_flag)
     result = est.result_
     if progress is not None:
         progress.clear()
@@ -154,10 +132,55 @@ def main(argv=None) -> int:
     else:
         _print_timings(summary)
         if result.interrupted:
-            say(f"stopped after {result.updates} updates; checkpoint in {args.checkpoint_dir} (rerun with --resume)")
+            where = f"checkpoint in {args.checkpoint_dir} (rerun with --resume)" if args.checkpoint_dir \
+                else "no --checkpoint-dir, so nothing was saved"
+            say(f"stopped after {result.updates} updates; {where}")
         elif args.out:
             say(f"model written to {args.out}")
     return EXIT_STOPPED if result.interrupted else 0
+
+
+def _load(args, comm):
+    """This rank's training shard and held-out shard (or None)."""
+    from mpiml.data import load_shard, split_holdout
+    from mpiml.runtime.agree import raise_if_any
+    from mpiml.runtime.errors import DataError
+
+    shard = load_shard(args.data, comm, args.format, args.n_features, args.label_column)
+    fraction = args.test_fraction
+    if fraction is None:
+        fraction = 0.2 if args.data.startswith("synthetic:") and not args.test else 0.0
+    if fraction:
+        return split_holdout(shard, fraction, args.seed, comm)
+    if not args.test:
+        return shard, None
+    test = load_shard(args.test, comm, args.format, args.n_features or shard.X.shape[1], args.label_column,
+                      allow_empty=True)
+    error = None
+    if test.X.shape[1] != shard.X.shape[1]:
+        error = DataError(f"test data has {test.X.shape[1]} features, training data {shard.X.shape[1]}", args.test)
+    raise_if_any(error, comm)
+    return shard, test
+
+
+def _fit(args, comm, shard, test, progress, stop_flag):
+    from mpiml.sgd import LinearModel
+
+    est = LinearModel(
+        args.model, args.strategy, comm=comm, algorithm=args.algorithm, n_classes=args.classes,
+        fit_intercept=not args.no_intercept, squared_hinge=args.squared_hinge, checkpoint_dir=args.checkpoint_dir,
+        resume=args.resume, stop_at_update=args.stop_after_updates, progress=progress, stop_requested=stop_flag,
+        epochs=args.epochs,
+        batch_size=args.batch_size, accumulate=args.accumulate, lr=args.lr, schedule=args.schedule,
+        lr_decay=args.lr_decay, optimizer=args.optimizer, momentum=args.momentum, nesterov=args.nesterov,
+        alpha=args.alpha, l1_ratio=args.l1_ratio, sync_every=args.sync_every, seed=args.seed,
+        max_iter=args.max_iter, tol=args.tol, warm_start_epochs=args.warm_start_epochs,
+        checkpoint_every=args.checkpoint_every)
+    from mpiml.parallel.run import fit_function
+
+    fit = fit_function(est, args, comm, shard.X, shard.y)  # est.fit, or training on a model-split grid
+    return fit(shard.X, shard.y, None if test is None else test.X, None if test is None else test.y,
+               where=shard.where, where_test=None if test is None else test.where)
 
 
 def _summary(args, comm, est, result, load_seconds, seconds) -> dict:

@@ -114,17 +114,22 @@ def read_shard(path, fmt: str | None = None, comm=None, n_features: int | None =
     return shard
 
 
-def _read_svmlight(files, comm, n_features):
+def _parse_parts(files, comm, parse):
+    """This rank's lines of ``files``, each part parsed by ``parse(part)``; the first problem of
+    the lowest rank becomes a DataError (file, global line) on every rank."""
     comm_ = private_comm(comm)
     parts = text.local_parts(files, comm_.Get_rank(), comm_.Get_size())
     text.number_lines(parts, comm)
-    parsed = [parsers.parse_svmlight(p.data) for p in parts]
-    error = None
-    for part, rows in zip(parts, parsed):
-        if rows.error is not None:
-            error = DataError(rows.error[1], part.path, part.first_line + rows.error[0] + 1)
-            break
+    parsed = [parse(p) for p in parts]
+    error = next((DataError(rows.error[1], part.path, part.first_line + rows.error[0] + 1)
+                  for part, rows in zip(parts, parsed) if rows.error is not None), None)
     raise_if_any(error, comm)
+    return parts, parsed
+
+
+def _read_svmlight(files, comm, n_features):
+    comm_ = private_comm(comm)
+    parts, parsed = _parse_parts(files, comm, lambda p: parsers.parse_svmlight(p.data))
     low = min((int(r.indices.min()) for r in parsed if r.indices.size), default=None)
     high = max((int(r.indices.max()) for r in parsed if r.indices.size), default=-1)
     lows = [v for v in comm_.allgather(low) if v is not None]
@@ -156,15 +161,8 @@ def _read_svmlight(files, comm, n_features):
 
 def _read_delimited(files, comm, delimiter, label_column):
     comm_ = private_comm(comm)
-    parts = text.local_parts(files, comm_.Get_rank(), comm_.Get_size())
-    text.number_lines(parts, comm)
-    parsed = [parsers.parse_delimited(p.data, delimiter, first_may_be_header=p.first_line == 0) for p in parts]
-    error = None
-    for part, rows in zip(parts, parsed):
-        if rows.error is not None:
-            error = DataError(rows.error[1], part.path, part.first_line + rows.error[0] + 1)
-            break
-    raise_if_any(error, comm)
+    parts, parsed = _parse_parts(
+        files, comm, lambda p: parsers.parse_delimited(p.data, delimiter, first_may_be_header=p.first_line == 0))
     # Every file, on every rank, must have the same number of columns.
     widths = [(rows.values.shape[1], part.path, part.first_line + int(rows.lines[0]) + 1)
               for part, rows in zip(parts, parsed) if len(rows.lines)]
@@ -189,21 +187,29 @@ def _read_delimited(files, comm, delimiter, label_column):
     return Shard(X, y, [str(f) for f in files], row_file, row_line)
 
 
-def _array_rows(path: Path, fmt: str) -> int:
+def _array_shape(path: Path, fmt: str, label_column: int) -> tuple[int, int]:
+    """``(rows, features)`` of one array file, read from its header (npy) or small arrays (npz)."""
     if fmt == "npy":
-        return int(np.load(path, mmap_mode="r", allow_pickle=False).shape[0])
+        shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
+        if len(shape) != 2 or not 0 <= label_column < shape[1] or shape[1] < 2:
+            raise DataError(f"npy needs a 2-D array with the label in column {label_column}, got shape {shape}",
+                            str(path))
+        return int(shape[0]), int(shape[1]) - 1
     with np.load(path, allow_pickle=False) as archive:
         if "y" not in archive.files:
             raise DataError("npz needs an array 'y' of labels (and 'X', or a scipy.sparse matrix)", str(path))
-        return int(archive["y"].shape[0])
+        if "X" in archive.files:
+            width = archive["X"].shape[1]
+        elif "shape" in archive.files:
+            width = int(archive["shape"][1])
+        else:
+            raise DataError("npz needs 'X' and 'y', or a scipy.sparse matrix and 'y'", str(path))
+        return int(archive["y"].shape[0]), int(width)
 
 
 def _array_block(path: Path, fmt: str, lo: int, hi: int, label_column: int):
     if fmt == "npy":
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
-        if arr.ndim != 2 or not 0 <= label_column < arr.shape[1] or arr.shape[1] < 2:
-            raise DataError(f"npy needs a 2-D array with the label in column {label_column}, got shape {arr.shape}",
-                            str(path))
         block = np.asarray(arr[lo:hi], dtype=np.float64)
         return np.delete(block, label_column, axis=1), block[:, label_column].copy()
     with np.load(path, allow_pickle=False) as archive:
@@ -220,9 +226,16 @@ def _read_arrays(files, comm, fmt, label_column):
     comm_ = private_comm(comm)
     error, sizes = None, []
     try:
-        sizes = [_array_rows(f, fmt) for f in files]
-    except (DataError, OSError, ValueError) as exc:
-        error = exc if isinstance(exc, DataError) else DataError(f"cannot read: {exc}", str(files[0]))
+        shapes = [_array_shape(f, fmt, label_column) for f in files]
+        sizes = [rows for rows, _ in shapes]
+        bad = next((f for f, (_, w) in zip(files, shapes) if w != shapes[0][1]), None)
+        if bad is not None:
+            error = DataError(f"files disagree on the feature count: {bad.name} has {shapes[files.index(bad)][1]} "
+                              f"features, {files[0].name} has {shapes[0][1]}", str(bad))
+    except DataError as exc:
+        error = exc
+    except (OSError, ValueError) as exc:
+        error = DataError(f"cannot read: {exc}", str(files[0]))
     raise_if_any(error, comm)
     total, rank, size = sum(sizes), comm_.Get_rank(), comm_.Get_size()
     start, end = total * rank // size, total * (rank + 1) // size
@@ -245,27 +258,22 @@ def _read_arrays(files, comm, fmt, label_column):
     X = sp.vstack(Xs, format="csr") if any(sp.issparse(x) for x in Xs) else np.concatenate(Xs)
     y = np.concatenate([b[1] for b in blocks])
     shard = Shard(X, y, [str(f) for f in files], np.concatenate(row_file), np.concatenate(row_line))
-    _check_finite_and_width(shard, comm)
+    _check_finite(shard, comm)
     return shard
 
 
-def _check_finite_and_width(shard: Shard, comm) -> None:
-    """Binary arrays were not parsed line by line: check values and widths here."""
-    comm_ = private_comm(comm)
+def _check_finite(shard: Shard, comm) -> None:
+    """Binary arrays were not parsed line by line: check their values here."""
     X = shard.X
     data = X.data if sp.issparse(X) else X
     bad_rows = np.flatnonzero(~np.isfinite(shard.y))
     if data.size and not np.isfinite(data).all():
-        rows = np.flatnonzero(~np.isfinite(X.toarray() if sp.issparse(X) else X).all(axis=1))
+        if sp.issparse(X):
+            rows = np.repeat(np.arange(X.shape[0]), np.diff(X.indptr))[~np.isfinite(X.data)]
+        else:
+            rows = np.flatnonzero(~np.isfinite(X).all(axis=1))
         bad_rows = np.union1d(bad_rows, rows)
     error = None
     if bad_rows.size:
         error = DataError("row holds NaN or inf", *shard.where(int(bad_rows[0])))
-    raise_if_any(error, comm)
-    widths = comm_.allgather(X.shape[1] if shard.n_rows else None)
-    known = [w for w in widths if w is not None]
-    if known and any(w != known[0] for w in known):
-        rank = next(r for r, w in enumerate(widths) if w is not None and w != known[0])
-        error = DataError(f"files disagree on the feature count: rank {rank} has {widths[rank]} columns, "
-                          f"expected {known[0]}", shard.files[0])
     raise_if_any(error, comm)

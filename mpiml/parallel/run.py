@@ -144,7 +144,8 @@ def fit_grid(est, rows, cols, split, X, y, X_test=None, y_test=None, where=None,
             t = to_grid(Shard(X_test, test_enc), comms, split)
             test = (t.X, t.y.astype(y_enc.dtype))
         result = train_grid(model, part, mine.X, mine.y.astype(y_enc.dtype), est.config, comms, test,
-                            est.checkpoint_dir, est.resume, est.stop_at_update, est.progress, layout)
+                            est.checkpoint_dir, est.resume, est.stop_at_update, est.progress, layout,
+                            getattr(est, "stop_requested", None))
     finally:
         comms.free()
     est.result_ = result

@@ -41,7 +41,7 @@ class GridRun:
     """State of one grid training run on this rank (its rows, its block of the model)."""
 
     def __init__(self, model, part: Part, X, y, config: TrainConfig, comms, test=None, checkpoint_dir=None,
-                 progress=None, layout=""):
+                 progress=None, layout="", stop_requested=None):
         self.model, self.part, self.X, self.y, self.cfg, self.comms = model, part, X, y, config, comms
         self.test, self.checkpoint_dir, self.progress, self.layout = test, checkpoint_dir, progress, layout
         self.timings = Timings()
@@ -57,6 +57,8 @@ class GridRun:
         self.t = self.epoch = self.step = 0
         self.history: list = []
         self.last_checkpoint = None
+        self.stop_requested = stop_requested or (lambda: False)
+        self.stop_agreed = False
 
     # -- communication, timed ----------------------------------------------------------------
     def _reduce(self, fn, x):
@@ -69,32 +71,43 @@ class GridRun:
         self.timings.compute += time.perf_counter() - start
 
     # -- the model, split ------------------------------------------------------------------------
-    def loss_residual(self, theta, X, y):
-        """Summed loss of rows ``X`` and the residual of the local outputs (communicates in the row group)."""
+    def loss_residual(self, theta, X, y, vote=0.0):
+        """Summed loss of rows ``X``, the residual of the local outputs, the scores (or the split
+        softmax's max and sums) and the row group's sum of ``vote`` (communicates in the row group).
+
+        The vote (a stop request) rides in the row-group sum; the caller passes the result on
+        in the column-group sum, so after both every rank has the sum of all votes.
+        """
         start = time.perf_counter()
         W, b = self.part.split_local(theta)
         s = margins.partial_scores(W, X)
         if self.part.split == "features":
-            s = np.ascontiguousarray(s)
+            buf = np.empty(s.size + 1)
+            buf[:-1] = s.ravel()
+            buf[-1] = vote
             self._compute(start)
-            self._reduce(self.comms.row_sum, s)
+            self._reduce(self.comms.row_sum, buf)
             start = time.perf_counter()
+            s = buf[:-1].reshape(s.shape)
             s += b
             loss, r = margins.loss_and_residual(self.model, s, y)
             self._compute(start)
-            return loss, r, s
+            return loss, r, s, buf[-1]
         s += b
         top = margins.row_max(s)
         self._compute(start)
         self._reduce(self.comms.row_max, top)
         start = time.perf_counter()
-        sums = margins.exp_sums(s, top, y, self.part.lo)
+        buf = np.empty(2 * s.shape[0] + 1)
+        buf[:-1] = margins.exp_sums(s, top, y, self.part.lo).ravel()
+        buf[-1] = vote
         self._compute(start)
-        self._reduce(self.comms.row_sum, sums)
+        self._reduce(self.comms.row_sum, buf)
         start = time.perf_counter()
+        sums = buf[:-1].reshape(2, s.shape[0])
         loss, r = margins.softmax_loss_residual(s, top, sums, y, self.part.lo)
         self._compute(start)
-        return loss, r, (top, sums)
+        return loss, r, (top, sums), buf[-1]
 
     def correct(self, scores, y) -> int:
         if not self.model.classifier:
@@ -119,17 +132,17 @@ class GridRun:
         total = steps * c.epochs
         rows, bounds, _ = plan.sync_plan(c.seed, self.epoch, self.n_total, self.offset, self.X.shape[0],
                                          update_rows)
-        payload = np.zeros(part.n_params + 1)
+        payload = np.zeros(part.n_params + 2)  # gradient block and intercepts, stop votes, loss
         while self.step < steps:
             s = self.step
             part_rows = rows[bounds[s]:bounds[s + 1]]
             Xb, yb = self.X[part_rows], self.y[part_rows]
-            loss, r, _ = self.loss_residual(self.theta, Xb, yb)
+            loss, r, _, votes = self.loss_residual(self.theta, Xb, yb, 1.0 if self.stop_requested() else 0.0)
             start = time.perf_counter()
             gW, gb = margins.block_gradient(Xb, r, self.model.fit_intercept)
             payload[: part.n_weights] = gW.ravel()
             payload[part.n_weights: part.n_params] = gb
-            payload[-1] = loss
+            payload[-2], payload[-1] = votes, loss
             self._compute(start)
             self._reduce(self.comms.col_sum, payload)
             start = time.perf_counter()
@@ -137,7 +150,8 @@ class GridRun:
             # The loss is the same number on every rank: deciding on it never splits the ranks.
             if not math.isfinite(payload[-1]):
                 raise self.diverged("the batch loss")
-            np.divide(payload[:-1], count, out=self.grad)
+            self.stop_agreed = self.stop_agreed or payload[-2] > 0
+            np.divide(payload[:-2], count, out=self.grad)
             w = self.theta[: part.n_weights]
             self.penalty.add_smooth_grad(w, self.grad[: part.n_weights])
             self.opt.step(self.theta, self.grad, learning_rate(c.schedule, c.lr, self.t, total, c.lr_decay))
@@ -148,7 +162,7 @@ class GridRun:
             self.step += 1
             if self.progress is not None:
                 self.progress.update(self.epoch, self.step, steps, payload[-1] / count)
-            stopping = stop_at is not None and self.t >= stop_at
+            stopping = (stop_at is not None and self.t >= stop_at) or self.stop_agreed
             if self.step < steps and (stopping or (c.checkpoint_every and self.t % c.checkpoint_every == 0)):
                 self.checkpoint()
             if stopping and self.step < steps:
@@ -164,7 +178,7 @@ class GridRun:
             for i, (X, y) in enumerate(sets):
                 for lo in range(0, X.shape[0], _EVAL_ROWS):
                     Xb, yb = X[lo:lo + _EVAL_ROWS], y[lo:lo + _EVAL_ROWS]
-                    loss, _, scores = self.loss_residual(self.theta, Xb, yb)
+                    loss, _, scores, _ = self.loss_residual(self.theta, Xb, yb)
                     buf[3 * i] += loss
                     buf[3 * i + 1] += self.correct(scores, yb)
                 buf[3 * i + 2] = X.shape[0]
@@ -196,7 +210,7 @@ class GridRun:
 
 
 def train_grid(model, part: Part, X, y, config: TrainConfig, comms, test=None, checkpoint_dir=None, resume=False,
-               stop_at_update=None, progress=None, layout="") -> TrainResult:
+               stop_at_update=None, progress=None, layout="", stop_requested=None) -> TrainResult:
     """Train ``model`` by sync SGD with this rank's block ``part`` of it, on its rows ``(X, y)``.
 
     Parameters
@@ -221,6 +235,10 @@ def train_grid(model, part: Part, X, y, config: TrainConfig, comms, test=None, c
         the data-parallel trainer, so they resume under any layout and rank count.
     layout : str
         A name for the layout, recorded in checkpoints.
+    stop_requested : callable, optional
+        ``stop_requested() -> bool`` on this rank (e.g. a signal arrived): the votes travel
+        with every update's reductions, so all ranks stop after the same update, checkpoint
+        and return ``interrupted=True``.
 
     Returns
     -------
@@ -232,7 +250,7 @@ def train_grid(model, part: Part, X, y, config: TrainConfig, comms, test=None, c
         raise ArgumentError(f"model and hybrid parallelism train with strategy 'sync'; got {config.strategy!r} "
                             "(use --parallel data for local, oneshot and lbfgs)")
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        run = GridRun(model, part, X, y, config, comms, test, checkpoint_dir, progress, layout)
+        run = GridRun(model, part, X, y, config, comms, test, checkpoint_dir, progress, layout, stop_requested)
         resumed = load_state(run) if resume and checkpoint_dir is not None else None
         interrupted = False
         while run.epoch < config.epochs:
@@ -246,7 +264,7 @@ def train_grid(model, part: Part, X, y, config: TrainConfig, comms, test=None, c
             run.epoch += 1
             run.step = 0
             run.checkpoint()
-            if stop_at_update is not None and run.t >= stop_at_update:
+            if run.stop_agreed or (stop_at_update is not None and run.t >= stop_at_update):
                 interrupted = run.epoch < config.epochs
                 break
         theta = whole(run, run.theta)

@@ -35,7 +35,7 @@ class LinearModel:
     n_classes : int, optional
         Softmax classes (default: the largest label on any rank plus one).
     fit_intercept, squared_hinge : bool
-    checkpoint_dir, resume, stop_at_update, progress
+    checkpoint_dir, resume, stop_at_update, progress, stop_requested
         Passed to :func:`mpiml.sgd.trainer.train`.
     **settings
         Any field of :class:`TrainConfig` (``epochs``, ``batch_size``, ``lr``, ``alpha``, ...).
@@ -53,11 +53,12 @@ class LinearModel:
 
     def __init__(self, model="logistic", strategy="sync", *, comm=None, algorithm="auto", allreduce=None,
                  n_classes=None, fit_intercept=True, squared_hinge=False, checkpoint_dir=None, resume=False,
-                 stop_at_update=None, progress=None, **settings):
+                 stop_at_update=None, progress=None, stop_requested=None, **settings):
         self.model_name, self.comm, self.algorithm, self.allreduce = model, comm, algorithm, allreduce
         self.n_classes, self.fit_intercept, self.squared_hinge = n_classes, fit_intercept, squared_hinge
         self.checkpoint_dir, self.resume, self.stop_at_update, self.progress = (
             checkpoint_dir, resume, stop_at_update, progress)
+        self.stop_requested = stop_requested
         self.config = TrainConfig(strategy=strategy, **settings).validate()
 
     def _group(self):
@@ -85,7 +86,7 @@ class LinearModel:
         if X_test is not None:
             test = (X_test, check_labels(self.model_, np.asarray(y_test, dtype=np.float64), group, where_test))
         self.result_ = train(self.model_, X, y_enc, self.config, group, test, self.checkpoint_dir, self.resume,
-                             self.stop_at_update, self.progress)
+                             self.stop_at_update, self.progress, self.stop_requested)
         self.theta_ = self.result_.theta
         self.history_ = self.result_.history
         return self
@@ -165,7 +166,7 @@ def check_labels(model, y, group, where=None):
     error = None
     if bad is not None:
         path, line = where(bad) if where is not None else (None, None)
-        what = f"label {y[bad]!r} is not valid for the {model.name} model"
+        what = f"label {float(y[bad]):g} is not valid for the {model.name} model"
         hint = {"logistic": "expects 0/1 or -1/1", "svm": "expects 0/1 or -1/1",
                 "softmax": f"expects integers 0..{model.k - 1}", "linear": "expects finite numbers"}[model.name]
         if path is None:

@@ -36,10 +36,17 @@ class Timings:
 
 
 class Exchanger:
-    """Allreduce ``payload`` buffers with a compute-time slot per rank appended."""
+    """Allreduce payload buffers that also carry a stop vote and a compute-time slot per rank.
 
-    def __init__(self, group, timings: Timings):
+    Layout: ``[payload..., stop, slot_0 .. slot_{p-1}]``. ``stop`` sums the ranks' votes
+    (see :mod:`mpiml.sgd.signals`), so once any rank was asked to stop, every rank learns
+    it at the same exchange and they all stop after the same update.
+    """
+
+    def __init__(self, group, timings: Timings, stop_requested=None):
         self.group, self.timings = group, timings
+        self.stop_requested = stop_requested or (lambda: False)
+        self.stop_agreed = False
         self._since = 0.0
 
     def add_compute(self, seconds: float) -> None:
@@ -47,14 +54,15 @@ class Exchanger:
         self._since += seconds
 
     def buffer(self, n_payload: int) -> np.ndarray:
-        return np.zeros(n_payload + self.group.size)
+        return np.zeros(n_payload + 1 + self.group.size)
 
     def allreduce(self, buf: np.ndarray) -> np.ndarray:
-        """Sum ``buf`` over ranks in place; its last ``size`` entries are the timing slots."""
+        """Sum ``buf`` over ranks in place; returns the payload part."""
         p = self.group.size
         slots = buf[len(buf) - p:]
         slots[:] = 0.0
         slots[self.group.rank] = self._since
+        buf[-p - 1] = 1.0 if self.stop_requested() else 0.0
         start = time.perf_counter()
         self.group.allreduce(buf, out=buf)
         spent = time.perf_counter() - start
@@ -62,7 +70,8 @@ class Exchanger:
         self.timings.wait += wait
         self.timings.comm += spent - wait
         self._since = 0.0
-        return buf[: len(buf) - p]
+        self.stop_agreed = self.stop_agreed or buf[-p - 1] > 0
+        return buf[: len(buf) - p - 1]
 
 
 class Clock:

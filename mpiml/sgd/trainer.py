@@ -37,14 +37,14 @@ class _Run:
     """State of one training run on this rank."""
 
     def __init__(self, model: Model, X, y, config: TrainConfig, group, test=None,
-                 checkpoint_dir=None, progress=None):
+                 checkpoint_dir=None, progress=None, stop_requested=None):
         self.model, self.X, self.y, self.cfg, self.group = model, X, y, config, group
         self.test = test
         self.checkpoint_dir = checkpoint_dir
         self.progress = progress
         self.penalty = Penalty(config.alpha, config.l1_ratio)
         self.timings = Timings()
-        self.ex = Exchanger(group, self.timings)
+        self.ex = Exchanger(group, self.timings, stop_requested)
         self.n_local = X.shape[0]
         self.offset, self.n_total = group.exscan_count(self.n_local)
         self.theta = model.init_params()
@@ -54,6 +54,7 @@ class _Run:
         self.step = 0
         self.history: list = []
         self.last_checkpoint = None
+        self._checkpoint_log = []
         self.grad = np.zeros(model.n_params)
 
     # -- math helpers -----------------------------------------------------------------
@@ -76,10 +77,13 @@ class _Run:
         return learning_rate(c.schedule, c.lr, self.t, total_steps, c.lr_decay)
 
     def diverged(self, what):
-        return DivergenceError(
+        """The error for a non-finite value, which every rank sees alike (it comes out of an allreduce)."""
+        error = DivergenceError(
             f"training diverged at epoch {self.epoch + 1}, update {self.t}: {what} is not finite "
             f"(lr={self.cfg.lr}, optimizer={self.cfg.optimizer}); lower --lr or raise --alpha"
             + (f"; the last good checkpoint ({self.last_checkpoint}) is intact" if self.last_checkpoint else ""))
+        error.collective = True
+        return error
 
     # -- strategies ---------------------------------------------------------------------
     def sync_epoch(self, stop_at):
@@ -148,7 +152,7 @@ class _Run:
         if self.progress is not None:
             self.progress.update(self.epoch, self.step, steps, batch_loss)
         every = self.cfg.checkpoint_every
-        stopping = stop_at is not None and self.t >= stop_at
+        stopping = (stop_at is not None and self.t >= stop_at) or self.ex.stop_agreed
         if self.step < steps and (stopping or (every and self.t % every == 0)):
             self.checkpoint()
         return stopping and self.step < steps
@@ -170,7 +174,8 @@ class _Run:
         """Objective and accuracy on the training rows and the held-out rows, over all ranks."""
         with Clock(self._add_eval):
             sets = [(self.X, self.y)] + ([self.test] if self.test is not None else [])
-            buf = np.zeros(3 * len(sets))
+            buf = np.zeros(3 * len(sets) + 1)
+            buf[-1] = 1.0 if self.ex.stop_requested() else 0.0
             for i, (X, y) in enumerate(sets):
                 for lo in range(0, X.shape[0], 65536):
                     Xb, yb = X[lo:lo + 65536], y[lo:lo + 65536]
@@ -178,6 +183,7 @@ class _Run:
                     buf[3 * i + 1] += self.model.correct(theta, Xb, yb)
                 buf[3 * i + 2] = X.shape[0]
             self.group.allreduce(buf, out=buf)
+            self.ex.stop_agreed = self.ex.stop_agreed or buf[-1] > 0
             pen = self.penalty.value(self.model.weights(theta))
             record = {"epoch": self.epoch + 1, "updates": self.t}
             for i, name in enumerate(("train", "test")[: len(sets)]):
@@ -197,6 +203,11 @@ class _Run:
 
     def _add_checkpoint(self, seconds):
         self.timings.checkpoint += seconds
+        self._checkpoint_log.append((time.perf_counter(), seconds))
+
+    def timings_checkpoint_since(self, start):
+        """Seconds spent writing checkpoints since ``start`` (kept out of epoch times)."""
+        return sum(sec for end, sec in self._checkpoint_log if end >= start)
 
     def lbfgs(self):
         """Full-batch L-BFGS (scipy) on the allreduced objective; every rank runs the same iterations."""
@@ -238,7 +249,7 @@ class _Run:
 
 
 def train(model: Model, X, y, config: TrainConfig, group, test=None, checkpoint_dir=None,
-          resume=False, stop_at_update=None, progress=None) -> TrainResult:
+          resume=False, stop_at_update=None, progress=None, stop_requested=None) -> TrainResult:
     """Train ``model`` on this rank's shard ``(X, y)`` with the ranks of ``group``.
 
     Parameters
@@ -259,6 +270,11 @@ def train(model: Model, X, y, config: TrainConfig, group, test=None, checkpoint_
     stop_at_update : int, optional
         Checkpoint and return after this many updates (``interrupted=True``): how an
         interruption is simulated, and how a time limit stops cleanly.
+    stop_requested : callable, optional
+        ``stop_requested() -> bool`` on this rank (e.g. a signal arrived). The ranks'
+        votes travel with the next exchange; all then stop after the same update,
+        checkpoint, and return ``interrupted=True``. ``sync`` stops after the current
+        update, ``local`` at the next model average, ``oneshot`` at the end of the epoch.
     progress : Progress, optional
         Told ``update(epoch, step, steps, batch_loss)`` after every update and
         ``epoch(record)`` after every epoch (pass one on rank 0 only).
@@ -269,28 +285,34 @@ def train(model: Model, X, y, config: TrainConfig, group, test=None, checkpoint_
     """
     config.validate()
     with np.errstate(over="ignore", invalid="ignore"):  # non-finite values end in DivergenceError
-        return _train(model, X, y, config, group, test, checkpoint_dir, resume, stop_at_update, progress)
+        return _train(model, X, y, config, group, test, checkpoint_dir, resume, stop_at_update, progress,
+                      stop_requested)
 
 
-def _train(model, X, y, config, group, test, checkpoint_dir, resume, stop_at_update, progress):
-    run = _Run(model, X, y, config, group, test, checkpoint_dir, progress)
+def _train(model, X, y, config, group, test, checkpoint_dir, resume, stop_at_update, progress, stop_requested):
+    run = _Run(model, X, y, config, group, test, checkpoint_dir, progress, stop_requested)
     resumed = load_state(run) if resume and checkpoint_dir is not None else None
     if config.strategy == "lbfgs":
         return _train_lbfgs(run, resumed)
     interrupted = False
+    elapsed = run.history[-1].get("seconds", 0.0) if run.history else 0.0
     while run.epoch < config.epochs:
         epoch_fn = run.sync_epoch if config.strategy == "sync" else run.local_epoch
+        start = time.perf_counter()
         if epoch_fn(stop_at_update):
             interrupted = True
             break
+        epoch_seconds = time.perf_counter() - start - run.timings_checkpoint_since(start)
+        elapsed += epoch_seconds
         record = run.evaluate(run.consensus())
+        record.update(epoch_seconds=epoch_seconds, seconds=elapsed)
         run.history.append(record)
         if progress is not None:
             progress.epoch(record)
         run.epoch += 1
         run.step = 0
         run.checkpoint()
-        if stop_at_update is not None and run.t >= stop_at_update:
+        if (stop_at_update is not None and run.t >= stop_at_update) or run.ex.stop_agreed:
             interrupted = run.epoch < config.epochs
             break
     theta = run.theta if interrupted else run.consensus()
@@ -299,6 +321,8 @@ def _train(model, X, y, config, group, test, checkpoint_dir, resume, stop_at_upd
 
 def _train_lbfgs(run: _Run, resumed) -> TrainResult:
     cfg = run.cfg
+    elapsed = 0.0
+    start = time.perf_counter()
     if cfg.warm_start_epochs and resumed is None:
         # Vowpal Wabbit's recipe: an averaged SGD pass gives L-BFGS a good start.
         warm = TrainConfig(**{**cfg.as_dict(), "strategy": "oneshot", "epochs": cfg.warm_start_epochs})
@@ -309,10 +333,13 @@ def _train_lbfgs(run: _Run, resumed) -> TrainResult:
             run.step = 0
         run.theta = run.consensus().copy()
         run.cfg = saved_cfg
-        run.history.append({**run.evaluate(run.theta), "phase": "warm_start"})
+        elapsed = time.perf_counter() - start
+        run.history.append({**run.evaluate(run.theta), "phase": "warm_start", "seconds": elapsed})
+    start = time.perf_counter()
     extra = run.lbfgs()
+    elapsed += time.perf_counter() - start
     record = run.evaluate(run.theta)
-    record.update(epoch=len(run.history) + 1, **extra)
+    record.update(epoch=len(run.history) + 1, seconds=elapsed, **extra)
     run.history.append(record)
     if run.progress is not None:
         run.progress.epoch(record)

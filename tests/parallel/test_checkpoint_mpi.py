@@ -80,3 +80,23 @@ def test_resume_at_another_rank_count(shared_tmp):
     agree(COMM, rest.resumed_from == 20, rest.resumed_from)
     diff = max_diff(rest.theta, reference.theta)
     agree(COMM, diff <= 1e-10, f"max diff {diff}")
+
+
+@pytest.mark.mpi
+def test_a_stop_request_on_one_rank_stops_every_rank_after_the_same_update(shared_tmp):
+    """The last rank 'gets a signal' at its 6th update; all ranks checkpoint after it and resume to the end."""
+    model, X, y, _, _, config = _setup()
+    reference = train(model, X, y, config, Group.from_comm(COMM))
+    calls = []
+
+    def stop_requested():
+        calls.append(1)
+        return COMM.rank == COMM.size - 1 and len(calls) >= 6
+
+    rows, cols = _last_grid()
+    first = grid_train(model, X, y, config, COMM, rows, cols, "classes", checkpoint_dir=shared_tmp,
+                       stop_requested=stop_requested)
+    agree(COMM, first.interrupted and len(set(COMM.allgather(first.updates))) == 1 and first.updates == 6,
+          (first.interrupted, first.updates))
+    rest = grid_train(model, X, y, config, COMM, rows, cols, "features", checkpoint_dir=shared_tmp, resume=True)
+    agree(COMM, max_diff(rest.theta, reference.theta) <= 1e-10, "resumed model differs")

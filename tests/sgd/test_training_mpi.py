@@ -109,7 +109,7 @@ def test_sgd_strategies_match_lbfgs_test_accuracy():
 
 @pytest.mark.mpi
 @pytest.mark.parametrize("strategy,settings", [
-    ("sync", dict(momentum=0.9, checkpoint_every=5)),
+    ("sync", dict(momentum=0.9, checkpoint_every=25)),
     ("local", dict(optimizer="adam", lr=0.05, sync_every=3)),
     ("oneshot", dict(checkpoint_every=4)),
 ])
@@ -152,7 +152,7 @@ def test_sync_resumes_at_another_rank_count(shared_tmp):
 def test_divergence_raises_everywhere_and_keeps_the_checkpoint(shared_tmp):
     (X, y), _ = block("synthetic:regression,n=600,d=5")
     X = X * 30.0
-    config = TrainConfig(strategy="sync", epochs=4, batch_size=20, lr=0.1, checkpoint_every=1)
+    config = TrainConfig(strategy="sync", epochs=4, batch_size=20, lr=0.1, checkpoint_every=4)
     model = make_model("linear", X.shape[1])
     error = None
     try:
