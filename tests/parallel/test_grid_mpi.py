@@ -19,16 +19,16 @@ from mpiml.sgd import Group, TrainConfig, make_model, train
 COMM = MPI.COMM_WORLD
 
 CASES = [
-    ("logistic", "features", "synthetic:classification,n=240,d=9", dict(momentum=0.9, alpha=1e-3)),
-    ("logistic", "features", "synthetic:classification,n=240,d=40,density=0.1",
+    ("logistic", "features", "synthetic:classification,n=144,d=9", dict(momentum=0.9, alpha=1e-3)),
+    ("logistic", "features", "synthetic:classification,n=144,d=40,density=0.1",
      dict(optimizer="adagrad", alpha=0.01, l1_ratio=0.5)),
-    ("softmax", "features", "synthetic:classification,n=240,d=12,classes=7,density=0.3",
+    ("softmax", "features", "synthetic:classification,n=144,d=12,classes=7,density=0.3",
      dict(optimizer="adam", lr=0.05, schedule="cosine")),
-    ("softmax", "classes", "synthetic:classification,n=240,d=8,classes=7",
+    ("softmax", "classes", "synthetic:classification,n=144,d=8,classes=7",
      dict(optimizer="adam", lr=0.05, accumulate=2)),
-    ("softmax", "classes", "synthetic:classification,n=240,d=30,classes=6,density=0.2", dict(alpha=1e-3)),
-    ("linear", "features", "synthetic:regression,n=240,d=8", dict(lr=0.05, schedule="inverse", lr_decay=0.01)),
-    ("linear", "features", "synthetic:regression,n=240,d=50,density=0.1", dict(lr=0.2, nesterov=True,
+    ("softmax", "classes", "synthetic:classification,n=144,d=30,classes=6,density=0.2", dict(alpha=1e-3)),
+    ("linear", "features", "synthetic:regression,n=144,d=8", dict(lr=0.05, schedule="inverse", lr_decay=0.01)),
+    ("linear", "features", "synthetic:regression,n=144,d=50,density=0.1", dict(lr=0.2, nesterov=True,
                                                                               momentum=0.5)),
 ]
 
