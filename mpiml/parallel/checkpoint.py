@@ -1,30 +1,30 @@
-"""Checkpoints of grid runs hold the *whole* model, in the data-parallel trainer's format.
+"""Checkpoints of grid runs hold the *whole* model, written by the data-parallel trainer's code.
 
 Rank 0 assembles ``theta`` and every optimizer state from the blocks of row group 0
-(the other row groups hold copies) and writes them as one-row arrays with the manifest
-fields of :mod:`mpiml.sgd.checkpointing` (``epoch``, ``step_in_epoch``, ``updates``,
-``model``, ``n_params``, ``n_total``, ``config``, ...) plus ``layout``. So a checkpoint
-written under any grid, split or rank count resumes under any other, and under the
-data-parallel ``sync`` trainer, and the other way round: the batches of ``sync`` do not
-depend on the layout, so the resumed run continues the same trajectory.
+(the other row groups hold copies) and hands a whole-model view of the run to
+:mod:`mpiml.sgd.checkpointing`, which writes one-row arrays and its manifest
+(``epoch``, ``step_in_epoch``, ``updates``, ``model``, ``n_params``, ``n_total``,
+``config``, ...). Reading goes the same way back, each rank keeping its block. So a
+checkpoint written under any grid, split or rank count resumes under any other, and
+under the data-parallel ``sync`` trainer, and the other way round: the batches of
+``sync`` do not depend on the layout, so the resumed run continues the same trajectory.
 """
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 
-from mpiml.runtime.checkpoint import read_checkpoint, write_checkpoint
-from mpiml.runtime.errors import CheckpointError
-from mpiml.sgd.checkpointing import _check  # the same compatibility rules as data-parallel runs
-
-
-def whole(run, local: np.ndarray) -> np.ndarray:
-    """The whole vector of which ``local`` is this rank's block (same shape as theta), on every rank."""
-    return run.comms.bcast_object(_assemble_root(run, local))
+from mpiml.sgd import checkpointing
+from mpiml.sgd.group import Group
 
 
 def _assemble_root(run, local):
-    """The whole vector of the blocks ``local`` of row group 0, on rank 0 only (None elsewhere)."""
+    """The whole vector of the blocks ``local`` of row group 0, on rank 0 only (None elsewhere).
+
+    Arrays that are not blocks of theta (Adam's step count) are replicated: returned as they are.
+    """
     if local.shape != run.index.shape:
         return np.array(local, copy=True)
     pieces = run.comms.gather_object((run.index, local) if run.comms.row == 0 else None)
@@ -37,54 +37,41 @@ def _assemble_root(run, local):
     return full
 
 
+def whole(run, local: np.ndarray) -> np.ndarray:
+    """The whole vector of which ``local`` is this rank's block, on every rank."""
+    return run.comms.bcast_object(_assemble_root(run, local))
+
+
+def _view(run, theta, state):
+    """What :mod:`mpiml.sgd.checkpointing` reads of a run, for the whole model on the whole grid."""
+    comms = run.comms
+    group = Group(comms.rank, comms.size, comm=comms.world) if comms.world is not None else Group.serial()
+    return SimpleNamespace(group=group, cfg=run.cfg, model=run.model, n_total=run.n_total,
+                           checkpoint_dir=run.checkpoint_dir, epoch=run.epoch, step=run.step, t=run.t,
+                           history=run.history, diverged=run.diverged, last_checkpoint=run.last_checkpoint,
+                           theta=theta, opt=SimpleNamespace(state=state))
+
+
 def save_state(run) -> str | None:
     """Write the whole model and optimizer state of ``run``; returns the file name on every rank."""
-    arrays = {"theta": _assemble_root(run, run.theta)}
-    for key, value in run.opt.state.items():
-        arrays[f"opt_{key}"] = _assemble_root(run, value)
-    error = name = None
-    if run.comms.rank == 0:
-        arrays = {k: np.asarray(v)[None] for k, v in arrays.items()}
-        if not all(np.isfinite(v).all() for v in arrays.values()):
-            error = run.diverged("the model")  # never replace a good checkpoint with a broken one
-        else:
-            meta = {"epoch": run.epoch, "step_in_epoch": run.step, "updates": run.t, "ranks": run.comms.size,
-                    "model": run.model.name, "n_params": run.model.n_params, "n_total": run.n_total,
-                    "history": run.history, "config": run.cfg.as_dict(), "layout": run.layout}
-            try:
-                name = write_checkpoint(run.checkpoint_dir, run.t, arrays, meta).name
-            except CheckpointError as exc:
-                error = exc
-    run.comms.agree(error)
-    return run.comms.bcast_object(name)
+    empty = np.zeros(0)
+    theta = _assemble_root(run, run.theta)
+    state = {key: _assemble_root(run, value) for key, value in run.opt.state.items()}
+    if run.comms.rank != 0:  # only rank 0's arrays are written
+        theta, state = empty, {key: empty for key in state}
+    return checkpointing.save_state(_view(run, theta, state))
 
 
 def load_state(run) -> int | None:
-    """Restore ``run`` from the latest checkpoint in its directory, if any; returns its update count."""
-    found = error = None
-    if run.comms.rank == 0:
-        try:
-            found = read_checkpoint(run.checkpoint_dir)
-            if found is not None:
-                _check(found[1], run)
-        except CheckpointError as exc:
-            error = exc
-    run.comms.agree(error)
-    found = run.comms.bcast_object(found)
-    if found is None:
+    """Restore ``run`` (its blocks) from the latest checkpoint, if any; returns its update count."""
+    view = _view(run, None, dict(run.opt.state))
+    updates = checkpointing.load_state(view)
+    if updates is None:
         return None
-    arrays, meta = found
-    run.theta = _mine(arrays["theta"], run)
-    for key in run.opt.state:
-        run.opt.state[key] = _mine(arrays[f"opt_{key}"], run)
-    run.t, run.epoch, run.step = meta["updates"], meta["epoch"], meta["step_in_epoch"]
-    run.history = list(meta.get("history", []))
-    run.last_checkpoint = meta.get("latest")
-    return run.t
-
-
-def _mine(rows: np.ndarray, run) -> np.ndarray:
-    full = rows.mean(axis=0) if rows.shape[0] > 1 else rows[0]
-    if full.shape[0] != run.model.n_params:
-        return np.array(full, copy=True)
-    return full[run.index].copy()
+    n = run.model.n_params
+    run.theta = view.theta[run.index].copy()
+    for key, value in view.opt.state.items():
+        run.opt.state[key] = value[run.index].copy() if value.shape == (n,) else value.copy()
+    run.t, run.epoch, run.step = view.t, view.epoch, view.step
+    run.history, run.last_checkpoint = view.history, view.last_checkpoint
+    return updates

@@ -100,13 +100,12 @@ def fit_function(est, args, comm, X, y):
     say(f"layout: {chosen.parallel} on a {chosen.grid} grid, {chosen.split} split over the columns")
 
     def fit(X, y, X_test=None, y_test=None, where=None, where_test=None):
-        return fit_grid(est, chosen.rows, chosen.cols, chosen.split, X, y, X_test, y_test, where, where_test,
-                        layout=f"{chosen.parallel} {chosen.grid} {chosen.split}")
+        return fit_grid(est, chosen.rows, chosen.cols, chosen.split, X, y, X_test, y_test, where, where_test)
 
     return fit
 
 
-def fit_grid(est, rows, cols, split, X, y, X_test=None, y_test=None, where=None, where_test=None, layout=""):
+def fit_grid(est, rows, cols, split, X, y, X_test=None, y_test=None, where=None, where_test=None):
     """Train the :class:`~mpiml.sgd.LinearModel` ``est`` on a ``rows x cols`` grid (collective).
 
     ``X, y`` are this rank's consecutive rows with every feature (as for ``est.fit``);
@@ -144,7 +143,7 @@ def fit_grid(est, rows, cols, split, X, y, X_test=None, y_test=None, where=None,
             t = to_grid(Shard(X_test, test_enc), comms, split)
             test = (t.X, t.y.astype(y_enc.dtype))
         result = train_grid(model, part, mine.X, mine.y.astype(y_enc.dtype), est.config, comms, test,
-                            est.checkpoint_dir, est.resume, est.stop_at_update, est.progress, layout,
+                            est.checkpoint_dir, est.resume, est.stop_at_update, est.progress,
                             getattr(est, "stop_requested", None))
     finally:
         comms.free()

@@ -41,9 +41,9 @@ class GridRun:
     """State of one grid training run on this rank (its rows, its block of the model)."""
 
     def __init__(self, model, part: Part, X, y, config: TrainConfig, comms, test=None, checkpoint_dir=None,
-                 progress=None, layout="", stop_requested=None):
+                 progress=None, stop_requested=None):
         self.model, self.part, self.X, self.y, self.cfg, self.comms = model, part, X, y, config, comms
-        self.test, self.checkpoint_dir, self.progress, self.layout = test, checkpoint_dir, progress, layout
+        self.test, self.checkpoint_dir, self.progress = test, checkpoint_dir, progress
         self.timings = Timings()
         self.penalty = Penalty(config.alpha, config.l1_ratio)
         self.index = part.index
@@ -210,7 +210,7 @@ class GridRun:
 
 
 def train_grid(model, part: Part, X, y, config: TrainConfig, comms, test=None, checkpoint_dir=None, resume=False,
-               stop_at_update=None, progress=None, layout="", stop_requested=None) -> TrainResult:
+               stop_at_update=None, progress=None, stop_requested=None) -> TrainResult:
     """Train ``model`` by sync SGD with this rank's block ``part`` of it, on its rows ``(X, y)``.
 
     Parameters
@@ -233,8 +233,6 @@ def train_grid(model, part: Part, X, y, config: TrainConfig, comms, test=None, c
     checkpoint_dir, resume, stop_at_update, progress
         As in :func:`mpiml.sgd.train`. Checkpoints hold the *whole* model in the format of
         the data-parallel trainer, so they resume under any layout and rank count.
-    layout : str
-        A name for the layout, recorded in checkpoints.
     stop_requested : callable, optional
         ``stop_requested() -> bool`` on this rank (e.g. a signal arrived): the votes travel
         with every update's reductions, so all ranks stop after the same update, checkpoint
@@ -250,14 +248,18 @@ def train_grid(model, part: Part, X, y, config: TrainConfig, comms, test=None, c
         raise ArgumentError(f"model and hybrid parallelism train with strategy 'sync'; got {config.strategy!r} "
                             "(use --parallel data for local, oneshot and lbfgs)")
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        run = GridRun(model, part, X, y, config, comms, test, checkpoint_dir, progress, layout, stop_requested)
+        run = GridRun(model, part, X, y, config, comms, test, checkpoint_dir, progress, stop_requested)
         resumed = load_state(run) if resume and checkpoint_dir is not None else None
-        interrupted = False
+        interrupted, elapsed = False, 0.0
         while run.epoch < config.epochs:
+            start, saving = time.perf_counter(), run.timings.checkpoint
             if run.sync_epoch(stop_at_update):
                 interrupted = True
                 break
+            epoch_seconds = time.perf_counter() - start - (run.timings.checkpoint - saving)
+            elapsed += epoch_seconds
             record = run.evaluate()
+            record.update(epoch_seconds=epoch_seconds, seconds=elapsed)
             run.history.append(record)
             if progress is not None:
                 progress.epoch(record)
