@@ -9,6 +9,7 @@ each layout, for ``--parallel auto``) and :mod:`run` (the ``mpiml sgd --parallel
 
 from mpiml.parallel.grid import GridComms, factorizations, parse_grid
 from mpiml.parallel.layout import SPLITS, Part, make_part
+from mpiml.parallel.run import fit_grid
 from mpiml.parallel.trainer import train_grid
 
-__all__ = ["GridComms", "Part", "SPLITS", "factorizations", "make_part", "parse_grid", "train_grid"]
+__all__ = ["GridComms", "Part", "SPLITS", "factorizations", "fit_grid", "make_part", "parse_grid", "train_grid"]

@@ -13,10 +13,9 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-import numpy as np
-
 from mpiml.data.synthetic import row_block
 from mpiml.runtime.errors import ArgumentError
+from mpiml.sgd.group import _identity_allreduce
 
 
 def parse_grid(text: str, size: int) -> tuple[int, int]:
@@ -40,13 +39,6 @@ def block(n: int, parts: int, index: int) -> tuple[int, int]:
     return row_block(n, index, parts)
 
 
-def _identity(x, out=None, op="sum"):
-    if out is not None and out is not x:
-        np.copyto(out, x)
-        return out
-    return x
-
-
 @dataclass
 class GridComms:
     """The three reductions a grid trainer uses, injected (serial: identities).
@@ -61,9 +53,9 @@ class GridComms:
     cols: int = 1
     row: int = 0
     col: int = 0
-    row_sum: object = _identity
-    row_max: object = _identity
-    col_sum: object = _identity
+    row_sum: object = _identity_allreduce
+    row_max: object = _identity_allreduce
+    col_sum: object = _identity_allreduce
     world: object = None
     row_comm: object = None
     col_comm: object = None
