@@ -1,7 +1,8 @@
 """Checkpoints of grid runs hold the *whole* model, written by the data-parallel trainer's code.
 
 Rank 0 assembles ``theta`` and every optimizer state from the blocks of row group 0
-(the other row groups hold copies) and hands a whole-model view of the run to
+(the other row groups hold copies; for ``local``/``oneshot`` one model per row group, as
+data-parallel runs store one per rank) and hands a whole-model view of the run to
 :mod:`mpiml.sgd.checkpointing`, which writes one-row arrays and its manifest
 (``epoch``, ``step_in_epoch``, ``updates``, ``model``, ``n_params``, ``n_total``,
 ``config``, ...). Reading goes the same way back, each rank keeping its block. So a
@@ -17,7 +18,6 @@ from types import SimpleNamespace
 import numpy as np
 
 from mpiml.sgd import checkpointing
-from mpiml.sgd.group import Group
 
 
 def _assemble_root(run, local):
@@ -42,10 +42,39 @@ def whole(run, local: np.ndarray) -> np.ndarray:
     return run.comms.bcast_object(_assemble_root(run, local))
 
 
-def _view(run, theta, state):
-    """What :mod:`mpiml.sgd.checkpointing` reads of a run, for the whole model on the whole grid."""
-    comms = run.comms
-    group = Group(comms.rank, comms.size, comm=comms.world) if comms.world is not None else Group.serial()
+class _Replicas:
+    """The ``group`` :mod:`mpiml.sgd.checkpointing` sees: one member per row group (replica).
+
+    ``local``/``oneshot`` checkpoints hold one row per replica, as data-parallel ones hold one
+    per rank; ``gather_root`` assembles each row group's whole model from its blocks.
+    """
+
+    def __init__(self, run, rank: int, size: int):
+        self.run, self.rank, self.size = run, rank, size
+
+    def gather_root(self, local):
+        run = self.run
+        pieces = run.comms.gather_object((run.comms.row, run.index, local))
+        if pieces is None:
+            return None
+        whole_rows = local.shape == run.index.shape
+        out = np.zeros((run.comms.rows, run.model.n_params if whole_rows else local.shape[0]))
+        for row, index, values in pieces:
+            if whole_rows:
+                out[row, index] = values
+            else:
+                out[row] = values
+        return out
+
+    def bcast_object(self, obj):
+        return self.run.comms.bcast_object(obj)
+
+    def agree(self, error):
+        self.run.comms.agree(error)
+
+
+def _view(run, theta, state, group):
+    """What :mod:`mpiml.sgd.checkpointing` reads of a run: the whole model(s) of the whole grid."""
     return SimpleNamespace(group=group, cfg=run.cfg, model=run.model, n_total=run.n_total,
                            checkpoint_dir=run.checkpoint_dir, epoch=run.epoch, step=run.step, t=run.t,
                            history=run.history, diverged=run.diverged, last_checkpoint=run.last_checkpoint,
@@ -53,18 +82,27 @@ def _view(run, theta, state):
 
 
 def save_state(run) -> str | None:
-    """Write the whole model and optimizer state of ``run``; returns the file name on every rank."""
+    """Write the whole model(s) and optimizer state of ``run``; returns the file name on every rank."""
+    comms = run.comms
+    if run.cfg.strategy in ("local", "oneshot") and comms.rows > 1:
+        # one row per replica (row group), like one row per rank of a data-parallel local run
+        return checkpointing.save_state(_view(run, run.theta, dict(run.opt.state),
+                                              _Replicas(run, comms.rank, comms.rows)))
     empty = np.zeros(0)
     theta = _assemble_root(run, run.theta)
     state = {key: _assemble_root(run, value) for key, value in run.opt.state.items()}
-    if run.comms.rank != 0:  # only rank 0's arrays are written
+    if comms.rank != 0:  # only rank 0's arrays are written
         theta, state = empty, {key: empty for key in state}
-    return checkpointing.save_state(_view(run, theta, state))
+    return checkpointing.save_state(_view(run, theta, state, _Replicas(run, comms.rank, comms.size)))
 
 
 def load_state(run) -> int | None:
-    """Restore ``run`` (its blocks) from the latest checkpoint, if any; returns its update count."""
-    view = _view(run, None, dict(run.opt.state))
+    """Restore ``run`` (its blocks) from the latest checkpoint, if any; returns its update count.
+
+    The replica (row group) ``r`` takes row ``r`` of a checkpoint written with as many replicas,
+    the average of the rows otherwise, as :mod:`mpiml.sgd.checkpointing` does for ranks.
+    """
+    view = _view(run, None, dict(run.opt.state), _Replicas(run, run.comms.row, run.comms.rows))
     updates = checkpointing.load_state(view)
     if updates is None:
         return None

@@ -23,11 +23,11 @@ PARALLEL = ("data", "model", "hybrid", "auto")
 
 def add_arguments(parser) -> None:
     """The parallelism options of ``mpiml sgd``."""
-    g = parser.add_argument_group("parallelism (model and hybrid layouts train with --strategy sync)")
+    g = parser.add_argument_group("parallelism (model and hybrid layouts: --strategy sync, local or oneshot)")
     g.add_argument("--parallel", choices=PARALLEL, default="data",
                    help="data: every rank holds the whole model (default); model: features or classes split "
                         "over all ranks; hybrid: rows over R and the model over C; auto: the layout the cost "
-                        "model predicts fastest per update")
+                        "model predicts fastest per sync update (data parallelism for other strategies)")
     g.add_argument("--grid", help="RxC with R*C = ranks (rows over R, model over C); default: chosen by cost")
     g.add_argument("--split", choices=("auto", "features", "classes"), default="auto",
                    help="what the grid columns split: features, or softmax classes (default: cheaper)")
@@ -66,7 +66,7 @@ def choose_layout(args, problem: cost.Problem) -> cost.Estimate:
             raise ArgumentError(f"no {args.split} split fits grid {args.grid} for this model and data")
         return every[0]
     if args.parallel == "auto" and args.strategy != "sync":
-        every = [e for e in every if e.parallel == "data"]  # only sync runs on model-split grids
+        every = [e for e in every if e.parallel == "data"]  # the estimates are those of sync updates
     if args.parallel != "auto":
         every = [e for e in every if e.parallel == args.parallel]
     if not every:
@@ -85,8 +85,9 @@ def fit_function(est, args, comm, X, y):
     try:
         problem = problem_of(args, comm, X, y)
         chosen = choose_layout(args, problem)
-        if chosen.cols > 1 and args.strategy != "sync":
-            raise ArgumentError(f"--parallel {chosen.parallel} trains with --strategy sync, not {args.strategy}")
+        if chosen.cols > 1 and args.strategy == "lbfgs":
+            raise ArgumentError(f"--parallel {chosen.parallel} trains with --strategy sync, local or oneshot, "
+                                "not lbfgs (use --parallel data)")
     except ArgumentError as exc:
         error = exc
     raise_if_any(error, comm)

@@ -1,6 +1,6 @@
-"""Synchronous minibatch SGD on a ``R x C`` grid: rows over R, features or classes over C.
+"""Minibatch SGD on a ``R x C`` grid: rows over R, features or classes over C.
 
-Every update uses the same global batch as the data-parallel ``sync`` strategy of
+``sync``: every update uses the same global batch as the data-parallel ``sync`` strategy of
 :mod:`mpiml.sgd.trainer` (the batches come from :func:`mpiml.sgd.plan.sync_plan` over
 the rows of the row group), so a grid run gives the data-parallel model from the same
 seed, up to the order of floating-point sums. One update costs
@@ -10,6 +10,12 @@ seed, up to the order of floating-point sums. One update costs
   over the column group;
 - classes split: a max and a sum of ``rows`` and ``2 rows`` floats over the row group,
   then one sum of ``d k/C + k/C + 1`` floats over the column group.
+
+``local``/``oneshot``: each row group is one replica of data-parallel local SGD with R
+replicas (the column group plays the part of the data-parallel ranks, with the rows of
+their row groups); only the partial margins are summed every update, and the blocks are
+averaged over the column group every ``sync_every`` updates or once at the end. On a
+``1 x C`` grid there is one replica, so they reduce to serial SGD on the rank's batches.
 
 Each rank updates only its own block of the weights, with the optimizers and penalties
 of :mod:`mpiml.sgd` (all of them act coordinate-wise, so a block behaves like the whole).
@@ -33,7 +39,7 @@ from mpiml.sgd.optim import learning_rate, make_optimizer
 from mpiml.sgd.timing import Clock, Timings
 from mpiml.sgd.trainer import TrainResult
 
-GRID_STRATEGIES = ("sync",)
+GRID_STRATEGIES = ("sync", "local", "oneshot")
 _EVAL_ROWS = 65536
 
 
@@ -124,67 +130,116 @@ class GridRun:
             f"(lr={self.cfg.lr}, optimizer={self.cfg.optimizer}); lower --lr or raise --alpha"
             + (f"; the last good checkpoint ({self.last_checkpoint}) is intact" if self.last_checkpoint else ""))
 
-    # -- one epoch of sync SGD ---------------------------------------------------------------------
+    # -- one epoch of SGD -------------------------------------------------------------------------------
+    def block_grad(self, Xb, yb, payload):
+        """Loss derivative of rows ``Xb`` into ``payload``: ``[block gradient, intercepts, votes, loss]``."""
+        part = self.part
+        loss, r, _, votes = self.loss_residual(self.theta, Xb, yb, 1.0 if self.stop_requested() else 0.0)
+        start = time.perf_counter()
+        gW, gb = margins.block_gradient(Xb, r, self.model.fit_intercept)
+        payload[: part.n_weights] = gW.ravel()
+        payload[part.n_weights: part.n_params] = gb
+        payload[-2], payload[-1] = votes, loss
+        self._compute(start)
+
+    def apply(self, payload, count, total, check=True):
+        """The update from a summed ``payload`` of ``count`` rows: penalty, optimizer, L1 proximal step.
+
+        ``check``: raise on a non-finite loss; only where the loss is the same number on every
+        rank (after the column-group sum of ``sync``), so the decision never splits the ranks.
+        """
+        start = time.perf_counter()
+        c, n_w = self.cfg, self.part.n_weights
+        if check and not math.isfinite(payload[-1]):
+            raise self.diverged("the batch loss")
+        np.divide(payload[:-2], count, out=self.grad)
+        lr = learning_rate(c.schedule, c.lr, self.t, total, c.lr_decay)
+        self.penalty.add_smooth_grad(self.theta[:n_w], self.grad[:n_w])
+        self.opt.step(self.theta, self.grad, lr)
+        self.penalty.prox(self.theta[:n_w], lr)
+        self._compute(start)
+
+    def after_update(self, steps, batch_loss, stop_at):
+        """Count the update; checkpoint or stop where asked. True means stop now."""
+        self.t += 1
+        self.step += 1
+        if self.progress is not None:
+            self.progress.update(self.epoch, self.step, steps, batch_loss)
+        every = self.cfg.checkpoint_every
+        stopping = (stop_at is not None and self.t >= stop_at) or self.stop_agreed
+        if self.step < steps and (stopping or (every and self.t % every == 0)):
+            self.checkpoint()
+        return stopping and self.step < steps
+
     def sync_epoch(self, stop_at):
-        c, part = self.cfg, self.part
+        """Every update: one global batch, gradient blocks summed over the column group."""
+        c = self.cfg
         update_rows = c.batch_size * c.accumulate
         steps = plan.sync_steps(self.n_total, update_rows)
-        total = steps * c.epochs
         rows, bounds, _ = plan.sync_plan(c.seed, self.epoch, self.n_total, self.offset, self.X.shape[0],
                                          update_rows)
-        payload = np.zeros(part.n_params + 2)  # gradient block and intercepts, stop votes, loss
+        payload = np.zeros(self.part.n_params + 2)
         while self.step < steps:
-            s = self.step
-            part_rows = rows[bounds[s]:bounds[s + 1]]
-            Xb, yb = self.X[part_rows], self.y[part_rows]
-            loss, r, _, votes = self.loss_residual(self.theta, Xb, yb, 1.0 if self.stop_requested() else 0.0)
-            start = time.perf_counter()
-            gW, gb = margins.block_gradient(Xb, r, self.model.fit_intercept)
-            payload[: part.n_weights] = gW.ravel()
-            payload[part.n_weights: part.n_params] = gb
-            payload[-2], payload[-1] = votes, loss
-            self._compute(start)
+            part_rows = rows[bounds[self.step]:bounds[self.step + 1]]
+            self.block_grad(self.X[part_rows], self.y[part_rows], payload)
             self._reduce(self.comms.col_sum, payload)
-            start = time.perf_counter()
-            count = min(update_rows, self.n_total - s * update_rows)
-            # The loss is the same number on every rank: deciding on it never splits the ranks.
-            if not math.isfinite(payload[-1]):
-                raise self.diverged("the batch loss")
             self.stop_agreed = self.stop_agreed or payload[-2] > 0
-            np.divide(payload[:-2], count, out=self.grad)
-            w = self.theta[: part.n_weights]
-            self.penalty.add_smooth_grad(w, self.grad[: part.n_weights])
-            self.opt.step(self.theta, self.grad, learning_rate(c.schedule, c.lr, self.t, total, c.lr_decay))
-            self.penalty.prox(self.theta[: part.n_weights], learning_rate(c.schedule, c.lr, self.t, total,
-                                                                          c.lr_decay))
-            self._compute(start)
-            self.t += 1
-            self.step += 1
-            if self.progress is not None:
-                self.progress.update(self.epoch, self.step, steps, payload[-1] / count)
-            stopping = (stop_at is not None and self.t >= stop_at) or self.stop_agreed
-            if self.step < steps and (stopping or (c.checkpoint_every and self.t % c.checkpoint_every == 0)):
-                self.checkpoint()
-            if stopping and self.step < steps:
+            count = min(update_rows, self.n_total - self.step * update_rows)
+            self.apply(payload, count, steps * c.epochs)
+            if self.after_update(steps, payload[-1] / count, stop_at):
                 return True
         return False
 
+    def local_epoch(self, stop_at):
+        """``local``/``oneshot``: each row group is one replica of data-parallel local SGD over R
+        replicas (its own rows, its own batches); blocks are averaged over the column group every
+        ``sync_every`` updates (``local``) or only at the end (``oneshot``)."""
+        c, comms = self.cfg, self.comms
+        update_rows = c.batch_size * c.accumulate
+        steps = plan.local_steps(self.n_total, comms.rows, update_rows)
+        order = plan.local_order(c.seed, self.epoch, comms.row, comms.rows, self.X.shape[0])
+        H = c.sync_every if c.strategy == "local" else None
+        payload = np.zeros(self.part.n_params + 2)
+        while self.step < steps:
+            rows = plan.local_rows(order, self.step, update_rows)
+            self.block_grad(self.X[rows], self.y[rows], payload)
+            self.apply(payload, update_rows, steps * c.epochs, check=False)  # replicas differ: checked when averaged
+            if H is not None and (self.t + 1) % H == 0:
+                buf = np.append(self.theta, payload[-2])   # votes reach every rank through both sums
+                self._reduce(comms.col_sum, buf)
+                if not np.isfinite(buf).all():
+                    raise self.diverged("the averaged model")
+                np.divide(buf[:-1], comms.rows, out=self.theta)
+                self.stop_agreed = self.stop_agreed or buf[-1] > 0
+            if self.after_update(steps, None, stop_at):
+                return True
+        return False
+
+    def consensus(self):
+        """This rank's block of the model every rank agrees on (the replicas' average for local/oneshot)."""
+        if self.cfg.strategy == "sync" or self.comms.rows == 1:
+            return self.theta
+        with Clock(self._add_eval):
+            buf = self.theta.copy()
+            self.comms.col_sum(buf, out=buf)
+            return buf / self.comms.rows
+
     # -- metrics and checkpoints ---------------------------------------------------------------------
-    def evaluate(self) -> dict:
-        """Objective and accuracy on the training and held-out rows, over the whole grid."""
+    def evaluate(self, theta) -> dict:
+        """Objective and accuracy of ``theta`` (this rank's block) on the training and held-out rows."""
         with Clock(self._add_eval):
             sets = [(self.X, self.y)] + ([self.test] if self.test is not None else [])
             buf = np.zeros(3 * len(sets))
             for i, (X, y) in enumerate(sets):
                 for lo in range(0, X.shape[0], _EVAL_ROWS):
                     Xb, yb = X[lo:lo + _EVAL_ROWS], y[lo:lo + _EVAL_ROWS]
-                    loss, _, scores, _ = self.loss_residual(self.theta, Xb, yb)
+                    loss, _, scores, _ = self.loss_residual(theta, Xb, yb)
                     buf[3 * i] += loss
                     buf[3 * i + 1] += self.correct(scores, yb)
                 buf[3 * i + 2] = X.shape[0]
             # Every rank of a row group holds the same numbers: summing over the column group counts each row once.
             self.comms.col_sum(buf, out=buf)
-            pen = np.array([self.penalty.value(self.theta[: self.part.n_weights])])
+            pen = np.array([self.penalty.value(theta[: self.part.n_weights])])
             self.comms.row_sum(pen, out=pen)
             record = {"epoch": self.epoch + 1, "updates": self.t}
             for i, name in enumerate(("train", "test")[: len(sets)]):
@@ -225,7 +280,8 @@ def train_grid(model, part: Part, X, y, config: TrainConfig, comms, test=None, c
     y : numpy.ndarray
         The labels of those rows (every rank of the row group holds them).
     config : TrainConfig
-        ``strategy`` must be ``sync``; every other setting works as in :func:`mpiml.sgd.train`.
+        ``strategy`` ``sync``, ``local`` or ``oneshot`` (not ``lbfgs``); every other setting works
+        as in :func:`mpiml.sgd.train`.
     comms : GridComms
         The row-group and column-group reductions (``GridComms.serial()`` for one process).
     test : tuple, optional
@@ -245,20 +301,21 @@ def train_grid(model, part: Part, X, y, config: TrainConfig, comms, test=None, c
     """
     config.validate()
     if config.strategy not in GRID_STRATEGIES:
-        raise ArgumentError(f"model and hybrid parallelism train with strategy 'sync'; got {config.strategy!r} "
-                            "(use --parallel data for local, oneshot and lbfgs)")
+        raise ArgumentError(f"model and hybrid parallelism train with strategy sync, local or oneshot; got "
+                            f"{config.strategy!r} (use --parallel data for lbfgs)")
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         run = GridRun(model, part, X, y, config, comms, test, checkpoint_dir, progress, stop_requested)
         resumed = load_state(run) if resume and checkpoint_dir is not None else None
         interrupted, elapsed = False, 0.0
         while run.epoch < config.epochs:
             start, saving = time.perf_counter(), run.timings.checkpoint
-            if run.sync_epoch(stop_at_update):
+            epoch_fn = run.sync_epoch if config.strategy == "sync" else run.local_epoch
+            if epoch_fn(stop_at_update):
                 interrupted = True
                 break
             epoch_seconds = time.perf_counter() - start - (run.timings.checkpoint - saving)
             elapsed += epoch_seconds
-            record = run.evaluate()
+            record = run.evaluate(run.consensus())
             record.update(epoch_seconds=epoch_seconds, seconds=elapsed)
             run.history.append(record)
             if progress is not None:
@@ -269,5 +326,5 @@ def train_grid(model, part: Part, X, y, config: TrainConfig, comms, test=None, c
             if run.stop_agreed or (stop_at_update is not None and run.t >= stop_at_update):
                 interrupted = run.epoch < config.epochs
                 break
-        theta = whole(run, run.theta)
+        theta = whole(run, run.theta if interrupted else run.consensus())
     return TrainResult(theta, run.history, run.timings, run.t, interrupted, resumed)

@@ -100,3 +100,20 @@ def test_a_stop_request_on_one_rank_stops_every_rank_after_the_same_update(share
           (first.interrupted, first.updates))
     rest = grid_train(model, X, y, config, COMM, rows, cols, "features", checkpoint_dir=shared_tmp, resume=True)
     agree(COMM, max_diff(rest.theta, reference.theta) <= 1e-10, "resumed model differs")
+
+
+@pytest.mark.mpi
+def test_local_sgd_resumes_bitwise_on_the_same_grid(shared_tmp):
+    """local keeps one model per replica (row group) in the checkpoint: resuming loses nothing."""
+    model, X, y, _, _, config = _setup()
+    config = TrainConfig(**{**config.as_dict(), "strategy": "local", "sync_every": 4, "batch_size": 8})
+    rows, cols = _last_grid(2)   # R > 1 where p is even: several replicas
+    whole = grid_train(model, X, y, config, COMM, rows, cols, "features")
+    first = grid_train(model, X, y, config, COMM, rows, cols, "features", checkpoint_dir=shared_tmp,
+                       stop_at_update=whole.updates // 2 + 1)
+    saved = read_checkpoint(shared_tmp) if COMM.rank == 0 else None
+    agree(COMM, COMM.rank != 0 or saved[0]["theta"].shape == (rows if rows > 1 else 1, model.n_params),
+          "one row per replica expected")
+    rest = grid_train(model, X, y, config, COMM, rows, cols, "features", checkpoint_dir=shared_tmp, resume=True)
+    agree(COMM, first.interrupted and np.array_equal(rest.theta, whole.theta),
+          f"max diff {max_diff(rest.theta, whole.theta)}")

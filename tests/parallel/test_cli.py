@@ -51,7 +51,7 @@ def test_auto_explains_and_picks_model_parallelism_for_a_wide_sparse_problem():
 
 def test_impossible_layouts_are_refused_on_every_rank():
     for extra, message in ((["--parallel", "hybrid"], "no hybrid layout for 2 ranks"),
-                           (["--parallel", "model", "--strategy", "local"], "trains with --strategy sync")):
+                           (["--parallel", "model", "--strategy", "lbfgs"], "not lbfgs")):
         result = run_mpi(2, SGD + ["--data", "synthetic:classification,n=100", "--epochs", "1"] + extra, timeout=120)
         assert result.returncode == 2, result.describe()
         assert message in result.stdout + result.stderr, result.describe()

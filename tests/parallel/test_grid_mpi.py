@@ -72,3 +72,32 @@ def test_huge_logits_do_not_overflow_the_split_softmax():
         agree(COMM, np.isclose(grid.history[-1]["train_loss"], data.history[-1]["train_loss"], rtol=1e-9),
               (grid.history[-1]["train_loss"], data.history[-1]["train_loss"]))
         agree(COMM, max_diff(grid.theta, data.theta) <= 1e-9 * np.abs(data.theta).max(), "models differ")
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("strategy,split", [("local", "features"), ("oneshot", "classes")])
+def test_local_and_oneshot_grids_equal_data_parallel_replicas(strategy, split):
+    """On R x C, local/oneshot SGD is data-parallel local SGD over R replicas (the column group),
+    each with the rows of its row group: run exactly that on the column group as the reference."""
+    from mpiml.data.columns import to_grid
+    from mpiml.data.shard import Shard
+    from mpiml.parallel import GridComms
+
+    (X, y), _ = rank_rows("synthetic:classification,n=144,d=12,classes=3,density=0.5", COMM)
+    model = make_model("softmax", 12, 3)
+    y = model.encode_labels(y)
+    config = TrainConfig(strategy=strategy, epochs=2, batch_size=8, seed=4, sync_every=3, optimizer="adam", lr=0.05)
+    for rows, cols in factorizations(COMM.size):
+        if split == "classes" and cols > 3:
+            continue
+        comms = GridComms.split(COMM, rows, cols)
+        try:
+            whole_rows = to_grid(Shard(X, y), comms, "classes")   # every feature of the row group's rows
+            reference = train(model, whole_rows.X, whole_rows.y.astype(y.dtype), config,
+                              Group.from_comm(comms.col_comm))
+        finally:
+            comms.free()
+        grid = grid_train(model, X, y, config, COMM, rows, cols, split)
+        diff = max_diff(grid.theta, reference.theta)
+        agree(COMM, diff <= 1e-10 and grid.updates == reference.updates,
+              f"{strategy} {rows}x{cols}: diff {diff}, updates {grid.updates} vs {reference.updates}")
