@@ -117,3 +117,23 @@ def test_local_sgd_resumes_bitwise_on_the_same_grid(shared_tmp):
     rest = grid_train(model, X, y, config, COMM, rows, cols, "features", checkpoint_dir=shared_tmp, resume=True)
     agree(COMM, first.interrupted and np.array_equal(rest.theta, whole.theta),
           f"max diff {max_diff(rest.theta, whole.theta)}")
+
+
+@pytest.mark.mpi
+def test_divergence_raises_on_every_rank_and_keeps_the_last_checkpoint(shared_tmp):
+    from mpiml.runtime.errors import DivergenceError
+
+    (X, y), _ = rank_rows("synthetic:regression,n=120,d=6", COMM)
+    X = X * 50.0
+    model = make_model("linear", 6)
+    config = TrainConfig(strategy="sync", epochs=5, batch_size=12, lr=5.0, seed=1, checkpoint_every=1)
+    rows, cols = _last_grid()
+    error = None
+    try:
+        grid_train(model, X, y, config, COMM, rows, cols, "features", checkpoint_dir=shared_tmp)
+    except DivergenceError as exc:
+        error = str(exc)
+    agree(COMM, error is not None and "diverged" in error, error)
+    saved = read_checkpoint(shared_tmp) if COMM.rank == 0 else None
+    agree(COMM, COMM.rank != 0 or (saved is not None and np.isfinite(saved[0]["theta"]).all()),
+          "the last good checkpoint is gone or broken")
