@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import grid_train, max_diff, rank_rows
+from parallel_helpers import grid_train, max_diff, rank_rows
 from mpi4py import MPI
 from mpi_tmp import agree
 

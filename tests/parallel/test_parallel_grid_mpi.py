@@ -2,14 +2,14 @@
 
 Every grid R x C of the job's p (p x 1 ... 1 x p, 2 x 3, ...) is checked against the
 data-parallel trainer of mpiml.sgd on the same rows, for logistic, softmax (features and
-classes split) and least squares, dense and sparse. Also run at p = 6 by test_p6.py.
+classes split) and least squares, dense and sparse. Also run at p = 6 by test_parallel_p6.py.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import grid_train, max_diff, rank_rows
+from parallel_helpers import grid_train, max_diff, rank_rows
 from mpi4py import MPI
 from mpi_tmp import agree
 
