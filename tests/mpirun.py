@@ -44,13 +44,16 @@ def implementation() -> str:
     return "openmpi" if "Open MPI" in text or "OpenRTE" in text else "mpich"
 
 
-def mpiexec_command(ranks: int, argv: list[str]) -> list[str]:
-    """The launcher line for ``ranks`` processes, allowing more ranks than cores."""
+def mpiexec_command(ranks: int, argv: list[str], tag_output: bool = False) -> list[str]:
+    """The launcher line for ``ranks`` processes, allowing more ranks than cores.
+
+    ``tag_output`` prefixes every output line with its rank (for logs of test runs).
+    """
     if implementation() == "openmpi":
-        flags = ["--oversubscribe", "--tag-output", "--mca", "pml", "ob1", "--mca", "btl", "self,sm",
-                 "--mca", "osc", "^ucx"]
+        flags = ["--oversubscribe", "--mca", "pml", "ob1", "--mca", "btl", "self,sm", "--mca", "osc", "^ucx"]
+        flags += ["--tag-output"] if tag_output else []
     else:
-        flags = ["-prepend-rank"]
+        flags = ["-prepend-rank"] if tag_output else []
     return [mpiexec_path(), "-n", str(ranks), *flags, *argv]
 
 
@@ -84,12 +87,12 @@ class MpiResult:
 
 
 def run_mpi(ranks: int, argv: list[str], timeout: float = DEFAULT_TIMEOUT, env: dict | None = None,
-            cwd: str | Path = REPO) -> MpiResult:
+            cwd: str | Path = REPO, tag_output: bool = False) -> MpiResult:
     """Run ``argv`` on ``ranks`` processes; never longer than ``timeout`` seconds."""
     import time
 
     start = time.monotonic()
-    proc = subprocess.Popen(mpiexec_command(ranks, argv), cwd=cwd, env=mpi_env(env), text=True,
+    proc = subprocess.Popen(mpiexec_command(ranks, argv, tag_output), cwd=cwd, env=mpi_env(env), text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
                             start_new_session=True)
     try:

@@ -30,6 +30,17 @@ def blas_threads() -> dict:
             for pool in threadpool_info()}
 
 
+def _slurm_facts():
+    """The Slurm job this runs in (rank 0's view), or None outside Slurm."""
+    from mpiml.slurm.env import slurm_env
+
+    env = slurm_env()
+    if not env.in_job:
+        return None
+    return {k: v for k, v in env.as_dict().items() if k in ("job_id", "run_id", "job_name", "nnodes",
+                                                         "ntasks", "cpus_per_task", "restart_count")}
+
+
 def collect(comm=None) -> dict:
     """Facts about the job, identical on every rank (gathered collectively)."""
     import mpi4py
@@ -56,7 +67,7 @@ def collect(comm=None) -> dict:
         "thread_level": THREAD_LEVELS.get(MPI.Query_thread(), str(MPI.Query_thread())),
         "blas_threads_per_rank": per_rank[0]["blas_threads"],
         "blas_threads_same_on_all_ranks": all(e["blas_threads"] == per_rank[0]["blas_threads"] for e in per_rank),
-        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "slurm": _slurm_facts(),
     }
 
 

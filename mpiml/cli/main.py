@@ -12,6 +12,9 @@ from mpiml.runtime.abort import run_or_abort
 SUBCOMMANDS = {
     "info": ("mpiml.cli.info", "MPI library, ranks, hosts, threads: what this job runs on"),
     "bench": ("mpiml.cli.bench", "time the collectives against the MPI library's own"),
+    "tune": ("mpiml.cli.tune", "measure this machine, calibrate the cost model, write a tuning file"),
+    "model": ("mpiml.cli.model", "predict collective times and crossovers for up to 100,000 ranks"),
+    "slurm": ("mpiml.cli.slurm", "Slurm job scripts from templates, submission, and the job's view"),
     "sgd": ("mpiml.cli.sgd", "train a linear model (logistic, softmax, SVM, least squares) by distributed SGD"),
     "datagen": ("mpiml.cli.datagen", "write synthetic data sets (classification, regression, ...)"),
 }
@@ -20,6 +23,9 @@ EPILOG = """examples:
   mpiexec -n 4 mpiml info
   mpiexec -n 4 mpiml info --json
   mpiexec -n 4 mpiml bench allreduce --quick
+  mpiexec -n 2 mpiml tune --explain
+  mpiml model --ranks 2,64,1024,100000
+  mpiml slurm render multi-node --nodes 2 -- mpiml info
   mpiexec -n 4 mpiml sgd --epochs 5
   mpiml COMMAND --help     (options of one command)
 """

@@ -14,19 +14,22 @@ import time
 import numpy as np
 
 from mpiml.cli.output import emit_json, say, table
+from mpiml.collectives import ALGORITHMS
 
 EXIT_STOPPED = 3
 
 EPILOG = """examples:
   mpiexec -n 4 mpiml sgd                                   (synthetic data, logistic, sync SGD)
   mpiexec -n 4 mpiml sgd --data synthetic:classification,n=200000,d=100 --epochs 5
+  mpiexec -n 2 mpiml sgd --data sklearn:breast_cancer --standardize --epochs 20   (needs scikit-learn)
   mpiexec -n 4 mpiml sgd --data train.svm --test test.svm --model logistic --strategy lbfgs
   mpiexec -n 8 mpiml sgd --data shards/ --strategy local --sync-every 16 --optimizer adam --lr 0.01
   mpiexec -n 4 mpiml sgd --data train.csv --test-fraction 0.2 --checkpoint-dir ckpt --resume --out model.npz --json
 
 data: a file (.svm/.libsvm/.txt svmlight, .csv/.tsv, .npy, .npz), a directory of such files
-(taken in name order), or synthetic:classification|regression[,n=N,d=D,classes=K,density=F,
-separation=S,noise=E,seed=S]. Each rank reads only its own part.
+(taken in name order), synthetic:classification|regression[,n=N,d=D,classes=K,density=F,
+separation=S,noise=E,seed=S], or sklearn:breast_cancer|iris|wine|digits|diabetes (bundled with
+scikit-learn, if installed). Each rank reads only its own part.
 """
 
 
@@ -38,7 +41,7 @@ def build_parser():
     d.add_argument("--format", choices=("svmlight", "csv", "npy", "npz"), help="default: from the file extension")
     d.add_argument("--test", help="held-out data (same format)")
     d.add_argument("--test-fraction", type=float, default=None,
-                   help="hold out this share of the training rows (default 0.2 for synthetic data, else 0)")
+                   help="hold out this share of the training rows (default 0.2 for built-in data, else 0)")
     d.add_argument("--n-features", type=int, help="svmlight: feature count (default: largest index seen)")
     d.add_argument("--label-column", type=int, default=0, help="csv/npy: column of the label (default 0)")
     m = p.add_argument_group("model")
@@ -47,6 +50,8 @@ def build_parser():
     m.add_argument("--alpha", type=float, default=1e-4, help="penalty strength (default %(default)s)")
     m.add_argument("--l1-ratio", type=float, default=0.0, help="L1 share of the penalty: 0 ridge .. 1 lasso")
     m.add_argument("--no-intercept", action="store_true")
+    m.add_argument("--standardize", action="store_true",
+                   help="train on standardized features (statistics over all ranks; sparse data is only scaled)")
     m.add_argument("--squared-hinge", action="store_true", help="svm: squared hinge loss")
     t = p.add_argument_group("training")
     t.add_argument("--strategy", choices=("sync", "local", "oneshot", "lbfgs"), default="sync")
@@ -65,7 +70,8 @@ def build_parser():
     t.add_argument("--tol", type=float, default=1e-10, help="lbfgs: tolerance")
     t.add_argument("--warm-start-epochs", type=int, default=0, help="lbfgs: averaged SGD epochs first")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--algorithm", default="auto", help="allreduce algorithm (default %(default)s)")
+    t.add_argument("--algorithm", default="auto", choices=("auto",) + tuple(ALGORITHMS["allreduce"]),
+                   help="allreduce algorithm (default %(default)s)")
     o = p.add_argument_group("checkpoints and output")
     o.add_argument("--checkpoint-dir", help="rank 0 writes checkpoints here")
     o.add_argument("--checkpoint-every", type=int, default=0, help="also every N updates (default: epochs only)")
@@ -149,7 +155,7 @@ def _load(args, comm):
     shard = load_shard(args.data, comm, args.format, args.n_features, args.label_column)
     fraction = args.test_fraction
     if fraction is None:
-        fraction = 0.2 if args.data.startswith("synthetic:") and not args.test else 0.0
+        fraction = 0.2 if args.data.startswith(("synthetic:", "sklearn:")) and not args.test else 0.0
     if fraction:
         return split_holdout(shard, fraction, args.seed, comm)
     if not args.test:
@@ -164,23 +170,34 @@ def _load(args, comm):
 
 
 def _fit(args, comm, shard, test, progress, stop_flag):
+    from mpiml.runtime.agree import raise_if_any
+    from mpiml.runtime.errors import ArgumentError
     from mpiml.sgd import LinearModel
 
-    est = LinearModel(
-        args.model, args.strategy, comm=comm, algorithm=args.algorithm, n_classes=args.classes,
-        fit_intercept=not args.no_intercept, squared_hinge=args.squared_hinge, checkpoint_dir=args.checkpoint_dir,
-        resume=args.resume, stop_at_update=args.stop_after_updates, progress=progress, stop_requested=stop_flag,
-        epochs=args.epochs,
-        batch_size=args.batch_size, accumulate=args.accumulate, lr=args.lr, schedule=args.schedule,
-        lr_decay=args.lr_decay, optimizer=args.optimizer, momentum=args.momentum, nesterov=args.nesterov,
-        alpha=args.alpha, l1_ratio=args.l1_ratio, sync_every=args.sync_every, seed=args.seed,
-        max_iter=args.max_iter, tol=args.tol, warm_start_epochs=args.warm_start_epochs,
-        checkpoint_every=args.checkpoint_every)
+    error = est = None
+    try:
+        est = _estimator(args, comm, progress, stop_flag, LinearModel)
+    except ArgumentError as exc:
+        error = exc
+    raise_if_any(error, comm)  # settings that cannot work: one clean message, exit status 2
     from mpiml.parallel.run import fit_function
 
     fit = fit_function(est, args, comm, shard.X, shard.y)  # est.fit, or training on a model-split grid
     return fit(shard.X, shard.y, None if test is None else test.X, None if test is None else test.y,
                where=shard.where, where_test=None if test is None else test.where)
+
+
+def _estimator(args, comm, progress, stop_flag, LinearModel):
+    return LinearModel(
+        args.model, args.strategy, comm=comm, algorithm=args.algorithm, n_classes=args.classes,
+        fit_intercept=not args.no_intercept, squared_hinge=args.squared_hinge, checkpoint_dir=args.checkpoint_dir,
+        resume=args.resume, stop_at_update=args.stop_after_updates, progress=progress, stop_requested=stop_flag,
+        standardize=args.standardize, epochs=args.epochs,
+        batch_size=args.batch_size, accumulate=args.accumulate, lr=args.lr, schedule=args.schedule,
+        lr_decay=args.lr_decay, optimizer=args.optimizer, momentum=args.momentum, nesterov=args.nesterov,
+        alpha=args.alpha, l1_ratio=args.l1_ratio, sync_every=args.sync_every, seed=args.seed,
+        max_iter=args.max_iter, tol=args.tol, warm_start_epochs=args.warm_start_epochs,
+        checkpoint_every=args.checkpoint_every)
 
 
 def _summary(args, comm, est, result, load_seconds, seconds) -> dict:

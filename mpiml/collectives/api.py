@@ -10,6 +10,8 @@ broadcast buffer (written in place) must be C-contiguous, else the call is refus
 
 from __future__ import annotations
 
+import hashlib
+import math
 import os
 
 import numpy as np
@@ -43,6 +45,34 @@ def _contiguous_input(x, name="x"):
     return np.ascontiguousarray(x)
 
 
+_checked_dtypes: dict = {}
+
+
+def _dtype_for(dtype, op):
+    """``check_dtype`` remembered per (dtype, op): the per-call path pays a dict lookup."""
+    key = (dtype, op)
+    try:
+        checked = _checked_dtypes.get(key)
+    except TypeError:  # a ReduceOp around an unhashable callable
+        return check_dtype(dtype, op)
+    if checked is None:
+        checked = _checked_dtypes[key] = check_dtype(dtype, op)
+    return checked
+
+
+_row_digests: dict = {}
+
+
+def _row_digest(tail, dtype) -> int:
+    """A 63-bit digest of a row shape and dtype, the same in every process."""
+    key = (tail, dtype)
+    digest = _row_digests.get(key)
+    if digest is None:
+        raw = hashlib.blake2b(repr((tail, dtype.str)).encode(), digest_size=8).digest()
+        digest = _row_digests[key] = int.from_bytes(raw, "little") >> 1
+    return digest
+
+
 def _output(out, shape, dtype, x=None, name="out"):
     """Validate a caller's ``out`` (or allocate one); ``out is x`` means in place."""
     if out is None:
@@ -53,20 +83,27 @@ def _output(out, shape, dtype, x=None, name="out"):
         raise ArgumentError(
             f"{name} has shape {out.shape} and dtype {out.dtype}; expected {tuple(shape)} and {dtype}"
         )
-    if not out.flags.c_contiguous or not out.flags.writeable:
+    flags = out.flags
+    if not flags.c_contiguous or not flags.writeable:
         raise ArgumentError(f"{name} must be a writeable C-contiguous array")
-    if x is not None and out is not x and np.shares_memory(out, x):
+    # Both are contiguous here, so overlapping address ranges mean shared elements.
+    if x is not None and out is not x and np.may_share_memory(out, x):
         raise ArgumentError(f"{name} overlaps the input without being the same array")
     return out
 
 
 def _agree(comm, error, check, signature):
-    """Raise local argument errors; in check mode, collectively and with a signature check."""
+    """Raise local argument errors; in check mode, collectively and with a signature check.
+
+    ``signature`` is a callable returning the tuple ranks must agree on: it is only built
+    in check mode (formatting a dtype costs more than a small message).
+    """
     if not _check_enabled(check):
         if error is not None:
             raise error
         return
     raise_if_any(error, comm)
+    signature = signature()
     signatures = comm.allgather(signature)
     if any(s != signatures[0] for s in signatures):
         lines = "; ".join(f"rank {r}: {s}" for r, s in enumerate(signatures))
@@ -109,12 +146,12 @@ def allreduce(x, op="sum", algorithm="auto", comm=None, out=None, check=None):
         in_place = out is not None and out is x
         x = _contiguous_input(x)
         op = resolve_op(op)
-        dtype = check_dtype(x.dtype, op)
+        dtype = _dtype_for(x.dtype, op)
         out = x if in_place else _output(out, x.shape, dtype, x)
         chosen = choose("allreduce", algorithm, x.nbytes, c.Get_size(), op.commutative)
     except ArgumentError as exc:
         error = exc
-    _agree(c, error, check, ("allreduce", getattr(op, "label", op), chosen, str(x.dtype), x.size))
+    _agree(c, error, check, lambda: ("allreduce", getattr(op, "label", op), chosen, str(x.dtype), x.size))
     if x.size == 0 or c.Get_size() == 1:
         if out is not x:
             np.copyto(out, x)
@@ -123,8 +160,7 @@ def allreduce(x, op="sum", algorithm="auto", comm=None, out=None, check=None):
     if chosen == "native":
         native.allreduce(c, flat_x, flat_out, op)
     elif chosen == "ring":
-        counts = block_counts(x.size, c.Get_size())
-        ring.allreduce(c, flat_x, flat_out, op, counts, _workspace(context))
+        ring.allreduce(c, flat_x, flat_out, op, _workspace(context))
     elif chosen == "recursive_doubling":
         doubling.allreduce(c, flat_x, flat_out, op, _workspace(context))
     elif chosen == "rabenseifner":
@@ -155,13 +191,13 @@ def reduce_scatter(x, op="sum", algorithm="auto", comm=None, counts=None, out=No
     try:
         x = _contiguous_input(x)
         op = resolve_op(op)
-        dtype = check_dtype(x.dtype, op)
+        dtype = _dtype_for(x.dtype, op)
         counts = block_counts(x.size, p, counts)
         out = _output(out, (int(counts[r]),), dtype, x)
         chosen = choose("reduce_scatter", algorithm, x.nbytes, p, op.commutative)
     except ArgumentError as exc:
         error = exc
-    _agree(c, error, check, ("reduce_scatter", getattr(op, "label", op), chosen, str(x.dtype),
+    _agree(c, error, check, lambda: ("reduce_scatter", getattr(op, "label", op), chosen, str(x.dtype),
                              x.size, None if counts is None else np.asarray(counts).tolist()))
     flat_x = x.reshape(-1)
     if p == 1 or x.size == 0:
@@ -191,23 +227,24 @@ def allgather(x, algorithm="auto", comm=None, out=None, check=None):
     error = None
     x = np.atleast_1d(_contiguous_input(x))
     try:
-        check_dtype(x.dtype)
+        _dtype_for(x.dtype, None)
     except ArgumentError as exc:
         error = exc
-    _agree(c, error, check, ("allgather", algorithm, str(x.dtype), x.shape[1:]))
-    # Every rank learns every rank's row count and row shape: the same data everywhere,
-    # so a mismatch is detected identically on all ranks.
-    shapes = c.allgather((x.shape, x.dtype.str)) if p > 1 else [(x.shape, x.dtype.str)]
-    tails = {(s[1:], d) for s, d in shapes}
-    if len(tails) > 1:
+    _agree(c, error, check, lambda: ("allgather", algorithm, str(x.dtype), x.shape[1:]))
+    # Every rank learns every rank's row count and a digest of its row shape and dtype:
+    # the same data everywhere, so a mismatch is detected identically on all ranks.
+    table = _workspace(context).get("allgather_rows", 2 * p, np.int64).reshape(p, 2)
+    c.Allgather(np.array([x.shape[0], _row_digest(x.shape[1:], x.dtype)], dtype=np.int64), table)
+    if (table[:, 1] != table[0, 1]).any():
+        shapes = c.allgather((x.shape, x.dtype.str))  # only to name the culprits
         err = MismatchError(
             "allgather needs the same trailing shape and dtype on every rank; got "
             + "; ".join(f"rank {i}: shape {s} dtype {d}" for i, (s, d) in enumerate(shapes))
         )
         err.collective = True
         raise err
-    rows = np.array([s[0] for s, _ in shapes], dtype=np.int64)
-    row_size = int(np.prod(x.shape[1:], dtype=np.int64))
+    rows = table[:, 0]
+    row_size = math.prod(x.shape[1:])
     out = _output(out, (int(rows.sum()), *x.shape[1:]), x.dtype)
     chosen = choose("allgather", algorithm, out.nbytes, p)
     counts = rows * row_size
@@ -235,14 +272,14 @@ def bcast(x, root=0, algorithm="auto", comm=None, segment_bytes=None, check=None
     try:
         if not isinstance(x, np.ndarray):
             raise ArgumentError(f"bcast writes in place and needs a numpy array, got {type(x).__name__}")
-        check_dtype(x.dtype)
+        _dtype_for(x.dtype, None)
         _output(x, x.shape, x.dtype, name="x")
         if not 0 <= int(root) < c.Get_size():
             raise ArgumentError(f"root {root} is not a rank of a communicator of size {c.Get_size()}")
         chosen = choose("bcast", algorithm, x.nbytes, c.Get_size())
     except ArgumentError as exc:
         error = exc
-    _agree(c, error, check, ("bcast", root, chosen, str(getattr(x, "dtype", None)), getattr(x, "size", None)))
+    _agree(c, error, check, lambda: ("bcast", root, chosen, str(getattr(x, "dtype", None)), getattr(x, "size", None)))
     flat = x.reshape(-1)
     if c.Get_size() == 1 or x.size == 0:
         return x
@@ -271,7 +308,7 @@ def reduce(x, root=0, op="sum", algorithm="auto", comm=None, out=None, check=Non
         in_place = out is not None and out is x
         x = _contiguous_input(x)
         op = resolve_op(op)
-        dtype = check_dtype(x.dtype, op)
+        dtype = _dtype_for(x.dtype, op)
         if not 0 <= int(root) < c.Get_size():
             raise ArgumentError(f"root {root} is not a rank of a communicator of size {c.Get_size()}")
         if is_root:
@@ -281,7 +318,7 @@ def reduce(x, root=0, op="sum", algorithm="auto", comm=None, out=None, check=Non
         chosen = choose("reduce", algorithm, x.nbytes, c.Get_size(), op.commutative)
     except ArgumentError as exc:
         error = exc
-    _agree(c, error, check, ("reduce", root, getattr(op, "label", op), chosen, str(x.dtype), x.size))
+    _agree(c, error, check, lambda: ("reduce", root, getattr(op, "label", op), chosen, str(x.dtype), x.size))
     if c.Get_size() == 1 or x.size == 0:
         if out is not None and out is not x:
             np.copyto(out, x)

@@ -4,72 +4,101 @@ Bandwidth-optimal (each rank sends 2(p-1)/p of the vector for allreduce) at the 
 2(p-1) latency steps. Every block is reduced on exactly one rank and then copied, so all
 ranks end with bitwise identical results. The reduction order around the ring depends on
 the rank, so these need a commutative operator.
+
+The per-step block ranges depend only on the counts, the rank and p: they are computed
+once (:func:`ring_schedule`) and kept in the workspace, so a call does no arithmetic on
+blocks and no numpy work beyond the messages and the reductions themselves.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from mpi4py import MPI
 
-from mpiml.collectives.layout import displacements
-from mpiml.collectives.workspace import msg
+from mpiml.collectives.layout import balanced_counts, displacements
 
 TAG_REDUCE_SCATTER = 11
 TAG_ALLGATHER = 12
 
 
-def _reduce_scatter_into(comm, x, acc, op, bounds, tmp, final_shift):
+def ring_schedule(counts, rank: int, shift: int) -> tuple[tuple[int, int, int, int], ...]:
+    """Per step, ``(send_lo, send_hi, recv_lo, recv_hi)`` in elements.
+
+    At step ``s`` the rank sends block ``(rank + shift - s) % p`` and receives block
+    ``(rank + shift - s - 1) % p``: a reduce-scatter with ``shift = final - 1`` leaves
+    block ``(rank + final) % p`` complete, an allgather with ``shift`` starts from the
+    block ``(rank + shift) % p`` the rank owns.
+    """
+    bounds = displacements(counts).tolist()
+    p = len(counts)
+    steps = []
+    for step in range(p - 1):
+        send, recv = (rank + shift - step) % p, (rank + shift - step - 1) % p
+        steps.append((bounds[send], bounds[send + 1], bounds[recv], bounds[recv + 1]))
+    return tuple(steps)
+
+
+def _reduce_scatter_into(comm, x, acc, op, schedule, tmp):
     """Ring reduce-scatter of ``x`` whose partial sums live in ``acc`` (same layout as x).
 
-    After it, the rank owns block ``(rank + final_shift) % p`` of ``acc`` fully reduced.
     The first step reads the rank's own block straight from ``x``, and each received
-    partial is combined as ``acc[b] = x[b] op received``, so no initial copy of ``x`` is
-    made; ``acc`` may be ``x`` itself (in place).
+    partial is combined with the rank's block of ``x``, so no initial copy of ``x`` is
+    made. Each block is received once: out of place, the partial arrives straight in
+    its place in ``acc`` and is combined there in place (one pass over memory less than
+    through ``tmp``, which only in-place calls need, as ``acc`` is then ``x`` itself).
     """
     p, r = comm.Get_size(), comm.Get_rank()
     right, left = (r + 1) % p, (r - 1) % p
-    for step in range(p - 1):
-        send_block = (r + final_shift - step - 1) % p
-        recv_block = (r + final_shift - step - 2) % p
-        source = x if step == 0 else acc
-        send = source[bounds[send_block]:bounds[send_block + 1]]
-        lo, hi = bounds[recv_block], bounds[recv_block + 1]
-        received = tmp[: hi - lo]
-        comm.Sendrecv(msg(send), right, TAG_REDUCE_SCATTER, msg(received), left, TAG_REDUCE_SCATTER)
-        op(x[lo:hi], received, out=acc[lo:hi])
+    byte, sendrecv = MPI.BYTE, comm.Sendrecv
+    direct = not np.may_share_memory(acc, x)  # in place, ``acc`` is a view of ``x``
+    source = x
+    for send_lo, send_hi, lo, hi in schedule:
+        received = acc[lo:hi] if direct else tmp[: hi - lo]
+        sendrecv([source[send_lo:send_hi], byte], right, TAG_REDUCE_SCATTER,
+                 [received, byte], left, TAG_REDUCE_SCATTER)
+        op(received, x[lo:hi], out=acc[lo:hi])  # commutative: the order of operands is free
+        source = acc
 
 
-def _allgather_blocks(comm, out, bounds, owned_shift):
-    """Ring allgather in place: the rank starts owning block ``(rank + owned_shift) % p``."""
+def _allgather_blocks(comm, out, schedule):
+    """Ring allgather in place, along ``schedule``."""
     p, r = comm.Get_size(), comm.Get_rank()
     right, left = (r + 1) % p, (r - 1) % p
-    for step in range(p - 1):
-        send_block = (r + owned_shift - step) % p
-        recv_block = (r + owned_shift - step - 1) % p
-        comm.Sendrecv(
-            msg(out[bounds[send_block]:bounds[send_block + 1]]), right, TAG_ALLGATHER,
-            msg(out[bounds[recv_block]:bounds[recv_block + 1]]), left, TAG_ALLGATHER,
-        )
+    byte, sendrecv = MPI.BYTE, comm.Sendrecv
+    for send_lo, send_hi, recv_lo, recv_hi in schedule:
+        sendrecv([out[send_lo:send_hi], byte], right, TAG_ALLGATHER,
+                 [out[recv_lo:recv_hi], byte], left, TAG_ALLGATHER)
 
 
-def allreduce(comm, x, out, op, counts, workspace):
-    """Ring allreduce of flat ``x`` into flat ``out`` (``out`` may be ``x``)."""
-    bounds = displacements(counts)
-    tmp = workspace.get("ring", int(counts.max()), x.dtype)
-    # The rank ends the reduce-scatter owning block rank+1, which the allgather starts from.
-    _reduce_scatter_into(comm, x, out, op, bounds, tmp, final_shift=1)
-    _allgather_blocks(comm, out, bounds, owned_shift=1)
+def allreduce(comm, x, out, op, workspace):
+    """Ring allreduce of flat ``x`` into flat ``out`` (``out`` may be ``x``), balanced blocks."""
+    p, r = comm.Get_size(), comm.Get_rank()
+
+    def build():
+        counts = balanced_counts(x.size, p)
+        # The rank ends the reduce-scatter owning block rank+1, which the allgather starts from.
+        return ring_schedule(counts, r, 0), ring_schedule(counts, r, 1), int(counts.max())
+
+    reduce_scatter_steps, allgather_steps, largest = workspace.plan(("ring_allreduce", x.size, p, r), build)
+    tmp = workspace.get("ring", largest, x.dtype)
+    _reduce_scatter_into(comm, x, out, op, reduce_scatter_steps, tmp)
+    _allgather_blocks(comm, out, allgather_steps)
     return out
 
 
 def reduce_scatter(comm, x, out, op, counts, workspace):
     """Ring reduce-scatter: ``out`` receives this rank's block (block ``rank``) of the sum."""
-    p, r = comm.Get_size(), comm.Get_rank()
-    bounds = displacements(counts)
-    largest = int(counts.max())
-    acc = workspace.get("ring_acc", int(bounds[-1]), x.dtype)
+    r = comm.Get_rank()
+
+    def build():
+        bounds = displacements(counts)
+        return ring_schedule(counts, r, -1), int(bounds[r]), int(bounds[r + 1]), int(counts.max())
+
+    steps, lo, hi, largest = workspace.plan(("ring_reduce_scatter", counts.tobytes(), r), build)
+    acc = workspace.get("ring_acc", x.size, x.dtype)
     tmp = workspace.get("ring", largest, x.dtype)
-    _reduce_scatter_into(comm, x, acc, op, bounds, tmp, final_shift=0)
-    np.copyto(out, acc[bounds[r]:bounds[r + 1]])
+    _reduce_scatter_into(comm, x, acc, op, steps, tmp)
+    np.copyto(out, acc[lo:hi])
     return out
 
 
@@ -78,5 +107,5 @@ def allgather(comm, local, out, counts):
     r = comm.Get_rank()
     bounds = displacements(counts)
     np.copyto(out[bounds[r]:bounds[r + 1]], local)
-    _allgather_blocks(comm, out, bounds, owned_shift=0)
+    _allgather_blocks(comm, out, ring_schedule(counts, r, 0))
     return out

@@ -1,28 +1,37 @@
 """The one place that decides which algorithm ``algorithm="auto"`` runs.
 
-The rule (documented in the README, measured on 2-core nodes with the pip MPICH wheel;
-the calibrated model of the benchmark issue will replace the fixed thresholds):
+The rule, in order:
 
-allreduce
-    p == 1: a local copy. Operator not commutative: ``native`` (the MPI library keeps
-    rank order). Below ``SMALL_BYTES``: ``native`` (Python's few microseconds per step
-    cannot beat the library on latency). From there: ``ring`` while p <= ``RING_MAX_RANKS``
-    (bandwidth-optimal, p - 1 steps each way), else ``rabenseifner`` (the same bytes in
-    2 log2 p steps).
-reduce_scatter, allgather
-    ``native`` below ``SMALL_BYTES`` of the whole vector, else ``ring``.
-bcast
-    ``native`` below ``SMALL_BYTES``, else ``pipeline`` once p > 2, else ``binomial``.
-reduce
-    ``native`` below ``SMALL_BYTES``, else ``binomial``.
+1. One rank: any (the call is a local copy). A non-commutative operator excludes
+   ``ring`` and ``rabenseifner``; for allreduce and reduce_scatter it means ``native``.
+2. A tuning file, if one is in use (:func:`set_tuning`, else the ``MPIML_TUNING``
+   environment variable), that has rules for this collective and rank count: the
+   algorithm measured fastest for this size range.
+3. Otherwise the cost model (:mod:`mpiml.collectives.model`, with the tuning file's
+   calibrated parameters if it has them, else the defaults measured on a 2-core node):
+   the algorithm predicted fastest, where a hand-written one must be predicted at
+   least 3% (``NATIVE_MARGIN``) faster than ``native`` to be picked (the library is
+   the safer choice where the model cannot tell them apart). With the defaults this
+   gives ``native`` for small messages (a Python step costs 2-4 us, the library's
+   whole small allreduce about 3 us) and the bandwidth-optimal algorithms for large
+   ones, whose out-of-place ``native`` pays an extra copy and, from 32 MiB, fresh page
+   faults. For allreduce at p = 2: ``native`` below about 1 KiB, ``recursive_doubling``
+   to about 85 KiB, ``ring`` above; ``mpiml model`` prints the table for any p.
+
+Decisions are computed once per (collective, rank count, operator kind, tuning) as a
+table of size ranges, so an ``auto`` call costs a dictionary lookup and a bisection.
+Every rank must see the same tuning file (as with ``MPIML_TUNING`` set for the whole
+job); ``check=True`` verifies that all ranks chose the same algorithm.
 """
 
 from __future__ import annotations
 
-from mpiml.runtime.errors import ArgumentError
+import bisect
+import os
 
-SMALL_BYTES = 64 * 1024
-RING_MAX_RANKS = 8
+from mpiml.collectives import model
+from mpiml.collectives.tuning import Tuning, load_tuning
+from mpiml.runtime.errors import ArgumentError
 
 ALGORITHMS = {
     "allreduce": ("native", "ring", "recursive_doubling", "rabenseifner", "tree"),
@@ -33,14 +42,56 @@ ALGORITHMS = {
 }
 # Algorithms whose combination order depends on the rank: they need op.commutative.
 NEEDS_COMMUTATIVE = {"ring", "rabenseifner"}
+# A hand-written algorithm replaces native only if predicted at most this fraction of its time.
+NATIVE_MARGIN = 0.97
+# The model's decision tables cover messages up to this size (larger ones use the last range).
+MAX_MODEL_BYTES = 1 << 40
+
+_explicit: Tuning | None = None
+_explicit_set = False
+_environment_path: str | None = None   # MPIML_TUNING as last read
+_from_environment: Tuning | None = None
+_tables: dict = {}
+
+
+def set_tuning(tuning=None) -> Tuning | None:
+    """Use a tuning file (a path, a :class:`Tuning`) for ``auto`` in this process.
+
+    ``set_tuning(None)`` goes back to ``MPIML_TUNING`` (or the model when it is unset).
+    Call it with the same file on every rank. Returns the tuning now in force.
+    """
+    global _explicit, _explicit_set, _environment_path
+    if tuning is None:
+        _explicit, _explicit_set, _environment_path = None, False, None
+    else:
+        _explicit = tuning if isinstance(tuning, Tuning) else load_tuning(tuning, ALGORITHMS)
+        _explicit_set = True
+    _tables.clear()
+    return current_tuning()
+
+
+def current_tuning() -> Tuning | None:
+    """The tuning ``auto`` uses now: :func:`set_tuning`'s, else ``MPIML_TUNING``'s, else None.
+
+    ``MPIML_TUNING`` is read at the first decision (and again after ``set_tuning(None)``),
+    not on every call: reading the environment costs as much as a small message step.
+    """
+    global _environment_path, _from_environment
+    if _explicit_set:
+        return _explicit
+    if _environment_path is None:
+        path = os.environ.get("MPIML_TUNING", "")
+        _from_environment = load_tuning(path, ALGORITHMS) if path else None
+        _environment_path = path
+    return _from_environment
 
 
 def choose(collective: str, algorithm: str, nbytes: int, size: int, commutative: bool = True) -> str:
     """The concrete algorithm for ``algorithm`` (a name, or ``"auto"``); refuses unknown
     names and order-dependent algorithms for non-commutative operators."""
-    known = ALGORITHMS[collective]
     if algorithm == "auto":
         return _auto(collective, nbytes, size, commutative)
+    known = ALGORITHMS[collective]
     if algorithm not in known:
         raise ArgumentError(
             f"unknown {collective} algorithm {algorithm!r}; expected 'auto' or one of {list(known)}"
@@ -54,12 +105,43 @@ def choose(collective: str, algorithm: str, nbytes: int, size: int, commutative:
 
 
 def _auto(collective, nbytes, size, commutative):
-    if nbytes < SMALL_BYTES or (not commutative and collective in ("allreduce", "reduce_scatter")):
+    tuning = current_tuning()
+    key = (collective, size, commutative, id(tuning))
+    table = _tables.get(key)
+    if table is None:
+        table = _tables[key] = _decision_table(collective, size, commutative, tuning)
+    starts, names = table
+    return names[bisect.bisect_right(starts, nbytes) - 1]
+
+
+def candidates(collective: str, commutative: bool = True) -> tuple[str, ...]:
+    """The algorithms ``auto`` may pick for this operator kind."""
+    if not commutative and collective in ("allreduce", "reduce_scatter"):
+        return ("native",)
+    return tuple(name for name in ALGORITHMS[collective] if commutative or name not in NEEDS_COMMUTATIVE)
+
+
+def model_winner(collective: str, nbytes: int, size: int, params=None, commutative: bool = True) -> str:
+    """The model's pick: the fastest prediction, native kept unless beaten by the margin."""
+    names = candidates(collective, commutative)
+    times = {name: model.predict(name, nbytes, size, params, collective=collective) for name in names}
+    fastest = min(names, key=times.get)
+    if "native" in times and times[fastest] > NATIVE_MARGIN * times["native"]:
         return "native"
-    if collective == "allreduce":
-        return "ring" if size <= RING_MAX_RANKS else "rabenseifner"
-    if collective == "bcast":
-        return "pipeline" if size > 2 else "binomial"
-    if collective == "reduce":
-        return "binomial"
-    return "ring"
+    return fastest
+
+
+def _decision_table(collective, size, commutative, tuning):
+    """``(starts, names)``: from ``starts[i]`` bytes on, ``names[i]`` runs."""
+    allowed = candidates(collective, commutative)
+    if tuning is not None and (collective, size) in tuning.rules:
+        starts, names = tuning.rules[(collective, size)]
+        return starts, tuple(name if name in allowed else "native" for name in names)
+    params = tuning.params if tuning is not None else None
+
+    def winner(nbytes):
+        return model_winner(collective, nbytes, size, params, commutative)
+
+    # An empty message is a no-op for every algorithm: it follows the 1-byte decision.
+    changes = model.crossovers(winner, 1, MAX_MODEL_BYTES)
+    return (0, *(at for at, _, _ in changes)), (winner(1), *(after for _, _, after in changes))

@@ -11,9 +11,36 @@ from mpiml.runtime.comm import private_comm
 from mpiml.runtime.errors import ArgumentError, DataError
 
 
+SKLEARN_SETS = ("breast_cancer", "iris", "wine", "digits", "diabetes")
+
+
+def _sklearn_rows(name: str, rank: int, size: int):
+    """Rows of a data set bundled inside scikit-learn (no download): ``sklearn:breast_cancer`` etc."""
+    if name not in SKLEARN_SETS:
+        raise DataError(f"unknown bundled data set; choose from {', '.join(SKLEARN_SETS)}", f"sklearn:{name}")
+    try:
+        import sklearn.datasets
+    except ImportError as exc:
+        raise DataError("needs scikit-learn: pip install 'mpiml[sklearn]'", f"sklearn:{name}") from exc
+    X, y = getattr(sklearn.datasets, f"load_{name}")(return_X_y=True)
+    lo, hi = synthetic.row_block(len(y), rank, size)
+    return np.ascontiguousarray(X[lo:hi], dtype=np.float64), y[lo:hi].astype(np.float64), lo, hi
+
+
 def load_shard(source: str, comm=None, fmt=None, n_features=None, label_column=0, delimiter=None,
                allow_empty=False) -> Shard:
-    """This rank's shard of ``source``: a file, a directory of shards, or ``synthetic:KIND,...``."""
+    """This rank's shard of ``source``: a file, a directory of shards, ``synthetic:KIND,...``,
+    or ``sklearn:NAME`` (a small data set bundled with scikit-learn, if installed)."""
+    if str(source).startswith("sklearn:"):
+        c = private_comm(comm)
+        error = shard = None
+        try:
+            X, y, lo, hi = _sklearn_rows(str(source).split(":", 1)[1], c.Get_rank(), c.Get_size())
+            shard = Shard(X, y, [str(source)], np.zeros(hi - lo, dtype=np.int64), np.arange(lo, hi) + 1)
+        except DataError as exc:
+            error = exc
+        raise_if_any(error, comm)
+        return shard
     if str(source).startswith("synthetic:"):
         error = None
         try:

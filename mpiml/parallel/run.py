@@ -111,11 +111,14 @@ def fit_grid(est, rows, cols, split, X, y, X_test=None, y_test=None, where=None,
 
     ``X, y`` are this rank's consecutive rows with every feature (as for ``est.fit``);
     they are redistributed over the grid first (:func:`mpiml.data.columns.to_grid`).
+    Labels, class counts and ``standardize`` are handled as by ``est.fit``.
     """
     from mpiml.data.columns import to_grid
     from mpiml.data.shard import Shard
     from mpiml.parallel.trainer import train_grid
-    from mpiml.sgd.estimator import _max_over, check_labels
+    from mpiml.runtime.errors import DataError
+    from mpiml.sgd import scaling
+    from mpiml.sgd.estimator import MAX_CLASSES, _max_over, check_labels
     from mpiml.sgd.models import make_model
 
     group = est._group()
@@ -123,18 +126,26 @@ def fit_grid(est, rows, cols, split, X, y, X_test=None, y_test=None, where=None,
     stats = _max_over(group, np.array([-np.min(y, initial=np.inf), np.max(y, initial=-np.inf)]))
     est.negative_label_ = -1.0 if -stats[0] < 0 else 0.0
     classes = est.n_classes or (int(stats[1]) + 1 if np.isfinite(stats[1]) else 2)
-    model = make_model(est.model_name, X.shape[1], max(classes, 2), est.fit_intercept, est.squared_hinge)
+    error = model = None
+    try:
+        if est.model_name == "softmax" and not est.n_classes and classes > MAX_CLASSES:
+            raise DataError(f"the largest label is {stats[1]:g}: more than {MAX_CLASSES} softmax classes; "
+                            f"pass n_classes (--classes) if that is really meant")
+        model = make_model(est.model_name, X.shape[1], max(classes, 2), est.fit_intercept, est.squared_hinge)
+        make_part(split, model.n_features, model.k, cols, 0)
+    except (ArgumentError, DataError) as exc:
+        error = exc
+    group.agree(error)
     est.model_ = model
     y_enc = check_labels(model, y, group, where)
     test_enc = None
     if X_test is not None:
         test_enc = check_labels(model, np.asarray(y_test, dtype=np.float64), group, where_test)
-    error = None
-    try:
-        make_part(split, model.n_features, model.k, cols, 0)
-    except ArgumentError as exc:
-        error = exc
-    group.agree(error)
+    standardize = getattr(est, "standardize", False)
+    if standardize:  # statistics of the whole rows, before they are cut into blocks
+        mean, scale = scaling.fit_scaler(X, group.allreduce)
+        X = scaling.transform(X, mean, scale)
+        X_test = None if X_test is None else scaling.transform(X_test, mean, scale)
     comms = GridComms.split(group.comm, rows, cols, est.algorithm)
     try:
         part = make_part(split, model.n_features, model.k, cols, comms.col)
@@ -149,6 +160,6 @@ def fit_grid(est, rows, cols, split, X, y, X_test=None, y_test=None, where=None,
     finally:
         comms.free()
     est.result_ = result
-    est.theta_ = result.theta
+    est.theta_ = scaling.unscale(model, result.theta, mean, scale) if standardize else result.theta
     est.history_ = result.history
     return est

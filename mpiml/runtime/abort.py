@@ -13,7 +13,8 @@ def run_or_abort(main, *args, **kwargs):
     """Call ``main(*args, **kwargs)``; on an uncaught exception end the whole MPI job.
 
     A collective :class:`MpimlError` (raised identically on every rank) ends each rank
-    with exit status 2 and a one-line message from rank 0. Any other exception prints a
+    with exit status 2 (3 for :class:`~mpiml.runtime.preempt.Preempted`) and a one-line
+    message from rank 0. Any other exception prints a
     rank-tagged traceback and calls ``MPI_Abort`` on COMM_WORLD, which brings every rank
     down within seconds instead of leaving the others blocked in a collective.
     """
@@ -25,10 +26,13 @@ def run_or_abort(main, *args, **kwargs):
         _abort(130, None)
     except MpimlError as exc:
         if exc.collective:
-            rank = _world_rank()
-            if rank in (0, None):
-                print(f"mpiml: error: {exc}", file=sys.stderr, flush=True)
-            sys.exit(2)
+            from mpiml.runtime.preempt import EXIT_PREEMPTED, Preempted
+
+            preempted = isinstance(exc, Preempted)
+            if _world_rank() in (0, None):
+                label = "preempted" if preempted else "error"
+                print(f"mpiml: {label}: {exc}", file=sys.stderr, flush=True)
+            sys.exit(EXIT_PREEMPTED if preempted else 2)
         _abort(1, exc)
     except BaseException as exc:  # noqa: BLE001 - anything else must bring the job down
         _abort(1, exc)

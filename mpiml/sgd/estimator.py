@@ -11,10 +11,13 @@ import numpy as np
 
 from mpiml.runtime.errors import ArgumentError, DataError
 from mpiml.runtime.files import load_npz, save_npz_atomic
+from mpiml.sgd import scaling
 from mpiml.sgd.config import TrainConfig
 from mpiml.sgd.group import Group
 from mpiml.sgd.models import make_model
 from mpiml.sgd.trainer import train
+
+MAX_CLASSES = 100_000  # beyond this a label is more likely a mistake than a class
 
 
 class LinearModel:
@@ -35,6 +38,9 @@ class LinearModel:
     n_classes : int, optional
         Softmax classes (default: the largest label on any rank plus one).
     fit_intercept, squared_hinge : bool
+    standardize : bool
+        Train on features standardized with statistics of all ranks (sparse: scaled
+        only); the fitted coefficients apply to the raw features.
     checkpoint_dir, resume, stop_at_update, progress, stop_requested
         Passed to :func:`mpiml.sgd.trainer.train`.
     **settings
@@ -53,12 +59,13 @@ class LinearModel:
 
     def __init__(self, model="logistic", strategy="sync", *, comm=None, algorithm="auto", allreduce=None,
                  n_classes=None, fit_intercept=True, squared_hinge=False, checkpoint_dir=None, resume=False,
-                 stop_at_update=None, progress=None, stop_requested=None, **settings):
+                 stop_at_update=None, progress=None, stop_requested=None, standardize=False, **settings):
         self.model_name, self.comm, self.algorithm, self.allreduce = model, comm, algorithm, allreduce
         self.n_classes, self.fit_intercept, self.squared_hinge = n_classes, fit_intercept, squared_hinge
         self.checkpoint_dir, self.resume, self.stop_at_update, self.progress = (
             checkpoint_dir, resume, stop_at_update, progress)
         self.stop_requested = stop_requested
+        self.standardize = standardize
         self.config = TrainConfig(strategy=strategy, **settings).validate()
 
     def _group(self):
@@ -79,15 +86,28 @@ class LinearModel:
         stats = _max_over(group, stats)
         self.negative_label_ = -1.0 if -stats[0] < 0 else 0.0
         classes = self.n_classes or (int(stats[1]) + 1 if np.isfinite(stats[1]) else 2)
-        self.model_ = make_model(self.model_name, X.shape[1], max(classes, 2), self.fit_intercept,
-                                 self.squared_hinge)
+        error = None
+        try:
+            if self.model_name == "softmax" and not self.n_classes and classes > MAX_CLASSES:
+                raise DataError(f"the largest label is {stats[1]:g}: more than {MAX_CLASSES} softmax classes; "
+                                f"pass n_classes (--classes) if that is really meant")
+            self.model_ = make_model(self.model_name, X.shape[1], classes, self.fit_intercept, self.squared_hinge)
+        except (ArgumentError, DataError) as exc:
+            error = exc
+        group.agree(error)
         y_enc = check_labels(self.model_, y, group, where)
         test = None
         if X_test is not None:
             test = (X_test, check_labels(self.model_, np.asarray(y_test, dtype=np.float64), group, where_test))
+        if self.standardize:
+            mean, scale = scaling.fit_scaler(X, group.allreduce)
+            X = scaling.transform(X, mean, scale)
+            test = None if test is None else (scaling.transform(test[0], mean, scale), test[1])
         self.result_ = train(self.model_, X, y_enc, self.config, group, test, self.checkpoint_dir, self.resume,
                              self.stop_at_update, self.progress, self.stop_requested)
         self.theta_ = self.result_.theta
+        if self.standardize:
+            self.theta_ = scaling.unscale(self.model_, self.theta_, mean, scale)
         self.history_ = self.result_.history
         return self
 

@@ -274,7 +274,8 @@ def train(model: Model, X, y, config: TrainConfig, group, test=None, checkpoint_
         ``stop_requested() -> bool`` on this rank (e.g. a signal arrived). The ranks'
         votes travel with the next exchange; all then stop after the same update,
         checkpoint, and return ``interrupted=True``. ``sync`` stops after the current
-        update, ``local`` at the next model average, ``oneshot`` at the end of the epoch.
+        update, ``local`` at the next model average, ``oneshot`` at the end of the epoch;
+        ``lbfgs`` runs to the end.
     progress : Progress, optional
         Told ``update(epoch, step, steps, batch_loss)`` after every update and
         ``epoch(record)`` after every epoch (pass one on rank 0 only).
@@ -325,7 +326,8 @@ def _train_lbfgs(run: _Run, resumed) -> TrainResult:
     start = time.perf_counter()
     if cfg.warm_start_epochs and resumed is None:
         # Vowpal Wabbit's recipe: an averaged SGD pass gives L-BFGS a good start.
-        warm = TrainConfig(**{**cfg.as_dict(), "strategy": "oneshot", "epochs": cfg.warm_start_epochs})
+        warm = TrainConfig(**{**cfg.as_dict(), "strategy": "oneshot", "epochs": cfg.warm_start_epochs,
+                              "checkpoint_every": 0})  # no per-rank checkpoints of the warm start
         saved_cfg, run.cfg = run.cfg, warm
         while run.epoch < warm.epochs:
             run.local_epoch(None)

@@ -82,3 +82,18 @@ def test_multidimensional_and_noncontiguous_input():
         result = mpiml.allreduce(x, algorithm=algorithm)
         assert result.shape == (6, 5)
         assert np.array_equal(result, np.ascontiguousarray(x) / (comm.rank + 1) * (comm.size * (comm.size + 1) // 2))
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_every_algorithm_op_and_dtype(algorithm, dtype):
+    """The full cross product, deterministically (hypothesis above samples it)."""
+    comm = MPI.COMM_WORLD
+    for op in ops_for(dtype):
+        for n in (comm.size - 1, 13):
+            x = make_input(n, dtype, op, 1000 * n + comm.rank)
+            gathered = comm.allgather(x)
+            result = mpiml.allreduce(x, op=op, algorithm=algorithm)
+            ok, why = within_bound(result, gathered, op)
+            agree_on_all_ranks(comm, ok, f"{op}: {why}")

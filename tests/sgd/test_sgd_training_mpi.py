@@ -174,3 +174,17 @@ def test_sparse_softmax_estimator_predicts_like_its_coefficients():
     expected = np.argmax(X @ est.coef_ + est.intercept_, axis=1)
     agree(COMM, np.array_equal(est.predict(X), expected))
     agree(COMM, est.score(X, y) > 0.6, est.score(X, y))
+
+
+@pytest.mark.mpi
+def test_standardized_training_gives_a_model_of_the_raw_features():
+    (X, y), _ = block("synthetic:classification,n=1500,d=4,separation=2")
+    skew = np.array([1000.0, 0.01, 1.0, 50.0]), np.array([5.0, -3.0, 0.0, 100.0])
+    X_raw = X * skew[0] + skew[1]
+    # unpenalized logistic regression is affine invariant: the same optimum either way
+    plain = LinearModel("logistic", "lbfgs", comm=COMM, alpha=0.0, tol=1e-12).fit(X, y)
+    scaled = LinearModel("logistic", "lbfgs", comm=COMM, alpha=0.0, tol=1e-12, standardize=True).fit(X_raw, y)
+    agree(COMM, np.allclose(scaled.coef_ * skew[0], plain.coef_, rtol=1e-4, atol=1e-6),
+          f"{scaled.coef_ * skew[0]} vs {plain.coef_}")
+    agree(COMM, np.array_equal(scaled.predict(X_raw), plain.predict(X)) or
+          np.mean(scaled.predict(X_raw) != plain.predict(X)) < 0.002)

@@ -118,3 +118,15 @@ def test_sigusr1_stops_with_a_checkpoint_and_status_3(tmp_path):
     assert "stopped after" in out and (ckpt / "manifest.json").exists()
     manifest = json.loads((ckpt / "manifest.json").read_text())
     assert 0 < manifest["updates"] < 500 * 313
+
+
+def test_bundled_scikit_learn_data_with_standardization(tmp_path):
+    import pytest
+
+    pytest.importorskip("sklearn", reason="the sklearn: data sets need scikit-learn (extra 'sklearn')")
+    result = mpiml(2, "sgd", "--data", "sklearn:breast_cancer", "--standardize", "--epochs", 10,
+                   "--batch-size", 32, "--lr", 0.1, "--json")
+    assert result.returncode == 0, result.describe()
+    assert last_json(result)["test_accuracy"] > 0.9
+    bad = mpiml(2, "sgd", "--data", "sklearn:no_such_set")
+    assert bad.returncode == 2 and "sklearn:no_such_set: unknown bundled data set" in bad.stderr, bad.describe()

@@ -1,0 +1,134 @@
+"""``mpiml bench``: time mpiml's collectives against the MPI library's own, OSU-style."""
+
+from __future__ import annotations
+
+import argparse
+
+from mpiml.cli.output import emit_json, say
+from mpiml.runtime.errors import ArgumentError
+
+DEFAULT_SIZES = "8:64M:4"
+QUICK_SIZES = "8:1M:16"
+
+EPILOG = """timing: a barrier before every call; one call's time is the maximum over ranks;
+median/min/max over iterations. Algorithms are interleaved (every algorithm once per
+iteration), and x_native is the median time divided by native's in the same run.
+algbw = size / time; busbw = algbw * 2(p-1)/p (allreduce), (p-1)/p (reduce_scatter,
+allgather), 1 (bcast, reduce): the nccl-tests definitions. GB/s = 1e9 bytes/s.
+
+examples:
+  mpiexec -n 4 mpiml bench allreduce --quick
+  mpiexec -n 2 mpiml bench allreduce --sizes 8:256M --check --json
+  mpiexec -n 2 mpiml bench allgather --algorithms ring,native --csv ag.csv --plot ag.png
+"""
+
+
+def build_parser():
+    from mpiml.perf.workloads import COLLECTIVES
+
+    parser = argparse.ArgumentParser(
+        prog="mpiml bench", description="Benchmark a collective over a range of message sizes.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("collective", choices=COLLECTIVES)
+    parser.add_argument("--sizes", default=None,
+                        help=f"bytes: FROM:TO[:FACTOR] or a comma list, units K/M/G (default {DEFAULT_SIZES})")
+    parser.add_argument("--algorithms", default="all", help="'all' or a comma list, e.g. ring,native,auto")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--op", default="sum", choices=("sum", "prod", "min", "max"))
+    parser.add_argument("--iters", type=int, default=None, help="timed iterations per size (default: --min-time)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed rounds per size (default 2)")
+    parser.add_argument("--min-time", type=float, default=0.1,
+                        help="seconds of timed calls per algorithm and size when --iters is not given (default 0.1)")
+    parser.add_argument("--max-iters", type=int, default=1000)
+    parser.add_argument("--in-place", action="store_true", help="allreduce/reduce with out=x")
+    parser.add_argument("--check", action="store_true", help="verify every algorithm against native (bitwise)")
+    parser.add_argument("--tuning", metavar="FILE",
+                        help="tuning file for 'auto' (default: $MPIML_TUNING, else the model)")
+    parser.add_argument("--quick", action="store_true", help=f"a short run: sizes {QUICK_SIZES}, --min-time 0.02")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    parser.add_argument("--csv", metavar="FILE", help="also write the results as CSV")
+    parser.add_argument("--plot", metavar="FILE.png", help="also plot busbw against size (needs matplotlib)")
+    return parser
+
+
+def resolve_algorithms(collective: str, spec: str) -> list[str]:
+    """``all`` (every algorithm and ``auto``) or a comma list validated against the collective."""
+    from mpiml.collectives.select import ALGORITHMS
+
+    known = ["auto", *ALGORITHMS[collective]]
+    if spec == "all":
+        return [name for name in ALGORITHMS[collective]] + ["auto"]
+    names = [name.strip() for name in spec.split(",") if name.strip()]
+    unknown = [name for name in names if name not in known]
+    if unknown or not names:
+        raise ArgumentError(f"unknown {collective} algorithm(s) {unknown}; choose from {known} or 'all'")
+    return list(dict.fromkeys(names))
+
+
+def main(argv=None) -> int:
+    import numpy as np
+    from mpi4py import MPI
+
+    from mpiml.perf import report
+    from mpiml.perf.harness import Schedule, run_benchmark
+    from mpiml.perf.machine import conditions, warning
+    from mpiml.perf.sizes import parse_sizes
+    from mpiml.runtime.agree import raise_if_any
+
+    args = build_parser().parse_args(argv)
+    comm = MPI.COMM_WORLD
+    error = None
+    try:
+        sizes = parse_sizes(args.sizes or (QUICK_SIZES if args.quick else DEFAULT_SIZES))
+        algorithms = resolve_algorithms(args.collective, args.algorithms)
+        dtype = np.dtype(args.dtype)
+        if dtype.kind not in "iuf":
+            raise ArgumentError(f"--dtype {dtype} is not an integer or floating type")
+        if args.iters is not None and args.iters < 1:
+            raise ArgumentError("--iters must be at least 1")
+        if args.tuning:
+            from mpiml.collectives.select import set_tuning
+
+            set_tuning(args.tuning)
+        if args.plot:
+            report.require_matplotlib()  # before minutes of measuring, not after
+    except (ArgumentError, TypeError) as exc:
+        error = exc if isinstance(exc, ArgumentError) else ArgumentError(str(exc))
+    raise_if_any(error, comm)
+    schedule = Schedule(iters=args.iters, warmup=max(args.warmup, 0),
+                        min_time=0.02 if args.quick else args.min_time, max_iters=args.max_iters,
+                        min_iters=3 if args.quick else 5)
+    header = (f"# mpiml bench {args.collective}: {comm.Get_size()} ranks, dtype {dtype}, op {args.op}, "
+              f"{'in place' if args.in_place else 'out of place'}; times in microseconds, max over ranks")
+    facts = conditions(comm)
+    if not args.json:
+        say(header)
+        if warning(facts):
+            say(warning(facts))
+        say(report.fixed_width(report.TABLE_HEADERS))
+
+    def show(size_records):
+        if not args.json:
+            say("\n".join(report.fixed_width(row) for row in report.table_rows(size_records)))
+
+    records = run_benchmark(args.collective, sizes, algorithms, dtype=dtype, op=args.op,
+                            in_place=args.in_place, check=args.check, schedule=schedule, comm=comm,
+                            on_size=show)
+    error = None
+    if comm.Get_rank() == 0:
+        try:
+            if args.csv:
+                report.write_csv(args.csv, records)
+            if args.plot:
+                report.write_plot(args.plot, records, title=f"mpiml bench {args.collective}, p={comm.Get_size()}")
+        except (ArgumentError, OSError) as exc:
+            error = exc if isinstance(exc, ArgumentError) else ArgumentError(f"cannot write output: {exc}")
+    raise_if_any(error, comm)
+    wrong = [f"{r['algorithm']}@{r['bytes']}" for r in records if r["correct"] is False]
+    if args.json:
+        emit_json({"collective": args.collective, "ranks": comm.Get_size(), "dtype": str(dtype), "op": args.op,
+                   "in_place": args.in_place, "checked": args.check, "all_correct": not wrong if args.check else None,
+                   "mpi_library": MPI.Get_library_version().strip().splitlines()[0], "conditions": facts, "results": records})
+    elif wrong:
+        say(f"# WRONG results: {', '.join(wrong)}")
+    return 1 if wrong else 0

@@ -1,0 +1,176 @@
+"""``mpiml slurm``: job scripts from the templates in ``slurm/``, submission, the job's view.
+
+``list``, ``render``, ``submit`` and ``gather`` run on a login node (no launcher needed);
+``env`` runs inside a job, under ``srun`` or ``mpiexec``, to show where every rank landed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mpiml.cli.output import emit_json, say, table
+from mpiml.runtime.errors import MpimlError
+
+EPILOG = """examples:
+  mpiml slurm list
+  mpiml slurm render single-node --ntasks-per-node 8 --time 1:00:00 -- mpiml info > job.sbatch
+  mpiml slurm submit preemptible --time 4:00:00 --venv $PWD/.venv -- mpiml sgd train --resume ...
+  mpiml slurm gather sweep-1234
+  srun mpiml slurm env            (inside a job: which node, task and threads every rank got)
+"""
+
+# sbatch long options offered directly (most jobs need no others; --sbatch adds any).
+HEADER_OPTIONS = {
+    "nodes": "number of nodes",
+    "ntasks": "total MPI ranks (a template's --ntasks-per-node then caps the ranks per node)",
+    "ntasks-per-node": "MPI ranks per node",
+    "cpus-per-task": "cores (threads) per rank",
+    "time": "time limit: M, M:S, H:M:S, D-H, D-H:M or D-H:M:S",
+    "partition": "partition (queue)",
+    "account": "account charged",
+    "qos": "quality of service",
+    "job-name": "job name",
+    "output": "log file pattern (%%x name, %%j job id, %%A array job, %%a array task)",
+    "mem": "memory per node, e.g. 16G",
+    "array": "array indices, e.g. 0-9%%4",
+    "dependency": "e.g. afterok:1234",
+    "signal": "e.g. B:USR1@120",
+}
+
+
+def _add_render_arguments(parser):
+    parser.add_argument("template", help="template name (see `mpiml slurm list`) or a template file")
+    group = parser.add_argument_group("#SBATCH options (override the template's)")
+    for name, text in HEADER_OPTIONS.items():
+        group.add_argument(f"--{name}", dest=name.replace("-", "_"), metavar="VALUE", help=text)
+    group.add_argument("--sbatch", action="append", default=[], metavar="NAME[=VALUE]",
+                       help="any other sbatch long option, e.g. --sbatch exclusive --sbatch mail-type=END")
+    parser.add_argument("--venv", metavar="DIR", help="virtual environment the job activates (unless MPIML_VENV "
+                        "is set when submitting)")
+    parser.add_argument("--out", metavar="FILE", help="write the script to FILE (render: instead of stdout)")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="mpiml slurm", description="Slurm job scripts from mpiml's templates, and submitting them. "
+        "Put the command every rank runs after `--`.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    commands.add_parser("list", help="the templates and what each is for")
+    render = commands.add_parser("render", help="print (or --out) a ready job script: TEMPLATE [options] -- COMMAND")
+    _add_render_arguments(render)
+    submit = commands.add_parser("submit", help="render, then sbatch it; prints the job id")
+    _add_render_arguments(submit)
+    submit.add_argument("--after", metavar="JOBID", help="start only after job JOBID succeeded (afterok)")
+    submit.add_argument("--json", action="store_true", help='print {"job_id": ...}')
+    gather = commands.add_parser("gather", help="one table of a sweep's results (the sweep template's folder)")
+    gather.add_argument("directory")
+    gather.add_argument("--json", action="store_true", help="print one JSON object with the rows")
+    env = commands.add_parser("env", help="inside a job: every rank's Slurm task, node and threads")
+    env.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser
+
+
+def _options(args) -> dict:
+    options = {name: getattr(args, name.replace("-", "_")) for name in HEADER_OPTIONS}
+    options = {name: value for name, value in options.items() if value is not None}
+    for item in args.sbatch:
+        name, sep, value = item.lstrip("-").partition("=")
+        options[name] = value if sep else None
+    if getattr(args, "after", None):
+        options["dependency"] = f"afterok:{args.after}"
+    return options
+
+
+def _render(args, command) -> str:
+    import os
+
+    from mpiml.runtime.files import atomic_write
+    from mpiml.slurm import templates
+    from mpiml.slurm.render import render_script
+
+    path = templates.find(args.template)
+    # The job may start in another folder: make the environment's path absolute, ~ expanded.
+    venv = os.path.abspath(os.path.expanduser(args.venv)) if args.venv else None
+    script = render_script(path.read_text(), _options(args), command or None, venv)
+    if args.out:
+        with atomic_write(args.out, "w") as handle:
+            handle.write(script)
+    return script
+
+
+def _list() -> None:
+    from mpiml.slurm import templates
+
+    found = templates.available()
+    if not found:
+        say("no templates found (set MPIML_SLURM_TEMPLATES to a folder of *.sbatch files)")
+        return
+    say(table([(name, templates.summary(path)) for name, path in found.items()], ("template", "what it is for")))
+
+
+def _gather(args) -> None:
+    from mpiml.slurm.gather import cell, columns, gather
+
+    rows = gather(args.directory)
+    if args.json:
+        emit_json({"rows": rows})
+    else:
+        keys = columns(rows)
+        say(table([[cell(row.get(key)) for key in keys] for row in rows], keys))
+
+
+def _env(args) -> None:
+    import os
+
+    from mpi4py import MPI
+
+    from mpiml.slurm.env import slurm_env
+
+    from mpiml.cli.info import blas_threads
+
+    comm = MPI.COMM_WORLD
+    mine = {"rank": comm.rank, "host": MPI.Get_processor_name(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+            "blas_threads": max(blas_threads().values(), default=None), **slurm_env().as_dict()}
+    everyone = comm.gather(mine, root=0)
+    if comm.rank != 0:
+        return
+    if args.json:
+        emit_json({"size": comm.size, "ranks": everyone})
+        return
+    keys = ["rank", "host", "nodename", "nodeid", "procid", "localid", "ntasks", "cpus_per_task",
+            "omp_num_threads", "blas_threads", "run_id", "restart_count"]
+    say(table([["-" if row[key] is None else row[key] for key in keys] for row in everyone], keys))
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, command = argv[:cut], argv[cut + 1:]
+    args = build_parser().parse_args(argv)
+    try:
+        if args.action == "list":
+            _list()
+        elif args.action == "render":
+            script = _render(args, command)
+            if not args.out:
+                say(script.rstrip("\n"))
+        elif args.action == "submit":
+            from mpiml.slurm.submit import sbatch
+
+            job_id = sbatch(_render(args, command))
+            if args.json:
+                emit_json({"job_id": job_id})
+            else:
+                say(job_id)
+        elif args.action == "gather":
+            _gather(args)
+        else:
+            _env(args)
+    except MpimlError as exc:
+        say(f"mpiml slurm {args.action}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0

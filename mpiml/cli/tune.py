@@ -1,0 +1,120 @@
+"""``mpiml tune``: calibrate the cost model on this machine and write a tuning file."""
+
+from __future__ import annotations
+
+import argparse
+
+from mpiml.cli.output import emit_json, say, table
+
+DEFAULT_SIZES = "8:64M:8"
+
+EPILOG = """Measures: one-way latency and per-byte time by ping-pong (within a node, and between
+nodes when the ranks span several), numpy's reduction and copy rates per dtype, and the
+Python cost of one algorithm step and of one mpiml call. Then times every algorithm of
+each collective on a size grid, at each rank count of --ranks (the first N ranks), and
+writes the measured winners per size range and rank count, with the fitted parameters.
+
+Use the file with MPIML_TUNING=FILE (every rank must read the same file), or
+mpiml.collectives.select.set_tuning(FILE). Rank counts the file has no rules for use the
+model with the file's parameters.
+
+examples:
+  mpiexec -n 2 mpiml tune --explain
+  mpiexec -n 4 mpiml tune --ranks 2,3,4 --out cluster-tuning.json
+"""
+
+
+def build_parser():
+    from mpiml.perf.workloads import COLLECTIVES
+
+    parser = argparse.ArgumentParser(prog="mpiml tune", description=__doc__.split(":", 1)[1].strip(),
+                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="mpiml-tuning.json", help="tuning file to write (default %(default)s)")
+    parser.add_argument("--sizes", default=DEFAULT_SIZES, help="size grid (default %(default)s)")
+    parser.add_argument("--collectives", default=",".join(COLLECTIVES), help="comma list (default: all)")
+    parser.add_argument("--ranks", default=None, help="rank counts to measure (default: all ranks)")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--min-time", type=float, default=0.05,
+                        help="seconds per algorithm and size, over all passes (default 0.05)")
+    parser.add_argument("--max-iters", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="passes over the grid; a size's time is the median over passes (default 3)")
+    parser.add_argument("--explain", action="store_true",
+                        help="print predicted against measured time, and efficiency against the lower bound")
+    parser.add_argument("--json", action="store_true", help="print the tuning document as one JSON object")
+    return parser
+
+
+def _explain_table(rows):
+    from mpiml.perf.sizes import format_bytes
+
+    lines = []
+    for row in rows:
+        lines.append((row["collective"], row["ranks"], format_bytes(row["bytes"]), row["algorithm"],
+                      f"{row['predicted_seconds'] * 1e6:.1f}", f"{row['time_median_seconds'] * 1e6:.1f}",
+                      f"{row['measured_over_predicted']:.2f}",
+                      "-" if row["efficiency"] is None else f"{row['efficiency']:.2f}"))
+    return table(lines, ("collective", "ranks", "size", "algorithm", "predicted_us", "measured_us",
+                         "measured/predicted", "efficiency"))
+
+
+def main(argv=None) -> int:
+    import numpy as np
+    from mpi4py import MPI
+
+    from mpiml.perf.harness import Schedule
+    from mpiml.perf.sizes import format_bytes, parse_sizes
+    from mpiml.perf.tune import tune, write_tuning
+    from mpiml.perf.workloads import COLLECTIVES
+    from mpiml.runtime.agree import raise_if_any
+    from mpiml.runtime.errors import ArgumentError
+
+    args = build_parser().parse_args(argv)
+    comm = MPI.COMM_WORLD
+    error = None
+    try:
+        sizes = parse_sizes(args.sizes)
+        collectives = [c.strip() for c in args.collectives.split(",") if c.strip()]
+        unknown = [c for c in collectives if c not in COLLECTIVES]
+        if unknown or not collectives:
+            raise ArgumentError(f"--collectives: unknown {unknown}; choose from {list(COLLECTIVES)}")
+        try:
+            ranks = sorted({int(r) for r in args.ranks.split(",")}) if args.ranks else [comm.Get_size()]
+        except ValueError:
+            raise ArgumentError(f"--ranks must be a comma list of integers, got {args.ranks!r}") from None
+        if not all(1 <= r <= comm.Get_size() for r in ranks):
+            raise ArgumentError(f"--ranks must be between 1 and the job's {comm.Get_size()} ranks, got {ranks}")
+        dtype = np.dtype(args.dtype)
+    except (ArgumentError, TypeError) as exc:
+        error = exc if isinstance(exc, ArgumentError) else ArgumentError(str(exc))
+    raise_if_any(error, comm)
+    if not args.json:
+        say(f"# mpiml tune: {comm.Get_size()} ranks, sizes {', '.join(format_bytes(s) for s in sizes)}, "
+            f"rank counts {ranks}; this takes a while")
+    schedule = Schedule(min_time=args.min_time / max(args.repeats, 1), max_iters=args.max_iters, min_iters=3)
+    document = tune(comm, sizes, collectives, ranks, schedule, dtype=dtype, repeats=max(args.repeats, 1))
+    error = None
+    if comm.Get_rank() == 0:
+        try:
+            write_tuning(args.out, document)
+        except OSError as exc:
+            error = ArgumentError(f"cannot write {args.out}: {exc}")
+    raise_if_any(error, comm)
+    if args.json:
+        emit_json(document)
+        return 0
+    params = document["params"]
+    say("# fitted parameters: " + ", ".join(
+        f"{k}={v:.3g}" for k, v in params.items() if isinstance(v, float)))
+    if not document["calibration"]["pairs"]:
+        say("# one rank: no ping-pong, alpha and beta keep their defaults")
+    if args.explain:
+        say(_explain_table(document["measurements"]))
+        say("# efficiency = model lower bound (Chan et al. 2007, no Python costs) / measured time")
+    say("# measured winners (from this size up):")
+    for collective, by_p in document["rules"].items():
+        for p, ranges in by_p.items():
+            say(f"  {collective} p={p}: " + "; ".join(f"{format_bytes(r['min_bytes'])}: {r['algorithm']}"
+                                                     for r in ranges))
+    say(f"# wrote {args.out}; use it with MPIML_TUNING={args.out}")
+    return 0

@@ -1,0 +1,295 @@
+"""Alpha-beta-gamma cost model of every collective algorithm in mpiml (pure functions).
+
+The model of Hockney, as used by Thakur, Rabenseifner & Gropp (2005) and Chan et al.
+(2007): sending one message of ``m`` bytes costs ``alpha + m * beta``; reducing ``m``
+bytes costs ``m * gamma``. On top of it, two costs that decide the small-message end for
+Python-driven algorithms:
+
+``step_overhead``
+    the Python time of one communication step of a hand-written algorithm (an mpi4py
+    call, slicing, a ufunc call): 2-4 us, much larger than the library's own ``alpha``.
+``call_overhead``
+    the fixed Python time of one ``mpiml`` call (argument checks, dispatch), paid by every
+    algorithm, ``native`` included.
+
+Notation below: ``n`` bytes, ``p`` ranks, ``q`` the largest power of two <= p,
+``L = log2 q``, ``c(p) = ceil(log2 p)``, ``a = alpha + step_overhead``.
+
+Assumptions (where the model is known to be wrong):
+
+* One uniform link: every pair of ranks has the same ``alpha`` and ``beta`` (between
+  nodes when the job spans nodes). Hierarchy (fast shared memory inside a node, slower
+  network between) is not modelled; a ring across 1,000 nodes is priced at the
+  inter-node rate for all of its steps, which is right for the ring but pessimistic
+  for tree algorithms that could keep early steps inside a node.
+* No contention: a rank sends and receives at once at full rate, and concurrent pairs
+  do not slow each other. On a node whose ranks share memory bandwidth (all ranks of
+  a 2-core machine), large-message rates degrade when more ranks than cores run.
+* ``native`` is priced as one Python step (the mpi4py call) plus the better of the
+  textbook algorithms the MPI library picks from (recursive doubling or Rabenseifner
+  for allreduce, etc.) at ``alpha`` per step, plus a copy of the input for
+  out-of-place calls, a page-fault cost per byte from ``fault_bytes`` up (MPICH and
+  Open MPI fault in a fresh temporary buffer per call), plus a measured extra cost per byte per collective
+  (``native_extra``: internal copies the textbook formula lacks). The library's real
+  thresholds differ; the model does not follow them exactly.
+* The pipelined broadcast with segment ``s`` bytes takes ``p - 2 + ceil(n / s)`` steps
+  of one segment each.
+* Noise, OS jitter, synchronisation skew and cache effects (a message that fits in
+  cache moves faster than ``beta``) are not modelled.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+
+FAULT_BYTES = 32 << 20  # glibc's largest dynamic mmap threshold: temporaries above it are fresh pages
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    """Machine parameters, in seconds and seconds per byte.
+
+    The defaults were fitted by ``mpiml tune`` on a 2-core VM with the pip MPICH wheel
+    (shared memory, p = 2, rounded); ``mpiml tune`` measures them for a real machine.
+    """
+
+    alpha: float = 1.1e-6            # library latency per message
+    beta: float = 1.2e-10            # per byte sent (about 8 GB/s through shared memory)
+    gamma: float = 0.6e-10           # per byte reduced, numpy ufunc with out=
+    copy: float = 0.3e-10            # per byte copied locally (np.copyto)
+    step_overhead: float = 1.5e-6    # Python time of one step of a hand-written algorithm
+    call_overhead: float = 2.5e-6    # Python time of one mpiml call
+    native_fault: float = 3.0e-10    # per byte, native allreduce/reduce temporaries from fault_bytes up
+    fault_bytes: int = FAULT_BYTES
+    segment_bytes: int = 1 << 20     # pipeline broadcast segment
+    gamma_by_dtype: dict = field(default_factory=lambda: {"float16": 1.6e-9})  # dtype name -> gamma
+    # Per collective, what the MPI library spends per byte beyond the textbook algorithm
+    # (internal copies, temporaries), fitted by ``mpiml tune`` from messages of 1 MiB and up.
+    native_extra: dict = field(default_factory=lambda: {"allreduce": 1.2e-10, "reduce": 1.2e-9,
+                                                        "allgather": 3.4e-10})
+
+    def gamma_for(self, dtype) -> float:
+        return float(self.gamma_by_dtype.get(str(dtype), self.gamma)) if dtype is not None else self.gamma
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "ModelParams":
+        """Parameters from a dict (unknown keys refused, missing ones default)."""
+        known = set(cls.__dataclass_fields__)
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown model parameters {sorted(unknown)}")
+        return replace(cls(), **values)
+
+
+DEFAULT_PARAMS = ModelParams()
+
+
+def _log2_floor(p: int) -> int:
+    return int(p).bit_length() - 1
+
+
+def _log2_ceil(p: int) -> int:
+    return (int(p) - 1).bit_length()
+
+
+def _fold(n, p, a, b, g):
+    """Non-power-of-two pre/post step of recursive doubling and Rabenseifner."""
+    if p == 1 << _log2_floor(p):
+        return 0.0
+    return (a + n * b + n * g) + (a + n * b)
+
+
+# --- allreduce ------------------------------------------------------------------
+
+def _ar_ring(n, p, a, b, g):
+    return 2 * (p - 1) * a + 2 * (p - 1) / p * n * b + (p - 1) / p * n * g
+
+
+def _ar_doubling(n, p, a, b, g):
+    return _fold(n, p, a, b, g) + _log2_floor(p) * (a + n * b + n * g)
+
+
+def _ar_rabenseifner(n, p, a, b, g):
+    q = 1 << _log2_floor(p)
+    return _fold(n, p, a, b, g) + 2 * _log2_floor(p) * a + 2 * (q - 1) / q * n * b + (q - 1) / q * n * g
+
+
+def _ar_tree(n, p, a, b, g):
+    steps = _log2_ceil(p)
+    return steps * (a + n * b + n * g) + steps * (a + n * b)
+
+
+def _ar_native(n, p, a, b, g):
+    return min(_ar_doubling(n, p, a, b, g), _ar_rabenseifner(n, p, a, b, g))
+
+
+# --- reduce_scatter (n: the whole input vector) ---------------------------------------
+
+def _rs_ring(n, p, a, b, g):
+    return (p - 1) * a + (p - 1) / p * n * (b + g)
+
+
+def _rs_native(n, p, a, b, g):
+    halving = math.inf
+    if p == 1 << _log2_floor(p):
+        halving = _log2_floor(p) * a + (p - 1) / p * n * (b + g)
+    return min(halving, _rs_ring(n, p, a, b, g))
+
+
+# --- allgather (n: the whole output vector) ---------------------------------------------
+
+def _ag_ring(n, p, a, b, g):
+    return (p - 1) * a + (p - 1) / p * n * b
+
+
+def _ag_native(n, p, a, b, g):
+    doubling = math.inf
+    if p == 1 << _log2_floor(p):
+        doubling = _log2_floor(p) * a + (p - 1) / p * n * b
+    return min(doubling, _ag_ring(n, p, a, b, g))
+
+
+# --- bcast, reduce -------------------------------------------------------------------------
+
+def _bc_binomial(n, p, a, b, g):
+    return _log2_ceil(p) * (a + n * b)
+
+
+def _bc_scatter_allgather(n, p, a, b, g):
+    return _log2_ceil(p) * a + (p - 1) / p * n * b + _ag_ring(n, p, a, b, g)
+
+
+def _bc_native(n, p, a, b, g):
+    return min(_bc_binomial(n, p, a, b, g), _bc_scatter_allgather(n, p, a, b, g))
+
+
+def _rd_binomial(n, p, a, b, g):
+    return _log2_ceil(p) * (a + n * (b + g))
+
+
+def _rd_native(n, p, a, b, g):
+    reduce_scatter_gather = _rs_native(n, p, a, b, g) + _log2_ceil(p) * a + (p - 1) / p * n * b
+    return min(_rd_binomial(n, p, a, b, g), reduce_scatter_gather)
+
+
+_FORMULAS = {
+    ("allreduce", "ring"): _ar_ring,
+    ("allreduce", "recursive_doubling"): _ar_doubling,
+    ("allreduce", "rabenseifner"): _ar_rabenseifner,
+    ("allreduce", "tree"): _ar_tree,
+    ("allreduce", "native"): _ar_native,
+    ("reduce_scatter", "ring"): _rs_ring,
+    ("reduce_scatter", "native"): _rs_native,
+    ("allgather", "ring"): _ag_ring,
+    ("allgather", "native"): _ag_native,
+    ("bcast", "binomial"): _bc_binomial,
+    ("bcast", "native"): _bc_native,
+    ("reduce", "binomial"): _rd_binomial,
+    ("reduce", "native"): _rd_native,
+}
+REDUCING = ("allreduce", "reduce_scatter", "reduce")
+
+
+def algorithms(collective: str) -> tuple[str, ...]:
+    """The algorithms the model prices for ``collective``."""
+    names = tuple(name for (c, name) in _FORMULAS if c == collective)
+    return names + (("pipeline",) if collective == "bcast" else ())
+
+
+def predict(algorithm: str, nbytes: int, p: int, params: ModelParams | None = None, *,
+            collective: str = "allreduce", dtype=None, in_place: bool = False) -> float:
+    """Predicted seconds of one ``mpiml`` call of ``algorithm`` on ``nbytes`` at ``p`` ranks.
+
+    ``nbytes`` is the whole vector (for allgather the whole output), as ``mpiml bench``
+    counts it. ``dtype`` picks a measured ``gamma`` where one exists.
+    """
+    params = params or DEFAULT_PARAMS
+    n, p = float(nbytes), int(p)
+    if p < 1 or nbytes < 0:
+        raise ValueError(f"need p >= 1 and nbytes >= 0, got p={p}, nbytes={nbytes}")
+    if algorithm not in algorithms(collective):
+        raise ValueError(f"no model for {collective} algorithm {algorithm!r}")
+    copy_in = 0.0 if in_place or collective == "bcast" else n * params.copy
+    if p == 1:
+        return params.call_overhead + copy_in
+    g = params.gamma_for(dtype) if collective in REDUCING else 0.0
+    b = params.beta
+    if algorithm == "native":
+        # One Python step (the mpi4py call), then the library's steps at alpha each.
+        seconds = params.step_overhead + _FORMULAS[(collective, "native")](n, p, params.alpha, b, g)
+        if collective in ("allreduce", "reduce"):
+            seconds += copy_in  # the library copies the input to the output first
+            if n >= params.fault_bytes:
+                seconds += n * params.native_fault
+        seconds += n * float(params.native_extra.get(collective, 0.0))
+        return params.call_overhead + seconds
+    a = params.alpha + params.step_overhead
+    if algorithm == "pipeline":
+        segment = min(n, float(params.segment_bytes)) or 1.0
+        steps = p - 2 + math.ceil(n / segment)
+        return params.call_overhead + steps * (a + segment * b)
+    seconds = _FORMULAS[(collective, algorithm)](n, p, a, b, g)
+    if collective == "reduce_scatter":
+        seconds += n / p * params.copy  # the own block leaves the accumulator
+    elif collective == "allgather":
+        seconds += n / p * params.copy  # the own block enters the output
+    return params.call_overhead + seconds
+
+
+def lower_bound(collective: str, nbytes: int, p: int, params: ModelParams | None = None, dtype=None) -> float:
+    """Seconds no algorithm can beat on this machine (Chan et al. 2007), Python costs excluded.
+
+    allreduce: ``c(p) alpha + 2 (p-1)/p n beta + (p-1)/p n gamma``; reduce_scatter:
+    ``c(p) alpha + (p-1)/p n (beta + gamma)``; allgather: ``c(p) alpha + (p-1)/p n beta``;
+    bcast: ``c(p) alpha + n beta``; reduce: ``c(p) alpha + n beta + (p-1)/p n gamma``.
+    """
+    params = params or DEFAULT_PARAMS
+    if p == 1:
+        return 0.0
+    n, a, b = float(nbytes), params.alpha, params.beta
+    g = params.gamma_for(dtype)
+    share = (p - 1) / p * n
+    latency = _log2_ceil(p) * a
+    return latency + {
+        "allreduce": 2 * share * b + share * g,
+        "reduce_scatter": share * (b + g),
+        "allgather": share * b,
+        "bcast": n * b,
+        "reduce": n * b + share * g,
+    }[collective]
+
+
+def best(collective: str, nbytes: int, p: int, params: ModelParams | None = None, *,
+         candidates=None, dtype=None) -> str:
+    """The algorithm the model predicts fastest (ties go to the earlier candidate)."""
+    names = candidates or algorithms(collective)
+    return min(names, key=lambda name: predict(name, nbytes, p, params, collective=collective, dtype=dtype))
+
+
+def crossovers(winner, low: int, high: int) -> list[tuple[int, str, str]]:
+    """Sizes in ``[low, high]`` where ``winner(nbytes)`` changes: ``(bytes, before, after)``.
+
+    Scans powers of two from ``low``, then bisects each change down to one byte (so a
+    winner that changes twice between neighbouring powers of two is missed).
+    """
+    grid, size = [], max(1, int(low))
+    while size <= high:
+        grid.append(size)
+        size *= 2
+    points = []
+    for lo, hi in zip(grid, grid[1:]):
+        w_lo, w_hi = winner(lo), winner(hi)
+        if w_lo == w_hi:
+            continue
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if winner(mid) == w_lo:
+                lo = mid
+            else:
+                hi = mid
+        points.append((hi, w_lo, winner(hi)))
+    return points

@@ -1,0 +1,95 @@
+"""Benchmark records for people (a table), for machines (CSV) and as a plot (PNG)."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+from mpiml.perf.sizes import format_bytes
+from mpiml.runtime.errors import ArgumentError
+from mpiml.runtime.files import atomic_write
+
+TABLE_HEADERS = ("size", "algorithm", "median_us", "min_us", "max_us", "algbw_GB/s", "busbw_GB/s",
+                 "x_native", "check")
+CSV_FIELDS = ("collective", "algorithm", "runs", "ranks", "bytes", "count", "dtype", "op", "in_place",
+              "iterations", "time_median_seconds", "time_min_seconds", "time_max_seconds",
+              "algbw_gbps", "busbw_gbps", "ratio_to_native", "correct")
+
+
+WIDTHS = (6, 26, 10, 10, 10, 10, 10, 8, 5)
+
+
+def fixed_width(row) -> str:
+    """One line of a table whose columns keep :data:`WIDTHS` (so rows can be printed as measured)."""
+    return "  ".join(str(v).rjust(w) if i > 1 else str(v).ljust(w)
+                     for i, (v, w) in enumerate(zip(row, WIDTHS))).rstrip()
+
+
+def _verdict(correct):
+    return "-" if correct is None else ("ok" if correct else "WRONG")
+
+
+def table_rows(records):
+    """Rows of :data:`TABLE_HEADERS`; ``auto`` shows the algorithm it ran."""
+    rows = []
+    for rec in records:
+        name = rec["algorithm"]
+        if name == "auto":
+            name = f"auto->{rec['runs']}"
+        ratio = rec["ratio_to_native"]
+        rows.append((
+            format_bytes(rec["bytes"]), name,
+            f"{rec['time_median_seconds'] * 1e6:.1f}", f"{rec['time_min_seconds'] * 1e6:.1f}",
+            f"{rec['time_max_seconds'] * 1e6:.1f}",
+            f"{rec['algbw_gbps']:.3f}", f"{rec['busbw_gbps']:.3f}",
+            "-" if ratio is None else f"{ratio:.2f}", _verdict(rec["correct"]),
+        ))
+    return rows
+
+
+def csv_text(records) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(records)
+    return buffer.getvalue()
+
+
+def write_csv(path, records) -> None:
+    """The records as CSV (one row per size and algorithm), written atomically."""
+    with atomic_write(path, "w") as handle:
+        handle.write(csv_text(records))
+
+
+def require_matplotlib():
+    """The ``matplotlib`` module, set to draw files only, or an ArgumentError saying how to get it."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise ArgumentError("--plot needs matplotlib: pip install 'mpiml[plot]'") from None
+    matplotlib.use("Agg")
+    return matplotlib
+
+
+def write_plot(path, records, title="") -> None:
+    """Bus bandwidth against message size, one line per algorithm, log-log, as a PNG."""
+    matplotlib = require_matplotlib()
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+    for name in dict.fromkeys(rec["algorithm"] for rec in records):
+        mine = [rec for rec in records if rec["algorithm"] == name]
+        ax.plot([rec["bytes"] for rec in mine], [max(rec["busbw_gbps"], 1e-6) for rec in mine],
+                marker="o", label=name)
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: format_bytes(int(round(v)))))
+    ax.set_yscale("log")
+    ax.set_xlabel("message size (bytes)")
+    ax.set_ylabel("bus bandwidth (GB/s, nccl-tests definition)")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(title="algorithm")
+    fig.tight_layout()
+    with atomic_write(path, "wb") as handle:
+        fig.savefig(handle, format="png")
+    plt.close(fig)

@@ -1,0 +1,183 @@
+"""``mpiml tune``: measure the machine, fit the cost model, time every algorithm, and
+record the measured winners as a tuning file (collective over ``comm``)."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+
+from mpi4py import MPI
+
+from mpiml.collectives import model
+from mpiml.collectives.select import ALGORITHMS, NATIVE_MARGIN
+from mpiml.collectives.tuning import FORMAT, VERSION, rules_document
+from mpiml.perf import calibrate
+from mpiml.perf.harness import Schedule, run_benchmark
+from mpiml.perf.machine import conditions
+from mpiml.runtime.files import atomic_write
+
+
+def measure_params(comm) -> tuple[model.ModelParams, dict]:
+    """Fitted :class:`ModelParams` and the raw measurements they came from."""
+    raw = {"pairs": {}}
+    costs = calibrate.python_costs(comm)
+    rates = calibrate.stream_rates(comm)
+    raw.update(costs, **rates)
+    values = dict(model.DEFAULT_PARAMS.to_dict(), copy=rates["copy"], step_overhead=costs["step_overhead"],
+                  call_overhead=costs["call_overhead"], gamma=rates["gamma_by_dtype"]["float32"],
+                  gamma_by_dtype=rates["gamma_by_dtype"])
+    pairs = calibrate.host_pairs(comm)
+    for kind, pair in pairs.items():
+        times = calibrate.ping_pong(comm, pair)
+        intercept, slope = calibrate.fit_line(times)
+        raw["pairs"][kind] = {"ranks": list(pair), "one_way_seconds": {str(k): v for k, v in times.items()},
+                              "latency_seconds": intercept, "seconds_per_byte": slope}
+    # The model has one link: the slowest there is (between nodes when the job spans nodes).
+    link = raw["pairs"].get("inter_node") or raw["pairs"].get("intra_node")
+    if link is not None:
+        # A Python ping-pong's latency includes one mpi4py call; the step overhead counts it already.
+        values["alpha"] = max(link["latency_seconds"] - costs["mpi4py_call"], 1e-7)
+        values["beta"] = link["seconds_per_byte"]
+    return model.ModelParams.from_dict(values), raw
+
+
+def sub_communicator(comm, size):
+    """The first ``size`` ranks of ``comm`` (None on the others)."""
+    color = 0 if comm.Get_rank() < size else MPI.UNDEFINED
+    sub = comm.Split(color, comm.Get_rank())
+    return None if sub == MPI.COMM_NULL else sub
+
+
+def measured_rules(records) -> dict:
+    """``{(collective, p): [(min_bytes, winner), ...]}`` from benchmark records.
+
+    The winner of a size is the fastest median, except that ``native`` stays the winner
+    unless beaten by the same margin ``auto`` asks of the model (``NATIVE_MARGIN``), so
+    noise alone does not move a size away from the library. It holds down to the
+    geometric midpoint with the size below; the first range starts at 0.
+    """
+    by_key: dict = {}
+    native: dict = {}
+    for rec in records:
+        key = (rec["collective"], rec["ranks"])
+        if rec["algorithm"] == "native":
+            native[(key, rec["bytes"])] = rec["time_median_seconds"]
+        best = by_key.setdefault(key, {}).get(rec["bytes"])
+        if best is None or rec["time_median_seconds"] < best[1]:
+            by_key[key][rec["bytes"]] = (rec["algorithm"], rec["time_median_seconds"])
+    for key, by_size in by_key.items():
+        for nbytes, (_, seconds) in by_size.items():
+            reference = native.get((key, nbytes))
+            if reference is not None and seconds > NATIVE_MARGIN * reference:
+                by_size[nbytes] = ("native", reference)
+    rules = {}
+    for key, by_size in by_key.items():
+        sizes = sorted(by_size)
+        ranges = [(0, by_size[sizes[0]][0])]
+        for lower, upper in zip(sizes, sizes[1:]):
+            name = by_size[upper][0]
+            if name != ranges[-1][1]:
+                ranges.append((int(math.sqrt(lower * upper)) + 1, name))
+        rules[key] = ranges
+    return rules
+
+
+def _median_residual_per_byte(records, params, keep):
+    residuals = sorted(
+        max(rec["time_median_seconds"] - model.predict("native", rec["bytes"], rec["ranks"], params,
+                                                       collective=rec["collective"], dtype=rec["dtype"]), 0.0)
+        / rec["bytes"]
+        for rec in records if rec["algorithm"] == "native" and rec["ranks"] > 1 and keep(rec))
+    return residuals[len(residuals) // 2] if residuals else None
+
+
+def fit_native(params, records, min_bytes=1 << 20) -> model.ModelParams:
+    """What the MPI library costs beyond the textbook formulas, from its large messages.
+
+    ``native_extra[collective]``: the median excess per byte from ``min_bytes`` up to
+    ``fault_bytes``; ``native_fault``: allreduce's further excess from ``fault_bytes`` up.
+    Collectives or ranges that were not measured keep their previous values.
+    """
+    values = params.to_dict()
+    extra = dict(values["native_extra"])
+    for collective in {rec["collective"] for rec in records}:
+        bare = model.ModelParams.from_dict(dict(values, native_extra={}, native_fault=0.0))
+        fitted = _median_residual_per_byte(
+            records, bare,
+            lambda rec: rec["collective"] == collective and min_bytes <= rec["bytes"] < params.fault_bytes)
+        if fitted is not None:
+            extra[collective] = fitted
+    values["native_extra"] = extra
+    no_faults = model.ModelParams.from_dict(dict(values, native_fault=0.0))
+    fault = _median_residual_per_byte(
+        records, no_faults, lambda rec: rec["collective"] == "allreduce" and rec["bytes"] >= params.fault_bytes)
+    if fault is not None:
+        values["native_fault"] = fault
+    return model.ModelParams.from_dict(values)
+
+
+def explain_rows(records, params) -> list[dict]:
+    """Prediction against measurement, and efficiency against the lower bound, per record."""
+    rows = []
+    for rec in records:
+        predicted = model.predict(rec["algorithm"], rec["bytes"], rec["ranks"], params,
+                                  collective=rec["collective"], dtype=rec["dtype"])
+        bound = model.lower_bound(rec["collective"], rec["bytes"], rec["ranks"], params, dtype=rec["dtype"])
+        measured = rec["time_median_seconds"]
+        rows.append({**rec, "predicted_seconds": predicted, "measured_over_predicted": measured / predicted,
+                     "efficiency": bound / measured if measured > 0 else None})
+    return rows
+
+
+def combine_repeats(records) -> list[dict]:
+    """One record per (collective, p, size, algorithm) from repeated passes: the median
+    of the medians (a burst of load in one pass does not decide a winner), the extreme
+    minimum and maximum, the total iterations."""
+    groups: dict = {}
+    for rec in records:
+        groups.setdefault((rec["collective"], rec["ranks"], rec["bytes"], rec["algorithm"]), []).append(rec)
+    combined = []
+    for group in groups.values():
+        medians = sorted(rec["time_median_seconds"] for rec in group)
+        combined.append({**group[0], "time_median_seconds": medians[len(medians) // 2], "repeats": len(group),
+                         "time_min_seconds": min(rec["time_min_seconds"] for rec in group),
+                         "time_max_seconds": max(rec["time_max_seconds"] for rec in group),
+                         "iterations": sum(rec["iterations"] for rec in group)})
+    return combined
+
+
+def tune(comm, sizes, collectives, rank_counts, schedule: Schedule, dtype="float32", repeats=3) -> dict:
+    """Run the whole calibration; returns the tuning document (the same on every rank)."""
+    facts = conditions(comm)
+    params, raw = measure_params(comm)
+    records = []
+    for size in rank_counts:
+        sub = sub_communicator(comm, size)
+        if sub is not None:
+            for _ in range(repeats):
+                for collective in collectives:
+                    records += run_benchmark(collective, sizes, list(ALGORITHMS[collective]), dtype=dtype,
+                                             schedule=schedule, comm=sub)
+            sub.Free()
+        comm.Barrier()
+    records = combine_repeats(comm.bcast(records, root=0))  # rank 0 took part in every subset
+    params = fit_native(params, records)
+    hosts = len(set(comm.allgather(MPI.Get_processor_name())))
+    return {
+        "format": FORMAT, "version": VERSION,
+        "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "mpi_library": MPI.Get_library_version().strip().splitlines()[0],
+        "ranks": comm.Get_size(), "hosts": hosts, "dtype": str(dtype),
+        "params": params.to_dict(),
+        "rules": rules_document(measured_rules(records)),
+        "calibration": raw,
+        "conditions": facts,
+        "measurements": explain_rows(records, params),
+    }
+
+
+def write_tuning(path, document) -> None:
+    with atomic_write(path, "w") as handle:
+        json.dump(document, handle, indent=1, sort_keys=True)
+        handle.write("\n")

@@ -1,0 +1,47 @@
+"""Finding the job templates: the ``slurm/`` folder of the mpiml source tree, or a path."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from mpiml.runtime.errors import ArgumentError
+
+SUFFIX = ".sbatch"
+# Beside the package in a source checkout or an editable install.
+SOURCE_DIR = Path(__file__).resolve().parents[2] / "slurm"
+
+
+def template_dirs() -> list[Path]:
+    """``MPIML_SLURM_TEMPLATES`` (a path list) first, then the source tree's ``slurm/``."""
+    extra = [Path(p) for p in os.environ.get("MPIML_SLURM_TEMPLATES", "").split(os.pathsep) if p]
+    return [d for d in [*extra, SOURCE_DIR] if d.is_dir()]
+
+
+def available() -> dict[str, Path]:
+    """Template name (file name without ``.sbatch``) -> path; earlier folders win."""
+    found = {}
+    for directory in reversed(template_dirs()):
+        found.update({path.name[: -len(SUFFIX)]: path for path in sorted(directory.glob("*" + SUFFIX))})
+    return dict(sorted(found.items()))
+
+
+def find(name_or_path: str) -> Path:
+    """The template called ``name_or_path``, or that file if it exists."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    templates = available()
+    name = name_or_path[: -len(SUFFIX)] if name_or_path.endswith(SUFFIX) else name_or_path
+    if name in templates:
+        return templates[name]
+    known = ", ".join(templates) or "none found: give a template file's path"
+    raise ArgumentError(f"no template {name_or_path!r} (known: {known})")
+
+
+def summary(path: Path) -> str:
+    """The template's one-line description: its first comment after the shebang."""
+    for line in path.read_text().splitlines()[1:4]:
+        if line.startswith("# ") and " - " in line:
+            return line.split(" - ", 1)[1].strip()
+    return ""

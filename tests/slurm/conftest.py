@@ -1,0 +1,24 @@
+"""The real Slurm cluster shared by every test that submits jobs (started once per session)."""
+
+from __future__ import annotations
+
+import pytest
+from localslurm import LocalCluster, skip_or_fail, why_not_here
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A running one-machine cluster (2 virtual nodes x 4 CPUs); stopped after the session.
+
+    Skips where the machine cannot run Slurm, except under CI=true, where that fails:
+    CI must exercise the real cluster.
+    """
+    reason = why_not_here()
+    if reason:
+        skip_or_fail(reason)
+    cluster = LocalCluster(nodes=2, cpus=4)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
