@@ -13,7 +13,7 @@ from mpiml.runtime.files import load_npz
 
 SGD = [sys.executable, "-m", "mpiml", "sgd"]
 SOFTMAX = ["--data", "synthetic:classification,n=600,d=12,classes=4,density=0.5", "--model", "softmax",
-           "--epochs", "2", "--batch-size", "32", "--optimizer", "adam", "--lr", "0.05", "--json"]
+           "--epochs", "2", "--batch-size", "32", "--optimizer", "adam", "--lr", "0.05", "--standardize", "--json"]
 
 
 def _lines(text):
