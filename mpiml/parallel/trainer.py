@@ -306,7 +306,8 @@ def train_grid(model, part: Part, X, y, config: TrainConfig, comms, test=None, c
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         run = GridRun(model, part, X, y, config, comms, test, checkpoint_dir, progress, stop_requested)
         resumed = load_state(run) if resume and checkpoint_dir is not None else None
-        interrupted, elapsed = False, 0.0
+        interrupted = False
+        elapsed = run.history[-1].get("seconds", 0.0) if run.history else 0.0  # continued after a resume
         while run.epoch < config.epochs:
             start, saving = time.perf_counter(), run.timings.checkpoint
             epoch_fn = run.sync_epoch if config.strategy == "sync" else run.local_epoch
