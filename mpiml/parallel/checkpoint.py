@@ -93,7 +93,9 @@ def save_state(run) -> str | None:
     state = {key: _assemble_root(run, value) for key, value in run.opt.state.items()}
     if comms.rank != 0:  # only rank 0's arrays are written
         theta, state = empty, {key: empty for key in state}
-    return checkpointing.save_state(_view(run, theta, state, _Replicas(run, comms.rank, comms.size)))
+    # sync: the job's rank count in the manifest; local/oneshot on one replica: a single model
+    size = comms.size if run.cfg.strategy == "sync" else 1
+    return checkpointing.save_state(_view(run, theta, state, _Replicas(run, comms.rank, size)))
 
 
 def load_state(run) -> int | None:

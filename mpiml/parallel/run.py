@@ -123,6 +123,9 @@ def fit_grid(est, rows, cols, split, X, y, X_test=None, y_test=None, where=None,
 
     group = est._group()
     y = np.asarray(y, dtype=np.float64)
+    width = group.bcast_object(X.shape[1])
+    group.agree(None if X.shape[1] == width else DataError(
+        f"this rank's data has {X.shape[1]} features, rank 0's has {width}"))
     stats = _max_over(group, np.array([-np.min(y, initial=np.inf), np.max(y, initial=-np.inf)]))
     est.negative_label_ = -1.0 if -stats[0] < 0 else 0.0
     classes = est.n_classes or (int(stats[1]) + 1 if np.isfinite(stats[1]) else 2)

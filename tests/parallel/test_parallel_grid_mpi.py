@@ -101,3 +101,26 @@ def test_local_and_oneshot_grids_equal_data_parallel_replicas(strategy, split):
         diff = max_diff(grid.theta, reference.theta)
         agree(COMM, diff <= 1e-10 and grid.updates == reference.updates,
               f"{strategy} {rows}x{cols}: diff {diff}, updates {grid.updates} vs {reference.updates}")
+
+
+@pytest.mark.mpi
+def test_bad_labels_and_widths_are_one_error_on_every_rank():
+    from mpiml.parallel import fit_grid
+    from mpiml.runtime.errors import DataError
+    from mpiml.sgd import LinearModel
+
+    (X, y), _ = rank_rows("synthetic:classification,n=60,d=6", COMM)
+    bad_y = y.copy()
+    if COMM.rank == COMM.size - 1:
+        bad_y[-1] = 2.0   # not a binary label
+    wide = np.hstack([X, X[:, :1]]) if COMM.rank == COMM.size - 1 and COMM.size > 1 else X
+    for X_, y_, needle in ((X, bad_y, "label 2 is not valid"), (wide, y, "features, rank 0's has")):
+        if needle.startswith("features") and COMM.size == 1:
+            continue
+        message = None
+        try:
+            fit_grid(LinearModel("logistic", comm=COMM, epochs=1), 1, COMM.size, "features", X_, y_)
+        except DataError as exc:
+            message = str(exc)
+        agree(COMM, message is not None and needle in message, message)
+        agree(COMM, len(set(COMM.allgather(message))) == 1, "ranks raised different errors")
