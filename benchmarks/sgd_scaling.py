@@ -69,6 +69,9 @@ def worker(args):
         ]:
             est = LinearModel("logistic", strategy, comm=comm, alpha=args.alpha, **settings).fit(shard.X, shard.y)
             runs[name] = [(h["seconds"], h["train_loss"]) for h in est.history_]
+            last = est.history_[-1]
+            if "lbfgs_seconds" in last:  # every iteration's objective, not only the final one
+                runs[name] = list(zip(last["lbfgs_seconds"], last["lbfgs_objective"]))
         out["runs"] = runs
     if comm.rank == 0:
         print("RESULT " + json.dumps(out), flush=True)

@@ -1,14 +1,17 @@
 """``mpiml sgd``: train a linear model on data sharded over the ranks.
 
 Exit status: 0 done; 2 bad input, arguments, divergence or checkpoint trouble (the same
-message from every rank, nothing half-written); 3 stopped early on purpose
-(``--stop-after-updates``, or SIGTERM/SIGUSR1 as Slurm sends before a time limit) with a
-checkpoint (if ``--checkpoint-dir``) to ``--resume`` from.
+message from every rank, nothing half-written); 3 (:data:`mpiml.runtime.preempt.EXIT_PREEMPTED`)
+stopped early with a checkpoint to ``--resume`` from: after ``--stop-after-updates``, or, with
+a checkpoint directory, on SIGUSR1/SIGTERM (what the Slurm templates send before a time
+limit, and requeue on).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import time
 
 import numpy as np
@@ -16,7 +19,7 @@ import numpy as np
 from mpiml.cli.output import emit_json, say, table
 from mpiml.collectives import ALGORITHMS
 
-EXIT_STOPPED = 3
+from mpiml.runtime.preempt import EXIT_PREEMPTED as EXIT_STOPPED
 
 EPILOG = """examples:
   mpiexec -n 4 mpiml sgd                                   (synthetic data, logistic, sync SGD)
@@ -73,7 +76,9 @@ def build_parser():
     t.add_argument("--algorithm", default="auto", choices=("auto",) + tuple(ALGORITHMS["allreduce"]),
                    help="allreduce algorithm (default %(default)s)")
     o = p.add_argument_group("checkpoints and output")
-    o.add_argument("--checkpoint-dir", help="rank 0 writes checkpoints here")
+    o.add_argument("--checkpoint-dir", default=os.environ.get("MPIML_CHECKPOINT_DIR") or None,
+                   help="rank 0 writes checkpoints here (default: $MPIML_CHECKPOINT_DIR); with it, SIGUSR1/SIGTERM "
+                        "stop after the current update with a checkpoint and exit status 3")
     o.add_argument("--checkpoint-every", type=int, default=0, help="also every N updates (default: epochs only)")
     o.add_argument("--resume", action="store_true", help="continue from the latest checkpoint, if any")
     o.add_argument("--stop-after-updates", type=int, help="checkpoint and exit (status 3) after N updates")
@@ -103,7 +108,7 @@ def main(argv=None) -> int:
     from mpiml.runtime.agree import raise_if_any
     from mpiml.runtime.errors import ArgumentError
     from mpiml.sgd.progress import Progress
-    from mpiml.sgd.signals import stop_on_signals
+    from mpiml.runtime.preempt import PreemptionWatch
 
     comm = MPI.COMM_WORLD
     started = time.perf_counter()
@@ -125,8 +130,11 @@ def main(argv=None) -> int:
         show = {"auto": None, "always": True, "never": False}[args.progress]
         progress = Progress(args.epochs, enabled=show if say_rows else False,
                             on_epoch=(lambda r: print(_epoch_row(r), flush=True)) if say_rows else None)
-    with stop_on_signals() as stop_flag:
-        est = _fit(args, comm, shard, test, progress, stop_flag)
+    # The watch only records signals; the trainer carries each rank's vote in its next
+    # allreduce, so all ranks stop after the same update without an extra collective.
+    watch = PreemptionWatch(comm) if args.checkpoint_dir else None
+    with watch or contextlib.nullcontext():
+        est = _fit(args, comm, shard, test, progress, (lambda: watch.requested) if watch else None)
     result = est.result_
     if progress is not None:
         progress.clear()
@@ -209,7 +217,8 @@ def _summary(args, comm, est, result, load_seconds, seconds) -> dict:
         "epochs": len(result.history), "updates": result.updates, "interrupted": result.interrupted,
         "resumed_from_update": result.resumed_from, "seconds": seconds, "load_seconds": load_seconds,
         "per_rank": [{"rank": r, **t} for r, t in enumerate(per_rank)],
-        "history": [{k: v for k, v in rec.items() if k != "lbfgs_objective"} for rec in result.history],
+        "history": [{k: v for k, v in rec.items() if k not in ("lbfgs_objective", "lbfgs_seconds")}
+                    for rec in result.history],
         "out": args.out if args.out and not result.interrupted else None,
     }
     out.update(getattr(est, "layout_", {"parallel": "data"}))  # parallel, grid, split (mpiml.parallel.run)

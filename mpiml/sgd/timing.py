@@ -39,8 +39,9 @@ class Exchanger:
     """Allreduce payload buffers that also carry a stop vote and a compute-time slot per rank.
 
     Layout: ``[payload..., stop, slot_0 .. slot_{p-1}]``. ``stop`` sums the ranks' votes
-    (see :mod:`mpiml.sgd.signals`), so once any rank was asked to stop, every rank learns
-    it at the same exchange and they all stop after the same update.
+    (e.g. a signal seen by :class:`mpiml.runtime.preempt.PreemptionWatch`), so once any rank
+    was asked to stop, every rank learns it at the same exchange and they all stop after the
+    same update.
     """
 
     def __init__(self, group, timings: Timings, stop_requested=None):

@@ -59,10 +59,10 @@ class _Run:
 
     # -- math helpers -----------------------------------------------------------------
     def local_sum(self, theta, rows_list, grad):
-        """Loss sum over row sets (micro-batches), gradient sum added to ``grad``."""
+        """Loss sum over row sets (index arrays or slices), gradient sum added to ``grad``."""
         loss = 0.0
         for rows in rows_list:
-            if len(rows):
+            if isinstance(rows, slice) or len(rows):
                 loss += self.model.loss_grad(theta, self.X[rows], self.y[rows], grad)
         return loss
 
@@ -188,7 +188,8 @@ class _Run:
             record = {"epoch": self.epoch + 1, "updates": self.t}
             for i, name in enumerate(("train", "test")[: len(sets)]):
                 rows = max(buf[3 * i + 2], 1.0)
-                record[f"{name}_loss"] = buf[3 * i] / rows + pen
+                # train_loss is the objective (mean loss + penalty); test_loss the mean loss alone
+                record[f"{name}_loss"] = buf[3 * i] / rows + (pen if name == "train" else 0.0)
                 if self.model.classifier:
                     record[f"{name}_accuracy"] = buf[3 * i + 1] / rows
         if not math.isfinite(record["train_loss"]):
@@ -215,8 +216,10 @@ class _Run:
 
         n = self.model.n_params
         chunk = max(self.cfg.batch_size, 65536)
-        blocks = [np.arange(lo, min(lo + chunk, self.n_local)) for lo in range(0, self.n_local, chunk)]
-        trace = []
+        # slices, not index arrays: a view of X instead of a copy per evaluation
+        blocks = [slice(lo, min(lo + chunk, self.n_local)) for lo in range(0, self.n_local, chunk)]
+        trace, times = [], []
+        start_all = time.perf_counter()
 
         def objective(theta):
             start = time.perf_counter()
@@ -236,6 +239,7 @@ class _Run:
 
         def callback(intermediate_result):
             trace.append(float(intermediate_result.fun))
+            times.append(time.perf_counter() - start_all)
             self.t += 1
             if self.progress is not None:
                 self.progress.update(self.epoch, min(self.t, self.cfg.max_iter), self.cfg.max_iter, trace[-1])
@@ -245,7 +249,7 @@ class _Run:
                                    "gtol": self.cfg.tol, "maxcor": 20})
         self.theta = np.ascontiguousarray(result.x)
         return {"lbfgs_iterations": int(result.nit), "lbfgs_message": str(result.message),
-                "lbfgs_objective": trace}
+                "lbfgs_objective": trace, "lbfgs_seconds": times}
 
 
 def train(model: Model, X, y, config: TrainConfig, group, test=None, checkpoint_dir=None,

@@ -120,28 +120,28 @@ def test_wrong_column_count_in_csv(shared_tmp):
     agree(COMM, message.startswith(f"{path}:9: ") and "2 columns, expected 3" in message, message)
 
 
-@pytest.mark.mpi
-def test_column_counts_that_differ_between_files(shared_tmp):
-    path = shared_tmp / "parts"
-    if COMM.rank == 0:
-        path.mkdir()
-        (path / "a.csv").write_bytes(b"1,2,3\n" * 6)
-        (path / "b.csv").write_bytes(b"1,2,3,4\n" * 6)
-    COMM.Barrier()
-    message = _error_everywhere(lambda: read_shard(path))
-    agree(COMM, message.startswith(f"{path / 'b.csv'}:1: ") and "4 columns, expected 3" in message, message)
+def _csv(path, width):
+    path.write_bytes((b",".join([b"1"] * width) + b"\n") * 6)
+
+
+def _npy(path, width):
+    np.save(path, np.ones((6, width)))
 
 
 @pytest.mark.mpi
-def test_feature_counts_that_differ_between_npy_shards(shared_tmp):
+@pytest.mark.parametrize("ext,write,where,why", [
+    ("csv", _csv, ":1: ", "4 columns, expected 3"),
+    ("npy", _npy, ": ", "disagree on the feature count"),
+])
+def test_files_of_a_directory_that_disagree_on_width(shared_tmp, ext, write, where, why):
     path = shared_tmp / "parts"
     if COMM.rank == 0:
         path.mkdir()
-        np.save(path / "a.npy", np.ones((6, 3)))
-        np.save(path / "b.npy", np.ones((6, 4)))
+        write(path / f"a.{ext}", 3)
+        write(path / f"b.{ext}", 4)
     COMM.Barrier()
     message = _error_everywhere(lambda: read_shard(path))
-    agree(COMM, message.startswith(f"{path / 'b.npy'}: ") and "disagree on the feature count" in message, message)
+    agree(COMM, message.startswith(f"{path / ('b.' + ext)}{where}") and why in message, message)
 
 
 @pytest.mark.mpi

@@ -1,0 +1,124 @@
+"""Synthetic ratings: a low-rank matrix plus Gaussian noise, power-law popularity.
+
+``rating(u, i) = mean + U[u] . V[i] + noise * N(0, 1)`` with ``U`` and ``V`` entries
+drawn from ``N(0, rank**-0.5)``, so the signal has unit variance and the best possible
+RMSE on held-out ratings (the noise floor) is ``noise``. How many ratings a user has,
+and how often an item is rated, follow power laws (exponent ``skew``) over a random
+order of the ids, as in real rating data.
+
+Each rank generates its own ratings (users are dealt out in groups of 256, each group
+with its own seeded stream), so the data set is the same whatever the number of ranks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+
+from mpiml.data.ratings import RatingsShard
+from mpiml.runtime.errors import ArgumentError
+
+GROUP = 256
+
+
+@dataclass(frozen=True)
+class SyntheticSpec:
+    """Parameters of a synthetic ratings set (see the module docstring)."""
+
+    users: int = 2000
+    items: int = 1000
+    ratings: int = 50_000
+    rank: int = 8
+    noise: float = 0.3
+    skew: float = 0.8
+    mean: float = 3.5
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("users", "items", "ratings", "rank"):
+            if getattr(self, name) < 1:
+                raise ArgumentError(f"synthetic {name} must be at least 1, got {getattr(self, name)}")
+        if self.noise < 0 or self.skew < 0:
+            raise ArgumentError("synthetic noise and skew must be non-negative")
+
+    def describe(self) -> str:
+        return "synthetic:" + ",".join(f"{k}={v}" for k, v in asdict(self).items())
+
+
+def parse_spec(text: str) -> SyntheticSpec:
+    """``"synthetic:users=1000,items=500,ratings=1e5,rank=8,noise=0.3,seed=1"`` -> spec."""
+    body = text.split(":", 1)[1] if text.startswith("synthetic") and ":" in text else ""
+    types = {f.name: f.type for f in fields(SyntheticSpec)}
+    values = {}
+    for part in filter(None, (p.strip() for p in body.split(","))):
+        key, _, value = part.partition("=")
+        if key not in types:
+            raise ArgumentError(f"unknown synthetic parameter {key!r}; expected some of {sorted(types)}")
+        try:
+            values[key] = float(value) if types[key] in ("float", float) else int(float(value))
+        except ValueError:
+            raise ArgumentError(f"synthetic {key}={value!r} is not a number") from None
+    return SyntheticSpec(**values)
+
+
+def _power_weights(n: int, skew: float, rng) -> np.ndarray:
+    weights = np.arange(1, n + 1, dtype=np.float64) ** -skew
+    return rng.permutation(weights) / weights.sum()
+
+
+def true_factors(spec: SyntheticSpec):
+    """``(U, V, user_weights, item_weights)``, identical on every rank."""
+    rng = np.random.default_rng(np.random.SeedSequence([spec.seed, 1]))
+    scale = spec.rank ** -0.5
+    u = rng.normal(0.0, scale, size=(spec.users, spec.rank))
+    v = rng.normal(0.0, scale, size=(spec.items, spec.rank))
+    return u, v, _power_weights(spec.users, spec.skew, rng), _power_weights(spec.items, spec.skew, rng)
+
+
+def ratings_per_user(spec: SyntheticSpec, user_weights) -> np.ndarray:
+    """How many ratings each user gets: at least one, at most every item, about ``ratings`` in all.
+
+    Proportional to the user's weight, with the scale raised (bisection) to make up for
+    the heavy users capped at every item.
+    """
+    target = min(spec.ratings, spec.users * spec.items)
+
+    def counts(scale):
+        return np.clip(np.rint(scale * user_weights), 1, spec.items).astype(np.int64)
+
+    low, high = 0.0, float(target) / user_weights.min() + 1.0
+    for _ in range(100):
+        mid = 0.5 * (low + high)
+        low, high = (mid, high) if counts(mid).sum() < target else (low, mid)
+    return counts(high)
+
+
+def synthetic_ratings(spec: SyntheticSpec, rank: int = 0, size: int = 1) -> RatingsShard:
+    """The ratings of the user groups that ``rank`` of ``size`` generates (raw ids 0..n-1).
+
+    ``keys`` number the ratings globally, so :func:`mpiml.data.ratings.split_fraction`
+    splits the same way at any number of ranks.
+    """
+    u, v, user_weights, item_weights = true_factors(spec)
+    counts = ratings_per_user(spec, user_weights)
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    log_weights = np.log(item_weights)
+    users, items, keys, noise = [], [], [], []
+    for group in range(rank, -(-spec.users // GROUP), size):
+        rng = np.random.default_rng(np.random.SeedSequence([spec.seed, 2, group]))
+        for user in range(group * GROUP, min((group + 1) * GROUP, spec.users)):
+            n = int(counts[user])
+            # Weighted sampling without replacement (Gumbel top-k).
+            scores = log_weights + rng.gumbel(size=spec.items)
+            chosen = np.argpartition(-scores, n - 1)[:n] if n < spec.items else np.arange(spec.items)
+            users.append(np.full(n, user, dtype=np.int64))
+            items.append(np.sort(chosen).astype(np.int64))
+            keys.append(np.arange(offsets[user], offsets[user] + n, dtype=np.int64))
+            noise.append(rng.standard_normal(n))
+    if not users:
+        empty = np.empty(0, dtype=np.int64)
+        return RatingsShard(empty, empty.copy(), np.empty(0), empty.copy(), spec.describe())
+    users, items, keys = np.concatenate(users), np.concatenate(items), np.concatenate(keys)
+    values = spec.mean + np.einsum("ij,ij->i", u[users], v[items]) + spec.noise * np.concatenate(noise)
+    return RatingsShard(users, items, values, keys, spec.describe())

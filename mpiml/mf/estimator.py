@@ -1,0 +1,301 @@
+"""The estimator API that :class:`~mpiml.mf.models.ALS`, ``ImplicitALS`` and ``DSGD`` share.
+
+``fit(ratings, comm=None)`` is collective: it maps raw ids to indices, splits users and
+items into blocks balanced by rating count (one of each per rank), moves each rating to
+the ranks that need it, trains, and leaves the full factors on every rank. After that,
+``predict``, ``recommend`` and ``fold_in`` are local (no communication); ``evaluate`` is
+collective (every rank scores its part and the sums are added up).
+
+Cold-start policy (users or items absent from the training data), chosen with
+``cold_start=``: ``"drop"`` (default: ``predict`` gives NaN for them and ``evaluate``
+leaves them out, reporting how many), ``"nan"`` (NaN, so the RMSE becomes NaN, as in
+Spark's ``coldStartStrategy="nan"``) or ``"mean"`` (the global training mean).
+``recommend`` refuses an unknown user: call ``fold_in`` with their ratings first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+
+import numpy as np
+
+from mpiml.data.ratings import RatingsShard, global_ids, lookup
+from mpiml.mf import als
+from mpiml.mf.metrics import error_sums, ranking_means, ranking_sums, rmse_mae, top_k
+from mpiml.mf.partition import Rows, balanced_blocks, block_of, build_rows, pair_dots
+from mpiml.mf.transport import Exchange, load_checkpoint, save_checkpoint, send_to_owners
+from mpiml.runtime.agree import raise_if_any
+from mpiml.runtime.comm import resolve_comm
+from mpiml.runtime.errors import ArgumentError, DataError, DivergenceError, MpimlError
+from mpiml.runtime.files import load_npz, save_npz_atomic
+from mpiml.runtime.preempt import Preempted, PreemptionWatch
+
+COLD_START = ("drop", "nan", "mean")
+MODEL_FORMAT = 1
+
+
+class FactorModel:
+    """Shared machinery; use :class:`ALS`, :class:`ImplicitALS` or :class:`DSGD`."""
+
+    algorithm = ""
+    implicit = False
+    needs_item_rows = True
+
+    def __init__(self, rank=10, reg=0.1, iters=10, seed=0, exchange="auto", cold_start="drop",
+                 checkpoint_dir=None, checkpoint_every=1, resume=False, callback=None):
+        if cold_start not in COLD_START:
+            raise ArgumentError(f"cold_start must be one of {list(COLD_START)}, got {cold_start!r}")
+        if rank < 1 or iters < 0 or reg < 0:
+            raise ArgumentError(f"need rank >= 1, iters >= 0, reg >= 0; got {rank}, {iters}, {reg}")
+        self.params = dict(rank=int(rank), reg=float(reg), iters=int(iters), seed=int(seed),
+                           exchange=exchange, cold_start=cold_start)
+        self.checkpoint_dir, self.checkpoint_every, self.resume = checkpoint_dir, int(checkpoint_every), resume
+        self.callback = callback
+        self.layout = als.Layout(int(rank), False)
+        self.history, self.fit_info = [], {}
+        self._watch = None
+
+    def __getattr__(self, name):
+        params = self.__dict__.get("params", {})
+        if name in params:
+            return params[name]
+        raise AttributeError(name)
+
+    # ----------------------------------------------------------------- fitting
+    def fit(self, ratings: RatingsShard, comm=None):
+        """Train on every rank's ``ratings`` (collective); returns ``self``."""
+        comm = resolve_comm(comm)
+        ex = Exchange(comm, self.exchange)
+        start = time.perf_counter()
+        data = self._prepare(ratings, ex)
+        setup = time.perf_counter() - start, ex.seconds
+        ex.seconds = 0.0
+        self.user_ids, self.item_ids, self.mu = data["user_ids"], data["item_ids"], data["mu"]
+        p, q, first = self._start(data, ex)
+        train_start = time.perf_counter()
+        # With checkpoints, SIGUSR1/SIGTERM stop the run at the next iteration boundary, after a
+        # checkpoint, with Preempted (exit status 3 from the CLI, which the Slurm templates requeue).
+        self._watch = PreemptionWatch(comm) if self.checkpoint_dir else None
+        with self._watch or contextlib.nullcontext(), np.errstate(over="ignore", invalid="ignore"):
+            self.P, self.Q = self._train(data, ex, p, q, first)
+        train_seconds, train_comm = time.perf_counter() - train_start, ex.seconds
+        cols = ex.gather(data["user_rows"].cols)
+        self.rated_indptr = np.concatenate([[0], np.cumsum(data["user_counts"])]).astype(np.int64)
+        self.rated_indices = cols.astype(np.int64)
+        last = self.history[-1] if self.history else {}
+        self.fit_info = {
+            "iterations": len(self.history), "seconds": train_seconds, "comm_seconds": train_comm,
+            "comm_fraction": train_comm / train_seconds if train_seconds > 0 else 0.0,
+            "setup_seconds": setup[0], "setup_comm_seconds": setup[1], "ranks": ex.size,
+            "train_ratings": data["n"], "users": int(self.user_ids.size), "items": int(self.item_ids.size),
+            "objective": last.get("objective"), "exchange": self.exchange,
+        }
+        if "train_rmse" in last:
+            self.fit_info["train_rmse"] = last["train_rmse"]
+        return self
+
+    def _prepare(self, ratings: RatingsShard, ex: Exchange) -> dict:
+        comm, r, size = ex.comm, ex.rank, ex.size
+        user_ids, item_ids = global_ids(ratings.users, comm), global_ids(ratings.items, comm)
+        u, i = lookup(user_ids, ratings.users), lookup(item_ids, ratings.items)
+        nu, ni = user_ids.size, item_ids.size
+        sums = ex.sum(np.concatenate([np.bincount(u, minlength=nu), np.bincount(i, minlength=ni),
+                                      [ratings.values.sum(), len(ratings)]]))
+        user_counts, item_counts = sums[:nu].astype(np.int64), sums[nu:nu + ni].astype(np.int64)
+        n = int(sums[-1])
+        if n == 0:
+            err = DataError("no training ratings on any rank")
+            err.collective = True  # from an allreduced count: every rank sees it
+            raise err
+        ub, ib = balanced_blocks(user_counts, size), balanced_blocks(item_counts, size)
+        got = send_to_owners(block_of(u, ub), [u, i, ratings.values], comm)
+        data = dict(user_ids=user_ids, item_ids=item_ids, user_counts=user_counts, item_counts=item_counts,
+                    user_bounds=ub, item_bounds=ib, n=n, mu=0.0 if self.implicit else float(sums[-2] / n),
+                    user_rows=build_rows(ub[r], ub[r + 1], *got), item_rows=None)
+        if self.needs_item_rows:
+            got = send_to_owners(block_of(i, ib), [i, u, ratings.values], comm)
+            data["item_rows"] = build_rows(ib[r], ib[r + 1], *got)
+        return data
+
+    def _meta(self, data) -> dict:
+        return {"algorithm": self.algorithm, "n_users": int(data["user_ids"].size),
+                "n_items": int(data["item_ids"].size), "rank": self.rank}
+
+    def _start(self, data, ex):
+        """Initial ``(P, Q, first_iteration)``: from the checkpoint when resuming, else fresh."""
+        self.history = []
+        if self.checkpoint_dir and self.resume:
+            found = load_checkpoint(self.checkpoint_dir, self._meta(data), ex.comm)
+            if found is not None:
+                arrays, manifest = found
+                self.history = json.loads(str(arrays["history"]))
+                self._restore(arrays)
+                return arrays["P"], arrays["Q"], int(manifest["step"])
+        p, q = als.initial_factors(self.seed, data["user_ids"].size, data["item_ids"].size, self.layout)
+        return p, q, 0
+
+    def _restore(self, arrays) -> None:
+        """Algorithm state beyond the factors (DSGD: its step size)."""
+
+    def _checkpoint_state(self) -> dict:
+        return {}
+
+    def _after_iteration(self, data, ex, it, p, q, record, clock):
+        record.update(iteration=it + 1, seconds=time.perf_counter() - clock[0], comm_seconds=ex.seconds - clock[1])
+        self.history.append(record)
+        if not np.isfinite(record["objective"]):
+            err = DivergenceError(
+                f"{self.algorithm}: the objective became {record['objective']} at iteration {it + 1}; "
+                "lower the step size or raise the regularization")
+            err.collective = True  # computed from allreduced numbers: identical on every rank
+            raise err
+        if self.callback is not None:
+            self.callback(dict(record))
+        stop = self._watch is not None and self._watch.should_stop()
+        if self.checkpoint_dir and (stop or (self.checkpoint_every > 0 and (it + 1) % self.checkpoint_every == 0)):
+            if p is None:  # DSGD keeps only its own user block between checkpoints
+                p = ex.gather(self._local_users)
+            arrays = {"P": p, "Q": q, "history": np.array(json.dumps(self.history)), **self._checkpoint_state()}
+            save_checkpoint(self.checkpoint_dir, it + 1, arrays, {**self._meta(data), "ranks": ex.size}, ex.comm)
+        if stop:
+            raise Preempted(f"{self.algorithm} stopped on a signal after iteration {it + 1}; "
+                            f"checkpoint in {self.checkpoint_dir}; run again with resume to continue")
+
+    def _gather_finite(self, ex, block, side, it):
+        """Allgather a solved block; non-finite values stop every rank with the same error."""
+        full = ex.gather(block)
+        if not np.all(np.isfinite(full)):  # same data on every rank: same verdict
+            err = DivergenceError(f"{self.algorithm}: {side} factors became non-finite at iteration {it + 1}; "
+                                  "raise the regularization or check the ratings")
+            err.collective = True
+            raise err
+        return full
+
+    # ------------------------------------------------------------------- using
+    def _index(self, users, items):
+        return lookup(self.user_ids, users), lookup(self.item_ids, items)
+
+    def predict(self, users, items, cold_start=None) -> np.ndarray:
+        """Predicted ratings (scores, for implicit models) of raw-id pairs; local."""
+        policy = cold_start or self.cold_start
+        u, i = self._index(np.atleast_1d(users), np.atleast_1d(items))
+        known = (u >= 0) & (i >= 0)
+        out = np.full(u.shape, self.mu if policy == "mean" else np.nan)
+        out[known] = self.mu + pair_dots(self.P, u[known], self.Q, i[known])
+        return out
+
+    def evaluate(self, test: RatingsShard, comm=None, k: int = 10, ranking=None) -> dict:
+        """Held-out RMSE/MAE (explicit) and/or precision/recall/nDCG/MAP@k (collective)."""
+        comm = resolve_comm(comm)
+        ex = Exchange(comm, self.exchange)
+        ranking = self.implicit if ranking is None else ranking
+        pred = self.predict(test.users, test.items)
+        cold = ~np.isfinite(pred) if self.cold_start == "drop" else np.zeros(pred.size, bool)
+        result = {}
+        sums = ex.sum(np.concatenate([error_sums(pred[~cold], test.values[~cold]), [cold.sum()]]))
+        if not self.implicit:
+            result.update(rmse_mae(sums[:3]))
+        result["cold_start_dropped"] = int(sums[3]) if self.cold_start == "drop" else 0
+        if ranking:
+            result.update(self._ranking(test, ex, k))
+        return result
+
+    def _ranking(self, test, ex, k):
+        u, i = self._index(test.users, test.items)
+        keep = (u >= 0) & (i >= 0) & (test.values > 0)
+        u, i = send_to_owners(u[keep] % ex.size, [u[keep], i[keep]], ex.comm)
+        order = np.lexsort((i, u))
+        u, i = u[order], i[order]
+        users, starts = np.unique(u, return_index=True)
+        relevant = np.split(i, starts[1:]) if users.size else []
+        total = np.zeros(5)
+        for lo in range(0, users.size, 512):
+            batch = users[lo:lo + 512]
+            scores = self.P[batch] @ self.Q.T
+            for row, user in enumerate(batch):
+                scores[row, self.rated_items(user)] = -np.inf
+            total += ranking_sums(top_k(scores, k), [set(r.tolist()) for r in relevant[lo:lo + 512]], k)
+        return ranking_means(ex.sum(total), k)
+
+    def rated_items(self, user_index: int) -> np.ndarray:
+        """Item indices the user (an index) rated in training."""
+        return self.rated_indices[self.rated_indptr[user_index]:self.rated_indptr[user_index + 1]]
+
+    def recommend(self, user, k: int = 10, exclude_rated: bool = True):
+        """``(item_ids, scores)``: the ``k`` best items for a raw user id, best first; local."""
+        u = int(lookup(self.user_ids, [user])[0])
+        if u < 0:
+            raise ArgumentError(f"unknown user {user}: fold_in their ratings first")
+        scores = self.mu + self.Q @ self.P[u]
+        if exclude_rated:
+            scores[self.rated_items(u)] = -np.inf
+        best = top_k(scores[None, :], k)[0]
+        best = best[np.isfinite(scores[best])]
+        return self.item_ids[best], scores[best]
+
+    def fold_in(self, items, ratings, user=None) -> np.ndarray:
+        """Factors of a new user from their ratings, the item factors held fixed; local.
+
+        Unknown items are ignored. With ``user`` (a raw id not yet in the model) the user
+        is added, so ``recommend(user)`` works afterwards.
+        """
+        i = lookup(self.item_ids, items)
+        values = np.asarray(ratings, dtype=np.float64)[i >= 0]
+        rows = build_rows(0, 1, np.zeros(values.size, np.int64), i[i >= 0], values)
+        row = self._fold_in_row(rows)
+        if user is not None:
+            if lookup(self.user_ids, [user])[0] >= 0:
+                raise ArgumentError(f"user {user} is already in the model")
+            at = int(np.searchsorted(self.user_ids, user))
+            self.user_ids = np.insert(self.user_ids, at, user)
+            self.P = np.insert(self.P, at, row, axis=0)
+            counts = np.insert(np.diff(self.rated_indptr), at, rows.nnz)
+            self.rated_indices = np.insert(self.rated_indices, self.rated_indptr[at], rows.cols)
+            self.rated_indptr = np.concatenate([[0], np.cumsum(counts)])
+        return row
+
+    def _fold_in_row(self, rows: Rows) -> np.ndarray:
+        own = np.zeros((1, self.layout.width))
+        if self.layout.biases:
+            own[0, self.layout.fixed("users")] = 1.0
+        return als.half_step(rows, own, self.Q, self.mu, self.reg, self.layout, "users", True)[0]
+
+    # ----------------------------------------------------------------- storage
+    def save(self, path, comm=None) -> None:
+        """Write the model to ``path`` (``.npz``; rank 0 writes, atomically; collective)."""
+        comm = resolve_comm(comm)
+        error = None
+        if comm.Get_rank() == 0:
+            try:
+                config = {"format": MODEL_FORMAT, "algorithm": self.algorithm, "params": self.params}
+                save_npz_atomic(path, P=self.P, Q=self.Q, mu=np.array(self.mu), user_ids=self.user_ids,
+                                item_ids=self.item_ids, rated_indptr=self.rated_indptr,
+                                rated_indices=self.rated_indices, config=np.array(json.dumps(config)))
+            except OSError as exc:
+                error = DataError(f"cannot write model: {exc}", str(path))
+        raise_if_any(error, comm)
+
+    @staticmethod
+    def load(path, comm=None) -> "FactorModel":
+        """Read a model written by :meth:`save` (every rank reads it; collective)."""
+        comm = resolve_comm(comm)
+        model, error = None, None
+        try:
+            arrays = load_npz(path)
+            config = json.loads(str(arrays["config"]))
+            from mpiml.mf.models import MODELS
+
+            if config.get("format") != MODEL_FORMAT or config.get("algorithm") not in MODELS:
+                raise DataError(f"not an mpiml model (config {config})", str(path))
+            model = MODELS[config["algorithm"]](**config["params"])
+            model.P, model.Q, model.mu = arrays["P"], arrays["Q"], float(arrays["mu"])
+            model.user_ids, model.item_ids = arrays["user_ids"], arrays["item_ids"]
+            model.rated_indptr, model.rated_indices = arrays["rated_indptr"], arrays["rated_indices"]
+        except MpimlError as exc:
+            error = exc
+        except (OSError, KeyError, ValueError, TypeError) as exc:
+            error = DataError(f"cannot read model: {exc}", str(path))
+        raise_if_any(error, comm)
+        return model

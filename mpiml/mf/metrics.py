@@ -1,0 +1,61 @@
+"""Rating-error and ranking metrics as sums, so ranks add them up with one allreduce (pure)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+RANKING = ("precision", "recall", "ndcg", "map")
+
+
+def error_sums(pred, truth) -> np.ndarray:
+    """``[sum squared error, sum absolute error, count]`` over finite predictions."""
+    pred, truth = np.asarray(pred, dtype=np.float64), np.asarray(truth, dtype=np.float64)
+    err = pred - truth
+    return np.array([err @ err, np.abs(err).sum(), err.size], dtype=np.float64)
+
+
+def rmse_mae(sums) -> dict:
+    """RMSE and MAE from (allreduced) :func:`error_sums`."""
+    sse, sae, n = (float(v) for v in sums)
+    if n == 0:
+        return {"rmse": float("nan"), "mae": float("nan"), "count": 0}
+    return {"rmse": (sse / n) ** 0.5, "mae": sae / n, "count": int(n)}
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Column indices of the ``k`` best scores per row, best first (ties: lower index)."""
+    k = min(k, scores.shape[1])
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < scores.shape[1] else np.tile(
+        np.arange(scores.shape[1]), (scores.shape[0], 1))
+    picked = np.take_along_axis(scores, part, axis=1)
+    order = np.lexsort((part, -picked), axis=1)
+    return np.take_along_axis(part, order, axis=1)
+
+
+def ranking_sums(recommended: np.ndarray, relevant: list, k: int) -> np.ndarray:
+    """Sums over users of precision@k, recall@k, nDCG@k, MAP@k, and the user count.
+
+    ``recommended[u]`` are a user's top-k items, ``relevant[u]`` the set of held-out
+    items they liked. Users with no relevant items are skipped. Binary relevance;
+    recall divides by ``|relevant|``; nDCG and MAP normalize by ``min(k, |relevant|)``.
+    """
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    total = np.zeros(5)
+    for recs, rel in zip(recommended, relevant):
+        if len(rel) == 0:
+            continue
+        hits = np.isin(recs[:k], np.fromiter(rel, dtype=np.int64, count=len(rel))).astype(np.float64)
+        ideal = min(k, len(rel))
+        precision_at = np.cumsum(hits) / np.arange(1, hits.size + 1)
+        total += [hits.sum() / k, hits.sum() / len(rel), (hits @ discounts[:hits.size]) / discounts[:ideal].sum(),
+                  (precision_at * hits).sum() / ideal, 1.0]
+    return total
+
+
+def ranking_means(sums, k: int) -> dict:
+    """``precision_at_k`` and friends from (allreduced) :func:`ranking_sums`."""
+    n = float(sums[-1])
+    names = [f"{m}_at_{k}" for m in RANKING]
+    if n == 0:
+        return {**{name: float("nan") for name in names}, "ranked_users": 0}
+    return {**{name: float(v) / n for name, v in zip(names, sums[:-1])}, "ranked_users": int(n)}

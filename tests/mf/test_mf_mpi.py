@@ -1,0 +1,183 @@
+"""Distributed factorization at p ranks against serial dense references (run at p = 1..5)."""
+
+from __future__ import annotations
+
+import tempfile
+
+import numpy as np
+import pytest
+from mf_reference import als_reference, dense, ials_reference, ranking_reference
+from mpi4py import MPI
+
+from mpiml.data.ratings import RatingsShard, split_fraction
+from mpiml.data.synthetic_ratings import SyntheticSpec, synthetic_ratings
+from mpiml.mf import ALS, DSGD, ImplicitALS
+from mpiml.mf.als import Layout, initial_factors
+from mpiml.runtime.errors import CheckpointError, DataError, DivergenceError
+
+SMALL = SyntheticSpec(users=40, items=25, ratings=500, rank=3, noise=0.1, seed=2)
+
+
+def agree(comm, ok, why=""):
+    verdicts = comm.allgather((bool(ok), str(why)))
+    bad = [(rank, w) for rank, (good, w) in enumerate(verdicts) if not good]
+    assert not bad, bad
+
+
+def shard_of(spec, comm):
+    return synthetic_ratings(spec, comm.rank, comm.size)
+
+
+def gathered(comm, shard):
+    parts = comm.allgather((shard.users, shard.items, shard.values))
+    return [np.concatenate([p[j] for p in parts]) for j in range(3)]
+
+
+def shared_dir(comm):
+    return comm.bcast(tempfile.mkdtemp(prefix="mpiml-mf-") if comm.rank == 0 else None, root=0)
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("biases", [False, True])
+def test_distributed_als_equals_serial_als_from_the_same_start(biases):
+    comm = MPI.COMM_WORLD
+    shard = shard_of(SMALL, comm)
+    model = ALS(rank=3, reg=0.05, iters=3, biases=biases, seed=7).fit(shard, comm=comm)
+    users, items, values = gathered(comm, shard)
+    uid, iid = np.unique(users), np.unique(items)
+    r, m = dense(np.searchsorted(uid, users), np.searchsorted(iid, items), values, uid.size, iid.size)
+    p0, q0 = initial_factors(7, uid.size, iid.size, Layout(3, biases))
+    p, q, objectives = als_reference(r, m, p0, q0, 0.05, 3, mu=values.mean(), biases=biases)
+    agree(comm, np.allclose(model.P, p, rtol=1e-7, atol=1e-9), np.abs(model.P - p).max())
+    agree(comm, np.allclose(model.Q, q, rtol=1e-7, atol=1e-9), np.abs(model.Q - q).max())
+    got = [h["objective"] for h in model.history]
+    agree(comm, np.allclose(got, objectives, rtol=1e-9), (got, objectives))
+
+
+@pytest.mark.mpi
+def test_als_objective_never_increases():
+    comm = MPI.COMM_WORLD
+    spec = SyntheticSpec(users=120, items=60, ratings=2500, rank=4, noise=0.3, seed=3)
+    model = ALS(rank=6, reg=0.02, iters=8, biases=True, seed=1).fit(shard_of(spec, comm), comm=comm)
+    objectives = np.array([h["objective"] for h in model.history])
+    agree(comm, np.all(np.diff(objectives) <= 1e-10 * objectives[:-1]), objectives)
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("algorithm", ["als", "dsgd"])
+def test_recovers_held_out_ratings_near_the_noise_floor(algorithm):
+    comm = MPI.COMM_WORLD
+    spec = SyntheticSpec(users=300, items=150, ratings=12000, rank=3, noise=0.1, seed=4)
+    train, test = split_fraction(shard_of(spec, comm), 0.1, seed=1)
+    if algorithm == "als":
+        model = ALS(rank=3, reg=0.01, iters=10)
+    else:
+        model = DSGD(rank=3, reg=0.01, iters=30, lr=0.05)
+    result = model.fit(train, comm=comm).evaluate(test, comm=comm)
+    # The best possible RMSE is the noise (0.1); predicting the mean scores about 1.0.
+    agree(comm, result["rmse"] < 1.35 * spec.noise, result)
+    agree(comm, result["count"] + result["cold_start_dropped"] == comm.allreduce(len(test)), result)
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("solver, tolerance", [("cholesky", 1e-8), ("cg", 2e-3)])
+def test_implicit_als_matches_the_dense_reference(solver, tolerance):
+    comm = MPI.COMM_WORLD
+    shard = shard_of(SMALL, comm)
+    shard.values = np.rint(np.abs(shard.values))  # interaction counts
+    model = ImplicitALS(rank=3, reg=0.1, alpha=2.0, iters=2, solver=solver, cg_steps=6, seed=5).fit(shard, comm=comm)
+    users, items, values = gathered(comm, shard)
+    uid, iid = np.unique(users), np.unique(items)
+    r, m = dense(np.searchsorted(uid, users), np.searchsorted(iid, items), values, uid.size, iid.size)
+    p0, q0 = initial_factors(5, uid.size, iid.size, Layout(3))
+    p, q, objective = ials_reference(r, m, p0, q0, 0.1, 2.0, 2)
+    scale = np.abs(p).max() + np.abs(q).max()
+    worst = max(np.abs(model.P - p).max(), np.abs(model.Q - q).max()) / scale
+    agree(comm, worst < tolerance, worst)
+    agree(comm, np.isclose(model.history[-1]["objective"], objective, rtol=10 * tolerance),
+          (model.history[-1]["objective"], objective))
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("algorithm", ["als", "dsgd"])
+def test_resume_from_checkpoint_continues_the_same_run(algorithm):
+    comm = MPI.COMM_WORLD
+    shard = shard_of(SMALL, comm)
+    make = (lambda **kw: ALS(rank=3, reg=0.05, **kw)) if algorithm == "als" else \
+        (lambda **kw: DSGD(rank=3, reg=0.05, lr=0.05, **kw))
+    straight = make(iters=4).fit(shard, comm=comm)
+    directory = shared_dir(comm)
+    make(iters=2, checkpoint_dir=directory).fit(shard, comm=comm)
+    resumed = make(iters=4, checkpoint_dir=directory, resume=True).fit(shard, comm=comm)
+    agree(comm, len(resumed.history) == 4, resumed.history)
+    agree(comm, np.allclose(resumed.P, straight.P, rtol=1e-12, atol=1e-14) and
+          np.allclose(resumed.Q, straight.Q, rtol=1e-12, atol=1e-14))
+
+
+@pytest.mark.mpi
+def test_ranking_metrics_in_parallel_equal_a_serial_count():
+    comm = MPI.COMM_WORLD
+    spec = SyntheticSpec(users=80, items=40, ratings=1500, rank=3, noise=0.1, seed=6)
+    train, test = split_fraction(shard_of(spec, comm), 0.25, seed=2)
+    model = ImplicitALS(rank=3, reg=0.1, alpha=1.0, iters=2).fit(train, comm=comm)
+    got = model.evaluate(test, comm=comm, k=5)
+    users, items, values = gathered(comm, test)
+    per_user = {}
+    for u, i, v in zip(users.tolist(), items.tolist(), values.tolist()):
+        if v > 0 and u in set(model.user_ids.tolist()) and i in set(model.item_ids.tolist()):
+            per_user.setdefault(u, set()).add(i)
+    rows = []
+    for u, liked in per_user.items():
+        recs, _ = model.recommend(u, k=5)
+        rows.append(ranking_reference(recs.tolist(), liked, 5))
+    expected = np.mean(rows, axis=0)
+    have = [got["precision_at_5"], got["recall_at_5"], got["ndcg_at_5"], got["map_at_5"]]
+    agree(comm, np.allclose(have, expected, rtol=1e-10) and got["ranked_users"] == len(rows), (have, expected))
+
+
+@pytest.mark.mpi
+def test_divergence_stops_every_rank_with_a_clear_message():
+    comm = MPI.COMM_WORLD
+    shard = shard_of(SMALL, comm)
+    try:
+        DSGD(rank=3, reg=0.0, iters=5, lr=1e6, step="decay").fit(shard, comm=comm)
+        message = None
+    except DivergenceError as exc:
+        message = str(exc)
+    agree(comm, message is not None and ("non-finite" in message or "objective became" in message), message)
+    agree(comm, len(set(comm.allgather(message))) == 1, message)
+
+
+@pytest.mark.mpi
+def test_a_rank_without_ratings_is_fine():
+    comm = MPI.COMM_WORLD
+    rows = [(1, 1, 4.0), (1, 2, 3.0), (2, 1, 5.0), (3, 2, 1.0)] if comm.rank == 0 else []
+    shard = RatingsShard.from_arrays(*(np.array(c) for c in zip(*rows))) if rows else \
+        RatingsShard.from_arrays([], [], [])
+    model = ALS(rank=2, reg=0.1, iters=2).fit(shard, comm=comm)
+    agree(comm, model.P.shape == (3, 2) and np.all(np.isfinite(model.P)), model.P)
+
+
+@pytest.mark.mpi
+def test_resume_refuses_a_checkpoint_of_another_problem():
+    comm = MPI.COMM_WORLD
+    shard = shard_of(SMALL, comm)
+    directory = shared_dir(comm)
+    ALS(rank=3, iters=1, checkpoint_dir=directory).fit(shard, comm=comm)
+    try:
+        ALS(rank=4, iters=2, checkpoint_dir=directory, resume=True).fit(shard, comm=comm)
+        message = None
+    except CheckpointError as exc:
+        message = str(exc)
+    agree(comm, message is not None and "rank is 3 there, 4 here" in message, message)
+
+
+@pytest.mark.mpi
+def test_no_ratings_anywhere_is_a_data_error_on_every_rank():
+    comm = MPI.COMM_WORLD
+    try:
+        ALS(rank=2).fit(RatingsShard.from_arrays([], [], []), comm=comm)
+        message = None
+    except DataError as exc:
+        message = str(exc)
+    agree(comm, message is not None and "no training ratings" in message, message)
