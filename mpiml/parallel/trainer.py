@@ -244,7 +244,8 @@ class GridRun:
             record = {"epoch": self.epoch + 1, "updates": self.t}
             for i, name in enumerate(("train", "test")[: len(sets)]):
                 n = max(buf[3 * i + 2], 1.0)
-                record[f"{name}_loss"] = buf[3 * i] / n + float(pen[0])
+                # as in mpiml.sgd: train_loss is the objective (mean loss + penalty), test_loss the mean loss
+                record[f"{name}_loss"] = buf[3 * i] / n + (float(pen[0]) if name == "train" else 0.0)
                 if self.model.classifier:
                     record[f"{name}_accuracy"] = buf[3 * i + 1] / n
         if not math.isfinite(record["train_loss"]):
