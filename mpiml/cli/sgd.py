@@ -87,6 +87,9 @@ def build_parser():
     o.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
                    help="progress bar on rank 0: auto = only if stdout is a terminal (under mpiexec it is "
                         "usually a pipe, so say 'always' for a bar in an interactive run)")
+    from mpiml.parallel.run import add_arguments as add_parallel_arguments
+
+    add_parallel_arguments(p)  # --parallel data|model|hybrid|auto --grid RxC --split --explain
     return p
 
 
@@ -185,8 +188,11 @@ def _fit(args, comm, shard, test, progress, stop_flag):
     except ArgumentError as exc:
         error = exc
     raise_if_any(error, comm)  # settings that cannot work: one clean message, exit status 2
-    return est.fit(shard.X, shard.y, None if test is None else test.X, None if test is None else test.y,
-                   where=shard.where, where_test=None if test is None else test.where)
+    from mpiml.parallel.run import fit_function
+
+    fit = fit_function(est, args, comm, shard.X, shard.y)  # est.fit, or training on a model-split grid
+    return fit(shard.X, shard.y, None if test is None else test.X, None if test is None else test.y,
+               where=shard.where, where_test=None if test is None else test.where)
 
 
 def _estimator(args, comm, progress, stop_flag, LinearModel):
@@ -215,6 +221,7 @@ def _summary(args, comm, est, result, load_seconds, seconds) -> dict:
                     for rec in result.history],
         "out": args.out if args.out and not result.interrupted else None,
     }
+    out.update(getattr(est, "layout_", {"parallel": "data"}))  # parallel, grid, split (mpiml.parallel.run)
     out.update(totals)  # compute_seconds, comm_seconds, wait_seconds, ...: summed over ranks
     for key in ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "lbfgs_iterations"):
         out[key] = last.get(key)

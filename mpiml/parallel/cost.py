@@ -1,0 +1,208 @@
+"""How many bytes and seconds one sync SGD update costs under each layout (``--parallel auto``).
+
+Inputs: ``n`` rows, ``d`` features, ``nnz`` nonzeros of the training matrix (``n d``
+when dense), ``k`` model outputs (1, or the softmax classes), ``batch`` rows per update
+and ``p`` ranks. Layouts: every grid ``R x C = p`` with the features split over the
+``C`` columns, and for softmax also with the classes split. ``p x 1`` is data
+parallelism, ``1 x p`` model parallelism, the rest hybrid.
+
+Per update and rank, with ``b = batch / R`` rows of the batch in a row group and
+``z = nnz / n`` nonzeros per row (all counts in float64 words of 8 bytes):
+
+=================  ===============================  ==================================  ====================
+layout             row-group allreduce (C ranks)    column-group allreduce (R ranks)    model block updated
+=================  ===============================  ==================================  ====================
+data (C = 1)       none                             ``(d + 1) k + 1 + p``               ``(d + 1) k``
+features split     ``b k`` (partial margins)        ``(d / C + 1) k + 1``               ``(d / C + 1) k``
+classes split      ``b`` (max) + ``2 b`` (sums)     ``(d + 1) k / C + 1``               ``(d + 1) k / C``
+=================  ===============================  ==================================  ====================
+
+Seconds = communication + compute. Communication: for each allreduce, the algorithm
+``mpiml.allreduce(algorithm="auto")`` would run (:func:`mpiml.collectives.select.choose`),
+priced by the collectives' cost model :func:`mpiml.collectives.model.predict` where that
+module exists, else by the small alpha-beta model below (same defaults). Bytes moved:
+what the algorithm sends per rank (ring/Rabenseifner ``2 (q-1)/q m``, recursive doubling
+and the library's small-message path ``ceil(log2 q) m``). Compute, with the constants of
+:class:`Machine` (measured roughly on a 2-core VM with numpy/scipy; they set the order
+of magnitude, not the last digit):
+
+- ``nnz_seconds`` per nonzero and output, twice (margins ``X W``, gradient ``X^T r``),
+  over the rank's block: ``2 b z k / C`` (features) or ``2 b z k / C`` (classes, all
+  features times ``k / C`` classes);
+- ``row_seconds`` per row and output of the loss derivative (every rank of a row group
+  computes it for all ``b`` rows: the redundancy model parallelism pays);
+- ``param_seconds`` per parameter of the block for the dense per-update work
+  (gradient buffer, penalty, optimizer step): the term data parallelism pays in full on
+  every rank, whatever the sparsity of the batch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from mpiml.parallel.grid import factorizations
+
+WORD = 8
+
+
+@dataclass(frozen=True)
+class Machine:
+    """Per-operation seconds of the compute and (fallback) communication model."""
+
+    nnz_seconds: float = 1.0e-8      # scipy CSR row selection + matvec, per nonzero and output
+    row_seconds: float = 6.0e-8      # loss derivative (expit, log-sum-exp, ...) per row and output
+    param_seconds: float = 8.0e-9    # numpy passes over the model block per update (about 8 of them)
+    step_seconds: float = 1.5e-4     # fixed Python cost of one update, every layout
+    # Fallback alpha-beta communication model (used when mpiml.collectives.model is absent).
+    alpha: float = 1.1e-6            # latency per message
+    beta: float = 1.2e-10            # seconds per byte sent
+    gamma: float = 0.6e-10           # seconds per byte reduced
+    step_overhead: float = 1.5e-6    # Python time per step of a hand-written algorithm
+    call_overhead: float = 2.5e-6    # Python time per mpiml call
+
+
+@dataclass(frozen=True)
+class Problem:
+    """The sizes the estimate needs."""
+
+    n: int
+    d: int
+    nnz: int
+    k: int
+    batch: int
+    p: int
+
+
+@dataclass
+class Estimate:
+    """Predicted cost of one update under one layout (per rank, the slowest rank)."""
+
+    parallel: str        # data, model or hybrid
+    rows: int            # R
+    cols: int            # C
+    split: str           # features or classes
+    bytes_per_step: float
+    comm_seconds: float
+    compute_seconds: float
+    allreduce_words: tuple = ()   # (row group words, column group words)
+
+    @property
+    def seconds_per_step(self) -> float:
+        return self.comm_seconds + self.compute_seconds
+
+    @property
+    def grid(self) -> str:
+        return f"{self.rows}x{self.cols}"
+
+    def as_dict(self) -> dict:
+        out = asdict(self)
+        out.update(grid=self.grid, seconds_per_step=self.seconds_per_step)
+        out["allreduce_words"] = list(self.allreduce_words)
+        return out
+
+
+def _algorithm(nbytes: float, q: int) -> str:
+    from mpiml.collectives.select import choose
+
+    return choose("allreduce", "auto", int(nbytes), q)
+
+
+def allreduce_cost(words: float, q: int, machine: Machine = Machine()) -> tuple[float, float]:
+    """``(bytes sent per rank, seconds)`` of one ``mpiml.allreduce`` of ``words`` float64 over ``q`` ranks."""
+    if q <= 1 or words <= 0:
+        return 0.0, 0.0
+    m = words * WORD
+    algorithm = _algorithm(m, q)
+    steps_log = math.ceil(math.log2(q))
+    if algorithm in ("ring", "rabenseifner"):
+        sent = 2 * (q - 1) / q * m
+    elif algorithm == "tree":
+        sent = 2 * steps_log * m
+    else:  # native / recursive doubling
+        sent = steps_log * m if m < 64 * 1024 else 2 * (q - 1) / q * m
+    try:
+        from mpiml.collectives import model as collective_model
+    except ImportError:
+        collective_model = None
+    if collective_model is not None:
+        seconds = collective_model.predict(algorithm, int(m), q, in_place=True)
+    else:
+        a = machine.alpha + (machine.step_overhead if algorithm != "native" else 0.0)
+        steps = 2 * (q - 1) if algorithm == "ring" else 2 * steps_log
+        seconds = machine.call_overhead + steps * a + sent * machine.beta + (q - 1) / q * m * machine.gamma
+    return sent, seconds
+
+
+def estimate(problem: Problem, rows: int, cols: int, split: str = "features",
+             machine: Machine = Machine()) -> Estimate:
+    """The cost of one update of ``problem`` on an ``rows x cols`` grid with ``split``."""
+    n, d, k, p = max(problem.n, 1), problem.d, problem.k, problem.p
+    b = min(problem.batch, n) / rows
+    z = problem.nnz / n
+    if split == "features":
+        row_words = b * k if cols > 1 else 0.0
+        col_words = (d / cols + 1) * k + 1 + (p if cols == 1 else 0)
+        block = (d / cols + 1) * k
+        loss_work = b * k
+    else:
+        row_words = 3 * b if cols > 1 else 0.0
+        col_words = (d + 1) * k / cols + 1
+        block = (d + 1) * k / cols
+        loss_work = b * (k / cols + 3)
+    row_calls = 2 if split == "classes" and cols > 1 else 1
+    row_bytes, row_seconds = allreduce_cost(row_words / row_calls, cols, machine)
+    col_bytes, col_seconds = allreduce_cost(col_words, rows, machine)
+    compute = (machine.step_seconds + 2 * b * z * k / cols * machine.nnz_seconds
+               + loss_work * machine.row_seconds + block * machine.param_seconds)
+    parallel = "data" if cols == 1 else ("model" if rows == 1 else "hybrid")
+    return Estimate(parallel, rows, cols, split, row_calls * row_bytes + col_bytes,
+                    row_calls * row_seconds + col_seconds, compute, (row_words, col_words))
+
+
+def estimates(problem: Problem, machine: Machine = Machine()) -> list[Estimate]:
+    """Every layout of ``problem`` (grids of any shape; the classes split for softmax), cheapest first."""
+    out = []
+    for rows, cols in factorizations(problem.p):
+        for split in ("features", "classes") if problem.k > 1 else ("features",):
+            limit = problem.d if split == "features" else problem.k
+            if cols > 1 and cols > limit:
+                continue
+            if split == "classes" and cols == 1:
+                continue  # the same as the features split on p x 1 (data parallelism)
+            out.append(estimate(problem, rows, cols, split, machine))
+    return sorted(out, key=lambda e: e.seconds_per_step)
+
+
+def choose(problem: Problem, parallel: str = "auto", machine: Machine = Machine()) -> Estimate:
+    """The cheapest layout of kind ``parallel`` (``auto``: of any kind)."""
+    every = estimates(problem, machine)
+    wanted = [e for e in every if parallel == "auto" or e.parallel == parallel]
+    if not wanted:  # e.g. hybrid at p = 2 or a prime p: there is no such grid
+        from mpiml.runtime.errors import ArgumentError
+
+        raise ArgumentError(f"no {parallel} layout for {problem.p} ranks (a hybrid grid needs p = R x C, R, C > 1)")
+    return wanted[0]
+
+
+def explain(problem: Problem, chosen: Estimate, machine: Machine = Machine()) -> str:
+    """A table of every layout's bytes and seconds per update, the chosen one marked."""
+    lines = [f"per-update cost estimates: n={problem.n} d={problem.d} nnz={problem.nnz} outputs={problem.k} "
+             f"batch={problem.batch} p={problem.p}",
+             f"  {'layout':<8} {'grid':<6} {'split':<9} {'bytes/step':>12} {'comm_ms':>9} {'compute_ms':>10} "
+             f"{'total_ms':>9}"]
+    for e in estimates(problem, machine):
+        mark = "*" if (e.rows, e.cols, e.split) == (chosen.rows, chosen.cols, chosen.split) else " "
+        lines.append(f"{mark} {e.parallel:<8} {e.grid:<6} {e.split:<9} {e.bytes_per_step:>12.0f} "
+                     f"{1e3 * e.comm_seconds:>9.3f} {1e3 * e.compute_seconds:>10.3f} {1e3 * e.seconds_per_step:>9.3f}")
+    source = "mpiml.collectives.model" if _has_collective_model() else "the alpha-beta fallback in mpiml.parallel.cost"
+    lines.append(f"(* chosen; communication priced by {source})")
+    return "\n".join(lines)
+
+
+def _has_collective_model() -> bool:
+    try:
+        from mpiml.collectives import model  # noqa: F401
+    except ImportError:
+        return False
+    return True

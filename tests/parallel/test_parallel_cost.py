@@ -1,0 +1,52 @@
+"""The per-update cost estimates: the formulas of the docstring, and the choices they imply."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from mpiml.parallel import cost
+from mpiml.runtime.errors import ArgumentError
+
+
+def test_wide_sparse_small_batches_pick_a_model_split():
+    wide = cost.Problem(n=20000, d=1_000_000, nnz=20000 * 20, k=1, batch=64, p=4)
+    chosen = cost.choose(wide)
+    data = cost.choose(wide, "data")
+    assert chosen.parallel in ("model", "hybrid")
+    assert chosen.bytes_per_step < data.bytes_per_step / 100
+    assert chosen.seconds_per_step < data.seconds_per_step
+
+
+def test_narrow_problem_with_big_batches_picks_data_parallelism():
+    narrow = cost.Problem(n=200000, d=10, nnz=200000 * 10, k=1, batch=4096, p=2)
+    assert cost.choose(narrow).parallel == "data"
+    assert cost.choose(narrow, "data").bytes_per_step < cost.choose(narrow, "model").bytes_per_step
+
+
+def test_words_per_allreduce_follow_the_table():
+    pr = cost.Problem(n=1000, d=100, nnz=100000, k=10, batch=120, p=6)
+    e = cost.estimate(pr, 2, 3, "features")
+    assert e.allreduce_words == (60 * 10, (100 / 3 + 1) * 10 + 1)
+    e = cost.estimate(pr, 3, 2, "classes")
+    assert e.allreduce_words == (3 * 40, 101 * 10 / 2 + 1)
+    e = cost.estimate(pr, 6, 1, "features")
+    assert e.allreduce_words == (0.0, 101 * 10 + 1 + 6)
+    # bytes: nothing sent in a group of one; ring-sized vectors move 2 (q-1)/q of their bytes
+    sent, _ = cost.allreduce_cost(1_000_000, 4)
+    assert math.isclose(sent, 2 * 3 / 4 * 8e6)
+    assert cost.allreduce_cost(10, 1) == (0.0, 0.0)
+
+
+def test_layouts_enumerated_and_refused():
+    soft = cost.Problem(n=100, d=50, nnz=5000, k=8, batch=32, p=4)
+    kinds = {(e.grid, e.split) for e in cost.estimates(soft)}
+    assert kinds == {("4x1", "features"), ("2x2", "features"), ("1x4", "features"), ("2x2", "classes"),
+                     ("1x4", "classes")}
+    binary = cost.Problem(n=100, d=3, nnz=300, k=1, batch=32, p=4)
+    assert {e.grid for e in cost.estimates(binary)} == {"4x1", "2x2"}  # no 1x4: 3 features over 4 columns
+    with pytest.raises(ArgumentError):
+        cost.choose(cost.Problem(n=100, d=50, nnz=5000, k=1, batch=32, p=2), "hybrid")
+    text = cost.explain(soft, cost.choose(soft))
+    assert text.count("\n* ") + text.startswith("* ") == 1 and "bytes/step" in text
