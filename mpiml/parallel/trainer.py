@@ -37,7 +37,7 @@ from mpiml.sgd.config import TrainConfig
 from mpiml.sgd.models import Penalty
 from mpiml.sgd.optim import learning_rate, make_optimizer
 from mpiml.sgd.timing import Clock, Timings
-from mpiml.sgd.trainer import TrainResult
+from mpiml.sgd.trainer import TrainResult, run_epochs
 
 GRID_STRATEGIES = ("sync", "local", "oneshot")
 _EVAL_ROWS = 65536
@@ -307,26 +307,6 @@ def train_grid(model, part: Part, X, y, config: TrainConfig, comms, test=None, c
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         run = GridRun(model, part, X, y, config, comms, test, checkpoint_dir, progress, stop_requested)
         resumed = load_state(run) if resume and checkpoint_dir is not None else None
-        interrupted = False
-        elapsed = run.history[-1].get("seconds", 0.0) if run.history else 0.0  # continued after a resume
-        while run.epoch < config.epochs:
-            start, saving = time.perf_counter(), run.timings.checkpoint
-            epoch_fn = run.sync_epoch if config.strategy == "sync" else run.local_epoch
-            if epoch_fn(stop_at_update):
-                interrupted = True
-                break
-            epoch_seconds = time.perf_counter() - start - (run.timings.checkpoint - saving)
-            elapsed += epoch_seconds
-            record = run.evaluate(run.consensus())
-            record.update(epoch_seconds=epoch_seconds, seconds=elapsed)
-            run.history.append(record)
-            if progress is not None:
-                progress.epoch(record)
-            run.epoch += 1
-            run.step = 0
-            run.checkpoint()
-            if run.stop_agreed or (stop_at_update is not None and run.t >= stop_at_update):
-                interrupted = run.epoch < config.epochs
-                break
+        interrupted = run_epochs(run, config, stop_at_update, progress, lambda: run.stop_agreed)
         theta = whole(run, run.theta if interrupted else run.consensus())
     return TrainResult(theta, run.history, run.timings, run.t, interrupted, resumed)

@@ -54,7 +54,6 @@ class _Run:
         self.step = 0
         self.history: list = []
         self.last_checkpoint = None
-        self._checkpoint_log = []
         self.grad = np.zeros(model.n_params)
 
     # -- math helpers -----------------------------------------------------------------
@@ -204,11 +203,6 @@ class _Run:
 
     def _add_checkpoint(self, seconds):
         self.timings.checkpoint += seconds
-        self._checkpoint_log.append((time.perf_counter(), seconds))
-
-    def timings_checkpoint_since(self, start):
-        """Seconds spent writing checkpoints since ``start`` (kept out of epoch times)."""
-        return sum(sec for end, sec in self._checkpoint_log if end >= start)
 
     def lbfgs(self):
         """Full-batch L-BFGS (scipy) on the allreduced objective; every rank runs the same iterations."""
@@ -299,15 +293,26 @@ def _train(model, X, y, config, group, test, checkpoint_dir, resume, stop_at_upd
     resumed = load_state(run) if resume and checkpoint_dir is not None else None
     if config.strategy == "lbfgs":
         return _train_lbfgs(run, resumed)
-    interrupted = False
+    interrupted = run_epochs(run, config, stop_at_update, progress, lambda: run.ex.stop_agreed)
+    theta = run.theta if interrupted else run.consensus()
+    return TrainResult(theta.copy(), run.history, run.timings, run.t, interrupted, resumed)
+
+
+def run_epochs(run, config, stop_at_update, progress, stop_agreed) -> bool:
+    """The epoch loop of the data-parallel and the grid trainers; True if interrupted.
+
+    ``run`` provides ``sync_epoch``/``local_epoch`` (True when stopped mid-epoch),
+    ``evaluate``, ``consensus``, ``checkpoint``, ``history``, ``timings``, ``epoch``,
+    ``step`` and ``t``; ``stop_agreed()`` says whether the ranks voted to stop.
+    Checkpoint writing is kept out of the epoch times; a resumed run's clock continues.
+    """
     elapsed = run.history[-1].get("seconds", 0.0) if run.history else 0.0
     while run.epoch < config.epochs:
         epoch_fn = run.sync_epoch if config.strategy == "sync" else run.local_epoch
-        start = time.perf_counter()
+        start, saving = time.perf_counter(), run.timings.checkpoint
         if epoch_fn(stop_at_update):
-            interrupted = True
-            break
-        epoch_seconds = time.perf_counter() - start - run.timings_checkpoint_since(start)
+            return True
+        epoch_seconds = time.perf_counter() - start - (run.timings.checkpoint - saving)
         elapsed += epoch_seconds
         record = run.evaluate(run.consensus())
         record.update(epoch_seconds=epoch_seconds, seconds=elapsed)
@@ -317,11 +322,9 @@ def _train(model, X, y, config, group, test, checkpoint_dir, resume, stop_at_upd
         run.epoch += 1
         run.step = 0
         run.checkpoint()
-        if (stop_at_update is not None and run.t >= stop_at_update) or run.ex.stop_agreed:
-            interrupted = run.epoch < config.epochs
-            break
-    theta = run.theta if interrupted else run.consensus()
-    return TrainResult(theta.copy(), run.history, run.timings, run.t, interrupted, resumed)
+        if (stop_at_update is not None and run.t >= stop_at_update) or stop_agreed():
+            return run.epoch < config.epochs
+    return False
 
 
 def _train_lbfgs(run: _Run, resumed) -> TrainResult:
