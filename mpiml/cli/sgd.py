@@ -234,3 +234,5 @@ def _print_timings(summary):
     rows.append(("sum", *(f"{summary[k]:.3f}" for k in keys)))
     say(table(rows, ("rank", "compute_s", "comm_s", "wait_s", "eval_s", "checkpoint_s")))
     say(f"total {summary['seconds']:.2f} s (load {summary['load_seconds']:.2f} s) on {summary['ranks']} rank(s)")
+    if summary["resumed_from_update"] is not None:
+        say(f"resumed from the checkpoint at update {summary['resumed_from_update']}")

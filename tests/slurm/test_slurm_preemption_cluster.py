@@ -6,13 +6,15 @@ one undisturbed, one sent SIGUSR1 mid-run (``scancel --signal=USR1 --batch``, wh
 signal, the program checkpoints and exits 3, the template requeues the job, and the
 second run (SLURM_RESTART_COUNT=1) resumes from the checkpoint. The results must be equal.
 
-The command is a parameter (:data:`CASES`): any trainer keeping the contract of
-mpiml.runtime.preempt can be added, e.g. ``mpiml sgd ... --checkpoint-dir D --resume``.
+The command is a parameter (:data:`CASES`): a stand-in trainer (examples/preemptible_job.py)
+and the real ``mpiml sgd ... --checkpoint-dir D --resume``, whose final model must equal the
+uninterrupted run's bitwise.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -33,7 +35,8 @@ class Case:
     command: Callable[[Path, Path], list]  # (checkpoint dir, result file) -> argv
     result: Callable[[Path], object]       # result file -> value compared between the two runs
     running: str                           # text in the job log once the steps are under way
-    check: Callable[[Path, object], None] = lambda result_file, value: None  # extra checks
+    check: Callable[[Path, str], None] = lambda result_file, log: None  # extra checks (result, job log)
+    suffix: str = "json"                   # of the result file
 
 
 def _example_result(path: Path):
@@ -41,7 +44,7 @@ def _example_result(path: Path):
     return {"x": data["x"], "objective": data["objective"], "steps": data["steps"]}
 
 
-def _example_check(path: Path, value) -> None:
+def _example_check(path: Path, log: str) -> None:
     data = json.loads(path.read_text())
     assert data["restart_count"] == 1  # the program itself saw SLURM_RESTART_COUNT=1
     assert 0 < data["resumed_from_step"] < data["steps"], data
@@ -58,7 +61,31 @@ EXAMPLE = Case(
     running="starting at step 0",
     check=_example_check,
 )
-CASES = [EXAMPLE]
+def _model_theta(path: Path):
+    """The trained parameters of an ``mpiml sgd --out`` file, as bytes (compared bitwise)."""
+    with np.load(path, allow_pickle=False) as model:
+        return model["theta"].tobytes()
+
+
+def _sgd_check(path: Path, log: str) -> None:
+    with np.load(path, allow_pickle=False) as model:
+        assert np.isfinite(model["theta"]).all() and model["theta"].any()
+    resumed = re.findall(r"^resumed from the checkpoint at update (\d+)$", log, re.M)
+    assert len(resumed) == 1 and int(resumed[0]) > 0, log  # continued mid-run, not from scratch
+
+
+SGD = Case(
+    name="mpiml-sgd",
+    command=lambda checkpoints, result: [sys.executable, "-m", "mpiml", "sgd", "--data",
+                                         "synthetic:classification,n=50000,d=100", "--epochs", "150",
+                                         "--batch-size", "64", "--checkpoint-dir", str(checkpoints),
+                                         "--resume", "--out", str(result)],
+    result=_model_theta,
+    running="epoch  train_loss",
+    check=_sgd_check,
+    suffix="npz",
+)
+CASES = [EXAMPLE, SGD]
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
@@ -66,7 +93,7 @@ def test_preempted_job_requeues_and_resumes_to_the_same_result(slurm_cluster, tm
     jobs = {}
     for name in ("steady", "preempted"):
         script = render("preemptible", tmp_path / f"{name}.sbatch",
-                        case.command(tmp_path / f"{name}-checkpoints", tmp_path / f"{name}.json"),
+                        case.command(tmp_path / f"{name}-checkpoints", tmp_path / f"{name}.{case.suffix}"),
                         ntasks_per_node=2, output=str(tmp_path / "job-%j.out"), job_name=f"mpiml-{name}")
         jobs[name] = slurm_cluster.sbatch(script, workdir=tmp_path)
 
@@ -89,5 +116,6 @@ def test_preempted_job_requeues_and_resumes_to_the_same_result(slurm_cluster, tm
     assert -1 not in positions and positions == sorted(positions), text
     assert (tmp_path / "preempted-checkpoints" / "manifest.json").exists()
 
-    assert case.result(tmp_path / "preempted.json") == case.result(tmp_path / "steady.json")
-    case.check(tmp_path / "preempted.json", case.result(tmp_path / "preempted.json"))
+    preempted_result, steady_result = tmp_path / f"preempted.{case.suffix}", tmp_path / f"steady.{case.suffix}"
+    assert case.result(preempted_result) == case.result(steady_result)
+    case.check(preempted_result, log.read_text())
