@@ -37,7 +37,7 @@ from mpiml.sgd.config import TrainConfig
 from mpiml.sgd.models import Penalty
 from mpiml.sgd.optim import learning_rate, make_optimizer
 from mpiml.sgd.timing import Clock, Timings
-from mpiml.sgd.trainer import TrainResult, run_epochs
+from mpiml.sgd.trainer import TrainResult, count_update, run_epochs
 
 GRID_STRATEGIES = ("sync", "local", "oneshot")
 _EVAL_ROWS = 65536
@@ -160,16 +160,7 @@ class GridRun:
         self._compute(start)
 
     def after_update(self, steps, batch_loss, stop_at):
-        """Count the update; checkpoint or stop where asked. True means stop now."""
-        self.t += 1
-        self.step += 1
-        if self.progress is not None:
-            self.progress.update(self.epoch, self.step, steps, batch_loss)
-        every = self.cfg.checkpoint_every
-        stopping = (stop_at is not None and self.t >= stop_at) or self.stop_agreed
-        if self.step < steps and (stopping or (every and self.t % every == 0)):
-            self.checkpoint()
-        return stopping and self.step < steps
+        return count_update(self, steps, batch_loss, stop_at, self.stop_agreed)
 
     def sync_epoch(self, stop_at):
         """Every update: one global batch, gradient blocks summed over the column group."""

@@ -145,16 +145,7 @@ class _Run:
         return False
 
     def after_update(self, steps, batch_loss, stop_at):
-        """Count the update; checkpoint or stop where asked. True means stop now."""
-        self.t += 1
-        self.step += 1
-        if self.progress is not None:
-            self.progress.update(self.epoch, self.step, steps, batch_loss)
-        every = self.cfg.checkpoint_every
-        stopping = (stop_at is not None and self.t >= stop_at) or self.ex.stop_agreed
-        if self.step < steps and (stopping or (every and self.t % every == 0)):
-            self.checkpoint()
-        return stopping and self.step < steps
+        return count_update(self, steps, batch_loss, stop_at, self.ex.stop_agreed)
 
     # -- averaging, metrics, checkpoints --------------------------------------------------
     def consensus(self):
@@ -296,6 +287,23 @@ def _train(model, X, y, config, group, test, checkpoint_dir, resume, stop_at_upd
     interrupted = run_epochs(run, config, stop_at_update, progress, lambda: run.ex.stop_agreed)
     theta = run.theta if interrupted else run.consensus()
     return TrainResult(theta.copy(), run.history, run.timings, run.t, interrupted, resumed)
+
+
+def count_update(run, steps, batch_loss, stop_at, stop_agreed: bool) -> bool:
+    """Count an update of ``run``; checkpoint or stop where asked. True means stop now.
+
+    Shared by the data-parallel and the grid trainers: ``stop_at`` is an update number
+    (``--stop-after-updates``), ``stop_agreed`` the ranks' vote after a stop signal.
+    """
+    run.t += 1
+    run.step += 1
+    if run.progress is not None:
+        run.progress.update(run.epoch, run.step, steps, batch_loss)
+    every = run.cfg.checkpoint_every
+    stopping = (stop_at is not None and run.t >= stop_at) or stop_agreed
+    if run.step < steps and (stopping or (every and run.t % every == 0)):
+        run.checkpoint()
+    return stopping and run.step < steps
 
 
 def run_epochs(run, config, stop_at_update, progress, stop_agreed) -> bool:
