@@ -41,6 +41,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+from mpiml.collectives import model as collective_model
 from mpiml.parallel.grid import factorizations
 
 WORD = 8
@@ -48,18 +49,13 @@ WORD = 8
 
 @dataclass(frozen=True)
 class Machine:
-    """Per-operation seconds of the compute and (fallback) communication model."""
+    """Per-operation seconds of the compute model (communication is priced by
+    :mod:`mpiml.collectives.model`)."""
 
     nnz_seconds: float = 1.0e-8      # scipy CSR row selection + matvec, per nonzero and output
     row_seconds: float = 6.0e-8      # loss derivative (expit, log-sum-exp, ...) per row and output
     param_seconds: float = 8.0e-9    # numpy passes over the model block per update (about 8 of them)
     step_seconds: float = 1.5e-4     # fixed Python cost of one update, every layout
-    # Fallback alpha-beta communication model (used when mpiml.collectives.model is absent).
-    alpha: float = 1.1e-6            # latency per message
-    beta: float = 1.2e-10            # seconds per byte sent
-    gamma: float = 0.6e-10           # seconds per byte reduced
-    step_overhead: float = 1.5e-6    # Python time per step of a hand-written algorithm
-    call_overhead: float = 2.5e-6    # Python time per mpiml call
 
 
 @dataclass(frozen=True)
@@ -108,7 +104,7 @@ def _algorithm(nbytes: float, q: int) -> str:
     return choose("allreduce", "auto", int(nbytes), q)
 
 
-def allreduce_cost(words: float, q: int, machine: Machine = Machine()) -> tuple[float, float]:
+def allreduce_cost(words: float, q: int) -> tuple[float, float]:
     """``(bytes sent per rank, seconds)`` of one ``mpiml.allreduce`` of ``words`` float64 over ``q`` ranks."""
     if q <= 1 or words <= 0:
         return 0.0, 0.0
@@ -121,17 +117,7 @@ def allreduce_cost(words: float, q: int, machine: Machine = Machine()) -> tuple[
         sent = 2 * steps_log * m
     else:  # native / recursive doubling
         sent = steps_log * m if m < 64 * 1024 else 2 * (q - 1) / q * m
-    try:
-        from mpiml.collectives import model as collective_model
-    except ImportError:
-        collective_model = None
-    if collective_model is not None:
-        seconds = collective_model.predict(algorithm, int(m), q, in_place=True)
-    else:
-        a = machine.alpha + (machine.step_overhead if algorithm != "native" else 0.0)
-        steps = 2 * (q - 1) if algorithm == "ring" else 2 * steps_log
-        seconds = machine.call_overhead + steps * a + sent * machine.beta + (q - 1) / q * m * machine.gamma
-    return sent, seconds
+    return sent, collective_model.predict(algorithm, int(m), q, in_place=True)
 
 
 def estimate(problem: Problem, rows: int, cols: int, split: str = "features",
@@ -151,8 +137,8 @@ def estimate(problem: Problem, rows: int, cols: int, split: str = "features",
         block = (d + 1) * k / cols
         loss_work = b * (k / cols + 3)
     row_calls = 2 if split == "classes" and cols > 1 else 1
-    row_bytes, row_seconds = allreduce_cost(row_words / row_calls, cols, machine)
-    col_bytes, col_seconds = allreduce_cost(col_words, rows, machine)
+    row_bytes, row_seconds = allreduce_cost(row_words / row_calls, cols)
+    col_bytes, col_seconds = allreduce_cost(col_words, rows)
     compute = (machine.step_seconds + 2 * b * z * k / cols * machine.nnz_seconds
                + loss_work * machine.row_seconds + block * machine.param_seconds)
     parallel = "data" if cols == 1 else ("model" if rows == 1 else "hybrid")
@@ -195,14 +181,5 @@ def explain(problem: Problem, chosen: Estimate, machine: Machine = Machine()) ->
         mark = "*" if (e.rows, e.cols, e.split) == (chosen.rows, chosen.cols, chosen.split) else " "
         lines.append(f"{mark} {e.parallel:<8} {e.grid:<6} {e.split:<9} {e.bytes_per_step:>12.0f} "
                      f"{1e3 * e.comm_seconds:>9.3f} {1e3 * e.compute_seconds:>10.3f} {1e3 * e.seconds_per_step:>9.3f}")
-    source = "mpiml.collectives.model" if _has_collective_model() else "the alpha-beta fallback in mpiml.parallel.cost"
-    lines.append(f"(* chosen; communication priced by {source})")
+    lines.append("(* chosen; communication priced by mpiml.collectives.model)")
     return "\n".join(lines)
-
-
-def _has_collective_model() -> bool:
-    try:
-        from mpiml.collectives import model  # noqa: F401
-    except ImportError:
-        return False
-    return True
