@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 
-import pytest
 from hypothesis import HealthCheck, settings
+from mpi_helpers import shared_tmp  # noqa: F401  (a fixture for every test directory)
 
 # Examples must be the same on every rank (they drive collective calls), so generation is
 # derandomized and independent of timing; no example database is shared between ranks.

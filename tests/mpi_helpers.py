@@ -1,4 +1,4 @@
-"""A temporary directory shared by every rank of an MPI test (rank 0 makes and removes it)."""
+"""Helpers of the MPI tests: a verdict every rank asserts, a directory every rank shares."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 
 @pytest.fixture
 def shared_tmp():
+    """A temporary directory shared by every rank (rank 0 makes and removes it)."""
     from mpi4py import MPI
 
     comm = MPI.COMM_WORLD

@@ -7,18 +7,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from mpi4py import MPI
+from mpi_helpers import agree
 from oracle import DTYPES, make_input, ops_for, within_bound
 
 import mpiml
 
 ALGORITHMS = ("auto",) + mpiml.ALGORITHMS["allreduce"]
 
-
-def agree_on_all_ranks(comm, ok, why):
-    """Every rank asserts on every rank's verdict, so all fail (and shrink) together."""
-    verdicts = comm.allgather((bool(ok), why))
-    bad = [(rank, why) for rank, (good, why) in enumerate(verdicts) if not good]
-    assert not bad, bad
 
 
 @st.composite
@@ -44,9 +39,9 @@ def test_allreduce_matches_numpy_and_is_identical_on_every_rank(algorithm, case)
         ok, why = (ok and result is x), why or "in-place result is not x"
     else:
         ok, why = (ok and np.array_equal(x, before)), why or "input was modified"
-    agree_on_all_ranks(comm, ok, why)
+    agree(comm, ok, why)
     digests = comm.allgather(result.tobytes())
-    agree_on_all_ranks(comm, all(d == digests[0] for d in digests), "results differ between ranks")
+    agree(comm, all(d == digests[0] for d in digests), "results differ between ranks")
 
 
 @pytest.mark.mpi
@@ -70,7 +65,7 @@ def test_large_message_64_mib(algorithm):
     mpiml.allreduce(x, algorithm=algorithm, out=out)
     expected = base * np.float32(comm.size * (comm.size + 1) // 2)  # exact in float32
     ok = np.array_equal(out, expected)
-    agree_on_all_ranks(comm, ok, "64 MiB sum mismatch")
+    agree(comm, ok, "64 MiB sum mismatch")
 
 
 @pytest.mark.mpi
@@ -96,4 +91,4 @@ def test_every_algorithm_op_and_dtype(algorithm, dtype):
             gathered = comm.allgather(x)
             result = mpiml.allreduce(x, op=op, algorithm=algorithm)
             ok, why = within_bound(result, gathered, op)
-            agree_on_all_ranks(comm, ok, f"{op}: {why}")
+            agree(comm, ok, f"{op}: {why}")

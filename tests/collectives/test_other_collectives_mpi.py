@@ -7,16 +7,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from mpi4py import MPI
+from mpi_helpers import agree
 from oracle import DTYPES, make_input, ops_for, reference, within_bound
 
 import mpiml
 from mpiml.collectives.layout import balanced_counts, displacements
 
-
-def agree(comm, ok, why):
-    verdicts = comm.allgather((bool(ok), why))
-    bad = [(rank, w) for rank, (good, w) in enumerate(verdicts) if not good]
-    assert not bad, bad
 
 
 @st.composite

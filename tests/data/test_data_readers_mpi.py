@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 from mpi4py import MPI
-from mpi_tmp import agree
+from mpi_helpers import agree
 
 from mpiml.data import load_shard, read_shard, split_holdout, synthetic, writers
 from mpiml.runtime.errors import DataError

@@ -8,15 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from mpi4py import MPI
+from mpi_helpers import agree
 
 from mpiml.data.ratings import global_ids, lookup, read_ratings
 from mpiml.runtime.errors import DataError
 
-
-def agree(comm, ok, why=""):
-    verdicts = comm.allgather((bool(ok), why))
-    bad = [(rank, w) for rank, (good, w) in enumerate(verdicts) if not good]
-    assert not bad, bad
 
 
 def shared_file(comm, name, text):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from mf_reference import als_reference, dense, ials_reference, ranking_reference
 from mpi4py import MPI
+from mpi_helpers import agree
 
 from mpiml.data.ratings import RatingsShard, split_fraction
 from mpiml.data.synthetic_ratings import SyntheticSpec, synthetic_ratings
@@ -17,11 +18,6 @@ from mpiml.runtime.errors import CheckpointError, DataError, DivergenceError
 
 SMALL = SyntheticSpec(users=40, items=25, ratings=500, rank=3, noise=0.1, seed=2)
 
-
-def agree(comm, ok, why=""):
-    verdicts = comm.allgather((bool(ok), str(why)))
-    bad = [(rank, w) for rank, (good, w) in enumerate(verdicts) if not good]
-    assert not bad, bad
 
 
 def shard_of(spec, comm):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from parallel_helpers import grid_train, max_diff, rank_rows
 from mpi4py import MPI
-from mpi_tmp import agree
+from mpi_helpers import agree
 
 from mpiml.data import synthetic
 from mpiml.runtime.checkpoint import read_checkpoint
