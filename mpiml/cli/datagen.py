@@ -2,8 +2,7 @@
 
 Generators are registered in :data:`GENERATORS` (name -> module, summary). A generator
 module provides ``add_arguments(parser, kind)`` and ``run(args, kind, comm) -> dict``
-(the summary printed or emitted as JSON); new ones (e.g. ``ratings``) are added as a
-module and one line here.
+(the summary printed or emitted as JSON); a new one is a module and one line here.
 """
 
 from __future__ import annotations
@@ -16,6 +15,7 @@ from mpiml.cli.output import emit_json, say, table
 GENERATORS = {
     "classification": ("mpiml.cli.datagen_linear", "labelled rows from a random linear model (binary or K classes)"),
     "regression": ("mpiml.cli.datagen_linear", "real-valued targets of a random linear model plus noise"),
+    "ratings": ("mpiml.cli.datagen_ratings", "user-item ratings: low rank plus noise, power-law popularity"),
 }
 
 
@@ -23,7 +23,8 @@ def build_parser():
     parser = argparse.ArgumentParser(
         prog="mpiml datagen", description="Write a synthetic data set; each rank generates its own rows.",
         epilog="examples:\n  mpiexec -n 4 mpiml datagen classification --n-samples 100000 --n-features 50 "
-               "--out train.svm\n  mpiml datagen regression --out data.csv --json",
+               "--out train.svm\n  mpiml datagen regression --out data.csv --json\n"
+               "  mpiexec -n 4 mpiml datagen ratings --users 100000 --items 20000 --ratings 1e7 --out ratings.csv",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     kinds = parser.add_subparsers(dest="kind", metavar="KIND", required=True)
     for name, (module, summary) in GENERATORS.items():
