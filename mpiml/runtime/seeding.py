@@ -10,7 +10,3 @@ def rank_generator(seed: int, rank: int, size: int, purpose: int = 0) -> np.rand
     children = np.random.SeedSequence([int(seed), int(purpose)]).spawn(size)
     return np.random.default_rng(children[rank])
 
-
-def shared_generator(seed: int, purpose: int = 0) -> np.random.Generator:
-    """A generator every rank builds identically (for decisions all ranks must share)."""
-    return np.random.default_rng(np.random.SeedSequence([int(seed), int(purpose), 1 << 20]))
