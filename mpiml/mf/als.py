@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mpiml.mf.partition import Rows, pair_dots
+from mpiml.runtime.jit import compiled
 
 CHUNK = 2048  # rows solved together (bounds the stacked k x k systems in memory)
 
@@ -65,7 +66,27 @@ def ridge_rows(rows: Rows, design: np.ndarray, offset, reg: float, weighted: boo
 
     Row ``r`` minimizes ``sum_j (vals_j - offset[c_j] - design[c_j] . w)**2 + lam_r ||w||**2``
     with ``lam_r = reg * n_r`` (``weighted``) or ``reg``. Rows without ratings get 0.
+    Compiled (:func:`mpiml.mf.kernels.gram_solve_rows`, Cholesky) unless
+    ``MPIML_KERNELS=numpy``; raises ``numpy.linalg.LinAlgError`` on a singular system.
     """
+    if not compiled():
+        return ridge_rows_reference(rows, design, offset, reg, weighted)
+    from mpiml.mf import kernels
+
+    design = np.ascontiguousarray(design, dtype=np.float64)
+    n, f = rows.n_rows, design.shape[1]
+    offset = np.broadcast_to(np.asarray(offset, dtype=np.float64), (design.shape[0],))
+    lam = reg * (rows.counts().astype(np.float64) if weighted else np.ones(n))
+    out = np.empty((n, f))
+    bad = kernels.gram_solve_rows(rows.indptr, rows.cols, design, np.empty(0), rows.vals - offset[rows.cols],
+                                  np.empty((0, 0)), lam, out)
+    if bad >= 0:
+        raise np.linalg.LinAlgError(f"the ridge system of row {rows.start + bad} is not positive definite")
+    return out
+
+
+def ridge_rows_reference(rows: Rows, design: np.ndarray, offset, reg: float, weighted: bool = True) -> np.ndarray:
+    """numpy reference of :func:`ridge_rows`: stacked Gram matrices, ``numpy.linalg.solve``."""
     n, f = rows.n_rows, design.shape[1]
     counts = rows.counts()
     lam = reg * (counts if weighted else np.ones(n))
@@ -102,6 +123,13 @@ def half_step(rows: Rows, own: np.ndarray, other: np.ndarray, mu: float, reg: fl
 
 def predict_rows(rows: Rows, p: np.ndarray, q: np.ndarray, mu: float) -> np.ndarray:
     """Predictions for every rating stored in user ``rows``."""
+    if compiled():
+        from mpiml.mf import kernels
+
+        out = np.empty(rows.nnz)
+        kernels.pair_dots(p, rows.row_ids(), q, rows.cols, out)
+        out += mu
+        return out
     return mu + pair_dots(p, rows.row_ids(), q, rows.cols)
 
 

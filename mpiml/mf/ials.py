@@ -18,6 +18,7 @@ import scipy.linalg
 import scipy.sparse
 
 from mpiml.mf.partition import Rows, pair_dots
+from mpiml.runtime.jit import compiled
 
 SOLVERS = ("cholesky", "cg")
 
@@ -30,13 +31,56 @@ def confidence(vals, alpha: float):
 
 def ials_rows(rows: Rows, other: np.ndarray, gram: np.ndarray, reg: float, alpha: float,
               solver: str = "cholesky", cg_steps: int = 3, start=None) -> np.ndarray:
-    """New factors of ``rows`` given the other side's factors and ``gram = other.T @ other``."""
+    """New factors of ``rows`` given the other side's factors and ``gram = other.T @ other``.
+
+    The result has ``other``'s dtype when that is float32 or float64 (else float64); with
+    float32 factors the compiled kernels also compute in float32, as the ``implicit``
+    library does. ``"cg"`` starts from ``start`` (zeros when None) and gives 0 to rows
+    without entries. Compiled (:mod:`mpiml.mf.kernels`) unless ``MPIML_KERNELS=numpy``.
+    The Cholesky solver raises ``numpy.linalg.LinAlgError`` on a system that is not
+    positive definite.
+    """
+    dtype = factor_dtype(other)
+    if not compiled():
+        out = ials_rows_reference(rows, other, gram, reg, alpha, solver, cg_steps, start)
+        return out.astype(dtype, copy=False)
+    from mpiml.mf import kernels
+
     n, k = rows.n_rows, other.shape[1]
-    base = gram + reg * np.eye(k)
+    other = np.ascontiguousarray(other, dtype=dtype)
+    base = np.ascontiguousarray(np.asarray(gram, dtype=np.float64) + reg * np.eye(k), dtype=dtype)
+    extra, pref = confidence(rows.vals, alpha)
+    targets = ((1.0 + extra) * pref).astype(dtype)
+    extra = extra.astype(dtype)
+    if solver == "cg":
+        out = np.zeros((n, k), dtype) if start is None else np.array(start, dtype=dtype, order="C", copy=True)
+        kernels.cg_rows(rows.indptr, rows.cols, other, extra, targets, base, out, int(cg_steps))
+        return out
+    out = np.empty((n, k), dtype)
+    bad = kernels.gram_solve_rows(rows.indptr, rows.cols, other, extra, targets, base, np.zeros(n, dtype), out)
+    if bad >= 0:
+        raise np.linalg.LinAlgError(f"the iALS system of row {rows.start + bad} is not positive definite")
+    return out
+
+
+def factor_dtype(factors) -> np.dtype:
+    """The dtype iALS computes in for these factors: theirs if float32 or float64, else float64."""
+    dtype = np.asarray(factors).dtype
+    return dtype if dtype in (np.float32, np.float64) else np.dtype(np.float64)
+
+
+def ials_rows_reference(rows: Rows, other: np.ndarray, gram: np.ndarray, reg: float, alpha: float,
+                        solver: str = "cholesky", cg_steps: int = 3, start=None) -> np.ndarray:
+    """numpy/scipy reference of :func:`ials_rows`, in float64."""
+    n, k = rows.n_rows, other.shape[1]
+    other = np.asarray(other, dtype=np.float64)
+    base = np.asarray(gram, dtype=np.float64) + reg * np.eye(k)
     out = np.zeros((n, k)) if start is None else np.array(start, dtype=np.float64, copy=True)
     extra, pref = confidence(rows.vals, alpha)
     if solver == "cg":
-        return _cg_rows(rows, other, base, extra, pref, out, cg_steps)
+        out = _cg_rows(rows, other, base, extra, pref, out, cg_steps)
+        out[rows.counts() == 0] = 0.0  # the exact solution of an empty row
+        return out
     for r in range(n):
         s, e = rows.indptr[r], rows.indptr[r + 1]
         d = other[rows.cols[s:e]]
@@ -94,6 +138,10 @@ def _cg(matvec, rhs, x, steps: int):
 
 def observed_loss(rows: Rows, own: np.ndarray, other: np.ndarray, alpha: float) -> float:
     """The observed entries' share of the loss: ``sum c (p - s)**2 - s**2`` over ``rows``."""
+    if compiled():
+        from mpiml.mf import kernels
+
+        return float(kernels.ials_observed(own, rows.start, rows.indptr, other, rows.cols, rows.vals, float(alpha)))
     extra, pref = confidence(rows.vals, alpha)
     s = pair_dots(own, rows.row_ids(), other, rows.cols)
     return float(np.sum((1.0 + extra) * (pref - s) ** 2 - s**2))

@@ -154,7 +154,7 @@ class DSGD(FactorModel):
             clock = (time.perf_counter(), ex.seconds)
             rng = rank_generator(self.seed, r, size, purpose=1000 + epoch)
             for s in range(size):
-                dsgd.sgd_block(blocks[(r + s) % size], x, y, mu, self._rate, self.reg, rng, self.batch)
+                dsgd.sgd_block(blocks[(r + s) % size], x, y, mu, self._rate, self.reg, rng)
                 incoming = (r + s + 1) % size
                 y = ex.shift(y, int(ib[incoming + 1] - ib[incoming]))
             q = ex.gather(y)

@@ -105,7 +105,7 @@ def test_sgd_block_lowers_the_block_loss_and_bold_driver():
     x, y = 0.1 * rng.normal(size=(20, 2)), 0.1 * rng.normal(size=(15, 2))
     before = dsgd.block_sse(block, x, y, 0.0)
     for _ in range(20):
-        dsgd.sgd_block(block, x, y, 0.0, 0.05, 0.0, rng, batch=32)
+        dsgd.sgd_block(block, x, y, 0.0, 0.05, 0.0, rng)
     assert dsgd.block_sse(block, x, y, 0.0) < 0.2 * before
     assert dsgd.next_rate("bold", 0.1, 0.1, 0, 5.0, 6.0, 0) == pytest.approx(0.105)
     assert dsgd.next_rate("bold", 0.1, 0.1, 0, 7.0, 6.0, 0) == pytest.approx(0.05)
