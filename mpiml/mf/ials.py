@@ -49,13 +49,14 @@ def ials_rows(rows: Rows, other: np.ndarray, gram: np.ndarray, reg: float, alpha
     n, k = rows.n_rows, other.shape[1]
     other = np.ascontiguousarray(other, dtype=dtype)
     base = np.ascontiguousarray(np.asarray(gram, dtype=np.float64) + reg * np.eye(k), dtype=dtype)
+    if solver == "cg":
+        out = np.zeros((n, k), dtype) if start is None else np.array(start, dtype=dtype, order="C", copy=True)
+        kernels.cg_rows(rows.indptr, rows.cols, np.asarray(rows.vals, dtype=np.float64), float(alpha), other, base,
+                        out, int(cg_steps))
+        return out
     extra, pref = confidence(rows.vals, alpha)
     targets = ((1.0 + extra) * pref).astype(dtype)
     extra = extra.astype(dtype)
-    if solver == "cg":
-        out = np.zeros((n, k), dtype) if start is None else np.array(start, dtype=dtype, order="C", copy=True)
-        kernels.cg_rows(rows.indptr, rows.cols, other, extra, targets, base, out, int(cg_steps))
-        return out
     out = np.empty((n, k), dtype)
     bad = kernels.gram_solve_rows(rows.indptr, rows.cols, other, extra, targets, base, np.zeros(n, dtype), out)
     if bad >= 0:

@@ -15,23 +15,56 @@ lanes) and ``contract`` (fused multiply-add). Results differ from the numpy refe
 only by rounding; NaN and infinity keep their IEEE meaning (no ``nnan``/``ninf``), so a
 diverging run still shows up as NaN.
 
-This module imports numba; the callers import it only on the compiled path.
+This module imports numba; the callers import it only on the compiled path. Kernels fill
+arrays with explicit loops, not slice assignment: numba's slice assignment brings a
+shape-mismatch error path that takes seconds to compile.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba.extending import register_jitable
+from llvmlite import binding, ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic, register_jitable
 
 from mpiml.runtime.jit import kernel
 
 FAST = frozenset({"reassoc", "contract"})
 GATHER = 256  # design rows gathered per BLAS call when forming a Gram matrix
+AHEAD = 6  # ratings ahead whose factor rows SGD prefetches
+CHUNK = 4096  # ratings whose indices SGD gathers at a time (in its random order)
+# LLVM 16+ has only opaque pointers, which changed the intrinsic's mangled name.
+_PREFETCH = "llvm.prefetch.p0" if binding.llvm_version_info[0] >= 16 else "llvm.prefetch.p0i8"
 
 
 def _helper(fn):
     """Compile ``fn`` into the kernels that call it, with the kernels' float flags."""
     return register_jitable(fastmath=set(FAST))(fn)
+
+
+@intrinsic
+def _prefetch(typingctx, array, i, j):
+    """Hint the CPU to load the cache line of ``array[i, j]`` (2-d) for writing; no effect on values."""
+
+    def codegen(context, builder, signature, args):
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1], args[2]], wraparound=False)
+        byte_ptr = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [byte_ptr, i32, i32, i32]),
+                                            _PREFETCH)
+        builder.call(fn, [builder.bitcast(ptr, byte_ptr), i32(1), i32(3), i32(1)])  # write, keep in all caches, data
+        return context.get_dummy_value()
+
+    return types.void(array, i, j), codegen
+
+
+@_helper
+def _prefetch_row(a, i):
+    """Prefetch every cache line of row ``i`` of ``a``."""
+    for f in range(0, a.shape[1], max(1, 64 // a.itemsize)):
+        _prefetch(a, i, f)
 
 
 @_helper
@@ -116,9 +149,11 @@ def gram_solve_rows(indptr, cols, design, weights, targets, base, lam, out):
     for r in range(n):
         s, e = indptr[r], indptr[r + 1]
         if s == e:
-            out[r, :] = zero
+            for f in range(k):
+                out[r, f] = zero
             continue
-        b[:] = zero
+        for f in range(k):
+            b[f] = zero
         first = True
         for lo in range(s, e, GATHER):
             m = min(GATHER, e - lo)
@@ -147,20 +182,23 @@ def gram_solve_rows(indptr, cols, design, weights, targets, base, lam, out):
             a[i, i] += lam[r]
         if not _cholesky_solve(a, b, x):
             return r
-        out[r, :] = x
+        for f in range(k):
+            out[r, f] = x[f]
     return -1
 
 
 @kernel(fastmath=set(FAST))
-def cg_rows(indptr, cols, other, extra, targets, base, out, steps):
-    """``steps`` conjugate-gradient steps per row on ``A_r x = b_r``, from ``out[r]``, in place.
+def cg_rows(indptr, cols, vals, alpha, other, base, out, steps):
+    """``steps`` conjugate-gradient steps per row of the iALS system, from ``out[r]``, in place.
 
-    ``A_r v = base v + sum_j extra_j (y_j . v) y_j`` and ``b_r = sum_j targets_j y_j`` over
-    the row's entries ``j`` (``y_j = other[cols[j]]``), matrix-free as in the ``implicit``
-    library's ``least_squares_cg``. Rows without entries get 0 (their exact solution).
+    ``A_r v = base v + sum_j (c_j - 1) (y_j . v) y_j`` and ``b_r = sum_j c_j p_j y_j`` over
+    the row's entries ``j`` (``y_j = other[cols[j]]``, ``c_j = 1 + alpha |vals_j|``,
+    ``p_j = vals_j > 0``), matrix-free as in the ``implicit`` library's
+    ``least_squares_cg``. Rows without entries get 0 (their exact solution).
     """
     n, k = indptr.size - 1, other.shape[1]
     zero = _zero(other)
+    cast = other.dtype.type
     r = np.empty(k, other.dtype)
     p = np.empty(k, other.dtype)
     ap = np.empty(k, other.dtype)
@@ -168,14 +206,17 @@ def cg_rows(indptr, cols, other, extra, targets, base, out, steps):
         s, e = indptr[u], indptr[u + 1]
         x = out[u]
         if s == e:
-            x[:] = zero
+            for f in range(k):
+                x[f] = zero
             continue
         _symv(base, x, r, zero)
         for f in range(k):
             r[f] = -r[f]
         for j in range(s, e):
             c = cols[j]
-            t = targets[j] - extra[j] * _dot(other, c, out, u, zero)
+            v = vals[j]
+            extra = alpha * abs(v)
+            t = cast(1.0 + extra if v > 0 else 0.0) - cast(extra) * _dot(other, c, out, u, zero)
             for f in range(k):
                 r[f] += t * other[c, f]
         rs = zero
@@ -191,7 +232,7 @@ def cg_rows(indptr, cols, other, extra, targets, base, out, steps):
                 d = zero
                 for f in range(k):
                     d += other[c, f] * p[f]
-                t = extra[j] * d
+                t = cast(alpha * abs(vals[j])) * d
                 for f in range(k):
                     ap[f] += t * other[c, f]
             curvature = zero
@@ -217,23 +258,37 @@ def sgd_ratings(order, users, items, vals, x, y, mu, lr, reg, x_fixed, y_fixed):
     ``y_fixed`` of ``y`` (-1: none) moves by ``lr * (e * y[i, f] - reg * x[u, f])`` and
     ``lr * (e * x_old[u, f] - reg * y[i, f])``.
     """
-    k = x.shape[1]
+    k, n = x.shape[1], order.size
     zero = _zero(x)
-    for j in order:
-        u, i = users[j], items[j]
-        e = vals[j] - mu - _dot(x, u, y, i, zero)
-        kept_x = x[u, x_fixed] if x_fixed >= 0 else zero
-        kept_y = y[i, y_fixed] if y_fixed >= 0 else zero
-        # Update every column, then put the constant ones back: a branch per column
-        # would keep the loop from being vectorized.
-        for f in range(k):
-            xf, yf = x[u, f], y[i, f]
-            x[u, f] = xf + lr * (e * yf - reg * xf)
-            y[i, f] = yf + lr * (e * xf - reg * yf)
-        if x_fixed >= 0:
-            x[u, x_fixed] = kept_x
-        if y_fixed >= 0:
-            y[i, y_fixed] = kept_y
+    # A random order makes every rating two cache misses (its x and y rows) plus three for
+    # its indices: gather the indices a chunk at a time (independent loads, overlapped)
+    # and prefetch the rows AHEAD ratings early. Together 3x faster than the plain loop.
+    chunk_u = np.empty(CHUNK, users.dtype)
+    chunk_i = np.empty(CHUNK, items.dtype)
+    chunk_v = np.empty(CHUNK, vals.dtype)
+    for lo in range(0, n, CHUNK):
+        m = min(CHUNK, n - lo)
+        for t in range(m):
+            j = order[lo + t]
+            chunk_u[t], chunk_i[t], chunk_v[t] = users[j], items[j], vals[j]
+        for t in range(m):
+            if t + AHEAD < m:
+                _prefetch_row(x, chunk_u[t + AHEAD])
+                _prefetch_row(y, chunk_i[t + AHEAD])
+            u, i = chunk_u[t], chunk_i[t]
+            e = chunk_v[t] - mu - _dot(x, u, y, i, zero)
+            kept_x = x[u, x_fixed] if x_fixed >= 0 else zero
+            kept_y = y[i, y_fixed] if y_fixed >= 0 else zero
+            # Update every column, then put the constant ones back: a branch per column
+            # would keep the loop from being vectorized.
+            for f in range(k):
+                xf, yf = x[u, f], y[i, f]
+                x[u, f] = xf + lr * (e * yf - reg * xf)
+                y[i, f] = yf + lr * (e * xf - reg * yf)
+            if x_fixed >= 0:
+                x[u, x_fixed] = kept_x
+            if y_fixed >= 0:
+                y[i, y_fixed] = kept_y
 
 
 @kernel(fastmath=set(FAST))
