@@ -27,6 +27,12 @@ def strengths(rng):
     return lambda n: np.where(rng.random(n) < 0.2, 0.0, rng.integers(-1, 6, size=n)).astype(float)
 
 
+@pytest.fixture(autouse=True)
+def compiled_path(monkeypatch):
+    """Every test here starts on the compiled path, whatever the environment says."""
+    monkeypatch.delenv("MPIML_KERNELS", raising=False)
+
+
 @pytest.fixture
 def numpy_path(monkeypatch):
     """Run the block under ``MPIML_KERNELS=numpy`` (the references)."""
