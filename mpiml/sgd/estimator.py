@@ -12,7 +12,7 @@ import numpy as np
 from mpiml.runtime.errors import ArgumentError, DataError
 from mpiml.runtime.files import load_npz, save_npz_atomic
 from mpiml.sgd import scaling
-from mpiml.sgd.config import TrainConfig
+from mpiml.sgd.config import resolve
 from mpiml.sgd.group import Group
 from mpiml.sgd.models import make_model
 from mpiml.sgd.trainer import train
@@ -28,7 +28,10 @@ class LinearModel:
     model : str
         ``"logistic"``, ``"softmax"``, ``"svm"`` or ``"linear"`` (least squares).
     strategy : str
-        ``"sync"``, ``"local"``, ``"oneshot"`` or ``"lbfgs"`` (see :class:`TrainConfig`).
+        ``"auto"`` (default), ``"sync"``, ``"local"``, ``"oneshot"`` or ``"lbfgs"`` (see
+        :class:`~mpiml.sgd.config.TrainConfig`). ``auto`` is L-BFGS for a smooth objective unless SGD
+        settings are given (:func:`mpiml.sgd.config.resolve_strategy`); ``config.strategy``
+        holds the choice.
     comm : mpi4py.MPI.Intracomm, optional
         The ranks that train together (default COMM_WORLD; ``MPI.COMM_SELF`` trains serially).
     algorithm : str
@@ -44,7 +47,9 @@ class LinearModel:
     checkpoint_dir, resume, stop_at_update, progress, stop_requested
         Passed to :func:`mpiml.sgd.trainer.train`.
     **settings
-        Any field of :class:`TrainConfig` (``epochs``, ``batch_size``, ``lr``, ``alpha``, ...).
+        Any field of :class:`~mpiml.sgd.config.TrainConfig` (``epochs``, ``batch_size``, ``lr``, ``alpha``, ...);
+        one the strategy would not use (``lr`` for ``lbfgs``, ``tol`` for ``sync``) is an
+        :class:`~mpiml.runtime.errors.ArgumentError`.
 
     Attributes
     ----------
@@ -57,7 +62,7 @@ class LinearModel:
         With the timings of this rank.
     """
 
-    def __init__(self, model="logistic", strategy="sync", *, comm=None, algorithm="auto", allreduce=None,
+    def __init__(self, model="logistic", strategy="auto", *, comm=None, algorithm="auto", allreduce=None,
                  n_classes=None, fit_intercept=True, squared_hinge=False, checkpoint_dir=None, resume=False,
                  stop_at_update=None, progress=None, stop_requested=None, standardize=False, **settings):
         self.model_name, self.comm, self.algorithm, self.allreduce = model, comm, algorithm, allreduce
@@ -66,7 +71,9 @@ class LinearModel:
             checkpoint_dir, resume, stop_at_update, progress)
         self.stop_requested = stop_requested
         self.standardize = standardize
-        self.config = TrainConfig(strategy=strategy, **settings).validate()
+        self.config = resolve(strategy, model, squared_hinge, settings)
+        if self.config.strategy == "lbfgs":
+            import mpiml.sgd.lbfgs  # noqa: F401  (scipy.optimize: imported now, not inside fit)
 
     def _group(self):
         return Group.from_comm(self.comm, self.algorithm, self.allreduce)
