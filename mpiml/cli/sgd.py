@@ -56,8 +56,9 @@ def build_parser():
     m.add_argument("--alpha", type=float, help=f"penalty strength (default {D.alpha:g})")
     m.add_argument("--l1-ratio", type=float, help="L1 share of the penalty: 0 ridge (default) .. 1 lasso")
     m.add_argument("--no-intercept", action="store_true")
-    m.add_argument("--standardize", action="store_true",
-                   help="train on standardized features (statistics over all ranks; sparse data is only scaled)")
+    m.add_argument("--standardize", action=argparse.BooleanOptionalAction,
+                   help="train on standardized features (statistics over all ranks; sparse data is only scaled); "
+                        "default: on for the SGD strategies, off for lbfgs")
     m.add_argument("--squared-hinge", action="store_true", help="svm: squared hinge loss")
     t = p.add_argument_group("training (a setting the strategy does not use is an error)")
     t.add_argument("--strategy", choices=STRATEGIES, default="auto",
@@ -147,15 +148,13 @@ def main(argv=None) -> int:
     # The watch only records signals; the trainer carries each rank's vote in its next
     # allreduce, so all ranks stop after the same update without an extra collective.
     watch = PreemptionWatch(comm) if args.checkpoint_dir else None
-    fit_started = time.perf_counter()
     with watch or contextlib.nullcontext():
-        est = _fit(args, settings, comm, shard, test, progress, (lambda: watch.requested) if watch else None)
+        est, fit_seconds = _fit(args, settings, comm, shard, test, progress, (lambda: watch.requested) if watch else None)
     result = est.result_
     if progress is not None:
         progress.clear()
     if args.out and not result.interrupted:
         est.save(args.out)
-    fit_seconds = time.perf_counter() - fit_started
     summary = _summary(args, comm, est, result, load_seconds, fit_seconds, time.perf_counter() - started)
     if args.json:
         emit_json(summary)
@@ -206,7 +205,8 @@ def resolve_settings(args) -> dict:
     settings = {name: getattr(args, name) for name in SETTINGS if getattr(args, name) is not None}
     strategy = args.strategy
     if strategy == "auto" and args.stop_after_updates is not None:  # counts updates: an SGD setting
-        strategy = resolve_strategy(args.model, settings.get("l1_ratio", 0.0), args.squared_hinge, ["epochs"])
+        strategy = resolve_strategy(args.model, settings.get("l1_ratio", 0.0), args.squared_hinge,
+                                    [*settings, "epochs"])
     config = resolve(strategy, args.model, args.squared_hinge, settings, spell=_flag)
     if config.strategy == "lbfgs" and args.stop_after_updates is not None:
         raise ArgumentError("--stop-after-updates not used by strategy lbfgs: --stop-after-updates is for "
@@ -222,6 +222,7 @@ def _flag(name: str) -> str:
 
 
 def _fit(args, settings, comm, shard, test, progress, stop_flag):
+    """The fitted estimator and the seconds of its ``fit`` (imports and set-up not included)."""
     from mpiml.runtime.agree import raise_if_any
     from mpiml.runtime.errors import ArgumentError
     from mpiml.sgd import LinearModel
@@ -239,8 +240,10 @@ def _fit(args, settings, comm, shard, test, progress, stop_flag):
     from mpiml.parallel.run import fit_function
 
     fit = fit_function(est, args, comm, shard.X, shard.y)  # est.fit, or training on a model-split grid
-    return fit(shard.X, shard.y, None if test is None else test.X, None if test is None else test.y,
-               where=shard.where, where_test=None if test is None else test.where)
+    started = time.perf_counter()
+    est = fit(shard.X, shard.y, None if test is None else test.X, None if test is None else test.y,
+              where=shard.where, where_test=None if test is None else test.where)
+    return est, time.perf_counter() - started
 
 
 def _summary(args, comm, est, result, load_seconds, fit_seconds, seconds) -> dict:
@@ -251,6 +254,7 @@ def _summary(args, comm, est, result, load_seconds, fit_seconds, seconds) -> dic
     last = result.history[-1] if result.history else {}
     out = {
         "model": args.model, "strategy": args.strategy, "strategy_requested": args.strategy_requested,
+        "standardize": bool(getattr(est, "standardize", False)),
         "ranks": comm.size, "data": args.data,
         "epochs": len(result.history), "updates": result.updates, "interrupted": result.interrupted,
         "resumed_from_update": result.resumed_from, "seconds": seconds,

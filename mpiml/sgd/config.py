@@ -28,8 +28,13 @@ LBFGS_SETTINGS = ("max_iter", "tol", "warm_start_epochs")
 class TrainConfig:
     """Everything that decides the trajectory of a training run.
 
-    The defaults are chosen on public LIBSVM data sets (a9a, w8a, ijcnn1, reuters;
-    see ``benchmarks/sgd_libsvm.py``) to need no tuning.
+    The defaults were chosen on public LIBSVM sets (a9a, w8a, ijcnn1, reuters; see
+    ``benchmarks/sgd_libsvm.py``) to need no tuning: ``auto`` trains the smooth models by
+    L-BFGS to scikit-learn's tolerance; the SGD defaults (plain SGD, ``lr`` 0.2 constant,
+    global batch 256, 5 epochs) assume standardized features, which
+    :class:`~mpiml.sgd.LinearModel` gives the SGD strategies by default; ``alpha`` 1e-4
+    is scikit-learn's ``SGDClassifier`` default. On those sets both reach test accuracy
+    within 0.4 points of scikit-learn's ``LogisticRegression()``.
 
     Parameters
     ----------
@@ -49,8 +54,7 @@ class TrainConfig:
     lr, schedule, lr_decay : float, str, float
         Learning rate ``lr`` at update 0 and its schedule (see :func:`optim.learning_rate`).
     optimizer, momentum, nesterov : str, float, bool
-        ``adagrad`` (the default: per-coordinate steps, so the feature scale hardly
-        matters), ``sgd`` (with optional momentum / Nesterov) or ``adam``.
+        ``sgd`` (with optional momentum / Nesterov), ``adagrad`` or ``adam``.
     alpha, l1_ratio : float
         Elastic-net penalty ``alpha * ((1 - l1_ratio) / 2 ||w||^2 + l1_ratio ||w||_1)``
         on the mean loss (scikit-learn's ``C`` is ``1 / (alpha * n_rows)``).
@@ -74,7 +78,7 @@ class TrainConfig:
     epochs: int = 5
     batch_size: int = 256
     accumulate: int = 1
-    lr: float = 0.5
+    lr: float = 0.2
     schedule: str = "constant"
     lr_decay: float = 0.0
     optimizer: str = "sgd"
@@ -121,16 +125,19 @@ DEFAULTS = TrainConfig()
 
 def resolve_strategy(model: str, l1_ratio: float = DEFAULTS.l1_ratio, squared_hinge: bool = False,
                      given=()) -> str:
-    """The strategy ``auto`` stands for: ``lbfgs`` for a smooth objective, else ``sync``.
+    """The strategy ``auto`` stands for: ``lbfgs`` for a smooth objective, else SGD.
 
     Smooth: logistic, linear (least squares), softmax, or the svm with the squared hinge,
     without an L1 part (``l1_ratio`` 0). There L-BFGS reaches the optimum in a few dozen
     full passes and as many allreduces, where SGD needs an allreduce per batch and only
     approaches it. ``given`` names the settings the caller set: SGD-only ones
-    (``epochs``, ``lr``, ``batch_size``, ...) ask for SGD, so they choose ``sync`` too.
+    (``epochs``, ``lr``, ``batch_size``, ...) ask for SGD, so they choose ``sync`` too
+    (``local`` for ``sync_every``, which only it uses).
     """
     smooth = (model in SMOOTH_MODELS or (model == "svm" and squared_hinge)) and not l1_ratio > 0
-    if not smooth or any(name in SGD_SETTINGS + LOCAL_SETTINGS for name in given):
+    if any(name in LOCAL_SETTINGS for name in given):
+        return "local"
+    if not smooth or any(name in SGD_SETTINGS for name in given):
         return "sync"
     return "lbfgs"
 

@@ -11,7 +11,8 @@ import numpy as np
 
 from mpiml.runtime.errors import ArgumentError, DataError
 from mpiml.runtime.files import load_npz, save_npz_atomic
-from mpiml.sgd import scaling
+from mpiml.runtime.jit import compiled
+from mpiml.sgd import kernels, scaling
 from mpiml.sgd.config import resolve
 from mpiml.sgd.group import Group
 from mpiml.sgd.models import make_model
@@ -41,9 +42,11 @@ class LinearModel:
     n_classes : int, optional
         Softmax classes (default: the largest label on any rank plus one).
     fit_intercept, squared_hinge : bool
-    standardize : bool
+    standardize : bool, optional
         Train on features standardized with statistics of all ranks (sparse: scaled
-        only); the fitted coefficients apply to the raw features.
+        only); the fitted coefficients apply to the raw features. Default: on for the
+        SGD strategies (a step size then fits any feature scale), off for ``lbfgs``
+        (which needs no such help and then minimizes scikit-learn's objective).
     checkpoint_dir, resume, stop_at_update, progress, stop_requested
         Passed to :func:`mpiml.sgd.trainer.train`.
     **settings
@@ -64,16 +67,18 @@ class LinearModel:
 
     def __init__(self, model="logistic", strategy="auto", *, comm=None, algorithm="auto", allreduce=None,
                  n_classes=None, fit_intercept=True, squared_hinge=False, checkpoint_dir=None, resume=False,
-                 stop_at_update=None, progress=None, stop_requested=None, standardize=False, **settings):
+                 stop_at_update=None, progress=None, stop_requested=None, standardize=None, **settings):
         self.model_name, self.comm, self.algorithm, self.allreduce = model, comm, algorithm, allreduce
         self.n_classes, self.fit_intercept, self.squared_hinge = n_classes, fit_intercept, squared_hinge
         self.checkpoint_dir, self.resume, self.stop_at_update, self.progress = (
             checkpoint_dir, resume, stop_at_update, progress)
         self.stop_requested = stop_requested
-        self.standardize = standardize
         self.config = resolve(strategy, model, squared_hinge, settings)
+        self.standardize = self.config.strategy != "lbfgs" if standardize is None else bool(standardize)
         if self.config.strategy == "lbfgs":
             import mpiml.sgd.lbfgs  # noqa: F401  (scipy.optimize: imported now, not inside fit)
+        if model != "softmax" and compiled():  # load the compiled loss now too (numba: a second or so)
+            kernels.pointwise(kernels.LOGISTIC, np.zeros(1), np.zeros(1), np.zeros(1))
 
     def _group(self):
         return Group.from_comm(self.comm, self.algorithm, self.allreduce)

@@ -14,7 +14,6 @@ to the sum over the global batch, which the trainer then divides by its size.
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 from scipy.special import expit, log_softmax, softmax
 
 from mpiml.runtime.errors import ArgumentError
@@ -237,16 +236,10 @@ class Softmax(Model):
 
 
 def row_block(X, lo: int, hi: int):
-    """Rows ``lo:hi`` of ``X`` without copying them (a CSR slice would copy its arrays)."""
-    hi = min(hi, X.shape[0])
-    lo = min(lo, hi)
-    if lo == 0 and hi == X.shape[0]:
+    """Rows ``lo:hi`` of ``X``: ``X`` itself when that is all of it (slicing a CSR matrix copies it)."""
+    if lo <= 0 and hi >= X.shape[0]:
         return X
-    if not sp.issparse(X):
-        return X[lo:hi]
-    a, b = X.indptr[lo], X.indptr[hi]
-    return sp.csr_matrix((X.data[a:b], X.indices[a:b], X.indptr[lo:hi + 1] - a), shape=(hi - lo, X.shape[1]),
-                         copy=False)
+    return X[lo:hi]
 
 
 _CLASSES = {"linear": LeastSquares, "logistic": Logistic, "softmax": Softmax, "svm": LinearSVM}
