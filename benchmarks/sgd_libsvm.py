@@ -6,7 +6,7 @@ Run from the repository root (scikit-learn from the ``bench`` extra)::
                                     [--rounds 5] [--json]
 
 Each set is ``NAME`` with its test file ``NAME.t`` when there is one, else a fixed seeded
-80/20 split. Loading is not timed here (see ``benchmarks/svmlight_load.py``). Per set:
+80/20 split; ``NAME:dense`` is the same set as a dense array. Loading is not timed here (see ``benchmarks/svmlight_load.py``). Per set:
 
 1. defaults: test accuracy of ``LinearModel()`` with no settings (what ``mpiml sgd`` with
    no flags trains), of ``LinearModel(strategy="sync")`` (the SGD defaults), of
@@ -38,9 +38,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def load(directory: Path, name: str):
+    """``(X, y, X_test, y_test)`` of set ``name``; ``NAME:dense`` gives dense arrays."""
     from mpi4py import MPI
 
     from mpiml.data import read_shard
+
+    if name.endswith(":dense"):
+        X, y, Xt, yt = load(directory, name[:-len(":dense")])
+        return X.toarray(), y, Xt.toarray(), yt
 
     train = read_shard(directory / name, "svmlight", comm=MPI.COMM_SELF)
     test_path = directory / f"{name}.t"
@@ -106,13 +111,14 @@ def compare(X, y, Xt, yt, rounds):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default="/work/data/libsvm")
-    p.add_argument("--sets", default="a9a,w8a,ijcnn1,reuters-lasvm")
+    p.add_argument("--sets", default="a9a,w8a,ijcnn1,ijcnn1:dense,reuters-lasvm",
+                   help="comma-separated; NAME:dense trains on the set as a dense array")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     results = {}
     for name in args.sets.split(","):
-        if not (Path(args.data) / name).exists():
+        if not (Path(args.data) / name.split(":")[0]).exists():
             print(f"skipping {name}: not in {args.data}", file=sys.stderr)
             continue
         results[name] = compare(*load(Path(args.data), name), args.rounds)

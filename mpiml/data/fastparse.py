@@ -6,8 +6,10 @@ without ``:``, a bad index, a row of the wrong width); then :func:`_parse_number
 the spans into doubles. A number whose significant digits fit below ``2**53`` and whose
 decimal exponent is at most 22 in size is ``digits * 10**e`` or ``digits / 10**-e``: one
 correctly rounded IEEE operation on exact operands, so bit-identical to Python's
-``float`` (Clinger's fast path). Anything else (long mantissas, large exponents: rare in
-data files) is marked and handed to ``float`` afterwards. The first error is the one
+``float`` (Clinger's fast path). Up to 19 significant digits (``%.17g`` and ``%.18e``
+output), the Eisel-Lemire algorithm gives the correctly rounded double from a 128-bit
+product, or says it cannot be sure. What neither settles (more digits, subnormals,
+overflow, the rare unsure case) is marked and handed to ``float`` afterwards. The first error is the one
 at the lowest byte position, which is the one the line-by-line reference meets first.
 """
 
@@ -27,12 +29,49 @@ NO_COLON, BAD_INDEX, NEGATIVE_INDEX, HUGE_INDEX, WIDTH = 1, 2, 3, 4, 5
 
 POW10 = np.array([10.0 ** k for k in range(23)])  # all exact doubles
 WORDS = np.frombuffer(b"infinitynan", dtype=np.uint8)
-MAX_DIGITS = 18  # int64 holds any 18-digit integer
+MAX_DIGITS = 18  # an int64 holds any 18-digit integer (feature indices)
+MAX_MANTISSA_DIGITS = 19  # a uint64 holds any 19-digit integer
+POW10_MIN, POW10_MAX = -348, 347
+
+
+def _pow10_table():
+    """``floor(10**e * 2**k)`` in [2**127, 2**128) for ``e`` in [-348, 347]: high and low words."""
+    high = np.empty(POW10_MAX - POW10_MIN + 1, dtype=np.uint64)
+    low = np.empty_like(high)
+    for i, e in enumerate(range(POW10_MIN, POW10_MAX + 1)):
+        if e >= 0:
+            p = 10 ** e
+            k = 128 - p.bit_length()
+            v = p << k if k >= 0 else p >> -k
+        else:
+            q = 10 ** -e
+            k = 127 + q.bit_length()
+            v = (1 << k) // q
+            while v >= 1 << 128:
+                k -= 1
+                v = (1 << k) // q
+            while v < 1 << 127:
+                k += 1
+                v = (1 << k) // q
+        high[i], low[i] = v >> 64, v & ((1 << 64) - 1)
+    return high, low
+
+
+POW10_HIGH, POW10_LOW = _pow10_table()
 
 
 @kernel
-def _parse_numbers(buf, spans, count, pow10, words, out, status):
-    """Parse ``buf[spans[t, 0]:spans[t, 1]]`` for ``t < count`` into ``out``; ``status`` as above."""
+def _parse_numbers(buf, spans, count, pow10, words, pow10_high, pow10_low, out, status):
+    """Parse ``buf[spans[t, 0]:spans[t, 1]]`` for ``t < count`` into ``out``; ``status`` as above.
+
+    Up to 19 significant digits: Clinger's fast path when exact, else the Eisel-Lemire
+    algorithm (as in Go's strconv): the mantissa times a 128-bit approximation of the
+    power of ten, accepted only when the rounding it implies is certain. Everything it
+    cannot decide is left to ``float`` (status FALLBACK).
+    """
+    zero, one, ten = np.uint64(0), np.uint64(1), np.uint64(10)
+    mask32, s32, low9 = np.uint64(0xFFFFFFFF), np.uint64(32), np.uint64(0x1FF)
+    top = np.uint64(1) << np.uint64(63)
     for t in range(count):
         a, b = spans[t, 0], spans[t, 1]
         i = a
@@ -53,26 +92,26 @@ def _parse_numbers(buf, spans, count, pow10, words, out, status):
                         break
             status[t] = NOT_FINITE if word else NOT_A_NUMBER
             continue
-        mant = 0
+        mant = zero
         sig = 0
         digits = 0
         exp10 = 0
         while i < b and 48 <= buf[i] <= 57:
             d = buf[i] - 48
-            if mant != 0 or d != 0:
+            if mant != zero or d != 0:
                 sig += 1
-                if sig <= MAX_DIGITS:
-                    mant = mant * 10 + d
+                if sig <= MAX_MANTISSA_DIGITS:
+                    mant = mant * ten + np.uint64(d)
             digits += 1
             i += 1
         if i < b and buf[i] == 46:
             i += 1
             while i < b and 48 <= buf[i] <= 57:
                 d = buf[i] - 48
-                if mant != 0 or d != 0:
+                if mant != zero or d != 0:
                     sig += 1
-                    if sig <= MAX_DIGITS:
-                        mant = mant * 10 + d
+                    if sig <= MAX_MANTISSA_DIGITS:
+                        mant = mant * ten + np.uint64(d)
                 exp10 -= 1
                 digits += 1
                 i += 1
@@ -99,16 +138,62 @@ def _parse_numbers(buf, spans, count, pow10, words, out, status):
         if i != b:
             status[t] = NOT_A_NUMBER
             continue
-        if mant == 0:
+        status[t] = OK
+        if mant == zero:
             value = 0.0
-        elif sig <= MAX_DIGITS and mant < 9007199254740992 and -22 <= exp10 <= 22:
+        elif sig > MAX_MANTISSA_DIGITS or exp10 < POW10_MIN or exp10 > POW10_MAX:
+            status[t] = FALLBACK
+            continue
+        elif mant < np.uint64(9007199254740992) and -22 <= exp10 <= 22:
             value = float(mant)
             value = value * pow10[exp10] if exp10 >= 0 else value / pow10[-exp10]
         else:
-            status[t] = FALLBACK
-            continue
+            m = mant
+            clz = 0
+            while m < top:
+                m = m << one
+                clz += 1
+            exp2 = ((217706 * exp10) >> 16) + 64 + 1023 - clz
+            ph = pow10_high[exp10 - POW10_MIN]
+            # (x_hi, x_lo) = m * ph, 64 x 64 -> 128 bits from 32-bit halves
+            p0 = (m & mask32) * (ph & mask32)
+            p1 = (m & mask32) * (ph >> s32)
+            p2 = (m >> s32) * (ph & mask32)
+            mid = (p0 >> s32) + (p1 & mask32) + (p2 & mask32)
+            x_lo = (p0 & mask32) | (mid << s32)
+            x_hi = (m >> s32) * (ph >> s32) + (p1 >> s32) + (p2 >> s32) + (mid >> s32)
+            if (x_hi & low9) == low9 and x_lo + m < m:  # the truncated table may matter: widen
+                pl = pow10_low[exp10 - POW10_MIN]
+                p0 = (m & mask32) * (pl & mask32)
+                p1 = (m & mask32) * (pl >> s32)
+                p2 = (m >> s32) * (pl & mask32)
+                mid = (p0 >> s32) + (p1 & mask32) + (p2 & mask32)
+                y_lo = (p0 & mask32) | (mid << s32)
+                y_hi = (m >> s32) * (pl >> s32) + (p1 >> s32) + (p2 >> s32) + (mid >> s32)
+                merged_hi = x_hi
+                merged_lo = x_lo + y_hi
+                if merged_lo < x_lo:
+                    merged_hi += one
+                if (merged_hi & low9) == low9 and merged_lo + one == zero and y_lo + m < m:
+                    status[t] = FALLBACK
+                    continue
+                x_hi, x_lo = merged_hi, merged_lo
+            msb = x_hi >> np.uint64(63)
+            ret = x_hi >> (msb + np.uint64(9))
+            exp2 -= 1 - int(msb)
+            if x_lo == zero and (x_hi & low9) == zero and (ret & np.uint64(3)) == one:
+                status[t] = FALLBACK  # exactly half way as far as 128 bits tell
+                continue
+            ret += ret & one
+            ret >>= one
+            if ret >> np.uint64(53) > zero:
+                ret >>= one
+                exp2 += 1
+            if exp2 <= 0 or exp2 >= 0x7FF:  # subnormal or overflow: float() decides
+                status[t] = FALLBACK
+                continue
+            value = math.ldexp(float(ret), exp2 - 1075)
         out[t] = -value if neg else value
-        status[t] = OK
 
 
 @kernel
@@ -252,7 +337,7 @@ def _numbers(data, buf, spans, count):
     """Values and statuses of ``count`` spans; the fallback ones parsed by ``float``."""
     out = np.empty(count)
     status = np.empty(count, dtype=np.uint8)
-    _parse_numbers(buf, spans, count, POW10, WORDS, out, status)
+    _parse_numbers(buf, spans, count, POW10, WORDS, POW10_HIGH, POW10_LOW, out, status)
     for t in np.flatnonzero(status == FALLBACK):
         value = float(data[spans[t, 0]:spans[t, 1]])
         out[t] = value

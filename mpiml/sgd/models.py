@@ -91,23 +91,28 @@ class Model:
         W, b = self.split(theta)
         return np.asarray(X @ W) + b
 
-    def loss_grad(self, theta, X, y, grad) -> float:
-        """Sum of the row losses; adds the sum of the row gradients to ``grad``."""
+    def loss_grad(self, theta, X, y, grad, XT=None) -> float:
+        """Sum of the row losses; adds the sum of the row gradients to ``grad``.
+
+        ``XT`` may hold ``X.T`` made once by a caller evaluating the same rows many times
+        (for CSR data each ``X.T`` builds a new CSC object over the same arrays).
+        """
         if not X.shape[0]:
             return 0.0
+        XT = X.T if XT is None else XT
         if self.k == 1:  # vectors, not (rows, 1) matrices: the cheaper BLAS / sparse kernels
             nw = self.n_weights
             s = X @ theta[:nw]
             s += theta[nw]
             r = np.empty_like(s)
             loss = self.pointwise(s, y, r)
-            grad[:nw] += X.T @ r
+            grad[:nw] += XT @ r
             if self.fit_intercept:
                 grad[nw] += r.sum()
             return float(loss)
         loss, r = self._loss_and_residual(self.scores(theta, X), y)
         gW, gb = self.split(grad)
-        gW += X.T @ r
+        gW += XT @ r
         if self.fit_intercept:
             gb += r.sum(axis=0)
         return float(loss)
