@@ -143,7 +143,7 @@ def main(argv=None) -> int:
     progress = None
     if comm.rank == 0:
         show = {"auto": None, "always": True, "never": False}[args.progress]
-        progress = Progress(args.epochs, enabled=show if say_rows else False,
+        progress = Progress(args.epochs if args.strategy != "lbfgs" else 1, enabled=show if say_rows else False,
                             on_epoch=(lambda r: print(_epoch_row(r), flush=True)) if say_rows else None)
     # The watch only records signals; the trainer carries each rank's vote in its next
     # allreduce, so all ranks stop after the same update without an extra collective.
@@ -258,8 +258,7 @@ def _summary(args, comm, est, result, load_seconds, fit_seconds, seconds) -> dic
         "ranks": comm.size, "data": args.data,
         "epochs": len(result.history), "updates": result.updates, "interrupted": result.interrupted,
         "resumed_from_update": result.resumed_from, "seconds": seconds,
-        "load_seconds": max(r["load_seconds"] for r in per_rank),
-        "fit_seconds": max(r["fit_seconds"] for r in per_rank),
+        "load_seconds": load_seconds, "fit_seconds": fit_seconds,  # this rank's, as "seconds" (per_rank: all)
         "compute_imbalance": float(compute.max() / compute.mean()) if compute.mean() > 0 else 1.0,
         "per_rank": [{"rank": r, **t} for r, t in enumerate(per_rank)],
         "history": [{k: v for k, v in rec.items() if k not in ("lbfgs_objective", "lbfgs_seconds")}
