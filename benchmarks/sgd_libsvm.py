@@ -6,7 +6,8 @@ Run from the repository root (scikit-learn from the ``bench`` extra)::
                                     [--rounds 5] [--json]
 
 Each set is ``NAME`` with its test file ``NAME.t`` when there is one, else a fixed seeded
-80/20 split; ``NAME:dense`` is the same set as a dense array. Loading is not timed here (see ``benchmarks/svmlight_load.py``). Per set:
+80/20 split; ``NAME:dense`` is the same set as a dense array. Loading is not timed here
+(see ``benchmarks/svmlight_load.py``). Per set:
 
 1. defaults: test accuracy of ``LinearModel()`` with no settings (what ``mpiml sgd`` with
    no flags trains), of ``LinearModel(strategy="sync")`` (the SGD defaults), of

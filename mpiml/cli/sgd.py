@@ -149,7 +149,8 @@ def main(argv=None) -> int:
     # allreduce, so all ranks stop after the same update without an extra collective.
     watch = PreemptionWatch(comm) if args.checkpoint_dir else None
     with watch or contextlib.nullcontext():
-        est, fit_seconds = _fit(args, settings, comm, shard, test, progress, (lambda: watch.requested) if watch else None)
+        stop_flag = (lambda: watch.requested) if watch else None
+        est, fit_seconds = _fit(args, settings, comm, shard, test, progress, stop_flag)
     result = est.result_
     if progress is not None:
         progress.clear()
