@@ -129,7 +129,7 @@ def _parse_parts(files, comm, parse):
 
 def _read_svmlight(files, comm, n_features):
     comm_ = private_comm(comm)
-    parts, parsed = _parse_parts(files, comm, lambda p: parsers.parse_svmlight(p.data))
+    parts, parsed = _parse_parts(files, comm, lambda p: parsers.svmlight_rows(p.data))
     low = min((int(r.indices.min()) for r in parsed if r.indices.size), default=None)
     high = max((int(r.indices.max()) for r in parsed if r.indices.size), default=-1)
     lows = [v for v in comm_.allgather(low) if v is not None]
@@ -150,11 +150,14 @@ def _read_svmlight(files, comm, n_features):
     blocks, row_file, row_line = [], [], []
     for part, rows in zip(parts, parsed):
         n = len(rows.labels)
-        blocks.append(sp.csr_matrix((rows.values, rows.indices - shift, rows.indptr), shape=(n, max(width, 0))))
+        if shift:
+            rows.indices -= shift  # the parser's own array
+        blocks.append(sp.csr_matrix((rows.values, rows.indices, rows.indptr), shape=(n, max(width, 0))))
         row_file.append(np.full(n, part.index))
         row_line.append(part.first_line + rows.lines + 1)
-    X = sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((0, width))
-    X.sum_duplicates()
+    blocks = [b for b in blocks if b.shape[0]] or blocks[:1]
+    X = (blocks[0] if len(blocks) == 1 else sp.vstack(blocks, format="csr")) if blocks else sp.csr_matrix((0, width))
+    X.sum_duplicates()  # a linear check when indices already rise in every row (the usual file)
     y = np.concatenate([r.labels for r in parsed]) if parsed else np.zeros(0)
     return Shard(X, y, [str(f) for f in files], np.concatenate(row_file), np.concatenate(row_line))
 
@@ -162,7 +165,7 @@ def _read_svmlight(files, comm, n_features):
 def _read_delimited(files, comm, delimiter, label_column):
     comm_ = private_comm(comm)
     parts, parsed = _parse_parts(
-        files, comm, lambda p: parsers.parse_delimited(p.data, delimiter, first_may_be_header=p.first_line == 0))
+        files, comm, lambda p: parsers.delimited_rows(p.data, delimiter, first_may_be_header=p.first_line == 0))
     # Every file, on every rank, must have the same number of columns.
     widths = [(rows.values.shape[1], part.path, part.first_line + int(rows.lines[0]) + 1)
               for part, rows in zip(parts, parsed) if len(rows.lines)]

@@ -11,8 +11,9 @@ import numpy as np
 
 from mpiml.runtime.errors import ArgumentError, DataError
 from mpiml.runtime.files import load_npz, save_npz_atomic
-from mpiml.sgd import scaling
-from mpiml.sgd.config import TrainConfig
+from mpiml.runtime.jit import compiled
+from mpiml.sgd import kernels, scaling
+from mpiml.sgd.config import resolve
 from mpiml.sgd.group import Group
 from mpiml.sgd.models import make_model
 from mpiml.sgd.trainer import train
@@ -28,7 +29,10 @@ class LinearModel:
     model : str
         ``"logistic"``, ``"softmax"``, ``"svm"`` or ``"linear"`` (least squares).
     strategy : str
-        ``"sync"``, ``"local"``, ``"oneshot"`` or ``"lbfgs"`` (see :class:`TrainConfig`).
+        ``"auto"`` (default), ``"sync"``, ``"local"``, ``"oneshot"`` or ``"lbfgs"`` (see
+        :class:`~mpiml.sgd.config.TrainConfig`). ``auto`` is L-BFGS for a smooth objective unless SGD
+        settings are given (:func:`mpiml.sgd.config.resolve_strategy`); ``config.strategy``
+        holds the choice.
     comm : mpi4py.MPI.Intracomm, optional
         The ranks that train together (default COMM_WORLD; ``MPI.COMM_SELF`` trains serially).
     algorithm : str
@@ -38,13 +42,17 @@ class LinearModel:
     n_classes : int, optional
         Softmax classes (default: the largest label on any rank plus one).
     fit_intercept, squared_hinge : bool
-    standardize : bool
+    standardize : bool, optional
         Train on features standardized with statistics of all ranks (sparse: scaled
-        only); the fitted coefficients apply to the raw features.
+        only); the fitted coefficients apply to the raw features. Default: on for the
+        SGD strategies (a step size then fits any feature scale), off for ``lbfgs``
+        (which needs no such help and then minimizes scikit-learn's objective).
     checkpoint_dir, resume, stop_at_update, progress, stop_requested
         Passed to :func:`mpiml.sgd.trainer.train`.
     **settings
-        Any field of :class:`TrainConfig` (``epochs``, ``batch_size``, ``lr``, ``alpha``, ...).
+        Any field of :class:`~mpiml.sgd.config.TrainConfig` (``epochs``, ``batch_size``, ``lr``, ``alpha``, ...);
+        one the strategy would not use (``lr`` for ``lbfgs``, ``tol`` for ``sync``) is an
+        :class:`~mpiml.runtime.errors.ArgumentError`.
 
     Attributes
     ----------
@@ -57,16 +65,20 @@ class LinearModel:
         With the timings of this rank.
     """
 
-    def __init__(self, model="logistic", strategy="sync", *, comm=None, algorithm="auto", allreduce=None,
+    def __init__(self, model="logistic", strategy="auto", *, comm=None, algorithm="auto", allreduce=None,
                  n_classes=None, fit_intercept=True, squared_hinge=False, checkpoint_dir=None, resume=False,
-                 stop_at_update=None, progress=None, stop_requested=None, standardize=False, **settings):
+                 stop_at_update=None, progress=None, stop_requested=None, standardize=None, **settings):
         self.model_name, self.comm, self.algorithm, self.allreduce = model, comm, algorithm, allreduce
         self.n_classes, self.fit_intercept, self.squared_hinge = n_classes, fit_intercept, squared_hinge
         self.checkpoint_dir, self.resume, self.stop_at_update, self.progress = (
             checkpoint_dir, resume, stop_at_update, progress)
         self.stop_requested = stop_requested
-        self.standardize = standardize
-        self.config = TrainConfig(strategy=strategy, **settings).validate()
+        self.config = resolve(strategy, model, squared_hinge, settings)
+        self.standardize = self.config.strategy != "lbfgs" if standardize is None else bool(standardize)
+        if self.config.strategy == "lbfgs":
+            import mpiml.sgd.lbfgs  # noqa: F401  (scipy.optimize: imported now, not inside fit)
+        if model != "softmax" and compiled():  # load the compiled loss now too (numba: a second or so)
+            kernels.pointwise(kernels.LOGISTIC, np.zeros(1), np.zeros(1), np.zeros(1))
 
     def _group(self):
         return Group.from_comm(self.comm, self.algorithm, self.allreduce)

@@ -41,6 +41,8 @@ class Group:
         from mpiml.runtime.comm import resolve_comm
 
         comm = resolve_comm(comm)
+        if allreduce is None and comm.Get_size() == 1:
+            allreduce = _identity_allreduce  # a sum over one rank: no call into MPI per update
         if allreduce is None:
             allreduce = functools.partial(mpiml.allreduce, comm=comm, algorithm=algorithm)
         return cls(comm.Get_rank(), comm.Get_size(), allreduce, comm)

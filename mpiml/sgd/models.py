@@ -17,6 +17,8 @@ import numpy as np
 from scipy.special import expit, log_softmax, softmax
 
 from mpiml.runtime.errors import ArgumentError
+from mpiml.runtime.jit import compiled
+from mpiml.sgd import kernels
 
 MODELS = ("linear", "logistic", "softmax", "svm")
 
@@ -58,6 +60,7 @@ class Model:
 
     name = ""
     classifier = True
+    kind = None  # the loss code of mpiml.sgd.kernels.pointwise, if it has one
 
     def __init__(self, n_features: int, n_outputs: int = 1, fit_intercept: bool = True):
         self.n_features = int(n_features)
@@ -88,16 +91,39 @@ class Model:
         W, b = self.split(theta)
         return np.asarray(X @ W) + b
 
-    def loss_grad(self, theta, X, y, grad) -> float:
-        """Sum of the row losses; adds the sum of the row gradients to ``grad``."""
-        s = self.scores(theta, X)
-        loss, r = self._loss_and_residual(s, y)
-        if X.shape[0]:
-            gW, gb = self.split(grad)
-            gW += X.T @ r
+    def loss_grad(self, theta, X, y, grad, XT=None) -> float:
+        """Sum of the row losses; adds the sum of the row gradients to ``grad``.
+
+        ``XT`` may hold ``X.T`` made once by a caller evaluating the same rows many times
+        (for CSR data each ``X.T`` builds a new CSC object over the same arrays).
+        """
+        if not X.shape[0]:
+            return 0.0
+        XT = X.T if XT is None else XT
+        if self.k == 1:  # vectors, not (rows, 1) matrices: the cheaper BLAS / sparse kernels
+            nw = self.n_weights
+            s = X @ theta[:nw]
+            s += theta[nw]
+            r = np.empty_like(s)
+            loss = self.pointwise(s, y, r)
+            grad[:nw] += XT @ r
             if self.fit_intercept:
-                gb += r.sum(axis=0)
+                grad[nw] += r.sum()
+            return float(loss)
+        loss, r = self._loss_and_residual(self.scores(theta, X), y)
+        gW, gb = self.split(grad)
+        gW += XT @ r
+        if self.fit_intercept:
+            gb += r.sum(axis=0)
         return float(loss)
+
+    def pointwise(self, s, y, r) -> float:
+        """Loss sum of the scores ``s`` (one output); the residuals d loss / d s go to ``r``."""
+        if compiled() and self.kind is not None:
+            return kernels.pointwise(self.kind, s, y, r)
+        loss, residual = self._loss_and_residual(s[:, None], y)
+        r[:] = residual[:, 0]
+        return loss
 
     def loss(self, theta, X, y) -> float:
         """Sum of the row losses."""
@@ -132,6 +158,7 @@ class LeastSquares(Model):
 
     name = "linear"
     classifier = False
+    kind = kernels.LEAST_SQUARES
 
     def _loss_and_residual(self, s, y):
         r = s - y[:, None]
@@ -156,6 +183,7 @@ class Logistic(_Binary):
     """Binary logistic regression: ``log(1 + exp(s)) - y s`` with y in {0, 1}."""
 
     name = "logistic"
+    kind = kernels.LOGISTIC
 
     def _loss_and_residual(self, s, y):
         s = s[:, 0]
@@ -174,6 +202,7 @@ class LinearSVM(_Binary):
     def __init__(self, n_features, n_outputs=1, fit_intercept=True, squared=False):
         super().__init__(n_features, 1, fit_intercept)
         self.squared = bool(squared)
+        self.kind = kernels.SQUARED_HINGE if self.squared else kernels.HINGE
 
     def _loss_and_residual(self, s, y):
         sign = 2.0 * y - 1.0
@@ -197,17 +226,25 @@ class Softmax(Model):
         return np.asarray(y).astype(np.int64)
 
     def _loss_and_residual(self, s, y):
-        logp = log_softmax(s, axis=1)
+        r = log_softmax(s, axis=1)
         rows = np.arange(s.shape[0])
-        r = softmax(s, axis=1)
+        loss = -float(r[rows, y].sum())
+        np.exp(r, out=r)  # the probabilities, from the log-probabilities already at hand
         r[rows, y] -= 1.0
-        return -float(logp[rows, y].sum()), r
+        return loss, r
 
     def predict_encoded(self, theta, X):
         return np.argmax(self.scores(theta, X), axis=1)
 
     def predict_proba(self, theta, X):
         return softmax(self.scores(theta, X), axis=1)
+
+
+def row_block(X, lo: int, hi: int):
+    """Rows ``lo:hi`` of ``X``: ``X`` itself when that is all of it (slicing a CSR matrix copies it)."""
+    if lo <= 0 and hi >= X.shape[0]:
+        return X
+    return X[lo:hi]
 
 
 _CLASSES = {"linear": LeastSquares, "logistic": Logistic, "softmax": Softmax, "svm": LinearSVM}

@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from mpiml.runtime.errors import DivergenceError
 from mpiml.sgd import plan
 from mpiml.sgd.checkpointing import load_state, save_state
-from mpiml.sgd.config import TrainConfig
-from mpiml.sgd.models import Model, Penalty
+from mpiml.sgd.config import TrainConfig, resolve_strategy
+from mpiml.sgd.models import Model, Penalty, row_block
 from mpiml.sgd.optim import learning_rate, make_optimizer
 from mpiml.sgd.timing import Clock, Exchanger, Timings
+
+
+BLOCK_VALUES = 1 << 22  # rows x outputs per block of full-batch work: 32 MB of scores at a time
 
 
 @dataclass
@@ -166,9 +169,10 @@ class _Run:
             sets = [(self.X, self.y)] + ([self.test] if self.test is not None else [])
             buf = np.zeros(3 * len(sets) + 1)
             buf[-1] = 1.0 if self.ex.stop_requested() else 0.0
+            rows = max(BLOCK_VALUES // self.model.k, 1)
             for i, (X, y) in enumerate(sets):
-                for lo in range(0, X.shape[0], 65536):
-                    Xb, yb = X[lo:lo + 65536], y[lo:lo + 65536]
+                for lo in range(0, X.shape[0], rows):
+                    Xb, yb = row_block(X, lo, lo + rows), y[lo:lo + rows]
                     buf[3 * i] += self.model.loss(theta, Xb, yb)
                     buf[3 * i + 1] += self.model.correct(theta, Xb, yb)
                 buf[3 * i + 2] = X.shape[0]
@@ -197,19 +201,21 @@ class _Run:
 
     def lbfgs(self):
         """Full-batch L-BFGS (scipy) on the allreduced objective; every rank runs the same iterations."""
-        from scipy.optimize import minimize
+        from mpiml.sgd import lbfgs
 
         n = self.model.n_params
-        chunk = max(self.cfg.batch_size, 65536)
-        # slices, not index arrays: a view of X instead of a copy per evaluation
-        blocks = [slice(lo, min(lo + chunk, self.n_local)) for lo in range(0, self.n_local, chunk)]
+        blocks = [(row_block(self.X, lo, hi), self.y[lo:hi]) for lo, hi in self.blocks()]
+        blocks = [(X, X.T, y) for X, y in blocks]  # every evaluation reuses the transposes
         trace, times = [], []
         start_all = time.perf_counter()
 
         def objective(theta):
             start = time.perf_counter()
             buf = self.ex.buffer(n + 1)
-            buf[n] = self.local_sum(theta, blocks, buf[:n])
+            loss = 0.0
+            for X, XT, y in blocks:
+                loss += self.model.loss_grad(theta, X, y, buf[:n], XT)
+            buf[n] = loss
             self.ex.add_compute(time.perf_counter() - start)
             payload = self.ex.allreduce(buf)
             start = time.perf_counter()
@@ -229,12 +235,16 @@ class _Run:
             if self.progress is not None:
                 self.progress.update(self.epoch, min(self.t, self.cfg.max_iter), self.cfg.max_iter, trace[-1])
 
-        result = minimize(objective, self.theta, jac=True, method="L-BFGS-B", callback=callback,
-                          options={"maxiter": self.cfg.max_iter, "ftol": self.cfg.tol,
-                                   "gtol": self.cfg.tol, "maxcor": 20})
+        result = lbfgs.run(objective, self.theta, self.cfg.max_iter, self.cfg.tol, callback)
         self.theta = np.ascontiguousarray(result.x)
-        return {"lbfgs_iterations": int(result.nit), "lbfgs_message": str(result.message),
+        return {"lbfgs_iterations": int(result.nit), "lbfgs_evaluations": int(result.nfev),
+                "lbfgs_converged": bool(result.success), "lbfgs_message": str(result.message),
                 "lbfgs_objective": trace, "lbfgs_seconds": times}
+
+    def blocks(self):
+        """Row ranges whose scores and residuals (rows x outputs doubles) stay within BLOCK_VALUES."""
+        rows = max(BLOCK_VALUES // self.model.k, 1)
+        return [(lo, min(lo + rows, self.n_local)) for lo in range(0, self.n_local, rows)] or [(0, 0)]
 
 
 def train(model: Model, X, y, config: TrainConfig, group, test=None, checkpoint_dir=None,
@@ -249,6 +259,7 @@ def train(model: Model, X, y, config: TrainConfig, group, test=None, checkpoint_
         This rank's rows; shards are taken to be consecutive blocks of the global data in
         rank order (that fixes the global row numbering that ``sync`` batches use).
     config : TrainConfig
+        Strategy ``auto`` is resolved here by :func:`mpiml.sgd.config.resolve_strategy`.
     group : Group
         Rank, size and the injected allreduce.
     test : tuple, optional
@@ -274,12 +285,17 @@ def train(model: Model, X, y, config: TrainConfig, group, test=None, checkpoint_
     TrainResult
     """
     config.validate()
+    if config.strategy == "auto":
+        strategy = resolve_strategy(model.name, config.l1_ratio, getattr(model, "squared", False))
+        config = replace(config, strategy=strategy)
     with np.errstate(over="ignore", invalid="ignore"):  # non-finite values end in DivergenceError
         return _train(model, X, y, config, group, test, checkpoint_dir, resume, stop_at_update, progress,
                       stop_requested)
 
 
 def _train(model, X, y, config, group, test, checkpoint_dir, resume, stop_at_update, progress, stop_requested):
+    if model.kind is not None:  # load the compiled kernel before any clock runs
+        model.pointwise(np.zeros(1), np.zeros(1), np.zeros(1))
     run = _Run(model, X, y, config, group, test, checkpoint_dir, progress, stop_requested)
     resumed = load_state(run) if resume and checkpoint_dir is not None else None
     if config.strategy == "lbfgs":

@@ -22,8 +22,10 @@ def test_svmlight_rows_and_line_numbers():
 
 
 @pytest.mark.parametrize("line,why", [
-    (b"1 3-0.5", "not index:value"), (b"x 1:2", "could not convert"), (b"1 2:nan", "not finite"),
-    (b"1 -3:1", "negative"), (b"1 a:1", "invalid literal"), (b"inf 1:1", "not finite"),
+    (b"1 3-0.5", "not index:value"), (b"x 1:2", "label 'x' is not a number"), (b"1 2:nan", "not finite"),
+    (b"1 -3:1", "negative"), (b"1 a:1", "feature index 'a' is not an integer"), (b"inf 1:1", "not finite"),
+    (b"1 1:1_0", "value '1_0' of feature 1 is not a number"), (b"1 1_0:1", "not an integer"),
+    (b"1 123456789012345678901:1", "too large"),
 ])
 def test_svmlight_errors_name_the_line(line, why):
     rows = parsers.parse_svmlight(b"1 1:1\n\n" + line + b"\n0 1:1\n")

@@ -34,9 +34,32 @@ def test_quick_start_job_runs_on_built_in_data():
                 "compute_seconds", "wait_seconds"):
         assert key in report, key
     assert report["ranks"] == 3 and report["epochs"] == 3 and len(report["per_rank"]) == 3
+    assert (report["strategy"], report["strategy_requested"], report["standardize"]) == ("sync", "auto", True)
+    compute = [r["compute_seconds"] for r in report["per_rank"]]
+    assert report["compute_imbalance"] == max(compute) / (sum(compute) / 3) >= 1.0
+    assert report["load_seconds"] + report["fit_seconds"] <= report["seconds"]
     assert report["test_accuracy"] > 0.85
     assert report["comm_seconds"] == sum(r["comm_seconds"] for r in report["per_rank"])
     assert result.stdout.count("{") == result.stdout.count("}") and len(report["history"]) == 3
+
+
+def test_no_flags_trains_by_lbfgs_to_scikit_learns_tolerance():
+    result = mpiml(2, "sgd", "--json")
+    assert result.returncode == 0, result.describe()
+    report = last_json(result)
+    assert (report["strategy"], report["strategy_requested"], report["standardize"]) == ("lbfgs", "auto", False)
+    assert report["lbfgs_converged"] and 0 < report["lbfgs_iterations"] < 100 and report["test_accuracy"] > 0.85
+    assert report["eval_seconds"] > 0 and report["load_seconds"] + report["fit_seconds"] <= report["seconds"]
+
+
+def test_settings_the_strategy_would_not_use_are_one_error_line():
+    for args, needle in ((["--strategy", "lbfgs", "--lr", "0.1"], "--lr not used by strategy lbfgs"),
+                         (["--strategy", "sync", "--max-iter", "9"], "--max-iter not used by strategy sync"),
+                         (["--model", "svm", "--tol", "1e-3"], "which --strategy auto chose")):
+        result = mpiml(3, "sgd", "--data", "synthetic:classification,n=300", *args)
+        assert result.returncode == 2, result.describe()
+        errors = [line for line in result.stderr.splitlines() if "mpiml: error:" in line]
+        assert len(errors) == 1 and needle in errors[0], result.describe()
 
 
 def test_datagen_then_train_with_a_test_file_and_human_output(tmp_path):

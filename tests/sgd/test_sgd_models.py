@@ -142,3 +142,30 @@ def test_schedules():
     assert learning_rate("cosine", 0.5, 100, 100) == pytest.approx(0.0)
     with pytest.raises(ArgumentError):
         learning_rate("warp", 0.5, 1, 2)
+
+
+@pytest.mark.parametrize("name,squared", [("linear", False), ("logistic", False), ("svm", False), ("svm", True)])
+def test_compiled_pointwise_loss_equals_the_numpy_reference(name, squared):
+    from mpiml.sgd import kernels
+
+    rng = np.random.default_rng(6)
+    s = np.concatenate([rng.standard_normal(500) * 5, [-800.0, -40.0, -1.0, 0.0, 1.0, 40.0, 800.0]])
+    model = make_model(name, 1, squared_hinge=squared)
+    y = rng.standard_normal(s.size) if name == "linear" else rng.integers(0, 2, s.size).astype(float)
+    expected_loss, expected_r = model._loss_and_residual(s[:, None], y)
+    r = np.empty_like(s)
+    loss = kernels.pointwise(model.kind, s, y, r)
+    assert np.isfinite(loss) and loss == pytest.approx(expected_loss, rel=1e-13)
+    np.testing.assert_allclose(r, expected_r[:, 0], rtol=1e-13, atol=1e-300)
+
+
+def test_row_blocks_are_the_rows_of_a_slice_and_the_whole_is_not_copied():
+    from mpiml.sgd.models import row_block
+
+    rng = np.random.default_rng(7)
+    dense = rng.standard_normal((40, 6)) * (rng.random((40, 6)) < 0.4)
+    X = sp.csr_matrix(dense)
+    for lo, hi in ((0, 40), (0, 7), (7, 33), (33, 40), (39, 40), (40, 40), (10, 99)):
+        np.testing.assert_array_equal(row_block(X, lo, hi).toarray(), dense[lo:hi])
+        np.testing.assert_array_equal(row_block(dense, lo, hi), dense[lo:hi])
+    assert row_block(X, 0, 40) is X and row_block(X, 0, 10 ** 9) is X

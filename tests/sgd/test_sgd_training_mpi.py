@@ -81,7 +81,8 @@ LBFGS_SPEC = "synthetic:classification,n=2400,d=10,separation=3"
 def test_lbfgs_reaches_scipy_optimum(warm):
     (X, y), (X_all, y_all) = block(LBFGS_SPEC)
     alpha = 1e-3
-    est = LinearModel("logistic", "lbfgs", comm=COMM, alpha=alpha, warm_start_epochs=warm, lr=0.2).fit(X, y)
+    warm_start = dict(warm_start_epochs=warm, lr=0.2) if warm else {}  # lr: the warm start's SGD steps
+    est = LinearModel("logistic", "lbfgs", comm=COMM, alpha=alpha, tol=1e-10, **warm_start).fit(X, y)
     best, _ = _oracle_logistic(X_all, y_all, alpha)
     ours = est.history_[-1]["train_loss"]
     agree(COMM, abs(ours - best) <= 1e-6 * abs(best), f"objective {ours} vs scipy {best}")
@@ -98,10 +99,10 @@ def test_sgd_strategies_match_lbfgs_test_accuracy():
     kind, options = synthetic.parse_spec(spec)
     Xt_all, yt_all = synthetic.generate(kind, options, n, n + n_test)
     oracle_acc = np.mean(((Xt_all @ theta[:-1] + theta[-1]) > 0) == yt_all)
-    for strategy, settings in [("lbfgs", {}), ("sync", dict(batch_size=64, lr=0.5)),
-                               ("local", dict(batch_size=16, lr=0.2, sync_every=4)),
-                               ("oneshot", dict(batch_size=16, lr=0.2))]:
-        est = LinearModel("logistic", strategy, comm=COMM, alpha=alpha, epochs=4, **settings).fit(X, y, Xt, yt)
+    for strategy, settings in [("lbfgs", {}), ("sync", dict(batch_size=64, lr=0.5, epochs=4)),
+                               ("local", dict(batch_size=16, lr=0.2, sync_every=4, epochs=4)),
+                               ("oneshot", dict(batch_size=16, lr=0.2, epochs=4))]:
+        est = LinearModel("logistic", strategy, comm=COMM, alpha=alpha, **settings).fit(X, y, Xt, yt)
         acc = est.score(Xt, yt)
         agree(COMM, acc == pytest.approx(est.history_[-1]["test_accuracy"]), "score disagrees with history")
         agree(COMM, abs(acc - oracle_acc) <= 0.01, f"{strategy}: test accuracy {acc} vs optimum's {oracle_acc}")

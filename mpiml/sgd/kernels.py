@@ -1,0 +1,44 @@
+"""Compiled per-row losses of the one-output models (numpy references: ``Model._loss_and_residual``).
+
+One pass computes the loss sum and the residuals ``d loss / d score`` of every row:
+numpy needs several (``logaddexp`` and ``expit`` each take an ``exp``; temporaries for
+the rest). The logistic loss uses one ``exp`` per row: ``log(1 + e^s) = max(s, 0) +
+log1p(e^-|s|)`` and the sigmoid from the same ``e^-|s|``, both stable for any ``s``.
+"""
+
+from __future__ import annotations
+
+import math
+
+from mpiml.runtime.jit import kernel
+
+LEAST_SQUARES, LOGISTIC, HINGE, SQUARED_HINGE = 0, 1, 2, 3
+
+
+@kernel
+def pointwise(kind, s, y, r):
+    """Sum over rows of the loss ``kind`` at scores ``s``, labels ``y``; residuals into ``r``."""
+    total = 0.0
+    for i in range(s.shape[0]):
+        si = s[i]
+        yi = y[i]
+        if kind == LEAST_SQUARES:
+            ri = si - yi
+            total += 0.5 * ri * ri
+        elif kind == LOGISTIC:
+            e = math.exp(-abs(si))
+            total += max(si, 0.0) + math.log1p(e) - yi * si
+            ri = (1.0 if si >= 0.0 else e) / (1.0 + e) - yi
+        else:
+            sign = 2.0 * yi - 1.0
+            slack = 1.0 - sign * si
+            ri = 0.0
+            if slack > 0.0:
+                if kind == SQUARED_HINGE:
+                    total += slack * slack
+                    ri = -2.0 * sign * slack
+                else:
+                    total += slack
+                    ri = -sign
+        r[i] = ri
+    return total
