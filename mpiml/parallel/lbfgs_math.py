@@ -224,7 +224,8 @@ class MoreThuente:
         else:
             self.stmin, self.stmax = stp + 1.1 * (stp - self.stx), stp + 4.0 * (stp - self.stx)
         stp = min(max(stp, self.stpmin), self.stpmax)
-        if self.brackt and (stp <= self.stmin or stp >= self.stmax or self.stmax - self.stmin <= self.xtol * self.stmax):
+        if self.brackt and (stp <= self.stmin or stp >= self.stmax
+                            or self.stmax - self.stmin <= self.xtol * self.stmax):
             stp = self.stx
         self.stp = stp
         return "FG", stp
