@@ -76,3 +76,16 @@ def test_lbfgs_picks_model_parallelism_for_wide_sparse_data_and_data_parallelism
     assert cost.choose(narrow, strategy="lbfgs").parallel == "data"
     text = cost.explain(wide, chosen, strategy="lbfgs")
     assert text.startswith("per-iteration cost estimates (lbfgs") and "model_MB/rank" in text
+
+
+def test_choose_layout_prices_lbfgs_and_keeps_local_sgd_data_parallel():
+    from mpiml.parallel.run import choose_layout
+
+    wide = cost.Problem(n=20000, d=1_000_000, nnz=20000 * 20, k=1, batch=64, p=4)
+    assert choose_layout(wide, "auto", strategy="lbfgs").parallel == "model"
+    assert choose_layout(wide, "auto", strategy="local").parallel == "data"
+    assert choose_layout(wide, "hybrid", strategy="lbfgs").grid == "2x2"
+    chosen = choose_layout(wide, "auto", grid="2x2", strategy="lbfgs")
+    assert chosen.grid == "2x2" and chosen == cost.estimate_lbfgs(wide, 2, 2)
+    with pytest.raises(ArgumentError, match="is a model layout, not --parallel data"):
+        choose_layout(wide, "data", grid="1x4", strategy="lbfgs")
