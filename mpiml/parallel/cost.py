@@ -70,11 +70,12 @@ from dataclasses import asdict, dataclass
 
 from mpiml.collectives import model as collective_model
 from mpiml.parallel.grid import factorizations
+from mpiml.parallel.lbfgs_math import MEMORY
 
 WORD = 8
-LBFGS_TRIALS = 1.1      # line-search evaluations per L-BFGS iteration (the unit step is mostly taken)
-LBFGS_PASSES = 4 * 10 + 12   # dense passes over the block per iteration with 10 pairs (4 m + 12)
-LBFGS_VECTORS = 2 * 10 + 8   # block-sized vectors an L-BFGS rank holds (history, point, gradient, ...)
+LBFGS_TRIALS = 1.1                # line-search evaluations per L-BFGS iteration (the unit step is mostly taken)
+LBFGS_PASSES = 4 * MEMORY + 12    # dense passes over the block per iteration (inner products, direction, ...)
+LBFGS_VECTORS = 2 * MEMORY + 8    # block-sized vectors an L-BFGS rank holds (history, point, gradient, ...)
 
 
 @dataclass(frozen=True)
@@ -181,8 +182,6 @@ def estimate(problem: Problem, rows: int, cols: int, split: str = "features",
 def estimate_lbfgs(problem: Problem, rows: int, cols: int, split: str = "features",
                    machine: Machine = Machine()) -> Estimate:
     """The cost of one full-batch L-BFGS iteration of ``problem`` on an ``rows x cols`` grid (``batch`` unused)."""
-    from mpiml.parallel.lbfgs_math import MEMORY
-
     n, d, k = max(problem.n, 1), problem.d, problem.k
     r = n / rows
     T = LBFGS_TRIALS

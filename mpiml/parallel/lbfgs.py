@@ -8,16 +8,16 @@ training. The scores of the row group's rows are kept between evaluations: along
 direction ``p`` they are ``z + t X p``, so the line search's trials cost no pass over the
 data, and an iteration makes two sparse products, ``X p`` and ``X^T r``. Per iteration:
 
-==============================  ====================================  =========================================
-what                            features split (C ranks share rows)   classes split
-==============================  ====================================  =========================================
-direction margins ``X p``       row sum of ``rows x k`` floats        none (each rank scores its own classes)
-penalty terms ``w.w, w.p, p.p``  row sum of 3 floats                   row sum of 3 floats
-each line-search trial          column sum of ``k + 2`` floats        row max ``rows``, row sum ``2 rows``,
-                                (loss, slope, intercept gradient)     column sum 2 (loss, slope), row sum 1
-gradient at the new point       column sum of the block ``d k / C``   column sum of ``(d + 1) k / C``
-the two-loop's inner products   row sum of ``6 M + 9`` (+ ``max |g|``) the same
-==============================  ====================================  =========================================
+=================================  ======================================  ======================================
+what                               features split (C ranks share rows)     classes split
+=================================  ======================================  ======================================
+direction margins ``X p``          row sum of ``rows x k`` floats          none (each rank scores its classes)
+penalty terms ``w.w, w.p, p.p``    row sum of 3 floats                     row sum of 3 floats
+each line-search trial             column sum of ``k + 2`` (loss, slope,   row max ``rows``, row sum ``2 rows``,
+                                   intercept gradient)                     column sum 2, row sum 1
+gradient at the new point          column sum of the block, ``d k / C``    column sum of ``(d + 1) k / C``
+the two-loop's inner products      row sum of ``6 M + 9`` and ``max |g|``  the same
+=================================  ======================================  ======================================
 
 Every scalar that steers the iteration (values, slopes, inner products) comes out of a
 reduction whose length and inputs are the same on every rank that computes it, so every
