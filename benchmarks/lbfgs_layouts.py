@@ -168,8 +168,11 @@ def summarize(args, records, load):
             "seconds_per_iteration": statistics.median(per_iter),
             "setup_seconds": statistics.median(r["setup_seconds"] for r in runs),
             "final_gap": statistics.median((r["train_loss"] - best) / abs(best) for r in runs),
+            "rss_before_training_mib_per_rank": statistics.median(max(m["rss_before_mib"] for m in r["ranks"])
+                                                                 for r in runs),
             "peak_training_mib_per_rank": statistics.median(max(m["peak_training_mib"] for m in r["ranks"])
                                                            for r in runs),
+            "peak_reset": all(m["reset"] for r in runs for m in r["ranks"]),
             "peak_process_mib_per_rank": statistics.median(max(m["peak_process_mib"] for m in r["ranks"])
                                                           for r in runs),
             "comm_seconds_rank0": statistics.median(r["ranks"][0]["comm_seconds"] for r in runs),
@@ -226,12 +229,12 @@ def main():
     print(f"\nlogistic, {p['rows']} rows x {p['features']} features, ~{p['nnz_per_row']:g} nonzeros/row, "
           f"alpha={p['alpha']:g}; f*={p['f_star']:.12g}; optimum = within {p['target']:g} (relative)")
     print(f"{'layout':<20} {'s to opt':>9} {'ratio':>6} {'it to opt':>9} {'s/it':>7} {'s to stop':>9} {'it':>5} "
-          f"{'setup s':>7} {'peak MiB/rank (train)':>21} {'(process)':>9}")
+          f"{'setup s':>7} {'MiB/rank: data in':>17} {'peak in training':>16} {'process peak':>12}")
     for r in summary["layouts"]:
         print(f"{r['layout']:<20} {r['seconds_to_optimum']:>9.2f} {r['ratio_to_data_p1_scipy']:>6.2f} "
               f"{r['iterations_to_optimum'] or '-':>9} {r['seconds_per_iteration']:>7.3f} {r['seconds_to_stop']:>9.2f} "
-              f"{r['iterations_to_stop']:>5} {r['setup_seconds']:>7.2f} {r['peak_training_mib_per_rank']:>21.0f} "
-              f"{r['peak_process_mib_per_rank']:>9.0f}")
+              f"{r['iterations_to_stop']:>5} {r['setup_seconds']:>7.2f} {r['rss_before_training_mib_per_rank']:>17.0f} "
+              f"{r['peak_training_mib_per_rank']:>16.0f} {r['peak_process_mib_per_rank']:>12.0f}")
     print(f"medians of {args.rounds} interleaved rounds; load average before {load[0][0]:.1f}, after {load[1][0]:.1f}")
 
 
