@@ -94,7 +94,7 @@ def build_parser():
     o.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
                    help="progress bar on rank 0: auto = only if stdout is a terminal (under mpiexec it is "
                         "usually a pipe, so say 'always' for a bar in an interactive run)")
-    from mpiml.parallel.run import add_arguments as add_parallel_arguments
+    from mpiml.cli.parallel_options import add_arguments as add_parallel_arguments
 
     add_parallel_arguments(p)  # --parallel data|model|hybrid|auto --grid RxC --split --explain
     return p
@@ -238,7 +238,7 @@ def _fit(args, settings, comm, shard, test, progress, stop_flag):
     except ArgumentError as exc:
         error = exc
     raise_if_any(error, comm)  # settings that cannot work: one clean message, exit status 2
-    from mpiml.parallel.run import fit_function
+    from mpiml.cli.parallel_options import fit_function
 
     fit = fit_function(est, args, comm, shard.X, shard.y)  # est.fit, or training on a model-split grid
     started = time.perf_counter()

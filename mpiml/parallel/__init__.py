@@ -2,9 +2,11 @@
 
 Layers: :mod:`grid` (``R x C`` row and column groups, injected reductions),
 :mod:`layout` (which block of the model a grid column owns), :mod:`margins` (the pure
-math of partial margins and the split softmax), :mod:`trainer` (sync SGD on the grid),
-:mod:`checkpoint` (whole-model checkpoints), :mod:`cost` (bytes and seconds per step of
-each layout, for ``--parallel auto``) and :mod:`run` (the ``mpiml sgd --parallel`` glue).
+math of partial margins and the split softmax), :mod:`lbfgs_math` (L-BFGS over split
+blocks, pure), :mod:`trainer` (SGD on the grid) and :mod:`lbfgs` (full-batch L-BFGS on
+the grid), :mod:`checkpoint` (whole-model checkpoints), :mod:`cost` (bytes and seconds per
+SGD step or L-BFGS iteration of each layout, for ``--parallel auto``) and :mod:`run` (the
+``mpiml sgd --parallel`` glue, on plain values).
 """
 
 from mpiml.parallel.grid import GridComms, factorizations, parse_grid

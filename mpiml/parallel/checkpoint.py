@@ -93,8 +93,8 @@ def save_state(run) -> str | None:
     state = {key: _assemble_root(run, value) for key, value in run.opt.state.items()}
     if comms.rank != 0:  # only rank 0's arrays are written
         theta, state = empty, {key: empty for key in state}
-    # sync: the job's rank count in the manifest; local/oneshot on one replica: a single model
-    size = comms.size if run.cfg.strategy == "sync" else 1
+    # sync/lbfgs: the job's rank count in the manifest; local/oneshot on one replica: a single model
+    size = comms.size if run.cfg.strategy in ("sync", "lbfgs") else 1
     return checkpointing.save_state(_view(run, theta, state, _Replicas(run, comms.rank, size)))
 
 

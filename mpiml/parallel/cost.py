@@ -1,4 +1,4 @@
-"""How many bytes and seconds one sync SGD update costs under each layout (``--parallel auto``).
+"""How many bytes and seconds one sync SGD update (or L-BFGS iteration) costs under each layout.
 
 Inputs: ``n`` rows, ``d`` features, ``nnz`` nonzeros of the training matrix (``n d``
 when dense), ``k`` model outputs (1, or the softmax classes), ``batch`` rows per update
@@ -34,6 +34,33 @@ of magnitude, not the last digit):
 - ``param_seconds`` per parameter of the block for the dense per-update work
   (gradient buffer, penalty, optimizer step): the term data parallelism pays in full on
   every rank, whatever the sparsity of the batch.
+
+``lbfgs`` (full-batch L-BFGS, :mod:`mpiml.parallel.lbfgs`) is priced per *iteration*
+(:func:`estimate_lbfgs`), with ``r = n / R`` rows per row group, ``m`` =
+:data:`~mpiml.parallel.lbfgs_math.MEMORY` pairs and ``T`` = :data:`LBFGS_TRIALS`
+line-search evaluations per iteration:
+
+=================  =========================================  =============================================
+layout             row-group allreduces (C ranks)             column-group allreduces (R ranks)
+=================  =========================================  =============================================
+data (C = 1)       none                                       ``T`` x ``k + 2 + R``; ``d k + R``
+features split     ``r k + C``; 3; ``6 m + 9 + 2 C``          ``T`` x ``k + 2 + R``; ``d k / C + R``
+classes split      ``T`` x (``r`` (max), ``2 r + C``, 1);     ``T`` x ``2 + R``; ``(d + 1) k / C + R``
+                   3; ``6 m + 9 + 2 C``
+=================  =========================================  =============================================
+
+Compute per iteration: two sparse products over the rank's block of the whole data
+(``2 nnz k / (R C)`` nonzero-outputs: ``X p`` for the line, ``X^T r`` for the gradient),
+``T`` loss evaluations of the row group's ``r`` rows, and :data:`LBFGS_PASSES` dense
+passes over the parameter block (two-loop inner products, direction, history). The
+trial evaluations need no pass over the data (the margins along the line are
+``z + t X p``), which is why ``T`` costs only loss work and a small allreduce. So the
+rule ``--parallel auto`` applies to ``lbfgs``: data parallelism pays the allreduce of the
+whole gradient and ``LBFGS_PASSES`` passes over the whole model per iteration; a
+features split pays one allreduce of the row group's margins and ``1/C`` of the passes;
+the cheapest sum wins. Wide sparse sets (``d`` much larger than ``n / R``) go to model
+or hybrid layouts, narrow ones with many rows to data parallelism. ``model_bytes`` is
+the parameter block and its L-BFGS history, ``(2 m + 8)`` vectors of the block per rank.
 """
 
 from __future__ import annotations
@@ -43,8 +70,12 @@ from dataclasses import asdict, dataclass
 
 from mpiml.collectives import model as collective_model
 from mpiml.parallel.grid import factorizations
+from mpiml.parallel.lbfgs_math import MEMORY
 
 WORD = 8
+LBFGS_TRIALS = 1.1                # line-search evaluations per L-BFGS iteration (the unit step is mostly taken)
+LBFGS_PASSES = 4 * MEMORY + 12    # dense passes over the block per iteration (inner products, direction, ...)
+LBFGS_VECTORS = 2 * MEMORY + 8    # block-sized vectors an L-BFGS rank holds (history, point, gradient, ...)
 
 
 @dataclass(frozen=True)
@@ -56,6 +87,7 @@ class Machine:
     row_seconds: float = 6.0e-8      # loss derivative (expit, log-sum-exp, ...) per row and output
     param_seconds: float = 8.0e-9    # numpy passes over the model block per update (about 8 of them)
     step_seconds: float = 1.5e-4     # fixed Python cost of one update, every layout
+    iteration_seconds: float = 1.5e-3  # fixed Python cost of one L-BFGS iteration (line search, two-loop)
 
 
 @dataclass(frozen=True)
@@ -82,6 +114,7 @@ class Estimate:
     comm_seconds: float
     compute_seconds: float
     allreduce_words: tuple = ()   # (row group words, column group words)
+    model_bytes: float = 0.0      # lbfgs: parameter block and L-BFGS history per rank
 
     @property
     def seconds_per_step(self) -> float:
@@ -146,8 +179,41 @@ def estimate(problem: Problem, rows: int, cols: int, split: str = "features",
                     row_calls * row_seconds + col_seconds, compute, (row_words, col_words))
 
 
-def estimates(problem: Problem, machine: Machine = Machine()) -> list[Estimate]:
-    """Every layout of ``problem`` (grids of any shape; the classes split for softmax), cheapest first."""
+def estimate_lbfgs(problem: Problem, rows: int, cols: int, split: str = "features",
+                   machine: Machine = Machine()) -> Estimate:
+    """The cost of one full-batch L-BFGS iteration of ``problem`` on an ``rows x cols`` grid (``batch`` unused)."""
+    n, d, k = max(problem.n, 1), problem.d, problem.k
+    r = n / rows
+    T = LBFGS_TRIALS
+    gram = 6 * MEMORY + 9 + 2 * cols
+    if split == "features":
+        row_calls = [(r * k + cols, 1.0), (3, 1.0), (gram, 1.0)] if cols > 1 else []
+        col_calls = [(k + 2 + rows, T), (d * k / cols + rows, 1.0)]
+        block = (d / cols + 1) * k
+        loss_work = T * r * k
+    else:
+        row_calls = [(r, T), (2 * r + cols, T), (1, T), (3, 1.0), (gram, 1.0)] if cols > 1 else []
+        col_calls = [(2 + rows, T), ((d + 1) * k / cols + rows, 1.0)]
+        block = (d + 1) * k / cols
+        loss_work = T * r * (k / cols + 3)
+    sent = seconds = 0.0
+    for calls, q in ((row_calls, cols), (col_calls, rows)):
+        for words, times in calls:
+            b, t = allreduce_cost(words, q)
+            sent, seconds = sent + times * b, seconds + times * t
+    compute = (machine.iteration_seconds + 2 * problem.nnz * k / (rows * cols) * machine.nnz_seconds
+               + loss_work * machine.row_seconds + block * LBFGS_PASSES / 8 * machine.param_seconds)
+    parallel = "data" if cols == 1 else ("model" if rows == 1 else "hybrid")
+    words = (sum(w * t for w, t in row_calls), sum(w * t for w, t in col_calls))
+    return Estimate(parallel, rows, cols, split, sent, seconds, compute, words, block * LBFGS_VECTORS * WORD)
+
+
+def estimates(problem: Problem, machine: Machine = Machine(), strategy: str = "sync") -> list[Estimate]:
+    """Every layout of ``problem`` (grids of any shape; the classes split for softmax), cheapest first.
+
+    ``strategy``: ``"sync"`` prices one SGD update, ``"lbfgs"`` one L-BFGS iteration.
+    """
+    price = estimate_lbfgs if strategy == "lbfgs" else estimate
     out = []
     for rows, cols in factorizations(problem.p):
         for split in ("features", "classes") if problem.k > 1 else ("features",):
@@ -156,13 +222,14 @@ def estimates(problem: Problem, machine: Machine = Machine()) -> list[Estimate]:
                 continue
             if split == "classes" and cols == 1:
                 continue  # the same as the features split on p x 1 (data parallelism)
-            out.append(estimate(problem, rows, cols, split, machine))
+            out.append(price(problem, rows, cols, split, machine))
     return sorted(out, key=lambda e: e.seconds_per_step)
 
 
-def choose(problem: Problem, parallel: str = "auto", machine: Machine = Machine()) -> Estimate:
-    """The cheapest layout of kind ``parallel`` (``auto``: of any kind)."""
-    every = estimates(problem, machine)
+def choose(problem: Problem, parallel: str = "auto", machine: Machine = Machine(),
+           strategy: str = "sync") -> Estimate:
+    """The cheapest layout of kind ``parallel`` (``auto``: of any kind) for ``strategy`` (sync or lbfgs)."""
+    every = estimates(problem, machine, strategy)
     wanted = [e for e in every if parallel == "auto" or e.parallel == parallel]
     if not wanted:  # e.g. hybrid at p = 2 or a prime p: there is no such grid
         from mpiml.runtime.errors import ArgumentError
@@ -171,15 +238,22 @@ def choose(problem: Problem, parallel: str = "auto", machine: Machine = Machine(
     return wanted[0]
 
 
-def explain(problem: Problem, chosen: Estimate, machine: Machine = Machine()) -> str:
-    """A table of every layout's bytes and seconds per update, the chosen one marked."""
-    lines = [f"per-update cost estimates: n={problem.n} d={problem.d} nnz={problem.nnz} outputs={problem.k} "
-             f"batch={problem.batch} p={problem.p}",
-             f"  {'layout':<8} {'grid':<6} {'split':<9} {'bytes/step':>12} {'comm_ms':>9} {'compute_ms':>10} "
-             f"{'total_ms':>9}"]
-    for e in estimates(problem, machine):
+def explain(problem: Problem, chosen: Estimate, machine: Machine = Machine(), strategy: str = "sync") -> str:
+    """A table of every layout's bytes and seconds per update (``lbfgs``: per iteration), the chosen one marked."""
+    lbfgs = strategy == "lbfgs"
+    if lbfgs:
+        head = (f"per-iteration cost estimates (lbfgs, full batch): n={problem.n} d={problem.d} nnz={problem.nnz} "
+                f"outputs={problem.k} p={problem.p}")
+    else:
+        head = (f"per-update cost estimates: n={problem.n} d={problem.d} nnz={problem.nnz} outputs={problem.k} "
+                f"batch={problem.batch} p={problem.p}")
+    unit = "bytes/iter" if lbfgs else "bytes/step"
+    lines = [head, f"  {'layout':<8} {'grid':<6} {'split':<9} {unit:>12} {'comm_ms':>9} {'compute_ms':>10} "
+                   f"{'total_ms':>9}" + (f" {'model_MB/rank':>13}" if lbfgs else "")]
+    for e in estimates(problem, machine, strategy):
         mark = "*" if (e.rows, e.cols, e.split) == (chosen.rows, chosen.cols, chosen.split) else " "
         lines.append(f"{mark} {e.parallel:<8} {e.grid:<6} {e.split:<9} {e.bytes_per_step:>12.0f} "
-                     f"{1e3 * e.comm_seconds:>9.3f} {1e3 * e.compute_seconds:>10.3f} {1e3 * e.seconds_per_step:>9.3f}")
+                     f"{1e3 * e.comm_seconds:>9.3f} {1e3 * e.compute_seconds:>10.3f} {1e3 * e.seconds_per_step:>9.3f}"
+                     + (f" {e.model_bytes / 2**20:>13.1f}" if lbfgs else ""))
     lines.append("(* chosen; communication priced by mpiml.collectives.model)")
     return "\n".join(lines)

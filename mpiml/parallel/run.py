@@ -1,10 +1,11 @@
-"""``mpiml sgd --parallel data|model|hybrid|auto --grid RxC --split ... --explain``: the glue.
+"""The glue of ``mpiml sgd --parallel data|model|hybrid|auto --grid RxC --split ... --explain``.
 
-:func:`add_arguments` adds the options to the ``mpiml sgd`` parser; :func:`fit_function`
-returns what to call instead of ``LinearModel.fit``: the estimator's own ``fit`` for data
-parallelism (the SGD trainer, untouched), else a function that lays the shard out on the
-chosen grid, trains with :func:`mpiml.parallel.train_grid` and leaves the whole model on
-the estimator (``coef_``, ``predict``, ``save`` work as after a data-parallel fit).
+:func:`fit_function` returns what to call instead of ``LinearModel.fit``: the estimator's
+own ``fit`` for data parallelism (the data-parallel trainer, untouched), else a function
+that lays the shard out on the chosen grid, trains with :func:`mpiml.parallel.train_grid`
+and leaves the whole model on the estimator (``coef_``, ``predict``, ``save`` work as after
+a data-parallel fit). It takes plain values; the command-line options and the mapping
+from parsed arguments live in :mod:`mpiml.cli.parallel_options`.
 """
 
 from __future__ import annotations
@@ -19,23 +20,12 @@ from mpiml.runtime.agree import raise_if_any
 from mpiml.runtime.errors import ArgumentError
 
 PARALLEL = ("data", "model", "hybrid", "auto")
+SPLIT_CHOICES = ("auto", "features", "classes")
+PRICED = ("sync", "lbfgs")   # the strategies the cost model prices (others: data parallelism under auto)
 
 
-def add_arguments(parser) -> None:
-    """The parallelism options of ``mpiml sgd``."""
-    g = parser.add_argument_group("parallelism (model and hybrid layouts: --strategy sync, local or oneshot)")
-    g.add_argument("--parallel", choices=PARALLEL, default="data",
-                   help="data: every rank holds the whole model (default); model: features or classes split "
-                        "over all ranks; hybrid: rows over R and the model over C; auto: the layout the cost "
-                        "model predicts fastest per sync update (data parallelism for other strategies)")
-    g.add_argument("--grid", help="RxC with R*C = ranks (rows over R, model over C); default: chosen by cost")
-    g.add_argument("--split", choices=("auto", "features", "classes"), default="auto",
-                   help="what the grid columns split: features, or softmax classes (default: cheaper)")
-    g.add_argument("--explain", action="store_true", help="print the cost estimate of every layout")
-
-
-def problem_of(args, comm, X, y) -> cost.Problem:
-    """The sizes of the training problem over all ranks (collective)."""
+def problem_of(est, comm, X, y) -> cost.Problem:
+    """The sizes of the training problem of ``est`` (a LinearModel) over all ranks (collective)."""
     from mpi4py import MPI
 
     from mpiml.runtime.comm import private_comm
@@ -44,55 +34,80 @@ def problem_of(args, comm, X, y) -> cost.Problem:
     nnz = X.nnz if sp.issparse(X) else X.size
     stats = np.array([c.allreduce(X.shape[0]), c.allreduce(nnz)], dtype=np.int64)
     top = c.allreduce(float(np.max(y, initial=-np.inf)), op=MPI.MAX)
-    k = 1
-    if args.model == "softmax":
-        k = args.classes or (int(top) + 1 if np.isfinite(top) else 2)
-    return cost.Problem(int(stats[0]), int(X.shape[1]), int(stats[1]), max(k, 2) if args.model == "softmax" else 1,
-                        args.batch_size * args.accumulate, comm.Get_size())
+    softmax = est.model_name == "softmax"
+    k = (est.n_classes or (int(top) + 1 if np.isfinite(top) else 2)) if softmax else 1
+    batch = est.config.batch_size * est.config.accumulate
+    return cost.Problem(int(stats[0]), int(X.shape[1]), int(stats[1]), max(k, 2) if softmax else 1, batch,
+                        comm.Get_size())
 
 
-def choose_layout(args, problem: cost.Problem) -> cost.Estimate:
-    """The layout ``args`` ask for (pure: the same answer on every rank)."""
-    every = cost.estimates(problem)
-    if args.split != "auto":
-        every = [e for e in every if e.split == args.split or e.cols == 1]
-    if args.grid:
-        rows, cols = parse_grid(args.grid, problem.p)
+def choose_layout(problem: cost.Problem, parallel: str = "data", grid: str | None = None, split: str = "auto",
+                  strategy: str = "sync") -> cost.Estimate:
+    """The layout asked for (pure: the same answer on every rank).
+
+    ``parallel``: one of :data:`PARALLEL`; ``grid``: ``"RxC"`` or None (chosen by cost);
+    ``split``: ``auto``, ``features`` or ``classes``; ``strategy``: the training strategy
+    (``sync`` layouts are priced per update, ``lbfgs`` per iteration; under ``auto`` the
+    others train data-parallel).
+    """
+    every = cost.estimates(problem, strategy="lbfgs" if strategy == "lbfgs" else "sync")
+    if split != "auto":
+        every = [e for e in every if e.split == split or e.cols == 1]
+    if grid:
+        rows, cols = parse_grid(grid, problem.p)
         kind = "data" if cols == 1 else ("model" if rows == 1 else "hybrid")
-        if args.parallel not in ("auto", kind):
-            raise ArgumentError(f"--grid {args.grid} is a {kind} layout, not --parallel {args.parallel}")
+        if parallel not in ("auto", kind):
+            raise ArgumentError(f"--grid {grid} is a {kind} layout, not --parallel {parallel}")
         every = [e for e in every if (e.rows, e.cols) == (rows, cols)]
         if not every:
-            raise ArgumentError(f"no {args.split} split fits grid {args.grid} for this model and data")
+            raise ArgumentError(f"no {split} split fits grid {grid} for this model and data")
         return every[0]
-    if args.parallel == "auto" and args.strategy != "sync":
+    if parallel == "auto" and strategy not in PRICED:
         every = [e for e in every if e.parallel == "data"]  # the estimates are those of sync updates
-    if args.parallel != "auto":
-        every = [e for e in every if e.parallel == args.parallel]
+    if parallel != "auto":
+        every = [e for e in every if e.parallel == parallel]
     if not every:
-        raise ArgumentError(f"no {args.parallel} layout for {problem.p} ranks"
-                            + (" (a hybrid grid needs p = R x C with R, C > 1)" if args.parallel == "hybrid" else ""))
+        raise ArgumentError(f"no {parallel} layout for {problem.p} ranks"
+                            + (" (a hybrid grid needs p = R x C with R, C > 1)" if parallel == "hybrid" else ""))
     return every[0]
 
 
-def fit_function(est, args, comm, X, y):
-    """``est.fit`` for a data-parallel layout, else a grid fit with the same signature (collective)."""
-    from mpiml.cli.output import say
+def fit_function(est, comm, X, y, *, parallel: str = "data", grid: str | None = None, split: str = "auto",
+                 explain: bool = False, say=None):
+    """``est.fit`` for a data-parallel layout, else a grid fit with the same signature (collective).
 
-    if args.parallel == "data" and not args.grid and not args.explain:
+    Parameters
+    ----------
+    est : mpiml.sgd.LinearModel
+        Its model name, strategy, classes and batch size size the problem.
+    comm : mpi4py.MPI.Intracomm
+    X, y : this rank's rows (as for ``est.fit``), used for the sizes only.
+    parallel, grid, split : str
+        ``--parallel``, ``--grid`` and ``--split`` (see :func:`choose_layout`).
+    explain : bool
+        Tell ``say`` the cost table of every layout.
+    say : callable, optional
+        ``say(text)`` prints a line for people (e.g. :func:`mpiml.cli.output.say`); default silent.
+
+    Returns
+    -------
+    callable
+        ``fit(X, y, X_test=None, y_test=None, where=None, where_test=None)``; afterwards
+        ``est.layout_`` says which layout trained (``parallel``, ``grid``, ``split``, estimates).
+    """
+    say = say or (lambda text: None)
+    if parallel == "data" and not grid and not explain:
         return est.fit
+    strategy = est.config.strategy
     error = chosen = problem = None
     try:
-        problem = problem_of(args, comm, X, y)
-        chosen = choose_layout(args, problem)
-        if chosen.cols > 1 and args.strategy == "lbfgs":
-            raise ArgumentError(f"--parallel {chosen.parallel} trains with --strategy sync, local or oneshot, "
-                                "not lbfgs (use --parallel data)")
+        problem = problem_of(est, comm, X, y)
+        chosen = choose_layout(problem, parallel, grid, split, strategy)
     except ArgumentError as exc:
         error = exc
     raise_if_any(error, comm)
-    if args.explain:
-        say(cost.explain(problem, chosen))
+    if explain:
+        say(cost.explain(problem, chosen, strategy="lbfgs" if strategy == "lbfgs" else "sync"))
     est.layout_ = {"parallel": chosen.parallel, "grid": chosen.grid, "split": chosen.split,
                    "estimated_bytes_per_step": chosen.bytes_per_step,
                    "estimated_seconds_per_step": chosen.seconds_per_step}

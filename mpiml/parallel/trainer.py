@@ -1,4 +1,4 @@
-"""Minibatch SGD on a ``R x C`` grid: rows over R, features or classes over C.
+"""Minibatch SGD (and full-batch L-BFGS) on a ``R x C`` grid: rows over R, features or classes over C.
 
 ``sync``: every update uses the same global batch as the data-parallel ``sync`` strategy of
 :mod:`mpiml.sgd.trainer` (the batches come from :func:`mpiml.sgd.plan.sync_plan` over
@@ -19,6 +19,8 @@ averaged over the column group every ``sync_every`` updates or once at the end. 
 
 Each rank updates only its own block of the weights, with the optimizers and penalties
 of :mod:`mpiml.sgd` (all of them act coordinate-wise, so a block behaves like the whole).
+
+``lbfgs``: full-batch L-BFGS with the history split by block, in :mod:`mpiml.parallel.lbfgs`.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from mpiml.sgd.optim import learning_rate, make_optimizer
 from mpiml.sgd.timing import Clock, Timings
 from mpiml.sgd.trainer import TrainResult, count_update, run_epochs
 
-GRID_STRATEGIES = ("sync", "local", "oneshot")
+GRID_STRATEGIES = ("sync", "local", "oneshot", "lbfgs")
 _EVAL_ROWS = 65536
 
 
@@ -272,8 +274,8 @@ def train_grid(model, part: Part, X, y, config: TrainConfig, comms, test=None, c
     y : numpy.ndarray
         The labels of those rows (every rank of the row group holds them).
     config : TrainConfig
-        ``strategy`` ``sync``, ``local`` or ``oneshot`` (not ``lbfgs``); every other setting works
-        as in :func:`mpiml.sgd.train`.
+        ``strategy`` ``sync``, ``local``, ``oneshot`` or ``lbfgs`` (full batch, see
+        :mod:`mpiml.parallel.lbfgs`); every other setting works as in :func:`mpiml.sgd.train`.
     comms : GridComms
         The row-group and column-group reductions (``GridComms.serial()`` for one process).
     test : tuple, optional
@@ -284,7 +286,7 @@ def train_grid(model, part: Part, X, y, config: TrainConfig, comms, test=None, c
     stop_requested : callable, optional
         ``stop_requested() -> bool`` on this rank (e.g. a signal arrived): the votes travel
         with every update's reductions, so all ranks stop after the same update, checkpoint
-        and return ``interrupted=True``.
+        and return ``interrupted=True``. ``lbfgs`` runs to the end (as data-parallel).
 
     Returns
     -------
@@ -293,11 +295,17 @@ def train_grid(model, part: Part, X, y, config: TrainConfig, comms, test=None, c
     """
     config.validate()
     if config.strategy not in GRID_STRATEGIES:
-        raise ArgumentError(f"model and hybrid parallelism train with strategy sync, local or oneshot; got "
-                            f"{config.strategy!r} (use --parallel data for lbfgs)")
+        raise ArgumentError(f"grids train with strategy {', '.join(GRID_STRATEGIES)}; got {config.strategy!r}")
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         run = GridRun(model, part, X, y, config, comms, test, checkpoint_dir, progress, stop_requested)
         resumed = load_state(run) if resume and checkpoint_dir is not None else None
-        interrupted = run_epochs(run, config, stop_at_update, progress, lambda: run.stop_agreed)
-        theta = whole(run, run.theta if interrupted else run.consensus())
+        if config.strategy == "lbfgs":
+            from mpiml.parallel.lbfgs import train_lbfgs
+
+            interrupted = False
+            train_lbfgs(run, resumed)
+            theta = whole(run, run.theta)   # the blocks of a column group are equal: no averaging
+        else:
+            interrupted = run_epochs(run, config, stop_at_update, progress, lambda: run.stop_agreed)
+            theta = whole(run, run.theta if interrupted else run.consensus())
     return TrainResult(theta, run.history, run.timings, run.t, interrupted, resumed)

@@ -51,7 +51,25 @@ def test_auto_explains_and_picks_model_parallelism_for_a_wide_sparse_problem():
 
 def test_impossible_layouts_are_refused_on_every_rank():
     for extra, message in ((["--parallel", "hybrid"], "no hybrid layout for 2 ranks"),
-                           (["--parallel", "model", "--strategy", "lbfgs"], "not lbfgs")):
+                           (["--parallel", "model", "--grid", "2x1"], "is a data layout, not --parallel model"),
+                           (["--grid", "3x1"], "needs 3 ranks, this job has 2")):
         result = run_mpi(2, SGD + ["--data", "synthetic:classification,n=100", "--epochs", "1"] + extra, timeout=120)
         assert result.returncode == 2, result.describe()
         assert message in result.stdout + result.stderr, result.describe()
+
+
+def test_lbfgs_under_model_parallelism_reaches_the_data_parallel_optimum():
+    """``--strategy lbfgs --parallel model`` at p = 3 prints the data-parallel optimum (a wide sparse set)."""
+    argv = SGD + ["--data", "synthetic:classification,n=300,d=3000,density=0.004", "--test-fraction", "0",
+                  "--strategy", "lbfgs", "--alpha", "0.01", "--tol", "1e-10", "--max-iter", "300"]
+    data = _json(run_mpi(3, argv + ["--json"], timeout=180))
+    text = run_mpi(3, argv + ["--parallel", "model"], timeout=180)
+    model = _json(run_mpi(3, argv + ["--parallel", "model", "--json"], timeout=180))
+    assert (model["parallel"], model["grid"], model["split"]) == ("model", "1x3", "features")
+    assert data["parallel"] == "data" and model["strategy"] == "lbfgs"
+    assert model["lbfgs_iterations"] > 0
+    assert abs(model["train_loss"] - data["train_loss"]) <= 1e-6 * abs(data["train_loss"])
+    assert text.returncode == 0, text.describe()
+    assert "layout: model on a 1x3 grid, features split over the columns" in text.stdout
+    rows = [line.split() for line in _lines(text.stdout) if line.strip().startswith("1 ")]
+    assert rows and abs(float(rows[0][1]) - data["train_loss"]) <= 1e-4, text.stdout   # the epoch row

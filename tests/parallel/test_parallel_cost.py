@@ -50,3 +50,42 @@ def test_layouts_enumerated_and_refused():
         cost.choose(cost.Problem(n=100, d=50, nnz=5000, k=1, batch=32, p=2), "hybrid")
     text = cost.explain(soft, cost.choose(soft))
     assert text.count("\n* ") + text.startswith("* ") == 1 and "bytes/step" in text
+
+
+def test_lbfgs_words_per_iteration_follow_the_table():
+    from mpiml.parallel.lbfgs_math import MEMORY
+
+    T, gram = cost.LBFGS_TRIALS, 6 * MEMORY + 9
+    pr = cost.Problem(n=1200, d=100, nnz=12000, k=10, batch=64, p=6)
+    e = cost.estimate_lbfgs(pr, 2, 3, "features")
+    assert e.allreduce_words == pytest.approx((600 * 10 + 3 + 3 + gram + 6, T * (10 + 2 + 2) + 100 * 10 / 3 + 2))
+    e = cost.estimate_lbfgs(pr, 3, 2, "classes")
+    assert e.allreduce_words == pytest.approx((T * (400 + 2 * 400 + 2 + 1) + 3 + gram + 4,
+                                               T * (2 + 3) + 101 * 10 / 2 + 3))
+    e = cost.estimate_lbfgs(pr, 6, 1, "features")
+    assert e.allreduce_words == pytest.approx((0.0, T * (10 + 2 + 6) + 100 * 10 + 6))
+    assert e.model_bytes == pytest.approx(101 * 10 * cost.LBFGS_VECTORS * 8)
+
+
+def test_lbfgs_picks_model_parallelism_for_wide_sparse_data_and_data_parallelism_for_narrow():
+    wide = cost.Problem(n=50000, d=2_000_000, nnz=50000 * 50, k=1, batch=256, p=2)
+    chosen, data = cost.choose(wide, strategy="lbfgs"), cost.choose(wide, "data", strategy="lbfgs")
+    assert chosen.parallel == "model" and chosen.seconds_per_step < data.seconds_per_step
+    assert chosen.bytes_per_step < data.bytes_per_step / 10 and chosen.model_bytes <= data.model_bytes / 1.9
+    narrow = cost.Problem(n=400000, d=20, nnz=400000 * 20, k=1, batch=256, p=4)
+    assert cost.choose(narrow, strategy="lbfgs").parallel == "data"
+    text = cost.explain(wide, chosen, strategy="lbfgs")
+    assert text.startswith("per-iteration cost estimates (lbfgs") and "model_MB/rank" in text
+
+
+def test_choose_layout_prices_lbfgs_and_keeps_local_sgd_data_parallel():
+    from mpiml.parallel.run import choose_layout
+
+    wide = cost.Problem(n=20000, d=1_000_000, nnz=20000 * 20, k=1, batch=64, p=4)
+    assert choose_layout(wide, "auto", strategy="lbfgs").parallel == "model"
+    assert choose_layout(wide, "auto", strategy="local").parallel == "data"
+    assert choose_layout(wide, "hybrid", strategy="lbfgs").grid == "2x2"
+    chosen = choose_layout(wide, "auto", grid="2x2", strategy="lbfgs")
+    assert chosen.grid == "2x2" and chosen == cost.estimate_lbfgs(wide, 2, 2)
+    with pytest.raises(ArgumentError, match="is a model layout, not --parallel data"):
+        choose_layout(wide, "data", grid="1x4", strategy="lbfgs")
