@@ -76,12 +76,14 @@ def test_recovers_held_out_ratings_near_the_noise_floor(algorithm):
 
 
 @pytest.mark.mpi
-@pytest.mark.parametrize("solver, tolerance", [("cholesky", 1e-8), ("cg", 2e-3)])
-def test_implicit_als_matches_the_dense_reference(solver, tolerance):
+@pytest.mark.parametrize("solver, dtype, tolerance", [("cholesky", "float64", 1e-8), ("cg", "float64", 2e-3),
+                                                      ("cholesky", "float32", 1e-4)])
+def test_implicit_als_matches_the_dense_reference(solver, dtype, tolerance):
     comm = MPI.COMM_WORLD
     shard = shard_of(SMALL, comm)
     shard.values = np.rint(np.abs(shard.values))  # interaction counts
-    model = ImplicitALS(rank=3, reg=0.1, alpha=2.0, iters=2, solver=solver, cg_steps=6, seed=5).fit(shard, comm=comm)
+    model = ImplicitALS(rank=3, reg=0.1, alpha=2.0, iters=2, solver=solver, cg_steps=6, seed=5,
+                         dtype=dtype).fit(shard, comm=comm)
     users, items, values = gathered(comm, shard)
     uid, iid = np.unique(users), np.unique(items)
     r, m = dense(np.searchsorted(uid, users), np.searchsorted(iid, items), values, uid.size, iid.size)
@@ -151,7 +153,7 @@ def test_a_rank_without_ratings_is_fine():
     shard = RatingsShard.from_arrays(*(np.array(c) for c in zip(*rows))) if rows else \
         RatingsShard.from_arrays([], [], [])
     model = ALS(rank=2, reg=0.1, iters=2).fit(shard, comm=comm)
-    agree(comm, model.P.shape == (3, 2) and np.all(np.isfinite(model.P)), model.P)
+    agree(comm, model.P.shape == (3, 2 + 2) and np.all(np.isfinite(model.P)), model.P)  # [x, b_u, 1]
 
 
 @pytest.mark.mpi
