@@ -93,7 +93,7 @@ class FactorModel:
         self.params = dict(rank=int(rank), reg=reg if auto else float(reg), iters=int(iters), seed=int(seed),
                            exchange=exchange, cold_start=cold_start)
         if auto:
-            grid = sorted({float(g) for g in (self.REG_GRID if reg_grid is None else reg_grid)}, reverse=True)
+            grid = sorted({float(g) for g in (self.REG_GRID if reg_grid is None else reg_grid)})
             if not grid or grid[-1] < 0 or not 0.0 < auto_fraction < 1.0:
                 raise ArgumentError(f"reg auto needs a non-empty grid of values >= 0 and 0 < auto_fraction < 1; "
                                     f"got {reg_grid}, {auto_fraction}")
@@ -178,6 +178,7 @@ class FactorModel:
         per_rank = _block_totals(user_weights, ub)
         if self.needs_item_rows:
             per_rank = per_rank + _block_totals(item_weights, ib)
+        self.blocks_ = {"users": ub.tolist(), "items": ib.tolist()}
         data = dict(user_ids=user_ids, item_ids=item_ids, user_bounds=ub, item_bounds=ib,
                     mu=0.0 if self.implicit else float(sums[-2] / n), estimated_imbalance=imbalance(per_rank))
         data.update(self._distribute(u, i, ratings.values, data, ex))
@@ -194,9 +195,13 @@ class FactorModel:
             out["item_rows"] = build_rows(ib[r], ib[r + 1], *got)
         return out
 
+    def auto_split(self, ratings: RatingsShard):
+        """``(fit_part, held_out)`` of ``reg="auto"``: a seeded split, the same at any number of ranks."""
+        return split_fraction(ratings, self.auto_fraction, seed=self.seed + 7919)
+
     def _search_reg(self, ratings, data, ex, p, q):
         """Choose ``reg_`` on a held-out slice (see the module docstring); returns the winner's factors."""
-        part, held = split_fraction(ratings, self.auto_fraction, seed=self.seed + 7919)
+        part, held = self.auto_split(ratings)
         nu, ni = data["user_ids"].size, data["item_ids"].size
         u, i = lookup(data["user_ids"], part.users), lookup(data["item_ids"], part.items)
         sums = ex.sum(np.concatenate([np.bincount(u, minlength=nu), np.bincount(i, minlength=ni), [len(part)]]))
