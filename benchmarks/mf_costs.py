@@ -7,11 +7,12 @@ For each factor rank ``k`` and rating count ``nnz`` it times one half-step over 
 that all have ``nnz`` ratings (CPU seconds, one thread), for ALS (``als.half_step``) and
 implicit ALS (``ials.ials_rows``, Cholesky and CG), then fits by least squares
 
-    seconds per row = t * (overhead + solve * k**3 / 3 + nnz * k**2)            (Cholesky)
-    seconds per row = t * (overhead + cg_steps * (k**2 + 2 nnz k) + 2 nnz k)    (CG)
+    seconds per row = t * (overhead + dense * k**3 / 3 + nnz * k**2 + per_rating * nnz)          (Cholesky)
+    seconds per row = t * (overhead + dense * cg k**2 + (2 cg + 2) nnz k + per_rating * nnz)     (CG)
 
-and prints ``t`` (seconds per unit), ``solve`` and ``overhead`` (in units), with the
-relative error of the fit. The constants in ``partition.COSTS`` come from this output.
+(non-negative, relative least squares) and prints ``t`` (seconds per unit), ``dense``,
+``per_rating`` and ``overhead`` (in units), with the worst relative error of the fit. The
+constants in ``partition.COSTS`` come from this output.
 """
 
 from __future__ import annotations
@@ -57,21 +58,19 @@ def measure(kind, k, nnz, rng, budget=2e8):
 
 
 def fit(kind, samples, cg_steps=3):
-    """Least squares in relative terms: every sample weighs alike however long it took."""
+    """Non-negative least squares in relative terms: every sample weighs alike however long it took."""
+    from scipy.optimize import nnls
+
     k, nnz, sec = (np.array(c, dtype=np.float64) for c in zip(*samples))
     if kind == "ials_cg":
-        columns = [np.ones_like(k), cg_steps * (k * k + 2 * nnz * k) + 2 * nnz * k]
+        columns = [np.ones_like(k), cg_steps * k * k, nnz, (2 * cg_steps + 2) * nnz * k]
     else:
-        columns = [np.ones_like(k), k**3 / 3, nnz * k * k]
-    design = np.column_stack(columns) / sec[:, None]
-    coef, *_ = np.linalg.lstsq(design, np.ones_like(sec), rcond=None)
-    predicted = np.column_stack(columns) @ coef
+        columns = [np.ones_like(k), k**3 / 3, nnz, nnz * k * k]
+    design = np.column_stack(columns)
+    coef, _ = nnls(design / sec[:, None], np.ones_like(sec))
     unit = coef[-1]
-    out = {"seconds_per_unit": unit, "overhead": coef[0] / unit,
-           "max_relative_error": float(np.max(np.abs(predicted / sec - 1)))}
-    if kind != "ials_cg":
-        out["solve"] = coef[1] / unit
-    return out
+    return {"seconds_per_unit": unit, "overhead": coef[0] / unit, "dense": coef[1] / unit,
+            "per_rating": coef[2] / unit, "max_relative_error": float(np.max(np.abs(design @ coef / sec - 1)))}
 
 
 def main(argv=None):

@@ -53,9 +53,9 @@ COLD_START = ("drop", "nan", "mean")
 MODEL_FORMAT = 1
 
 
-def cost_model():
-    """The row-cost constants of the code path in force (numba kernels or numpy references)."""
-    return COSTS["compiled" if compiled() else "numpy"]
+def cost_model(kind: str):
+    """The row-cost constants of ``kind`` ("als", "ials_cholesky", "ials_cg") on the code path in force."""
+    return COSTS["compiled" if compiled() else "numpy", kind]
 
 
 def imbalance(values) -> float:

@@ -51,15 +51,15 @@ class ALS(FactorModel):
     """
 
     algorithm = "als"
-    REG_GRID = (0.02, 0.035, 0.05, 0.07, 0.1)
+    REG_GRID = (0.03, 0.05, 0.07, 0.1, 0.14)
 
-    def __init__(self, rank=50, reg=0.05, iters=10, biases=True, weighted=True, **kwargs):
+    def __init__(self, rank=50, reg=0.09, iters=10, biases=True, weighted=True, **kwargs):
         super().__init__(rank, reg, iters, **kwargs)
         self.params.update(biases=bool(biases), weighted=bool(weighted))
         self.layout = als.Layout(int(rank), bool(biases))
 
     def _row_weights(self, counts, side):
-        return row_costs(counts, len(self.layout.free(side)), "cholesky", model=cost_model())
+        return row_costs(counts, len(self.layout.free(side)), "cholesky", model=cost_model("als"))
 
     def _train(self, data, ex, p, q, first, iters=None, track=True):
         ur, ir, mu, lay, reg = data["user_rows"], data["item_rows"], self.mu, self.layout, self.reg_
@@ -104,7 +104,7 @@ class ImplicitALS(FactorModel):
     algorithm = "ials"
     implicit = True
 
-    def __init__(self, rank=100, reg=0.1, iters=15, alpha=1.0, solver="cg", cg_steps=3, dtype="float32", **kwargs):
+    def __init__(self, rank=100, reg=30.0, iters=15, alpha=0.5, solver="cg", cg_steps=3, dtype="float32", **kwargs):
         if solver not in ials.SOLVERS:
             raise ArgumentError(f"solver must be one of {list(ials.SOLVERS)}, got {solver!r}")
         if dtype not in DTYPES:
@@ -115,7 +115,7 @@ class ImplicitALS(FactorModel):
         self.params.update(alpha=float(alpha), solver=solver, cg_steps=int(cg_steps), dtype=dtype)
 
     def _row_weights(self, counts, side):
-        return row_costs(counts, self.rank, self.solver, self.cg_steps, model=cost_model())
+        return row_costs(counts, self.rank, self.solver, self.cg_steps, model=cost_model("ials_" + self.solver))
 
     def _initial_factors(self, data):
         p, q = super()._initial_factors(data)
@@ -166,9 +166,9 @@ class DSGD(FactorModel):
 
     algorithm = "dsgd"
     needs_item_rows = False
-    REG_GRID = (0.01, 0.02, 0.03, 0.05, 0.08)
+    REG_GRID = (0.03, 0.045, 0.06, 0.08, 0.11)
 
-    def __init__(self, rank=50, reg=0.03, iters=20, lr=0.01, step="bold", decay=0.1, biases=True, init_std=0.1,
+    def __init__(self, rank=50, reg=0.06, iters=20, lr=0.02, step="decay", decay=0.1, biases=True, init_std=0.05,
                  **kwargs):
         if step not in dsgd.STEPS:
             raise ArgumentError(f"step must be one of {list(dsgd.STEPS)}, got {step!r}")

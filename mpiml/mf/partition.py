@@ -43,42 +43,56 @@ def balanced_blocks(counts, parts: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class CostModel:
-    """Relative cost of one row solve: ``overhead + solve * k**3 / 3 + nnz * k**2`` (Cholesky).
+    """Relative cost of a row solve beyond its main per-rating work (see :func:`row_costs`).
 
-    Units are one multiply-add of the Gram accumulation (``nnz * k**2`` of them per row).
-    ``solve`` weighs the factorization's ``k**3 / 3`` against them and ``overhead`` is the
-    fixed per-row cost (call overhead, slicing, the triangular solves), in the same units.
+    The unit is one multiply-add of that main work. ``dense`` weighs the row's ``k x k``
+    work against it, ``per_rating`` adds units per rating (index gathers, the right-hand
+    side), ``overhead`` units per row (call overhead, slicing, triangular solves).
     """
 
-    solve: float
-    overhead: float
+    dense: float = 1.0
+    per_rating: float = 0.0
+    overhead: float = 0.0
 
 
-# Measured with benchmarks/mf_costs.py (least squares of the seconds of row solves over
-# k = 8..128 and 1..2000 ratings a row, one thread): the numba kernels do a row's
-# factorization at about the rate of its Gram updates; the numpy references pay about
-# 20 microseconds of Python per row, i.e. tens of thousands of multiply-adds.
-COSTS = {"compiled": CostModel(solve=1.0, overhead=200.0), "numpy": CostModel(solve=1.0, overhead=40000.0)}
+# (code path, solve) -> constants, fitted by benchmarks/mf_costs.py to timed row solves
+# (k = 8..128, 1..2000 ratings a row, one thread; fits within ~35-50% per sample, mostly
+# better). A unit is ~0.06 ns (Cholesky paths) or ~0.2 ns (compiled CG). The numba kernels
+# spend ~0.5 us a row besides the arithmetic; the numpy references ~10-20 us of Python a
+# row in the Cholesky loops, while their CG works on all rows at once, where gathering
+# each rating's factors costs more than the arithmetic.
+COSTS = {
+    ("compiled", "als"): CostModel(dense=1.9, per_rating=90.0, overhead=7900.0),
+    ("compiled", "ials_cholesky"): CostModel(dense=1.9, per_rating=130.0, overhead=7800.0),
+    ("compiled", "ials_cg"): CostModel(dense=0.96, per_rating=28.0, overhead=580.0),
+    ("numpy", "als"): CostModel(dense=4.2, per_rating=380.0, overhead=143000.0),
+    ("numpy", "ials_cholesky"): CostModel(dense=1.7, per_rating=320.0, overhead=267000.0),
+    ("numpy", "ials_cg"): CostModel(dense=0.14, per_rating=40.0, overhead=150.0),
+}
 
 
-def row_costs(counts, rank: int, solver: str = "cholesky", cg_steps: int = 3, model: CostModel = COSTS["compiled"]):
+def row_costs(counts, rank: int, solver: str = "cholesky", cg_steps: int = 3, model: CostModel = CostModel()):
     """Estimated work of solving each row of a half-step, for :func:`balanced_blocks`.
 
-    ``counts`` are the rows' rating counts and ``rank`` the number of unknowns ``k``.
-    Cholesky (ALS, implicit ALS): ``overhead + solve * k**3 / 3 + nnz * k**2``.
-    Conjugate gradient (implicit ALS): ``overhead + cg_steps * (k**2 + 2 * nnz * k)``: each
-    step multiplies by the shared ``k x k`` Gram matrix and twice by the row's ratings.
-    Rows without ratings are solved trivially and cost ``overhead`` only.
+    ``counts`` are the rows' rating counts, ``rank`` the number of unknowns ``k``:
+
+    - ``"cholesky"`` (ALS, implicit ALS): ``nnz * k**2`` to accumulate the row's Gram
+      matrix, ``dense * k**3 / 3`` to factorize it;
+    - ``"cg"`` (implicit ALS): each of ``cg_steps`` steps multiplies by the shared ``k x k``
+      matrix (``dense * k**2``) and twice by the row's ratings (``2 * nnz * k``), plus
+      ``2 * nnz * k`` for the right-hand side;
+
+    plus ``per_rating * nnz + overhead``. Rows without ratings cost ``overhead`` only.
     """
     counts = np.asarray(counts, dtype=np.float64)
     k = float(rank)
-    if solver == "cg":
-        work = cg_steps * (k * k + 2.0 * counts * k) + 2.0 * counts * k
-    elif solver == "cholesky":
-        work = model.solve * k**3 / 3.0 + counts * k * k
+    if solver == "cholesky":
+        dense, sparse = k**3 / 3.0, counts * k * k
+    elif solver == "cg":
+        dense, sparse = cg_steps * k * k, (2.0 * cg_steps + 2.0) * counts * k
     else:
         raise ValueError(f"unknown solver {solver!r}")
-    return model.overhead + np.where(counts > 0, work, 0.0)
+    return model.overhead + np.where(counts > 0, model.dense * dense + sparse + model.per_rating * counts, 0.0)
 
 
 def block_of(index, boundaries) -> np.ndarray:

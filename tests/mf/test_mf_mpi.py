@@ -231,7 +231,8 @@ def test_blocks_balance_the_estimated_row_cost(algorithm):
     else:
         solver = "cholesky" if algorithm != "ials" else "cg"
         free = 5 if algorithm == "als" else 4  # ALS with biases solves [x, b_u] and [y, c_i]
-        expected = tuple(balanced_blocks(row_costs(c, free, solver, 3, cost_model()), comm.size)
+        costs = cost_model("als" if algorithm == "als" else "ials_" + solver)
+        expected = tuple(balanced_blocks(row_costs(c, free, solver, 3, costs), comm.size)
                          for c in (user_counts, item_counts))
     agree(comm, model.blocks_ == {"users": expected[0].tolist(), "items": expected[1].tolist()},
           (model.blocks_, expected))

@@ -45,19 +45,21 @@ def test_cost_blocks_balance_work_not_rows():
 
 
 def explicit_cost(nnz, k, solver, cg_steps, model):
-    """Counted the long way: one unit per multiply-add of a loop nest that does the work."""
+    """Counted the long way: one unit per multiply-add of a loop nest that does the per-rating work."""
     if nnz == 0:
         return model.overhead
+    extra = model.overhead + model.per_rating * nnz
     if solver == "cholesky":
-        gram = sum(1 for _ in range(nnz) for _ in range(k) for _ in range(k))
-        return model.overhead + model.solve * k**3 / 3 + gram
-    per_step = k * k + 2 * nnz * k  # Gram-matrix product, then Y_u v and Y_u^T (c * Y_u v)
-    return model.overhead + cg_steps * per_step + 2 * nnz * k  # plus the right-hand side
+        gram = sum(1 for _ in range(nnz) for _ in range(k) for _ in range(k))  # sum of y y^T
+        return extra + model.dense * k**3 / 3 + gram
+    per_step = sum(1 for _ in range(2) for _ in range(nnz) for _ in range(k))  # Y_u v, then Y_u^T (c * Y_u v)
+    rhs = 2 * nnz * k  # Y_u^T (c p) and the starting residual's Y_u x
+    return extra + cg_steps * (model.dense * k * k + per_step) + rhs
 
 
 @pytest.mark.parametrize("solver", ["cholesky", "cg"])
 def test_row_costs_follow_the_operation_counts(solver):
-    model = CostModel(solve=1.7, overhead=123.0)
+    model = CostModel(dense=1.7, per_rating=9.0, overhead=123.0)
     counts = np.array([0, 1, 2, 7, 30])
     for k in (1, 3, 8):
         got = row_costs(counts, k, solver, cg_steps=4, model=model)
@@ -68,7 +70,7 @@ def test_row_costs_follow_the_operation_counts(solver):
 def test_row_costs_rank_few_dense_rows_against_many_sparse_ones():
     # At rank 50 a row's solve outweighs ~17 ratings of Gram work: 100 one-rating rows cost
     # more than one row of 100 ratings, which count-balancing would treat as equal.
-    model = CostModel(solve=1.0, overhead=0.0)
+    model = CostModel(dense=1.0, per_rating=0.0, overhead=0.0)
     sparse, dense = row_costs(np.ones(100), 50, model=model).sum(), row_costs([100], 50, model=model).sum()
     assert sparse > 5 * dense
     with pytest.raises(ValueError):
