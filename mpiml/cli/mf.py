@@ -23,10 +23,10 @@ EPILOG = """examples:
   mpiexec -n 4 mpiml mf --algorithm dsgd --ratings synthetic:users=20000,items=5000,ratings=1e6,rank=16 \\
       --rank 16 --test-fraction 0.1 --checkpoint-dir ckpt --resume
 
-defaults (chosen on MovieLens; each flag overrides one):
-  als   rank 50, reg 0.05 (x each row's rating count), 10 iterations, biases on
-  ials  rank 100, reg 0.1, 15 iterations, alpha 1 (confidence 1 + alpha * r), cg solver (3 steps), float32
-  dsgd  rank 50, reg 0.03, 20 epochs, lr 0.01 (bold driver), biases on
+defaults (chosen on MovieLens-100K and -1M; each flag overrides one):
+  als   rank 50, reg 0.09 (x each row's rating count), 10 iterations, biases on
+  ials  rank 100, reg 30, 15 iterations, alpha 0.5 (confidence 1 + alpha * r), cg solver (3 steps), float32
+  dsgd  rank 50, reg 0.06, 20 epochs, lr 0.02 decaying as lr / (1 + 0.1 epoch), biases on
 flags of one algorithm only (an error with another): --biases/--no-biases (als, dsgd); --alpha, --solver,
   --cg-steps, --dtype (ials); --lr, --step (dsgd). --reg auto: als and dsgd.
 
@@ -74,7 +74,7 @@ def build_parser():
     parser.add_argument("--cg-steps", type=int, help="ials --solver cg: steps per row (default 3)")
     parser.add_argument("--dtype", choices=("float32", "float64"), help="ials: factor precision (default float32)")
     parser.add_argument("--lr", type=float, help="dsgd: initial step size")
-    parser.add_argument("--step", choices=("bold", "decay"), help="dsgd: step-size rule (default bold)")
+    parser.add_argument("--step", choices=("bold", "decay"), help="dsgd: step-size rule (default decay)")
     parser.add_argument("--exchange", choices=("auto", "ring", "native"), default="auto",
                         help="allgather algorithm that shares the factors (default auto)")
     split = parser.add_mutually_exclusive_group()

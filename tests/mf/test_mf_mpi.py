@@ -276,14 +276,14 @@ def test_dsgd_biases_learn_user_and_item_offsets():
     train, test = split_fraction(shard, 0.1, seed=1)
     rmse = {}
     for biases in (True, False):
-        model = DSGD(rank=3, reg=0.01, iters=25, lr=0.02, biases=biases, seed=3).fit(train, comm=comm)
+        model = DSGD(rank=3, reg=0.01, iters=25, lr=0.05, biases=biases, init_std=0.1, seed=3).fit(train, comm=comm)
         rmse[biases] = model.evaluate(test, comm=comm)["rmse"]
         objectives = [h["objective"] for h in model.history]
-        agree(comm, objectives[-1] < 0.2 * objectives[0], objectives)
+        agree(comm, objectives[-1] < 0.3 * objectives[0], objectives)
     agree(comm, rmse[True] < 1.5 * spec.noise and rmse[True] < 0.6 * rmse[False], rmse)
     # The learned bias columns follow the true offsets (up to a shift absorbed by the mean).
     lay = model.layout
-    biased = DSGD(rank=3, reg=0.01, iters=25, lr=0.02, seed=3).fit(train, comm=comm)
+    biased = DSGD(rank=3, reg=0.01, iters=25, lr=0.05, init_std=0.1, seed=3).fit(train, comm=comm)
     learned = biased.P[:, lay.rank]
     truth = user_bias[biased.user_ids]
     agree(comm, np.corrcoef(learned, truth)[0, 1] > 0.9, np.corrcoef(learned, truth))
