@@ -26,7 +26,7 @@ EPILOG = """examples:
 defaults (chosen on MovieLens-100K and -1M; each flag overrides one):
   als   rank 50, reg 0.09 (x each row's rating count), 10 iterations, biases on
   ials  rank 100, reg 30, 15 iterations, alpha 0.5 (confidence 1 + alpha * r), cg solver (3 steps), float32
-  dsgd  rank 50, reg 0.06, 20 epochs, lr 0.02 decaying as lr / (1 + 0.1 epoch), biases on
+  dsgd  rank 50, reg 0.05, 20 epochs, lr 0.02 decaying as lr / (1 + 0.1 epoch), factors from N(0, 0.05), biases on
 flags of one algorithm only (an error with another): --biases/--no-biases (als, dsgd); --alpha, --solver,
   --cg-steps, --dtype (ials); --lr, --step (dsgd). --reg auto: als and dsgd.
 

@@ -3,7 +3,17 @@
 Each supplies ``_train(data, ex, P, Q, first, iters=None, track=True)``: the iterations,
 given this rank's sparse rows and an :class:`~mpiml.mf.transport.Exchange` for all
 communication; the local work runs inside ``ex.computing()`` so that compute, wait and
-transfer are told apart. Defaults were chosen on MovieLens-1M (see ``benchmarks/mf_movielens.py``).
+transfer are told apart.
+
+Defaults were chosen on real data (``benchmarks/mf_movielens.py``: MovieLens-100K and the
+first 487,650 ratings of MovieLens-1M, seeded 90/10 splits), so that they need no tuning:
+one value of each serves both sets within 1% of the best tuned RMSE (explicit) and
+well above the ``implicit`` library's defaults (nDCG@10). Test RMSE, 100K / 1M-half:
+ALS defaults 0.903 / 0.862, DSGD defaults 0.900 / 0.858, best tuned mpiml 0.899 / 0.855,
+Surprise ``SVD()`` 0.929 / 0.881. nDCG@10: implicit ALS defaults 0.345 / 0.317 against
+0.238 / 0.273 for ``implicit.als.AlternatingLeastSquares()``. Biases lower ALS's RMSE by
+about 1% there; ``reg="auto"`` found no better value on these sets at ~3x the time, so
+it is offered, not the default.
 """
 
 from __future__ import annotations
@@ -158,17 +168,18 @@ class DSGD(FactorModel):
 
     Each rating visited updates its user's and item's rows (and, with ``biases``, their
     biases) by ``lr * (error * other - reg * own)``; predictions are
-    ``mean + b_u + c_i + x . y``. ``lr`` is the initial step; ``step="bold"`` (bold driver:
-    x1.05 after an epoch that lowered the loss, x0.5 otherwise) or ``"decay"``
-    (``lr / (1 + decay * epoch)``). Factors start ``N(0, init_std)`` (biases at 0).
-    Other parameters as in :class:`ALS`; ``iters`` counts epochs.
+    ``mean + b_u + c_i + x . y``. ``lr`` is the initial step; ``step="decay"``
+    (``lr / (1 + decay * epoch)``, the default) or ``"bold"`` (bold driver: x1.05 after an
+    epoch that lowered the loss, x0.5 otherwise). Factors start ``N(0, init_std)``
+    (biases at 0): on MovieLens 0.05 beat Surprise's 0.1 and ALS's ``rank**-0.5`` by
+    0.1-0.5% RMSE. Other parameters as in :class:`ALS`; ``iters`` counts epochs.
     """
 
     algorithm = "dsgd"
     needs_item_rows = False
-    REG_GRID = (0.03, 0.045, 0.06, 0.08, 0.11)
+    REG_GRID = (0.025, 0.035, 0.05, 0.07, 0.1)
 
-    def __init__(self, rank=50, reg=0.06, iters=20, lr=0.02, step="decay", decay=0.1, biases=True, init_std=0.05,
+    def __init__(self, rank=50, reg=0.05, iters=20, lr=0.02, step="decay", decay=0.1, biases=True, init_std=0.05,
                  **kwargs):
         if step not in dsgd.STEPS:
             raise ArgumentError(f"step must be one of {list(dsgd.STEPS)}, got {step!r}")
