@@ -9,12 +9,15 @@ it, trains, and leaves the full factors on every rank. After that, ``predict``,
 
 ``reg="auto"`` (explicit models) chooses the regularization from the data: a seeded
 slice (``auto_fraction``, default 10%) of the training ratings is held out, the models
-of a small grid of ``reg`` values are fitted on the rest from the largest ``reg`` down,
+of a small grid of ``reg`` values are fitted on the rest from the smallest ``reg`` up,
 each starting from the previous one's factors (``iters`` iterations for the first,
-``auto_iters`` for each next), the one with the lowest RMSE on the slice wins (sums over
-ranks, so every rank makes the same choice), and the final model is fitted on all
-training ratings starting from the winner's factors. It costs about
-``iters + (len(grid) - 1) * auto_iters`` extra iterations on 90% of the data.
+``auto_iters``, default ``iters // 3``, for each next; going up, because shrinking an
+overfitted solution converges in a few iterations while factors squeezed towards zero by
+a large ``reg`` take many to grow back), the one with the lowest RMSE on the slice wins
+(sums over ranks, so every rank makes the same choice), and the final model is fitted on
+all training ratings starting from the winner's factors. It costs about
+``iters + (len(grid) - 1) * auto_iters`` extra iterations on 90% of the data: 2.5-3.5x
+the time of a fixed ``reg`` with the default grids (measured on MovieLens).
 
 Cold-start policy (users or items absent from the training data), chosen with
 ``cold_start=``: ``"drop"`` (default: ``predict`` gives NaN for them and ``evaluate``

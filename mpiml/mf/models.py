@@ -234,7 +234,8 @@ class DSGD(FactorModel):
             with ex.computing():
                 err = ur.vals - mu - pair_dots(x, local_users, q, ur.cols)
                 xf, yf = x[:, free_x], y[:, free_y]
-                pen = self.reg_ * (ur.counts() @ np.einsum("ij,ij->i", xf, xf) + my_items @ np.einsum("ij,ij->i", yf, yf))
+                pen = self.reg_ * (ur.counts() @ np.einsum("ij,ij->i", xf, xf)
+                                   + my_items @ np.einsum("ij,ij->i", yf, yf))
             sse, pen = ex.sum([err @ err, pen])
             loss = float(sse + pen)
             record = {"objective": loss, "train_rmse": float(np.sqrt(sse / data["n"])), "step_size": self._rate}

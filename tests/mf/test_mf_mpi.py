@@ -287,3 +287,15 @@ def test_dsgd_biases_learn_user_and_item_offsets():
     learned = biased.P[:, lay.rank]
     truth = user_bias[biased.user_ids]
     agree(comm, np.corrcoef(learned, truth)[0, 1] > 0.9, np.corrcoef(learned, truth))
+
+
+@pytest.mark.mpi
+def test_resume_keeps_the_reg_that_auto_chose_before_the_checkpoint():
+    comm = MPI.COMM_WORLD
+    shard = shard_of(SMALL, comm)
+    directory = shared_dir(comm)
+    first = ALS(rank=3, reg="auto", reg_grid=[0.01, 0.3], iters=2, checkpoint_dir=directory).fit(shard, comm=comm)
+    resumed = ALS(rank=3, reg="auto", reg_grid=[0.01, 0.3], iters=4, checkpoint_dir=directory,
+                  resume=True).fit(shard, comm=comm)
+    agree(comm, resumed.reg_ == first.reg_ and "reg_search" not in resumed.fit_info, resumed.fit_info)
+    agree(comm, len(resumed.history) == 4, resumed.history)
