@@ -1,32 +1,48 @@
 """The three trainers behind the shared estimator API: ALS, ImplicitALS, DSGD.
 
-Each supplies ``_train(data, ex, P, Q, first)``: the iterations, given this rank's sparse
-rows and an :class:`~mpiml.mf.transport.Exchange` for all communication.
+Each supplies ``_train(data, ex, P, Q, first, iters=None, track=True)``: the iterations,
+given this rank's sparse rows and an :class:`~mpiml.mf.transport.Exchange` for all
+communication; the local work runs inside ``ex.computing()`` so that compute, wait and
+transfer are told apart.
+
+Defaults were chosen on real data (``benchmarks/mf_movielens.py``: MovieLens-100K and the
+first 487,650 ratings of MovieLens-1M, seeded 90/10 splits), so that they need no tuning:
+one value of each serves both sets within 1% of the best tuned RMSE (explicit) and
+well above the ``implicit`` library's defaults (nDCG@10). Test RMSE, 100K / 1M-half:
+ALS defaults 0.903 / 0.862, DSGD defaults 0.900 / 0.858, best tuned mpiml 0.899 / 0.855,
+Surprise ``SVD()`` 0.929 / 0.881. nDCG@10: implicit ALS defaults 0.345 / 0.317 against
+0.238 / 0.273 for ``implicit.als.AlternatingLeastSquares()``. Biases lower ALS's RMSE by
+about 1% there; ``reg="auto"`` found no better value on these sets at ~3x the time, so
+it is offered, not the default.
 """
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 
 from mpiml.mf import als, dsgd, ials
-from mpiml.mf.estimator import FactorModel
-from mpiml.mf.partition import pair_dots
+from mpiml.mf.estimator import FactorModel, cost_model
+from mpiml.mf.partition import pair_dots, row_costs
+from mpiml.mf.registry import register
 from mpiml.runtime.errors import ArgumentError
 from mpiml.runtime.seeding import rank_generator
 
+DTYPES = ("float32", "float64")
 
+
+@register
 class ALS(FactorModel):
-    """Explicit ALS-WR (Zhou et al. 2008) with optional global/user/item biases.
+    """Explicit ALS-WR (Zhou et al. 2008) with global, user and item biases.
 
     Parameters
     ----------
-    rank, reg, iters, seed : int, float, int, int
+    rank, reg, iters, seed : int, float or "auto", int, int
         Factor dimension, lambda (multiplied by each row's rating count when
-        ``weighted=True``), iterations (each = a user and an item half-step), seed.
+        ``weighted=True``; ``"auto"``: chosen on a held-out slice, see
+        :mod:`mpiml.mf.estimator`), iterations (each = a user and an item half-step), seed.
     biases : bool
-        Learn user and item biases beside the global mean.
+        Learn user and item biases beside the global mean (default on).
     exchange : str
         How solved factor blocks are shared: mpiml's allgather with ``"auto"``,
         ``"ring"`` or ``"native"``.
@@ -37,30 +53,39 @@ class ALS(FactorModel):
         from the latest one (at any number of ranks).
     callback : callable, optional
         Called on every rank after each iteration with a dict (iteration, objective,
-        train_rmse, seconds, comm_seconds).
+        train_rmse, seconds, compute_seconds, comm_seconds, wait_seconds).
+    reg_grid, auto_fraction, auto_iters :
+        The candidates, held-out share and warm-start iterations of ``reg="auto"``.
     """
 
     algorithm = "als"
+    REG_GRID = (0.03, 0.05, 0.07, 0.1, 0.14)
 
-    def __init__(self, rank=10, reg=0.1, iters=10, biases=False, weighted=True, **kwargs):
+    def __init__(self, rank=50, reg=0.09, iters=10, biases=True, weighted=True, **kwargs):
         super().__init__(rank, reg, iters, **kwargs)
         self.params.update(biases=bool(biases), weighted=bool(weighted))
         self.layout = als.Layout(int(rank), bool(biases))
 
-    def _train(self, data, ex, p, q, first):
-        ur, ir, mu, lay = data["user_rows"], data["item_rows"], self.mu, self.layout
-        for it in range(first, self.iters):
-            clock = (time.perf_counter(), ex.seconds)
-            p = self._gather_finite(ex, _solve(als.half_step, ur, p, q, mu, self.reg, lay, "users", self.weighted),
-                                    "user", it)
-            q = self._gather_finite(ex, _solve(als.half_step, ir, q, p, mu, self.reg, lay, "items", self.weighted),
-                                    "item", it)
-            err = ur.vals - als.predict_rows(ur, p, q, mu)
-            pen = als.penalty(ur, p, self.reg, lay, "users", self.weighted) + \
-                als.penalty(ir, q, self.reg, lay, "items", self.weighted)
+    def _row_weights(self, counts, side):
+        return row_costs(counts, len(self.layout.free(side)), "cholesky", model=cost_model("als"))
+
+    def _train(self, data, ex, p, q, first, iters=None, track=True):
+        ur, ir, mu, lay, reg = data["user_rows"], data["item_rows"], self.mu, self.layout, self.reg_
+        for it in range(first, self.iters if iters is None else iters):
+            clock = self._clock(ex)
+            with ex.computing():
+                block = _solve(als.half_step, ur, p, q, mu, reg, lay, "users", self.weighted)
+            p = self._gather_finite(ex, block, "user", it)
+            with ex.computing():
+                block = _solve(als.half_step, ir, q, p, mu, reg, lay, "items", self.weighted)
+            q = self._gather_finite(ex, block, "item", it)
+            with ex.computing():
+                err = ur.vals - als.predict_rows(ur, p, q, mu)
+                pen = als.penalty(ur, p, reg, lay, "users", self.weighted) + \
+                    als.penalty(ir, q, reg, lay, "items", self.weighted)
             sse, pen = ex.sum([err @ err, pen])
             record = {"objective": float(sse + pen), "train_rmse": float(np.sqrt(sse / data["n"]))}
-            self._after_iteration(data, ex, it, p, q, record, clock)
+            self._after_iteration(data, ex, it, p, q, record, clock, track)
         return p, q
 
 
@@ -72,65 +97,108 @@ def _solve(step, rows, *args):
         return np.full((rows.n_rows, args[0].shape[1]), np.nan)
 
 
+@register
 class ImplicitALS(FactorModel):
     """Implicit-feedback ALS (Hu, Koren, Volinsky 2008).
 
     Ratings are read as interaction strengths: preference 1 where positive, confidence
     ``1 + alpha * |r|``; unobserved entries have preference 0 and confidence 1.
     ``solver`` is ``"cholesky"`` or ``"cg"`` (``cg_steps`` conjugate-gradient steps per
-    row, warm-started). Other parameters as in :class:`ALS` (``reg`` is not weighted).
+    row, warm-started). ``dtype`` is what the factors are stored and solved in
+    (``"float32"``, like the ``implicit`` library, or ``"float64"``). Other parameters as
+    in :class:`ALS` (``reg`` is not weighted, and is a number).
     """
 
     algorithm = "ials"
     implicit = True
 
-    def __init__(self, rank=10, reg=0.1, iters=10, alpha=10.0, solver="cholesky", cg_steps=3, **kwargs):
+    def __init__(self, rank=100, reg=30.0, iters=15, alpha=0.5, solver="cg", cg_steps=3, dtype="float32", **kwargs):
         if solver not in ials.SOLVERS:
             raise ArgumentError(f"solver must be one of {list(ials.SOLVERS)}, got {solver!r}")
+        if dtype not in DTYPES:
+            raise ArgumentError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
+        if alpha < 0 or cg_steps < 1:
+            raise ArgumentError(f"need alpha >= 0 and cg_steps >= 1; got {alpha}, {cg_steps}")
         super().__init__(rank, reg, iters, **kwargs)
-        self.params.update(alpha=float(alpha), solver=solver, cg_steps=int(cg_steps))
+        self.params.update(alpha=float(alpha), solver=solver, cg_steps=int(cg_steps), dtype=dtype)
 
-    def _train(self, data, ex, p, q, first):
+    def _row_weights(self, counts, side):
+        return row_costs(counts, self.rank, self.solver, self.cg_steps, model=cost_model("ials_" + self.solver))
+
+    def _initial_factors(self, data):
+        p, q = super()._initial_factors(data)
+        return p.astype(self.dtype), q.astype(self.dtype)
+
+    def _train(self, data, ex, p, q, first, iters=None, track=True):
         ur, ir = data["user_rows"], data["item_rows"]
-        for it in range(first, self.iters):
-            clock = (time.perf_counter(), ex.seconds)
-            p = self._gather_finite(ex, self._half(ur, q, p), "user", it)
-            q = self._gather_finite(ex, self._half(ir, p, q), "item", it)
-            observed = ex.sum([ials.observed_loss(ur, p, q, self.alpha)])[0]
-            self._after_iteration(data, ex, it, p, q, {"objective": ials.full_loss(observed, p, q, self.reg)}, clock)
+        p, q = p.astype(self.dtype, copy=False), q.astype(self.dtype, copy=False)
+        for it in range(first, self.iters if iters is None else iters):
+            clock = self._clock(ex)
+            with ex.computing():
+                block = self._half(ur, q, p)
+            p = self._gather_finite(ex, block, "user", it)
+            with ex.computing():
+                block = self._half(ir, p, q)
+            q = self._gather_finite(ex, block, "item", it)
+            with ex.computing():
+                observed = ials.observed_loss(ur, p, q, self.alpha)
+            observed = ex.sum([observed])[0]
+            with ex.computing():
+                objective = ials.full_loss(observed, p.astype(np.float64), q.astype(np.float64), self.reg_)
+            self._after_iteration(data, ex, it, p, q, {"objective": objective}, clock, track)
         return p, q
 
     def _half(self, rows, other, own):
         try:
-            return ials.ials_rows(rows, other, other.T @ other, self.reg, self.alpha, self.solver, self.cg_steps,
-                                  own[rows.start:rows.stop])
+            out = ials.ials_rows(rows, other, other.T @ other, self.reg_, self.alpha, self.solver, self.cg_steps,
+                                 own[rows.start:rows.stop])
         except np.linalg.LinAlgError:
-            return np.full((rows.n_rows, other.shape[1]), np.nan)
+            return np.full((rows.n_rows, other.shape[1]), np.nan, dtype=self.dtype)
+        return out.astype(self.dtype, copy=False)
 
     def _fold_in_row(self, rows):
-        return ials.ials_rows(rows, self.Q, self.Q.T @ self.Q, self.reg, self.alpha, "cholesky")[0]
+        return ials.ials_rows(rows, self.Q, self.Q.T @ self.Q, self.reg_, self.alpha, "cholesky")[0]
 
 
+@register
 class DSGD(FactorModel):
     """Distributed SGD over p x p blocks with item blocks rotated around the ring.
 
-    ``lr`` is the initial step; ``step="bold"`` (bold driver: x1.05 after an epoch that
-    lowered the loss, x0.5 otherwise) or ``"decay"`` (``lr / (1 + decay * epoch)``);
-    ``batch`` ratings per mini-batch. Predictions are ``mean + x . y``.
-    Other parameters as in :class:`ALS`; ``iters`` counts epochs.
+    Each rating visited updates its user's and item's rows (and, with ``biases``, their
+    biases) by ``lr * (error * other - reg * own)``; predictions are
+    ``mean + b_u + c_i + x . y``. ``lr`` is the initial step; ``step="decay"``
+    (``lr / (1 + decay * epoch)``, the default) or ``"bold"`` (bold driver: x1.05 after an
+    epoch that lowered the loss, x0.5 otherwise). Factors start ``N(0, init_std)``
+    (biases at 0): on MovieLens 0.05 beat Surprise's 0.1 and ALS's ``rank**-0.5`` by
+    0.1-0.5% RMSE. Other parameters as in :class:`ALS`; ``iters`` counts epochs.
     """
 
     algorithm = "dsgd"
     needs_item_rows = False
+    REG_GRID = (0.025, 0.035, 0.05, 0.07, 0.1)
 
-    def __init__(self, rank=10, reg=0.05, iters=20, lr=0.05, step="bold", decay=0.1, batch=256, **kwargs):
+    def __init__(self, rank=50, reg=0.05, iters=20, lr=0.02, step="decay", decay=0.1, biases=True, init_std=0.05,
+                 **kwargs):
         if step not in dsgd.STEPS:
             raise ArgumentError(f"step must be one of {list(dsgd.STEPS)}, got {step!r}")
-        if lr <= 0 or batch < 1:
-            raise ArgumentError(f"need lr > 0 and batch >= 1; got {lr}, {batch}")
+        if lr <= 0 or init_std < 0:
+            raise ArgumentError(f"need lr > 0 and init_std >= 0; got {lr}, {init_std}")
         super().__init__(rank, reg, iters, **kwargs)
-        self.params.update(lr=float(lr), step=step, decay=float(decay), batch=int(batch))
+        self.params.update(lr=float(lr), step=step, decay=float(decay), biases=bool(biases),
+                           init_std=float(init_std))
+        self.layout = als.Layout(int(rank), bool(biases))
         self._rate, self._previous = float(lr), None
+
+    def _initial_factors(self, data):
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, 12]))
+        lay, nu, ni = self.layout, data["user_ids"].size, data["item_ids"].size
+        p, q = np.zeros((nu, lay.width)), np.zeros((ni, lay.width))
+        p[:, :lay.rank] = rng.normal(0.0, self.init_std, size=(nu, lay.rank))
+        q[:, :lay.rank] = rng.normal(0.0, self.init_std, size=(ni, lay.rank))
+        if lay.biases:
+            p[:, lay.fixed("users")] = 1.0
+            q[:, lay.fixed("items")] = 1.0
+        return p, q
 
     def _restore(self, arrays):
         self._rate = float(arrays["rate"])
@@ -140,8 +208,8 @@ class DSGD(FactorModel):
         return {"rate": np.array(self._rate),
                 "previous": np.array(np.nan if self._previous is None else self._previous)}
 
-    def _train(self, data, ex, p, q, first):
-        r, size = ex.rank, ex.size
+    def _train(self, data, ex, p, q, first, iters=None, track=True):
+        r, size, lay = ex.rank, ex.size, self.layout
         ub, ib, ur, mu = data["user_bounds"], data["item_bounds"], data["user_rows"], self.mu
         if first == 0:
             self._rate, self._previous = self.lr, None
@@ -150,24 +218,27 @@ class DSGD(FactorModel):
         local_users = ur.row_ids() - ub[r]
         blocks = dsgd.split_by_item_block(local_users, ur.cols, ur.vals, ib)
         my_items = data["item_counts"][ib[r]:ib[r + 1]]
-        for epoch in range(first, self.iters):
-            clock = (time.perf_counter(), ex.seconds)
+        fixed_x, fixed_y = (lay.fixed("users"), lay.fixed("items")) if lay.biases else (-1, -1)
+        free_x, free_y = lay.free("users"), lay.free("items")
+        for epoch in range(first, self.iters if iters is None else iters):
+            clock = self._clock(ex)
             rng = rank_generator(self.seed, r, size, purpose=1000 + epoch)
             for s in range(size):
-                dsgd.sgd_block(blocks[(r + s) % size], x, y, mu, self._rate, self.reg, rng)
+                with ex.computing():
+                    dsgd.sgd_block(blocks[(r + s) % size], x, y, mu, self._rate, self.reg_, rng, fixed_x, fixed_y)
                 incoming = (r + s + 1) % size
                 y = ex.shift(y, int(ib[incoming + 1] - ib[incoming]))
             q = ex.gather(y)
-            err = ur.vals - mu - pair_dots(x, local_users, q, ur.cols)
-            pen = self.reg * (ur.counts() @ np.einsum("ij,ij->i", x, x) + my_items @ np.einsum("ij,ij->i", y, y))
+            with ex.computing():
+                err = ur.vals - mu - pair_dots(x, local_users, q, ur.cols)
+                xf, yf = x[:, free_x], y[:, free_y]
+                pen = self.reg_ * (ur.counts() @ np.einsum("ij,ij->i", xf, xf)
+                                   + my_items @ np.einsum("ij,ij->i", yf, yf))
             sse, pen = ex.sum([err @ err, pen])
             loss = float(sse + pen)
             record = {"objective": loss, "train_rmse": float(np.sqrt(sse / data["n"])), "step_size": self._rate}
             self._rate = dsgd.next_rate(self.step, self.lr, self._rate, epoch, loss, self._previous, self.decay)
             self._previous = loss
             self._local_users = x
-            self._after_iteration(data, ex, epoch, None, q, record, clock)
+            self._after_iteration(data, ex, epoch, None, q, record, clock, track)
         return ex.gather(x), ex.gather(y)
-
-
-MODELS = {"als": ALS, "ials": ImplicitALS, "dsgd": DSGD}

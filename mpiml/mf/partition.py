@@ -1,4 +1,9 @@
-"""Blocks of users and items balanced by rating count, and the local sparse rows (pure)."""
+"""Blocks of users and items balanced by estimated work, and the local sparse rows (pure).
+
+ALS and implicit ALS spend, per row, one ``k x k`` solve plus work proportional to the
+row's ratings (:func:`row_costs`), so their blocks balance that cost; DSGD does the same
+work for every rating, so its blocks balance rating counts. Both use :func:`balanced_blocks`.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +15,12 @@ import numpy as np
 def balanced_blocks(counts, parts: int) -> np.ndarray:
     """Boundaries (``parts + 1`` of them) of contiguous index ranges with about equal totals.
 
-    Block ``b`` is ``boundaries[b]:boundaries[b + 1]``. Cuts fall where the running total
-    of ``counts`` first reaches each multiple of ``total / parts``, so a block holds
-    about ``total / parts`` ratings however skewed the counts are (a single very heavy
-    row can still make its block heavier). Blocks may be empty when there are fewer
-    rows than parts.
+    Block ``b`` is ``boundaries[b]:boundaries[b + 1]``. ``counts`` are the rows' weights
+    (rating counts, or :func:`row_costs`). Each cut falls at whichever of the two rows
+    around the point where the running total crosses a multiple of ``total / parts`` brings
+    it closer, so a block holds about ``total / parts`` however skewed the weights are (a
+    single very heavy row can still make its block heavier). Blocks may be empty when there
+    are fewer rows than parts.
     """
     counts = np.asarray(counts, dtype=np.float64)
     n = counts.size
@@ -25,9 +31,68 @@ def balanced_blocks(counts, parts: int) -> np.ndarray:
     if total <= 0:
         cuts = np.arange(1, parts) * n // parts
     else:
-        cuts = np.searchsorted(cumulative, total * np.arange(1, parts) / parts, side="left") + 1
+        targets = total * np.arange(1, parts) / parts
+        cuts = np.searchsorted(cumulative, targets, side="left") + 1
+        # Cut before the crossing row instead when that lands nearer the target.
+        before = np.concatenate([[0.0], cumulative])[np.clip(cuts - 1, 0, n)]
+        after = cumulative[np.clip(cuts - 1, 0, n - 1)]
+        cuts = np.where(targets - before < after - targets, cuts - 1, cuts)
     bounds = np.concatenate([[0], np.clip(cuts, 0, n), [n]]).astype(np.int64)
     return np.maximum.accumulate(bounds)
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Relative cost of a row solve beyond its main per-rating work (see :func:`row_costs`).
+
+    The unit is one multiply-add of that main work. ``dense`` weighs the row's ``k x k``
+    work against it, ``per_rating`` adds units per rating (index gathers, the right-hand
+    side), ``overhead`` units per row (call overhead, slicing, triangular solves).
+    """
+
+    dense: float = 1.0
+    per_rating: float = 0.0
+    overhead: float = 0.0
+
+
+# (code path, solve) -> constants, fitted by benchmarks/mf_costs.py to timed row solves
+# (k = 8..128, 1..2000 ratings a row, one thread; fits within ~35-50% per sample, mostly
+# better). A unit is ~0.06 ns (Cholesky paths) or ~0.2 ns (compiled CG). The numba kernels
+# spend ~0.5 us a row besides the arithmetic; the numpy references ~10-20 us of Python a
+# row in the Cholesky loops, while their CG works on all rows at once, where gathering
+# each rating's factors costs more than the arithmetic.
+COSTS = {
+    ("compiled", "als"): CostModel(dense=1.9, per_rating=90.0, overhead=7900.0),
+    ("compiled", "ials_cholesky"): CostModel(dense=1.9, per_rating=130.0, overhead=7800.0),
+    ("compiled", "ials_cg"): CostModel(dense=0.96, per_rating=28.0, overhead=580.0),
+    ("numpy", "als"): CostModel(dense=4.2, per_rating=380.0, overhead=143000.0),
+    ("numpy", "ials_cholesky"): CostModel(dense=1.7, per_rating=320.0, overhead=267000.0),
+    ("numpy", "ials_cg"): CostModel(dense=0.14, per_rating=40.0, overhead=150.0),
+}
+
+
+def row_costs(counts, rank: int, solver: str = "cholesky", cg_steps: int = 3, model: CostModel = CostModel()):
+    """Estimated work of solving each row of a half-step, for :func:`balanced_blocks`.
+
+    ``counts`` are the rows' rating counts, ``rank`` the number of unknowns ``k``:
+
+    - ``"cholesky"`` (ALS, implicit ALS): ``nnz * k**2`` to accumulate the row's Gram
+      matrix, ``dense * k**3 / 3`` to factorize it;
+    - ``"cg"`` (implicit ALS): each of ``cg_steps`` steps multiplies by the shared ``k x k``
+      matrix (``dense * k**2``) and twice by the row's ratings (``2 * nnz * k``), plus
+      ``2 * nnz * k`` for the right-hand side;
+
+    plus ``per_rating * nnz + overhead``. Rows without ratings cost ``overhead`` only.
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    k = float(rank)
+    if solver == "cholesky":
+        dense, sparse = k**3 / 3.0, counts * k * k
+    elif solver == "cg":
+        dense, sparse = cg_steps * k * k, (2.0 * cg_steps + 2.0) * counts * k
+    else:
+        raise ValueError(f"unknown solver {solver!r}")
+    return model.overhead + np.where(counts > 0, model.dense * dense + sparse + model.per_rating * counts, 0.0)
 
 
 def block_of(index, boundaries) -> np.ndarray:

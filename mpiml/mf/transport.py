@@ -3,11 +3,27 @@
 The algorithms receive an :class:`Exchange` and call only its methods, so the math
 modules stay free of MPI and the transport is a choice (``algorithm`` of mpiml's
 allgather: ``"auto"``, ``"ring"`` or ``"native"``).
+
+Where a rank's training time goes (wall clock, per rank; the same split as
+:mod:`mpiml.sgd.timing`):
+
+- ``compute``: the local work the trainers wrap in :meth:`Exchange.computing` (row solves,
+  SGD sweeps, the objective); its CPU seconds are kept too (``compute_cpu``), which stay
+  meaningful when ranks share cores with other work.
+- ``wait``: time a rank sat in an exchange because another rank was still computing. Before
+  each exchange the ranks that take part swap their compute seconds since the previous one
+  (a few bytes: carried inside :meth:`~Exchange.sum`, a tiny allreduce before
+  :meth:`~Exchange.gather`, a tiny swap with the two ring neighbours before
+  :meth:`~Exchange.shift`); this rank's wait is ``max(theirs) - mine``, bounded by the time
+  that swap took.
+- ``comm``: the rest of the time inside exchanges (latency and transfer).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -20,8 +36,27 @@ from mpiml.runtime.errors import ArgumentError, CheckpointError
 EXCHANGES = ("auto", "ring", "native")
 
 
+@dataclass
+class Timings:
+    """Seconds one rank spent in each category (see the module docstring)."""
+
+    compute: float = 0.0
+    compute_cpu: float = 0.0
+    comm: float = 0.0
+    wait: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {f"{f.name}_seconds": getattr(self, f.name) for f in fields(self)}
+
+    def minus(self, other: "Timings") -> "Timings":
+        return Timings(*(getattr(self, f.name) - getattr(other, f.name) for f in fields(self)))
+
+    def copy(self) -> "Timings":
+        return Timings(*(getattr(self, f.name) for f in fields(self)))
+
+
 class Exchange:
-    """Collectives on ``comm`` that add their wall time to ``seconds``."""
+    """Collectives on ``comm`` that account their time as comm or wait in ``timings``."""
 
     def __init__(self, comm=None, algorithm: str = "auto"):
         if algorithm not in EXCHANGES:
@@ -29,34 +64,85 @@ class Exchange:
         self.comm = resolve_comm(comm)
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         self.algorithm = algorithm
-        self.seconds = 0.0
+        self.timings = Timings()
         self.bytes = 0
+        self._since = 0.0  # compute seconds since this rank's last exchange
+
+    @property
+    def seconds(self) -> float:
+        """All time spent in exchanges so far (comm + wait)."""
+        return self.timings.comm + self.timings.wait
+
+    def reset(self) -> None:
+        """Start counting afresh (e.g. after the setup phase)."""
+        self.timings, self.bytes, self._since = Timings(), 0, 0.0
+
+    @contextlib.contextmanager
+    def computing(self):
+        """``with ex.computing(): ...`` counts the block as this rank's compute."""
+        wall, cpu = time.perf_counter(), time.process_time()
+        try:
+            yield
+        finally:
+            seconds = time.perf_counter() - wall
+            self.timings.compute += seconds
+            self.timings.compute_cpu += time.process_time() - cpu
+            self._since += seconds
+
+    def _settle(self, slots: np.ndarray, spent: float) -> None:
+        """Split ``spent`` seconds of an exchange that carried compute ``slots`` into wait and comm."""
+        wait = min(max(float(slots.max()) - self._since, 0.0), spent)
+        self.timings.wait += wait
+        self.timings.comm += spent - wait
+        self._since = 0.0
+
+    def _timed(self, call, *args, **kwargs):
+        start = time.perf_counter()
+        out = call(*args, **kwargs)
+        self.timings.comm += time.perf_counter() - start
+        return out
 
     def gather(self, block: np.ndarray) -> np.ndarray:
         """Every rank's rows of a factor matrix, concatenated in rank order."""
-        start = time.perf_counter()
-        out = allgather(np.ascontiguousarray(block), algorithm=self.algorithm, comm=self.comm)
-        self.seconds += time.perf_counter() - start
+        if self.size > 1:
+            slots = np.zeros(self.size)
+            slots[self.rank] = self._since
+            start = time.perf_counter()
+            slots = allreduce(slots, comm=self.comm)
+            self._settle(slots, time.perf_counter() - start)
+        self._since = 0.0
+        out = self._timed(allgather, np.ascontiguousarray(block), algorithm=self.algorithm, comm=self.comm)
         self.bytes += out.nbytes - block.nbytes
         return out
 
     def sum(self, values) -> np.ndarray:
         """Elementwise sum over ranks (identical result on every rank)."""
+        values = np.asarray(values, dtype=np.float64).reshape(-1)
+        buf = np.zeros(values.size + self.size)
+        buf[:values.size] = values
+        buf[values.size + self.rank] = self._since
         start = time.perf_counter()
-        out = allreduce(np.asarray(values, dtype=np.float64), comm=self.comm)
-        self.seconds += time.perf_counter() - start
-        return out
+        out = allreduce(buf, comm=self.comm)
+        self._settle(out[values.size:], time.perf_counter() - start)
+        return out[:values.size]
 
     def shift(self, block: np.ndarray, incoming_rows: int) -> np.ndarray:
         """Send ``block`` to rank - 1 and receive the block of rank + 1 (ring Sendrecv)."""
         if self.size == 1:
+            self._since = 0.0
             return block
-        start = time.perf_counter()
-        incoming = np.empty((incoming_rows, *block.shape[1:]), dtype=block.dtype)
         comm = private_comm(self.comm)
-        comm.Sendrecv(np.ascontiguousarray(block), dest=(self.rank - 1) % self.size, sendtag=71,
-                      recvbuf=incoming, source=(self.rank + 1) % self.size, recvtag=71)
-        self.seconds += time.perf_counter() - start
+        left, right = (self.rank - 1) % self.size, (self.rank + 1) % self.size
+        # This rank waits on rank + 1 (its block) and on rank - 1 (to take ours): swap
+        # compute seconds with both first, so that waiting is told apart from transfer.
+        mine, theirs = np.array([self._since]), np.zeros(2)
+        start = time.perf_counter()
+        comm.Sendrecv(mine, dest=left, sendtag=72, recvbuf=theirs[0:1], source=right, recvtag=72)
+        comm.Sendrecv(mine, dest=right, sendtag=73, recvbuf=theirs[1:2], source=left, recvtag=73)
+        self._settle(theirs, time.perf_counter() - start)
+        incoming = np.empty((incoming_rows, *block.shape[1:]), dtype=block.dtype)
+        self._timed(comm.Sendrecv, np.ascontiguousarray(block), dest=left, sendtag=71,
+                    recvbuf=incoming, source=right, recvtag=71)
         self.bytes += incoming.nbytes
         return incoming
 

@@ -8,6 +8,7 @@ import re
 import sys
 
 import numpy as np
+import pytest
 from mpirun import run_mpi
 
 SYNTH = "synthetic:users=200,items=100,ratings=6000,rank=3,noise=0.1,seed=1"
@@ -28,12 +29,20 @@ def test_json_reports_errors_and_timing(tmp_path):
                 "--test-fraction", "0.1", "--out", str(out), "--json")
     assert result.returncode == 0, result.describe()
     report = last_json(result)
-    for key in ("train_rmse", "test_rmse", "iterations", "seconds", "comm_seconds", "ranks"):
+    for key in ("train_rmse", "test_rmse", "iterations", "seconds", "comm_seconds", "ranks", "compute_imbalance"):
         assert key in report, report
     assert report["ranks"] == 3 and report["iterations"] == 6 and report["test_rmse"] < 0.15
     assert 0 <= report["comm_seconds"] <= report["seconds"]
+    # Every phase is counted, and the whole run is at least their sum.
+    phases = ("load_seconds", "setup_seconds", "fit_seconds", "eval_seconds", "save_seconds")
+    assert all(report[k] >= 0 for k in phases) and sum(report[k] for k in phases) <= report["seconds"] + 1e-6
+    assert [r["rank"] for r in report["per_rank"]] == [0, 1, 2]
+    for r in report["per_rank"]:
+        assert r["compute_seconds"] + r["comm_seconds"] + r["wait_seconds"] <= report["fit_seconds"] + 0.05
+    computes = [r["compute_seconds"] for r in report["per_rank"]]
+    assert abs(report["compute_imbalance"] - max(computes) / (sum(computes) / 3)) < 1e-9
     with np.load(out, allow_pickle=False) as model:
-        assert model["P"].shape == (report["users"], 3)
+        assert model["P"].shape == (report["users"], 3 + 2)  # biases by default: [x, b_u, 1]
     assert result.stderr.count("iteration") >= 6  # progress, from rank 0 only
     assert "[1] iteration" not in result.stderr and "[2] iteration" not in result.stderr
 
@@ -54,6 +63,57 @@ def test_bad_line_exits_non_zero_naming_file_and_line(tmp_path):
     result = mf(3, "--ratings", str(path), "--iters", "1", timeout=60)
     assert not result.hung and result.returncode != 0, result.describe()
     assert f"{path}:41: rating 'NaN' is not a finite number" in result.stderr, result.describe()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--algorithm", "als", "--alpha", "1"], "--alpha (ials only)"),
+    (["--lr", "0.1"], "--lr (dsgd only)"),
+    (["--algorithm", "dsgd", "--solver", "cg"], "--solver (ials only)"),
+    (["--algorithm", "ials", "--biases"], "--biases (als/dsgd only)"),
+    (["--algorithm", "ials", "--no-biases", "--step", "bold"], "--biases (als/dsgd only), --step (dsgd only)"),
+    (["--algorithm", "als", "--dtype", "float64"], "--dtype (ials only)"),
+    (["--algorithm", "ials", "--solver", "cholesky", "--cg-steps", "4"], "--cg-steps applies to --solver cg"),
+    (["--algorithm", "ials", "--reg", "auto"], "--reg auto is for als and dsgd"),
+    (["--rank", "many"], "argument --rank: invalid int value"),
+    (["--reg", "lots"], "expected a number or auto"),
+    ([], "--resume needs --checkpoint-dir"),
+])
+def test_arguments_that_do_not_fit_are_refused_before_any_work(args, message):
+    from mpiml.cli.mf import build_parser, check
+    from mpiml.runtime.errors import ArgumentError
+
+    argv = ["--ratings", SYNTH, *args] + (["--resume"] if not args else [])
+    with pytest.raises(ArgumentError, match=re.escape(message)):
+        check(build_parser().parse_args(argv))
+
+
+def test_argument_errors_are_one_line_from_rank_0_and_exit_2():
+    for args, message in [(["--algorithm", "als", "--alpha", "1"], "--alpha (ials only)"),
+                          (["--rank", "many"], "argument --rank: invalid int value")]:
+        result = mf(3, "--ratings", SYNTH, *args, timeout=60)
+        assert not result.hung and result.returncode == 2, result.describe()
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("mpiml: error:") and message in lines[0], result.describe()
+        assert "iteration" not in result.stdout
+
+
+def test_defaults_come_from_the_model_and_reg_auto_reports_its_search():
+    result = mf(2, "--ratings", SYNTH, "--iters", "2", "--rank", "3", "--reg", "auto", "--test-fraction", "0.1",
+                "--json")
+    assert result.returncode == 0, result.describe()
+    report = last_json(result)
+    from mpiml.mf import ALS
+
+    grid = ALS.REG_GRID
+    assert [t["reg"] for t in report["reg_search"]] == sorted(grid) and report["reg"] in grid
+    assert report["params"]["biases"] is True and report["params"]["reg"] == "auto"
+    result = mf(1, "--algorithm", "dsgd", "--ratings", SYNTH, "--iters", "1", "--json")
+    assert result.returncode == 0, result.describe()
+    from mpiml.mf import DSGD
+
+    defaults = DSGD().params
+    report = last_json(result)
+    assert report["rank"] == defaults["rank"] and report["params"]["lr"] == defaults["lr"]
 
 
 def test_missing_file_and_bad_arguments_exit_non_zero(tmp_path):

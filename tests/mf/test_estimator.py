@@ -51,7 +51,7 @@ def test_recommend_excludes_rated_items_and_ranks_by_score(model, data):
 
 
 def test_fold_in_solves_the_user_row_with_items_fixed():
-    model = ALS(rank=3, reg=0.05, iters=3).fit(synthetic_ratings(SPEC))
+    model = ALS(rank=3, reg=0.05, iters=3, biases=False).fit(synthetic_ratings(SPEC))
     items, ratings = model.item_ids[[1, 4, 7, 9]], np.array([4.0, 3.0, 5.0, 2.0])
     x = model.fold_in(items, ratings, user=10**5)
     q = model.Q[[1, 4, 7, 9]]
@@ -92,3 +92,20 @@ def test_invalid_parameters_are_refused():
         DSGD(step="adam")
     with pytest.raises(ArgumentError):
         ALS(cold_start="zero")
+    with pytest.raises(ArgumentError, match="reg must be a number >= 0, got 'auto'"):
+        ImplicitALS(reg="auto")  # auto needs an RMSE to choose by: explicit models only
+    with pytest.raises(ArgumentError, match='or "auto"'):
+        ALS(reg="lots")
+    with pytest.raises(ArgumentError):
+        ImplicitALS(dtype="float16")
+
+
+def test_a_model_with_reg_auto_saves_the_reg_it_chose(data, tmp_path):
+    model = ALS(rank=3, reg="auto", reg_grid=[0.01, 0.1, 1.0], iters=3).fit(data)
+    assert model.reg_ in (0.01, 0.1, 1.0) and model.fit_info["reg"] == model.reg_
+    assert [t["reg"] for t in model.fit_info["reg_search"]] == [0.01, 0.1, 1.0]
+    model.save(tmp_path / "auto.npz")
+    loaded = FactorModel.load(tmp_path / "auto.npz")
+    assert loaded.params["reg"] == "auto" and loaded.reg_ == model.reg_
+    items, ratings = model.item_ids[:4], np.array([4.0, 3.0, 5.0, 2.0])
+    np.testing.assert_allclose(loaded.fold_in(items, ratings), model.fold_in(items, ratings))

@@ -76,12 +76,14 @@ def test_recovers_held_out_ratings_near_the_noise_floor(algorithm):
 
 
 @pytest.mark.mpi
-@pytest.mark.parametrize("solver, tolerance", [("cholesky", 1e-8), ("cg", 2e-3)])
-def test_implicit_als_matches_the_dense_reference(solver, tolerance):
+@pytest.mark.parametrize("solver, dtype, tolerance", [("cholesky", "float64", 1e-8), ("cg", "float64", 2e-3),
+                                                      ("cholesky", "float32", 1e-4)])
+def test_implicit_als_matches_the_dense_reference(solver, dtype, tolerance):
     comm = MPI.COMM_WORLD
     shard = shard_of(SMALL, comm)
     shard.values = np.rint(np.abs(shard.values))  # interaction counts
-    model = ImplicitALS(rank=3, reg=0.1, alpha=2.0, iters=2, solver=solver, cg_steps=6, seed=5).fit(shard, comm=comm)
+    model = ImplicitALS(rank=3, reg=0.1, alpha=2.0, iters=2, solver=solver, cg_steps=6, seed=5,
+                         dtype=dtype).fit(shard, comm=comm)
     users, items, values = gathered(comm, shard)
     uid, iid = np.unique(users), np.unique(items)
     r, m = dense(np.searchsorted(uid, users), np.searchsorted(iid, items), values, uid.size, iid.size)
@@ -151,7 +153,7 @@ def test_a_rank_without_ratings_is_fine():
     shard = RatingsShard.from_arrays(*(np.array(c) for c in zip(*rows))) if rows else \
         RatingsShard.from_arrays([], [], [])
     model = ALS(rank=2, reg=0.1, iters=2).fit(shard, comm=comm)
-    agree(comm, model.P.shape == (3, 2) and np.all(np.isfinite(model.P)), model.P)
+    agree(comm, model.P.shape == (3, 2 + 2) and np.all(np.isfinite(model.P)), model.P)  # [x, b_u, 1]
 
 
 @pytest.mark.mpi
@@ -177,3 +179,122 @@ def test_no_ratings_anywhere_is_a_data_error_on_every_rank():
     except DataError as exc:
         message = str(exc)
     agree(comm, message is not None and "no training ratings" in message, message)
+
+
+def _make(algorithm, **kw):
+    return {"als": lambda: ALS(rank=4, reg=0.05, iters=3, **kw),
+            "ials": lambda: ImplicitALS(rank=4, iters=2, alpha=1.0, **kw),
+            "ials_cholesky": lambda: ImplicitALS(rank=4, iters=2, solver="cholesky", **kw),
+            "dsgd": lambda: DSGD(rank=4, iters=3, **kw)}[algorithm]()
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("algorithm", ["als", "ials", "dsgd"])
+def test_timing_split_adds_up_on_every_rank(algorithm):
+    comm = MPI.COMM_WORLD
+    spec = SyntheticSpec(users=150, items=80, ratings=4000, rank=3, noise=0.1, seed=8)
+    model = _make(algorithm).fit(shard_of(spec, comm), comm=comm)
+    info = model.fit_info
+    per_rank = info["per_rank"]
+    parts = ("compute_seconds", "comm_seconds", "wait_seconds")
+    agree(comm, [r["rank"] for r in per_rank] == list(range(comm.size)), per_rank)
+    agree(comm, per_rank[comm.rank] == {"rank": comm.rank, **{k: info[k] for k in per_rank[0] if k != "rank"}},
+          (per_rank, info))
+    agree(comm, all(info[k] >= 0 for k in parts) and sum(info[k] for k in parts) <= info["fit_seconds"] + 1e-6,
+          info)
+    agree(comm, info["fit_seconds"] + info["setup_seconds"] <= info["seconds"] + 1e-6, info)
+    computes = [r["compute_seconds"] for r in per_rank]
+    agree(comm, np.isclose(info["compute_imbalance"], max(computes) / np.mean(computes)), info)
+    agree(comm, info["compute_imbalance"] >= 1.0 and info["estimated_imbalance"] >= 1.0, info)
+    # Each iteration's own split adds up too, and the iterations' compute is part of the total.
+    for record in model.history:
+        agree(comm, sum(record[k] for k in parts) <= record["seconds"] + 1e-6, record)
+    agree(comm, sum(r["compute_seconds"] for r in model.history) <= info["compute_seconds"] + 1e-9, info)
+    agree(comm, len(set(comm.allgather(str(per_rank)))) == 1, per_rank)  # the same report everywhere
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("algorithm", ["als", "ials", "ials_cholesky", "dsgd"])
+def test_blocks_balance_the_estimated_row_cost(algorithm):
+    from mpiml.mf.estimator import cost_model
+    from mpiml.mf.partition import balanced_blocks, row_costs
+
+    comm = MPI.COMM_WORLD
+    spec = SyntheticSpec(users=300, items=120, ratings=6000, rank=3, noise=0.1, skew=1.2, seed=9)
+    shard = shard_of(spec, comm)
+    model = _make(algorithm, seed=1).fit(shard, comm=comm)
+    users, items, _ = gathered(comm, shard)
+    user_counts = np.unique(users, return_counts=True)[1]
+    item_counts = np.unique(items, return_counts=True)[1]
+    if algorithm == "dsgd":  # the same work per rating: blocks balance rating counts
+        expected = balanced_blocks(user_counts, comm.size), balanced_blocks(item_counts, comm.size)
+    else:
+        solver = "cholesky" if algorithm != "ials" else "cg"
+        free = 5 if algorithm == "als" else 4  # ALS with biases solves [x, b_u] and [y, c_i]
+        costs = cost_model("als" if algorithm == "als" else "ials_" + solver)
+        expected = tuple(balanced_blocks(row_costs(c, free, solver, 3, costs), comm.size)
+                         for c in (user_counts, item_counts))
+    agree(comm, model.blocks_ == {"users": expected[0].tolist(), "items": expected[1].tolist()},
+          (model.blocks_, expected))
+
+
+@pytest.mark.mpi
+def test_reg_auto_picks_what_a_serial_brute_force_grid_picks():
+    comm = MPI.COMM_WORLD
+    spec = SyntheticSpec(users=120, items=60, ratings=2400, rank=3, noise=0.5, seed=10)
+    shard = shard_of(spec, comm)
+    grid = [0.01, 0.1, 1.0]  # 10x apart: a clear winner, whether warm-started or fitted afresh
+    model = ALS(rank=6, reg="auto", reg_grid=grid, iters=8, auto_iters=8, seed=2).fit(shard, comm=comm)
+    chosen = model.fit_info["reg"]
+    # Serial brute force on the whole data set: a fresh model per reg, fitted on the same slice.
+    users, items, values = gathered(comm, shard)
+    keys = np.concatenate(comm.allgather(shard.keys))
+    whole = RatingsShard.from_arrays(users, items, values, keys)
+    part, held = model.auto_split(whole)
+    errors = []
+    for reg in grid:
+        m = ALS(rank=6, reg=reg, iters=8, seed=2)
+        m.fit(part, comm=MPI.COMM_SELF)
+        pred = m.predict(held.users, held.items, cold_start="mean")
+        errors.append(np.sqrt(np.mean((pred - held.values) ** 2)))
+    agree(comm, chosen == grid[int(np.argmin(errors))], (chosen, errors, model.fit_info["reg_search"]))
+    search = model.fit_info["reg_search"]
+    agree(comm, [t["reg"] for t in search] == sorted(grid), search)
+    agree(comm, np.allclose([t["holdout_rmse"] for t in search], errors, rtol=0.03), (search, errors))
+    agree(comm, len(model.history) == 8 and np.isfinite(model.P).all(), model.history)
+
+
+@pytest.mark.mpi
+def test_dsgd_biases_learn_user_and_item_offsets():
+    comm = MPI.COMM_WORLD
+    spec = SyntheticSpec(users=300, items=150, ratings=15000, rank=3, noise=0.1, seed=11)
+    shard = shard_of(spec, comm)
+    offsets = np.random.default_rng(0)  # ratings = low rank + user bias + item bias + noise
+    user_bias, item_bias = offsets.normal(0, 0.7, spec.users), offsets.normal(0, 0.7, spec.items)
+    shard.values = shard.values + user_bias[shard.users] + item_bias[shard.items]
+    train, test = split_fraction(shard, 0.1, seed=1)
+    rmse = {}
+    for biases in (True, False):
+        model = DSGD(rank=3, reg=0.01, iters=25, lr=0.05, biases=biases, init_std=0.1, seed=3).fit(train, comm=comm)
+        rmse[biases] = model.evaluate(test, comm=comm)["rmse"]
+        objectives = [h["objective"] for h in model.history]
+        agree(comm, objectives[-1] < 0.3 * objectives[0], objectives)
+    agree(comm, rmse[True] < 1.5 * spec.noise and rmse[True] < 0.6 * rmse[False], rmse)
+    # The learned bias columns follow the true offsets (up to a shift absorbed by the mean).
+    lay = model.layout
+    biased = DSGD(rank=3, reg=0.01, iters=25, lr=0.05, init_std=0.1, seed=3).fit(train, comm=comm)
+    learned = biased.P[:, lay.rank]
+    truth = user_bias[biased.user_ids]
+    agree(comm, np.corrcoef(learned, truth)[0, 1] > 0.9, np.corrcoef(learned, truth))
+
+
+@pytest.mark.mpi
+def test_resume_keeps_the_reg_that_auto_chose_before_the_checkpoint():
+    comm = MPI.COMM_WORLD
+    shard = shard_of(SMALL, comm)
+    directory = shared_dir(comm)
+    first = ALS(rank=3, reg="auto", reg_grid=[0.01, 0.3], iters=2, checkpoint_dir=directory).fit(shard, comm=comm)
+    resumed = ALS(rank=3, reg="auto", reg_grid=[0.01, 0.3], iters=4, checkpoint_dir=directory,
+                  resume=True).fit(shard, comm=comm)
+    agree(comm, resumed.reg_ == first.reg_ and "reg_search" not in resumed.fit_info, resumed.fit_info)
+    agree(comm, len(resumed.history) == 4, resumed.history)
