@@ -38,6 +38,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shlex
 import statistics
 import subprocess
@@ -96,6 +97,22 @@ FUZZY = {"ndcg": "ndcg", "precision": "precision"}
 NEEDS = {"mf-explicit": ("fit_seconds", "rmse"), "mf-implicit": ("fit_seconds", "ndcg", "precision"),
          "logreg": ("fit_seconds", "accuracy", "objective"), "load": ("fit_seconds",)}
 
+# Digests of the public copies benchmarks/README.md lists (SHA-256; a 40-digit one is a git blob
+# SHA-1), by the file's last two path components or its name; a manifest.json or --sha256 overrides.
+KNOWN_DIGESTS = {
+    "a9a": ["f5d5ffd8d865ff41328e7ee043e4b020816914ff6843ff15b98905ddbedce906"],
+    "a9a.t": ["7d8c09f1120d9ff231d85caba98956906033f3c4d53e2b15ab7ef83710de6a76"],
+    "w8a": ["b464b4f6ce6a5d9e181ffc793e19a04751036273722312398ef7673705014902"],
+    "ijcnn1": ["7fe291672c3fefe6a7e3c51529becd23f0e985ba05ffb8d53c9c648c1e91cc19"],
+    "ijcnn1.t": ["e7b0bbd518641980dc322746c6bc59d019d3153934e6258e48f9d8cfae2c4bb8"],
+    "reuters-lasvm": ["caacd2baf041b15b51ab65c0ec2ac834a439a561fb6708427c1c002c10ac7215"],
+    "reuters-lasvm.t": ["6e267dcb1f83c68bcb1c3f30d7a70dd9fe059e1da39b9c191456ff827507539f"],
+    "ml-100k/u.data": ["06416e597f82b7342361e41163890c81036900f418ad91315590814211dca490"],
+    # the rebuilt copy (timestamps 0), and the original GroupLens file by its git blob SHA-1
+    "ml-1m/ratings.dat": ["d77eea6105d759ebb726c6e60f565c7aa6665792f87083ffd04052e54f02c081",
+                          "77a7c4b150f588c23bb9e1f068aa996c0b413695"],
+    "ratings_users_1-2999.dat": ["1273c4edfe3c0ff9e3a0a0d55819faeb947da0ad7df3927333b51ebefbeedc3d"],
+}
 RATINGS_TEST_FRACTION, LIBSVM_TEST_FRACTION, LIBSVM_SPLIT_SEED, K = 0.1, 0.2, 0, 10
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 # Tuned mpiml configurations (``--tuned ALGO=FLAGS`` replaces an algorithm's list).
@@ -290,17 +307,37 @@ def sha256_of(path) -> str:
     return digest.hexdigest()
 
 
+def git_blob_sha1(path) -> str:
+    """``git hash-object`` of a file: how a copy is matched to the one in a public repository."""
+    digest = hashlib.sha1(f"blob {os.path.getsize(path)}\0".encode())
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def known_digests(path) -> list[str]:
+    """Digests recorded in this file for a data file, by its last two path components or its name."""
+    parts = Path(path).parts
+    return KNOWN_DIGESTS.get("/".join(parts[-2:])) or KNOWN_DIGESTS.get(parts[-1]) or []
+
+
 def check_files(expected: dict) -> list[dict]:
-    """``[{path, expected, actual, ok}]`` for ``{path: sha256 or None}``; a mismatch is warned about, not fatal."""
+    """``[{path, expected, actual, ok}]`` for ``{path: digest, list of digests or None}``. A digest is a
+    SHA-256 (64 hex digits) or a git blob SHA-1 (40); a mismatch is warned about, not fatal."""
     out = []
     for path, want in expected.items():
+        wants = [w.lower() for w in ([want] if isinstance(want, str) else want or [])]
         actual = sha256_of(path) if os.path.isfile(path) else None
-        ok = None if want is None else actual == want
+        ok = (actual in wants) if wants else None
+        if ok is False and actual and any(len(w) == 40 for w in wants):
+            ok = git_blob_sha1(path) in wants
         if ok is False:
-            print(f"warning: {path}: SHA-256 {actual} differs from the recorded {want}", file=sys.stderr)
-        elif want is None:
+            print(f"warning: {path}: SHA-256 {actual} differs from the recorded {' or '.join(wants)}",
+                  file=sys.stderr)
+        elif not wants:
             print(f"note: {path}: no recorded SHA-256 (it is {actual})", file=sys.stderr)
-        out.append({"path": str(path), "expected": want, "actual": actual, "ok": ok})
+        out.append({"path": str(path), "expected": wants or None, "actual": actual, "ok": ok})
     return out
 
 
@@ -325,7 +362,7 @@ def manifest_checksums(manifest) -> dict:
 
 def discover(data_dir, manifest: dict | None) -> tuple[list["Dataset"], dict]:
     """Data sets under ``data_dir``: from ``manifest.json`` (ratings files: entries with users and a
-    rating in their format; LIBSVM: svmlight entries, ``NAME.t`` the test set of ``NAME``), else by the
+    format "user..item..rating..."; LIBSVM: svmlight entries, ``NAME.t`` the test set of ``NAME``), else by the
     usual layout (ml-*/ratings.dat or u.data, libsvm/NAME[.t])."""
     data_dir = Path(data_dir)
     sets = []
@@ -340,7 +377,7 @@ def discover(data_dir, manifest: dict | None) -> tuple[list["Dataset"], dict]:
                 if test:
                     test_path = test["path"] if os.path.isabs(test["path"]) else str(data_dir / test["path"])
                 sets.append(Dataset(key.split("/")[-1], "libsvm", path, test_path))
-            elif "users" in entry and "rating" in fmt and os.path.isfile(path):
+            elif "users" in entry and re.search(r"user.{1,4}item.{1,4}rating", fmt) and os.path.isfile(path):
                 sets.append(Dataset(key.split("/")[0], "ratings", path))
     else:
         for directory in sorted(data_dir.glob("ml-*")):
@@ -393,8 +430,6 @@ def data_rows(path) -> int:
 
 def svmlight_width(paths) -> int:
     """Feature count of svmlight files together: the largest index (+1 if some index is 0)."""
-    import re
-
     low, high = None, 0
     pattern = re.compile(rb"[ \t](\d+):")
     for path in paths:
@@ -995,7 +1030,8 @@ def main(argv=None) -> int:
     if missing:
         print(f"missing data files: {missing}", file=sys.stderr)
         return 2
-    checks = check_files({os.path.abspath(p): recorded.get(os.path.abspath(p)) for d in datasets for p in d.files()})
+    checks = check_files({os.path.abspath(p): recorded.get(os.path.abspath(p)) or known_digests(p)
+                          for d in datasets for p in d.files()})
     if args.command == "checksums":
         for c in checks:
             state = {True: "ok", False: "MISMATCH", None: "not recorded"}[c["ok"]]

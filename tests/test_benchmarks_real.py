@@ -117,6 +117,10 @@ def test_checksums_warn_on_mismatch_and_read_any_manifest(rd, tmp_path, capsys):
     good, bad = rd.check_files({str(path): right}), rd.check_files({str(path): "0" * 64})
     assert good[0]["ok"] is True and bad[0]["ok"] is False and bad[0]["actual"] == right
     assert "differs from the recorded" in capsys.readouterr().err
+    # a git blob SHA-1 (`git hash-object`: "blob 3\\0abc") is accepted too
+    assert rd.check_files({str(path): ["0" * 64, "f2ba8f84ab5c1bce84a7b441cb1959cfc7093b7f"]})[0]["ok"] is True
+    assert rd.known_digests("/x/ml-1m/ratings.dat")[1] == "77a7c4b150f588c23bb9e1f068aa996c0b413695"
+    assert rd.known_digests("/x/ml-10M100K/ratings.dat") == [] and rd.known_digests("/y/a9a.t")
     nested = {"x": {"path": str(path), "sha256": right}, "y": [{"file": "/abs/b", "sha256": "00"}], "z": "text"}
     assert rd.manifest_checksums(nested) == {str(path): right, "/abs/b": "00"}
 
@@ -128,12 +132,13 @@ def test_discover_pairs_libsvm_test_files_and_finds_ratings(rd, tmp_path):
                 "libsvm/a9.t": {"path": str(tmp_path / "a9.t"), "format": "svmlight", "sha256": "bb"},
                 "libsvm/w8": {"path": str(tmp_path / "w8"), "format": "svmlight"},
                 "ml-x/ratings": {"path": str(tmp_path / "r.dat"), "users": 3, "format": "user::item::rating"},
-                "ml-x/pairs": {"path": str(tmp_path / "pairs.dat"), "users": 3, "format": "user::item"},
+                "ml-x/pairs": {"path": str(tmp_path / "pairs.dat"), "users": 3, "format": "user::item; no rating"},
+                "ml-y": {"path": str(tmp_path / "r.dat"), "users": 3, "format": "user\\titem\\trating\\ttime"},
                 "_not_obtained": {"ml-1m": "no"}}
     sets, sums = rd.discover(tmp_path, manifest)
     assert [(d.name, d.kind, d.train, d.test) for d in sets] == [
         ("a9", "libsvm", str(tmp_path / "a9"), str(tmp_path / "a9.t")), ("w8", "libsvm", str(tmp_path / "w8"), None),
-        ("ml-x", "ratings", str(tmp_path / "r.dat"), None)]
+        ("ml-x", "ratings", str(tmp_path / "r.dat"), None), ("ml-y", "ratings", str(tmp_path / "r.dat"), None)]
     assert sums == {str(tmp_path / "a9"): "aa", str(tmp_path / "a9.t"): "bb"}
 
 
