@@ -865,31 +865,36 @@ def plot(report: dict, path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FormatStrFormatter
+    from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullFormatter
 
     rows = [r for r in report["summary"] if r["ok_rounds"]]
     sets = list(dict.fromkeys(r["dataset"] for r in rows))
     if not sets:
         return
     colors = {"mf-explicit": "tab:blue", "mf-implicit": "tab:orange", "logreg": "tab:green", "load": "tab:gray"}
-    fig, axes = plt.subplots(2, len(sets), figsize=(max(6.0, 4.6 * len(sets)), 8.5), squeeze=False)
-    for col, name in enumerate(sets):
+    per_row = min(4, len(sets))
+    lines = -(-len(sets) // per_row)
+    fig, axes = plt.subplots(2 * lines, per_row, figsize=(max(6.0, 4.6 * per_row), 8.5 * lines), squeeze=False)
+    for n in range(len(sets), lines * per_row):  # empty slots of the last line
+        axes[2 * (n // per_row)][n % per_row].set_visible(False)
+        axes[2 * (n // per_row) + 1][n % per_row].set_visible(False)
+    for n, name in enumerate(sets):
         mine = [r for r in rows if r["dataset"] == name]
         labels = [f"{r['label']} p{r['ranks']}" if r["ranks"] > 1 else r["label"] for r in mine]
-        top = axes[0][col]
+        top, bottom = axes[2 * (n // per_row)][n % per_row], axes[2 * (n // per_row) + 1][n % per_row]
         bars = top.bar(range(len(mine)), [r["fit_vs_peer"] or float("nan") for r in mine],
                        color=[colors.get(r["job"], "k") for r in mine])
         for bar, r in zip(bars, mine):
             bar.set_hatch("//" if r["peer"] else None)
         top.axhline(1.0, color="k", lw=0.8)
         top.set_yscale("log")
+        top.yaxis.set_major_locator(FixedLocator([0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200]))
         top.yaxis.set_major_formatter(FormatStrFormatter("%g"))
-        top.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
-        top.tick_params(axis="y", which="both", labelsize=7)
+        top.yaxis.set_minor_formatter(NullFormatter())
+        top.tick_params(axis="y", labelsize=7)
         top.set_title(f"{name}: fit seconds / fastest peer's (hatched: peers)", fontsize=9)
         top.set_xticks(range(len(mine)), labels, rotation=70, ha="right", fontsize=7)
         graded = [(label, r) for label, r in zip(labels, mine) if r.get("quality_vs_peer") is not None]
-        bottom = axes[1][col]
         bars = bottom.bar(range(len(graded)), [r["quality_vs_peer"] for _, r in graded],
                           color=[colors.get(r["job"], "k") for _, r in graded])
         for x, (bar, (_, r)) in enumerate(zip(bars, graded)):
