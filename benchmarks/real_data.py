@@ -77,6 +77,7 @@ MF_FIELDS = {
     "test_ratings": ("test_ratings",),
     "users": ("users",),
     "items": ("items",),
+    "ranked_users": ("ranked_users",),
     "comm_fraction": ("comm_fraction",),
     "compute_imbalance": ("compute_imbalance",),
     "per_rank": ("per_rank",),
@@ -116,7 +117,10 @@ KNOWN_DIGESTS = {
 RATINGS_TEST_FRACTION, LIBSVM_TEST_FRACTION, LIBSVM_SPLIT_SEED, K = 0.1, 0.2, 0, 10
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 # Tuned mpiml configurations (``--tuned ALGO=FLAGS`` replaces an algorithm's list).
-TUNED = {"als": ["--rank 50 --reg 0.12 --biases"], "dsgd": ["--rank 50 --reg 0.1 --iters 30 --lr 0.02"]}
+# (picked on ML-1M: each the best of a few tries; see benchmarks/README.md)
+TUNED = {"als": ["--rank 20 --reg 0.06 --biases", "--rank 50 --reg 0.07 --biases"],
+         "dsgd": ["--rank 20 --reg 0.05 --iters 20"],
+         "ials": ["--rank 64 --alpha 1 --reg 0.1"]}
 # mpiml implicit ALS and implicit's ALS at the same settings (``--match``).
 MATCH = {"rank": 64, "alpha": 10.0, "reg": 0.1, "iters": 10}
 QUICK_RATINGS, QUICK_TRAIN_ROWS, QUICK_TEST_ROWS = 60000, 6000, 3000
@@ -220,6 +224,29 @@ def summarize(runs: list[dict]) -> list[dict]:
     sets = list(dict.fromkeys(r["dataset"] for r in rows))
     jobs = list(NEEDS)
     return sorted(rows, key=lambda r: (sets.index(r["dataset"]), jobs.index(r["job"]) if r["job"] in jobs else 99))
+
+
+# Counts every run that reports them must agree on: they show all saw the same split.
+SPLIT_COUNTS = ("train_ratings", "test_count", "ranked_users", "n_train", "n_test")
+
+
+def split_check(runs: list[dict], expected: dict | None = None) -> str:
+    """A note saying the runs' split counts agree (with ``expected`` too), or which differ."""
+    seen = {}
+    for key, value in (expected or {}).items():
+        seen.setdefault(key, {}).setdefault(value, []).append("expected")
+    for run in runs:
+        for key in SPLIT_COUNTS:
+            value = run.get("metrics", {}).get(key)
+            if value is not None:
+                seen.setdefault(key, {}).setdefault(value, []).append(run["variant"])
+    differ = {key: values for key, values in seen.items() if len(values) > 1}
+    if differ:
+        return "SPLIT MISMATCH: " + "; ".join(
+            f"{key}: " + ", ".join(f"{value} ({'/'.join(sorted(set(who)))})" for value, who in values.items())
+            for key, values in differ.items())
+    return "same split everywhere: " + (", ".join(f"{key} {next(iter(values))}" for key, values in seen.items())
+                                        or "nothing to compare")
 
 
 QUALITY = {"mf-explicit": ("rmse", -1), "mf-implicit": ("ndcg", 1), "logreg": ("accuracy", 1)}
@@ -809,6 +836,8 @@ def run_suite(datasets: list[Dataset], opts) -> dict:
                                                         for v in variants}}
             for algo, configs in (opts.tuned.items() if ds.kind == "ratings" else ()):
                 notes.extend(f"{algo} tuned{n}: {flags}" for n, flags in enumerate(configs, 1))
+            if ds.kind == "ratings" and ds.facts["rows"] > opts.svdpp_max_ratings:
+                notes.append(f"no SVDpp: {ds.facts['rows']} ratings > --svdpp-max-ratings {opts.svdpp_max_ratings:g}")
             if ds.kind == "ratings":
                 m = opts.match
                 notes.append(f"ials r{m['rank']}: --rank {m['rank']} --alpha {m['alpha']:g} --reg {m['reg']:g} "
@@ -839,6 +868,10 @@ def run_suite(datasets: list[Dataset], opts) -> dict:
                           file=sys.stderr, flush=True)
                 report["rounds"].append({"dataset": ds.name, "round": round_, "load_before": before,
                                          "load_after": load_avg()})
+            expected = {"n_train": ds.facts["n_train"], "n_test": ds.facts["test_rows"]} if ds.kind == "libsvm" else {}
+            notes.append(split_check([r for r in report["runs"] if r["dataset"] == ds.name], expected))
+            if notes[-1].startswith("SPLIT MISMATCH"):
+                print(f"warning: {ds.name}: {notes[-1]}", file=sys.stderr)
     report["summary"] = summarize(report["runs"])
     return report
 
@@ -944,7 +977,8 @@ def parse_args(argv=None):
     run.add_argument("--match", default=",".join(f"{k}={v:g}" for k, v in MATCH.items()),
                      help="implicit ALS settings run by both mpiml and implicit (default %(default)s)")
     run.add_argument("--svdpp-cap", type=float, default=900.0, help="seconds; SVD++ runs over it are dropped")
-    run.add_argument("--svdpp-max-ratings", type=float, default=2e6, help="no SVD++ on larger sets")
+    run.add_argument("--svdpp-max-ratings", type=float, default=2e5,
+                     help="no SVD++ on larger sets (default 2e5: ML-100k; on ML-1M it takes over half an hour)")
     run.add_argument("--C", type=float, default=1.0, help="inverse L2 strength of the L-BFGS runs")
     run.add_argument("--only", help="only variants whose key contains one of these (comma-separated)")
     run.add_argument("--timeout", type=float, default=3600.0, help="seconds one run may take")

@@ -109,6 +109,17 @@ def test_quality_text_and_quality_ratio(rd):
     assert rd.quality_text({"job": "mf-implicit", "ndcg": 0.5, "precision": None}) == "ndcg 0.5000 p@10 -"
 
 
+def test_split_check_names_the_runs_that_disagree(rd):
+    runs = [{"variant": "a", "metrics": {"train_ratings": 90, "test_count": 10}},
+            {"variant": "b", "metrics": {"train_ratings": 90, "test_count": 10, "ranked_users": 7}},
+            {"variant": "c", "metrics": {"ranked_users": 7}}, {"variant": "d", "error": "x"}]
+    assert rd.split_check(runs) == "same split everywhere: train_ratings 90, test_count 10, ranked_users 7"
+    runs[2]["metrics"]["ranked_users"] = 6
+    assert rd.split_check(runs) == "SPLIT MISMATCH: ranked_users: 7 (b), 6 (c)"
+    assert rd.split_check([{"variant": "s", "metrics": {"n_train": 80}}], {"n_train": 81}).startswith(
+        "SPLIT MISMATCH: n_train: 81 (expected), 80 (s)")
+
+
 # ------------------------------------------------------------------------- files and checksums
 def test_checksums_warn_on_mismatch_and_read_any_manifest(rd, tmp_path, capsys):
     path = tmp_path / "a.txt"
