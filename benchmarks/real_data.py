@@ -113,6 +113,11 @@ KNOWN_DIGESTS = {
     "ml-1m/ratings.dat": ["d77eea6105d759ebb726c6e60f565c7aa6665792f87083ffd04052e54f02c081",
                           "77a7c4b150f588c23bb9e1f068aa996c0b413695"],
     "ratings_users_1-2999.dat": ["1273c4edfe3c0ff9e3a0a0d55819faeb947da0ad7df3927333b51ebefbeedc3d"],
+    # built from public raw data (not LIBSVM's own files): see benchmarks/README.md
+    "news20-hashed": ["39d207ed9102c4132e8fd38f1dc2b622200fb960e17974f6c2ffb0ba81b6defb"],
+    "news20-hashed.t": ["9e8c1779e3ae60a5c79c6aebe0a879e42b69a8cbf3f3558dd9d431f05809f44e"],
+    "covtype.binary": ["d0959bbd681f63ba387c3009a89456b9a6d88bbd556b7017ec4cd0fa486eb937"],
+    "skin_nonskin": ["d8db15510379bd4cef541a80d8550a4d9c2d0f4f85848e5221dc3980b6386d21"],
 }
 RATINGS_TEST_FRACTION, LIBSVM_TEST_FRACTION, LIBSVM_SPLIT_SEED, K = 0.1, 0.2, 0, 10
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
@@ -481,6 +486,20 @@ def write_prefix(path, out, rows: int) -> str:
     return str(out)
 
 
+def write_sample(path, out, rows: int) -> str:
+    """Every k-th data line of ``path`` into ``out``, about ``rows`` of them: files sorted by label
+    (skin_nonskin) keep both classes, unlike a prefix."""
+    stride = max(1, -(-data_rows(path) // rows))
+    seen = 0
+    with open(path, "rb") as src, open(out, "wb") as dst:
+        for line in src:
+            if line.strip() and not line.startswith(b"#"):
+                if seen % stride == 0:
+                    dst.write(line)
+                seen += 1
+    return str(out)
+
+
 def mpiml_argv(*args) -> list:
     return [sys.executable, "-m", "mpiml", *map(str, args)]
 
@@ -790,8 +809,8 @@ def prepare(datasets: list[Dataset], opts, tmp) -> list[Dataset]:
             if ds.kind == "ratings":
                 ds = Dataset(ds.name, ds.kind, write_prefix(ds.train, folder / Path(ds.train).name, QUICK_RATINGS))
             else:
-                test = write_prefix(ds.test, folder / Path(ds.test).name, QUICK_TEST_ROWS) if ds.test else None
-                ds = Dataset(ds.name, ds.kind, write_prefix(ds.train, folder / Path(ds.train).name,
+                test = write_sample(ds.test, folder / Path(ds.test).name, QUICK_TEST_ROWS) if ds.test else None
+                ds = Dataset(ds.name, ds.kind, write_sample(ds.train, folder / Path(ds.train).name,
                                                             QUICK_TRAIN_ROWS), test)
         rows = data_rows(ds.train)
         ds.facts["rows"] = rows
@@ -970,7 +989,8 @@ def parse_args(argv=None):
         p.add_argument("--sets", help="only these data sets (comma-separated names)")
     run.add_argument("--rounds", type=int, default=3)
     run.add_argument("--quick", action="store_true",
-                     help=f"prefixes ({QUICK_RATINGS} ratings, {QUICK_TRAIN_ROWS}/{QUICK_TEST_ROWS} rows), one round")
+                     help=f"small subsets (the first {QUICK_RATINGS} ratings; about {QUICK_TRAIN_ROWS}/{QUICK_TEST_ROWS} "
+                          "evenly spaced training/test rows), one round")
     run.add_argument("--split-seed", type=int, default=1, help="ratings split seed (default 1)")
     run.add_argument("--tuned", action="append", default=[], metavar="ALGO=FLAGS",
                      help=f"tuned mpiml mf flags (repeat for a grid; replaces the defaults {TUNED})")

@@ -162,6 +162,8 @@ def test_rows_width_and_prefix_of_svmlight_text(rd, tmp_path):
     assert rd.svmlight_width([path, zero]) == 13
     prefix = rd.write_prefix(path, tmp_path / "p.svm", 2)
     assert Path(prefix).read_text() == "# comment\n1 3:1 7:2\n\n-1 2:1 # 99:1 in a comment\n"
+    sample = rd.write_sample(path, tmp_path / "s.svm", 2)  # every 2nd of 3 data rows
+    assert Path(sample).read_text() == "1 3:1 7:2\n1 12:0.5\n"
 
 
 # ------------------------------------------------------------------------- the peers see mpiml's split
