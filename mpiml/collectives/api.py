@@ -107,9 +107,7 @@ def _agree(comm, error, check, signature):
     signatures = comm.allgather(signature)
     if any(s != signatures[0] for s in signatures):
         lines = "; ".join(f"rank {r}: {s}" for r, s in enumerate(signatures))
-        err = MismatchError(f"ranks called {signature[0]} with different arguments: {lines}")
-        err.collective = True
-        raise err
+        raise MismatchError(f"ranks called {signature[0]} with different arguments: {lines}", collective=True)
 
 
 def allreduce(x, op="sum", algorithm="auto", comm=None, out=None, check=None):
@@ -237,12 +235,10 @@ def allgather(x, algorithm="auto", comm=None, out=None, check=None):
     c.Allgather(np.array([x.shape[0], _row_digest(x.shape[1:], x.dtype)], dtype=np.int64), table)
     if (table[:, 1] != table[0, 1]).any():
         shapes = c.allgather((x.shape, x.dtype.str))  # only to name the culprits
-        err = MismatchError(
+        raise MismatchError(
             "allgather needs the same trailing shape and dtype on every rank; got "
-            + "; ".join(f"rank {i}: shape {s} dtype {d}" for i, (s, d) in enumerate(shapes))
-        )
-        err.collective = True
-        raise err
+            + "; ".join(f"rank {i}: shape {s} dtype {d}" for i, (s, d) in enumerate(shapes)),
+            collective=True)
     rows = table[:, 0]
     row_size = math.prod(x.shape[1:])
     out = _output(out, (int(rows.sum()), *x.shape[1:]), x.dtype)

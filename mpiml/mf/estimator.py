@@ -173,9 +173,8 @@ class FactorModel:
         user_counts, item_counts = sums[:nu].astype(np.int64), sums[nu:nu + ni].astype(np.int64)
         n = int(sums[-1])
         if n == 0:
-            err = DataError("no training ratings on any rank")
-            err.collective = True  # from an allreduced count: every rank sees it
-            raise err
+            # from an allreduced count: every rank sees it
+            raise DataError("no training ratings on any rank", collective=True)
         user_weights, item_weights = self._row_weights(user_counts, "users"), self._row_weights(item_counts, "items")
         ub, ib = balanced_blocks(user_weights, size), balanced_blocks(item_weights, size)
         per_rank = _block_totals(user_weights, ub)
@@ -228,10 +227,9 @@ class FactorModel:
             if np.isfinite(rmse) and (best is None or rmse < best[0]):
                 best = (rmse, reg, p.copy(), q.copy())
         if best is None:
-            err = DivergenceError(f"{self.algorithm}: no regularization of {self.reg_grid} gave a finite "
-                                  "held-out error")
-            err.collective = True  # from allreduced sums: the same on every rank
-            raise err
+            # from allreduced sums: the same on every rank
+            raise DivergenceError(f"{self.algorithm}: no regularization of {self.reg_grid} gave a finite "
+                                  "held-out error", collective=True)
         self.reg_ = best[1]
         return best[2], best[3], trace
 
@@ -268,11 +266,10 @@ class FactorModel:
     def _after_iteration(self, data, ex, it, p, q, record, clock, track=True):
         """Record an iteration; refuse a non-finite objective; callback, checkpoint, preemption."""
         if not np.isfinite(record["objective"]):
-            err = DivergenceError(
+            # computed from allreduced numbers: identical on every rank
+            raise DivergenceError(
                 f"{self.algorithm}: the objective became {record['objective']} at iteration {it + 1}; "
-                "lower the step size or raise the regularization")
-            err.collective = True  # computed from allreduced numbers: identical on every rank
-            raise err
+                "lower the step size or raise the regularization", collective=True)
         if not track:
             return
         spent = ex.timings.minus(clock[1])
@@ -300,10 +297,8 @@ class FactorModel:
         """Allgather a solved block; non-finite values stop every rank with the same error."""
         full = ex.gather(block)
         if not np.all(np.isfinite(full)):  # same data on every rank: same verdict
-            err = DivergenceError(f"{self.algorithm}: {side} factors became non-finite at iteration {it + 1}; "
-                                  "raise the regularization or check the ratings")
-            err.collective = True
-            raise err
+            raise DivergenceError(f"{self.algorithm}: {side} factors became non-finite at iteration {it + 1}; "
+                                  "raise the regularization or check the ratings", collective=True)
         return full
 
     # ------------------------------------------------------------------- using

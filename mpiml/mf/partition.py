@@ -11,34 +11,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mpiml.runtime import partition
+
 
 def balanced_blocks(counts, parts: int) -> np.ndarray:
-    """Boundaries (``parts + 1`` of them) of contiguous index ranges with about equal totals.
+    """Boundaries of contiguous blocks with about equal total weight (:func:`mpiml.runtime.partition.weighted`).
 
-    Block ``b`` is ``boundaries[b]:boundaries[b + 1]``. ``counts`` are the rows' weights
-    (rating counts, or :func:`row_costs`). Each cut falls at whichever of the two rows
-    around the point where the running total crosses a multiple of ``total / parts`` brings
-    it closer, so a block holds about ``total / parts`` however skewed the weights are (a
-    single very heavy row can still make its block heavier). Blocks may be empty when there
-    are fewer rows than parts.
+    ``counts`` are the rows' weights (rating counts, or :func:`row_costs`).
     """
-    counts = np.asarray(counts, dtype=np.float64)
-    n = counts.size
-    if parts < 1:
-        raise ValueError(f"parts must be at least 1, got {parts}")
-    cumulative = np.cumsum(counts)
-    total = cumulative[-1] if n else 0.0
-    if total <= 0:
-        cuts = np.arange(1, parts) * n // parts
-    else:
-        targets = total * np.arange(1, parts) / parts
-        cuts = np.searchsorted(cumulative, targets, side="left") + 1
-        # Cut before the crossing row instead when that lands nearer the target.
-        before = np.concatenate([[0.0], cumulative])[np.clip(cuts - 1, 0, n)]
-        after = cumulative[np.clip(cuts - 1, 0, n - 1)]
-        cuts = np.where(targets - before < after - targets, cuts - 1, cuts)
-    bounds = np.concatenate([[0], np.clip(cuts, 0, n), [n]]).astype(np.int64)
-    return np.maximum.accumulate(bounds)
+    return partition.weighted(counts, parts)
 
 
 @dataclass(frozen=True)

@@ -130,7 +130,8 @@ class GridRun:
         return DivergenceError(
             f"training diverged at epoch {self.epoch + 1}, update {self.t}: {what} is not finite "
             f"(lr={self.cfg.lr}, optimizer={self.cfg.optimizer}); lower --lr or raise --alpha"
-            + (f"; the last good checkpoint ({self.last_checkpoint}) is intact" if self.last_checkpoint else ""))
+            + (f"; the last good checkpoint ({self.last_checkpoint}) is intact" if self.last_checkpoint else ""),
+            collective=True)  # raised only on numbers every rank holds alike (after the sums)
 
     # -- one epoch of SGD -------------------------------------------------------------------------------
     def block_grad(self, Xb, yb, payload):

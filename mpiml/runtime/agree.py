@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mpiml.runtime.comm import private_comm
-from mpiml.runtime.errors import MpimlError
+from mpiml.errors import MpimlError
 
 
 def raise_if_any(error: BaseException | None, comm=None) -> None:
@@ -26,10 +26,9 @@ def raise_if_any(error: BaseException | None, comm=None) -> None:
         if len(verdicts) > 1:
             message = f"{message} (on rank {rank})"
         try:
-            exc = cls(message)
-        except TypeError:
-            exc = MpimlError(message)
-        exc.collective = True
+            exc = cls(message, collective=True)
+        except TypeError:  # a subclass with another constructor
+            exc = MpimlError(message, collective=True)
         if error is not None and type(error) is cls:
             raise exc from error
         raise exc

@@ -15,16 +15,10 @@ from __future__ import annotations
 
 import signal
 
-from mpiml.runtime.errors import MpimlError
+from mpiml.errors import Preempted  # noqa: F401  (its home is mpiml.errors; imported from here by callers)
 
 EXIT_PREEMPTED = 3
 SIGNALS = ("SIGUSR1", "SIGTERM")
-
-
-class Preempted(MpimlError):
-    """Raised on every rank after a requested stop was checkpointed."""
-
-    collective = True
 
 
 class PreemptionWatch:

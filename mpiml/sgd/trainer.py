@@ -80,12 +80,11 @@ class _Run:
 
     def diverged(self, what):
         """The error for a non-finite value, which every rank sees alike (it comes out of an allreduce)."""
-        error = DivergenceError(
+        return DivergenceError(
             f"training diverged at epoch {self.epoch + 1}, update {self.t}: {what} is not finite "
             f"(lr={self.cfg.lr}, optimizer={self.cfg.optimizer}); lower --lr or raise --alpha"
-            + (f"; the last good checkpoint ({self.last_checkpoint}) is intact" if self.last_checkpoint else ""))
-        error.collective = True
-        return error
+            + (f"; the last good checkpoint ({self.last_checkpoint}) is intact" if self.last_checkpoint else ""),
+            collective=True)
 
     # -- strategies ---------------------------------------------------------------------
     def sync_epoch(self, stop_at):

@@ -5,11 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-from mpiml.runtime.errors import MpimlError
-
-
-class SubmitError(MpimlError):
-    """sbatch is missing or refused the job."""
+from mpiml.errors import SubmitError  # noqa: F401  (raised here; imported from here by callers)
 
 
 def sbatch(script: str, args=(), timeout: float = 120) -> str:
