@@ -37,7 +37,7 @@ of magnitude, not the last digit):
 
 ``lbfgs`` (full-batch L-BFGS, :mod:`mpiml.parallel.lbfgs`) is priced per *iteration*
 (:func:`estimate_lbfgs`), with ``r = n / R`` rows per row group, ``m`` =
-:data:`~mpiml.parallel.lbfgs_math.MEMORY` pairs and ``T`` = :data:`LBFGS_TRIALS`
+:data:`~mpiml.train.lbfgs_math.MEMORY` pairs and ``T`` = :data:`LBFGS_TRIALS`
 line-search evaluations per iteration:
 
 =================  =========================================  =============================================
@@ -70,7 +70,7 @@ from dataclasses import asdict, dataclass
 
 from mpiml.collectives import model as collective_model
 from mpiml.parallel.grid import factorizations
-from mpiml.parallel.lbfgs_math import MEMORY
+from mpiml.train.lbfgs_math import MEMORY
 
 WORD = 8
 LBFGS_TRIALS = 1.1                # line-search evaluations per L-BFGS iteration (the unit step is mostly taken)
@@ -232,7 +232,7 @@ def choose(problem: Problem, parallel: str = "auto", machine: Machine = Machine(
     every = estimates(problem, machine, strategy)
     wanted = [e for e in every if parallel == "auto" or e.parallel == parallel]
     if not wanted:  # e.g. hybrid at p = 2 or a prime p: there is no such grid
-        from mpiml.runtime.errors import ArgumentError
+        from mpiml.errors import ArgumentError
 
         raise ArgumentError(f"no {parallel} layout for {problem.p} ranks (a hybrid grid needs p = R x C, R, C > 1)")
     return wanted[0]

@@ -1,9 +1,11 @@
-"""Full-batch L-BFGS on an ``R x C`` grid: rows over R, the model (features or classes) over C.
+"""The full-batch objective of L-BFGS on an ``R x C`` grid: rows over R, the model (features or classes) over C.
 
-The objective is the data-parallel one, ``mean loss over every row + alpha/2 ||W||^2``
-(intercepts free; L1 is refused for ``lbfgs`` by :class:`~mpiml.sgd.TrainConfig`). Each
+The ``lbfgs`` strategy (:class:`mpiml.train.strategies.LBFGS`) minimizes it with
+:func:`mpiml.train.lbfgs_math.minimize`, on every layout: data parallelism is the ``p x 1``
+grid. The objective is ``mean loss over every row + alpha/2 ||W||^2`` (intercepts free; L1
+is refused for ``lbfgs`` by :class:`~mpiml.train.config.TrainConfig`). Each
 rank keeps its block of the parameters, the gradient, the direction and the L-BFGS
-history (:mod:`mpiml.parallel.lbfgs_math`), so no rank ever holds the whole model during
+history (:mod:`mpiml.train.lbfgs_math`), so no rank ever holds the whole model during
 training. The scores of the row group's rows are kept between evaluations: along a
 direction ``p`` they are ``z + t X p``, so the line search's trials cost no pass over the
 data, and an iteration makes two sparse products, ``X p`` and ``X^T r``. Per iteration:
@@ -33,18 +35,17 @@ import time
 
 import numpy as np
 
-from mpiml.parallel import lbfgs_math, margins
-from mpiml.sgd.config import TrainConfig
+from mpiml.parallel import margins
+from mpiml.train import lbfgs_math
 
 
 class GridObjective:
-    """The objective of ``run`` (a :class:`~mpiml.parallel.trainer.GridRun`) for :func:`lbfgs_math.minimize`.
+    """The objective of a run on ``layout`` (a :class:`~mpiml.parallel.trainer.GridLayout`) for
+    :func:`lbfgs_math.minimize`. The point is ``run.theta`` (this rank's block), moved in place."""
 
-    The point is ``run.theta`` (this rank's block), moved in place.
-    """
-
-    def __init__(self, run):
-        self.run, self.part, self.model, self.comms = run, run.part, run.model, run.comms
+    def __init__(self, layout, run):
+        self.run, self.part, self.model, self.comms = run, layout.part, layout.model, layout.comms
+        self.ex = layout.ex
         self.X, self.y = run.X, run.y
         self.features = self.part.split == "features"
         self.nw = self.part.n_weights
@@ -54,30 +55,11 @@ class GridObjective:
         self.z = None          # scores of the rows at the current point (all k: features; own classes: classes)
         self.r = None          # d loss / d scores there
         self.gb = None         # summed intercept gradient there (features split)
-        self._since = 0.0
         self._trial = None
 
     # -- timing and reductions ----------------------------------------------------------------
     def _compute(self, start):
-        seconds = time.perf_counter() - start
-        self.run.timings.compute += seconds
-        self._since += seconds
-
-    def _exchange(self, fn, buf, slots=0, me=0):
-        """Reduce ``buf`` in place; its last ``slots`` entries carry each rank's compute seconds since
-        the previous exchange, so the time spent waiting for the slowest rank is told apart from
-        transfer (as :class:`mpiml.sgd.timing.Exchanger` does)."""
-        if slots:
-            buf[len(buf) - slots:] = 0.0
-            buf[len(buf) - slots + me] = self._since
-        start = time.perf_counter()
-        fn(buf, out=buf)
-        spent = time.perf_counter() - start
-        wait = min(max(float(buf[len(buf) - slots:].max()) - self._since, 0.0), spent) if slots else 0.0
-        self.run.timings.wait += wait
-        self.run.timings.comm += spent - wait
-        self._since = 0.0
-        return buf
+        self.ex.add_compute(time.perf_counter() - start)
 
     def _row_sum(self, values, slots=True):
         """Sum over the row group (the blocks of the model): returns the summed copy of ``values``."""
@@ -86,7 +68,7 @@ class GridObjective:
         cols = self.comms.cols if slots else 0
         buf = np.empty(values.size + cols)
         buf[: values.size] = values.ravel()
-        self._exchange(self.comms.row_sum, buf, cols, self.comms.col)
+        self.ex.reduce(self.comms.row_sum, buf, self.comms.col, cols)
         return buf[: values.size].reshape(values.shape)
 
     def _col_sum(self, values):
@@ -95,7 +77,7 @@ class GridObjective:
             return values
         buf = np.empty(values.size + self.comms.rows)
         buf[: values.size] = values.ravel()
-        self._exchange(self.comms.col_sum, buf, self.comms.rows, self.comms.row)
+        self.ex.reduce(self.comms.col_sum, buf, self.comms.row, self.comms.rows)
         return buf[: values.size].reshape(values.shape)
 
     def blocks(self) -> lbfgs_math.Blocks:
@@ -108,7 +90,7 @@ class GridObjective:
             buf = np.zeros(sums.size + maxes.size * cols + cols)
             buf[: sums.size] = sums
             buf[sums.size + col: sums.size + maxes.size * cols: cols] = maxes   # one slot per block: max by sum
-            self._exchange(self.comms.row_sum, buf, cols, col)
+            self.ex.reduce(self.comms.row_sum, buf, col, cols)
             top = buf[sums.size: sums.size + maxes.size * cols].reshape(maxes.size, cols).max(axis=1)
             return buf[: sums.size].copy(), top
 
@@ -123,7 +105,7 @@ class GridObjective:
         start = time.perf_counter()
         k = self.model.k
         if self.features:
-            loss, r = margins.loss_and_residual(self.model, z, self.y)
+            loss, r = self.model.loss_and_residual(z, self.y)
             payload = np.zeros(2 + k)
             payload[0] = loss
             payload[1] = float(np.vdot(r, u)) if u is not None else 0.0
@@ -135,7 +117,7 @@ class GridObjective:
         top = margins.row_max(z)
         self._compute(start)
         if self.split_rows:
-            self._exchange(self.comms.row_max, top)
+            self.ex.reduce(self.comms.row_max, top)
         start = time.perf_counter()
         sums = margins.exp_sums(z, top, self.y, self.part.lo)
         self._compute(start)
@@ -218,61 +200,3 @@ class GridObjective:
         self._compute(start)
         self._trial = None
         return f, self._gradient()
-
-
-def run_lbfgs(run) -> dict:
-    """L-BFGS from ``run.theta`` to the optimum; returns the history record's ``lbfgs_*`` entries."""
-    cfg = run.cfg
-    trace, times = [], []
-    start_all = time.perf_counter()
-
-    def callback(iteration, f):
-        trace.append(float(f))
-        times.append(time.perf_counter() - start_all)
-        run.t += 1
-        if run.progress is not None:
-            run.progress.update(run.epoch, min(iteration, cfg.max_iter), cfg.max_iter, f)
-
-    objective = GridObjective(run)
-    timings = run.timings
-    before = timings.compute + timings.comm + timings.wait
-    result = lbfgs_math.minimize(objective, objective.blocks(), tol=cfg.tol, max_iter=cfg.max_iter,
-                                 memory=lbfgs_math.MEMORY, ftol=lbfgs_math.FTOL, callback=callback)
-    # the optimizer's own vector work (two-loop, direction, history) is compute too
-    timings.compute += max(time.perf_counter() - start_all - (timings.compute + timings.comm + timings.wait - before),
-                           0.0)
-    return {"lbfgs_iterations": result.iterations, "lbfgs_message": result.message,
-            "lbfgs_evaluations": result.evaluations, "lbfgs_objective": trace, "lbfgs_seconds": times}
-
-
-def train_lbfgs(run, resumed) -> None:
-    """``strategy="lbfgs"`` on the grid: optional one-shot SGD warm start, L-BFGS, one evaluation,
-    a checkpoint of the whole model at the end (as :func:`mpiml.sgd.trainer.train` does)."""
-    cfg = run.cfg
-    elapsed = 0.0
-    start = time.perf_counter()
-    if cfg.warm_start_epochs and resumed is None:
-        # as the data-parallel trainer: averaged one-shot SGD epochs, then L-BFGS from their average
-        warm = TrainConfig(**{**cfg.as_dict(), "strategy": "oneshot", "epochs": cfg.warm_start_epochs,
-                              "checkpoint_every": 0})
-        run.cfg = warm
-        try:
-            while run.epoch < warm.epochs:
-                run.local_epoch(None)
-                run.epoch += 1
-                run.step = 0
-            run.theta = run.consensus().copy()
-        finally:
-            run.cfg = cfg
-        elapsed = time.perf_counter() - start
-        run.history.append({**run.evaluate(run.theta), "phase": "warm_start", "seconds": elapsed})
-    start = time.perf_counter()
-    extra = run_lbfgs(run)
-    elapsed += time.perf_counter() - start
-    record = run.evaluate(run.theta)
-    record.update(epoch=len(run.history) + 1, seconds=elapsed, **extra)
-    run.history.append(record)
-    if run.progress is not None:
-        run.progress.epoch(record)
-    run.epoch = cfg.epochs
-    run.checkpoint()

@@ -1,4 +1,4 @@
-"""Compiled per-row losses of the one-output models (numpy references: ``Model._loss_and_residual``).
+"""Compiled per-row losses of the one-output models (numpy references: ``Model.reference_loss_and_residual``).
 
 One pass computes the loss sum and the residuals ``d loss / d score`` of every row:
 numpy needs several (``logaddexp`` and ``expit`` each take an ``exp``; temporaries for
@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import math
 
-from mpiml.runtime.jit import kernel
+import numpy as np
+
+from mpiml.runtime.jit import compiled, kernel
 
 LEAST_SQUARES, LOGISTIC, HINGE, SQUARED_HINGE = 0, 1, 2, 3
 
@@ -42,3 +44,9 @@ def pointwise(kind, s, y, r):
                     ri = -sign
         r[i] = ri
     return total
+
+
+def load() -> None:
+    """Compile :func:`pointwise` now, or read it from numba's cache (once per process; not in a timed loop)."""
+    if compiled():
+        pointwise(LOGISTIC, np.zeros(1), np.zeros(1), np.zeros(1))

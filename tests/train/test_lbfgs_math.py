@@ -1,4 +1,4 @@
-"""The pure L-BFGS of mpiml.parallel.lbfgs_math against scipy's L-BFGS-B and against the textbook recursion."""
+"""The pure L-BFGS of mpiml.train.lbfgs_math against scipy's L-BFGS-B and against the textbook recursion."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from scipy.optimize import minimize as scipy_minimize
 from scipy.optimize import rosen, rosen_der
 from scipy.special import expit
 
-from mpiml.parallel import lbfgs_math as L
+from mpiml.train import lbfgs_math as L
 
 
 def _logistic(seed=0, n=300, d=40, alpha=1e-3):
