@@ -78,7 +78,8 @@ def test_lbfgs_under_model_parallelism_reaches_the_data_parallel_optimum():
 def test_a_diverging_grid_run_is_one_error_line_and_status_2(tmp_path):
     """``--parallel model`` with a huge ``--lr`` at p = 3: the grid's divergence is collective, no rank aborts."""
     result = run_mpi(3, SGD + ["--data", "synthetic:regression,n=600,d=12", "--model", "linear", "--lr", "1e4",
-                               "--epochs", "2", "--parallel", "model", "--checkpoint-dir", str(tmp_path / "ckpt"),
+                               "--epochs", "3", "--batch-size", "16", "--parallel", "model",
+                               "--checkpoint-dir", str(tmp_path / "ckpt"),
                                "--out", str(tmp_path / "m.npz")], timeout=120)
     assert result.returncode == 2, result.describe()
     errors = [line for line in result.stderr.splitlines() if "mpiml: error:" in line]
