@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from mpiml.errors import ArgumentError
 from mpiml.runtime import partition
-from mpiml.train.group import identity_allreduce
+from mpiml.train.group import Group, identity_allreduce
 
 
 def parse_grid(text: str, size: int) -> tuple[int, int]:
@@ -118,27 +118,18 @@ class GridComms:
                 sub.Free()
         self.row_comm = self.col_comm = None
 
+    @property
+    def everyone(self) -> Group:
+        """The whole grid as one :class:`~mpiml.train.group.Group` (its verdicts, broadcasts, gathers)."""
+        return Group(self.rank, self.size, comm=self.world)
+
     def agree(self, error) -> None:
         """Raise any rank's error on every rank."""
-        if self.world is None:
-            if error is not None:
-                raise error
-            return
-        from mpiml.runtime.agree import raise_if_any
-
-        raise_if_any(error, self.world)
+        self.everyone.agree(error)
 
     def bcast_object(self, obj):
-        if self.world is None:
-            return obj
-        from mpiml.runtime.comm import private_comm
-
-        return private_comm(self.world).bcast(obj, root=0)
+        return self.everyone.bcast_object(obj)
 
     def gather_object(self, obj):
         """Every rank's ``obj`` on rank 0 (list in rank order), None elsewhere."""
-        if self.world is None:
-            return [obj]
-        from mpiml.runtime.comm import private_comm
-
-        return private_comm(self.world).gather(obj, root=0)
+        return self.everyone.gather_object(obj)

@@ -55,13 +55,17 @@ class Group:
         counts = self.allreduce(counts)
         return int(counts[: self.rank].sum()), int(counts.sum())
 
-    def gather_root(self, x: np.ndarray):
-        """Stack every rank's ``x`` on rank 0 (``None`` elsewhere)."""
+    def gather_object(self, obj):
+        """Every rank's ``obj`` on rank 0 (a list in rank order), None elsewhere."""
         if self.comm is None:
-            return np.asarray(x)[None]
+            return [obj]
         from mpiml.runtime.comm import private_comm
 
-        parts = private_comm(self.comm).gather(np.ascontiguousarray(x), root=0)
+        return private_comm(self.comm).gather(obj, root=0)
+
+    def gather_root(self, x: np.ndarray):
+        """Stack every rank's ``x`` on rank 0 (``None`` elsewhere)."""
+        parts = self.gather_object(np.ascontiguousarray(x))
         return np.stack(parts) if parts is not None else None
 
     def bcast_object(self, obj):
