@@ -7,7 +7,7 @@ Run from the repository root (scikit-learn from the ``bench`` extra)::
 The driver starts ``mpiexec -n 1`` and ``mpiexec -n 2`` workers alternately (A B A B ...,
 so machine noise hits both alike) and reports medians:
 
-1. scaling: ``sync`` SGD on a dense, compute-bound problem (global batch 4096); the
+1. scaling: ``sync`` SGD on a dense, compute-bound problem (global batch ``--batch``, 4096); the
    median epoch time at p=1 and p=2, the speedup and efficiency (speedup / 2), the
    communication share ``(comm + wait) / (compute + comm + wait)`` at p=2, and the
    compute time alone (slowest rank), which machine noise disturbs less.
@@ -69,7 +69,7 @@ def worker(args):
         out.update(fit_seconds=comm.allreduce(time.perf_counter() - start, op=MPI.MAX),
                    iterations=est.history_[-1]["lbfgs_iterations"], objective=est.history_[-1]["train_loss"])
     elif args.worker == "scaling":
-        est = LinearModel("logistic", "sync", comm=comm, epochs=args.epochs, batch_size=4096, lr=1.0,
+        est = LinearModel("logistic", "sync", comm=comm, epochs=args.epochs, batch_size=args.batch, lr=1.0,
                           alpha=args.alpha, standardize=False).fit(shard.X, shard.y)
         t = est.result_.timings
         per_rank = comm.allgather((t.compute, t.comm, t.wait))
@@ -103,7 +103,7 @@ def launch(args, ranks, kind, tree=None):
     mpiexec = Path(sys.executable).parent / "mpiexec"
     cmd = [str(mpiexec if mpiexec.exists() else "mpiexec"), "-n", str(ranks), sys.executable, __file__,
            "--worker", kind, "--rows", str(args.rows), "--features", str(args.features),
-           "--epochs", str(args.epochs), "--alpha", str(args.alpha)]
+           "--epochs", str(args.epochs), "--alpha", str(args.alpha), "--batch", str(args.batch)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
     line = next((x for x in proc.stdout.splitlines() if "RESULT " in x), None)
     if proc.returncode != 0 or line is None:
@@ -189,6 +189,7 @@ def main():
     p.add_argument("--rows", type=int, default=100000)
     p.add_argument("--features", type=int, default=1000)
     p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch", type=int, default=4096, help="global batch of the scaling runs")
     p.add_argument("--alpha", type=float, default=1e-4)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--tolerance", type=float, default=0.01, help="target = (1 + tolerance) x optimum")

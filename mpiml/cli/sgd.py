@@ -234,6 +234,7 @@ def _fit(args, settings, comm, shard, test, progress, stop_flag):
     """The fitted estimator and the seconds of its ``fit`` (imports and set-up not included)."""
     from mpiml.cli.parallel_options import plan_layout
     from mpiml.sgd import LinearModel, kernels
+    from mpiml.train import lbfgs_math
 
     layout = plan_layout(args, comm, shard.X, shard.y)  # prints the layout chosen (collective)
     est = LinearModel(
@@ -242,6 +243,7 @@ def _fit(args, settings, comm, shard, test, progress, stop_flag):
         checkpoint_dir=args.checkpoint_dir, resume=args.resume, stop_at_update=args.stop_after_updates,
         progress=progress, stop_requested=stop_flag, **settings)
     kernels.load()  # compiled (or read from the cache) before the clock
+    lbfgs_math.load()
     started = time.perf_counter()
     est.fit(shard.X, shard.y, None if test is None else test.X, None if test is None else test.y,
             where=shard.where, where_test=None if test is None else test.where)

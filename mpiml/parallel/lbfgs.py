@@ -47,6 +47,7 @@ class GridObjective:
         self.run, self.part, self.model, self.comms = run, layout.part, layout.model, layout.comms
         self.ex = layout.ex
         self.X, self.y = run.X, run.y
+        self.XT = run.X.T     # every gradient is X^T r: the transpose made once
         self.features = self.part.split == "features"
         self.nw = self.part.n_weights
         self.n = float(max(run.n_total, 1))
@@ -99,21 +100,28 @@ class GridObjective:
         return lbfgs_math.Blocks(reduce)
 
     # -- the model ----------------------------------------------------------------------------
+    def _summed(self, loss, slope, rsum):
+        """Features split: ``(loss, slope, intercept gradient)`` summed over every row (the column group)."""
+        start = time.perf_counter()
+        payload = np.zeros(2 + self.model.k)
+        payload[0], payload[1] = loss, slope
+        if self.model.fit_intercept:
+            payload[2:] = rsum
+        self._compute(start)
+        payload = self._col_sum(payload)
+        return payload[0], payload[1], payload[2:].copy()
+
     def _loss(self, z, u=None):
         """Summed loss, slope ``sum r * u`` (with ``u`` the scores' derivative along the line), residual
         and (features split) intercept gradient of scores ``z``, summed over every row."""
         start = time.perf_counter()
-        k = self.model.k
         if self.features:
             loss, r = self.model.loss_and_residual(z, self.y)
-            payload = np.zeros(2 + k)
-            payload[0] = loss
-            payload[1] = float(np.vdot(r, u)) if u is not None else 0.0
-            if self.model.fit_intercept:
-                payload[2:] = r.sum(axis=0)
+            slope = float(np.vdot(r, u)) if u is not None else 0.0
+            rsum = r.sum(axis=0)
             self._compute(start)
-            payload = self._col_sum(payload)
-            return payload[0], payload[1], r, payload[2:].copy()
+            loss, slope, gb = self._summed(loss, slope, rsum)
+            return loss, slope, r, gb
         top = margins.row_max(z)
         self._compute(start)
         if self.split_rows:
@@ -130,10 +138,25 @@ class GridObjective:
         payload[1:] = self._row_sum(payload[1:], slots=False)
         return payload[0], payload[1], r, None
 
+    def _trial_loss(self, z0, u, step):
+        """``(z, loss, slope, r, intercept gradient)`` at ``z0 + step u``, summed over every row."""
+        if self.features:   # the scores and their sums in one pass (a compiled kernel for one output)
+            start = time.perf_counter()
+            z, loss, r, slope, rsum = self.model.line_loss(z0, u, step, self.y)
+            self._compute(start)
+            loss, slope, gb = self._summed(loss, slope, rsum)
+            return z, loss, slope, r, gb
+        start = time.perf_counter()
+        z = np.multiply(u, step)
+        z += z0
+        self._compute(start)
+        loss, slope, r, gb = self._loss(z, u)
+        return z, loss, slope, r, gb
+
     def _gradient(self):
         """Gradient of the objective at the current point (this block), from the residual kept there."""
         start = time.perf_counter()
-        gW, gb = margins.block_gradient(self.X, self.r, self.model.fit_intercept)
+        gW, gb = margins.block_gradient(self.X, self.r, self.model.fit_intercept, self.XT)
         payload = gW.ravel() if self.features else np.concatenate([gW.ravel(), gb])
         self._compute(start)
         summed = self._col_sum(payload)
@@ -182,10 +205,7 @@ class GridObjective:
         z0, l2, n = self.z, self.l2, self.n
 
         def phi(step):
-            start = time.perf_counter()
-            z = z0 + step * u
-            self._compute(start)
-            loss, slope, r, gb = self._loss(z, u)
+            z, loss, slope, r, gb = self._trial_loss(z0, u, step)
             f = loss / n + 0.5 * l2 * (ww + step * (2.0 * wp + step * pp))
             self._check(f)
             self._trial = (step, p, z, r, gb, f)

@@ -17,9 +17,13 @@ def partial_scores(W_block: np.ndarray, X_block) -> np.ndarray:
     return np.asarray(X_block @ W_block)
 
 
-def block_gradient(X_block, residual: np.ndarray, fit_intercept: bool) -> tuple[np.ndarray, np.ndarray]:
-    """``(X_block.T @ r, sum of r over rows)``: summed gradient of the local weights and intercepts."""
-    gW = np.asarray(X_block.T @ residual)
+def block_gradient(X_block, residual: np.ndarray, fit_intercept: bool, XT=None) -> tuple[np.ndarray, np.ndarray]:
+    """``(X_block.T @ r, sum of r over rows)``: summed gradient of the local weights and intercepts.
+
+    ``XT``: ``X_block.T`` made once by a caller that needs it many times (for CSR data each
+    ``.T`` builds a new CSC object).
+    """
+    gW = np.asarray((X_block.T if XT is None else XT) @ residual)
     gb = residual.sum(axis=0) if fit_intercept else np.zeros(residual.shape[1])
     return gW, gb
 

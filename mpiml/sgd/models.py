@@ -109,6 +109,26 @@ class Model:
         """The numpy reference of :meth:`loss_and_residual` (what the compiled kernels are tested against)."""
         raise NotImplementedError
 
+    def line_loss(self, z0, u, step: float, y):
+        """The loss at the scores ``z = z0 + step * u`` of a line search: ``(z, loss, r, sum(r * u), r summed over rows)``.
+
+        One output with a compiled loss: :func:`mpiml.sgd.kernels.line_pointwise` (one pass);
+        else the numpy reference, :meth:`reference_line_loss`.
+        """
+        if self.k == 1 and self.kind is not None and compiled():
+            z, r = np.empty(z0.shape), np.empty(z0.shape)
+            loss, slope, rsum = kernels.line_pointwise(self.kind, np.ascontiguousarray(z0[:, 0]),
+                                                       np.ascontiguousarray(u[:, 0]), float(step), y, z[:, 0], r[:, 0])
+            return z, float(loss), r, float(slope), np.array([rsum])
+        return self.reference_line_loss(z0, u, step, y)
+
+    def reference_line_loss(self, z0, u, step: float, y):
+        """The numpy reference of :meth:`line_loss`."""
+        z = np.multiply(u, step)
+        z += z0
+        loss, r = self.reference_loss_and_residual(z, y)
+        return z, float(loss), r, float(np.vdot(r, u)), r.sum(axis=0)
+
     def loss(self, theta, X, y) -> float:
         """Sum of the row losses."""
         return self.loss_and_residual(self.scores(theta, X), y)[0]

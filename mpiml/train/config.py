@@ -115,28 +115,28 @@ class TrainConfig:
     strategy: str = _setting("auto", str, "auto (default): lbfgs for a smooth objective (logistic, linear, "
                              "softmax, svm with --squared-hinge; no L1) unless SGD settings are given, else sync",
                              choices=STRATEGIES, default_text="")
+    alpha: float = _setting(1e-4, float, "penalty strength", minimum=0.0, section="model")
+    l1_ratio: float = _setting(0.0, float, "L1 share of the penalty: 0 ridge (default) .. 1 lasso", minimum=0.0,
+                               maximum=1.0, section="model", default_text="")
+    sync_every: int = _setting(8, int, "updates between model averages, H", minimum=1, used_by=("local",))
     epochs: int = _setting(5, int, "passes over the data", minimum=1, **SGD)
     batch_size: int = _setting(256, int, "sync: global batch; local/oneshot: per-rank batch", minimum=1, **STEP)
     accumulate: int = _setting(1, int, "micro-batches per update (gradient accumulation)", minimum=1,
                                default_text="", **STEP)
+    optimizer: str = _setting("sgd", str, "optimizer", choices=OPTIMIZERS, **STEP)
     lr: float = _setting(0.2, float, "learning rate", minimum=0.0, open_min=True, **STEP)
     schedule: str = _setting("constant", str, "learning-rate schedule", choices=SCHEDULES, **STEP)
     lr_decay: float = _setting(0.0, float, "inverse/sqrt schedules: decay per update", minimum=0.0,
                                default_text="", **STEP)
-    optimizer: str = _setting("sgd", str, "optimizer", choices=OPTIMIZERS, **STEP)
     momentum: float = _setting(0.0, float, "momentum of the sgd optimizer", minimum=0.0, maximum=1.0,
                                open_max=True, default_text="", **STEP)
     nesterov: bool = _setting(False, bool, "Nesterov momentum", default_text="", **STEP)
-    alpha: float = _setting(1e-4, float, "penalty strength", minimum=0.0, section="model")
-    l1_ratio: float = _setting(0.0, float, "L1 share of the penalty: 0 ridge (default) .. 1 lasso", minimum=0.0,
-                               maximum=1.0, section="model", default_text="")
-    sync_every: int = _setting(8, int, "updates between model averages (H)", minimum=1, used_by=("local",))
-    seed: int = _setting(0, int, "the seed of every random choice")
     max_iter: int = _setting(500, int, "iteration limit", minimum=1, used_by=("lbfgs",))
     tol: float = _setting(1e-4, float, "stop when no gradient component exceeds this, as scikit-learn",
                           minimum=0.0, open_min=True, used_by=("lbfgs",))
     warm_start_epochs: int = _setting(0, int, "averaged SGD epochs first", minimum=0, used_by=("lbfgs",),
                                       default_text="")
+    seed: int = _setting(0, int, "the seed of every random choice")
     checkpoint_every: int = _setting(0, int, "also every N updates", minimum=0, section="checkpoints",
                                      default_text="epochs only", **SGD)
 

@@ -194,3 +194,19 @@ def test_row_blocks_cover_the_rows_once():
 
     assert row_blocks(10, 4) == [(0, 4), (4, 8), (8, 10)]
     assert row_blocks(0, 4) == [(0, 0)] and row_blocks(3, 0) == [(0, 1), (1, 2), (2, 3)]
+
+
+@pytest.mark.parametrize("name,k", CASES)
+@pytest.mark.parametrize("step", [0.0, 0.37, -2.5])
+def test_the_line_search_loss_equals_its_numpy_reference(name, k, step):
+    rng = np.random.default_rng(9)
+    X, y = _data(name, k, rng, rows=40)
+    model = make_model(name, X.shape[1], k, squared_hinge=(name == "svm"))
+    y = model.encode_labels(y)
+    z0, u = rng.standard_normal((40, model.k)) * 3, rng.standard_normal((40, model.k))
+    got, expected = model.line_loss(z0, u, step, y), model.reference_line_loss(z0, u, step, y)
+    np.testing.assert_allclose(got[0], expected[0], rtol=1e-15, atol=0)   # the scores
+    assert got[1] == pytest.approx(expected[1], rel=1e-12) and got[3] == pytest.approx(expected[3], rel=1e-12)
+    np.testing.assert_allclose(got[2], expected[2], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(got[4], expected[4], rtol=1e-12, atol=1e-12)
+    assert got[2].shape == z0.shape and got[4].shape == (model.k,)
