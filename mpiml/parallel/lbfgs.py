@@ -26,6 +26,11 @@ reduction whose length and inputs are the same on every rank that computes it, s
 rank takes the same steps, and the ranks of a column group hold the same block bit for bit.
 Intercepts, which every rank of a features split holds, get their gradient from the
 fixed-length trial reduction for the same reason, and count once in inner products.
+
+On a ``p x 1`` grid (data parallelism) every rank holds the whole model, the two-loop needs
+no reduction, and each evaluation sums its gradient together with its loss: one allreduce
+per evaluation, as scipy's L-BFGS-B on the allreduced objective needs (a rejected trial then
+costs an ``X^T r`` that the split layouts save).
 """
 
 from __future__ import annotations
@@ -53,10 +58,14 @@ class GridObjective:
         self.n = float(max(run.n_total, 1))
         self.l2 = run.penalty.l2
         self.split_rows = self.comms.cols > 1
+        # the whole model on every rank: each evaluation's gradient rides in the sum of its loss (one reduction,
+        # as scipy's L-BFGS-B would need); on a split grid the trial sums keep a length that every column shares
+        self.fused = self.features and not self.split_rows
         self.z = None          # scores of the rows at the current point (all k: features; own classes: classes)
         self.r = None          # d loss / d scores there
         self.gb = None         # summed intercept gradient there (features split)
         self._trial = None
+        self.summed = None     # the weight gradient summed with the last loss (fused), else None
 
     # -- timing and reductions ----------------------------------------------------------------
     def _compute(self, start):
@@ -100,16 +109,20 @@ class GridObjective:
         return lbfgs_math.Blocks(reduce)
 
     # -- the model ----------------------------------------------------------------------------
-    def _summed(self, loss, slope, rsum):
-        """Features split: ``(loss, slope, intercept gradient)`` summed over every row (the column group)."""
+    def _summed(self, loss, slope, rsum, r):
+        """Features split: ``(loss, slope, intercept gradient, weight gradient or None)`` summed over every
+        row (the column group); the weight gradient ``X^T r`` comes along where :attr:`fused`."""
         start = time.perf_counter()
-        payload = np.zeros(2 + self.model.k)
-        payload[0], payload[1] = loss, slope
+        head = self.nw if self.fused else 0
+        payload = np.zeros(head + 2 + self.model.k)
+        if self.fused:
+            payload[:head] = margins.block_gradient(self.X, r, False, self.XT)[0].ravel()
+        payload[head], payload[head + 1] = loss, slope
         if self.model.fit_intercept:
-            payload[2:] = rsum
+            payload[head + 2:] = rsum
         self._compute(start)
         payload = self._col_sum(payload)
-        return payload[0], payload[1], payload[2:].copy()
+        return payload[head], payload[head + 1], payload[head + 2:].copy(), payload[:head] if self.fused else None
 
     def _loss(self, z, u=None):
         """Summed loss, slope ``sum r * u`` (with ``u`` the scores' derivative along the line), residual
@@ -120,7 +133,7 @@ class GridObjective:
             slope = float(np.vdot(r, u)) if u is not None else 0.0
             rsum = r.sum(axis=0)
             self._compute(start)
-            loss, slope, gb = self._summed(loss, slope, rsum)
+            loss, slope, gb, self.summed = self._summed(loss, slope, rsum, r)
             return loss, slope, r, gb
         top = margins.row_max(z)
         self._compute(start)
@@ -144,7 +157,7 @@ class GridObjective:
             start = time.perf_counter()
             z, loss, r, slope, rsum = self.model.line_loss(z0, u, step, self.y)
             self._compute(start)
-            loss, slope, gb = self._summed(loss, slope, rsum)
+            loss, slope, gb, self.summed = self._summed(loss, slope, rsum, r)
             return z, loss, slope, r, gb
         start = time.perf_counter()
         z = np.multiply(u, step)
@@ -153,13 +166,15 @@ class GridObjective:
         loss, slope, r, gb = self._loss(z, u)
         return z, loss, slope, r, gb
 
-    def _gradient(self):
-        """Gradient of the objective at the current point (this block), from the residual kept there."""
-        start = time.perf_counter()
-        gW, gb = margins.block_gradient(self.X, self.r, self.model.fit_intercept, self.XT)
-        payload = gW.ravel() if self.features else np.concatenate([gW.ravel(), gb])
-        self._compute(start)
-        summed = self._col_sum(payload)
+    def _gradient(self, summed=None):
+        """Gradient of the objective at the current point (this block), from the residual kept there
+        (or from ``summed``, the weight gradient already summed with the loss)."""
+        if summed is None:
+            start = time.perf_counter()
+            gW, gb = margins.block_gradient(self.X, self.r, self.model.fit_intercept, self.XT)
+            payload = gW.ravel() if self.features else np.concatenate([gW.ravel(), gb])
+            self._compute(start)
+            summed = self._col_sum(payload)
         start = time.perf_counter()
         g = np.empty(self.part.n_params)
         np.divide(summed[: self.nw], self.n, out=g[: self.nw])
@@ -188,7 +203,7 @@ class GridObjective:
         loss, _, self.r, self.gb = self._loss(self.z)
         f = loss / self.n + 0.5 * self.l2 * float(ww[0])
         self._check(f)
-        return f, self._gradient()
+        return f, self._gradient(self.summed)
 
     def line(self, p):
         run = self.run
@@ -208,15 +223,15 @@ class GridObjective:
             z, loss, slope, r, gb = self._trial_loss(z0, u, step)
             f = loss / n + 0.5 * l2 * (ww + step * (2.0 * wp + step * pp))
             self._check(f)
-            self._trial = (step, p, z, r, gb, f)
+            self._trial = (step, p, z, r, gb, f, self.summed)
             return f, slope / n + l2 * (wp + step * pp)
 
         return phi
 
     def move(self):
-        step, p, self.z, self.r, self.gb, f = self._trial
+        step, p, self.z, self.r, self.gb, f, summed = self._trial
         start = time.perf_counter()
         self.run.theta += step * p
         self._compute(start)
         self._trial = None
-        return f, self._gradient()
+        return f, self._gradient(summed)
