@@ -584,7 +584,7 @@ def minimize(objective, blocks: Blocks | None = None, tol: float = 1e-4, max_ite
 
 def load() -> None:
     """Compile the kernels of this module now (or read them from numba's cache), not in a timed run."""
-    gram_two_loop(np.eye(3), [0], 1)
+    gram_two_loop(np.ones((3, 3)) + np.eye(3), [0], 1)
     enter_dots(np.zeros((3, 3)), np.zeros(15), [0], 1, 1, 0)
 
 

@@ -185,3 +185,9 @@ def test_the_compiled_gram_update_is_the_reference_to_the_bit(seed, m, used, kee
     L.enter_dots(compiled, sums, order, k, m, h)
     L.enter_dots_reference(reference, sums, order, k, m, h)
     np.testing.assert_array_equal(compiled, reference)
+
+
+def test_the_kernels_load_ahead_of_a_run_and_then_agree_with_the_references():
+    L.load()   # compiles (or reads the cache of) every kernel of the module, on inputs it made up
+    G = np.array([[2.0, 0.5, 0.3], [0.5, 1.0, 0.2], [0.3, 0.2, 1.5]])
+    np.testing.assert_allclose(L.gram_two_loop(G, [0], 1), L.gram_two_loop_reference(G, [0], 1), rtol=1e-14)
