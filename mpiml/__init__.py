@@ -13,7 +13,7 @@ from mpiml.collectives import (
     reduce,
     reduce_scatter,
 )
-from mpiml.runtime.errors import (
+from mpiml.errors import (
     ArgumentError,
     CheckpointError,
     DataError,

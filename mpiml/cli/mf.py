@@ -14,7 +14,7 @@ import time
 
 from mpiml.cli.output import emit_json, say, table
 from mpiml.data.ratings import FORMATS
-from mpiml.runtime.errors import ArgumentError
+from mpiml.errors import ArgumentError
 
 EPILOG = """examples:
   mpiexec -n 4 mpiml mf --ratings ml-1m/ratings.dat --test-fraction 0.1 --json      (ALS, tuned defaults)

@@ -47,7 +47,7 @@ from mpiml.mf.registry import MODELS
 from mpiml.mf.transport import Exchange, load_checkpoint, save_checkpoint, send_to_owners
 from mpiml.runtime.agree import raise_if_any
 from mpiml.runtime.comm import private_comm, resolve_comm
-from mpiml.runtime.errors import ArgumentError, DataError, DivergenceError, MpimlError
+from mpiml.errors import ArgumentError, DataError, DivergenceError, MpimlError
 from mpiml.runtime.files import load_npz, save_npz_atomic
 from mpiml.runtime.jit import compiled
 from mpiml.runtime.preempt import Preempted, PreemptionWatch

@@ -25,7 +25,7 @@ from mpiml.mf import als, dsgd, ials
 from mpiml.mf.estimator import FactorModel, cost_model
 from mpiml.mf.partition import pair_dots, row_costs
 from mpiml.mf.registry import register
-from mpiml.runtime.errors import ArgumentError
+from mpiml.errors import ArgumentError
 from mpiml.runtime.seeding import rank_generator
 
 DTYPES = ("float32", "float64")

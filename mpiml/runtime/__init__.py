@@ -1,7 +1,7 @@
 """Runtime services: communicators, errors, collective verdicts, abort-on-exception."""
 
 from mpiml.runtime.comm import context_of, private_comm, resolve_comm
-from mpiml.runtime.errors import (
+from mpiml.errors import (
     ArgumentError,
     CheckpointError,
     DataError,

@@ -80,7 +80,7 @@ def test_bad_line_exits_non_zero_naming_file_and_line(tmp_path):
 ])
 def test_arguments_that_do_not_fit_are_refused_before_any_work(args, message):
     from mpiml.cli.mf import build_parser, check
-    from mpiml.runtime.errors import ArgumentError
+    from mpiml.errors import ArgumentError
 
     argv = ["--ratings", SYNTH, *args] + (["--resume"] if not args else [])
     with pytest.raises(ArgumentError, match=re.escape(message)):

@@ -8,7 +8,7 @@ import pytest
 from mpiml.data.ratings import RatingsShard
 from mpiml.data.synthetic_ratings import SyntheticSpec, synthetic_ratings
 from mpiml.mf import ALS, DSGD, FactorModel, ImplicitALS
-from mpiml.runtime.errors import ArgumentError, DataError
+from mpiml.errors import ArgumentError, DataError
 
 SPEC = SyntheticSpec(users=60, items=30, ratings=900, rank=3, noise=0.1, seed=3)
 

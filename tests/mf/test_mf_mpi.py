@@ -14,7 +14,7 @@ from mpiml.data.ratings import RatingsShard, split_fraction
 from mpiml.data.synthetic_ratings import SyntheticSpec, synthetic_ratings
 from mpiml.mf import ALS, DSGD, ImplicitALS
 from mpiml.mf.als import Layout, initial_factors
-from mpiml.runtime.errors import CheckpointError, DataError, DivergenceError
+from mpiml.errors import CheckpointError, DataError, DivergenceError
 
 SMALL = SyntheticSpec(users=40, items=25, ratings=500, rank=3, noise=0.1, seed=2)
 

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mpiml.runtime.errors import ArgumentError
+from mpiml.errors import ArgumentError
 from mpiml.slurm import templates
 from mpiml.slurm.options import check_option, time_seconds
 from mpiml.slurm.render import render_script, sbatch_header, template_options
