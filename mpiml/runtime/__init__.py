@@ -1,6 +1,5 @@
 """Runtime services: communicators, errors, collective verdicts, abort-on-exception."""
 
-from mpiml.runtime.comm import context_of, private_comm, resolve_comm
 from mpiml.errors import (
     ArgumentError,
     CheckpointError,
@@ -9,6 +8,7 @@ from mpiml.errors import (
     MismatchError,
     MpimlError,
 )
+from mpiml.runtime.comm import context_of, private_comm, resolve_comm
 
 __all__ = [
     "ArgumentError",

@@ -116,7 +116,7 @@ def test_npz_bad_entries(tmp_path):
 
 
 def test_unknown_format_is_refused(tmp_path):
-    with pytest.raises(ArgumentError):
+    with pytest.raises(ArgumentError, match="unknown ratings format 'parquet'"):
         read_ratings(tmp_path / "x", fmt="parquet")
 
 

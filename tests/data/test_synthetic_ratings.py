@@ -42,5 +42,5 @@ def test_parse_spec():
     assert parse_spec(spec.describe()) == spec
     with pytest.raises(ArgumentError, match="unknown synthetic parameter"):
         parse_spec("synthetic:user=3")
-    with pytest.raises(ArgumentError):
+    with pytest.raises(ArgumentError, match="synthetic users must be at least 1, got 0"):
         parse_spec("synthetic:users=0")

@@ -111,7 +111,7 @@ def test_defaults_come_from_the_model_and_reg_auto_reports_its_search():
     assert result.returncode == 0, result.describe()
     from mpiml.mf import DSGD
 
-    defaults = DSGD().params
+    defaults = DSGD().get_params()
     report = last_json(result)
     assert report["rank"] == defaults["rank"] and report["params"]["lr"] == defaults["lr"]
 

@@ -203,7 +203,7 @@ def test_structured_values(name, good, bad):
 
 @pytest.mark.parametrize("name", ["Nodes", "--nodes", "a b", "", "x;y", "1x"])
 def test_option_names_are_checked(name):
-    with pytest.raises(ArgumentError):
+    with pytest.raises(ArgumentError, match="is not an sbatch long option name"):
         check_option(name, "1")
 
 
