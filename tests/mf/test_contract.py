@@ -32,7 +32,7 @@ BAD = {"int": 1.5, "float": "many", "bool": "yes", "choice": "bogus", "reg": "lo
 
 
 def small(cls, **extra):
-    return cls(**SMALL[cls.algorithm], **extra)
+    return cls(**{**SMALL[cls.algorithm], **extra})
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +185,7 @@ def test_fold_in_adds_a_user_that_predict_and_recommend_know(fitted):
     items, ratings = model.item_ids_[chosen], np.array([4.0, 3.0, 5.0, 2.0])
     row = model.fold_in(items, ratings, user=10**5)
     assert row.shape == (model.item_factors_.shape[1],) and np.all(np.isfinite(row))
-    np.testing.assert_allclose(model.predict([10**5], items),
+    np.testing.assert_allclose(model.predict(np.full(len(items), 10**5), items),
                                model.global_mean_ + model.item_factors_[chosen] @ row, rtol=1e-6)
     recs, _ = model.recommend(10**5, k=model.item_ids_.size)
     assert not set(recs.tolist()) & set(items.tolist())
