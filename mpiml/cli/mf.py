@@ -49,14 +49,15 @@ def epilog() -> str:
             if p.flag and specific and in_effect and default is not None:
                 shown.append(_as_flag(p, default))
         lines.append(textwrap.fill(" ".join(shown), 100, initial_indent=f"  {algorithm:<5} ",
-                                   subsequent_indent=" " * 8))
+                                   subsequent_indent=" " * 8, break_on_hyphens=False))
     groups: dict = {}
     for p in MODEL_FLAGS:
         if p.algorithms != params.ALGORITHMS:
             groups.setdefault(p.algorithms, []).append(p.option)
     only = "; ".join(f"{', '.join(flags)} ({'/'.join(algorithms)})" for algorithms, flags in groups.items())
     lines.append(textwrap.fill(f"flags of one algorithm only (an error with another): {only}. --reg auto: "
-                               f"{' and '.join(params.AUTO)}.", 100, subsequent_indent="  "))
+                               f"{' and '.join(params.AUTO)}.", 100, subsequent_indent="  ",
+                               break_on_hyphens=False))
     return "\n".join(lines) + "\n" + NOTES
 
 
