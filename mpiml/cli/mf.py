@@ -45,8 +45,7 @@ def epilog() -> str:
         for p in params.of(algorithm):
             default = p.default_for(algorithm)
             specific = isinstance(p.default, Mapping) or p.algorithms != params.ALGORITHMS
-            in_effect = p.only_with is None or params.BY_NAME[p.only_with[0]].default_for(algorithm) == p.only_with[1]
-            if p.flag and specific and in_effect and default is not None:
+            if p.flag and specific and params.in_effect(p, {}, algorithm) and default is not None:
                 shown.append(_as_flag(p, default))
         lines.append(textwrap.fill(" ".join(shown), 100, initial_indent=f"  {algorithm:<5} ",
                                    subsequent_indent=" " * 8, break_on_hyphens=False))
@@ -146,10 +145,9 @@ def check(args) -> None:
     if values.get("reg") == "auto" and algorithm not in params.AUTO:
         raise ArgumentError(f"--reg auto is for {' and '.join(params.AUTO)}; give {algorithm} a number")
     for p in MODEL_FLAGS:
-        if p.name in values and p.only_with is not None:
+        if p.name in values and not params.in_effect(p, values, algorithm):
             other, needed = p.only_with
-            if values.get(other, params.BY_NAME[other].default_for(algorithm)) != needed:
-                raise ArgumentError(f"{p.option} applies to {params.BY_NAME[other].option} {needed} only")
+            raise ArgumentError(f"{p.option} applies to {params.BY_NAME[other].option} {needed} only")
     if values.get("resume") and not values.get("checkpoint_dir"):
         raise ArgumentError("--resume needs --checkpoint-dir")
     if not 0.0 <= args.test_fraction < 1.0:
@@ -207,7 +205,9 @@ def main(argv=None) -> int:
     load_seconds = time.perf_counter() - started
     model.fit(train, comm=comm)
     info = model.fit_info_
-    described = {k: v for k, v in model.get_params().items() if params.BY_NAME[k].model}
+    settings = model.get_params()
+    described = {k: v for k, v in settings.items()
+                 if params.BY_NAME[k].model and params.in_effect(params.BY_NAME[k], settings, args.algorithm)}
     result = {"algorithm": args.algorithm, "rank": model.rank, "reg": info["reg"], "ranks": comm.Get_size(),
               "params": {k: v for k, v in described.items() if k not in ("exchange", "cold_start")},
               "load_seconds": load_seconds}

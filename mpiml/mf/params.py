@@ -240,6 +240,16 @@ def validate(algorithm: str, values: Mapping, labels: Mapping | None = None) -> 
     return out
 
 
+def in_effect(param: Param, values: Mapping, algorithm: str) -> bool:
+    """Whether ``param`` matters given the other ``values`` (defaults fill the gaps): see ``only_with``."""
+    if algorithm not in param.algorithms:
+        return False
+    if param.only_with is None:
+        return True
+    other, needed = param.only_with
+    return values.get(other, BY_NAME[other].default_for(algorithm)) == needed
+
+
 def default_text(param: Param) -> str:
     """The default(s) in words: ``"0"``, or ``"als 50, ials 100, dsgd 50"``."""
     if isinstance(param.default, Mapping):

@@ -136,3 +136,10 @@ def test_help_shows_the_defaults_of_the_table():
     assert "--alpha, --solver, --cg-steps, --dtype (ials)" in " ".join(text.split())
     helps = build_parser().format_help()
     assert "factor dimension (default: als 50, ials 100, dsgd 50)" in " ".join(helps.split())
+
+
+def test_a_parameter_is_in_effect_only_with_its_setting():
+    cg_steps, reg_grid, alpha = (params.BY_NAME[n] for n in ("cg_steps", "reg_grid", "alpha"))
+    assert params.in_effect(cg_steps, {}, "ials") and not params.in_effect(cg_steps, {"solver": "cholesky"}, "ials")
+    assert params.in_effect(reg_grid, {"reg": "auto"}, "als") and not params.in_effect(reg_grid, {}, "als")
+    assert not params.in_effect(alpha, {}, "als") and params.in_effect(alpha, {}, "ials")
