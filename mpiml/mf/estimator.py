@@ -106,6 +106,11 @@ def _make_init(cls):
     return __init__
 
 
+def _alias(name: str) -> property:
+    """A read-only property that returns attribute ``name``."""
+    return property(lambda self: getattr(self, name), doc=f"Deprecated alias of ``{name}``.")
+
+
 class FactorModel:
     """Shared machinery; use :class:`ALS`, :class:`ImplicitALS` or :class:`DSGD`."""
 
@@ -157,26 +162,11 @@ class FactorModel:
         return {p.name: values[p.name] for p in params.of(self.algorithm) if p.model}
 
     # -------------------------------------------------------- fitted (aliases)
-    # Names of mpiml 0.1.0, kept read-only for one version: tests/test_benchmarks_real.py reads them.
-    @property
-    def P(self) -> np.ndarray:
-        """Deprecated alias of ``user_factors_``."""
-        return self.user_factors_
-
-    @property
-    def Q(self) -> np.ndarray:
-        """Deprecated alias of ``item_factors_``."""
-        return self.item_factors_
-
-    @property
-    def user_ids(self) -> np.ndarray:
-        """Deprecated alias of ``user_ids_``."""
-        return self.user_ids_
-
-    @property
-    def item_ids(self) -> np.ndarray:
-        """Deprecated alias of ``item_ids_``."""
-        return self.item_ids_
+    # The names of mpiml 0.1.0, read-only, kept for one version (tests/test_benchmarks_real.py reads them).
+    P = _alias("user_factors_")
+    Q = _alias("item_factors_")
+    user_ids = _alias("user_ids_")
+    item_ids = _alias("item_ids_")
 
     # ----------------------------------------------------------------- fitting
     def fit(self, ratings: RatingsShard, comm=None):

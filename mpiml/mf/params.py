@@ -10,7 +10,7 @@ command line:
   section of their docstrings (:mod:`mpiml.mf.estimator`);
 - their validation at the start of ``fit`` (:func:`validate`);
 - the options of ``mpiml mf``, their help and its table of defaults, and the errors for a
-  flag of another algorithm (:mod:`mpiml.cli.mf`).
+  flag of another algorithm (the ``mpiml mf`` command).
 
 The defaults were chosen on real data (see :mod:`mpiml.mf.models`). Pure: no MPI.
 """
