@@ -20,6 +20,8 @@ from mpiml.errors import (
     DivergenceError,
     MismatchError,
     MpimlError,
+    Preempted,
+    SubmitError,
 )
 
 __version__ = "0.1.0"
@@ -28,5 +30,5 @@ __all__ = [
     "ALGORITHMS", "MAX", "MIN", "PROD", "SUM", "ReduceOp",
     "allgather", "allreduce", "bcast", "reduce", "reduce_scatter",
     "ArgumentError", "CheckpointError", "DataError", "DivergenceError", "MismatchError",
-    "MpimlError", "__version__",
+    "MpimlError", "Preempted", "SubmitError", "__version__",
 ]
