@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mpiml.runtime.errors import ArgumentError
+from mpiml.errors import ArgumentError
 
 SUPPORTED_KINDS = "iufc"  # signed/unsigned integers, floats, complex
 
