@@ -36,6 +36,14 @@ def _inputs(n, dtype, op, seed, p):
     return [make_input(n, dtype, op, seed + r) for r in range(p)]
 
 
+def _reductions(counts, salt, p):
+    """``(dtype, op, n, inputs)`` for every dtype, every op it allows, every count."""
+    for dtype in DTYPES:
+        for op in ops_for(dtype):
+            for n in counts:
+                yield dtype, op, n, _inputs(n, dtype, op, 100 * n + salt, p)
+
+
 def _counts(comm):
     return sorted(set(COUNTS) | {max(comm.size - 1, 0), comm.size + 1})
 
@@ -100,18 +108,15 @@ def _non_commutative(call, entry, verdicts, expected):
 def check_allreduce(algorithm, comm):
     p, r = comm.size, comm.rank
     verdicts = _Verdicts(comm)
-    for dtype in DTYPES:
-        for op in ops_for(dtype):
-            for n in _counts(comm):
-                inputs = _inputs(n, dtype, op, 100 * n, p)
-                for in_place in (False, True):
-                    x = inputs[r].copy()
-                    result = mpiml.allreduce(x, op=op, algorithm=algorithm, comm=comm, out=x if in_place else None)
-                    ok, why = within_bound(result, inputs, op)
-                    kept = result is x if in_place else np.array_equal(x, inputs[r])
-                    verdicts.expect(ok and kept and result.shape == (n,),
-                                    f"{dtype} {op} n={n} in_place={in_place}: {why or 'input/out handling'}")
-                    verdicts.same_everywhere(result)
+    for dtype, op, n, inputs in _reductions(_counts(comm), 0, p):
+        for in_place in (False, True):
+            x = inputs[r].copy()
+            result = mpiml.allreduce(x, op=op, algorithm=algorithm, comm=comm, out=x if in_place else None)
+            ok, why = within_bound(result, inputs, op)
+            kept = result is x if in_place else np.array_equal(x, inputs[r])
+            verdicts.expect(ok and kept and result.shape == (n,),
+                            f"{dtype} {op} n={n} in_place={in_place}: {why or 'input/out handling'}")
+            verdicts.same_everywhere(result)
     # Multi-dimensional, non-contiguous input; and a larger exact sum.
     base = np.arange(60, dtype=np.float64).reshape(6, 10)
     result = mpiml.allreduce((base * (r + 1))[:, ::2], algorithm=algorithm, comm=comm)
@@ -128,18 +133,15 @@ def check_allreduce(algorithm, comm):
 def check_reduce_scatter(algorithm, comm):
     p, r = comm.size, comm.rank
     verdicts = _Verdicts(comm)
-    for dtype in DTYPES:
-        for op in ops_for(dtype):
-            for n in _counts(comm):
-                inputs = _inputs(n, dtype, op, 100 * n + 7, p)
-                cuts = np.sort(np.random.default_rng(n).integers(0, n + 1, size=p - 1))
-                for counts in (None, np.diff(np.concatenate([[0], cuts, [n]]))):  # balanced; uneven, empty blocks
-                    layout = [len(b) for b in np.array_split(np.arange(n), p)] if counts is None else counts
-                    lo = int(np.sum(layout[:r]))
-                    mine = slice(lo, lo + int(layout[r]))
-                    block = mpiml.reduce_scatter(inputs[r], op=op, algorithm=algorithm, comm=comm, counts=counts)
-                    ok, why = within_bound(block, [x[mine] for x in inputs], op)
-                    verdicts.expect(ok and block.shape == (layout[r],), f"{dtype} {op} n={n} counts={counts}: {why}")
+    for dtype, op, n, inputs in _reductions(_counts(comm), 7, p):
+        cuts = np.sort(np.random.default_rng(n).integers(0, n + 1, size=p - 1))
+        for counts in (None, np.diff(np.concatenate([[0], cuts, [n]]))):  # balanced; uneven, empty blocks
+            layout = [len(b) for b in np.array_split(np.arange(n), p)] if counts is None else counts
+            lo = int(np.sum(layout[:r]))
+            mine = slice(lo, lo + int(layout[r]))
+            block = mpiml.reduce_scatter(inputs[r], op=op, algorithm=algorithm, comm=comm, counts=counts)
+            ok, why = within_bound(block, [x[mine] for x in inputs], op)
+            verdicts.expect(ok and block.shape == (layout[r],), f"{dtype} {op} n={n} counts={counts}: {why}")
     inputs = _affine_inputs(p, 3 * p)
     expected = _in_rank_order(inputs)[3 * r:3 * r + 3]
     _non_commutative(lambda op: mpiml.reduce_scatter(inputs[r], op=op, algorithm=algorithm, comm=comm),
@@ -184,21 +186,17 @@ def check_bcast(algorithm, comm):
 def check_reduce(algorithm, comm):
     p, r = comm.size, comm.rank
     verdicts = _Verdicts(comm)
-    for dtype in DTYPES:
-        for op in ops_for(dtype):
-            for n in (0, 1, 13):
-                inputs = _inputs(n, dtype, op, 100 * n + 3, p)
-                for root in sorted({0, p // 2, p - 1}):
-                    for in_place in (False, True):
-                        x = inputs[r].copy()
-                        result = mpiml.reduce(x, root=root, op=op, algorithm=algorithm, comm=comm,
-                                              out=x if in_place else None)
-                        if r == root:
-                            ok, why = within_bound(result, inputs, op)
-                            ok = ok and (result is x if in_place else np.array_equal(x, inputs[r]))
-                        else:
-                            ok, why = result is None and np.array_equal(x, inputs[r]), "non-root got a result"
-                        verdicts.expect(ok, f"{dtype} {op} n={n} root={root} in_place={in_place}: {why}")
+    for dtype, op, n, inputs in _reductions((0, 1, 13), 3, p):
+        for root in sorted({0, p // 2, p - 1}):
+            for in_place in (False, True):
+                x = inputs[r].copy()
+                result = mpiml.reduce(x, root=root, op=op, algorithm=algorithm, comm=comm, out=x if in_place else None)
+                if r == root:
+                    ok, why = within_bound(result, inputs, op)
+                    ok = ok and (result is x if in_place else np.array_equal(x, inputs[r]))
+                else:
+                    ok, why = result is None and np.array_equal(x, inputs[r]), "non-root got a result"
+                verdicts.expect(ok, f"{dtype} {op} n={n} root={root} in_place={in_place}: {why}")
     inputs = _affine_inputs(p)
     expected = _in_rank_order(inputs)
     for root in range(p):

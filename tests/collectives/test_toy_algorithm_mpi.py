@@ -129,3 +129,22 @@ def test_the_toy_is_gone_afterwards():
     assert NAME not in mpiml.ALGORITHMS["allreduce"]
     with pytest.raises(mpiml.ArgumentError, match=f"unknown allreduce algorithm '{NAME}'"):
         mpiml.allreduce(np.ones(3), algorithm=NAME)
+
+
+def reversed_order(transport, x, out, op, workspace):
+    """Wrong on purpose for a non-commutative operator: combines the highest rank first."""
+    gathered = transport.comm.allgather(x.copy())
+    np.copyto(out, gathered[-1])
+    for part in reversed(gathered[:-1]):
+        op(out, part, out=out)
+    return out
+
+
+@pytest.mark.mpi(min_size=2)
+def test_the_contract_rejects_an_algorithm_that_breaks_rank_order():
+    registry.register("allreduce", "reversed_order", reversed_order, cost=honest_cost)
+    try:
+        with pytest.raises(AssertionError, match="non-commutative op not combined in rank order"):
+            check("allreduce", "reversed_order")
+    finally:
+        registry.unregister("allreduce", "reversed_order")
