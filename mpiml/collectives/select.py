@@ -49,7 +49,10 @@ _explicit_set = False
 _environment_path: str | None = None   # MPIML_TUNING as last read
 _from_environment: Tuning | None = None
 _tables: dict = {}
+_accepted: set = set()  # (collective, name, commutative, size) that choose() accepted
+MAX_ACCEPTED = 4096
 registry.on_change(_tables.clear)
+registry.on_change(_accepted.clear)
 
 
 def set_tuning(tuning=None) -> Tuning | None:
@@ -90,9 +93,10 @@ def choose(collective: str, algorithm: str, nbytes: int, size: int, commutative:
     do not run at ``size`` ranks."""
     if algorithm == "auto":
         return _auto(collective, nbytes, size, commutative)
-    entry = registry.table(collective).get(algorithm)
-    if entry is None:
-        entry = registry.get(collective, algorithm)  # raises, naming the known algorithms
+    key = (collective, algorithm, commutative, size)
+    if key in _accepted:  # a set lookup: a named call pays no more than before the registry
+        return algorithm
+    entry = registry.get(collective, algorithm)  # raises, naming the known algorithms
     if entry.commutative_only and not commutative:
         keep_order = [a.name for a in registry.algorithms(collective) if not a.commutative_only]
         raise ArgumentError(
@@ -101,11 +105,16 @@ def choose(collective: str, algorithm: str, nbytes: int, size: int, commutative:
         )
     if entry.supports is not None and size > 1 and not entry.supports(size):
         raise ArgumentError(f"{collective} algorithm {algorithm!r} does not run at {size} ranks")
+    if len(_accepted) >= MAX_ACCEPTED:
+        _accepted.clear()
+    _accepted.add(key)
     return algorithm
 
 
 def _auto(collective, nbytes, size, commutative):
-    tuning = current_tuning()
+    # current_tuning() inlined for the common cases: this runs on every auto call.
+    tuning = _explicit if _explicit_set else (
+        _from_environment if _environment_path is not None else current_tuning())
     key = (collective, size, commutative, id(tuning))
     table = _tables.get(key)
     if table is None:
