@@ -1,7 +1,7 @@
 """allreduce against numpy on the gathered inputs: sampled cases (hypothesis) and 64 MiB.
 
 The deterministic cross product of algorithms, ops, dtypes and edge counts is the shared
-contract (``contract.py``, run for every registered algorithm by ``test_contract_mpi.py``).
+contract (``collective_contract.py``, run for every registered algorithm by ``test_collective_contract_mpi.py``).
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""reduce_scatter, allgather, bcast and reduce against numpy on the gathered inputs (sampled
-by hypothesis; the deterministic cases and operator order are the shared contract, ``contract.py``)."""
+"""reduce_scatter, allgather, bcast and reduce against numpy on the gathered inputs, sampled
+by hypothesis (the deterministic cases and operator order are the shared contract,
+``collective_contract.py``)."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 import pytest
-from contract import check
+from collective_contract import check
 from mpi4py import MPI
 from mpi_helpers import agree
 

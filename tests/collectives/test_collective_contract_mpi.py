@@ -2,13 +2,13 @@
 
 The parameters come from the registry at collection time, so an algorithm added as a
 module under ``mpiml/collectives/algorithms/`` is checked without editing this file; an
-algorithm registered elsewhere (a test's toy) calls ``contract.check`` itself.
+algorithm registered elsewhere (a test's toy) calls ``collective_contract.check`` itself.
 """
 
 from __future__ import annotations
 
 import pytest
-from contract import check, every_algorithm
+from collective_contract import check, every_algorithm
 
 
 @pytest.mark.mpi
