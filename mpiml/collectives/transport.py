@@ -51,4 +51,5 @@ class Transport:
 
     @staticmethod
     def waitall(requests) -> None:
+        """Wait for every request :meth:`isend` returned."""
         MPI.Request.Waitall(requests)
