@@ -107,7 +107,7 @@ def worker_mpiml(args) -> dict:
         model.fit(train, comm=comm)
         scores = model.evaluate(test, comm=comm, k=K)
     return {"iteration_seconds": [r["seconds"] for r in records], "comm_seconds": [r["comm_seconds"] for r in records],
-            "setup_seconds": model.fit_info["setup_seconds"], "train_ratings": model.fit_info["train_ratings"],
+            "setup_seconds": model.fit_info_["setup_seconds"], "train_ratings": model.fit_info_["train_ratings"],
             **{k: v for k, v in scores.items()}}
 
 

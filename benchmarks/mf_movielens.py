@@ -50,13 +50,15 @@ def split(path, seed):
 
 def mpiml_run(algorithm, params, train, test):
     from mpiml.mf import MODELS
+    from mpiml.mf.params import BY_NAME
 
     model = MODELS[algorithm](**params)
     start = time.perf_counter()
     model.fit(train)
     seconds = time.perf_counter() - start
     scores = model.evaluate(test, k=K)
-    return {"params": {**model.params, "reg_chosen": model.reg_}, "fit_seconds": seconds,
+    described = {k: v for k, v in model.get_params().items() if BY_NAME[k].model}
+    return {"params": {**described, "reg_chosen": model.reg_}, "fit_seconds": seconds,
             **{k: scores[k] for k in ("rmse", f"ndcg_at_{K}", f"precision_at_{K}") if k in scores}}
 
 
@@ -160,7 +162,7 @@ def worker(args):
     comm = MPI.COMM_WORLD
     model = MODELS[args.algorithms](iters=args.iters)
     model.fit(read_ratings(args.ratings, "auto", comm), comm=comm)
-    info = model.fit_info
+    info = model.fit_info_
     if comm.rank == 0:
         keep = ("compute_imbalance", "compute_cpu_imbalance", "estimated_imbalance", "fit_seconds")
         per_rank = [{k: round(v, 3) for k, v in r.items()} for r in info["per_rank"]]

@@ -13,13 +13,15 @@ from mpiml.collectives import (
     reduce,
     reduce_scatter,
 )
-from mpiml.runtime.errors import (
+from mpiml.errors import (
     ArgumentError,
     CheckpointError,
     DataError,
     DivergenceError,
     MismatchError,
     MpimlError,
+    Preempted,
+    SubmitError,
 )
 
 __version__ = "0.1.0"
@@ -28,5 +30,5 @@ __all__ = [
     "ALGORITHMS", "MAX", "MIN", "PROD", "SUM", "ReduceOp",
     "allgather", "allreduce", "bcast", "reduce", "reduce_scatter",
     "ArgumentError", "CheckpointError", "DataError", "DivergenceError", "MismatchError",
-    "MpimlError", "__version__",
+    "MpimlError", "Preempted", "SubmitError", "__version__",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from mpiml.cli.output import emit_json, say
-from mpiml.runtime.errors import ArgumentError
+from mpiml.errors import ArgumentError
 
 DEFAULT_SIZES = "8:64M:4"
 QUICK_SIZES = "8:1M:16"
@@ -53,7 +53,7 @@ def build_parser():
 
 def resolve_algorithms(collective: str, spec: str) -> list[str]:
     """``all`` (every algorithm and ``auto``) or a comma list validated against the collective."""
-    from mpiml.collectives.select import ALGORITHMS
+    from mpiml.collectives.registry import ALGORITHMS
 
     known = ["auto", *ALGORITHMS[collective]]
     if spec == "all":

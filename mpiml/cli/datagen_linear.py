@@ -15,8 +15,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from mpiml.data import synthetic, writers
+from mpiml.errors import ArgumentError
+from mpiml.runtime import partition
 from mpiml.runtime.agree import raise_if_any
-from mpiml.runtime.errors import ArgumentError
 from mpiml.runtime.files import atomic_write, save_npz_atomic
 
 SUFFIXES = {".svm": "svmlight", ".libsvm": "svmlight", ".txt": "svmlight", ".csv": "csv", ".npz": "npz"}
@@ -62,7 +63,7 @@ def run(args, kind, comm) -> dict:
     except ArgumentError as exc:
         error = exc
     raise_if_any(error, comm)
-    lo, hi = synthetic.row_block(options["n"], comm.rank, comm.size)
+    lo, hi = partition.contiguous_block(options["n"], comm.size, comm.rank)
     X, y = synthetic.generate(kind, options, lo, hi)
     error = None
     try:

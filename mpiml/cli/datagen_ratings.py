@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from mpiml.data.synthetic_ratings import SyntheticSpec, synthetic_ratings
+from mpiml.errors import ArgumentError
 from mpiml.runtime.agree import raise_if_any
-from mpiml.runtime.errors import ArgumentError
 from mpiml.runtime.files import atomic_write, save_npz_atomic
 
 SUFFIXES = {".csv": ",", ".tsv": "\t", ".data": "\t", ".npz": None}

@@ -10,34 +10,60 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 import time
+from collections.abc import Mapping
 
 from mpiml.cli.output import emit_json, say, table
 from mpiml.data.ratings import FORMATS
-from mpiml.runtime.errors import ArgumentError
+from mpiml.errors import ArgumentError
+from mpiml.mf import params
 
-EPILOG = """examples:
+EXAMPLES = """examples:
   mpiexec -n 4 mpiml mf --ratings ml-1m/ratings.dat --test-fraction 0.1 --json      (ALS, tuned defaults)
   mpiexec -n 4 mpiml mf --ratings ml-1m/ratings.dat --reg auto --test-fraction 0.1   (reg chosen on a held-out slice)
   mpiexec -n 4 mpiml mf --algorithm ials --ratings plays.csv --alpha 2 --test-fraction 0.2
   mpiexec -n 4 mpiml mf --algorithm dsgd --ratings synthetic:users=20000,items=5000,ratings=1e6,rank=16 \\
       --rank 16 --test-fraction 0.1 --checkpoint-dir ckpt --resume
-
-defaults (chosen on MovieLens-100K and -1M; each flag overrides one):
-  als   rank 50, reg 0.09 (x each row's rating count), 10 iterations, biases on
-  ials  rank 100, reg 30, 15 iterations, alpha 0.5 (confidence 1 + alpha * r), cg solver (3 steps), float32
-  dsgd  rank 50, reg 0.05, 20 epochs, lr 0.02 decaying as lr / (1 + 0.1 epoch), factors from N(0, 0.05), biases on
-flags of one algorithm only (an error with another): --biases/--no-biases (als, dsgd); --alpha, --solver,
-  --cg-steps, --dtype (ials); --lr, --step (dsgd). --reg auto: als and dsgd.
-
-synthetic data: --ratings synthetic:users=U,items=I,ratings=N,rank=R,noise=S,skew=A,mean=M,seed=X
-  (low-rank plus Gaussian noise; the best reachable test RMSE is about `noise`)
-cold start (test users or items unseen in training): --cold-start drop (default) | nan | mean
 """
 
-# flag (argparse dest) -> the algorithms it applies to
-ONLY_FOR = {"biases": ("als", "dsgd"), "alpha": ("ials",), "solver": ("ials",), "cg_steps": ("ials",),
-            "dtype": ("ials",), "lr": ("dsgd",), "step": ("dsgd",)}
+NOTES = """
+synthetic data: --ratings synthetic:users=U,items=I,ratings=N,rank=R,noise=S,skew=A,mean=M,seed=X
+  (low-rank plus Gaussian noise; the best reachable test RMSE is about `noise`)
+"""
+
+# The model's options: the parameter table, less what the command line sets itself.
+MODEL_FLAGS = tuple(p for p in params.PARAMS if p.flag)
+CHECKPOINT_ENV = "MPIML_CHECKPOINT_DIR"
+
+
+def epilog() -> str:
+    """Examples, each algorithm's defaults and the flags of one algorithm only: from the parameter table."""
+    lines = [EXAMPLES, "defaults (chosen on MovieLens-100K and -1M; each flag overrides one):"]
+    for algorithm in params.ALGORITHMS:
+        shown = []
+        for p in params.of(algorithm):
+            default = p.default_for(algorithm)
+            specific = isinstance(p.default, Mapping) or p.algorithms != params.ALGORITHMS
+            if p.flag and specific and params.in_effect(p, {}, algorithm) and default is not None:
+                shown.append(_as_flag(p, default))
+        lines.append(textwrap.fill(" ".join(shown), 100, initial_indent=f"  {algorithm:<5} ",
+                                   subsequent_indent=" " * 8, break_on_hyphens=False))
+    groups: dict = {}
+    for p in MODEL_FLAGS:
+        if p.algorithms != params.ALGORITHMS:
+            groups.setdefault(p.algorithms, []).append(p.option)
+    only = "; ".join(f"{', '.join(flags)} ({'/'.join(algorithms)})" for algorithms, flags in groups.items())
+    lines.append(textwrap.fill(f"flags of one algorithm only (an error with another): {only}. --reg auto: "
+                               f"{' and '.join(params.AUTO)}.", 100, subsequent_indent="  ",
+                               break_on_hyphens=False))
+    return "\n".join(lines) + "\n" + NOTES
+
+
+def _as_flag(p: params.Param, value) -> str:
+    if p.kind == "bool":
+        return p.option if value else "--no-" + p.option[2:]
+    return f"{p.option} {value:g}" if isinstance(value, float) else f"{p.option} {value}"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -56,59 +82,77 @@ def _reg(text: str):
         raise argparse.ArgumentTypeError(f"expected a number or auto, got {text!r}") from None
 
 
+def _numbers(text: str) -> list:
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+TYPES = {"int": int, "float": float, "reg": _reg, "grid": _numbers, "path": str, "choice": str}
+
+
+def _add_model_option(parser, p: params.Param) -> None:
+    """The option of parameter ``p``: None unless given, so that the model's own default applies."""
+    scope = "" if p.algorithms == params.ALGORITHMS else "/".join(p.algorithms) + ": "
+    default = params.default_text(p)
+    text = f"{scope}{p.help}" + (f" (default: {default})" if p.default is not None else "")
+    if p.name == "checkpoint_dir":
+        text += f"; default ${CHECKPOINT_ENV}"
+    if p.kind == "bool":
+        action = "store_true" if p.name == "resume" else argparse.BooleanOptionalAction
+        parser.add_argument(p.option, action=action, default=None, help=text)
+    else:
+        parser.add_argument(p.option, type=TYPES[p.kind], choices=p.choices or None, default=None, help=text,
+                            metavar=None if p.choices else p.name.upper())
+
+
 def build_parser():
     parser = _Parser(prog="mpiml mf", description=__doc__.split(": ", 1)[1].split("\n")[0],
-                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--algorithm", choices=("als", "ials", "dsgd"), default="als")
+                     epilog=epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--algorithm", choices=params.ALGORITHMS, default="als")
     parser.add_argument("--ratings", required=True, help="ratings file, or synthetic:KEY=VALUE,...")
     parser.add_argument("--format", default="auto", choices=FORMATS,
                         help="ratings layout (default: auto, from the suffix and the first line)")
-    parser.add_argument("--rank", type=int, help="factor dimension (default: per algorithm, see below)")
-    parser.add_argument("--reg", type=_reg, help="regularization lambda, or auto (als, dsgd) to choose it on a "
-                                                 "held-out slice of the training ratings")
-    parser.add_argument("--iters", type=int, help="iterations (dsgd: epochs)")
-    parser.add_argument("--biases", action=argparse.BooleanOptionalAction,
-                        help="als, dsgd: learn user and item biases (default on)")
-    parser.add_argument("--alpha", type=float, help="ials: confidence 1 + alpha * rating")
-    parser.add_argument("--solver", choices=("cholesky", "cg"), help="ials: row solver (default cg)")
-    parser.add_argument("--cg-steps", type=int, help="ials --solver cg: steps per row (default 3)")
-    parser.add_argument("--dtype", choices=("float32", "float64"), help="ials: factor precision (default float32)")
-    parser.add_argument("--lr", type=float, help="dsgd: initial step size")
-    parser.add_argument("--step", choices=("bold", "decay"), help="dsgd: step-size rule (default decay)")
-    parser.add_argument("--exchange", choices=("auto", "ring", "native"), default="auto",
-                        help="allgather algorithm that shares the factors (default auto)")
+    model = parser.add_argument_group("model (unset: the algorithm's default)")
+    for p in MODEL_FLAGS:
+        _add_model_option(model, p)
     split = parser.add_mutually_exclusive_group()
     split.add_argument("--test", help="held-out ratings file (same layout)")
     split.add_argument("--test-fraction", type=float, default=0.0, help="hold out this fraction, seeded")
     parser.add_argument("--split-seed", type=int, default=0)
-    parser.add_argument("--seed", type=int, default=0, help="initialization and shuffling seed")
     parser.add_argument("--k", type=int, default=10, help="cut-off of the ranking metrics")
-    parser.add_argument("--cold-start", choices=("drop", "nan", "mean"), default="drop")
     parser.add_argument("--out", help="write the model here (.npz)")
-    parser.add_argument("--checkpoint-dir", default=os.environ.get("MPIML_CHECKPOINT_DIR") or None,
-                        help="checkpoint here (default: $MPIML_CHECKPOINT_DIR); with it, SIGUSR1/SIGTERM "
-                             "checkpoint and exit with status 3")
-    parser.add_argument("--checkpoint-every", type=int, default=1)
-    parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --checkpoint-dir")
     parser.add_argument("--json", action="store_true", help="print one JSON object (progress goes to stderr)")
     return parser
 
 
+def given(args) -> dict:
+    """The model parameters set on the command line (``--checkpoint-dir`` also from the environment)."""
+    values = {p.name: getattr(args, p.name) for p in MODEL_FLAGS if getattr(args, p.name) is not None}
+    if "checkpoint_dir" not in values and os.environ.get(CHECKPOINT_ENV):
+        values["checkpoint_dir"] = os.environ[CHECKPOINT_ENV]
+    return values
+
+
 def check(args) -> None:
-    """Refuse flags that do not fit together; raises :class:`ArgumentError`."""
-    wrong = [name for name, algorithms in ONLY_FOR.items()
-             if getattr(args, name) is not None and args.algorithm not in algorithms]
+    """Refuse flags that do not fit together or values out of range; raises :class:`ArgumentError`."""
+    algorithm, values = args.algorithm, given(args)
+    wrong = [p for p in MODEL_FLAGS if p.name in values and algorithm not in p.algorithms]
     if wrong:
-        flags = ", ".join("--" + name.replace("_", "-") + f" ({'/'.join(ONLY_FOR[name])} only)" for name in wrong)
-        raise ArgumentError(f"--algorithm {args.algorithm} does not take {flags}")
-    if args.cg_steps is not None and args.solver == "cholesky":
-        raise ArgumentError("--cg-steps applies to --solver cg only")
-    if args.reg == "auto" and args.algorithm == "ials":
-        raise ArgumentError("--reg auto is for als and dsgd; give ials a number")
-    if args.resume and not args.checkpoint_dir:
+        flags = ", ".join(f"{p.option} ({'/'.join(p.algorithms)} only)" for p in wrong)
+        raise ArgumentError(f"--algorithm {algorithm} does not take {flags}")
+    if values.get("reg") == "auto" and algorithm not in params.AUTO:
+        raise ArgumentError(f"--reg auto is for {' and '.join(params.AUTO)}; give {algorithm} a number")
+    for p in MODEL_FLAGS:
+        if p.name in values and not params.in_effect(p, values, algorithm):
+            other, needed = p.only_with
+            raise ArgumentError(f"{p.option} applies to {params.BY_NAME[other].option} {needed} only")
+    if values.get("resume") and not values.get("checkpoint_dir"):
         raise ArgumentError("--resume needs --checkpoint-dir")
     if not 0.0 <= args.test_fraction < 1.0:
         raise ArgumentError("--test-fraction must be in [0, 1)")
+    params.validate(algorithm, values, labels={p.name: p.option for p in MODEL_FLAGS})
 
 
 def load(source: str, fmt: str, comm):
@@ -125,13 +169,7 @@ def make_model(args, callback):
     """The estimator the arguments describe; unset flags keep the model's defaults."""
     from mpiml.mf import MODELS
 
-    given = {"rank": args.rank, "reg": args.reg, "iters": args.iters, "biases": args.biases, "alpha": args.alpha,
-             "solver": args.solver, "cg_steps": args.cg_steps, "dtype": args.dtype, "lr": args.lr,
-             "step": args.step}
-    return MODELS[args.algorithm](
-        seed=args.seed, exchange=args.exchange, cold_start=args.cold_start, checkpoint_dir=args.checkpoint_dir,
-        checkpoint_every=args.checkpoint_every, resume=args.resume, callback=callback,
-        **{key: value for key, value in given.items() if value is not None})
+    return MODELS[args.algorithm](callback=callback, **given(args))
 
 
 def main(argv=None) -> int:
@@ -156,11 +194,7 @@ def main(argv=None) -> int:
             f"  {record['seconds']:.3f} s  (compute {record['compute_seconds']:.3f} s, comm "
             f"{record['comm_seconds']:.3f} s, wait {record['wait_seconds']:.3f} s)", comm=comm, file=stream)
 
-    try:
-        model = make_model(args, progress)
-    except ArgumentError as exc:
-        error = exc
-    raise_if_any(error, comm)
+    model = make_model(args, progress)  # its parameters were checked above, on every rank
     ratings = load(args.ratings, args.format, comm)
     if args.test:
         train, test = ratings, load(args.test, args.format, comm)
@@ -170,9 +204,12 @@ def main(argv=None) -> int:
         train, test = ratings, None
     load_seconds = time.perf_counter() - started
     model.fit(train, comm=comm)
-    info = model.fit_info
+    info = model.fit_info_
+    settings = model.get_params()
+    described = {k: v for k, v in settings.items()
+                 if params.BY_NAME[k].model and params.in_effect(params.BY_NAME[k], settings, args.algorithm)}
     result = {"algorithm": args.algorithm, "rank": model.rank, "reg": info["reg"], "ranks": comm.Get_size(),
-              "params": {k: v for k, v in model.params.items() if k not in ("exchange", "cold_start")},
+              "params": {k: v for k, v in described.items() if k not in ("exchange", "cold_start")},
               "load_seconds": load_seconds}
     for key in ("iterations", "fit_seconds", "setup_seconds", "objective", "train_ratings", "users", "items",
                 "exchange", "train_rmse", "compute_imbalance", "compute_cpu_imbalance", "estimated_imbalance",

@@ -34,12 +34,12 @@ def build_parser():
 
 def main(argv=None) -> int:
     from mpiml.collectives.model import DEFAULT_PARAMS
-    from mpiml.collectives.select import ALGORITHMS
+    from mpiml.collectives.registry import ALGORITHMS
     from mpiml.collectives.tuning import load_tuning
     from mpiml.perf.extrapolate import crossover_points, parse_overrides, predictions
     from mpiml.perf.sizes import format_bytes, parse_sizes
     from mpiml.runtime.agree import raise_if_any
-    from mpiml.runtime.errors import ArgumentError
+    from mpiml.errors import ArgumentError
 
     args = build_parser().parse_args(argv)
     error = records = points = None

@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from mpiml.cli.output import emit_json, say, table
-from mpiml.runtime.errors import MpimlError
+from mpiml.errors import MpimlError
 
 EPILOG = """examples:
   mpiml slurm list

@@ -67,7 +67,7 @@ def main(argv=None) -> int:
     from mpiml.perf.tune import tune, write_tuning
     from mpiml.perf.workloads import COLLECTIVES
     from mpiml.runtime.agree import raise_if_any
-    from mpiml.runtime.errors import ArgumentError
+    from mpiml.errors import ArgumentError
 
     args = build_parser().parse_args(argv)
     comm = MPI.COMM_WORLD

@@ -6,6 +6,11 @@ environment) to verify first that every rank passed the same arguments.
 
 Contiguity: a non-contiguous input is copied to a contiguous one; an ``out`` array or a
 broadcast buffer (written in place) must be C-contiguous, else the call is refused.
+
+Dispatch: ``algorithm`` (or ``auto``'s choice) names an entry of
+:mod:`mpiml.collectives.registry`, whose implementation runs with the communicator's
+blocking :class:`~mpiml.collectives.transport.Transport` and its
+:class:`~mpiml.collectives.workspace.Workspace` (both kept per communicator).
 """
 
 from __future__ import annotations
@@ -16,14 +21,23 @@ import os
 
 import numpy as np
 
-from mpiml.collectives import doubling, native, pipeline, rabenseifner, ring, tree
+from mpiml.collectives import algorithms as _algorithms  # noqa: F401  (registers the built-in algorithms)
+from mpiml.collectives import registry
 from mpiml.collectives.layout import block_counts
 from mpiml.collectives.ops import check_dtype, resolve_op
 from mpiml.collectives.select import choose
+from mpiml.collectives.transport import Transport
 from mpiml.collectives.workspace import Workspace
+from mpiml.errors import ArgumentError, MismatchError
 from mpiml.runtime.agree import raise_if_any
 from mpiml.runtime.comm import context_of
-from mpiml.runtime.errors import ArgumentError, MismatchError
+
+# The live name -> Algorithm tables: a dispatch is one dictionary lookup.
+_ALLREDUCE = registry.table("allreduce")
+_REDUCE_SCATTER = registry.table("reduce_scatter")
+_ALLGATHER = registry.table("allgather")
+_BCAST = registry.table("bcast")
+_REDUCE = registry.table("reduce")
 
 
 def _check_enabled(check):
@@ -32,11 +46,18 @@ def _check_enabled(check):
     return bool(check)
 
 
-def _workspace(context):
-    workspace = context.plans.get("workspace")
-    if workspace is None:
-        workspace = context.plans["workspace"] = Workspace()
-    return workspace
+def _state(context):
+    """``(transport, workspace)`` of a communicator, made on its first collective (callers
+    look in ``context.plans["collectives"]`` first: a function call costs 2% of a small call)."""
+    state = context.plans.get("collectives")
+    if state is None:
+        state = context.plans["collectives"] = (Transport(context.comm), Workspace())
+    return state
+
+
+def _flat(a):
+    """``a`` as a 1-D view (itself when already 1-D: a reshape costs as much as a dispatch)."""
+    return a if a.ndim == 1 else a.reshape(-1)
 
 
 def _contiguous_input(x, name="x"):
@@ -122,8 +143,9 @@ def allreduce(x, op="sum", algorithm="auto", comm=None, out=None, check=None):
         ``"sum"``, ``"prod"``, ``"min"``, ``"max"``, a binary ufunc, or a
         :class:`ReduceOp`. Operands are combined as if in rank order.
     algorithm : str
-        ``"auto"``, ``"native"``, ``"ring"``, ``"recursive_doubling"``,
-        ``"rabenseifner"`` or ``"tree"`` (see :mod:`mpiml.collectives.select`).
+        ``"auto"`` (see :mod:`mpiml.collectives.select`) or a name in
+        ``ALGORITHMS["allreduce"]``: ``"native"``, ``"ring"``, ``"recursive_doubling"``,
+        ``"rabenseifner"``, ``"tree"`` and any registered since.
     comm : mpi4py.MPI.Intracomm, optional
         Defaults to ``MPI.COMM_WORLD``.
     out : numpy.ndarray, optional
@@ -154,17 +176,8 @@ def allreduce(x, op="sum", algorithm="auto", comm=None, out=None, check=None):
         if out is not x:
             np.copyto(out, x)
         return out
-    flat_x, flat_out = x.reshape(-1), out.reshape(-1)
-    if chosen == "native":
-        native.allreduce(c, flat_x, flat_out, op)
-    elif chosen == "ring":
-        ring.allreduce(c, flat_x, flat_out, op, _workspace(context))
-    elif chosen == "recursive_doubling":
-        doubling.allreduce(c, flat_x, flat_out, op, _workspace(context))
-    elif chosen == "rabenseifner":
-        rabenseifner.allreduce(c, flat_x, flat_out, op, _workspace(context))
-    else:
-        tree.allreduce(c, flat_x, flat_out, op, _workspace(context))
+    transport, workspace = context.plans.get("collectives") or _state(context)
+    _ALLREDUCE[chosen].run(transport, _flat(x), _flat(out), op, workspace)
     return out
 
 
@@ -197,13 +210,12 @@ def reduce_scatter(x, op="sum", algorithm="auto", comm=None, counts=None, out=No
         error = exc
     _agree(c, error, check, lambda: ("reduce_scatter", getattr(op, "label", op), chosen, str(x.dtype),
                              x.size, None if counts is None else np.asarray(counts).tolist()))
-    flat_x = x.reshape(-1)
+    flat_x = _flat(x)
     if p == 1 or x.size == 0:
         np.copyto(out, flat_x)
-    elif chosen == "native":
-        native.reduce_scatter(c, flat_x, out, op, counts)
     else:
-        ring.reduce_scatter(c, flat_x, out, op, counts, _workspace(context))
+        transport, workspace = context.plans.get("collectives") or _state(context)
+        _REDUCE_SCATTER[chosen].run(transport, flat_x, out, op, counts, workspace)
     return out
 
 
@@ -231,7 +243,8 @@ def allgather(x, algorithm="auto", comm=None, out=None, check=None):
     _agree(c, error, check, lambda: ("allgather", algorithm, str(x.dtype), x.shape[1:]))
     # Every rank learns every rank's row count and a digest of its row shape and dtype:
     # the same data everywhere, so a mismatch is detected identically on all ranks.
-    table = _workspace(context).get("allgather_rows", 2 * p, np.int64).reshape(p, 2)
+    transport, workspace = context.plans.get("collectives") or _state(context)
+    table = workspace.get("allgather_rows", 2 * p, np.int64).reshape(p, 2)
     c.Allgather(np.array([x.shape[0], _row_digest(x.shape[1:], x.dtype)], dtype=np.int64), table)
     if (table[:, 1] != table[0, 1]).any():
         shapes = c.allgather((x.shape, x.dtype.str))  # only to name the culprits
@@ -244,13 +257,11 @@ def allgather(x, algorithm="auto", comm=None, out=None, check=None):
     out = _output(out, (int(rows.sum()), *x.shape[1:]), x.dtype)
     chosen = choose("allgather", algorithm, out.nbytes, p)
     counts = rows * row_size
-    flat_x, flat_out = x.reshape(-1), out.reshape(-1)
+    flat_x, flat_out = _flat(x), _flat(out)
     if p == 1:
         np.copyto(flat_out, flat_x)
-    elif chosen == "native":
-        native.allgather(c, flat_x, flat_out, counts)
     else:
-        ring.allgather(c, flat_x, flat_out, counts)
+        _ALLGATHER[chosen].run(transport, flat_x, flat_out, counts, workspace)
     return out
 
 
@@ -258,8 +269,8 @@ def bcast(x, root=0, algorithm="auto", comm=None, segment_bytes=None, check=None
     """Broadcast ``root``'s ``x`` into ``x`` on every rank, in place; returns ``x``.
 
     Every rank passes a writeable C-contiguous array of the same shape and dtype.
-    ``algorithm`` is ``"auto"``, ``"native"``, ``"binomial"`` or ``"pipeline"``
-    (segments of ``segment_bytes``, default 1 MiB).
+    ``algorithm`` is ``"auto"`` or a name in ``ALGORITHMS["bcast"]``: ``"native"``,
+    ``"binomial"``, ``"pipeline"`` (segments of ``segment_bytes``, default 1 MiB).
     """
     context = context_of(comm)
     c = context.comm
@@ -276,15 +287,10 @@ def bcast(x, root=0, algorithm="auto", comm=None, segment_bytes=None, check=None
     except ArgumentError as exc:
         error = exc
     _agree(c, error, check, lambda: ("bcast", root, chosen, str(getattr(x, "dtype", None)), getattr(x, "size", None)))
-    flat = x.reshape(-1)
     if c.Get_size() == 1 or x.size == 0:
         return x
-    if chosen == "native":
-        native.bcast(c, flat, root)
-    elif chosen == "binomial":
-        tree.bcast(c, flat, root)
-    else:
-        pipeline.bcast(c, flat, root, segment_bytes or pipeline.DEFAULT_SEGMENT_BYTES)
+    transport, workspace = context.plans.get("collectives") or _state(context)
+    _BCAST[chosen].run(transport, _flat(x), root, segment_bytes, workspace)
     return x
 
 
@@ -292,8 +298,8 @@ def reduce(x, root=0, op="sum", algorithm="auto", comm=None, out=None, check=Non
     """Combine ``x`` elementwise across ranks onto ``root``.
 
     Returns the result on ``root`` (in ``out`` if given; ``out=x`` reduces in place) and
-    None on every other rank. ``algorithm`` is ``"auto"``, ``"native"`` or
-    ``"binomial"``.
+    None on every other rank. ``algorithm`` is ``"auto"`` or a name in
+    ``ALGORITHMS["reduce"]`` (``"native"``, ``"binomial"``).
     """
     context = context_of(comm)
     c = context.comm
@@ -319,12 +325,8 @@ def reduce(x, root=0, op="sum", algorithm="auto", comm=None, out=None, check=Non
         if out is not None and out is not x:
             np.copyto(out, x)
         return out
-    flat_x = x.reshape(-1)
-    if chosen == "native":
-        native.reduce(c, flat_x, out.reshape(-1) if is_root else None, op, root)
-    else:
-        scratch = out.reshape(-1) if out is not None else _workspace(context).get("reduce_out", x.size, x.dtype)
-        tree.reduce(c, flat_x, scratch, op, root, _workspace(context))
+    transport, workspace = context.plans.get("collectives") or _state(context)
+    _REDUCE[chosen].run(transport, _flat(x), _flat(out) if is_root else None, op, root, workspace)
     return out if is_root else None
 
 

@@ -1,10 +1,17 @@
-"""How a vector is split into per-rank blocks (pure functions of counts and ranks)."""
+"""How a vector is split into per-rank blocks (pure functions of counts and ranks).
+
+The split itself is :func:`mpiml.runtime.partition.array_split`, the policy every layer
+of mpiml names for the blocks of a reduced vector.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-from mpiml.runtime.errors import ArgumentError
+from mpiml.errors import ArgumentError
+from mpiml.runtime import partition
+
+MAX_CACHED_LAYOUTS = 1024
 
 
 def balanced_counts(n: int, parts: int) -> np.ndarray:
@@ -14,23 +21,33 @@ def balanced_counts(n: int, parts: int) -> np.ndarray:
     ``n // parts`` otherwise: the first blocks take the remainder, exactly as
     ``numpy.array_split`` does. Blocks may be empty when ``n < parts``.
     """
-    base, extra = divmod(int(n), int(parts))
-    counts = np.full(parts, base, dtype=np.int64)
-    counts[:extra] += 1
-    return counts
+    return partition.sizes(partition.array_split(n, parts))
 
 
 def displacements(counts) -> np.ndarray:
     """Start offsets of blocks of the given counts, plus the total at the end."""
-    bounds = np.zeros(len(counts) + 1, dtype=np.int64)
-    np.cumsum(counts, out=bounds[1:])
-    return bounds
+    return partition.from_sizes(counts)
+
+
+_balanced: dict = {}
+
+
+def _cached_balanced_counts(n: int, parts: int) -> np.ndarray:
+    """:func:`balanced_counts`, read-only and kept per ``(n, parts)``: reduce_scatter asks per call."""
+    key = (n, parts)
+    counts = _balanced.get(key)
+    if counts is None:
+        if len(_balanced) >= MAX_CACHED_LAYOUTS:
+            _balanced.clear()
+        counts = _balanced[key] = balanced_counts(n, parts)
+        counts.flags.writeable = False
+    return counts
 
 
 def block_counts(n: int, parts: int, counts=None) -> np.ndarray:
-    """``counts`` validated against ``n`` and ``parts``, or the balanced layout."""
+    """``counts`` validated against ``n`` and ``parts``, or the balanced layout (read-only)."""
     if counts is None:
-        return balanced_counts(n, parts)
+        return _cached_balanced_counts(n, parts)
     counts = np.asarray(counts)
     if counts.shape != (parts,) or counts.dtype.kind not in "iu":
         raise ArgumentError(f"counts must be {parts} integers, one per rank, got {counts!r}")

@@ -1,5 +1,10 @@
 """Alpha-beta-gamma cost model of every collective algorithm in mpiml (pure functions).
 
+Each algorithm registers its own cost formula with it (:mod:`mpiml.collectives.registry`);
+:func:`predict` prices any registered algorithm through that formula, so a new algorithm
+is priced, compared and picked by ``auto`` as soon as it is registered. The textbook
+formulas the built-in algorithms use are below.
+
 The model of Hockney, as used by Thakur, Rabenseifner & Gropp (2005) and Chan et al.
 (2007): sending one message of ``m`` bytes costs ``alpha + m * beta``; reducing ``m``
 bytes costs ``m * gamma``. On top of it, two costs that decide the small-message end for
@@ -42,6 +47,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, replace
+
+from mpiml.collectives import registry
 
 FAULT_BYTES = 32 << 20  # glibc's largest dynamic mmap threshold: temporaries above it are fresh pages
 
@@ -88,116 +95,134 @@ class ModelParams:
 DEFAULT_PARAMS = ModelParams()
 
 
-def _log2_floor(p: int) -> int:
+def log2_floor(p: int) -> int:
     return int(p).bit_length() - 1
 
 
-def _log2_ceil(p: int) -> int:
+def log2_ceil(p: int) -> int:
     return (int(p) - 1).bit_length()
 
 
-def _fold(n, p, a, b, g):
+@dataclass(frozen=True)
+class Rates:
+    """What a registered cost formula ``cost(n, p, rates)`` combines, for one call.
+
+    Attributes
+    ----------
+    alpha : float
+        The library's latency per message (what ``native``'s internal steps pay).
+    step : float
+        ``alpha + step_overhead``: one step of a hand-written (Python-driven) algorithm.
+    beta : float
+        Seconds per byte sent.
+    gamma : float
+        Seconds per byte reduced, for the call's dtype; 0 for collectives that do not reduce.
+    copy : float
+        Seconds per byte copied locally.
+    in_place : bool
+        The call reduces in place (``out=x``).
+    params : ModelParams
+        Everything else (``segment_bytes``, ``native_extra``, ...).
+    """
+
+    alpha: float
+    step: float
+    beta: float
+    gamma: float
+    copy: float
+    in_place: bool
+    params: ModelParams
+
+
+# --- textbook formulas: n bytes, p ranks, a per step, b per byte sent, g per byte reduced ------
+
+def fold(n, p, a, b, g):
     """Non-power-of-two pre/post step of recursive doubling and Rabenseifner."""
-    if p == 1 << _log2_floor(p):
+    if p == 1 << log2_floor(p):
         return 0.0
     return (a + n * b + n * g) + (a + n * b)
 
 
-# --- allreduce ------------------------------------------------------------------
-
-def _ar_ring(n, p, a, b, g):
+def allreduce_ring(n, p, a, b, g):
     return 2 * (p - 1) * a + 2 * (p - 1) / p * n * b + (p - 1) / p * n * g
 
 
-def _ar_doubling(n, p, a, b, g):
-    return _fold(n, p, a, b, g) + _log2_floor(p) * (a + n * b + n * g)
+def allreduce_doubling(n, p, a, b, g):
+    return fold(n, p, a, b, g) + log2_floor(p) * (a + n * b + n * g)
 
 
-def _ar_rabenseifner(n, p, a, b, g):
-    q = 1 << _log2_floor(p)
-    return _fold(n, p, a, b, g) + 2 * _log2_floor(p) * a + 2 * (q - 1) / q * n * b + (q - 1) / q * n * g
+def allreduce_rabenseifner(n, p, a, b, g):
+    q = 1 << log2_floor(p)
+    return fold(n, p, a, b, g) + 2 * log2_floor(p) * a + 2 * (q - 1) / q * n * b + (q - 1) / q * n * g
 
 
-def _ar_tree(n, p, a, b, g):
-    steps = _log2_ceil(p)
+def allreduce_tree(n, p, a, b, g):
+    steps = log2_ceil(p)
     return steps * (a + n * b + n * g) + steps * (a + n * b)
 
 
-def _ar_native(n, p, a, b, g):
-    return min(_ar_doubling(n, p, a, b, g), _ar_rabenseifner(n, p, a, b, g))
+def allreduce_library(n, p, a, b, g):
+    """What an MPI library picks from: recursive doubling or Rabenseifner."""
+    return min(allreduce_doubling(n, p, a, b, g), allreduce_rabenseifner(n, p, a, b, g))
 
 
-# --- reduce_scatter (n: the whole input vector) ---------------------------------------
-
-def _rs_ring(n, p, a, b, g):
+def reduce_scatter_ring(n, p, a, b, g):
+    """``n``: the whole input vector."""
     return (p - 1) * a + (p - 1) / p * n * (b + g)
 
 
-def _rs_native(n, p, a, b, g):
+def reduce_scatter_library(n, p, a, b, g):
     halving = math.inf
-    if p == 1 << _log2_floor(p):
-        halving = _log2_floor(p) * a + (p - 1) / p * n * (b + g)
-    return min(halving, _rs_ring(n, p, a, b, g))
+    if p == 1 << log2_floor(p):
+        halving = log2_floor(p) * a + (p - 1) / p * n * (b + g)
+    return min(halving, reduce_scatter_ring(n, p, a, b, g))
 
 
-# --- allgather (n: the whole output vector) ---------------------------------------------
-
-def _ag_ring(n, p, a, b, g):
+def allgather_ring(n, p, a, b, g):
+    """``n``: the whole output vector."""
     return (p - 1) * a + (p - 1) / p * n * b
 
 
-def _ag_native(n, p, a, b, g):
+def allgather_library(n, p, a, b, g):
     doubling = math.inf
-    if p == 1 << _log2_floor(p):
-        doubling = _log2_floor(p) * a + (p - 1) / p * n * b
-    return min(doubling, _ag_ring(n, p, a, b, g))
+    if p == 1 << log2_floor(p):
+        doubling = log2_floor(p) * a + (p - 1) / p * n * b
+    return min(doubling, allgather_ring(n, p, a, b, g))
 
 
-# --- bcast, reduce -------------------------------------------------------------------------
-
-def _bc_binomial(n, p, a, b, g):
-    return _log2_ceil(p) * (a + n * b)
+def bcast_binomial(n, p, a, b, g):
+    return log2_ceil(p) * (a + n * b)
 
 
-def _bc_scatter_allgather(n, p, a, b, g):
-    return _log2_ceil(p) * a + (p - 1) / p * n * b + _ag_ring(n, p, a, b, g)
+def bcast_scatter_allgather(n, p, a, b, g):
+    return log2_ceil(p) * a + (p - 1) / p * n * b + allgather_ring(n, p, a, b, g)
 
 
-def _bc_native(n, p, a, b, g):
-    return min(_bc_binomial(n, p, a, b, g), _bc_scatter_allgather(n, p, a, b, g))
+def bcast_library(n, p, a, b, g):
+    return min(bcast_binomial(n, p, a, b, g), bcast_scatter_allgather(n, p, a, b, g))
 
 
-def _rd_binomial(n, p, a, b, g):
-    return _log2_ceil(p) * (a + n * (b + g))
+def bcast_pipeline(n, p, a, b, segment_bytes):
+    """``p - 2 + ceil(n / s)`` steps of one segment of ``s`` bytes each."""
+    segment = min(n, float(segment_bytes)) or 1.0
+    return (p - 2 + math.ceil(n / segment)) * (a + segment * b)
 
 
-def _rd_native(n, p, a, b, g):
-    reduce_scatter_gather = _rs_native(n, p, a, b, g) + _log2_ceil(p) * a + (p - 1) / p * n * b
-    return min(_rd_binomial(n, p, a, b, g), reduce_scatter_gather)
+def reduce_binomial(n, p, a, b, g):
+    return log2_ceil(p) * (a + n * (b + g))
 
 
-_FORMULAS = {
-    ("allreduce", "ring"): _ar_ring,
-    ("allreduce", "recursive_doubling"): _ar_doubling,
-    ("allreduce", "rabenseifner"): _ar_rabenseifner,
-    ("allreduce", "tree"): _ar_tree,
-    ("allreduce", "native"): _ar_native,
-    ("reduce_scatter", "ring"): _rs_ring,
-    ("reduce_scatter", "native"): _rs_native,
-    ("allgather", "ring"): _ag_ring,
-    ("allgather", "native"): _ag_native,
-    ("bcast", "binomial"): _bc_binomial,
-    ("bcast", "native"): _bc_native,
-    ("reduce", "binomial"): _rd_binomial,
-    ("reduce", "native"): _rd_native,
-}
+def reduce_library(n, p, a, b, g):
+    reduce_scatter_gather = reduce_scatter_library(n, p, a, b, g) + log2_ceil(p) * a + (p - 1) / p * n * b
+    return min(reduce_binomial(n, p, a, b, g), reduce_scatter_gather)
+
+
 REDUCING = ("allreduce", "reduce_scatter", "reduce")
 
 
 def algorithms(collective: str) -> tuple[str, ...]:
-    """The algorithms the model prices for ``collective``."""
-    names = tuple(name for (c, name) in _FORMULAS if c == collective)
-    return names + (("pipeline",) if collective == "bcast" else ())
+    """The algorithms the model prices for ``collective``: every registered one."""
+    return registry.ALGORITHMS[collective]
 
 
 def predict(algorithm: str, nbytes: int, p: int, params: ModelParams | None = None, *,
@@ -205,39 +230,23 @@ def predict(algorithm: str, nbytes: int, p: int, params: ModelParams | None = No
     """Predicted seconds of one ``mpiml`` call of ``algorithm`` on ``nbytes`` at ``p`` ranks.
 
     ``nbytes`` is the whole vector (for allgather the whole output), as ``mpiml bench``
-    counts it. ``dtype`` picks a measured ``gamma`` where one exists.
+    counts it. ``dtype`` picks a measured ``gamma`` where one exists. The algorithm's
+    registered cost formula gives the time beyond ``call_overhead``; one rank is a local
+    copy for every algorithm.
     """
     params = params or DEFAULT_PARAMS
     n, p = float(nbytes), int(p)
     if p < 1 or nbytes < 0:
         raise ValueError(f"need p >= 1 and nbytes >= 0, got p={p}, nbytes={nbytes}")
-    if algorithm not in algorithms(collective):
+    entry = registry.table(collective).get(algorithm) if collective in registry.COLLECTIVES else None
+    if entry is None:
         raise ValueError(f"no model for {collective} algorithm {algorithm!r}")
-    copy_in = 0.0 if in_place or collective == "bcast" else n * params.copy
     if p == 1:
-        return params.call_overhead + copy_in
-    g = params.gamma_for(dtype) if collective in REDUCING else 0.0
-    b = params.beta
-    if algorithm == "native":
-        # One Python step (the mpi4py call), then the library's steps at alpha each.
-        seconds = params.step_overhead + _FORMULAS[(collective, "native")](n, p, params.alpha, b, g)
-        if collective in ("allreduce", "reduce"):
-            seconds += copy_in  # the library copies the input to the output first
-            if n >= params.fault_bytes:
-                seconds += n * params.native_fault
-        seconds += n * float(params.native_extra.get(collective, 0.0))
-        return params.call_overhead + seconds
-    a = params.alpha + params.step_overhead
-    if algorithm == "pipeline":
-        segment = min(n, float(params.segment_bytes)) or 1.0
-        steps = p - 2 + math.ceil(n / segment)
-        return params.call_overhead + steps * (a + segment * b)
-    seconds = _FORMULAS[(collective, algorithm)](n, p, a, b, g)
-    if collective == "reduce_scatter":
-        seconds += n / p * params.copy  # the own block leaves the accumulator
-    elif collective == "allgather":
-        seconds += n / p * params.copy  # the own block enters the output
-    return params.call_overhead + seconds
+        return params.call_overhead + (0.0 if in_place or collective == "bcast" else n * params.copy)
+    gamma = params.gamma_for(dtype) if collective in REDUCING else 0.0
+    rates = Rates(params.alpha, params.alpha + params.step_overhead, params.beta, gamma, params.copy,
+                  bool(in_place), params)
+    return params.call_overhead + entry.cost(n, p, rates)
 
 
 def lower_bound(collective: str, nbytes: int, p: int, params: ModelParams | None = None, dtype=None) -> float:
@@ -253,7 +262,7 @@ def lower_bound(collective: str, nbytes: int, p: int, params: ModelParams | None
     n, a, b = float(nbytes), params.alpha, params.beta
     g = params.gamma_for(dtype)
     share = (p - 1) / p * n
-    latency = _log2_ceil(p) * a
+    latency = log2_ceil(p) * a
     return latency + {
         "allreduce": 2 * share * b + share * g,
         "reduce_scatter": share * (b + g),

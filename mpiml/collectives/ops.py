@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mpiml.runtime.errors import ArgumentError
+from mpiml.errors import ArgumentError
 
 SUPPORTED_KINDS = "iufc"  # signed/unsigned integers, floats, complex
 
@@ -22,8 +22,8 @@ class ReduceOp:
         elementwise result into ``out`` (which may alias ``a`` or ``b``).
     commutative : bool
         Whether ``func(a, b) == func(b, a)``. Non-commutative operators are combined
-        with lower ranks on the left; only the ``native``, ``recursive_doubling`` and
-        ``tree`` algorithms keep that order, so the others refuse such an operator.
+        with lower ranks on the left; algorithms registered ``commutative_only``
+        (``ring``, ``rabenseifner``) reorder operands and refuse such an operator.
         Every operator must be associative.
     name : str
         Used in messages and in the cross-rank argument check.

@@ -1,15 +1,19 @@
 """The one place that decides which algorithm ``algorithm="auto"`` runs.
 
-The rule, in order:
+The candidates are the algorithms registered for the collective
+(:mod:`mpiml.collectives.registry`) that run at this rank count (``supports``). The rule,
+in order:
 
-1. One rank: any (the call is a local copy). A non-commutative operator excludes
-   ``ring`` and ``rabenseifner``; for allreduce and reduce_scatter it means ``native``.
+1. One rank: any (the call is a local copy). A non-commutative operator excludes the
+   algorithms registered ``commutative_only`` (``ring``, ``rabenseifner``); for
+   allreduce and reduce_scatter it means ``native``.
 2. A tuning file, if one is in use (:func:`set_tuning`, else the ``MPIML_TUNING``
    environment variable), that has rules for this collective and rank count: the
    algorithm measured fastest for this size range.
-3. Otherwise the cost model (:mod:`mpiml.collectives.model`, with the tuning file's
-   calibrated parameters if it has them, else the defaults measured on a 2-core node):
-   the algorithm predicted fastest, where a hand-written one must be predicted at
+3. Otherwise the cost model (:mod:`mpiml.collectives.model`: each algorithm's registered
+   cost formula, with the tuning file's calibrated parameters if it has them, else the
+   defaults measured on a 2-core node): the algorithm predicted fastest (ties go to the
+   one registered first), where a hand-written one must be predicted at
    least 3% (``NATIVE_MARGIN``) faster than ``native`` to be picked (the library is
    the safer choice where the model cannot tell them apart). With the defaults this
    gives ``native`` for small messages (a Python step costs 2-4 us, the library's
@@ -19,7 +23,8 @@ The rule, in order:
    to about 85 KiB, ``ring`` above; ``mpiml model`` prints the table for any p.
 
 Decisions are computed once per (collective, rank count, operator kind, tuning) as a
-table of size ranges, so an ``auto`` call costs a dictionary lookup and a bisection.
+table of size ranges, so an ``auto`` call costs a dictionary lookup and a bisection; the
+tables are dropped whenever an algorithm is registered or removed.
 Every rank must see the same tuning file (as with ``MPIML_TUNING`` set for the whole
 job); ``check=True`` verifies that all ranks chose the same algorithm.
 """
@@ -29,19 +34,11 @@ from __future__ import annotations
 import bisect
 import os
 
-from mpiml.collectives import model
+from mpiml.collectives import model, registry
+from mpiml.collectives.registry import ALGORITHMS
 from mpiml.collectives.tuning import Tuning, load_tuning
-from mpiml.runtime.errors import ArgumentError
+from mpiml.errors import ArgumentError
 
-ALGORITHMS = {
-    "allreduce": ("native", "ring", "recursive_doubling", "rabenseifner", "tree"),
-    "reduce_scatter": ("native", "ring"),
-    "allgather": ("native", "ring"),
-    "bcast": ("native", "binomial", "pipeline"),
-    "reduce": ("native", "binomial"),
-}
-# Algorithms whose combination order depends on the rank: they need op.commutative.
-NEEDS_COMMUTATIVE = {"ring", "rabenseifner"}
 # A hand-written algorithm replaces native only if predicted at most this fraction of its time.
 NATIVE_MARGIN = 0.97
 # The model's decision tables cover messages up to this size (larger ones use the last range).
@@ -52,6 +49,10 @@ _explicit_set = False
 _environment_path: str | None = None   # MPIML_TUNING as last read
 _from_environment: Tuning | None = None
 _tables: dict = {}
+_accepted: set = set()  # (collective, name, commutative, size) that choose() accepted
+MAX_ACCEPTED = 4096
+registry.on_change(_tables.clear)
+registry.on_change(_accepted.clear)
 
 
 def set_tuning(tuning=None) -> Tuning | None:
@@ -88,24 +89,32 @@ def current_tuning() -> Tuning | None:
 
 def choose(collective: str, algorithm: str, nbytes: int, size: int, commutative: bool = True) -> str:
     """The concrete algorithm for ``algorithm`` (a name, or ``"auto"``); refuses unknown
-    names and order-dependent algorithms for non-commutative operators."""
+    names, order-dependent algorithms for non-commutative operators, and algorithms that
+    do not run at ``size`` ranks."""
     if algorithm == "auto":
         return _auto(collective, nbytes, size, commutative)
-    known = ALGORITHMS[collective]
-    if algorithm not in known:
-        raise ArgumentError(
-            f"unknown {collective} algorithm {algorithm!r}; expected 'auto' or one of {list(known)}"
-        )
-    if not commutative and algorithm in NEEDS_COMMUTATIVE:
+    key = (collective, algorithm, commutative, size)
+    if key in _accepted:  # a set lookup: a named call pays no more than before the registry
+        return algorithm
+    entry = registry.get(collective, algorithm)  # raises, naming the known algorithms
+    if entry.commutative_only and not commutative:
+        keep_order = [a.name for a in registry.algorithms(collective) if not a.commutative_only]
         raise ArgumentError(
             f"algorithm {algorithm!r} reorders operands by rank and needs a commutative op; "
-            "use 'native', 'recursive_doubling' or 'tree'"
+            f"use one of {keep_order}"
         )
+    if entry.supports is not None and size > 1 and not entry.supports(size):
+        raise ArgumentError(f"{collective} algorithm {algorithm!r} does not run at {size} ranks")
+    if len(_accepted) >= MAX_ACCEPTED:
+        _accepted.clear()
+    _accepted.add(key)
     return algorithm
 
 
 def _auto(collective, nbytes, size, commutative):
-    tuning = current_tuning()
+    # current_tuning() inlined for the common cases: this runs on every auto call.
+    tuning = _explicit if _explicit_set else (
+        _from_environment if _environment_path is not None else current_tuning())
     key = (collective, size, commutative, id(tuning))
     table = _tables.get(key)
     if table is None:
@@ -114,16 +123,18 @@ def _auto(collective, nbytes, size, commutative):
     return names[bisect.bisect_right(starts, nbytes) - 1]
 
 
-def candidates(collective: str, commutative: bool = True) -> tuple[str, ...]:
-    """The algorithms ``auto`` may pick for this operator kind."""
+def candidates(collective: str, commutative: bool = True, size: int | None = None) -> tuple[str, ...]:
+    """The registered algorithms ``auto`` may pick for this operator kind (and rank count)."""
     if not commutative and collective in ("allreduce", "reduce_scatter"):
         return ("native",)
-    return tuple(name for name in ALGORITHMS[collective] if commutative or name not in NEEDS_COMMUTATIVE)
+    return tuple(a.name for a in registry.algorithms(collective)
+                 if (commutative or not a.commutative_only)
+                 and (size is None or size <= 1 or a.supports is None or a.supports(size)))
 
 
 def model_winner(collective: str, nbytes: int, size: int, params=None, commutative: bool = True) -> str:
     """The model's pick: the fastest prediction, native kept unless beaten by the margin."""
-    names = candidates(collective, commutative)
+    names = candidates(collective, commutative, size)
     times = {name: model.predict(name, nbytes, size, params, collective=collective) for name in names}
     fastest = min(names, key=times.get)
     if "native" in times and times[fastest] > NATIVE_MARGIN * times["native"]:
@@ -133,7 +144,7 @@ def model_winner(collective: str, nbytes: int, size: int, params=None, commutati
 
 def _decision_table(collective, size, commutative, tuning):
     """``(starts, names)``: from ``starts[i]`` bytes on, ``names[i]`` runs."""
-    allowed = candidates(collective, commutative)
+    allowed = candidates(collective, commutative, size)
     if tuning is not None and (collective, size) in tuning.rules:
         starts, names = tuning.rules[(collective, size)]
         return starts, tuple(name if name in allowed else "native" for name in names)

@@ -21,7 +21,7 @@ import json
 from dataclasses import dataclass, field
 
 from mpiml.collectives.model import ModelParams
-from mpiml.runtime.errors import ArgumentError
+from mpiml.errors import ArgumentError
 
 FORMAT = "mpiml-tuning"
 VERSION = 1

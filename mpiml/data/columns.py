@@ -17,7 +17,7 @@ import scipy.sparse as sp
 
 from mpiml.data.loader import load_shard
 from mpiml.data.shard import Shard
-from mpiml.data.synthetic import row_block
+from mpiml.runtime.partition import contiguous_block
 
 
 def column_slice(X, lo: int, hi: int):
@@ -53,13 +53,14 @@ def to_grid(shard: Shard, comms, split: str = "features") -> Shard:
     """
     d = shard.X.shape[1]
     if comms.row_comm is None or comms.cols == 1:
-        lo, hi = row_block(d, comms.col, comms.cols) if split == "features" else (0, d)
+        lo, hi = contiguous_block(d, comms.cols, comms.col) if split == "features" else (0, d)
         return Shard(column_slice(shard.X, lo, hi), shard.y, shard.files, shard.row_file, shard.row_line)
     from mpiml.runtime.comm import private_comm
 
     comm = private_comm(comms.row_comm)
     if split == "features":
-        pieces = comm.alltoall([column_slice(shard.X, *row_block(d, j, comms.cols)) for j in range(comms.cols)])
+        pieces = comm.alltoall([column_slice(shard.X, *contiguous_block(d, comms.cols, j))
+                                for j in range(comms.cols)])
     else:
         pieces = comm.allgather(shard.X)
     meta = comm.allgather((shard.y, shard.row_file, shard.row_line))

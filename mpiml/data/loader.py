@@ -6,9 +6,10 @@ import numpy as np
 
 from mpiml.data import synthetic
 from mpiml.data.shard import Shard, read_shard
+from mpiml.errors import ArgumentError, DataError
+from mpiml.runtime import partition
 from mpiml.runtime.agree import raise_if_any
 from mpiml.runtime.comm import private_comm
-from mpiml.runtime.errors import ArgumentError, DataError
 
 
 SKLEARN_SETS = ("breast_cancer", "iris", "wine", "digits", "diabetes")
@@ -23,7 +24,7 @@ def _sklearn_rows(name: str, rank: int, size: int):
     except ImportError as exc:
         raise DataError("needs scikit-learn: pip install 'mpiml[sklearn]'", f"sklearn:{name}") from exc
     X, y = getattr(sklearn.datasets, f"load_{name}")(return_X_y=True)
-    lo, hi = synthetic.row_block(len(y), rank, size)
+    lo, hi = partition.contiguous_block(len(y), size, rank)
     return np.ascontiguousarray(X[lo:hi], dtype=np.float64), y[lo:hi].astype(np.float64), lo, hi
 
 
@@ -49,7 +50,7 @@ def load_shard(source: str, comm=None, fmt=None, n_features=None, label_column=0
             error = exc
         raise_if_any(error, comm)
         c = private_comm(comm)
-        lo, hi = synthetic.row_block(options["n"], c.Get_rank(), c.Get_size())
+        lo, hi = partition.contiguous_block(options["n"], c.Get_size(), c.Get_rank())
         if hi == lo and not allow_empty:
             raise_if_any(DataError(f"{options['n']} rows cannot fill {c.Get_size()} ranks", str(source)), comm)
         X, y = synthetic.generate(kind, options, lo, hi)

@@ -2,7 +2,7 @@
 
 Each returns the rows it parsed, the 0-based line number (within the text given) of
 every row, and the first problem found as ``(line, message)`` or None; the caller turns
-that into a :class:`~mpiml.runtime.errors.DataError` naming the file and global line.
+that into a :class:`~mpiml.errors.DataError` naming the file and global line.
 
 The text is bytes, read as ASCII: lines end at ``\\n`` (a ``\\r`` before it is
 whitespace, so CRLF files read alike), whitespace is space, tab, ``\\r``, ``\\v`` and

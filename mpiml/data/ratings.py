@@ -3,7 +3,7 @@
 Every reader is collective: each rank reads its own part (a byte range of a text file,
 a slice of the entries of an ``.npz`` or MatrixMarket file) and returns a
 :class:`RatingsShard` with raw ids. Errors are decided collectively, so a malformed
-line raises the same :class:`~mpiml.runtime.errors.DataError`, naming file and line, on
+line raises the same :class:`~mpiml.errors.DataError`, naming file and line, on
 every rank. Raw ids become contiguous indices with :func:`global_ids` and :func:`lookup`,
 which give the same map on every rank whatever the number of ranks.
 """
@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from mpiml.data import text
+from mpiml.errors import ArgumentError, DataError
+from mpiml.runtime import partition
 from mpiml.runtime.agree import raise_if_any
 from mpiml.runtime.comm import private_comm, resolve_comm
-from mpiml.runtime.errors import ArgumentError, DataError
 
 # Ids above this are refused as corrupt (Spark ALS keeps ids in a 32-bit int, too).
 MAX_ID = 2**31 - 1
@@ -120,7 +121,7 @@ def _format_by_suffix(path: str) -> str:
 
 
 def _rank_slice(n: int, rank: int, size: int) -> slice:
-    return slice(n * rank // size, n * (rank + 1) // size)
+    return slice(*partition.contiguous_block(n, size, rank))
 
 
 def _check_columns(path, users, items, values, max_id, first_line=1, what="entry"):
@@ -290,10 +291,13 @@ def _parse_id(path, number, name, text, max_id) -> int:
 
 def global_ids(local_ids, comm=None) -> np.ndarray:
     """The sorted distinct ids over all ranks (collective; identical everywhere)."""
-    from mpiml.collectives import allgather
-
     local = np.unique(np.asarray(local_ids, dtype=np.int64))
-    return np.unique(allgather(local, comm=comm))
+    # The data layer sits below mpiml.collectives: the MPI library's own Allgatherv.
+    comm = private_comm(comm)
+    counts = comm.allgather(local.size)
+    everything = np.empty(sum(counts), dtype=np.int64)
+    comm.Allgatherv(local, [everything, counts])
+    return np.unique(everything)
 
 
 def lookup(sorted_ids: np.ndarray, raw) -> np.ndarray:

@@ -7,7 +7,7 @@ memory-mapped so a rank reads only its rows) and ``npz`` (``X`` and ``y``, or a
 concatenation in name order. Text is split by bytes (see :mod:`mpiml.data.text`),
 arrays by rows; either way rank r holds a consecutive block of the global rows.
 
-Every error is a :class:`~mpiml.runtime.errors.DataError` naming the file and line (for
+Every error is a :class:`~mpiml.errors.DataError` naming the file and line (for
 ``.npy``/``.npz``, the 1-based row), raised identically on every rank.
 """
 
@@ -20,9 +20,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from mpiml.data import parsers, text
+from mpiml.errors import DataError
+from mpiml.runtime import partition
 from mpiml.runtime.agree import raise_if_any
 from mpiml.runtime.comm import private_comm
-from mpiml.runtime.errors import DataError
 
 FORMATS = {".svm": "svmlight", ".svmlight": "svmlight", ".libsvm": "svmlight", ".txt": "svmlight",
            ".csv": "csv", ".tsv": "csv", ".npy": "npy", ".npz": "npz"}
@@ -241,7 +242,7 @@ def _read_arrays(files, comm, fmt, label_column):
         error = DataError(f"cannot read: {exc}", str(files[0]))
     raise_if_any(error, comm)
     total, rank, size = sum(sizes), comm_.Get_rank(), comm_.Get_size()
-    start, end = total * rank // size, total * (rank + 1) // size
+    start, end = partition.contiguous_block(total, size, rank)
     blocks, row_file, row_line, base, error = [], [], [], 0, None
     try:
         for index, (f, n) in enumerate(zip(files, sizes)):

@@ -18,7 +18,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.special import expit
 
-from mpiml.runtime.errors import ArgumentError
+from mpiml.errors import ArgumentError
+from mpiml.runtime import partition
 
 BLOCK = 1024
 KINDS = ("classification", "regression")
@@ -105,8 +106,12 @@ def generate(kind: str, options: dict, start: int, stop: int):
 
 
 def row_block(n: int, rank: int, size: int) -> tuple[int, int]:
-    """Rows ``[start, stop)`` of ``rank``: consecutive, balanced blocks."""
-    return n * rank // size, n * (rank + 1) // size
+    """Rows ``[start, stop)`` of ``rank``: :func:`mpiml.runtime.partition.contiguous_block`.
+
+    Kept for the callers outside :mod:`mpiml.data` (parallel/grid.py, tests/parallel and two
+    benchmarks); new code calls the partition module.
+    """
+    return partition.contiguous_block(n, size, rank)
 
 
 def holdout_mask(seed: int, start: int, stop: int, fraction: float) -> np.ndarray:

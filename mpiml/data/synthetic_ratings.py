@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 
 from mpiml.data.ratings import RatingsShard
-from mpiml.runtime.errors import ArgumentError
+from mpiml.errors import ArgumentError
 
 GROUP = 256
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mpiml.runtime.errors import DataError
+from mpiml.errors import DataError
+from mpiml.runtime import partition
 
 
 @dataclass
@@ -42,8 +43,8 @@ def input_files(path) -> list[Path]:
 
 
 def byte_range(total: int, rank: int, size: int) -> tuple[int, int]:
-    """Bytes ``[start, end)`` of ``rank`` among ``size`` equal parts of ``total``."""
-    return total * rank // size, total * (rank + 1) // size
+    """Bytes ``[start, end)`` of ``rank`` among ``size`` equal parts of ``total`` (contiguous blocks)."""
+    return partition.contiguous_block(total, size, rank)
 
 
 def read_line_range(path, start: int, end: int) -> bytes:

@@ -25,9 +25,17 @@ leaves them out, reporting how many), ``"nan"`` (NaN, so the RMSE becomes NaN, a
 Spark's ``coldStartStrategy="nan"``) or ``"mean"`` (the global training mean).
 ``recommend`` refuses an unknown user: call ``fold_in`` with their ratings first.
 
-After ``fit``, ``fit_info`` reports the time split of every rank (``per_rank``: compute,
-comm and wait seconds, see :mod:`mpiml.mf.transport`) and ``compute_imbalance`` (the
-largest rank's compute seconds over the mean).
+Parameters follow scikit-learn's conventions: they are keyword-only, declared once in
+:mod:`mpiml.mf.params` (which generates ``__init__``, the docstrings and the command-line
+options), stored unchanged by ``__init__`` and checked at the start of ``fit`` (an invalid
+value raises :class:`~mpiml.errors.ArgumentError` on every rank); ``get_params`` and
+``set_params`` read and change them. What ``fit`` learns ends in an underscore:
+``user_factors_`` and ``item_factors_`` (one row per user / item: ``[x, b_u, 1]`` and
+``[y, 1, c_i]`` with biases), ``user_ids_`` and ``item_ids_`` (the sorted raw ids of the
+rows), ``global_mean_``, ``reg_`` (the regularization used), ``history_`` (one record per
+iteration), ``blocks_`` and ``fit_info_``. ``fit_info_`` reports the time split of every
+rank (``per_rank``: compute, comm and wait seconds, see :mod:`mpiml.mf.transport`) and
+``compute_imbalance`` (the largest rank's compute seconds over the mean).
 """
 
 from __future__ import annotations
@@ -36,23 +44,28 @@ import contextlib
 import inspect
 import json
 import time
+import types
 
 import numpy as np
 
 from mpiml.data.ratings import RatingsShard, global_ids, lookup, split_fraction
-from mpiml.mf import als
+from mpiml.errors import ArgumentError, DataError, DivergenceError, MpimlError, Preempted
+from mpiml.mf import als, params
 from mpiml.mf.metrics import error_sums, ranking_means, ranking_sums, rmse_mae, top_k
+from mpiml.mf.params import COLD_START
 from mpiml.mf.partition import COSTS, Rows, balanced_blocks, block_of, build_rows, pair_dots
 from mpiml.mf.registry import MODELS
 from mpiml.mf.transport import Exchange, load_checkpoint, save_checkpoint, send_to_owners
 from mpiml.runtime.agree import raise_if_any
 from mpiml.runtime.comm import private_comm, resolve_comm
-from mpiml.runtime.errors import ArgumentError, DataError, DivergenceError, MpimlError
 from mpiml.runtime.files import load_npz, save_npz_atomic
 from mpiml.runtime.jit import compiled
-from mpiml.runtime.preempt import Preempted, PreemptionWatch
+from mpiml.runtime.preempt import PreemptionWatch
 
-COLD_START = ("drop", "nan", "mean")
+__all__ = ["FactorModel"]
+
+# Saved models: the arrays keep their first names (P, Q, mu, ...), so files of every
+# version so far load; parameters a later version dropped are ignored when loading.
 MODEL_FORMAT = 1
 
 
@@ -74,6 +87,30 @@ def _block_totals(weights, bounds) -> np.ndarray:
     return running[bounds[1:]] - running[bounds[:-1]]
 
 
+def _make_init(cls):
+    """The keyword-only ``__init__`` of ``cls``, from its parameter table: stores each value unchanged."""
+    names, signature = [p.name for p in params.of(cls.algorithm)], params.signature(cls.algorithm)
+    defaults = params.defaults(cls.algorithm)
+
+    def __init__(self, **kwargs):
+        unknown = [name for name in kwargs if name not in defaults]
+        if unknown:
+            raise TypeError(f"{cls.__name__}() got an unexpected keyword argument {unknown[0]!r}; "
+                            f"its parameters are {', '.join(names)}")
+        for name in names:
+            setattr(self, name, kwargs.get(name, defaults[name]))
+
+    __init__.__signature__ = signature
+    __init__.__qualname__ = f"{cls.__name__}.__init__"
+    __init__.__doc__ = f"Store the parameters unchanged (checked by ``fit``); see :class:`{cls.__name__}`."
+    return __init__
+
+
+def _alias(name: str) -> property:
+    """A read-only property that returns attribute ``name``."""
+    return property(lambda self: getattr(self, name), doc=f"Deprecated alias of ``{name}``.")
+
+
 class FactorModel:
     """Shared machinery; use :class:`ALS`, :class:`ImplicitALS` or :class:`DSGD`."""
 
@@ -82,49 +119,81 @@ class FactorModel:
     needs_item_rows = True
     REG_GRID: tuple = ()  # candidates of reg="auto"; empty: "auto" not offered
 
-    def __init__(self, rank=10, reg=0.1, iters=10, seed=0, exchange="auto", cold_start="drop",
-                 checkpoint_dir=None, checkpoint_every=1, resume=False, callback=None, reg_grid=None,
-                 auto_fraction=0.1, auto_iters=None):
-        if cold_start not in COLD_START:
-            raise ArgumentError(f"cold_start must be one of {list(COLD_START)}, got {cold_start!r}")
-        auto = isinstance(reg, str)
-        if auto and (reg != "auto" or not self.REG_GRID):
-            offered = "a number >= 0" + (' or "auto"' if self.REG_GRID else "")
-            raise ArgumentError(f"{self.algorithm or 'this model'}: reg must be {offered}, got {reg!r}")
-        if rank < 1 or iters < 0 or (not auto and reg < 0):
-            raise ArgumentError(f"need rank >= 1, iters >= 0, reg >= 0; got {rank}, {iters}, {reg}")
-        self.params = dict(rank=int(rank), reg=reg if auto else float(reg), iters=int(iters), seed=int(seed),
-                           exchange=exchange, cold_start=cold_start)
-        if auto:
-            grid = sorted({float(g) for g in (self.REG_GRID if reg_grid is None else reg_grid)})
-            if not grid or grid[-1] < 0 or not 0.0 < auto_fraction < 1.0:
-                raise ArgumentError(f"reg auto needs a non-empty grid of values >= 0 and 0 < auto_fraction < 1; "
-                                    f"got {reg_grid}, {auto_fraction}")
-            self.params.update(reg_grid=grid, auto_fraction=float(auto_fraction),
-                               auto_iters=max(1, int(iters) // 3) if auto_iters is None else int(auto_iters))
-        self.reg_ = None if auto else float(reg)  # the regularization in use (chosen by fit when "auto")
-        self.checkpoint_dir, self.checkpoint_every, self.resume = checkpoint_dir, int(checkpoint_every), resume
-        self.callback = callback
-        self.layout = als.Layout(int(rank), False)
-        self.history, self.fit_info = [], {}
-        self._watch = None
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.algorithm and "__init__" not in vars(cls):
+            cls.__init__ = _make_init(cls)
+            cls.REG_GRID = params.REG_GRIDS.get(cls.algorithm, ())
+            cls.__doc__ = inspect.cleandoc(cls.__doc__ or "") + "\n\n" + params.docstring(cls.algorithm)
 
-    def __getattr__(self, name):
-        params = self.__dict__.get("params", {})
-        if name in params:
-            return params[name]
-        raise AttributeError(name)
+    # -------------------------------------------------------------- parameters
+    def get_params(self, deep: bool = True) -> dict:
+        """The parameters, as given (scikit-learn's ``get_params``; ``deep`` is accepted and unused)."""
+        return {p.name: getattr(self, p.name) for p in params.of(self.algorithm)}
+
+    def set_params(self, **values) -> "FactorModel":
+        """Change parameters (checked by the next ``fit``); returns ``self``."""
+        known = self.get_params()
+        for name, value in values.items():
+            if name not in known:
+                raise ArgumentError(f"{self.algorithm}: no parameter {name!r}; its parameters are {', '.join(known)}")
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        """The class and the parameters that differ from their defaults, as scikit-learn prints them."""
+        defaults = params.defaults(self.algorithm)
+        given = [f"{k}={v!r}" for k, v in self.get_params().items()
+                 if not (v is defaults[k] or (type(v) is type(defaults[k]) and v == defaults[k]))]
+        return f"{type(self).__name__}({', '.join(given)})"
+
+    def _check_params(self) -> dict:
+        """Validate the parameters and derive what fitting needs; returns the normalized values."""
+        values = params.validate(self.algorithm, self.get_params())
+        self._params = types.SimpleNamespace(**values)  # what fit uses: checked, ints as int, numbers as float
+        self._layout = als.Layout(values["rank"], bool(values.get("biases", False)))
+        if values["reg"] == "auto":
+            self._reg_grid = values["reg_grid"] if values["reg_grid"] is not None else sorted(self.REG_GRID)
+            self._auto_iters = max(1, values["iters"] // 3) if values["auto_iters"] is None else values["auto_iters"]
+        return values
+
+    def _model_params(self, values) -> dict:
+        """The parameters that describe the model (saved with it), of normalized ``values``."""
+        return {p.name: values[p.name] for p in params.of(self.algorithm) if p.model}
+
+    # -------------------------------------------------------- fitted (aliases)
+    # The names of mpiml 0.1.0, read-only, kept for one version (tests/test_benchmarks_real.py reads them).
+    P = _alias("user_factors_")
+    Q = _alias("item_factors_")
+    user_ids = _alias("user_ids_")
+    item_ids = _alias("item_ids_")
 
     # ----------------------------------------------------------------- fitting
     def fit(self, ratings: RatingsShard, comm=None):
-        """Train on every rank's ``ratings`` (collective); returns ``self``."""
+        """Train on every rank's ``ratings`` (collective); returns ``self``.
+
+        Raises
+        ------
+        ArgumentError
+            On every rank, for an invalid parameter (before any other work).
+        DataError
+            No training ratings on any rank.
+        DivergenceError
+            The factors or the objective became non-finite.
+        """
         comm = resolve_comm(comm)
+        error = None
+        try:
+            self._check_params()
+        except ArgumentError as exc:
+            error = exc
+        raise_if_any(error, comm)
         ex = Exchange(comm, self.exchange)
         start = time.perf_counter()
         data = self._prepare(ratings, ex)
         setup = time.perf_counter() - start, ex.seconds
         ex.reset()
-        self.user_ids, self.item_ids, self.mu = data["user_ids"], data["item_ids"], data["mu"]
+        self.user_ids_, self.item_ids_, self.global_mean_ = data["user_ids"], data["item_ids"], data["mu"]
         train_start = time.perf_counter()
         search, search_seconds = None, 0.0
         # With checkpoints, SIGUSR1/SIGTERM stop the run at the next iteration boundary, after a
@@ -135,28 +204,28 @@ class FactorModel:
             if self.reg_ is None:
                 p, q, search = self._search_reg(ratings, data, ex, p, q)
                 search_seconds = time.perf_counter() - train_start
-            self.P, self.Q = self._train(data, ex, p, q, first)
+            self.user_factors_, self.item_factors_ = self._train(data, ex, p, q, first)
         fit_seconds, timings = time.perf_counter() - train_start, ex.timings.copy()
         cols = ex.gather(data["user_rows"].cols)
-        self.rated_indptr = np.concatenate([[0], np.cumsum(data["user_counts"])]).astype(np.int64)
-        self.rated_indices = cols.astype(np.int64)
+        self.rated_indptr_ = np.concatenate([[0], np.cumsum(data["user_counts"])]).astype(np.int64)
+        self.rated_indices_ = cols.astype(np.int64)
         per_rank = private_comm(comm).allgather(timings.as_dict())
-        last = self.history[-1] if self.history else {}
-        self.fit_info = {
-            "iterations": len(self.history), "seconds": time.perf_counter() - start, "fit_seconds": fit_seconds,
+        last = self.history_[-1] if self.history_ else {}
+        self.fit_info_ = {
+            "iterations": len(self.history_), "seconds": time.perf_counter() - start, "fit_seconds": fit_seconds,
             **timings.as_dict(), "comm_fraction": timings.comm / fit_seconds if fit_seconds > 0 else 0.0,
             "per_rank": [{"rank": r, **t} for r, t in enumerate(per_rank)],
             "compute_imbalance": imbalance([t["compute_seconds"] for t in per_rank]),
             "compute_cpu_imbalance": imbalance([t["compute_cpu_seconds"] for t in per_rank]),
             "estimated_imbalance": data["estimated_imbalance"],
             "setup_seconds": setup[0], "setup_comm_seconds": setup[1], "ranks": ex.size,
-            "train_ratings": data["n"], "users": int(self.user_ids.size), "items": int(self.item_ids.size),
+            "train_ratings": data["n"], "users": int(self.user_ids_.size), "items": int(self.item_ids_.size),
             "objective": last.get("objective"), "exchange": self.exchange, "reg": self.reg_,
         }
         if search is not None:
-            self.fit_info.update(reg_search=search, reg_search_seconds=search_seconds)
+            self.fit_info_.update(reg_search=search, reg_search_seconds=search_seconds)
         if "train_rmse" in last:
-            self.fit_info["train_rmse"] = last["train_rmse"]
+            self.fit_info_["train_rmse"] = last["train_rmse"]
         return self
 
     def _row_weights(self, counts, side: str) -> np.ndarray:
@@ -199,7 +268,7 @@ class FactorModel:
 
     def auto_split(self, ratings: RatingsShard):
         """``(fit_part, held_out)`` of ``reg="auto"``: a seeded split, the same at any number of ranks."""
-        return split_fraction(ratings, self.auto_fraction, seed=self.seed + 7919)
+        return split_fraction(ratings, self._params.auto_fraction, seed=self._params.seed + 7919)
 
     def _search_reg(self, ratings, data, ex, p, q):
         """Choose ``reg_`` on a held-out slice (see the module docstring); returns the winner's factors."""
@@ -214,13 +283,13 @@ class FactorModel:
         known = (hu >= 0) & (hi >= 0)
         hu, hi, truth = hu[known], hi[known], held.values[known]
         trace, best = [], None
-        for j, reg in enumerate(self.reg_grid):
+        for j, reg in enumerate(self._reg_grid):
             clock = time.perf_counter()
             self.reg_ = reg
-            iters = self.iters if j == 0 else self.auto_iters
+            iters = self._params.iters if j == 0 else self._auto_iters
             p, q = self._train(sub, ex, p, q, 0, iters=iters, track=False)
             with ex.computing():
-                local = error_sums(self.mu + pair_dots(p, hu, q, hi), truth)
+                local = error_sums(self.global_mean_ + pair_dots(p, hu, q, hi), truth)
             rmse = rmse_mae(ex.sum(local))["rmse"]
             trace.append({"reg": reg, "holdout_rmse": rmse, "iterations": iters,
                           "seconds": time.perf_counter() - clock})
@@ -228,26 +297,25 @@ class FactorModel:
                 best = (rmse, reg, p.copy(), q.copy())
         if best is None:
             # from allreduced sums: the same on every rank
-            raise DivergenceError(f"{self.algorithm}: no regularization of {self.reg_grid} gave a finite "
+            raise DivergenceError(f"{self.algorithm}: no regularization of {self._reg_grid} gave a finite "
                                   "held-out error", collective=True)
         self.reg_ = best[1]
         return best[2], best[3], trace
 
     def _meta(self, data) -> dict:
         return {"algorithm": self.algorithm, "n_users": int(data["user_ids"].size),
-                "n_items": int(data["item_ids"].size), "rank": self.rank}
+                "n_items": int(data["item_ids"].size), "rank": int(self._params.rank)}
 
     def _start(self, data, ex):
         """Initial ``(P, Q, first_iteration)``: from the checkpoint when resuming, else fresh."""
-        self.history = []
-        if self.params["reg"] == "auto":
-            self.reg_ = None
+        self.history_ = []
+        self.reg_ = None if self._params.reg == "auto" else float(self._params.reg)  # None: chosen by _search_reg
         if self.checkpoint_dir and self.resume:
             found = load_checkpoint(self.checkpoint_dir, self._meta(data), ex.comm)
             if found is not None:
                 arrays, manifest = found
-                self.history = json.loads(str(arrays["history"]))
-                if self.params["reg"] == "auto" and "reg" in arrays:
+                self.history_ = json.loads(str(arrays["history"]))
+                if self._params.reg == "auto" and "reg" in arrays:
                     self.reg_ = float(arrays["reg"])  # chosen before the checkpoint: no new search
                 self._restore(arrays)
                 return arrays["P"], arrays["Q"], int(manifest["step"])
@@ -255,7 +323,7 @@ class FactorModel:
         return p, q, 0
 
     def _initial_factors(self, data):
-        return als.initial_factors(self.seed, data["user_ids"].size, data["item_ids"].size, self.layout)
+        return als.initial_factors(self._params.seed, data["user_ids"].size, data["item_ids"].size, self._layout)
 
     def _restore(self, arrays) -> None:
         """Algorithm state beyond the factors (DSGD: its step size)."""
@@ -274,14 +342,15 @@ class FactorModel:
             return
         spent = ex.timings.minus(clock[1])
         record.update(iteration=it + 1, seconds=time.perf_counter() - clock[0], **spent.as_dict())
-        self.history.append(record)
+        self.history_.append(record)
         if self.callback is not None:
             self.callback(dict(record))
         stop = self._watch is not None and self._watch.should_stop()
-        if self.checkpoint_dir and (stop or (self.checkpoint_every > 0 and (it + 1) % self.checkpoint_every == 0)):
+        every = self._params.checkpoint_every
+        if self.checkpoint_dir and (stop or (every > 0 and (it + 1) % every == 0)):
             if p is None:  # DSGD keeps only its own user block between checkpoints
                 p = ex.gather(self._local_users)
-            arrays = {"P": p, "Q": q, "history": np.array(json.dumps(self.history)), "reg": np.array(self.reg_),
+            arrays = {"P": p, "Q": q, "history": np.array(json.dumps(self.history_)), "reg": np.array(self.reg_),
                       **self._checkpoint_state()}
             save_checkpoint(self.checkpoint_dir, it + 1, arrays, {**self._meta(data), "ranks": ex.size}, ex.comm)
         if stop:
@@ -302,16 +371,26 @@ class FactorModel:
         return full
 
     # ------------------------------------------------------------------- using
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "item_factors_"):
+            raise ArgumentError(f"this {type(self).__name__} is not fitted yet: call fit (or load a saved model)")
+
     def _index(self, users, items):
-        return lookup(self.user_ids, users), lookup(self.item_ids, items)
+        self._check_fitted()
+        return lookup(self.user_ids_, users), lookup(self.item_ids_, items)
 
     def predict(self, users, items, cold_start=None) -> np.ndarray:
-        """Predicted ratings (scores, for implicit models) of raw-id pairs; local."""
+        """Predicted ratings (scores, for implicit models) of raw-id pairs; local.
+
+        ``cold_start`` overrides the model's policy for pairs with an unknown user or item.
+        """
         policy = cold_start or self.cold_start
+        if policy not in COLD_START:
+            raise ArgumentError(f"cold_start must be one of {list(COLD_START)}, got {policy!r}")
         u, i = self._index(np.atleast_1d(users), np.atleast_1d(items))
         known = (u >= 0) & (i >= 0)
-        out = np.full(u.shape, self.mu if policy == "mean" else np.nan)
-        out[known] = self.mu + pair_dots(self.P, u[known], self.Q, i[known])
+        out = np.full(u.shape, self.global_mean_ if policy == "mean" else np.nan)
+        out[known] = self.global_mean_ + pair_dots(self.user_factors_, u[known], self.item_factors_, i[known])
         return out
 
     def evaluate(self, test: RatingsShard, comm=None, k: int = 10, ranking=None) -> dict:
@@ -341,7 +420,7 @@ class FactorModel:
         total = np.zeros(5)
         for lo in range(0, users.size, 512):
             batch = users[lo:lo + 512]
-            scores = self.P[batch] @ self.Q.T
+            scores = self.user_factors_[batch] @ self.item_factors_.T
             for row, user in enumerate(batch):
                 scores[row, self.rated_items(user)] = -np.inf
             total += ranking_sums(top_k(scores, k), [set(r.tolist()) for r in relevant[lo:lo + 512]], k)
@@ -349,19 +428,20 @@ class FactorModel:
 
     def rated_items(self, user_index: int) -> np.ndarray:
         """Item indices the user (an index) rated in training."""
-        return self.rated_indices[self.rated_indptr[user_index]:self.rated_indptr[user_index + 1]]
+        return self.rated_indices_[self.rated_indptr_[user_index]:self.rated_indptr_[user_index + 1]]
 
     def recommend(self, user, k: int = 10, exclude_rated: bool = True):
         """``(item_ids, scores)``: the ``k`` best items for a raw user id, best first; local."""
-        u = int(lookup(self.user_ids, [user])[0])
+        self._check_fitted()
+        u = int(lookup(self.user_ids_, [user])[0])
         if u < 0:
             raise ArgumentError(f"unknown user {user}: fold_in their ratings first")
-        scores = self.mu + self.Q @ self.P[u]
+        scores = self.global_mean_ + self.item_factors_ @ self.user_factors_[u]
         if exclude_rated:
             scores[self.rated_items(u)] = -np.inf
         best = top_k(scores[None, :], k)[0]
         best = best[np.isfinite(scores[best])]
-        return self.item_ids[best], scores[best]
+        return self.item_ids_[best], scores[best]
 
     def fold_in(self, items, ratings, user=None) -> np.ndarray:
         """Factors of a new user from their ratings, the item factors held fixed; local.
@@ -369,39 +449,43 @@ class FactorModel:
         Unknown items are ignored. With ``user`` (a raw id not yet in the model) the user
         is added, so ``recommend(user)`` works afterwards.
         """
-        i = lookup(self.item_ids, items)
+        self._check_fitted()
+        i = lookup(self.item_ids_, items)
         values = np.asarray(ratings, dtype=np.float64)[i >= 0]
         rows = build_rows(0, 1, np.zeros(values.size, np.int64), i[i >= 0], values)
         row = self._fold_in_row(rows)
         if user is not None:
-            if lookup(self.user_ids, [user])[0] >= 0:
+            if lookup(self.user_ids_, [user])[0] >= 0:
                 raise ArgumentError(f"user {user} is already in the model")
-            at = int(np.searchsorted(self.user_ids, user))
-            self.user_ids = np.insert(self.user_ids, at, user)
-            self.P = np.insert(self.P, at, row, axis=0)
-            counts = np.insert(np.diff(self.rated_indptr), at, rows.nnz)
-            self.rated_indices = np.insert(self.rated_indices, self.rated_indptr[at], rows.cols)
-            self.rated_indptr = np.concatenate([[0], np.cumsum(counts)])
+            at = int(np.searchsorted(self.user_ids_, user))
+            self.user_ids_ = np.insert(self.user_ids_, at, user)
+            self.user_factors_ = np.insert(self.user_factors_, at, row, axis=0)
+            counts = np.insert(np.diff(self.rated_indptr_), at, rows.nnz)
+            self.rated_indices_ = np.insert(self.rated_indices_, self.rated_indptr_[at], rows.cols)
+            self.rated_indptr_ = np.concatenate([[0], np.cumsum(counts)])
         return row
 
     def _fold_in_row(self, rows: Rows) -> np.ndarray:
-        own = np.zeros((1, self.layout.width))
-        if self.layout.biases:
-            own[0, self.layout.fixed("users")] = 1.0
-        return als.half_step(rows, own, self.Q, self.mu, self.reg_, self.layout, "users", True)[0]
+        own = np.zeros((1, self._layout.width))
+        if self._layout.biases:
+            own[0, self._layout.fixed("users")] = 1.0
+        return als.half_step(rows, own, self.item_factors_, self.global_mean_, self.reg_, self._layout, "users",
+                             True)[0]
 
     # ----------------------------------------------------------------- storage
     def save(self, path, comm=None) -> None:
         """Write the model to ``path`` (``.npz``; rank 0 writes, atomically; collective)."""
         comm = resolve_comm(comm)
+        self._check_fitted()
         error = None
         if comm.Get_rank() == 0:
             try:
-                config = {"format": MODEL_FORMAT, "algorithm": self.algorithm, "params": self.params,
-                          "reg_": self.reg_}
-                save_npz_atomic(path, P=self.P, Q=self.Q, mu=np.array(self.mu), user_ids=self.user_ids,
-                                item_ids=self.item_ids, rated_indptr=self.rated_indptr,
-                                rated_indices=self.rated_indices, config=np.array(json.dumps(config)))
+                # the parameters it was fitted with (normalized), whatever set_params changed since
+                config = {"format": MODEL_FORMAT, "algorithm": self.algorithm,
+                          "params": self._model_params(vars(self._params)), "reg_": self.reg_}
+                save_npz_atomic(path, P=self.user_factors_, Q=self.item_factors_, mu=np.array(self.global_mean_),
+                                user_ids=self.user_ids_, item_ids=self.item_ids_, rated_indptr=self.rated_indptr_,
+                                rated_indices=self.rated_indices_, config=np.array(json.dumps(config)))
             except OSError as exc:
                 error = DataError(f"cannot write model: {exc}", str(path))
         raise_if_any(error, comm)
@@ -417,15 +501,18 @@ class FactorModel:
             if config.get("format") != MODEL_FORMAT or config.get("algorithm") not in MODELS:
                 raise DataError(f"not an mpiml model (config {config})", str(path))
             cls = MODELS[config["algorithm"]]
-            known = {name for c in cls.__mro__ if "__init__" in vars(c)
-                     for name in inspect.signature(c.__init__).parameters}
+            known = params.defaults(cls.algorithm)
             # Parameters of earlier versions that no longer exist (e.g. DSGD's batch) are dropped.
             model = cls(**{k: v for k, v in config["params"].items() if k in known})
-            if config.get("reg_") is not None:
-                model.reg_ = float(config["reg_"])
-            model.P, model.Q, model.mu = arrays["P"], arrays["Q"], float(arrays["mu"])
-            model.user_ids, model.item_ids = arrays["user_ids"], arrays["item_ids"]
-            model.rated_indptr, model.rated_indices = arrays["rated_indptr"], arrays["rated_indices"]
+            try:
+                model._check_params()
+            except ArgumentError as exc:
+                raise DataError(f"the saved parameters are invalid: {exc}", str(path)) from None
+            model.reg_ = None if config.get("reg_") is None else float(config["reg_"])
+            model.user_factors_, model.item_factors_ = arrays["P"], arrays["Q"]
+            model.global_mean_ = float(arrays["mu"])
+            model.user_ids_, model.item_ids_ = arrays["user_ids"], arrays["item_ids"]
+            model.rated_indptr_, model.rated_indices_ = arrays["rated_indptr"], arrays["rated_indices"]
         except MpimlError as exc:
             error = exc
         except (OSError, KeyError, ValueError, TypeError) as exc:

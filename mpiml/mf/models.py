@@ -14,10 +14,13 @@ Surprise ``SVD()`` 0.929 / 0.881. nDCG@10: implicit ALS defaults 0.345 / 0.317 a
 0.238 / 0.273 for ``implicit.als.AlternatingLeastSquares()``. Biases lower ALS's RMSE by
 about 1% there; ``reg="auto"`` found no better value on these sets at ~3x the time, so
 it is offered, not the default.
+
+The parameters of all three, their defaults and limits are declared in
+:mod:`mpiml.mf.params`, which generates each class's keyword-only ``__init__`` and the
+"Parameters" section of its docstring.
 """
 
 from __future__ import annotations
-
 
 import numpy as np
 
@@ -25,64 +28,36 @@ from mpiml.mf import als, dsgd, ials
 from mpiml.mf.estimator import FactorModel, cost_model
 from mpiml.mf.partition import pair_dots, row_costs
 from mpiml.mf.registry import register
-from mpiml.runtime.errors import ArgumentError
 from mpiml.runtime.seeding import rank_generator
-
-DTYPES = ("float32", "float64")
 
 
 @register
 class ALS(FactorModel):
     """Explicit ALS-WR (Zhou et al. 2008) with global, user and item biases.
 
-    Parameters
-    ----------
-    rank, reg, iters, seed : int, float or "auto", int, int
-        Factor dimension, lambda (multiplied by each row's rating count when
-        ``weighted=True``; ``"auto"``: chosen on a held-out slice, see
-        :mod:`mpiml.mf.estimator`), iterations (each = a user and an item half-step), seed.
-    biases : bool
-        Learn user and item biases beside the global mean (default on).
-    exchange : str
-        How solved factor blocks are shared: mpiml's allgather with ``"auto"``,
-        ``"ring"`` or ``"native"``.
-    cold_start : str
-        ``"drop"``, ``"nan"`` or ``"mean"`` (see the module docstring).
-    checkpoint_dir, checkpoint_every, resume :
-        Write a checkpoint every ``checkpoint_every`` iterations; with ``resume`` start
-        from the latest one (at any number of ranks).
-    callback : callable, optional
-        Called on every rank after each iteration with a dict (iteration, objective,
-        train_rmse, seconds, compute_seconds, comm_seconds, wait_seconds).
-    reg_grid, auto_fraction, auto_iters :
-        The candidates, held-out share and warm-start iterations of ``reg="auto"``.
+    ``reg="auto"`` chooses the regularization on a held-out slice (see
+    :mod:`mpiml.mf.estimator`); ``cold_start`` as described there.
     """
 
     algorithm = "als"
-    REG_GRID = (0.03, 0.05, 0.07, 0.1, 0.14)
-
-    def __init__(self, rank=50, reg=0.09, iters=10, biases=True, weighted=True, **kwargs):
-        super().__init__(rank, reg, iters, **kwargs)
-        self.params.update(biases=bool(biases), weighted=bool(weighted))
-        self.layout = als.Layout(int(rank), bool(biases))
 
     def _row_weights(self, counts, side):
-        return row_costs(counts, len(self.layout.free(side)), "cholesky", model=cost_model("als"))
+        return row_costs(counts, len(self._layout.free(side)), "cholesky", model=cost_model("als"))
 
     def _train(self, data, ex, p, q, first, iters=None, track=True):
-        ur, ir, mu, lay, reg = data["user_rows"], data["item_rows"], self.mu, self.layout, self.reg_
-        for it in range(first, self.iters if iters is None else iters):
+        ur, ir, mu, lay, reg = data["user_rows"], data["item_rows"], self.global_mean_, self._layout, self.reg_
+        weighted = self._params.weighted
+        for it in range(first, self._params.iters if iters is None else iters):
             clock = self._clock(ex)
             with ex.computing():
-                block = _solve(als.half_step, ur, p, q, mu, reg, lay, "users", self.weighted)
+                block = _solve(als.half_step, ur, p, q, mu, reg, lay, "users", weighted)
             p = self._gather_finite(ex, block, "user", it)
             with ex.computing():
-                block = _solve(als.half_step, ir, q, p, mu, reg, lay, "items", self.weighted)
+                block = _solve(als.half_step, ir, q, p, mu, reg, lay, "items", weighted)
             q = self._gather_finite(ex, block, "item", it)
             with ex.computing():
                 err = ur.vals - als.predict_rows(ur, p, q, mu)
-                pen = als.penalty(ur, p, reg, lay, "users", self.weighted) + \
-                    als.penalty(ir, q, reg, lay, "items", self.weighted)
+                pen = als.penalty(ur, p, reg, lay, "users", weighted) + als.penalty(ir, q, reg, lay, "items", weighted)
             sse, pen = ex.sum([err @ err, pen])
             record = {"objective": float(sse + pen), "train_rmse": float(np.sqrt(sse / data["n"]))}
             self._after_iteration(data, ex, it, p, q, record, clock, track)
@@ -112,27 +87,18 @@ class ImplicitALS(FactorModel):
     algorithm = "ials"
     implicit = True
 
-    def __init__(self, rank=100, reg=30.0, iters=15, alpha=0.5, solver="cg", cg_steps=3, dtype="float32", **kwargs):
-        if solver not in ials.SOLVERS:
-            raise ArgumentError(f"solver must be one of {list(ials.SOLVERS)}, got {solver!r}")
-        if dtype not in DTYPES:
-            raise ArgumentError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
-        if alpha < 0 or cg_steps < 1:
-            raise ArgumentError(f"need alpha >= 0 and cg_steps >= 1; got {alpha}, {cg_steps}")
-        super().__init__(rank, reg, iters, **kwargs)
-        self.params.update(alpha=float(alpha), solver=solver, cg_steps=int(cg_steps), dtype=dtype)
-
     def _row_weights(self, counts, side):
-        return row_costs(counts, self.rank, self.solver, self.cg_steps, model=cost_model("ials_" + self.solver))
+        v = self._params
+        return row_costs(counts, v.rank, v.solver, v.cg_steps, model=cost_model("ials_" + v.solver))
 
     def _initial_factors(self, data):
         p, q = super()._initial_factors(data)
-        return p.astype(self.dtype), q.astype(self.dtype)
+        return p.astype(self._params.dtype), q.astype(self._params.dtype)
 
     def _train(self, data, ex, p, q, first, iters=None, track=True):
         ur, ir = data["user_rows"], data["item_rows"]
-        p, q = p.astype(self.dtype, copy=False), q.astype(self.dtype, copy=False)
-        for it in range(first, self.iters if iters is None else iters):
+        p, q = p.astype(self._params.dtype, copy=False), q.astype(self._params.dtype, copy=False)
+        for it in range(first, self._params.iters if iters is None else iters):
             clock = self._clock(ex)
             with ex.computing():
                 block = self._half(ur, q, p)
@@ -141,7 +107,7 @@ class ImplicitALS(FactorModel):
                 block = self._half(ir, p, q)
             q = self._gather_finite(ex, block, "item", it)
             with ex.computing():
-                observed = ials.observed_loss(ur, p, q, self.alpha)
+                observed = ials.observed_loss(ur, p, q, self._params.alpha)
             observed = ex.sum([observed])[0]
             with ex.computing():
                 objective = ials.full_loss(observed, p.astype(np.float64), q.astype(np.float64), self.reg_)
@@ -150,14 +116,16 @@ class ImplicitALS(FactorModel):
 
     def _half(self, rows, other, own):
         try:
-            out = ials.ials_rows(rows, other, other.T @ other, self.reg_, self.alpha, self.solver, self.cg_steps,
+            v = self._params
+            out = ials.ials_rows(rows, other, other.T @ other, self.reg_, v.alpha, v.solver, v.cg_steps,
                                  own[rows.start:rows.stop])
         except np.linalg.LinAlgError:
-            return np.full((rows.n_rows, other.shape[1]), np.nan, dtype=self.dtype)
-        return out.astype(self.dtype, copy=False)
+            return np.full((rows.n_rows, other.shape[1]), np.nan, dtype=self._params.dtype)
+        return out.astype(self._params.dtype, copy=False)
 
     def _fold_in_row(self, rows):
-        return ials.ials_rows(rows, self.Q, self.Q.T @ self.Q, self.reg_, self.alpha, "cholesky")[0]
+        q = self.item_factors_
+        return ials.ials_rows(rows, q, q.T @ q, self.reg_, self._params.alpha, "cholesky")[0]
 
 
 @register
@@ -175,26 +143,13 @@ class DSGD(FactorModel):
 
     algorithm = "dsgd"
     needs_item_rows = False
-    REG_GRID = (0.025, 0.035, 0.05, 0.07, 0.1)
-
-    def __init__(self, rank=50, reg=0.05, iters=20, lr=0.02, step="decay", decay=0.1, biases=True, init_std=0.05,
-                 **kwargs):
-        if step not in dsgd.STEPS:
-            raise ArgumentError(f"step must be one of {list(dsgd.STEPS)}, got {step!r}")
-        if lr <= 0 or init_std < 0:
-            raise ArgumentError(f"need lr > 0 and init_std >= 0; got {lr}, {init_std}")
-        super().__init__(rank, reg, iters, **kwargs)
-        self.params.update(lr=float(lr), step=step, decay=float(decay), biases=bool(biases),
-                           init_std=float(init_std))
-        self.layout = als.Layout(int(rank), bool(biases))
-        self._rate, self._previous = float(lr), None
 
     def _initial_factors(self, data):
-        rng = np.random.default_rng(np.random.SeedSequence([self.seed, 12]))
-        lay, nu, ni = self.layout, data["user_ids"].size, data["item_ids"].size
+        rng = np.random.default_rng(np.random.SeedSequence([self._params.seed, 12]))
+        lay, nu, ni = self._layout, data["user_ids"].size, data["item_ids"].size
         p, q = np.zeros((nu, lay.width)), np.zeros((ni, lay.width))
-        p[:, :lay.rank] = rng.normal(0.0, self.init_std, size=(nu, lay.rank))
-        q[:, :lay.rank] = rng.normal(0.0, self.init_std, size=(ni, lay.rank))
+        p[:, :lay.rank] = rng.normal(0.0, self._params.init_std, size=(nu, lay.rank))
+        q[:, :lay.rank] = rng.normal(0.0, self._params.init_std, size=(ni, lay.rank))
         if lay.biases:
             p[:, lay.fixed("users")] = 1.0
             q[:, lay.fixed("items")] = 1.0
@@ -209,10 +164,10 @@ class DSGD(FactorModel):
                 "previous": np.array(np.nan if self._previous is None else self._previous)}
 
     def _train(self, data, ex, p, q, first, iters=None, track=True):
-        r, size, lay = ex.rank, ex.size, self.layout
-        ub, ib, ur, mu = data["user_bounds"], data["item_bounds"], data["user_rows"], self.mu
+        r, size, lay = ex.rank, ex.size, self._layout
+        ub, ib, ur, mu = data["user_bounds"], data["item_bounds"], data["user_rows"], self.global_mean_
         if first == 0:
-            self._rate, self._previous = self.lr, None
+            self._rate, self._previous = self._params.lr, None
         x = p[ub[r]:ub[r + 1]].copy()
         y = q[ib[r]:ib[r + 1]].copy()
         local_users = ur.row_ids() - ub[r]
@@ -220,9 +175,9 @@ class DSGD(FactorModel):
         my_items = data["item_counts"][ib[r]:ib[r + 1]]
         fixed_x, fixed_y = (lay.fixed("users"), lay.fixed("items")) if lay.biases else (-1, -1)
         free_x, free_y = lay.free("users"), lay.free("items")
-        for epoch in range(first, self.iters if iters is None else iters):
+        for epoch in range(first, self._params.iters if iters is None else iters):
             clock = self._clock(ex)
-            rng = rank_generator(self.seed, r, size, purpose=1000 + epoch)
+            rng = rank_generator(self._params.seed, r, size, purpose=1000 + epoch)
             for s in range(size):
                 with ex.computing():
                     dsgd.sgd_block(blocks[(r + s) % size], x, y, mu, self._rate, self.reg_, rng, fixed_x, fixed_y)
@@ -237,7 +192,8 @@ class DSGD(FactorModel):
             sse, pen = ex.sum([err @ err, pen])
             loss = float(sse + pen)
             record = {"objective": loss, "train_rmse": float(np.sqrt(sse / data["n"])), "step_size": self._rate}
-            self._rate = dsgd.next_rate(self.step, self.lr, self._rate, epoch, loss, self._previous, self.decay)
+            v = self._params
+            self._rate = dsgd.next_rate(v.step, v.lr, self._rate, epoch, loss, self._previous, v.decay)
             self._previous = loss
             self._local_users = x
             self._after_iteration(data, ex, epoch, None, q, record, clock, track)

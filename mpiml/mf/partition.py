@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mpiml.errors import ArgumentError
 from mpiml.runtime import partition
 
 
@@ -72,13 +73,13 @@ def row_costs(counts, rank: int, solver: str = "cholesky", cg_steps: int = 3, mo
     elif solver == "cg":
         dense, sparse = cg_steps * k * k, (2.0 * cg_steps + 2.0) * counts * k
     else:
-        raise ValueError(f"unknown solver {solver!r}")
+        raise ArgumentError(f"unknown solver {solver!r}; expected 'cholesky' or 'cg'")
     return model.overhead + np.where(counts > 0, model.dense * dense + sparse + model.per_rating * counts, 0.0)
 
 
 def block_of(index, boundaries) -> np.ndarray:
-    """The block each index falls in."""
-    return np.searchsorted(boundaries, index, side="right") - 1
+    """The block each index falls in (:func:`mpiml.runtime.partition.owner`)."""
+    return partition.owner(boundaries, index)
 
 
 @dataclass

@@ -28,10 +28,10 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from mpiml.collectives import allgather, allreduce
+from mpiml.errors import ArgumentError, CheckpointError
 from mpiml.runtime.agree import raise_if_any
 from mpiml.runtime.checkpoint import read_checkpoint, write_checkpoint
 from mpiml.runtime.comm import private_comm, resolve_comm
-from mpiml.runtime.errors import ArgumentError, CheckpointError
 
 EXCHANGES = ("auto", "ring", "native")
 

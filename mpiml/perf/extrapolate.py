@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mpiml.collectives import model
 from mpiml.collectives.select import candidates, model_winner
-from mpiml.runtime.errors import ArgumentError
+from mpiml.errors import ArgumentError
 
 MAX_RANKS = 100_000
 
@@ -31,10 +31,10 @@ def predictions(collective: str, ranks, sizes, params) -> list[dict]:
     """One record per (p, size): predicted seconds per algorithm, the fastest, auto's pick,
     and the lower bound."""
     records = []
-    names = candidates(collective)
     for p in ranks:
         if not 1 <= p <= MAX_RANKS:
             raise ArgumentError(f"rank counts must be in 1..{MAX_RANKS}, got {p}")
+        names = candidates(collective, size=p)
         for nbytes in sizes:
             seconds = {name: model.predict(name, nbytes, p, params, collective=collective) for name in names}
             records.append({
@@ -49,7 +49,7 @@ def predictions(collective: str, ranks, sizes, params) -> list[dict]:
 
 def crossover_points(collective: str, p: int, low: int, high: int, params) -> list[dict]:
     """Where the model's fastest algorithm changes between ``low`` and ``high`` bytes."""
-    names = candidates(collective)
+    names = candidates(collective, size=p)
 
     def fastest(nbytes):
         return model.best(collective, nbytes, p, params, candidates=names)

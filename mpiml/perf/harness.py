@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from mpi4py import MPI
 
+from mpiml.collectives.registry import ALGORITHMS
 from mpiml.collectives.select import choose
 from mpiml.perf.metrics import algbw_gbps, busbw_gbps
 from mpiml.perf.workloads import make_workload
@@ -93,10 +94,11 @@ def _round(workload, algorithms, comm, order):
     return seconds
 
 
-def run_benchmark(collective, sizes, algorithms, *, dtype="float32", op="sum", in_place=False,
+def run_benchmark(collective, sizes, algorithms=None, *, dtype="float32", op="sum", in_place=False,
                   check=False, schedule=None, comm=None, on_size=None) -> list[dict]:
     """Benchmark ``algorithms`` of ``collective`` at each size in ``sizes`` (bytes).
 
+    ``algorithms`` defaults to every registered algorithm of ``collective`` and ``auto``.
     ``native`` is always timed (the baseline of ``ratio_to_native``) even when not asked
     for. Returns one record per (size, algorithm), identical on every rank; ``on_size``
     (if given) is called with each size's records as soon as they are measured.
@@ -104,6 +106,8 @@ def run_benchmark(collective, sizes, algorithms, *, dtype="float32", op="sum", i
     comm = comm or MPI.COMM_WORLD
     schedule = schedule or Schedule()
     p = comm.Get_size()
+    if algorithms is None:
+        algorithms = [*ALGORITHMS[collective], "auto"]
     timed = list(dict.fromkeys(["native", *algorithms]))
     records = []
     for nbytes in sizes:

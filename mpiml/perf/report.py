@@ -6,7 +6,7 @@ import csv
 import io
 
 from mpiml.perf.sizes import format_bytes
-from mpiml.runtime.errors import ArgumentError
+from mpiml.errors import ArgumentError
 from mpiml.runtime.files import atomic_write
 
 TABLE_HEADERS = ("size", "algorithm", "median_us", "min_us", "max_us", "algbw_GB/s", "busbw_GB/s",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from mpiml.runtime.errors import ArgumentError
+from mpiml.errors import ArgumentError
 
 _UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 _SIZE = re.compile(r"^\s*(\d+)\s*([KMG]?)(?:I?B)?\s*$", re.IGNORECASE)

@@ -10,7 +10,8 @@ import math
 from mpi4py import MPI
 
 from mpiml.collectives import model
-from mpiml.collectives.select import ALGORITHMS, NATIVE_MARGIN
+from mpiml.collectives.registry import ALGORITHMS
+from mpiml.collectives.select import NATIVE_MARGIN
 from mpiml.collectives.tuning import FORMAT, VERSION, rules_document
 from mpiml.perf import calibrate
 from mpiml.perf.harness import Schedule, run_benchmark

@@ -15,8 +15,8 @@ import numpy as np
 
 import mpiml
 from mpiml.collectives.layout import balanced_counts, displacements
+from mpiml.collectives.registry import COLLECTIVES
 
-COLLECTIVES = ("allreduce", "reduce_scatter", "allgather", "bcast", "reduce")
 ROOT = 0
 
 

@@ -1,7 +1,6 @@
 """Runtime services: communicators, errors, collective verdicts, abort-on-exception."""
 
-from mpiml.runtime.comm import context_of, private_comm, resolve_comm
-from mpiml.runtime.errors import (
+from mpiml.errors import (
     ArgumentError,
     CheckpointError,
     DataError,
@@ -9,6 +8,7 @@ from mpiml.runtime.errors import (
     MismatchError,
     MpimlError,
 )
+from mpiml.runtime.comm import context_of, private_comm, resolve_comm
 
 __all__ = [
     "ArgumentError",

@@ -6,14 +6,14 @@ import os
 import sys
 import traceback
 
-from mpiml.runtime.errors import MpimlError
+from mpiml.errors import MpimlError, Preempted
 
 
 def run_or_abort(main, *args, **kwargs):
     """Call ``main(*args, **kwargs)``; on an uncaught exception end the whole MPI job.
 
     A collective :class:`MpimlError` (raised identically on every rank) ends each rank
-    with exit status 2 (3 for :class:`~mpiml.runtime.preempt.Preempted`) and a one-line
+    with exit status 2 (3 for :class:`~mpiml.errors.Preempted`) and a one-line
     message from rank 0. Any other exception prints a
     rank-tagged traceback and calls ``MPI_Abort`` on COMM_WORLD, which brings every rank
     down within seconds instead of leaving the others blocked in a collective.
@@ -26,7 +26,7 @@ def run_or_abort(main, *args, **kwargs):
         _abort(130, None)
     except MpimlError as exc:
         if exc.collective:
-            from mpiml.runtime.preempt import EXIT_PREEMPTED, Preempted
+            from mpiml.runtime.preempt import EXIT_PREEMPTED
 
             preempted = isinstance(exc, Preempted)
             if _world_rank() in (0, None):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from mpiml.runtime.comm import private_comm
 from mpiml.errors import MpimlError
+from mpiml.runtime.comm import private_comm
 
 
 def raise_if_any(error: BaseException | None, comm=None) -> None:

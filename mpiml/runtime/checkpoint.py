@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mpiml.runtime.errors import CheckpointError
+from mpiml.errors import CheckpointError
 from mpiml.runtime.files import atomic_write, load_npz, save_npz_atomic
 
 FORMAT = 1

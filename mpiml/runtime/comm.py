@@ -18,11 +18,16 @@ class CommContext:
 
 
 def resolve_comm(comm=None) -> MPI.Comm:
-    """Return ``comm``, or ``MPI.COMM_WORLD`` when it is None (resolved at call time)."""
+    """Return ``comm``, or ``MPI.COMM_WORLD`` when it is None (resolved at call time).
+
+    Raises :class:`~mpiml.errors.ArgumentError` (a ``ValueError``) for anything else.
+    """
     if comm is None:
         return MPI.COMM_WORLD
     if not isinstance(comm, MPI.Intracomm):
-        raise TypeError(f"comm must be an mpi4py intracommunicator, got {type(comm).__name__}")
+        from mpiml.errors import ArgumentError
+
+        raise ArgumentError(f"comm must be an mpi4py intracommunicator or None, got {type(comm).__name__}")
     return comm
 
 

@@ -24,7 +24,7 @@ def compiled() -> bool:
     """True when the compiled kernels are to be used (numba importable, not switched off)."""
     choice = os.environ.get(ENV, "auto").strip().lower() or "auto"
     if choice not in CHOICES:
-        from mpiml.runtime.errors import ArgumentError
+        from mpiml.errors import ArgumentError
 
         raise ArgumentError(f"{ENV} must be one of {', '.join(CHOICES)}, got {choice!r}")
     if choice == "numpy":
@@ -43,7 +43,7 @@ def _numba_available() -> bool:
 
 def _required(choice: str) -> bool:
     if choice == "numba":
-        from mpiml.runtime.errors import ArgumentError
+        from mpiml.errors import ArgumentError
 
         raise ArgumentError(f"{ENV}=numba but numba cannot be imported: pip install numba")
     return False

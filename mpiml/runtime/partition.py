@@ -34,6 +34,11 @@ def contiguous(n: int, parts: int) -> np.ndarray:
     return np.arange(parts + 1, dtype=np.int64) * int(n) // parts
 
 
+def contiguous_block(n: int, parts: int, b: int) -> tuple[int, int]:
+    """``(start, stop)`` of block ``b`` of :func:`contiguous` (rank ``b``'s rows among ``parts`` ranks)."""
+    return block(contiguous(n, parts), b)
+
+
 def array_split(n: int, parts: int) -> np.ndarray:
     """Boundaries of ``numpy.array_split``: block ``b`` has ``n // parts + (b < n % parts)`` items."""
     parts = _check_parts(parts)

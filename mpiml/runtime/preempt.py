@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import signal
 
-from mpiml.errors import Preempted  # noqa: F401  (its home is mpiml.errors; imported from here by callers)
+from mpiml.errors import Preempted  # noqa: F401  (older import path, used by examples/; import it from mpiml.errors)
 
 EXIT_PREEMPTED = 3
 SIGNALS = ("SIGUSR1", "SIGTERM")

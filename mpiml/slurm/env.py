@@ -12,7 +12,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from mpiml.runtime.errors import ArgumentError
+from mpiml.errors import ArgumentError
 
 # field -> variable; integers are parsed, the rest kept as text.
 _INT_FIELDS = {

@@ -11,7 +11,7 @@ import json
 import re
 from pathlib import Path
 
-from mpiml.runtime.errors import DataError
+from mpiml.errors import DataError
 
 _RESULT = re.compile(r"task-(\d+)\.json\Z")
 

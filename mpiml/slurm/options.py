@@ -1,7 +1,7 @@
 """Validation of ``#SBATCH`` option values before they are written into a job script.
 
 Every check returns the value as it will be written (a string) or raises
-:class:`~mpiml.runtime.errors.ArgumentError` naming the option. Quoting happens later,
+:class:`~mpiml.errors.ArgumentError` naming the option. Quoting happens later,
 in :mod:`mpiml.slurm.render`; the checks here reject what quoting cannot make safe
 (control characters end a ``#SBATCH`` line, and sbatch's own parser drops backslashes)
 and what Slurm would reject only after the job has waited in the queue.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from mpiml.runtime.errors import ArgumentError
+from mpiml.errors import ArgumentError
 
 COUNT_OPTIONS = ("nodes", "ntasks", "ntasks-per-node", "cpus-per-task")
 

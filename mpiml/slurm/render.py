@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 import shlex
 
-from mpiml.runtime.errors import ArgumentError
+from mpiml.errors import ArgumentError
 from mpiml.slurm.options import check_option, check_signal_before_limit
 
 DIRECTIVE = "#SBATCH"

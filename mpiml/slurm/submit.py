@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-from mpiml.errors import SubmitError  # noqa: F401  (raised here; imported from here by callers)
+from mpiml.errors import SubmitError
 
 
 def sbatch(script: str, args=(), timeout: float = 120) -> str:

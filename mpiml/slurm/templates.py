@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from mpiml.runtime.errors import ArgumentError
+from mpiml.errors import ArgumentError
 
 SUFFIX = ".sbatch"
 # Beside the package in a source checkout or an editable install.

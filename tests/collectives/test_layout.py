@@ -32,9 +32,21 @@ def test_displacements_are_running_sums(counts):
 
 def test_block_counts_validates_custom_counts():
     assert block_counts(5, 2, [5, 0]).tolist() == [5, 0]
-    for bad in ([1, 2], [6, -1], [1, 1, 3], [2.5, 2.5]):
-        with pytest.raises(ArgumentError):
-            block_counts(5, 2, bad)
+    assert block_counts(5, 2).tolist() == [3, 2]
+
+
+@pytest.mark.parametrize("bad, message", [([1, 2], "sum to 5"), ([6, -1], "non-negative"),
+                                          ([1, 1, 3], "must be 2 integers"), ([2.5, 2.5], "must be 2 integers")])
+def test_block_counts_refuses_bad_counts(bad, message):
+    with pytest.raises(ArgumentError, match=message):
+        block_counts(5, 2, bad)
+
+
+def test_balanced_counts_come_from_the_named_partition_policy():
+    from mpiml.runtime import partition
+
+    for n, parts in ((0, 3), (7, 3), (100, 7), (5, 9)):
+        assert displacements(balanced_counts(n, parts)).tolist() == partition.array_split(n, parts).tolist()
 
 
 @given(size=st.integers(1, 200))

@@ -9,7 +9,7 @@ from mpi4py import MPI
 from mpi_helpers import agree
 
 from mpiml.data import load_shard, read_shard, split_holdout, synthetic, writers
-from mpiml.runtime.errors import DataError
+from mpiml.errors import DataError
 from mpiml.sgd.estimator import check_labels
 from mpiml.sgd.group import Group
 from mpiml.sgd.models import make_model

@@ -11,7 +11,7 @@ from mpi4py import MPI
 from mpi_helpers import agree
 
 from mpiml.data.ratings import global_ids, lookup, read_ratings
-from mpiml.runtime.errors import DataError
+from mpiml.errors import DataError
 
 
 

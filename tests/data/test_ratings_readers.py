@@ -17,7 +17,7 @@ from mpiml.data.ratings import (
     read_ratings,
     split_fraction,
 )
-from mpiml.runtime.errors import ArgumentError, DataError
+from mpiml.errors import ArgumentError, DataError
 
 ROWS = [(196, 242, 3.0, 881250949), (186, 302, 3.0, 891717742), (22, 377, 1.0, 878887116),
         (244, 51, 2.0, 880606923), (166, 346, 1.0, 886397596), (298, 474, 4.5, 884182806)]
@@ -116,7 +116,7 @@ def test_npz_bad_entries(tmp_path):
 
 
 def test_unknown_format_is_refused(tmp_path):
-    with pytest.raises(ArgumentError):
+    with pytest.raises(ArgumentError, match="unknown ratings format 'parquet'"):
         read_ratings(tmp_path / "x", fmt="parquet")
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mpiml.data.synthetic_ratings import SyntheticSpec, parse_spec, synthetic_ratings, true_factors
-from mpiml.runtime.errors import ArgumentError
+from mpiml.errors import ArgumentError
 
 SPEC = SyntheticSpec(users=700, items=300, ratings=20000, rank=4, noise=0.25, seed=5)
 
@@ -42,5 +42,5 @@ def test_parse_spec():
     assert parse_spec(spec.describe()) == spec
     with pytest.raises(ArgumentError, match="unknown synthetic parameter"):
         parse_spec("synthetic:user=3")
-    with pytest.raises(ArgumentError):
+    with pytest.raises(ArgumentError, match="synthetic users must be at least 1, got 0"):
         parse_spec("synthetic:users=0")

@@ -80,7 +80,7 @@ def test_bad_line_exits_non_zero_naming_file_and_line(tmp_path):
 ])
 def test_arguments_that_do_not_fit_are_refused_before_any_work(args, message):
     from mpiml.cli.mf import build_parser, check
-    from mpiml.runtime.errors import ArgumentError
+    from mpiml.errors import ArgumentError
 
     argv = ["--ratings", SYNTH, *args] + (["--resume"] if not args else [])
     with pytest.raises(ArgumentError, match=re.escape(message)):
@@ -111,7 +111,7 @@ def test_defaults_come_from_the_model_and_reg_auto_reports_its_search():
     assert result.returncode == 0, result.describe()
     from mpiml.mf import DSGD
 
-    defaults = DSGD().params
+    defaults = DSGD().get_params()
     report = last_json(result)
     assert report["rank"] == defaults["rank"] and report["params"]["lr"] == defaults["lr"]
 

@@ -12,9 +12,9 @@ from mpi_helpers import agree
 
 from mpiml.data.ratings import RatingsShard, split_fraction
 from mpiml.data.synthetic_ratings import SyntheticSpec, synthetic_ratings
+from mpiml.errors import ArgumentError, CheckpointError, DataError, DivergenceError
 from mpiml.mf import ALS, DSGD, ImplicitALS
 from mpiml.mf.als import Layout, initial_factors
-from mpiml.runtime.errors import CheckpointError, DataError, DivergenceError
 
 SMALL = SyntheticSpec(users=40, items=25, ratings=500, rank=3, noise=0.1, seed=2)
 
@@ -44,9 +44,9 @@ def test_distributed_als_equals_serial_als_from_the_same_start(biases):
     r, m = dense(np.searchsorted(uid, users), np.searchsorted(iid, items), values, uid.size, iid.size)
     p0, q0 = initial_factors(7, uid.size, iid.size, Layout(3, biases))
     p, q, objectives = als_reference(r, m, p0, q0, 0.05, 3, mu=values.mean(), biases=biases)
-    agree(comm, np.allclose(model.P, p, rtol=1e-7, atol=1e-9), np.abs(model.P - p).max())
-    agree(comm, np.allclose(model.Q, q, rtol=1e-7, atol=1e-9), np.abs(model.Q - q).max())
-    got = [h["objective"] for h in model.history]
+    agree(comm, np.allclose(model.user_factors_, p, rtol=1e-7, atol=1e-9), np.abs(model.user_factors_ - p).max())
+    agree(comm, np.allclose(model.item_factors_, q, rtol=1e-7, atol=1e-9), np.abs(model.item_factors_ - q).max())
+    got = [h["objective"] for h in model.history_]
     agree(comm, np.allclose(got, objectives, rtol=1e-9), (got, objectives))
 
 
@@ -55,7 +55,7 @@ def test_als_objective_never_increases():
     comm = MPI.COMM_WORLD
     spec = SyntheticSpec(users=120, items=60, ratings=2500, rank=4, noise=0.3, seed=3)
     model = ALS(rank=6, reg=0.02, iters=8, biases=True, seed=1).fit(shard_of(spec, comm), comm=comm)
-    objectives = np.array([h["objective"] for h in model.history])
+    objectives = np.array([h["objective"] for h in model.history_])
     agree(comm, np.all(np.diff(objectives) <= 1e-10 * objectives[:-1]), objectives)
 
 
@@ -90,10 +90,10 @@ def test_implicit_als_matches_the_dense_reference(solver, dtype, tolerance):
     p0, q0 = initial_factors(5, uid.size, iid.size, Layout(3))
     p, q, objective = ials_reference(r, m, p0, q0, 0.1, 2.0, 2)
     scale = np.abs(p).max() + np.abs(q).max()
-    worst = max(np.abs(model.P - p).max(), np.abs(model.Q - q).max()) / scale
+    worst = max(np.abs(model.user_factors_ - p).max(), np.abs(model.item_factors_ - q).max()) / scale
     agree(comm, worst < tolerance, worst)
-    agree(comm, np.isclose(model.history[-1]["objective"], objective, rtol=10 * tolerance),
-          (model.history[-1]["objective"], objective))
+    agree(comm, np.isclose(model.history_[-1]["objective"], objective, rtol=10 * tolerance),
+          (model.history_[-1]["objective"], objective))
 
 
 @pytest.mark.mpi
@@ -107,9 +107,9 @@ def test_resume_from_checkpoint_continues_the_same_run(algorithm):
     directory = shared_dir(comm)
     make(iters=2, checkpoint_dir=directory).fit(shard, comm=comm)
     resumed = make(iters=4, checkpoint_dir=directory, resume=True).fit(shard, comm=comm)
-    agree(comm, len(resumed.history) == 4, resumed.history)
-    agree(comm, np.allclose(resumed.P, straight.P, rtol=1e-12, atol=1e-14) and
-          np.allclose(resumed.Q, straight.Q, rtol=1e-12, atol=1e-14))
+    agree(comm, len(resumed.history_) == 4, resumed.history_)
+    agree(comm, np.allclose(resumed.user_factors_, straight.user_factors_, rtol=1e-12, atol=1e-14) and
+          np.allclose(resumed.item_factors_, straight.item_factors_, rtol=1e-12, atol=1e-14))
 
 
 @pytest.mark.mpi
@@ -122,7 +122,7 @@ def test_ranking_metrics_in_parallel_equal_a_serial_count():
     users, items, values = gathered(comm, test)
     per_user = {}
     for u, i, v in zip(users.tolist(), items.tolist(), values.tolist()):
-        if v > 0 and u in set(model.user_ids.tolist()) and i in set(model.item_ids.tolist()):
+        if v > 0 and u in set(model.user_ids_.tolist()) and i in set(model.item_ids_.tolist()):
             per_user.setdefault(u, set()).add(i)
     rows = []
     for u, liked in per_user.items():
@@ -153,7 +153,8 @@ def test_a_rank_without_ratings_is_fine():
     shard = RatingsShard.from_arrays(*(np.array(c) for c in zip(*rows))) if rows else \
         RatingsShard.from_arrays([], [], [])
     model = ALS(rank=2, reg=0.1, iters=2).fit(shard, comm=comm)
-    agree(comm, model.P.shape == (3, 2 + 2) and np.all(np.isfinite(model.P)), model.P)  # [x, b_u, 1]
+    factors = model.user_factors_
+    agree(comm, factors.shape == (3, 2 + 2) and np.all(np.isfinite(factors)), factors)  # [x, b_u, 1]
 
 
 @pytest.mark.mpi
@@ -194,7 +195,7 @@ def test_timing_split_adds_up_on_every_rank(algorithm):
     comm = MPI.COMM_WORLD
     spec = SyntheticSpec(users=150, items=80, ratings=4000, rank=3, noise=0.1, seed=8)
     model = _make(algorithm).fit(shard_of(spec, comm), comm=comm)
-    info = model.fit_info
+    info = model.fit_info_
     per_rank = info["per_rank"]
     parts = ("compute_seconds", "comm_seconds", "wait_seconds")
     agree(comm, [r["rank"] for r in per_rank] == list(range(comm.size)), per_rank)
@@ -207,9 +208,9 @@ def test_timing_split_adds_up_on_every_rank(algorithm):
     agree(comm, np.isclose(info["compute_imbalance"], max(computes) / np.mean(computes)), info)
     agree(comm, info["compute_imbalance"] >= 1.0 and info["estimated_imbalance"] >= 1.0, info)
     # Each iteration's own split adds up too, and the iterations' compute is part of the total.
-    for record in model.history:
+    for record in model.history_:
         agree(comm, sum(record[k] for k in parts) <= record["seconds"] + 1e-6, record)
-    agree(comm, sum(r["compute_seconds"] for r in model.history) <= info["compute_seconds"] + 1e-9, info)
+    agree(comm, sum(r["compute_seconds"] for r in model.history_) <= info["compute_seconds"] + 1e-9, info)
     agree(comm, len(set(comm.allgather(str(per_rank)))) == 1, per_rank)  # the same report everywhere
 
 
@@ -245,7 +246,7 @@ def test_reg_auto_picks_what_a_serial_brute_force_grid_picks():
     shard = shard_of(spec, comm)
     grid = [0.01, 0.1, 1.0]  # 10x apart: a clear winner, whether warm-started or fitted afresh
     model = ALS(rank=6, reg="auto", reg_grid=grid, iters=8, auto_iters=8, seed=2).fit(shard, comm=comm)
-    chosen = model.fit_info["reg"]
+    chosen = model.fit_info_["reg"]
     # Serial brute force on the whole data set: a fresh model per reg, fitted on the same slice.
     users, items, values = gathered(comm, shard)
     keys = np.concatenate(comm.allgather(shard.keys))
@@ -257,11 +258,11 @@ def test_reg_auto_picks_what_a_serial_brute_force_grid_picks():
         m.fit(part, comm=MPI.COMM_SELF)
         pred = m.predict(held.users, held.items, cold_start="mean")
         errors.append(np.sqrt(np.mean((pred - held.values) ** 2)))
-    agree(comm, chosen == grid[int(np.argmin(errors))], (chosen, errors, model.fit_info["reg_search"]))
-    search = model.fit_info["reg_search"]
+    agree(comm, chosen == grid[int(np.argmin(errors))], (chosen, errors, model.fit_info_["reg_search"]))
+    search = model.fit_info_["reg_search"]
     agree(comm, [t["reg"] for t in search] == sorted(grid), search)
     agree(comm, np.allclose([t["holdout_rmse"] for t in search], errors, rtol=0.03), (search, errors))
-    agree(comm, len(model.history) == 8 and np.isfinite(model.P).all(), model.history)
+    agree(comm, len(model.history_) == 8 and np.isfinite(model.user_factors_).all(), model.history_)
 
 
 @pytest.mark.mpi
@@ -277,14 +278,13 @@ def test_dsgd_biases_learn_user_and_item_offsets():
     for biases in (True, False):
         model = DSGD(rank=3, reg=0.01, iters=25, lr=0.05, biases=biases, init_std=0.1, seed=3).fit(train, comm=comm)
         rmse[biases] = model.evaluate(test, comm=comm)["rmse"]
-        objectives = [h["objective"] for h in model.history]
+        objectives = [h["objective"] for h in model.history_]
         agree(comm, objectives[-1] < 0.3 * objectives[0], objectives)
     agree(comm, rmse[True] < 1.5 * spec.noise and rmse[True] < 0.6 * rmse[False], rmse)
     # The learned bias columns follow the true offsets (up to a shift absorbed by the mean).
-    lay = model.layout
     biased = DSGD(rank=3, reg=0.01, iters=25, lr=0.05, init_std=0.1, seed=3).fit(train, comm=comm)
-    learned = biased.P[:, lay.rank]
-    truth = user_bias[biased.user_ids]
+    learned = biased.user_factors_[:, 3]  # rows are [x (rank 3), b_u, 1]
+    truth = user_bias[biased.user_ids_]
     agree(comm, np.corrcoef(learned, truth)[0, 1] > 0.9, np.corrcoef(learned, truth))
 
 
@@ -296,5 +296,19 @@ def test_resume_keeps_the_reg_that_auto_chose_before_the_checkpoint():
     first = ALS(rank=3, reg="auto", reg_grid=[0.01, 0.3], iters=2, checkpoint_dir=directory).fit(shard, comm=comm)
     resumed = ALS(rank=3, reg="auto", reg_grid=[0.01, 0.3], iters=4, checkpoint_dir=directory,
                   resume=True).fit(shard, comm=comm)
-    agree(comm, resumed.reg_ == first.reg_ and "reg_search" not in resumed.fit_info, resumed.fit_info)
-    agree(comm, len(resumed.history) == 4, resumed.history)
+    agree(comm, resumed.reg_ == first.reg_ and "reg_search" not in resumed.fit_info_, resumed.fit_info_)
+    agree(comm, len(resumed.history_) == 4, resumed.history_)
+
+
+@pytest.mark.mpi
+def test_an_invalid_parameter_is_refused_by_fit_on_every_rank():
+    comm = MPI.COMM_WORLD
+    model = ALS(rank=0)  # stored unchanged: checked by fit, before any communication of data
+    try:
+        model.fit(shard_of(SMALL, comm), comm=comm)
+        message = collective = None
+    except ArgumentError as exc:
+        message, collective = str(exc), exc.collective
+    agree(comm, message is not None and "als: rank must be an integer >= 1, got 0" in message and collective,
+          message)
+    agree(comm, len(set(comm.allgather(message))) == 1, message)

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mpiml.errors import ArgumentError
 from mpiml.mf.partition import CostModel, balanced_blocks, row_costs
 
 
@@ -73,5 +74,5 @@ def test_row_costs_rank_few_dense_rows_against_many_sparse_ones():
     model = CostModel(dense=1.0, per_rating=0.0, overhead=0.0)
     sparse, dense = row_costs(np.ones(100), 50, model=model).sum(), row_costs([100], 50, model=model).sum()
     assert sparse > 5 * dense
-    with pytest.raises(ValueError):
+    with pytest.raises(ArgumentError, match="unknown solver 'lu'"):
         row_costs([1], 5, solver="lu")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 from mpi4py import MPI
 
 import mpiml
-from mpiml.collectives import api, select
+from mpiml.collectives import registry, select
 
 
 @pytest.mark.mpi
@@ -25,11 +26,10 @@ def test_auto_runs_the_algorithm_the_tuning_file_names(tmp_path_factory, monkeyp
     comm.Barrier()
 
     ran = []
-    for name in ("ring", "tree", "native", "doubling", "rabenseifner"):
-        module = getattr(api, name)
-        original = module.allreduce
-        monkeypatch.setattr(module, "allreduce",
-                            lambda *a, _n=name, _f=original, **k: (ran.append(_n), _f(*a, **k))[1])
+    table = registry.table("allreduce")  # every registered algorithm, wrapped to log its runs
+    for name, entry in list(table.items()):
+        logged = dataclasses.replace(entry, run=lambda *a, _n=name, _f=entry.run: (ran.append(_n), _f(*a))[1])
+        monkeypatch.setitem(table, name, logged)
     monkeypatch.setenv("MPIML_TUNING", path)
     select.set_tuning(None)
     try:

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from mpiml.collectives import model
 from mpiml.collectives.model import ModelParams, lower_bound, predict
-from mpiml.collectives.select import ALGORITHMS
+from mpiml.collectives.registry import ALGORITHMS
 
 # Round numbers, so the closed forms below are easy to check by hand.
 P = ModelParams(alpha=1.0, beta=0.01, gamma=0.001, copy=0.0001, step_overhead=2.0, call_overhead=10.0,
@@ -77,10 +77,12 @@ def test_one_rank_is_a_copy():
 def test_every_algorithm_of_every_collective_has_a_model():
     for collective, names in ALGORITHMS.items():
         assert set(model.algorithms(collective)) == set(names)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="no model for bcast algorithm 'ring'"):
         predict("ring", 8, 4, collective="bcast")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="need p >= 1"):
         predict("ring", 8, 0)
+    with pytest.raises(ValueError, match="no model for gossip algorithm 'ring'"):
+        predict("ring", 8, 4, collective="gossip")
 
 
 params_strategy = st.builds(

@@ -6,7 +6,7 @@ import pytest
 
 from mpiml.perf.metrics import algbw_gbps, bus_factor, busbw_gbps
 from mpiml.perf.sizes import format_bytes, parse_size, parse_sizes
-from mpiml.runtime.errors import ArgumentError
+from mpiml.errors import ArgumentError
 
 
 @pytest.mark.parametrize("text,expected", [("8", 8), ("64K", 65536), ("4m", 4 << 20), ("1G", 1 << 30),
@@ -22,9 +22,11 @@ def test_parse_sizes_range_list_and_factor():
     assert parse_sizes("100,8:16,100") == [8, 16, 100]
 
 
-@pytest.mark.parametrize("bad", ["", "x", "8:4", "8:64:1", "8:64:z", "1:2:3:4", "-8"])
-def test_parse_sizes_refuses_nonsense(bad):
-    with pytest.raises(ArgumentError):
+@pytest.mark.parametrize("bad, message", [("", "bad size ''"), ("x", "bad size 'x'"), ("8:4", "bad size range '8:4'"),
+                                          ("8:64:1", "FACTOR >= 2"), ("8:64:z", "bad factor in '8:64:z'"),
+                                          ("1:2:3:4", "expected FROM:TO or FROM:TO:FACTOR"), ("-8", "bad size '-8'")])
+def test_parse_sizes_refuses_nonsense(bad, message):
+    with pytest.raises(ArgumentError, match=message):
         parse_sizes(bad)
 
 

@@ -9,7 +9,7 @@ import pytest
 from mpiml.collectives import select
 from mpiml.collectives.model import ModelParams
 from mpiml.collectives.tuning import load_tuning, parse_tuning, rules_document
-from mpiml.runtime.errors import ArgumentError
+from mpiml.errors import ArgumentError
 
 
 def document(rules, params=None):

@@ -15,7 +15,7 @@ from mpiml.runtime.files import atomic_write, load_npz, save_npz_atomic
 def test_atomic_write_leaves_old_file_when_writer_fails(tmp_path):
     target = tmp_path / "model.txt"
     target.write_text("old")
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="crash mid-write"):
         with atomic_write(target, "w") as handle:
             handle.write("half")
             raise RuntimeError("crash mid-write")
@@ -58,7 +58,7 @@ def test_missing_and_corrupt_checkpoints(tmp_path):
     assert read_checkpoint(tmp_path) is None
     write_checkpoint(tmp_path, 1, {"w": np.zeros(2)})
     (tmp_path / "step-00000001.npz").write_bytes(b"garbage")
-    with pytest.raises(CheckpointError):
+    with pytest.raises(CheckpointError, match="cannot read checkpoint in"):
         read_checkpoint(tmp_path)
     (tmp_path / "manifest.json").write_text(json.dumps({"format": 99, "latest": "x"}))
     with pytest.raises(CheckpointError, match="format"):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mpiml.runtime.errors import ArgumentError, DataError
+from mpiml.errors import ArgumentError, DataError
 from mpiml.slurm.env import checkpoint_dir, log_prefix, slurm_env
 from mpiml.slurm.gather import cell, columns, gather
 

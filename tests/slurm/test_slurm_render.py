@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mpiml.runtime.errors import ArgumentError
+from mpiml.errors import ArgumentError
 from mpiml.slurm import templates
 from mpiml.slurm.options import check_option, time_seconds
 from mpiml.slurm.render import render_script, sbatch_header, template_options
@@ -203,7 +203,7 @@ def test_structured_values(name, good, bad):
 
 @pytest.mark.parametrize("name", ["Nodes", "--nodes", "a b", "", "x;y", "1x"])
 def test_option_names_are_checked(name):
-    with pytest.raises(ArgumentError):
+    with pytest.raises(ArgumentError, match="is not an sbatch long option name"):
         check_option(name, "1")
 
 

@@ -9,58 +9,73 @@ in rank order.
 
 from __future__ import annotations
 
+import numpy as np
+
+from mpiml.collectives import model
 from mpiml.collectives.layout import fold_to_power_of_two, real_rank
-from mpiml.collectives.workspace import msg
+from mpiml.collectives.registry import register
 
 TAG_FOLD = 21
 TAG_EXCHANGE = 22
 TAG_UNFOLD = 23
 
 
-def fold_in(comm, x, out, op, tmp):
+def fold_in(transport, x, out, op, tmp):
     """The folding pre-step. Returns ``(q, virtual_rank, data)`` where ``data`` is the
     array holding this rank's (possibly combined) contribution; None for a rank that
     sits out until :func:`fold_out`."""
-    r, p = comm.Get_rank(), comm.Get_size()
+    r, p = transport.rank, transport.size
     q, vrank = fold_to_power_of_two(r, p)
     if r < 2 * (p - q):
         if vrank is None:
-            comm.Send(msg(x), r + 1, TAG_FOLD)
+            transport.send(x, r + 1, TAG_FOLD)
             return q, None, None
-        comm.Recv(msg(tmp), r - 1, TAG_FOLD)
+        transport.recv(tmp, r - 1, TAG_FOLD)
         op(tmp, x, out=out)
         return q, vrank, out
     return q, vrank, x
 
 
-def fold_out(comm, out, q):
+def fold_out(transport, out, q):
     """Give the result back to the ranks that sat out."""
-    r, p = comm.Get_rank(), comm.Get_size()
+    r, p = transport.rank, transport.size
     if r < 2 * (p - q):
         if r % 2:
-            comm.Send(msg(out), r - 1, TAG_UNFOLD)
+            transport.send(out, r - 1, TAG_UNFOLD)
         else:
-            comm.Recv(msg(out), r + 1, TAG_UNFOLD)
+            transport.recv(out, r + 1, TAG_UNFOLD)
 
 
-def allreduce(comm, x, out, op, workspace):
+def _cost(n, p, r):
+    return model.allreduce_doubling(n, p, r.step, r.beta, r.gamma)
+
+
+@register("allreduce", "recursive_doubling", cost=_cost)
+def allreduce(transport, x, out, op, workspace):
     """Recursive doubling allreduce of flat ``x`` into flat ``out`` (may be ``x``)."""
-    p = comm.Get_size()
+    p = transport.size
     tmp = workspace.get("doubling", x.size, x.dtype)
-    q, vrank, data = fold_in(comm, x, out, op, tmp)
+    q, vrank, data = fold_in(transport, x, out, op, tmp)
     if vrank is not None:
+        sendrecv = transport.sendrecv
+        # The result overwrites one of its operands on both partners alike (while ``out``
+        # holds nothing yet, the partner's data lands there): numpy computes some ops with
+        # another rounding when the output overlaps an input (complex multiply), so both
+        # partners must be in the same case to stay bitwise identical.
+        fresh = not np.may_share_memory(out, data)
         mask = 1
         while mask < q:
             partner = vrank ^ mask
-            comm.Sendrecv(msg(data), real_rank(partner, p), TAG_EXCHANGE,
-                          msg(tmp), real_rank(partner, p), TAG_EXCHANGE)
+            peer = real_rank(partner, p)
+            received = out if fresh else tmp
+            sendrecv(data, peer, received, peer, TAG_EXCHANGE)
             if partner < vrank:
-                op(tmp, data, out=out)
+                op(received, data, out=out)
             else:
-                op(data, tmp, out=out)
-            data = out
+                op(data, received, out=out)
+            data, fresh = out, False
             mask <<= 1
         if data is not out:  # q == 1: nothing was exchanged
             out[...] = data
-    fold_out(comm, out, q)
+    fold_out(transport, out, q)
     return out

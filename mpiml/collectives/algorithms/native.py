@@ -11,6 +11,9 @@ from __future__ import annotations
 import numpy as np
 from mpi4py import MPI
 
+from mpiml.collectives import model
+from mpiml.collectives.registry import register
+
 _PREDEFINED_OPS = {"sum": "SUM", "prod": "PROD", "min": "MIN", "max": "MAX",
                    "band": "BAND", "bor": "BOR", "bxor": "BXOR",
                    "land": "LAND", "lor": "LOR", "lxor": "LXOR"}
@@ -64,36 +67,58 @@ def _same_buffer(a, b):
     return a is b or (a.size == b.size and a.ctypes.data == b.ctypes.data)
 
 
-def allreduce(comm, x, out, op):
+def _cost(textbook, collective, copies_input):
+    """The library's cost: one Python step (the mpi4py call), then its own steps at ``alpha``.
+
+    allreduce and reduce also copy the input out of place and, from ``fault_bytes`` up,
+    fault in fresh temporaries; every collective pays its fitted ``native_extra`` per byte.
+    """
+    def cost(n, p, r):
+        seconds = r.params.step_overhead + textbook(n, p, r.alpha, r.beta, r.gamma)
+        if copies_input:
+            seconds += 0.0 if r.in_place else n * r.copy
+            if n >= r.params.fault_bytes:
+                seconds += n * r.params.native_fault
+        return seconds + n * float(r.params.native_extra.get(collective, 0.0))
+
+    return cost
+
+
+@register("allreduce", "native", cost=_cost(model.allreduce_library, "allreduce", True))
+def allreduce(transport, x, out, op, workspace):
     datatype, mpi_op = message_and_op(x, op)
     send = MPI.IN_PLACE if _same_buffer(x, out) else [x, datatype]
-    comm.Allreduce(send, [out, datatype], mpi_op)
+    transport.comm.Allreduce(send, [out, datatype], mpi_op)
     return out
 
 
-def reduce(comm, x, out, op, root):
+@register("reduce_scatter", "native", cost=_cost(model.reduce_scatter_library, "reduce_scatter", False))
+def reduce_scatter(transport, x, out, op, counts, workspace):
     datatype, mpi_op = message_and_op(x, op)
-    is_root = comm.Get_rank() == root
-    send = MPI.IN_PLACE if (is_root and _same_buffer(x, out)) else [x, datatype]
-    comm.Reduce(send, [out, datatype] if is_root else None, mpi_op, root)
+    transport.comm.Reduce_scatter([x, datatype], [out, datatype], [int(c) for c in counts], mpi_op)
     return out
 
 
-def reduce_scatter(comm, x, out, op, counts):
-    datatype, mpi_op = message_and_op(x, op)
-    comm.Reduce_scatter([x, datatype], [out, datatype], [int(c) for c in counts], mpi_op)
-    return out
-
-
-def allgather(comm, local, out, counts):
+@register("allgather", "native", cost=_cost(model.allgather_library, "allgather", False))
+def allgather(transport, local, out, counts, workspace):
     itemsize = local.dtype.itemsize
     byte_counts = [int(c) * itemsize for c in counts]
     displs = np.zeros(len(counts), dtype=np.int64)
     np.cumsum(byte_counts[:-1], out=displs[1:])
-    comm.Allgatherv([local, MPI.BYTE], [out, (byte_counts, displs.tolist()), MPI.BYTE])
+    transport.comm.Allgatherv([local, MPI.BYTE], [out, (byte_counts, displs.tolist()), MPI.BYTE])
     return out
 
 
-def bcast(comm, buf, root):
-    comm.Bcast([buf, MPI.BYTE], root)
+@register("bcast", "native", cost=_cost(model.bcast_library, "bcast", False))
+def bcast(transport, buf, root, segment_bytes, workspace):
+    transport.comm.Bcast([buf, MPI.BYTE], root)
     return buf
+
+
+@register("reduce", "native", cost=_cost(model.reduce_library, "reduce", True))
+def reduce(transport, x, out, op, root, workspace):
+    datatype, mpi_op = message_and_op(x, op)
+    is_root = transport.rank == root
+    send = MPI.IN_PLACE if (is_root and _same_buffer(x, out)) else [x, datatype]
+    transport.comm.Reduce(send, [out, datatype] if is_root else None, mpi_op, root)
+    return out

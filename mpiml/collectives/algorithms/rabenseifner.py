@@ -13,10 +13,11 @@ once per size (:func:`schedule`) and kept in the workspace.
 from __future__ import annotations
 
 import numpy as np
-from mpi4py import MPI
 
-from mpiml.collectives.doubling import fold_in, fold_out
+from mpiml.collectives import model
+from mpiml.collectives.algorithms.doubling import fold_in, fold_out
 from mpiml.collectives.layout import balanced_counts, displacements, fold_to_power_of_two, real_rank
+from mpiml.collectives.registry import register
 
 TAG_HALVE = 31
 TAG_DOUBLE = 32
@@ -53,28 +54,31 @@ def schedule(n: int, p: int, rank: int):
     return tuple(halving), tuple(doubling)
 
 
-def allreduce(comm, x, out, op, workspace):
+def _cost(n, p, r):
+    return model.allreduce_rabenseifner(n, p, r.step, r.beta, r.gamma)
+
+
+@register("allreduce", "rabenseifner", cost=_cost, commutative_only=True)
+def allreduce(transport, x, out, op, workspace):
     """Rabenseifner allreduce of flat ``x`` into flat ``out`` (may be ``x``)."""
-    p, r = comm.Get_size(), comm.Get_rank()
+    p, r = transport.size, transport.rank
     tmp = workspace.get("doubling", x.size, x.dtype)
     steps = workspace.plan(("rabenseifner", x.size, p, r), lambda: schedule(x.size, p, r))
-    q, vrank, data = fold_in(comm, x, out, op, tmp)
+    q, vrank, data = fold_in(transport, x, out, op, tmp)
     if steps is not None:
         halving, doubling = steps
-        byte, sendrecv = MPI.BYTE, comm.Sendrecv
+        sendrecv = transport.sendrecv
         # While ``out`` holds nothing yet (out of place, before the first combination),
         # the partner's half can land in place there.
         fresh = not np.may_share_memory(out, data)
         for partner, give_lo, give_hi, lo, hi in halving:
             received = out[lo:hi] if fresh else tmp[: hi - lo]
-            sendrecv([data[give_lo:give_hi], byte], partner, TAG_HALVE,
-                     [received, byte], partner, TAG_HALVE)
+            sendrecv(data[give_lo:give_hi], partner, received, partner, TAG_HALVE)
             op(received, data[lo:hi], out=out[lo:hi])  # commutative: the order of operands is free
             data, fresh = out, False
         if data is not out:  # q == 1
             out[...] = data
         for partner, mine_lo, mine_hi, theirs_lo, theirs_hi in doubling:
-            sendrecv([out[mine_lo:mine_hi], byte], partner, TAG_DOUBLE,
-                     [out[theirs_lo:theirs_hi], byte], partner, TAG_DOUBLE)
-    fold_out(comm, out, q)
+            sendrecv(out[mine_lo:mine_hi], partner, out[theirs_lo:theirs_hi], partner, TAG_DOUBLE)
+    fold_out(transport, out, q)
     return out

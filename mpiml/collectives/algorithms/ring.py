@@ -8,14 +8,18 @@ the rank, so these need a commutative operator.
 The per-step block ranges depend only on the counts, the rank and p: they are computed
 once (:func:`ring_schedule`) and kept in the workspace, so a call does no arithmetic on
 blocks and no numpy work beyond the messages and the reductions themselves.
+
+The messages go through the ``transport`` passed in (:mod:`mpiml.collectives.transport`),
+so the same schedule runs over blocking MPI calls or any other point-to-point layer.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from mpi4py import MPI
 
+from mpiml.collectives import model
 from mpiml.collectives.layout import balanced_counts, displacements
+from mpiml.collectives.registry import register
 
 TAG_REDUCE_SCATTER = 11
 TAG_ALLGATHER = 12
@@ -38,7 +42,7 @@ def ring_schedule(counts, rank: int, shift: int) -> tuple[tuple[int, int, int, i
     return tuple(steps)
 
 
-def _reduce_scatter_into(comm, x, acc, op, schedule, tmp):
+def _reduce_scatter_into(transport, x, acc, op, schedule, tmp):
     """Ring reduce-scatter of ``x`` whose partial sums live in ``acc`` (same layout as x).
 
     The first step reads the rank's own block straight from ``x``, and each received
@@ -47,32 +51,43 @@ def _reduce_scatter_into(comm, x, acc, op, schedule, tmp):
     its place in ``acc`` and is combined there in place (one pass over memory less than
     through ``tmp``, which only in-place calls need, as ``acc`` is then ``x`` itself).
     """
-    p, r = comm.Get_size(), comm.Get_rank()
+    p, r = transport.size, transport.rank
     right, left = (r + 1) % p, (r - 1) % p
-    byte, sendrecv = MPI.BYTE, comm.Sendrecv
+    sendrecv = transport.sendrecv
     direct = not np.may_share_memory(acc, x)  # in place, ``acc`` is a view of ``x``
     source = x
     for send_lo, send_hi, lo, hi in schedule:
         received = acc[lo:hi] if direct else tmp[: hi - lo]
-        sendrecv([source[send_lo:send_hi], byte], right, TAG_REDUCE_SCATTER,
-                 [received, byte], left, TAG_REDUCE_SCATTER)
+        sendrecv(source[send_lo:send_hi], right, received, left, TAG_REDUCE_SCATTER)
         op(received, x[lo:hi], out=acc[lo:hi])  # commutative: the order of operands is free
         source = acc
 
 
-def _allgather_blocks(comm, out, schedule):
+def _allgather_blocks(transport, out, schedule):
     """Ring allgather in place, along ``schedule``."""
-    p, r = comm.Get_size(), comm.Get_rank()
+    p, r = transport.size, transport.rank
     right, left = (r + 1) % p, (r - 1) % p
-    byte, sendrecv = MPI.BYTE, comm.Sendrecv
+    sendrecv = transport.sendrecv
     for send_lo, send_hi, recv_lo, recv_hi in schedule:
-        sendrecv([out[send_lo:send_hi], byte], right, TAG_ALLGATHER,
-                 [out[recv_lo:recv_hi], byte], left, TAG_ALLGATHER)
+        sendrecv(out[send_lo:send_hi], right, out[recv_lo:recv_hi], left, TAG_ALLGATHER)
 
 
-def allreduce(comm, x, out, op, workspace):
+def _allreduce_cost(n, p, r):
+    return model.allreduce_ring(n, p, r.step, r.beta, r.gamma)
+
+
+def _reduce_scatter_cost(n, p, r):
+    return model.reduce_scatter_ring(n, p, r.step, r.beta, r.gamma) + n / p * r.copy  # own block leaves acc
+
+
+def _allgather_cost(n, p, r):
+    return model.allgather_ring(n, p, r.step, r.beta, r.gamma) + n / p * r.copy  # own block enters out
+
+
+@register("allreduce", "ring", cost=_allreduce_cost, commutative_only=True)
+def allreduce(transport, x, out, op, workspace):
     """Ring allreduce of flat ``x`` into flat ``out`` (``out`` may be ``x``), balanced blocks."""
-    p, r = comm.Get_size(), comm.Get_rank()
+    p, r = transport.size, transport.rank
 
     def build():
         counts = balanced_counts(x.size, p)
@@ -81,14 +96,15 @@ def allreduce(comm, x, out, op, workspace):
 
     reduce_scatter_steps, allgather_steps, largest = workspace.plan(("ring_allreduce", x.size, p, r), build)
     tmp = workspace.get("ring", largest, x.dtype)
-    _reduce_scatter_into(comm, x, out, op, reduce_scatter_steps, tmp)
-    _allgather_blocks(comm, out, allgather_steps)
+    _reduce_scatter_into(transport, x, out, op, reduce_scatter_steps, tmp)
+    _allgather_blocks(transport, out, allgather_steps)
     return out
 
 
-def reduce_scatter(comm, x, out, op, counts, workspace):
+@register("reduce_scatter", "ring", cost=_reduce_scatter_cost, commutative_only=True)
+def reduce_scatter(transport, x, out, op, counts, workspace):
     """Ring reduce-scatter: ``out`` receives this rank's block (block ``rank``) of the sum."""
-    r = comm.Get_rank()
+    r = transport.rank
 
     def build():
         bounds = displacements(counts)
@@ -97,15 +113,21 @@ def reduce_scatter(comm, x, out, op, counts, workspace):
     steps, lo, hi, largest = workspace.plan(("ring_reduce_scatter", counts.tobytes(), r), build)
     acc = workspace.get("ring_acc", x.size, x.dtype)
     tmp = workspace.get("ring", largest, x.dtype)
-    _reduce_scatter_into(comm, x, acc, op, steps, tmp)
+    _reduce_scatter_into(transport, x, acc, op, steps, tmp)
     np.copyto(out, acc[lo:hi])
     return out
 
 
-def allgather(comm, local, out, counts):
+@register("allgather", "ring", cost=_allgather_cost)
+def allgather(transport, local, out, counts, workspace):
     """Ring allgather of variable-length blocks: ``out`` gets every rank's ``local`` in order."""
-    r = comm.Get_rank()
-    bounds = displacements(counts)
-    np.copyto(out[bounds[r]:bounds[r + 1]], local)
-    _allgather_blocks(comm, out, ring_schedule(counts, r, 0))
+    r = transport.rank
+
+    def build():
+        bounds = displacements(counts)
+        return int(bounds[r]), int(bounds[r + 1]), ring_schedule(counts, r, 0)
+
+    lo, hi, steps = workspace.plan(("ring_allgather", counts.tobytes(), r), build)
+    np.copyto(out[lo:hi], local)
+    _allgather_blocks(transport, out, steps)
     return out
