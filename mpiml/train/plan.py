@@ -8,6 +8,9 @@ Cost: an O(N) permutation per epoch on every rank.
 
 ``local``/``oneshot``: every rank permutes its own rows with its own stream and walks
 through them cyclically, ``ceil(N / (p b))`` updates per epoch on every rank.
+
+Full-batch work (evaluation) goes through row blocks of bounded size: :func:`row_blocks`,
+:func:`row_block`.
 """
 
 from __future__ import annotations
