@@ -9,6 +9,8 @@ and ``split`` parameters.
 
 from __future__ import annotations
 
+import sys
+
 from mpiml.parallel.run import PARALLEL, SPLIT_CHOICES
 
 
@@ -42,8 +44,11 @@ def plan_layout(args, comm, X, y) -> dict:
     chosen, problem = plan(comm, X, strategy=args.strategy, batch=args.batch_size * args.accumulate,
                            parallel=args.parallel, grid=args.grid, split=args.split, k=None if softmax else 1,
                            y=y, n_classes=args.classes)
+    # With --json, stdout carries exactly one JSON object: the layout goes to stderr.
+    stream = sys.stderr if getattr(args, "json", False) else sys.stdout
     if args.explain:
-        say(explain(problem, chosen, args.strategy), comm=comm)
+        say(explain(problem, chosen, args.strategy), comm=comm, file=stream)
     if chosen.cols > 1:
-        say(f"layout: {chosen.parallel} on a {chosen.grid} grid, {chosen.split} split over the columns", comm=comm)
+        say(f"layout: {chosen.parallel} on a {chosen.grid} grid, {chosen.split} split over the columns", comm=comm,
+            file=stream)
     return {"parallel": args.parallel, "grid": chosen.grid, "split": chosen.split}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import sys
 import time
 
 import numpy as np
@@ -144,8 +145,8 @@ def main(argv=None) -> int:
     how = " (chosen by --strategy auto)" if args.strategy_requested == "auto" else ""
     if say_rows:
         say(f"mpiml sgd: {args.model} by {args.strategy}{how} on {comm.size} rank(s), data {args.data}")
-    elif args.explain:
-        say(f"strategy: {args.strategy}{how}")
+    elif args.explain:  # stdout holds only the JSON object
+        say(f"strategy: {args.strategy}{how}", file=sys.stderr)
     if say_rows:
         say(f"{'epoch':>5}  {'train_loss':>10}  {'train_acc':>9}  {'test_loss':>9}  {'test_acc':>8}")
     progress = None
