@@ -9,6 +9,7 @@ from mpiml.errors import ArgumentError
 
 DEFAULT_SIZES = "8:64M:4"
 QUICK_SIZES = "8:1M:16"
+REDUCING = ("allreduce", "reduce_scatter", "reduce")  # the collectives --op applies to
 
 EPILOG = """timing: a barrier before every call; one call's time is the maximum over ranks;
 median/min/max over iterations. Algorithms are interleaved (every algorithm once per
@@ -34,7 +35,8 @@ def build_parser():
                         help=f"bytes: FROM:TO[:FACTOR] or a comma list, units K/M/G (default {DEFAULT_SIZES})")
     parser.add_argument("--algorithms", default="all", help="'all' or a comma list, e.g. ring,native,auto")
     parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--op", default="sum", choices=("sum", "prod", "min", "max"))
+    parser.add_argument("--op", default=None, choices=("sum", "prod", "min", "max"),
+                        help="reduction of allreduce, reduce_scatter and reduce (default: sum)")
     parser.add_argument("--iters", type=int, default=None, help="timed iterations per size (default: --min-time)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed rounds per size (default 2)")
     parser.add_argument("--min-time", type=float, default=0.1,
@@ -84,6 +86,9 @@ def main(argv=None) -> int:
         dtype = np.dtype(args.dtype)
         if dtype.kind not in "iuf":
             raise ArgumentError(f"--dtype {dtype} is not an integer or floating type")
+        if args.op is not None and args.collective not in REDUCING:
+            raise ArgumentError(f"--op is for {', '.join(REDUCING)}; {args.collective} does not reduce")
+        args.op = args.op or "sum"
         if args.iters is not None and args.iters < 1:
             raise ArgumentError("--iters must be at least 1")
         if args.tuning:
@@ -98,8 +103,10 @@ def main(argv=None) -> int:
     schedule = Schedule(iters=args.iters, warmup=max(args.warmup, 0),
                         min_time=0.02 if args.quick else args.min_time, max_iters=args.max_iters,
                         min_iters=3 if args.quick else 5)
-    header = (f"# mpiml bench {args.collective}: {comm.Get_size()} ranks, dtype {dtype}, op {args.op}, "
-              f"{'in place' if args.in_place else 'out of place'}; times in microseconds, max over ranks")
+    reduces = args.collective in REDUCING
+    header = (f"# mpiml bench {args.collective}: {comm.Get_size()} ranks, dtype {dtype}, "
+              + (f"op {args.op}, " if reduces else "")
+              + f"{'in place' if args.in_place else 'out of place'}; times in microseconds, max over ranks")
     facts = conditions(comm)
     if not args.json:
         say(header)
@@ -126,7 +133,7 @@ def main(argv=None) -> int:
     raise_if_any(error, comm)
     wrong = [f"{r['algorithm']}@{r['bytes']}" for r in records if r["correct"] is False]
     if args.json:
-        emit_json({"collective": args.collective, "ranks": comm.Get_size(), "dtype": str(dtype), "op": args.op,
+        emit_json({"collective": args.collective, "ranks": comm.Get_size(), "dtype": str(dtype), "op": args.op if reduces else None,
                    "in_place": args.in_place, "checked": args.check, "all_correct": not wrong if args.check else None,
                    "mpi_library": MPI.Get_library_version().strip().splitlines()[0], "conditions": facts, "results": records})
     elif wrong:

@@ -62,8 +62,10 @@ def main(argv=None) -> int:
         emit_json({"collective": args.collective, "params": params.to_dict(), "predictions": records,
                    "crossovers": points})
         return 0
-    say(f"# mpiml model {args.collective}: predicted time per call in microseconds "
-        f"({'parameters from ' + args.tuning if args.tuning else 'default parameters'})")
+    source = f"parameters from {args.tuning}" if args.tuning else "default parameters"
+    if args.set:
+        source += f", with {args.set}"
+    say(f"# mpiml model {args.collective}: predicted time per call in microseconds ({source})")
     names = list(records[0]["predicted_seconds"]) if records else []
     rows = []
     for rec in records:

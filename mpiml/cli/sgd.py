@@ -133,6 +133,9 @@ def main(argv=None) -> int:
         error = ArgumentError("--resume needs --checkpoint-dir")
     if args.test and args.test_fraction:
         error = ArgumentError("give --test or --test-fraction, not both")
+    if args.split == "classes" and args.model != "softmax":
+        error = ArgumentError(f"--split classes splits the classes of --model softmax; --model {args.model} has "
+                              "one output: use --split features")
     try:
         settings = resolve_settings(args)
     except ArgumentError as exc:

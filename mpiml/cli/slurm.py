@@ -15,7 +15,7 @@ from mpiml.errors import MpimlError
 EPILOG = """examples:
   mpiml slurm list
   mpiml slurm render single-node --ntasks-per-node 8 --time 1:00:00 -- mpiml info > job.sbatch
-  mpiml slurm submit preemptible --time 4:00:00 --venv $PWD/.venv -- mpiml sgd train --resume ...
+  mpiml slurm submit preemptible --time 4:00:00 --venv $PWD/.venv -- mpiml sgd --data train.svm --resume
   mpiml slurm gather sweep-1234
   srun mpiml slurm env            (inside a job: which node, task and threads every rank got)
 """
