@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from mpiml.cli.output import emit_json, say
+from mpiml.cli.parser import Parser, check_writable, comma_list, sizes
 from mpiml.errors import ArgumentError
 
 DEFAULT_SIZES = "8:64M:4"
@@ -27,11 +28,11 @@ examples:
 def build_parser():
     from mpiml.perf.workloads import COLLECTIVES
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="mpiml bench", description="Benchmark a collective over a range of message sizes.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=EPILOG)
     parser.add_argument("collective", choices=COLLECTIVES)
-    parser.add_argument("--sizes", default=None,
+    parser.add_argument("--sizes", default=None, type=sizes,
                         help=f"bytes: FROM:TO[:FACTOR] or a comma list, units K/M/G (default {DEFAULT_SIZES})")
     parser.add_argument("--algorithms", default="all", help="'all' or a comma list, e.g. ring,native,auto")
     parser.add_argument("--dtype", default="float32")
@@ -60,11 +61,10 @@ def resolve_algorithms(collective: str, spec: str) -> list[str]:
     known = ["auto", *ALGORITHMS[collective]]
     if spec == "all":
         return [name for name in ALGORITHMS[collective]] + ["auto"]
-    names = [name.strip() for name in spec.split(",") if name.strip()]
-    unknown = [name for name in names if name not in known]
-    if unknown or not names:
-        raise ArgumentError(f"unknown {collective} algorithm(s) {unknown}; choose from {known} or 'all'")
-    return list(dict.fromkeys(names))
+    try:
+        return comma_list(choices=known, what=f"{collective} algorithm")(spec)
+    except argparse.ArgumentTypeError as exc:
+        raise ArgumentError(f"--algorithms: {exc}") from None
 
 
 def main(argv=None) -> int:
@@ -81,7 +81,7 @@ def main(argv=None) -> int:
     comm = MPI.COMM_WORLD
     error = None
     try:
-        sizes = parse_sizes(args.sizes or (QUICK_SIZES if args.quick else DEFAULT_SIZES))
+        sizes = args.sizes or parse_sizes(QUICK_SIZES if args.quick else DEFAULT_SIZES)
         algorithms = resolve_algorithms(args.collective, args.algorithms)
         dtype = np.dtype(args.dtype)
         if dtype.kind not in "iuf":
@@ -95,8 +95,10 @@ def main(argv=None) -> int:
             from mpiml.collectives.select import set_tuning
 
             set_tuning(args.tuning)
+        check_writable(args.csv, "--csv")  # before minutes of measuring, not after
+        check_writable(args.plot, "--plot")
         if args.plot:
-            report.require_matplotlib()  # before minutes of measuring, not after
+            report.require_matplotlib()
     except (ArgumentError, TypeError) as exc:
         error = exc if isinstance(exc, ArgumentError) else ArgumentError(str(exc))
     raise_if_any(error, comm)

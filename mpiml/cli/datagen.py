@@ -7,10 +7,10 @@ module provides ``add_arguments(parser, kind)`` and ``run(args, kind, comm) -> d
 
 from __future__ import annotations
 
-import argparse
 import importlib
 
 from mpiml.cli.output import emit_json, say, table
+from mpiml.cli.parser import Parser
 
 GENERATORS = {
     "classification": ("mpiml.cli.datagen_linear", "labelled rows from a random linear model (binary or K classes)"),
@@ -20,12 +20,11 @@ GENERATORS = {
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="mpiml datagen", description="Write a synthetic data set; each rank generates its own rows.",
         epilog="examples:\n  mpiexec -n 4 mpiml datagen classification --n-samples 100000 --n-features 50 "
                "--out train.svm\n  mpiml datagen regression --out data.csv --json\n"
-               "  mpiexec -n 4 mpiml datagen ratings --users 100000 --items 20000 --ratings 1e7 --out ratings.csv",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+               "  mpiexec -n 4 mpiml datagen ratings --users 100000 --items 20000 --ratings 1e7 --out ratings.csv")
     kinds = parser.add_subparsers(dest="kind", metavar="KIND", required=True)
     for name, (module, summary) in GENERATORS.items():
         sub = kinds.add_parser(name, help=summary, description=summary)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from mpiml.cli.parser import check_writable
 from mpiml.data import synthetic, writers
 from mpiml.errors import ArgumentError
 from mpiml.runtime import partition
@@ -60,6 +61,8 @@ def run(args, kind, comm) -> dict:
         fmt = args.format or ("svmlight" if args.shards else SUFFIXES.get(Path(args.out).suffix.lower()))
         if fmt is None:
             raise ArgumentError(f"cannot tell the format of {args.out}: use one of {', '.join(SUFFIXES)}")
+        if not args.shards:
+            check_writable(args.out, "--out")
     except ArgumentError as exc:
         error = exc
     raise_if_any(error, comm)

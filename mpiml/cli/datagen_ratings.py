@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mpiml.cli.parser import check_writable
 from mpiml.data.synthetic_ratings import SyntheticSpec, synthetic_ratings
 from mpiml.errors import ArgumentError
 from mpiml.runtime.agree import raise_if_any
@@ -37,7 +38,7 @@ def add_arguments(parser, kind):
     for field in fields(SyntheticSpec):
         kind_of = float if isinstance(getattr(defaults, field.name), float) else _count
         parser.add_argument(f"--{field.name}", type=kind_of, default=getattr(defaults, field.name),
-                            help=f"(default %(default)s)")
+                            help="(default %(default)s)")
     parser.add_argument("--out", required=True, help="file: .csv, .tsv, .data (tab) or .npz")
 
 
@@ -48,6 +49,7 @@ def run(args, kind, comm) -> dict:
         spec = SyntheticSpec(**{f.name: getattr(args, f.name) for f in fields(SyntheticSpec)})
         if Path(args.out).suffix.lower() not in SUFFIXES:
             raise ArgumentError(f"cannot tell the format of {args.out}: use one of {', '.join(SUFFIXES)}")
+        check_writable(args.out, "--out")
     except ArgumentError as exc:
         error = exc
     raise_if_any(error, comm)

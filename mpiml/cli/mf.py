@@ -15,6 +15,7 @@ import time
 from collections.abc import Mapping
 
 from mpiml.cli.output import emit_json, say, table
+from mpiml.cli.parser import Parser, check_writable, comma_list
 from mpiml.data.ratings import FORMATS
 from mpiml.errors import ArgumentError
 from mpiml.mf import params
@@ -66,13 +67,6 @@ def _as_flag(p: params.Param, value) -> str:
     return f"{p.option} {value:g}" if isinstance(value, float) else f"{p.option} {value}"
 
 
-class _Parser(argparse.ArgumentParser):
-    """Raises :class:`ArgumentError` instead of printing and exiting, so the ranks can agree first."""
-
-    def error(self, message):
-        raise ArgumentError(f"{message} (see mpiml mf --help)")
-
-
 def _reg(text: str):
     if text == "auto":
         return "auto"
@@ -82,14 +76,7 @@ def _reg(text: str):
         raise argparse.ArgumentTypeError(f"expected a number or auto, got {text!r}") from None
 
 
-def _numbers(text: str) -> list:
-    try:
-        return [float(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-
-
-TYPES = {"int": int, "float": float, "reg": _reg, "grid": _numbers, "path": str, "choice": str}
+TYPES = {"int": int, "float": float, "reg": _reg, "grid": comma_list(float), "path": str, "choice": str}
 
 
 def _add_model_option(parser, p: params.Param) -> None:
@@ -108,8 +95,8 @@ def _add_model_option(parser, p: params.Param) -> None:
 
 
 def build_parser():
-    parser = _Parser(prog="mpiml mf", description=__doc__.split(": ", 1)[1].split("\n")[0],
-                     epilog=epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="mpiml mf", description=__doc__.split(": ", 1)[1].split("\n")[0],
+                     epilog=epilog())
     parser.add_argument("--algorithm", choices=params.ALGORITHMS, default="als")
     parser.add_argument("--ratings", required=True, help="ratings file, or synthetic:KEY=VALUE,...")
     parser.add_argument("--format", default="auto", choices=FORMATS,
@@ -153,6 +140,12 @@ def check(args) -> None:
     if not 0.0 <= args.test_fraction < 1.0:
         raise ArgumentError("--test-fraction must be in [0, 1)")
     params.validate(algorithm, values, labels={p.name: p.option for p in MODEL_FLAGS})
+    check_writable(args.out, "--out")
+
+
+def check_args(argv) -> None:
+    """Parse and check ``argv`` as :func:`main` would, without running (``mpiml slurm render`` calls it)."""
+    check(build_parser().parse_args(argv))
 
 
 def load(source: str, fmt: str, comm):
@@ -179,9 +172,9 @@ def main(argv=None) -> int:
 
     started = time.perf_counter()
     comm = resolve_comm(None)
-    error = model = args = None
+    args = build_parser().parse_args(argv)  # a UsageError here is the same on every rank
+    error = model = None
     try:
-        args = build_parser().parse_args(argv)
         check(args)
     except ArgumentError as exc:
         error = exc

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 
 from mpiml.cli.output import emit_json, say, table
+from mpiml.cli.parser import Parser, comma_list, sizes
 
 EPILOG = """The alpha-beta-gamma model of mpiml.collectives.model, with the parameters of a
 tuning file (mpiml tune) or the defaults measured on a 2-core node. "fastest" is the
@@ -21,10 +21,11 @@ examples:
 def build_parser():
     from mpiml.perf.workloads import COLLECTIVES
 
-    parser = argparse.ArgumentParser(prog="mpiml model", description=__doc__.split(":", 1)[1].strip(),
-                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ranks", default="2,16,128,1024,100000", help="comma list of rank counts (<= 100000)")
-    parser.add_argument("--sizes", default="8:1G:8", help="bytes: FROM:TO[:FACTOR] or a comma list")
+    parser = Parser(prog="mpiml model", description=__doc__.split(":", 1)[1].strip(),
+                                     epilog=EPILOG)
+    parser.add_argument("--ranks", default="2,16,128,1024,100000", type=comma_list(int, minimum=1, maximum=100000),
+                        help="comma list of rank counts")
+    parser.add_argument("--sizes", default="8:1G:8", type=sizes, help="bytes: FROM:TO[:FACTOR] or a comma list")
     parser.add_argument("--collective", default="allreduce", choices=COLLECTIVES)
     parser.add_argument("--tuning", metavar="FILE", help="use the calibrated parameters of a tuning file")
     parser.add_argument("--set", metavar="NAME=VALUE,...", help="override parameters (what-if), e.g. alpha=5e-6")
@@ -37,7 +38,7 @@ def main(argv=None) -> int:
     from mpiml.collectives.registry import ALGORITHMS
     from mpiml.collectives.tuning import load_tuning
     from mpiml.perf.extrapolate import crossover_points, parse_overrides, predictions
-    from mpiml.perf.sizes import format_bytes, parse_sizes
+    from mpiml.perf.sizes import format_bytes
     from mpiml.runtime.agree import raise_if_any
     from mpiml.errors import ArgumentError
 
@@ -45,11 +46,7 @@ def main(argv=None) -> int:
     error = records = points = None
     params = DEFAULT_PARAMS
     try:
-        try:
-            ranks = [int(r) for r in args.ranks.split(",") if r.strip()]
-        except ValueError:
-            raise ArgumentError(f"--ranks must be a comma list of integers, got {args.ranks!r}") from None
-        sizes = parse_sizes(args.sizes)
+        ranks, sizes = args.ranks, args.sizes
         if args.tuning:
             params = load_tuning(args.tuning, ALGORITHMS).params or params
         params = parse_overrides(args.set, params)

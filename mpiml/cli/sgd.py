@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 from mpiml.cli.output import emit_json, say, table
+from mpiml.cli.parser import Parser
 from mpiml.collectives import ALGORITHMS
 
 from mpiml.runtime.preempt import EXIT_PREEMPTED as EXIT_STOPPED
@@ -41,8 +42,8 @@ def build_parser():
     from mpiml.cli.parallel_options import add_arguments as add_parallel_arguments
     from mpiml.train.config import DEFAULTS, settings_table
 
-    p = argparse.ArgumentParser(prog="mpiml sgd", description="Train a linear model with distributed SGD or L-BFGS.",
-                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog="mpiml sgd", description="Train a linear model with distributed SGD or L-BFGS.",
+                                epilog=EPILOG)
     d = p.add_argument_group("data")
     d.add_argument("--data", default="synthetic:classification", help="training data (default: %(default)s)")
     d.add_argument("--format", choices=("svmlight", "csv", "npy", "npz"), help="default: from the file extension")
@@ -128,18 +129,11 @@ def main(argv=None) -> int:
 
     comm = MPI.COMM_WORLD
     started = time.perf_counter()
-    error = None
-    if args.resume and not args.checkpoint_dir:
-        error = ArgumentError("--resume needs --checkpoint-dir")
-    if args.test and args.test_fraction:
-        error = ArgumentError("give --test or --test-fraction, not both")
-    if args.split == "classes" and args.model != "softmax":
-        error = ArgumentError(f"--split classes splits the classes of --model softmax; --model {args.model} has "
-                              "one output: use --split features")
+    error = settings = None
     try:
-        settings = resolve_settings(args)
+        settings = check(args)
     except ArgumentError as exc:
-        error = error or exc
+        error = exc
     raise_if_any(error, comm)  # the same verdict on every rank: it is a pure function of argv
     shard, test = _load(args, comm)
     load_seconds = time.perf_counter() - started
@@ -180,6 +174,30 @@ def main(argv=None) -> int:
         elif args.out:
             say(f"model written to {args.out}")
     return EXIT_STOPPED if result.interrupted else 0
+
+
+def check(args) -> dict:
+    """Refuse options that do not fit together (:class:`ArgumentError`); the settings given (:func:`resolve_settings`).
+
+    Pure: a function of the command line only, so every rank reaches the same verdict.
+    """
+    from mpiml.cli.parser import check_writable
+    from mpiml.errors import ArgumentError
+
+    if args.resume and not args.checkpoint_dir:
+        raise ArgumentError("--resume needs --checkpoint-dir")
+    if args.test and args.test_fraction:
+        raise ArgumentError("give --test or --test-fraction, not both")
+    if args.split == "classes" and args.model != "softmax":
+        raise ArgumentError(f"--split classes splits the classes of --model softmax; --model {args.model} has "
+                            "one output: use --split features")
+    check_writable(args.out, "--out")
+    return resolve_settings(args)
+
+
+def check_args(argv) -> None:
+    """Parse and check ``argv`` as :func:`main` would, without running (``mpiml slurm render`` calls it)."""
+    check(build_parser().parse_args(argv))
 
 
 def _load(args, comm):

@@ -6,10 +6,10 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from mpiml.cli.output import emit_json, say, table
+from mpiml.cli.parser import Parser, UsageError, report
 from mpiml.errors import MpimlError
 
 EPILOG = """examples:
@@ -52,10 +52,10 @@ def _add_render_arguments(parser):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="mpiml slurm", description="Slurm job scripts from mpiml's templates, and submitting them. "
         "Put the command every rank runs after `--`.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=EPILOG)
     commands = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     commands.add_parser("list", help="the templates and what each is for")
     render = commands.add_parser("render", help="print (or --out) a ready job script: TEMPLATE [options] -- COMMAND")
@@ -91,6 +91,7 @@ def _render(args, command) -> str:
     from mpiml.slurm.render import render_script
 
     path = templates.find(args.template)
+    _check_job_command(command, path.read_text())
     # The job may start in another folder: make the environment's path absolute, ~ expanded.
     venv = os.path.abspath(os.path.expanduser(args.venv)) if args.venv else None
     script = render_script(path.read_text(), _options(args), command or None, venv)
@@ -98,6 +99,39 @@ def _render(args, command) -> str:
         with atomic_write(args.out, "w") as handle:
             handle.write(script)
     return script
+
+
+def mpiml_arguments(command):
+    """The arguments after ``mpiml`` when ``command`` runs mpiml (``mpiml ...``, ``python -m mpiml ...``), else None."""
+    import os
+
+    if command and os.path.basename(command[0]) == "mpiml":
+        return command[1:]
+    if len(command) >= 3 and os.path.basename(command[0]).startswith("python") and command[1:3] == ["-m", "mpiml"]:
+        return command[3:]
+    return None
+
+
+def _check_job_command(command, template: str) -> None:
+    """Refuse, before it is queued, an mpiml command line that would fail at once in the job."""
+    import os
+
+    from mpiml.cli.main import check_command
+
+    arguments = mpiml_arguments(command)
+    if arguments is None:
+        return
+    # A template that exports the checkpoint folder gives the command one in the job.
+    lend = "export MPIML_CHECKPOINT_DIR=" in template and not os.environ.get("MPIML_CHECKPOINT_DIR")
+    if lend:
+        os.environ["MPIML_CHECKPOINT_DIR"] = "checkpoints"
+    try:
+        check_command(arguments)
+    except UsageError as exc:
+        raise UsageError(f"the job's command would fail: {exc}") from None
+    finally:
+        if lend:
+            del os.environ["MPIML_CHECKPOINT_DIR"]
 
 
 def _list() -> None:
@@ -171,6 +205,5 @@ def main(argv=None) -> int:
         else:
             _env(args)
     except MpimlError as exc:
-        say(f"mpiml slurm {args.action}: error: {exc}", file=sys.stderr)
-        return 2
+        return report(exc if isinstance(exc, UsageError) else f"mpiml slurm {args.action}: {exc}")
     return 0

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 
 from mpiml.cli.output import emit_json, say, table
+from mpiml.cli.parser import Parser, check_writable, comma_list, sizes
 
 DEFAULT_SIZES = "8:64M:8"
 
@@ -27,12 +27,14 @@ examples:
 def build_parser():
     from mpiml.perf.workloads import COLLECTIVES
 
-    parser = argparse.ArgumentParser(prog="mpiml tune", description=__doc__.split(":", 1)[1].strip(),
-                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="mpiml tune", description=__doc__.split(":", 1)[1].strip(),
+                                     epilog=EPILOG)
     parser.add_argument("--out", default="mpiml-tuning.json", help="tuning file to write (default %(default)s)")
-    parser.add_argument("--sizes", default=DEFAULT_SIZES, help="size grid (default %(default)s)")
-    parser.add_argument("--collectives", default=",".join(COLLECTIVES), help="comma list (default: all)")
-    parser.add_argument("--ranks", default=None, help="rank counts to measure (default: all ranks)")
+    parser.add_argument("--sizes", default=DEFAULT_SIZES, type=sizes, help="size grid (default %(default)s)")
+    parser.add_argument("--collectives", default=",".join(COLLECTIVES), type=comma_list(choices=COLLECTIVES),
+                        help="comma list (default: all)")
+    parser.add_argument("--ranks", default=None, type=comma_list(int, minimum=1),
+                        help="rank counts to measure (default: all ranks)")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--min-time", type=float, default=0.05,
                         help="seconds per algorithm and size, over all passes (default 0.05)")
@@ -63,9 +65,8 @@ def main(argv=None) -> int:
     from mpi4py import MPI
 
     from mpiml.perf.harness import Schedule
-    from mpiml.perf.sizes import format_bytes, parse_sizes
+    from mpiml.perf.sizes import format_bytes
     from mpiml.perf.tune import tune, write_tuning
-    from mpiml.perf.workloads import COLLECTIVES
     from mpiml.runtime.agree import raise_if_any
     from mpiml.errors import ArgumentError
 
@@ -73,18 +74,12 @@ def main(argv=None) -> int:
     comm = MPI.COMM_WORLD
     error = None
     try:
-        sizes = parse_sizes(args.sizes)
-        collectives = [c.strip() for c in args.collectives.split(",") if c.strip()]
-        unknown = [c for c in collectives if c not in COLLECTIVES]
-        if unknown or not collectives:
-            raise ArgumentError(f"--collectives: unknown {unknown}; choose from {list(COLLECTIVES)}")
-        try:
-            ranks = sorted({int(r) for r in args.ranks.split(",")}) if args.ranks else [comm.Get_size()]
-        except ValueError:
-            raise ArgumentError(f"--ranks must be a comma list of integers, got {args.ranks!r}") from None
+        sizes, collectives = args.sizes, args.collectives
+        ranks = sorted(args.ranks) if args.ranks else [comm.Get_size()]
         if not all(1 <= r <= comm.Get_size() for r in ranks):
             raise ArgumentError(f"--ranks must be between 1 and the job's {comm.Get_size()} ranks, got {ranks}")
         dtype = np.dtype(args.dtype)
+        check_writable(args.out, "--out")  # before minutes of measuring
     except (ArgumentError, TypeError) as exc:
         error = exc if isinstance(exc, ArgumentError) else ArgumentError(str(exc))
     raise_if_any(error, comm)

@@ -112,7 +112,7 @@ def test_values_out_of_range_are_refused_with_the_option_named():
         parse("--reg", "auto", "--auto-fraction", "1.5")
     with pytest.raises(ArgumentError, match=re.escape("--reg auto is for als and dsgd; give ials a number")):
         parse("--algorithm", "ials", "--reg", "auto")
-    with pytest.raises(ArgumentError, match=re.escape("argument --reg-grid: expected comma-separated numbers")):
+    with pytest.raises(ArgumentError, match=re.escape("argument --reg-grid: '0.1,x' is not a comma list of numbers")):
         parse("--reg", "auto", "--reg-grid", "0.1,x")
 
 
