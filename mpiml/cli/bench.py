@@ -21,7 +21,7 @@ allgather), 1 (bcast, reduce): the nccl-tests definitions. GB/s = 1e9 bytes/s.
 examples:
   mpiexec -n 4 mpiml bench allreduce --quick
   mpiexec -n 2 mpiml bench allreduce --sizes 8:256M --check --json
-  mpiexec -n 2 mpiml bench allgather --algorithms ring,native --csv ag.csv --plot ag.png
+  mpiexec -n 2 mpiml bench allgather --collective-algorithm ring,native --csv ag.csv --plot ag.png
 """
 
 
@@ -34,15 +34,16 @@ def build_parser():
     parser.add_argument("collective", choices=COLLECTIVES)
     parser.add_argument("--sizes", default=None, type=sizes,
                         help=f"bytes: FROM:TO[:FACTOR] or a comma list, units K/M/G (default {DEFAULT_SIZES})")
-    parser.add_argument("--algorithms", default="all", help="'all' or a comma list, e.g. ring,native,auto")
-    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--collective-algorithm", default="all", metavar="NAME[,NAME...]",
+                        help="the algorithms to time: 'all' or a comma list, e.g. ring,native,auto (default: all)")
+    parser.add_argument("--dtype", default="float32", help="element type of the buffers")
     parser.add_argument("--op", default=None, choices=("sum", "prod", "min", "max"),
                         help="reduction of allreduce, reduce_scatter and reduce (default: sum)")
     parser.add_argument("--iters", type=int, default=None, help="timed iterations per size (default: --min-time)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed rounds per size (default 2)")
     parser.add_argument("--min-time", type=float, default=0.1,
                         help="seconds of timed calls per algorithm and size when --iters is not given (default 0.1)")
-    parser.add_argument("--max-iters", type=int, default=1000)
+    parser.add_argument("--max-iters", type=int, default=1000, help="cap on timed iterations per size")
     parser.add_argument("--in-place", action="store_true", help="allreduce/reduce with out=x")
     parser.add_argument("--check", action="store_true", help="verify every algorithm against native (bitwise)")
     parser.add_argument("--tuning", metavar="FILE",
@@ -51,6 +52,7 @@ def build_parser():
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     parser.add_argument("--csv", metavar="FILE", help="also write the results as CSV")
     parser.add_argument("--plot", metavar="FILE.png", help="also plot busbw against size (needs matplotlib)")
+    parser.rename("--algorithms", "--collective-algorithm")  # the 0.1 spelling
     return parser
 
 
@@ -64,7 +66,7 @@ def resolve_algorithms(collective: str, spec: str) -> list[str]:
     try:
         return comma_list(choices=known, what=f"{collective} algorithm")(spec)
     except argparse.ArgumentTypeError as exc:
-        raise ArgumentError(f"--algorithms: {exc}") from None
+        raise ArgumentError(f"--collective-algorithm: {exc}") from None
 
 
 def main(argv=None) -> int:
@@ -82,7 +84,7 @@ def main(argv=None) -> int:
     error = None
     try:
         sizes = args.sizes or parse_sizes(QUICK_SIZES if args.quick else DEFAULT_SIZES)
-        algorithms = resolve_algorithms(args.collective, args.algorithms)
+        algorithms = resolve_algorithms(args.collective, args.collective_algorithm)
         dtype = np.dtype(args.dtype)
         if dtype.kind not in "iuf":
             raise ArgumentError(f"--dtype {dtype} is not an integer or floating type")

@@ -25,16 +25,17 @@ SUFFIXES = {".svm": "svmlight", ".libsvm": "svmlight", ".txt": "svmlight", ".csv
 
 
 def add_arguments(parser, kind):
-    parser.add_argument("--n-samples", type=int, default=synthetic.DEFAULTS["n"])
-    parser.add_argument("--n-features", type=int, default=synthetic.DEFAULTS["d"])
+    parser.add_argument("--n-samples", type=int, default=synthetic.DEFAULTS["n"], help="rows")
+    parser.add_argument("--n-features", type=int, default=synthetic.DEFAULTS["d"], help="features per row")
     if kind == "classification":
-        parser.add_argument("--classes", type=int, default=2)
+        parser.add_argument("--classes", type=int, default=2, help="number of classes (labels 0..K-1)")
         parser.add_argument("--separation", type=float, default=synthetic.DEFAULTS["separation"],
                             help="scale of the true scores: larger is easier (default %(default)s)")
     else:
-        parser.add_argument("--noise", type=float, default=synthetic.DEFAULTS["noise"])
+        parser.add_argument("--noise", type=float, default=synthetic.DEFAULTS["noise"],
+                            help="standard deviation of the noise added to the targets")
     parser.add_argument("--density", type=float, default=1.0, help="share of nonzero features (<1: sparse)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the model and of the rows")
     parser.add_argument("--out", required=True, help="file (.svm .libsvm .txt .csv .npz), or a directory with --shards")
     parser.add_argument("--shards", action="store_true", help="one file per rank in the directory --out")
     parser.add_argument("--format", choices=("svmlight", "csv", "npz"), help="with --shards (default svmlight)")

@@ -23,7 +23,7 @@ from mpiml.mf import params
 EXAMPLES = """examples:
   mpiexec -n 4 mpiml mf --ratings ml-1m/ratings.dat --test-fraction 0.1 --json      (ALS, tuned defaults)
   mpiexec -n 4 mpiml mf --ratings ml-1m/ratings.dat --reg auto --test-fraction 0.1   (reg chosen on a held-out slice)
-  mpiexec -n 4 mpiml mf --algorithm ials --ratings plays.csv --alpha 2 --test-fraction 0.2
+  mpiexec -n 4 mpiml mf --algorithm ials --ratings plays.csv --confidence 2 --test-fraction 0.2
   mpiexec -n 4 mpiml mf --algorithm dsgd --ratings synthetic:users=20000,items=5000,ratings=1e6,rank=16 \\
       --rank 16 --test-fraction 0.1 --checkpoint-dir ckpt --resume
 """
@@ -88,16 +88,17 @@ def _add_model_option(parser, p: params.Param) -> None:
         text += f"; default ${CHECKPOINT_ENV}"
     if p.kind == "bool":
         action = "store_true" if p.name == "resume" else argparse.BooleanOptionalAction
-        parser.add_argument(p.option, action=action, default=None, help=text)
+        parser.add_argument(p.option, dest=p.name, action=action, default=None, help=text)
     else:
-        parser.add_argument(p.option, type=TYPES[p.kind], choices=p.choices or None, default=None, help=text,
-                            metavar=None if p.choices else p.name.upper())
+        parser.add_argument(p.option, dest=p.name, type=TYPES[p.kind], choices=p.choices or None, default=None,
+                            help=text,
+                            metavar=None if p.choices else p.option[2:].upper().replace("-", "_"))
 
 
 def build_parser():
-    parser = Parser(prog="mpiml mf", description=__doc__.split(": ", 1)[1].split("\n")[0],
-                     epilog=epilog())
-    parser.add_argument("--algorithm", choices=params.ALGORITHMS, default="als")
+    parser = Parser(prog="mpiml mf", description=__doc__.split(": ", 1)[1].split("\n")[0], epilog=epilog())
+    parser.add_argument("--algorithm", choices=params.ALGORITHMS, default="als",
+                        help="als (explicit ratings), ials (implicit feedback) or dsgd (stochastic gradient)")
     parser.add_argument("--ratings", required=True, help="ratings file, or synthetic:KEY=VALUE,...")
     parser.add_argument("--format", default="auto", choices=FORMATS,
                         help="ratings layout (default: auto, from the suffix and the first line)")
@@ -107,10 +108,12 @@ def build_parser():
     split = parser.add_mutually_exclusive_group()
     split.add_argument("--test", help="held-out ratings file (same layout)")
     split.add_argument("--test-fraction", type=float, default=0.0, help="hold out this fraction, seeded")
-    parser.add_argument("--split-seed", type=int, default=0)
+    parser.add_argument("--split-seed", type=int, default=0, help="seed of the --test-fraction split")
     parser.add_argument("--k", type=int, default=10, help="cut-off of the ranking metrics")
     parser.add_argument("--out", help="write the model here (.npz)")
     parser.add_argument("--json", action="store_true", help="print one JSON object (progress goes to stderr)")
+    parser.rename("--alpha", "--confidence")  # 0.1 spellings
+    parser.rename("--exchange", "--collective-algorithm")
     return parser
 
 

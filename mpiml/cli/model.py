@@ -21,12 +21,11 @@ examples:
 def build_parser():
     from mpiml.perf.workloads import COLLECTIVES
 
-    parser = Parser(prog="mpiml model", description=__doc__.split(":", 1)[1].strip(),
-                                     epilog=EPILOG)
+    parser = Parser(prog="mpiml model", description=__doc__.split(":", 1)[1].strip(), epilog=EPILOG)
     parser.add_argument("--ranks", default="2,16,128,1024,100000", type=comma_list(int, minimum=1, maximum=100000),
                         help="comma list of rank counts")
     parser.add_argument("--sizes", default="8:1G:8", type=sizes, help="bytes: FROM:TO[:FACTOR] or a comma list")
-    parser.add_argument("--collective", default="allreduce", choices=COLLECTIVES)
+    parser.add_argument("--collective", default="allreduce", choices=COLLECTIVES, help="the collective to predict")
     parser.add_argument("--tuning", metavar="FILE", help="use the calibrated parameters of a tuning file")
     parser.add_argument("--set", metavar="NAME=VALUE,...", help="override parameters (what-if), e.g. alpha=5e-6")
     parser.add_argument("--json", action="store_true", help="print one JSON object")

@@ -68,6 +68,32 @@ class Parser(argparse.ArgumentParser):
 
     def __init__(self, *args, allow_abbrev=False, formatter_class=HelpFormatter, **kwargs):
         super().__init__(*args, allow_abbrev=False, formatter_class=formatter_class, **kwargs)
+        self.renamed: dict[str, str] = {}
+
+    def rename(self, old: str, new: str) -> None:
+        """Accept the 0.1 spelling ``old`` of option ``new`` for now, with a deprecation note (not in help)."""
+        self.renamed[old] = new
+
+    def parse_known_args(self, args=None, namespace=None):
+        args = list(sys.argv[1:] if args is None else args)
+        if self.renamed:
+            args = self._respell(args)
+        return super().parse_known_args(args, namespace)
+
+    def _respell(self, args: list) -> list:
+        out = []
+        for i, word in enumerate(args):
+            if word == "--":  # what follows is not ours (a job's command)
+                return out + args[i:]
+            flag, eq, value = word.partition("=")
+            if flag in self.renamed:
+                new = self.renamed[flag]
+                if on_root():
+                    print(f"mpiml: warning: {self.prog} {flag} is now {new}; the old spelling will go away",
+                          file=sys.stderr, flush=True)
+                word = new + eq + value
+            out.append(word)
+        return out
 
     def error(self, message):
         raise UsageError(f"{self.prog}: {message} (see `{self.prog} --help`)")

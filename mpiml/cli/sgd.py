@@ -38,12 +38,18 @@ scikit-learn, if installed). Each rank reads only its own part.
 """
 
 
+# Settings whose option is not their name: every command spells a penalty --reg and an
+# iteration count --iters (the README's flag vocabulary).
+FLAGS = {"alpha": "--reg", "max_iter": "--iters"}
+# Spellings of version 0.1 still accepted, with a warning: old option -> setting.
+RENAMED = {"--alpha": "alpha", "--max-iter": "max_iter", "--algorithm": "collective_algorithm"}
+
+
 def build_parser():
     from mpiml.cli.parallel_options import add_arguments as add_parallel_arguments
     from mpiml.train.config import DEFAULTS, settings_table
 
-    p = Parser(prog="mpiml sgd", description="Train a linear model with distributed SGD or L-BFGS.",
-                                epilog=EPILOG)
+    p = Parser(prog="mpiml sgd", description="Train a linear model with distributed SGD or L-BFGS.", epilog=EPILOG)
     d = p.add_argument_group("data")
     d.add_argument("--data", default="synthetic:classification", help="training data (default: %(default)s)")
     d.add_argument("--format", choices=("svmlight", "csv", "npy", "npz"), help="default: from the file extension")
@@ -53,10 +59,11 @@ def build_parser():
     d.add_argument("--n-features", type=int, help="svmlight: feature count (default: largest index seen)")
     d.add_argument("--label-column", type=int, default=0, help="csv/npy: column of the label (default 0)")
     m = p.add_argument_group("model")
-    m.add_argument("--model", choices=("logistic", "linear", "softmax", "svm"), default="logistic")
+    m.add_argument("--model", choices=("logistic", "linear", "softmax", "svm"), default="logistic",
+                   help="logistic regression, least squares, multinomial logistic or linear SVM")
     m.add_argument("--classes", type=int, help="softmax: number of classes (default: largest label + 1)")
     add_settings(m, "model")
-    m.add_argument("--no-intercept", action="store_true")
+    m.add_argument("--no-intercept", action="store_true", help="fit no bias term")
     m.add_argument("--standardize", action=argparse.BooleanOptionalAction,
                    help="train on standardized features (statistics over all ranks; sparse data is only scaled); "
                         "default: on for the SGD strategies, off for lbfgs")
@@ -65,8 +72,8 @@ def build_parser():
     strategy = settings_table(with_strategy=True)["strategy"]
     t.add_argument("--strategy", choices=strategy.choices, default=DEFAULTS.strategy, help=strategy.help)
     add_settings(t, "training")
-    t.add_argument("--algorithm", default="auto", choices=("auto",) + tuple(ALGORITHMS["allreduce"]),
-                   help="allreduce algorithm (default %(default)s)")
+    t.add_argument("--collective-algorithm", default="auto", choices=("auto",) + tuple(ALGORITHMS["allreduce"]),
+                   help="allreduce algorithm that sums the gradients (default %(default)s)")
     o = p.add_argument_group("checkpoints and output")
     o.add_argument("--checkpoint-dir", default=os.environ.get("MPIML_CHECKPOINT_DIR") or None,
                    help="rank 0 writes checkpoints here (default: $MPIML_CHECKPOINT_DIR); with it, SIGUSR1/SIGTERM "
@@ -80,6 +87,8 @@ def build_parser():
                    help="progress bar on rank 0: auto = only if stdout is a terminal (under mpiexec it is "
                         "usually a pipe, so say 'always' for a bar in an interactive run)")
     add_parallel_arguments(p)  # --parallel data|model|hybrid|auto --grid RxC --split --explain
+    for old, name in RENAMED.items():
+        p.rename(old, _flag(name))
     return p
 
 
@@ -105,9 +114,10 @@ def add_settings(group, section: str) -> None:
         if setting.scope:
             text = f"{setting.scope}: {text}"
         if setting.type is bool:
-            group.add_argument(_flag(name), action="store_const", const=True, help=text)
+            group.add_argument(_flag(name), dest=name, action="store_const", const=True, help=text)
         else:
-            group.add_argument(_flag(name), type=setting.type, choices=setting.choices, help=text)
+            group.add_argument(_flag(name), dest=name, type=setting.type, choices=setting.choices, help=text,
+                               metavar=None if setting.choices else name.upper())
 
 
 def _epoch_row(record):
@@ -192,7 +202,13 @@ def check(args) -> dict:
         raise ArgumentError(f"--split classes splits the classes of --model softmax; --model {args.model} has "
                             "one output: use --split features")
     check_writable(args.out, "--out")
-    return resolve_settings(args)
+    try:
+        return resolve_settings(args)
+    except ArgumentError as exc:  # "alpha must be >= 0": name the option the user typed
+        name, _, rest = str(exc).partition(" ")
+        if name in FLAGS:
+            raise ArgumentError(f"{FLAGS[name]} {rest}") from None
+        raise
 
 
 def check_args(argv) -> None:
@@ -249,7 +265,8 @@ def resolve_settings(args) -> dict:
 
 
 def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+    """The option of setting ``name``: ``--lr-decay`` for ``lr_decay``, else the command-line vocabulary's."""
+    return FLAGS.get(name) or "--" + name.replace("_", "-")
 
 
 def _fit(args, settings, comm, shard, test, progress, stop_flag):
@@ -260,7 +277,7 @@ def _fit(args, settings, comm, shard, test, progress, stop_flag):
 
     layout = plan_layout(args, comm, shard.X, shard.y)  # prints the layout chosen (collective)
     est = LinearModel(
-        args.model, args.strategy, **layout, comm=comm, algorithm=args.algorithm, n_classes=args.classes,
+        args.model, args.strategy, **layout, comm=comm, algorithm=args.collective_algorithm, n_classes=args.classes,
         fit_intercept=not args.no_intercept, squared_hinge=args.squared_hinge, standardize=args.standardize,
         checkpoint_dir=args.checkpoint_dir, resume=args.resume, stop_at_update=args.stop_after_updates,
         progress=progress, stop_requested=stop_flag, **settings)

@@ -57,17 +57,28 @@ def build_parser():
         "Put the command every rank runs after `--`.",
         epilog=EPILOG)
     commands = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    commands.add_parser("list", help="the templates and what each is for")
-    render = commands.add_parser("render", help="print (or --out) a ready job script: TEMPLATE [options] -- COMMAND")
+    def action(name, text, *examples):
+        return commands.add_parser(name, help=text, description=text,
+                                   epilog="examples:\n" + "\n".join("  " + line for line in examples))
+
+    action("list", "the templates and what each is for", "mpiml slurm list")
+    render = action("render", "print (or --out) a ready job script: TEMPLATE [options] -- COMMAND",
+                    "mpiml slurm render single-node --ntasks-per-node 8 -- mpiml info > job.sbatch",
+                    "mpiml slurm render multi-node --nodes 4 --time 2:00:00 --venv .venv --out job.sbatch -- "
+                    "mpiml sgd --data train.svm")
     _add_render_arguments(render)
-    submit = commands.add_parser("submit", help="render, then sbatch it; prints the job id")
+    submit = action("submit", "render, then sbatch it; prints the job id",
+                    "mpiml slurm submit preemptible --time 4:00:00 -- mpiml sgd --data train.svm --resume",
+                    "mpiml slurm submit evaluate --after 1234 -- python examples/preemptible_job.py --evaluate --json")
     _add_render_arguments(submit)
     submit.add_argument("--after", metavar="JOBID", help="start only after job JOBID succeeded (afterok)")
     submit.add_argument("--json", action="store_true", help='print {"job_id": ...}')
-    gather = commands.add_parser("gather", help="one table of a sweep's results (the sweep template's folder)")
-    gather.add_argument("directory")
+    gather = action("gather", "one table of a sweep's results (the sweep template's folder)",
+                    "mpiml slurm gather sweep-1234", "mpiml slurm gather sweep-1234 --json")
+    gather.add_argument("directory", help="the sweep's results folder (sweep-<array job id>)")
     gather.add_argument("--json", action="store_true", help="print one JSON object with the rows")
-    env = commands.add_parser("env", help="inside a job: every rank's Slurm task, node and threads")
+    env = action("env", "inside a job: every rank's Slurm task, node and threads", "srun mpiml slurm env",
+                 "srun mpiml slurm env --json")
     env.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 

@@ -20,6 +20,7 @@ model with the file's parameters.
 
 examples:
   mpiexec -n 2 mpiml tune --explain
+  mpiexec -n 3 mpiml tune --collective allreduce,bcast --sizes 8:1M:8 --out small.json
   mpiexec -n 4 mpiml tune --ranks 2,3,4 --out cluster-tuning.json
 """
 
@@ -27,23 +28,23 @@ examples:
 def build_parser():
     from mpiml.perf.workloads import COLLECTIVES
 
-    parser = Parser(prog="mpiml tune", description=__doc__.split(":", 1)[1].strip(),
-                                     epilog=EPILOG)
+    parser = Parser(prog="mpiml tune", description=__doc__.split(":", 1)[1].strip(), epilog=EPILOG)
     parser.add_argument("--out", default="mpiml-tuning.json", help="tuning file to write (default %(default)s)")
     parser.add_argument("--sizes", default=DEFAULT_SIZES, type=sizes, help="size grid (default %(default)s)")
-    parser.add_argument("--collectives", default=",".join(COLLECTIVES), type=comma_list(choices=COLLECTIVES),
-                        help="comma list (default: all)")
+    parser.add_argument("--collective", default=",".join(COLLECTIVES), type=comma_list(choices=COLLECTIVES),
+                        metavar="NAME[,NAME...]", help="the collectives to tune, a comma list (default: all)")
     parser.add_argument("--ranks", default=None, type=comma_list(int, minimum=1),
                         help="rank counts to measure (default: all ranks)")
-    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--dtype", default="float32", help="element type of the buffers")
     parser.add_argument("--min-time", type=float, default=0.05,
                         help="seconds per algorithm and size, over all passes (default 0.05)")
-    parser.add_argument("--max-iters", type=int, default=200)
+    parser.add_argument("--max-iters", type=int, default=200, help="cap on timed iterations per algorithm and size")
     parser.add_argument("--repeats", type=int, default=3,
                         help="passes over the grid; a size's time is the median over passes (default 3)")
     parser.add_argument("--explain", action="store_true",
                         help="print predicted against measured time, and efficiency against the lower bound")
     parser.add_argument("--json", action="store_true", help="print the tuning document as one JSON object")
+    parser.rename("--collectives", "--collective")  # the 0.1 spelling
     return parser
 
 
@@ -74,7 +75,7 @@ def main(argv=None) -> int:
     comm = MPI.COMM_WORLD
     error = None
     try:
-        sizes, collectives = args.sizes, args.collectives
+        sizes, collectives = args.sizes, args.collective
         ranks = sorted(args.ranks) if args.ranks else [comm.Get_size()]
         if not all(1 <= r <= comm.Get_size() for r in ranks):
             raise ArgumentError(f"--ranks must be between 1 and the job's {comm.Get_size()} ranks, got {ranks}")

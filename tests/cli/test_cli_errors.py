@@ -59,7 +59,7 @@ def test_choices_and_commands_get_suggestions(ranks):
 def test_lists_are_parsed_strictly():
     one_error(mpiml(3, "model", "--ranks", "2,,4", status=None), "--ranks", "empty item")
     one_error(mpiml(1, "model", "--ranks", "2,x", status=None), "not a comma list of integers")
-    one_error(mpiml(1, "bench", "allreduce", "--algorithms", "ring,,native", status=None), "empty item")
+    one_error(mpiml(1, "bench", "allreduce", "--collective-algorithm", "ring,,native", status=None), "empty item")
     kind = comma_list(int, minimum=1)
     assert kind("4,2,4") == [4, 2]
     for bad in ("", "2,", ",2", "2,,4", "0", "two"):

@@ -48,7 +48,7 @@ def test_model_title_names_the_overrides():
 
 @pytest.mark.parametrize("ranks", [1, 3])
 def test_bench_allgather_has_no_op(ranks):
-    args = ["bench", "allgather", "--sizes", "64", "--iters", "2", "--warmup", "0", "--algorithms", "native"]
+    args = ["bench", "allgather", "--sizes", "64", "--iters", "2", "--warmup", "0", "--collective-algorithm", "native"]
     assert "op " not in mpiml(ranks, *args).stdout.splitlines()[0]
     assert one_json(mpiml(ranks, *args, "--json"))["op"] is None
     one_error(mpiml(ranks, *args, "--op", "max", status=None), "--op is for allreduce")

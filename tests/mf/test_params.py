@@ -133,7 +133,7 @@ def test_help_shows_the_defaults_of_the_table():
         for p in params.of(algorithm):
             if isinstance(p.default, dict):
                 assert f"{p.option} {p.default_for(algorithm):g}" in " ".join(lines[algorithm].split()), (algorithm, p)
-    assert "--alpha, --solver, --cg-steps, --dtype (ials)" in " ".join(text.split())
+    assert "--confidence, --solver, --cg-steps, --dtype (ials)" in " ".join(text.split())
     helps = build_parser().format_help()
     assert "factor dimension (default: als 50, ials 100, dsgd 50)" in " ".join(helps.split())
 
