@@ -78,6 +78,7 @@ def main(argv=None) -> int:
     from mpiml.perf.machine import conditions, warning
     from mpiml.perf.sizes import parse_sizes
     from mpiml.runtime.agree import raise_if_any
+    from mpiml.runtime.progress import Phase, note
 
     args = build_parser().parse_args(argv)
     comm = MPI.COMM_WORLD
@@ -118,20 +119,27 @@ def main(argv=None) -> int:
             say(warning(facts))
         say(report.fixed_width(report.TABLE_HEADERS))
 
+    # With --json the table rows are not printed: lines on stderr say how far the sizes are.
+    phase = Phase("measuring", total=len(sizes), unit="sizes", enabled=None if args.json else False)
+
     def show(size_records):
         if not args.json:
             say("\n".join(report.fixed_width(row) for row in report.table_rows(size_records)))
+        phase.update(phase.done + 1)
 
-    records = run_benchmark(args.collective, sizes, algorithms, dtype=dtype, op=args.op,
-                            in_place=args.in_place, check=args.check, schedule=schedule, comm=comm,
-                            on_size=show)
+    with phase:
+        records = run_benchmark(args.collective, sizes, algorithms, dtype=dtype, op=args.op,
+                                in_place=args.in_place, check=args.check, schedule=schedule, comm=comm,
+                                on_size=show)
     error = None
     if comm.Get_rank() == 0:
         try:
             if args.csv:
                 report.write_csv(args.csv, records)
+                note(f"wrote {args.csv}")
             if args.plot:
                 report.write_plot(args.plot, records, title=f"mpiml bench {args.collective}, p={comm.Get_size()}")
+                note(f"wrote {args.plot}")
         except (ArgumentError, OSError) as exc:
             error = exc if isinstance(exc, ArgumentError) else ArgumentError(f"cannot write output: {exc}")
     raise_if_any(error, comm)

@@ -156,9 +156,13 @@ def load(source: str, fmt: str, comm):
     from mpiml.data.ratings import read_ratings
     from mpiml.data.synthetic_ratings import parse_spec, synthetic_ratings
 
+    from mpiml.runtime.progress import Phase
+
     if source.startswith("synthetic"):
-        return synthetic_ratings(parse_spec(source), comm.Get_rank(), comm.Get_size())
-    return read_ratings(source, fmt, comm)
+        with Phase("generating ratings", unit="ratings on rank 0") as phase:  # rank 0's share stands for all
+            return synthetic_ratings(parse_spec(source), comm.Get_rank(), comm.Get_size(), progress=phase.advance)
+    with Phase(f"reading {source}"):
+        return read_ratings(source, fmt, comm)
 
 
 def make_model(args, callback):
@@ -172,6 +176,7 @@ def main(argv=None) -> int:
     from mpiml.data.ratings import split_fraction
     from mpiml.runtime.agree import raise_if_any
     from mpiml.runtime.comm import resolve_comm
+    from mpiml.runtime.progress import Phase, announce_resume, note
 
     started = time.perf_counter()
     comm = resolve_comm(None)
@@ -199,6 +204,8 @@ def main(argv=None) -> int:
     else:
         train, test = ratings, None
     load_seconds = time.perf_counter() - started
+    if model.resume:
+        announce_resume(model.checkpoint_dir, "step", "iteration")
     model.fit(train, comm=comm)
     info = model.fit_info_
     settings = model.get_params()
@@ -218,7 +225,8 @@ def main(argv=None) -> int:
     result["comm_fraction"] = result["comm_seconds"] / info["fit_seconds"] if info["fit_seconds"] > 0 else 0.0
     if test is not None:
         clock = time.perf_counter()
-        scores = model.evaluate(test, comm=comm, k=args.k)
+        with Phase("evaluating"):
+            scores = model.evaluate(test, comm=comm, k=args.k)
         result["test_ratings"] = int(comm.allreduce(len(test)))
         for key, value in scores.items():
             result["test_" + key if key in ("rmse", "mae", "count") else key] = value
@@ -226,6 +234,7 @@ def main(argv=None) -> int:
     if args.out:
         clock = time.perf_counter()
         model.save(args.out, comm=comm)
+        note(f"wrote {args.out}")
         result["model_path"] = args.out
         result["save_seconds"] = time.perf_counter() - clock
     result["seconds"] = time.perf_counter() - started

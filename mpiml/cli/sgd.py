@@ -135,6 +135,7 @@ def main(argv=None) -> int:
     from mpiml.errors import ArgumentError
     from mpiml.runtime.agree import raise_if_any
     from mpiml.runtime.preempt import PreemptionWatch
+    from mpiml.runtime.progress import Phase, announce_resume, note
     from mpiml.train.progress import Progress
 
     comm = MPI.COMM_WORLD
@@ -145,8 +146,11 @@ def main(argv=None) -> int:
     except ArgumentError as exc:
         error = exc
     raise_if_any(error, comm)  # the same verdict on every rank: it is a pure function of argv
-    shard, test = _load(args, comm)
+    with Phase("loading data"):
+        shard, test = _load(args, comm)
     load_seconds = time.perf_counter() - started
+    if args.resume:
+        announce_resume(args.checkpoint_dir, "updates", "update")
 
     say_rows = not args.json
     how = " (chosen by --strategy auto)" if args.strategy_requested == "auto" else ""
@@ -157,14 +161,23 @@ def main(argv=None) -> int:
     if say_rows:
         say(f"{'epoch':>5}  {'train_loss':>10}  {'train_acc':>9}  {'test_loss':>9}  {'test_acc':>8}")
     progress = None
+    show = {"auto": None, "always": True, "never": False}[args.progress]
+    bar = say_rows and (show if show is not None else sys.stdout.isatty())
+    # Lines on stderr where no bar or epoch row shows how far training is (--json, a log file).
+    phase = Phase("training", total=None if args.strategy == "lbfgs" else args.epochs, unit="epochs",
+                  enabled=None if not bar and show is not False else False)
     if comm.rank == 0:
-        show = {"auto": None, "always": True, "never": False}[args.progress]
-        progress = Progress(args.epochs if args.strategy != "lbfgs" else 1, enabled=show if say_rows else False,
-                            on_epoch=(lambda r: print(_epoch_row(r), flush=True)) if say_rows else None)
+        def on_epoch(record):
+            if say_rows:
+                print(_epoch_row(record), flush=True)
+            loss = record.get("train_loss")
+            phase.update(record["epoch"], "" if loss is None else f"train_loss {loss:.4g}")
+
+        progress = Progress(args.epochs if args.strategy != "lbfgs" else 1, enabled=bar, on_epoch=on_epoch)
     # The watch only records signals; the trainer carries each rank's vote in its next
     # allreduce, so all ranks stop after the same update without an extra collective.
     watch = PreemptionWatch(comm) if args.checkpoint_dir else None
-    with watch or contextlib.nullcontext():
+    with watch or contextlib.nullcontext(), phase:
         stop_flag = (lambda: watch.requested) if watch else None
         est, fit_seconds = _fit(args, settings, comm, shard, test, progress, stop_flag)
     result = est.result_
@@ -172,6 +185,7 @@ def main(argv=None) -> int:
         progress.clear()
     if args.out and not result.interrupted:
         est.save(args.out)
+        note(f"wrote {args.out}")
     summary = _summary(args, comm, est, result, load_seconds, fit_seconds, time.perf_counter() - started)
     if args.json:
         emit_json(summary)
@@ -181,8 +195,6 @@ def main(argv=None) -> int:
             where = f"checkpoint in {args.checkpoint_dir} (rerun with --resume)" if args.checkpoint_dir \
                 else "no --checkpoint-dir, so nothing was saved"
             say(f"stopped after {result.updates} updates; {where}")
-        elif args.out:
-            say(f"model written to {args.out}")
     return EXIT_STOPPED if result.interrupted else 0
 
 

@@ -69,6 +69,7 @@ def main(argv=None) -> int:
     from mpiml.perf.sizes import format_bytes
     from mpiml.perf.tune import tune, write_tuning
     from mpiml.runtime.agree import raise_if_any
+    from mpiml.runtime.progress import Phase, note
     from mpiml.errors import ArgumentError
 
     args = build_parser().parse_args(argv)
@@ -88,11 +89,13 @@ def main(argv=None) -> int:
         say(f"# mpiml tune: {comm.Get_size()} ranks, sizes {', '.join(format_bytes(s) for s in sizes)}, "
             f"rank counts {ranks}; this takes a while")
     schedule = Schedule(min_time=args.min_time / max(args.repeats, 1), max_iters=args.max_iters, min_iters=3)
-    document = tune(comm, sizes, collectives, ranks, schedule, dtype=dtype, repeats=max(args.repeats, 1))
+    with Phase("measuring"):
+        document = tune(comm, sizes, collectives, ranks, schedule, dtype=dtype, repeats=max(args.repeats, 1))
     error = None
     if comm.Get_rank() == 0:
         try:
             write_tuning(args.out, document)
+            note(f"wrote {args.out}; use it with MPIML_TUNING={args.out}")
         except OSError as exc:
             error = ArgumentError(f"cannot write {args.out}: {exc}")
     raise_if_any(error, comm)
@@ -112,5 +115,4 @@ def main(argv=None) -> int:
         for p, ranges in by_p.items():
             say(f"  {collective} p={p}: " + "; ".join(f"{format_bytes(r['min_bytes'])}: {r['algorithm']}"
                                                      for r in ranges))
-    say(f"# wrote {args.out}; use it with MPIML_TUNING={args.out}")
     return 0

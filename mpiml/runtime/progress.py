@@ -106,6 +106,11 @@ class Phase:
         if self.enabled and not self.tty and self.every == 0:
             self._show(time.monotonic())  # every update is a line (tests, MPIML_PROGRESS_EVERY=0)
 
+    def advance(self, done: float, total: float) -> None:
+        """``update`` with the total learnt on the way (a progress callback's ``(done, total)``)."""
+        self.total = total
+        self.update(done)
+
     def line(self, now: float) -> str:
         """The status text at time ``now`` (no newline)."""
         elapsed = now - self._started
@@ -144,7 +149,7 @@ class Phase:
             now = time.monotonic()
             if now - self._started < self.delay:
                 continue
-            if self.tty or self.every == 0 or now - self._last >= self.every or not self.shown:
+            if self.tty or (self.every > 0 and (now - self._last >= self.every or not self.shown)):
                 self._show(now)
 
     def finish(self, failed: bool = False) -> None:
@@ -160,7 +165,26 @@ class Phase:
             elapsed = _seconds(time.monotonic() - self._started)
             text = f"{self.label}: {'stopped' if failed else 'done'} after {elapsed}"
             if self.tty:
-                self.stream.write("\r" + text.ljust(self._width) + "\n")
+                self.stream.write("\r" + " " * self._width + "\r" + text + "\n")
             else:
                 self.stream.write(f"mpiml: {text}\n")
             self.stream.flush()
+
+
+def announce_resume(directory, count_key: str, what: str) -> None:
+    """``mpiml: resuming from WHAT N of checkpoint FILE`` from the checkpoint's manifest (rank 0), if any.
+
+    ``count_key`` is the manifest's counter (``updates``, ``step``); nothing when there is
+    no checkpoint yet (a first run with ``--resume``) or it cannot be read (the trainer
+    then says why).
+    """
+    import json
+    from pathlib import Path
+
+    if job_rank() != 0 or not directory:
+        return
+    try:
+        manifest = json.loads((Path(directory) / "manifest.json").read_text())
+        note(f"resuming from {what} {int(manifest[count_key])} of checkpoint {Path(directory) / manifest['latest']}")
+    except (OSError, ValueError, KeyError, TypeError):
+        note(f"no checkpoint in {directory} yet: starting from the beginning")
