@@ -57,7 +57,12 @@ def build_parser():
     d.add_argument("--test-fraction", type=float, default=None,
                    help="hold out this share of the training rows (default 0.2 for built-in data, else 0)")
     d.add_argument("--n-features", type=int, help="svmlight: feature count (default: largest index seen)")
-    d.add_argument("--label-column", type=int, default=0, help="csv/npy: column of the label (default 0)")
+    d.add_argument("--zero-based", choices=("auto", "true", "false"), default="auto",
+                   help="svmlight: feature indices start at 0 (true) or 1 (false); auto: 0 if any index 0 is in "
+                        "the training data; --test is read the same way (default: auto)")
+    d.add_argument("--label-column", default="0", metavar="N|NAME",
+                   help="csv/npy: the label's column, by position or (csv) by its name in the header line "
+                        "(default: 0)")
     m = p.add_argument_group("model")
     m.add_argument("--model", choices=("logistic", "linear", "softmax", "svm"), default="logistic",
                    help="logistic regression, least squares, multinomial logistic or linear SVM")
@@ -234,7 +239,9 @@ def _load(args, comm):
     from mpiml.runtime.agree import raise_if_any
     from mpiml.errors import DataError
 
-    shard = load_shard(args.data, comm, args.format, args.n_features, args.label_column)
+    base = {"auto": "auto", "true": True, "false": False}[args.zero_based]
+    label = int(args.label_column) if args.label_column.strip().lstrip("-").isdigit() else args.label_column
+    shard = load_shard(args.data, comm, args.format, args.n_features, label, zero_based=base)
     fraction = args.test_fraction
     if fraction is None:
         fraction = 0.2 if args.data.startswith(("synthetic:", "sklearn:")) and not args.test else 0.0
@@ -242,8 +249,9 @@ def _load(args, comm):
         return split_holdout(shard, fraction, args.seed, comm)
     if not args.test:
         return shard, None
-    test = load_shard(args.test, comm, args.format, args.n_features or shard.X.shape[1], args.label_column,
-                      allow_empty=True)
+    # The test file is read as the training file was: the same base, features, label column.
+    test = load_shard(args.test, comm, args.format, args.n_features or shard.X.shape[1], label, allow_empty=True,
+                      zero_based=base if shard.zero_based is None else shard.zero_based)
     error = None
     if test.X.shape[1] != shard.X.shape[1]:
         error = DataError(f"test data has {test.X.shape[1]} features, training data {shard.X.shape[1]}", args.test)

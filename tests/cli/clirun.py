@@ -14,6 +14,8 @@ TIMEOUT = 180
 def mpiml(ranks, *args, env=None, cwd=None, timeout=TIMEOUT, status=0):
     """The finished run of ``mpiml ARGS`` on ``ranks`` ranks; asserts its exit status (None: any)."""
     kwargs = {"cwd": cwd} if cwd else {}
+    # Progress lines only where a test asks for them (a loaded machine can make any phase long).
+    env = {"MPIML_PROGRESS": "never", **(env or {})}
     result = run_mpi(ranks, [*MPIML, *map(str, args)], timeout=timeout, env=env, **kwargs)
     assert not result.hung, result.describe()
     if status is not None:
