@@ -150,7 +150,7 @@ def _list() -> None:
 
     found = templates.available()
     if not found:
-        say("no templates found (set MPIML_SLURM_TEMPLATES to a folder of *.sbatch files)")
+        say("no templates found: reinstall mpiml, or set MPIML_SLURM_TEMPLATES to a folder of *.sbatch files")
         return
     say(table([(name, templates.summary(path)) for name, path in found.items()], ("template", "what it is for")))
 
