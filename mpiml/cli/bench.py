@@ -51,7 +51,8 @@ def build_parser():
     parser.add_argument("--quick", action="store_true", help=f"a short run: sizes {QUICK_SIZES}, --min-time 0.02")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     parser.add_argument("--csv", metavar="FILE", help="also write the results as CSV")
-    parser.add_argument("--plot", metavar="FILE.png", help="also plot busbw against size (needs matplotlib)")
+    parser.add_argument("--plot", metavar="FILE.png", help="also draw bus bandwidth (min..max bands) and small-message latency against size (needs "
+                             "matplotlib: the plot extra)")
     parser.rename("--algorithms", "--collective-algorithm")  # the 0.1 spelling
     return parser
 
@@ -73,6 +74,7 @@ def main(argv=None) -> int:
     import numpy as np
     from mpi4py import MPI
 
+    from mpiml.cli import plots
     from mpiml.perf import report
     from mpiml.perf.harness import Schedule, run_benchmark
     from mpiml.perf.machine import conditions, warning
@@ -101,7 +103,7 @@ def main(argv=None) -> int:
         check_writable(args.csv, "--csv")  # before minutes of measuring, not after
         check_writable(args.plot, "--plot")
         if args.plot:
-            report.require_matplotlib()
+            plots.require()
     except (ArgumentError, TypeError) as exc:
         error = exc if isinstance(exc, ArgumentError) else ArgumentError(str(exc))
     raise_if_any(error, comm)
@@ -138,7 +140,9 @@ def main(argv=None) -> int:
                 report.write_csv(args.csv, records)
                 note(f"wrote {args.csv}")
             if args.plot:
-                report.write_plot(args.plot, records, title=f"mpiml bench {args.collective}, p={comm.Get_size()}")
+                title = (f"mpiml bench {args.collective}: p={comm.Get_size()}, {dtype}"
+                         + (f", op {args.op}" if reduces else "") + (", in place" if args.in_place else ""))
+                plots.bench(args.plot, records, title, warning(facts))
                 note(f"wrote {args.plot}")
         except (ArgumentError, OSError) as exc:
             error = exc if isinstance(exc, ArgumentError) else ArgumentError(f"cannot write output: {exc}")

@@ -112,6 +112,8 @@ def build_parser():
     parser.add_argument("--k", type=int, default=10, help="cut-off of the ranking metrics")
     parser.add_argument("--out", help="write the model here (.npz)")
     parser.add_argument("--json", action="store_true", help="print one JSON object (progress goes to stderr)")
+    parser.add_argument("--plot", metavar="FILE.png", help="draw the objective and training RMSE per iteration and "
+                        "per second, and each rank's time (needs matplotlib: the plot extra)")
     parser.rename("--alpha", "--confidence")  # 0.1 spellings
     parser.rename("--exchange", "--collective-algorithm")
     return parser
@@ -144,6 +146,11 @@ def check(args) -> None:
         raise ArgumentError("--test-fraction must be in [0, 1)")
     params.validate(algorithm, values, labels={p.name: p.option for p in MODEL_FLAGS})
     check_writable(args.out, "--out")
+    check_writable(args.plot, "--plot")
+    if args.plot:
+        from mpiml.cli import plots
+
+        plots.require()  # before the training, not after
 
 
 def check_args(argv) -> None:
@@ -189,7 +196,10 @@ def main(argv=None) -> int:
     raise_if_any(error, comm)  # every rank has the same arguments: one message, exit status 2
     stream = sys.stderr if args.json else sys.stdout
 
+    iterations = []
+
     def progress(record):
+        iterations.append(record)
         extra = f"  train_rmse {record['train_rmse']:.5f}" if "train_rmse" in record else ""
         say(f"iteration {record['iteration']:4d}  objective {record['objective']:.6g}{extra}"
             f"  {record['seconds']:.3f} s  (compute {record['compute_seconds']:.3f} s, comm "
@@ -238,6 +248,17 @@ def main(argv=None) -> int:
         result["model_path"] = args.out
         result["save_seconds"] = time.perf_counter() - clock
     result["seconds"] = time.perf_counter() - started
+    if args.plot:
+        error = None
+        if comm.Get_rank() == 0:
+            from mpiml.cli import plots
+
+            try:
+                plots.mf(args.plot, result, iterations)
+                note(f"wrote {args.plot}")
+            except (ArgumentError, OSError) as exc:
+                error = exc if isinstance(exc, ArgumentError) else ArgumentError(f"cannot write {args.plot}: {exc}")
+        raise_if_any(error, comm)
     if args.json:
         emit_json(result, comm=comm)
     else:

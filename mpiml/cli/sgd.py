@@ -88,6 +88,8 @@ def build_parser():
     o.add_argument("--stop-after-updates", type=int, help="checkpoint and exit (status 3) after N updates")
     o.add_argument("--out", help="write the trained model here (.npz)")
     o.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    o.add_argument("--plot", metavar="FILE.png", help="draw the loss per epoch and per second, and each rank's "
+                   "compute/communication/wait time (needs matplotlib: the plot extra)")
     o.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
                    help="progress bar on rank 0: auto = only if stdout is a terminal (under mpiexec it is "
                         "usually a pipe, so say 'always' for a bar in an interactive run)")
@@ -192,6 +194,8 @@ def main(argv=None) -> int:
         est.save(args.out)
         note(f"wrote {args.out}")
     summary = _summary(args, comm, est, result, load_seconds, fit_seconds, time.perf_counter() - started)
+    if args.plot:
+        _plot(args.plot, summary, result, comm)
     if args.json:
         emit_json(summary)
     else:
@@ -219,6 +223,11 @@ def check(args) -> dict:
         raise ArgumentError(f"--split classes splits the classes of --model softmax; --model {args.model} has "
                             "one output: use --split features")
     check_writable(args.out, "--out")
+    check_writable(args.plot, "--plot")
+    if args.plot:
+        from mpiml.cli import plots
+
+        plots.require()  # before the training, not after
     try:
         return resolve_settings(args)
     except ArgumentError as exc:  # "alpha must be >= 0": name the option the user typed
@@ -334,6 +343,25 @@ def _summary(args, comm, est, result, load_seconds, fit_seconds, seconds) -> dic
                 "lbfgs_converged"):
         out[key] = last.get(key)
     return out
+
+
+def _plot(path, summary, result, comm) -> None:
+    """Rank 0 draws ``--plot`` (collective: a failure is every rank's error)."""
+    from mpiml.cli import plots
+    from mpiml.errors import ArgumentError, MpimlError
+    from mpiml.runtime.agree import raise_if_any
+    from mpiml.runtime.progress import note
+
+    error = None
+    if comm.rank == 0:
+        first = result.history[0] if result.history else {}
+        trace = (first["lbfgs_objective"], first["lbfgs_seconds"]) if "lbfgs_objective" in first else None
+        try:
+            plots.sgd(path, summary, trace)
+            note(f"wrote {path}")
+        except (MpimlError, OSError) as exc:
+            error = exc if isinstance(exc, MpimlError) else ArgumentError(f"cannot write {path}: {exc}")
+    raise_if_any(error, comm)
 
 
 def _print_timings(summary):

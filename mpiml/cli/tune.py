@@ -44,6 +44,8 @@ def build_parser():
     parser.add_argument("--explain", action="store_true",
                         help="print predicted against measured time, and efficiency against the lower bound")
     parser.add_argument("--json", action="store_true", help="print the tuning document as one JSON object")
+    parser.add_argument("--plot", metavar="FILE.png", help="draw measured against predicted time (needs "
+                        "matplotlib: the plot extra)")
     parser.rename("--collectives", "--collective")  # the 0.1 spelling
     return parser
 
@@ -82,6 +84,11 @@ def main(argv=None) -> int:
             raise ArgumentError(f"--ranks must be between 1 and the job's {comm.Get_size()} ranks, got {ranks}")
         dtype = np.dtype(args.dtype)
         check_writable(args.out, "--out")  # before minutes of measuring
+        check_writable(args.plot, "--plot")
+        if args.plot:
+            from mpiml.cli import plots
+
+            plots.require()
     except (ArgumentError, TypeError) as exc:
         error = exc if isinstance(exc, ArgumentError) else ArgumentError(str(exc))
     raise_if_any(error, comm)
@@ -96,8 +103,15 @@ def main(argv=None) -> int:
         try:
             write_tuning(args.out, document)
             note(f"wrote {args.out}; use it with MPIML_TUNING={args.out}")
+            if args.plot:
+                from mpiml.cli import plots
+
+                plots.tune(args.plot, {**document, "ranks": comm.Get_size()})
+                note(f"wrote {args.plot}")
         except OSError as exc:
-            error = ArgumentError(f"cannot write {args.out}: {exc}")
+            error = ArgumentError(f"cannot write {exc.filename or args.out}: {exc}")
+        except ArgumentError as exc:
+            error = exc
     raise_if_any(error, comm)
     if args.json:
         emit_json(document)
