@@ -145,6 +145,11 @@ def check(args) -> None:
     if not 0.0 <= args.test_fraction < 1.0:
         raise ArgumentError("--test-fraction must be in [0, 1)")
     params.validate(algorithm, values, labels={p.name: p.option for p in MODEL_FLAGS})
+    for source in (args.ratings, args.test):
+        if source and source.startswith("synthetic"):
+            from mpiml.data.synthetic_ratings import parse_spec
+
+            parse_spec(source)  # a bad spec is an error now, on every rank, not in the middle of loading
     check_writable(args.out, "--out")
     check_writable(args.plot, "--plot")
     if args.plot:

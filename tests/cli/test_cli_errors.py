@@ -67,6 +67,11 @@ def test_lists_are_parsed_strictly():
             kind(bad)
 
 
+def test_inputs_are_checked_before_any_work():
+    one_error(mpiml(3, "mf", "--ratings", "synthetic:user=3", status=None), "unknown synthetic parameter 'user'")
+    one_error(mpiml(3, "sgd", "--data", "synthetic:classification,q=3", status=None), "bad synthetic option 'q=3'")
+
+
 def test_outputs_are_checked_before_any_work(tmp_path):
     missing = tmp_path / "no" / "such"
     one_error(mpiml(3, "tune", "--out", missing / "t.json", status=None), "does not exist")
