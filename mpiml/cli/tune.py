@@ -96,8 +96,10 @@ def main(argv=None) -> int:
         say(f"# mpiml tune: {comm.Get_size()} ranks, sizes {', '.join(format_bytes(s) for s in sizes)}, "
             f"rank counts {ranks}; this takes a while")
     schedule = Schedule(min_time=args.min_time / max(args.repeats, 1), max_iters=args.max_iters, min_iters=3)
-    with Phase("measuring"):
-        document = tune(comm, sizes, collectives, ranks, schedule, dtype=dtype, repeats=max(args.repeats, 1))
+    cells = len(ranks) * max(args.repeats, 1) * len(collectives) * len(sizes)
+    with Phase("measuring", total=cells, unit="collective sizes") as phase:
+        document = tune(comm, sizes, collectives, ranks, schedule, dtype=dtype, repeats=max(args.repeats, 1),
+                        on_size=lambda _: phase.update(phase.done + 1))
     error = None
     if comm.Get_rank() == 0:
         try:
