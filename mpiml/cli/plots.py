@@ -55,7 +55,7 @@ def _per_rank_bars(ax, per_rank) -> None:
     ax.set_ylabel("seconds")
     ax.set_xticks(ranks)
     ax.set_title("time per rank")
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False)
 
 
 def training(path, title: str, curves: list, per_rank: list, step: str, note: str = "") -> None:
@@ -89,7 +89,8 @@ def training(path, title: str, curves: list, per_rank: list, step: str, note: st
         if right is not None:
             more = right.get_legend_handles_labels()
             handles, labels = handles + more[0], labels + more[1]
-        ax.legend(handles, labels, fontsize="small")
+        ax.legend(handles, labels, fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3,
+                  frameon=False)
     axes[0].set_title(f"per {step}")
     axes[1].set_title("per second")
     _per_rank_bars(axes[2], per_rank)
