@@ -8,18 +8,18 @@ The set: synthetic logistic regression, ``--rows`` x ``--features`` CSR with abo
 ``--nnz`` nonzeros per row (:mod:`mpiml.data.synthetic`), L2 penalty ``--alpha``. Layouts,
 each a separate ``mpiexec`` run, interleaved (A B C D E, A B C D E, ...) for ``--rounds``:
 
-- ``data p=1 scipy``: the data-parallel trainer of :mod:`mpiml.sgd` (scipy's L-BFGS-B on
-  the allreduced objective; every rank holds the whole model and L-BFGS-B's workspace);
-- ``data p=1 grid 1x1``: :mod:`mpiml.parallel.lbfgs` on one rank (the same algorithm as
-  the grids below, so the per-rank cost of the split alone shows);
-- ``data p=2 scipy`` and ``data p=2 grid 2x1``: rows over 2 ranks, the whole model on each;
+- ``data p=1 train``: the data-parallel trainer, :func:`mpiml.sgd.train` (the ``p x 1``
+  layout: every rank holds the whole model; the L-BFGS of :mod:`mpiml.train.lbfgs_math`);
+- ``data p=1 grid 1x1``: :func:`mpiml.parallel.train_grid` on a split 1 x 1 grid (the same
+  algorithm and layout through the grid API: the two should agree);
+- ``data p=2 train`` and ``data p=2 grid 2x1``: rows over 2 ranks, the whole model on each;
 - ``model p=2 grid 1x2``: the features split over 2 ranks, every rank with every row.
 
 Every run goes to the stopping rule (``--tol``, and the relative-reduction rule), and
 records its objective after every iteration with the seconds since L-BFGS started. The
 optimum ``f*`` is the lowest objective any run reached; a run's *time to optimum* is the
 first time its objective is within ``--target`` (relative) of ``f*``. Reported per layout:
-the median over rounds of that time, its ratio to ``data p=1 scipy``, iterations to the
+the median over rounds of that time, its ratio to ``data p=1 train``, iterations to the
 target, seconds per iteration, and memory per rank: the peak resident set during training
 (``VmHWM`` after resetting it once the data is in place, so data loading does not count)
 and over the whole process. Layout set-up (the all-to-all of column blocks) is reported
@@ -41,9 +41,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 LAYOUTS = [  # name, ranks, trainer, grid
-    ("data p=1 scipy", 1, "scipy", None),
+    ("data p=1 train", 1, "data", None),
     ("data p=1 grid 1x1", 1, "grid", (1, 1)),
-    ("data p=2 scipy", 2, "scipy", None),
+    ("data p=2 train", 2, "data", None),
     ("data p=2 grid 2x1", 2, "grid", (2, 1)),
     ("model p=2 grid 1x2", 2, "grid", (1, 2)),
 ]
@@ -182,7 +182,7 @@ def summarize(args, records, load):
         })
     base = rows[0]["seconds_to_optimum"]
     for row in rows:
-        row["ratio_to_data_p1_scipy"] = row["seconds_to_optimum"] / base if base else float("nan")
+        row["ratio_to_data_p1"] = row["seconds_to_optimum"] / base if base else float("nan")
     return {"problem": {"rows": args.rows, "features": args.features, "nnz_per_row": args.nnz, "alpha": args.alpha,
                         "tol": args.tol, "target": args.target, "f_star": best}, "load": load, "layouts": rows}
 
@@ -231,7 +231,7 @@ def main():
     print(f"{'layout':<20} {'s to opt':>9} {'ratio':>6} {'it to opt':>9} {'s/it':>7} {'s to stop':>9} {'it':>5} "
           f"{'setup s':>7} {'MiB/rank: data in':>17} {'peak in training':>16} {'process peak':>12}")
     for r in summary["layouts"]:
-        print(f"{r['layout']:<20} {r['seconds_to_optimum']:>9.2f} {r['ratio_to_data_p1_scipy']:>6.2f} "
+        print(f"{r['layout']:<20} {r['seconds_to_optimum']:>9.2f} {r['ratio_to_data_p1']:>6.2f} "
               f"{r['iterations_to_optimum'] or '-':>9} {r['seconds_per_iteration']:>7.3f} {r['seconds_to_stop']:>9.2f} "
               f"{r['iterations_to_stop']:>5} {r['setup_seconds']:>7.2f} {r['rss_before_training_mib_per_rank']:>17.0f} "
               f"{r['peak_training_mib_per_rank']:>16.0f} {r['peak_process_mib_per_rank']:>12.0f}")

@@ -16,6 +16,10 @@ Each set is ``NAME`` with its test file ``NAME.t`` when there is one, else a fix
    ``LogisticRegression(C=1, tol=1e-4)`` (the same objective: mean log-loss +
    ``1/(2 C n) ||w||^2``, intercept free): iterations, the relative objective gap, and fit
    seconds in interleaved rounds (mpiml, sklearn, mpiml, ...), medians and their ratio.
+3. with ``--baseline DIR`` (another checkout, e.g. ``git archive main | tar -x -C DIR``):
+   the same ``lbfgs`` fit by the baseline's mpiml, in a worker process, interleaved into
+   the rounds (mpiml, sklearn, baseline, ...): its iterations, objective gap and fit
+   seconds, and the ratio of this tree's median to the baseline's.
 All single-threaded; the load average is reported.
 """
 
@@ -35,7 +39,8 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMB
 
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# MPIML_BENCH_TREE: the checkout whose mpiml is imported (the --baseline worker runs another one)
+sys.path.insert(0, os.environ.get("MPIML_BENCH_TREE") or str(Path(__file__).resolve().parent.parent))
 
 
 def load(directory: Path, name: str):
@@ -64,12 +69,13 @@ def objective(coef, intercept, X, y, alpha):
 
 
 def timed(fn):
-    start = time.perf_counter()
+    """``(result, wall seconds, CPU seconds)`` of ``fn()``; CPU time is less disturbed by a loaded machine."""
+    start, cpu = time.perf_counter(), time.process_time()
     out = fn()
-    return out, time.perf_counter() - start
+    return out, time.perf_counter() - start, time.process_time() - cpu
 
 
-def compare(X, y, Xt, yt, rounds):
+def compare(X, y, Xt, yt, rounds, baseline=None):
     from mpi4py import MPI
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression, SGDClassifier
@@ -80,9 +86,9 @@ def compare(X, y, Xt, yt, rounds):
     n = X.shape[0]
     out = {"rows": n, "features": X.shape[1], "test_rows": Xt.shape[0]}
     # 1. defaults
-    auto = LinearModel(comm=MPI.COMM_SELF)
-    out["mpiml_default_strategy"] = auto.config.strategy
-    out["mpiml_default_accuracy"] = auto.fit(X, y).score(Xt, yt)
+    auto = LinearModel(comm=MPI.COMM_SELF).fit(X, y)
+    out["mpiml_default_strategy"] = auto.config_.strategy
+    out["mpiml_default_accuracy"] = auto.score(Xt, yt)
     sync = LinearModel(strategy="sync", comm=MPI.COMM_SELF).fit(X, y)
     out["mpiml_sync_default_accuracy"] = sync.score(Xt, yt)
     sk = LogisticRegression().fit(X, y)
@@ -98,15 +104,64 @@ def compare(X, y, Xt, yt, rounds):
     out.update(mpiml_lbfgs_iterations=a.history_[-1]["lbfgs_iterations"], sklearn_iterations=int(b.n_iter_[0]),
                objective_gap=(fa - fb) / abs(fb), mpiml_lbfgs_accuracy=a.score(Xt, yt),
                sklearn_accuracy=b.score(Xt, yt))
-    times = {"mpiml": [], "sklearn": []}
+    times = {"mpiml": [], "sklearn": [], "baseline": [], "mpiml_cpu": [], "baseline_cpu": []}
     for _ in range(rounds):
-        times["mpiml"].append(timed(ours)[1])
+        _, wall, cpu = timed(ours)
+        times["mpiml"].append(wall)
+        times["mpiml_cpu"].append(cpu)
         times["sklearn"].append(timed(theirs)[1])
+        if baseline is not None:
+            baseline.stdin.write("fit\n")
+            baseline.stdin.flush()
+            record = json.loads(baseline.stdout.readline())
+            times["baseline"].append(record["seconds"])
+            times["baseline_cpu"].append(record["cpu_seconds"])
+            out.update(baseline_iterations=record["iterations"],
+                       baseline_objective_gap=(record["objective"] - fb) / abs(fb))
+    if baseline is not None:
+        out["baseline_fit_seconds"] = statistics.median(times["baseline"])
+        out["mpiml_fit_cpu_seconds"] = statistics.median(times["mpiml_cpu"])
+        out["baseline_fit_cpu_seconds"] = statistics.median(times["baseline_cpu"])
+        out["cpu_ratio_to_baseline"] = out["mpiml_fit_cpu_seconds"] / out["baseline_fit_cpu_seconds"]
     out["mpiml_fit_seconds"] = statistics.median(times["mpiml"])
     out["sklearn_fit_seconds"] = statistics.median(times["sklearn"])
     out["fit_ratio"] = out["mpiml_fit_seconds"] / out["sklearn_fit_seconds"]
+    if baseline is not None:
+        out["fit_ratio_to_baseline"] = out["mpiml_fit_seconds"] / out["baseline_fit_seconds"]
     out["load_average"] = os.getloadavg()[0]
     return out
+
+
+def serve(directory: Path, name: str) -> None:
+    """The ``--baseline`` worker: load ``name``, then answer each input line with one timed ``lbfgs`` fit (JSON)."""
+    from mpi4py import MPI
+
+    from mpiml.sgd import LinearModel
+
+    X, y, _, _ = load(directory, name)
+    alpha = 1.0 / X.shape[0]
+
+    def fit():
+        return LinearModel(strategy="lbfgs", comm=MPI.COMM_SELF, alpha=alpha, tol=1e-4).fit(X, y)
+
+    fit()  # warm-up (kernels loaded, caches warm)
+    print("ready", flush=True)
+    for _ in sys.stdin:
+        est, seconds, cpu = timed(fit)
+        print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "iterations": int(est.history_[-1]["lbfgs_iterations"]),
+                          "objective": objective(est.coef_, est.intercept_, X, y, alpha)}), flush=True)
+
+
+def start_baseline(tree: str, directory: Path, name: str):
+    """A :func:`serve` process importing the mpiml of checkout ``tree``, once it has loaded the set."""
+    import subprocess
+
+    env = {**os.environ, "PYTHONPATH": tree, "MPIML_BENCH_TREE": tree}
+    proc = subprocess.Popen([sys.executable, __file__, "--serve", name, "--data", str(directory)], env=env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    if proc.stdout.readline().strip() != "ready":
+        raise RuntimeError(f"the baseline worker for {name} did not start")
+    return proc
 
 
 def main(argv=None):
@@ -116,13 +171,24 @@ def main(argv=None):
                    help="comma-separated; NAME:dense trains on the set as a dense array")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--baseline", help="another checkout whose lbfgs fit is timed beside this one's")
+    p.add_argument("--serve", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.serve:
+        return serve(Path(args.data), args.serve)
     results = {}
     for name in args.sets.split(","):
         if not (Path(args.data) / name.split(":")[0]).exists():
             print(f"skipping {name}: not in {args.data}", file=sys.stderr)
             continue
-        results[name] = compare(*load(Path(args.data), name), args.rounds)
+        data = load(Path(args.data), name)
+        baseline = start_baseline(str(Path(args.baseline).resolve()), Path(args.data), name) if args.baseline else None
+        try:
+            results[name] = compare(*data, args.rounds, baseline)
+        finally:
+            if baseline is not None:
+                baseline.stdin.close()
+                baseline.wait(timeout=60)
         if not args.json:
             r = results[name]
             print(f"{name}: n={r['rows']} d={r['features']} | accuracy sklearn LR {r['sklearn_lr_accuracy']:.4f} "
@@ -132,6 +198,11 @@ def main(argv=None):
                   f"objective gap {r['objective_gap']:.1e}, fit {r['mpiml_fit_seconds']:.3f} s vs "
                   f"{r['sklearn_fit_seconds']:.3f} s = {r['fit_ratio']:.2f}x | load {r['load_average']:.2f}",
                   flush=True)
+            if baseline is not None:
+                print(f"  baseline: iterations {r['baseline_iterations']}, objective gap "
+                      f"{r['baseline_objective_gap']:.1e}, fit {r['baseline_fit_seconds']:.3f} s; "
+                      f"this / baseline = {r['fit_ratio_to_baseline']:.2f}x (CPU time {r['cpu_ratio_to_baseline']:.2f}x)",
+                      flush=True)
     if args.json:
         print(json.dumps(results, indent=1))
 

@@ -7,7 +7,7 @@ Run from the repository root (scikit-learn from the ``bench`` extra)::
 The driver starts ``mpiexec -n 1`` and ``mpiexec -n 2`` workers alternately (A B A B ...,
 so machine noise hits both alike) and reports medians:
 
-1. scaling: ``sync`` SGD on a dense, compute-bound problem (global batch 4096); the
+1. scaling: ``sync`` SGD on a dense, compute-bound problem (global batch ``--batch``, 4096); the
    median epoch time at p=1 and p=2, the speedup and efficiency (speedup / 2), the
    communication share ``(comm + wait) / (compute + comm + wait)`` at p=2, and the
    compute time alone (slowest rank), which machine noise disturbs less.
@@ -18,6 +18,11 @@ so machine noise hits both alike) and reports medians:
    scikit-learn ``SGDClassifier`` (epoch by epoch, objective measured between epochs
    and not timed; its default schedule and a constant step tuned to the data) and
    ``LogisticRegression``. Data generation is never timed. All single-threaded BLAS.
+
+With ``--baseline DIR`` (another checkout, e.g. ``git archive main | tar -x -C DIR``) it
+instead runs the same workers on both trees' mpiml, interleaved (this tree, baseline, this
+tree, ...): the median ``sync`` epoch time and ``lbfgs`` fit time (``tol`` 1e-10) at p=1
+and p=2, and their ratios (this tree / baseline): the regression check of a refactor.
 """
 
 from __future__ import annotations
@@ -34,7 +39,8 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+# MPIML_BENCH_TREE: the checkout whose mpiml a worker imports (--baseline runs another one)
+sys.path.insert(0, os.environ.get("MPIML_BENCH_TREE") or str(REPO))
 
 
 def spec(args):
@@ -51,8 +57,19 @@ def worker(args):
     comm = MPI.COMM_WORLD
     shard = load_shard(spec(args))
     out = {"ranks": comm.size}
-    if args.worker == "scaling":
-        est = LinearModel("logistic", "sync", comm=comm, epochs=args.epochs, batch_size=4096, lr=1.0,
+    if args.worker == "lbfgs":
+        def fit():
+            return LinearModel("logistic", "lbfgs", comm=comm, alpha=args.alpha, tol=1e-10,
+                               standardize=False).fit(shard.X, shard.y)
+
+        fit()  # warm-up: imports and compiled kernels, outside the clock
+        comm.Barrier()
+        start = time.perf_counter()
+        est = fit()
+        out.update(fit_seconds=comm.allreduce(time.perf_counter() - start, op=MPI.MAX),
+                   iterations=est.history_[-1]["lbfgs_iterations"], objective=est.history_[-1]["train_loss"])
+    elif args.worker == "scaling":
+        est = LinearModel("logistic", "sync", comm=comm, epochs=args.epochs, batch_size=args.batch, lr=1.0,
                           alpha=args.alpha, standardize=False).fit(shard.X, shard.y)
         t = est.result_.timings
         per_rank = comm.allgather((t.compute, t.comm, t.wait))
@@ -79,13 +96,14 @@ def worker(args):
         print("RESULT " + json.dumps(out), flush=True)
 
 
-def launch(args, ranks, kind):
+def launch(args, ranks, kind, tree=None):
+    tree = str(tree or REPO)
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               PYTHONPATH=str(REPO))
+               PYTHONPATH=tree, MPIML_BENCH_TREE=tree)
     mpiexec = Path(sys.executable).parent / "mpiexec"
     cmd = [str(mpiexec if mpiexec.exists() else "mpiexec"), "-n", str(ranks), sys.executable, __file__,
            "--worker", kind, "--rows", str(args.rows), "--features", str(args.features),
-           "--epochs", str(args.epochs), "--alpha", str(args.alpha)]
+           "--epochs", str(args.epochs), "--alpha", str(args.alpha), "--batch", str(args.batch)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
     line = next((x for x in proc.stdout.splitlines() if "RESULT " in x), None)
     if proc.returncode != 0 or line is None:
@@ -133,19 +151,55 @@ def first_reaching(trace, target):
     return next((sec for sec, loss in trace if loss <= target), None)
 
 
+def compare_trees(args):
+    """``sync`` epoch time and ``lbfgs`` fit time of this tree against ``args.baseline``, interleaved."""
+    trees = {"this": REPO, "baseline": Path(args.baseline).resolve()}
+    epoch = {(t, p): [] for t in trees for p in (1, 2)}
+    lbfgs = {(t, p): [] for t in trees for p in (1, 2)}
+    iterations, objective = {}, {}
+    for _ in range(args.repeats):
+        for ranks in (1, 2):
+            for name, tree in trees.items():   # interleaved: this, baseline, this, ...
+                epoch[name, ranks].append(statistics.median(launch(args, ranks, "scaling", tree)["epoch_seconds"]))
+                r = launch(args, ranks, "lbfgs", tree)
+                lbfgs[name, ranks].append(r["fit_seconds"])
+                iterations[name, ranks], objective[name, ranks] = r["iterations"], r["objective"]
+    report = {"rows": args.rows, "features": args.features, "repeats": args.repeats, "baseline": str(trees["baseline"]),
+              "load_average": os.getloadavg()[0]}
+    for p in (1, 2):
+        for what, table in (("sync_epoch_seconds", epoch), ("lbfgs_fit_seconds", lbfgs)):
+            mine, base = statistics.median(table["this", p]), statistics.median(table["baseline", p])
+            report[f"{what}_p{p}"] = {"this": mine, "baseline": base, "ratio": mine / base}
+        report[f"lbfgs_iterations_p{p}"] = {name: iterations[name, p] for name in trees}
+        report[f"lbfgs_objective_p{p}"] = {name: objective[name, p] for name in trees}
+    if args.json:
+        print(json.dumps(report, indent=1))
+        return
+    print(f"data: {args.rows} x {args.features} dense; medians of {args.repeats}, interleaved; "
+          f"baseline {report['baseline']}; load {report['load_average']:.2f}")
+    for key, value in report.items():
+        if isinstance(value, dict):
+            print(f"  {key:<24} " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                              for k, v in value.items()))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--worker", choices=("scaling", "target"))
+    p.add_argument("--worker", choices=("scaling", "target", "lbfgs"))
     p.add_argument("--rows", type=int, default=100000)
     p.add_argument("--features", type=int, default=1000)
     p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch", type=int, default=4096, help="global batch of the scaling runs")
     p.add_argument("--alpha", type=float, default=1e-4)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--tolerance", type=float, default=0.01, help="target = (1 + tolerance) x optimum")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--baseline", help="another checkout to compare with (this tree / baseline ratios)")
     args = p.parse_args()
     if args.worker:
         return worker(args)
+    if args.baseline:
+        return compare_trees(args)
 
     epoch = {1: [], 2: []}
     compute = {1: [], 2: []}

@@ -1,12 +1,15 @@
-"""The ``mpiml sgd`` options of data, model and hybrid parallelism, and their glue to :mod:`mpiml.parallel.run`.
+"""The ``mpiml sgd`` options of data, model and hybrid parallelism, and the layout they choose.
 
 :func:`add_arguments` adds ``--parallel``, ``--grid``, ``--split`` and ``--explain`` to a
-parser; :func:`fit_function` maps the parsed options onto
-:func:`mpiml.parallel.run.fit_function` (which takes plain values), printing through
-:func:`mpiml.cli.output.say` on rank 0.
+parser; :func:`plan_layout` maps the parsed options onto :func:`mpiml.parallel.run.plan`
+(which takes plain values) before training, printing the choice through
+:func:`mpiml.cli.output.say` on rank 0, and returns the estimator's ``parallel``, ``grid``
+and ``split`` parameters.
 """
 
 from __future__ import annotations
+
+import sys
 
 from mpiml.parallel.run import PARALLEL, SPLIT_CHOICES
 
@@ -25,10 +28,27 @@ def add_arguments(parser) -> None:
     g.add_argument("--explain", action="store_true", help="print the cost estimate of every layout")
 
 
-def fit_function(est, args, comm, X, y):
-    """``est.fit``, or a fit on the grid the options ask for (collective; see :mod:`mpiml.parallel.run`)."""
-    from mpiml.cli.output import say
-    from mpiml.parallel.run import fit_function as layout_fit
+def plan_layout(args, comm, X, y) -> dict:
+    """``{"parallel", "grid", "split"}`` for :class:`mpiml.sgd.LinearModel` (collective).
 
-    return layout_fit(est, comm, X, y, parallel=args.parallel, grid=args.grid, split=args.split,
-                      explain=args.explain, say=lambda text: say(text, comm=comm))
+    Plans the layout now (rather than inside ``fit``) to print it before training: the
+    grid chosen and, with ``--explain``, the cost table. ``args`` holds the resolved
+    strategy and settings (:func:`mpiml.cli.sgd.resolve_settings`).
+    """
+    if args.parallel == "data" and not args.grid and not args.explain:
+        return {"parallel": "data", "grid": None, "split": args.split}
+    from mpiml.cli.output import say
+    from mpiml.parallel.run import explain, plan
+
+    softmax = args.model == "softmax"
+    chosen, problem = plan(comm, X, strategy=args.strategy, batch=args.batch_size * args.accumulate,
+                           parallel=args.parallel, grid=args.grid, split=args.split, k=None if softmax else 1,
+                           y=y, n_classes=args.classes)
+    # With --json, stdout carries exactly one JSON object: the layout goes to stderr.
+    stream = sys.stderr if getattr(args, "json", False) else sys.stdout
+    if args.explain:
+        say(explain(problem, chosen, args.strategy), comm=comm, file=stream)
+    if chosen.cols > 1:
+        say(f"layout: {chosen.parallel} on a {chosen.grid} grid, {chosen.split} split over the columns", comm=comm,
+            file=stream)
+    return {"parallel": args.parallel, "grid": chosen.grid, "split": chosen.split}

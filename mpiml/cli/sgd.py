@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import sys
 import time
 
 import numpy as np
@@ -37,8 +38,8 @@ scikit-learn, if installed). Each rank reads only its own part.
 
 
 def build_parser():
-    from mpiml.sgd.config import DEFAULTS as D, STRATEGIES
-    from mpiml.sgd.optim import OPTIMIZERS, SCHEDULES
+    from mpiml.cli.parallel_options import add_arguments as add_parallel_arguments
+    from mpiml.train.config import DEFAULTS, settings_table
 
     p = argparse.ArgumentParser(prog="mpiml sgd", description="Train a linear model with distributed SGD or L-BFGS.",
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -53,40 +54,23 @@ def build_parser():
     m = p.add_argument_group("model")
     m.add_argument("--model", choices=("logistic", "linear", "softmax", "svm"), default="logistic")
     m.add_argument("--classes", type=int, help="softmax: number of classes (default: largest label + 1)")
-    m.add_argument("--alpha", type=float, help=f"penalty strength (default {D.alpha:g})")
-    m.add_argument("--l1-ratio", type=float, help="L1 share of the penalty: 0 ridge (default) .. 1 lasso")
+    add_settings(m, "model")
     m.add_argument("--no-intercept", action="store_true")
     m.add_argument("--standardize", action=argparse.BooleanOptionalAction,
                    help="train on standardized features (statistics over all ranks; sparse data is only scaled); "
                         "default: on for the SGD strategies, off for lbfgs")
     m.add_argument("--squared-hinge", action="store_true", help="svm: squared hinge loss")
     t = p.add_argument_group("training (a setting the strategy does not use is an error)")
-    t.add_argument("--strategy", choices=STRATEGIES, default="auto",
-                   help="auto (default): lbfgs for a smooth objective (logistic, linear, softmax, svm with "
-                        "--squared-hinge; no L1) unless SGD settings are given, else sync")
-    t.add_argument("--sync-every", type=int, help=f"local: updates between model averages (H, default {D.sync_every})")
-    t.add_argument("--epochs", type=int, help=f"SGD: passes over the data (default {D.epochs})")
-    t.add_argument("--batch-size", type=int,
-                   help=f"SGD: sync: global batch; local/oneshot: per-rank batch (default {D.batch_size})")
-    t.add_argument("--accumulate", type=int, help="SGD: micro-batches per update (gradient accumulation)")
-    t.add_argument("--optimizer", choices=OPTIMIZERS, help=f"SGD: default {D.optimizer}")
-    t.add_argument("--lr", type=float, help=f"SGD: learning rate (default {D.lr:g})")
-    t.add_argument("--schedule", choices=SCHEDULES, help=f"SGD: learning-rate schedule (default {D.schedule})")
-    t.add_argument("--lr-decay", type=float, help="SGD: inverse/sqrt schedules: decay per update")
-    t.add_argument("--momentum", type=float, help="SGD: momentum of the sgd optimizer")
-    t.add_argument("--nesterov", action="store_const", const=True, help="SGD: Nesterov momentum")
-    t.add_argument("--max-iter", type=int, help=f"lbfgs: iteration limit (default {D.max_iter})")
-    t.add_argument("--tol", type=float,
-                   help=f"lbfgs: stop when no gradient component exceeds this (default {D.tol:g}, as scikit-learn)")
-    t.add_argument("--warm-start-epochs", type=int, help="lbfgs: averaged SGD epochs first")
-    t.add_argument("--seed", type=int, help=f"the seed of every random choice (default {D.seed})")
+    strategy = settings_table(with_strategy=True)["strategy"]
+    t.add_argument("--strategy", choices=strategy.choices, default=DEFAULTS.strategy, help=strategy.help)
+    add_settings(t, "training")
     t.add_argument("--algorithm", default="auto", choices=("auto",) + tuple(ALGORITHMS["allreduce"]),
                    help="allreduce algorithm (default %(default)s)")
     o = p.add_argument_group("checkpoints and output")
     o.add_argument("--checkpoint-dir", default=os.environ.get("MPIML_CHECKPOINT_DIR") or None,
                    help="rank 0 writes checkpoints here (default: $MPIML_CHECKPOINT_DIR); with it, SIGUSR1/SIGTERM "
                         "stop after the current update with a checkpoint and exit status 3")
-    o.add_argument("--checkpoint-every", type=int, help="SGD: also every N updates (default: epochs only)")
+    add_settings(o, "checkpoints")
     o.add_argument("--resume", action="store_true", help="continue from the latest checkpoint, if any")
     o.add_argument("--stop-after-updates", type=int, help="checkpoint and exit (status 3) after N updates")
     o.add_argument("--out", help="write the trained model here (.npz)")
@@ -94,10 +78,35 @@ def build_parser():
     o.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
                    help="progress bar on rank 0: auto = only if stdout is a terminal (under mpiexec it is "
                         "usually a pipe, so say 'always' for a bar in an interactive run)")
-    from mpiml.cli.parallel_options import add_arguments as add_parallel_arguments
-
     add_parallel_arguments(p)  # --parallel data|model|hybrid|auto --grid RxC --split --explain
     return p
+
+
+def add_settings(group, section: str) -> None:
+    """One option per training setting of ``section`` in the field table (:func:`mpiml.train.config.settings_table`).
+
+    Flags are the names with dashes; the default is None, so that the settings given are
+    told from the rest (:func:`mpiml.train.config.resolve` refuses the ones the strategy
+    would not use); the help names the strategies that use a setting and its default.
+    """
+    from mpiml.train.config import DEFAULTS, settings_table
+
+    for name, setting in settings_table().items():
+        if setting.section != section:
+            continue
+        default = getattr(DEFAULTS, name)
+        shown = f"{default:g}" if isinstance(default, float) else str(default)
+        text = setting.help
+        if setting.default_text is None:
+            text += f" (default {shown})"
+        elif setting.default_text:
+            text += f" (default: {setting.default_text})"
+        if setting.scope:
+            text = f"{setting.scope}: {text}"
+        if setting.type is bool:
+            group.add_argument(_flag(name), action="store_const", const=True, help=text)
+        else:
+            group.add_argument(_flag(name), type=setting.type, choices=setting.choices, help=text)
 
 
 def _epoch_row(record):
@@ -112,10 +121,10 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from mpi4py import MPI
 
+    from mpiml.errors import ArgumentError
     from mpiml.runtime.agree import raise_if_any
-    from mpiml.runtime.errors import ArgumentError
-    from mpiml.sgd.progress import Progress
     from mpiml.runtime.preempt import PreemptionWatch
+    from mpiml.train.progress import Progress
 
     comm = MPI.COMM_WORLD
     started = time.perf_counter()
@@ -136,8 +145,8 @@ def main(argv=None) -> int:
     how = " (chosen by --strategy auto)" if args.strategy_requested == "auto" else ""
     if say_rows:
         say(f"mpiml sgd: {args.model} by {args.strategy}{how} on {comm.size} rank(s), data {args.data}")
-    elif args.explain:
-        say(f"strategy: {args.strategy}{how}")
+    elif args.explain:  # stdout holds only the JSON object
+        say(f"strategy: {args.strategy}{how}", file=sys.stderr)
     if say_rows:
         say(f"{'epoch':>5}  {'train_loss':>10}  {'train_acc':>9}  {'test_loss':>9}  {'test_acc':>8}")
     progress = None
@@ -174,7 +183,7 @@ def _load(args, comm):
     """This rank's training shard and held-out shard (or None)."""
     from mpiml.data import load_shard, split_holdout
     from mpiml.runtime.agree import raise_if_any
-    from mpiml.runtime.errors import DataError
+    from mpiml.errors import DataError
 
     shard = load_shard(args.data, comm, args.format, args.n_features, args.label_column)
     fraction = args.test_fraction
@@ -200,8 +209,8 @@ def resolve_settings(args) -> dict:
     not use. Afterwards ``args`` holds the resolved strategy (``args.strategy_requested``
     the one asked for) and every setting, given or default, for code reading ``args``.
     """
-    from mpiml.runtime.errors import ArgumentError
-    from mpiml.sgd.config import SETTINGS, resolve, resolve_strategy
+    from mpiml.errors import ArgumentError
+    from mpiml.train.config import SETTINGS, resolve, resolve_strategy
 
     settings = {name: getattr(args, name) for name in SETTINGS if getattr(args, name) is not None}
     strategy = args.strategy
@@ -224,26 +233,21 @@ def _flag(name: str) -> str:
 
 def _fit(args, settings, comm, shard, test, progress, stop_flag):
     """The fitted estimator and the seconds of its ``fit`` (imports and set-up not included)."""
-    from mpiml.runtime.agree import raise_if_any
-    from mpiml.runtime.errors import ArgumentError
-    from mpiml.sgd import LinearModel
+    from mpiml.cli.parallel_options import plan_layout
+    from mpiml.sgd import LinearModel, kernels
+    from mpiml.train import lbfgs_math
 
-    error = est = None
-    try:
-        est = LinearModel(
-            args.model, args.strategy, comm=comm, algorithm=args.algorithm, n_classes=args.classes,
-            fit_intercept=not args.no_intercept, squared_hinge=args.squared_hinge,
-            checkpoint_dir=args.checkpoint_dir, resume=args.resume, stop_at_update=args.stop_after_updates,
-            progress=progress, stop_requested=stop_flag, standardize=args.standardize, **settings)
-    except ArgumentError as exc:
-        error = exc
-    raise_if_any(error, comm)  # settings that cannot work: one clean message, exit status 2
-    from mpiml.cli.parallel_options import fit_function
-
-    fit = fit_function(est, args, comm, shard.X, shard.y)  # est.fit, or training on a model-split grid
+    layout = plan_layout(args, comm, shard.X, shard.y)  # prints the layout chosen (collective)
+    est = LinearModel(
+        args.model, args.strategy, **layout, comm=comm, algorithm=args.algorithm, n_classes=args.classes,
+        fit_intercept=not args.no_intercept, squared_hinge=args.squared_hinge, standardize=args.standardize,
+        checkpoint_dir=args.checkpoint_dir, resume=args.resume, stop_at_update=args.stop_after_updates,
+        progress=progress, stop_requested=stop_flag, **settings)
+    kernels.load()  # compiled (or read from the cache) before the clock
+    lbfgs_math.load()
     started = time.perf_counter()
-    est = fit(shard.X, shard.y, None if test is None else test.X, None if test is None else test.y,
-              where=shard.where, where_test=None if test is None else test.where)
+    est.fit(shard.X, shard.y, None if test is None else test.X, None if test is None else test.y,
+            where=shard.where, where_test=None if test is None else test.where)
     return est, time.perf_counter() - started
 
 
@@ -255,7 +259,7 @@ def _summary(args, comm, est, result, load_seconds, fit_seconds, seconds) -> dic
     last = result.history[-1] if result.history else {}
     out = {
         "model": args.model, "strategy": args.strategy, "strategy_requested": args.strategy_requested,
-        "standardize": bool(getattr(est, "standardize", False)),
+        "standardize": est.standardize_,
         "ranks": comm.size, "data": args.data,
         "epochs": len(result.history), "updates": result.updates, "interrupted": result.interrupted,
         "resumed_from_update": result.resumed_from, "seconds": seconds,
@@ -266,7 +270,7 @@ def _summary(args, comm, est, result, load_seconds, fit_seconds, seconds) -> dic
                     for rec in result.history],
         "out": args.out if args.out and not result.interrupted else None,
     }
-    out.update(getattr(est, "layout_", {"parallel": "data"}))  # parallel, grid, split (mpiml.parallel.run)
+    out.update(est.layout_)  # parallel, grid, split (and estimates: mpiml.parallel.run)
     out.update(totals)  # compute_seconds, comm_seconds, wait_seconds, eval_seconds, ...: summed over ranks
     for key in ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "lbfgs_iterations",
                 "lbfgs_converged"):

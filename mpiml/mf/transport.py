@@ -5,7 +5,7 @@ modules stay free of MPI and the transport is a choice (``algorithm`` of mpiml's
 allgather: ``"auto"``, ``"ring"`` or ``"native"``).
 
 Where a rank's training time goes (wall clock, per rank; the same split as
-:mod:`mpiml.sgd.timing`):
+:mod:`mpiml.train.timing`):
 
 - ``compute``: the local work the trainers wrap in :meth:`Exchange.computing` (row solves,
   SGD sweeps, the objective); its CPU seconds are kept too (``compute_cpu``), which stay

@@ -37,20 +37,22 @@ of magnitude, not the last digit):
 
 ``lbfgs`` (full-batch L-BFGS, :mod:`mpiml.parallel.lbfgs`) is priced per *iteration*
 (:func:`estimate_lbfgs`), with ``r = n / R`` rows per row group, ``m`` =
-:data:`~mpiml.parallel.lbfgs_math.MEMORY` pairs and ``T`` = :data:`LBFGS_TRIALS`
+:data:`~mpiml.train.lbfgs_math.MEMORY` pairs and ``T`` = :data:`LBFGS_TRIALS`
 line-search evaluations per iteration:
 
 =================  =========================================  =============================================
 layout             row-group allreduces (C ranks)             column-group allreduces (R ranks)
 =================  =========================================  =============================================
-data (C = 1)       none                                       ``T`` x ``k + 2 + R``; ``d k + R``
+data (C = 1)       none                                       ``T`` x ``d k + k + 2 + R``
 features split     ``r k + C``; 3; ``6 m + 9 + 2 C``          ``T`` x ``k + 2 + R``; ``d k / C + R``
 classes split      ``T`` x (``r`` (max), ``2 r + C``, 1);     ``T`` x ``2 + R``; ``(d + 1) k / C + R``
                    3; ``6 m + 9 + 2 C``
 =================  =========================================  =============================================
 
 Compute per iteration: two sparse products over the rank's block of the whole data
-(``2 nnz k / (R C)`` nonzero-outputs: ``X p`` for the line, ``X^T r`` for the gradient),
+(``2 nnz k / (R C)`` nonzero-outputs: ``X p`` for the line, ``X^T r`` for the gradient; on
+the ``p x 1`` grid ``X^T r`` is taken at every evaluation, ``(1 + T) nnz k / R``, as its
+gradient travels with the loss),
 ``T`` loss evaluations of the row group's ``r`` rows, and :data:`LBFGS_PASSES` dense
 passes over the parameter block (two-loop inner products, direction, history). The
 trial evaluations need no pass over the data (the margins along the line are
@@ -70,7 +72,7 @@ from dataclasses import asdict, dataclass
 
 from mpiml.collectives import model as collective_model
 from mpiml.parallel.grid import factorizations
-from mpiml.parallel.lbfgs_math import MEMORY
+from mpiml.train.lbfgs_math import MEMORY
 
 WORD = 8
 LBFGS_TRIALS = 1.1                # line-search evaluations per L-BFGS iteration (the unit step is mostly taken)
@@ -189,6 +191,8 @@ def estimate_lbfgs(problem: Problem, rows: int, cols: int, split: str = "feature
     if split == "features":
         row_calls = [(r * k + cols, 1.0), (3, 1.0), (gram, 1.0)] if cols > 1 else []
         col_calls = [(k + 2 + rows, T), (d * k / cols + rows, 1.0)]
+        if cols == 1:   # the whole model: each evaluation's gradient rides in the sum of its loss
+            col_calls = [(d * k + k + 2 + rows, T)]
         block = (d / cols + 1) * k
         loss_work = T * r * k
     else:
@@ -201,7 +205,8 @@ def estimate_lbfgs(problem: Problem, rows: int, cols: int, split: str = "feature
         for words, times in calls:
             b, t = allreduce_cost(words, q)
             sent, seconds = sent + times * b, seconds + times * t
-    compute = (machine.iteration_seconds + 2 * problem.nnz * k / (rows * cols) * machine.nnz_seconds
+    passes = 1 + (T if cols == 1 else 1)   # X p, and X^T r per evaluation (whole model) or per iteration
+    compute = (machine.iteration_seconds + passes * problem.nnz * k / (rows * cols) * machine.nnz_seconds
                + loss_work * machine.row_seconds + block * LBFGS_PASSES / 8 * machine.param_seconds)
     parallel = "data" if cols == 1 else ("model" if rows == 1 else "hybrid")
     words = (sum(w * t for w, t in row_calls), sum(w * t for w, t in col_calls))
@@ -232,7 +237,7 @@ def choose(problem: Problem, parallel: str = "auto", machine: Machine = Machine(
     every = estimates(problem, machine, strategy)
     wanted = [e for e in every if parallel == "auto" or e.parallel == parallel]
     if not wanted:  # e.g. hybrid at p = 2 or a prime p: there is no such grid
-        from mpiml.runtime.errors import ArgumentError
+        from mpiml.errors import ArgumentError
 
         raise ArgumentError(f"no {parallel} layout for {problem.p} ranks (a hybrid grid needs p = R x C, R, C > 1)")
     return wanted[0]

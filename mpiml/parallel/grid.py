@@ -13,9 +13,9 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from mpiml.data.synthetic import row_block
-from mpiml.runtime.errors import ArgumentError
-from mpiml.sgd.group import _identity_allreduce
+from mpiml.errors import ArgumentError
+from mpiml.runtime import partition
+from mpiml.train.group import Group, identity_allreduce
 
 
 def parse_grid(text: str, size: int) -> tuple[int, int]:
@@ -35,8 +35,9 @@ def factorizations(size: int) -> list[tuple[int, int]]:
 
 
 def block(n: int, parts: int, index: int) -> tuple[int, int]:
-    """``[lo, hi)`` of part ``index`` of ``n`` items in ``parts`` balanced consecutive blocks."""
-    return row_block(n, index, parts)
+    """``[lo, hi)`` of part ``index`` of ``n`` items in ``parts`` balanced consecutive blocks
+    (:func:`mpiml.runtime.partition.contiguous`, as the rows of a data file are split)."""
+    return partition.block(partition.contiguous(n, parts), index)
 
 
 @dataclass
@@ -53,9 +54,9 @@ class GridComms:
     cols: int = 1
     row: int = 0
     col: int = 0
-    row_sum: object = _identity_allreduce
-    row_max: object = _identity_allreduce
-    col_sum: object = _identity_allreduce
+    row_sum: object = identity_allreduce
+    row_max: object = identity_allreduce
+    col_sum: object = identity_allreduce
     world: object = None
     row_comm: object = None
     col_comm: object = None
@@ -71,6 +72,12 @@ class GridComms:
     @classmethod
     def serial(cls) -> "GridComms":
         return cls()
+
+    @classmethod
+    def of_group(cls, group) -> "GridComms":
+        """The ``p x 1`` grid of a data-parallel :class:`~mpiml.train.group.Group`: each rank its own
+        row group, the whole model on every rank; no communicator is made (nor freed)."""
+        return cls(group.size, 1, group.rank, 0, col_sum=group.allreduce, world=group.comm)
 
     @classmethod
     def split(cls, comm=None, rows: int | None = None, cols: int | None = None,
@@ -111,27 +118,18 @@ class GridComms:
                 sub.Free()
         self.row_comm = self.col_comm = None
 
+    @property
+    def everyone(self) -> Group:
+        """The whole grid as one :class:`~mpiml.train.group.Group` (its verdicts, broadcasts, gathers)."""
+        return Group(self.rank, self.size, comm=self.world)
+
     def agree(self, error) -> None:
         """Raise any rank's error on every rank."""
-        if self.world is None:
-            if error is not None:
-                raise error
-            return
-        from mpiml.runtime.agree import raise_if_any
-
-        raise_if_any(error, self.world)
+        self.everyone.agree(error)
 
     def bcast_object(self, obj):
-        if self.world is None:
-            return obj
-        from mpiml.runtime.comm import private_comm
-
-        return private_comm(self.world).bcast(obj, root=0)
+        return self.everyone.bcast_object(obj)
 
     def gather_object(self, obj):
         """Every rank's ``obj`` on rank 0 (list in rank order), None elsewhere."""
-        if self.world is None:
-            return [obj]
-        from mpiml.runtime.comm import private_comm
-
-        return private_comm(self.world).gather(obj, root=0)
+        return self.everyone.gather_object(obj)

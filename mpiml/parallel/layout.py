@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mpiml.parallel.grid import block
-from mpiml.runtime.errors import ArgumentError
+from mpiml.errors import ArgumentError
 
 SPLITS = ("features", "classes")
 

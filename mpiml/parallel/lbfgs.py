@@ -1,9 +1,11 @@
-"""Full-batch L-BFGS on an ``R x C`` grid: rows over R, the model (features or classes) over C.
+"""The full-batch objective of L-BFGS on an ``R x C`` grid: rows over R, the model (features or classes) over C.
 
-The objective is the data-parallel one, ``mean loss over every row + alpha/2 ||W||^2``
-(intercepts free; L1 is refused for ``lbfgs`` by :class:`~mpiml.sgd.TrainConfig`). Each
+The ``lbfgs`` strategy (:class:`mpiml.train.strategies.LBFGS`) minimizes it with
+:func:`mpiml.train.lbfgs_math.minimize`, on every layout: data parallelism is the ``p x 1``
+grid. The objective is ``mean loss over every row + alpha/2 ||W||^2`` (intercepts free; L1
+is refused for ``lbfgs`` by :class:`~mpiml.train.config.TrainConfig`). Each
 rank keeps its block of the parameters, the gradient, the direction and the L-BFGS
-history (:mod:`mpiml.parallel.lbfgs_math`), so no rank ever holds the whole model during
+history (:mod:`mpiml.train.lbfgs_math`), so no rank ever holds the whole model during
 training. The scores of the row group's rows are kept between evaluations: along a
 direction ``p`` they are ``z + t X p``, so the line search's trials cost no pass over the
 data, and an iteration makes two sparse products, ``X p`` and ``X^T r``. Per iteration:
@@ -24,6 +26,11 @@ reduction whose length and inputs are the same on every rank that computes it, s
 rank takes the same steps, and the ranks of a column group hold the same block bit for bit.
 Intercepts, which every rank of a features split holds, get their gradient from the
 fixed-length trial reduction for the same reason, and count once in inner products.
+
+On a ``p x 1`` grid (data parallelism) every rank holds the whole model, the two-loop needs
+no reduction, and each evaluation sums its gradient together with its loss: one allreduce
+per evaluation, as scipy's L-BFGS-B on the allreduced objective needs (a rejected trial then
+costs an ``X^T r`` that the split layouts save).
 """
 
 from __future__ import annotations
@@ -33,51 +40,36 @@ import time
 
 import numpy as np
 
-from mpiml.parallel import lbfgs_math, margins
-from mpiml.sgd.config import TrainConfig
+from mpiml.parallel import margins
+from mpiml.train import lbfgs_math
 
 
 class GridObjective:
-    """The objective of ``run`` (a :class:`~mpiml.parallel.trainer.GridRun`) for :func:`lbfgs_math.minimize`.
+    """The objective of a run on ``layout`` (a :class:`~mpiml.parallel.trainer.GridLayout`) for
+    :func:`lbfgs_math.minimize`. The point is ``run.theta`` (this rank's block), moved in place."""
 
-    The point is ``run.theta`` (this rank's block), moved in place.
-    """
-
-    def __init__(self, run):
-        self.run, self.part, self.model, self.comms = run, run.part, run.model, run.comms
+    def __init__(self, layout, run):
+        self.run, self.part, self.model, self.comms = run, layout.part, layout.model, layout.comms
+        self.ex = layout.ex
         self.X, self.y = run.X, run.y
+        self.XT = run.X.T     # every gradient is X^T r: the transpose made once
         self.features = self.part.split == "features"
         self.nw = self.part.n_weights
         self.n = float(max(run.n_total, 1))
         self.l2 = run.penalty.l2
         self.split_rows = self.comms.cols > 1
+        # the whole model on every rank: each evaluation's gradient rides in the sum of its loss (one reduction,
+        # as scipy's L-BFGS-B would need); on a split grid the trial sums keep a length that every column shares
+        self.fused = self.features and not self.split_rows
         self.z = None          # scores of the rows at the current point (all k: features; own classes: classes)
         self.r = None          # d loss / d scores there
         self.gb = None         # summed intercept gradient there (features split)
-        self._since = 0.0
         self._trial = None
+        self.summed = None     # the weight gradient summed with the last loss (fused), else None
 
     # -- timing and reductions ----------------------------------------------------------------
     def _compute(self, start):
-        seconds = time.perf_counter() - start
-        self.run.timings.compute += seconds
-        self._since += seconds
-
-    def _exchange(self, fn, buf, slots=0, me=0):
-        """Reduce ``buf`` in place; its last ``slots`` entries carry each rank's compute seconds since
-        the previous exchange, so the time spent waiting for the slowest rank is told apart from
-        transfer (as :class:`mpiml.sgd.timing.Exchanger` does)."""
-        if slots:
-            buf[len(buf) - slots:] = 0.0
-            buf[len(buf) - slots + me] = self._since
-        start = time.perf_counter()
-        fn(buf, out=buf)
-        spent = time.perf_counter() - start
-        wait = min(max(float(buf[len(buf) - slots:].max()) - self._since, 0.0), spent) if slots else 0.0
-        self.run.timings.wait += wait
-        self.run.timings.comm += spent - wait
-        self._since = 0.0
-        return buf
+        self.ex.add_compute(time.perf_counter() - start)
 
     def _row_sum(self, values, slots=True):
         """Sum over the row group (the blocks of the model): returns the summed copy of ``values``."""
@@ -86,7 +78,7 @@ class GridObjective:
         cols = self.comms.cols if slots else 0
         buf = np.empty(values.size + cols)
         buf[: values.size] = values.ravel()
-        self._exchange(self.comms.row_sum, buf, cols, self.comms.col)
+        self.ex.reduce(self.comms.row_sum, buf, self.comms.col, cols)
         return buf[: values.size].reshape(values.shape)
 
     def _col_sum(self, values):
@@ -95,7 +87,7 @@ class GridObjective:
             return values
         buf = np.empty(values.size + self.comms.rows)
         buf[: values.size] = values.ravel()
-        self._exchange(self.comms.col_sum, buf, self.comms.rows, self.comms.row)
+        self.ex.reduce(self.comms.col_sum, buf, self.comms.row, self.comms.rows)
         return buf[: values.size].reshape(values.shape)
 
     def blocks(self) -> lbfgs_math.Blocks:
@@ -108,7 +100,7 @@ class GridObjective:
             buf = np.zeros(sums.size + maxes.size * cols + cols)
             buf[: sums.size] = sums
             buf[sums.size + col: sums.size + maxes.size * cols: cols] = maxes   # one slot per block: max by sum
-            self._exchange(self.comms.row_sum, buf, cols, col)
+            self.ex.reduce(self.comms.row_sum, buf, col, cols)
             top = buf[sums.size: sums.size + maxes.size * cols].reshape(maxes.size, cols).max(axis=1)
             return buf[: sums.size].copy(), top
 
@@ -117,25 +109,36 @@ class GridObjective:
         return lbfgs_math.Blocks(reduce)
 
     # -- the model ----------------------------------------------------------------------------
+    def _summed(self, loss, slope, rsum, r):
+        """Features split: ``(loss, slope, intercept gradient, weight gradient or None)`` summed over every
+        row (the column group); the weight gradient ``X^T r`` comes along where :attr:`fused`."""
+        start = time.perf_counter()
+        head = self.nw if self.fused else 0
+        payload = np.zeros(head + 2 + self.model.k)
+        if self.fused:
+            payload[:head] = margins.block_gradient(self.X, r, False, self.XT)[0].ravel()
+        payload[head], payload[head + 1] = loss, slope
+        if self.model.fit_intercept:
+            payload[head + 2:] = rsum
+        self._compute(start)
+        payload = self._col_sum(payload)
+        return payload[head], payload[head + 1], payload[head + 2:].copy(), payload[:head] if self.fused else None
+
     def _loss(self, z, u=None):
         """Summed loss, slope ``sum r * u`` (with ``u`` the scores' derivative along the line), residual
         and (features split) intercept gradient of scores ``z``, summed over every row."""
         start = time.perf_counter()
-        k = self.model.k
         if self.features:
-            loss, r = margins.loss_and_residual(self.model, z, self.y)
-            payload = np.zeros(2 + k)
-            payload[0] = loss
-            payload[1] = float(np.vdot(r, u)) if u is not None else 0.0
-            if self.model.fit_intercept:
-                payload[2:] = r.sum(axis=0)
+            loss, r = self.model.loss_and_residual(z, self.y)
+            slope = float(np.vdot(r, u)) if u is not None else 0.0
+            rsum = r.sum(axis=0)
             self._compute(start)
-            payload = self._col_sum(payload)
-            return payload[0], payload[1], r, payload[2:].copy()
+            loss, slope, gb, self.summed = self._summed(loss, slope, rsum, r)
+            return loss, slope, r, gb
         top = margins.row_max(z)
         self._compute(start)
         if self.split_rows:
-            self._exchange(self.comms.row_max, top)
+            self.ex.reduce(self.comms.row_max, top)
         start = time.perf_counter()
         sums = margins.exp_sums(z, top, self.y, self.part.lo)
         self._compute(start)
@@ -148,13 +151,30 @@ class GridObjective:
         payload[1:] = self._row_sum(payload[1:], slots=False)
         return payload[0], payload[1], r, None
 
-    def _gradient(self):
-        """Gradient of the objective at the current point (this block), from the residual kept there."""
+    def _trial_loss(self, z0, u, step):
+        """``(z, loss, slope, r, intercept gradient)`` at ``z0 + step u``, summed over every row."""
+        if self.features:   # the scores and their sums in one pass (a compiled kernel for one output)
+            start = time.perf_counter()
+            z, loss, r, slope, rsum = self.model.line_loss(z0, u, step, self.y)
+            self._compute(start)
+            loss, slope, gb, self.summed = self._summed(loss, slope, rsum, r)
+            return z, loss, slope, r, gb
         start = time.perf_counter()
-        gW, gb = margins.block_gradient(self.X, self.r, self.model.fit_intercept)
-        payload = gW.ravel() if self.features else np.concatenate([gW.ravel(), gb])
+        z = np.multiply(u, step)
+        z += z0
         self._compute(start)
-        summed = self._col_sum(payload)
+        loss, slope, r, gb = self._loss(z, u)
+        return z, loss, slope, r, gb
+
+    def _gradient(self, summed=None):
+        """Gradient of the objective at the current point (this block), from the residual kept there
+        (or from ``summed``, the weight gradient already summed with the loss)."""
+        if summed is None:
+            start = time.perf_counter()
+            gW, gb = margins.block_gradient(self.X, self.r, self.model.fit_intercept, self.XT)
+            payload = gW.ravel() if self.features else np.concatenate([gW.ravel(), gb])
+            self._compute(start)
+            summed = self._col_sum(payload)
         start = time.perf_counter()
         g = np.empty(self.part.n_params)
         np.divide(summed[: self.nw], self.n, out=g[: self.nw])
@@ -183,7 +203,7 @@ class GridObjective:
         loss, _, self.r, self.gb = self._loss(self.z)
         f = loss / self.n + 0.5 * self.l2 * float(ww[0])
         self._check(f)
-        return f, self._gradient()
+        return f, self._gradient(self.summed)
 
     def line(self, p):
         run = self.run
@@ -200,79 +220,18 @@ class GridObjective:
         z0, l2, n = self.z, self.l2, self.n
 
         def phi(step):
-            start = time.perf_counter()
-            z = z0 + step * u
-            self._compute(start)
-            loss, slope, r, gb = self._loss(z, u)
+            z, loss, slope, r, gb = self._trial_loss(z0, u, step)
             f = loss / n + 0.5 * l2 * (ww + step * (2.0 * wp + step * pp))
             self._check(f)
-            self._trial = (step, p, z, r, gb, f)
+            self._trial = (step, p, z, r, gb, f, self.summed)
             return f, slope / n + l2 * (wp + step * pp)
 
         return phi
 
     def move(self):
-        step, p, self.z, self.r, self.gb, f = self._trial
+        step, p, self.z, self.r, self.gb, f, summed = self._trial
         start = time.perf_counter()
         self.run.theta += step * p
         self._compute(start)
         self._trial = None
-        return f, self._gradient()
-
-
-def run_lbfgs(run) -> dict:
-    """L-BFGS from ``run.theta`` to the optimum; returns the history record's ``lbfgs_*`` entries."""
-    cfg = run.cfg
-    trace, times = [], []
-    start_all = time.perf_counter()
-
-    def callback(iteration, f):
-        trace.append(float(f))
-        times.append(time.perf_counter() - start_all)
-        run.t += 1
-        if run.progress is not None:
-            run.progress.update(run.epoch, min(iteration, cfg.max_iter), cfg.max_iter, f)
-
-    objective = GridObjective(run)
-    timings = run.timings
-    before = timings.compute + timings.comm + timings.wait
-    result = lbfgs_math.minimize(objective, objective.blocks(), tol=cfg.tol, max_iter=cfg.max_iter,
-                                 memory=lbfgs_math.MEMORY, ftol=lbfgs_math.FTOL, callback=callback)
-    # the optimizer's own vector work (two-loop, direction, history) is compute too
-    timings.compute += max(time.perf_counter() - start_all - (timings.compute + timings.comm + timings.wait - before),
-                           0.0)
-    return {"lbfgs_iterations": result.iterations, "lbfgs_message": result.message,
-            "lbfgs_evaluations": result.evaluations, "lbfgs_objective": trace, "lbfgs_seconds": times}
-
-
-def train_lbfgs(run, resumed) -> None:
-    """``strategy="lbfgs"`` on the grid: optional one-shot SGD warm start, L-BFGS, one evaluation,
-    a checkpoint of the whole model at the end (as :func:`mpiml.sgd.trainer.train` does)."""
-    cfg = run.cfg
-    elapsed = 0.0
-    start = time.perf_counter()
-    if cfg.warm_start_epochs and resumed is None:
-        # as the data-parallel trainer: averaged one-shot SGD epochs, then L-BFGS from their average
-        warm = TrainConfig(**{**cfg.as_dict(), "strategy": "oneshot", "epochs": cfg.warm_start_epochs,
-                              "checkpoint_every": 0})
-        run.cfg = warm
-        try:
-            while run.epoch < warm.epochs:
-                run.local_epoch(None)
-                run.epoch += 1
-                run.step = 0
-            run.theta = run.consensus().copy()
-        finally:
-            run.cfg = cfg
-        elapsed = time.perf_counter() - start
-        run.history.append({**run.evaluate(run.theta), "phase": "warm_start", "seconds": elapsed})
-    start = time.perf_counter()
-    extra = run_lbfgs(run)
-    elapsed += time.perf_counter() - start
-    record = run.evaluate(run.theta)
-    record.update(epoch=len(run.history) + 1, seconds=elapsed, **extra)
-    run.history.append(record)
-    if run.progress is not None:
-        run.progress.epoch(record)
-    run.epoch = cfg.epochs
-    run.checkpoint()
+        return f, self._gradient(summed)

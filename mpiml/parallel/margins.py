@@ -2,9 +2,9 @@
 
 A rank owning a block of the weights computes *partial* scores; the caller sums them
 (features split) or combines the per-row maximum and exponential sums (classes split)
-over the ranks of its row group, then asks for the loss and the derivative of the loss
-with respect to the scores (the residual ``r``); the weight gradient of its own block is
-``X_block.T @ r``. No function here communicates.
+over the ranks of its row group, then asks the model for the loss and the derivative of the
+loss with respect to the scores (the residual ``r``, :meth:`mpiml.sgd.models.Model.loss_and_residual`);
+the weight gradient of its own block is ``X_block.T @ r``. No function here communicates.
 """
 
 from __future__ import annotations
@@ -17,19 +17,13 @@ def partial_scores(W_block: np.ndarray, X_block) -> np.ndarray:
     return np.asarray(X_block @ W_block)
 
 
-def loss_and_residual(model, scores: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
-    """Summed loss and ``d loss / d scores`` from the whole scores (``X @ W + b``) of some rows.
+def block_gradient(X_block, residual: np.ndarray, fit_intercept: bool, XT=None) -> tuple[np.ndarray, np.ndarray]:
+    """``(X_block.T @ r, sum of r over rows)``: summed gradient of the local weights and intercepts.
 
-    Uses the model's own pointwise loss (:mod:`mpiml.sgd.models`), so every model of the
-    data-parallel trainer works unchanged under a features split.
+    ``XT``: ``X_block.T`` made once by a caller that needs it many times (for CSR data each
+    ``.T`` builds a new CSC object).
     """
-    loss, r = model._loss_and_residual(scores, y)
-    return float(loss), np.asarray(r)
-
-
-def block_gradient(X_block, residual: np.ndarray, fit_intercept: bool) -> tuple[np.ndarray, np.ndarray]:
-    """``(X_block.T @ r, sum of r over rows)``: summed gradient of the local weights and intercepts."""
-    gW = np.asarray(X_block.T @ residual)
+    gW = np.asarray((X_block.T if XT is None else XT) @ residual)
     gb = residual.sum(axis=0) if fit_intercept else np.zeros(residual.shape[1])
     return gW, gb
 

@@ -1,9 +1,15 @@
-"""Minibatch SGD (and full-batch L-BFGS) on a ``R x C`` grid: rows over R, features or classes over C.
+"""Training on a ``R x C`` grid: rows over R, features or classes over C (``p x 1``: data parallelism).
 
-``sync``: every update uses the same global batch as the data-parallel ``sync`` strategy of
-:mod:`mpiml.sgd.trainer` (the batches come from :func:`mpiml.sgd.plan.sync_plan` over
-the rows of the row group), so a grid run gives the data-parallel model from the same
-seed, up to the order of floating-point sums. One update costs
+:class:`GridLayout` is what the one training loop (:mod:`mpiml.train`) asks of a rank of
+the grid: the loss and gradient of a batch for its block of the model, evaluation, the
+reductions of its row group (partial margins) and column group (the replicas), whole-model
+checkpoints and the L-BFGS objective (:mod:`mpiml.parallel.lbfgs`). Strategies, updates,
+evaluation, checkpoints and stops are the loop's, the same for every layout.
+
+``sync``: every update uses the same global batch as data-parallel ``sync`` (the batches
+come from :func:`mpiml.train.plan.sync_plan` over the rows of the row groups), so a grid
+run gives the data-parallel model from the same seed, up to the order of floating-point
+sums. One update costs
 
 - features split: one sum of the partial margins (``rows x k`` floats) over the row
   group, then one sum of ``(d/C) k + k + 1`` floats (gradient block, intercepts, loss)
@@ -18,73 +24,56 @@ averaged over the column group every ``sync_every`` updates or once at the end. 
 ``1 x C`` grid there is one replica, so they reduce to serial SGD on the rank's batches.
 
 Each rank updates only its own block of the weights, with the optimizers and penalties
-of :mod:`mpiml.sgd` (all of them act coordinate-wise, so a block behaves like the whole).
-
-``lbfgs``: full-batch L-BFGS with the history split by block, in :mod:`mpiml.parallel.lbfgs`.
+of :mod:`mpiml.train.optim` (all of them act coordinate-wise, so a block behaves like the whole).
+On a ``p x 1`` grid every rank holds the whole model, and batches and evaluation take the
+whole model's own paths (:meth:`mpiml.sgd.models.Model.loss_grad`, compiled losses).
 """
 
 from __future__ import annotations
 
-import math
 import time
 
 import numpy as np
 
-from mpiml.parallel import margins
-from mpiml.parallel.checkpoint import load_state, save_state, whole
-from mpiml.parallel.layout import Part
-from mpiml.runtime.errors import ArgumentError, DivergenceError
-from mpiml.sgd import plan
-from mpiml.sgd.config import TrainConfig
-from mpiml.sgd.models import Penalty
-from mpiml.sgd.optim import learning_rate, make_optimizer
-from mpiml.sgd.timing import Clock, Timings
-from mpiml.sgd.trainer import TrainResult, count_update, run_epochs
-
-GRID_STRATEGIES = ("sync", "local", "oneshot", "lbfgs")
-_EVAL_ROWS = 65536
+from mpiml.parallel import checkpoint, margins
+from mpiml.parallel.grid import GridComms
+from mpiml.parallel.layout import Part, make_part
+from mpiml.train import loop
+from mpiml.train.config import TrainConfig
+from mpiml.train.group import Group
 
 
-class GridRun:
-    """State of one grid training run on this rank (its rows, its block of the model)."""
+class GridLayout:
+    """This rank's place in the grid ``comms``: its block ``part`` of ``model`` (see :mod:`mpiml.train.loop`)."""
 
-    def __init__(self, model, part: Part, X, y, config: TrainConfig, comms, test=None, checkpoint_dir=None,
-                 progress=None, stop_requested=None):
-        self.model, self.part, self.X, self.y, self.cfg, self.comms = model, part, X, y, config, comms
-        self.test, self.checkpoint_dir, self.progress = test, checkpoint_dir, progress
-        self.timings = Timings()
-        self.penalty = Penalty(config.alpha, config.l1_ratio)
-        self.index = part.index
-        self.theta = model.init_params()[self.index]
-        self.opt = make_optimizer(config.optimizer, part.n_params, config.momentum, config.nesterov)
-        self.grad = np.zeros(part.n_params)
-        counts = np.zeros(comms.rows)
-        counts[comms.row] = X.shape[0]
-        comms.col_sum(counts, out=counts)
-        self.offset, self.n_total = int(counts[: comms.row].sum()), int(counts.sum())
-        self.t = self.epoch = self.step = 0
-        self.history: list = []
-        self.last_checkpoint = None
-        self.stop_requested = stop_requested or (lambda: False)
-        self.stop_agreed = False
+    def __init__(self, model, part: Part, comms):
+        self.model, self.part, self.comms = model, part, comms
+        self.n_params, self.n_weights, self.index = part.n_params, part.n_weights, part.index
+        self.whole_model = comms.cols == 1   # one column: the block is the whole model
+        # the replicas: the ranks holding this block for other rows (all ranks of a p x 1 grid)
+        self.data = Group(comms.row, comms.rows, comms.col_sum)
+        self.ex = None
 
-    # -- communication, timed ----------------------------------------------------------------
-    def _reduce(self, fn, x):
-        start = time.perf_counter()
-        fn(x, out=x)
-        self.timings.comm += time.perf_counter() - start
-        return x
+    def attach(self, exchanger) -> None:
+        self.ex = exchanger
 
-    def _compute(self, start):
-        self.timings.compute += time.perf_counter() - start
+    def init_params(self) -> np.ndarray:
+        return self.model.init_params()[self.index]
 
-    # -- the model, split ------------------------------------------------------------------------
-    def loss_residual(self, theta, X, y, vote=0.0):
-        """Summed loss of rows ``X``, the residual of the local outputs, the scores (or the split
-        softmax's max and sums) and the row group's sum of ``vote`` (communicates in the row group).
+    def _lap(self, start: float) -> float:
+        """Count the compute since ``start``; the time now."""
+        now = time.perf_counter()
+        self.ex.add_compute(now - start)
+        return now
 
-        The vote (a stop request) rides in the row-group sum; the caller passes the result on
-        in the column-group sum, so after both every rank has the sum of all votes.
+    # -- the model, split -----------------------------------------------------------------------
+    def forward(self, theta, X, y, vote=0.0):
+        """``(loss, residual, scores, votes)`` of rows ``X`` (communicates in the row group).
+
+        The summed loss, the residual of the local outputs, the scores (the split softmax:
+        its row maxima and sums) and the row group's sum of ``vote``: a stop vote rides in
+        the row-group sum, and the caller passes the sum on in the column-group sum, so
+        after both every rank has the sum of all votes.
         """
         start = time.perf_counter()
         W, b = self.part.split_local(theta)
@@ -93,175 +82,87 @@ class GridRun:
             buf = np.empty(s.size + 1)
             buf[:-1] = s.ravel()
             buf[-1] = vote
-            self._compute(start)
-            self._reduce(self.comms.row_sum, buf)
+            self._lap(start)
+            self.ex.reduce(self.comms.row_sum, buf)
             start = time.perf_counter()
             s = buf[:-1].reshape(s.shape)
             s += b
-            loss, r = margins.loss_and_residual(self.model, s, y)
-            self._compute(start)
+            loss, r = self.model.loss_and_residual(s, y)
+            self._lap(start)
             return loss, r, s, buf[-1]
         s += b
         top = margins.row_max(s)
-        self._compute(start)
-        self._reduce(self.comms.row_max, top)
+        self._lap(start)
+        self.ex.reduce(self.comms.row_max, top)
         start = time.perf_counter()
         buf = np.empty(2 * s.shape[0] + 1)
         buf[:-1] = margins.exp_sums(s, top, y, self.part.lo).ravel()
         buf[-1] = vote
-        self._compute(start)
-        self._reduce(self.comms.row_sum, buf)
+        self._lap(start)
+        self.ex.reduce(self.comms.row_sum, buf)
         start = time.perf_counter()
         sums = buf[:-1].reshape(2, s.shape[0])
         loss, r = margins.softmax_loss_residual(s, top, sums, y, self.part.lo)
-        self._compute(start)
+        self._lap(start)
         return loss, r, (top, sums), buf[-1]
 
-    def correct(self, scores, y) -> int:
-        if not self.model.classifier:
-            return 0
-        if self.part.split == "classes":
-            return margins.softmax_correct(*scores)
-        if self.model.k == 1:
-            return int(np.count_nonzero((scores[:, 0] > 0) == (y > 0)))
-        return int(np.count_nonzero(np.argmax(scores, axis=1) == y))
-
-    def diverged(self, what):
-        return DivergenceError(
-            f"training diverged at epoch {self.epoch + 1}, update {self.t}: {what} is not finite "
-            f"(lr={self.cfg.lr}, optimizer={self.cfg.optimizer}); lower --lr or raise --alpha"
-            + (f"; the last good checkpoint ({self.last_checkpoint}) is intact" if self.last_checkpoint else ""),
-            collective=True)  # raised only on numbers every rank holds alike (after the sums)
-
-    # -- one epoch of SGD -------------------------------------------------------------------------------
-    def block_grad(self, Xb, yb, payload):
-        """Loss derivative of rows ``Xb`` into ``payload``: ``[block gradient, intercepts, votes, loss]``."""
-        part = self.part
-        loss, r, _, votes = self.loss_residual(self.theta, Xb, yb, 1.0 if self.stop_requested() else 0.0)
+    def batch(self, theta, X, y, rows, grad, vote):
+        """Summed loss of rows ``rows``, their gradient (this block) added to ``grad``, the row group's votes."""
+        if self.whole_model:
+            if not len(rows):
+                return 0.0, vote
+            start = time.perf_counter()
+            loss = self.model.loss_grad(theta, X[rows], y[rows], grad)
+            self._lap(start)
+            return loss, vote
+        Xb = X[rows]
+        loss, r, _, votes = self.forward(theta, Xb, y[rows], vote)
         start = time.perf_counter()
         gW, gb = margins.block_gradient(Xb, r, self.model.fit_intercept)
-        payload[: part.n_weights] = gW.ravel()
-        payload[part.n_weights: part.n_params] = gb
-        payload[-2], payload[-1] = votes, loss
-        self._compute(start)
+        grad[: self.n_weights] += gW.ravel()
+        grad[self.n_weights:] += gb
+        self._lap(start)
+        return loss, votes
 
-    def apply(self, payload, count, total, check=True):
-        """The update from a summed ``payload`` of ``count`` rows: penalty, optimizer, L1 proximal step.
+    def evaluate(self, theta, X, y) -> tuple[float, int]:
+        """Summed loss and correct predictions of rows ``X`` (the same on every rank of the row group)."""
+        if self.whole_model:
+            return self.model.evaluate(theta, X, y)
+        loss, _, scores, _ = self.forward(theta, X, y)
+        if self.part.split == "classes":
+            return loss, margins.softmax_correct(*scores)
+        return loss, self.model.correct_scores(scores, y)
 
-        ``check``: raise on a non-finite loss; only where the loss is the same number on every
-        rank (after the column-group sum of ``sync``), so the decision never splits the ranks.
-        """
-        start = time.perf_counter()
-        c, n_w = self.cfg, self.part.n_weights
-        if check and not math.isfinite(payload[-1]):
-            raise self.diverged("the batch loss")
-        np.divide(payload[:-2], count, out=self.grad)
-        lr = learning_rate(c.schedule, c.lr, self.t, total, c.lr_decay)
-        self.penalty.add_smooth_grad(self.theta[:n_w], self.grad[:n_w])
-        self.opt.step(self.theta, self.grad, lr)
-        self.penalty.prox(self.theta[:n_w], lr)
-        self._compute(start)
+    def model_sum(self, x: np.ndarray) -> np.ndarray:
+        """Sum over the row group (the blocks of the model), in place."""
+        return x if self.whole_model else self.ex.reduce(self.comms.row_sum, x)
 
-    def after_update(self, steps, batch_loss, stop_at):
-        return count_update(self, steps, batch_loss, stop_at, self.stop_agreed)
+    # -- the whole model ---------------------------------------------------------------------------
+    def whole(self, theta) -> np.ndarray:
+        return checkpoint.whole(self, theta)
 
-    def sync_epoch(self, stop_at):
-        """Every update: one global batch, gradient blocks summed over the column group."""
-        c = self.cfg
-        update_rows = c.batch_size * c.accumulate
-        steps = plan.sync_steps(self.n_total, update_rows)
-        rows, bounds, _ = plan.sync_plan(c.seed, self.epoch, self.n_total, self.offset, self.X.shape[0],
-                                         update_rows)
-        payload = np.zeros(self.part.n_params + 2)
-        while self.step < steps:
-            part_rows = rows[bounds[self.step]:bounds[self.step + 1]]
-            self.block_grad(self.X[part_rows], self.y[part_rows], payload)
-            self._reduce(self.comms.col_sum, payload)
-            self.stop_agreed = self.stop_agreed or payload[-2] > 0
-            count = min(update_rows, self.n_total - self.step * update_rows)
-            self.apply(payload, count, steps * c.epochs)
-            if self.after_update(steps, payload[-1] / count, stop_at):
-                return True
-        return False
+    def save_state(self, run):
+        return checkpoint.save_state(self, run)
 
-    def local_epoch(self, stop_at):
-        """``local``/``oneshot``: each row group is one replica of data-parallel local SGD over R
-        replicas (its own rows, its own batches); blocks are averaged over the column group every
-        ``sync_every`` updates (``local``) or only at the end (``oneshot``)."""
-        c, comms = self.cfg, self.comms
-        update_rows = c.batch_size * c.accumulate
-        steps = plan.local_steps(self.n_total, comms.rows, update_rows)
-        order = plan.local_order(c.seed, self.epoch, comms.row, comms.rows, self.X.shape[0])
-        H = c.sync_every if c.strategy == "local" else None
-        payload = np.zeros(self.part.n_params + 2)
-        while self.step < steps:
-            rows = plan.local_rows(order, self.step, update_rows)
-            self.block_grad(self.X[rows], self.y[rows], payload)
-            self.apply(payload, update_rows, steps * c.epochs, check=False)  # replicas differ: checked when averaged
-            if H is not None and (self.t + 1) % H == 0:
-                buf = np.append(self.theta, payload[-2])   # votes reach every rank through both sums
-                self._reduce(comms.col_sum, buf)
-                if not np.isfinite(buf).all():
-                    raise self.diverged("the averaged model")
-                np.divide(buf[:-1], comms.rows, out=self.theta)
-                self.stop_agreed = self.stop_agreed or buf[-1] > 0
-            if self.after_update(steps, None, stop_at):
-                return True
-        return False
+    def load_state(self, run):
+        return checkpoint.load_state(self, run)
 
-    def consensus(self):
-        """This rank's block of the model every rank agrees on (the replicas' average for local/oneshot)."""
-        if self.cfg.strategy == "sync" or self.comms.rows == 1:
-            return self.theta
-        with Clock(self._add_eval):
-            buf = self.theta.copy()
-            self.comms.col_sum(buf, out=buf)
-            return buf / self.comms.rows
+    def objective(self, run):
+        from mpiml.parallel.lbfgs import GridObjective
 
-    # -- metrics and checkpoints ---------------------------------------------------------------------
-    def evaluate(self, theta) -> dict:
-        """Objective and accuracy of ``theta`` (this rank's block) on the training and held-out rows."""
-        with Clock(self._add_eval):
-            sets = [(self.X, self.y)] + ([self.test] if self.test is not None else [])
-            buf = np.zeros(3 * len(sets))
-            for i, (X, y) in enumerate(sets):
-                for lo in range(0, X.shape[0], _EVAL_ROWS):
-                    Xb, yb = X[lo:lo + _EVAL_ROWS], y[lo:lo + _EVAL_ROWS]
-                    loss, _, scores, _ = self.loss_residual(theta, Xb, yb)
-                    buf[3 * i] += loss
-                    buf[3 * i + 1] += self.correct(scores, yb)
-                buf[3 * i + 2] = X.shape[0]
-            # Every rank of a row group holds the same numbers: summing over the column group counts each row once.
-            self.comms.col_sum(buf, out=buf)
-            pen = np.array([self.penalty.value(theta[: self.part.n_weights])])
-            self.comms.row_sum(pen, out=pen)
-            record = {"epoch": self.epoch + 1, "updates": self.t}
-            for i, name in enumerate(("train", "test")[: len(sets)]):
-                n = max(buf[3 * i + 2], 1.0)
-                # as in mpiml.sgd: train_loss is the objective (mean loss + penalty), test_loss the mean loss
-                record[f"{name}_loss"] = buf[3 * i] / n + (float(pen[0]) if name == "train" else 0.0)
-                if self.model.classifier:
-                    record[f"{name}_accuracy"] = buf[3 * i + 1] / n
-        if not math.isfinite(record["train_loss"]):
-            raise self.diverged("the training loss")
-        return record
+        objective = GridObjective(self, run)
+        return objective, objective.blocks()
 
-    def _add_eval(self, seconds):
-        self.timings.eval += seconds
 
-    def _add_checkpoint(self, seconds):
-        self.timings.checkpoint += seconds
-
-    def checkpoint(self):
-        if self.checkpoint_dir is None:
-            return
-        with Clock(self._add_checkpoint):
-            self.last_checkpoint = save_state(self)
+def data_parallel(model, group) -> GridLayout:
+    """The layout of data parallelism over ``group``: the ``p x 1`` grid, the whole model on every rank."""
+    return GridLayout(model, make_part("features", model.n_features, model.k, 1, 0),
+                      GridComms.of_group(group))
 
 
 def train_grid(model, part: Part, X, y, config: TrainConfig, comms, test=None, checkpoint_dir=None, resume=False,
-               stop_at_update=None, progress=None, stop_requested=None) -> TrainResult:
-    """Train ``model`` by sync SGD with this rank's block ``part`` of it, on its rows ``(X, y)``.
+               stop_at_update=None, progress=None, stop_requested=None) -> loop.TrainResult:
+    """Train ``model`` with this rank's block ``part`` of it, on its rows ``(X, y)`` of the grid ``comms``.
 
     Parameters
     ----------
@@ -275,38 +176,19 @@ def train_grid(model, part: Part, X, y, config: TrainConfig, comms, test=None, c
     y : numpy.ndarray
         The labels of those rows (every rank of the row group holds them).
     config : TrainConfig
-        ``strategy`` ``sync``, ``local``, ``oneshot`` or ``lbfgs`` (full batch, see
-        :mod:`mpiml.parallel.lbfgs`); every other setting works as in :func:`mpiml.sgd.train`.
+        Any strategy; every setting works as in :func:`mpiml.sgd.train`.
     comms : GridComms
         The row-group and column-group reductions (``GridComms.serial()`` for one process).
     test : tuple, optional
         ``(X_test, y_test)`` in the same layout, evaluated every epoch.
-    checkpoint_dir, resume, stop_at_update, progress
-        As in :func:`mpiml.sgd.train`. Checkpoints hold the *whole* model in the format of
-        the data-parallel trainer, so they resume under any layout and rank count.
-    stop_requested : callable, optional
-        ``stop_requested() -> bool`` on this rank (e.g. a signal arrived): the votes travel
-        with every update's reductions, so all ranks stop after the same update, checkpoint
-        and return ``interrupted=True``. ``lbfgs`` runs to the end (as data-parallel).
+    checkpoint_dir, resume, stop_at_update, progress, stop_requested
+        As in :func:`mpiml.train.loop.train`. Checkpoints hold the *whole* model, so they
+        resume under any layout and rank count, data parallelism included.
 
     Returns
     -------
     TrainResult
-        ``theta`` is the whole parameter vector, the same on every rank.
+        ``theta`` is the whole parameter vector, the same on every rank; ``block`` this rank's part.
     """
-    config.validate()
-    if config.strategy not in GRID_STRATEGIES:
-        raise ArgumentError(f"grids train with strategy {', '.join(GRID_STRATEGIES)}; got {config.strategy!r}")
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        run = GridRun(model, part, X, y, config, comms, test, checkpoint_dir, progress, stop_requested)
-        resumed = load_state(run) if resume and checkpoint_dir is not None else None
-        if config.strategy == "lbfgs":
-            from mpiml.parallel.lbfgs import train_lbfgs
-
-            interrupted = False
-            train_lbfgs(run, resumed)
-            theta = whole(run, run.theta)   # the blocks of a column group are equal: no averaging
-        else:
-            interrupted = run_epochs(run, config, stop_at_update, progress, lambda: run.stop_agreed)
-            theta = whole(run, run.theta if interrupted else run.consensus())
-    return TrainResult(theta, run.history, run.timings, run.t, interrupted, resumed)
+    return loop.train(GridLayout(model, part, comms), X, y, config, test, checkpoint_dir, resume, stop_at_update,
+                      progress, stop_requested)

@@ -1,28 +1,35 @@
-"""A scikit-learn style estimator over the ranks of a communicator.
+"""A scikit-learn style estimator over the ranks of a communicator, under any layout of them.
 
 Every rank calls :meth:`LinearModel.fit` with its own shard; afterwards every rank holds
 the same model (``coef_``, ``intercept_``) and can ``predict`` locally. ``score`` is
-collective: it combines the rows of all ranks.
+collective: it combines the rows of all ranks. As in scikit-learn, the constructor only
+stores its parameters; ``fit`` validates them (the same :class:`~mpiml.errors.ArgumentError`
+on every rank) and sets the fitted attributes, whose names end in ``_``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from mpiml.runtime.errors import ArgumentError, DataError
+from mpiml.errors import ArgumentError, DataError
+from mpiml.parallel import GridComms, make_part, plan, train_grid
+from mpiml.parallel.run import check_request, describe
 from mpiml.runtime.files import load_npz, save_npz_atomic
-from mpiml.runtime.jit import compiled
-from mpiml.sgd import kernels, scaling
-from mpiml.sgd.config import resolve
-from mpiml.sgd.group import Group
+from mpiml.sgd import scaling
 from mpiml.sgd.models import make_model
 from mpiml.sgd.trainer import train
+from mpiml.train.config import resolve
+from mpiml.train.group import Group
 
 MAX_CLASSES = 100_000  # beyond this a label is more likely a mistake than a class
 
+_PARAMS = ("model", "strategy", "parallel", "grid", "split", "comm", "algorithm", "allreduce", "n_classes",
+           "fit_intercept", "squared_hinge", "standardize", "checkpoint_dir", "resume", "stop_at_update", "progress",
+           "stop_requested")
+
 
 class LinearModel:
-    """Distributed linear model trained by SGD strategies or L-BFGS.
+    """Distributed linear model trained by SGD strategies or L-BFGS, data- or model-parallel.
 
     Parameters
     ----------
@@ -30,15 +37,23 @@ class LinearModel:
         ``"logistic"``, ``"softmax"``, ``"svm"`` or ``"linear"`` (least squares).
     strategy : str
         ``"auto"`` (default), ``"sync"``, ``"local"``, ``"oneshot"`` or ``"lbfgs"`` (see
-        :class:`~mpiml.sgd.config.TrainConfig`). ``auto`` is L-BFGS for a smooth objective unless SGD
-        settings are given (:func:`mpiml.sgd.config.resolve_strategy`); ``config.strategy``
-        holds the choice.
+        :class:`~mpiml.train.config.TrainConfig`). ``auto`` is L-BFGS for a smooth objective
+        unless SGD settings are given (:func:`mpiml.train.config.resolve_strategy`);
+        ``config_.strategy`` holds the choice after ``fit``.
+    parallel : str
+        ``"data"`` (default: every rank holds the whole model), ``"model"`` (features or
+        classes split over all ranks), ``"hybrid"`` (rows over R, the model over C) or
+        ``"auto"`` (the layout the cost model predicts fastest); see :mod:`mpiml.parallel.run`.
+    grid : str, optional
+        ``"RxC"`` with ``R * C`` the number of ranks (default: chosen by cost).
+    split : str
+        What the grid columns split: ``"features"``, ``"classes"`` (softmax) or ``"auto"``.
     comm : mpi4py.MPI.Intracomm, optional
         The ranks that train together (default COMM_WORLD; ``MPI.COMM_SELF`` trains serially).
     algorithm : str
         The allreduce algorithm (``"auto"``, ``"ring"``, ``"native"``, ...).
     allreduce : callable, optional
-        Replaces the transport: ``allreduce(x, out=...)`` summing over the ranks of ``comm``.
+        Replaces the data-parallel transport: ``allreduce(x, out=...)`` summing over the ranks of ``comm``.
     n_classes : int, optional
         Softmax classes (default: the largest label on any rank plus one).
     fit_intercept, squared_hinge : bool
@@ -48,37 +63,52 @@ class LinearModel:
         SGD strategies (a step size then fits any feature scale), off for ``lbfgs``
         (which needs no such help and then minimizes scikit-learn's objective).
     checkpoint_dir, resume, stop_at_update, progress, stop_requested
-        Passed to :func:`mpiml.sgd.trainer.train`.
+        Passed to :func:`mpiml.train.loop.train`.
     **settings
-        Any field of :class:`~mpiml.sgd.config.TrainConfig` (``epochs``, ``batch_size``, ``lr``, ``alpha``, ...);
-        one the strategy would not use (``lr`` for ``lbfgs``, ``tol`` for ``sync``) is an
-        :class:`~mpiml.runtime.errors.ArgumentError`.
+        Any field of :class:`~mpiml.train.config.TrainConfig` (``epochs``, ``batch_size``, ``lr``,
+        ``alpha``, ...); one the strategy would not use (``lr`` for ``lbfgs``, ``tol`` for
+        ``sync``) is an :class:`~mpiml.errors.ArgumentError` in ``fit``.
 
     Attributes
     ----------
     coef_ : numpy.ndarray
         Weights, ``(n_features,)`` or ``(n_features, n_classes)`` for softmax.
     intercept_ : float or numpy.ndarray
+    config_ : TrainConfig
+        The validated settings, ``auto`` resolved.
+    standardize_ : bool
+    layout_ : dict
+        ``parallel``, ``grid``, ``split`` (and, when a layout was planned, its estimated cost per step).
     history_ : list of dict
         Per-epoch ``train_loss``, ``train_accuracy``, ``test_loss``, ``test_accuracy``.
     result_ : TrainResult
         With the timings of this rank.
     """
 
-    def __init__(self, model="logistic", strategy="auto", *, comm=None, algorithm="auto", allreduce=None,
-                 n_classes=None, fit_intercept=True, squared_hinge=False, checkpoint_dir=None, resume=False,
-                 stop_at_update=None, progress=None, stop_requested=None, standardize=None, **settings):
-        self.model_name, self.comm, self.algorithm, self.allreduce = model, comm, algorithm, allreduce
+    def __init__(self, model="logistic", strategy="auto", *, parallel="data", grid=None, split="auto", comm=None,
+                 algorithm="auto", allreduce=None, n_classes=None, fit_intercept=True, squared_hinge=False,
+                 standardize=None, checkpoint_dir=None, resume=False, stop_at_update=None, progress=None,
+                 stop_requested=None, **settings):
+        self.model, self.strategy = model, strategy
+        self.parallel, self.grid, self.split = parallel, grid, split
+        self.comm, self.algorithm, self.allreduce = comm, algorithm, allreduce
         self.n_classes, self.fit_intercept, self.squared_hinge = n_classes, fit_intercept, squared_hinge
-        self.checkpoint_dir, self.resume, self.stop_at_update, self.progress = (
-            checkpoint_dir, resume, stop_at_update, progress)
-        self.stop_requested = stop_requested
-        self.config = resolve(strategy, model, squared_hinge, settings)
-        self.standardize = self.config.strategy != "lbfgs" if standardize is None else bool(standardize)
-        if self.config.strategy == "lbfgs":
-            import mpiml.sgd.lbfgs  # noqa: F401  (scipy.optimize: imported now, not inside fit)
-        if model != "softmax" and compiled():  # load the compiled loss now too (numba: a second or so)
-            kernels.pointwise(kernels.LOGISTIC, np.zeros(1), np.zeros(1), np.zeros(1))
+        self.standardize = standardize
+        self.checkpoint_dir, self.resume, self.stop_at_update = checkpoint_dir, resume, stop_at_update
+        self.progress, self.stop_requested = progress, stop_requested
+        self.settings = dict(settings)
+
+    def get_params(self, deep=True) -> dict:
+        """The constructor's parameters, as given (the training settings among them)."""
+        return {**{name: getattr(self, name) for name in _PARAMS}, **self.settings}
+
+    def set_params(self, **params) -> "LinearModel":
+        for name, value in params.items():
+            if name in _PARAMS:
+                setattr(self, name, value)
+            else:
+                self.settings[name] = value
+        return self
 
     def _group(self):
         return Group.from_comm(self.comm, self.algorithm, self.allreduce)
@@ -89,39 +119,77 @@ class LinearModel:
         ``where(row) -> (file, line)`` names the origin of a row in error messages.
         """
         group = self._group()
-        y = np.asarray(y, dtype=np.float64)
-        width = group.bcast_object(X.shape[1])
-        error = None if X.shape[1] == width else DataError(
-            f"this rank's data has {X.shape[1]} features, rank 0's has {width}")
-        group.agree(error)
-        stats = np.array([-np.min(y, initial=np.inf), np.max(y, initial=-np.inf)])
-        stats = _max_over(group, stats)
-        self.negative_label_ = -1.0 if -stats[0] < 0 else 0.0
-        classes = self.n_classes or (int(stats[1]) + 1 if np.isfinite(stats[1]) else 2)
-        error = None
+        error = config = None
         try:
-            if self.model_name == "softmax" and not self.n_classes and classes > MAX_CLASSES:
-                raise DataError(f"the largest label is {stats[1]:g}: more than {MAX_CLASSES} softmax classes; "
-                                f"pass n_classes (--classes) if that is really meant")
-            self.model_ = make_model(self.model_name, X.shape[1], classes, self.fit_intercept, self.squared_hinge)
-        except (ArgumentError, DataError) as exc:
+            config = resolve(self.strategy, self.model, self.squared_hinge, self.settings)
+            check_request(self.parallel, self.split)
+        except ArgumentError as exc:
             error = exc
         group.agree(error)
-        y_enc = check_labels(self.model_, y, group, where)
+        self.config_ = config
+        self.standardize_ = config.strategy != "lbfgs" if self.standardize is None else bool(self.standardize)
+        y = np.asarray(y, dtype=np.float64)
+        model = self.model_ = self._make_model(group, X, y)
+        y_enc = check_labels(model, y, group, where)
         test = None
         if X_test is not None:
-            test = (X_test, check_labels(self.model_, np.asarray(y_test, dtype=np.float64), group, where_test))
-        if self.standardize:
+            test = (X_test, check_labels(model, np.asarray(y_test, dtype=np.float64), group, where_test))
+        chosen = None
+        self.layout_ = {"parallel": "data", "grid": f"{group.size}x1", "split": "features"}
+        if self.parallel != "data" or self.grid:
+            chosen, _ = plan(group.comm, X, strategy=config.strategy, batch=config.batch_size * config.accumulate,
+                             parallel=self.parallel, grid=self.grid, split=self.split, k=model.k)
+            self.layout_ = describe(chosen)
+        if self.standardize_:  # statistics of the whole rows, before a grid cuts them into blocks
             mean, scale = scaling.fit_scaler(X, group.allreduce)
             X = scaling.transform(X, mean, scale)
             test = None if test is None else (scaling.transform(test[0], mean, scale), test[1])
-        self.result_ = train(self.model_, X, y_enc, self.config, group, test, self.checkpoint_dir, self.resume,
-                             self.stop_at_update, self.progress, self.stop_requested)
+        options = (self.checkpoint_dir, self.resume, self.stop_at_update, self.progress, self.stop_requested)
+        if chosen is None or chosen.cols == 1:
+            self.result_ = train(model, X, y_enc, config, group, test, *options)
+        else:
+            self.result_ = self._fit_grid(group, chosen, X, y_enc, test, options)
         self.theta_ = self.result_.theta
-        if self.standardize:
-            self.theta_ = scaling.unscale(self.model_, self.theta_, mean, scale)
+        if self.standardize_:
+            self.theta_ = scaling.unscale(model, self.theta_, mean, scale)
         self.history_ = self.result_.history
         return self
+
+    def _make_model(self, group, X, y):
+        """The model for rows of this width and these labels (the same on every rank, or an agreed error)."""
+        width = group.bcast_object(X.shape[1])
+        group.agree(None if X.shape[1] == width else DataError(
+            f"this rank's data has {X.shape[1]} features, rank 0's has {width}"))
+        stats = _max_over(group, np.array([-np.min(y, initial=np.inf), np.max(y, initial=-np.inf)]))
+        self.negative_label_ = -1.0 if -stats[0] < 0 else 0.0
+        classes = self.n_classes or (int(stats[1]) + 1 if np.isfinite(stats[1]) else 2)
+        error = model = None
+        try:
+            if self.model == "softmax" and not self.n_classes and classes > MAX_CLASSES:
+                raise DataError(f"the largest label is {stats[1]:g}: more than {MAX_CLASSES} softmax classes; "
+                                f"pass n_classes (--classes) if that is really meant")
+            model = make_model(self.model, X.shape[1], classes, self.fit_intercept, self.squared_hinge)
+        except (ArgumentError, DataError) as exc:
+            error = exc
+        group.agree(error)
+        return model
+
+    def _fit_grid(self, group, chosen, X, y, test, options):
+        """Lay the rows out on the grid ``chosen`` (:func:`mpiml.data.columns.to_grid`) and train there."""
+        from mpiml.data.columns import to_grid
+        from mpiml.data.shard import Shard
+
+        model = self.model_
+        comms = GridComms.split(group.comm, chosen.rows, chosen.cols, self.algorithm)
+        try:
+            part = make_part(chosen.split, model.n_features, model.k, chosen.cols, comms.col)
+            mine = to_grid(Shard(X, y), comms, chosen.split)
+            if test is not None:
+                held = to_grid(Shard(*test), comms, chosen.split)
+                test = (held.X, held.y.astype(y.dtype))
+            return train_grid(model, part, mine.X, mine.y.astype(y.dtype), self.config_, comms, test, *options)
+        finally:
+            comms.free()
 
     @property
     def coef_(self):
@@ -176,7 +244,7 @@ class LinearModel:
         """A fitted model read from :meth:`save`'s file (no pickle)."""
         arrays = load_npz(path)
         est = cls(str(arrays["model"]), comm=comm, squared_hinge=bool(arrays["squared_hinge"]))
-        est.model_ = make_model(est.model_name, int(arrays["n_features"]), max(int(arrays["k"]), 2),
+        est.model_ = make_model(est.model, int(arrays["n_features"]), max(int(arrays["k"]), 2),
                                 squared_hinge=est.squared_hinge)
         est.theta_ = arrays["theta"]
         est.negative_label_ = float(arrays["negative_label"])

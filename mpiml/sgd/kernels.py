@@ -1,26 +1,38 @@
-"""Compiled per-row losses of the one-output models (numpy references: ``Model._loss_and_residual``).
+"""Compiled per-row losses of the one-output models (numpy references: ``Model.reference_loss_and_residual``).
 
 One pass computes the loss sum and the residuals ``d loss / d score`` of every row:
 numpy needs several (``logaddexp`` and ``expit`` each take an ``exp``; temporaries for
 the rest). The logistic loss uses one ``exp`` per row: ``log(1 + e^s) = max(s, 0) +
 log1p(e^-|s|)`` and the sigmoid from the same ``e^-|s|``, both stable for any ``s``.
+
+:func:`line_pointwise` evaluates the scores ``z0 + t u`` of a line search's trial in the
+same pass, with the sums a full-batch L-BFGS step needs (``sum r u``, ``sum r``);
+:func:`pointwise` is its case ``t = 0``.
 """
 
 from __future__ import annotations
 
 import math
 
-from mpiml.runtime.jit import kernel
+import numpy as np
+
+from mpiml.runtime.jit import compiled, kernel
 
 LEAST_SQUARES, LOGISTIC, HINGE, SQUARED_HINGE = 0, 1, 2, 3
 
 
 @kernel
-def pointwise(kind, s, y, r):
-    """Sum over rows of the loss ``kind`` at scores ``s``, labels ``y``; residuals into ``r``."""
+def line_pointwise(kind, z0, u, step, y, z, r):
+    """The loss ``kind`` at scores ``z = z0 + step * u`` (written to ``z``; ``step`` 0: ``z0`` as it is).
+
+    Returns ``(sum of the losses, sum of r * u, sum of r)``; the residuals ``r`` (d loss / d z) go to ``r``.
+    """
     total = 0.0
-    for i in range(s.shape[0]):
-        si = s[i]
+    slope = 0.0
+    rsum = 0.0
+    for i in range(z0.shape[0]):
+        si = z0[i] if step == 0.0 else z0[i] + step * u[i]
+        z[i] = si
         yi = y[i]
         if kind == LEAST_SQUARES:
             ri = si - yi
@@ -41,4 +53,17 @@ def pointwise(kind, s, y, r):
                     total += slack
                     ri = -sign
         r[i] = ri
-    return total
+        slope += ri * u[i]
+        rsum += ri
+    return total, slope, rsum
+
+
+def pointwise(kind, s, y, r) -> float:
+    """Sum over rows of the loss ``kind`` at scores ``s``, labels ``y``; residuals into ``r``."""
+    return line_pointwise(kind, s, s, 0.0, y, s, r)[0]
+
+
+def load() -> None:
+    """Compile :func:`line_pointwise` now, or read it from numba's cache (once per process; not in a timed loop)."""
+    if compiled():
+        pointwise(LOGISTIC, np.zeros(1), np.zeros(1), np.zeros(1))

@@ -16,43 +16,11 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import expit, log_softmax, softmax
 
-from mpiml.runtime.errors import ArgumentError
+from mpiml.errors import ArgumentError
 from mpiml.runtime.jit import compiled
 from mpiml.sgd import kernels
 
 MODELS = ("linear", "logistic", "softmax", "svm")
-
-
-class Penalty:
-    """Elastic net ``alpha * ((1 - l1_ratio) / 2 * ||W||^2 + l1_ratio * ||W||_1)``; intercepts are free."""
-
-    def __init__(self, alpha: float = 0.0, l1_ratio: float = 0.0):
-        if alpha < 0 or not 0.0 <= l1_ratio <= 1.0:
-            raise ArgumentError(f"need alpha >= 0 and 0 <= l1_ratio <= 1, got {alpha}, {l1_ratio}")
-        self.alpha, self.l1_ratio = float(alpha), float(l1_ratio)
-
-    @property
-    def l2(self) -> float:
-        return self.alpha * (1.0 - self.l1_ratio)
-
-    @property
-    def l1(self) -> float:
-        return self.alpha * self.l1_ratio
-
-    def value(self, w: np.ndarray) -> float:
-        """Penalty of the weight part ``w`` (a view of theta without the intercepts)."""
-        return 0.5 * self.l2 * float(w @ w) + self.l1 * float(np.abs(w).sum())
-
-    def add_smooth_grad(self, w: np.ndarray, grad_w: np.ndarray) -> None:
-        """Add the gradient of the L2 part (the L1 part is handled by :meth:`prox`)."""
-        if self.l2:
-            grad_w += self.l2 * w
-
-    def prox(self, w: np.ndarray, step: float) -> None:
-        """Soft-threshold ``w`` in place: the proximal step of the L1 part."""
-        if self.l1:
-            shrink = step * self.l1
-            np.copyto(w, np.sign(w) * np.maximum(np.abs(w) - shrink, 0.0))
 
 
 class Model:
@@ -110,7 +78,7 @@ class Model:
             if self.fit_intercept:
                 grad[nw] += r.sum()
             return float(loss)
-        loss, r = self._loss_and_residual(self.scores(theta, X), y)
+        loss, r = self.loss_and_residual(self.scores(theta, X), y)
         gW, gb = self.split(grad)
         gW += XT @ r
         if self.fit_intercept:
@@ -121,21 +89,75 @@ class Model:
         """Loss sum of the scores ``s`` (one output); the residuals d loss / d s go to ``r``."""
         if compiled() and self.kind is not None:
             return kernels.pointwise(self.kind, s, y, r)
-        loss, residual = self._loss_and_residual(s[:, None], y)
+        loss, residual = self.reference_loss_and_residual(s[:, None], y)
         r[:] = residual[:, 0]
         return loss
 
+    def loss_and_residual(self, s, y) -> tuple[float, np.ndarray]:
+        """Summed loss of the scores ``s`` (``(rows, k)``) and its residual ``d loss / d s`` (the same shape).
+
+        One output with a compiled loss: :func:`mpiml.sgd.kernels.pointwise` (one pass);
+        else the numpy reference, :meth:`reference_loss_and_residual`.
+        """
+        if self.k == 1 and self.kind is not None and compiled():
+            r = np.empty(s.shape)
+            return float(kernels.pointwise(self.kind, np.ascontiguousarray(s[:, 0]), y, r[:, 0])), r
+        loss, r = self.reference_loss_and_residual(s, y)
+        return float(loss), r
+
+    def reference_loss_and_residual(self, s, y) -> tuple[float, np.ndarray]:
+        """The numpy reference of :meth:`loss_and_residual` (what the compiled kernels are tested against)."""
+        raise NotImplementedError
+
+    def line_loss(self, z0, u, step: float, y):
+        """The loss at the scores ``z = z0 + step * u`` of a line search: ``(z, loss, r, sum(r * u), r summed over rows)``.
+
+        One output with a compiled loss: :func:`mpiml.sgd.kernels.line_pointwise` (one pass);
+        else the numpy reference, :meth:`reference_line_loss`.
+        """
+        if self.k == 1 and self.kind is not None and compiled():
+            z, r = np.empty(z0.shape), np.empty(z0.shape)
+            loss, slope, rsum = kernels.line_pointwise(self.kind, np.ascontiguousarray(z0[:, 0]),
+                                                       np.ascontiguousarray(u[:, 0]), float(step), y, z[:, 0], r[:, 0])
+            return z, float(loss), r, float(slope), np.array([rsum])
+        return self.reference_line_loss(z0, u, step, y)
+
+    def reference_line_loss(self, z0, u, step: float, y):
+        """The numpy reference of :meth:`line_loss`."""
+        z = np.multiply(u, step)
+        z += z0
+        loss, r = self.reference_loss_and_residual(z, y)
+        return z, float(loss), r, float(np.vdot(r, u)), r.sum(axis=0)
+
     def loss(self, theta, X, y) -> float:
         """Sum of the row losses."""
-        return float(self._loss_and_residual(self.scores(theta, X), y)[0])
+        return self.loss_and_residual(self.scores(theta, X), y)[0]
 
-    def correct(self, theta, X, y) -> int:
-        """How many rows are classified right (0 for regression)."""
-        return int(np.count_nonzero(self.predict_encoded(theta, X) == y)) if self.classifier else 0
+    def decide(self, s) -> np.ndarray:
+        """Predictions in the encoded label space of :meth:`encode_labels`, from scores ``s``."""
+        return s[:, 0]
 
     def predict_encoded(self, theta, X):
         """Predictions in the encoded label space of :meth:`encode_labels`."""
-        return self.scores(theta, X)[:, 0]
+        return self.decide(self.scores(theta, X))
+
+    def correct_scores(self, s, y) -> int:
+        """How many rows with scores ``s`` are classified right (0 for regression)."""
+        return int(np.count_nonzero(self.decide(s) == y)) if self.classifier else 0
+
+    def correct(self, theta, X, y) -> int:
+        """How many rows are classified right (0 for regression)."""
+        return self.correct_scores(self.scores(theta, X), y)
+
+    def evaluate(self, theta, X, y) -> tuple[float, int]:
+        """Summed loss and correct predictions of rows ``X``, from one computation of their scores."""
+        s = self.scores(theta, X)
+        return self.loss_and_residual(s, y)[0], self.correct_scores(s, y)
+
+    def warm(self) -> None:
+        """Load the compiled loss now (numba compiles or reads its cache on first use), not in a timed loop."""
+        if self.kind is not None:
+            kernels.load()
 
     def bad_label(self, y) -> int | None:
         """Index of the first label this model cannot take, or None."""
@@ -149,9 +171,6 @@ class Model:
     def decode_labels(self, encoded):
         return encoded
 
-    def _loss_and_residual(self, s, y):
-        raise NotImplementedError
-
 
 class LeastSquares(Model):
     """``0.5 * (x.w + b - y)^2``."""
@@ -160,7 +179,7 @@ class LeastSquares(Model):
     classifier = False
     kind = kernels.LEAST_SQUARES
 
-    def _loss_and_residual(self, s, y):
+    def reference_loss_and_residual(self, s, y):
         r = s - y[:, None]
         return 0.5 * float((r * r).sum()), r
 
@@ -175,8 +194,8 @@ class _Binary(Model):
     def encode_labels(self, y):
         return (np.asarray(y) > 0).astype(np.float64)
 
-    def predict_encoded(self, theta, X):
-        return (self.scores(theta, X)[:, 0] > 0).astype(np.float64)
+    def decide(self, s):
+        return (s[:, 0] > 0).astype(np.float64)
 
 
 class Logistic(_Binary):
@@ -185,7 +204,7 @@ class Logistic(_Binary):
     name = "logistic"
     kind = kernels.LOGISTIC
 
-    def _loss_and_residual(self, s, y):
+    def reference_loss_and_residual(self, s, y):
         s = s[:, 0]
         loss = float((np.logaddexp(0.0, s) - y * s).sum())
         return loss, (expit(s) - y)[:, None]
@@ -204,7 +223,7 @@ class LinearSVM(_Binary):
         self.squared = bool(squared)
         self.kind = kernels.SQUARED_HINGE if self.squared else kernels.HINGE
 
-    def _loss_and_residual(self, s, y):
+    def reference_loss_and_residual(self, s, y):
         sign = 2.0 * y - 1.0
         slack = np.maximum(0.0, 1.0 - sign * s[:, 0])
         if self.squared:
@@ -225,7 +244,7 @@ class Softmax(Model):
     def encode_labels(self, y):
         return np.asarray(y).astype(np.int64)
 
-    def _loss_and_residual(self, s, y):
+    def reference_loss_and_residual(self, s, y):
         r = log_softmax(s, axis=1)
         rows = np.arange(s.shape[0])
         loss = -float(r[rows, y].sum())
@@ -233,18 +252,11 @@ class Softmax(Model):
         r[rows, y] -= 1.0
         return loss, r
 
-    def predict_encoded(self, theta, X):
-        return np.argmax(self.scores(theta, X), axis=1)
+    def decide(self, s):
+        return np.argmax(s, axis=1)
 
     def predict_proba(self, theta, X):
         return softmax(self.scores(theta, X), axis=1)
-
-
-def row_block(X, lo: int, hi: int):
-    """Rows ``lo:hi`` of ``X``: ``X`` itself when that is all of it (slicing a CSR matrix copies it)."""
-    if lo <= 0 and hi >= X.shape[0]:
-        return X
-    return X[lo:hi]
 
 
 _CLASSES = {"linear": LeastSquares, "logistic": Logistic, "softmax": Softmax, "svm": LinearSVM}

@@ -23,6 +23,7 @@
 #   MPIML_SLURM_PORT=16817             slurmctld port; node i listens on PORT+i
 #   MPIML_SLURM_WAIT=60                seconds to wait for the nodes to become idle
 #   MPIML_SLURM_MPI=pmi2               MpiDefault (pmi2 suits MPICH, e.g. the pip "mpich" wheel)
+#   MPIML_SLURM_FIRST_JOB_ID=random    first job id (FirstJobId); random by default, see below
 set -uo pipefail
 
 DIR=${MPIML_SLURM_DIR:-/tmp/mpiml-slurm}
@@ -31,6 +32,12 @@ CPUS=${MPIML_SLURM_CPUS:-4}
 PORT=${MPIML_SLURM_PORT:-16817}
 WAIT=${MPIML_SLURM_WAIT:-60}
 MPI_DEFAULT=${MPIML_SLURM_MPI:-pmi2}
+# Job ids must not repeat across clusters started on one machine. MPICH names a job's
+# node-shared memory after its PMI name, which under srun is "<job id>.<step id>"; a job
+# killed mid-run leaves that segment in /dev/shm, and a later job with the same id would
+# attach to it and fail in MPI_Init ("Message truncated", "failed to unpack address").
+# A real cluster never reuses ids soon; a fresh cluster would start at 1 every time.
+FIRST_JOB_ID=${MPIML_SLURM_FIRST_JOB_ID:-$(( ((RANDOM << 15) | RANDOM) % 60000000 + 100000 ))}
 CONF=$DIR/etc/slurm.conf
 PACKAGES=(slurmctld slurmd slurm-client munge)
 export SLURM_CONF=$CONF
@@ -83,6 +90,7 @@ write_conf() {
     # may start again (default 120 s); short here so requeue tests finish quickly.
     echo "AuthInfo=socket=$DIR/munge/munge.socket,cred_expire=5"
     echo "StateSaveLocation=$DIR/state"
+    echo "FirstJobId=$FIRST_JOB_ID"
     echo "SlurmdSpoolDir=$DIR/spool/%n"
     echo "TmpFS=$DIR/tmp/%n"
     echo "SlurmctldPidFile=$DIR/run/slurmctld.pidfile"

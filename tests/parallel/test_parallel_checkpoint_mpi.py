@@ -121,7 +121,7 @@ def test_local_sgd_resumes_bitwise_on_the_same_grid(shared_tmp):
 
 @pytest.mark.mpi
 def test_divergence_raises_on_every_rank_and_keeps_the_last_checkpoint(shared_tmp):
-    from mpiml.runtime.errors import DivergenceError
+    from mpiml.errors import DivergenceError
 
     (X, y), _ = rank_rows("synthetic:regression,n=120,d=6", COMM)
     X = X * 50.0

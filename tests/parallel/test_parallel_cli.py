@@ -73,3 +73,15 @@ def test_lbfgs_under_model_parallelism_reaches_the_data_parallel_optimum():
     assert "layout: model on a 1x3 grid, features split over the columns" in text.stdout
     rows = [line.split() for line in _lines(text.stdout) if line.strip().startswith("1 ")]
     assert rows and abs(float(rows[0][1]) - data["train_loss"]) <= 1e-4, text.stdout   # the epoch row
+
+
+def test_a_diverging_grid_run_is_one_error_line_and_status_2(tmp_path):
+    """``--parallel model`` with a huge ``--lr`` at p = 3: the grid's divergence is collective, no rank aborts."""
+    result = run_mpi(3, SGD + ["--data", "synthetic:regression,n=600,d=12", "--model", "linear", "--lr", "1e4",
+                               "--epochs", "3", "--batch-size", "16", "--parallel", "model",
+                               "--checkpoint-dir", str(tmp_path / "ckpt"),
+                               "--out", str(tmp_path / "m.npz")], timeout=120)
+    assert result.returncode == 2, result.describe()
+    errors = [line for line in result.stderr.splitlines() if "mpiml: error:" in line]
+    assert len(errors) == 1 and "diverged" in errors[0] and "not finite" in errors[0], result.describe()
+    assert "layout: model on a 1x3 grid" in result.stdout and not (tmp_path / "m.npz").exists()

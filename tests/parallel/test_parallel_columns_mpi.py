@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -13,7 +15,7 @@ from mpiml.data.columns import load_grid_shard
 from mpiml.data.writers import csv_bytes, svmlight_bytes
 from mpiml.parallel import GridComms, factorizations
 from mpiml.parallel.grid import block
-from mpiml.runtime.errors import DataError
+from mpiml.errors import DataError
 from mpiml.runtime.files import save_npz_atomic
 
 COMM = MPI.COMM_WORLD
@@ -66,7 +68,7 @@ def test_a_bad_line_is_the_same_data_error_on_every_rank(shared_tmp):
     COMM.Barrier()
     comms = GridComms.split(COMM, 1, COMM.size)
     try:
-        with pytest.raises(DataError) as info:
+        with pytest.raises(DataError, match=re.escape(f"{path}:3:")) as info:
             load_grid_shard(str(path), comms, "features", allow_empty=True)
     finally:
         comms.free()

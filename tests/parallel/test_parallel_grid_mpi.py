@@ -105,8 +105,7 @@ def test_local_and_oneshot_grids_equal_data_parallel_replicas(strategy, split):
 
 @pytest.mark.mpi
 def test_bad_labels_and_widths_are_one_error_on_every_rank():
-    from mpiml.parallel import fit_grid
-    from mpiml.runtime.errors import DataError
+    from mpiml.errors import DataError
     from mpiml.sgd import LinearModel
 
     (X, y), _ = rank_rows("synthetic:classification,n=60,d=6", COMM)
@@ -119,7 +118,8 @@ def test_bad_labels_and_widths_are_one_error_on_every_rank():
             continue
         message = None
         try:
-            fit_grid(LinearModel("logistic", comm=COMM, epochs=1), 1, COMM.size, "features", X_, y_)
+            LinearModel("logistic", comm=COMM, epochs=1, parallel="auto", grid=f"1x{COMM.size}",
+                        split="features").fit(X_, y_)
         except DataError as exc:
             message = str(exc)
         agree(COMM, message is not None and needle in message, message)

@@ -2,7 +2,7 @@
 
 Wide sparse problems (more features than rows) for logistic, least squares and softmax
 (features and classes split): every grid R x C of the job's p is checked against the
-data-parallel ``lbfgs`` of mpiml.sgd (scipy's L-BFGS-B on the allreduced objective) and
+data-parallel ``lbfgs`` of mpiml.sgd (the same L-BFGS on the p x 1 grid) and
 against every other rank (the objective trace of every iteration, bit for bit, and each
 column group's block). Also run at p = 6 by test_parallel_p6.py.
 """
@@ -15,7 +15,7 @@ from parallel_helpers import grid_train, max_diff, rank_rows
 from mpi4py import MPI
 from mpi_helpers import agree
 
-from mpiml.parallel import GridComms, factorizations, make_part
+from mpiml.parallel import factorizations, make_part
 from mpiml.sgd import Group, TrainConfig, make_model, train
 
 COMM = MPI.COMM_WORLD
@@ -62,27 +62,16 @@ def test_every_grid_reaches_the_data_parallel_optimum(name, spec, classes, split
 @pytest.mark.parametrize("split", ["features", "classes"])
 def test_a_column_group_holds_the_same_block_bit_for_bit(split):
     """The ranks sharing a block (different rows) end with equal blocks, the replicated intercepts too."""
-    from mpiml.data.columns import to_grid
-    from mpiml.data.shard import Shard
-    from mpiml.parallel.lbfgs import train_lbfgs
-    from mpiml.parallel.trainer import GridRun
-
     model, X, y, config = _setup("softmax", CASES[2][1], 3, dict(alpha=1e-3, max_iter=12))   # no need to converge
     for rows, cols in _grids(split, model.k):
-        comms = GridComms.split(COMM, rows, cols)
-        try:
-            part = make_part(split, model.n_features, model.k, cols, comms.col)
-            mine = to_grid(Shard(X, y), comms, split)
-            run = GridRun(model, part, mine.X, mine.y.astype(y.dtype), config, comms)
-            with np.errstate(over="ignore"):
-                train_lbfgs(run, None)
-            blocks = COMM.allgather((comms.col, run.theta[: part.n_weights], run.theta[part.n_weights:]))
-        finally:
-            comms.free()
-        for col in range(cols):
-            mates = [b for b in blocks if b[0] == col]
+        block = grid_train(model, X, y, config, COMM, rows, cols, split).block
+        col = COMM.rank % cols
+        n_weights = make_part(split, model.n_features, model.k, cols, col).n_weights
+        blocks = COMM.allgather((col, block[:n_weights], block[n_weights:]))
+        for c in range(cols):
+            mates = [b for b in blocks if b[0] == c]
             agree(COMM, all(np.array_equal(b[1], mates[0][1]) and np.array_equal(b[2], mates[0][2]) for b in mates),
-                  f"{rows}x{cols} {split}: column {col} differs")
+                  f"{rows}x{cols} {split}: column {c} differs")
         if split == "features":
             agree(COMM, all(np.array_equal(b[2], blocks[0][2]) for b in blocks), "intercept copies differ")
 
@@ -105,7 +94,7 @@ def test_checkpoint_is_the_whole_model_and_resumes_data_parallel(shared_tmp):
 
 @pytest.mark.mpi
 def test_l1_is_refused_for_lbfgs_on_a_grid():
-    from mpiml.runtime.errors import ArgumentError
+    from mpiml.errors import ArgumentError
 
     model, X, y, _ = _setup("logistic", CASES[0][1], 2, {})
     bad = TrainConfig(strategy="lbfgs", alpha=1e-2)

@@ -17,7 +17,7 @@ from scipy.special import log_softmax, softmax
 from mpiml.parallel import factorizations, make_part, parse_grid
 from mpiml.parallel import margins
 from mpiml.parallel.grid import block
-from mpiml.runtime.errors import ArgumentError
+from mpiml.errors import ArgumentError
 from mpiml.sgd.models import make_model
 
 
@@ -77,7 +77,7 @@ def test_summed_partial_margins_give_the_whole_loss_and_gradient(name, k, sparse
         blocks = [X[:, p.lo:p.hi] for p in parts]
         s = sum(margins.partial_scores(p.split_local(theta[p.index])[0], Xc) for p, Xc in zip(parts, blocks))
         s = s + theta[13 * model.k:]
-        loss, r = margins.loss_and_residual(model, s, y)
+        loss, r = model.loss_and_residual(s, y)
         split_grad = np.zeros_like(theta)
         for p, Xc in zip(parts, blocks):
             gW, gb = margins.block_gradient(Xc, r, True)
@@ -109,13 +109,14 @@ def test_grid_shapes_and_refusals():
     assert factorizations(6) == [(6, 1), (3, 2), (2, 3), (1, 6)]
     assert factorizations(5) == [(5, 1), (1, 5)]
     assert parse_grid("2x3", 6) == (2, 3) and parse_grid("1X4", 4) == (1, 4)
-    for bad in ("2x2", "3", "ax2", "0x6"):
-        with pytest.raises(ArgumentError):
+    for bad, needle in (("2x2", "grid 2x2 needs 4 ranks, this job has 6"), ("3", "is not RxC"),
+                        ("ax2", "is not RxC"), ("0x6", "grid 0x6 needs 0 ranks")):
+        with pytest.raises(ArgumentError, match=needle):
             parse_grid(bad, 6)
     assert [block(10, 3, i) for i in range(3)] == [(0, 3), (3, 6), (6, 10)]
-    with pytest.raises(ArgumentError):
+    with pytest.raises(ArgumentError, match="cannot split 3 classes over 4 grid columns"):
         make_part("classes", 5, 3, 4, 0)  # 3 classes over 4 columns
-    with pytest.raises(ArgumentError):
+    with pytest.raises(ArgumentError, match="a classes split needs a softmax model"):
         make_part("classes", 5, 1, 1, 0)  # a binary model has no classes to split
-    with pytest.raises(ArgumentError):
+    with pytest.raises(ArgumentError, match="unknown split 'rows'; choose from features, classes"):
         make_part("rows", 5, 1, 1, 0)

@@ -153,3 +153,13 @@ def test_bundled_scikit_learn_data_with_standardization(tmp_path):
     assert last_json(result)["test_accuracy"] > 0.9
     bad = mpiml(2, "sgd", "--data", "sklearn:no_such_set")
     assert bad.returncode == 2 and "sklearn:no_such_set: unknown bundled data set" in bad.stderr, bad.describe()
+
+
+def test_json_stdout_is_one_object_with_explain_and_a_model_layout():
+    """--json with --explain and a model-parallel layout: the layout and cost table go to stderr."""
+    result = mpiml(3, "sgd", "--data", "synthetic:classification,n=600,d=12", "--parallel", "model", "--explain",
+                   "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)  # the whole of stdout: exactly one JSON object
+    assert summary["grid"] == "1x3" and summary["parallel"] == "model"
+    assert "layout: model on a 1x3 grid" in result.stderr and "strategy: lbfgs" in result.stderr

@@ -8,9 +8,9 @@ import time
 import numpy as np
 import pytest
 
-from mpiml.sgd.group import Group
-from mpiml.sgd.progress import Progress
-from mpiml.sgd.timing import Exchanger, Timings
+from mpiml.train.group import Group
+from mpiml.train.progress import Progress
+from mpiml.train.timing import Exchanger, Timings
 
 
 class Tty(io.StringIO):
@@ -63,3 +63,28 @@ def test_one_stop_vote_stops_everyone():
     ex = Exchanger(Group(rank=0, size=2, allreduce=other_rank_votes), Timings(), stop_requested=lambda: False)
     ex.allreduce(ex.buffer(3))
     assert ex.stop_agreed
+
+
+def test_a_vote_passed_in_is_sent_instead_of_this_ranks_own():
+    """A grid passes the sum of its row group's votes: that sum, not this rank's flag, goes out."""
+    sent = []
+
+    def record(buf, out):
+        sent.append(buf[-3])
+        return out
+
+    ex = Exchanger(Group(rank=0, size=2, allreduce=record), Timings(), stop_requested=lambda: False)
+    ex.allreduce(ex.buffer(2), vote=2.0)
+    assert sent == [2.0] and ex.stop_agreed
+
+
+def test_reductions_without_slots_count_as_communication():
+    def slow(buf, out):
+        time.sleep(0.05)
+        return out
+
+    timings = Timings()
+    ex = Exchanger(Group.serial(), timings)
+    ex.add_compute(1.0)
+    ex.reduce(slow, np.zeros(3))
+    assert timings.wait == 0.0 and timings.comm > 0.0 and timings.compute == 1.0

@@ -1,4 +1,4 @@
-"""The lbfgs strategy against scipy and scikit-learn at scikit-learn's tolerances (serial)."""
+"""The lbfgs strategy (mpiml.train.lbfgs_math) against scipy and scikit-learn at scikit-learn's tolerances (serial)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from mpi4py import MPI
 from scipy.optimize import minimize
 
 from mpiml.data import synthetic
-from mpiml.sgd import LinearModel, lbfgs
+from mpiml.sgd import LinearModel
+from mpiml.train import lbfgs_math
 
 
 def _problem(spec):
@@ -22,9 +23,9 @@ def _objective(coef, intercept, X, y, alpha):
     return float(np.mean(np.logaddexp(0, s) - y * s) + 0.5 * alpha * coef @ coef)
 
 
-def test_options_are_scikit_learns():
-    opts = lbfgs.options(100, 1e-4)
-    assert opts == {"maxiter": 100, "maxls": 50, "maxcor": 10, "gtol": 1e-4, "ftol": 64 * np.finfo(float).eps}
+def test_the_stopping_rule_is_scikit_learns():
+    """scikit-learn calls L-BFGS-B with maxcor 10 and ftol 64 eps; gtol is its tol (the setting)."""
+    assert lbfgs_math.MEMORY == 10 and lbfgs_math.FTOL == 64 * np.finfo(float).eps
 
 
 @pytest.mark.parametrize("spec", ["synthetic:classification,n=3000,d=20,separation=2",

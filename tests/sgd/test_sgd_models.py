@@ -7,9 +7,9 @@ import pytest
 import scipy.sparse as sp
 from scipy.optimize import approx_fprime
 
-from mpiml.runtime.errors import ArgumentError
-from mpiml.sgd.models import Penalty, make_model
-from mpiml.sgd.optim import learning_rate, make_optimizer
+from mpiml.errors import ArgumentError
+from mpiml.sgd.models import make_model
+from mpiml.train.optim import Penalty, learning_rate, make_optimizer
 
 CASES = [("linear", 1), ("logistic", 2), ("softmax", 4), ("svm", 2)]
 
@@ -87,7 +87,7 @@ def test_labels_are_checked():
     assert make_model("softmax", 3, n_classes=3).bad_label(np.array([0.0, 3.0])) == 1
     assert make_model("linear", 3).bad_label(np.array([0.3, np.inf])) == 1
     assert make_model("svm", 3).bad_label(np.array([-1.0, 1.0])) is None
-    with pytest.raises(ArgumentError):
+    with pytest.raises(ArgumentError, match="unknown model 'poisson'; choose from linear, logistic, softmax, svm"):
         make_model("poisson", 3)
 
 
@@ -102,7 +102,7 @@ def test_elastic_net_value_and_prox():
 
 
 def _reference_run(name, grads, lr, **kw):
-    """Textbook update rules, written out independently of mpiml.sgd.optim."""
+    """Textbook update rules, written out independently of mpiml.train.optim."""
     theta = np.ones(grads.shape[1])
     m = np.zeros_like(theta)
     v = np.zeros_like(theta)
@@ -140,7 +140,7 @@ def test_schedules():
     assert learning_rate("sqrt", 0.5, 30, 100, decay=0.1) == pytest.approx(0.25)
     assert learning_rate("cosine", 0.5, 50, 100) == pytest.approx(0.25)
     assert learning_rate("cosine", 0.5, 100, 100) == pytest.approx(0.0)
-    with pytest.raises(ArgumentError):
+    with pytest.raises(ArgumentError, match="unknown schedule 'warp'"):
         learning_rate("warp", 0.5, 1, 2)
 
 
@@ -152,7 +152,7 @@ def test_compiled_pointwise_loss_equals_the_numpy_reference(name, squared):
     s = np.concatenate([rng.standard_normal(500) * 5, [-800.0, -40.0, -1.0, 0.0, 1.0, 40.0, 800.0]])
     model = make_model(name, 1, squared_hinge=squared)
     y = rng.standard_normal(s.size) if name == "linear" else rng.integers(0, 2, s.size).astype(float)
-    expected_loss, expected_r = model._loss_and_residual(s[:, None], y)
+    expected_loss, expected_r = model.reference_loss_and_residual(s[:, None], y)
     r = np.empty_like(s)
     loss = kernels.pointwise(model.kind, s, y, r)
     assert np.isfinite(loss) and loss == pytest.approx(expected_loss, rel=1e-13)
@@ -160,7 +160,7 @@ def test_compiled_pointwise_loss_equals_the_numpy_reference(name, squared):
 
 
 def test_row_blocks_are_the_rows_of_a_slice_and_the_whole_is_not_copied():
-    from mpiml.sgd.models import row_block
+    from mpiml.train.plan import row_block
 
     rng = np.random.default_rng(7)
     dense = rng.standard_normal((40, 6)) * (rng.random((40, 6)) < 0.4)
@@ -169,3 +169,44 @@ def test_row_blocks_are_the_rows_of_a_slice_and_the_whole_is_not_copied():
         np.testing.assert_array_equal(row_block(X, lo, hi).toarray(), dense[lo:hi])
         np.testing.assert_array_equal(row_block(dense, lo, hi), dense[lo:hi])
     assert row_block(X, 0, 40) is X and row_block(X, 0, 10 ** 9) is X
+
+
+@pytest.mark.parametrize("name,k", CASES)
+def test_the_public_loss_and_evaluation_equal_the_numpy_reference(name, k):
+    rng = np.random.default_rng(8)
+    X, y = _data(name, k, rng, rows=50)
+    model = make_model(name, X.shape[1], k)
+    y = model.encode_labels(y)
+    theta = rng.standard_normal(model.n_params)
+    s = model.scores(theta, X)
+    loss, r = model.loss_and_residual(s, y)   # compiled where the model has a kernel
+    expected_loss, expected_r = model.reference_loss_and_residual(s, y)
+    assert r.shape == s.shape and loss == pytest.approx(expected_loss, rel=1e-12)
+    np.testing.assert_allclose(r, expected_r, rtol=1e-12, atol=1e-14)
+    total, correct = model.evaluate(theta, X, y)
+    right = {"linear": 0, "softmax": np.count_nonzero(np.argmax(s, axis=1) == y)}.get(
+        name, np.count_nonzero((s[:, 0] > 0) == (y > 0)))
+    assert total == pytest.approx(expected_loss, rel=1e-12) and correct == right
+
+
+def test_row_blocks_cover_the_rows_once():
+    from mpiml.train.plan import row_blocks
+
+    assert row_blocks(10, 4) == [(0, 4), (4, 8), (8, 10)]
+    assert row_blocks(0, 4) == [(0, 0)] and row_blocks(3, 0) == [(0, 1), (1, 2), (2, 3)]
+
+
+@pytest.mark.parametrize("name,k", CASES)
+@pytest.mark.parametrize("step", [0.0, 0.37, -2.5])
+def test_the_line_search_loss_equals_its_numpy_reference(name, k, step):
+    rng = np.random.default_rng(9)
+    X, y = _data(name, k, rng, rows=40)
+    model = make_model(name, X.shape[1], k, squared_hinge=(name == "svm"))
+    y = model.encode_labels(y)
+    z0, u = rng.standard_normal((40, model.k)) * 3, rng.standard_normal((40, model.k))
+    got, expected = model.line_loss(z0, u, step, y), model.reference_line_loss(z0, u, step, y)
+    np.testing.assert_allclose(got[0], expected[0], rtol=1e-15, atol=0)   # the scores
+    assert got[1] == pytest.approx(expected[1], rel=1e-12) and got[3] == pytest.approx(expected[3], rel=1e-12)
+    np.testing.assert_allclose(got[2], expected[2], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(got[4], expected[4], rtol=1e-12, atol=1e-12)
+    assert got[2].shape == z0.shape and got[4].shape == (model.k,)

@@ -12,7 +12,7 @@ from scipy.special import expit
 
 from mpiml.data import synthetic
 from mpiml.runtime.checkpoint import read_checkpoint
-from mpiml.runtime.errors import DivergenceError
+from mpiml.errors import DivergenceError
 from mpiml.sgd import Group, LinearModel, TrainConfig, make_model, train
 
 COMM = MPI.COMM_WORLD

@@ -22,3 +22,12 @@ def slurm_cluster():
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(autouse=True)
+def _no_jobs_left_behind(request):
+    """After a test on the cluster, cancel what it left queued: a failed test's stuck job
+    would otherwise hold the nodes and fail every later test as 'pending'."""
+    yield
+    if "slurm_cluster" in request.fixturenames:
+        request.getfixturevalue("slurm_cluster").cancel_all()

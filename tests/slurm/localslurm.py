@@ -182,9 +182,17 @@ class LocalCluster:
                 self._check_sbatch_wait(job, restarts, deadline)
                 return job
             if time.monotonic() > deadline:
+                self.run("scancel", job_id)  # a stuck job would hold nodes that later tests need
                 raise AssertionError(f"job {job_id} not finished after {timeout:.0f} s: "
                                      f"{[(r.get('JobState'), r.get('Reason')) for r in records]}")
             time.sleep(0.25)
+
+    def cancel_all(self) -> list:
+        """Cancel every job still queued or running on this cluster; returns their ids."""
+        queued = self.run("squeue", "--noheader", "--format=%i").stdout.split()
+        if queued:
+            self.run("scancel", *queued)
+        return queued
 
     def _check_sbatch_wait(self, job: Job, restarts: int, deadline: float) -> None:
         """``sbatch --wait`` must have returned the job's outcome: 0 exactly when it succeeded."""

@@ -1,7 +1,9 @@
-"""First-order optimizers and learning-rate schedules, as pure in-place updates.
+"""The update step: first-order optimizers, learning-rate schedules and the elastic-net penalty.
 
-An optimizer's whole state is a dict of numpy arrays (``state``), so a checkpoint can
-store it as ``.npz`` entries and a resumed run continues bitwise where it stopped.
+All are pure in-place updates of a parameter vector or of any block of it (they act
+coordinate-wise), so a rank holding one block of a model updates it as the whole model
+would be. An optimizer's whole state is a dict of numpy arrays (``state``), so a
+checkpoint can store it as ``.npz`` entries and a resumed run continues bitwise where it stopped.
 """
 
 from __future__ import annotations
@@ -10,10 +12,42 @@ import math
 
 import numpy as np
 
-from mpiml.runtime.errors import ArgumentError
+from mpiml.errors import ArgumentError
 
 OPTIMIZERS = ("sgd", "adagrad", "adam")
 SCHEDULES = ("constant", "inverse", "sqrt", "cosine")
+
+
+class Penalty:
+    """Elastic net ``alpha * ((1 - l1_ratio) / 2 * ||W||^2 + l1_ratio * ||W||_1)``; intercepts are free."""
+
+    def __init__(self, alpha: float = 0.0, l1_ratio: float = 0.0):
+        if alpha < 0 or not 0.0 <= l1_ratio <= 1.0:
+            raise ArgumentError(f"need alpha >= 0 and 0 <= l1_ratio <= 1, got {alpha}, {l1_ratio}")
+        self.alpha, self.l1_ratio = float(alpha), float(l1_ratio)
+
+    @property
+    def l2(self) -> float:
+        return self.alpha * (1.0 - self.l1_ratio)
+
+    @property
+    def l1(self) -> float:
+        return self.alpha * self.l1_ratio
+
+    def value(self, w: np.ndarray) -> float:
+        """Penalty of the weight part ``w`` (a view of theta without the intercepts)."""
+        return 0.5 * self.l2 * float(w @ w) + self.l1 * float(np.abs(w).sum())
+
+    def add_smooth_grad(self, w: np.ndarray, grad_w: np.ndarray) -> None:
+        """Add the gradient of the L2 part (the L1 part is handled by :meth:`prox`)."""
+        if self.l2:
+            grad_w += self.l2 * w
+
+    def prox(self, w: np.ndarray, step: float) -> None:
+        """Soft-threshold ``w`` in place: the proximal step of the L1 part."""
+        if self.l1:
+            shrink = step * self.l1
+            np.copyto(w, np.sign(w) * np.maximum(np.abs(w) - shrink, 0.0))
 
 
 class Optimizer:

@@ -36,12 +36,14 @@ class Timings:
 
 
 class Exchanger:
-    """Allreduce payload buffers that also carry a stop vote and a compute-time slot per rank.
+    """Timed reductions whose buffers also carry a stop vote and a compute-time slot per rank.
 
-    Layout: ``[payload..., stop, slot_0 .. slot_{p-1}]``. ``stop`` sums the ranks' votes
-    (e.g. a signal seen by :class:`mpiml.runtime.preempt.PreemptionWatch`), so once any rank
-    was asked to stop, every rank learns it at the same exchange and they all stop after the
-    same update.
+    :meth:`allreduce` sums over ``group`` a buffer from :meth:`buffer`, laid out
+    ``[payload..., stop, slot_0 .. slot_{p-1}]``. ``stop`` sums the ranks' votes (e.g. a
+    signal seen by :class:`mpiml.runtime.preempt.PreemptionWatch`), so once any rank was
+    asked to stop, every rank learns it at the same exchange and they all stop after the
+    same update. :meth:`reduce` times any other reduction (a grid's row-group sums), with
+    or without slots.
     """
 
     def __init__(self, group, timings: Timings, stop_requested=None):
@@ -54,25 +56,40 @@ class Exchanger:
         self.timings.compute += seconds
         self._since += seconds
 
+    def vote(self) -> float:
+        """This rank's stop vote: 1.0 if it was asked to stop."""
+        return 1.0 if self.stop_requested() else 0.0
+
     def buffer(self, n_payload: int) -> np.ndarray:
         return np.zeros(n_payload + 1 + self.group.size)
 
-    def allreduce(self, buf: np.ndarray) -> np.ndarray:
-        """Sum ``buf`` over ranks in place; returns the payload part."""
+    def allreduce(self, buf: np.ndarray, vote: float | None = None) -> np.ndarray:
+        """Sum ``buf`` over the group in place; returns the payload part.
+
+        ``vote``: the stop vote to send (default :meth:`vote`; a grid passes the sum of its
+        row group's votes, so that every rank of the grid learns them).
+        """
         p = self.group.size
-        slots = buf[len(buf) - p:]
-        slots[:] = 0.0
-        slots[self.group.rank] = self._since
-        buf[-p - 1] = 1.0 if self.stop_requested() else 0.0
+        buf[-p - 1] = self.vote() if vote is None else vote
+        self.reduce(self.group.allreduce, buf, self.group.rank, p)
+        self.stop_agreed = self.stop_agreed or buf[-p - 1] > 0
+        return buf[: len(buf) - p - 1]
+
+    def reduce(self, fn, buf: np.ndarray, rank: int = 0, slots: int = 0) -> np.ndarray:
+        """``fn(buf, out=buf)``, timed; the last ``slots`` entries carry each rank's compute seconds
+        since the previous exchange (``rank``'s own in its slot), which tells waiting from transfer."""
+        if slots:
+            tail = buf[len(buf) - slots:]
+            tail[:] = 0.0
+            tail[rank] = self._since
         start = time.perf_counter()
-        self.group.allreduce(buf, out=buf)
+        fn(buf, out=buf)
         spent = time.perf_counter() - start
-        wait = min(max(float(slots.max()) - self._since, 0.0), spent)
+        wait = min(max(float(buf[len(buf) - slots:].max()) - self._since, 0.0), spent) if slots else 0.0
         self.timings.wait += wait
         self.timings.comm += spent - wait
         self._since = 0.0
-        self.stop_agreed = self.stop_agreed or buf[-p - 1] > 0
-        return buf[: len(buf) - p - 1]
+        return buf
 
 
 class Clock:

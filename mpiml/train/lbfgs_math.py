@@ -37,6 +37,8 @@ from typing import Callable
 
 import numpy as np
 
+from mpiml.runtime.jit import compiled, kernel
+
 EPS = float(np.finfo(np.float64).eps)
 FTOL = 64 * EPS          # relative reduction of f that stops the run (scikit-learn's setting of L-BFGS-B)
 MEMORY = 10              # history pairs (scipy's maxcor default)
@@ -278,7 +280,16 @@ def gram_two_loop(G: np.ndarray, order: list, m: int) -> np.ndarray:
     ``G`` is ``(2m + 1) x (2m + 1)``: entry ``i < m`` is history row ``i`` of S, ``m + i`` row
     ``i`` of Y, ``2m`` the gradient; ``order`` lists the rows in use, oldest first. The result
     ``c`` gives ``H g = sum_l c_l b_l``; the arithmetic is :func:`two_loop`'s on the coefficients.
+    Compiled (:func:`_gram_two_loop_kernel`) unless ``MPIML_KERNELS=numpy``; the numpy
+    reference is :func:`gram_two_loop_reference`.
     """
+    if compiled():
+        return _gram_two_loop_kernel(G, np.asarray(order, dtype=np.int64), m)
+    return gram_two_loop_reference(G, order, m)
+
+
+def gram_two_loop_reference(G: np.ndarray, order: list, m: int) -> np.ndarray:
+    """The numpy reference of :func:`gram_two_loop`."""
     c = np.zeros(2 * m + 1)
     c[2 * m] = 1.0
     alphas = []
@@ -292,6 +303,37 @@ def gram_two_loop(G: np.ndarray, order: list, m: int) -> np.ndarray:
     for i, a in zip(order, reversed(alphas)):
         b = float(c @ G[m + i]) / G[i, m + i]
         c[i] += a - b
+    return c
+
+
+@kernel
+def _gram_two_loop_kernel(G, order, m):
+    """:func:`gram_two_loop_reference` compiled: a few hundred flops, where numpy calls would cost more."""
+    n = 2 * m + 1
+    c = np.zeros(n)
+    c[2 * m] = 1.0
+    k = order.shape[0]
+    alphas = np.zeros(k)
+    for t in range(k - 1, -1, -1):
+        i = order[t]
+        dot = 0.0
+        for j in range(n):
+            dot += c[j] * G[i, j]
+        a = dot / G[i, m + i]
+        c[m + i] -= a
+        alphas[t] = a
+    if k:
+        last = order[k - 1]
+        scale = G[last, m + last] / G[m + last, m + last]
+        for j in range(n):
+            c[j] *= scale
+    for t in range(k):
+        i = order[t]
+        dot = 0.0
+        for j in range(n):
+            dot += c[j] * G[m + i, j]
+        b = dot / G[i, m + i]
+        c[i] += alphas[t] - b
     return c
 
 
@@ -325,7 +367,7 @@ def combine(c_s, S, c_y, Y, k, c_g, g, shared=0):
         head = g.size - shared
         p[:head] += c_s[:k] @ S[:k, :head]
         p[:head] += c_y[:k] @ Y[:k, :head]
-        for rows, coefficients in ((S, c_s), (Y, c_y)):
+        for rows, coefficients in ((S, c_s), (Y, c_y)) if shared else ():
             for row, coefficient in zip(rows[:k], coefficients[:k]):
                 p[head:] += coefficient * row[head:]
     return np.negative(p, out=p)
@@ -382,30 +424,80 @@ class _History:
 
     def update(self, sums: np.ndarray, keep_pair: bool) -> None:
         """Enter the reduced dots of ``V`` (and the pair s, y if ``keep_pair``) into the Gram matrix."""
-        m, k, G = self.m, self.used, self.G
-        VS = sums[: 3 * k].reshape(3, k)
-        VY = sums[3 * k: 6 * k].reshape(3, k)
-        VV = sums[6 * k:].reshape(3, 3)
-        rows = list(range(k))
+        m, k = self.m, self.used
+        h = -1
         if keep_pair:
             h = k if k < m else self.order[0]
             if k == m:
                 self.order.pop(0)
             self.S[h], self.Y[h] = self.V[0], self.V[1]
-            others = [j for j in rows if j != h]
-            for which, row in ((0, h), (1, m + h)):   # s and y against the pairs kept
-                G[row, others] = G[others, row] = VS[which, others]
-                G[row, [m + j for j in others]] = G[[m + j for j in others], row] = VY[which, others]
-            G[h, h], G[h, m + h], G[m + h, h], G[m + h, m + h] = VV[0, 0], VV[0, 1], VV[1, 0], VV[1, 1]
             self.order.append(h)
-        g_row = 2 * m
-        G[g_row, :] = 0.0
-        G[:, g_row] = 0.0
-        for j in self.order:
-            fresh = keep_pair and j == self.order[-1]
-            G[g_row, j] = G[j, g_row] = VV[2, 0] if fresh else VS[2, j]
-            G[g_row, m + j] = G[m + j, g_row] = VV[2, 1] if fresh else VY[2, j]
-        G[g_row, g_row] = VV[2, 2]
+        enter_dots(self.G, sums, self.order, k, m, h)
+
+
+def enter_dots(G, sums, order: list, k: int, m: int, h: int) -> None:
+    """Write the dots of the newest ``s, y, g`` (``sums`` of :meth:`_History.dots`, over the ``k`` pairs
+    held before) into the Gram matrix ``G``; ``h``: the ring row of a pair kept now (-1: none).
+
+    Compiled (:func:`_enter_dots_kernel`, the same assignments) unless ``MPIML_KERNELS=numpy``;
+    the numpy reference is :func:`enter_dots_reference`.
+    """
+    if compiled():
+        _enter_dots_kernel(G, sums, np.asarray(order, dtype=np.int64), k, m, h)
+    else:
+        enter_dots_reference(G, sums, order, k, m, h)
+
+
+def enter_dots_reference(G, sums, order: list, k: int, m: int, h: int) -> None:
+    """The numpy reference of :func:`enter_dots`."""
+    VS = sums[: 3 * k].reshape(3, k)
+    VY = sums[3 * k: 6 * k].reshape(3, k)
+    VV = sums[6 * k:].reshape(3, 3)
+    if h >= 0:
+        others = [j for j in range(k) if j != h]
+        for which, row in ((0, h), (1, m + h)):   # s and y against the pairs kept
+            G[row, others] = G[others, row] = VS[which, others]
+            G[row, [m + j for j in others]] = G[[m + j for j in others], row] = VY[which, others]
+        G[h, h], G[h, m + h], G[m + h, h], G[m + h, m + h] = VV[0, 0], VV[0, 1], VV[1, 0], VV[1, 1]
+    g_row = 2 * m
+    G[g_row, :] = 0.0
+    G[:, g_row] = 0.0
+    for j in order:
+        fresh = h >= 0 and j == order[-1]
+        G[g_row, j] = G[j, g_row] = VV[2, 0] if fresh else VS[2, j]
+        G[g_row, m + j] = G[m + j, g_row] = VV[2, 1] if fresh else VY[2, j]
+    G[g_row, g_row] = VV[2, 2]
+
+
+@kernel
+def _enter_dots_kernel(G, sums, order, k, m, h):
+    """:func:`enter_dots_reference` compiled: assignments only, so the same matrix to the bit."""
+    vy, vv = 3 * k, 6 * k
+    if h >= 0:
+        for j in range(k):
+            if j != h:
+                G[h, j] = G[j, h] = sums[j]
+                G[h, m + j] = G[m + j, h] = sums[vy + j]
+                G[m + h, j] = G[j, m + h] = sums[k + j]
+                G[m + h, m + j] = G[m + j, m + h] = sums[vy + k + j]
+        G[h, h] = sums[vv]
+        G[h, m + h] = sums[vv + 1]
+        G[m + h, h] = sums[vv + 3]
+        G[m + h, m + h] = sums[vv + 4]
+    g = 2 * m
+    for j in range(2 * m + 1):
+        G[g, j] = 0.0
+        G[j, g] = 0.0
+    last = order.shape[0] - 1
+    for t in range(order.shape[0]):
+        j = order[t]
+        if h >= 0 and t == last:
+            G[g, j] = G[j, g] = sums[vv + 6]
+            G[g, m + j] = G[m + j, g] = sums[vv + 7]
+        else:
+            G[g, j] = G[j, g] = sums[2 * k + j]
+            G[g, m + j] = G[m + j, g] = sums[vy + 2 * k + j]
+    G[g, g] = sums[vv + 8]
 
 
 def minimize(objective, blocks: Blocks | None = None, tol: float = 1e-4, max_iter: int = 500,
@@ -488,6 +580,12 @@ def minimize(objective, blocks: Blocks | None = None, tol: float = 1e-4, max_ite
         if f_old - f <= ftol * max(abs(f_old), abs(f), 1.0):
             result.message, result.converged = CONVERGED_F, True
             return result
+
+
+def load() -> None:
+    """Compile the kernels of this module now (or read them from numba's cache), not in a timed run."""
+    gram_two_loop(np.ones((3, 3)) + np.eye(3), [0], 1)
+    enter_dots(np.zeros((3, 3)), np.zeros(15), [0], 1, 1, 0)
 
 
 class FunctionObjective:

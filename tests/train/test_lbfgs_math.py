@@ -1,4 +1,4 @@
-"""The pure L-BFGS of mpiml.parallel.lbfgs_math against scipy's L-BFGS-B and against the textbook recursion."""
+"""The pure L-BFGS of mpiml.train.lbfgs_math against scipy's L-BFGS-B and against the textbook recursion."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from scipy.optimize import minimize as scipy_minimize
 from scipy.optimize import rosen, rosen_der
 from scipy.special import expit
 
-from mpiml.parallel import lbfgs_math as L
+from mpiml.train import lbfgs_math as L
 
 
 def _logistic(seed=0, n=300, d=40, alpha=1e-3):
@@ -124,9 +124,25 @@ def test_gram_two_loop_equals_the_textbook_two_loop(seed, d, pairs):
     basis[:pairs] = np.reshape(S, (pairs, d))
     basis[m:m + pairs] = np.reshape(Y, (pairs, d))
     basis[2 * m] = g
-    c = L.gram_two_loop(basis @ basis.T, order, m)
+    G = basis @ basis.T
     expect = L.two_loop(g, S, Y)
-    np.testing.assert_allclose(c @ basis, expect, rtol=1e-8, atol=1e-8 * np.abs(expect).max())
+    for c in (L.gram_two_loop(G, order, m), L.gram_two_loop_reference(G, order, m)):   # compiled, numpy
+        np.testing.assert_allclose(c @ basis, expect, rtol=1e-8, atol=1e-8 * np.abs(expect).max())
+    np.testing.assert_allclose(L.gram_two_loop(G, order, m), L.gram_two_loop_reference(G, order, m),
+                               rtol=1e-12, atol=1e-12 * np.abs(L.gram_two_loop_reference(G, order, m)).max())
+
+
+def test_the_compiled_two_loop_is_the_reference_on_a_ring_in_use(monkeypatch):
+    """Rows in ring order (oldest not first in memory), as after the history wrapped around."""
+    rng = np.random.default_rng(5)
+    m, d = 4, 9
+    basis = rng.standard_normal((2 * m + 1, d))
+    basis[m:2 * m] = basis[:m] * 2.0 + 0.1 * basis[m:2 * m]   # y ~ 2 s: positive curvature
+    G = basis @ basis.T
+    order = [2, 3, 0, 1]
+    compiled = L.gram_two_loop(G, order, m)
+    monkeypatch.setenv("MPIML_KERNELS", "numpy")
+    np.testing.assert_allclose(compiled, L.gram_two_loop(G, order, m), rtol=1e-12, atol=1e-14)
 
 
 @given(seed=st.integers(0, 10**6), scale=st.sampled_from([1e-3, 1.0, 1e3]))
@@ -152,3 +168,26 @@ def test_line_search_steps_satisfy_the_strong_wolfe_conditions(seed, scale):
         assert abs(d) <= L.WOLFE_CURVATURE * abs(slope)
     else:   # a warning: the step is still no worse than the start
         assert task.startswith("WARNING") and f <= f0
+
+
+@given(seed=st.integers(0, 10**6), m=st.integers(1, 6), used=st.integers(0, 6), keep=st.booleans())
+def test_the_compiled_gram_update_is_the_reference_to_the_bit(seed, m, used, keep):
+    rng = np.random.default_rng(seed)
+    k = min(used, m)
+    order = list(rng.permutation(m)[:k]) if k == m else list(range(k))   # a wrapped ring, or rows 0..k-1
+    h = -1
+    if keep:
+        h = k if k < m else order.pop(0)
+        order.append(h)
+    sums = rng.standard_normal(6 * k + 9)
+    G0 = rng.standard_normal((2 * m + 1, 2 * m + 1))
+    compiled, reference = G0.copy(), G0.copy()
+    L.enter_dots(compiled, sums, order, k, m, h)
+    L.enter_dots_reference(reference, sums, order, k, m, h)
+    np.testing.assert_array_equal(compiled, reference)
+
+
+def test_the_kernels_load_ahead_of_a_run_and_then_agree_with_the_references():
+    L.load()   # compiles (or reads the cache of) every kernel of the module, on inputs it made up
+    G = np.array([[2.0, 0.5, 0.3], [0.5, 1.0, 0.2], [0.3, 0.2, 1.5]])
+    np.testing.assert_allclose(L.gram_two_loop(G, [0], 1), L.gram_two_loop_reference(G, [0], 1), rtol=1e-14)

@@ -8,6 +8,9 @@ Cost: an O(N) permutation per epoch on every rank.
 
 ``local``/``oneshot``: every rank permutes its own rows with its own stream and walks
 through them cyclically, ``ceil(N / (p b))`` updates per epoch on every rank.
+
+Full-batch work (evaluation) goes through row blocks of bounded size: :func:`row_blocks`,
+:func:`row_block`.
 """
 
 from __future__ import annotations
@@ -20,7 +23,11 @@ _SYNC_TAG, _LOCAL_TAG = 0x5EED0001, 0x5EED0002
 
 
 def sync_plan(seed: int, epoch: int, n_total: int, offset: int, n_local: int, update_rows: int):
-    """``(local_rows, bounds)``: update ``s`` uses ``local_rows[bounds[s]:bounds[s+1]]``."""
+    """``(local_rows, bounds, positions)`` of this rank's rows in the epoch's global order.
+
+    Update ``s`` uses ``local_rows[bounds[s]:bounds[s+1]]``; ``positions`` (same indexing)
+    are their places in the epoch's permutation, which tell the micro-batch of each row.
+    """
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), _SYNC_TAG, int(epoch)]))
     perm = rng.permutation(n_total)
     positions = np.flatnonzero((perm >= offset) & (perm < offset + n_local))
@@ -46,3 +53,16 @@ def local_order(seed: int, epoch: int, rank: int, size: int, n_local: int) -> np
 def local_rows(order: np.ndarray, step: int, update_rows: int) -> np.ndarray:
     """Rows of update ``step``, wrapping around the shard."""
     return order[(step * update_rows + np.arange(update_rows)) % len(order)]
+
+
+def row_block(X, lo: int, hi: int):
+    """Rows ``lo:hi`` of ``X``: ``X`` itself when that is all of it (slicing a CSR matrix copies it)."""
+    if lo <= 0 and hi >= X.shape[0]:
+        return X
+    return X[lo:hi]
+
+
+def row_blocks(n: int, rows: int) -> list:
+    """``[(lo, hi), ...]`` covering ``n`` rows ``rows`` at a time (one empty block for no rows)."""
+    rows = max(int(rows), 1)
+    return [(lo, min(lo + rows, n)) for lo in range(0, n, rows)] or [(0, 0)]

@@ -1,0 +1,102 @@
+"""The checkpoint format of a training run (rank 0 writes, all ranks read), on whole models.
+
+A checkpoint holds the parameters and optimizer state as arrays with one row per model:
+one row for ``sync``/``lbfgs`` (every replica holds the same model), one row per replica
+for ``local``/``oneshot`` (each replica's own local model; a replica is a rank of a
+data-parallel run, a row group of a grid). Random state is never stored: the batches of
+every update are recomputed from ``seed``, ``epoch`` and the update number.
+
+Resuming with as many replicas continues bitwise. With another number, ``sync``
+continues the same trajectory (its batches do not depend on p), and ``local``/``oneshot``
+start every replica from the average of the saved local models (and optimizer states),
+at the same fraction of the interrupted epoch.
+
+The functions read a *view* of the run: ``group`` (the replicas: ``rank``, ``size``,
+``gather_root``, ``bcast_object``, ``agree``), ``per_replica``, ``theta``, ``opt.state``,
+``model``, ``cfg``, ``n_total``, ``epoch``, ``step``, ``t``, ``history``,
+``checkpoint_dir``, ``last_checkpoint`` and ``diverged``; :mod:`mpiml.parallel.checkpoint`
+assembles the whole model from the blocks of a grid into one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mpiml.errors import CheckpointError
+from mpiml.runtime.checkpoint import read_checkpoint, write_checkpoint
+from mpiml.train import plan
+
+
+def _one_per_replica(view) -> bool:
+    return view.per_replica and view.group.size > 1
+
+
+def save_state(view) -> str | None:
+    """Write the state of ``view``; returns the file name (on every rank)."""
+    arrays = {"theta": view.theta, **{f"opt_{k}": v for k, v in view.opt.state.items()}}
+    if _one_per_replica(view):
+        arrays = {k: view.group.gather_root(v) for k, v in arrays.items()}
+    else:
+        arrays = {k: np.asarray(v)[None] for k, v in arrays.items()}
+    error = name = None
+    if view.group.rank == 0 and not all(np.isfinite(v).all() for v in arrays.values()):
+        error = view.diverged("the model")  # never replace a good checkpoint with a broken one
+    elif view.group.rank == 0:
+        meta = {"epoch": view.epoch, "step_in_epoch": view.step, "updates": view.t, "ranks": view.group.size,
+                "model": view.model.name, "n_params": view.model.n_params, "n_total": view.n_total,
+                "history": view.history, "config": view.cfg.as_dict()}
+        try:
+            name = write_checkpoint(view.checkpoint_dir, view.t, arrays, meta).name
+        except CheckpointError as exc:
+            error = exc
+    view.group.agree(error)
+    return view.group.bcast_object(name)
+
+
+def _pick(rows: np.ndarray, rank: int, same_p: bool) -> np.ndarray:
+    if rows.shape[0] == 1:
+        return rows[0].copy()
+    if same_p:
+        return rows[rank].copy()
+    return rows.mean(axis=0)
+
+
+def load_state(view) -> int | None:
+    """Restore ``view`` from the latest checkpoint, if any; returns its update count."""
+    found = error = None
+    if view.group.rank == 0:
+        try:
+            found = read_checkpoint(view.checkpoint_dir)
+            if found is not None:
+                _check(found[1], view)
+        except CheckpointError as exc:
+            error = exc
+    view.group.agree(error)
+    found = view.group.bcast_object(found)
+    if found is None:
+        return None
+    arrays, meta = found
+    same_p = meta["ranks"] == view.group.size
+    view.theta = _pick(arrays["theta"], view.group.rank, same_p)
+    for key in view.opt.state:
+        view.opt.state[key] = _pick(arrays[f"opt_{key}"], view.group.rank, same_p)
+    view.t, view.epoch, view.step = meta["updates"], meta["epoch"], meta["step_in_epoch"]
+    view.history = list(meta.get("history", []))
+    if not same_p and view.step and view.per_replica:
+        rows = view.cfg.batch_size * view.cfg.accumulate
+        old = plan.local_steps(view.n_total, meta["ranks"], rows)
+        view.step = view.step * plan.local_steps(view.n_total, view.group.size, rows) // old
+    view.last_checkpoint = meta.get("latest")
+    return view.t
+
+
+def _check(meta: dict, view) -> None:
+    for key, mine in (("model", view.model.name), ("n_params", view.model.n_params),
+                      ("n_total", view.n_total)):
+        if meta.get(key) != mine:
+            raise CheckpointError(f"checkpoint in {view.checkpoint_dir} is for {key}={meta.get(key)!r}, "
+                                  f"this run has {mine!r}; use another --checkpoint-dir")
+    saved = meta.get("config", {}).get("strategy")
+    if saved != view.cfg.strategy:
+        raise CheckpointError(f"checkpoint in {view.checkpoint_dir} was written by strategy {saved!r}, "
+                              f"this run uses {view.cfg.strategy!r}")
