@@ -15,11 +15,11 @@ Then the part to copy: every rank reads only its own byte range of the shards
 the allreduced gradient; every rank ends with the same model), ``score`` counts the test
 documents of every rank, ``predict`` labels new text, and ``save``/``load`` write and read
 the model (one ``.npz``; it loads at any rank count, or in a serial script). The result
-does not depend on the number of ranks (up to rounding). Rank 0 prints, for example::
+does not depend on the number of ranks (up to rounding). Rank 0 prints::
 
-    wrote 4 training shards (4000 documents, 34.1 words each) and 1000 test documents
-    trained by lbfgs: 17 iterations, objective 0.2214236851
-    test accuracy 0.9660
+    wrote 4 training shards (4000 documents, 34.3 words each) and 1000 test documents
+    trained by lbfgs: 17 iterations, objective 0.3428790876
+    test accuracy 0.958000
     predict 'the coach was happy with the team' -> sport
     predict 'bake the bread in a hot oven' -> cooking
     saved model.npz; loaded on 1 rank: same predictions yes

@@ -8,8 +8,8 @@ gradient, and ``mpiml.allreduce`` adds the shares up: every rank then takes the 
 and holds the same weights. The answer does not depend on the number of ranks (up to
 rounding). Rank 0 prints::
 
-    train loss 0.3311
-    test accuracy 0.8654
+    train loss 0.2653067582
+    test accuracy 0.898431
 """
 
 import numpy as np

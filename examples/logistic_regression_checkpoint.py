@@ -9,7 +9,7 @@ checkpoint and exits with status 3, the status mpiml's Slurm templates requeue o
 second resumes on another number of ranks and ends with the same weights as an
 uninterrupted run: the minibatches are drawn over the global rows, so they do not depend
 on the rank count. Rank 0 prints ``stopped after update 40`` then ``resumed from update 40``
-and ``train loss 0.2650``.
+and ``train loss 0.2662330704``.
 
 Each update sums ``--accumulate K`` micro-batch gradients locally before one allreduce:
 the gradient of a batch too large to process at once, for the price of one message.
