@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numba.extending import register_jitable
 
 from mpiml.data import parsers
 from mpiml.runtime.jit import kernel
@@ -58,6 +59,17 @@ def _pow10_table():
 
 
 POW10_HIGH, POW10_LOW = _pow10_table()
+
+
+@register_jitable
+def _mul_128(a, b):
+    """``a * b`` for uint64 ``a, b`` as the (high, low) uint64 halves of the 128-bit product."""
+    mask32, s32 = np.uint64(0xFFFFFFFF), np.uint64(32)
+    p0 = (a & mask32) * (b & mask32)
+    p1 = (a & mask32) * (b >> s32)
+    p2 = (a >> s32) * (b & mask32)
+    mid = (p0 >> s32) + (p1 & mask32) + (p2 & mask32)
+    return (a >> s32) * (b >> s32) + (p1 >> s32) + (p2 >> s32) + (mid >> s32), (p0 & mask32) | (mid << s32)
 
 
 @kernel
@@ -154,22 +166,9 @@ def _parse_numbers(buf, spans, count, pow10, words, pow10_high, pow10_low, out, 
                 m = m << one
                 clz += 1
             exp2 = ((217706 * exp10) >> 16) + 64 + 1023 - clz
-            ph = pow10_high[exp10 - POW10_MIN]
-            # (x_hi, x_lo) = m * ph, 64 x 64 -> 128 bits from 32-bit halves
-            p0 = (m & mask32) * (ph & mask32)
-            p1 = (m & mask32) * (ph >> s32)
-            p2 = (m >> s32) * (ph & mask32)
-            mid = (p0 >> s32) + (p1 & mask32) + (p2 & mask32)
-            x_lo = (p0 & mask32) | (mid << s32)
-            x_hi = (m >> s32) * (ph >> s32) + (p1 >> s32) + (p2 >> s32) + (mid >> s32)
+            x_hi, x_lo = _mul_128(m, pow10_high[exp10 - POW10_MIN])
             if (x_hi & low9) == low9 and x_lo + m < m:  # the truncated table may matter: widen
-                pl = pow10_low[exp10 - POW10_MIN]
-                p0 = (m & mask32) * (pl & mask32)
-                p1 = (m & mask32) * (pl >> s32)
-                p2 = (m >> s32) * (pl & mask32)
-                mid = (p0 >> s32) + (p1 & mask32) + (p2 & mask32)
-                y_lo = (p0 & mask32) | (mid << s32)
-                y_hi = (m >> s32) * (pl >> s32) + (p1 >> s32) + (p2 >> s32) + (mid >> s32)
+                y_hi, y_lo = _mul_128(m, pow10_low[exp10 - POW10_MIN])
                 merged_hi = x_hi
                 merged_lo = x_lo + y_hi
                 if merged_lo < x_lo:

@@ -98,6 +98,13 @@ class Blocks:
 
 # --- the line search ---------------------------------------------------------------------------
 
+def _cubic(sa, fa, da, sb, fb, db):
+    """``theta`` and ``|gamma|`` of the cubic through two points with their values and slopes."""
+    theta = 3.0 * (fa - fb) / (sb - sa) + da + db
+    scale = max(abs(theta), abs(da), abs(db))  # keeps the square from overflowing
+    return theta, scale * math.sqrt(max(0.0, (theta / scale) ** 2 - (da / scale) * (db / scale)))
+
+
 def dcstep(stx, fx, dx, sty, fy, dy, stp, fp, dp, brackt, stpmin, stpmax):
     """One safeguarded step of Moré–Thuente: the new trial ``stp`` and the updated interval.
 
@@ -106,9 +113,7 @@ def dcstep(stx, fx, dx, sty, fy, dy, stp, fp, dp, brackt, stpmin, stpmax):
     """
     sgnd = dp * math.copysign(1.0, dx)
     if fp > fx:  # higher value: the minimizer is bracketed
-        theta = 3.0 * (fx - fp) / (stp - stx) + dx + dp
-        s = max(abs(theta), abs(dx), abs(dp))
-        gamma = s * math.sqrt(max(0.0, (theta / s) ** 2 - (dx / s) * (dp / s)))
+        theta, gamma = _cubic(stx, fx, dx, stp, fp, dp)
         if stp < stx:
             gamma = -gamma
         p = (gamma - dx) + theta
@@ -118,9 +123,7 @@ def dcstep(stx, fx, dx, sty, fy, dy, stp, fp, dp, brackt, stpmin, stpmax):
         stpf = stpc if abs(stpc - stx) < abs(stpq - stx) else stpc + (stpq - stpc) / 2.0
         brackt = True
     elif sgnd < 0.0:  # derivatives of opposite sign: bracketed
-        theta = 3.0 * (fx - fp) / (stp - stx) + dx + dp
-        s = max(abs(theta), abs(dx), abs(dp))
-        gamma = s * math.sqrt(max(0.0, (theta / s) ** 2 - (dx / s) * (dp / s)))
+        theta, gamma = _cubic(stx, fx, dx, stp, fp, dp)
         if stp > stx:
             gamma = -gamma
         p = (gamma - dp) + theta
@@ -130,9 +133,7 @@ def dcstep(stx, fx, dx, sty, fy, dy, stp, fp, dp, brackt, stpmin, stpmax):
         stpf = stpc if abs(stpc - stp) > abs(stpq - stp) else stpq
         brackt = True
     elif abs(dp) < abs(dx):  # same sign, the derivative decreases in magnitude
-        theta = 3.0 * (fx - fp) / (stp - stx) + dx + dp
-        s = max(abs(theta), abs(dx), abs(dp))
-        gamma = s * math.sqrt(max(0.0, (theta / s) ** 2 - (dx / s) * (dp / s)))
+        theta, gamma = _cubic(stx, fx, dx, stp, fp, dp)
         if stp > stx:
             gamma = -gamma
         p = (gamma - dp) + theta
@@ -151,9 +152,7 @@ def dcstep(stx, fx, dx, sty, fy, dy, stp, fp, dp, brackt, stpmin, stpmax):
             stpf = min(max(stpf, stpmin), stpmax)
     else:  # same sign, the derivative does not decrease
         if brackt:
-            theta = 3.0 * (fp - fy) / (sty - stp) + dy + dp
-            s = max(abs(theta), abs(dy), abs(dp))
-            gamma = s * math.sqrt(max(0.0, (theta / s) ** 2 - (dy / s) * (dp / s)))
+            theta, gamma = _cubic(sty, fy, dy, stp, fp, dp)
             if stp > sty:
                 gamma = -gamma
             p = (gamma - dp) + theta

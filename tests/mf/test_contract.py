@@ -123,7 +123,7 @@ def test_fit_leaves_scikit_learn_fitted_attributes(fitted, data):
     # the names of 0.1.0, read-only for one version
     assert model.P is model.user_factors_ and model.Q is model.item_factors_
     assert model.user_ids is model.user_ids_ and model.item_ids is model.item_ids_
-    with pytest.raises(AttributeError):
+    with pytest.raises(AttributeError, match="property 'P'"):
         model.P = None
 
 

@@ -77,7 +77,7 @@ def _sgd_check(path: Path, log: str) -> None:
 SGD = Case(
     name="mpiml-sgd",
     command=lambda checkpoints, result: [sys.executable, "-m", "mpiml", "sgd", "--data",
-                                         "synthetic:classification,n=50000,d=100", "--epochs", "150",
+                                         "synthetic:classification,n=20000,d=50", "--epochs", "40",
                                          "--batch-size", "64", "--checkpoint-dir", str(checkpoints),
                                          "--resume", "--out", str(result)],
     result=_model_theta,
