@@ -31,7 +31,8 @@ def build_parser():
     parser = Parser(
         prog="mpiml bench", description="Benchmark a collective over a range of message sizes.",
         epilog=EPILOG)
-    parser.add_argument("collective", choices=COLLECTIVES)
+    parser.add_argument("collective", choices=COLLECTIVES, metavar="COLLECTIVE",
+                        help=f"the collective to time: {', '.join(COLLECTIVES)}")
     parser.add_argument("--sizes", default=None, type=sizes,
                         help=f"bytes: FROM:TO[:FACTOR] or a comma list, units K/M/G (default {DEFAULT_SIZES})")
     parser.add_argument("--collective-algorithm", default="all", metavar="NAME[,NAME...]",
