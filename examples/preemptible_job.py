@@ -71,7 +71,9 @@ def resume_point(args, directory, meta, comm):
     if comm.rank == 0 and (args.resume or args.evaluate):
         try:
             found = read_checkpoint(directory)
-            if found is not None and any(found[1].get(k) != v for k, v in meta.items()):
+            # Evaluating needs only the same problem: a checkpoint of any rank count will do.
+            checked = {k: v for k, v in meta.items() if not (args.evaluate and k == "ranks")}
+            if found is not None and any(found[1].get(k) != v for k, v in checked.items()):
                 error = CheckpointError(f"{directory}: checkpoint of another run ({found[1]}), not {meta}")
         except CheckpointError as exc:
             error = exc

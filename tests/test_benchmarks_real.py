@@ -256,7 +256,7 @@ def test_lbfgs_objective_is_sklearn_logistic_regression_s(rd, tmp_path, ranks):
     clf = LogisticRegression(C=1.0, tol=1e-12, max_iter=10000).fit(X, y)
     report = mpiml_json(rd, run_mpi(ranks, [sys.executable, "-m", "mpiml", "sgd", "--data", str(path), "--format",
                                             "svmlight", "--test-fraction", "0.2", "--seed", "0", "--strategy", "lbfgs",
-                                            "--alpha", repr(alpha), "--json"], timeout=120), "sgd")
+                                            "--reg", repr(alpha), "--json"], timeout=120), "sgd")
     ours = rd.logistic_objective(X, y, clf.coef_, clf.intercept_, alpha)
     assert report["objective"] == pytest.approx(ours, rel=1e-6)  # mean loss + alpha/2 ||w||^2
     assert report["accuracy"] == pytest.approx(clf.score(Xt, yt))

@@ -7,10 +7,19 @@ module provides ``add_arguments(parser, kind)`` and ``run(args, kind, comm) -> d
 
 from __future__ import annotations
 
-import argparse
 import importlib
 
 from mpiml.cli.output import emit_json, say, table
+from mpiml.cli.parser import Parser
+
+# Each kind's own examples (mpiml datagen KIND --help).
+EXAMPLES = {
+    "classification": ["mpiexec -n 4 mpiml datagen classification --n-samples 100000 --n-features 50 --out train.svm",
+                       "mpiml datagen classification --classes 5 --density 0.1 --out data.npz --json"],
+    "regression": ["mpiml datagen regression --n-samples 10000 --noise 0.5 --out data.csv"],
+    "ratings": ["mpiexec -n 4 mpiml datagen ratings --users 100000 --items 20000 --ratings 1e6 --out ratings.csv",
+                "mpiml datagen ratings --rank 16 --noise 0.2 --out ratings.npz --json"],
+}
 
 GENERATORS = {
     "classification": ("mpiml.cli.datagen_linear", "labelled rows from a random linear model (binary or K classes)"),
@@ -20,15 +29,15 @@ GENERATORS = {
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="mpiml datagen", description="Write a synthetic data set; each rank generates its own rows.",
         epilog="examples:\n  mpiexec -n 4 mpiml datagen classification --n-samples 100000 --n-features 50 "
                "--out train.svm\n  mpiml datagen regression --out data.csv --json\n"
-               "  mpiexec -n 4 mpiml datagen ratings --users 100000 --items 20000 --ratings 1e7 --out ratings.csv",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+               "  mpiexec -n 4 mpiml datagen ratings --users 100000 --items 20000 --ratings 1e7 --out ratings.csv")
     kinds = parser.add_subparsers(dest="kind", metavar="KIND", required=True)
     for name, (module, summary) in GENERATORS.items():
-        sub = kinds.add_parser(name, help=summary, description=summary)
+        sub = kinds.add_parser(name, help=summary, description=summary,
+                               epilog="examples:\n" + "\n".join("  " + line for line in EXAMPLES.get(name, [])))
         importlib.import_module(module).add_arguments(sub, name)
         sub.add_argument("--json", action="store_true", help="print one JSON object")
     return parser

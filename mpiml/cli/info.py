@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 from collections import Counter
 
 from mpiml.cli.output import emit_json, say, table
+from mpiml.cli.parser import Parser
 
 THREAD_LEVELS = {0: "single", 1: "funneled", 2: "serialized", 3: "multiple"}
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="mpiml info",
         description="Report the MPI library, mpi4py, ranks, hosts and thread settings of this job.",
-        epilog="example:\n  mpiexec -n 4 mpiml info --json",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  mpiexec -n 4 mpiml info --json"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     return parser

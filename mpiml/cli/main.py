@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import sys
 
+from mpiml.cli.parser import Parser, UsageError, report, suggest
+from mpiml.errors import ArgumentError
 from mpiml.runtime.abort import run_or_abort
 
 # name -> (module, one-line summary); modules are imported only when their command runs.
@@ -36,12 +37,11 @@ EPILOG = """examples:
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> Parser:
+    parser = Parser(
         prog="mpiml",
         description="MPI toolkit for machine learning on CPU clusters. Run under mpiexec or srun.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"mpiml {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -57,22 +57,59 @@ def _version():
 
 
 def main(argv=None) -> int:
-    """Run ``mpiml`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    """Run ``mpiml`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status.
+
+    A command line that cannot run (:class:`~mpiml.cli.parser.UsageError`) is one
+    ``mpiml: error:`` line on rank 0 and exit status 2, before any work.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _dispatch(argv)
+    except UsageError as exc:
+        return report(exc)
+
+
+def _dispatch(argv) -> int:
     parser = build_parser()
     if not argv or argv[0].startswith("-"):
-        parser.parse_args(argv)  # handles --help / --version, or errors
+        parser.parse_args(argv)  # handles --help / --version (rank 0 prints), or errors
         parser.print_help()
         return 2
     name, rest = argv[0], argv[1:]
-    if name not in SUBCOMMANDS:
-        parser.error(f"unknown command {name!r} (choose from {', '.join(SUBCOMMANDS)})")
-    module = importlib.import_module(SUBCOMMANDS[name][0])
+    module = command_module(name)
     if name in SHARES_CORES and not any(arg in ("-h", "--help") for arg in rest):
         from mpiml.runtime.threads import limit_blas_threads
 
         limit_blas_threads()
     return module.main(rest) or 0
+
+
+def command_module(name: str):
+    """The module of subcommand ``name``; :class:`UsageError` (with suggestions) for an unknown one."""
+    if name not in SUBCOMMANDS:
+        raise UsageError(f"unknown command {name!r}{suggest(name, SUBCOMMANDS)} "
+                         f"(choose from {', '.join(SUBCOMMANDS)})")
+    return importlib.import_module(SUBCOMMANDS[name][0])
+
+
+def check_command(argv) -> None:
+    """Parse ``mpiml`` arguments ``argv`` as the command would, without running it.
+
+    Raises :class:`UsageError` for a command line the command would refuse (``mpiml
+    slurm render`` checks a job's command before it is queued).
+    """
+    if not argv or argv[0].startswith("-") or any(arg in ("-h", "--help", "--version") for arg in argv):
+        return
+    module = command_module(argv[0])
+    try:
+        if hasattr(module, "check_args"):
+            module.check_args(argv[1:])
+        else:
+            module.build_parser().parse_args(argv[1:])
+    except UsageError:
+        raise
+    except ArgumentError as exc:
+        raise UsageError(f"mpiml {argv[0]}: {exc}") from None
 
 
 def entry_point() -> None:

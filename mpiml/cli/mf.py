@@ -15,6 +15,7 @@ import time
 from collections.abc import Mapping
 
 from mpiml.cli.output import emit_json, say, table
+from mpiml.cli.parser import Parser, check_writable, comma_list
 from mpiml.data.ratings import FORMATS
 from mpiml.errors import ArgumentError
 from mpiml.mf import params
@@ -22,7 +23,7 @@ from mpiml.mf import params
 EXAMPLES = """examples:
   mpiexec -n 4 mpiml mf --ratings ml-1m/ratings.dat --test-fraction 0.1 --json      (ALS, tuned defaults)
   mpiexec -n 4 mpiml mf --ratings ml-1m/ratings.dat --reg auto --test-fraction 0.1   (reg chosen on a held-out slice)
-  mpiexec -n 4 mpiml mf --algorithm ials --ratings plays.csv --alpha 2 --test-fraction 0.2
+  mpiexec -n 4 mpiml mf --algorithm ials --ratings plays.csv --confidence 2 --test-fraction 0.2
   mpiexec -n 4 mpiml mf --algorithm dsgd --ratings synthetic:users=20000,items=5000,ratings=1e6,rank=16 \\
       --rank 16 --test-fraction 0.1 --checkpoint-dir ckpt --resume
 """
@@ -66,13 +67,6 @@ def _as_flag(p: params.Param, value) -> str:
     return f"{p.option} {value:g}" if isinstance(value, float) else f"{p.option} {value}"
 
 
-class _Parser(argparse.ArgumentParser):
-    """Raises :class:`ArgumentError` instead of printing and exiting, so the ranks can agree first."""
-
-    def error(self, message):
-        raise ArgumentError(f"{message} (see mpiml mf --help)")
-
-
 def _reg(text: str):
     if text == "auto":
         return "auto"
@@ -82,14 +76,7 @@ def _reg(text: str):
         raise argparse.ArgumentTypeError(f"expected a number or auto, got {text!r}") from None
 
 
-def _numbers(text: str) -> list:
-    try:
-        return [float(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-
-
-TYPES = {"int": int, "float": float, "reg": _reg, "grid": _numbers, "path": str, "choice": str}
+TYPES = {"int": int, "float": float, "reg": _reg, "grid": comma_list(float), "path": str, "choice": str}
 
 
 def _add_model_option(parser, p: params.Param) -> None:
@@ -101,16 +88,17 @@ def _add_model_option(parser, p: params.Param) -> None:
         text += f"; default ${CHECKPOINT_ENV}"
     if p.kind == "bool":
         action = "store_true" if p.name == "resume" else argparse.BooleanOptionalAction
-        parser.add_argument(p.option, action=action, default=None, help=text)
+        parser.add_argument(p.option, dest=p.name, action=action, default=None, help=text)
     else:
-        parser.add_argument(p.option, type=TYPES[p.kind], choices=p.choices or None, default=None, help=text,
-                            metavar=None if p.choices else p.name.upper())
+        parser.add_argument(p.option, dest=p.name, type=TYPES[p.kind], choices=p.choices or None, default=None,
+                            help=text,
+                            metavar=None if p.choices else p.option[2:].upper().replace("-", "_"))
 
 
 def build_parser():
-    parser = _Parser(prog="mpiml mf", description=__doc__.split(": ", 1)[1].split("\n")[0],
-                     epilog=epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--algorithm", choices=params.ALGORITHMS, default="als")
+    parser = Parser(prog="mpiml mf", description=__doc__.split(": ", 1)[1].split("\n")[0], epilog=epilog())
+    parser.add_argument("--algorithm", choices=params.ALGORITHMS, default="als",
+                        help="als (explicit ratings), ials (implicit feedback) or dsgd (stochastic gradient)")
     parser.add_argument("--ratings", required=True, help="ratings file, or synthetic:KEY=VALUE,...")
     parser.add_argument("--format", default="auto", choices=FORMATS,
                         help="ratings layout (default: auto, from the suffix and the first line)")
@@ -120,10 +108,14 @@ def build_parser():
     split = parser.add_mutually_exclusive_group()
     split.add_argument("--test", help="held-out ratings file (same layout)")
     split.add_argument("--test-fraction", type=float, default=0.0, help="hold out this fraction, seeded")
-    parser.add_argument("--split-seed", type=int, default=0)
+    parser.add_argument("--split-seed", type=int, default=0, help="seed of the --test-fraction split")
     parser.add_argument("--k", type=int, default=10, help="cut-off of the ranking metrics")
     parser.add_argument("--out", help="write the model here (.npz)")
     parser.add_argument("--json", action="store_true", help="print one JSON object (progress goes to stderr)")
+    parser.add_argument("--plot", metavar="FILE.png", help="draw the objective and training RMSE per iteration and "
+                        "per second, and each rank's time (needs matplotlib: the plot extra)")
+    parser.rename("--alpha", "--confidence")  # 0.1 spellings
+    parser.rename("--exchange", "--collective-algorithm")
     return parser
 
 
@@ -153,6 +145,22 @@ def check(args) -> None:
     if not 0.0 <= args.test_fraction < 1.0:
         raise ArgumentError("--test-fraction must be in [0, 1)")
     params.validate(algorithm, values, labels={p.name: p.option for p in MODEL_FLAGS})
+    for source in (args.ratings, args.test):
+        if source and source.startswith("synthetic"):
+            from mpiml.data.synthetic_ratings import parse_spec
+
+            parse_spec(source)  # a bad spec is an error now, on every rank, not in the middle of loading
+    check_writable(args.out, "--out")
+    check_writable(args.plot, "--plot")
+    if args.plot:
+        from mpiml.cli import plots
+
+        plots.require()  # before the training, not after
+
+
+def check_args(argv) -> None:
+    """Parse and check ``argv`` as :func:`main` would, without running (``mpiml slurm render`` calls it)."""
+    check(build_parser().parse_args(argv))
 
 
 def load(source: str, fmt: str, comm):
@@ -160,9 +168,13 @@ def load(source: str, fmt: str, comm):
     from mpiml.data.ratings import read_ratings
     from mpiml.data.synthetic_ratings import parse_spec, synthetic_ratings
 
+    from mpiml.runtime.progress import Phase
+
     if source.startswith("synthetic"):
-        return synthetic_ratings(parse_spec(source), comm.Get_rank(), comm.Get_size())
-    return read_ratings(source, fmt, comm)
+        with Phase("generating ratings", unit="ratings on rank 0") as phase:  # rank 0's share stands for all
+            return synthetic_ratings(parse_spec(source), comm.Get_rank(), comm.Get_size(), progress=phase.advance)
+    with Phase(f"reading {source}"):
+        return read_ratings(source, fmt, comm)
 
 
 def make_model(args, callback):
@@ -176,19 +188,23 @@ def main(argv=None) -> int:
     from mpiml.data.ratings import split_fraction
     from mpiml.runtime.agree import raise_if_any
     from mpiml.runtime.comm import resolve_comm
+    from mpiml.runtime.progress import Phase, announce_resume, note
 
     started = time.perf_counter()
     comm = resolve_comm(None)
-    error = model = args = None
+    args = build_parser().parse_args(argv)  # a UsageError here is the same on every rank
+    error = model = None
     try:
-        args = build_parser().parse_args(argv)
         check(args)
     except ArgumentError as exc:
         error = exc
     raise_if_any(error, comm)  # every rank has the same arguments: one message, exit status 2
     stream = sys.stderr if args.json else sys.stdout
 
+    iterations = []
+
     def progress(record):
+        iterations.append(record)
         extra = f"  train_rmse {record['train_rmse']:.5f}" if "train_rmse" in record else ""
         say(f"iteration {record['iteration']:4d}  objective {record['objective']:.6g}{extra}"
             f"  {record['seconds']:.3f} s  (compute {record['compute_seconds']:.3f} s, comm "
@@ -203,6 +219,8 @@ def main(argv=None) -> int:
     else:
         train, test = ratings, None
     load_seconds = time.perf_counter() - started
+    if model.resume:
+        announce_resume(model.checkpoint_dir, "step", "iteration")
     model.fit(train, comm=comm)
     info = model.fit_info_
     settings = model.get_params()
@@ -222,7 +240,8 @@ def main(argv=None) -> int:
     result["comm_fraction"] = result["comm_seconds"] / info["fit_seconds"] if info["fit_seconds"] > 0 else 0.0
     if test is not None:
         clock = time.perf_counter()
-        scores = model.evaluate(test, comm=comm, k=args.k)
+        with Phase("evaluating"):
+            scores = model.evaluate(test, comm=comm, k=args.k)
         result["test_ratings"] = int(comm.allreduce(len(test)))
         for key, value in scores.items():
             result["test_" + key if key in ("rmse", "mae", "count") else key] = value
@@ -230,9 +249,21 @@ def main(argv=None) -> int:
     if args.out:
         clock = time.perf_counter()
         model.save(args.out, comm=comm)
+        note(f"wrote {args.out}")
         result["model_path"] = args.out
         result["save_seconds"] = time.perf_counter() - clock
     result["seconds"] = time.perf_counter() - started
+    if args.plot:
+        error = None
+        if comm.Get_rank() == 0:
+            from mpiml.cli import plots
+
+            try:
+                plots.mf(args.plot, result, iterations)
+                note(f"wrote {args.plot}")
+            except (ArgumentError, OSError) as exc:
+                error = exc if isinstance(exc, ArgumentError) else ArgumentError(f"cannot write {args.plot}: {exc}")
+        raise_if_any(error, comm)
     if args.json:
         emit_json(result, comm=comm)
     else:

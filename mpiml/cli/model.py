@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 
 from mpiml.cli.output import emit_json, say, table
+from mpiml.cli.parser import Parser, check_writable, comma_list, sizes
 
 EPILOG = """The alpha-beta-gamma model of mpiml.collectives.model, with the parameters of a
 tuning file (mpiml tune) or the defaults measured on a 2-core node. "fastest" is the
@@ -21,14 +21,16 @@ examples:
 def build_parser():
     from mpiml.perf.workloads import COLLECTIVES
 
-    parser = argparse.ArgumentParser(prog="mpiml model", description=__doc__.split(":", 1)[1].strip(),
-                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ranks", default="2,16,128,1024,100000", help="comma list of rank counts (<= 100000)")
-    parser.add_argument("--sizes", default="8:1G:8", help="bytes: FROM:TO[:FACTOR] or a comma list")
-    parser.add_argument("--collective", default="allreduce", choices=COLLECTIVES)
+    parser = Parser(prog="mpiml model", description=__doc__.split(":", 1)[1].strip(), epilog=EPILOG)
+    parser.add_argument("--ranks", default="2,16,128,1024,100000", type=comma_list(int, minimum=1, maximum=100000),
+                        help="comma list of rank counts")
+    parser.add_argument("--sizes", default="8:1G:8", type=sizes, help="bytes: FROM:TO[:FACTOR] or a comma list")
+    parser.add_argument("--collective", default="allreduce", choices=COLLECTIVES, help="the collective to predict")
     parser.add_argument("--tuning", metavar="FILE", help="use the calibrated parameters of a tuning file")
     parser.add_argument("--set", metavar="NAME=VALUE,...", help="override parameters (what-if), e.g. alpha=5e-6")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--plot", metavar="FILE.png", help="draw time against size per algorithm, one panel per rank "
+                        "count, crossovers marked (needs matplotlib: the plot extra)")
     return parser
 
 
@@ -37,19 +39,21 @@ def main(argv=None) -> int:
     from mpiml.collectives.registry import ALGORITHMS
     from mpiml.collectives.tuning import load_tuning
     from mpiml.perf.extrapolate import crossover_points, parse_overrides, predictions
-    from mpiml.perf.sizes import format_bytes, parse_sizes
+    from mpiml.perf.sizes import format_bytes
     from mpiml.runtime.agree import raise_if_any
+    from mpiml.cli import plots
+    from mpiml.cli.output import is_root
     from mpiml.errors import ArgumentError
+    from mpiml.runtime.progress import note
 
     args = build_parser().parse_args(argv)
     error = records = points = None
     params = DEFAULT_PARAMS
     try:
-        try:
-            ranks = [int(r) for r in args.ranks.split(",") if r.strip()]
-        except ValueError:
-            raise ArgumentError(f"--ranks must be a comma list of integers, got {args.ranks!r}") from None
-        sizes = parse_sizes(args.sizes)
+        ranks, sizes = args.ranks, args.sizes
+        check_writable(args.plot, "--plot")
+        if args.plot:
+            plots.require()
         if args.tuning:
             params = load_tuning(args.tuning, ALGORITHMS).params or params
         params = parse_overrides(args.set, params)
@@ -58,12 +62,23 @@ def main(argv=None) -> int:
     except ArgumentError as exc:
         error = exc
     raise_if_any(error)  # the same on every rank: all exit cleanly
+    source = f"parameters from {args.tuning}" if args.tuning else "default parameters"
+    if args.set:
+        source += f", with {args.set}"
+    if args.plot:
+        error = None
+        if is_root():
+            try:
+                plots.model(args.plot, args.collective, records, points, source)
+                note(f"wrote {args.plot}")
+            except (ArgumentError, OSError) as exc:
+                error = exc if isinstance(exc, ArgumentError) else ArgumentError(f"cannot write {args.plot}: {exc}")
+        raise_if_any(error)
     if args.json:
         emit_json({"collective": args.collective, "params": params.to_dict(), "predictions": records,
                    "crossovers": points})
         return 0
-    say(f"# mpiml model {args.collective}: predicted time per call in microseconds "
-        f"({'parameters from ' + args.tuning if args.tuning else 'default parameters'})")
+    say(f"# mpiml model {args.collective}: predicted time per call in microseconds ({source})")
     names = list(records[0]["predicted_seconds"]) if records else []
     rows = []
     for rec in records:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import sys
 
-from mpi4py import MPI
+from mpiml.runtime.progress import job_rank
 
 
 def is_root(comm=None) -> bool:
-    return (comm or MPI.COMM_WORLD).Get_rank() == 0
+    """Rank 0 of ``comm``, else of the job (known without starting MPI: ``mpiml slurm`` needs none)."""
+    return comm.Get_rank() == 0 if comm is not None else job_rank() == 0
 
 
 def say(*parts, comm=None, file=None) -> None:

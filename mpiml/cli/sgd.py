@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 from mpiml.cli.output import emit_json, say, table
+from mpiml.cli.parser import Parser
 from mpiml.collectives import ALGORITHMS
 
 from mpiml.runtime.preempt import EXIT_PREEMPTED as EXIT_STOPPED
@@ -37,12 +38,18 @@ scikit-learn, if installed). Each rank reads only its own part.
 """
 
 
+# Settings whose option is not their name: every command spells a penalty --reg and an
+# iteration count --iters (the README's flag vocabulary).
+FLAGS = {"alpha": "--reg", "max_iter": "--iters"}
+# Spellings of version 0.1 still accepted, with a warning: old option -> setting.
+RENAMED = {"--alpha": "alpha", "--max-iter": "max_iter", "--algorithm": "collective_algorithm"}
+
+
 def build_parser():
     from mpiml.cli.parallel_options import add_arguments as add_parallel_arguments
     from mpiml.train.config import DEFAULTS, settings_table
 
-    p = argparse.ArgumentParser(prog="mpiml sgd", description="Train a linear model with distributed SGD or L-BFGS.",
-                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog="mpiml sgd", description="Train a linear model with distributed SGD or L-BFGS.", epilog=EPILOG)
     d = p.add_argument_group("data")
     d.add_argument("--data", default="synthetic:classification", help="training data (default: %(default)s)")
     d.add_argument("--format", choices=("svmlight", "csv", "npy", "npz"), help="default: from the file extension")
@@ -50,12 +57,18 @@ def build_parser():
     d.add_argument("--test-fraction", type=float, default=None,
                    help="hold out this share of the training rows (default 0.2 for built-in data, else 0)")
     d.add_argument("--n-features", type=int, help="svmlight: feature count (default: largest index seen)")
-    d.add_argument("--label-column", type=int, default=0, help="csv/npy: column of the label (default 0)")
+    d.add_argument("--zero-based", choices=("auto", "true", "false"), default="auto",
+                   help="svmlight: feature indices start at 0 (true) or 1 (false); auto: 0 if any index 0 is in "
+                        "the training data; --test is read the same way (default: auto)")
+    d.add_argument("--label-column", default="0", metavar="N|NAME",
+                   help="csv/npy: the label's column, by position or (csv) by its name in the header line "
+                        "(default: 0)")
     m = p.add_argument_group("model")
-    m.add_argument("--model", choices=("logistic", "linear", "softmax", "svm"), default="logistic")
+    m.add_argument("--model", choices=("logistic", "linear", "softmax", "svm"), default="logistic",
+                   help="logistic regression, least squares, multinomial logistic or linear SVM")
     m.add_argument("--classes", type=int, help="softmax: number of classes (default: largest label + 1)")
     add_settings(m, "model")
-    m.add_argument("--no-intercept", action="store_true")
+    m.add_argument("--no-intercept", action="store_true", help="fit no bias term")
     m.add_argument("--standardize", action=argparse.BooleanOptionalAction,
                    help="train on standardized features (statistics over all ranks; sparse data is only scaled); "
                         "default: on for the SGD strategies, off for lbfgs")
@@ -64,8 +77,8 @@ def build_parser():
     strategy = settings_table(with_strategy=True)["strategy"]
     t.add_argument("--strategy", choices=strategy.choices, default=DEFAULTS.strategy, help=strategy.help)
     add_settings(t, "training")
-    t.add_argument("--algorithm", default="auto", choices=("auto",) + tuple(ALGORITHMS["allreduce"]),
-                   help="allreduce algorithm (default %(default)s)")
+    t.add_argument("--collective-algorithm", default="auto", choices=("auto",) + tuple(ALGORITHMS["allreduce"]),
+                   help="allreduce algorithm that sums the gradients (default %(default)s)")
     o = p.add_argument_group("checkpoints and output")
     o.add_argument("--checkpoint-dir", default=os.environ.get("MPIML_CHECKPOINT_DIR") or None,
                    help="rank 0 writes checkpoints here (default: $MPIML_CHECKPOINT_DIR); with it, SIGUSR1/SIGTERM "
@@ -75,10 +88,14 @@ def build_parser():
     o.add_argument("--stop-after-updates", type=int, help="checkpoint and exit (status 3) after N updates")
     o.add_argument("--out", help="write the trained model here (.npz)")
     o.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    o.add_argument("--plot", metavar="FILE.png", help="draw the loss per epoch and per second, and each rank's "
+                   "compute/communication/wait time (needs matplotlib: the plot extra)")
     o.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
                    help="progress bar on rank 0: auto = only if stdout is a terminal (under mpiexec it is "
                         "usually a pipe, so say 'always' for a bar in an interactive run)")
     add_parallel_arguments(p)  # --parallel data|model|hybrid|auto --grid RxC --split --explain
+    for old, name in RENAMED.items():
+        p.rename(old, _flag(name))
     return p
 
 
@@ -104,9 +121,10 @@ def add_settings(group, section: str) -> None:
         if setting.scope:
             text = f"{setting.scope}: {text}"
         if setting.type is bool:
-            group.add_argument(_flag(name), action="store_const", const=True, help=text)
+            group.add_argument(_flag(name), dest=name, action="store_const", const=True, help=text)
         else:
-            group.add_argument(_flag(name), type=setting.type, choices=setting.choices, help=text)
+            group.add_argument(_flag(name), dest=name, type=setting.type, choices=setting.choices, help=text,
+                               metavar=None if setting.choices else name.upper())
 
 
 def _epoch_row(record):
@@ -124,22 +142,22 @@ def main(argv=None) -> int:
     from mpiml.errors import ArgumentError
     from mpiml.runtime.agree import raise_if_any
     from mpiml.runtime.preempt import PreemptionWatch
+    from mpiml.runtime.progress import Phase, announce_resume, note
     from mpiml.train.progress import Progress
 
     comm = MPI.COMM_WORLD
     started = time.perf_counter()
-    error = None
-    if args.resume and not args.checkpoint_dir:
-        error = ArgumentError("--resume needs --checkpoint-dir")
-    if args.test and args.test_fraction:
-        error = ArgumentError("give --test or --test-fraction, not both")
+    error = settings = None
     try:
-        settings = resolve_settings(args)
+        settings = check(args)
     except ArgumentError as exc:
-        error = error or exc
+        error = exc
     raise_if_any(error, comm)  # the same verdict on every rank: it is a pure function of argv
-    shard, test = _load(args, comm)
+    with Phase("loading data"):
+        shard, test = _load(args, comm)
     load_seconds = time.perf_counter() - started
+    if args.resume:
+        announce_resume(args.checkpoint_dir, "updates", "update")
 
     say_rows = not args.json
     how = " (chosen by --strategy auto)" if args.strategy_requested == "auto" else ""
@@ -150,14 +168,23 @@ def main(argv=None) -> int:
     if say_rows:
         say(f"{'epoch':>5}  {'train_loss':>10}  {'train_acc':>9}  {'test_loss':>9}  {'test_acc':>8}")
     progress = None
+    show = {"auto": None, "always": True, "never": False}[args.progress]
+    bar = say_rows and (show if show is not None else sys.stdout.isatty())
+    # Lines on stderr where no bar or epoch row shows how far training is (--json, a log file).
+    phase = Phase("training", total=None if args.strategy == "lbfgs" else args.epochs, unit="epochs",
+                  enabled=None if not bar and show is not False else False)
     if comm.rank == 0:
-        show = {"auto": None, "always": True, "never": False}[args.progress]
-        progress = Progress(args.epochs if args.strategy != "lbfgs" else 1, enabled=show if say_rows else False,
-                            on_epoch=(lambda r: print(_epoch_row(r), flush=True)) if say_rows else None)
+        def on_epoch(record):
+            if say_rows:
+                print(_epoch_row(record), flush=True)
+            loss = record.get("train_loss")
+            phase.update(record["epoch"], "" if loss is None else f"train_loss {loss:.4g}")
+
+        progress = Progress(args.epochs if args.strategy != "lbfgs" else 1, enabled=bar, on_epoch=on_epoch)
     # The watch only records signals; the trainer carries each rank's vote in its next
     # allreduce, so all ranks stop after the same update without an extra collective.
     watch = PreemptionWatch(comm) if args.checkpoint_dir else None
-    with watch or contextlib.nullcontext():
+    with watch or contextlib.nullcontext(), phase:
         stop_flag = (lambda: watch.requested) if watch else None
         est, fit_seconds = _fit(args, settings, comm, shard, test, progress, stop_flag)
     result = est.result_
@@ -165,7 +192,10 @@ def main(argv=None) -> int:
         progress.clear()
     if args.out and not result.interrupted:
         est.save(args.out)
+        note(f"wrote {args.out}")
     summary = _summary(args, comm, est, result, load_seconds, fit_seconds, time.perf_counter() - started)
+    if args.plot:
+        _plot(args.plot, summary, result, comm)
     if args.json:
         emit_json(summary)
     else:
@@ -174,9 +204,42 @@ def main(argv=None) -> int:
             where = f"checkpoint in {args.checkpoint_dir} (rerun with --resume)" if args.checkpoint_dir \
                 else "no --checkpoint-dir, so nothing was saved"
             say(f"stopped after {result.updates} updates; {where}")
-        elif args.out:
-            say(f"model written to {args.out}")
     return EXIT_STOPPED if result.interrupted else 0
+
+
+def check(args) -> dict:
+    """Refuse options that do not fit together (:class:`ArgumentError`); the settings given (:func:`resolve_settings`).
+
+    Pure: a function of the command line only, so every rank reaches the same verdict.
+    """
+    from mpiml.cli.parser import check_writable
+    from mpiml.errors import ArgumentError
+
+    if args.resume and not args.checkpoint_dir:
+        raise ArgumentError("--resume needs --checkpoint-dir")
+    if args.test and args.test_fraction:
+        raise ArgumentError("give --test or --test-fraction, not both")
+    if args.split == "classes" and args.model != "softmax":
+        raise ArgumentError(f"--split classes splits the classes of --model softmax; --model {args.model} has "
+                            "one output: use --split features")
+    check_writable(args.out, "--out")
+    check_writable(args.plot, "--plot")
+    if args.plot:
+        from mpiml.cli import plots
+
+        plots.require()  # before the training, not after
+    try:
+        return resolve_settings(args)
+    except ArgumentError as exc:  # "alpha must be >= 0": name the option the user typed
+        name, _, rest = str(exc).partition(" ")
+        if name in FLAGS:
+            raise ArgumentError(f"{FLAGS[name]} {rest}") from None
+        raise
+
+
+def check_args(argv) -> None:
+    """Parse and check ``argv`` as :func:`main` would, without running (``mpiml slurm render`` calls it)."""
+    check(build_parser().parse_args(argv))
 
 
 def _load(args, comm):
@@ -185,7 +248,9 @@ def _load(args, comm):
     from mpiml.runtime.agree import raise_if_any
     from mpiml.errors import DataError
 
-    shard = load_shard(args.data, comm, args.format, args.n_features, args.label_column)
+    base = {"auto": "auto", "true": True, "false": False}[args.zero_based]
+    label = int(args.label_column) if args.label_column.strip().lstrip("-").isdigit() else args.label_column
+    shard = load_shard(args.data, comm, args.format, args.n_features, label, zero_based=base)
     fraction = args.test_fraction
     if fraction is None:
         fraction = 0.2 if args.data.startswith(("synthetic:", "sklearn:")) and not args.test else 0.0
@@ -193,8 +258,9 @@ def _load(args, comm):
         return split_holdout(shard, fraction, args.seed, comm)
     if not args.test:
         return shard, None
-    test = load_shard(args.test, comm, args.format, args.n_features or shard.X.shape[1], args.label_column,
-                      allow_empty=True)
+    # The test file is read as the training file was: the same base, features, label column.
+    test = load_shard(args.test, comm, args.format, args.n_features or shard.X.shape[1], label, allow_empty=True,
+                      zero_based=base if shard.zero_based is None else shard.zero_based)
     error = None
     if test.X.shape[1] != shard.X.shape[1]:
         error = DataError(f"test data has {test.X.shape[1]} features, training data {shard.X.shape[1]}", args.test)
@@ -228,7 +294,8 @@ def resolve_settings(args) -> dict:
 
 
 def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+    """The option of setting ``name``: ``--lr-decay`` for ``lr_decay``, else the command-line vocabulary's."""
+    return FLAGS.get(name) or "--" + name.replace("_", "-")
 
 
 def _fit(args, settings, comm, shard, test, progress, stop_flag):
@@ -239,7 +306,7 @@ def _fit(args, settings, comm, shard, test, progress, stop_flag):
 
     layout = plan_layout(args, comm, shard.X, shard.y)  # prints the layout chosen (collective)
     est = LinearModel(
-        args.model, args.strategy, **layout, comm=comm, algorithm=args.algorithm, n_classes=args.classes,
+        args.model, args.strategy, **layout, comm=comm, algorithm=args.collective_algorithm, n_classes=args.classes,
         fit_intercept=not args.no_intercept, squared_hinge=args.squared_hinge, standardize=args.standardize,
         checkpoint_dir=args.checkpoint_dir, resume=args.resume, stop_at_update=args.stop_after_updates,
         progress=progress, stop_requested=stop_flag, **settings)
@@ -276,6 +343,25 @@ def _summary(args, comm, est, result, load_seconds, fit_seconds, seconds) -> dic
                 "lbfgs_converged"):
         out[key] = last.get(key)
     return out
+
+
+def _plot(path, summary, result, comm) -> None:
+    """Rank 0 draws ``--plot`` (collective: a failure is every rank's error)."""
+    from mpiml.cli import plots
+    from mpiml.errors import ArgumentError, MpimlError
+    from mpiml.runtime.agree import raise_if_any
+    from mpiml.runtime.progress import note
+
+    error = None
+    if comm.rank == 0:
+        first = result.history[0] if result.history else {}
+        trace = (first["lbfgs_objective"], first["lbfgs_seconds"]) if "lbfgs_objective" in first else None
+        try:
+            plots.sgd(path, summary, trace)
+            note(f"wrote {path}")
+        except (MpimlError, OSError) as exc:
+            error = exc if isinstance(exc, MpimlError) else ArgumentError(f"cannot write {path}: {exc}")
+    raise_if_any(error, comm)
 
 
 def _print_timings(summary):

@@ -6,16 +6,16 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from mpiml.cli.output import emit_json, say, table
+from mpiml.cli.parser import Parser, UsageError, report
 from mpiml.errors import MpimlError
 
 EPILOG = """examples:
   mpiml slurm list
   mpiml slurm render single-node --ntasks-per-node 8 --time 1:00:00 -- mpiml info > job.sbatch
-  mpiml slurm submit preemptible --time 4:00:00 --venv $PWD/.venv -- mpiml sgd train --resume ...
+  mpiml slurm submit preemptible --time 4:00:00 --venv $PWD/.venv -- mpiml sgd --data train.svm --resume
   mpiml slurm gather sweep-1234
   srun mpiml slurm env            (inside a job: which node, task and threads every rank got)
 """
@@ -52,22 +52,33 @@ def _add_render_arguments(parser):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="mpiml slurm", description="Slurm job scripts from mpiml's templates, and submitting them. "
         "Put the command every rank runs after `--`.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=EPILOG)
     commands = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    commands.add_parser("list", help="the templates and what each is for")
-    render = commands.add_parser("render", help="print (or --out) a ready job script: TEMPLATE [options] -- COMMAND")
+    def action(name, text, *examples):
+        return commands.add_parser(name, help=text, description=text,
+                                   epilog="examples:\n" + "\n".join("  " + line for line in examples))
+
+    action("list", "the templates and what each is for", "mpiml slurm list")
+    render = action("render", "print (or --out) a ready job script: TEMPLATE [options] -- COMMAND",
+                    "mpiml slurm render single-node --ntasks-per-node 8 -- mpiml info > job.sbatch",
+                    "mpiml slurm render multi-node --nodes 4 --time 2:00:00 --venv .venv --out job.sbatch -- "
+                    "mpiml sgd --data train.svm")
     _add_render_arguments(render)
-    submit = commands.add_parser("submit", help="render, then sbatch it; prints the job id")
+    submit = action("submit", "render, then sbatch it; prints the job id",
+                    "mpiml slurm submit preemptible --time 4:00:00 -- mpiml sgd --data train.svm --resume",
+                    "mpiml slurm submit evaluate --after 1234 -- python examples/preemptible_job.py --evaluate --json")
     _add_render_arguments(submit)
     submit.add_argument("--after", metavar="JOBID", help="start only after job JOBID succeeded (afterok)")
     submit.add_argument("--json", action="store_true", help='print {"job_id": ...}')
-    gather = commands.add_parser("gather", help="one table of a sweep's results (the sweep template's folder)")
-    gather.add_argument("directory")
+    gather = action("gather", "one table of a sweep's results (the sweep template's folder)",
+                    "mpiml slurm gather sweep-1234", "mpiml slurm gather sweep-1234 --json")
+    gather.add_argument("directory", help="the sweep's results folder (sweep-<array job id>)")
     gather.add_argument("--json", action="store_true", help="print one JSON object with the rows")
-    env = commands.add_parser("env", help="inside a job: every rank's Slurm task, node and threads")
+    env = action("env", "inside a job: every rank's Slurm task, node and threads", "srun mpiml slurm env",
+                 "srun mpiml slurm env --json")
     env.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
@@ -91,6 +102,7 @@ def _render(args, command) -> str:
     from mpiml.slurm.render import render_script
 
     path = templates.find(args.template)
+    _check_job_command(command, path.read_text())
     # The job may start in another folder: make the environment's path absolute, ~ expanded.
     venv = os.path.abspath(os.path.expanduser(args.venv)) if args.venv else None
     script = render_script(path.read_text(), _options(args), command or None, venv)
@@ -100,12 +112,45 @@ def _render(args, command) -> str:
     return script
 
 
+def mpiml_arguments(command):
+    """The arguments after ``mpiml`` when ``command`` runs mpiml (``mpiml ...``, ``python -m mpiml ...``), else None."""
+    import os
+
+    if command and os.path.basename(command[0]) == "mpiml":
+        return command[1:]
+    if len(command) >= 3 and os.path.basename(command[0]).startswith("python") and command[1:3] == ["-m", "mpiml"]:
+        return command[3:]
+    return None
+
+
+def _check_job_command(command, template: str) -> None:
+    """Refuse, before it is queued, an mpiml command line that would fail at once in the job."""
+    import os
+
+    from mpiml.cli.main import check_command
+
+    arguments = mpiml_arguments(command)
+    if arguments is None:
+        return
+    # A template that exports the checkpoint folder gives the command one in the job.
+    lend = "export MPIML_CHECKPOINT_DIR=" in template and not os.environ.get("MPIML_CHECKPOINT_DIR")
+    if lend:
+        os.environ["MPIML_CHECKPOINT_DIR"] = "checkpoints"
+    try:
+        check_command(arguments)
+    except UsageError as exc:
+        raise UsageError(f"the job's command would fail: {exc}") from None
+    finally:
+        if lend:
+            del os.environ["MPIML_CHECKPOINT_DIR"]
+
+
 def _list() -> None:
     from mpiml.slurm import templates
 
     found = templates.available()
     if not found:
-        say("no templates found (set MPIML_SLURM_TEMPLATES to a folder of *.sbatch files)")
+        say("no templates found: reinstall mpiml, or set MPIML_SLURM_TEMPLATES to a folder of *.sbatch files")
         return
     say(table([(name, templates.summary(path)) for name, path in found.items()], ("template", "what it is for")))
 
@@ -171,6 +216,5 @@ def main(argv=None) -> int:
         else:
             _env(args)
     except MpimlError as exc:
-        say(f"mpiml slurm {args.action}: error: {exc}", file=sys.stderr)
-        return 2
+        return report(exc if isinstance(exc, UsageError) else f"mpiml slurm {args.action}: {exc}")
     return 0

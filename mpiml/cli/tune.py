@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 
 from mpiml.cli.output import emit_json, say, table
+from mpiml.cli.parser import Parser, check_writable, comma_list, sizes
 
 DEFAULT_SIZES = "8:64M:8"
 
@@ -20,6 +20,7 @@ model with the file's parameters.
 
 examples:
   mpiexec -n 2 mpiml tune --explain
+  mpiexec -n 3 mpiml tune --collective allreduce,bcast --sizes 8:1M:8 --out small.json
   mpiexec -n 4 mpiml tune --ranks 2,3,4 --out cluster-tuning.json
 """
 
@@ -27,21 +28,25 @@ examples:
 def build_parser():
     from mpiml.perf.workloads import COLLECTIVES
 
-    parser = argparse.ArgumentParser(prog="mpiml tune", description=__doc__.split(":", 1)[1].strip(),
-                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="mpiml tune", description=__doc__.split(":", 1)[1].strip(), epilog=EPILOG)
     parser.add_argument("--out", default="mpiml-tuning.json", help="tuning file to write (default %(default)s)")
-    parser.add_argument("--sizes", default=DEFAULT_SIZES, help="size grid (default %(default)s)")
-    parser.add_argument("--collectives", default=",".join(COLLECTIVES), help="comma list (default: all)")
-    parser.add_argument("--ranks", default=None, help="rank counts to measure (default: all ranks)")
-    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--sizes", default=DEFAULT_SIZES, type=sizes, help="size grid (default %(default)s)")
+    parser.add_argument("--collective", default=",".join(COLLECTIVES), type=comma_list(choices=COLLECTIVES),
+                        metavar="NAME[,NAME...]", help="the collectives to tune, a comma list (default: all)")
+    parser.add_argument("--ranks", default=None, type=comma_list(int, minimum=1),
+                        help="rank counts to measure (default: all ranks)")
+    parser.add_argument("--dtype", default="float32", help="element type of the buffers")
     parser.add_argument("--min-time", type=float, default=0.05,
                         help="seconds per algorithm and size, over all passes (default 0.05)")
-    parser.add_argument("--max-iters", type=int, default=200)
+    parser.add_argument("--max-iters", type=int, default=200, help="cap on timed iterations per algorithm and size")
     parser.add_argument("--repeats", type=int, default=3,
                         help="passes over the grid; a size's time is the median over passes (default 3)")
     parser.add_argument("--explain", action="store_true",
                         help="print predicted against measured time, and efficiency against the lower bound")
     parser.add_argument("--json", action="store_true", help="print the tuning document as one JSON object")
+    parser.add_argument("--plot", metavar="FILE.png", help="draw measured against predicted time (needs "
+                        "matplotlib: the plot extra)")
+    parser.rename("--collectives", "--collective")  # the 0.1 spelling
     return parser
 
 
@@ -63,28 +68,27 @@ def main(argv=None) -> int:
     from mpi4py import MPI
 
     from mpiml.perf.harness import Schedule
-    from mpiml.perf.sizes import format_bytes, parse_sizes
+    from mpiml.perf.sizes import format_bytes
     from mpiml.perf.tune import tune, write_tuning
-    from mpiml.perf.workloads import COLLECTIVES
     from mpiml.runtime.agree import raise_if_any
+    from mpiml.runtime.progress import Phase, note
     from mpiml.errors import ArgumentError
 
     args = build_parser().parse_args(argv)
     comm = MPI.COMM_WORLD
     error = None
     try:
-        sizes = parse_sizes(args.sizes)
-        collectives = [c.strip() for c in args.collectives.split(",") if c.strip()]
-        unknown = [c for c in collectives if c not in COLLECTIVES]
-        if unknown or not collectives:
-            raise ArgumentError(f"--collectives: unknown {unknown}; choose from {list(COLLECTIVES)}")
-        try:
-            ranks = sorted({int(r) for r in args.ranks.split(",")}) if args.ranks else [comm.Get_size()]
-        except ValueError:
-            raise ArgumentError(f"--ranks must be a comma list of integers, got {args.ranks!r}") from None
+        sizes, collectives = args.sizes, args.collective
+        ranks = sorted(args.ranks) if args.ranks else [comm.Get_size()]
         if not all(1 <= r <= comm.Get_size() for r in ranks):
             raise ArgumentError(f"--ranks must be between 1 and the job's {comm.Get_size()} ranks, got {ranks}")
         dtype = np.dtype(args.dtype)
+        check_writable(args.out, "--out")  # before minutes of measuring
+        check_writable(args.plot, "--plot")
+        if args.plot:
+            from mpiml.cli import plots
+
+            plots.require()
     except (ArgumentError, TypeError) as exc:
         error = exc if isinstance(exc, ArgumentError) else ArgumentError(str(exc))
     raise_if_any(error, comm)
@@ -92,13 +96,24 @@ def main(argv=None) -> int:
         say(f"# mpiml tune: {comm.Get_size()} ranks, sizes {', '.join(format_bytes(s) for s in sizes)}, "
             f"rank counts {ranks}; this takes a while")
     schedule = Schedule(min_time=args.min_time / max(args.repeats, 1), max_iters=args.max_iters, min_iters=3)
-    document = tune(comm, sizes, collectives, ranks, schedule, dtype=dtype, repeats=max(args.repeats, 1))
+    cells = len(ranks) * max(args.repeats, 1) * len(collectives) * len(sizes)
+    with Phase("measuring", total=cells, unit="collective sizes") as phase:
+        document = tune(comm, sizes, collectives, ranks, schedule, dtype=dtype, repeats=max(args.repeats, 1),
+                        on_size=lambda _: phase.update(phase.done + 1))
     error = None
     if comm.Get_rank() == 0:
         try:
             write_tuning(args.out, document)
+            note(f"wrote {args.out}; use it with MPIML_TUNING={args.out}")
+            if args.plot:
+                from mpiml.cli import plots
+
+                plots.tune(args.plot, {**document, "ranks": comm.Get_size()})
+                note(f"wrote {args.plot}")
         except OSError as exc:
-            error = ArgumentError(f"cannot write {args.out}: {exc}")
+            error = ArgumentError(f"cannot write {exc.filename or args.out}: {exc}")
+        except ArgumentError as exc:
+            error = exc
     raise_if_any(error, comm)
     if args.json:
         emit_json(document)
@@ -116,5 +131,4 @@ def main(argv=None) -> int:
         for p, ranges in by_p.items():
             say(f"  {collective} p={p}: " + "; ".join(f"{format_bytes(r['min_bytes'])}: {r['algorithm']}"
                                                      for r in ranges))
-    say(f"# wrote {args.out}; use it with MPIML_TUNING={args.out}")
     return 0

@@ -38,6 +38,7 @@ class Shard:
     files: list = field(default_factory=list)
     row_file: np.ndarray | None = None   # index into ``files`` of each row
     row_line: np.ndarray | None = None   # 1-based line (or row) of each row in its file
+    zero_based: bool | None = None       # svmlight: the index base read (None: not svmlight)
 
     @property
     def n_rows(self) -> int:
@@ -52,7 +53,7 @@ class Shard:
     def subset(self, rows) -> "Shard":
         rf = None if self.row_file is None else self.row_file[rows]
         rl = None if self.row_line is None else self.row_line[rows]
-        return Shard(self.X[rows], self.y[rows], self.files, rf, rl)
+        return Shard(self.X[rows], self.y[rows], self.files, rf, rl, self.zero_based)
 
 
 def detect_format(path) -> str:
@@ -65,7 +66,8 @@ def detect_format(path) -> str:
 
 
 def read_shard(path, fmt: str | None = None, comm=None, n_features: int | None = None,
-               label_column: int = 0, delimiter: str | None = None, allow_empty: bool = False) -> Shard:
+               label_column: int | str = 0, delimiter: str | None = None, allow_empty: bool = False,
+               zero_based: bool | str = "auto") -> Shard:
     """Read this rank's shard of ``path`` (a file or a directory of files).
 
     Parameters
@@ -77,12 +79,17 @@ def read_shard(path, fmt: str | None = None, comm=None, n_features: int | None =
         The ranks sharing the data (default COMM_WORLD).
     n_features : int, optional
         svmlight: the feature count (default: the largest index seen on any rank).
-    label_column : int
-        csv/npy: the column holding the label (the others are features).
+    label_column : int or str
+        csv/npy: the column holding the label (the others are features); csv: also the
+        column's name in the header line.
     delimiter : str, optional
         csv: the field separator (default ``,``; tab for ``.tsv``).
     allow_empty : bool
         Accept ranks with no rows (e.g. a small held-out set); else that is an error.
+    zero_based : bool or "auto"
+        svmlight: whether feature indices start at 0; ``"auto"`` (as scikit-learn's
+        loader): zero-based if any index 0 appears on any rank. Read a held-out file with
+        the training file's ``Shard.zero_based`` so both agree.
 
     Returns
     -------
@@ -97,11 +104,18 @@ def read_shard(path, fmt: str | None = None, comm=None, n_features: int | None =
     except DataError as exc:
         error = exc
     raise_if_any(error, comm)
+    if fmt == "csv" and delimiter is None:
+        delimiter = "\t" if files[0].suffix.lower() == ".tsv" else ","
+    if not isinstance(label_column, (int, np.integer)) and fmt != "svmlight":
+        error = None
+        try:
+            label_column = _column_index(files[0], fmt, delimiter, str(label_column))
+        except DataError as exc:
+            error = exc
+        raise_if_any(error, comm)
     if fmt == "svmlight":
-        shard = _read_svmlight(files, comm, n_features)
+        shard = _read_svmlight(files, comm, n_features, zero_based)
     elif fmt == "csv":
-        if delimiter is None:
-            delimiter = "\t" if files[0].suffix.lower() == ".tsv" else ","
         shard = _read_delimited(files, comm, delimiter, label_column)
     elif fmt in ("npy", "npz"):
         shard = _read_arrays(files, comm, fmt, label_column)
@@ -128,16 +142,41 @@ def _parse_parts(files, comm, parse):
     return parts, parsed
 
 
-def _read_svmlight(files, comm, n_features):
+def _column_index(path: Path, fmt: str, delimiter: str, name: str) -> int:
+    """The position of column ``name`` in the header line of CSV file ``path``."""
+    if name.strip().lstrip("-").isdigit():
+        return int(name)
+    if fmt != "csv":
+        raise DataError(f"a label column name ({name!r}) needs a CSV file with a header line", str(path))
+    with open(path, "rb") as handle:
+        header = handle.readline().decode("utf-8", "replace").rstrip("\r\n")
+    names = [field.strip().strip('"').strip("'") for field in header.split(delimiter)]
+    if name not in names:
+        raise DataError(f"no column {name!r} in the header line (columns: {', '.join(names)})", str(path), 1)
+    return names.index(name)
+
+
+def _read_svmlight(files, comm, n_features, zero_based="auto"):
     comm_ = private_comm(comm)
     parts, parsed = _parse_parts(files, comm, lambda p: parsers.svmlight_rows(p.data))
     low = min((int(r.indices.min()) for r in parsed if r.indices.size), default=None)
     high = max((int(r.indices.max()) for r in parsed if r.indices.size), default=-1)
     lows = [v for v in comm_.allgather(low) if v is not None]
-    zero_based = bool(lows) and min(lows) == 0
+    if zero_based == "auto":
+        zero_based = bool(lows) and min(lows) == 0
     shift = 0 if zero_based else 1
     width = max(comm_.allgather(high)) + 1 - shift
     error = None
+    if not zero_based and low == 0:
+        for part, rows in zip(parts, parsed):
+            zeros = np.flatnonzero(rows.indices == 0)
+            if zeros.size:
+                row = int(np.searchsorted(rows.indptr, zeros[0], "right")) - 1
+                error = DataError("feature index 0 in one-based data (set by --zero-based, or by the training "
+                                  "file, which has no index 0): pass --zero-based true if indices start at 0",
+                                  part.path, part.first_line + int(rows.lines[row]) + 1)
+                break
+    raise_if_any(error, comm)
     if n_features is not None:
         for part, rows in zip(parts, parsed):
             over = np.flatnonzero(rows.indices - shift >= n_features)
@@ -160,7 +199,7 @@ def _read_svmlight(files, comm, n_features):
     X = (blocks[0] if len(blocks) == 1 else sp.vstack(blocks, format="csr")) if blocks else sp.csr_matrix((0, width))
     X.sum_duplicates()  # a linear check when indices already rise in every row (the usual file)
     y = np.concatenate([r.labels for r in parsed]) if parsed else np.zeros(0)
-    return Shard(X, y, [str(f) for f in files], np.concatenate(row_file), np.concatenate(row_line))
+    return Shard(X, y, [str(f) for f in files], np.concatenate(row_file), np.concatenate(row_line), bool(zero_based))
 
 
 def _read_delimited(files, comm, delimiter, label_column):

@@ -6,8 +6,15 @@ RMSE on held-out ratings (the noise floor) is ``noise``. How many ratings a user
 and how often an item is rated, follow power laws (exponent ``skew``) over a random
 order of the ids, as in real rating data.
 
-Each rank generates its own ratings (users are dealt out in groups of 256, each group
-with its own seeded stream), so the data set is the same whatever the number of ranks.
+A user's items are drawn by weight without replacement (successive sampling): draws with
+replacement from the items' cumulative weights, each item kept at its first draw, until
+the user has its count. That costs time and memory in proportion to the ratings, not to
+users x items; users who rate more than a quarter of the items (at most
+``4 * ratings / items`` of them) take the Gumbel top-k over every item instead, the
+reference both methods are tested against.
+
+Each rank generates its own ratings (users are dealt out in groups of :data:`GROUP`, each
+group with its own seeded stream), so the data set is the same whatever the number of ranks.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import numpy as np
 from mpiml.data.ratings import RatingsShard
 from mpiml.errors import ArgumentError
 
-GROUP = 256
+GROUP = 1024
 
 
 @dataclass(frozen=True)
@@ -94,28 +101,74 @@ def ratings_per_user(spec: SyntheticSpec, user_weights) -> np.ndarray:
     return counts(high)
 
 
-def synthetic_ratings(spec: SyntheticSpec, rank: int = 0, size: int = 1) -> RatingsShard:
+def gumbel_top_k(n: int, log_weights, rng) -> np.ndarray:
+    """``n`` distinct items drawn by weight without replacement (Gumbel top-k over every item; the reference)."""
+    if n >= log_weights.size:
+        return np.arange(log_weights.size, dtype=np.int64)
+    scores = log_weights + rng.gumbel(size=log_weights.size)
+    return np.argpartition(-scores, n - 1)[:n].astype(np.int64)
+
+
+def sample_items(counts, log_weights, cdf, rng) -> np.ndarray:
+    """Sorted keys ``j * items + item`` of ``counts[j]`` distinct items for each user ``j`` of a group.
+
+    Successive sampling, as :func:`gumbel_top_k`, in time proportional to the ratings;
+    ``cdf`` is the cumulative item weight (last entry 1).
+    """
+    items = cdf.size
+    counts = np.asarray(counts, dtype=np.int64)
+    heavy = counts > items // 4
+    parts = [j * items + gumbel_top_k(int(counts[j]), log_weights, rng) for j in np.flatnonzero(heavy)]
+    need = np.where(heavy, 0, counts)
+    accepted = np.empty(0, dtype=np.int64)
+    pending = np.flatnonzero(need)
+    missing = need[pending]
+    while pending.size:
+        who = np.repeat(pending, missing + (missing >> 2) + 2)  # a quarter more draws than still missing
+        drawn = np.minimum(np.searchsorted(cdf, rng.random(who.size), side="right"), items - 1)
+        keys = np.concatenate([accepted, who * items + drawn])
+        _, first = np.unique(keys, return_index=True)
+        keys = keys[np.sort(first)]  # each (user, item) once, in the order drawn
+        owner = keys // items
+        order = np.argsort(owner, kind="stable")
+        keys, owner = keys[order], owner[order]
+        keep = np.arange(keys.size) - np.searchsorted(owner, owner) < need[owner]  # a user's first draws
+        accepted = keys[keep]
+        have = np.bincount(owner[keep], minlength=need.size)
+        pending = np.flatnonzero(have < need)
+        missing = need[pending] - have[pending]
+    parts.append(accepted)
+    return np.sort(np.concatenate(parts))
+
+
+def synthetic_ratings(spec: SyntheticSpec, rank: int = 0, size: int = 1, progress=None) -> RatingsShard:
     """The ratings of the user groups that ``rank`` of ``size`` generates (raw ids 0..n-1).
 
     ``keys`` number the ratings globally, so :func:`mpiml.data.ratings.split_fraction`
-    splits the same way at any number of ranks.
+    splits the same way at any number of ranks. ``progress(done, total)``, if given, is
+    called after each group with this rank's ratings so far and in all.
     """
     u, v, user_weights, item_weights = true_factors(spec)
     counts = ratings_per_user(spec, user_weights)
     offsets = np.concatenate([[0], np.cumsum(counts)])
     log_weights = np.log(item_weights)
+    cdf = np.cumsum(item_weights)
+    cdf /= cdf[-1]
+    groups = range(rank, -(-spec.users // GROUP), size)
+    total = int(sum(offsets[min((g + 1) * GROUP, spec.users)] - offsets[g * GROUP] for g in groups))
     users, items, keys, noise = [], [], [], []
-    for group in range(rank, -(-spec.users // GROUP), size):
+    done = 0
+    for group in groups:
         rng = np.random.default_rng(np.random.SeedSequence([spec.seed, 2, group]))
-        for user in range(group * GROUP, min((group + 1) * GROUP, spec.users)):
-            n = int(counts[user])
-            # Weighted sampling without replacement (Gumbel top-k).
-            scores = log_weights + rng.gumbel(size=spec.items)
-            chosen = np.argpartition(-scores, n - 1)[:n] if n < spec.items else np.arange(spec.items)
-            users.append(np.full(n, user, dtype=np.int64))
-            items.append(np.sort(chosen).astype(np.int64))
-            keys.append(np.arange(offsets[user], offsets[user] + n, dtype=np.int64))
-            noise.append(rng.standard_normal(n))
+        first, last = group * GROUP, min((group + 1) * GROUP, spec.users)
+        pairs = sample_items(counts[first:last], log_weights, cdf, rng)
+        users.append(first + pairs // spec.items)
+        items.append(pairs % spec.items)
+        keys.append(np.arange(offsets[first], offsets[last], dtype=np.int64))
+        noise.append(rng.standard_normal(pairs.size))
+        done += pairs.size
+        if progress is not None:
+            progress(done, total)
     if not users:
         empty = np.empty(0, dtype=np.int64)
         return RatingsShard(empty, empty.copy(), np.empty(0), empty.copy(), spec.describe())

@@ -75,6 +75,8 @@ class Param:
     only_with : tuple, optional
         ``(other, value)``: the option means something only when parameter ``other`` has
         ``value``; ``mpiml mf`` refuses it otherwise.
+    cli : str, optional
+        The command-line option when it is not ``--name`` (the shared flag vocabulary).
     """
 
     name: str
@@ -91,6 +93,7 @@ class Param:
     model: bool = True
     flag: bool = True
     only_with: tuple | None = None
+    cli: str | None = None
 
     def default_for(self, algorithm: str):
         """The default of ``algorithm``."""
@@ -99,7 +102,7 @@ class Param:
     @property
     def option(self) -> str:
         """The command-line option, ``--cg-steps`` for ``cg_steps``."""
-        return "--" + self.name.replace("_", "-")
+        return self.cli or "--" + self.name.replace("_", "-")
 
     def allowed(self, algorithm: str) -> str:
         """What a value must be, in words (``"an integer >= 1"``)."""
@@ -179,7 +182,7 @@ PARAMS = (
           "iterations (each a user and an item half-step; dsgd: epochs)", low=0),
     Param("biases", "bool", True, "learn user and item biases beside the global mean", algorithms=("als", "dsgd")),
     Param("weighted", "bool", True, "multiply reg by each row's rating count (ALS-WR)", algorithms=("als",)),
-    Param("alpha", "float", 0.5, "confidence 1 + alpha * |rating|", algorithms=("ials",), low=0),
+    Param("alpha", "float", 0.5, "confidence 1 + alpha * |rating|", algorithms=("ials",), low=0, cli="--confidence"),
     Param("solver", "choice", "cg", "row solver: cg (conjugate gradient, warm-started) or cholesky (exact)",
           algorithms=("ials",), choices=SOLVERS),
     Param("cg_steps", "int", 3, "conjugate-gradient steps per row", algorithms=("ials",), low=1,
@@ -199,7 +202,8 @@ PARAMS = (
     Param("auto_iters", "int", None, "iterations of each warm-started reg auto fit after the first (None: "
           "iters // 3, at least 1)", algorithms=AUTO, low=1, optional=True, only_with=("reg", "auto")),
     Param("seed", "int", 0, "initialization and shuffling seed", low=0),
-    Param("exchange", "choice", "auto", "allgather algorithm that shares the solved factors", choices=EXCHANGES),
+    Param("exchange", "choice", "auto", "allgather algorithm that shares the solved factors", choices=EXCHANGES,
+          cli="--collective-algorithm"),
     Param("cold_start", "choice", "drop", "users or items unseen in training: drop (predict NaN, left out of "
           "evaluate), nan (NaN everywhere) or mean (the global mean)", choices=COLD_START),
     Param("checkpoint_dir", "path", None, "write checkpoints here (None: none); with it, SIGUSR1/SIGTERM "

@@ -59,6 +59,9 @@ def choose_layout(problem: cost.Problem, parallel: str = "data", grid: str | Non
     others train data-parallel).
     """
     check_request(parallel, split)
+    if split == "classes" and problem.k == 1:
+        raise ArgumentError("--split classes splits the classes of a softmax model; this model has one output "
+                            "(binary or regression): use --split features")
     every = cost.estimates(problem, strategy="lbfgs" if strategy == "lbfgs" else "sync")
     if split != "auto":
         every = [e for e in every if e.split == split or e.cols == 1]

@@ -148,8 +148,13 @@ def combine_repeats(records) -> list[dict]:
     return combined
 
 
-def tune(comm, sizes, collectives, rank_counts, schedule: Schedule, dtype="float32", repeats=3) -> dict:
-    """Run the whole calibration; returns the tuning document (the same on every rank)."""
+def tune(comm, sizes, collectives, rank_counts, schedule: Schedule, dtype="float32", repeats=3,
+         on_size=None) -> dict:
+    """Run the whole calibration; returns the tuning document (the same on every rank).
+
+    ``on_size(records)`` is called after each measured size (progress), as by
+    :func:`mpiml.perf.harness.run_benchmark`.
+    """
     facts = conditions(comm)
     params, raw = measure_params(comm)
     records = []
@@ -159,7 +164,7 @@ def tune(comm, sizes, collectives, rank_counts, schedule: Schedule, dtype="float
             for _ in range(repeats):
                 for collective in collectives:
                     records += run_benchmark(collective, sizes, list(ALGORITHMS[collective]), dtype=dtype,
-                                             schedule=schedule, comm=sub)
+                                             schedule=schedule, comm=sub, on_size=on_size)
             sub.Free()
         comm.Barrier()
     records = combine_repeats(comm.bcast(records, root=0))  # rank 0 took part in every subset

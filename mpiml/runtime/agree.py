@@ -23,7 +23,7 @@ def raise_if_any(error: BaseException | None, comm=None) -> None:
         cls, message = verdict
         if not (isinstance(cls, type) and issubclass(cls, MpimlError)):
             cls, message = MpimlError, f"{cls.__name__}: {message}"
-        if len(verdicts) > 1:
+        if len(verdicts) > 1 and any(v != verdict for v in verdicts):  # naming a rank helps only then
             message = f"{message} (on rank {rank})"
         try:
             exc = cls(message, collective=True)

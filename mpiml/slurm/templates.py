@@ -1,4 +1,9 @@
-"""Finding the job templates: the ``slurm/`` folder of the mpiml source tree, or a path."""
+"""Finding the job templates: shipped with the package, or in folders named by a variable.
+
+The templates live in ``slurm/`` of the source tree; ``mpiml/slurm/templates/`` links to
+them, and a wheel carries them as package data, so an installed mpiml finds them with no
+variable set.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +13,13 @@ from pathlib import Path
 from mpiml.errors import ArgumentError
 
 SUFFIX = ".sbatch"
-# Beside the package in a source checkout or an editable install.
-SOURCE_DIR = Path(__file__).resolve().parents[2] / "slurm"
+PACKAGE_DIR = Path(__file__).resolve().parent / "templates"
 
 
 def template_dirs() -> list[Path]:
-    """``MPIML_SLURM_TEMPLATES`` (a path list) first, then the source tree's ``slurm/``."""
+    """``MPIML_SLURM_TEMPLATES`` (a path list) first, then the templates shipped with mpiml."""
     extra = [Path(p) for p in os.environ.get("MPIML_SLURM_TEMPLATES", "").split(os.pathsep) if p]
-    return [d for d in [*extra, SOURCE_DIR] if d.is_dir()]
+    return [d for d in [*extra, PACKAGE_DIR] if d.is_dir()]
 
 
 def available() -> dict[str, Path]:

@@ -108,7 +108,7 @@ class Run:
         (sums over all ranks), so every rank raises it at the same point."""
         return DivergenceError(
             f"training diverged at epoch {self.epoch + 1}, update {self.t}: {what} is not finite "
-            f"(lr={self.cfg.lr}, optimizer={self.cfg.optimizer}); lower --lr or raise --alpha"
+            f"(lr={self.cfg.lr}, optimizer={self.cfg.optimizer}); lower --lr or raise --reg"
             + (f"; the last good checkpoint ({self.last_checkpoint}) is intact" if self.last_checkpoint else ""),
             collective=True)
 

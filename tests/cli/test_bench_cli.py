@@ -58,7 +58,7 @@ def test_other_collectives_at_three_ranks(collective):
 
 def test_table_csv_and_plot(tmp_path):
     csv_path, png_path = tmp_path / "out.csv", tmp_path / "out.png"
-    result = bench(2, "allreduce", "--algorithms", "ring,native", "--op", "max", "--csv", str(csv_path),
+    result = bench(2, "allreduce", "--collective-algorithm", "ring,native", "--op", "max", "--csv", str(csv_path),
                    "--plot", str(png_path), *SHORT)
     assert not result.hung and result.returncode == 0, result.describe()
     assert "median_us" in result.stdout and result.stdout.count("ring") == 3
@@ -72,7 +72,7 @@ def test_table_csv_and_plot(tmp_path):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["allreduce", "--algorithms", "ring,nope"], "unknown allreduce algorithm"),
+    (["allreduce", "--collective-algorithm", "ring,nope"], "unknown allreduce algorithm"),
     (["allreduce", "--sizes", "8:4"], "bad size range"),
     (["allgather", "--dtype", "complex64"], "not an integer or floating"),
 ])

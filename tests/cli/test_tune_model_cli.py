@@ -30,7 +30,7 @@ def test_tune_explain_writes_a_file_auto_then_follows(tmp_path):
     path = tmp_path / "tuning.json"
     sizes = "8,4096,300000"
     result = mpiml(3, "tune", "--explain", "--out", str(path), "--sizes", sizes, "--ranks", "2,3",
-                   "--collectives", "allreduce,bcast", "--min-time", "0.002", "--max-iters", "5")
+                   "--collective", "allreduce,bcast", "--min-time", "0.002", "--max-iters", "5")
     assert "measured/predicted" in result.stdout and "efficiency" in result.stdout
     document = json.loads(path.read_text())
     tuning = load_tuning(path, select.ALGORITHMS)
@@ -52,7 +52,7 @@ def test_tune_explain_writes_a_file_auto_then_follows(tmp_path):
     for (collective, p, nbytes), (name, _) in winners.items():
         assert tuning.lookup(collective, nbytes, p) == name
     # auto with that file runs the recorded winner at each measured size (p = 3 here).
-    report = json_of(mpiml(3, "bench", "allreduce", "--algorithms", "auto", "--sizes", sizes, "--iters", "2",
+    report = json_of(mpiml(3, "bench", "allreduce", "--collective-algorithm", "auto", "--sizes", sizes, "--iters", "2",
                            "--check", "--json", env={"MPIML_TUNING": str(path)}))
     for rec in report["results"]:
         assert rec["correct"] and rec["runs"] == winners[("allreduce", 3, rec["bytes"])][0]
@@ -62,7 +62,7 @@ def test_bench_tuning_option_forces_auto(tmp_path):
     path = tmp_path / "fake.json"
     rules = {"allreduce": {"2": [{"min_bytes": 0, "algorithm": "tree"}]}}
     path.write_text(json.dumps({"format": "mpiml-tuning", "version": 1, "rules": rules}))
-    report = json_of(mpiml(2, "bench", "allreduce", "--algorithms", "auto", "--sizes", "8,1M", "--iters", "2",
+    report = json_of(mpiml(2, "bench", "allreduce", "--collective-algorithm", "auto", "--sizes", "8,1M", "--iters", "2",
                            "--check", "--json", "--tuning", str(path)))
     assert [(r["runs"], r["correct"]) for r in report["results"]] == [("tree", True), ("tree", True)]
 

@@ -48,7 +48,7 @@ def test_json_reports_errors_and_timing(tmp_path):
 
 
 def test_implicit_reports_ranking_metrics(tmp_path):
-    result = mf(2, "--algorithm", "ials", "--ratings", SYNTH, "--rank", "3", "--iters", "2", "--alpha", "2",
+    result = mf(2, "--algorithm", "ials", "--ratings", SYNTH, "--rank", "3", "--iters", "2", "--confidence", "2",
                 "--test-fraction", "0.2", "--json", "--solver", "cg")
     assert result.returncode == 0, result.describe()
     report = last_json(result)
@@ -66,7 +66,7 @@ def test_bad_line_exits_non_zero_naming_file_and_line(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--algorithm", "als", "--alpha", "1"], "--alpha (ials only)"),
+    (["--algorithm", "als", "--confidence", "1"], "--confidence (ials only)"),
     (["--lr", "0.1"], "--lr (dsgd only)"),
     (["--algorithm", "dsgd", "--solver", "cg"], "--solver (ials only)"),
     (["--algorithm", "ials", "--biases"], "--biases (als/dsgd only)"),
@@ -88,7 +88,7 @@ def test_arguments_that_do_not_fit_are_refused_before_any_work(args, message):
 
 
 def test_argument_errors_are_one_line_from_rank_0_and_exit_2():
-    for args, message in [(["--algorithm", "als", "--alpha", "1"], "--alpha (ials only)"),
+    for args, message in [(["--algorithm", "als", "--confidence", "1"], "--confidence (ials only)"),
                           (["--rank", "many"], "argument --rank: invalid int value")]:
         result = mf(3, "--ratings", SYNTH, *args, timeout=60)
         assert not result.hung and result.returncode == 2, result.describe()

@@ -112,7 +112,7 @@ def test_values_out_of_range_are_refused_with_the_option_named():
         parse("--reg", "auto", "--auto-fraction", "1.5")
     with pytest.raises(ArgumentError, match=re.escape("--reg auto is for als and dsgd; give ials a number")):
         parse("--algorithm", "ials", "--reg", "auto")
-    with pytest.raises(ArgumentError, match=re.escape("argument --reg-grid: expected comma-separated numbers")):
+    with pytest.raises(ArgumentError, match=re.escape("argument --reg-grid: '0.1,x' is not a comma list of numbers")):
         parse("--reg", "auto", "--reg-grid", "0.1,x")
 
 
@@ -133,7 +133,7 @@ def test_help_shows_the_defaults_of_the_table():
         for p in params.of(algorithm):
             if isinstance(p.default, dict):
                 assert f"{p.option} {p.default_for(algorithm):g}" in " ".join(lines[algorithm].split()), (algorithm, p)
-    assert "--alpha, --solver, --cg-steps, --dtype (ials)" in " ".join(text.split())
+    assert "--confidence, --solver, --cg-steps, --dtype (ials)" in " ".join(text.split())
     helps = build_parser().format_help()
     assert "factor dimension (default: als 50, ials 100, dsgd 50)" in " ".join(helps.split())
 

@@ -61,7 +61,7 @@ def test_impossible_layouts_are_refused_on_every_rank():
 def test_lbfgs_under_model_parallelism_reaches_the_data_parallel_optimum():
     """``--strategy lbfgs --parallel model`` at p = 3 prints the data-parallel optimum (a wide sparse set)."""
     argv = SGD + ["--data", "synthetic:classification,n=300,d=3000,density=0.004", "--test-fraction", "0",
-                  "--strategy", "lbfgs", "--alpha", "0.01", "--tol", "1e-10", "--max-iter", "300"]
+                  "--strategy", "lbfgs", "--reg", "0.01", "--tol", "1e-10", "--iters", "300"]
     data = _json(run_mpi(3, argv + ["--json"], timeout=180))
     text = run_mpi(3, argv + ["--parallel", "model"], timeout=180)
     model = _json(run_mpi(3, argv + ["--parallel", "model", "--json"], timeout=180))

@@ -54,7 +54,7 @@ def test_no_flags_trains_by_lbfgs_to_scikit_learns_tolerance():
 
 def test_settings_the_strategy_would_not_use_are_one_error_line():
     for args, needle in ((["--strategy", "lbfgs", "--lr", "0.1"], "--lr not used by strategy lbfgs"),
-                         (["--strategy", "sync", "--max-iter", "9"], "--max-iter not used by strategy sync"),
+                         (["--strategy", "sync", "--iters", "9"], "--iters not used by strategy sync"),
                          (["--model", "svm", "--tol", "1e-3"], "which --strategy auto chose")):
         result = mpiml(3, "sgd", "--data", "synthetic:classification,n=300", *args)
         assert result.returncode == 2, result.describe()

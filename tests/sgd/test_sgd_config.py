@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
-from mpiml.cli.sgd import build_parser, resolve_settings
+from mpiml.cli.sgd import _flag, build_parser, resolve_settings
 from mpiml.errors import ArgumentError
 from mpiml.train.config import DEFAULTS, SETTINGS, STRATEGIES, TrainConfig, resolve, resolve_strategy, settings_table
 
@@ -87,7 +87,7 @@ def test_every_setting_of_the_table_is_one_option_with_its_type_choices_and_defa
     options, table = _options(build_parser()), settings_table()
     for name, setting in table.items():
         action = options[name]
-        assert action.option_strings == ["--" + name.replace("_", "-")], name
+        assert action.option_strings == [_flag(name)], name   # the name, or the shared vocabulary's
         assert action.default is None, name   # given or not: the strategy's errors need to tell
         if setting.type is bool:
             assert action.const is True and action.nargs == 0, name
@@ -103,7 +103,7 @@ def test_every_setting_of_the_table_is_one_option_with_its_type_choices_and_defa
     assert strategy.default == DEFAULTS.strategy == "auto" and tuple(strategy.choices) == STRATEGIES
     # the options the command adds itself: the CLI-only ones, none a training setting
     cli_only = {"data", "format", "test", "test_fraction", "n_features", "label_column", "model", "classes",
-                "no_intercept", "standardize", "squared_hinge", "algorithm", "checkpoint_dir", "resume",
+                "no_intercept", "standardize", "squared_hinge", "collective_algorithm", "checkpoint_dir", "resume",
                 "stop_after_updates", "out", "json", "progress", "parallel", "grid", "split", "explain", "help",
                 "strategy"}
     assert set(options) == cli_only | set(table)
@@ -139,7 +139,7 @@ def test_validation_follows_the_table(settings, needle):
     (["--strategy", "lbfgs", "--batch-size", "32"], "--batch-size"),
     (["--strategy", "sync", "--tol", "1e-3"], "--tol"),
     (["--strategy", "lbfgs", "--stop-after-updates", "5"], "--stop-after-updates"),
-    (["--model", "svm", "--max-iter", "5"], "--max-iter"),
+    (["--model", "svm", "--iters", "5"], "--iters"),
 ])
 def test_cli_spells_the_flags_in_its_errors(argv, needle):
     with pytest.raises(ArgumentError, match=needle):

@@ -32,25 +32,39 @@ FINISHED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_
 _FIELD = re.compile(r"(?:^| )([A-Za-z][A-Za-z/:]*)=")
 
 
-def why_not_here() -> str | None:
-    """Why this machine cannot run the local cluster, or None if it can."""
+ASK = ("the Slurm cluster tests run only when asked: MPIML_SLURM_TESTS=1 (or CI=true); they start slurmctld "
+       "and slurmd as root")
+
+
+def why_not_here(environ=os.environ) -> str | None:
+    """Why the local cluster does not run here, or None if it does.
+
+    Only when asked (``MPIML_SLURM_TESTS=1`` or ``CI=true``), and it installs Slurm and
+    munge with apt-get only when that is asked too (``MPIML_SLURM_INSTALL=1`` or ``CI=true``).
+    """
+    ci = environ.get("CI") == "true"
+    if not (ci or environ.get("MPIML_SLURM_TESTS") == "1"):
+        return ASK
     if not sys.platform.startswith("linux"):
         return f"Slurm daemons need Linux, this is {sys.platform}"
     if os.geteuid() != 0:
         return ("starting slurmctld/slurmd needs root; run the tests as root (CI does), or see "
                 "slurm/testing/local-cluster.sh")
     installed = all(Path(p).exists() for p in ("/usr/sbin/slurmctld", "/usr/sbin/slurmd", "/usr/sbin/munged"))
+    if not installed and not (ci or environ.get("MPIML_SLURM_INSTALL") == "1"):
+        return ("Slurm and munge are not installed: MPIML_SLURM_INSTALL=1 lets the tests install them "
+                "with apt-get (slurm/testing/local-cluster.sh)")
     if not installed and shutil.which("apt-get") is None:
         return "Slurm and munge are not installed and there is no apt-get to install them"
     return None
 
 
 def skip_or_fail(reason: str, environ=os.environ) -> None:
-    """Skip a test that needs the cluster, except under CI=true, where CI must run it: fail."""
+    """Skip a test that needs the cluster, except where it was asked for (CI=true, MPIML_SLURM_TESTS=1): fail."""
     import pytest
 
-    if environ.get("CI") == "true":
-        pytest.fail(f"CI=true, but the Slurm tests cannot run: {reason}", pytrace=False)
+    if environ.get("CI") == "true" or environ.get("MPIML_SLURM_TESTS") == "1":
+        pytest.fail(f"the Slurm tests were asked for, but cannot run: {reason}", pytrace=False)
     pytest.skip(reason)
 
 

@@ -54,7 +54,7 @@ def test_render_to_stdout_and_to_a_file_agree_with_the_library(tmp_path):
 def test_render_refuses_bad_values_with_a_clear_message():
     result = run_mpi(1, [*MPIML, "slurm", "render", "single-node", "--time", "25:61", "--", "true"], timeout=120)
     assert result.returncode == 2 and result.stdout == ""
-    assert "mpiml slurm render: error: --time: '25:61' is not a Slurm time" in result.stderr
+    assert "mpiml: error: mpiml slurm render: --time: '25:61' is not a Slurm time" in result.stderr
     result = run_mpi(1, [*MPIML, "slurm", "render", "no-such-template"], timeout=120)
     assert result.returncode == 2 and "no template 'no-such-template' (known: evaluate, hybrid" in result.stderr
 

@@ -22,14 +22,21 @@ MPIML = [sys.executable, "-m", "mpiml"]
 EXAMPLE = [sys.executable, str(EXAMPLE_PATH)]
 
 
-def test_cluster_tests_skip_without_root_but_fail_under_ci(monkeypatch):
+def test_cluster_tests_run_only_when_asked_and_install_nothing_unasked(monkeypatch):
+    assert "only when asked" in why_not_here({})  # a plain `pytest`, even as root: skipped
+    with pytest.raises(pytest.skip.Exception, match="MPIML_SLURM_TESTS=1"):
+        skip_or_fail(why_not_here({}), {})
     monkeypatch.setattr("os.geteuid", lambda: 1000)
-    reason = why_not_here()
-    assert reason and "needs root" in reason
-    with pytest.raises(pytest.skip.Exception, match="needs root"):
-        skip_or_fail(reason, {})
-    with pytest.raises(pytest.fail.Exception, match="CI=true"):
-        skip_or_fail(reason, {"CI": "true"})
+    for asked in ({"MPIML_SLURM_TESTS": "1"}, {"CI": "true"}):
+        reason = why_not_here(asked)
+        assert reason and "needs root" in reason
+        with pytest.raises(pytest.fail.Exception, match="asked for, but cannot run"):
+            skip_or_fail(reason, asked)
+    monkeypatch.setattr("os.geteuid", lambda: 0)
+    monkeypatch.setattr("pathlib.Path.exists", lambda self: False)  # no Slurm on this machine
+    assert "MPIML_SLURM_INSTALL=1" in why_not_here({"MPIML_SLURM_TESTS": "1"})
+    assert "MPIML_SLURM_INSTALL" not in (why_not_here({"MPIML_SLURM_TESTS": "1", "MPIML_SLURM_INSTALL": "1"}) or "")
+    assert "MPIML_SLURM_INSTALL" not in (why_not_here({"CI": "true"}) or "")
 
 
 def submit_env_job(cluster, tmp_path, template, env=None, **options):
