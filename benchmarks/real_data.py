@@ -126,7 +126,7 @@ THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NU
 # (picked on ML-1M: each the best of a few tries; see benchmarks/README.md)
 TUNED = {"als": ["--rank 50 --reg 0.07", "--rank 100 --reg 0.07"],
          "dsgd": ["--iters 30", "--rank 100 --iters 30"],
-         "ials": ["--alpha 0.25", "--rank 64 --alpha 0.25"]}
+         "ials": ["--confidence 0.25", "--rank 64 --confidence 0.25"]}
 # mpiml implicit ALS and implicit's ALS at the same settings (``--match``).
 MATCH = {"rank": 64, "alpha": 0.5, "reg": 30.0, "iters": 15}
 QUICK_RATINGS, QUICK_TRAIN_ROWS, QUICK_TEST_ROWS = 60000, 6000, 3000
@@ -523,7 +523,7 @@ def ratings_variants(ds: Dataset, opts) -> list[Variant]:
             out.append(Variant(f"mpiml-{algo}-tuned{n}", job, f"mpiml {algo} tuned{n}", 1, False,
                                mpiml_argv("mf", "--algorithm", algo, *base, *shlex.split(flags)), "mf"))
     m = opts.match
-    matched = ["--rank", m["rank"], "--alpha", m["alpha"], "--reg", m["reg"], "--iters", m["iters"]]
+    matched = ["--rank", m["rank"], "--confidence", m["alpha"], "--reg", m["reg"], "--iters", m["iters"]]
     for solver in ("cholesky", "cg"):
         out.append(Variant(f"mpiml-ials-match-{solver}", "mf-implicit", f"mpiml ials r{m['rank']} {solver[:4]}", 1,
                            False, mpiml_argv("mf", "--algorithm", "ials", *base, *matched, "--solver", solver), "mf"))
@@ -553,7 +553,7 @@ def libsvm_variants(ds: Dataset, opts) -> list[Variant]:
     out = []
     # The lbfgs runs stop by LogisticRegression()'s rule: tol 1e-4 (mpiml's default) and its max_iter 100
     # (mpiml's default is 500: on covtype's raw features neither converges by 100).
-    lbfgs = ["--strategy", "lbfgs", "--alpha", repr(alpha), "--max-iter", SKLEARN_MAX_ITER]
+    lbfgs = ["--strategy", "lbfgs", "--reg", repr(alpha), "--iters", SKLEARN_MAX_ITER]
     for name, extra in (("sgd", []), ("lbfgs", lbfgs)):
         for p in (1, 2):
             out.append(Variant(f"mpiml-{name}-p{p}", "logreg", f"mpiml {name}", p, False,
@@ -867,10 +867,10 @@ def run_suite(datasets: list[Dataset], opts) -> dict:
                 notes.append(f"no SVDpp: {ds.facts['rows']} ratings > --svdpp-max-ratings {opts.svdpp_max_ratings:g}")
             if ds.kind == "ratings":
                 m = opts.match
-                notes.append(f"ials r{m['rank']}: --rank {m['rank']} --alpha {m['alpha']:g} --reg {m['reg']:g} "
+                notes.append(f"ials r{m['rank']}: --rank {m['rank']} --confidence {m['alpha']:g} --reg {m['reg']:g} "
                              f"--iters {m['iters']} (implicit: same factors/reg/iterations)")
             else:
-                notes.append(f"lbfgs: --alpha {1.0 / (opts.C * ds.facts['n_train']):.6g} = 1/(C n_train), C={opts.C:g}"
+                notes.append(f"lbfgs: --reg {1.0 / (opts.C * ds.facts['n_train']):.6g} = 1/(C n_train), C={opts.C:g}"
                              f"; test = {'the .t file' if ds.test else 'seeded 20% of the rows'}")
             print(f"== {ds.name}: {ds.facts} ({len(variants)} runs a round)", file=sys.stderr, flush=True)
             if not opts.no_warm_up:

@@ -175,7 +175,7 @@ def _normalize(param: Param, value, algorithm: str):
 
 PARAMS = (
     Param("rank", "int", {"als": 50, "ials": 100, "dsgd": 50}, "factor dimension", low=1),
-    Param("reg", "reg", {"als": 0.09, "ials": 30.0, "dsgd": 0.05},
+    Param("reg", "reg", {"als": 0.08, "ials": 30.0, "dsgd": 0.05},
           "regularization lambda (als: times each row's rating count when weighted); auto (als, dsgd): chosen "
           "on a held-out slice of the training ratings", low=0),
     Param("iters", "int", {"als": 10, "ials": 15, "dsgd": 20},
