@@ -1,0 +1,411 @@
+"""Reproducible sums: results that do not depend on how the terms are split over ranks (pure, no MPI).
+
+A floating-point sum depends on the order of its additions, so the same data summed on 3
+or on 4 ranks differs in the last bits. Here every term is cut, exactly, into ``K``
+pieces that lie on a grid fixed by the *global* largest magnitude of its element and by
+a bound ``count`` on the number of terms (Demmel and Nguyen's pre-rounding, the idea
+behind ReproBLAS). On such a grid float64 additions are exact, so the sums of the pieces
+(the *folds*) are the same whatever the order, the grouping or the number of ranks; one
+final rounding makes the result. It costs two reductions instead of one: the maximum of
+one number per element, then the sum of ``K`` numbers per element.
+
+The grid of element ``j``: ``E_j`` is the exponent with ``max |t| < 2^E_j`` over every
+term of the element on every rank; terms are scaled by ``2^-E_j`` (exact) so that they
+lie in ``(-1, 1)``. With ``H = max(bit_length(count), 2)`` headroom bits and fold width
+``W = 53 - H``, fold ``k`` has unit ``u_k = 2^(H - 53 - k W)``: the piece of a term in
+fold ``k`` is its remainder rounded to a multiple of ``u_k`` (``(x + s_k) - s_k`` with
+``s_k = 1.5 * 2^52 u_k``), and any sum of at most ``count`` such pieces stays below
+``2^53 u_k``, hence exact. ``K`` is the smallest count of folds (at least 2) that drops
+at most ``2^-75 max|t|`` per element.
+
+Error bound (:func:`error_bound`): with ``S`` the exact sum of ``n <= count`` terms,
+``|result - S| <= n u_{K-1} 2^(E-1) + (K - 1) 2^-52 (|result| + count 2^(E + H - 53)) + 2^-1074``
+(the dropped remainders, then the rounding of the ``K - 1`` additions of the folds).
+
+Non-finite terms: an element with any NaN or infinite term (on any rank) sums only those
+(order does not matter for them), so it is NaN, or the infinity of the one sign present.
+An exact sum of zero is ``+0.0``.
+
+Terms come as a matrix whose column ``j`` feeds element ``j`` (:meth:`Sum.add_rows`) or
+as the outer products ``X[i, j] * R[i, c]`` of a dense or CSR ``X`` (element ``j k + c``,
+:meth:`Sum.add_outer`: a gradient ``X^T R`` without forming it). Each compiled kernel has
+its numpy reference beside it (``MPIML_KERNELS=numpy``), with the same results bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from mpiml.errors import ArgumentError
+from mpiml.runtime.jit import compiled, kernel
+
+SPECIAL = 4096.0          # the exponent that marks an element with a non-finite term
+MIN_EXPONENT = -1021      # 2^-E stays a normal number
+TARGET_BITS = 75          # dropped remainders stay below 2^-75 max|t| per element
+MAX_COUNT = 1 << 40
+MAX_OPERANDS = 1 << 20    # the count of an allreduce (one operand per rank): fixed, so the same at every p
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The folds of a sum of at most ``count`` terms per element."""
+
+    count: int
+    headroom: int
+    width: int
+    folds: int
+    sigmas: np.ndarray
+
+    def unit(self, k: int) -> float:
+        """``u_k``: the grid of fold ``k`` (for a term scaled into ``(-1, 1)``)."""
+        return 2.0 ** (self.headroom - 53 - k * self.width)
+
+
+def plan(count: int) -> Plan:
+    """The :class:`Plan` of a sum of at most ``count`` terms per element (the same on every rank)."""
+    count = int(count)
+    if not 0 <= count <= MAX_COUNT:
+        raise ArgumentError(f"a reproducible sum takes at most {MAX_COUNT} terms per element, got count={count}")
+    h = max(count.bit_length(), 2)
+    w = 53 - h
+    folds = max(2, 1 + math.ceil((2 * h + TARGET_BITS - 54) / w))
+    sigmas = np.array([1.5 * 2.0 ** (h - 1 - k * w) for k in range(folds)])
+    return Plan(count, h, w, folds, sigmas)
+
+
+def exponents(top: np.ndarray) -> np.ndarray:
+    """Per element, ``E`` with ``top < 2^E`` (as float64, for a max-reduction); :data:`SPECIAL` where not finite."""
+    top = np.asarray(top, dtype=np.float64)
+    e = np.frexp(np.where(np.isfinite(top), top, 0.0))[1].astype(np.float64)
+    np.maximum(e, MIN_EXPONENT, out=e)
+    e[top == 0.0] = MIN_EXPONENT         # frexp(0) gives 0: a rank without terms must not raise the maximum
+    e[~np.isfinite(top)] = SPECIAL
+    return e
+
+
+def scales(E: np.ndarray) -> np.ndarray:
+    """``2^-E`` per element (0 where :data:`SPECIAL`: those elements are summed apart)."""
+    E = np.asarray(E)
+    special = E >= SPECIAL
+    out = np.ldexp(1.0, -np.where(special, 0, E).astype(np.int64))
+    out[special] = 0.0
+    return out
+
+
+def value(F: np.ndarray, E: np.ndarray) -> np.ndarray:
+    """The sums, rounded once, from the summed folds ``F`` (``(K, n)``) and the exponents ``E``."""
+    v = F[-1].copy()
+    for k in range(F.shape[0] - 2, -1, -1):
+        v = F[k] + v
+    E = np.asarray(E)
+    with np.errstate(over="ignore"):     # an exact sum beyond float64 is an infinity
+        return np.ldexp(v, np.where(E >= SPECIAL, 0, E).astype(np.int64))
+
+
+def error_bound(count: int, n_terms: int, max_abs: float, result: float) -> float:
+    """The bound of the module docstring on ``|result - exact sum|`` for one element."""
+    p = plan(count)
+    if not math.isfinite(max_abs) or max_abs == 0.0:
+        return 0.0
+    e = max(math.frexp(max_abs)[1], MIN_EXPONENT)
+    return (n_terms * p.unit(p.folds - 1) * 2.0 ** (e - 1)
+            + (p.folds - 1) * 2.0 ** -52 * (abs(result) + count * 2.0 ** (e + p.headroom - 53)) + 2.0 ** -1074)
+
+
+# --- the two passes over the terms: maxima, then deposits ---------------------------------------------
+
+def _as_float(a):
+    a = np.asarray(a)
+    return a if a.dtype.kind == "f" and a.dtype.itemsize >= 4 else a.astype(np.float64)
+
+
+def top_rows(T: np.ndarray, top: np.ndarray) -> None:
+    """``top[j] = max(top[j], |T[i, j]|)`` over rows ``i`` (``inf`` for NaN)."""
+    if compiled():
+        _top_rows(T, top)
+    else:
+        top_rows_reference(T, top)
+
+
+def top_rows_reference(T, top) -> None:
+    """numpy reference of :func:`top_rows`."""
+    if T.shape[0]:
+        a = np.abs(T.astype(np.float64, copy=False))
+        a[np.isnan(a)] = np.inf
+        np.maximum(top, a.max(axis=0), out=top)
+
+
+@kernel
+def _top_rows(T, top):
+    for i in range(T.shape[0]):
+        for j in range(T.shape[1]):
+            a = abs(np.float64(T[i, j]))
+            if a > top[j]:
+                top[j] = a
+            elif a != a:
+                top[j] = np.inf
+
+
+def deposit_rows(T: np.ndarray, scale: np.ndarray, sigmas: np.ndarray, F: np.ndarray) -> None:
+    """Add the pieces of ``T[i, j] * scale[j]`` to the folds ``F[:, j]`` (``(K, n)``)."""
+    if compiled():
+        _deposit_rows(T, scale, sigmas, F, np.empty(T.shape[1]))
+    else:
+        deposit_rows_reference(T, scale, sigmas, F)
+
+
+def deposit_rows_reference(T, scale, sigmas, F) -> None:
+    """numpy reference of :func:`deposit_rows` (sums of pieces are exact: numpy's order is as good)."""
+    x = T.astype(np.float64) * scale
+    for k, s in enumerate(sigmas):
+        q = (x + s) - s
+        F[k] += q.sum(axis=0)
+        x -= q
+
+
+@kernel
+def _deposit_rows(T, scale, sigmas, F, buf):
+    n = T.shape[1]
+    for i in range(T.shape[0]):
+        for j in range(n):
+            buf[j] = np.float64(T[i, j]) * scale[j]
+        for k in range(sigmas.shape[0]):
+            s = sigmas[k]
+            for j in range(n):
+                x = buf[j]
+                q = (x + s) - s
+                F[k, j] += q
+                buf[j] = x - q
+
+
+def top_outer(X, R: np.ndarray, top: np.ndarray) -> None:
+    """Maxima of the terms ``X[i, j] * R[i, c]`` into ``top[j k + c]`` (``X`` dense or CSR)."""
+    if not compiled():
+        return top_outer_reference(X, R, top)
+    if _is_csr(X):
+        _top_outer_csr(X.indptr, X.indices, X.data, R, top)
+    else:
+        _top_outer_dense(X, R, top)
+    return None
+
+
+def top_outer_reference(X, R, top) -> None:
+    """numpy reference of :func:`top_outer`."""
+    rows, cols, vals = _triplets(X)
+    k = R.shape[1]
+    a = np.abs(vals[:, None] * R[rows])
+    a[np.isnan(a)] = np.inf
+    np.maximum.at(top, (cols[:, None] * k + np.arange(k)).ravel(), a.ravel())
+
+
+@kernel
+def _top_outer_dense(X, R, top):
+    k = R.shape[1]
+    for i in range(X.shape[0]):
+        for j in range(X.shape[1]):
+            xij = np.float64(X[i, j])
+            for c in range(k):
+                a = abs(xij * R[i, c])
+                if a > top[j * k + c]:
+                    top[j * k + c] = a
+                elif a != a:
+                    top[j * k + c] = np.inf
+
+
+@kernel
+def _top_outer_csr(indptr, indices, data, R, top):
+    k = R.shape[1]
+    for i in range(indptr.shape[0] - 1):
+        for p in range(indptr[i], indptr[i + 1]):
+            e = indices[p] * k
+            v = np.float64(data[p])
+            for c in range(k):
+                a = abs(v * R[i, c])
+                if a > top[e + c]:
+                    top[e + c] = a
+                elif a != a:
+                    top[e + c] = np.inf
+
+
+def deposit_outer(X, R: np.ndarray, scale: np.ndarray, sigmas: np.ndarray, F: np.ndarray) -> None:
+    """Add the pieces of ``X[i, j] * R[i, c]`` (scaled) to the folds ``F[:, j k + c]``."""
+    if not compiled():
+        return deposit_outer_reference(X, R, scale, sigmas, F)
+    if _is_csr(X):
+        _deposit_outer_csr(X.indptr, X.indices, X.data, R, scale, sigmas, F)
+    else:
+        _deposit_outer_dense(X, R, scale, sigmas, F, np.empty(F.shape[1]))
+    return None
+
+
+def deposit_outer_reference(X, R, scale, sigmas, F) -> None:
+    """numpy reference of :func:`deposit_outer`: the terms one by one, added with ``numpy.add.at``."""
+    rows, cols, vals = _triplets(X)
+    k = R.shape[1]
+    where = (cols[:, None] * k + np.arange(k)).ravel()
+    x = (vals[:, None] * R[rows]).ravel() * scale[where]
+    for j, s in enumerate(sigmas):
+        q = (x + s) - s
+        np.add.at(F[j], where, q)
+        x -= q
+
+
+@kernel
+def _deposit_outer_dense(X, R, scale, sigmas, F, buf):
+    k = R.shape[1]
+    n = X.shape[1] * k
+    for i in range(X.shape[0]):
+        for j in range(X.shape[1]):
+            xij = np.float64(X[i, j])
+            for c in range(k):
+                buf[j * k + c] = (xij * R[i, c]) * scale[j * k + c]
+        for f in range(sigmas.shape[0]):
+            s = sigmas[f]
+            for e in range(n):
+                x = buf[e]
+                q = (x + s) - s
+                F[f, e] += q
+                buf[e] = x - q
+
+
+@kernel
+def _deposit_outer_csr(indptr, indices, data, R, scale, sigmas, F):
+    k = R.shape[1]
+    for i in range(indptr.shape[0] - 1):
+        for p in range(indptr[i], indptr[i + 1]):
+            e0 = indices[p] * k
+            v = np.float64(data[p])
+            for c in range(k):
+                x = (v * R[i, c]) * scale[e0 + c]
+                for f in range(sigmas.shape[0]):
+                    s = sigmas[f]
+                    q = (x + s) - s
+                    F[f, e0 + c] += q
+                    x -= q
+
+
+def _is_csr(X) -> bool:
+    return hasattr(X, "indptr")
+
+
+def _triplets(X):
+    """``(rows, cols, values as float64)`` of every stored entry of a dense or CSR matrix."""
+    if _is_csr(X):
+        rows = np.repeat(np.arange(X.shape[0]), np.diff(X.indptr))
+        return rows, np.asarray(X.indices, dtype=np.int64), np.asarray(X.data, dtype=np.float64)
+    X = np.asarray(X)
+    rows, cols = np.indices(X.shape).reshape(2, -1)
+    return rows, cols, X.reshape(-1).astype(np.float64)
+
+
+# --- a sum over one rank's terms, in two passes -------------------------------------------------------
+
+class Sum:
+    """A reproducible sum into ``n`` elements of at most ``count`` terms each (over all ranks).
+
+    Add the local terms (:meth:`add_rows`, :meth:`add_outer`; they are kept, not copied),
+    reduce :meth:`maxima` by max over the ranks into the exponents (:func:`exponents`
+    before or after the reduction: both commute with max), compute :meth:`folds` with
+    them, reduce those by sum, and read :func:`value`. :func:`reduce_sum` does all four
+    with two injected reductions.
+    """
+
+    def __init__(self, n: int, count: int):
+        self.n = int(n)
+        self.plan = plan(count)
+        self.parts: list = []
+
+    def add_rows(self, T, offset: int = 0) -> "Sum":
+        """Terms ``T[i, j]`` of element ``offset + j`` (``T`` 2-D, or 1-D for one element)."""
+        T = _as_float(T)
+        T = T.reshape(-1, 1) if T.ndim == 1 else T
+        if offset < 0 or offset + T.shape[1] > self.n:
+            raise ArgumentError(f"terms for elements {offset}..{offset + T.shape[1]} of a sum of {self.n}")
+        self.parts.append(("rows", offset, np.ascontiguousarray(T), None))
+        return self
+
+    def add_outer(self, X, R, offset: int = 0) -> "Sum":
+        """Terms ``X[i, j] * R[i, c]`` of element ``offset + j k + c`` (``X`` dense or CSR, ``R`` ``(rows, k)``)."""
+        R = np.ascontiguousarray(R, dtype=np.float64)
+        R = R.reshape(-1, 1) if R.ndim == 1 else R
+        if not _is_csr(X):
+            X = np.ascontiguousarray(_as_float(X))
+        if X.shape[0] != R.shape[0] or offset < 0 or offset + X.shape[1] * R.shape[1] > self.n:
+            raise ArgumentError(f"outer terms of shapes {X.shape} and {R.shape} at {offset} in a sum of {self.n}")
+        self.parts.append(("outer", offset, X, R))
+        return self
+
+    def maxima(self, out: np.ndarray | None = None) -> np.ndarray:
+        """The largest ``|term|`` of each element here (``inf`` for NaN), into ``out`` if given."""
+        top = np.zeros(self.n) if out is None else out
+        if out is not None:
+            top[:] = 0.0
+        for kind, offset, a, b in self.parts:
+            if kind == "rows":
+                top_rows(a, top[offset:offset + a.shape[1]])
+            else:
+                top_outer(a, b, top[offset:offset + a.shape[1] * b.shape[1]])
+        return top
+
+    def folds(self, E: np.ndarray) -> np.ndarray:
+        """``(K, n)``: this rank's pieces of every term summed per fold, on the grids of the global ``E``."""
+        F = np.zeros((self.plan.folds, self.n))
+        scale = scales(E)
+        with np.errstate(invalid="ignore", over="ignore"):   # non-finite terms are summed apart below
+            self._deposit(F, scale)
+            special = np.flatnonzero(np.asarray(E) >= SPECIAL)
+            if special.size:
+                self._special(F, special)
+        return F
+
+    def _deposit(self, F, scale) -> None:
+        sig = self.plan.sigmas
+        for kind, offset, a, b in self.parts:
+            width = a.shape[1] * (1 if kind == "rows" else b.shape[1])
+            block = F[:, offset:offset + width]
+            if kind == "rows":
+                deposit_rows(a, scale[offset:offset + width], sig, block)
+            else:
+                deposit_outer(a, b, scale[offset:offset + width], sig, block)
+
+    def _special(self, F, special) -> None:
+        """Elements with a non-finite term somewhere: only the non-finite terms are summed."""
+        F[:, special] = 0.0
+        for kind, offset, a, b in self.parts:
+            if kind == "rows":
+                terms = a
+                rows, cols = np.nonzero(~np.isfinite(terms))
+                values, where = terms[rows, cols].astype(np.float64), offset + cols
+            else:
+                r, c, v = _triplets(a)
+                t = v[:, None] * b[r]
+                rows, cc = np.nonzero(~np.isfinite(t))
+                values, where = t[rows, cc], offset + c[rows] * b.shape[1] + cc
+            keep = np.isin(where, special)
+            np.add.at(F[0], where[keep], values[keep])
+
+
+def reduce_sum(terms: Sum, maximum, total) -> np.ndarray:
+    """The reproducible sums of ``terms`` over the ranks: ``maximum(x)`` and ``total(x)`` reduce
+    float64 arrays in place by max and by sum (identities on one rank)."""
+    E = exponents(terms.maxima())
+    maximum(E)
+    F = terms.folds(E)
+    total(F.reshape(-1))
+    return value(F, E)
+
+
+def local_sum(T, axis: int = 0, count: int | None = None) -> np.ndarray:
+    """The reproducible sum of ``T`` along ``axis`` on one rank (the same bits as any split of it)."""
+    T = np.moveaxis(_as_float(T), axis, 0)
+    shape = T.shape[1:]
+    flat = T.reshape(T.shape[0], math.prod(shape))
+    acc = Sum(flat.shape[1], T.shape[0] if count is None else count).add_rows(flat)
+    return reduce_sum(acc, _keep, _keep).reshape(shape)
+
+
+def _keep(x):
+    return x
