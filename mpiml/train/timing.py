@@ -75,6 +75,28 @@ class Exchanger:
         self.stop_agreed = self.stop_agreed or buf[-p - 1] > 0
         return buf[: len(buf) - p - 1]
 
+    def exact(self, terms) -> np.ndarray:
+        """The exact sums of ``terms`` (a :class:`mpiml.collectives.reproducible.Sum`) over the group.
+
+        Two reductions: the maxima, with the stop vote and the compute slots (each slot holds
+        one rank's non-negative seconds, so their max is their sum), then the folds.
+        """
+        from mpiml.collectives import reproducible
+
+        p, n = self.group.size, terms.n
+        start = time.perf_counter()
+        buf = np.empty(n + 1 + p)
+        buf[:n] = reproducible.exponents(terms.maxima())
+        buf[n] = self.vote()
+        self.add_compute(time.perf_counter() - start)
+        self.reduce(self.group.maximum, buf, self.group.rank, p)
+        self.stop_agreed = self.stop_agreed or buf[n] > 0
+        start = time.perf_counter()
+        F = terms.folds(buf[:n])
+        self.add_compute(time.perf_counter() - start)
+        self.reduce(self.group.allreduce, F.reshape(-1))
+        return reproducible.value(F, buf[:n])
+
     def reduce(self, fn, buf: np.ndarray, rank: int = 0, slots: int = 0) -> np.ndarray:
         """``fn(buf, out=buf)``, timed; the last ``slots`` entries carry each rank's compute seconds
         since the previous exchange (``rank``'s own in its slot), which tells waiting from transfer."""

@@ -1,0 +1,161 @@
+"""Reproducible mode of the linear-model training: the same bits at any rank count.
+
+``TrainConfig(reproducible=True)`` (``--reproducible``, or ``MPIML_REPRODUCIBLE=1`` in the
+environment) makes every sum that crosses rows, and so ranks, exact
+(:mod:`mpiml.collectives.reproducible`): the gradient and loss of each ``sync`` update, the
+loss, slope and gradient of each L-BFGS evaluation, the evaluation metrics and the
+standardization statistics. Per-row values must not depend on the other rows either, so
+scores are computed row by row in a fixed order (:func:`scores`: not BLAS, whose blocking
+may depend on the number of rows) and losses row by row
+(:meth:`mpiml.sgd.models.Model.row_loss_and_residual`).
+
+Which runs are then bitwise the same at every rank count: data-parallel ``sync`` SGD and
+``lbfgs`` (without ``warm_start_epochs``, whose one-shot SGD depends on the rank count),
+also when resumed from a checkpoint written at another rank count. ``local`` and
+``oneshot`` are not: each rank walks through its own rows, so the algorithm itself
+changes with the rank count (their sums are exact all the same). Grids with the model
+split over ranks are refused in this mode.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from mpiml.collectives import reproducible as exact
+from mpiml.errors import ArgumentError
+from mpiml.runtime.jit import compiled, kernel
+
+ENV = "MPIML_REPRODUCIBLE"
+
+
+def requested(flag: bool = False) -> bool:
+    """``flag``, or ``MPIML_REPRODUCIBLE`` set to something other than ``""``/``0``."""
+    return bool(flag) or os.environ.get(ENV, "").strip() not in ("", "0")
+
+
+def check_layout(whole_model: bool) -> None:
+    if not whole_model:
+        raise ArgumentError("reproducible mode needs data parallelism (a p x 1 grid): with the model split over "
+                            "ranks the partial margins would be summed in a rank-dependent order")
+
+
+# --- scores, row by row --------------------------------------------------------------------------------
+
+def scores(W: np.ndarray, b: np.ndarray, X) -> np.ndarray:
+    """``X @ W + b`` (``(rows, k)``), each entry summed over the features in their order, then ``+ b``."""
+    W = np.ascontiguousarray(W, dtype=np.float64)
+    b = np.ascontiguousarray(b, dtype=np.float64)
+    if not compiled():
+        return scores_reference(W, b, X)
+    out = np.empty((X.shape[0], W.shape[1]))
+    if hasattr(X, "indptr"):
+        _csr_scores(X.indptr, X.indices, X.data, W, b, out)
+    else:
+        _dense_scores(np.ascontiguousarray(X), W, b, out)
+    return out
+
+
+def scores_reference(W, b, X) -> np.ndarray:
+    """numpy reference of :func:`scores`: one feature (dense) or one stored entry per row (CSR) at a time."""
+    out = np.zeros((X.shape[0], W.shape[1]))
+    if hasattr(X, "indptr"):
+        lengths = np.diff(X.indptr)
+        for pos in range(int(lengths.max(initial=0))):
+            rows = np.flatnonzero(lengths > pos)
+            at = X.indptr[rows] + pos
+            out[rows] += np.asarray(X.data[at], dtype=np.float64)[:, None] * W[X.indices[at]]
+    else:
+        X = np.asarray(X)
+        for j in range(X.shape[1]):
+            out += X[:, j:j + 1].astype(np.float64) * W[j]
+    out += b
+    return out
+
+
+@kernel
+def _dense_scores(X, W, b, out):
+    m, d = X.shape
+    k = W.shape[1]
+    for c in range(k):
+        i = 0
+        while i + 4 <= m:   # four rows at once, each in its own order: the same sums, more in flight
+            s0 = s1 = s2 = s3 = 0.0
+            for j in range(d):
+                w = W[j, c]
+                s0 += np.float64(X[i, j]) * w
+                s1 += np.float64(X[i + 1, j]) * w
+                s2 += np.float64(X[i + 2, j]) * w
+                s3 += np.float64(X[i + 3, j]) * w
+            out[i, c] = s0 + b[c]
+            out[i + 1, c] = s1 + b[c]
+            out[i + 2, c] = s2 + b[c]
+            out[i + 3, c] = s3 + b[c]
+            i += 4
+        while i < m:
+            s = 0.0
+            for j in range(d):
+                s += np.float64(X[i, j]) * W[j, c]
+            out[i, c] = s + b[c]
+            i += 1
+
+
+@kernel
+def _csr_scores(indptr, indices, data, W, b, out):
+    k = W.shape[1]
+    for i in range(indptr.shape[0] - 1):
+        for c in range(k):
+            s = 0.0
+            for p in range(indptr[i], indptr[i + 1]):
+                s += np.float64(data[p]) * W[indices[p], c]
+            out[i, c] = s + b[c]
+
+
+# --- the terms of a batch --------------------------------------------------------------------------------
+
+def add_batch(model, theta, X, y, terms: exact.Sum, loss_at: int) -> tuple[np.ndarray, np.ndarray]:
+    """Add the rows' gradient terms (``X^T r`` at 0, ``r`` at the intercepts) and losses (at ``loss_at``)
+    to ``terms``; returns the scores and residuals."""
+    W, b = model.split(theta)
+    s = scores(W, b, X)
+    losses, r = model.row_loss_and_residual(s, y)
+    terms.add_outer(X, r, 0)
+    if model.fit_intercept:
+        terms.add_rows(r, model.n_weights)
+    terms.add_rows(losses, loss_at)
+    return s, r
+
+
+def dot(a: np.ndarray, b: np.ndarray) -> float:
+    """``a . b`` summed exactly (the same wherever the vectors are the same)."""
+    a = np.asarray(a, dtype=np.float64).ravel()
+    return float(exact.local_sum((a * np.asarray(b, dtype=np.float64).ravel())[:, None], count=max(a.size, 1))[0])
+
+
+def two_pass(terms: exact.Sum, maximum, total, extra_max=None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Reduce ``terms`` exactly with ``maximum`` and ``total`` (in place, by max and by sum).
+
+    ``extra_max`` (non-negative values, e.g. stop votes) rides in the max pass; returns
+    ``(sums, extra_max maximized over the ranks or None)``.
+    """
+    E = exact.exponents(terms.maxima())
+    extra = np.zeros(0) if extra_max is None else np.asarray(extra_max, dtype=np.float64)
+    buf = np.concatenate([E, extra])
+    maximum(buf, out=buf)
+    E = buf[: terms.n]
+    F = terms.folds(E)
+    flat = F.reshape(-1)
+    total(flat, out=flat)
+    return exact.value(F, E), (buf[terms.n:] if extra_max is not None else None)
+
+
+def column_stats(X, maximum, total, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(sums, sums of squares)`` of the columns of every rank's rows, exactly (standardization)."""
+    d = X.shape[1]
+    ones = np.ones((X.shape[0], 1))
+    terms = exact.Sum(2 * d, count).add_outer(X, ones, 0)
+    squares = X.multiply(X).tocsr() if hasattr(X, "indptr") else np.square(np.asarray(X, dtype=np.float64))
+    terms.add_outer(squares, ones, d)
+    sums, _ = two_pass(terms, maximum, total)
+    return sums[:d], sums[d:]
