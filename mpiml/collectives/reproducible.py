@@ -16,7 +16,7 @@ lie in ``(-1, 1)``. With ``H = max(bit_length(count), 2)`` headroom bits and fol
 fold ``k`` is its remainder rounded to a multiple of ``u_k`` (``(x + s_k) - s_k`` with
 ``s_k = 1.5 * 2^52 u_k``), and any sum of at most ``count`` such pieces stays below
 ``2^53 u_k``, hence exact. ``K`` is the smallest count of folds (at least 2) that drops
-at most ``2^-75 max|t|`` per element.
+at most ``2^-64 max|t|`` per element: 2 folds up to 16383 terms, 3 up to about 2^21.
 
 Error bound (:func:`error_bound`): with ``S`` the exact sum of ``n <= count`` terms,
 ``|result - S| <= n u_{K-1} 2^(E-1) + (K - 1) 2^-52 (|result| + count 2^(E + H - 53)) + 2^-1074``
@@ -44,9 +44,10 @@ from mpiml.runtime.jit import compiled, kernel
 
 SPECIAL = 4096.0          # the exponent that marks an element with a non-finite term
 MIN_EXPONENT = -1021      # 2^-E stays a normal number
-TARGET_BITS = 75          # dropped remainders stay below 2^-75 max|t| per element
+TARGET_BITS = 64          # dropped remainders stay below 2^-64 max|t| per element (11 bits below float64's)
 MAX_COUNT = 1 << 40
 MAX_OPERANDS = 1 << 20    # the count of an allreduce (one operand per rank): fixed, so the same at every p
+_POW2 = np.ldexp(1.0, np.arange(-1022, 1024))   # 2^e of the normal exponents
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,16 @@ def plan(count: int) -> Plan:
 
 def exponents(top: np.ndarray) -> np.ndarray:
     """Per element, ``E`` with ``top < 2^E`` (as float64, for a max-reduction); :data:`SPECIAL` where not finite."""
-    top = np.asarray(top, dtype=np.float64)
+    top = np.ascontiguousarray(top, dtype=np.float64)
+    if compiled():
+        out = np.empty(top.shape)
+        _exponents(top, out)
+        return out
+    return exponents_reference(top)
+
+
+def exponents_reference(top: np.ndarray) -> np.ndarray:
+    """numpy reference of :func:`exponents`."""
     e = np.frexp(np.where(np.isfinite(top), top, 0.0))[1].astype(np.float64)
     np.maximum(e, MIN_EXPONENT, out=e)
     e[top == 0.0] = MIN_EXPONENT         # frexp(0) gives 0: a rank without terms must not raise the maximum
@@ -86,17 +96,68 @@ def exponents(top: np.ndarray) -> np.ndarray:
     return e
 
 
+@kernel
+def _exponents(top, out):
+    bits = top.view(np.int64)
+    for j in range(top.shape[0]):
+        biased = (bits[j] >> 52) & 0x7FF    # frexp's exponent is biased - 1022 (top >= 0)
+        out[j] = SPECIAL if biased == 0x7FF else max(biased - 1022, MIN_EXPONENT)
+
+
 def scales(E: np.ndarray) -> np.ndarray:
     """``2^-E`` per element (0 where :data:`SPECIAL`: those elements are summed apart)."""
-    E = np.asarray(E)
+    E = np.ascontiguousarray(E, dtype=np.float64)
+    if compiled():
+        out = np.empty(E.shape)
+        _scales(E, out)
+        return out
     special = E >= SPECIAL
     out = np.ldexp(1.0, -np.where(special, 0, E).astype(np.int64))
     out[special] = 0.0
     return out
 
 
+@kernel
+def _scales(E, out):
+    bits = out.view(np.int64)
+    for j in range(E.shape[0]):
+        e = int(E[j])
+        if e >= SPECIAL:
+            out[j] = 0.0
+        elif e <= 1022:
+            bits[j] = (1023 - e) << 52       # 2^-e, a normal number
+        else:
+            out[j] = math.ldexp(1.0, -e)
+
+
 def value(F: np.ndarray, E: np.ndarray) -> np.ndarray:
     """The sums, rounded once, from the summed folds ``F`` (``(K, n)``) and the exponents ``E``."""
+    if compiled():
+        out = np.empty(F.shape[1])
+        _value(np.ascontiguousarray(F), np.ascontiguousarray(E, dtype=np.float64), _POW2, out)
+        return out
+    return value_reference(F, E)
+
+
+@kernel
+def _value(F, E, pow2, out):
+    K = F.shape[0]
+    for j in range(F.shape[1]):
+        v = F[K - 1, j]
+        for k in range(K - 2, -1, -1):
+            v = F[k, j] + v
+        e = int(E[j])
+        if e >= SPECIAL:
+            out[j] = v
+        elif -1022 <= e <= 1023:
+            # times 2^e: one correctly rounded multiplication, as ldexp
+            out[j] = v * pow2[e + 1022]
+        else:
+            out[j] = math.ldexp(v, e)
+
+
+def value_reference(F: np.ndarray, E: np.ndarray) -> np.ndarray:
+    """numpy reference of :func:`value`."""
     v = F[-1].copy()
     for k in range(F.shape[0] - 2, -1, -1):
         v = F[k] + v
@@ -124,9 +185,7 @@ def _as_float(a):
 
 def top_rows(T: np.ndarray, top: np.ndarray) -> None:
     """``top[j] = max(top[j], |T[i, j]|)`` over rows ``i`` (``inf`` for NaN)."""
-    if compiled():
-        _top_rows(T, top)
-    else:
+    if not compiled() or _top_rows(T, top):   # a NaN somewhere: the reference marks it
         top_rows_reference(T, top)
 
 
@@ -140,13 +199,14 @@ def top_rows_reference(T, top) -> None:
 
 @kernel
 def _top_rows(T, top):
+    nan = 0
     for i in range(T.shape[0]):
         for j in range(T.shape[1]):
             a = abs(np.float64(T[i, j]))
-            if a > top[j]:
-                top[j] = a
-            elif a != a:
-                top[j] = np.inf
+            t = top[j]
+            top[j] = a if a > t else t
+            nan += a != a
+    return nan > 0
 
 
 def deposit_rows(T: np.ndarray, scale: np.ndarray, sigmas: np.ndarray, F: np.ndarray) -> None:
@@ -185,10 +245,9 @@ def top_outer(X, R: np.ndarray, top: np.ndarray) -> None:
     """Maxima of the terms ``X[i, j] * R[i, c]`` into ``top[j k + c]`` (``X`` dense or CSR)."""
     if not compiled():
         return top_outer_reference(X, R, top)
-    if _is_csr(X):
-        _top_outer_csr(X.indptr, X.indices, X.data, R, top)
-    else:
-        _top_outer_dense(X, R, top)
+    nan = _top_outer_csr(X.indptr, X.indices, X.data, R, top) if _is_csr(X) else _top_outer_dense(X, R, top)
+    if nan:   # the reference marks the NaN terms
+        top_outer_reference(X, R, top)
     return None
 
 
@@ -204,30 +263,32 @@ def top_outer_reference(X, R, top) -> None:
 @kernel
 def _top_outer_dense(X, R, top):
     k = R.shape[1]
+    nan = 0
     for i in range(X.shape[0]):
-        for j in range(X.shape[1]):
-            xij = np.float64(X[i, j])
-            for c in range(k):
-                a = abs(xij * R[i, c])
-                if a > top[j * k + c]:
-                    top[j * k + c] = a
-                elif a != a:
-                    top[j * k + c] = np.inf
+        for c in range(k):
+            r = R[i, c]
+            for j in range(X.shape[1]):
+                a = abs(np.float64(X[i, j]) * r)
+                t = top[j * k + c]
+                top[j * k + c] = a if a > t else t
+                nan += a != a
+    return nan > 0
 
 
 @kernel
 def _top_outer_csr(indptr, indices, data, R, top):
     k = R.shape[1]
+    nan = 0
     for i in range(indptr.shape[0] - 1):
         for p in range(indptr[i], indptr[i + 1]):
             e = indices[p] * k
             v = np.float64(data[p])
             for c in range(k):
                 a = abs(v * R[i, c])
-                if a > top[e + c]:
-                    top[e + c] = a
-                elif a != a:
-                    top[e + c] = np.inf
+                t = top[e + c]
+                top[e + c] = a if a > t else t
+                nan += a != a
+    return nan > 0
 
 
 def deposit_outer(X, R: np.ndarray, scale: np.ndarray, sigmas: np.ndarray, F: np.ndarray) -> None:
@@ -258,10 +319,10 @@ def _deposit_outer_dense(X, R, scale, sigmas, F, buf):
     k = R.shape[1]
     n = X.shape[1] * k
     for i in range(X.shape[0]):
-        for j in range(X.shape[1]):
-            xij = np.float64(X[i, j])
-            for c in range(k):
-                buf[j * k + c] = (xij * R[i, c]) * scale[j * k + c]
+        for c in range(k):
+            r = R[i, c]
+            for j in range(X.shape[1]):
+                buf[j * k + c] = (np.float64(X[i, j]) * r) * scale[j * k + c]
         for f in range(sigmas.shape[0]):
             s = sigmas[f]
             for e in range(n):
@@ -365,11 +426,14 @@ class Sum:
         sig = self.plan.sigmas
         for kind, offset, a, b in self.parts:
             width = a.shape[1] * (1 if kind == "rows" else b.shape[1])
-            block = F[:, offset:offset + width]
+            # a contiguous block (the kernels vectorize over it), added to F after
+            block = F if width == self.n else np.zeros((F.shape[0], width))
             if kind == "rows":
                 deposit_rows(a, scale[offset:offset + width], sig, block)
             else:
                 deposit_outer(a, b, scale[offset:offset + width], sig, block)
+            if block is not F:
+                F[:, offset:offset + width] += block
 
     def _special(self, F, special) -> None:
         """Elements with a non-finite term somewhere: only the non-finite terms are summed."""

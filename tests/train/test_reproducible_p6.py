@@ -10,8 +10,8 @@ from mpirun import REPO, run_mpi
 
 def test_reproducible_models_at_6_ranks():
     argv = [sys.executable, "-m", "pytest", "--with-mpi", "-q", "-p", "no:cacheprovider", "-o", "addopts=",
-            "-rfE", "--tb=short", str(REPO / "tests" / "train" / "test_reproducible_mpi.py"),
-            str(REPO / "tests" / "mf" / "test_reproducible_mpi.py")]
+            "-rfE", "--tb=short", str(REPO / "tests" / "train" / "test_reproducible_training_mpi.py"),
+            str(REPO / "tests" / "mf" / "test_reproducible_mf_mpi.py")]
     result = run_mpi(6, argv, timeout=300)
     if result.hung or result.returncode != 0:
         pytest.fail(result.describe(), pytrace=False)

@@ -159,3 +159,17 @@ def test_sum_refuses_terms_outside_its_elements():
         R.Sum(3, 10).add_rows(np.zeros((2, 2)), offset=2)
     with pytest.raises(ArgumentError):
         R.Sum(3, 10).add_outer(np.zeros((2, 2)), np.zeros((3, 1)))
+
+
+def test_exponent_scale_and_value_kernels_match_the_reference(monkeypatch):
+    top = np.array([0.0, 5e-324, 1e-310, 2.0 ** -1022, 0.5, 1.0, 3.0, 1e300, np.finfo(float).max, np.inf])
+    F = np.array([[1.0, -3.0, 0.5, 2.0 ** 60, 1.5, -1.0, 7.0, 0.75, 0.999, np.inf],
+                  [2.0 ** -70, 1e-20, -2.0 ** -80, 1.0, 0.0, 2.0 ** -60, -1e-17, 3e-20, 1e-17, 0.0]])
+
+    def run():
+        E = R.exponents(top)
+        return E, R.scales(E), R.value(F, E), R.value(F, np.full(10, 1024.0)), R.value(F, np.full(10, -1021.0))
+
+    _kernels_vs_reference(monkeypatch, run)
+    E = R.exponents(top)
+    assert np.all(top[:-1] < 2.0 ** E[:-1]) and E[-1] == R.SPECIAL
