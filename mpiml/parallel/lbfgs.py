@@ -251,8 +251,9 @@ class ExactObjective(GridObjective):
         reproducible.check_layout(self.fused)
         self.count = max(run.n_total, 1)
 
-    def _exact_sums(self, z, u=None):
-        """``(loss, slope, intercept gradient, weight gradient, residual)`` at scores ``z`` over every row."""
+    def _exact_sums(self, z, theta, u=None, direction=None):
+        """``(loss, slope, intercept gradient, weight gradient, residual)`` at scores ``z`` (of the parameters
+        ``theta``; along ``u = X direction``) over every row."""
         start = time.perf_counter()
         k, nw = self.model.k, self.nw
         losses, r = self.model.row_loss_and_residual(z, self.y)
@@ -263,8 +264,9 @@ class ExactObjective(GridObjective):
         terms.add_rows(losses, nw + k)
         if u is not None:
             terms.add_rows(r * u, nw + k + 1)
+        top = self.run.bounds.top(theta, terms.n, direction)
         self._compute(start)
-        sums = self.ex.exact(terms)
+        sums = self.ex.exact(terms, top)
         slope = 0.0
         for value in sums[nw + k + 1:]:   # the outputs' slopes, in their order
             slope += float(value)
@@ -278,7 +280,7 @@ class ExactObjective(GridObjective):
         w = run.theta[: self.nw]
         ww = reproducible.dot(w, w)
         self._compute(start)
-        loss, _, self.gb, summed, self.r = self._exact_sums(self.z)
+        loss, _, self.gb, summed, self.r = self._exact_sums(self.z, run.theta)
         f = loss / self.n + 0.5 * self.l2 * ww
         self._check(f)
         return f, self._gradient(summed)
@@ -298,7 +300,7 @@ class ExactObjective(GridObjective):
             z = np.multiply(u, step)
             z += z0
             self._compute(begin)
-            loss, slope, gb, summed, r = self._exact_sums(z, u)
+            loss, slope, gb, summed, r = self._exact_sums(z, run.theta + step * p, u, p)
             f = loss / n + 0.5 * l2 * (ww + step * (2.0 * wp + step * pp))
             self._check(f)
             self._trial = (step, p, z, r, gb, f, summed)

@@ -79,6 +79,7 @@ class Run:
         if self.reproducible:
             reproducible.check_layout(getattr(layout, "whole_model", True))
             self.n_test_total = self.data.exscan_count(test[0].shape[0])[1] if test is not None else 0
+            self.bounds = reproducible.Bounds(self.model, X, y, self.data.maximum)
         self.theta = layout.init_params()
         self.opt = make_optimizer(config.optimizer, layout.n_params, config.momentum, config.nesterov)
         self.grad = np.zeros(layout.n_params)
@@ -107,8 +108,9 @@ class Run:
         for rows in row_sets:
             if len(rows):
                 reproducible.add_batch(self.model, self.theta, self.X[rows], self.y[rows], terms, n)
+        top = self.bounds.top(self.theta, n + 1)
         self.ex.add_compute(time.perf_counter() - start)
-        return self.ex.exact(terms)
+        return self.ex.exact(terms, top)
 
     def update(self, grad, lr) -> None:
         """Penalty gradient, optimizer step, then the L1 proximal step (this rank's block)."""

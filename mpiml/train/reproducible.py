@@ -127,6 +127,64 @@ def add_batch(model, theta, X, y, terms: exact.Sum, loss_at: int) -> tuple[np.nd
     return s, r
 
 
+# --- a-priori grids: one reduction instead of two ------------------------------------------------------
+
+class Bounds:
+    """Bounds on every term of a batch, known before the batch is computed, the same on every rank.
+
+    From the largest ``|X[:, j]|`` and ``|y|`` over all rows (one max-reduction, made once)
+    and the parameters (the same on every rank), each model bounds its scores, residuals
+    and losses (:meth:`top`). The grid of the exact sum then needs no max-reduction of its
+    own: a sum costs one reduction, like the ordinary mode's. Should a term exceed its
+    bound (it cannot, up to the factor 2 kept for rounding), every rank learns it from a
+    flag in that reduction and the sum is redone in two passes.
+    """
+
+    def __init__(self, model, X, y, maximum):
+        x_top = np.zeros(X.shape[1] + 1)
+        if hasattr(X, "indptr"):
+            np.maximum.at(x_top, X.indices, np.abs(np.asarray(X.data, dtype=np.float64)))
+        elif X.shape[0]:
+            x_top[:-1] = np.abs(np.asarray(X, dtype=np.float64)).max(axis=0)
+        x_top[-1] = np.abs(np.asarray(y, dtype=np.float64)).max(initial=0.0) if model.name == "linear" else 0.0
+        maximum(x_top, out=x_top)
+        self.model, self.x_top, self.y_top = model, x_top[:-1], float(x_top[-1])
+
+    def scores(self, theta) -> np.ndarray:
+        """A bound on ``|X W + b|`` per output, for the parameters ``theta``."""
+        W, b = self.model.split(np.asarray(theta, dtype=np.float64))
+        return self.x_top @ np.abs(W) + np.abs(b)
+
+    def top(self, theta, n: int, direction=None) -> np.ndarray:
+        """Per element of ``[X^T r (n_weights), r (k), loss, (r * u per output with direction)]``
+        (``n`` elements in all), twice a bound on the magnitude of every term."""
+        model, k, nw = self.model, self.model.k, self.model.n_weights
+        s = self.scores(theta)
+        r, loss = _residual_loss_bounds(model, s, self.y_top)
+        top = np.zeros(n)
+        top[:nw] = np.multiply.outer(self.x_top, r).ravel()
+        top[nw:nw + k] = r
+        top[nw + k] = loss
+        if direction is not None:
+            top[nw + k + 1:nw + 2 * k + 1] = r * self.scores(direction)
+        with np.errstate(over="ignore", invalid="ignore"):
+            top *= 2.0    # room for the rounding of computed scores, residuals and products
+        return top
+
+
+def _residual_loss_bounds(model, s, y_top):
+    """Bounds on ``|r|`` per output and on a row's loss, for scores bounded by ``s`` per output."""
+    top = float(np.max(s, initial=0.0))
+    if model.name == "linear":
+        r = s + y_top
+        return r, 0.5 * float(r.max(initial=0.0)) ** 2
+    if model.name == "svm" and getattr(model, "squared", False):
+        return 2.0 * (1.0 + s), (1.0 + top) ** 2
+    if model.name == "softmax":
+        return np.ones_like(s), 2.0 * top + np.log(model.k)
+    return np.ones_like(s), 1.0 + top     # logistic (log(1 + e^s) - y s <= |s| + log 2), hinge
+
+
 def dot(a: np.ndarray, b: np.ndarray) -> float:
     """``a . b`` summed exactly (the same wherever the vectors are the same)."""
     a = np.asarray(a, dtype=np.float64).ravel()
