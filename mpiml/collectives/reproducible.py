@@ -124,7 +124,7 @@ def _scales(E, out):
         e = int(E[j])
         if e >= SPECIAL:
             out[j] = 0.0
-        elif e <= 1022:
+        elif -1022 <= e <= 1022:
             bits[j] = (1023 - e) << 52       # 2^-e, a normal number
         else:
             out[j] = math.ldexp(1.0, -e)
@@ -209,17 +209,27 @@ def _top_rows(T, top):
     return nan > 0
 
 
-def deposit_rows(T: np.ndarray, scale: np.ndarray, sigmas: np.ndarray, F: np.ndarray) -> None:
-    """Add the pieces of ``T[i, j] * scale[j]`` to the folds ``F[:, j]`` (``(K, n)``)."""
+def deposit_rows(T: np.ndarray, scale: np.ndarray, sigmas: np.ndarray, F: np.ndarray) -> bool:
+    """Add the pieces of ``T[i, j] * scale[j]`` to the folds ``F[:, j]`` (``(K, n)``).
+
+    Returns whether a scaled term was not below 1 in magnitude (or NaN): then the grid was
+    too fine for it and the folds are not exact.
+    """
     if compiled():
-        _deposit_rows(T, scale, sigmas, F, np.empty(T.shape[1]))
-    else:
-        deposit_rows_reference(T, scale, sigmas, F)
+        return _deposit_rows(T, scale, sigmas, F, np.empty(T.shape[1])) > 0
+    return deposit_rows_reference(T, scale, sigmas, F)
 
 
-def deposit_rows_reference(T, scale, sigmas, F) -> None:
+def deposit_rows_reference(T, scale, sigmas, F) -> bool:
     """numpy reference of :func:`deposit_rows` (sums of pieces are exact: numpy's order is as good)."""
-    x = T.astype(np.float64) * scale
+    with np.errstate(invalid="ignore", over="ignore"):
+        x = T.astype(np.float64) * scale
+        over = bool(np.any(~(np.abs(x) < 1.0)))
+        _fold_reference(x, sigmas, F)
+    return over
+
+
+def _fold_reference(x, sigmas, F) -> None:
     for k, s in enumerate(sigmas):
         q = (x + s) - s
         F[k] += q.sum(axis=0)
@@ -229,9 +239,12 @@ def deposit_rows_reference(T, scale, sigmas, F) -> None:
 @kernel
 def _deposit_rows(T, scale, sigmas, F, buf):
     n = T.shape[1]
+    over = 0
     for i in range(T.shape[0]):
         for j in range(n):
-            buf[j] = np.float64(T[i, j]) * scale[j]
+            x = np.float64(T[i, j]) * scale[j]
+            buf[j] = x
+            over += not abs(x) < 1.0
         for k in range(sigmas.shape[0]):
             s = sigmas[k]
             for j in range(n):
@@ -239,6 +252,7 @@ def _deposit_rows(T, scale, sigmas, F, buf):
                 q = (x + s) - s
                 F[k, j] += q
                 buf[j] = x - q
+    return over
 
 
 def top_outer(X, R: np.ndarray, top: np.ndarray) -> None:
@@ -291,38 +305,43 @@ def _top_outer_csr(indptr, indices, data, R, top):
     return nan > 0
 
 
-def deposit_outer(X, R: np.ndarray, scale: np.ndarray, sigmas: np.ndarray, F: np.ndarray) -> None:
-    """Add the pieces of ``X[i, j] * R[i, c]`` (scaled) to the folds ``F[:, j k + c]``."""
+def deposit_outer(X, R: np.ndarray, scale: np.ndarray, sigmas: np.ndarray, F: np.ndarray) -> bool:
+    """Add the pieces of ``X[i, j] * R[i, c]`` (scaled) to the folds ``F[:, j k + c]``; the flag of
+    :func:`deposit_rows`."""
     if not compiled():
         return deposit_outer_reference(X, R, scale, sigmas, F)
     if _is_csr(X):
-        _deposit_outer_csr(X.indptr, X.indices, X.data, R, scale, sigmas, F)
-    else:
-        _deposit_outer_dense(X, R, scale, sigmas, F, np.empty(F.shape[1]))
-    return None
+        return _deposit_outer_csr(X.indptr, X.indices, X.data, R, scale, sigmas, F) > 0
+    return _deposit_outer_dense(X, R, scale, sigmas, F, np.empty(F.shape[1])) > 0
 
 
-def deposit_outer_reference(X, R, scale, sigmas, F) -> None:
+def deposit_outer_reference(X, R, scale, sigmas, F) -> bool:
     """numpy reference of :func:`deposit_outer`: the terms one by one, added with ``numpy.add.at``."""
     rows, cols, vals = _triplets(X)
     k = R.shape[1]
     where = (cols[:, None] * k + np.arange(k)).ravel()
-    x = (vals[:, None] * R[rows]).ravel() * scale[where]
-    for j, s in enumerate(sigmas):
-        q = (x + s) - s
-        np.add.at(F[j], where, q)
-        x -= q
+    with np.errstate(invalid="ignore", over="ignore"):
+        x = (vals[:, None] * R[rows]).ravel() * scale[where]
+        over = bool(np.any(~(np.abs(x) < 1.0)))
+        for j, s in enumerate(sigmas):
+            q = (x + s) - s
+            np.add.at(F[j], where, q)
+            x -= q
+    return over
 
 
 @kernel
 def _deposit_outer_dense(X, R, scale, sigmas, F, buf):
     k = R.shape[1]
     n = X.shape[1] * k
+    over = 0
     for i in range(X.shape[0]):
         for c in range(k):
             r = R[i, c]
             for j in range(X.shape[1]):
-                buf[j * k + c] = (np.float64(X[i, j]) * r) * scale[j * k + c]
+                x = (np.float64(X[i, j]) * r) * scale[j * k + c]
+                buf[j * k + c] = x
+                over += not abs(x) < 1.0
         for f in range(sigmas.shape[0]):
             s = sigmas[f]
             for e in range(n):
@@ -330,22 +349,26 @@ def _deposit_outer_dense(X, R, scale, sigmas, F, buf):
                 q = (x + s) - s
                 F[f, e] += q
                 buf[e] = x - q
+    return over
 
 
 @kernel
 def _deposit_outer_csr(indptr, indices, data, R, scale, sigmas, F):
     k = R.shape[1]
+    over = 0
     for i in range(indptr.shape[0] - 1):
         for p in range(indptr[i], indptr[i + 1]):
             e0 = indices[p] * k
             v = np.float64(data[p])
             for c in range(k):
                 x = (v * R[i, c]) * scale[e0 + c]
+                over += not abs(x) < 1.0
                 for f in range(sigmas.shape[0]):
                     s = sigmas[f]
                     q = (x + s) - s
                     F[f, e0 + c] += q
                     x -= q
+    return over
 
 
 def _is_csr(X) -> bool:
@@ -412,28 +435,34 @@ class Sum:
         return top
 
     def folds(self, E: np.ndarray) -> np.ndarray:
-        """``(K, n)``: this rank's pieces of every term summed per fold, on the grids of the global ``E``."""
+        """``(K, n)``: this rank's pieces of every term summed per fold, on the grids of the global ``E``.
+
+        :attr:`over` tells whether a term was not below ``2^E`` of its element (or NaN): with
+        ``E`` from the maxima of every term that happens only for NaN terms, which are summed
+        apart (:data:`SPECIAL`); with ``E`` from a priori bounds, the caller starts over.
+        """
         F = np.zeros((self.plan.folds, self.n))
-        scale = scales(E)
-        with np.errstate(invalid="ignore", over="ignore"):   # non-finite terms are summed apart below
-            self._deposit(F, scale)
-            special = np.flatnonzero(np.asarray(E) >= SPECIAL)
-            if special.size:
+        self.over = self._deposit(F, scales(E))
+        special = np.flatnonzero(np.asarray(E) >= SPECIAL)
+        if special.size:
+            with np.errstate(invalid="ignore", over="ignore"):   # non-finite terms are summed apart
                 self._special(F, special)
         return F
 
-    def _deposit(self, F, scale) -> None:
+    def _deposit(self, F, scale) -> bool:
         sig = self.plan.sigmas
+        over = False
         for kind, offset, a, b in self.parts:
             width = a.shape[1] * (1 if kind == "rows" else b.shape[1])
             # a contiguous block (the kernels vectorize over it), added to F after
             block = F if width == self.n else np.zeros((F.shape[0], width))
             if kind == "rows":
-                deposit_rows(a, scale[offset:offset + width], sig, block)
+                over |= deposit_rows(a, scale[offset:offset + width], sig, block)
             else:
-                deposit_outer(a, b, scale[offset:offset + width], sig, block)
+                over |= deposit_outer(a, b, scale[offset:offset + width], sig, block)
             if block is not F:
                 F[:, offset:offset + width] += block
+        return over
 
     def _special(self, F, special) -> None:
         """Elements with a non-finite term somewhere: only the non-finite terms are summed."""

@@ -91,11 +91,10 @@ class Exchanger:
         if top is not None:
             start = time.perf_counter()
             E = reproducible.exponents(top)
-            over = bool(np.any(terms.maxima() >= np.ldexp(1.0, np.minimum(E, 1024).astype(np.int64))))
             F = terms.folds(E)
             buf = np.empty(F.size + 2 + p)
             buf[:F.size] = F.reshape(-1)
-            buf[F.size] = float(over)
+            buf[F.size] = float(terms.over)
             buf[F.size + 1] = self.vote()
             self.add_compute(time.perf_counter() - start)
             self.reduce(self.group.allreduce, buf, self.group.rank, p)

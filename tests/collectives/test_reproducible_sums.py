@@ -124,7 +124,9 @@ def test_row_kernels_match_the_reference(monkeypatch, dtype):
         s = R.Sum(4, 200).add_rows(T)
         top = s.maxima()
         E = R.exponents(top)
-        return top, s.folds(E)
+        coarse = s.folds(E)
+        fine = s.folds(np.maximum(E - 60, R.MIN_EXPONENT))   # a grid too fine for the largest terms: flagged
+        return top, coarse, fine, np.array([s.over])
 
     _kernels_vs_reference(monkeypatch, run)
 
@@ -143,7 +145,10 @@ def test_outer_kernels_match_the_reference_and_the_explicit_terms(monkeypatch, s
         s = R.Sum(9 * k + 1, 40).add_outer(Xs, Rm, offset=1)
         top = s.maxima()
         E = R.exponents(top)
-        return top, s.folds(E), R.value(s.folds(E), E)
+        F = s.folds(E)
+        over = s.over
+        s.folds(E - 1)
+        return top, F, R.value(F, E), np.array([over, s.over])
 
     _kernels_vs_reference(monkeypatch, run)
     # the outer terms are the terms X[i, j] * R[i, c] of element j k + c
