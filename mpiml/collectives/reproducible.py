@@ -238,20 +238,39 @@ def _fold_reference(x, sigmas, F) -> None:
 
 @kernel
 def _deposit_rows(T, scale, sigmas, F, buf):
-    n = T.shape[1]
+    # the folds unrolled for K = 2 and 3 (what counts up to 2^21 give): the loop over j then vectorizes
+    n, K = T.shape[1], sigmas.shape[0]
+    s0, s1 = sigmas[0], sigmas[1]
+    s2 = sigmas[2] if K > 2 else 0.0
     over = 0
     for i in range(T.shape[0]):
-        for j in range(n):
-            x = np.float64(T[i, j]) * scale[j]
-            buf[j] = x
-            over += not abs(x) < 1.0
-        for k in range(sigmas.shape[0]):
-            s = sigmas[k]
+        if K == 2:
             for j in range(n):
-                x = buf[j]
-                q = (x + s) - s
-                F[k, j] += q
-                buf[j] = x - q
+                x = np.float64(T[i, j]) * scale[j]
+                over += not abs(x) < 1.0
+                q = (x + s0) - s0
+                F[0, j] += q
+                x -= q
+                F[1, j] += (x + s1) - s1
+        elif K == 3:
+            for j in range(n):
+                x = np.float64(T[i, j]) * scale[j]
+                over += not abs(x) < 1.0
+                q = (x + s0) - s0
+                F[0, j] += q
+                x -= q
+                q = (x + s1) - s1
+                F[1, j] += q
+                x -= q
+                F[2, j] += (x + s2) - s2
+        else:
+            for j in range(n):
+                x = np.float64(T[i, j]) * scale[j]
+                over += not abs(x) < 1.0
+                for f in range(K):
+                    q = (x + sigmas[f]) - sigmas[f]
+                    F[f, j] += q
+                    x -= q
     return over
 
 
@@ -332,23 +351,44 @@ def deposit_outer_reference(X, R, scale, sigmas, F) -> bool:
 
 @kernel
 def _deposit_outer_dense(X, R, scale, sigmas, F, buf):
-    k = R.shape[1]
-    n = X.shape[1] * k
+    # as _deposit_rows: folds unrolled for K = 2 and 3, the loop over j vectorizes (k = 1: contiguous)
+    k, K, d = R.shape[1], sigmas.shape[0], X.shape[1]
+    s0, s1 = sigmas[0], sigmas[1]
+    s2 = sigmas[2] if K > 2 else 0.0
     over = 0
     for i in range(X.shape[0]):
         for c in range(k):
             r = R[i, c]
-            for j in range(X.shape[1]):
-                x = (np.float64(X[i, j]) * r) * scale[j * k + c]
-                buf[j * k + c] = x
-                over += not abs(x) < 1.0
-        for f in range(sigmas.shape[0]):
-            s = sigmas[f]
-            for e in range(n):
-                x = buf[e]
-                q = (x + s) - s
-                F[f, e] += q
-                buf[e] = x - q
+            if K == 2:
+                for j in range(d):
+                    e = j * k + c
+                    x = (np.float64(X[i, j]) * r) * scale[e]
+                    over += not abs(x) < 1.0
+                    q = (x + s0) - s0
+                    F[0, e] += q
+                    x -= q
+                    F[1, e] += (x + s1) - s1
+            elif K == 3:
+                for j in range(d):
+                    e = j * k + c
+                    x = (np.float64(X[i, j]) * r) * scale[e]
+                    over += not abs(x) < 1.0
+                    q = (x + s0) - s0
+                    F[0, e] += q
+                    x -= q
+                    q = (x + s1) - s1
+                    F[1, e] += q
+                    x -= q
+                    F[2, e] += (x + s2) - s2
+            else:
+                for j in range(d):
+                    e = j * k + c
+                    x = (np.float64(X[i, j]) * r) * scale[e]
+                    over += not abs(x) < 1.0
+                    for f in range(K):
+                        q = (x + sigmas[f]) - sigmas[f]
+                        F[f, e] += q
+                        x -= q
     return over
 
 
