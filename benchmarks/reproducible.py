@@ -62,14 +62,15 @@ def rows_of(X, y):
 
 def linear_jobs():
     rng = np.random.default_rng(0)
-    n, d = 16000, 100
+    n, d = 40000, 200
     X = rng.standard_normal((n, d))
     y = (X @ rng.standard_normal(d) + rng.standard_normal(n) > 0).astype(np.float64)
     Xs = sp.csr_matrix(X * (rng.random((n, d)) < 0.1))
     jobs = {}
     for name, data in (("dense", X), ("sparse", Xs)):
         Xr, yr = rows_of(data, y)
-        for strategy, settings in (("sync", dict(epochs=2, batch_size=256)), ("lbfgs", dict(max_iter=30))):
+        for strategy, settings in (("sync", dict(epochs=2, batch_size=256)),
+                                   ("lbfgs", dict(max_iter=40, tol=1e-12))):
             def job(flag, Xr=Xr, yr=yr, strategy=strategy, settings=settings):
                 return lambda: LinearModel("logistic", strategy, reproducible=flag, **settings).fit(Xr, yr)
             jobs[f"{strategy} logistic {name} {n}x{d}"] = job
@@ -77,7 +78,7 @@ def linear_jobs():
 
 
 def mf_jobs():
-    spec = SyntheticSpec(users=3000, items=1500, ratings=120000, rank=8, noise=0.1, seed=1)
+    spec = SyntheticSpec(users=6000, items=3000, ratings=400000, rank=8, noise=0.1, seed=1)
     shard = synthetic_ratings(spec, COMM.rank, COMM.size)
     jobs = {}
     for label, make in (("als rank 16", lambda flag: ALS(rank=16, iters=3, reproducible=flag)),

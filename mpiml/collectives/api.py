@@ -189,7 +189,7 @@ def allreduce(x, op="sum", algorithm="auto", comm=None, out=None, check=None, re
     _agree(c, error, check, lambda: ("allreduce", getattr(op, "label", op), chosen, str(x.dtype), x.size,
                                      bool(reproducible)))
     if reproducible and x.size:
-        folds = _reproducible_folds(_operand(x), comm)
+        folds = _reproducible_folds(_operand(x, c), comm)
         F = allreduce(folds.F, algorithm=chosen, comm=comm, out=folds.F)
         return _round_into(out, _repro.value(F, folds.E))
     if x.size == 0 or c.Get_size() == 1:
@@ -234,7 +234,7 @@ def reduce_scatter(x, op="sum", algorithm="auto", comm=None, counts=None, out=No
     _agree(c, error, check, lambda: ("reduce_scatter", getattr(op, "label", op), chosen, str(x.dtype),
                              x.size, None if counts is None else np.asarray(counts).tolist(), bool(reproducible)))
     if reproducible and x.size:
-        folds = _reproducible_folds(_operand(x), comm)
+        folds = _reproducible_folds(_operand(x, c), comm)
         width = 2 if dtype.kind == "c" else 1     # float64 values per element
         lo = int(np.sum(counts[:r])) * width
         hi = lo + int(counts[r]) * width
@@ -357,7 +357,7 @@ def reduce(x, root=0, op="sum", algorithm="auto", comm=None, out=None, check=Non
     _agree(c, error, check, lambda: ("reduce", root, getattr(op, "label", op), chosen, str(x.dtype), x.size,
                                      bool(reproducible)))
     if reproducible and x.size:
-        folds = _reproducible_folds(_operand(x), comm)
+        folds = _reproducible_folds(_operand(x, c), comm)
         F = reduce(folds.F, root=root, algorithm=chosen, comm=comm)
         return _round_into(out, _repro.value(F, folds.E)) if is_root else None
     if c.Get_size() == 1 or x.size == 0:
@@ -441,8 +441,10 @@ def _exact_sum(reproducible, op, dtype) -> bool:
     return True
 
 
-def _operand(x):
+def _operand(x, comm):
     """A rank's ``x`` as the one row of terms of a reproducible sum (count: :data:`~reproducible.MAX_OPERANDS`)."""
+    if comm.Get_size() > _repro.MAX_OPERANDS:
+        raise ArgumentError(f"reproducible=True sums at most {_repro.MAX_OPERANDS} ranks' operands exactly")
     flat = _floats(x)
     return _repro.Sum(flat.size, _repro.MAX_OPERANDS).add_rows(flat[None, :])
 

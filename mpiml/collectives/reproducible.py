@@ -394,20 +394,36 @@ def _deposit_outer_dense(X, R, scale, sigmas, F, buf):
 
 @kernel
 def _deposit_outer_csr(indptr, indices, data, R, scale, sigmas, F):
-    k = R.shape[1]
+    # scattered elements: the K folds of one element side by side (G), added to F at the end
+    k, K = R.shape[1], sigmas.shape[0]
+    G = np.zeros((F.shape[1], K))
+    s0, s1 = sigmas[0], sigmas[1]
+    s2 = sigmas[2] if K > 2 else 0.0
     over = 0
     for i in range(indptr.shape[0] - 1):
         for p in range(indptr[i], indptr[i + 1]):
             e0 = indices[p] * k
             v = np.float64(data[p])
             for c in range(k):
-                x = (v * R[i, c]) * scale[e0 + c]
+                e = e0 + c
+                x = (v * R[i, c]) * scale[e]
                 over += not abs(x) < 1.0
-                for f in range(sigmas.shape[0]):
-                    s = sigmas[f]
-                    q = (x + s) - s
-                    F[f, e0 + c] += q
+                q = (x + s0) - s0
+                G[e, 0] += q
+                x -= q
+                if K == 2:
+                    G[e, 1] += (x + s1) - s1
+                else:
+                    q = (x + s1) - s1
+                    G[e, 1] += q
                     x -= q
+                    for f in range(2, K):
+                        q = (x + sigmas[f]) - sigmas[f]
+                        G[e, f] += q
+                        x -= q
+    for e in range(G.shape[0]):
+        for f in range(K):
+            F[f, e] += G[e, f]
     return over
 
 
