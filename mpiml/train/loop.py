@@ -197,7 +197,9 @@ class Run:
     def _evaluate_exact(self, theta) -> dict:
         """:meth:`evaluate` with exact sums (reproducible mode; data parallelism)."""
         with Clock(self._add_eval):
-            sets = [(self.X, self.y, self.n_total)] + ([(*self.test, self.n_test_total)] if self.test is not None else [])
+            sets = [(self.X, self.y, self.n_total)]
+            if self.test is not None:
+                sets.append((*self.test, self.n_test_total))
             terms = exact.Sum(2 * len(sets), max(self.n_total, self.n_test_total, 1))
             W, b = self.model.split(theta)
             for i, (X, y, _) in enumerate(sets):

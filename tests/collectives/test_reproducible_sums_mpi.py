@@ -3,13 +3,12 @@ compared bit for bit with the one-rank sum and against the exact sum (fractions)
 
 from __future__ import annotations
 
-import contextlib
 from fractions import Fraction
 
 import numpy as np
 import pytest
 from mpi4py import MPI
-from mpi_helpers import agree
+from mpi_helpers import agree, sub_comm
 
 import mpiml
 from mpiml.collectives import reproducible as R
@@ -24,18 +23,6 @@ def adversarial(rows, cols, seed):
     T[0, 2], T[1, 2] = 1e300, -1e300
     T[2:, 2] = rng.uniform(-1, 1, rows - 2)
     return T
-
-
-@contextlib.contextmanager
-def sub_comm(size):
-    """The first ``size`` ranks of COMM_WORLD (None on the others); freed after."""
-    world = MPI.COMM_WORLD
-    sub = world.Split(0 if world.rank < size else MPI.UNDEFINED, world.rank)
-    try:
-        yield None if sub == MPI.COMM_NULL else sub
-    finally:
-        if sub != MPI.COMM_NULL:
-            sub.Free()
 
 
 def splits(n, size, rng):

@@ -3,12 +3,10 @@ inside one mpiexec: 1..6 at p = 6), with the ratings dealt in balanced and in un
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import pytest
 from mpi4py import MPI
-from mpi_helpers import agree
+from mpi_helpers import agree, sub_comm, sub_sizes
 
 from mpiml.data.ratings import RatingsShard
 from mpiml.data.synthetic_ratings import SyntheticSpec, synthetic_ratings
@@ -22,22 +20,6 @@ MODELS = [
     lambda: ImplicitALS(rank=4, reg=2.0, iters=2, solver="cg", dtype="float32", seed=1, reproducible=True),
     lambda: ImplicitALS(rank=4, reg=2.0, iters=2, solver="cholesky", dtype="float64", seed=1, reproducible=True),
 ]
-
-
-def sizes():
-    """Every size 1..6 at p = 6 (tests/train/test_reproducible_p6.py); at p < 6 sizes 1, p - 1 and p, so that the
-    harness's runs at p = 1..5 cover each size once more without repeating all of them."""
-    return range(1, WORLD.size + 1) if WORLD.size >= 6 else sorted({1, max(WORLD.size - 1, 1), WORLD.size})
-
-
-@contextlib.contextmanager
-def sub_comm(size):
-    sub = WORLD.Split(0 if WORLD.rank < size else MPI.UNDEFINED, WORLD.rank)
-    try:
-        yield None if sub == MPI.COMM_NULL else sub
-    finally:
-        if sub != MPI.COMM_NULL:
-            sub.Free()
 
 
 def part(shard, lo, hi):
@@ -64,7 +46,7 @@ def test_als_and_ials_are_bitwise_the_same_at_every_rank_count():
     problems = []
     for make in MODELS:
         want = outcome(make(), train, test, MPI.COMM_SELF)
-        for size in sizes():
+        for size in sub_sizes(WORLD.size):
             for uneven in (False, True):
                 with sub_comm(size) as sub:
                     if sub is None:

@@ -1,4 +1,4 @@
-"""Reproducible mode (sync SGD, L-BFGS, ALS, iALS) at p = 6 (every size 1..6 inside one run), beyond the harness's p = 1..5."""
+"""Reproducible mode (sync SGD, L-BFGS, ALS, iALS) at p = 6: every size 1..6 inside one run (the harness stops at 5)."""
 
 from __future__ import annotations
 

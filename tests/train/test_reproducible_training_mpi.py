@@ -10,13 +10,11 @@ on the uninterrupted one-rank model.
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import pytest
 import scipy.sparse as sp
 from mpi4py import MPI
-from mpi_helpers import agree
+from mpi_helpers import agree, sub_comm, sub_sizes
 
 from mpiml.sgd import LinearModel
 
@@ -38,22 +36,6 @@ def data(sparse: bool, dtype, seed=0):
     y3 = np.argmax(X[:, :3] + rng.standard_normal((90, 3)), axis=1).astype(np.float64)
     X = X.astype(dtype)
     return (sp.csr_matrix(X) if sparse else X), y3
-
-
-def sizes():
-    """Every size 1..6 at p = 6 (tests/train/test_reproducible_p6.py); at p < 6 sizes 1, p - 1 and p, so that the
-    harness's runs at p = 1..5 cover each size once more without repeating all of them."""
-    return range(1, WORLD.size + 1) if WORLD.size >= 6 else sorted({1, max(WORLD.size - 1, 1), WORLD.size})
-
-
-@contextlib.contextmanager
-def sub_comm(size):
-    sub = WORLD.Split(0 if WORLD.rank < size else MPI.UNDEFINED, WORLD.rank)
-    try:
-        yield None if sub == MPI.COMM_NULL else sub
-    finally:
-        if sub != MPI.COMM_NULL:
-            sub.Free()
 
 
 def blocks(n, size, uneven):
@@ -86,7 +68,7 @@ def test_final_model_is_bitwise_the_same_at_every_rank_count(sparse, dtype):
         ordinary = LinearModel(model, strategy, comm=MPI.COMM_SELF, seed=3, **settings).fit(X, y)
         if not np.allclose(ordinary.theta_, oracle.theta_, rtol=1e-6, atol=1e-8):
             problems.append((model, strategy, "differs from the ordinary mode beyond rounding"))
-        for size in sizes():
+        for size in sub_sizes(WORLD.size):
             for uneven in (False, True):
                 with sub_comm(size) as sub:
                     if sub is None:
