@@ -324,11 +324,14 @@ def _top_outer_csr(indptr, indices, data, R, top):
     return nan > 0
 
 
-def deposit_outer(X, R: np.ndarray, scale: np.ndarray, sigmas: np.ndarray, F: np.ndarray) -> bool:
+def deposit_outer(X, R: np.ndarray, scale: np.ndarray, sigmas: np.ndarray, F: np.ndarray, columns=None) -> bool:
     """Add the pieces of ``X[i, j] * R[i, c]`` (scaled) to the folds ``F[:, j k + c]``; the flag of
-    :func:`deposit_rows`."""
+    :func:`deposit_rows`. ``columns``: ``X`` in CSC form (``X.tocsc()``), if at hand: the terms of one
+    element are then adjacent and summed in registers."""
     if not compiled():
         return deposit_outer_reference(X, R, scale, sigmas, F)
+    if columns is not None:
+        return _deposit_outer_csc(columns.indptr, columns.indices, columns.data, R, scale, sigmas, F) > 0
     if _is_csr(X):
         return _deposit_outer_csr(X.indptr, X.indices, X.data, R, scale, sigmas, F) > 0
     return _deposit_outer_dense(X, R, scale, sigmas, F, np.empty(F.shape[1])) > 0
@@ -427,6 +430,47 @@ def _deposit_outer_csr(indptr, indices, data, R, scale, sigmas, F):
     return over
 
 
+@kernel
+def _deposit_outer_csc(indptr, indices, data, R, scale, sigmas, F):
+    # column j of X: the terms of elements j k + c, folded into registers, then added to F once
+    k, K = R.shape[1], sigmas.shape[0]
+    s0, s1 = sigmas[0], sigmas[1]
+    s2 = sigmas[2] if K > 2 else 0.0
+    over = 0
+    for j in range(indptr.shape[0] - 1):
+        for c in range(k):
+            e = j * k + c
+            sc = scale[e]
+            f0 = f1 = f2 = 0.0
+            for p in range(indptr[j], indptr[j + 1]):
+                x = (np.float64(data[p]) * R[indices[p], c]) * sc
+                over += not abs(x) < 1.0
+                q = (x + s0) - s0
+                f0 += q
+                x -= q
+                if K == 2:
+                    f1 += (x + s1) - s1
+                else:
+                    q = (x + s1) - s1
+                    f1 += q
+                    x -= q
+                    if K == 3:
+                        f2 += (x + s2) - s2
+                    else:
+                        q = (x + s2) - s2
+                        f2 += q
+                        x -= q
+                        for f in range(3, K):
+                            q = (x + sigmas[f]) - sigmas[f]
+                            F[f, e] += q
+                            x -= q
+            F[0, e] += f0
+            F[1, e] += f1
+            if K > 2:
+                F[2, e] += f2
+    return over
+
+
 def _is_csr(X) -> bool:
     return hasattr(X, "indptr")
 
@@ -467,15 +511,18 @@ class Sum:
         self.parts.append(("rows", offset, np.ascontiguousarray(T), None))
         return self
 
-    def add_outer(self, X, R, offset: int = 0) -> "Sum":
-        """Terms ``X[i, j] * R[i, c]`` of element ``offset + j k + c`` (``X`` dense or CSR, ``R`` ``(rows, k)``)."""
+    def add_outer(self, X, R, offset: int = 0, columns=None) -> "Sum":
+        """Terms ``X[i, j] * R[i, c]`` of element ``offset + j k + c`` (``X`` dense or CSR, ``R`` ``(rows, k)``;
+        ``columns``: ``X.tocsc()``, if the caller keeps one, for a faster deposit of sparse data)."""
         R = np.ascontiguousarray(R, dtype=np.float64)
         R = R.reshape(-1, 1) if R.ndim == 1 else R
         if not _is_csr(X):
             X = np.ascontiguousarray(_as_float(X))
         if X.shape[0] != R.shape[0] or offset < 0 or offset + X.shape[1] * R.shape[1] > self.n:
             raise ArgumentError(f"outer terms of shapes {X.shape} and {R.shape} at {offset} in a sum of {self.n}")
-        self.parts.append(("outer", offset, X, R))
+        if columns is not None and (getattr(columns, "format", "") != "csc" or columns.shape != X.shape):
+            raise ArgumentError("columns must be X in CSC form (X.tocsc())")
+        self.parts.append(("outer", offset, X, (R, columns)))
         return self
 
     def maxima(self, out: np.ndarray | None = None) -> np.ndarray:
@@ -487,7 +534,7 @@ class Sum:
             if kind == "rows":
                 top_rows(a, top[offset:offset + a.shape[1]])
             else:
-                top_outer(a, b, top[offset:offset + a.shape[1] * b.shape[1]])
+                top_outer(a, b[0], top[offset:offset + a.shape[1] * b[0].shape[1]])
         return top
 
     def folds(self, E: np.ndarray) -> np.ndarray:
@@ -509,13 +556,13 @@ class Sum:
         sig = self.plan.sigmas
         over = False
         for kind, offset, a, b in self.parts:
-            width = a.shape[1] * (1 if kind == "rows" else b.shape[1])
+            width = a.shape[1] * (1 if kind == "rows" else b[0].shape[1])
             # a contiguous block (the kernels vectorize over it), added to F after
             block = F if width == self.n else np.zeros((F.shape[0], width))
             if kind == "rows":
                 over |= deposit_rows(a, scale[offset:offset + width], sig, block)
             else:
-                over |= deposit_outer(a, b, scale[offset:offset + width], sig, block)
+                over |= deposit_outer(a, b[0], scale[offset:offset + width], sig, block, b[1])
             if block is not F:
                 F[:, offset:offset + width] += block
         return over
@@ -530,9 +577,9 @@ class Sum:
                 values, where = terms[rows, cols].astype(np.float64), offset + cols
             else:
                 r, c, v = _triplets(a)
-                t = v[:, None] * b[r]
+                t = v[:, None] * b[0][r]
                 rows, cc = np.nonzero(~np.isfinite(t))
-                values, where = t[rows, cc], offset + c[rows] * b.shape[1] + cc
+                values, where = t[rows, cc], offset + c[rows] * b[0].shape[1] + cc
             keep = np.isin(where, special)
             np.add.at(F[0], where[keep], values[keep])
 

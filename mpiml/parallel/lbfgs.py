@@ -250,6 +250,8 @@ class ExactObjective(GridObjective):
         super().__init__(layout, run)
         reproducible.check_layout(self.fused)
         self.count = max(run.n_total, 1)
+        # sparse rows by column too (a copy): the exact X^T r then sums each column's terms in registers
+        self.columns = self.X.tocsc() if hasattr(self.X, "tocsc") else None
 
     def _exact_sums(self, z, theta, u=None, direction=None):
         """``(loss, slope, intercept gradient, weight gradient, residual)`` at scores ``z`` (of the parameters
@@ -258,7 +260,7 @@ class ExactObjective(GridObjective):
         k, nw = self.model.k, self.nw
         losses, r = self.model.row_loss_and_residual(z, self.y)
         terms = exact.Sum(nw + 2 * k + 1, self.count)
-        terms.add_outer(self.X, r, 0)
+        terms.add_outer(self.X, r, 0, self.columns)
         if self.model.fit_intercept:
             terms.add_rows(r, nw)
         terms.add_rows(losses, nw + k)

@@ -148,7 +148,9 @@ def test_outer_kernels_match_the_reference_and_the_explicit_terms(monkeypatch, s
         F = s.folds(E)
         over = s.over
         s.folds(E - 1)
-        return top, F, R.value(F, E), np.array([over, s.over])
+        # CSR data with its transpose at hand: the column-wise kernel, the same folds
+        t = R.Sum(9 * k + 1, 40).add_outer(Xs, Rm, offset=1, columns=Xs.tocsc() if sparse else None)
+        return top, F, R.value(F, E), np.array([over, s.over]), t.folds(E)
 
     _kernels_vs_reference(monkeypatch, run)
     # the outer terms are the terms X[i, j] * R[i, c] of element j k + c
