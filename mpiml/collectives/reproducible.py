@@ -104,10 +104,11 @@ def _exponents(top, out):
         out[j] = SPECIAL if biased == 0x7FF else max(biased - 1022, MIN_EXPONENT)
 
 
-def scales(E: np.ndarray) -> np.ndarray:
-    """``2^-E`` per element (0 where :data:`SPECIAL`: those elements are summed apart)."""
+def scales(E: np.ndarray, fast: bool | None = None) -> np.ndarray:
+    """``2^-E`` per element (0 where :data:`SPECIAL`: those elements are summed apart); ``fast``: the
+    kernel or the reference (default: :func:`~mpiml.runtime.jit.compiled`)."""
     E = np.ascontiguousarray(E, dtype=np.float64)
-    if compiled():
+    if compiled() if fast is None else fast:
         out = np.empty(E.shape)
         _scales(E, out)
         return out
@@ -209,13 +210,13 @@ def _top_rows(T, top):
     return nan > 0
 
 
-def deposit_rows(T: np.ndarray, scale: np.ndarray, sigmas: np.ndarray, F: np.ndarray) -> bool:
+def deposit_rows(T: np.ndarray, scale: np.ndarray, sigmas: np.ndarray, F: np.ndarray, fast=None) -> bool:
     """Add the pieces of ``T[i, j] * scale[j]`` to the folds ``F[:, j]`` (``(K, n)``).
 
     Returns whether a scaled term was not below 1 in magnitude (or NaN): then the grid was
-    too fine for it and the folds are not exact.
+    too fine for it and the folds are not exact. ``fast`` as in :func:`scales`.
     """
-    if compiled():
+    if compiled() if fast is None else fast:
         return _deposit_rows(T, scale, sigmas, F, np.empty(T.shape[1])) > 0
     return deposit_rows_reference(T, scale, sigmas, F)
 
@@ -324,11 +325,12 @@ def _top_outer_csr(indptr, indices, data, R, top):
     return nan > 0
 
 
-def deposit_outer(X, R: np.ndarray, scale: np.ndarray, sigmas: np.ndarray, F: np.ndarray, columns=None) -> bool:
+def deposit_outer(X, R: np.ndarray, scale: np.ndarray, sigmas: np.ndarray, F: np.ndarray, columns=None,
+                  fast=None) -> bool:
     """Add the pieces of ``X[i, j] * R[i, c]`` (scaled) to the folds ``F[:, j k + c]``; the flag of
     :func:`deposit_rows`. ``columns``: ``X`` in CSC form (``X.tocsc()``), if at hand: the terms of one
-    element are then adjacent and summed in registers."""
-    if not compiled():
+    element are then adjacent and summed in registers. ``fast`` as in :func:`scales`."""
+    if not (compiled() if fast is None else fast):
         return deposit_outer_reference(X, R, scale, sigmas, F)
     if columns is not None:
         return _deposit_outer_csc(columns.indptr, columns.indices, columns.data, R, scale, sigmas, F) > 0
@@ -545,14 +547,15 @@ class Sum:
         apart (:data:`SPECIAL`); with ``E`` from a priori bounds, the caller starts over.
         """
         F = np.zeros((self.plan.folds, self.n))
-        self.over = self._deposit(F, scales(E))
+        fast = compiled()
+        self.over = self._deposit(F, scales(E, fast), fast)
         special = np.flatnonzero(np.asarray(E) >= SPECIAL)
         if special.size:
             with np.errstate(invalid="ignore", over="ignore"):   # non-finite terms are summed apart
                 self._special(F, special)
         return F
 
-    def _deposit(self, F, scale) -> bool:
+    def _deposit(self, F, scale, fast) -> bool:
         sig = self.plan.sigmas
         over = False
         for kind, offset, a, b in self.parts:
@@ -560,9 +563,9 @@ class Sum:
             # a contiguous block (the kernels vectorize over it), added to F after
             block = F if width == self.n else np.zeros((F.shape[0], width))
             if kind == "rows":
-                over |= deposit_rows(a, scale[offset:offset + width], sig, block)
+                over |= deposit_rows(a, scale[offset:offset + width], sig, block, fast)
             else:
-                over |= deposit_outer(a, b[0], scale[offset:offset + width], sig, block, b[1])
+                over |= deposit_outer(a, b[0], scale[offset:offset + width], sig, block, b[1], fast)
             if block is not F:
                 F[:, offset:offset + width] += block
         return over

@@ -44,7 +44,13 @@ def check_layout(whole_model: bool) -> None:
 # --- scores, row by row --------------------------------------------------------------------------------
 
 def scores(W: np.ndarray, b: np.ndarray, X) -> np.ndarray:
-    """``X @ W + b`` (``(rows, k)``), each entry summed over the features in their order, then ``+ b``."""
+    """``X @ W + b`` (``(rows, k)``), each entry summed in an order fixed by the row alone, then ``+ b``.
+
+    Dense: eight partial sums (feature ``j`` into lane ``j % 8``, for the first ``8 * (d // 8)``
+    features), added as ``((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))``, then the rest of
+    the features in order (a SIMD dot product's order, written out so no compiler changes it).
+    CSR: the stored entries in order.
+    """
     W = np.ascontiguousarray(W, dtype=np.float64)
     b = np.ascontiguousarray(b, dtype=np.float64)
     if not compiled():
@@ -68,8 +74,15 @@ def scores_reference(W, b, X) -> np.ndarray:
             out[rows] += np.asarray(X.data[at], dtype=np.float64)[:, None] * W[X.indices[at]]
     else:
         X = np.asarray(X)
-        for j in range(X.shape[1]):
+        d8 = X.shape[1] - X.shape[1] % 8
+        lanes = np.zeros((8, X.shape[0], W.shape[1]))
+        for t in range(0, d8, 8):
+            for lane in range(8):
+                lanes[lane] += X[:, t + lane:t + lane + 1].astype(np.float64) * W[t + lane]
+        for j in range(d8, X.shape[1]):
             out += X[:, j:j + 1].astype(np.float64) * W[j]
+        out = (((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))
+               + out)
     out += b
     return out
 
@@ -77,28 +90,23 @@ def scores_reference(W, b, X) -> np.ndarray:
 @kernel
 def _dense_scores(X, W, b, out):
     m, d = X.shape
-    k = W.shape[1]
-    for c in range(k):
-        i = 0
-        while i + 4 <= m:   # four rows at once, each in its own order: the same sums, more in flight
-            s0 = s1 = s2 = s3 = 0.0
-            for j in range(d):
-                w = W[j, c]
-                s0 += np.float64(X[i, j]) * w
-                s1 += np.float64(X[i + 1, j]) * w
-                s2 += np.float64(X[i + 2, j]) * w
-                s3 += np.float64(X[i + 3, j]) * w
-            out[i, c] = s0 + b[c]
-            out[i + 1, c] = s1 + b[c]
-            out[i + 2, c] = s2 + b[c]
-            out[i + 3, c] = s3 + b[c]
-            i += 4
-        while i < m:
-            s = 0.0
-            for j in range(d):
-                s += np.float64(X[i, j]) * W[j, c]
-            out[i, c] = s + b[c]
-            i += 1
+    d8 = d - d % 8
+    for i in range(m):
+        for c in range(W.shape[1]):
+            a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
+            for j in range(0, d8, 8):
+                a0 += np.float64(X[i, j]) * W[j, c]
+                a1 += np.float64(X[i, j + 1]) * W[j + 1, c]
+                a2 += np.float64(X[i, j + 2]) * W[j + 2, c]
+                a3 += np.float64(X[i, j + 3]) * W[j + 3, c]
+                a4 += np.float64(X[i, j + 4]) * W[j + 4, c]
+                a5 += np.float64(X[i, j + 5]) * W[j + 5, c]
+                a6 += np.float64(X[i, j + 6]) * W[j + 6, c]
+                a7 += np.float64(X[i, j + 7]) * W[j + 7, c]
+            tail = 0.0
+            for j in range(d8, d):
+                tail += np.float64(X[i, j]) * W[j, c]
+            out[i, c] = ((((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))) + tail) + b[c]
 
 
 @kernel
@@ -121,9 +129,12 @@ def add_batch(model, theta, X, y, terms: exact.Sum, loss_at: int) -> tuple[np.nd
     s = scores(W, b, X)
     losses, r = model.row_loss_and_residual(s, y)
     terms.add_outer(X, r, 0)
-    if model.fit_intercept:
-        terms.add_rows(r, model.n_weights)
-    terms.add_rows(losses, loss_at)
+    if model.fit_intercept and loss_at == model.n_params:   # the intercepts and the loss: one block of terms
+        terms.add_rows(np.concatenate([r, losses[:, None]], axis=1), model.n_weights)
+    else:
+        if model.fit_intercept:
+            terms.add_rows(r, model.n_weights)
+        terms.add_rows(losses, loss_at)
     return s, r
 
 
