@@ -9,6 +9,12 @@ scores are computed row by row in a fixed order (:func:`scores`: not BLAS, whose
 may depend on the number of rows) and losses row by row
 (:meth:`mpiml.sgd.models.Model.row_loss_and_residual`).
 
+Cost: each update of ``sync`` and each L-BFGS evaluation still makes one reduction, of
+``K`` (2 or 3) times the payload: :class:`Bounds` gives the grid of the exact sum before the
+batch is computed, so no max-reduction is needed (the evaluation metrics, once per epoch,
+take the two-pass sum). Locally the terms are cut into pieces (the deposit kernels of
+:mod:`mpiml.collectives.reproducible`) instead of one BLAS ``X^T r``.
+
 Which runs are then bitwise the same at every rank count: data-parallel ``sync`` SGD and
 ``lbfgs`` (without ``warm_start_epochs``, whose one-shot SGD depends on the rank count),
 also when resumed from a checkpoint written at another rank count. ``local`` and
