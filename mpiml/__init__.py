@@ -12,6 +12,7 @@ from mpiml.collectives import (
     bcast,
     reduce,
     reduce_scatter,
+    reproducible_sum,
 )
 from mpiml.errors import (
     ArgumentError,
@@ -28,7 +29,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ALGORITHMS", "MAX", "MIN", "PROD", "SUM", "ReduceOp",
-    "allgather", "allreduce", "bcast", "reduce", "reduce_scatter",
+    "allgather", "allreduce", "bcast", "reduce", "reduce_scatter", "reproducible_sum",
     "ArgumentError", "CheckpointError", "DataError", "DivergenceError", "MismatchError",
     "MpimlError", "Preempted", "SubmitError", "__version__",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 from pathlib import Path
@@ -27,3 +28,23 @@ def agree(comm, ok, why=""):
     verdicts = comm.allgather((bool(ok), str(why)))
     bad = [(rank, w) for rank, (good, w) in enumerate(verdicts) if not good]
     assert not bad, bad
+
+
+@contextlib.contextmanager
+def sub_comm(size):
+    """The first ``size`` ranks of COMM_WORLD as a communicator (None on the other ranks); freed after."""
+    from mpi4py import MPI
+
+    world = MPI.COMM_WORLD
+    sub = world.Split(0 if world.rank < size else MPI.UNDEFINED, world.rank)
+    try:
+        yield None if sub == MPI.COMM_NULL else sub
+    finally:
+        if sub != MPI.COMM_NULL:
+            sub.Free()
+
+
+def sub_sizes(world_size):
+    """The sub-communicator sizes a reproducibility test runs: all of 1..6 at p = 6 (one run), else 1, p - 1
+    and p (the harness's runs at p = 1..5 then cover each size without repeating all of them)."""
+    return range(1, world_size + 1) if world_size >= 6 else sorted({1, max(world_size - 1, 1), world_size})

@@ -8,11 +8,11 @@ algorithms are written against), :mod:`~.select` (``auto``), :mod:`~.model` (the
 model), :mod:`~.tuning` (tuning files), :mod:`~.layout`, :mod:`~.ops`, :mod:`~.workspace`.
 """
 
-from mpiml.collectives.api import allgather, allreduce, bcast, reduce, reduce_scatter
+from mpiml.collectives.api import allgather, allreduce, bcast, reduce, reduce_scatter, reproducible_sum
 from mpiml.collectives.ops import MAX, MIN, PROD, SUM, ReduceOp
 from mpiml.collectives.registry import ALGORITHMS, register, unregister
 
 __all__ = [
     "ALGORITHMS", "MAX", "MIN", "PROD", "SUM", "ReduceOp",
-    "allgather", "allreduce", "bcast", "reduce", "reduce_scatter", "register", "unregister",
+    "allgather", "allreduce", "bcast", "reduce", "reduce_scatter", "register", "reproducible_sum", "unregister",
 ]

@@ -7,6 +7,13 @@ environment) to verify first that every rank passed the same arguments.
 Contiguity: a non-contiguous input is copied to a contiguous one; an ``out`` array or a
 broadcast buffer (written in place) must be C-contiguous, else the call is refused.
 
+Reproducible sums: ``reproducible=True`` on :func:`allreduce`, :func:`reduce_scatter` and
+:func:`reduce` (op ``sum`` on floating or complex data) makes the result independent of
+the order and grouping of the operands, hence of the algorithm and of the number of ranks
+(:mod:`mpiml.collectives.reproducible`: a max-reduction, then an exact sum of folds;
+``min``, ``max`` and integer sums are order-independent already and are not changed);
+:func:`reproducible_sum` sums rows spread over the ranks the same way.
+
 Dispatch: ``algorithm`` (or ``auto``'s choice) names an entry of
 :mod:`mpiml.collectives.registry`, whose implementation runs with the communicator's
 blocking :class:`~mpiml.collectives.transport.Transport` and its
@@ -23,6 +30,7 @@ import numpy as np
 
 from mpiml.collectives import algorithms as _algorithms  # noqa: F401  (registers the built-in algorithms)
 from mpiml.collectives import registry
+from mpiml.collectives import reproducible as _repro
 from mpiml.collectives.layout import block_counts
 from mpiml.collectives.ops import check_dtype, resolve_op
 from mpiml.collectives.select import choose
@@ -131,7 +139,7 @@ def _agree(comm, error, check, signature):
         raise MismatchError(f"ranks called {signature[0]} with different arguments: {lines}", collective=True)
 
 
-def allreduce(x, op="sum", algorithm="auto", comm=None, out=None, check=None):
+def allreduce(x, op="sum", algorithm="auto", comm=None, out=None, check=None, reproducible=False):
     """Combine ``x`` elementwise across all ranks; every rank gets the result.
 
     Parameters
@@ -152,6 +160,12 @@ def allreduce(x, op="sum", algorithm="auto", comm=None, out=None, check=None):
         Where to write the result; ``out=x`` reduces in place.
     check : bool, optional
         Verify first that all ranks passed the same op, algorithm, dtype and count.
+    reproducible : bool
+        A floating or complex ``sum`` whose result does not depend on the order or the
+        grouping of the operands (the algorithm, the number of ranks): the exact sum,
+        rounded once, within :func:`mpiml.collectives.reproducible.error_bound` (with
+        ``count`` 2^20). Costs a max-reduction of ``x.size`` float64 and a sum of
+        2 or 3 times that; other ops and integer sums are order-independent already.
 
     Returns
     -------
@@ -169,9 +183,15 @@ def allreduce(x, op="sum", algorithm="auto", comm=None, out=None, check=None):
         dtype = _dtype_for(x.dtype, op)
         out = x if in_place else _output(out, x.shape, dtype, x)
         chosen = choose("allreduce", algorithm, x.nbytes, c.Get_size(), op.commutative)
+        reproducible = _exact_sum(reproducible, op, dtype)
     except ArgumentError as exc:
         error = exc
-    _agree(c, error, check, lambda: ("allreduce", getattr(op, "label", op), chosen, str(x.dtype), x.size))
+    _agree(c, error, check, lambda: ("allreduce", getattr(op, "label", op), chosen, str(x.dtype), x.size,
+                                     bool(reproducible)))
+    if reproducible and x.size:
+        folds = _reproducible_folds(_operand(x, c), comm)
+        F = allreduce(folds.F, algorithm=chosen, comm=comm, out=folds.F)
+        return _round_into(out, _repro.value(F, folds.E))
     if x.size == 0 or c.Get_size() == 1:
         if out is not x:
             np.copyto(out, x)
@@ -181,13 +201,15 @@ def allreduce(x, op="sum", algorithm="auto", comm=None, out=None, check=None):
     return out
 
 
-def reduce_scatter(x, op="sum", algorithm="auto", comm=None, counts=None, out=None, check=None):
+def reduce_scatter(x, op="sum", algorithm="auto", comm=None, counts=None, out=None, check=None,
+                   reproducible=False):
     """Reduce ``x`` across ranks and leave block ``rank`` of the result on each rank.
 
     ``x`` is read as a flat vector of ``n`` elements. Block ``i`` is elements
     ``displ[i]:displ[i] + counts[i]``; by default ``counts`` is balanced like
     ``numpy.array_split`` (the first ``n % p`` blocks get one extra element), and any
-    non-negative ``counts`` summing to ``n`` may be given instead.
+    non-negative ``counts`` summing to ``n`` may be given instead. ``reproducible``: as
+    in :func:`allreduce` (the maximum runs over all ``n`` elements).
 
     Returns
     -------
@@ -206,10 +228,20 @@ def reduce_scatter(x, op="sum", algorithm="auto", comm=None, counts=None, out=No
         counts = block_counts(x.size, p, counts)
         out = _output(out, (int(counts[r]),), dtype, x)
         chosen = choose("reduce_scatter", algorithm, x.nbytes, p, op.commutative)
+        reproducible = _exact_sum(reproducible, op, dtype)
     except ArgumentError as exc:
         error = exc
     _agree(c, error, check, lambda: ("reduce_scatter", getattr(op, "label", op), chosen, str(x.dtype),
-                             x.size, None if counts is None else np.asarray(counts).tolist()))
+                             x.size, None if counts is None else np.asarray(counts).tolist(), bool(reproducible)))
+    if reproducible and x.size:
+        folds = _reproducible_folds(_operand(x, c), comm)
+        width = 2 if dtype.kind == "c" else 1     # float64 values per element
+        lo = int(np.sum(counts[:r])) * width
+        hi = lo + int(counts[r]) * width
+        # element-major folds, so that each rank's block of elements is one block of the message
+        mine = reduce_scatter(np.ascontiguousarray(folds.F.T), algorithm=chosen, comm=comm,
+                              counts=np.asarray(counts) * width * folds.F.shape[0])
+        return _round_into(out, _repro.value(mine.reshape(-1, folds.F.shape[0]).T, folds.E[lo:hi]))
     flat_x = _flat(x)
     if p == 1 or x.size == 0:
         np.copyto(out, flat_x)
@@ -294,12 +326,13 @@ def bcast(x, root=0, algorithm="auto", comm=None, segment_bytes=None, check=None
     return x
 
 
-def reduce(x, root=0, op="sum", algorithm="auto", comm=None, out=None, check=None):
+def reduce(x, root=0, op="sum", algorithm="auto", comm=None, out=None, check=None, reproducible=False):
     """Combine ``x`` elementwise across ranks onto ``root``.
 
     Returns the result on ``root`` (in ``out`` if given; ``out=x`` reduces in place) and
     None on every other rank. ``algorithm`` is ``"auto"`` or a name in
-    ``ALGORITHMS["reduce"]`` (``"native"``, ``"binomial"``).
+    ``ALGORITHMS["reduce"]`` (``"native"``, ``"binomial"``). ``reproducible``: as in
+    :func:`allreduce` (the maximum is an allreduce).
     """
     context = context_of(comm)
     c = context.comm
@@ -318,9 +351,15 @@ def reduce(x, root=0, op="sum", algorithm="auto", comm=None, out=None, check=Non
         else:
             out = None  # non-root buffers are never written
         chosen = choose("reduce", algorithm, x.nbytes, c.Get_size(), op.commutative)
+        reproducible = _exact_sum(reproducible, op, dtype)
     except ArgumentError as exc:
         error = exc
-    _agree(c, error, check, lambda: ("reduce", root, getattr(op, "label", op), chosen, str(x.dtype), x.size))
+    _agree(c, error, check, lambda: ("reduce", root, getattr(op, "label", op), chosen, str(x.dtype), x.size,
+                                     bool(reproducible)))
+    if reproducible and x.size:
+        folds = _reproducible_folds(_operand(x, c), comm)
+        F = reduce(folds.F, root=root, algorithm=chosen, comm=comm)
+        return _round_into(out, _repro.value(F, folds.E)) if is_root else None
     if c.Get_size() == 1 or x.size == 0:
         if out is not None and out is not x:
             np.copyto(out, x)
@@ -330,4 +369,101 @@ def reduce(x, root=0, op="sum", algorithm="auto", comm=None, out=None, check=Non
     return out if is_root else None
 
 
-__all__ = ["allgather", "allreduce", "bcast", "reduce", "reduce_scatter"]
+def reproducible_sum(rows, comm=None, count=None, algorithm="auto", check=None):
+    """Sum the rows of every rank (axis 0 of the concatenation), reproducibly.
+
+    The result does not depend on how the rows are split over the ranks, on their order
+    or on the number of ranks: the exact sum rounded once, within
+    :func:`mpiml.collectives.reproducible.error_bound`.
+
+    Parameters
+    ----------
+    rows : array_like
+        This rank's rows, shape ``(local rows, *shape)``: the same ``shape`` on every rank
+        (real floating data; integers are converted to float64).
+    comm : mpi4py.MPI.Intracomm, optional
+        Defaults to ``MPI.COMM_WORLD``.
+    count : int, optional
+        A bound on the rows of all ranks together, the same on every rank whatever their
+        number (it sets the folds); by default the total, which costs one more reduction.
+    algorithm : str
+        The allreduce algorithm of the sum of the folds.
+    check : bool, optional
+        As in :func:`allreduce`.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 of shape ``shape``, bitwise identical on every rank.
+    """
+    rows = np.asarray(rows)
+    error = None
+    try:
+        if rows.ndim == 0:
+            raise ArgumentError("reproducible_sum needs rows: an array with a first axis")
+        if rows.dtype.kind not in "iuf":
+            raise ArgumentError(f"reproducible_sum sums real numbers, got dtype {rows.dtype}")
+    except ArgumentError as exc:
+        error = exc
+    c = context_of(comm).comm
+    _agree(c, error, check, lambda: ("reproducible_sum", algorithm, rows.shape[1:], count))
+    flat = rows.reshape(rows.shape[0], math.prod(rows.shape[1:]))
+    if count is None:
+        count = int(allreduce(np.array([flat.shape[0]], dtype=np.int64), comm=comm)[0])
+    folds = _reproducible_folds(_repro.Sum(flat.shape[1], count).add_rows(flat), comm)
+    if flat.shape[1]:
+        allreduce(folds.F, algorithm=algorithm, comm=comm, out=folds.F)
+    return _repro.value(folds.F, folds.E).reshape(rows.shape[1:])
+
+
+class _Folds:
+    """The agreed exponents ``E`` and this rank's folds ``F`` of a reproducible sum."""
+
+    def __init__(self, E, F):
+        self.E, self.F = E, F
+
+
+def _reproducible_folds(terms, comm) -> _Folds:
+    """Pass one of a reproducible sum: the exponents, maximized over the ranks; then this rank's folds."""
+    E = _repro.exponents(terms.maxima())
+    if E.size:
+        allreduce(E, op="max", comm=comm, out=E)
+    return _Folds(E, terms.folds(E))
+
+
+def _exact_sum(reproducible, op, dtype) -> bool:
+    """Whether ``reproducible`` needs the two-pass sum (floating sums); refuse ops it cannot make reproducible."""
+    if not reproducible or dtype.kind in "iu" or op.label in ("min", "max", "fmin", "fmax"):
+        return False
+    if op.label != "sum":
+        raise ArgumentError(f"reproducible=True supports op 'sum' (min and max are reproducible already), "
+                            f"not {op.label!r}")
+    return True
+
+
+def _operand(x, comm):
+    """A rank's ``x`` as the one row of terms of a reproducible sum (count: :data:`~reproducible.MAX_OPERANDS`)."""
+    if comm.Get_size() > _repro.MAX_OPERANDS:
+        raise ArgumentError(f"reproducible=True sums at most {_repro.MAX_OPERANDS} ranks' operands exactly")
+    flat = _floats(x)
+    return _repro.Sum(flat.size, _repro.MAX_OPERANDS).add_rows(flat[None, :])
+
+
+def _floats(x):
+    """``x`` as float64 values (a complex number as two)."""
+    x = _flat(x)
+    if x.dtype.kind == "c":
+        x = x.view(np.float32 if x.dtype.itemsize == 8 else np.float64)
+    return x.astype(np.float64, copy=False)
+
+
+def _round_into(out, values):
+    """Write float64 ``values`` into ``out`` (its dtype; complex from pairs)."""
+    flat = _flat(out)
+    if flat.dtype.kind == "c":
+        flat = flat.view(np.float32 if flat.dtype.itemsize == 8 else np.float64)
+    flat[...] = values
+    return out
+
+
+__all__ = ["allgather", "allreduce", "bcast", "reduce", "reduce_scatter", "reproducible_sum"]

@@ -135,6 +135,18 @@ def predict_rows(rows: Rows, p: np.ndarray, q: np.ndarray, mu: float) -> np.ndar
 
 def penalty(rows: Rows, own: np.ndarray, reg: float, layout: Layout, side: str, weighted: bool = True) -> float:
     """``reg * sum_r n_r ||free part of own[r]||**2`` over ``rows``."""
+    weights, norms = _penalty_parts(rows, own, layout, side, weighted)
+    return float(reg * np.dot(weights, norms))
+
+
+def penalty_terms(rows: Rows, own: np.ndarray, layout: Layout, side: str, weighted: bool = True) -> np.ndarray:
+    """Each row's ``n_r ||free part of own[r]||**2`` (reproducible mode sums them exactly)."""
+    weights, norms = _penalty_parts(rows, own, layout, side, weighted)
+    return weights * norms
+
+
+def _penalty_parts(rows, own, layout, side, weighted):
+    """``(n_r or 1, ||free part of own[r]||**2)`` of every row."""
     block = own[rows.start:rows.stop][:, layout.free(side)]
     weights = rows.counts() if weighted else np.ones(rows.n_rows)
-    return float(reg * np.dot(weights, np.einsum("ij,ij->i", block, block)))
+    return weights, np.einsum("ij,ij->i", block, block)

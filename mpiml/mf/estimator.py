@@ -51,7 +51,8 @@ import numpy as np
 from mpiml.data.ratings import RatingsShard, global_ids, lookup, split_fraction
 from mpiml.errors import ArgumentError, DataError, DivergenceError, MpimlError, Preempted
 from mpiml.mf import als, params
-from mpiml.mf.metrics import error_sums, ranking_means, ranking_sums, rmse_mae, top_k
+from mpiml.collectives.reproducible import Sum
+from mpiml.mf.metrics import error_sums, ranking_means, ranking_rows, ranking_sums, rmse_mae, top_k
 from mpiml.mf.params import COLD_START
 from mpiml.mf.partition import COSTS, Rows, balanced_blocks, block_of, build_rows, pair_dots
 from mpiml.mf.registry import MODELS
@@ -61,6 +62,8 @@ from mpiml.runtime.comm import private_comm, resolve_comm
 from mpiml.runtime.files import load_npz, save_npz_atomic
 from mpiml.runtime.jit import compiled
 from mpiml.runtime.preempt import PreemptionWatch
+from mpiml.train.reproducible import requested
+from mpiml.train.reproducible import scores as row_scores
 
 __all__ = ["FactorModel"]
 
@@ -188,6 +191,7 @@ class FactorModel:
         except ArgumentError as exc:
             error = exc
         raise_if_any(error, comm)
+        self._exact = requested(self._params.reproducible)
         ex = Exchange(comm, self.exchange)
         start = time.perf_counter()
         data = self._prepare(ratings, ex)
@@ -250,8 +254,11 @@ class FactorModel:
         if self.needs_item_rows:
             per_rank = per_rank + _block_totals(item_weights, ib)
         self.blocks_ = {"users": ub.tolist(), "items": ib.tolist()}
+        mu = 0.0 if self.implicit else float(sums[-2] / n)
+        if self._exact and not self.implicit:
+            mu = float(ex.exact(Sum(1, n).add_rows(ratings.values))[0] / n)
         data = dict(user_ids=user_ids, item_ids=item_ids, user_bounds=ub, item_bounds=ib,
-                    mu=0.0 if self.implicit else float(sums[-2] / n), estimated_imbalance=imbalance(per_rank))
+                    mu=mu, estimated_imbalance=imbalance(per_rank))
         data.update(self._distribute(u, i, ratings.values, data, ex))
         data.update(user_counts=user_counts, item_counts=item_counts, n=n)
         return data
@@ -289,8 +296,8 @@ class FactorModel:
             iters = self._params.iters if j == 0 else self._auto_iters
             p, q = self._train(sub, ex, p, q, 0, iters=iters, track=False)
             with ex.computing():
-                local = error_sums(self.global_mean_ + pair_dots(p, hu, q, hi), truth)
-            rmse = rmse_mae(ex.sum(local))["rmse"]
+                pred = self.global_mean_ + pair_dots(p, hu, q, hi)
+            rmse = rmse_mae(self._error_sums(ex, pred, truth))["rmse"]
             trace.append({"reg": reg, "holdout_rmse": rmse, "iterations": iters,
                           "seconds": time.perf_counter() - clock})
             if np.isfinite(rmse) and (best is None or rmse < best[0]):
@@ -301,6 +308,24 @@ class FactorModel:
                                   "held-out error", collective=True)
         self.reg_ = best[1]
         return best[2], best[3], trace
+
+    def _error_sums(self, ex, pred, truth, extra=()) -> np.ndarray:
+        """:func:`error_sums` over every rank (exact in reproducible mode), then the sums of ``extra`` counts."""
+        if not self._exact:
+            return ex.sum(np.concatenate([error_sums(pred, truth), extra]))
+        err = np.asarray(pred, dtype=np.float64) - np.asarray(truth, dtype=np.float64)
+        counts = ex.sum(np.concatenate([[err.size], extra]))   # whole numbers: exact in any order
+        terms = Sum(2, max(int(counts[0]), 1)).add_rows(np.stack([err * err, np.abs(err)], axis=1))
+        return np.concatenate([ex.exact(terms), counts])
+
+    def _sum_terms(self, ex, *parts, count: int) -> np.ndarray:
+        """Sums over every rank of each 1-D array of terms in ``parts``: exact in reproducible mode."""
+        if not self._exact:
+            return ex.sum([float(np.sum(part)) for part in parts])
+        terms = Sum(len(parts), max(int(count), 1))
+        for j, part in enumerate(parts):
+            terms.add_rows(np.asarray(part, dtype=np.float64), j)
+        return ex.exact(terms)
 
     def _meta(self, data) -> dict:
         return {"algorithm": self.algorithm, "n_users": int(data["user_ids"].size),
@@ -401,7 +426,8 @@ class FactorModel:
         pred = self.predict(test.users, test.items)
         cold = ~np.isfinite(pred) if self.cold_start == "drop" else np.zeros(pred.size, bool)
         result = {}
-        sums = ex.sum(np.concatenate([error_sums(pred[~cold], test.values[~cold]), [cold.sum()]]))
+        self._exact = requested(getattr(self, "reproducible", False))
+        sums = self._error_sums(ex, pred[~cold], test.values[~cold], [cold.sum()])
         if not self.implicit:
             result.update(rmse_mae(sums[:3]))
         result["cold_start_dropped"] = int(sums[3]) if self.cold_start == "drop" else 0
@@ -418,13 +444,22 @@ class FactorModel:
         users, starts = np.unique(u, return_index=True)
         relevant = np.split(i, starts[1:]) if users.size else []
         total = np.zeros(5)
+        terms = Sum(5, max(self.user_ids_.size, 1)) if self._exact else None
         for lo in range(0, users.size, 512):
             batch = users[lo:lo + 512]
-            scores = self.user_factors_[batch] @ self.item_factors_.T
+            if terms is None:
+                scores = self.user_factors_[batch] @ self.item_factors_.T
+            else:   # row by row: a user's scores must not depend on the users batched with it
+                scores = row_scores(self.item_factors_.T, np.zeros(self.item_factors_.shape[0]),
+                                    self.user_factors_[batch])
             for row, user in enumerate(batch):
                 scores[row, self.rated_items(user)] = -np.inf
-            total += ranking_sums(top_k(scores, k), [set(r.tolist()) for r in relevant[lo:lo + 512]], k)
-        return ranking_means(ex.sum(total), k)
+            recommended, liked = top_k(scores, k), [set(r.tolist()) for r in relevant[lo:lo + 512]]
+            if terms is None:
+                total += ranking_sums(recommended, liked, k)
+            else:
+                terms.add_rows(ranking_rows(recommended, liked, k))
+        return ranking_means(ex.sum(total) if terms is None else ex.exact(terms), k)
 
     def rated_items(self, user_index: int) -> np.ndarray:
         """Item indices the user (an index) rated in training."""

@@ -148,6 +148,13 @@ def observed_loss(rows: Rows, own: np.ndarray, other: np.ndarray, alpha: float) 
     return float(np.sum((1.0 + extra) * (pref - s) ** 2 - s**2))
 
 
+def observed_terms(rows: Rows, own: np.ndarray, other: np.ndarray, alpha: float) -> np.ndarray:
+    """Each observed entry's ``c (p - s)**2 - s**2`` (reproducible mode sums them exactly)."""
+    extra, pref = confidence(rows.vals, alpha)
+    s = pair_dots(own, rows.row_ids(), other, rows.cols).astype(np.float64)
+    return (1.0 + extra) * (pref - s) ** 2 - s**2
+
+
 def full_loss(observed_sum: float, p: np.ndarray, q: np.ndarray, reg: float) -> float:
     """The whole HKV objective from the observed share: every entry's ``s**2`` via traces."""
     return float(observed_sum + np.sum((p.T @ p) * (q.T @ q)) + reg * (np.sum(p * p) + np.sum(q * q)))

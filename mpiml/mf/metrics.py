@@ -39,17 +39,25 @@ def ranking_sums(recommended: np.ndarray, relevant: list, k: int) -> np.ndarray:
     items they liked. Users with no relevant items are skipped. Binary relevance;
     recall divides by ``|relevant|``; nDCG and MAP normalize by ``min(k, |relevant|)``.
     """
-    discounts = 1.0 / np.log2(np.arange(2, k + 2))
     total = np.zeros(5)
+    for row in ranking_rows(recommended, relevant, k):
+        total += row
+    return total
+
+
+def ranking_rows(recommended: np.ndarray, relevant: list, k: int) -> np.ndarray:
+    """The terms of :func:`ranking_sums`, one row per user counted (reproducible mode sums them exactly)."""
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    rows = []
     for recs, rel in zip(recommended, relevant):
         if len(rel) == 0:
             continue
         hits = np.isin(recs[:k], np.fromiter(rel, dtype=np.int64, count=len(rel))).astype(np.float64)
         ideal = min(k, len(rel))
         precision_at = np.cumsum(hits) / np.arange(1, hits.size + 1)
-        total += [hits.sum() / k, hits.sum() / len(rel), (hits @ discounts[:hits.size]) / discounts[:ideal].sum(),
-                  (precision_at * hits).sum() / ideal, 1.0]
-    return total
+        rows.append([hits.sum() / k, hits.sum() / len(rel), (hits @ discounts[:hits.size]) / discounts[:ideal].sum(),
+                     (precision_at * hits).sum() / ideal, 1.0])
+    return np.array(rows, dtype=np.float64).reshape(-1, 5)
 
 
 def ranking_means(sums, k: int) -> dict:

@@ -57,8 +57,17 @@ class ALS(FactorModel):
             q = self._gather_finite(ex, block, "item", it)
             with ex.computing():
                 err = ur.vals - als.predict_rows(ur, p, q, mu)
-                pen = als.penalty(ur, p, reg, lay, "users", weighted) + als.penalty(ir, q, reg, lay, "items", weighted)
-            sse, pen = ex.sum([err @ err, pen])
+                if self._exact:
+                    pens = np.concatenate([als.penalty_terms(ur, p, lay, "users", weighted),
+                                           als.penalty_terms(ir, q, lay, "items", weighted)])
+                else:
+                    pen = (als.penalty(ur, p, reg, lay, "users", weighted)
+                           + als.penalty(ir, q, reg, lay, "items", weighted))
+            if self._exact:
+                sse, pen = self._sum_terms(ex, err * err, pens, count=data["n"] + p.shape[0] + q.shape[0])
+                pen *= reg
+            else:
+                sse, pen = ex.sum([err @ err, pen])
             record = {"objective": float(sse + pen), "train_rmse": float(np.sqrt(sse / data["n"]))}
             self._after_iteration(data, ex, it, p, q, record, clock, track)
         return p, q
@@ -107,8 +116,11 @@ class ImplicitALS(FactorModel):
                 block = self._half(ir, p, q)
             q = self._gather_finite(ex, block, "item", it)
             with ex.computing():
-                observed = ials.observed_loss(ur, p, q, self._params.alpha)
-            observed = ex.sum([observed])[0]
+                if self._exact:
+                    observed = ials.observed_terms(ur, p, q, self._params.alpha)
+                else:
+                    observed = ials.observed_loss(ur, p, q, self._params.alpha)
+            observed = (self._sum_terms(ex, observed, count=data["n"]) if self._exact else ex.sum([observed]))[0]
             with ex.computing():
                 objective = ials.full_loss(observed, p.astype(np.float64), q.astype(np.float64), self.reg_)
             self._after_iteration(data, ex, it, p, q, {"objective": objective}, clock, track)

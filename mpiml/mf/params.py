@@ -212,6 +212,9 @@ PARAMS = (
           low=0, model=False),
     Param("resume", "bool", False, "start from the latest checkpoint in checkpoint_dir, if any (at any number "
           "of ranks)", model=False),
+    Param("reproducible", "bool", False, "exact sums across ranks, so that ALS and iALS give the same factors and "
+          "metrics at any number of ranks (also MPIML_REPRODUCIBLE=1); DSGD's algorithm depends on it",
+          model=False),
     Param("callback", "callable", None, "called on every rank after each iteration with a dict (iteration, "
           "objective, train_rmse, seconds, compute_seconds, comm_seconds, wait_seconds)", optional=True,
           model=False, flag=False),

@@ -126,6 +126,23 @@ class Exchange:
         self._settle(out[values.size:], time.perf_counter() - start)
         return out[:values.size]
 
+    def exact(self, terms) -> np.ndarray:
+        """The exact sums over ranks of ``terms`` (a :class:`mpiml.collectives.reproducible.Sum`): the same
+        at any number of ranks. Two allreduces: the maxima (with the compute slots), then the folds."""
+        from mpiml.collectives import reproducible
+
+        n = terms.n
+        buf = np.zeros(n + self.size)
+        buf[:n] = reproducible.exponents(terms.maxima())
+        buf[n + self.rank] = self._since
+        start = time.perf_counter()
+        allreduce(buf, op="max", comm=self.comm, out=buf)
+        self._settle(buf[n:], time.perf_counter() - start)
+        F = terms.folds(buf[:n])
+        flat = F.reshape(-1)
+        self._timed(allreduce, flat, comm=self.comm, out=flat)
+        return reproducible.value(F, buf[:n])
+
     def shift(self, block: np.ndarray, incoming_rows: int) -> np.ndarray:
         """Send ``block`` to rank - 1 and receive the block of rank + 1 (ring Sendrecv)."""
         if self.size == 1:

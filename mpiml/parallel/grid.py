@@ -45,7 +45,7 @@ class GridComms:
     """The three reductions a grid trainer uses, injected (serial: identities).
 
     ``row_sum``/``row_max`` combine over the row group (the ranks sharing rows),
-    ``col_sum`` over the column group (the ranks sharing a model block); each is called
+    ``col_sum``/``col_max`` over the column group (the ranks sharing a model block); each is called
     as ``f(x, out=x)``. ``world`` is the whole communicator (None when serial), used
     only for checkpoints and collective error verdicts.
     """
@@ -60,6 +60,7 @@ class GridComms:
     world: object = None
     row_comm: object = None
     col_comm: object = None
+    col_max: object = identity_allreduce
 
     @property
     def rank(self) -> int:
@@ -77,7 +78,7 @@ class GridComms:
     def of_group(cls, group) -> "GridComms":
         """The ``p x 1`` grid of a data-parallel :class:`~mpiml.train.group.Group`: each rank its own
         row group, the whole model on every rank; no communicator is made (nor freed)."""
-        return cls(group.size, 1, group.rank, 0, col_sum=group.allreduce, world=group.comm)
+        return cls(group.size, 1, group.rank, 0, col_sum=group.allreduce, world=group.comm, col_max=group.maximum)
 
     @classmethod
     def split(cls, comm=None, rows: int | None = None, cols: int | None = None,
@@ -109,7 +110,7 @@ class GridComms:
                                      algorithm=algorithm if op == "sum" else "auto")
 
         return cls(rows, cols, r, c, reducer(row_comm, "sum"), reducer(row_comm, "max"),
-                   reducer(col_comm, "sum"), comm, row_comm, col_comm)
+                   reducer(col_comm, "sum"), comm, row_comm, col_comm, reducer(col_comm, "max"))
 
     def free(self) -> None:
         """Release the two sub-communicators (collective)."""

@@ -40,8 +40,9 @@ import time
 
 import numpy as np
 
+from mpiml.collectives import reproducible as exact
 from mpiml.parallel import margins
-from mpiml.train import lbfgs_math
+from mpiml.train import lbfgs_math, reproducible
 
 
 class GridObjective:
@@ -235,3 +236,76 @@ class GridObjective:
         self._compute(start)
         self._trial = None
         return f, self._gradient(summed)
+
+
+class ExactObjective(GridObjective):
+    """:class:`GridObjective` of data parallelism in reproducible mode (:mod:`mpiml.train.reproducible`).
+
+    Scores row by row; each evaluation sums, exactly, ``[X^T r, r, loss, r * u per output]``
+    over every row (two reductions: the maxima, then the folds); inner products of the
+    (identical) whole vectors are exact too.
+    """
+
+    def __init__(self, layout, run):
+        super().__init__(layout, run)
+        reproducible.check_layout(self.fused)
+        self.count = max(run.n_total, 1)
+        # sparse rows by column too (a copy): the exact X^T r then sums each column's terms in registers
+        self.columns = self.X.tocsc() if hasattr(self.X, "tocsc") else None
+
+    def _exact_sums(self, z, theta, u=None, direction=None):
+        """``(loss, slope, intercept gradient, weight gradient, residual)`` at scores ``z`` (of the parameters
+        ``theta``; along ``u = X direction``) over every row."""
+        start = time.perf_counter()
+        k, nw = self.model.k, self.nw
+        losses, r = self.model.row_loss_and_residual(z, self.y)
+        terms = exact.Sum(nw + 2 * k + 1, self.count)
+        terms.add_outer(self.X, r, 0, self.columns)
+        if self.model.fit_intercept:
+            terms.add_rows(r, nw)
+        terms.add_rows(losses, nw + k)
+        if u is not None:
+            terms.add_rows(r * u, nw + k + 1)
+        top = self.run.bounds.top(theta, terms.n, direction)
+        self._compute(start)
+        sums = self.ex.exact(terms, top)
+        slope = 0.0
+        for value in sums[nw + k + 1:]:   # the outputs' slopes, in their order
+            slope += float(value)
+        return float(sums[nw + k]), slope, sums[nw:nw + k].copy(), sums[:nw], r
+
+    def value_grad(self):
+        run = self.run
+        start = time.perf_counter()
+        W, b = self.part.split_local(run.theta)
+        self.z = reproducible.scores(W, b, self.X)
+        w = run.theta[: self.nw]
+        ww = reproducible.dot(w, w)
+        self._compute(start)
+        loss, _, self.gb, summed, self.r = self._exact_sums(self.z, run.theta)
+        f = loss / self.n + 0.5 * self.l2 * ww
+        self._check(f)
+        return f, self._gradient(summed)
+
+    def line(self, p):
+        run = self.run
+        start = time.perf_counter()
+        P, pb = self.part.split_local(p)
+        u = reproducible.scores(P, pb, self.X)
+        w, pw = run.theta[: self.nw], p[: self.nw]
+        ww, wp, pp = reproducible.dot(w, w), reproducible.dot(w, pw), reproducible.dot(pw, pw)
+        self._compute(start)
+        z0, l2, n = self.z, self.l2, self.n
+
+        def phi(step):
+            begin = time.perf_counter()
+            z = np.multiply(u, step)
+            z += z0
+            self._compute(begin)
+            loss, slope, gb, summed, r = self._exact_sums(z, run.theta + step * p, u, p)
+            f = loss / n + 0.5 * l2 * (ww + step * (2.0 * wp + step * pp))
+            self._check(f)
+            self._trial = (step, p, z, r, gb, f, summed)
+            return f, slope / n + l2 * (wp + step * pp)
+
+        return phi

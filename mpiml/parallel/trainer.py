@@ -51,7 +51,7 @@ class GridLayout:
         self.n_params, self.n_weights, self.index = part.n_params, part.n_weights, part.index
         self.whole_model = comms.cols == 1   # one column: the block is the whole model
         # the replicas: the ranks holding this block for other rows (all ranks of a p x 1 grid)
-        self.data = Group(comms.row, comms.rows, comms.col_sum)
+        self.data = Group(comms.row, comms.rows, comms.col_sum, maximum=comms.col_max)
         self.ex = None
 
     def attach(self, exchanger) -> None:
@@ -148,9 +148,9 @@ class GridLayout:
         return checkpoint.load_state(self, run)
 
     def objective(self, run):
-        from mpiml.parallel.lbfgs import GridObjective
+        from mpiml.parallel.lbfgs import ExactObjective, GridObjective
 
-        objective = GridObjective(self, run)
+        objective = (ExactObjective if run.reproducible else GridObjective)(self, run)
         return objective, objective.blocks()
 
 

@@ -20,6 +20,7 @@ from mpiml.sgd.models import make_model
 from mpiml.sgd.trainer import train
 from mpiml.train.config import resolve
 from mpiml.train.group import Group
+from mpiml.train.reproducible import requested
 
 MAX_CLASSES = 100_000  # beyond this a label is more likely a mistake than a class
 
@@ -141,7 +142,8 @@ class LinearModel:
                              parallel=self.parallel, grid=self.grid, split=self.split, k=model.k)
             self.layout_ = describe(chosen)
         if self.standardize_:  # statistics of the whole rows, before a grid cuts them into blocks
-            mean, scale = scaling.fit_scaler(X, group.allreduce)
+            exact = _exact_stats(group) if requested(config.reproducible) else None
+            mean, scale = scaling.fit_scaler(X, group.allreduce, exact)
             X = scaling.transform(X, mean, scale)
             test = None if test is None else (scaling.transform(test[0], mean, scale), test[1])
         options = (self.checkpoint_dir, self.resume, self.stop_at_update, self.progress, self.stop_requested)
@@ -250,6 +252,17 @@ class LinearModel:
         est.negative_label_ = float(arrays["negative_label"])
         est.history_ = []
         return est
+
+
+def _exact_stats(group):
+    """Reproducible mode's standardization statistics: exact column sums over every rank."""
+    from mpiml.train.reproducible import column_stats
+
+    def stats(X):
+        rows = group.exscan_count(X.shape[0])[1]
+        return (*column_stats(X, group.maximum, group.allreduce, max(rows, 1)), rows)
+
+    return stats
 
 
 def _max_over(group, values):

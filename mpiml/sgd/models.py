@@ -107,6 +107,14 @@ class Model:
 
     def reference_loss_and_residual(self, s, y) -> tuple[float, np.ndarray]:
         """The numpy reference of :meth:`loss_and_residual` (what the compiled kernels are tested against)."""
+        losses, r = self.row_loss_and_residual(s, y)
+        return float(losses.sum()), r
+
+    def row_loss_and_residual(self, s, y) -> tuple[np.ndarray, np.ndarray]:
+        """Each row's loss (``(rows,)``) and the residual ``d loss / d s`` of the scores ``s`` (``(rows, k)``).
+
+        Row by row, so a row's values do not depend on the other rows (reproducible mode sums them exactly).
+        """
         raise NotImplementedError
 
     def line_loss(self, z0, u, step: float, y):
@@ -183,6 +191,10 @@ class LeastSquares(Model):
         r = s - y[:, None]
         return 0.5 * float((r * r).sum()), r
 
+    def row_loss_and_residual(self, s, y):
+        r = s - y[:, None]
+        return 0.5 * (r[:, 0] * r[:, 0]), r
+
 
 class _Binary(Model):
     """Binary labels: given as {0, 1} or {-1, 1} (0 and -1 both mean the negative class)."""
@@ -204,10 +216,9 @@ class Logistic(_Binary):
     name = "logistic"
     kind = kernels.LOGISTIC
 
-    def reference_loss_and_residual(self, s, y):
+    def row_loss_and_residual(self, s, y):
         s = s[:, 0]
-        loss = float((np.logaddexp(0.0, s) - y * s).sum())
-        return loss, (expit(s) - y)[:, None]
+        return np.logaddexp(0.0, s) - y * s, (expit(s) - y)[:, None]
 
     def predict_proba(self, theta, X):
         return expit(self.scores(theta, X)[:, 0])
@@ -223,12 +234,12 @@ class LinearSVM(_Binary):
         self.squared = bool(squared)
         self.kind = kernels.SQUARED_HINGE if self.squared else kernels.HINGE
 
-    def reference_loss_and_residual(self, s, y):
+    def row_loss_and_residual(self, s, y):
         sign = 2.0 * y - 1.0
         slack = np.maximum(0.0, 1.0 - sign * s[:, 0])
         if self.squared:
-            return float((slack * slack).sum()), (-2.0 * sign * slack)[:, None]
-        return float(slack.sum()), (-sign * (slack > 0))[:, None]
+            return slack * slack, (-2.0 * sign * slack)[:, None]
+        return slack, (-sign * (slack > 0))[:, None]
 
 
 class Softmax(Model):
@@ -244,13 +255,13 @@ class Softmax(Model):
     def encode_labels(self, y):
         return np.asarray(y).astype(np.int64)
 
-    def reference_loss_and_residual(self, s, y):
+    def row_loss_and_residual(self, s, y):
         r = log_softmax(s, axis=1)
         rows = np.arange(s.shape[0])
-        loss = -float(r[rows, y].sum())
+        losses = -r[rows, y]
         np.exp(r, out=r)  # the probabilities, from the log-probabilities already at hand
         r[rows, y] -= 1.0
-        return loss, r
+        return losses, r
 
     def decide(self, s):
         return np.argmax(s, axis=1)

@@ -11,17 +11,26 @@ import numpy as np
 import scipy.sparse as sp
 
 
-def fit_scaler(X, allreduce) -> tuple[np.ndarray, np.ndarray]:
-    """``(mean, scale)`` per column over the rows of every rank (one allreduce)."""
+def fit_scaler(X, allreduce, stats=None) -> tuple[np.ndarray, np.ndarray]:
+    """``(mean, scale)`` per column over the rows of every rank (one allreduce).
+
+    ``stats(X) -> (column sums, column sums of squares, rows)`` over every rank replaces the
+    allreduce (reproducible mode: exact sums, :func:`mpiml.train.reproducible.column_stats`).
+    """
     d = X.shape[1]
     buf = np.zeros(2 * d + 1)
-    if sp.issparse(X):
+    if stats is not None:
+        sums, squares, rows = stats(X)
+        buf[:d] = 0.0 if sp.issparse(X) else sums
+        buf[d:2 * d], buf[-1] = squares, rows
+    elif sp.issparse(X):
         buf[d:2 * d] = np.asarray(X.multiply(X).sum(axis=0)).ravel()
     else:
         buf[:d] = X.sum(axis=0)
         buf[d:2 * d] = np.einsum("ij,ij->j", X, X)
-    buf[-1] = X.shape[0]
-    allreduce(buf, out=buf)
+    if stats is None:
+        buf[-1] = X.shape[0]
+        allreduce(buf, out=buf)
     n = max(buf[-1], 1.0)
     mean = buf[:d] / n  # zero for sparse data: it is not centred
     variance = np.maximum(buf[d:2 * d] / n - mean * mean, 0.0)

@@ -110,6 +110,9 @@ class TrainConfig:
         recipe); they use the SGD step settings.
     checkpoint_every : int
         SGD strategies: also checkpoint every this many updates (0: at epoch ends only).
+    reproducible : bool
+        Exact sums across rows and ranks, so that ``sync`` and ``lbfgs`` give the same bits
+        at any rank count (:mod:`mpiml.train.reproducible`; also ``MPIML_REPRODUCIBLE=1``).
     """
 
     strategy: str = _setting("auto", str, "auto (default): lbfgs for a smooth objective (logistic, linear, "
@@ -139,6 +142,8 @@ class TrainConfig:
     seed: int = _setting(0, int, "the seed of every random choice")
     checkpoint_every: int = _setting(0, int, "also every N updates", minimum=0, section="checkpoints",
                                      default_text="epochs only", **SGD)
+    reproducible: bool = _setting(False, bool, "the same model at any rank count (sync, lbfgs): exact sums; "
+                                  "also MPIML_REPRODUCIBLE=1", default_text="")
 
     def validate(self) -> "TrainConfig":
         """Raise :class:`ArgumentError` on a setting that cannot work; returns self."""

@@ -1,7 +1,8 @@
 """The few collective services a trainer needs, injected so a serial run is the same code.
 
-A :class:`Group` carries ``rank``, ``size`` and an ``allreduce(x, out=...)`` callable
-(sum); the trainer's math uses nothing else. Checkpoints and error verdicts use
+A :class:`Group` carries ``rank``, ``size``, an ``allreduce(x, out=...)`` callable
+(sum) and a ``maximum(x, out=...)`` one (elementwise max, which the reproducible mode's
+first pass needs); the trainer's math uses nothing else. Checkpoints and error verdicts use
 ``gather_root``/``bcast_object``/``agree``. ``Group.serial()`` is p = 1 without MPI.
 """
 
@@ -24,12 +25,13 @@ def identity_allreduce(x, out=None):
 
 @dataclass
 class Group:
-    """``rank``/``size`` plus injected collectives (``allreduce`` sums arrays)."""
+    """``rank``/``size`` plus injected collectives (``allreduce`` sums arrays, ``maximum`` takes maxima)."""
 
     rank: int = 0
     size: int = 1
     allreduce: Callable = identity_allreduce
     comm: object = None
+    maximum: Callable = identity_allreduce
 
     @classmethod
     def serial(cls) -> "Group":
@@ -46,7 +48,9 @@ class Group:
             allreduce = identity_allreduce  # a sum over one rank: no call into MPI per update
         if allreduce is None:
             allreduce = functools.partial(mpiml.allreduce, comm=comm, algorithm=algorithm)
-        return cls(comm.Get_rank(), comm.Get_size(), allreduce, comm)
+        maximum = (identity_allreduce if comm.Get_size() == 1
+                   else functools.partial(mpiml.allreduce, comm=comm, op="max"))
+        return cls(comm.Get_rank(), comm.Get_size(), allreduce, comm, maximum)
 
     def exscan_count(self, n: int) -> tuple[int, int]:
         """``(offset, total)``: rows on lower ranks and rows everywhere (one allreduce)."""

@@ -34,7 +34,9 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from mpiml.collectives import reproducible as exact
 from mpiml.errors import DivergenceError
+from mpiml.train import reproducible
 from mpiml.train.config import TrainConfig, resolve_strategy
 from mpiml.train.optim import Penalty, learning_rate, make_optimizer
 from mpiml.train.plan import row_block, row_blocks
@@ -73,6 +75,11 @@ class Run:
         self.penalty = Penalty(config.alpha, config.l1_ratio)
         self.n_local = X.shape[0]
         self.offset, self.n_total = self.data.exscan_count(self.n_local)
+        self.reproducible = config.reproducible
+        if self.reproducible:
+            reproducible.check_layout(getattr(layout, "whole_model", True))
+            self.n_test_total = self.data.exscan_count(test[0].shape[0])[1] if test is not None else 0
+            self.bounds = reproducible.Bounds(self.model, X, y, self.data.maximum)
         self.theta = layout.init_params()
         self.opt = make_optimizer(config.optimizer, layout.n_params, config.momentum, config.nesterov)
         self.grad = np.zeros(layout.n_params)
@@ -91,6 +98,19 @@ class Run:
             part, votes = self.layout.batch(self.theta, self.X, self.y, rows, grad, vote)
             loss += part
         return loss, votes
+
+    def exact_batch(self, row_sets, count: int) -> np.ndarray:
+        """Reproducible mode's :meth:`batch` and exchange in one: ``[gradient sum, loss sum]`` over every
+        rank, exact (``count``: the rows of the global update, a bound on the terms per element)."""
+        n = self.layout.n_params
+        start = time.perf_counter()
+        terms = exact.Sum(n + 1, count)
+        for rows in row_sets:
+            if len(rows):
+                reproducible.add_batch(self.model, self.theta, self.X[rows], self.y[rows], terms, n)
+        top = self.bounds.top(self.theta, n + 1)
+        self.ex.add_compute(time.perf_counter() - start)
+        return self.ex.exact(terms, top)
 
     def update(self, grad, lr) -> None:
         """Penalty gradient, optimizer step, then the L1 proximal step (this rank's block)."""
@@ -146,6 +166,8 @@ class Run:
         Carries the stop votes too (through both groups of a grid), so that ``oneshot``
         stops at the end of the epoch in which a rank was asked to.
         """
+        if self.reproducible:
+            return self._evaluate_exact(theta)
         with Clock(self._add_eval):
             sets = [(self.X, self.y)] + ([self.test] if self.test is not None else [])
             shared = self.layout.model_sum(np.array([self.penalty.value(theta[: self.layout.n_weights]),
@@ -168,6 +190,34 @@ class Run:
                 record[f"{name}_loss"] = buf[3 * i] / rows + (float(shared[0]) if name == "train" else 0.0)
                 if self.model.classifier:
                     record[f"{name}_accuracy"] = buf[3 * i + 1] / rows
+        if not math.isfinite(record["train_loss"]):
+            raise self.diverged("the training loss")
+        return record
+
+    def _evaluate_exact(self, theta) -> dict:
+        """:meth:`evaluate` with exact sums (reproducible mode; data parallelism)."""
+        with Clock(self._add_eval):
+            sets = [(self.X, self.y, self.n_total)]
+            if self.test is not None:
+                sets.append((*self.test, self.n_test_total))
+            terms = exact.Sum(2 * len(sets), max(self.n_total, self.n_test_total, 1))
+            W, b = self.model.split(theta)
+            for i, (X, y, _) in enumerate(sets):
+                correct = 0
+                for lo, hi in row_blocks(X.shape[0], BLOCK_VALUES // self.model.k):
+                    s = reproducible.scores(W, b, row_block(X, lo, hi))
+                    terms.add_rows(self.model.row_loss_and_residual(s, y[lo:hi])[0], 2 * i)
+                    correct += self.model.correct_scores(s, y[lo:hi])
+                terms.add_rows(np.array([float(correct)]), 2 * i + 1)
+            sums, votes = reproducible.two_pass(terms, self.data.maximum, self.data.allreduce, [self.ex.vote()])
+            self.ex.stop_agreed = self.ex.stop_agreed or votes[0] > 0
+            record = {"epoch": self.epoch + 1, "updates": self.t}
+            penalty = self.penalty.value(theta[: self.layout.n_weights])
+            for i, name in enumerate(("train", "test")[: len(sets)]):
+                rows = max(float(sets[i][2]), 1.0)
+                record[f"{name}_loss"] = sums[2 * i] / rows + (penalty if name == "train" else 0.0)
+                if self.model.classifier:
+                    record[f"{name}_accuracy"] = sums[2 * i + 1] / rows
         if not math.isfinite(record["train_loss"]):
             raise self.diverged("the training loss")
         return record
@@ -225,6 +275,8 @@ def train(layout, X, y, config: TrainConfig, test=None, checkpoint_dir=None, res
         interruption of ``local``/``oneshot``: a replica's model, not their average).
     """
     config.validate()
+    if reproducible.requested(config.reproducible) != config.reproducible:
+        config = replace(config, reproducible=True)
     if config.strategy == "auto":
         model = layout.model
         config = replace(config, strategy=resolve_strategy(model.name, config.l1_ratio,

@@ -81,10 +81,14 @@ class Sync(Strategy):
             start = time.perf_counter()
             part, pos = rows[bounds[s]:bounds[s + 1]], positions[bounds[s]:bounds[s + 1]] - s * update_rows
             cuts = np.searchsorted(pos // c.batch_size, np.arange(1, c.accumulate))
-            buf[:] = 0.0
-            run.ex.add_compute(time.perf_counter() - start)
-            buf[n], vote = run.batch(np.split(part, cuts), buf[:n])
-            payload = self.exchange(run, buf, vote)
+            if run.reproducible:   # the update's sums, exact: the same at any rank count
+                run.ex.add_compute(time.perf_counter() - start)
+                payload = run.exact_batch(np.split(part, cuts), update_rows)
+            else:
+                buf[:] = 0.0
+                run.ex.add_compute(time.perf_counter() - start)
+                buf[n], vote = run.batch(np.split(part, cuts), buf[:n])
+                payload = self.exchange(run, buf, vote)
             start = time.perf_counter()
             count = min(update_rows, run.n_total - s * update_rows)
             if not math.isfinite(payload[n]):   # the loss: the same number on every rank

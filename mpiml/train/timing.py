@@ -75,6 +75,45 @@ class Exchanger:
         self.stop_agreed = self.stop_agreed or buf[-p - 1] > 0
         return buf[: len(buf) - p - 1]
 
+    def exact(self, terms, top=None) -> np.ndarray:
+        """The exact sums of ``terms`` (a :class:`mpiml.collectives.reproducible.Sum`) over the group.
+
+        With ``top`` (a bound on every term's magnitude per element, the same on every rank:
+        :class:`mpiml.train.reproducible.Bounds`): one reduction of the folds, the stop vote,
+        the compute slots and a flag raised by a rank whose terms exceed ``top`` (then the
+        sum is redone as without). Without: two reductions, the maxima (with the vote and
+        the slots: each slot holds one rank's non-negative seconds, so their max is their
+        sum), then the folds.
+        """
+        from mpiml.collectives import reproducible
+
+        p, n = self.group.size, terms.n
+        if top is not None:
+            start = time.perf_counter()
+            E = reproducible.exponents(top)
+            F = terms.folds(E)
+            buf = np.empty(F.size + 2 + p)
+            buf[:F.size] = F.reshape(-1)
+            buf[F.size] = float(terms.over)
+            buf[F.size + 1] = self.vote()
+            self.add_compute(time.perf_counter() - start)
+            self.reduce(self.group.allreduce, buf, self.group.rank, p)
+            self.stop_agreed = self.stop_agreed or buf[F.size + 1] > 0
+            if buf[F.size] == 0:
+                return reproducible.value(buf[:F.size].reshape(F.shape), E)
+        start = time.perf_counter()
+        buf = np.empty(n + 1 + p)
+        buf[:n] = reproducible.exponents(terms.maxima())
+        buf[n] = self.vote()
+        self.add_compute(time.perf_counter() - start)
+        self.reduce(self.group.maximum, buf, self.group.rank, p)
+        self.stop_agreed = self.stop_agreed or buf[n] > 0
+        start = time.perf_counter()
+        F = terms.folds(buf[:n])
+        self.add_compute(time.perf_counter() - start)
+        self.reduce(self.group.allreduce, F.reshape(-1))
+        return reproducible.value(F, buf[:n])
+
     def reduce(self, fn, buf: np.ndarray, rank: int = 0, slots: int = 0) -> np.ndarray:
         """``fn(buf, out=buf)``, timed; the last ``slots`` entries carry each rank's compute seconds
         since the previous exchange (``rank``'s own in its slot), which tells waiting from transfer."""

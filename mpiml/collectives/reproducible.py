@@ -1,0 +1,610 @@
+"""Reproducible sums: results that do not depend on how the terms are split over ranks (pure, no MPI).
+
+A floating-point sum depends on the order of its additions, so the same data summed on 3
+or on 4 ranks differs in the last bits. Here every term is cut, exactly, into ``K``
+pieces that lie on a grid fixed by the *global* largest magnitude of its element and by
+a bound ``count`` on the number of terms (Demmel and Nguyen's pre-rounding, the idea
+behind ReproBLAS). On such a grid float64 additions are exact, so the sums of the pieces
+(the *folds*) are the same whatever the order, the grouping or the number of ranks; one
+final rounding makes the result. It costs two reductions instead of one: the maximum of
+one number per element, then the sum of ``K`` numbers per element.
+
+The grid of element ``j``: ``E_j`` is the exponent with ``max |t| < 2^E_j`` over every
+term of the element on every rank; terms are scaled by ``2^-E_j`` (exact) so that they
+lie in ``(-1, 1)``. With ``H = max(bit_length(count), 2)`` headroom bits and fold width
+``W = 53 - H``, fold ``k`` has unit ``u_k = 2^(H - 53 - k W)``: the piece of a term in
+fold ``k`` is its remainder rounded to a multiple of ``u_k`` (``(x + s_k) - s_k`` with
+``s_k = 1.5 * 2^52 u_k``), and any sum of at most ``count`` such pieces stays below
+``2^53 u_k``, hence exact. ``K`` is the smallest count of folds (at least 2) that drops
+at most ``2^-64 max|t|`` per element: 2 folds up to 16383 terms, 3 up to about 2^21.
+
+Error bound (:func:`error_bound`): with ``S`` the exact sum of ``n <= count`` terms,
+``|result - S| <= n u_{K-1} 2^(E-1) + (K - 1) 2^-52 (|result| + count 2^(E + H - 53)) + 2^-1074``
+(the dropped remainders, then the rounding of the ``K - 1`` additions of the folds).
+
+Non-finite terms: an element with any NaN or infinite term (on any rank) sums only those
+(order does not matter for them), so it is NaN, or the infinity of the one sign present.
+An exact sum of zero is ``+0.0``.
+
+Terms come as a matrix whose column ``j`` feeds element ``j`` (:meth:`Sum.add_rows`) or
+as the outer products ``X[i, j] * R[i, c]`` of a dense or CSR ``X`` (element ``j k + c``,
+:meth:`Sum.add_outer`: a gradient ``X^T R`` without forming it). Each compiled kernel has
+its numpy reference beside it (``MPIML_KERNELS=numpy``), with the same results bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from mpiml.errors import ArgumentError
+from mpiml.runtime.jit import compiled, kernel
+
+SPECIAL = 4096.0          # the exponent that marks an element with a non-finite term
+MIN_EXPONENT = -1021      # 2^-E stays a normal number
+TARGET_BITS = 64          # dropped remainders stay below 2^-64 max|t| per element (11 bits below float64's)
+MAX_COUNT = 1 << 40
+MAX_OPERANDS = 1 << 20    # the count of an allreduce (one operand per rank): fixed, so the same at every p
+_POW2 = np.ldexp(1.0, np.arange(-1022, 1024))   # 2^e of the normal exponents
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The folds of a sum of at most ``count`` terms per element."""
+
+    count: int
+    headroom: int
+    width: int
+    folds: int
+    sigmas: np.ndarray
+
+    def unit(self, k: int) -> float:
+        """``u_k``: the grid of fold ``k`` (for a term scaled into ``(-1, 1)``)."""
+        return 2.0 ** (self.headroom - 53 - k * self.width)
+
+
+def plan(count: int) -> Plan:
+    """The :class:`Plan` of a sum of at most ``count`` terms per element (the same on every rank)."""
+    count = int(count)
+    if not 0 <= count <= MAX_COUNT:
+        raise ArgumentError(f"a reproducible sum takes at most {MAX_COUNT} terms per element, got count={count}")
+    h = max(count.bit_length(), 2)
+    w = 53 - h
+    folds = max(2, 1 + math.ceil((2 * h + TARGET_BITS - 54) / w))
+    sigmas = np.array([1.5 * 2.0 ** (h - 1 - k * w) for k in range(folds)])
+    return Plan(count, h, w, folds, sigmas)
+
+
+def exponents(top: np.ndarray) -> np.ndarray:
+    """Per element, ``E`` with ``top < 2^E`` (as float64, for a max-reduction); :data:`SPECIAL` where not finite."""
+    top = np.ascontiguousarray(top, dtype=np.float64)
+    if compiled():
+        out = np.empty(top.shape)
+        _exponents(top, out)
+        return out
+    return exponents_reference(top)
+
+
+def exponents_reference(top: np.ndarray) -> np.ndarray:
+    """numpy reference of :func:`exponents`."""
+    e = np.frexp(np.where(np.isfinite(top), top, 0.0))[1].astype(np.float64)
+    np.maximum(e, MIN_EXPONENT, out=e)
+    e[top == 0.0] = MIN_EXPONENT         # frexp(0) gives 0: a rank without terms must not raise the maximum
+    e[~np.isfinite(top)] = SPECIAL
+    return e
+
+
+@kernel
+def _exponents(top, out):
+    bits = top.view(np.int64)
+    for j in range(top.shape[0]):
+        biased = (bits[j] >> 52) & 0x7FF    # frexp's exponent is biased - 1022 (top >= 0)
+        out[j] = SPECIAL if biased == 0x7FF else max(biased - 1022, MIN_EXPONENT)
+
+
+def scales(E: np.ndarray, fast: bool | None = None) -> np.ndarray:
+    """``2^-E`` per element (0 where :data:`SPECIAL`: those elements are summed apart); ``fast``: the
+    kernel or the reference (default: :func:`~mpiml.runtime.jit.compiled`)."""
+    E = np.ascontiguousarray(E, dtype=np.float64)
+    if compiled() if fast is None else fast:
+        out = np.empty(E.shape)
+        _scales(E, out)
+        return out
+    special = E >= SPECIAL
+    out = np.ldexp(1.0, -np.where(special, 0, E).astype(np.int64))
+    out[special] = 0.0
+    return out
+
+
+@kernel
+def _scales(E, out):
+    bits = out.view(np.int64)
+    for j in range(E.shape[0]):
+        e = int(E[j])
+        if e >= SPECIAL:
+            out[j] = 0.0
+        elif -1022 <= e <= 1022:
+            bits[j] = (1023 - e) << 52       # 2^-e, a normal number
+        else:
+            out[j] = math.ldexp(1.0, -e)
+
+
+def value(F: np.ndarray, E: np.ndarray) -> np.ndarray:
+    """The sums, rounded once, from the summed folds ``F`` (``(K, n)``) and the exponents ``E``."""
+    if compiled():
+        out = np.empty(F.shape[1])
+        _value(np.ascontiguousarray(F), np.ascontiguousarray(E, dtype=np.float64), _POW2, out)
+        return out
+    return value_reference(F, E)
+
+
+@kernel
+def _value(F, E, pow2, out):
+    K = F.shape[0]
+    for j in range(F.shape[1]):
+        v = F[K - 1, j]
+        for k in range(K - 2, -1, -1):
+            v = F[k, j] + v
+        e = int(E[j])
+        if e >= SPECIAL:
+            out[j] = v
+        elif -1022 <= e <= 1023:
+            # times 2^e: one correctly rounded multiplication, as ldexp
+            out[j] = v * pow2[e + 1022]
+        else:
+            out[j] = math.ldexp(v, e)
+
+
+def value_reference(F: np.ndarray, E: np.ndarray) -> np.ndarray:
+    """numpy reference of :func:`value`."""
+    v = F[-1].copy()
+    for k in range(F.shape[0] - 2, -1, -1):
+        v = F[k] + v
+    E = np.asarray(E)
+    with np.errstate(over="ignore"):     # an exact sum beyond float64 is an infinity
+        return np.ldexp(v, np.where(E >= SPECIAL, 0, E).astype(np.int64))
+
+
+def error_bound(count: int, n_terms: int, max_abs: float, result: float) -> float:
+    """The bound of the module docstring on ``|result - exact sum|`` for one element."""
+    p = plan(count)
+    if not math.isfinite(max_abs) or max_abs == 0.0:
+        return 0.0
+    e = max(math.frexp(max_abs)[1], MIN_EXPONENT)
+    return (n_terms * p.unit(p.folds - 1) * 2.0 ** (e - 1)
+            + (p.folds - 1) * 2.0 ** -52 * (abs(result) + count * 2.0 ** (e + p.headroom - 53)) + 2.0 ** -1074)
+
+
+# --- the two passes over the terms: maxima, then deposits ---------------------------------------------
+
+def _as_float(a):
+    a = np.asarray(a)
+    return a if a.dtype.kind == "f" and a.dtype.itemsize >= 4 else a.astype(np.float64)
+
+
+def top_rows(T: np.ndarray, top: np.ndarray) -> None:
+    """``top[j] = max(top[j], |T[i, j]|)`` over rows ``i`` (``inf`` for NaN)."""
+    if not compiled() or _top_rows(T, top):   # a NaN somewhere: the reference marks it
+        top_rows_reference(T, top)
+
+
+def top_rows_reference(T, top) -> None:
+    """numpy reference of :func:`top_rows`."""
+    if T.shape[0]:
+        a = np.abs(T.astype(np.float64, copy=False))
+        a[np.isnan(a)] = np.inf
+        np.maximum(top, a.max(axis=0), out=top)
+
+
+@kernel
+def _top_rows(T, top):
+    nan = 0
+    for i in range(T.shape[0]):
+        for j in range(T.shape[1]):
+            a = abs(np.float64(T[i, j]))
+            t = top[j]
+            top[j] = a if a > t else t
+            nan += a != a
+    return nan > 0
+
+
+def deposit_rows(T: np.ndarray, scale: np.ndarray, sigmas: np.ndarray, F: np.ndarray, fast=None) -> bool:
+    """Add the pieces of ``T[i, j] * scale[j]`` to the folds ``F[:, j]`` (``(K, n)``).
+
+    Returns whether a scaled term was not below 1 in magnitude (or NaN): then the grid was
+    too fine for it and the folds are not exact. ``fast`` as in :func:`scales`.
+    """
+    if compiled() if fast is None else fast:
+        return _deposit_rows(T, scale, sigmas, F, np.empty(T.shape[1])) > 0
+    return deposit_rows_reference(T, scale, sigmas, F)
+
+
+def deposit_rows_reference(T, scale, sigmas, F) -> bool:
+    """numpy reference of :func:`deposit_rows` (sums of pieces are exact: numpy's order is as good)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        x = T.astype(np.float64) * scale
+        over = bool(np.any(~(np.abs(x) < 1.0)))
+        _fold_reference(x, sigmas, F)
+    return over
+
+
+def _fold_reference(x, sigmas, F) -> None:
+    for k, s in enumerate(sigmas):
+        q = (x + s) - s
+        F[k] += q.sum(axis=0)
+        x -= q
+
+
+@kernel
+def _deposit_rows(T, scale, sigmas, F, buf):
+    # the folds unrolled for K = 2 and 3 (what counts up to 2^21 give): the loop over j then vectorizes
+    n, K = T.shape[1], sigmas.shape[0]
+    s0, s1 = sigmas[0], sigmas[1]
+    s2 = sigmas[2] if K > 2 else 0.0
+    over = 0
+    for i in range(T.shape[0]):
+        if K == 2:
+            for j in range(n):
+                x = np.float64(T[i, j]) * scale[j]
+                over += not abs(x) < 1.0
+                q = (x + s0) - s0
+                F[0, j] += q
+                x -= q
+                F[1, j] += (x + s1) - s1
+        elif K == 3:
+            for j in range(n):
+                x = np.float64(T[i, j]) * scale[j]
+                over += not abs(x) < 1.0
+                q = (x + s0) - s0
+                F[0, j] += q
+                x -= q
+                q = (x + s1) - s1
+                F[1, j] += q
+                x -= q
+                F[2, j] += (x + s2) - s2
+        else:
+            for j in range(n):
+                x = np.float64(T[i, j]) * scale[j]
+                over += not abs(x) < 1.0
+                for f in range(K):
+                    q = (x + sigmas[f]) - sigmas[f]
+                    F[f, j] += q
+                    x -= q
+    return over
+
+
+def top_outer(X, R: np.ndarray, top: np.ndarray) -> None:
+    """Maxima of the terms ``X[i, j] * R[i, c]`` into ``top[j k + c]`` (``X`` dense or CSR)."""
+    if not compiled():
+        return top_outer_reference(X, R, top)
+    nan = _top_outer_csr(X.indptr, X.indices, X.data, R, top) if _is_csr(X) else _top_outer_dense(X, R, top)
+    if nan:   # the reference marks the NaN terms
+        top_outer_reference(X, R, top)
+    return None
+
+
+def top_outer_reference(X, R, top) -> None:
+    """numpy reference of :func:`top_outer`."""
+    rows, cols, vals = _triplets(X)
+    k = R.shape[1]
+    a = np.abs(vals[:, None] * R[rows])
+    a[np.isnan(a)] = np.inf
+    np.maximum.at(top, (cols[:, None] * k + np.arange(k)).ravel(), a.ravel())
+
+
+@kernel
+def _top_outer_dense(X, R, top):
+    k = R.shape[1]
+    nan = 0
+    for i in range(X.shape[0]):
+        for c in range(k):
+            r = R[i, c]
+            for j in range(X.shape[1]):
+                a = abs(np.float64(X[i, j]) * r)
+                t = top[j * k + c]
+                top[j * k + c] = a if a > t else t
+                nan += a != a
+    return nan > 0
+
+
+@kernel
+def _top_outer_csr(indptr, indices, data, R, top):
+    k = R.shape[1]
+    nan = 0
+    for i in range(indptr.shape[0] - 1):
+        for p in range(indptr[i], indptr[i + 1]):
+            e = indices[p] * k
+            v = np.float64(data[p])
+            for c in range(k):
+                a = abs(v * R[i, c])
+                t = top[e + c]
+                top[e + c] = a if a > t else t
+                nan += a != a
+    return nan > 0
+
+
+def deposit_outer(X, R: np.ndarray, scale: np.ndarray, sigmas: np.ndarray, F: np.ndarray, columns=None,
+                  fast=None) -> bool:
+    """Add the pieces of ``X[i, j] * R[i, c]`` (scaled) to the folds ``F[:, j k + c]``; the flag of
+    :func:`deposit_rows`. ``columns``: ``X`` in CSC form (``X.tocsc()``), if at hand: the terms of one
+    element are then adjacent and summed in registers. ``fast`` as in :func:`scales`."""
+    if not (compiled() if fast is None else fast):
+        return deposit_outer_reference(X, R, scale, sigmas, F)
+    if columns is not None:
+        return _deposit_outer_csc(columns.indptr, columns.indices, columns.data, R, scale, sigmas, F) > 0
+    if _is_csr(X):
+        return _deposit_outer_csr(X.indptr, X.indices, X.data, R, scale, sigmas, F) > 0
+    return _deposit_outer_dense(X, R, scale, sigmas, F, np.empty(F.shape[1])) > 0
+
+
+def deposit_outer_reference(X, R, scale, sigmas, F) -> bool:
+    """numpy reference of :func:`deposit_outer`: the terms one by one, added with ``numpy.add.at``."""
+    rows, cols, vals = _triplets(X)
+    k = R.shape[1]
+    where = (cols[:, None] * k + np.arange(k)).ravel()
+    with np.errstate(invalid="ignore", over="ignore"):
+        x = (vals[:, None] * R[rows]).ravel() * scale[where]
+        over = bool(np.any(~(np.abs(x) < 1.0)))
+        for j, s in enumerate(sigmas):
+            q = (x + s) - s
+            np.add.at(F[j], where, q)
+            x -= q
+    return over
+
+
+@kernel
+def _deposit_outer_dense(X, R, scale, sigmas, F, buf):
+    # as _deposit_rows: folds unrolled for K = 2 and 3, the loop over j vectorizes (k = 1: contiguous)
+    k, K, d = R.shape[1], sigmas.shape[0], X.shape[1]
+    s0, s1 = sigmas[0], sigmas[1]
+    s2 = sigmas[2] if K > 2 else 0.0
+    over = 0
+    for i in range(X.shape[0]):
+        for c in range(k):
+            r = R[i, c]
+            if K == 2:
+                for j in range(d):
+                    e = j * k + c
+                    x = (np.float64(X[i, j]) * r) * scale[e]
+                    over += not abs(x) < 1.0
+                    q = (x + s0) - s0
+                    F[0, e] += q
+                    x -= q
+                    F[1, e] += (x + s1) - s1
+            elif K == 3:
+                for j in range(d):
+                    e = j * k + c
+                    x = (np.float64(X[i, j]) * r) * scale[e]
+                    over += not abs(x) < 1.0
+                    q = (x + s0) - s0
+                    F[0, e] += q
+                    x -= q
+                    q = (x + s1) - s1
+                    F[1, e] += q
+                    x -= q
+                    F[2, e] += (x + s2) - s2
+            else:
+                for j in range(d):
+                    e = j * k + c
+                    x = (np.float64(X[i, j]) * r) * scale[e]
+                    over += not abs(x) < 1.0
+                    for f in range(K):
+                        q = (x + sigmas[f]) - sigmas[f]
+                        F[f, e] += q
+                        x -= q
+    return over
+
+
+@kernel
+def _deposit_outer_csr(indptr, indices, data, R, scale, sigmas, F):
+    # scattered elements: the K folds of one element side by side (G), added to F at the end
+    k, K = R.shape[1], sigmas.shape[0]
+    G = np.zeros((F.shape[1], K))
+    s0, s1 = sigmas[0], sigmas[1]
+    s2 = sigmas[2] if K > 2 else 0.0
+    over = 0
+    for i in range(indptr.shape[0] - 1):
+        for p in range(indptr[i], indptr[i + 1]):
+            e0 = indices[p] * k
+            v = np.float64(data[p])
+            for c in range(k):
+                e = e0 + c
+                x = (v * R[i, c]) * scale[e]
+                over += not abs(x) < 1.0
+                q = (x + s0) - s0
+                G[e, 0] += q
+                x -= q
+                if K == 2:
+                    G[e, 1] += (x + s1) - s1
+                else:
+                    q = (x + s1) - s1
+                    G[e, 1] += q
+                    x -= q
+                    for f in range(2, K):
+                        q = (x + sigmas[f]) - sigmas[f]
+                        G[e, f] += q
+                        x -= q
+    for e in range(G.shape[0]):
+        for f in range(K):
+            F[f, e] += G[e, f]
+    return over
+
+
+@kernel
+def _deposit_outer_csc(indptr, indices, data, R, scale, sigmas, F):
+    # column j of X: the terms of elements j k + c, folded into registers, then added to F once
+    k, K = R.shape[1], sigmas.shape[0]
+    s0, s1 = sigmas[0], sigmas[1]
+    s2 = sigmas[2] if K > 2 else 0.0
+    over = 0
+    for j in range(indptr.shape[0] - 1):
+        for c in range(k):
+            e = j * k + c
+            sc = scale[e]
+            f0 = f1 = f2 = 0.0
+            for p in range(indptr[j], indptr[j + 1]):
+                x = (np.float64(data[p]) * R[indices[p], c]) * sc
+                over += not abs(x) < 1.0
+                q = (x + s0) - s0
+                f0 += q
+                x -= q
+                if K == 2:
+                    f1 += (x + s1) - s1
+                else:
+                    q = (x + s1) - s1
+                    f1 += q
+                    x -= q
+                    if K == 3:
+                        f2 += (x + s2) - s2
+                    else:
+                        q = (x + s2) - s2
+                        f2 += q
+                        x -= q
+                        for f in range(3, K):
+                            q = (x + sigmas[f]) - sigmas[f]
+                            F[f, e] += q
+                            x -= q
+            F[0, e] += f0
+            F[1, e] += f1
+            if K > 2:
+                F[2, e] += f2
+    return over
+
+
+def _is_csr(X) -> bool:
+    return hasattr(X, "indptr")
+
+
+def _triplets(X):
+    """``(rows, cols, values as float64)`` of every stored entry of a dense or CSR matrix."""
+    if _is_csr(X):
+        rows = np.repeat(np.arange(X.shape[0]), np.diff(X.indptr))
+        return rows, np.asarray(X.indices, dtype=np.int64), np.asarray(X.data, dtype=np.float64)
+    X = np.asarray(X)
+    rows, cols = np.indices(X.shape).reshape(2, -1)
+    return rows, cols, X.reshape(-1).astype(np.float64)
+
+
+# --- a sum over one rank's terms, in two passes -------------------------------------------------------
+
+class Sum:
+    """A reproducible sum into ``n`` elements of at most ``count`` terms each (over all ranks).
+
+    Add the local terms (:meth:`add_rows`, :meth:`add_outer`; they are kept, not copied),
+    reduce :meth:`maxima` by max over the ranks into the exponents (:func:`exponents`
+    before or after the reduction: both commute with max), compute :meth:`folds` with
+    them, reduce those by sum, and read :func:`value`. :func:`reduce_sum` does all four
+    with two injected reductions.
+    """
+
+    def __init__(self, n: int, count: int):
+        self.n = int(n)
+        self.plan = plan(count)
+        self.parts: list = []
+
+    def add_rows(self, T, offset: int = 0) -> "Sum":
+        """Terms ``T[i, j]`` of element ``offset + j`` (``T`` 2-D, or 1-D for one element)."""
+        T = _as_float(T)
+        T = T.reshape(-1, 1) if T.ndim == 1 else T
+        if offset < 0 or offset + T.shape[1] > self.n:
+            raise ArgumentError(f"terms for elements {offset}..{offset + T.shape[1]} of a sum of {self.n}")
+        self.parts.append(("rows", offset, np.ascontiguousarray(T), None))
+        return self
+
+    def add_outer(self, X, R, offset: int = 0, columns=None) -> "Sum":
+        """Terms ``X[i, j] * R[i, c]`` of element ``offset + j k + c`` (``X`` dense or CSR, ``R`` ``(rows, k)``;
+        ``columns``: ``X.tocsc()``, if the caller keeps one, for a faster deposit of sparse data)."""
+        R = np.ascontiguousarray(R, dtype=np.float64)
+        R = R.reshape(-1, 1) if R.ndim == 1 else R
+        if not _is_csr(X):
+            X = np.ascontiguousarray(_as_float(X))
+        if X.shape[0] != R.shape[0] or offset < 0 or offset + X.shape[1] * R.shape[1] > self.n:
+            raise ArgumentError(f"outer terms of shapes {X.shape} and {R.shape} at {offset} in a sum of {self.n}")
+        if columns is not None and (getattr(columns, "format", "") != "csc" or columns.shape != X.shape):
+            raise ArgumentError("columns must be X in CSC form (X.tocsc())")
+        self.parts.append(("outer", offset, X, (R, columns)))
+        return self
+
+    def maxima(self, out: np.ndarray | None = None) -> np.ndarray:
+        """The largest ``|term|`` of each element here (``inf`` for NaN), into ``out`` if given."""
+        top = np.zeros(self.n) if out is None else out
+        if out is not None:
+            top[:] = 0.0
+        for kind, offset, a, b in self.parts:
+            if kind == "rows":
+                top_rows(a, top[offset:offset + a.shape[1]])
+            else:
+                top_outer(a, b[0], top[offset:offset + a.shape[1] * b[0].shape[1]])
+        return top
+
+    def folds(self, E: np.ndarray) -> np.ndarray:
+        """``(K, n)``: this rank's pieces of every term summed per fold, on the grids of the global ``E``.
+
+        :attr:`over` tells whether a term was not below ``2^E`` of its element (or NaN): with
+        ``E`` from the maxima of every term that happens only for NaN terms, which are summed
+        apart (:data:`SPECIAL`); with ``E`` from a priori bounds, the caller starts over.
+        """
+        F = np.zeros((self.plan.folds, self.n))
+        fast = compiled()
+        self.over = self._deposit(F, scales(E, fast), fast)
+        special = np.flatnonzero(np.asarray(E) >= SPECIAL)
+        if special.size:
+            with np.errstate(invalid="ignore", over="ignore"):   # non-finite terms are summed apart
+                self._special(F, special)
+        return F
+
+    def _deposit(self, F, scale, fast) -> bool:
+        sig = self.plan.sigmas
+        over = False
+        for kind, offset, a, b in self.parts:
+            width = a.shape[1] * (1 if kind == "rows" else b[0].shape[1])
+            # a contiguous block (the kernels vectorize over it), added to F after
+            block = F if width == self.n else np.zeros((F.shape[0], width))
+            if kind == "rows":
+                over |= deposit_rows(a, scale[offset:offset + width], sig, block, fast)
+            else:
+                over |= deposit_outer(a, b[0], scale[offset:offset + width], sig, block, b[1], fast)
+            if block is not F:
+                F[:, offset:offset + width] += block
+        return over
+
+    def _special(self, F, special) -> None:
+        """Elements with a non-finite term somewhere: only the non-finite terms are summed."""
+        F[:, special] = 0.0
+        for kind, offset, a, b in self.parts:
+            if kind == "rows":
+                terms = a
+                rows, cols = np.nonzero(~np.isfinite(terms))
+                values, where = terms[rows, cols].astype(np.float64), offset + cols
+            else:
+                r, c, v = _triplets(a)
+                t = v[:, None] * b[0][r]
+                rows, cc = np.nonzero(~np.isfinite(t))
+                values, where = t[rows, cc], offset + c[rows] * b[0].shape[1] + cc
+            keep = np.isin(where, special)
+            np.add.at(F[0], where[keep], values[keep])
+
+
+def reduce_sum(terms: Sum, maximum, total) -> np.ndarray:
+    """The reproducible sums of ``terms`` over the ranks: ``maximum(x)`` and ``total(x)`` reduce
+    float64 arrays in place by max and by sum (identities on one rank)."""
+    E = exponents(terms.maxima())
+    maximum(E)
+    F = terms.folds(E)
+    total(F.reshape(-1))
+    return value(F, E)
+
+
+def local_sum(T, axis: int = 0, count: int | None = None) -> np.ndarray:
+    """The reproducible sum of ``T`` along ``axis`` on one rank (the same bits as any split of it)."""
+    T = np.moveaxis(_as_float(T), axis, 0)
+    shape = T.shape[1:]
+    flat = T.reshape(T.shape[0], math.prod(shape))
+    acc = Sum(flat.shape[1], T.shape[0] if count is None else count).add_rows(flat)
+    return reduce_sum(acc, _keep, _keep).reshape(shape)
+
+
+def _keep(x):
+    return x

@@ -1,0 +1,236 @@
+"""Reproducible mode of the linear-model training: the same bits at any rank count.
+
+``TrainConfig(reproducible=True)`` (``--reproducible``, or ``MPIML_REPRODUCIBLE=1`` in the
+environment) makes every sum that crosses rows, and so ranks, exact
+(:mod:`mpiml.collectives.reproducible`): the gradient and loss of each ``sync`` update, the
+loss, slope and gradient of each L-BFGS evaluation, the evaluation metrics and the
+standardization statistics. Per-row values must not depend on the other rows either, so
+scores are computed row by row in a fixed order (:func:`scores`: not BLAS, whose blocking
+may depend on the number of rows) and losses row by row
+(:meth:`mpiml.sgd.models.Model.row_loss_and_residual`).
+
+Cost: each update of ``sync`` and each L-BFGS evaluation still makes one reduction, of
+``K`` (2 or 3) times the payload: :class:`Bounds` gives the grid of the exact sum before the
+batch is computed, so no max-reduction is needed (the evaluation metrics, once per epoch,
+take the two-pass sum). Locally the terms are cut into pieces (the deposit kernels of
+:mod:`mpiml.collectives.reproducible`) instead of one BLAS ``X^T r``.
+
+Which runs are then bitwise the same at every rank count: data-parallel ``sync`` SGD and
+``lbfgs`` (without ``warm_start_epochs``, whose one-shot SGD depends on the rank count),
+also when resumed from a checkpoint written at another rank count. ``local`` and
+``oneshot`` are not: each rank walks through its own rows, so the algorithm itself
+changes with the rank count (their sums are exact all the same). Grids with the model
+split over ranks are refused in this mode.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from mpiml.collectives import reproducible as exact
+from mpiml.errors import ArgumentError
+from mpiml.runtime.jit import compiled, kernel
+
+ENV = "MPIML_REPRODUCIBLE"
+
+
+def requested(flag: bool = False) -> bool:
+    """``flag``, or ``MPIML_REPRODUCIBLE`` set to something other than ``""``/``0``."""
+    return bool(flag) or os.environ.get(ENV, "").strip() not in ("", "0")
+
+
+def check_layout(whole_model: bool) -> None:
+    if not whole_model:
+        raise ArgumentError("reproducible mode needs data parallelism (a p x 1 grid): with the model split over "
+                            "ranks the partial margins would be summed in a rank-dependent order")
+
+
+# --- scores, row by row --------------------------------------------------------------------------------
+
+def scores(W: np.ndarray, b: np.ndarray, X) -> np.ndarray:
+    """``X @ W + b`` (``(rows, k)``), each entry summed in an order fixed by the row alone, then ``+ b``.
+
+    Dense: eight partial sums (feature ``j`` into lane ``j % 8``, for the first ``8 * (d // 8)``
+    features), added as ``((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))``, then the rest of
+    the features in order (a SIMD dot product's order, written out so no compiler changes it).
+    CSR: the stored entries in order.
+    """
+    W = np.ascontiguousarray(W, dtype=np.float64)
+    b = np.ascontiguousarray(b, dtype=np.float64)
+    if not compiled():
+        return scores_reference(W, b, X)
+    out = np.empty((X.shape[0], W.shape[1]))
+    if hasattr(X, "indptr"):
+        _csr_scores(X.indptr, X.indices, X.data, W, b, out)
+    else:
+        _dense_scores(np.ascontiguousarray(X), W, b, out)
+    return out
+
+
+def scores_reference(W, b, X) -> np.ndarray:
+    """numpy reference of :func:`scores`: one feature (dense) or one stored entry per row (CSR) at a time."""
+    out = np.zeros((X.shape[0], W.shape[1]))
+    if hasattr(X, "indptr"):
+        lengths = np.diff(X.indptr)
+        for pos in range(int(lengths.max(initial=0))):
+            rows = np.flatnonzero(lengths > pos)
+            at = X.indptr[rows] + pos
+            out[rows] += np.asarray(X.data[at], dtype=np.float64)[:, None] * W[X.indices[at]]
+    else:
+        X = np.asarray(X)
+        d8 = X.shape[1] - X.shape[1] % 8
+        lanes = np.zeros((8, X.shape[0], W.shape[1]))
+        for t in range(0, d8, 8):
+            for lane in range(8):
+                lanes[lane] += X[:, t + lane:t + lane + 1].astype(np.float64) * W[t + lane]
+        for j in range(d8, X.shape[1]):
+            out += X[:, j:j + 1].astype(np.float64) * W[j]
+        out = (((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))
+               + out)
+    out += b
+    return out
+
+
+@kernel
+def _dense_scores(X, W, b, out):
+    m, d = X.shape
+    d8 = d - d % 8
+    for i in range(m):
+        for c in range(W.shape[1]):
+            a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
+            for j in range(0, d8, 8):
+                a0 += np.float64(X[i, j]) * W[j, c]
+                a1 += np.float64(X[i, j + 1]) * W[j + 1, c]
+                a2 += np.float64(X[i, j + 2]) * W[j + 2, c]
+                a3 += np.float64(X[i, j + 3]) * W[j + 3, c]
+                a4 += np.float64(X[i, j + 4]) * W[j + 4, c]
+                a5 += np.float64(X[i, j + 5]) * W[j + 5, c]
+                a6 += np.float64(X[i, j + 6]) * W[j + 6, c]
+                a7 += np.float64(X[i, j + 7]) * W[j + 7, c]
+            tail = 0.0
+            for j in range(d8, d):
+                tail += np.float64(X[i, j]) * W[j, c]
+            out[i, c] = ((((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))) + tail) + b[c]
+
+
+@kernel
+def _csr_scores(indptr, indices, data, W, b, out):
+    k = W.shape[1]
+    for i in range(indptr.shape[0] - 1):
+        for c in range(k):
+            s = 0.0
+            for p in range(indptr[i], indptr[i + 1]):
+                s += np.float64(data[p]) * W[indices[p], c]
+            out[i, c] = s + b[c]
+
+
+# --- the terms of a batch --------------------------------------------------------------------------------
+
+def add_batch(model, theta, X, y, terms: exact.Sum, loss_at: int) -> tuple[np.ndarray, np.ndarray]:
+    """Add the rows' gradient terms (``X^T r`` at 0, ``r`` at the intercepts) and losses (at ``loss_at``)
+    to ``terms``; returns the scores and residuals."""
+    W, b = model.split(theta)
+    s = scores(W, b, X)
+    losses, r = model.row_loss_and_residual(s, y)
+    terms.add_outer(X, r, 0)
+    if model.fit_intercept and loss_at == model.n_params:   # the intercepts and the loss: one block of terms
+        terms.add_rows(np.concatenate([r, losses[:, None]], axis=1), model.n_weights)
+    else:
+        if model.fit_intercept:
+            terms.add_rows(r, model.n_weights)
+        terms.add_rows(losses, loss_at)
+    return s, r
+
+
+# --- a-priori grids: one reduction instead of two ------------------------------------------------------
+
+class Bounds:
+    """Bounds on every term of a batch, known before the batch is computed, the same on every rank.
+
+    From the largest ``|X[:, j]|`` and ``|y|`` over all rows (one max-reduction, made once)
+    and the parameters (the same on every rank), each model bounds its scores, residuals
+    and losses (:meth:`top`). The grid of the exact sum then needs no max-reduction of its
+    own: a sum costs one reduction, like the ordinary mode's. Should a term exceed its
+    bound (it cannot, up to the factor 2 kept for rounding), every rank learns it from a
+    flag in that reduction and the sum is redone in two passes.
+    """
+
+    def __init__(self, model, X, y, maximum):
+        x_top = np.zeros(X.shape[1] + 1)
+        if hasattr(X, "indptr"):
+            np.maximum.at(x_top, X.indices, np.abs(np.asarray(X.data, dtype=np.float64)))
+        elif X.shape[0]:
+            x_top[:-1] = np.abs(np.asarray(X, dtype=np.float64)).max(axis=0)
+        x_top[-1] = np.abs(np.asarray(y, dtype=np.float64)).max(initial=0.0) if model.name == "linear" else 0.0
+        maximum(x_top, out=x_top)
+        self.model, self.x_top, self.y_top = model, x_top[:-1], float(x_top[-1])
+
+    def scores(self, theta) -> np.ndarray:
+        """A bound on ``|X W + b|`` per output, for the parameters ``theta``."""
+        W, b = self.model.split(np.asarray(theta, dtype=np.float64))
+        return self.x_top @ np.abs(W) + np.abs(b)
+
+    def top(self, theta, n: int, direction=None) -> np.ndarray:
+        """Per element of ``[X^T r (n_weights), r (k), loss, (r * u per output with direction)]``
+        (``n`` elements in all), twice a bound on the magnitude of every term."""
+        model, k, nw = self.model, self.model.k, self.model.n_weights
+        s = self.scores(theta)
+        r, loss = _residual_loss_bounds(model, s, self.y_top)
+        top = np.zeros(n)
+        top[:nw] = np.multiply.outer(self.x_top, r).ravel()
+        top[nw:nw + k] = r
+        top[nw + k] = loss
+        if direction is not None:
+            top[nw + k + 1:nw + 2 * k + 1] = r * self.scores(direction)
+        with np.errstate(over="ignore", invalid="ignore"):
+            top *= 2.0    # room for the rounding of computed scores, residuals and products
+        return top
+
+
+def _residual_loss_bounds(model, s, y_top):
+    """Bounds on ``|r|`` per output and on a row's loss, for scores bounded by ``s`` per output."""
+    top = float(np.max(s, initial=0.0))
+    if model.name == "linear":
+        r = s + y_top
+        return r, 0.5 * float(r.max(initial=0.0)) ** 2
+    if model.name == "svm" and getattr(model, "squared", False):
+        return 2.0 * (1.0 + s), (1.0 + top) ** 2
+    if model.name == "softmax":
+        return np.ones_like(s), 2.0 * top + np.log(model.k)
+    return np.ones_like(s), 1.0 + top     # logistic (log(1 + e^s) - y s <= |s| + log 2), hinge
+
+
+def dot(a: np.ndarray, b: np.ndarray) -> float:
+    """``a . b`` summed exactly (the same wherever the vectors are the same)."""
+    a = np.asarray(a, dtype=np.float64).ravel()
+    return float(exact.local_sum((a * np.asarray(b, dtype=np.float64).ravel())[:, None], count=max(a.size, 1))[0])
+
+
+def two_pass(terms: exact.Sum, maximum, total, extra_max=None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Reduce ``terms`` exactly with ``maximum`` and ``total`` (in place, by max and by sum).
+
+    ``extra_max`` (non-negative values, e.g. stop votes) rides in the max pass; returns
+    ``(sums, extra_max maximized over the ranks or None)``.
+    """
+    E = exact.exponents(terms.maxima())
+    extra = np.zeros(0) if extra_max is None else np.asarray(extra_max, dtype=np.float64)
+    buf = np.concatenate([E, extra])
+    maximum(buf, out=buf)
+    E = buf[: terms.n]
+    F = terms.folds(E)
+    flat = F.reshape(-1)
+    total(flat, out=flat)
+    return exact.value(F, E), (buf[terms.n:] if extra_max is not None else None)
+
+
+def column_stats(X, maximum, total, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(sums, sums of squares)`` of the columns of every rank's rows, exactly (standardization)."""
+    d = X.shape[1]
+    ones = np.ones((X.shape[0], 1))
+    terms = exact.Sum(2 * d, count).add_outer(X, ones, 0)
+    squares = X.multiply(X).tocsr() if hasattr(X, "indptr") else np.square(np.asarray(X, dtype=np.float64))
+    terms.add_outer(squares, ones, d)
+    sums, _ = two_pass(terms, maximum, total)
+    return sums[:d], sums[d:]
