@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import re
 import sys
+
+import numpy as np
+from scipy.special import expit
 
 from mpirun import REPO, run_mpi
 
@@ -29,3 +33,19 @@ def number(stdout: str, label: str) -> float:
     found = lines(stdout, label)
     assert len(found) == 1, f"expected one line {label!r} NUMBER, got {found} in:\n{stdout}"
     return float(found[0].split()[0])
+
+
+def serial_logistic_sgd_objective(X, y, epochs: int, batch: int, lr: float, alpha: float, seed: int) -> float:
+    """Sync SGD's logistic regression in one process, over the global batches every rank count and
+    layout draws (``mpiml.train.plan.sync_plan``); returns the final training objective."""
+    from mpiml.train import plan
+
+    rows_total, w, b = X.shape[0], np.zeros(X.shape[1]), 0.0
+    for epoch in range(epochs):
+        order, _, _ = plan.sync_plan(seed, epoch, rows_total, 0, rows_total, batch)  # the global permutation
+        for s in range(math.ceil(rows_total / batch)):
+            rows = order[s * batch:(s + 1) * batch]
+            r = expit(X[rows] @ w + b) - y[rows]
+            w, b = w - lr * (X[rows].T @ r / len(rows) + alpha * w), b - lr * r.mean()
+    z = X @ w + b
+    return float(np.mean(np.logaddexp(0.0, z) - y * z) + 0.5 * alpha * w @ w)

@@ -3,16 +3,12 @@ the layout table says (ring allreduce: each rank sends 2 (q-1)/q of a q-rank sum
 
 from __future__ import annotations
 
-import math
 import re
 
-import numpy as np
 import pytest
-from examples_helpers import run_example
-from scipy.special import expit
+from examples_helpers import run_example, serial_logistic_sgd_objective
 
 from mpiml.data import synthetic
-from mpiml.train import plan
 
 # As in the example.
 ROWS, FEATURES, NONZEROS = 3000, 5000, 20
@@ -25,15 +21,7 @@ def serial_sgd_objective():
     kind, options = synthetic.parse_spec(f"classification,n={ROWS},d={FEATURES},density={NONZEROS / FEATURES},"
                                          f"seed=2")
     X, y = synthetic.generate(kind, options, 0, ROWS)
-    w, b = np.zeros(FEATURES), 0.0
-    for epoch in range(EPOCHS):
-        order, _, _ = plan.sync_plan(SEED, epoch, ROWS, 0, ROWS, BATCH)  # the epoch's global permutation
-        for s in range(math.ceil(ROWS / BATCH)):
-            rows = order[s * BATCH:(s + 1) * BATCH]
-            r = expit(X[rows] @ w + b) - y[rows]
-            w, b = w - LR * (X[rows].T @ r / len(rows) + ALPHA * w), b - LR * r.mean()
-    z = X @ w + b
-    return float(np.mean(np.logaddexp(0.0, z) - y * z) + 0.5 * ALPHA * w @ w)
+    return serial_logistic_sgd_objective(X, y, EPOCHS, BATCH, LR, ALPHA, SEED)
 
 
 def ring_bytes(words, q):

@@ -8,11 +8,9 @@ import re
 
 import numpy as np
 import pytest
-from examples_helpers import run_example
-from scipy.special import expit
+from examples_helpers import run_example, serial_logistic_sgd_objective
 
 from mpiml.data import synthetic
-from mpiml.train import plan
 
 # As in the example.
 ROWS, FEATURES, EPOCHS, BATCH, LR, ALPHA, SEED = 4000, 30, 3, 64, 0.5, 1e-4, 0
@@ -24,15 +22,7 @@ def serial_sgd_objective():
     """Minibatch SGD in one process over the same global batches, then the training objective."""
     kind, options = synthetic.parse_spec(f"classification,n={ROWS},d={FEATURES},seed=5")
     X, y = synthetic.generate(kind, options, 0, ROWS)
-    w, b = np.zeros(FEATURES), 0.0
-    for epoch in range(EPOCHS):
-        order, _, _ = plan.sync_plan(SEED, epoch, ROWS, 0, ROWS, BATCH)
-        for s in range(math.ceil(ROWS / BATCH)):
-            rows = order[s * BATCH:(s + 1) * BATCH]
-            r = expit(X[rows] @ w + b) - y[rows]
-            w, b = w - LR * (X[rows].T @ r / len(rows) + ALPHA * w), b - LR * r.mean()
-    z = X @ w + b
-    return float(np.mean(np.logaddexp(0.0, z) - y * z) + 0.5 * ALPHA * w @ w)
+    return serial_logistic_sgd_objective(X, y, EPOCHS, BATCH, LR, ALPHA, SEED)
 
 
 def the_values():
