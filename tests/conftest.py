@@ -8,6 +8,7 @@ Inside those runs (``--with-mpi``) only the MPI tests are selected.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from hypothesis import HealthCheck, settings
 from mpi_helpers import shared_tmp  # noqa: F401  (a fixture for every test directory)
@@ -39,3 +40,43 @@ def pytest_collection_modifyitems(config, items):
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+
+
+# MPICH keeps each job's node-shared memory in /dev/shm under a name made from the job's PMI
+# name until MPI_Finalize; the jobs these tests abort on purpose leave theirs behind, and a
+# later job whose PMI name hashes alike would attach to one and fail in MPI_Init. So the
+# session removes the segments that appeared while it ran and that no process maps any more.
+SHM = Path("/dev/shm")
+MPICH_SEGMENTS = ("mpich_shm_", "mpich_vci_")
+
+
+def _mpich_segments() -> set:
+    try:
+        return {path.name for path in SHM.iterdir() if path.name.startswith(MPICH_SEGMENTS)}
+    except OSError:
+        return set()
+
+
+def _mapped_segments() -> set:
+    mapped = set()
+    for maps in Path("/proc").glob("[0-9]*/maps"):
+        try:
+            text = maps.read_text()
+        except OSError:  # the process ended, or is not ours to read
+            continue
+        mapped.update(line.split("/dev/shm/", 1)[1].split(" ")[0] for line in text.splitlines() if "/dev/shm/" in line)
+    return mapped
+
+
+def pytest_sessionstart(session):
+    session.config.stash_mpich_segments = _mpich_segments()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if session.config.getoption("--with-mpi", default=False):
+        return  # a run under mpiexec inside the suite: the outer session cleans up once
+    before = getattr(session.config, "stash_mpich_segments", None)
+    if before is None:
+        return
+    for name in _mpich_segments() - before - _mapped_segments():
+        (SHM / name).unlink(missing_ok=True)
