@@ -69,27 +69,3 @@ def require_matplotlib():
         raise ArgumentError("--plot needs matplotlib: pip install 'mpiml[plot]'") from None
     matplotlib.use("Agg")
     return matplotlib
-
-
-def write_plot(path, records, title="") -> None:
-    """Bus bandwidth against message size, one line per algorithm, log-log, as a PNG."""
-    matplotlib = require_matplotlib()
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
-    for name in dict.fromkeys(rec["algorithm"] for rec in records):
-        mine = [rec for rec in records if rec["algorithm"] == name]
-        ax.plot([rec["bytes"] for rec in mine], [max(rec["busbw_gbps"], 1e-6) for rec in mine],
-                marker="o", label=name)
-    ax.set_xscale("log", base=2)
-    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: format_bytes(int(round(v)))))
-    ax.set_yscale("log")
-    ax.set_xlabel("message size (bytes)")
-    ax.set_ylabel("bus bandwidth (GB/s, nccl-tests definition)")
-    ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(title="algorithm")
-    fig.tight_layout()
-    with atomic_write(path, "wb") as handle:
-        fig.savefig(handle, format="png")
-    plt.close(fig)
