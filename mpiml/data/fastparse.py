@@ -82,7 +82,7 @@ def _parse_numbers(buf, spans, count, pow10, words, pow10_high, pow10_low, out, 
     cannot decide is left to ``float`` (status FALLBACK).
     """
     zero, one, ten = np.uint64(0), np.uint64(1), np.uint64(10)
-    mask32, s32, low9 = np.uint64(0xFFFFFFFF), np.uint64(32), np.uint64(0x1FF)
+    low9 = np.uint64(0x1FF)
     top = np.uint64(1) << np.uint64(63)
     for t in range(count):
         a, b = spans[t, 0], spans[t, 1]
