@@ -1,8 +1,9 @@
-"""Independent oracles for the collectives tests: numpy on the gathered inputs."""
+"""Independent oracles: numpy on the gathered inputs (collectives), serial sync SGD (training)."""
 
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 
@@ -66,3 +67,22 @@ def within_bound(result: np.ndarray, gathered, op: str) -> tuple[bool, str]:
     err = np.abs(result.astype(expected.dtype) - expected)
     ok = bool(np.all(err <= bound))
     return ok, "" if ok else f"error {err.max()} above bound at {int(np.argmax(err - bound))}"
+
+
+def sync_logistic_sgd(X, y, epochs: int, batch: int, lr: float, alpha: float, seed: int) -> np.ndarray:
+    """``[w, b]`` after sync SGD on penalized logistic regression in one process, over the global
+    batches every rank count and layout draws (:func:`mpiml.train.plan.sync_plan`)."""
+    from scipy.special import expit
+
+    from mpiml.train import plan
+
+    n = X.shape[0]
+    theta = np.zeros(X.shape[1] + 1)
+    for epoch in range(epochs):
+        order, _, _ = plan.sync_plan(seed, epoch, n, 0, n, batch)  # one rank holding every row
+        for s in range(math.ceil(n / batch)):
+            rows = order[s * batch:(s + 1) * batch]
+            w, b = theta[:-1], theta[-1]
+            r = expit(X[rows] @ w + b) - y[rows]
+            theta -= lr * np.r_[X[rows].T @ r / len(rows) + alpha * w, r.mean()]
+    return theta

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import math
 import re
 import sys
 
 import numpy as np
-from scipy.special import expit
-
 from mpirun import REPO, run_mpi
+from oracle import sync_logistic_sgd
 
 EXAMPLES = REPO / "examples"
 TIMEOUT = 180  # seconds; an example takes a few, the bound only keeps a hang from stalling the suite
@@ -36,16 +34,7 @@ def number(stdout: str, label: str) -> float:
 
 
 def serial_logistic_sgd_objective(X, y, epochs: int, batch: int, lr: float, alpha: float, seed: int) -> float:
-    """Sync SGD's logistic regression in one process, over the global batches every rank count and
-    layout draws (``mpiml.train.plan.sync_plan``); returns the final training objective."""
-    from mpiml.train import plan
-
-    rows_total, w, b = X.shape[0], np.zeros(X.shape[1]), 0.0
-    for epoch in range(epochs):
-        order, _, _ = plan.sync_plan(seed, epoch, rows_total, 0, rows_total, batch)  # the global permutation
-        for s in range(math.ceil(rows_total / batch)):
-            rows = order[s * batch:(s + 1) * batch]
-            r = expit(X[rows] @ w + b) - y[rows]
-            w, b = w - lr * (X[rows].T @ r / len(rows) + alpha * w), b - lr * r.mean()
-    z = X @ w + b
+    """The training objective after sync SGD in one process (:func:`oracle.sync_logistic_sgd`)."""
+    theta = sync_logistic_sgd(X, y, epochs, batch, lr, alpha, seed)
+    w, z = theta[:-1], X @ theta[:-1] + theta[-1]
     return float(np.mean(np.logaddexp(0.0, z) - y * z) + 0.5 * alpha * w @ w)

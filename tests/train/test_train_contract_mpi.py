@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 from mpi_helpers import agree
+from oracle import sync_logistic_sgd
 from scipy.optimize import minimize
 from scipy.special import expit
 
@@ -65,13 +66,7 @@ def _step(theta, X, y, rows):
 
 
 def _sync_reference(X, y):
-    n, batch = len(y), SGD["batch_size"]
-    theta = np.zeros(X.shape[1] + 1)
-    for epoch in range(SGD["epochs"]):
-        order, _, _ = plan.sync_plan(SGD["seed"], epoch, n, 0, n, batch)   # one rank holding every row
-        for s in range(math.ceil(n / batch)):
-            theta -= SGD["lr"] * _step(theta, X, y, order[s * batch:(s + 1) * batch])
-    return theta
+    return sync_logistic_sgd(X, y, SGD["epochs"], SGD["batch_size"], SGD["lr"], ALPHA, SGD["seed"])
 
 
 def _local_reference(X, y, replicas, every):
