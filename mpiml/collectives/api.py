@@ -37,6 +37,7 @@ from mpiml.collectives.select import choose
 from mpiml.collectives.transport import Transport
 from mpiml.collectives.workspace import Workspace
 from mpiml.errors import ArgumentError, MismatchError
+from mpiml.runtime import fault as _fault
 from mpiml.runtime.agree import raise_if_any
 from mpiml.runtime.comm import context_of
 
@@ -172,6 +173,8 @@ def allreduce(x, op="sum", algorithm="auto", comm=None, out=None, check=None, re
     numpy.ndarray
         The reduction, bitwise identical on every rank.
     """
+    if _fault.ARMED:
+        _fault.collective()
     context = context_of(comm)
     c = context.comm
     error = None
@@ -216,6 +219,8 @@ def reduce_scatter(x, op="sum", algorithm="auto", comm=None, counts=None, out=No
     numpy.ndarray
         1-D, ``counts[rank]`` elements.
     """
+    if _fault.ARMED:
+        _fault.collective()
     context = context_of(comm)
     c = context.comm
     p, r = c.Get_size(), c.Get_rank()
@@ -263,6 +268,8 @@ def allgather(x, algorithm="auto", comm=None, out=None, check=None):
     numpy.ndarray
         Shape ``(sum of rows, *x.shape[1:])``, identical on every rank.
     """
+    if _fault.ARMED:
+        _fault.collective()
     context = context_of(comm)
     c = context.comm
     p = c.Get_size()
@@ -304,6 +311,8 @@ def bcast(x, root=0, algorithm="auto", comm=None, segment_bytes=None, check=None
     ``algorithm`` is ``"auto"`` or a name in ``ALGORITHMS["bcast"]``: ``"native"``,
     ``"binomial"``, ``"pipeline"`` (segments of ``segment_bytes``, default 1 MiB).
     """
+    if _fault.ARMED:
+        _fault.collective()
     context = context_of(comm)
     c = context.comm
     error = None
@@ -334,6 +343,8 @@ def reduce(x, root=0, op="sum", algorithm="auto", comm=None, out=None, check=Non
     ``ALGORITHMS["reduce"]`` (``"native"``, ``"binomial"``). ``reproducible``: as in
     :func:`allreduce` (the maximum is an allreduce).
     """
+    if _fault.ARMED:
+        _fault.collective()
     context = context_of(comm)
     c = context.comm
     is_root = c.Get_rank() == root
@@ -396,6 +407,8 @@ def reproducible_sum(rows, comm=None, count=None, algorithm="auto", check=None):
     numpy.ndarray
         float64 of shape ``shape``, bitwise identical on every rank.
     """
+    if _fault.ARMED:
+        _fault.collective()
     rows = np.asarray(rows)
     error = None
     try:
