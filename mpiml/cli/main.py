@@ -19,6 +19,7 @@ SUBCOMMANDS = {
     "mf": ("mpiml.cli.mf", "matrix factorization for recommendation: ALS, implicit ALS, DSGD"),
     "sgd": ("mpiml.cli.sgd", "train a linear model (logistic, softmax, SVM, least squares) by distributed SGD"),
     "datagen": ("mpiml.cli.datagen", "write synthetic data sets (classification, regression, ...)"),
+    "run": ("mpiml.cli.run", "launch a job under mpiexec or srun; restart it from its checkpoint after a failure"),
 }
 
 # Commands whose ranks compute side by side: unless the user set OMP_NUM_THREADS (or the
