@@ -67,6 +67,10 @@ def run(args, kind, comm) -> dict:
             raise ArgumentError(f"cannot tell the format of {args.out}: use one of {', '.join(SUFFIXES)}")
         if not args.shards:
             check_writable(args.out, "--out")
+        else:
+            from mpiml.cli.outputs import check_output
+
+            check_output(args.out, "--out", folder=True)
         if args.test_out:
             if args.shards:
                 raise ArgumentError("--test-out writes one file: not with --shards")

@@ -25,6 +25,8 @@ SUBCOMMANDS = {
 # Commands whose ranks compute side by side: unless the user set OMP_NUM_THREADS (or the
 # BLAS variables), each rank gets its share of the node's cores for BLAS threads.
 SHARES_CORES = {"info", "bench", "tune", "sgd", "mf"}
+# Commands whose collectives choose algorithms by MPIML_TUNING (algorithm="auto").
+READS_TUNING = {"bench", "tune", "sgd", "mf"}
 
 EPILOG = """examples:
   mpiexec -n 4 mpiml info
@@ -82,6 +84,13 @@ def _dispatch(argv) -> int:
         from mpiml.runtime.threads import limit_blas_threads
 
         limit_blas_threads()
+    if name in READS_TUNING and not any(arg in ("-h", "--help", "--tuning") for arg in rest):
+        from mpiml.collectives.tuning import check_environment
+
+        try:
+            check_environment()  # a bad MPIML_TUNING is one line and exit 2 now, not a traceback mid-run
+        except ArgumentError as exc:
+            raise UsageError(str(exc)) from None
     return module.main(rest) or 0
 
 

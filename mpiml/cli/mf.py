@@ -15,6 +15,7 @@ import time
 from collections.abc import Mapping
 
 from mpiml.cli.output import emit_json, say, table
+from mpiml.cli.outputs import check_output
 from mpiml.cli.parser import Parser, check_writable, comma_list
 from mpiml.data.ratings import FORMATS
 from mpiml.errors import ArgumentError
@@ -152,6 +153,7 @@ def check(args) -> None:
             parse_spec(source)  # a bad spec is an error now, on every rank, not in the middle of loading
     check_writable(args.out, "--out")
     check_writable(args.plot, "--plot")
+    check_output(values.get("checkpoint_dir"), "--checkpoint-dir", folder=True)
     if args.plot:
         from mpiml.cli import plots
 
@@ -248,7 +250,12 @@ def main(argv=None) -> int:
         result["eval_seconds"] = time.perf_counter() - clock
     if args.out:
         clock = time.perf_counter()
-        model.save(args.out, comm=comm)
+        from mpi4py import MPI
+
+        from mpiml.cli.outputs import write_result
+
+        write_result(lambda path: model.save(path, comm=MPI.COMM_SELF), args.out, "--out", "model", comm,
+                     checkpoint_dir=model.checkpoint_dir)
         note(f"wrote {args.out}")
         result["model_path"] = args.out
         result["save_seconds"] = time.perf_counter() - clock

@@ -184,14 +184,10 @@ def count(text: str) -> int:
 
 
 def check_writable(path, flag: str) -> None:
-    """Raise :class:`UsageError` unless ``path`` can be created (its folder exists and is writable)."""
-    if path is None:
-        return
-    folder = Path(path).expanduser().resolve().parent
-    if not folder.is_dir():
-        raise UsageError(f"{flag} {path}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise UsageError(f"{flag} {path}: folder {folder} is not writable")
+    """Raise :class:`UsageError` unless ``path`` can be written (:func:`mpiml.cli.outputs.check_output`)."""
+    from mpiml.cli.outputs import check_output
+
+    check_output(path, flag)
 
 
 def option_spellings(parser) -> set[str]:

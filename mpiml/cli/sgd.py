@@ -191,7 +191,9 @@ def main(argv=None) -> int:
     if progress is not None:
         progress.clear()
     if args.out and not result.interrupted:
-        est.save(args.out)
+        from mpiml.cli.outputs import write_result
+
+        write_result(est.save, args.out, "--out", "trained model", comm, checkpoint_dir=args.checkpoint_dir)
         note(f"wrote {args.out}")
     summary = _summary(args, comm, est, result, load_seconds, fit_seconds, time.perf_counter() - started)
     if args.plot:
@@ -212,6 +214,7 @@ def check(args) -> dict:
 
     Pure: a function of the command line only, so every rank reaches the same verdict.
     """
+    from mpiml.cli.outputs import check_output
     from mpiml.cli.parser import check_writable
     from mpiml.errors import ArgumentError
 
@@ -219,11 +222,14 @@ def check(args) -> dict:
         raise ArgumentError("--resume needs --checkpoint-dir")
     if args.test and args.test_fraction:
         raise ArgumentError("give --test or --test-fraction, not both")
+    if args.test_fraction is not None and not 0 <= args.test_fraction < 1:
+        raise ArgumentError(f"--test-fraction must be in [0, 1), got {args.test_fraction}")
     if args.split == "classes" and args.model != "softmax":
         raise ArgumentError(f"--split classes splits the classes of --model softmax; --model {args.model} has "
                             "one output: use --split features")
     check_writable(args.out, "--out")
     check_writable(args.plot, "--plot")
+    check_output(args.checkpoint_dir, "--checkpoint-dir", folder=True)
     if args.plot:
         from mpiml.cli import plots
 

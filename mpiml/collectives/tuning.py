@@ -98,3 +98,24 @@ def rules_document(rules: dict) -> dict:
         document.setdefault(collective, {})[str(p)] = [
             {"min_bytes": int(start), "algorithm": name} for start, name in ranges]
     return document
+
+
+def check_environment(environ=None) -> Tuning | None:
+    """The tuning file named by ``MPIML_TUNING`` (None when unset), read now, before any work.
+
+    A missing or invalid file is an :class:`ArgumentError` naming the variable, marked
+    collective: every rank of a job sees the same environment and reads the same file, so
+    each raises it alike and the commands end with one ``mpiml: error:`` line, exit status 2,
+    instead of a traceback on every rank at the first ``auto`` decision.
+    """
+    import os
+
+    from mpiml.collectives.registry import ALGORITHMS
+
+    path = (os.environ if environ is None else environ).get("MPIML_TUNING", "")
+    if not path:
+        return None
+    try:
+        return load_tuning(path, ALGORITHMS)
+    except ArgumentError as exc:
+        raise ArgumentError(f"MPIML_TUNING: {exc}", collective=True) from None
