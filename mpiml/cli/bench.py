@@ -97,6 +97,9 @@ def main(argv=None) -> int:
         args.op = args.op or "sum"
         if args.iters is not None and args.iters < 1:
             raise ArgumentError("--iters must be at least 1")
+        if not 0 < args.min_time < float("inf") or args.max_iters < 1 or args.warmup < 0:
+            raise ArgumentError(f"--min-time must be a positive number (got {args.min_time}), --max-iters at least "
+                                f"1 (got {args.max_iters}), --warmup at least 0 (got {args.warmup})")
         if args.tuning:
             from mpiml.collectives.select import set_tuning
 

@@ -145,6 +145,8 @@ def check(args) -> None:
         raise ArgumentError("--resume needs --checkpoint-dir")
     if not 0.0 <= args.test_fraction < 1.0:
         raise ArgumentError("--test-fraction must be in [0, 1)")
+    if args.k < 1:
+        raise ArgumentError(f"--k must be at least 1, got {args.k}")
     params.validate(algorithm, values, labels={p.name: p.option for p in MODEL_FLAGS})
     for source in (args.ratings, args.test):
         if source and source.startswith("synthetic"):

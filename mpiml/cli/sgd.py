@@ -224,6 +224,10 @@ def check(args) -> dict:
         raise ArgumentError("give --test or --test-fraction, not both")
     if args.test_fraction is not None and not 0 <= args.test_fraction < 1:
         raise ArgumentError(f"--test-fraction must be in [0, 1), got {args.test_fraction}")
+    for flag, value, least in (("--n-features", args.n_features, 1), ("--classes", args.classes, 2),
+                               ("--stop-after-updates", args.stop_after_updates, 1)):
+        if value is not None and value < least:
+            raise ArgumentError(f"{flag} must be at least {least}, got {value}")
     if args.split == "classes" and args.model != "softmax":
         raise ArgumentError(f"--split classes splits the classes of --model softmax; --model {args.model} has "
                             "one output: use --split features")

@@ -101,6 +101,9 @@ def _render(args, command) -> str:
     from mpiml.slurm import templates
     from mpiml.slurm.render import render_script
 
+    from mpiml.cli.outputs import check_output
+
+    check_output(args.out, "--out")
     path = templates.find(args.template)
     _check_job_command(command, path.read_text())
     # The job may start in another folder: make the environment's path absolute, ~ expanded.

@@ -83,6 +83,9 @@ def main(argv=None) -> int:
         if not all(1 <= r <= comm.Get_size() for r in ranks):
             raise ArgumentError(f"--ranks must be between 1 and the job's {comm.Get_size()} ranks, got {ranks}")
         dtype = np.dtype(args.dtype)
+        if not 0 < args.min_time < float("inf") or args.max_iters < 1 or args.repeats < 1:
+            raise ArgumentError(f"--min-time must be a positive number (got {args.min_time}), --max-iters and "
+                                f"--repeats at least 1 (got {args.max_iters}, {args.repeats})")
         check_writable(args.out, "--out")  # before minutes of measuring
         check_writable(args.plot, "--plot")
         if args.plot:

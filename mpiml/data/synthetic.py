@@ -14,6 +14,8 @@ Specs (``--data synthetic:KIND[,key=value...]``)::
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import scipy.sparse as sp
 from scipy.special import expit
@@ -44,6 +46,8 @@ def parse_spec(spec: str) -> tuple[str, dict]:
             raise ArgumentError(f"bad value in synthetic option {pair!r}") from exc
     if options["n"] < 1 or options["d"] < 1 or options["classes"] < 2 or not 0 < options["density"] <= 1:
         raise ArgumentError(f"synthetic options out of range: {options}")
+    if options["seed"] < 0 or not (math.isfinite(options["separation"]) and 0 <= options["noise"] < math.inf):
+        raise ArgumentError(f"synthetic seed must be >= 0, separation finite, noise finite and >= 0: {options}")
     return kind, options
 
 

@@ -19,6 +19,7 @@ group with its own seeded stream), so the data set is the same whatever the numb
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -46,8 +47,10 @@ class SyntheticSpec:
         for name in ("users", "items", "ratings", "rank"):
             if getattr(self, name) < 1:
                 raise ArgumentError(f"synthetic {name} must be at least 1, got {getattr(self, name)}")
-        if self.noise < 0 or self.skew < 0:
+        if not (self.noise >= 0 and self.skew >= 0):  # NaN too: the popularity bisection would never end
             raise ArgumentError("synthetic noise and skew must be non-negative")
+        if not math.isfinite(self.mean) or math.isinf(self.noise) or math.isinf(self.skew) or self.seed < 0:
+            raise ArgumentError("synthetic mean, noise and skew must be finite and seed >= 0")
 
     def describe(self) -> str:
         return "synthetic:" + ",".join(f"{k}={v}" for k, v in asdict(self).items())

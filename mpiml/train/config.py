@@ -139,7 +139,7 @@ class TrainConfig:
                           minimum=0.0, open_min=True, used_by=("lbfgs",))
     warm_start_epochs: int = _setting(0, int, "averaged SGD epochs first", minimum=0, used_by=("lbfgs",),
                                       default_text="")
-    seed: int = _setting(0, int, "the seed of every random choice")
+    seed: int = _setting(0, int, "the seed of every random choice", minimum=0)
     checkpoint_every: int = _setting(0, int, "also every N updates", minimum=0, section="checkpoints",
                                      default_text="epochs only", **SGD)
     reproducible: bool = _setting(False, bool, "the same model at any rank count (sync, lbfgs): exact sums; "
