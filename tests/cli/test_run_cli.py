@@ -8,6 +8,7 @@ a run with ``--min-ranks`` finishes at fewer ranks, and exit status 2 is never r
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -73,8 +74,7 @@ def test_retry_decisions_and_the_next_command():
     assert [run.outcome(s) for s in (0, 2, 3, 1, 9, 137)] == ["done", "usage", "preempted", "failed", "failed",
                                                                 "failed"]
     assert run.exit_status(-9) == 137 and run.exit_status(9) == 9
-    job = run.plan(options(min_ranks=1), [*SGD, "--checkpoint-dir", "c", "--overwrite"] if False else
-                   [*SGD, "--checkpoint-dir", "c"], {})
+    job = run.plan(options(min_ranks=1), [*SGD, "--checkpoint-dir", "c"], {})
     assert run.next_ranks(job, 3) == 2 and run.next_ranks(job, 1) == 1  # mpiexec: one fewer, down to M
     same = run.plan(options(), [*SGD, "--checkpoint-dir", "c"], {})
     assert run.next_ranks(same, 2) == 2
@@ -118,7 +118,7 @@ def supervise(tmp_path, *args, env=None, timeout=240):
     return proc.returncode, out, err
 
 
-def job(ranks_out, tmp_path, name, *extra):
+def job(tmp_path, name, *extra):
     python_mpiml = [sys.executable, "-m", "mpiml", *SGD[1:]]
     return [*python_mpiml, "--checkpoint-every", "5", "--checkpoint-dir", str(tmp_path / f"ck-{name}"),
             "--out", str(tmp_path / f"{name}.npz"), "--json", *extra]
@@ -130,10 +130,10 @@ def model(path):
 
 
 def test_a_killed_rank_is_restarted_from_the_checkpoint_to_the_same_model(tmp_path):
-    status, _, err = supervise(tmp_path, "-n", "2", "--", *job(2, tmp_path, "steady"))
+    status, _, err = supervise(tmp_path, "-n", "2", "--", *job(tmp_path, "steady"))
     assert status == 0, err
     # Rank 1 dies on its 30th collective call (mid-training, after the checkpoint at update 21).
-    status, _, err = supervise(tmp_path, "-n", "2", "--restarts", "2", "--", *job(2, tmp_path, "killed"),
+    status, _, err = supervise(tmp_path, "-n", "2", "--restarts", "2", "--", *job(tmp_path, "killed"),
                                env={"MPIML_FAULT": "rank=1,collective=30"})
     assert status == 0, err
     assert "attempt 1/3: 2 rank(s)" in err and "attempt 1/3 ended with exit status" in err
@@ -146,24 +146,46 @@ def test_a_killed_rank_is_restarted_from_the_checkpoint_to_the_same_model(tmp_pa
 
 
 def test_with_min_ranks_a_restart_runs_on_fewer_ranks(tmp_path):
-    status, out, err = supervise(tmp_path, "-n", "3", "--min-ranks", "2", "--restarts", "1", "--",
-                                 *job(3, tmp_path, "shrunk"), env={"MPIML_FAULT": "rank=2,collective=30"})
+    status, out, err = supervise(tmp_path, "-n", "2", "--min-ranks", "1", "--restarts", "1", "--",
+                                 *job(tmp_path, "shrunk"), env={"MPIML_FAULT": "rank=1,collective=30"})
     assert status == 0, err
-    assert "attempt 1/2: 3 rank(s)" in err and "restarting on 2 rank(s)" in err
-    assert "attempt 2/2: 2 rank(s) under mpiexec, resuming from step" in err, err
-    summary = [line for line in out.splitlines() if line.startswith("{")][-1]
-    assert '"ranks": 2' in summary and '"resumed_from_update": null' not in summary
+    assert "attempt 1/2: 2 rank(s)" in err and "restarting on 1 rank(s)" in err
+    assert "attempt 2/2: 1 rank(s) under mpiexec, resuming from step 21" in err, err
+    summary = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
+    assert summary["ranks"] == 1 and summary["resumed_from_update"] == 21 and summary["updates"] == 28
     assert np.isfinite(model(tmp_path / "shrunk.npz")["theta"]).all()
 
 
-def test_usage_errors_are_not_retried_and_restarts_run_out(tmp_path):
-    # Exit status 2 (a bad input found by the job itself): one attempt only.
-    status, _, err = supervise(tmp_path, "-n", "2", "--restarts", "3", "--", *job(2, tmp_path, "bad"),
-                               "--label-column", "99", timeout=120)
-    assert status == 2 and "attempt 1/4 ended with exit status 2" in err and "not retried" in err, err
-    assert "attempt 2/4" not in err
-    # A fault on every attempt: the restarts run out and the last status is this command's.
-    status, _, err = supervise(tmp_path, "-n", "2", "--restarts", "1", "--", *job(2, tmp_path, "doomed"),
-                               env={"MPIML_FAULT": "rank=0,collective=5", "MPIML_FAULT_ATTEMPTS": "1,2"})
-    assert status not in (0, 2, 3) and "attempt 2/2 ended with exit status" in err, err
-    assert "no restarts left (--restarts 1)" in err
+def test_what_is_retried_and_what_is_not(tmp_path):
+    """Exit statuses 2 and 3 end the supervision at once; others are retried until the restarts run out."""
+    def exiting(code):
+        return ["--", sys.executable, "-c", f"import sys; print('ran', flush=True); sys.exit({code})"]
+
+    status, out, err = supervise(tmp_path, "-n", "1", "--restarts", "3", *exiting(2))
+    assert status == 2 and out.count("ran") == 1 and "attempt 1/4 ended with exit status 2" in err, err
+    assert "(bad input or arguments): not retried" in err and "attempt 2/4" not in err
+    status, out, err = supervise(tmp_path, "-n", "1", "--restarts", "1", *exiting(5))
+    assert status == 5 and out.count("ran") == 2, err
+    assert "attempt 2/2 ended with exit status 5" in err and "no restarts left (--restarts 1)" in err
+    # Exit status 3 (checkpointed on a signal): test_a_signal_is_passed_on_to_the_job_and_ends_the_supervision
+
+
+def test_a_signal_is_passed_on_to_the_job_and_ends_the_supervision(tmp_path):
+    """SIGUSR1 (what Slurm sends before a time limit) reaches the job, whose status is then final."""
+    program = ("import signal, sys, time; signal.signal(signal.SIGUSR1, lambda *a: sys.exit(3)); "
+               "print('ready', flush=True); time.sleep(60)")
+    environment = mpi_env({"MPIML_MPIEXEC": mpiexec_command(1, [])[0]})
+    proc = subprocess.Popen([*MPIML, "run", "-n", "1", "--restarts", "2", "--", sys.executable, "-c", program],
+                            cwd=tmp_path, env=environment, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGUSR1)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode == 3, err
+    assert "attempt 1/3 ended with exit status 3" in err and "attempt 2/3" not in err
