@@ -186,7 +186,9 @@ def job_command(plan: Plan, attempt: int) -> list:
 def launch_command(plan: Plan, ranks: int, command, mpiexec: str = "mpiexec", exclude=()) -> list:
     """The launcher line that runs ``command`` on ``ranks`` ranks (``exclude``: srun nodes to avoid)."""
     if plan.launcher == "srun":
-        line = ["srun"] + ([f"--mpi={plan.mpi}"] if plan.mpi else []) + [f"--ntasks={ranks}"]
+        # --kill-on-bad-exit: a rank that dies ends the step, instead of leaving the others
+        # blocked in a collective until the time limit (srun's default).
+        line = ["srun"] + ([f"--mpi={plan.mpi}"] if plan.mpi else []) + [f"--ntasks={ranks}", "--kill-on-bad-exit=1"]
         if exclude:
             line.append("--exclude=" + ",".join(sorted(exclude)))
         return [*line, *command]

@@ -61,7 +61,7 @@ def test_inside_slurm_the_launcher_is_srun_with_the_allocation_s_tasks():
     job = run.plan(options(ranks=None, launcher="auto", mpi="pmi2", min_ranks=4), ["hostname"], environ)
     assert (job.launcher, job.ranks, job.min_ranks) == ("srun", 8, 4)
     assert run.launch_command(job, 6, ["hostname"], exclude={"n3"}) == [
-        "srun", "--mpi=pmi2", "--ntasks=6", "--exclude=n3", "hostname"]
+        "srun", "--mpi=pmi2", "--ntasks=6", "--kill-on-bad-exit=1", "--exclude=n3", "hostname"]
     assert run.tasks_per_node(environ) == 2 and run.tasks_per_node({"SLURM_NTASKS_PER_NODE": "3"}) == 3
     sinfo = "n1 idle\nn2 down*\nn3 allocated\nn4 draining\nn5 mixed~\n"
     assert run.nodes_gone(sinfo) == {"n2", "n4"}
@@ -189,3 +189,33 @@ def test_a_signal_is_passed_on_to_the_job_and_ends_the_supervision(tmp_path):
             proc.communicate()
     assert proc.returncode == 3, err
     assert "attempt 1/3 ended with exit status 3" in err and "attempt 2/3" not in err
+
+
+FAKE_MPIML = """#!/usr/bin/env python3
+import json, os, sys
+with open(os.environ["MPIML_RECORD"], "w") as out:
+    json.dump(sys.argv[1:], out)
+"""
+
+
+@pytest.mark.parametrize("template,expected", [
+    ("preemptible", ["run", "--restarts", "2", "--min-ranks", "4", "--mpi", "pmi2", "--"]),
+    ("multi-node", ["run", "-n", "4", "--restarts", "0", "--min-ranks", "4", "--launcher", "srun", "--mpi", "pmi2",
+                    "--"]),
+])
+def test_the_slurm_templates_start_the_job_through_mpiml_run(tmp_path, template, expected):
+    from mpiml.slurm import templates
+    from mpiml.slurm.render import render_script
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "mpiml").write_text(FAKE_MPIML)
+    (bin_dir / "mpiml").chmod(0o700)
+    command = ["mpiml", "sgd", "--epochs", "2", "it's $(here)"]
+    script = tmp_path / "job.sbatch"
+    script.write_text(render_script(templates.find(template).read_text(), {}, command))
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "MPIML_RECORD": str(tmp_path / "argv.json"), "HOME": str(tmp_path),
+           "SLURM_JOB_ID": "1", "SLURM_NTASKS": "4", "SLURM_JOB_NODELIST": "n[1-2]", "SLURM_SUBMIT_DIR": str(tmp_path)}
+    done = subprocess.run(["bash", str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "argv.json").read_text()) == [*expected, *command]
