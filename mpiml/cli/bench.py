@@ -141,15 +141,18 @@ def main(argv=None) -> int:
     if comm.Get_rank() == 0:
         try:
             if args.csv:
-                report.write_csv(args.csv, records)
-                note(f"wrote {args.csv}")
+                from mpiml.cli.outputs import rescue
+
+                error = rescue(lambda path: report.write_csv(path, records), args.csv, "--csv", "results table")
+                if error is None:
+                    note(f"wrote {args.csv}")
             if args.plot:
                 title = (f"mpiml bench {args.collective}: p={comm.Get_size()}, {dtype}"
                          + (f", op {args.op}" if reduces else "") + (", in place" if args.in_place else ""))
                 plots.bench(args.plot, records, title, warning(facts))
                 note(f"wrote {args.plot}")
-        except (ArgumentError, OSError) as exc:
-            error = exc if isinstance(exc, ArgumentError) else ArgumentError(f"cannot write output: {exc}")
+        except (ArgumentError, OSError) as exc:  # the plot: a rescued table's message comes first
+            error = error or (exc if isinstance(exc, ArgumentError) else ArgumentError(f"cannot write output: {exc}"))
     raise_if_any(error, comm)
     wrong = [f"{r['algorithm']}@{r['bytes']}" for r in records if r["correct"] is False]
     if args.json:

@@ -106,15 +106,18 @@ def main(argv=None) -> int:
     error = None
     if comm.Get_rank() == 0:
         try:
-            write_tuning(args.out, document)
-            note(f"wrote {args.out}; use it with MPIML_TUNING={args.out}")
+            from mpiml.cli.outputs import rescue
+
+            error = rescue(lambda path: write_tuning(path, document), args.out, "--out", "tuning file")
+            if error is None:
+                note(f"wrote {args.out}; use it with MPIML_TUNING={args.out}")
             if args.plot:
                 from mpiml.cli import plots
 
                 plots.tune(args.plot, {**document, "ranks": comm.Get_size()})
                 note(f"wrote {args.plot}")
-        except OSError as exc:
-            error = ArgumentError(f"cannot write {exc.filename or args.out}: {exc}")
+        except OSError as exc:  # the plot: a rescued tuning file's message comes first
+            error = error or ArgumentError(f"cannot write {exc.filename or args.out}: {exc}")
         except ArgumentError as exc:
             error = exc
     raise_if_any(error, comm)
