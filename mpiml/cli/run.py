@@ -342,7 +342,8 @@ def main(argv=None) -> int:
                     forwarder.received = "SIGINT"
             status = exit_status(returncode)
             ended = outcome(status)
-            text = f"attempt {attempt}/{attempts} ended with exit status {status} after {time.monotonic() - started:.1f} s"
+            seconds = time.monotonic() - started
+            text = f"attempt {attempt}/{attempts} ended with exit status {status} after {seconds:.1f} s"
             if ended == "done":
                 log(text + ": done")
                 return 0

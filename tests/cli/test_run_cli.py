@@ -214,7 +214,8 @@ def test_the_slurm_templates_start_the_job_through_mpiml_run(tmp_path, template,
     command = ["mpiml", "sgd", "--epochs", "2", "it's $(here)"]
     script = tmp_path / "job.sbatch"
     script.write_text(render_script(templates.find(template).read_text(), {}, command))
-    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "MPIML_RECORD": str(tmp_path / "argv.json"), "HOME": str(tmp_path),
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "MPIML_RECORD": str(tmp_path / "argv.json"),
+           "HOME": str(tmp_path),
            "SLURM_JOB_ID": "1", "SLURM_NTASKS": "4", "SLURM_JOB_NODELIST": "n[1-2]", "SLURM_SUBMIT_DIR": str(tmp_path)}
     done = subprocess.run(["bash", str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
