@@ -38,6 +38,8 @@ from mpiml.cli.parser import Parser, UsageError
 EXIT_USAGE = 2
 EXIT_PREEMPTED = 3  # mpiml.runtime.preempt.EXIT_PREEMPTED (not imported: it would start nothing, but keep this light)
 FAULT_ATTEMPTS = "MPIML_FAULT_ATTEMPTS"  # test-only: the attempts that keep MPIML_FAULT (default: the first)
+# Set in every rank a launcher started: mpiml run must not itself run as one.
+LAUNCHED = ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK")
 # Forwarded to the launcher, which passes them on to every rank (SIGUSR1/SIGTERM: checkpoint and stop).
 FORWARDED = ("SIGTERM", "SIGUSR1", "SIGUSR2", "SIGHUP")
 # sinfo node states (lower case, without the flags * ~ # ! % $ @ ^ - +) where no rank can run.
@@ -57,11 +59,12 @@ the supervision (the job's status is this command's).
 
 
 def build_parser():
-    parser = Parser(prog="mpiml run", description="Run a job under mpiexec or srun; restart it from its last "
+    parser = Parser(prog="mpiml run", usage="%(prog)s [-n P] [--restarts N] [--min-ranks M] [--launcher NAME] "
+                    "[--mpi PLUGIN] -- COMMAND ...", description="Run a job under mpiexec or srun; restart it from its last "
                     "checkpoint when a rank dies. Put the job's command after `--`.", epilog=EPILOG)
     parser.add_argument("-n", "--ranks", type=int, metavar="P",
                         help="ranks of the first attempt (default: $SLURM_NTASKS in a Slurm job; needed otherwise)")
-    parser.add_argument("--restarts", type=int, default=0,
+    parser.add_argument("--restarts", type=int, default=0, metavar="N",
                         help="restarts after a failure, each from the last checkpoint (default 0: run once)")
     parser.add_argument("--min-ranks", type=int, metavar="M",
                         help="a restart may run on as few as M ranks (default: P, the same count)")
@@ -125,6 +128,9 @@ def plan(args, command, environ) -> Plan:
         if resumable and args.restarts > 0 and not checkpoint_dir:
             raise UsageError(f"mpiml run: --restarts needs a job that checkpoints: give mpiml {arguments[0]} "
                              "--checkpoint-dir DIR (or set MPIML_CHECKPOINT_DIR)")
+    if any(name in environ for name in LAUNCHED):
+        raise UsageError("mpiml run starts the ranks itself: run it without mpiexec or srun in front "
+                         "(in a Slurm job script: mpiml run ... -- COMMAND)")
     return Plan(tuple(command), ranks, min_ranks, args.restarts, launcher, resumable, checkpoint_dir, args.mpi)
 
 

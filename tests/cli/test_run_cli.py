@@ -52,6 +52,8 @@ def test_plan_reads_the_job_and_refuses_what_cannot_restart(tmp_path):
         run.plan(options(restarts=-1), ["hostname"], {})
     with pytest.raises(UsageError, match="--mpi is srun's option"):
         run.plan(options(mpi="pmi2"), ["hostname"], {})
+    with pytest.raises(UsageError, match="starts the ranks itself"):
+        run.plan(options(), ["hostname"], {"PMI_RANK": "0"})  # under mpiexec by mistake
     other = run.plan(options(), ["python", "train.py"], {})  # not mpiml: rerun as it is
     assert not other.resumable and run.job_command(other, 2) == ["python", "train.py"]
 
