@@ -122,7 +122,7 @@ def supervise(tmp_path, *args, env=None, timeout=240):
 
 def job(tmp_path, name, *extra):
     python_mpiml = [sys.executable, "-m", "mpiml", *SGD[1:]]
-    return [*python_mpiml, "--checkpoint-every", "5", "--checkpoint-dir", str(tmp_path / f"ck-{name}"),
+    return [*python_mpiml, "--checkpoint-dir", str(tmp_path / f"ck-{name}"),
             "--out", str(tmp_path / f"{name}.npz"), "--json", *extra]
 
 
