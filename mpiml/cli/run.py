@@ -271,25 +271,49 @@ def _mpiexec(environ) -> str:
     return found
 
 
-def _slurm_gone(environ) -> set:
-    """The allocation's nodes that are down now (empty when sinfo cannot tell)."""
-    nodes = environ.get("SLURM_JOB_NODELIST")
-    if not nodes or not shutil.which("sinfo"):
-        return set()
-    try:
-        done = subprocess.run(["sinfo", "-h", "-N", "-n", nodes, "-o", "%N %T"], capture_output=True, text=True,
-                              timeout=60)
-    except (OSError, subprocess.SubprocessError):
-        return set()
-    return nodes_gone(done.stdout) if done.returncode == 0 else set()
-
-
-def _slurm_available(environ, gone: set) -> int | None:
-    per_node = tasks_per_node(environ)
-    count = environ.get("SLURM_JOB_NUM_NODES", environ.get("SLURM_NNODES", ""))
-    if per_node is None or not count.isdigit():
+def job_allocation(scontrol_text: str) -> tuple[str, int] | None:
+    """``(NodeList, NumNodes)`` from ``scontrol -o show job`` (a failed node leaves a ``--no-kill`` job's list)."""
+    fields = dict(word.split("=", 1) for word in scontrol_text.split() if "=" in word)
+    count = fields.get("NumNodes", "").split("-")[0]
+    if not fields.get("NodeList") or not count.isdigit():
         return None
-    return per_node * max(int(count) - len(gone), 0)
+    return fields["NodeList"], int(count)
+
+
+def slurm_step_env(environ, nodelist: str, count: int) -> dict:
+    """The environment of a restart's srun after the allocation changed to ``nodelist`` (``count`` nodes).
+
+    srun refuses a step whose ``SLURM_JOB_NUM_NODES`` differs from the job's allocation.
+    """
+    env = dict(environ)
+    env.update(SLURM_JOB_NODELIST=nodelist, SLURM_NODELIST=nodelist, SLURM_JOB_NUM_NODES=str(count),
+               SLURM_NNODES=str(count))
+    for stale in ("SLURM_TASKS_PER_NODE", "SLURM_NTASKS", "SLURM_NPROCS"):  # --ntasks says it now
+        env.pop(stale, None)
+    return env
+
+
+def _run_quietly(argv) -> str | None:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def _slurm_state(environ) -> tuple[dict, set, int | None]:
+    """After a failed step: (the next step's environment, nodes to exclude, ranks the nodes left can hold)."""
+    per_node = tasks_per_node(environ)
+    text = _run_quietly(["scontrol", "-o", "show", "job", environ.get("SLURM_JOB_ID", "")])
+    allocation = job_allocation(text) if text else None
+    if allocation is None:
+        return environ, set(), None
+    nodelist, _ = allocation
+    names = (_run_quietly(["scontrol", "show", "hostnames", nodelist]) or "").split()
+    gone = nodes_gone(_run_quietly(["sinfo", "-h", "-N", "-n", nodelist, "-o", "%N %T"]) or "") & set(names)
+    alive = len(names) - len(gone) if names else None
+    env = slurm_step_env(environ, nodelist, len(names)) if names else environ
+    return env, gone, None if per_node is None or alive is None else per_node * alive
 
 
 class _Forwarder:
@@ -327,7 +351,7 @@ def main(argv=None) -> int:
     if job.launcher == "srun" and not shutil.which("srun"):
         raise UsageError("mpiml run: srun is not on PATH (use --launcher mpiexec)")
     attempts = job.restarts + 1
-    ranks, status, gone = job.ranks, 0, set()
+    ranks, status, gone, step_env = job.ranks, 0, set(), environ
     with _Forwarder() as forwarder:
         for attempt in range(1, attempts + 1):
             line = launch_command(job, ranks, job_command(job, attempt), mpiexec, gone)
@@ -337,7 +361,7 @@ def main(argv=None) -> int:
             log(f"attempt {attempt}/{attempts}: {ranks} rank(s) under {job.launcher}{where}")
             started = time.monotonic()
             try:
-                forwarder.child = subprocess.Popen(line, env=attempt_env(environ, attempt))
+                forwarder.child = subprocess.Popen(line, env=attempt_env(step_env, attempt))
             except OSError as exc:
                 raise UsageError(f"mpiml run: cannot start {line[0]}: {exc.strerror or exc}") from None
             while True:
@@ -367,15 +391,16 @@ def main(argv=None) -> int:
                 log(text + (f": no restarts left (--restarts {job.restarts})" if job.restarts else ""))
                 return status
             if job.launcher == "srun":
-                gone = _slurm_gone(environ)
-                available = _slurm_available(environ, gone)
+                step_env, gone, available = _slurm_state(environ)
                 following = next_ranks(job, ranks, ranks if available is None else available)
             else:
                 following = next_ranks(job, ranks)
             if following is None:
-                log(text + f": nodes {','.join(sorted(gone)) or '?'} are gone and fewer than --min-ranks "
-                    f"{job.min_ranks} ranks fit on the rest: not retried")
+                log(text + f": the nodes left hold fewer than --min-ranks {job.min_ranks} ranks: not retried")
                 return status
+            if step_env.get("SLURM_JOB_NODELIST") != environ.get("SLURM_JOB_NODELIST") or gone:
+                log(f"nodes now {step_env.get('SLURM_JOB_NODELIST')}"
+                    + (f", excluding {','.join(sorted(gone))} (down)" if gone else ""))
             log(text + ": restarting" + (f" on {following} rank(s)" if following != ranks else ""))
             ranks = following
     return status

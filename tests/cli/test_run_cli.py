@@ -70,6 +70,12 @@ def test_inside_slurm_the_launcher_is_srun_with_the_allocation_s_tasks():
     assert run.next_ranks(job, 8, available=2 * 2) == 4      # two of four nodes gone: 4 ranks still fit
     assert run.next_ranks(job, 8, available=2 * 1) is None   # fewer than --min-ranks: give up
     assert run.next_ranks(job, 6, available=8) == 6          # never more than before
+    # A failed node leaves a --no-kill job: srun then needs the smaller allocation in its environment.
+    line = "JobId=7 JobName=x NumNodes=3 NumCPUs=6 NodeList=n[1,3-4] BatchHost=n1"
+    assert run.job_allocation(line) == ("n[1,3-4]", 3) and run.job_allocation("JobId=7") is None
+    step = run.slurm_step_env({**environ, "SLURM_TASKS_PER_NODE": "2(x4)", "HOME": "/h"}, "n[1,3-4]", 3)
+    assert step["SLURM_JOB_NUM_NODES"] == step["SLURM_NNODES"] == "3" and step["SLURM_NODELIST"] == "n[1,3-4]"
+    assert "SLURM_TASKS_PER_NODE" not in step and "SLURM_NTASKS" not in step and step["HOME"] == "/h"
 
 
 def test_retry_decisions_and_the_next_command():
