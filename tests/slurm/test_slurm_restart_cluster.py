@@ -63,8 +63,12 @@ def test_a_node_lost_from_a_no_kill_job_restarts_on_the_nodes_left(slurm_cluster
         done = slurm_cluster.run("scontrol", "update", f"nodename={lost}", "state=down", "reason=mpiml-test")
         assert done.returncode == 0, done.stderr
         finished = slurm_cluster.wait(job, timeout=600)
-    finally:
+    finally:  # back in service before the next test submits (it would wait for two nodes)
         slurm_cluster.run("scontrol", "update", f"nodename={lost}", "state=resume")
+        until = time.monotonic() + 120
+        while time.monotonic() < until and "idle" not in slurm_cluster.run("sinfo", "-h", "-n", lost, "-o",
+                                                                            "%T").stdout:
+            time.sleep(0.5)
     text = log.read_text()
     assert finished.ok, (finished.states, text)
     assert "mpiml run: attempt 1/2: 4 rank(s) under srun" in text, text
