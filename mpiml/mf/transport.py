@@ -30,6 +30,7 @@ import numpy as np
 from mpiml.collectives import allgather, allreduce
 from mpiml.errors import ArgumentError, CheckpointError
 from mpiml.runtime.agree import raise_if_any
+from mpiml.runtime import fingerprint
 from mpiml.runtime.checkpoint import read_checkpoint, write_checkpoint
 from mpiml.runtime.comm import private_comm, resolve_comm
 
@@ -192,23 +193,22 @@ def save_checkpoint(directory, step: int, arrays: dict, meta: dict, comm=None) -
     raise_if_any(error, comm)
 
 
-def load_checkpoint(directory, expect: dict, comm=None):
-    """``(arrays, manifest)`` of the latest checkpoint (read on rank 0, broadcast), or None.
+def load_checkpoint(directory, expect: dict, comm=None, check=None):
+    """``(arrays, manifest)`` of the latest good checkpoint (read on rank 0, broadcast), or None.
 
-    Raises :class:`CheckpointError` on every rank if it cannot be read or if a value of
-    ``expect`` (algorithm, sizes, rank) differs from the manifest's.
+    ``expect`` is this run's fingerprint (:mod:`mpiml.runtime.fingerprint`); ``check(arrays,
+    meta)`` raises :class:`CheckpointError` for a checkpoint that lacks what the run needs
+    (it then counts as corrupt, and the previous one is tried). Raises
+    :class:`CheckpointError` on every rank if no checkpoint can be read, or if the
+    fingerprint differs from the checkpoint's (naming each difference).
     """
     comm = resolve_comm(comm)
     found, error = None, None
     if comm.Get_rank() == 0:
         try:
-            found = read_checkpoint(directory)
+            found = read_checkpoint(directory, check)
             if found is not None:
-                wrong = {k: (found[1].get(k), v) for k, v in expect.items() if found[1].get(k) != v}
-                if wrong:
-                    raise CheckpointError(
-                        f"checkpoint in {directory} does not fit this run: "
-                        + ", ".join(f"{k} is {have!r} there, {want!r} here" for k, (have, want) in wrong.items()))
+                fingerprint.check(found[1].get("fingerprint"), expect, directory)
         except CheckpointError as exc:
             error = exc
     raise_if_any(error, comm)
