@@ -106,9 +106,13 @@ def ratings_digest(users, items, values, comm=None) -> dict:
     return {"ratings": sum(c for c, _ in gathered), "hash": f"{sum(h for _, h in gathered) & _MASK:016x}"}
 
 
+_ORDER = ("rows", "ratings", "features", "users", "items", "hash")
+
+
 def _text(value) -> str:
     if isinstance(value, dict):
-        return "(" + ", ".join(f"{k} {_text(v)}" for k, v in value.items() if k != "source") + ")"
+        keys = sorted((k for k in value if k != "source"), key=lambda k: (_ORDER + (k,)).index(k))
+        return "(" + ", ".join(f"{k} {_text(value[k])}" for k in keys) + ")"
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)
