@@ -29,9 +29,9 @@ import numpy as np
 
 from mpiml.collectives import allgather, allreduce
 from mpiml.errors import ArgumentError, CheckpointError
-from mpiml.runtime.agree import raise_if_any
 from mpiml.runtime import fingerprint
 from mpiml.runtime.checkpoint import read_checkpoint, write_checkpoint
+from mpiml.runtime.checkpoint_dir import root_verdict
 from mpiml.runtime.comm import private_comm, resolve_comm
 
 EXCHANGES = ("auto", "ring", "native")
@@ -190,7 +190,7 @@ def save_checkpoint(directory, step: int, arrays: dict, meta: dict, comm=None) -
             write_checkpoint(directory, step, arrays, meta)
         except CheckpointError as exc:
             error = exc
-    raise_if_any(error, comm)
+    root_verdict(error, comm)
 
 
 def load_checkpoint(directory, expect: dict, comm=None, check=None):
@@ -211,5 +211,5 @@ def load_checkpoint(directory, expect: dict, comm=None, check=None):
                 fingerprint.check(found[1].get("fingerprint"), expect, directory)
         except CheckpointError as exc:
             error = exc
-    raise_if_any(error, comm)
+    root_verdict(error, comm)
     return private_comm(comm).bcast(found, root=0)

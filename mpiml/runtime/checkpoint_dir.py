@@ -23,7 +23,6 @@ from pathlib import Path
 
 from mpiml.errors import CheckpointError
 from mpiml.runtime import checkpoint
-from mpiml.runtime.agree import raise_if_any
 from mpiml.runtime.lock import DirectoryLock
 
 # When the directory comes from $MPIML_CHECKPOINT_DIR, each command uses its own subdirectory
@@ -54,6 +53,27 @@ class CheckpointDir(os.PathLike):
         return f"CheckpointDir({str(self.path)!r})"
 
 
+def root_verdict(error, comm=None, bcast=None) -> None:
+    """Raise rank 0's ``error`` (or nothing) on every rank, the same message everywhere (collective).
+
+    For decisions only rank 0 can make (it alone reads and writes checkpoints); ``bcast``
+    (an object broadcast from rank 0) replaces ``comm``'s.
+    """
+    verdict = None if error is None else (type(error), str(error))
+    if bcast is not None:
+        verdict = bcast(verdict)
+    elif comm is not None:
+        from mpiml.runtime.comm import private_comm
+
+        verdict = private_comm(comm).bcast(verdict, root=0)
+    if verdict is not None:
+        cls, message = verdict
+        try:
+            raise cls(message, collective=True)
+        except TypeError:  # not an mpiml error class
+            raise CheckpointError(message, collective=True) from None
+
+
 def fingerprint_of(directory) -> dict:
     """The fingerprint a :class:`CheckpointDir` carries ({} for a plain path)."""
     return directory.fingerprint if isinstance(directory, CheckpointDir) else {}
@@ -67,7 +87,7 @@ def _describe(directory: Path) -> str:
 
 
 def _open(directory: Path, command: str, resume: bool, overwrite: bool) -> DirectoryLock:
-    lock = DirectoryLock(directory, command).acquire()
+    lock = DirectoryLock(directory, f"mpiml {command}").acquire()
     try:
         if lock.took_over:
             checkpoint.warn(f"took over the lock of {directory} left by PID {lock.took_over.get('pid')} "
@@ -106,10 +126,7 @@ def session(path, command: str, fingerprint: dict, resume: bool = False, overwri
             error = exc
         except OSError as exc:
             error = CheckpointError(f"cannot use checkpoint directory {directory}: {exc}")
-    if comm is not None:
-        raise_if_any(error, comm)
-    elif error is not None:
-        raise error
+    root_verdict(error, comm)
     try:
         yield CheckpointDir(directory, {"command": command, **fingerprint})
     finally:

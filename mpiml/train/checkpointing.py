@@ -31,7 +31,7 @@ import numpy as np
 from mpiml.errors import CheckpointError
 from mpiml.runtime import fingerprint
 from mpiml.runtime.checkpoint import read_checkpoint, write_checkpoint
-from mpiml.runtime.checkpoint_dir import fingerprint_of
+from mpiml.runtime.checkpoint_dir import fingerprint_of, root_verdict
 from mpiml.train import plan
 
 # Settings a resumed run may change: how much further to train (epochs; not with the cosine
@@ -74,7 +74,7 @@ def save_state(view) -> str | None:
             name = write_checkpoint(view.checkpoint_dir, view.t, arrays, meta).name
         except CheckpointError as exc:
             error = exc
-    view.group.agree(error)
+    root_verdict(error, bcast=view.group.bcast_object)
     return view.group.bcast_object(name)
 
 
@@ -119,7 +119,7 @@ def load_state(view) -> int | None:
                 fingerprint.check(found[1].get("fingerprint"), run_fingerprint(view), view.checkpoint_dir)
         except CheckpointError as exc:
             error = exc
-    view.group.agree(error)
+    root_verdict(error, bcast=view.group.bcast_object)
     found = view.group.bcast_object(found)
     if found is None:
         return None
