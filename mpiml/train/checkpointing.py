@@ -112,7 +112,7 @@ def _complete(view):
 def load_state(view) -> int | None:
     """Restore ``view`` from the latest checkpoint, if any; returns its update count."""
     found = error = None
-    if view.group.rank == 0:
+    if getattr(view.group, "reader", view.group.rank == 0):
         try:
             found = read_checkpoint(view.checkpoint_dir, _complete(view))
             if found is not None:
