@@ -29,7 +29,6 @@ import numpy as np
 
 from mpiml.collectives import allgather, allreduce
 from mpiml.errors import ArgumentError, CheckpointError
-from mpiml.runtime import fingerprint
 from mpiml.runtime.checkpoint import read_checkpoint, write_checkpoint
 from mpiml.runtime.checkpoint_dir import root_verdict
 from mpiml.runtime.comm import private_comm, resolve_comm
@@ -206,9 +205,7 @@ def load_checkpoint(directory, expect: dict, comm=None, check=None):
     found, error = None, None
     if comm.Get_rank() == 0:
         try:
-            found = read_checkpoint(directory, check)
-            if found is not None:
-                fingerprint.check(found[1].get("fingerprint"), expect, directory)
+            found = read_checkpoint(directory, check, expect)
         except CheckpointError as exc:
             error = exc
     root_verdict(error, comm)

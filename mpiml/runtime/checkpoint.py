@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from mpiml.errors import CheckpointError
-from mpiml.runtime import fault
+from mpiml.runtime import fault, fingerprint
 from mpiml.runtime.files import atomic_write
 
 FORMAT = 2
@@ -209,7 +209,7 @@ def write_checkpoint(directory, step: int, arrays: dict, meta: dict | None = Non
     return directory / name
 
 
-def _load(directory: Path, name: str, sha: str | None, check) -> tuple:
+def _load(directory: Path, name: str, sha: str | None, check, expect=None) -> tuple:
     """``(arrays, meta)`` of one checkpoint file; raises ``ValueError`` saying why it is unusable."""
     path = directory / name
     if path.is_symlink() or not path.is_file():
@@ -232,6 +232,8 @@ def _load(directory: Path, name: str, sha: str | None, check) -> tuple:
         raise ValueError(f"its meta is not valid JSON ({exc})") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("step"), int):
         raise ValueError("its meta is malformed")
+    if expect is not None:  # another run's checkpoint is not corrupt: refused, with no fallback
+        fingerprint.check(meta.get("fingerprint"), expect, directory)
     if check is not None:
         try:
             check(arrays, meta)
@@ -242,11 +244,13 @@ def _load(directory: Path, name: str, sha: str | None, check) -> tuple:
     return arrays, meta
 
 
-def read_checkpoint(directory, check=None):
+def read_checkpoint(directory, check=None, expect=None):
     """``(arrays, manifest)`` of the latest good checkpoint in ``directory``, or None if there is none.
 
     ``check(arrays, meta)`` may raise :class:`CheckpointError` for a checkpoint that lacks
-    what the caller needs (wrong keys or shapes): it counts as corrupt. A corrupt latest
+    what the caller needs (wrong keys or shapes): it counts as corrupt. With ``expect`` (a
+    fingerprint, :mod:`mpiml.runtime.fingerprint`), an intact checkpoint of another run is
+    refused, naming every difference, before ``check`` runs. A corrupt latest
     falls back to the previous one with a warning; ``manifest`` is then the fallback's
     meta with ``latest`` and ``step``. Raises :class:`CheckpointError` (naming the files
     and why) when no checkpoint is usable, or the manifest is of an unknown format.
@@ -267,7 +271,7 @@ def read_checkpoint(directory, check=None):
         reason = _entry_error(entry) if manifest is not None else None
         if reason is None:
             try:
-                arrays, meta = _load(directory, name, entry["sha256"], check)
+                arrays, meta = _load(directory, name, entry["sha256"], check, expect)
             except (OSError, ValueError) as exc:
                 reason = str(exc)
             else:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import numpy as np
 
 from mpiml.errors import CheckpointError
-from mpiml.runtime import fingerprint
 from mpiml.runtime.checkpoint import read_checkpoint, write_checkpoint
 from mpiml.runtime.checkpoint_dir import fingerprint_of, root_verdict
 from mpiml.train import plan
@@ -114,9 +113,7 @@ def load_state(view) -> int | None:
     found = error = None
     if getattr(view.group, "reader", view.group.rank == 0):
         try:
-            found = read_checkpoint(view.checkpoint_dir, _complete(view))
-            if found is not None:
-                fingerprint.check(found[1].get("fingerprint"), run_fingerprint(view), view.checkpoint_dir)
+            found = read_checkpoint(view.checkpoint_dir, _complete(view), run_fingerprint(view))
         except CheckpointError as exc:
             error = exc
     root_verdict(error, bcast=view.group.bcast_object)

@@ -315,3 +315,12 @@ def test_a_fingerprint_mismatch_names_every_difference(tmp_path):
         fingerprint.check(None, mine, tmp_path)
     with pytest.raises(CheckpointError, match="command=mf.*command=sgd"):
         fingerprint.check({**saved, "command": "mf"}, same, tmp_path)
+
+
+def test_an_intact_checkpoint_of_another_run_is_refused_not_taken_for_corrupt(tmp_path, capsys):
+    mine = {"command": "mf", "settings": {"rank": 4}, "data": {"ratings": 10, "hash": "aa"}}
+    for step in (1, 2):
+        write_checkpoint(tmp_path, step, {"w": np.zeros(3)}, {"fingerprint": {**mine, "settings": {"rank": 3}}})
+    with pytest.raises(CheckpointError, match=r"written with rank=3, this run has rank=4"):
+        read_checkpoint(tmp_path, _needs_w, mine)  # its shape differs too: the fingerprint speaks first
+    assert "warning" not in capsys.readouterr().err
