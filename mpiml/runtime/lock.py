@@ -4,9 +4,11 @@ The lock is a file ``DIR/mpiml.lock`` created with ``O_EXCL`` and holding the ow
 name, PID and process start time. Another run finds it and is refused, with the owner
 named. A lock whose owner is gone (same host, the PID no longer runs, or runs a process
 started at another time) is stale: it is taken over, so a job killed with ``kill -9``
-does not block its restart. A lock from another host is never taken over (that host's
-processes cannot be seen from here): the message says which host and PID hold it, and to
-remove the file if that job is surely gone.
+does not block its restart. A lock of an earlier run of the same Slurm job (the same
+``SLURM_JOB_ID``, a lower ``SLURM_RESTART_COUNT``: the job was requeued, maybe onto another
+node, and Slurm runs one instance of a job at a time) is taken over too. Any other lock from another host is never taken over (that host's processes cannot
+be seen from here): the message says which host and PID hold it, and to remove the file if
+that job is surely gone.
 """
 
 from __future__ import annotations
@@ -43,6 +45,12 @@ def _alive(pid: int, start: str | None) -> bool:
     return start is None or now is None or now == start
 
 
+def _restart() -> int:
+    """``SLURM_RESTART_COUNT`` (0 outside Slurm or on a job's first run)."""
+    text = os.environ.get("SLURM_RESTART_COUNT", "")
+    return int(text) if text.isdigit() else 0
+
+
 def _owner(path: Path) -> dict | None:
     """The lock's content, or None if it vanished; unreadable content counts as a foreign owner."""
     try:
@@ -66,7 +74,8 @@ class DirectoryLock:
 
     def _mine(self) -> dict:
         pid = os.getpid()
-        return {"host": socket.gethostname(), "pid": pid, "start": _start_time(pid), "command": self.command}
+        return {"host": socket.gethostname(), "pid": pid, "start": _start_time(pid), "command": self.command,
+                "job": os.environ.get("SLURM_JOB_ID") or None, "restart": _restart()}
 
     def _create(self) -> bool:
         try:
@@ -101,7 +110,10 @@ class DirectoryLock:
                     continue  # released meanwhile
                 same_host = owner.get("host") == socket.gethostname()
                 pid = owner.get("pid")
-                if not same_host or not isinstance(pid, int) or _alive(pid, owner.get("start")):
+                job = os.environ.get("SLURM_JOB_ID")
+                earlier = owner.get("restart") if isinstance(owner.get("restart"), int) else _restart()
+                restarted = bool(job) and owner.get("job") == job and earlier < _restart()
+                if not restarted and (not same_host or not isinstance(pid, int) or _alive(pid, owner.get("start"))):
                     self._refuse(owner)
                 self._take_over(owner)
         except OSError as exc:

@@ -225,6 +225,22 @@ def test_a_reused_pid_is_stale_and_another_hosts_lock_is_refused(tmp_path):
         DirectoryLock(tmp_path).acquire()
 
 
+def test_a_requeued_slurm_job_takes_over_its_own_lock_from_another_node(tmp_path, monkeypatch):
+    (tmp_path / LOCK).write_text(json.dumps({"host": "node17.example", "pid": 4242, "job": "991", "restart": 0}))
+    monkeypatch.setenv("SLURM_JOB_ID", "992")  # another job
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    with pytest.raises(CheckpointError, match="node17"):
+        DirectoryLock(tmp_path).acquire()
+    monkeypatch.setenv("SLURM_JOB_ID", "991")  # the same job, not restarted: another step of it, running
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
+    with pytest.raises(CheckpointError, match="node17"):
+        DirectoryLock(tmp_path).acquire()
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")  # the same job, requeued
+    with DirectoryLock(tmp_path) as lock:
+        assert lock.took_over["host"] == "node17.example"
+        assert json.loads((tmp_path / LOCK).read_text())["restart"] == 1
+
+
 def test_a_session_refuses_a_fresh_run_over_a_checkpoint_unless_told(tmp_path, capsys):
     _two(tmp_path)
     (tmp_path / ".step-00000003.npz.x.tmp").write_bytes(b"")
