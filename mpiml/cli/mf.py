@@ -85,9 +85,9 @@ def _add_model_option(parser, p: params.Param) -> None:
     default = params.default_text(p)
     text = f"{scope}{p.help}" + (f" (default: {default})" if p.default is not None else "")
     if p.name == "checkpoint_dir":
-        text += f"; default ${CHECKPOINT_ENV}"
+        text += f"; default ${CHECKPOINT_ENV}/mf"
     if p.kind == "bool":
-        action = "store_true" if p.name == "resume" else argparse.BooleanOptionalAction
+        action = "store_true" if p.name in ("resume", "overwrite") else argparse.BooleanOptionalAction
         parser.add_argument(p.option, dest=p.name, action=action, default=None, help=text)
     else:
         parser.add_argument(p.option, dest=p.name, type=TYPES[p.kind], choices=p.choices or None, default=None,
@@ -123,7 +123,9 @@ def given(args) -> dict:
     """The model parameters set on the command line (``--checkpoint-dir`` also from the environment)."""
     values = {p.name: getattr(args, p.name) for p in MODEL_FLAGS if getattr(args, p.name) is not None}
     if "checkpoint_dir" not in values and os.environ.get(CHECKPOINT_ENV):
-        values["checkpoint_dir"] = os.environ[CHECKPOINT_ENV]
+        from mpiml.runtime.checkpoint_dir import from_environment
+
+        values["checkpoint_dir"] = from_environment("mf")  # DIR/mf: sgd's checkpoints go to DIR/sgd
     return values
 
 
@@ -142,6 +144,8 @@ def check(args) -> None:
             raise ArgumentError(f"{p.option} applies to {params.BY_NAME[other].option} {needed} only")
     if values.get("resume") and not values.get("checkpoint_dir"):
         raise ArgumentError("--resume needs --checkpoint-dir")
+    if values.get("resume") and values.get("overwrite"):
+        raise ArgumentError("give --resume or --overwrite, not both")
     if not 0.0 <= args.test_fraction < 1.0:
         raise ArgumentError("--test-fraction must be in [0, 1)")
     params.validate(algorithm, values, labels={p.name: p.option for p in MODEL_FLAGS})

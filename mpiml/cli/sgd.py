@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
 import time
 
@@ -47,6 +46,7 @@ RENAMED = {"--alpha": "alpha", "--max-iter": "max_iter", "--algorithm": "collect
 
 def build_parser():
     from mpiml.cli.parallel_options import add_arguments as add_parallel_arguments
+    from mpiml.runtime.checkpoint_dir import from_environment
     from mpiml.train.config import DEFAULTS, settings_table
 
     p = Parser(prog="mpiml sgd", description="Train a linear model with distributed SGD or L-BFGS.", epilog=EPILOG)
@@ -80,11 +80,14 @@ def build_parser():
     t.add_argument("--collective-algorithm", default="auto", choices=("auto",) + tuple(ALGORITHMS["allreduce"]),
                    help="allreduce algorithm that sums the gradients (default %(default)s)")
     o = p.add_argument_group("checkpoints and output")
-    o.add_argument("--checkpoint-dir", default=os.environ.get("MPIML_CHECKPOINT_DIR") or None,
-                   help="rank 0 writes checkpoints here (default: $MPIML_CHECKPOINT_DIR); with it, SIGUSR1/SIGTERM "
-                        "stop after the current update with a checkpoint and exit status 3")
+    o.add_argument("--checkpoint-dir", default=from_environment("sgd"),
+                   help="rank 0 writes checkpoints here, locked for the run (default: $MPIML_CHECKPOINT_DIR/sgd); "
+                        "with it, SIGUSR1/SIGTERM stop after the current update with a checkpoint and exit status 3")
     add_settings(o, "checkpoints")
-    o.add_argument("--resume", action="store_true", help="continue from the latest checkpoint, if any")
+    o.add_argument("--resume", action="store_true", help="continue from the latest checkpoint, if any (it must "
+                   "have been written with the same settings and data)")
+    o.add_argument("--overwrite", action="store_true", help="start afresh in a --checkpoint-dir that holds a "
+                   "checkpoint, replacing it (without it or --resume, such a directory is an error)")
     o.add_argument("--stop-after-updates", type=int, help="checkpoint and exit (status 3) after N updates")
     o.add_argument("--out", help="write the trained model here (.npz)")
     o.add_argument("--json", action="store_true", help="print one JSON object at the end")
@@ -217,6 +220,8 @@ def check(args) -> dict:
 
     if args.resume and not args.checkpoint_dir:
         raise ArgumentError("--resume needs --checkpoint-dir")
+    if args.resume and args.overwrite:
+        raise ArgumentError("give --resume or --overwrite, not both")
     if args.test and args.test_fraction:
         raise ArgumentError("give --test or --test-fraction, not both")
     if args.split == "classes" and args.model != "softmax":
@@ -308,7 +313,8 @@ def _fit(args, settings, comm, shard, test, progress, stop_flag):
     est = LinearModel(
         args.model, args.strategy, **layout, comm=comm, algorithm=args.collective_algorithm, n_classes=args.classes,
         fit_intercept=not args.no_intercept, squared_hinge=args.squared_hinge, standardize=args.standardize,
-        checkpoint_dir=args.checkpoint_dir, resume=args.resume, stop_at_update=args.stop_after_updates,
+        checkpoint_dir=args.checkpoint_dir, resume=args.resume, overwrite=args.overwrite,
+        stop_at_update=args.stop_after_updates,
         progress=progress, stop_requested=stop_flag, **settings)
     kernels.load()  # compiled (or read from the cache) before the clock
     lbfgs_math.load()
