@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import sys
 
 import numpy as np
 
@@ -38,6 +39,7 @@ from mpiml.collectives.transport import Transport
 from mpiml.collectives.workspace import Workspace
 from mpiml.errors import ArgumentError, MismatchError
 from mpiml.runtime import fault as _fault
+from mpiml.runtime import watchdog as _watchdog
 from mpiml.runtime.agree import raise_if_any
 from mpiml.runtime.comm import context_of
 
@@ -122,22 +124,86 @@ def _output(out, shape, dtype, x=None, name="out"):
     return out
 
 
-def _agree(comm, error, check, signature):
+def _agree(context, error, check, name, signature):
     """Raise local argument errors; in check mode, collectively and with a signature check.
 
     ``signature`` is a callable returning the tuple ranks must agree on: it is only built
-    in check mode (formatting a dtype costs more than a small message).
+    in check mode (formatting a dtype costs more than a small message). In check mode the
+    ranks first exchange which call they are in (:func:`_exchange`), so a rank that skipped
+    or added a call raises :class:`MismatchError` on every rank instead of hanging.
     """
     if not _check_enabled(check):
         if error is not None:
             raise error
         return
-    raise_if_any(error, comm)
-    signature = signature()
-    signatures = comm.allgather(signature)
-    if any(s != signatures[0] for s in signatures):
-        lines = "; ".join(f"rank {r}: {s}" for r, s in enumerate(signatures))
-        raise MismatchError(f"ranks called {signature[0]} with different arguments: {lines}", collective=True)
+    record = _record(context, name, error, None if error is not None else signature())
+    records = _exchange(context, record)
+    if any(r[0] != record[0] or r[1] != name for r in records):
+        raise MismatchError("ranks are in different collective calls (a rank skipped or added one): "
+                            + _sites(records), collective=True)
+    if any(r[3] for r in records):
+        raise_if_any(error, context.comm)
+    if any(r[4] != record[4] for r in records):
+        raise MismatchError(f"ranks called {name} with different arguments: "
+                            + "; ".join(f"rank {rank}: {r[4]} at {r[2]}" for rank, r in enumerate(records)),
+                            collective=True)
+
+
+# Check mode's exchange: every checked call, and the end of the program, is one allgather of
+# (number, name, call site, has an error, signature) on the collectives' communicator. These
+# pair up in order on every rank whatever call each rank is in, so a skipped call meets
+# another call or the end of the program instead of a peer that never comes.
+_EXIT = "the end of the program"
+_checked: dict = {}     # id(context) -> context, the communicators with checked calls, in order
+
+
+def _record(context, name, error, signature):
+    """This rank's check record of its next checked call (or of its exit) on ``context``."""
+    plans = context.plans
+    seq = plans["checked"] = plans.get("checked", 0) + 1
+    if seq == 1:
+        _checked.setdefault(id(context), context)
+        if len(_checked) == 1:
+            import atexit
+
+            atexit.register(_check_at_exit)
+    site = None if name == _EXIT else _watchdog.call_site(sys._getframe(2))
+    return (seq, name, site, error is not None, signature)
+
+
+def _exchange(context, record):
+    return context.comm.allgather(record)
+
+
+def _sites(records) -> str:
+    return "; ".join(f"rank {rank}: {name}" + ("" if name == _EXIT else f" (checked call #{seq}) at {site}")
+                     + (f" after {seq - 1} checked call(s)" if name == _EXIT else "")
+                     for rank, (seq, name, site, _, _) in enumerate(records))
+
+
+def _check_at_exit():
+    """A normal exit after checked calls: the exit is one more checked call, so a rank still
+    waiting in a call that this rank skipped raises instead of waiting forever."""
+    if getattr(sys, "last_value", None) is not None:
+        return  # leaving on an uncaught exception: the other ranks may be anywhere
+    from mpi4py import MPI
+
+    if MPI.Is_finalized():
+        return
+    if os.environ.get("MPIML_CHECK", "") not in ("", "0"):
+        world = context_of(None)  # a rank that never called a collective meets the others' first call
+        _checked.setdefault(id(world), world)
+    for context in list(_checked.values()):
+        if context.comm == MPI.COMM_NULL:
+            continue
+        records = _exchange(context, _record(context, _EXIT, None, None))
+        if any(r[1] != _EXIT or r[0] != records[0][0] for r in records):
+            sys.stdout.flush()
+            rank = MPI.COMM_WORLD.Get_rank()
+            sys.stderr.write(f"[rank {rank}] mpiml: error: ranks are in different collective calls "
+                             f"(a rank skipped or added one): {_sites(records)}\n")
+            sys.stderr.flush()
+            os._exit(2)
 
 
 def allreduce(x, op="sum", algorithm="auto", comm=None, out=None, check=None, reproducible=False):
@@ -176,32 +242,39 @@ def allreduce(x, op="sum", algorithm="auto", comm=None, out=None, check=None, re
     if _fault.ARMED:
         _fault.collective()
     context = context_of(comm)
-    c = context.comm
-    error = None
-    chosen = algorithm
+    tracked = _watchdog.TRACK
+    if tracked:
+        _watchdog.enter("allreduce", context)
     try:
-        in_place = out is not None and out is x
-        x = _contiguous_input(x)
-        op = resolve_op(op)
-        dtype = _dtype_for(x.dtype, op)
-        out = x if in_place else _output(out, x.shape, dtype, x)
-        chosen = choose("allreduce", algorithm, x.nbytes, c.Get_size(), op.commutative)
-        reproducible = _exact_sum(reproducible, op, dtype)
-    except ArgumentError as exc:
-        error = exc
-    _agree(c, error, check, lambda: ("allreduce", getattr(op, "label", op), chosen, str(x.dtype), x.size,
-                                     bool(reproducible)))
-    if reproducible and x.size:
-        folds = _reproducible_folds(_operand(x, c), comm)
-        F = allreduce(folds.F, algorithm=chosen, comm=comm, out=folds.F)
-        return _round_into(out, _repro.value(F, folds.E))
-    if x.size == 0 or c.Get_size() == 1:
-        if out is not x:
-            np.copyto(out, x)
+        c = context.comm
+        error = None
+        chosen = algorithm
+        try:
+            in_place = out is not None and out is x
+            x = _contiguous_input(x)
+            op = resolve_op(op)
+            dtype = _dtype_for(x.dtype, op)
+            out = x if in_place else _output(out, x.shape, dtype, x)
+            chosen = choose("allreduce", algorithm, x.nbytes, c.Get_size(), op.commutative)
+            reproducible = _exact_sum(reproducible, op, dtype)
+        except ArgumentError as exc:
+            error = exc
+        _agree(context, error, check, "allreduce", lambda: ("allreduce", getattr(op, "label", op), chosen, str(x.dtype), x.size,
+                                         bool(reproducible)))
+        if reproducible and x.size:
+            folds = _reproducible_folds(_operand(x, c), comm)
+            F = allreduce(folds.F, algorithm=chosen, comm=comm, out=folds.F)
+            return _round_into(out, _repro.value(F, folds.E))
+        if x.size == 0 or c.Get_size() == 1:
+            if out is not x:
+                np.copyto(out, x)
+            return out
+        transport, workspace = context.plans.get("collectives") or _state(context)
+        _ALLREDUCE[chosen].run(transport, _flat(x), _flat(out), op, workspace)
         return out
-    transport, workspace = context.plans.get("collectives") or _state(context)
-    _ALLREDUCE[chosen].run(transport, _flat(x), _flat(out), op, workspace)
-    return out
+    finally:
+        if tracked:
+            _watchdog.leave()
 
 
 def reduce_scatter(x, op="sum", algorithm="auto", comm=None, counts=None, out=None, check=None,
@@ -222,38 +295,45 @@ def reduce_scatter(x, op="sum", algorithm="auto", comm=None, counts=None, out=No
     if _fault.ARMED:
         _fault.collective()
     context = context_of(comm)
-    c = context.comm
-    p, r = c.Get_size(), c.Get_rank()
-    error = None
-    chosen = algorithm
+    tracked = _watchdog.TRACK
+    if tracked:
+        _watchdog.enter("reduce_scatter", context)
     try:
-        x = _contiguous_input(x)
-        op = resolve_op(op)
-        dtype = _dtype_for(x.dtype, op)
-        counts = block_counts(x.size, p, counts)
-        out = _output(out, (int(counts[r]),), dtype, x)
-        chosen = choose("reduce_scatter", algorithm, x.nbytes, p, op.commutative)
-        reproducible = _exact_sum(reproducible, op, dtype)
-    except ArgumentError as exc:
-        error = exc
-    _agree(c, error, check, lambda: ("reduce_scatter", getattr(op, "label", op), chosen, str(x.dtype),
-                             x.size, None if counts is None else np.asarray(counts).tolist(), bool(reproducible)))
-    if reproducible and x.size:
-        folds = _reproducible_folds(_operand(x, c), comm)
-        width = 2 if dtype.kind == "c" else 1     # float64 values per element
-        lo = int(np.sum(counts[:r])) * width
-        hi = lo + int(counts[r]) * width
-        # element-major folds, so that each rank's block of elements is one block of the message
-        mine = reduce_scatter(np.ascontiguousarray(folds.F.T), algorithm=chosen, comm=comm,
-                              counts=np.asarray(counts) * width * folds.F.shape[0])
-        return _round_into(out, _repro.value(mine.reshape(-1, folds.F.shape[0]).T, folds.E[lo:hi]))
-    flat_x = _flat(x)
-    if p == 1 or x.size == 0:
-        np.copyto(out, flat_x)
-    else:
-        transport, workspace = context.plans.get("collectives") or _state(context)
-        _REDUCE_SCATTER[chosen].run(transport, flat_x, out, op, counts, workspace)
-    return out
+        c = context.comm
+        p, r = c.Get_size(), c.Get_rank()
+        error = None
+        chosen = algorithm
+        try:
+            x = _contiguous_input(x)
+            op = resolve_op(op)
+            dtype = _dtype_for(x.dtype, op)
+            counts = block_counts(x.size, p, counts)
+            out = _output(out, (int(counts[r]),), dtype, x)
+            chosen = choose("reduce_scatter", algorithm, x.nbytes, p, op.commutative)
+            reproducible = _exact_sum(reproducible, op, dtype)
+        except ArgumentError as exc:
+            error = exc
+        _agree(context, error, check, "reduce_scatter", lambda: ("reduce_scatter", getattr(op, "label", op), chosen, str(x.dtype),
+                                 x.size, None if counts is None else np.asarray(counts).tolist(), bool(reproducible)))
+        if reproducible and x.size:
+            folds = _reproducible_folds(_operand(x, c), comm)
+            width = 2 if dtype.kind == "c" else 1     # float64 values per element
+            lo = int(np.sum(counts[:r])) * width
+            hi = lo + int(counts[r]) * width
+            # element-major folds, so that each rank's block of elements is one block of the message
+            mine = reduce_scatter(np.ascontiguousarray(folds.F.T), algorithm=chosen, comm=comm,
+                                  counts=np.asarray(counts) * width * folds.F.shape[0])
+            return _round_into(out, _repro.value(mine.reshape(-1, folds.F.shape[0]).T, folds.E[lo:hi]))
+        flat_x = _flat(x)
+        if p == 1 or x.size == 0:
+            np.copyto(out, flat_x)
+        else:
+            transport, workspace = context.plans.get("collectives") or _state(context)
+            _REDUCE_SCATTER[chosen].run(transport, flat_x, out, op, counts, workspace)
+        return out
+    finally:
+        if tracked:
+            _watchdog.leave()
 
 
 def allgather(x, algorithm="auto", comm=None, out=None, check=None):
@@ -271,37 +351,44 @@ def allgather(x, algorithm="auto", comm=None, out=None, check=None):
     if _fault.ARMED:
         _fault.collective()
     context = context_of(comm)
-    c = context.comm
-    p = c.Get_size()
-    error = None
-    x = np.atleast_1d(_contiguous_input(x))
+    tracked = _watchdog.TRACK
+    if tracked:
+        _watchdog.enter("allgather", context)
     try:
-        _dtype_for(x.dtype, None)
-    except ArgumentError as exc:
-        error = exc
-    _agree(c, error, check, lambda: ("allgather", algorithm, str(x.dtype), x.shape[1:]))
-    # Every rank learns every rank's row count and a digest of its row shape and dtype:
-    # the same data everywhere, so a mismatch is detected identically on all ranks.
-    transport, workspace = context.plans.get("collectives") or _state(context)
-    table = workspace.get("allgather_rows", 2 * p, np.int64).reshape(p, 2)
-    c.Allgather(np.array([x.shape[0], _row_digest(x.shape[1:], x.dtype)], dtype=np.int64), table)
-    if (table[:, 1] != table[0, 1]).any():
-        shapes = c.allgather((x.shape, x.dtype.str))  # only to name the culprits
-        raise MismatchError(
-            "allgather needs the same trailing shape and dtype on every rank; got "
-            + "; ".join(f"rank {i}: shape {s} dtype {d}" for i, (s, d) in enumerate(shapes)),
-            collective=True)
-    rows = table[:, 0]
-    row_size = math.prod(x.shape[1:])
-    out = _output(out, (int(rows.sum()), *x.shape[1:]), x.dtype)
-    chosen = choose("allgather", algorithm, out.nbytes, p)
-    counts = rows * row_size
-    flat_x, flat_out = _flat(x), _flat(out)
-    if p == 1:
-        np.copyto(flat_out, flat_x)
-    else:
-        _ALLGATHER[chosen].run(transport, flat_x, flat_out, counts, workspace)
-    return out
+        c = context.comm
+        p = c.Get_size()
+        error = None
+        x = np.atleast_1d(_contiguous_input(x))
+        try:
+            _dtype_for(x.dtype, None)
+        except ArgumentError as exc:
+            error = exc
+        _agree(context, error, check, "allgather", lambda: ("allgather", algorithm, str(x.dtype), x.shape[1:]))
+        # Every rank learns every rank's row count and a digest of its row shape and dtype:
+        # the same data everywhere, so a mismatch is detected identically on all ranks.
+        transport, workspace = context.plans.get("collectives") or _state(context)
+        table = workspace.get("allgather_rows", 2 * p, np.int64).reshape(p, 2)
+        c.Allgather(np.array([x.shape[0], _row_digest(x.shape[1:], x.dtype)], dtype=np.int64), table)
+        if (table[:, 1] != table[0, 1]).any():
+            shapes = c.allgather((x.shape, x.dtype.str))  # only to name the culprits
+            raise MismatchError(
+                "allgather needs the same trailing shape and dtype on every rank; got "
+                + "; ".join(f"rank {i}: shape {s} dtype {d}" for i, (s, d) in enumerate(shapes)),
+                collective=True)
+        rows = table[:, 0]
+        row_size = math.prod(x.shape[1:])
+        out = _output(out, (int(rows.sum()), *x.shape[1:]), x.dtype)
+        chosen = choose("allgather", algorithm, out.nbytes, p)
+        counts = rows * row_size
+        flat_x, flat_out = _flat(x), _flat(out)
+        if p == 1:
+            np.copyto(flat_out, flat_x)
+        else:
+            _ALLGATHER[chosen].run(transport, flat_x, flat_out, counts, workspace)
+        return out
+    finally:
+        if tracked:
+            _watchdog.leave()
 
 
 def bcast(x, root=0, algorithm="auto", comm=None, segment_bytes=None, check=None):
@@ -314,25 +401,32 @@ def bcast(x, root=0, algorithm="auto", comm=None, segment_bytes=None, check=None
     if _fault.ARMED:
         _fault.collective()
     context = context_of(comm)
-    c = context.comm
-    error = None
-    chosen = algorithm
+    tracked = _watchdog.TRACK
+    if tracked:
+        _watchdog.enter("bcast", context)
     try:
-        if not isinstance(x, np.ndarray):
-            raise ArgumentError(f"bcast writes in place and needs a numpy array, got {type(x).__name__}")
-        _dtype_for(x.dtype, None)
-        _output(x, x.shape, x.dtype, name="x")
-        if not 0 <= int(root) < c.Get_size():
-            raise ArgumentError(f"root {root} is not a rank of a communicator of size {c.Get_size()}")
-        chosen = choose("bcast", algorithm, x.nbytes, c.Get_size())
-    except ArgumentError as exc:
-        error = exc
-    _agree(c, error, check, lambda: ("bcast", root, chosen, str(getattr(x, "dtype", None)), getattr(x, "size", None)))
-    if c.Get_size() == 1 or x.size == 0:
+        c = context.comm
+        error = None
+        chosen = algorithm
+        try:
+            if not isinstance(x, np.ndarray):
+                raise ArgumentError(f"bcast writes in place and needs a numpy array, got {type(x).__name__}")
+            _dtype_for(x.dtype, None)
+            _output(x, x.shape, x.dtype, name="x")
+            if not 0 <= int(root) < c.Get_size():
+                raise ArgumentError(f"root {root} is not a rank of a communicator of size {c.Get_size()}")
+            chosen = choose("bcast", algorithm, x.nbytes, c.Get_size())
+        except ArgumentError as exc:
+            error = exc
+        _agree(context, error, check, "bcast", lambda: ("bcast", root, chosen, str(getattr(x, "dtype", None)), getattr(x, "size", None)))
+        if c.Get_size() == 1 or x.size == 0:
+            return x
+        transport, workspace = context.plans.get("collectives") or _state(context)
+        _BCAST[chosen].run(transport, _flat(x), root, segment_bytes, workspace)
         return x
-    transport, workspace = context.plans.get("collectives") or _state(context)
-    _BCAST[chosen].run(transport, _flat(x), root, segment_bytes, workspace)
-    return x
+    finally:
+        if tracked:
+            _watchdog.leave()
 
 
 def reduce(x, root=0, op="sum", algorithm="auto", comm=None, out=None, check=None, reproducible=False):
@@ -346,38 +440,45 @@ def reduce(x, root=0, op="sum", algorithm="auto", comm=None, out=None, check=Non
     if _fault.ARMED:
         _fault.collective()
     context = context_of(comm)
-    c = context.comm
-    is_root = c.Get_rank() == root
-    error = None
-    chosen = algorithm
+    tracked = _watchdog.TRACK
+    if tracked:
+        _watchdog.enter("reduce", context)
     try:
-        in_place = out is not None and out is x
-        x = _contiguous_input(x)
-        op = resolve_op(op)
-        dtype = _dtype_for(x.dtype, op)
-        if not 0 <= int(root) < c.Get_size():
-            raise ArgumentError(f"root {root} is not a rank of a communicator of size {c.Get_size()}")
-        if is_root:
-            out = x if in_place else _output(out, x.shape, dtype, x)
-        else:
-            out = None  # non-root buffers are never written
-        chosen = choose("reduce", algorithm, x.nbytes, c.Get_size(), op.commutative)
-        reproducible = _exact_sum(reproducible, op, dtype)
-    except ArgumentError as exc:
-        error = exc
-    _agree(c, error, check, lambda: ("reduce", root, getattr(op, "label", op), chosen, str(x.dtype), x.size,
-                                     bool(reproducible)))
-    if reproducible and x.size:
-        folds = _reproducible_folds(_operand(x, c), comm)
-        F = reduce(folds.F, root=root, algorithm=chosen, comm=comm)
-        return _round_into(out, _repro.value(F, folds.E)) if is_root else None
-    if c.Get_size() == 1 or x.size == 0:
-        if out is not None and out is not x:
-            np.copyto(out, x)
-        return out
-    transport, workspace = context.plans.get("collectives") or _state(context)
-    _REDUCE[chosen].run(transport, _flat(x), _flat(out) if is_root else None, op, root, workspace)
-    return out if is_root else None
+        c = context.comm
+        is_root = c.Get_rank() == root
+        error = None
+        chosen = algorithm
+        try:
+            in_place = out is not None and out is x
+            x = _contiguous_input(x)
+            op = resolve_op(op)
+            dtype = _dtype_for(x.dtype, op)
+            if not 0 <= int(root) < c.Get_size():
+                raise ArgumentError(f"root {root} is not a rank of a communicator of size {c.Get_size()}")
+            if is_root:
+                out = x if in_place else _output(out, x.shape, dtype, x)
+            else:
+                out = None  # non-root buffers are never written
+            chosen = choose("reduce", algorithm, x.nbytes, c.Get_size(), op.commutative)
+            reproducible = _exact_sum(reproducible, op, dtype)
+        except ArgumentError as exc:
+            error = exc
+        _agree(context, error, check, "reduce", lambda: ("reduce", root, getattr(op, "label", op), chosen, str(x.dtype), x.size,
+                                         bool(reproducible)))
+        if reproducible and x.size:
+            folds = _reproducible_folds(_operand(x, c), comm)
+            F = reduce(folds.F, root=root, algorithm=chosen, comm=comm)
+            return _round_into(out, _repro.value(F, folds.E)) if is_root else None
+        if c.Get_size() == 1 or x.size == 0:
+            if out is not None and out is not x:
+                np.copyto(out, x)
+            return out
+        transport, workspace = context.plans.get("collectives") or _state(context)
+        _REDUCE[chosen].run(transport, _flat(x), _flat(out) if is_root else None, op, root, workspace)
+        return out if is_root else None
+    finally:
+        if tracked:
+            _watchdog.leave()
 
 
 def reproducible_sum(rows, comm=None, count=None, algorithm="auto", check=None):
@@ -409,24 +510,32 @@ def reproducible_sum(rows, comm=None, count=None, algorithm="auto", check=None):
     """
     if _fault.ARMED:
         _fault.collective()
-    rows = np.asarray(rows)
-    error = None
+    context = context_of(comm)
+    tracked = _watchdog.TRACK
+    if tracked:
+        _watchdog.enter("reproducible_sum", context)
     try:
-        if rows.ndim == 0:
-            raise ArgumentError("reproducible_sum needs rows: an array with a first axis")
-        if rows.dtype.kind not in "iuf":
-            raise ArgumentError(f"reproducible_sum sums real numbers, got dtype {rows.dtype}")
-    except ArgumentError as exc:
-        error = exc
-    c = context_of(comm).comm
-    _agree(c, error, check, lambda: ("reproducible_sum", algorithm, rows.shape[1:], count))
-    flat = rows.reshape(rows.shape[0], math.prod(rows.shape[1:]))
-    if count is None:
-        count = int(allreduce(np.array([flat.shape[0]], dtype=np.int64), comm=comm)[0])
-    folds = _reproducible_folds(_repro.Sum(flat.shape[1], count).add_rows(flat), comm)
-    if flat.shape[1]:
-        allreduce(folds.F, algorithm=algorithm, comm=comm, out=folds.F)
-    return _repro.value(folds.F, folds.E).reshape(rows.shape[1:])
+        rows = np.asarray(rows)
+        error = None
+        try:
+            if rows.ndim == 0:
+                raise ArgumentError("reproducible_sum needs rows: an array with a first axis")
+            if rows.dtype.kind not in "iuf":
+                raise ArgumentError(f"reproducible_sum sums real numbers, got dtype {rows.dtype}")
+        except ArgumentError as exc:
+            error = exc
+        c = context.comm
+        _agree(context, error, check, "reproducible_sum", lambda: ("reproducible_sum", algorithm, rows.shape[1:], count))
+        flat = rows.reshape(rows.shape[0], math.prod(rows.shape[1:]))
+        if count is None:
+            count = int(allreduce(np.array([flat.shape[0]], dtype=np.int64), comm=comm)[0])
+        folds = _reproducible_folds(_repro.Sum(flat.shape[1], count).add_rows(flat), comm)
+        if flat.shape[1]:
+            allreduce(folds.F, algorithm=algorithm, comm=comm, out=folds.F)
+        return _repro.value(folds.F, folds.E).reshape(rows.shape[1:])
+    finally:
+        if tracked:
+            _watchdog.leave()
 
 
 class _Folds:
