@@ -50,6 +50,9 @@ _ALLGATHER = registry.table("allgather")
 _BCAST = registry.table("bcast")
 _REDUCE = registry.table("reduce")
 
+# Ctrl-C ends every rank, and MPIML_TIMEOUT arms the collective timeout (mpiml.runtime.watchdog).
+_watchdog.install_from_env()
+
 
 def _check_enabled(check):
     if check is None:

@@ -12,7 +12,7 @@ Timeout
     the timeout, at most 1 s) fires: the rank asks every other rank for its stack and
     state (a message on ``COMM_WORLD`` with tag :data:`DUMP_TAG`, answered by their
     watchdog threads; needs ``MPI_THREAD_MULTIPLE``, else each rank dumps only its own),
-    writes its own stack (``faulthandler``, every thread, each line tagged
+    writes its own stack (every thread but the watchdog's, each line tagged
     ``[rank R]``), names the ranks the collective waits for (those not in the same call),
     and aborts the job (``MPI_Abort``, exit status :data:`EXIT_TIMEOUT`). The per-call
     cost is a few attribute stores and no clock read: the thread does the timing.
@@ -32,15 +32,14 @@ Ctrl-C
 from __future__ import annotations
 
 import atexit
-import faulthandler
 import os
 import select
 import signal
 import socket
 import sys
-import tempfile
 import threading
 import time
+import traceback
 
 TIMEOUT_ENV = "MPIML_TIMEOUT"
 DEFAULT_COMMAND_TIMEOUT = 1800.0  # the commands' --timeout default: generous, but a hang does end
@@ -101,6 +100,19 @@ def configure(timeout) -> None:
             _thread.wake()
 
 
+def install_from_env() -> None:
+    """Start the thread (Ctrl-C) and arm the timeout ``MPIML_TIMEOUT`` asks for, if any (at import)."""
+    try:
+        timeout = timeout_from_env()
+    except ValueError as exc:
+        _write(f"mpiml: warning: {exc}; no collective timeout\n")
+        timeout = None
+    if timeout is not None:
+        configure(timeout)
+    else:
+        install()
+
+
 def timeout_from_env(default=None):
     """``MPIML_TIMEOUT`` as seconds (None: unset or 0), else ``default``."""
     from mpiml.errors import ArgumentError
@@ -115,10 +127,23 @@ def timeout_from_env(default=None):
     return value if value > 0 else None
 
 
+def seconds(text) -> float:
+    """A ``--timeout`` value: seconds >= 0 (0: no timeout)."""
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0 (0: none), got {text!r}")
+    return value
+
+
 def add_argument(group) -> None:
     """``--timeout SECONDS`` of the ``mpiml`` commands (default: ``MPIML_TIMEOUT``, else 30 min)."""
-    group.add_argument("--timeout", type=float, metavar="SECONDS",
-                       default=timeout_from_env(DEFAULT_COMMAND_TIMEOUT),
+    group.add_argument("--timeout", type=seconds, metavar="SECONDS",
+                       default=os.environ.get(TIMEOUT_ENV, "").strip() or str(DEFAULT_COMMAND_TIMEOUT),
                        help="a collective not finished after this long prints every rank's stack and ends "
                             f"the job (exit status {EXIT_TIMEOUT}); 0: never (default: ${TIMEOUT_ENV}, "
                             f"else {DEFAULT_COMMAND_TIMEOUT:g})")
@@ -166,9 +191,6 @@ def _forget_in_child():
 
 def _at_exit():
     """Before ``MPI_Finalize``: stop the thread; after a Ctrl-C, leave without finalizing."""
-    thread = _thread
-    if thread is not None:
-        thread.stop()
     if _interrupted or isinstance(getattr(sys, "last_value", None), KeyboardInterrupt):
         # MPI_Finalize would wait for ranks that may be stuck in a collective: end now, as
         # Python itself ends after an uncaught KeyboardInterrupt (killed by SIGINT).
@@ -180,6 +202,8 @@ def _at_exit():
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGINT)
         os._exit(EXIT_INTERRUPTED)
+    if _thread is not None:
+        _thread.stop()
 
 
 class _Watchdog(threading.Thread):
@@ -363,12 +387,15 @@ class _Watchdog(threading.Thread):
         if self.dumped:
             return
         self.dumped = True
-        with tempfile.TemporaryFile() as f:
-            faulthandler.dump_traceback(f, all_threads=True)
-            f.seek(0)
-            text = f.read().decode(errors="replace")
         tag = f"[rank {self.rank}] "
-        _write(tag + "mpiml: " + header + "\n" + "".join(tag + line + "\n" for line in text.splitlines()))
+        lines = ["mpiml: " + header]
+        for ident, frame in sys._current_frames().items():
+            if ident == self.ident:
+                continue  # this thread's own stack says nothing
+            thread = "main thread" if ident == threading.main_thread().ident else f"thread {ident:#x}"
+            lines.append(f"Stack of the {thread} (most recent call last):")
+            lines.extend(line for text in traceback.format_stack(frame) for line in text.rstrip("\n").split("\n"))
+        _write("".join(tag + line + "\n" for line in lines))
 
 
 def _code(name):
