@@ -51,6 +51,9 @@ _BCAST = registry.table("bcast")
 _REDUCE = registry.table("reduce")
 
 # Ctrl-C ends every rank, and MPIML_TIMEOUT arms the collective timeout (mpiml.runtime.watchdog).
+# Every public collective counts itself in _CALLS: a rank whose count stays put for the timeout
+# while it is inside a collective is stuck there (the watchdog thread does all the timing).
+_CALLS = _watchdog.CALLS
 _watchdog.install_from_env()
 
 
@@ -244,40 +247,34 @@ def allreduce(x, op="sum", algorithm="auto", comm=None, out=None, check=None, re
     """
     if _fault.ARMED:
         _fault.collective()
+    _CALLS[0] += 1
     context = context_of(comm)
-    tracked = _watchdog.TRACK
-    if tracked:
-        _watchdog.enter("allreduce", context)
+    c = context.comm
+    error = None
+    chosen = algorithm
     try:
-        c = context.comm
-        error = None
-        chosen = algorithm
-        try:
-            in_place = out is not None and out is x
-            x = _contiguous_input(x)
-            op = resolve_op(op)
-            dtype = _dtype_for(x.dtype, op)
-            out = x if in_place else _output(out, x.shape, dtype, x)
-            chosen = choose("allreduce", algorithm, x.nbytes, c.Get_size(), op.commutative)
-            reproducible = _exact_sum(reproducible, op, dtype)
-        except ArgumentError as exc:
-            error = exc
-        _agree(context, error, check, "allreduce", lambda: ("allreduce", getattr(op, "label", op), chosen, str(x.dtype), x.size,
-                                         bool(reproducible)))
-        if reproducible and x.size:
-            folds = _reproducible_folds(_operand(x, c), comm)
-            F = allreduce(folds.F, algorithm=chosen, comm=comm, out=folds.F)
-            return _round_into(out, _repro.value(F, folds.E))
-        if x.size == 0 or c.Get_size() == 1:
-            if out is not x:
-                np.copyto(out, x)
-            return out
-        transport, workspace = context.plans.get("collectives") or _state(context)
-        _ALLREDUCE[chosen].run(transport, _flat(x), _flat(out), op, workspace)
+        in_place = out is not None and out is x
+        x = _contiguous_input(x)
+        op = resolve_op(op)
+        dtype = _dtype_for(x.dtype, op)
+        out = x if in_place else _output(out, x.shape, dtype, x)
+        chosen = choose("allreduce", algorithm, x.nbytes, c.Get_size(), op.commutative)
+        reproducible = _exact_sum(reproducible, op, dtype)
+    except ArgumentError as exc:
+        error = exc
+    _agree(context, error, check, "allreduce", lambda: ("allreduce", getattr(op, "label", op), chosen, str(x.dtype), x.size,
+                                     bool(reproducible)))
+    if reproducible and x.size:
+        folds = _reproducible_folds(_operand(x, c), comm)
+        F = allreduce(folds.F, algorithm=chosen, comm=comm, out=folds.F)
+        return _round_into(out, _repro.value(F, folds.E))
+    if x.size == 0 or c.Get_size() == 1:
+        if out is not x:
+            np.copyto(out, x)
         return out
-    finally:
-        if tracked:
-            _watchdog.leave()
+    transport, workspace = context.plans.get("collectives") or _state(context)
+    _ALLREDUCE[chosen].run(transport, _flat(x), _flat(out), op, workspace)
+    return out
 
 
 def reduce_scatter(x, op="sum", algorithm="auto", comm=None, counts=None, out=None, check=None,
@@ -297,46 +294,40 @@ def reduce_scatter(x, op="sum", algorithm="auto", comm=None, counts=None, out=No
     """
     if _fault.ARMED:
         _fault.collective()
+    _CALLS[0] += 1
     context = context_of(comm)
-    tracked = _watchdog.TRACK
-    if tracked:
-        _watchdog.enter("reduce_scatter", context)
+    c = context.comm
+    p, r = c.Get_size(), c.Get_rank()
+    error = None
+    chosen = algorithm
     try:
-        c = context.comm
-        p, r = c.Get_size(), c.Get_rank()
-        error = None
-        chosen = algorithm
-        try:
-            x = _contiguous_input(x)
-            op = resolve_op(op)
-            dtype = _dtype_for(x.dtype, op)
-            counts = block_counts(x.size, p, counts)
-            out = _output(out, (int(counts[r]),), dtype, x)
-            chosen = choose("reduce_scatter", algorithm, x.nbytes, p, op.commutative)
-            reproducible = _exact_sum(reproducible, op, dtype)
-        except ArgumentError as exc:
-            error = exc
-        _agree(context, error, check, "reduce_scatter", lambda: ("reduce_scatter", getattr(op, "label", op), chosen, str(x.dtype),
-                                 x.size, None if counts is None else np.asarray(counts).tolist(), bool(reproducible)))
-        if reproducible and x.size:
-            folds = _reproducible_folds(_operand(x, c), comm)
-            width = 2 if dtype.kind == "c" else 1     # float64 values per element
-            lo = int(np.sum(counts[:r])) * width
-            hi = lo + int(counts[r]) * width
-            # element-major folds, so that each rank's block of elements is one block of the message
-            mine = reduce_scatter(np.ascontiguousarray(folds.F.T), algorithm=chosen, comm=comm,
-                                  counts=np.asarray(counts) * width * folds.F.shape[0])
-            return _round_into(out, _repro.value(mine.reshape(-1, folds.F.shape[0]).T, folds.E[lo:hi]))
-        flat_x = _flat(x)
-        if p == 1 or x.size == 0:
-            np.copyto(out, flat_x)
-        else:
-            transport, workspace = context.plans.get("collectives") or _state(context)
-            _REDUCE_SCATTER[chosen].run(transport, flat_x, out, op, counts, workspace)
-        return out
-    finally:
-        if tracked:
-            _watchdog.leave()
+        x = _contiguous_input(x)
+        op = resolve_op(op)
+        dtype = _dtype_for(x.dtype, op)
+        counts = block_counts(x.size, p, counts)
+        out = _output(out, (int(counts[r]),), dtype, x)
+        chosen = choose("reduce_scatter", algorithm, x.nbytes, p, op.commutative)
+        reproducible = _exact_sum(reproducible, op, dtype)
+    except ArgumentError as exc:
+        error = exc
+    _agree(context, error, check, "reduce_scatter", lambda: ("reduce_scatter", getattr(op, "label", op), chosen, str(x.dtype),
+                             x.size, None if counts is None else np.asarray(counts).tolist(), bool(reproducible)))
+    if reproducible and x.size:
+        folds = _reproducible_folds(_operand(x, c), comm)
+        width = 2 if dtype.kind == "c" else 1     # float64 values per element
+        lo = int(np.sum(counts[:r])) * width
+        hi = lo + int(counts[r]) * width
+        # element-major folds, so that each rank's block of elements is one block of the message
+        mine = reduce_scatter(np.ascontiguousarray(folds.F.T), algorithm=chosen, comm=comm,
+                              counts=np.asarray(counts) * width * folds.F.shape[0])
+        return _round_into(out, _repro.value(mine.reshape(-1, folds.F.shape[0]).T, folds.E[lo:hi]))
+    flat_x = _flat(x)
+    if p == 1 or x.size == 0:
+        np.copyto(out, flat_x)
+    else:
+        transport, workspace = context.plans.get("collectives") or _state(context)
+        _REDUCE_SCATTER[chosen].run(transport, flat_x, out, op, counts, workspace)
+    return out
 
 
 def allgather(x, algorithm="auto", comm=None, out=None, check=None):
@@ -353,45 +344,39 @@ def allgather(x, algorithm="auto", comm=None, out=None, check=None):
     """
     if _fault.ARMED:
         _fault.collective()
+    _CALLS[0] += 1
     context = context_of(comm)
-    tracked = _watchdog.TRACK
-    if tracked:
-        _watchdog.enter("allgather", context)
+    c = context.comm
+    p = c.Get_size()
+    error = None
+    x = np.atleast_1d(_contiguous_input(x))
     try:
-        c = context.comm
-        p = c.Get_size()
-        error = None
-        x = np.atleast_1d(_contiguous_input(x))
-        try:
-            _dtype_for(x.dtype, None)
-        except ArgumentError as exc:
-            error = exc
-        _agree(context, error, check, "allgather", lambda: ("allgather", algorithm, str(x.dtype), x.shape[1:]))
-        # Every rank learns every rank's row count and a digest of its row shape and dtype:
-        # the same data everywhere, so a mismatch is detected identically on all ranks.
-        transport, workspace = context.plans.get("collectives") or _state(context)
-        table = workspace.get("allgather_rows", 2 * p, np.int64).reshape(p, 2)
-        c.Allgather(np.array([x.shape[0], _row_digest(x.shape[1:], x.dtype)], dtype=np.int64), table)
-        if (table[:, 1] != table[0, 1]).any():
-            shapes = c.allgather((x.shape, x.dtype.str))  # only to name the culprits
-            raise MismatchError(
-                "allgather needs the same trailing shape and dtype on every rank; got "
-                + "; ".join(f"rank {i}: shape {s} dtype {d}" for i, (s, d) in enumerate(shapes)),
-                collective=True)
-        rows = table[:, 0]
-        row_size = math.prod(x.shape[1:])
-        out = _output(out, (int(rows.sum()), *x.shape[1:]), x.dtype)
-        chosen = choose("allgather", algorithm, out.nbytes, p)
-        counts = rows * row_size
-        flat_x, flat_out = _flat(x), _flat(out)
-        if p == 1:
-            np.copyto(flat_out, flat_x)
-        else:
-            _ALLGATHER[chosen].run(transport, flat_x, flat_out, counts, workspace)
-        return out
-    finally:
-        if tracked:
-            _watchdog.leave()
+        _dtype_for(x.dtype, None)
+    except ArgumentError as exc:
+        error = exc
+    _agree(context, error, check, "allgather", lambda: ("allgather", algorithm, str(x.dtype), x.shape[1:]))
+    # Every rank learns every rank's row count and a digest of its row shape and dtype:
+    # the same data everywhere, so a mismatch is detected identically on all ranks.
+    transport, workspace = context.plans.get("collectives") or _state(context)
+    table = workspace.get("allgather_rows", 2 * p, np.int64).reshape(p, 2)
+    c.Allgather(np.array([x.shape[0], _row_digest(x.shape[1:], x.dtype)], dtype=np.int64), table)
+    if (table[:, 1] != table[0, 1]).any():
+        shapes = c.allgather((x.shape, x.dtype.str))  # only to name the culprits
+        raise MismatchError(
+            "allgather needs the same trailing shape and dtype on every rank; got "
+            + "; ".join(f"rank {i}: shape {s} dtype {d}" for i, (s, d) in enumerate(shapes)),
+            collective=True)
+    rows = table[:, 0]
+    row_size = math.prod(x.shape[1:])
+    out = _output(out, (int(rows.sum()), *x.shape[1:]), x.dtype)
+    chosen = choose("allgather", algorithm, out.nbytes, p)
+    counts = rows * row_size
+    flat_x, flat_out = _flat(x), _flat(out)
+    if p == 1:
+        np.copyto(flat_out, flat_x)
+    else:
+        _ALLGATHER[chosen].run(transport, flat_x, flat_out, counts, workspace)
+    return out
 
 
 def bcast(x, root=0, algorithm="auto", comm=None, segment_bytes=None, check=None):
@@ -403,33 +388,27 @@ def bcast(x, root=0, algorithm="auto", comm=None, segment_bytes=None, check=None
     """
     if _fault.ARMED:
         _fault.collective()
+    _CALLS[0] += 1
     context = context_of(comm)
-    tracked = _watchdog.TRACK
-    if tracked:
-        _watchdog.enter("bcast", context)
+    c = context.comm
+    error = None
+    chosen = algorithm
     try:
-        c = context.comm
-        error = None
-        chosen = algorithm
-        try:
-            if not isinstance(x, np.ndarray):
-                raise ArgumentError(f"bcast writes in place and needs a numpy array, got {type(x).__name__}")
-            _dtype_for(x.dtype, None)
-            _output(x, x.shape, x.dtype, name="x")
-            if not 0 <= int(root) < c.Get_size():
-                raise ArgumentError(f"root {root} is not a rank of a communicator of size {c.Get_size()}")
-            chosen = choose("bcast", algorithm, x.nbytes, c.Get_size())
-        except ArgumentError as exc:
-            error = exc
-        _agree(context, error, check, "bcast", lambda: ("bcast", root, chosen, str(getattr(x, "dtype", None)), getattr(x, "size", None)))
-        if c.Get_size() == 1 or x.size == 0:
-            return x
-        transport, workspace = context.plans.get("collectives") or _state(context)
-        _BCAST[chosen].run(transport, _flat(x), root, segment_bytes, workspace)
+        if not isinstance(x, np.ndarray):
+            raise ArgumentError(f"bcast writes in place and needs a numpy array, got {type(x).__name__}")
+        _dtype_for(x.dtype, None)
+        _output(x, x.shape, x.dtype, name="x")
+        if not 0 <= int(root) < c.Get_size():
+            raise ArgumentError(f"root {root} is not a rank of a communicator of size {c.Get_size()}")
+        chosen = choose("bcast", algorithm, x.nbytes, c.Get_size())
+    except ArgumentError as exc:
+        error = exc
+    _agree(context, error, check, "bcast", lambda: ("bcast", root, chosen, str(getattr(x, "dtype", None)), getattr(x, "size", None)))
+    if c.Get_size() == 1 or x.size == 0:
         return x
-    finally:
-        if tracked:
-            _watchdog.leave()
+    transport, workspace = context.plans.get("collectives") or _state(context)
+    _BCAST[chosen].run(transport, _flat(x), root, segment_bytes, workspace)
+    return x
 
 
 def reduce(x, root=0, op="sum", algorithm="auto", comm=None, out=None, check=None, reproducible=False):
@@ -442,46 +421,40 @@ def reduce(x, root=0, op="sum", algorithm="auto", comm=None, out=None, check=Non
     """
     if _fault.ARMED:
         _fault.collective()
+    _CALLS[0] += 1
     context = context_of(comm)
-    tracked = _watchdog.TRACK
-    if tracked:
-        _watchdog.enter("reduce", context)
+    c = context.comm
+    is_root = c.Get_rank() == root
+    error = None
+    chosen = algorithm
     try:
-        c = context.comm
-        is_root = c.Get_rank() == root
-        error = None
-        chosen = algorithm
-        try:
-            in_place = out is not None and out is x
-            x = _contiguous_input(x)
-            op = resolve_op(op)
-            dtype = _dtype_for(x.dtype, op)
-            if not 0 <= int(root) < c.Get_size():
-                raise ArgumentError(f"root {root} is not a rank of a communicator of size {c.Get_size()}")
-            if is_root:
-                out = x if in_place else _output(out, x.shape, dtype, x)
-            else:
-                out = None  # non-root buffers are never written
-            chosen = choose("reduce", algorithm, x.nbytes, c.Get_size(), op.commutative)
-            reproducible = _exact_sum(reproducible, op, dtype)
-        except ArgumentError as exc:
-            error = exc
-        _agree(context, error, check, "reduce", lambda: ("reduce", root, getattr(op, "label", op), chosen, str(x.dtype), x.size,
-                                         bool(reproducible)))
-        if reproducible and x.size:
-            folds = _reproducible_folds(_operand(x, c), comm)
-            F = reduce(folds.F, root=root, algorithm=chosen, comm=comm)
-            return _round_into(out, _repro.value(F, folds.E)) if is_root else None
-        if c.Get_size() == 1 or x.size == 0:
-            if out is not None and out is not x:
-                np.copyto(out, x)
-            return out
-        transport, workspace = context.plans.get("collectives") or _state(context)
-        _REDUCE[chosen].run(transport, _flat(x), _flat(out) if is_root else None, op, root, workspace)
-        return out if is_root else None
-    finally:
-        if tracked:
-            _watchdog.leave()
+        in_place = out is not None and out is x
+        x = _contiguous_input(x)
+        op = resolve_op(op)
+        dtype = _dtype_for(x.dtype, op)
+        if not 0 <= int(root) < c.Get_size():
+            raise ArgumentError(f"root {root} is not a rank of a communicator of size {c.Get_size()}")
+        if is_root:
+            out = x if in_place else _output(out, x.shape, dtype, x)
+        else:
+            out = None  # non-root buffers are never written
+        chosen = choose("reduce", algorithm, x.nbytes, c.Get_size(), op.commutative)
+        reproducible = _exact_sum(reproducible, op, dtype)
+    except ArgumentError as exc:
+        error = exc
+    _agree(context, error, check, "reduce", lambda: ("reduce", root, getattr(op, "label", op), chosen, str(x.dtype), x.size,
+                                     bool(reproducible)))
+    if reproducible and x.size:
+        folds = _reproducible_folds(_operand(x, c), comm)
+        F = reduce(folds.F, root=root, algorithm=chosen, comm=comm)
+        return _round_into(out, _repro.value(F, folds.E)) if is_root else None
+    if c.Get_size() == 1 or x.size == 0:
+        if out is not None and out is not x:
+            np.copyto(out, x)
+        return out
+    transport, workspace = context.plans.get("collectives") or _state(context)
+    _REDUCE[chosen].run(transport, _flat(x), _flat(out) if is_root else None, op, root, workspace)
+    return out if is_root else None
 
 
 def reproducible_sum(rows, comm=None, count=None, algorithm="auto", check=None):
@@ -513,32 +486,26 @@ def reproducible_sum(rows, comm=None, count=None, algorithm="auto", check=None):
     """
     if _fault.ARMED:
         _fault.collective()
-    context = context_of(comm)
-    tracked = _watchdog.TRACK
-    if tracked:
-        _watchdog.enter("reproducible_sum", context)
+    _CALLS[0] += 1
+    rows = np.asarray(rows)
+    error = None
     try:
-        rows = np.asarray(rows)
-        error = None
-        try:
-            if rows.ndim == 0:
-                raise ArgumentError("reproducible_sum needs rows: an array with a first axis")
-            if rows.dtype.kind not in "iuf":
-                raise ArgumentError(f"reproducible_sum sums real numbers, got dtype {rows.dtype}")
-        except ArgumentError as exc:
-            error = exc
-        c = context.comm
-        _agree(context, error, check, "reproducible_sum", lambda: ("reproducible_sum", algorithm, rows.shape[1:], count))
-        flat = rows.reshape(rows.shape[0], math.prod(rows.shape[1:]))
-        if count is None:
-            count = int(allreduce(np.array([flat.shape[0]], dtype=np.int64), comm=comm)[0])
-        folds = _reproducible_folds(_repro.Sum(flat.shape[1], count).add_rows(flat), comm)
-        if flat.shape[1]:
-            allreduce(folds.F, algorithm=algorithm, comm=comm, out=folds.F)
-        return _repro.value(folds.F, folds.E).reshape(rows.shape[1:])
-    finally:
-        if tracked:
-            _watchdog.leave()
+        if rows.ndim == 0:
+            raise ArgumentError("reproducible_sum needs rows: an array with a first axis")
+        if rows.dtype.kind not in "iuf":
+            raise ArgumentError(f"reproducible_sum sums real numbers, got dtype {rows.dtype}")
+    except ArgumentError as exc:
+        error = exc
+    context = context_of(comm)
+    c = context.comm
+    _agree(context, error, check, "reproducible_sum", lambda: ("reproducible_sum", algorithm, rows.shape[1:], count))
+    flat = rows.reshape(rows.shape[0], math.prod(rows.shape[1:]))
+    if count is None:
+        count = int(allreduce(np.array([flat.shape[0]], dtype=np.int64), comm=comm)[0])
+    folds = _reproducible_folds(_repro.Sum(flat.shape[1], count).add_rows(flat), comm)
+    if flat.shape[1]:
+        allreduce(folds.F, algorithm=algorithm, comm=comm, out=folds.F)
+    return _repro.value(folds.F, folds.E).reshape(rows.shape[1:])
 
 
 class _Folds:
@@ -590,5 +557,7 @@ def _round_into(out, values):
     flat[...] = values
     return out
 
+
+_watchdog.watch(allreduce, reduce_scatter, allgather, bcast, reduce, reproducible_sum)
 
 __all__ = ["allgather", "allreduce", "bcast", "reduce", "reduce_scatter", "reproducible_sum"]

@@ -5,17 +5,18 @@ collectives are imported in a job of more than one rank):
 
 Timeout
     With a timeout (``MPIML_TIMEOUT`` seconds in the environment, ``--timeout`` on the
-    ``mpiml`` commands, or :func:`configure`), every public collective records on entry
-    its name and sequence number (``#N``: the N-th outermost mpiml collective call on
-    that communicator in this process) and clears it on return. A call still in flight
-    ``timeout`` seconds after the thread first saw it (at most one tick later: a tenth of
-    the timeout, at most 1 s) fires: the rank asks every other rank for its stack and
-    state (a message on ``COMM_WORLD`` with tag :data:`DUMP_TAG`, answered by their
-    watchdog threads; needs ``MPI_THREAD_MULTIPLE``, else each rank dumps only its own),
-    writes its own stack (every thread but the watchdog's, each line tagged
-    ``[rank R]``), names the ranks the collective waits for (those not in the same call),
-    and aborts the job (``MPI_Abort``, exit status :data:`EXIT_TIMEOUT`). The per-call
-    cost is a few attribute stores and no clock read: the thread does the timing.
+    ``mpiml`` commands, or :func:`configure`), the thread looks at the main thread once a
+    tick (a tenth of the timeout, at most 1 s). Every public collective adds one to
+    :data:`CALLS` on entry (its sequence number ``#N``: the N-th mpiml collective call of
+    this process, nested ones included); when the main thread is inside a public
+    collective and ``CALLS`` has not moved for ``timeout`` seconds, that call is stuck. The
+    rank then asks every other rank for its stack and state (a message on ``COMM_WORLD``
+    with tag :data:`DUMP_TAG`, answered by their watchdog threads; needs
+    ``MPI_THREAD_MULTIPLE``, else each rank dumps only its own), writes its own stack
+    (every thread but the watchdog's, each line tagged ``[rank R]``), names the ranks the
+    collective waits for (those not in the same call) and aborts the job (``MPI_Abort``,
+    exit status :data:`EXIT_TIMEOUT`). The cost per call is that one increment: the
+    thread does all the timing, from the stacks.
 
 Ctrl-C
     ``mpiexec`` forwards SIGINT to every rank, but Python raises ``KeyboardInterrupt``
@@ -52,52 +53,23 @@ REPLY_WAIT = 3.0                  # seconds a firing rank waits for the others' 
 # Names of the calls, by code, in the int64 messages the watchdog threads exchange.
 NAMES = ("-", "allreduce", "reduce_scatter", "allgather", "bcast", "reduce", "reproducible_sum")
 
-TRACK = False      # whether collectives record their calls (a timeout is set): read on every call
-TIMEOUT = None     # seconds, or None
+TIMEOUT = None      # seconds, or None
+CALLS = [0]         # mpiml collective calls this process has entered (each public function adds 1)
+_PUBLIC = {}        # code object of each public collective -> its name
 
 
-class _Calls:
-    """What the main thread's collectives are doing; written per call, read by the watchdog thread."""
-
-    __slots__ = ("depth", "call", "last")
-
-    def __init__(self):
-        self.depth = 0
-        self.call = None   # (name, seq, context) of the outermost call in flight
-        self.last = None   # the last one finished
-
-
-_calls = _Calls()
-
-
-def enter(name, context) -> None:
-    """A collective starts (one line per public function: ``if tracked: enter(...)``)."""
-    calls = _calls
-    if not calls.depth:
-        plans = context.plans
-        seq = plans["calls"] = plans.get("calls", 0) + 1
-        calls.call = (name, seq, context)
-    calls.depth += 1
-
-
-def leave() -> None:
-    """The collective :func:`enter` announced has returned or raised."""
-    calls = _calls
-    if calls.depth:
-        calls.depth -= 1
-        if not calls.depth:
-            calls.last, calls.call = calls.call, None
+def watch(*functions) -> None:
+    """Register the public collectives whose frames mark "inside a collective"."""
+    for function in functions:
+        _PUBLIC[function.__code__] = function.__name__
 
 
 def configure(timeout) -> None:
     """Set the collective timeout in seconds (None or <= 0: none); call it on every rank."""
-    global TIMEOUT, TRACK
+    global TIMEOUT
     TIMEOUT = float(timeout) if timeout is not None and float(timeout) > 0 else None
-    TRACK = TIMEOUT is not None
-    if TRACK:
-        install()
-        if _thread is not None:
-            _thread.wake()
+    if install() and TIMEOUT is not None:
+        _thread.wake()
 
 
 def install_from_env() -> None:
@@ -223,7 +195,7 @@ class _Watchdog(threading.Thread):
         self.dumped = False
         self.stopping = False
         self.lock = threading.Lock()
-        self.seen = None        # the call in flight when first seen, and when
+        self.seen = None        # CALLS when a call was first seen in flight, and when
         self.seen_at = 0.0
         self.read_end, self.write_end = socket.socketpair()
         self.read_end.setblocking(False)
@@ -291,20 +263,22 @@ class _Watchdog(threading.Thread):
             return  # the program handles SIGINT itself
         _interrupted = True
         time.sleep(INTERRUPT_GRACE)
-        call = _calls.call
-        where = f" in {call[0]} #{call[1]}" if call else ""
+        call = _main_call()
+        where = f" in {call[0]}" if call else ""
         _write(f"[rank {self.rank}] mpiml: interrupted{where}; ending this rank\n")
         os._exit(EXIT_INTERRUPTED)
 
     # timeout
     def _time(self, timeout):
-        call = _calls.call
-        if call is None or call is not self.seen:
-            self.seen, self.seen_at = call, time.monotonic()
+        count, call = CALLS[0], _main_call()
+        now = time.monotonic()
+        if call is None or count != self.seen:
+            # no call in flight, or a new one since the last look: start timing afresh
+            self.seen, self.seen_at = (count if call is not None else None), now
             return
-        waited = time.monotonic() - self.seen_at
+        waited = now - self.seen_at
         if waited >= timeout:
-            self._fire(call, waited, timeout)
+            self._fire(call, count, waited, timeout)
 
     def _post(self):
         import numpy as np
@@ -322,32 +296,33 @@ class _Watchdog(threading.Thread):
         self.request = None
         self._post()
         if kind == 1:  # a request; kind 2 is a reply arriving late: ignore it
+            call = _main_call()
+            here = f"in {call[0]} #{CALLS[0]}" if call else f"not in a collective (after {CALLS[0]} call(s))"
             self._dump(f"stack requested by rank {requester}, whose {NAMES[name_code]} #{seq} timed out; "
-                       f"this rank is {_describe(_calls.call, _calls.last)}")
+                       f"this rank is {here}")
             self._reply(requester)
 
     def _state(self):
         import numpy as np
 
-        call = _calls.call
-        if call is None:
-            return np.array([self.rank, 0, 0, 0], dtype=np.int64)
-        return np.array([self.rank, 1, _code(call[0]), call[1]], dtype=np.int64)
+        call = _main_call()
+        return np.array([self.rank, call is not None, _code(call[0]) if call else 0, CALLS[0]], dtype=np.int64)
 
     def _reply(self, requester):
         state = self._state()
         state[1] = 2 + state[1]  # 2: not in a call, 3: in one
         self.world.Isend(state, dest=requester, tag=DUMP_TAG).Wait()
 
-    def _fire(self, call, waited, timeout):
+    def _fire(self, call, seq, waited, timeout):
         import numpy as np
 
-        name, seq, context = call
+        name, frame = call
         states = {}
         if self.channel:
             request = np.array([self.rank, 1, _code(name), seq], dtype=np.int64)
             sends = [self.world.Isend(request, dest=r, tag=DUMP_TAG) for r in range(self.size) if r != self.rank]
-        site = _main_thread_site()
+        site = call_site(frame)
+        site = f" (called at {site})" if site else ""
         self._dump(f"{name} #{seq}{site} has not finished after {waited:.1f} s (timeout {timeout:g} s); "
                    "asking every rank for its stack")
         if self.channel:
@@ -357,7 +332,7 @@ class _Watchdog(threading.Thread):
                     source, kind, code, other_seq = (int(v) for v in self.inbox)
                     self.request = None
                     if kind >= 2:
-                        states[source] = (NAMES[code], other_seq) if kind == 3 else None
+                        states[source] = (NAMES[code], other_seq) if kind == 3 else other_seq
                     elif kind == 1 and not self.dumped:
                         self._reply(source)
                     self._post()
@@ -365,16 +340,18 @@ class _Watchdog(threading.Thread):
                     time.sleep(0.01)
             for s in sends:
                 s.Cancel()
-        members = _world_ranks(context.comm, self.mpi)
+        comm = frame.f_locals.get("c") if frame is not None else None
         waits = []
-        for r in members:
-            if r == self.rank:
+        for r in _world_ranks(comm, self.mpi):
+            state = states.get(r)
+            if r == self.rank or state == (name, seq):
                 continue
             if r not in states:
                 waits.append(f"rank {r} (no answer)")
-            elif states[r] != (name, seq):
-                state = states[r]
-                waits.append(f"rank {r} ({'not in a collective' if state is None else f'in {state[0]} #{state[1]}'})")
+            elif isinstance(state, int):
+                waits.append(f"rank {r} (not in a collective, after {state} call(s))")
+            else:
+                waits.append(f"rank {r} (in {state[0]} #{state[1]})")
         said = ", ".join(waits) if waits else "every rank is in it: a peer is slow or the network is stuck"
         _write(f"[rank {self.rank}] mpiml: error: {name} #{seq} timed out after {timeout:g} s waiting for "
                f"{said}; ending the job\n")
@@ -402,25 +379,28 @@ def _code(name):
     return NAMES.index(name) if name in NAMES else 0
 
 
-def _describe(call, last):
-    if call is not None:
-        return f"in {call[0]} #{call[1]}"
-    return "not in a collective" + (f" (last finished: {last[0]} #{last[1]})" if last else "")
+def _main_call():
+    """``(name, frame)`` of the outermost public collective the main thread is in, or None."""
+    frame = sys._current_frames().get(threading.main_thread().ident)
+    found = None
+    while frame is not None:
+        name = _PUBLIC.get(frame.f_code)
+        if name is not None:
+            found = (name, frame)
+        frame = frame.f_back
+    return found
 
 
 def _world_ranks(comm, MPI):
+    """The COMM_WORLD ranks of ``comm``'s members (all of them if unknown)."""
+    if comm is None or not isinstance(comm, MPI.Comm):
+        return list(range(MPI.COMM_WORLD.Get_size()))
     try:
         group, world = comm.Get_group(), MPI.COMM_WORLD.Get_group()
         ranks = MPI.Group.Translate_ranks(group, list(range(group.Get_size())), world)
         return [r for r in ranks if r != MPI.UNDEFINED]
     except Exception:  # noqa: BLE001 - only for the message
         return list(range(MPI.COMM_WORLD.Get_size()))
-
-
-def _main_thread_site():
-    frame = sys._current_frames().get(threading.main_thread().ident)
-    site = call_site(frame) if frame is not None else None
-    return f" (called at {site})" if site else ""
 
 
 _COLLECTIVES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "collectives") + os.sep
