@@ -150,7 +150,7 @@ def _agree(context, error, check, name, signature):
     if any(r[3] for r in records):
         raise_if_any(error, context.comm)
     if any(r[4] != record[4] for r in records):
-        raise MismatchError(f"ranks called {name} with different arguments: "
+        raise MismatchError(f"ranks called {name} with different arguments (checked call #{record[0]}): "
                             + "; ".join(f"rank {rank}: {r[4]} at {r[2]}" for rank, r in enumerate(records)),
                             collective=True)
 
