@@ -24,8 +24,9 @@ Ctrl-C
     has already left) never sees it, and a rank that did exits through ``MPI_Finalize``,
     which waits for the stuck ones. So, while SIGINT has Python's default handler, the
     thread (woken through :func:`signal.set_wakeup_fd`) gives the rank
-    :data:`INTERRUPT_GRACE` seconds to end by itself and then ends it (exit status 130);
-    a rank that does leave through ``KeyboardInterrupt`` skips ``MPI_Finalize``. A
+    :data:`INTERRUPT_GRACE` seconds to end by itself and then ends the job (``MPI_Abort``,
+    exit status 130); a rank that does leave through ``KeyboardInterrupt`` ends the job the
+    same way instead of waiting in ``MPI_Finalize``. A
     program that installs its own SIGINT handler (the ``mpiml`` commands with a checkpoint
     directory, :class:`~mpiml.runtime.preempt.PreemptionWatch`) keeps it: it is not forced.
 """
@@ -164,18 +165,29 @@ def _forget_in_child():
 def _at_exit():
     """Before ``MPI_Finalize``: stop the thread; after a Ctrl-C, leave without finalizing."""
     if _interrupted or isinstance(getattr(sys, "last_value", None), KeyboardInterrupt):
-        # MPI_Finalize would wait for ranks that may be stuck in a collective: end now, as
-        # Python itself ends after an uncaught KeyboardInterrupt (killed by SIGINT).
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:  # noqa: BLE001 - a closed stream must not stop the exit
-                pass
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGINT)
-        os._exit(EXIT_INTERRUPTED)
+        # MPI_Finalize would wait for ranks that may be stuck in a collective: end the job now.
+        _end_job(EXIT_INTERRUPTED)
     if _thread is not None:
         _thread.stop()
+
+
+def _end_job(code, from_thread=False) -> None:
+    """Flush, then ``MPI_Abort`` (the launcher ends every rank: mpiexec, srun); never returns.
+
+    Not a plain exit: hydra ORs the ranks' wait statuses, so a rank ending by SIGINT (2) while
+    hydra SIGKILLs (9) the others reads as "Segmentation fault (signal 11)".
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - a closed stream must not stop the exit
+            pass
+    world = _world()
+    # another thread may call MPI only under MPI_THREAD_MULTIPLE; else hydra still ends the
+    # other ranks when this one exits with a non-zero status
+    if world is not None and (not from_thread or (_thread is not None and _thread.channel)):
+        world.Abort(code)
+    os._exit(code)
 
 
 class _Watchdog(threading.Thread):
@@ -265,8 +277,8 @@ class _Watchdog(threading.Thread):
         time.sleep(INTERRUPT_GRACE)
         call = _main_call()
         where = f" in {call[0]}" if call else ""
-        _write(f"[rank {self.rank}] mpiml: interrupted{where}; ending this rank\n")
-        os._exit(EXIT_INTERRUPTED)
+        _write(f"[rank {self.rank}] mpiml: interrupted{where}; ending the job\n")
+        _end_job(EXIT_INTERRUPTED, from_thread=True)
 
     # timeout
     def _time(self, timeout):
@@ -356,9 +368,7 @@ class _Watchdog(threading.Thread):
         _write(f"[rank {self.rank}] mpiml: error: {name} #{seq} timed out after {timeout:g} s waiting for "
                f"{said}; ending the job\n")
         time.sleep(0.5)  # hydra forwards the text before the abort tears its pipes down
-        if self.channel:
-            self.world.Abort(EXIT_TIMEOUT)
-        os._exit(EXIT_TIMEOUT)
+        _end_job(EXIT_TIMEOUT, from_thread=True)
 
     def _dump(self, header):
         if self.dumped:
