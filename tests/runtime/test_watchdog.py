@@ -128,6 +128,28 @@ def test_ctrl_c_ends_every_rank_of_a_script_looping_allreduce(tmp_path, ranks, a
     assert trial.returncode != 0 and "Segmentation fault" not in said and "signal 11" not in said, trial.describe()
 
 
+BLOCKED_JOB = """\
+import os, sys
+import numpy as np
+import mpiml
+from mpi4py import MPI
+sys.stdout.write(f"ready {os.getpid()}\\n")
+sys.stdout.flush()
+if MPI.COMM_WORLD.rank == 1:
+    MPI.COMM_WORLD.Recv(np.empty(1), source=0, tag=77)  # never sent: this rank never gets back to Python
+else:
+    mpiml.allreduce(np.ones(3), algorithm="ring")
+"""
+
+
+def test_ctrl_c_ends_ranks_that_never_get_back_to_python(tmp_path):
+    script = tmp_path / "blocked.py"
+    script.write_text(BLOCKED_JOB)
+    trial = interrupt(2, [sys.executable, str(script)], bound=30)
+    assert trial.clean and trial.seconds < 10, trial.describe()
+    assert "mpiml: interrupted in allreduce; ending the job" in trial.stderr, trial.describe()
+
+
 def test_ctrl_c_checkpoints_first_in_an_mpiml_command_with_a_checkpoint_directory(tmp_path):
     argv = [sys.executable, "-m", "mpiml", "sgd", "--epochs", "10000", "--checkpoint-dir", str(tmp_path / "ck"),
             "--progress", "never", "--timeout", "600"]
