@@ -26,6 +26,7 @@ import hashlib
 import math
 import os
 import sys
+import time
 
 import numpy as np
 
@@ -160,7 +161,7 @@ def _agree(context, error, check, name, signature):
 # pair up in order on every rank whatever call each rank is in, so a skipped call meets
 # another call or the end of the program instead of a peer that never comes.
 _EXIT = "the end of the program"
-_checked: dict = {}     # id(context) -> context, the communicators with checked calls, in order
+_checked: list = []     # the contexts (communicators) with checked calls, in order
 
 
 def _record(context, name, error, signature):
@@ -168,7 +169,7 @@ def _record(context, name, error, signature):
     plans = context.plans
     seq = plans["checked"] = plans.get("checked", 0) + 1
     if seq == 1:
-        _checked.setdefault(id(context), context)
+        _checked.append(context)
         if len(_checked) == 1:
             import atexit
 
@@ -198,8 +199,9 @@ def _check_at_exit():
         return
     if os.environ.get("MPIML_CHECK", "") not in ("", "0"):
         world = context_of(None)  # a rank that never called a collective meets the others' first call
-        _checked.setdefault(id(world), world)
-    for context in list(_checked.values()):
+        if not any(context is world for context in _checked):
+            _checked.insert(0, world)
+    for context in list(_checked):
         if context.comm == MPI.COMM_NULL:
             continue
         records = _exchange(context, _record(context, _EXIT, None, None))
@@ -209,6 +211,7 @@ def _check_at_exit():
             sys.stderr.write(f"[rank {rank}] mpiml: error: ranks are in different collective calls "
                              f"(a rank skipped or added one): {_sites(records)}\n")
             sys.stderr.flush()
+            time.sleep(0.5)  # the ranks still in a call raise and report before the launcher ends them
             os._exit(2)
 
 

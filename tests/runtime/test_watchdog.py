@@ -86,10 +86,11 @@ def rank_one_is_busy_elsewhere():
     time.sleep(120)
 
 x = np.ones(3)
+MPI.COMM_WORLD.Barrier()  # no rank waits for another's imports in a collective (the timeout is short)
 mpiml.allreduce(x)
 if MPI.COMM_WORLD.rank == 1:
     rank_one_is_busy_elsewhere()
-mpiml.allreduce(x)                                                       # line 13
+mpiml.allreduce(x)                                                       # line 14
 print("done", flush=True)
 """
 
@@ -101,13 +102,13 @@ def test_a_stuck_collective_dumps_every_ranks_stack_and_ends_the_job(tmp_path):
     assert not result.hung and result.returncode not in (0, None), result.describe()
     err = result.stderr
     assert "done" not in result.stdout
-    assert "[rank 0] mpiml: allreduce #2 (called at stall.py:13) has not finished" in err or \
-        "[rank 2] mpiml: allreduce #2 (called at stall.py:13) has not finished" in err, result.describe()
+    assert "[rank 0] mpiml: allreduce #2 (called at stall.py:14) has not finished" in err or \
+        "[rank 2] mpiml: allreduce #2 (called at stall.py:14) has not finished" in err, result.describe()
     for rank in range(3):
         assert f"[rank {rank}] Stack of the main thread (most recent call last):" in err, result.describe()
     assert re.search(r"\[rank 1\] .*in rank_one_is_busy_elsewhere", err), result.describe()
     for rank in (0, 2):
-        assert re.search(rf"\[rank {rank}\]   File \".*stall.py\", line 13, in <module>", err), result.describe()
+        assert re.search(rf"\[rank {rank}\]   File \".*stall.py\", line 14, in <module>", err), result.describe()
         assert re.search(rf"\[rank {rank}\] .*in allreduce", err), result.describe()
     assert re.search(r"mpiml: error: allreduce #2 timed out after 2 s waiting for rank 1 \(not in a collective",
                      err), result.describe()
@@ -116,8 +117,7 @@ def test_a_stuck_collective_dumps_every_ranks_stack_and_ends_the_job(tmp_path):
 # --- Ctrl-C ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("ranks,algorithm,size", [(2, "ring", 4), (3, "ring", 100_000), (2, "auto", 4),
-                                                  (3, "tree", 4)])
+@pytest.mark.parametrize("ranks,algorithm,size", [(2, "ring", 4), (3, "ring", 100_000), (3, "auto", 4)])
 def test_ctrl_c_ends_every_rank_of_a_script_looping_allreduce(tmp_path, ranks, algorithm, size):
     script = tmp_path / "loop.py"
     script.write_text(LOOP)
@@ -147,11 +147,14 @@ def test_ctrl_c_ends_ranks_that_never_get_back_to_python(tmp_path):
     script.write_text(BLOCKED_JOB)
     trial = interrupt(2, [sys.executable, str(script)], bound=30)
     assert trial.clean and trial.seconds < 10, trial.describe()
-    assert "mpiml: interrupted in allreduce; ending the job" in trial.stderr, trial.describe()
+    # the first rank to give up ends the job: the other may not get to say so
+    assert re.search(r"\[rank [01]\] mpiml: interrupted( in allreduce)?; ending the job", trial.stderr), \
+        trial.describe()
 
 
 def test_ctrl_c_checkpoints_first_in_an_mpiml_command_with_a_checkpoint_directory(tmp_path):
-    argv = [sys.executable, "-m", "mpiml", "sgd", "--epochs", "10000", "--checkpoint-dir", str(tmp_path / "ck"),
+    argv = [sys.executable, "-m", "mpiml", "sgd", "--data", "synthetic:classification,n=4000,d=10", "--epochs",
+            "100000", "--checkpoint-dir", str(tmp_path / "ck"),
             "--progress", "never", "--timeout", "600"]
     trial = interrupt(2, argv, ready=r"\n +1 +\d", after=0.0, bound=60)  # after epoch 1's row
     assert trial.clean, trial.describe()
