@@ -345,7 +345,7 @@ class _Watchdog(threading.Thread):
                     self.request = None
                     if kind >= 2:
                         states[source] = (NAMES[code], other_seq) if kind == 3 else other_seq
-                    elif kind == 1:  # another rank timed out too: it has this rank's stack already
+                    elif kind == 1:  # another rank timed out too (this one has printed its stack)
                         self._reply(source)
                     self._post()
                 else:

@@ -17,7 +17,7 @@ import time
 
 import pytest
 from interrupt import LOOP, interrupt
-from mpirun import run_mpi
+from mpirun import implementation, run_mpi
 
 from mpiml.runtime import preempt, watchdog
 
@@ -147,12 +147,16 @@ def test_ctrl_c_ends_ranks_that_never_get_back_to_python(tmp_path):
     script.write_text(BLOCKED_JOB)
     trial = interrupt(2, [sys.executable, str(script)], bound=30)
     assert trial.clean and trial.seconds < 10, trial.describe()
+    if implementation() == "openmpi":
+        return  # mpirun itself turns Ctrl-C into SIGTERM for every rank: nothing of mpiml's is needed
     # the first rank to give up ends the job: the other may not get to say so
     assert re.search(r"\[rank [01]\] mpiml: interrupted( in allreduce)?; ending the job", trial.stderr), \
         trial.describe()
 
 
 def test_ctrl_c_checkpoints_first_in_an_mpiml_command_with_a_checkpoint_directory(tmp_path):
+    if implementation() == "openmpi":
+        pytest.skip("Open MPI's mpirun ends the job on Ctrl-C itself (SIGTERM, then SIGKILL): SIGUSR1 checkpoints")
     argv = [sys.executable, "-m", "mpiml", "sgd", "--data", "synthetic:classification,n=4000,d=10", "--epochs",
             "100000", "--checkpoint-dir", str(tmp_path / "ck"),
             "--progress", "never", "--timeout", "600"]
