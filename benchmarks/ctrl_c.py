@@ -45,9 +45,9 @@ def main() -> int:
             ok = result.clean and result.seconds < 2.0
             failures += not ok
             seconds.append(result.seconds if result.seconds is not None else float("inf"))
-            print(f"p={ranks} trial {trial + 1:2d} {algorithm:>18s} n={size:<6d} "
-                  f"{'ok  ' if ok else 'FAIL'} {result.seconds if result.seconds is None else round(result.seconds, 2)} s,"
-                  f" exit {result.returncode}, ranks left {result.survivors}", flush=True)
+            took = "-" if result.seconds is None else f"{result.seconds:.2f}"
+            print(f"p={ranks} trial {trial + 1:2d} {algorithm:>18s} n={size:<6d} {'ok  ' if ok else 'FAIL'} {took} s, "
+                  f"exit {result.returncode}, ranks left {result.survivors}", flush=True)
             if not ok:
                 print(result.describe(), flush=True)
         good = sum(s < 2.0 for s in seconds)

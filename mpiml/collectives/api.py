@@ -265,8 +265,8 @@ def allreduce(x, op="sum", algorithm="auto", comm=None, out=None, check=None, re
         reproducible = _exact_sum(reproducible, op, dtype)
     except ArgumentError as exc:
         error = exc
-    _agree(context, error, check, "allreduce", lambda: ("allreduce", getattr(op, "label", op), chosen, str(x.dtype), x.size,
-                                     bool(reproducible)))
+    _agree(context, error, check, "allreduce",
+           lambda: ("allreduce", getattr(op, "label", op), chosen, str(x.dtype), x.size, bool(reproducible)))
     if reproducible and x.size:
         folds = _reproducible_folds(_operand(x, c), comm)
         F = allreduce(folds.F, algorithm=chosen, comm=comm, out=folds.F)
@@ -313,8 +313,9 @@ def reduce_scatter(x, op="sum", algorithm="auto", comm=None, counts=None, out=No
         reproducible = _exact_sum(reproducible, op, dtype)
     except ArgumentError as exc:
         error = exc
-    _agree(context, error, check, "reduce_scatter", lambda: ("reduce_scatter", getattr(op, "label", op), chosen, str(x.dtype),
-                             x.size, None if counts is None else np.asarray(counts).tolist(), bool(reproducible)))
+    _agree(context, error, check, "reduce_scatter",
+           lambda: ("reduce_scatter", getattr(op, "label", op), chosen, str(x.dtype), x.size,
+                    None if counts is None else np.asarray(counts).tolist(), bool(reproducible)))
     if reproducible and x.size:
         folds = _reproducible_folds(_operand(x, c), comm)
         width = 2 if dtype.kind == "c" else 1     # float64 values per element
@@ -406,7 +407,8 @@ def bcast(x, root=0, algorithm="auto", comm=None, segment_bytes=None, check=None
         chosen = choose("bcast", algorithm, x.nbytes, c.Get_size())
     except ArgumentError as exc:
         error = exc
-    _agree(context, error, check, "bcast", lambda: ("bcast", root, chosen, str(getattr(x, "dtype", None)), getattr(x, "size", None)))
+    _agree(context, error, check, "bcast",
+           lambda: ("bcast", root, chosen, str(getattr(x, "dtype", None)), getattr(x, "size", None)))
     if c.Get_size() == 1 or x.size == 0:
         return x
     transport, workspace = context.plans.get("collectives") or _state(context)
@@ -445,8 +447,8 @@ def reduce(x, root=0, op="sum", algorithm="auto", comm=None, out=None, check=Non
         reproducible = _exact_sum(reproducible, op, dtype)
     except ArgumentError as exc:
         error = exc
-    _agree(context, error, check, "reduce", lambda: ("reduce", root, getattr(op, "label", op), chosen, str(x.dtype), x.size,
-                                     bool(reproducible)))
+    _agree(context, error, check, "reduce",
+           lambda: ("reduce", root, getattr(op, "label", op), chosen, str(x.dtype), x.size, bool(reproducible)))
     if reproducible and x.size:
         folds = _reproducible_folds(_operand(x, c), comm)
         F = reduce(folds.F, root=root, algorithm=chosen, comm=comm)
