@@ -19,6 +19,7 @@ from mpiml.cli.parser import Parser, check_writable, comma_list
 from mpiml.data.ratings import FORMATS
 from mpiml.errors import ArgumentError
 from mpiml.mf import params
+from mpiml.runtime import watchdog
 
 EXAMPLES = """examples:
   mpiexec -n 4 mpiml mf --ratings ml-1m/ratings.dat --test-fraction 0.1 --json      (ALS, tuned defaults)
@@ -114,6 +115,7 @@ def build_parser():
     parser.add_argument("--json", action="store_true", help="print one JSON object (progress goes to stderr)")
     parser.add_argument("--plot", metavar="FILE.png", help="draw the objective and training RMSE per iteration and "
                         "per second, and each rank's time (needs matplotlib: the plot extra)")
+    watchdog.add_argument(parser)  # --timeout
     parser.rename("--alpha", "--confidence")  # 0.1 spellings
     parser.rename("--exchange", "--collective-algorithm")
     return parser
@@ -197,6 +199,7 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     comm = resolve_comm(None)
     args = build_parser().parse_args(argv)  # a UsageError here is the same on every rank
+    watchdog.configure(args.timeout)
     error = model = None
     try:
         check(args)

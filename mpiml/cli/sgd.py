@@ -20,6 +20,7 @@ from mpiml.cli.output import emit_json, say, table
 from mpiml.cli.parser import Parser
 from mpiml.collectives import ALGORITHMS
 
+from mpiml.runtime import watchdog
 from mpiml.runtime.preempt import EXIT_PREEMPTED as EXIT_STOPPED
 
 EPILOG = """examples:
@@ -96,6 +97,7 @@ def build_parser():
     o.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
                    help="progress bar on rank 0: auto = only if stdout is a terminal (under mpiexec it is "
                         "usually a pipe, so say 'always' for a bar in an interactive run)")
+    watchdog.add_argument(o)  # --timeout
     add_parallel_arguments(p)  # --parallel data|model|hybrid|auto --grid RxC --split --explain
     for old, name in RENAMED.items():
         p.rename(old, _flag(name))
@@ -140,6 +142,7 @@ def _epoch_row(record):
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    watchdog.configure(args.timeout)
     from mpi4py import MPI
 
     from mpiml.errors import ArgumentError
