@@ -55,8 +55,9 @@ def _read_header(handle, size: int, where: str) -> Member:
     return Member(tuple(shape), dtype, nbytes)
 
 
-def npz_members(path) -> dict[str, Member]:
-    """Every array of the archive ``path``, by name, from the headers alone."""
+def npz_members(path) -> dict[str, Member | DataError]:
+    """Every array of the archive ``path``, by name, from the headers alone; a broken one as the
+    DataError it is (raised by :func:`used` only if the array is needed)."""
     path = str(path)
     try:
         with zipfile.ZipFile(path) as archive:
@@ -65,13 +66,23 @@ def npz_members(path) -> dict[str, Member]:
                 if not info.filename.endswith(".npy"):
                     continue
                 name = info.filename[:-4]
-                with archive.open(info) as handle:
-                    members[name] = _read_header(handle, info.file_size, f"array {name!r}")
+                try:
+                    with archive.open(info) as handle:
+                        members[name] = _read_header(handle, info.file_size, f"array {name!r}")
+                except DataError as exc:
+                    members[name] = DataError(exc.args[0], path)
+                except READ_ERRORS as exc:
+                    members[name] = DataError(f"array {name!r} is unreadable ({type(exc).__name__}: {exc})", path)
             return members
-    except DataError as exc:
-        raise DataError(exc.args[0], path) from None
     except READ_ERRORS as exc:
         raise DataError(f"not a readable .npz archive ({type(exc).__name__}: {exc})", path) from None
+
+
+def used(members: dict, names) -> None:
+    """Raise the error of the first broken array among ``names``."""
+    for name in names:
+        if isinstance(members.get(name), DataError):
+            raise members[name]
 
 
 def npy_member(path) -> Member:

@@ -173,6 +173,7 @@ def _read_npz(path, rank, size, max_id) -> RatingsShard:
             break
     else:
         raise DataError(f"npz needs arrays users, items, ratings (or row, col, data); has {sorted(members)}", path)
+    arrays.used(members, names)
     shapes = [members[n].shape for n in names]
     if any(len(shape) != 1 for shape in shapes) or len(set(shapes)) != 1:
         raise DataError(f"arrays {', '.join(names)} must be 1-D of one length; shapes {shapes}", path)
@@ -239,7 +240,7 @@ def _sniff(path: str, fmt: str, header: str = "auto"):
         delimiter = None
     fields = _split(line, delimiter)
     named = header == "yes" or (header == "auto" and text.is_header(fields))
-    return delimiter, (first[0] if named else None), len(fields)
+    return delimiter, (first[0] if named else None), len(fields), first[0] + 1
 
 
 def _read_text(path: str, fmt: str, comm, max_id: int, header: str = "auto") -> RatingsShard:
@@ -258,14 +259,11 @@ def _read_text(path: str, fmt: str, comm, max_id: int, header: str = "auto") -> 
     first_line = 1 + sum(counts[:rank])
     shard = RatingsShard.from_arrays([], [], [], source=path)
     if sniffed is not None:
-        delimiter, header_line, width = sniffed
+        delimiter, header_line, width, first = sniffed
         try:
-            if width < 3:
-                raise DataError(f"expected user, item, rating[, time]; got {width} field(s) in the first line",
-                                path, 1 + text.first_content_line(path, COMMENTS)[0])
             control = text.control_problem(data)
             shard = _parse_lines(path, lines[:control[0]] if control else lines, first_line, delimiter,
-                                 None if header_line is None else header_line + 1, width, max_id)
+                                 None if header_line is None else header_line + 1, width, max_id, first)
             if control:
                 raise DataError(control[1], path, first_line + control[0])
         except DataError as exc:
@@ -274,7 +272,7 @@ def _read_text(path: str, fmt: str, comm, max_id: int, header: str = "auto") -> 
     return shard
 
 
-def _parse_lines(path, lines, first_line, delimiter, header, width, max_id) -> RatingsShard:
+def _parse_lines(path, lines, first_line, delimiter, header, width, max_id, first=None) -> RatingsShard:
     """Ratings of ``lines`` (file lines ``first_line``, ...); ``header``: the header's line number, if any."""
     n = len(lines)
     users = np.empty(n, dtype=np.int64)
@@ -286,6 +284,9 @@ def _parse_lines(path, lines, first_line, delimiter, header, width, max_id) -> R
         number = first_line + offset
         if not text.is_content(raw, COMMENTS):
             continue
+        if number == first and width < 3:
+            raise DataError(f"expected user, item, rating[, time]; got {width} field(s) in the first line",
+                            path, number)
         fields = _split(raw, delimiter)
         if len(fields) != width:
             raise DataError(f"expected {width} fields (user, item, rating[, time], as in the first line); got "

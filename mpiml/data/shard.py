@@ -132,12 +132,12 @@ def read_shard(path, fmt: str | None = None, comm=None, n_features: int | None =
         shard = _read_arrays(files, comm, fmt, label_column)
     counts = comm_.allgather(shard.n_rows)
     if sum(counts) == 0:
-        raise_if_any(DataError("no rows of data", str(path)), comm)
+        text.first_error([(0, DataError("no rows of data", str(path)))], comm)
     empty = [r for r, c in enumerate(counts) if c == 0]
     if empty and not allow_empty:
         if sum(counts) < len(counts):
-            raise_if_any(DataError(f"{sum(counts)} rows cannot fill {len(counts)} ranks: rank {empty[0]} got no "
-                                   f"rows; use fewer ranks or more data", str(path)), comm)
+            text.first_error([(0, DataError(f"{sum(counts)} rows cannot fill {len(counts)} ranks: rank {empty[0]} "
+                                            f"got no rows; use fewer ranks or more data", str(path)))], comm)
         shard = rebalance(shard, counts, comm_)
     return shard
 
@@ -250,7 +250,6 @@ def _fields(line: bytes, delimiter: str) -> list[bytes]:
 
 
 def _read_delimited(files, comm, delimiter, label_column, header="auto"):
-    comm_ = private_comm(comm)
     error = None
     try:  # every rank reads each file's first line itself: the same header verdict everywhere
         firsts = [text.first_content_line(f) for f in files]
@@ -279,8 +278,8 @@ def _read_delimited(files, comm, delimiter, label_column, header="auto"):
         errors.append((part.index, _earliest(part, text.control_problem(part.data), rows.error, wrong)))
     text.first_error(errors, comm)
     if width and not (0 <= label_column < width and width >= 2):
-        raise_if_any(DataError(f"label column {label_column} needs at least 2 columns and lies outside the "
-                               f"{width} there are", str(files[0])), comm)
+        text.first_error([(0, DataError(f"label column {label_column} needs at least 2 columns and lies outside "
+                                        f"the {width} there are", str(files[0])))], comm)
     values = np.concatenate([r.values for r in parsed if len(r.lines)] or [np.zeros((0, width))])
     row_file = np.concatenate([np.full(len(r.lines), p.index) for p, r in zip(parts, parsed)])
     row_line = np.concatenate([p.first_line + r.lines + 1 for p, r in zip(parts, parsed)])
@@ -332,6 +331,7 @@ def _layout(path: Path, fmt: str, label_column: int) -> _Layout:
     if "y" not in members:
         raise DataError(f"npz needs an array 'y' of labels (and 'X', or a scipy.sparse matrix); it has "
                         f"{sorted(members)}", where)
+    arrays.used(members, ["y", "X"] if "X" in members else ["y", *SPARSE, "format"])
     y = members["y"]
     arrays.real(y, "y", path)
     if len(y.shape) != 1:
