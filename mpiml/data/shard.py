@@ -197,15 +197,16 @@ def _read_svmlight(files, comm, n_features, zero_based="auto"):
     text.first_error(errors, comm)
     low = min((int(r.indices.min()) for r in parsed if r.indices.size), default=None)
     high = max((int(r.indices.max()) for r in parsed if r.indices.size), default=-1)
-    lows = [v for v in comm_.allgather(low) if v is not None]
+    everyone = comm_.allgather((low, high))
+    lows = [v for v, _ in everyone if v is not None]
     if zero_based == "auto":
         zero_based = bool(lows) and min(lows) == 0
     elif zero_based is not True and zero_based is not False:
         raise_if_any(ArgumentError(f"zero_based must be True, False or 'auto', not {zero_based!r}"), comm)
     shift = 0 if zero_based else 1
-    top = max(comm_.allgather(high))
-    errors = []
+    top = max(v for _, v in everyone)
     if n_features is not None:
+        errors = []
         for part, rows in zip(parts, parsed):
             over = np.flatnonzero(rows.indices - shift >= n_features)
             if over.size:
@@ -214,7 +215,7 @@ def _read_svmlight(files, comm, n_features, zero_based="auto"):
                     f"feature index {int(rows.indices[over[0]])} is beyond n_features={n_features}",
                     part.path, part.first_line + int(rows.lines[row]) + 1)))
                 break
-    text.first_error(errors, comm)
+        text.first_error(errors, comm)
     width = n_features if n_features is not None else max(top + 1 - shift, 0)
     problem = memory.features_problem(width, memory.rank_budget(comm))
     if problem:

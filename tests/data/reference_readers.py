@@ -12,7 +12,7 @@ import numpy as np
 
 NUMBER = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
 DIGITS = re.compile(r"[0-9]+")
-CONTROL = set(range(0, 9)) | set(range(11, 32)) | {127}
+CONTROL = re.compile(rb"[\x00-\x08\x0b-\x1f\x7f]")  # every byte below 32 but tab and newline, and DEL
 BYTES_PER_FEATURE = 32
 MAX_ID = 2**31 - 1
 
@@ -34,7 +34,7 @@ def lines_of(raw: bytes) -> list[bytes]:
 
 
 def has_control(line: bytes) -> bool:
-    return any(c in CONTROL for c in line)
+    return CONTROL.search(line) is not None
 
 
 def strip(field: bytes) -> bytes:
