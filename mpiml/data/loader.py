@@ -57,7 +57,8 @@ def load_shard(source: str, comm=None, fmt=None, n_features=None, label_column=0
             raise_if_any(DataError(f"{options['n']} rows cannot fill {c.Get_size()} ranks", str(source)), comm)
         X, y = synthetic.generate(kind, options, lo, hi)
         return Shard(X, y, [str(source)], np.zeros(hi - lo, dtype=np.int64), np.arange(lo, hi) + 1)
-    return read_shard(source, fmt, comm, n_features, label_column, delimiter, allow_empty, zero_based, header)
+    return read_shard(source, fmt, comm, n_features, label_column, delimiter, allow_empty, zero_based,
+                      header)
 
 
 def split_holdout(shard: Shard, fraction: float, seed: int, comm=None) -> tuple[Shard, Shard]:
