@@ -103,6 +103,9 @@ def build_parser():
     parser.add_argument("--ratings", required=True, help="ratings file, or synthetic:KEY=VALUE,...")
     parser.add_argument("--format", default="auto", choices=FORMATS,
                         help="ratings layout (default: auto, from the suffix and the first line)")
+    parser.add_argument("--header", default="auto", choices=("auto", "yes", "no"),
+                        help="text: the first line (not blank or a comment) is a header; auto: when every field "
+                             "starts with a letter, _ or a quote (default: auto)")
     model = parser.add_argument_group("model (unset: the algorithm's default)")
     for p in MODEL_FLAGS:
         _add_model_option(model, p)
@@ -169,7 +172,7 @@ def check_args(argv) -> None:
     check(build_parser().parse_args(argv))
 
 
-def load(source: str, fmt: str, comm):
+def load(source: str, fmt: str, comm, header: str = "auto"):
     """A rank's shard of a ratings file or of a synthetic data set."""
     from mpiml.data.ratings import read_ratings
     from mpiml.data.synthetic_ratings import parse_spec, synthetic_ratings
@@ -180,7 +183,7 @@ def load(source: str, fmt: str, comm):
         with Phase("generating ratings", unit="ratings on rank 0") as phase:  # rank 0's share stands for all
             return synthetic_ratings(parse_spec(source), comm.Get_rank(), comm.Get_size(), progress=phase.advance)
     with Phase(f"reading {source}"):
-        return read_ratings(source, fmt, comm)
+        return read_ratings(source, fmt, comm, header=header)
 
 
 def make_model(args, callback):
@@ -218,9 +221,9 @@ def main(argv=None) -> int:
             f"{record['comm_seconds']:.3f} s, wait {record['wait_seconds']:.3f} s)", comm=comm, file=stream)
 
     model = make_model(args, progress)  # its parameters were checked above, on every rank
-    ratings = load(args.ratings, args.format, comm)
+    ratings = load(args.ratings, args.format, comm, args.header)
     if args.test:
-        train, test = ratings, load(args.test, args.format, comm)
+        train, test = ratings, load(args.test, args.format, comm, args.header)
     elif args.test_fraction > 0:
         train, test = split_fraction(ratings, args.test_fraction, args.split_seed)
     else:
@@ -235,7 +238,9 @@ def main(argv=None) -> int:
                  if params.BY_NAME[k].model and params.in_effect(params.BY_NAME[k], settings, args.algorithm)}
     result = {"algorithm": args.algorithm, "rank": model.rank, "reg": info["reg"], "ranks": comm.Get_size(),
               "params": {k: v for k, v in described.items() if k not in ("exchange", "cold_start")},
-              "load_seconds": load_seconds}
+              "load_seconds": load_seconds, "ratings_read": int(comm.allreduce(len(ratings)))}
+    if args.test:
+        result["test_ratings_read"] = int(comm.allreduce(len(test)))
     for key in ("iterations", "fit_seconds", "setup_seconds", "objective", "train_ratings", "users", "items",
                 "exchange", "train_rmse", "compute_imbalance", "compute_cpu_imbalance", "estimated_imbalance",
                 "per_rank", "reg_search", "reg_search_seconds"):

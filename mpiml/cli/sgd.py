@@ -64,6 +64,9 @@ def build_parser():
     d.add_argument("--label-column", default="0", metavar="N|NAME",
                    help="csv/npy: the label's column, by position or (csv) by its name in the header line "
                         "(default: 0)")
+    d.add_argument("--header", choices=("auto", "yes", "no"), default="auto",
+                   help="csv: each file's first line (not blank or a comment) is a header; auto: when every field "
+                        "starts with a letter, _ or a quote (default: auto)")
     m = p.add_argument_group("model")
     m.add_argument("--model", choices=("logistic", "linear", "softmax", "svm"), default="logistic",
                    help="logistic regression, least squares, multinomial logistic or linear SVM")
@@ -258,7 +261,8 @@ def _load(args, comm):
 
     base = {"auto": "auto", "true": True, "false": False}[args.zero_based]
     label = int(args.label_column) if args.label_column.strip().lstrip("-").isdigit() else args.label_column
-    shard = load_shard(args.data, comm, args.format, args.n_features, label, zero_based=base)
+    shard = load_shard(args.data, comm, args.format, args.n_features, label, zero_based=base, header=args.header)
+    args.rows_read = int(comm.allreduce(shard.n_rows))
     fraction = args.test_fraction
     if fraction is None:
         fraction = 0.2 if args.data.startswith(("synthetic:", "sklearn:")) and not args.test else 0.0
@@ -268,7 +272,8 @@ def _load(args, comm):
         return shard, None
     # The test file is read as the training file was: the same base, features, label column.
     test = load_shard(args.test, comm, args.format, args.n_features or shard.X.shape[1], label, allow_empty=True,
-                      zero_based=base if shard.zero_based is None else shard.zero_based)
+                      zero_based=base if shard.zero_based is None else shard.zero_based, header=args.header)
+    args.test_rows_read = int(comm.allreduce(test.n_rows))
     error = None
     if test.X.shape[1] != shard.X.shape[1]:
         error = DataError(f"test data has {test.X.shape[1]} features, training data {shard.X.shape[1]}", args.test)
@@ -345,6 +350,7 @@ def _summary(args, comm, est, result, load_seconds, fit_seconds, seconds) -> dic
         "history": [{k: v for k, v in rec.items() if k not in ("lbfgs_objective", "lbfgs_seconds")}
                     for rec in result.history],
         "out": args.out if args.out and not result.interrupted else None,
+        "rows_read": args.rows_read, "test_rows_read": getattr(args, "test_rows_read", None),
     }
     out.update(est.layout_)  # parallel, grid, split (and estimates: mpiml.parallel.run)
     out.update(totals)  # compute_seconds, comm_seconds, wait_seconds, eval_seconds, ...: summed over ranks

@@ -308,5 +308,16 @@ def check_labels(model, y, group, where=None):
         if path is None:
             what += f" (row {bad} of this rank)"
         error = DataError(f"{what}: {hint}", path, line)
+    if model.name in ("logistic", "svm"):  # -1 and 0 both mean the negative class: a mix is no binary label set
+        from mpiml.runtime.comm import private_comm
+
+        y = np.asarray(y)
+        mine = (bool((y == -1).any()), bool((y == 0).any()))
+        seen = [mine] if group.comm is None else private_comm(group.comm).allgather(mine)  # on every rank
+        if error is None and any(m[0] for m in seen) and any(m[1] for m in seen) and mine[0]:
+            first = int(np.flatnonzero(y == -1)[0])
+            path, line = where(first) if where is not None else (None, None)
+            error = DataError(f"labels mix -1 and 0 (label -1 here, 0 elsewhere): the {model.name} model takes "
+                              f"0/1 or -1/1", path, line)
     group.agree(error)
     return model.encode_labels(y)

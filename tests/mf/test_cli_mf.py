@@ -151,6 +151,7 @@ def test_separate_test_file_with_cold_start_users(tmp_path):
     assert result.returncode == 0, result.describe()
     report = last_json(result)
     assert report["test_ratings"] == 2 and report["test_count"] == 1 and report["cold_start_dropped"] == 1
+    assert report["ratings_read"] == 800 and report["test_ratings_read"] == 2
 
 
 def test_sigusr1_checkpoints_and_exits_preempted_then_resume_finishes(tmp_path):
