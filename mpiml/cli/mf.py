@@ -20,6 +20,7 @@ from mpiml.cli.parser import Parser, check_writable, comma_list
 from mpiml.data.ratings import FORMATS
 from mpiml.errors import ArgumentError
 from mpiml.mf import params
+from mpiml.runtime import watchdog
 
 EXAMPLES = """examples:
   mpiexec -n 4 mpiml mf --ratings ml-1m/ratings.dat --test-fraction 0.1 --json      (ALS, tuned defaults)
@@ -86,9 +87,9 @@ def _add_model_option(parser, p: params.Param) -> None:
     default = params.default_text(p)
     text = f"{scope}{p.help}" + (f" (default: {default})" if p.default is not None else "")
     if p.name == "checkpoint_dir":
-        text += f"; default ${CHECKPOINT_ENV}"
+        text += f"; default ${CHECKPOINT_ENV}/mf"
     if p.kind == "bool":
-        action = "store_true" if p.name == "resume" else argparse.BooleanOptionalAction
+        action = "store_true" if p.name in ("resume", "overwrite") else argparse.BooleanOptionalAction
         parser.add_argument(p.option, dest=p.name, action=action, default=None, help=text)
     else:
         parser.add_argument(p.option, dest=p.name, type=TYPES[p.kind], choices=p.choices or None, default=None,
@@ -103,6 +104,9 @@ def build_parser():
     parser.add_argument("--ratings", required=True, help="ratings file, or synthetic:KEY=VALUE,...")
     parser.add_argument("--format", default="auto", choices=FORMATS,
                         help="ratings layout (default: auto, from the suffix and the first line)")
+    parser.add_argument("--header", default="auto", choices=("auto", "yes", "no"),
+                        help="text: the first line (not blank or a comment) is a header; auto: when every field "
+                             "starts with a letter, _ or a quote (default: auto)")
     model = parser.add_argument_group("model (unset: the algorithm's default)")
     for p in MODEL_FLAGS:
         _add_model_option(model, p)
@@ -115,6 +119,7 @@ def build_parser():
     parser.add_argument("--json", action="store_true", help="print one JSON object (progress goes to stderr)")
     parser.add_argument("--plot", metavar="FILE.png", help="draw the objective and training RMSE per iteration and "
                         "per second, and each rank's time (needs matplotlib: the plot extra)")
+    watchdog.add_argument(parser)  # --timeout
     parser.rename("--alpha", "--confidence")  # 0.1 spellings
     parser.rename("--exchange", "--collective-algorithm")
     return parser
@@ -124,7 +129,9 @@ def given(args) -> dict:
     """The model parameters set on the command line (``--checkpoint-dir`` also from the environment)."""
     values = {p.name: getattr(args, p.name) for p in MODEL_FLAGS if getattr(args, p.name) is not None}
     if "checkpoint_dir" not in values and os.environ.get(CHECKPOINT_ENV):
-        values["checkpoint_dir"] = os.environ[CHECKPOINT_ENV]
+        from mpiml.runtime.checkpoint_dir import from_environment
+
+        values["checkpoint_dir"] = from_environment("mf")  # DIR/mf: sgd's checkpoints go to DIR/sgd
     return values
 
 
@@ -143,6 +150,8 @@ def check(args) -> None:
             raise ArgumentError(f"{p.option} applies to {params.BY_NAME[other].option} {needed} only")
     if values.get("resume") and not values.get("checkpoint_dir"):
         raise ArgumentError("--resume needs --checkpoint-dir")
+    if values.get("resume") and values.get("overwrite"):
+        raise ArgumentError("give --resume or --overwrite, not both")
     if not 0.0 <= args.test_fraction < 1.0:
         raise ArgumentError("--test-fraction must be in [0, 1)")
     if args.k < 1:
@@ -167,7 +176,7 @@ def check_args(argv) -> None:
     check(build_parser().parse_args(argv))
 
 
-def load(source: str, fmt: str, comm):
+def load(source: str, fmt: str, comm, header: str = "auto"):
     """A rank's shard of a ratings file or of a synthetic data set."""
     from mpiml.data.ratings import read_ratings
     from mpiml.data.synthetic_ratings import parse_spec, synthetic_ratings
@@ -178,7 +187,7 @@ def load(source: str, fmt: str, comm):
         with Phase("generating ratings", unit="ratings on rank 0") as phase:  # rank 0's share stands for all
             return synthetic_ratings(parse_spec(source), comm.Get_rank(), comm.Get_size(), progress=phase.advance)
     with Phase(f"reading {source}"):
-        return read_ratings(source, fmt, comm)
+        return read_ratings(source, fmt, comm, header=header)
 
 
 def make_model(args, callback):
@@ -197,6 +206,7 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     comm = resolve_comm(None)
     args = build_parser().parse_args(argv)  # a UsageError here is the same on every rank
+    watchdog.configure(args.timeout)
     error = model = None
     try:
         check(args)
@@ -215,9 +225,9 @@ def main(argv=None) -> int:
             f"{record['comm_seconds']:.3f} s, wait {record['wait_seconds']:.3f} s)", comm=comm, file=stream)
 
     model = make_model(args, progress)  # its parameters were checked above, on every rank
-    ratings = load(args.ratings, args.format, comm)
+    ratings = load(args.ratings, args.format, comm, args.header)
     if args.test:
-        train, test = ratings, load(args.test, args.format, comm)
+        train, test = ratings, load(args.test, args.format, comm, args.header)
     elif args.test_fraction > 0:
         train, test = split_fraction(ratings, args.test_fraction, args.split_seed)
     else:
@@ -232,7 +242,9 @@ def main(argv=None) -> int:
                  if params.BY_NAME[k].model and params.in_effect(params.BY_NAME[k], settings, args.algorithm)}
     result = {"algorithm": args.algorithm, "rank": model.rank, "reg": info["reg"], "ranks": comm.Get_size(),
               "params": {k: v for k, v in described.items() if k not in ("exchange", "cold_start")},
-              "load_seconds": load_seconds}
+              "load_seconds": load_seconds, "ratings_read": int(comm.allreduce(len(ratings)))}
+    if args.test:
+        result["test_ratings_read"] = int(comm.allreduce(len(test)))
     for key in ("iterations", "fit_seconds", "setup_seconds", "objective", "train_ratings", "users", "items",
                 "exchange", "train_rmse", "compute_imbalance", "compute_cpu_imbalance", "estimated_imbalance",
                 "per_rank", "reg_search", "reg_search_seconds"):

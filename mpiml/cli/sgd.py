@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
 import time
 
@@ -21,6 +20,7 @@ from mpiml.cli.output import emit_json, say, table
 from mpiml.cli.parser import Parser
 from mpiml.collectives import ALGORITHMS
 
+from mpiml.runtime import watchdog
 from mpiml.runtime.preempt import EXIT_PREEMPTED as EXIT_STOPPED
 
 EPILOG = """examples:
@@ -47,6 +47,7 @@ RENAMED = {"--alpha": "alpha", "--max-iter": "max_iter", "--algorithm": "collect
 
 def build_parser():
     from mpiml.cli.parallel_options import add_arguments as add_parallel_arguments
+    from mpiml.runtime.checkpoint_dir import from_environment
     from mpiml.train.config import DEFAULTS, settings_table
 
     p = Parser(prog="mpiml sgd", description="Train a linear model with distributed SGD or L-BFGS.", epilog=EPILOG)
@@ -63,6 +64,9 @@ def build_parser():
     d.add_argument("--label-column", default="0", metavar="N|NAME",
                    help="csv/npy: the label's column, by position or (csv) by its name in the header line "
                         "(default: 0)")
+    d.add_argument("--header", choices=("auto", "yes", "no"), default="auto",
+                   help="csv: each file's first line (not blank or a comment) is a header; auto: when every field "
+                        "starts with a letter, _ or a quote (default: auto)")
     m = p.add_argument_group("model")
     m.add_argument("--model", choices=("logistic", "linear", "softmax", "svm"), default="logistic",
                    help="logistic regression, least squares, multinomial logistic or linear SVM")
@@ -80,11 +84,14 @@ def build_parser():
     t.add_argument("--collective-algorithm", default="auto", choices=("auto",) + tuple(ALGORITHMS["allreduce"]),
                    help="allreduce algorithm that sums the gradients (default %(default)s)")
     o = p.add_argument_group("checkpoints and output")
-    o.add_argument("--checkpoint-dir", default=os.environ.get("MPIML_CHECKPOINT_DIR") or None,
-                   help="rank 0 writes checkpoints here (default: $MPIML_CHECKPOINT_DIR); with it, SIGUSR1/SIGTERM "
-                        "stop after the current update with a checkpoint and exit status 3")
+    o.add_argument("--checkpoint-dir", default=from_environment("sgd"),
+                   help="rank 0 writes checkpoints here, locked for the run (default: $MPIML_CHECKPOINT_DIR/sgd); "
+                        "with it, SIGUSR1/SIGTERM stop after the current update with a checkpoint and exit status 3")
     add_settings(o, "checkpoints")
-    o.add_argument("--resume", action="store_true", help="continue from the latest checkpoint, if any")
+    o.add_argument("--resume", action="store_true", help="continue from the latest checkpoint, if any (it must "
+                   "have been written with the same settings and data)")
+    o.add_argument("--overwrite", action="store_true", help="start afresh in a --checkpoint-dir that holds a "
+                   "checkpoint, replacing it (without it or --resume, such a directory is an error)")
     o.add_argument("--stop-after-updates", type=int, help="checkpoint and exit (status 3) after N updates")
     o.add_argument("--out", help="write the trained model here (.npz)")
     o.add_argument("--json", action="store_true", help="print one JSON object at the end")
@@ -93,6 +100,7 @@ def build_parser():
     o.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
                    help="progress bar on rank 0: auto = only if stdout is a terminal (under mpiexec it is "
                         "usually a pipe, so say 'always' for a bar in an interactive run)")
+    watchdog.add_argument(o)  # --timeout
     add_parallel_arguments(p)  # --parallel data|model|hybrid|auto --grid RxC --split --explain
     for old, name in RENAMED.items():
         p.rename(old, _flag(name))
@@ -137,6 +145,7 @@ def _epoch_row(record):
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    watchdog.configure(args.timeout)
     from mpi4py import MPI
 
     from mpiml.errors import ArgumentError
@@ -220,6 +229,8 @@ def check(args) -> dict:
 
     if args.resume and not args.checkpoint_dir:
         raise ArgumentError("--resume needs --checkpoint-dir")
+    if args.resume and args.overwrite:
+        raise ArgumentError("give --resume or --overwrite, not both")
     if args.test and args.test_fraction:
         raise ArgumentError("give --test or --test-fraction, not both")
     if args.test_fraction is not None and not 0 <= args.test_fraction < 1:
@@ -260,7 +271,8 @@ def _load(args, comm):
 
     base = {"auto": "auto", "true": True, "false": False}[args.zero_based]
     label = int(args.label_column) if args.label_column.strip().lstrip("-").isdigit() else args.label_column
-    shard = load_shard(args.data, comm, args.format, args.n_features, label, zero_based=base)
+    shard = load_shard(args.data, comm, args.format, args.n_features, label, zero_based=base, header=args.header)
+    args.rows_read = int(comm.allreduce(shard.n_rows))
     fraction = args.test_fraction
     if fraction is None:
         fraction = 0.2 if args.data.startswith(("synthetic:", "sklearn:")) and not args.test else 0.0
@@ -270,7 +282,8 @@ def _load(args, comm):
         return shard, None
     # The test file is read as the training file was: the same base, features, label column.
     test = load_shard(args.test, comm, args.format, args.n_features or shard.X.shape[1], label, allow_empty=True,
-                      zero_based=base if shard.zero_based is None else shard.zero_based)
+                      zero_based=base if shard.zero_based is None else shard.zero_based, header=args.header)
+    args.test_rows_read = int(comm.allreduce(test.n_rows))
     error = None
     if test.X.shape[1] != shard.X.shape[1]:
         error = DataError(f"test data has {test.X.shape[1]} features, training data {shard.X.shape[1]}", args.test)
@@ -318,7 +331,8 @@ def _fit(args, settings, comm, shard, test, progress, stop_flag):
     est = LinearModel(
         args.model, args.strategy, **layout, comm=comm, algorithm=args.collective_algorithm, n_classes=args.classes,
         fit_intercept=not args.no_intercept, squared_hinge=args.squared_hinge, standardize=args.standardize,
-        checkpoint_dir=args.checkpoint_dir, resume=args.resume, stop_at_update=args.stop_after_updates,
+        checkpoint_dir=args.checkpoint_dir, resume=args.resume, overwrite=args.overwrite,
+        stop_at_update=args.stop_after_updates,
         progress=progress, stop_requested=stop_flag, **settings)
     kernels.load()  # compiled (or read from the cache) before the clock
     lbfgs_math.load()
@@ -346,6 +360,7 @@ def _summary(args, comm, est, result, load_seconds, fit_seconds, seconds) -> dic
         "history": [{k: v for k, v in rec.items() if k not in ("lbfgs_objective", "lbfgs_seconds")}
                     for rec in result.history],
         "out": args.out if args.out and not result.interrupted else None,
+        "rows_read": args.rows_read, "test_rows_read": getattr(args, "test_rows_read", None),
     }
     out.update(est.layout_)  # parallel, grid, split (and estimates: mpiml.parallel.run)
     out.update(totals)  # compute_seconds, comm_seconds, wait_seconds, eval_seconds, ...: summed over ranks

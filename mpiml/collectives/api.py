@@ -25,6 +25,8 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import sys
+import time
 
 import numpy as np
 
@@ -38,6 +40,7 @@ from mpiml.collectives.transport import Transport
 from mpiml.collectives.workspace import Workspace
 from mpiml.errors import ArgumentError, MismatchError
 from mpiml.runtime import fault as _fault
+from mpiml.runtime import watchdog as _watchdog
 from mpiml.runtime.agree import raise_if_any
 from mpiml.runtime.comm import context_of
 
@@ -47,6 +50,12 @@ _REDUCE_SCATTER = registry.table("reduce_scatter")
 _ALLGATHER = registry.table("allgather")
 _BCAST = registry.table("bcast")
 _REDUCE = registry.table("reduce")
+
+# Ctrl-C ends every rank, and MPIML_TIMEOUT arms the collective timeout (mpiml.runtime.watchdog).
+# Every public collective counts itself in _CALLS: a rank whose count stays put for the timeout
+# while it is inside a collective is stuck there (the watchdog thread does all the timing).
+_CALLS = _watchdog.CALLS
+_watchdog.install_from_env()
 
 
 def _check_enabled(check):
@@ -122,22 +131,88 @@ def _output(out, shape, dtype, x=None, name="out"):
     return out
 
 
-def _agree(comm, error, check, signature):
+def _agree(context, error, check, name, signature):
     """Raise local argument errors; in check mode, collectively and with a signature check.
 
     ``signature`` is a callable returning the tuple ranks must agree on: it is only built
-    in check mode (formatting a dtype costs more than a small message).
+    in check mode (formatting a dtype costs more than a small message). In check mode the
+    ranks first exchange which call they are in (:func:`_exchange`), so a rank that skipped
+    or added a call raises :class:`MismatchError` on every rank instead of hanging.
     """
     if not _check_enabled(check):
         if error is not None:
             raise error
         return
-    raise_if_any(error, comm)
-    signature = signature()
-    signatures = comm.allgather(signature)
-    if any(s != signatures[0] for s in signatures):
-        lines = "; ".join(f"rank {r}: {s}" for r, s in enumerate(signatures))
-        raise MismatchError(f"ranks called {signature[0]} with different arguments: {lines}", collective=True)
+    record = _record(context, name, error, None if error is not None else signature())
+    records = _exchange(context, record)
+    if any(r[0] != record[0] or r[1] != name for r in records):
+        raise MismatchError("ranks are in different collective calls (a rank skipped or added one): "
+                            + _sites(records), collective=True)
+    if any(r[3] for r in records):
+        raise_if_any(error, context.comm)
+    if any(r[4] != record[4] for r in records):
+        raise MismatchError(f"ranks called {name} with different arguments (checked call #{record[0]}): "
+                            + "; ".join(f"rank {rank}: {r[4]} at {r[2]}" for rank, r in enumerate(records)),
+                            collective=True)
+
+
+# Check mode's exchange: every checked call, and the end of the program, is one allgather of
+# (number, name, call site, has an error, signature) on the collectives' communicator. These
+# pair up in order on every rank whatever call each rank is in, so a skipped call meets
+# another call or the end of the program instead of a peer that never comes.
+_EXIT = "the end of the program"
+_checked: list = []     # the contexts (communicators) with checked calls, in order
+
+
+def _record(context, name, error, signature):
+    """This rank's check record of its next checked call (or of its exit) on ``context``."""
+    plans = context.plans
+    seq = plans["checked"] = plans.get("checked", 0) + 1
+    if seq == 1:
+        _checked.append(context)
+        if len(_checked) == 1:
+            import atexit
+
+            atexit.register(_check_at_exit)
+    site = None if name == _EXIT else _watchdog.call_site(sys._getframe(2))
+    return (seq, name, site, error is not None, signature)
+
+
+def _exchange(context, record):
+    return context.comm.allgather(record)
+
+
+def _sites(records) -> str:
+    return "; ".join(f"rank {rank}: {name}" + ("" if name == _EXIT else f" (checked call #{seq}) at {site}")
+                     + (f" after {seq - 1} checked call(s)" if name == _EXIT else "")
+                     for rank, (seq, name, site, _, _) in enumerate(records))
+
+
+def _check_at_exit():
+    """A normal exit after checked calls: the exit is one more checked call, so a rank still
+    waiting in a call that this rank skipped raises instead of waiting forever."""
+    if getattr(sys, "last_value", None) is not None:
+        return  # leaving on an uncaught exception: the other ranks may be anywhere
+    from mpi4py import MPI
+
+    if MPI.Is_finalized():
+        return
+    if os.environ.get("MPIML_CHECK", "") not in ("", "0"):
+        world = context_of(None)  # a rank that never called a collective meets the others' first call
+        if not any(context is world for context in _checked):
+            _checked.insert(0, world)
+    for context in list(_checked):
+        if context.comm == MPI.COMM_NULL:
+            continue
+        records = _exchange(context, _record(context, _EXIT, None, None))
+        if any(r[1] != _EXIT or r[0] != records[0][0] for r in records):
+            sys.stdout.flush()
+            rank = MPI.COMM_WORLD.Get_rank()
+            sys.stderr.write(f"[rank {rank}] mpiml: error: ranks are in different collective calls "
+                             f"(a rank skipped or added one): {_sites(records)}\n")
+            sys.stderr.flush()
+            time.sleep(0.5)  # the ranks still in a call raise and report before the launcher ends them
+            os._exit(2)
 
 
 def allreduce(x, op="sum", algorithm="auto", comm=None, out=None, check=None, reproducible=False):
@@ -175,6 +250,7 @@ def allreduce(x, op="sum", algorithm="auto", comm=None, out=None, check=None, re
     """
     if _fault.ARMED:
         _fault.collective()
+    _CALLS[0] += 1
     context = context_of(comm)
     c = context.comm
     error = None
@@ -189,8 +265,8 @@ def allreduce(x, op="sum", algorithm="auto", comm=None, out=None, check=None, re
         reproducible = _exact_sum(reproducible, op, dtype)
     except ArgumentError as exc:
         error = exc
-    _agree(c, error, check, lambda: ("allreduce", getattr(op, "label", op), chosen, str(x.dtype), x.size,
-                                     bool(reproducible)))
+    _agree(context, error, check, "allreduce",
+           lambda: ("allreduce", getattr(op, "label", op), chosen, str(x.dtype), x.size, bool(reproducible)))
     if reproducible and x.size:
         folds = _reproducible_folds(_operand(x, c), comm)
         F = allreduce(folds.F, algorithm=chosen, comm=comm, out=folds.F)
@@ -221,6 +297,7 @@ def reduce_scatter(x, op="sum", algorithm="auto", comm=None, counts=None, out=No
     """
     if _fault.ARMED:
         _fault.collective()
+    _CALLS[0] += 1
     context = context_of(comm)
     c = context.comm
     p, r = c.Get_size(), c.Get_rank()
@@ -236,8 +313,9 @@ def reduce_scatter(x, op="sum", algorithm="auto", comm=None, counts=None, out=No
         reproducible = _exact_sum(reproducible, op, dtype)
     except ArgumentError as exc:
         error = exc
-    _agree(c, error, check, lambda: ("reduce_scatter", getattr(op, "label", op), chosen, str(x.dtype),
-                             x.size, None if counts is None else np.asarray(counts).tolist(), bool(reproducible)))
+    _agree(context, error, check, "reduce_scatter",
+           lambda: ("reduce_scatter", getattr(op, "label", op), chosen, str(x.dtype), x.size,
+                    None if counts is None else np.asarray(counts).tolist(), bool(reproducible)))
     if reproducible and x.size:
         folds = _reproducible_folds(_operand(x, c), comm)
         width = 2 if dtype.kind == "c" else 1     # float64 values per element
@@ -270,6 +348,7 @@ def allgather(x, algorithm="auto", comm=None, out=None, check=None):
     """
     if _fault.ARMED:
         _fault.collective()
+    _CALLS[0] += 1
     context = context_of(comm)
     c = context.comm
     p = c.Get_size()
@@ -279,7 +358,7 @@ def allgather(x, algorithm="auto", comm=None, out=None, check=None):
         _dtype_for(x.dtype, None)
     except ArgumentError as exc:
         error = exc
-    _agree(c, error, check, lambda: ("allgather", algorithm, str(x.dtype), x.shape[1:]))
+    _agree(context, error, check, "allgather", lambda: ("allgather", algorithm, str(x.dtype), x.shape[1:]))
     # Every rank learns every rank's row count and a digest of its row shape and dtype:
     # the same data everywhere, so a mismatch is detected identically on all ranks.
     transport, workspace = context.plans.get("collectives") or _state(context)
@@ -313,6 +392,7 @@ def bcast(x, root=0, algorithm="auto", comm=None, segment_bytes=None, check=None
     """
     if _fault.ARMED:
         _fault.collective()
+    _CALLS[0] += 1
     context = context_of(comm)
     c = context.comm
     error = None
@@ -327,7 +407,8 @@ def bcast(x, root=0, algorithm="auto", comm=None, segment_bytes=None, check=None
         chosen = choose("bcast", algorithm, x.nbytes, c.Get_size())
     except ArgumentError as exc:
         error = exc
-    _agree(c, error, check, lambda: ("bcast", root, chosen, str(getattr(x, "dtype", None)), getattr(x, "size", None)))
+    _agree(context, error, check, "bcast",
+           lambda: ("bcast", root, chosen, str(getattr(x, "dtype", None)), getattr(x, "size", None)))
     if c.Get_size() == 1 or x.size == 0:
         return x
     transport, workspace = context.plans.get("collectives") or _state(context)
@@ -345,6 +426,7 @@ def reduce(x, root=0, op="sum", algorithm="auto", comm=None, out=None, check=Non
     """
     if _fault.ARMED:
         _fault.collective()
+    _CALLS[0] += 1
     context = context_of(comm)
     c = context.comm
     is_root = c.Get_rank() == root
@@ -365,8 +447,8 @@ def reduce(x, root=0, op="sum", algorithm="auto", comm=None, out=None, check=Non
         reproducible = _exact_sum(reproducible, op, dtype)
     except ArgumentError as exc:
         error = exc
-    _agree(c, error, check, lambda: ("reduce", root, getattr(op, "label", op), chosen, str(x.dtype), x.size,
-                                     bool(reproducible)))
+    _agree(context, error, check, "reduce",
+           lambda: ("reduce", root, getattr(op, "label", op), chosen, str(x.dtype), x.size, bool(reproducible)))
     if reproducible and x.size:
         folds = _reproducible_folds(_operand(x, c), comm)
         F = reduce(folds.F, root=root, algorithm=chosen, comm=comm)
@@ -409,6 +491,7 @@ def reproducible_sum(rows, comm=None, count=None, algorithm="auto", check=None):
     """
     if _fault.ARMED:
         _fault.collective()
+    _CALLS[0] += 1
     rows = np.asarray(rows)
     error = None
     try:
@@ -418,8 +501,9 @@ def reproducible_sum(rows, comm=None, count=None, algorithm="auto", check=None):
             raise ArgumentError(f"reproducible_sum sums real numbers, got dtype {rows.dtype}")
     except ArgumentError as exc:
         error = exc
-    c = context_of(comm).comm
-    _agree(c, error, check, lambda: ("reproducible_sum", algorithm, rows.shape[1:], count))
+    context = context_of(comm)
+    c = context.comm
+    _agree(context, error, check, "reproducible_sum", lambda: ("reproducible_sum", algorithm, rows.shape[1:], count))
     flat = rows.reshape(rows.shape[0], math.prod(rows.shape[1:]))
     if count is None:
         count = int(allreduce(np.array([flat.shape[0]], dtype=np.int64), comm=comm)[0])
@@ -478,5 +562,7 @@ def _round_into(out, values):
     flat[...] = values
     return out
 
+
+_watchdog.watch(allreduce, reduce_scatter, allgather, bcast, reduce, reproducible_sum)
 
 __all__ = ["allgather", "allreduce", "bcast", "reduce", "reduce_scatter", "reproducible_sum"]

@@ -34,6 +34,7 @@ its numpy reference beside it (``MPIML_KERNELS=numpy``), with the same results b
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -67,7 +68,11 @@ class Plan:
 
 def plan(count: int) -> Plan:
     """The :class:`Plan` of a sum of at most ``count`` terms per element (the same on every rank)."""
-    count = int(count)
+    return _plan(int(count))
+
+
+@functools.lru_cache(maxsize=256)   # a training run asks for the same few plans once per update
+def _plan(count: int) -> Plan:
     if not 0 <= count <= MAX_COUNT:
         raise ArgumentError(f"a reproducible sum takes at most {MAX_COUNT} terms per element, got count={count}")
     h = max(count.bit_length(), 2)

@@ -239,8 +239,8 @@ def _svmlight_scan(buf, label_spans, value_spans, indices, indptr, lines):
                 continue
             k = a
             neg = False
-            if k < c and (buf[k] == 43 or buf[k] == 45):
-                neg = buf[k] == 45
+            if k < c and buf[k] == 45:  # "-3" is negative; "+3" is no plain index
+                neg = True
                 k += 1
             bad = k == c
             index = 0
@@ -258,7 +258,7 @@ def _svmlight_scan(buf, label_spans, value_spans, indices, indptr, lines):
             if bad:
                 err, err_a, err_b = BAD_INDEX, a, c
                 break
-            if neg and sig > 0:
+            if neg:
                 err, err_a, err_b = NEGATIVE_INDEX, a, c
                 break
             if sig > MAX_DIGITS:
@@ -374,7 +374,7 @@ def parse_svmlight(data: bytes) -> parsers.SparseRows:
         token = data[err_a:err_b]
         message = {NO_COLON: f"token {parsers.show(token)} is not index:value",
                    BAD_INDEX: f"feature index {parsers.show(token)} is not an integer",
-                   NEGATIVE_INDEX: f"negative feature index {int(token) if err == NEGATIVE_INDEX else 0}",
+                   NEGATIVE_INDEX: f"negative feature index {token.decode() if err == NEGATIVE_INDEX else 0}",
                    HUGE_INDEX: f"feature index {parsers.show(token)} is too large"}[err]
         candidates.append((err_a, message))
     bad = _first_bad(label_status, label_spans)
@@ -395,7 +395,7 @@ def parse_svmlight(data: bytes) -> parsers.SparseRows:
     return parsers.SparseRows(labels[:rows], indptr[:rows + 1], indices[:nnz], values[:nnz], lines[:rows], error)
 
 
-def parse_delimited(data: bytes, delimiter: str = ",", first_may_be_header: bool = False) -> parsers.DenseRows:
+def parse_delimited(data: bytes, delimiter: str = ",", header: bool = False) -> parsers.DenseRows:
     """:func:`mpiml.data.parsers.parse_delimited` by the kernels (a one-byte ``delimiter``)."""
     data = bytes(data)
     delim = delimiter.encode()
@@ -405,10 +405,11 @@ def parse_delimited(data: bytes, delimiter: str = ",", first_may_be_header: bool
     lines = np.empty(n_lines, dtype=np.int64)
     rows, ns, width, err, err_pos, err_line, err_count = _delimited_scan(buf, delim[0], spans, lines)
     values, status = _numbers(data, buf, spans, ns)
-    header, skip = None, 0
-    if first_may_be_header and rows and status[:width].any():
-        header = [data[a:b].decode("utf-8", errors="replace") for a, b in spans[:width]]
+    names, skip = None, 0
+    if header and rows:
+        names = [data[a:b].decode("utf-8", errors="replace") for a, b in spans[:width]]
         skip = 1
+    header = names
     candidates = []
     if err:
         candidates.append((err_pos, 1, f"row has {err_count} columns, expected {width}"))

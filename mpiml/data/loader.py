@@ -29,11 +29,11 @@ def _sklearn_rows(name: str, rank: int, size: int):
 
 
 def load_shard(source: str, comm=None, fmt=None, n_features=None, label_column=0, delimiter=None,
-               allow_empty=False, zero_based="auto") -> Shard:
+               allow_empty=False, zero_based="auto", header="auto") -> Shard:
     """This rank's shard of ``source``: a file, a directory of shards, ``synthetic:KIND,...``,
     or ``sklearn:NAME`` (a small data set bundled with scikit-learn, if installed).
 
-    ``label_column``, ``zero_based``: as :func:`mpiml.data.shard.read_shard`."""
+    ``label_column``, ``zero_based``, ``header``: as :func:`mpiml.data.shard.read_shard`."""
     if str(source).startswith("sklearn:"):
         c = private_comm(comm)
         error = shard = None
@@ -57,7 +57,8 @@ def load_shard(source: str, comm=None, fmt=None, n_features=None, label_column=0
             raise_if_any(DataError(f"{options['n']} rows cannot fill {c.Get_size()} ranks", str(source)), comm)
         X, y = synthetic.generate(kind, options, lo, hi)
         return Shard(X, y, [str(source)], np.zeros(hi - lo, dtype=np.int64), np.arange(lo, hi) + 1)
-    return read_shard(source, fmt, comm, n_features, label_column, delimiter, allow_empty, zero_based)
+    return read_shard(source, fmt, comm, n_features, label_column, delimiter, allow_empty, zero_based,
+                      header)
 
 
 def split_holdout(shard: Shard, fraction: float, seed: int, comm=None) -> tuple[Shard, Shard]:

@@ -28,7 +28,8 @@ import numpy as np
 
 NUMBER = re.compile(rb"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 NON_FINITE = re.compile(rb"[+-]?(?:inf|infinity|nan)", re.IGNORECASE)
-INDEX = re.compile(rb"[+-]?[0-9]+")
+INDEX = re.compile(rb"[0-9]+")
+NEGATIVE = re.compile(rb"-[0-9]+")
 MAX_INDEX = 10 ** 18  # indices must fit int64 with room to spare; more digits is a broken file
 SVMLIGHT = "malformed svmlight line: "
 ROW = "malformed row: "
@@ -87,10 +88,10 @@ def parse_svmlight(data: bytes) -> SparseRows:
                 problem = f"token {show(token)} is not index:value"
             elif key == b"qid":
                 continue
+            elif NEGATIVE.fullmatch(key):
+                problem = f"negative feature index {key.decode()}"
             elif not INDEX.fullmatch(key):
                 problem = f"feature index {show(key)} is not an integer"
-            elif int(key) < 0:
-                problem = f"negative feature index {int(key)}"
             elif int(key) >= MAX_INDEX:
                 problem = f"feature index {show(key)} is too large"
             else:
@@ -118,21 +119,23 @@ class DenseRows:
     error: tuple | None = None
 
 
-def parse_delimited(data: bytes, delimiter: str = ",", first_may_be_header: bool = False) -> DenseRows:
+def parse_delimited(data: bytes, delimiter: str = ",", header: bool = False) -> DenseRows:
     """Parse rows of numbers separated by ``delimiter``; every row must have as many columns.
 
-    Lines whose first non-blank character is ``#`` are comments. With
-    ``first_may_be_header``, a first non-blank line that is not all numbers is taken as the header.
+    Lines whose first non-blank character is ``#`` are comments. With ``header``, the first
+    line that is neither blank nor a comment is the header (its fields are kept as names; it
+    counts for the width).
     """
     sep = delimiter.encode()
-    rows, lines, header, width, error = [], [], None, None, None
+    rows, lines, width, error = [], [], None, None
+    header = True if header else None
     for line_number, raw in enumerate(bytes(data).split(b"\n")):
         line = raw.strip()
         if not line or line.startswith(b"#"):
             continue
         fields = [f.strip() for f in line.split(sep)]
         problem = next((p for p in (number_problem(f, "value") for f in fields) if p), None)
-        if problem and first_may_be_header and not rows and header is None:
+        if header is True:
             header = [f.decode("utf-8", errors="replace") for f in fields]
             width = len(fields)
             continue
@@ -146,7 +149,7 @@ def parse_delimited(data: bytes, delimiter: str = ",", first_may_be_header: bool
         rows.append([number(f) for f in fields])
         lines.append(line_number)
     values = np.asarray(rows, dtype=np.float64).reshape(len(rows), width or 0)
-    return DenseRows(values, np.asarray(lines, dtype=np.int64), header, error)
+    return DenseRows(values, np.asarray(lines, dtype=np.int64), None if header is True else header, error)
 
 
 def svmlight_rows(data: bytes) -> SparseRows:
@@ -160,12 +163,12 @@ def svmlight_rows(data: bytes) -> SparseRows:
     return parse_svmlight(data)
 
 
-def delimited_rows(data: bytes, delimiter: str = ",", first_may_be_header: bool = False) -> DenseRows:
+def delimited_rows(data: bytes, delimiter: str = ",", header: bool = False) -> DenseRows:
     """:func:`parse_delimited` by the compiled kernel when kernels are on (same result)."""
     from mpiml.runtime.jit import compiled
 
     if compiled() and len(delimiter.encode()) == 1:
         from mpiml.data import fastparse
 
-        return fastparse.parse_delimited(data, delimiter, first_may_be_header)
-    return parse_delimited(data, delimiter, first_may_be_header)
+        return fastparse.parse_delimited(data, delimiter, header)
+    return parse_delimited(data, delimiter, header)

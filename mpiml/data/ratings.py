@@ -10,14 +10,14 @@ which give the same map on every rank whatever the number of ranks.
 
 from __future__ import annotations
 
-import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from mpiml.data import text
+from mpiml.data import arrays, parsers, text
 from mpiml.errors import ArgumentError, DataError
 from mpiml.runtime import partition
 from mpiml.runtime.agree import raise_if_any
@@ -27,6 +27,9 @@ from mpiml.runtime.comm import private_comm, resolve_comm
 MAX_ID = 2**31 - 1
 FORMATS = ("auto", "udata", "dat", "csv", "tsv", "whitespace", "mtx", "npz")
 _DELIMITERS = {"udata": "\t", "dat": "::", "csv": ",", "tsv": "\t", "whitespace": None}
+COMMENTS = b"#%"
+ID = re.compile(rb"[0-9]+")
+NEGATIVE_ID = re.compile(rb"-[0-9]+")
 
 
 @dataclass
@@ -62,7 +65,7 @@ class RatingsShard:
         return cls(users, items, values, keys, source)
 
 
-def read_ratings(path, fmt: str = "auto", comm=None, max_id: int = MAX_ID) -> RatingsShard:
+def read_ratings(path, fmt: str = "auto", comm=None, max_id: int = MAX_ID, header: str = "auto") -> RatingsShard:
     """Read this rank's part of a ratings file (collective).
 
     Parameters
@@ -73,41 +76,48 @@ def read_ratings(path, fmt: str = "auto", comm=None, max_id: int = MAX_ID) -> Ra
         file (row = user, column = item, both 1-based as written) or an ``.npz`` with
         ``users``, ``items``, ``ratings`` (or ``row``, ``col``, ``data``) arrays.
     fmt : str
-        One of ``FORMATS``; ``"auto"`` decides by suffix, then by the first line
-        (``::``, tab, comma or whitespace; a non-numeric first field is a header).
+        One of ``FORMATS``; ``"auto"`` decides by suffix, then by the first line that is not
+        blank or a comment (``::``, tab, comma, else whitespace).
     comm : mpi4py.MPI.Intracomm, optional
     max_id : int
         Ids above this are reported as errors.
+    header : {"auto", "yes", "no"}
+        Text: whether that first line is a header; ``"auto"``: when every field of it is a
+        name (:func:`mpiml.data.text.is_header`).
 
     Raises
     ------
     DataError
         On every rank, naming the file and the first bad line: missing or empty file,
-        too few fields, non-integer, negative or huge ids, non-numeric or non-finite ratings.
+        a line with another number of fields than the first, ids that are not plain
+        decimal integers (``1_0``, ``1.5``, ``+1``), negative or huge ids, non-numeric or
+        non-finite ratings, control characters.
     """
     comm = resolve_comm(comm)
     if fmt not in FORMATS:
         raise ArgumentError(f"unknown ratings format {fmt!r}; expected one of {list(FORMATS)}")
+    if header not in ("auto", "yes", "no"):
+        raise ArgumentError(f"header must be auto, yes or no, not {header!r}")
     path = str(path)
     shard, error = None, None
+    kind = fmt if fmt != "auto" else _format_by_suffix(path)
     try:
         if not os.path.isfile(path):
             raise DataError("no such file", path)
-        kind = fmt if fmt != "auto" else _format_by_suffix(path)
         if kind == "npz":
             shard = _read_npz(path, comm.Get_rank(), comm.Get_size(), max_id)
         elif kind == "mtx":
             shard = _read_mtx(path, comm.Get_rank(), comm.Get_size(), max_id)
     except DataError as exc:
         error = exc
-    except (OSError, ValueError) as exc:
-        error = DataError(f"cannot read: {exc}", path)
-    raise_if_any(error, comm)
+    except arrays.READ_ERRORS as exc:
+        error = DataError(f"cannot read ({type(exc).__name__}: {exc})", path)
+    text.first_error([(0, error)], comm)
     if shard is None:
-        shard = _read_text(path, fmt, comm, max_id)
+        shard = _read_text(path, fmt, comm, max_id, header)
     total = private_comm(comm).allreduce(len(shard))
     if total == 0:
-        raise_if_any(DataError("no ratings in file", path), comm)
+        text.first_error([(0, DataError("no ratings in file", path))], comm)
     return shard
 
 
@@ -143,6 +153,9 @@ def _check_columns(path, users, items, values, max_id, first_line=1, what="entry
 def _integral_ids(path, name, ids, first_line):
     ids = np.asarray(ids)
     if ids.dtype.kind in "iu":
+        if ids.dtype.kind == "u" and ids.size and int(ids.max()) > 2**62:
+            j = int(np.argmax(ids > 2**62))
+            raise DataError(f"entry: {name} id {ids[j]} is too large", path, first_line + j)
         return ids.astype(np.int64)
     if ids.dtype.kind == "f":
         bad = np.flatnonzero(~np.isfinite(ids) | (ids != np.round(ids)) | (np.abs(ids) > 2**62))
@@ -154,25 +167,26 @@ def _integral_ids(path, name, ids, first_line):
 
 
 def _read_npz(path, rank, size, max_id) -> RatingsShard:
-    from mpiml.runtime.files import load_npz
-
-    arrays = load_npz(path)
+    members = arrays.npz_members(path)
     for names in (("users", "items", "ratings"), ("row", "col", "data")):
-        if all(n in arrays for n in names):
+        if all(n in members for n in names):
             break
     else:
-        raise DataError(f"npz needs arrays users, items, ratings (or row, col, data); has {sorted(arrays)}", path)
-    columns = [np.asarray(arrays[n]).reshape(-1) for n in names]
-    if len({c.size for c in columns}) != 1:
-        raise DataError(f"arrays {names} differ in length: {[c.size for c in columns]}", path)
+        raise DataError(f"npz needs arrays users, items, ratings (or row, col, data); has {sorted(members)}", path)
+    arrays.used(members, names)
+    shapes = [members[n].shape for n in names]
+    if any(len(shape) != 1 for shape in shapes) or len(set(shapes)) != 1:
+        raise DataError(f"arrays {', '.join(names)} must be 1-D of one length; shapes {shapes}", path)
+    for name, kinds in zip(names, ("iuf", "iuf", "biuf")):
+        if members[name].dtype.kind not in kinds:
+            raise DataError(f"array {name!r} has dtype {members[name].dtype}; expected "
+                            f"{'integers' if kinds == 'iuf' else 'real numbers'}", path)
+    columns = [arrays.load_arrays(path, names)[n] for n in names]
     part = _rank_slice(columns[0].size, rank, size)
     first = part.start + 1
     users = _integral_ids(path, "user", columns[0][part], first)
     items = _integral_ids(path, "item", columns[1][part], first)
-    values = columns[2][part]
-    if values.dtype.kind not in "iuf":
-        raise DataError(f"ratings have dtype {values.dtype}; expected numbers", path)
-    values = values.astype(np.float64)
+    values = columns[2][part].astype(np.float64)
     _check_columns(path, users, items, values, max_id, first)
     keys = np.arange(part.start, part.stop, dtype=np.int64)
     return RatingsShard(users, items, values, keys, path)
@@ -195,39 +209,45 @@ def _read_mtx(path, rank, size, max_id) -> RatingsShard:
 
 
 def _byte_range(path: str, rank: int, size: int) -> bytes:
-    """The whole lines that start inside this rank's equal share of the file's bytes."""
+    """The whole lines that start inside this rank's equal share of the file's bytes (normalized)."""
     start, end = text.byte_range(os.path.getsize(path), rank, size)
     return text.read_line_range(path, start, end)
 
 
-def _sniff(path: str, fmt: str):
-    """(delimiter, header) from the file's first line; every rank decides the same."""
-    with open(path, "rb") as handle:
-        first = handle.readline(1 << 16).decode("utf-8", errors="replace").strip()
+def _split(line: bytes, delimiter: str | None) -> list[bytes]:
+    """The fields of a line, each without surrounding blanks (runs of blanks when ``delimiter`` is None)."""
+    if delimiter is None:
+        return line.split()
+    return [f.strip(b" \t") for f in line.split(delimiter.encode())]
+
+
+def _sniff(path: str, fmt: str, header: str = "auto"):
+    """``(delimiter, header line or None, fields per line)`` from the first line that is not blank or a
+    comment (read by every rank itself, so all decide alike); None if the file has no such line."""
+    first = text.first_content_line(path, COMMENTS)
+    if first is None:
+        return None
+    line = first[1]
     if fmt in _DELIMITERS:
         delimiter = _DELIMITERS[fmt]
-    elif "::" in first:
+    elif b"::" in line:
         delimiter = "::"
-    elif "\t" in first:
+    elif b"\t" in line:
         delimiter = "\t"
-    elif "," in first:
+    elif b"," in line:
         delimiter = ","
     else:
         delimiter = None
-    fields = first.split(delimiter) if first else [""]
-    try:
-        int(fields[0])
-        header = False
-    except ValueError:
-        header = bool(first)
-    return delimiter, header
+    fields = _split(line, delimiter)
+    named = header == "yes" or (header == "auto" and text.is_header(fields))
+    return delimiter, (first[0] if named else None), len(fields), first[0] + 1
 
 
-def _read_text(path: str, fmt: str, comm, max_id: int) -> RatingsShard:
+def _read_text(path: str, fmt: str, comm, max_id: int, header: str = "auto") -> RatingsShard:
     rank, size = comm.Get_rank(), comm.Get_size()
-    error, data = None, b""
+    error, data, sniffed = None, b"", None
     try:
-        delimiter, header = _sniff(path, fmt)
+        sniffed = _sniff(path, fmt, header)
         data = _byte_range(path, rank, size)
     except OSError as exc:
         error = DataError(f"cannot read: {exc}", path)
@@ -237,15 +257,23 @@ def _read_text(path: str, fmt: str, comm, max_id: int) -> RatingsShard:
         lines.pop()
     counts = private_comm(comm).allgather(len(lines))
     first_line = 1 + sum(counts[:rank])
-    try:
-        shard = _parse_lines(path, lines, first_line, delimiter, header, max_id)
-    except DataError as exc:
-        error, shard = exc, None
-    raise_if_any(error, comm)
+    shard = RatingsShard.from_arrays([], [], [], source=path)
+    if sniffed is not None:
+        delimiter, header_line, width, first = sniffed
+        try:
+            control = text.control_problem(data)
+            shard = _parse_lines(path, lines[:control[0]] if control else lines, first_line, delimiter,
+                                 None if header_line is None else header_line + 1, width, max_id, first)
+            if control:
+                raise DataError(control[1], path, first_line + control[0])
+        except DataError as exc:
+            error = exc
+    text.first_error([(0, error)], comm)
     return shard
 
 
-def _parse_lines(path, lines, first_line, delimiter, header, max_id) -> RatingsShard:
+def _parse_lines(path, lines, first_line, delimiter, header, width, max_id, first=None) -> RatingsShard:
+    """Ratings of ``lines`` (file lines ``first_line``, ...); ``header``: the header's line number, if any."""
     n = len(lines)
     users = np.empty(n, dtype=np.int64)
     items = np.empty(n, dtype=np.int64)
@@ -254,36 +282,34 @@ def _parse_lines(path, lines, first_line, delimiter, header, max_id) -> RatingsS
     kept = 0
     for offset, raw in enumerate(lines):
         number = first_line + offset
-        try:
-            line = raw.decode("utf-8").strip()
-        except UnicodeDecodeError:
-            raise DataError("line is not UTF-8 text", path, number) from None
-        if not line or line.startswith(("#", "%")) or (header and number == 1):
+        if not text.is_content(raw, COMMENTS):
             continue
-        fields = line.split(delimiter)
-        if len(fields) < 3:
-            raise DataError(f"expected user, item, rating[, time]; got {len(fields)} field(s): {line[:80]!r}",
+        if number == first and width < 3:
+            raise DataError(f"expected user, item, rating[, time]; got {width} field(s) in the first line",
                             path, number)
+        fields = _split(raw, delimiter)
+        if len(fields) != width:
+            raise DataError(f"expected {width} fields (user, item, rating[, time], as in the first line); got "
+                            f"{len(fields)} field(s): {raw[:80].decode('utf-8', 'replace')!r}", path, number)
+        if number == header:
+            continue
         user = _parse_id(path, number, "user", fields[0], max_id)
         item = _parse_id(path, number, "item", fields[1], max_id)
-        try:
-            value = float(fields[2])
-        except ValueError:
-            raise DataError(f"rating {fields[2].strip()[:40]!r} is not a number", path, number) from None
-        if not math.isfinite(value):
-            raise DataError(f"rating {fields[2].strip()!r} is not a finite number", path, number)
-        users[kept], items[kept], values[kept], keys[kept] = user, item, value, number
+        problem = parsers.number_problem(fields[2], "rating")
+        if problem:
+            raise DataError(problem.replace("not finite", "not a finite number"), path, number)
+        users[kept], items[kept], values[kept], keys[kept] = user, item, parsers.number(fields[2]), number
         kept += 1
     return RatingsShard(users[:kept], items[:kept], values[:kept], keys[:kept], path)
 
 
-def _parse_id(path, number, name, text, max_id) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise DataError(f"{name} id {text.strip()[:40]!r} is not an integer", path, number) from None
-    if value < 0:
-        raise DataError(f"{name} id {value} is negative", path, number)
+def _parse_id(path, number, name, field: bytes, max_id) -> int:
+    """A plain decimal id (digits only: not ``+1``, ``1_0``, ``1.0`` or ``1e3``)."""
+    if not ID.fullmatch(field):
+        if NEGATIVE_ID.fullmatch(field):
+            raise DataError(f"{name} id {field.decode()} is negative", path, number)
+        raise DataError(f"{name} id {parsers.show(field[:40])} is not an integer", path, number)
+    value = int(field)
     if value > max_id:
         raise DataError(f"{name} id {value} is above the limit {max_id}", path, number)
     return value

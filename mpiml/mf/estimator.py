@@ -49,7 +49,7 @@ import types
 import numpy as np
 
 from mpiml.data.ratings import RatingsShard, global_ids, lookup, split_fraction
-from mpiml.errors import ArgumentError, DataError, DivergenceError, MpimlError, Preempted
+from mpiml.errors import ArgumentError, CheckpointError, DataError, DivergenceError, MpimlError, Preempted
 from mpiml.mf import als, params
 from mpiml.collectives.reproducible import Sum
 from mpiml.mf.metrics import error_sums, ranking_means, ranking_rows, ranking_sums, rmse_mae, top_k
@@ -66,6 +66,11 @@ from mpiml.train.reproducible import requested
 from mpiml.train.reproducible import scores as row_scores
 
 __all__ = ["FactorModel"]
+
+# Parameters a resumed fit may change: how far to train, how to exchange, how to predict for
+# unseen users, and where and how often to checkpoint. The rest must match the checkpoint's.
+MAY_CHANGE = ("iters", "exchange", "cold_start", "checkpoint_dir", "checkpoint_every", "resume", "overwrite",
+              "callback")
 
 # Saved models: the arrays keep their first names (P, Q, mu, ...), so files of every
 # version so far load; parameters a later version dropped are ignored when loading.
@@ -203,7 +208,8 @@ class FactorModel:
         # With checkpoints, SIGUSR1/SIGTERM stop the run at the next iteration boundary, after a
         # checkpoint, with Preempted (exit status 3 from the CLI, which the Slurm templates requeue).
         self._watch = PreemptionWatch(comm) if self.checkpoint_dir else None
-        with self._watch or contextlib.nullcontext(), np.errstate(over="ignore", invalid="ignore"):
+        with self._checkpoints(ratings, data, comm) as self._directory, self._watch or contextlib.nullcontext(), \
+                np.errstate(over="ignore", invalid="ignore"):
             p, q, first = self._start(data, ex)
             if self.reg_ is None:
                 p, q, search = self._search_reg(ratings, data, ex, p, q)
@@ -331,12 +337,54 @@ class FactorModel:
         return {"algorithm": self.algorithm, "n_users": int(data["user_ids"].size),
                 "n_items": int(data["item_ids"].size), "rank": int(self._params.rank)}
 
+    def _checkpoints(self, ratings, data, comm):
+        """The checkpoint session of this fit: the directory locked, the run's fingerprint (collective).
+
+        The fingerprint holds every parameter except those a resumed run may change
+        (:data:`MAY_CHANGE`), the reproducible mode in force, and a content hash of every
+        rank's training ratings (the same at any rank count).
+        """
+        from mpiml.runtime.checkpoint_dir import session
+        from mpiml.runtime.fingerprint import ratings_digest
+
+        if not self.checkpoint_dir:
+            return session(None, "mf", {})
+        values = vars(self._params)
+        settings = {"algorithm": self.algorithm, **{k: v for k, v in values.items() if k not in MAY_CHANGE},
+                    "reproducible": bool(self._exact)}
+        digest = ratings_digest(ratings.users, ratings.items, ratings.values, comm)
+        digest.update(users=int(data["user_ids"].size), items=int(data["item_ids"].size))
+        if ratings.source:
+            digest["source"] = str(ratings.source)
+        return session(self.checkpoint_dir, "mf", {"settings": settings, "data": digest}, bool(self.resume),
+                       bool(getattr(self, "overwrite", False)), comm)
+
+    def _complete(self, data):
+        """``check(arrays, meta)`` for the checkpoint reader: the arrays this run needs, of the right shapes."""
+        shapes = {"P": (int(data["user_ids"].size), self._layout.width),
+                  "Q": (int(data["item_ids"].size), self._layout.width)}
+
+        def check(arrays, meta):
+            for key, shape in shapes.items():
+                if key not in arrays or arrays[key].shape != shape or arrays[key].dtype.kind != "f":
+                    raise CheckpointError(f"its array {key!r} is missing or not of shape {shape}")
+            try:
+                history = json.loads(str(arrays["history"]))
+                float(arrays["reg"])
+                probe = type(self).__new__(type(self))
+                probe._restore(arrays)
+            except (KeyError, ValueError, TypeError) as exc:
+                raise CheckpointError(f"its state is incomplete ({type(exc).__name__}: {exc})") from None
+            if not isinstance(history, list):
+                raise CheckpointError("its history is not a list")
+        return check
+
     def _start(self, data, ex):
         """Initial ``(P, Q, first_iteration)``: from the checkpoint when resuming, else fresh."""
         self.history_ = []
         self.reg_ = None if self._params.reg == "auto" else float(self._params.reg)  # None: chosen by _search_reg
-        if self.checkpoint_dir and self.resume:
-            found = load_checkpoint(self.checkpoint_dir, self._meta(data), ex.comm)
+        if self._directory is not None and self.resume:
+            found = load_checkpoint(self._directory, self._directory.fingerprint, ex.comm, self._complete(data))
             if found is not None:
                 arrays, manifest = found
                 self.history_ = json.loads(str(arrays["history"]))
@@ -372,12 +420,14 @@ class FactorModel:
             self.callback(dict(record))
         stop = self._watch is not None and self._watch.should_stop()
         every = self._params.checkpoint_every
-        if self.checkpoint_dir and (stop or (every > 0 and (it + 1) % every == 0)):
+        if self._directory is not None and (stop or (every > 0 and (it + 1) % every == 0)):
             if p is None:  # DSGD keeps only its own user block between checkpoints
                 p = ex.gather(self._local_users)
             arrays = {"P": p, "Q": q, "history": np.array(json.dumps(self.history_)), "reg": np.array(self.reg_),
                       **self._checkpoint_state()}
-            save_checkpoint(self.checkpoint_dir, it + 1, arrays, {**self._meta(data), "ranks": ex.size}, ex.comm)
+            save_checkpoint(self._directory, it + 1, arrays,
+                            {**self._meta(data), "ranks": ex.size, "fingerprint": self._directory.fingerprint},
+                            ex.comm)
         if stop:
             raise Preempted(f"{self.algorithm} stopped on a signal after iteration {it + 1}; "
                             f"checkpoint in {self.checkpoint_dir}; run again with resume to continue")

@@ -212,6 +212,8 @@ PARAMS = (
           low=0, model=False),
     Param("resume", "bool", False, "start from the latest checkpoint in checkpoint_dir, if any (at any number "
           "of ranks)", model=False),
+    Param("overwrite", "bool", False, "start afresh in a checkpoint_dir that holds a checkpoint, replacing it "
+          "(without it or resume, such a directory is an error)", model=False),
     Param("reproducible", "bool", False, "exact sums across ranks, so that ALS and iALS give the same factors and "
           "metrics at any number of ranks (also MPIML_REPRODUCIBLE=1); DSGD's algorithm depends on it",
           model=False),

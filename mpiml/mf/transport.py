@@ -29,8 +29,8 @@ import numpy as np
 
 from mpiml.collectives import allgather, allreduce
 from mpiml.errors import ArgumentError, CheckpointError
-from mpiml.runtime.agree import raise_if_any
 from mpiml.runtime.checkpoint import read_checkpoint, write_checkpoint
+from mpiml.runtime.checkpoint_dir import root_verdict
 from mpiml.runtime.comm import private_comm, resolve_comm
 
 EXCHANGES = ("auto", "ring", "native")
@@ -189,27 +189,24 @@ def save_checkpoint(directory, step: int, arrays: dict, meta: dict, comm=None) -
             write_checkpoint(directory, step, arrays, meta)
         except CheckpointError as exc:
             error = exc
-    raise_if_any(error, comm)
+    root_verdict(error, comm)
 
 
-def load_checkpoint(directory, expect: dict, comm=None):
-    """``(arrays, manifest)`` of the latest checkpoint (read on rank 0, broadcast), or None.
+def load_checkpoint(directory, expect: dict, comm=None, check=None):
+    """``(arrays, manifest)`` of the latest good checkpoint (read on rank 0, broadcast), or None.
 
-    Raises :class:`CheckpointError` on every rank if it cannot be read or if a value of
-    ``expect`` (algorithm, sizes, rank) differs from the manifest's.
+    ``expect`` is this run's fingerprint (:mod:`mpiml.runtime.fingerprint`); ``check(arrays,
+    meta)`` raises :class:`CheckpointError` for a checkpoint that lacks what the run needs
+    (it then counts as corrupt, and the previous one is tried). Raises
+    :class:`CheckpointError` on every rank if no checkpoint can be read, or if the
+    fingerprint differs from the checkpoint's (naming each difference).
     """
     comm = resolve_comm(comm)
     found, error = None, None
     if comm.Get_rank() == 0:
         try:
-            found = read_checkpoint(directory)
-            if found is not None:
-                wrong = {k: (found[1].get(k), v) for k, v in expect.items() if found[1].get(k) != v}
-                if wrong:
-                    raise CheckpointError(
-                        f"checkpoint in {directory} does not fit this run: "
-                        + ", ".join(f"{k} is {have!r} there, {want!r} here" for k, (have, want) in wrong.items()))
+            found = read_checkpoint(directory, check, expect)
         except CheckpointError as exc:
             error = exc
-    raise_if_any(error, comm)
+    root_verdict(error, comm)
     return private_comm(comm).bcast(found, root=0)

@@ -55,6 +55,7 @@ class _Replicas:
 
     def __init__(self, layout, rank: int, size: int):
         self.layout, self.rank, self.size = layout, rank, size
+        self.reader = layout.comms.rank == 0  # reads checkpoints for the whole grid (and warns, once)
 
     def gather_root(self, local):
         layout, comms = self.layout, self.layout.comms

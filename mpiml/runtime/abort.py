@@ -20,10 +20,15 @@ def run_or_abort(main, *args, **kwargs):
 
     A collective :class:`MpimlError` (raised identically on every rank) ends each rank
     with exit status 2 (3 for :class:`~mpiml.errors.Preempted`) and a one-line
-    message from rank 0. Any other exception prints a
+    message from rank 0. Ctrl-C (SIGINT) stops a job at its next safe point with a
+    checkpoint where it watches for preemption (:mod:`mpiml.runtime.preempt`), else ends
+    it at once (exit status 130). Any other exception prints a
     rank-tagged traceback and calls ``MPI_Abort`` on COMM_WORLD, which brings every rank
     down within seconds instead of leaving the others blocked in a collective.
     """
+    from mpiml.runtime import preempt
+
+    preempt.INTERRUPT["stops"] = True  # Ctrl-C checkpoints first where a PreemptionWatch is on
     try:
         return main(*args, **kwargs)
     except SystemExit:

@@ -22,7 +22,10 @@ CHOICES = ("auto", "numba", "numpy")
 
 def compiled() -> bool:
     """True when the compiled kernels are to be used (numba importable, not switched off)."""
-    choice = os.environ.get(ENV, "auto").strip().lower() or "auto"
+    raw = os.environ.get(ENV)
+    if raw is None:   # the common case, asked several times per training update: no parsing
+        return _numba_available()
+    choice = raw.strip().lower() or "auto"
     if choice not in CHOICES:
         from mpiml.errors import ArgumentError
 

@@ -25,8 +25,8 @@ from mpiml.train.reproducible import requested
 MAX_CLASSES = 100_000  # beyond this a label is more likely a mistake than a class
 
 _PARAMS = ("model", "strategy", "parallel", "grid", "split", "comm", "algorithm", "allreduce", "n_classes",
-           "fit_intercept", "squared_hinge", "standardize", "checkpoint_dir", "resume", "stop_at_update", "progress",
-           "stop_requested")
+           "fit_intercept", "squared_hinge", "standardize", "checkpoint_dir", "resume", "overwrite", "stop_at_update",
+           "progress", "stop_requested")
 
 
 class LinearModel:
@@ -64,7 +64,12 @@ class LinearModel:
         SGD strategies (a step size then fits any feature scale), off for ``lbfgs``
         (which needs no such help and then minimizes scikit-learn's objective).
     checkpoint_dir, resume, stop_at_update, progress, stop_requested
-        Passed to :func:`mpiml.train.loop.train`.
+        Passed to :func:`mpiml.train.loop.train`. With ``checkpoint_dir``, rank 0 locks the
+        directory for the fit, and a checkpoint resumes only a fit of the same settings and
+        data (:func:`mpiml.runtime.checkpoint_dir.session`).
+    overwrite : bool
+        Start afresh in a ``checkpoint_dir`` that holds a checkpoint, replacing it (without
+        it, and without ``resume``, such a directory is an error).
     **settings
         Any field of :class:`~mpiml.train.config.TrainConfig` (``epochs``, ``batch_size``, ``lr``,
         ``alpha``, ...); one the strategy would not use (``lr`` for ``lbfgs``, ``tol`` for
@@ -89,13 +94,14 @@ class LinearModel:
     def __init__(self, model="logistic", strategy="auto", *, parallel="data", grid=None, split="auto", comm=None,
                  algorithm="auto", allreduce=None, n_classes=None, fit_intercept=True, squared_hinge=False,
                  standardize=None, checkpoint_dir=None, resume=False, stop_at_update=None, progress=None,
-                 stop_requested=None, **settings):
+                 stop_requested=None, overwrite=False, **settings):
         self.model, self.strategy = model, strategy
         self.parallel, self.grid, self.split = parallel, grid, split
         self.comm, self.algorithm, self.allreduce = comm, algorithm, allreduce
         self.n_classes, self.fit_intercept, self.squared_hinge = n_classes, fit_intercept, squared_hinge
         self.standardize = standardize
         self.checkpoint_dir, self.resume, self.stop_at_update = checkpoint_dir, resume, stop_at_update
+        self.overwrite = overwrite
         self.progress, self.stop_requested = progress, stop_requested
         self.settings = dict(settings)
 
@@ -141,21 +147,38 @@ class LinearModel:
             chosen, _ = plan(group.comm, X, strategy=config.strategy, batch=config.batch_size * config.accumulate,
                              parallel=self.parallel, grid=self.grid, split=self.split, k=model.k)
             self.layout_ = describe(chosen)
+        digest = self._digest(group, X, y)  # of the raw rows: standardized ones may differ in the last bits by p
         if self.standardize_:  # statistics of the whole rows, before a grid cuts them into blocks
             exact = _exact_stats(group) if requested(config.reproducible) else None
             mean, scale = scaling.fit_scaler(X, group.allreduce, exact)
             X = scaling.transform(X, mean, scale)
             test = None if test is None else (scaling.transform(test[0], mean, scale), test[1])
-        options = (self.checkpoint_dir, self.resume, self.stop_at_update, self.progress, self.stop_requested)
-        if chosen is None or chosen.cols == 1:
-            self.result_ = train(model, X, y_enc, config, group, test, *options)
-        else:
-            self.result_ = self._fit_grid(group, chosen, X, y_enc, test, options)
+        with self._checkpoints(group, model, digest) as directory:
+            options = (directory, self.resume, self.stop_at_update, self.progress, self.stop_requested)
+            if chosen is None or chosen.cols == 1:
+                self.result_ = train(model, X, y_enc, config, group, test, *options)
+            else:
+                self.result_ = self._fit_grid(group, chosen, X, y_enc, test, options)
         self.theta_ = self.result_.theta
         if self.standardize_:
             self.theta_ = scaling.unscale(model, self.theta_, mean, scale)
         self.history_ = self.result_.history
         return self
+
+    def _digest(self, group, X, y):
+        """The content hash of every rank's training rows, when checkpoints need it (collective)."""
+        from mpiml.runtime.fingerprint import rows_digest
+
+        return None if self.checkpoint_dir is None else rows_digest(X, y, group.comm)
+
+    def _checkpoints(self, group, model, digest):
+        """The checkpoint session of this fit: the directory locked, the run's fingerprint (collective)."""
+        from mpiml.runtime.checkpoint_dir import session
+
+        settings = {"classes": int(model.k), "fit_intercept": bool(self.fit_intercept),
+                    "squared_hinge": bool(self.squared_hinge), "standardize": bool(self.standardize_)}
+        return session(self.checkpoint_dir, "sgd", {"settings": settings, "data": digest}, bool(self.resume),
+                       bool(self.overwrite), group.comm)
 
     def _make_model(self, group, X, y):
         """The model for rows of this width and these labels (the same on every rank, or an agreed error)."""
@@ -285,5 +308,16 @@ def check_labels(model, y, group, where=None):
         if path is None:
             what += f" (row {bad} of this rank)"
         error = DataError(f"{what}: {hint}", path, line)
+    if model.name in ("logistic", "svm"):  # -1 and 0 both mean the negative class: a mix is no binary label set
+        from mpiml.runtime.comm import private_comm
+
+        y = np.asarray(y)
+        mine = (bool((y == -1).any()), bool((y == 0).any()))
+        seen = [mine] if group.comm is None else private_comm(group.comm).allgather(mine)  # on every rank
+        if error is None and any(m[0] for m in seen) and any(m[1] for m in seen) and mine[0]:
+            first = int(np.flatnonzero(y == -1)[0])
+            path, line = where(first) if where is not None else (None, None)
+            error = DataError(f"labels mix -1 and 0 (label -1 here, 0 elsewhere): the {model.name} model takes "
+                              f"0/1 or -1/1", path, line)
     group.agree(error)
     return model.encode_labels(y)

@@ -172,6 +172,8 @@ class LBFGS(Strategy):
 
     def train(self, run, resumed, stop_at) -> bool:
         cfg = run.cfg
+        if resumed is not None:  # lbfgs checkpoints only its final model: the run is complete
+            return False
         elapsed = 0.0
         start = time.perf_counter()
         if cfg.warm_start_epochs and resumed is None:

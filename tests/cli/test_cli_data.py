@@ -41,7 +41,7 @@ def test_train_and_test_are_read_with_one_base(svm_files, ranks):
     one_error(mpiml(ranks, "sgd", "--data", train, "--test", test, "--json", status=None),
               "test.svm:1: feature index 0 in one-based data", "--zero-based true")
     report = one_json(mpiml(ranks, "sgd", "--data", train, "--test", test, "--zero-based", "true", "--json"))
-    assert report["test_accuracy"] is not None
+    assert report["test_accuracy"] is not None and report["rows_read"] == 6 and report["test_rows_read"] == 3
 
 
 @pytest.mark.parametrize("ranks", [1, 3])
@@ -54,6 +54,10 @@ def test_label_column_by_name(tmp_path, ranks):
     by_name = one_json(mpiml(ranks, "sgd", "--data", tmp_path / "d.csv", "--label-column", "label", "--json"))
     by_index = one_json(mpiml(ranks, "sgd", "--data", tmp_path / "d.csv", "--label-column", "1", "--json"))
     assert by_name["train_loss"] == by_index["train_loss"] and by_name["train_accuracy"] > 0.9
+    assert by_name["rows_read"] == 60 and by_name["test_rows_read"] is None
+    if ranks > 1:  # a first row holding NaN is no header (the README's rule): an error naming its line
+        (tmp_path / "nan.csv").write_text("nan,1,2\n" + rows + "\n")
+        one_error(mpiml(ranks, "sgd", "--data", tmp_path / "nan.csv", status=None), "nan.csv:1: ", "not finite")
     one_error(mpiml(ranks, "sgd", "--data", tmp_path / "d.csv", "--label-column", "lable", status=None),
               "no column 'lable' in the header line (columns: a, label, b)")
 

@@ -33,7 +33,7 @@ def test_svmlight_errors_name_the_line(line, why):
 
 
 def test_delimited_header_and_widths():
-    rows = parsers.parse_delimited(b"label,a,b\n1,2,3\n0,5,6\n", ",", first_may_be_header=True)
+    rows = parsers.parse_delimited(b"label,a,b\n1,2,3\n0,5,6\n", ",", header=True)
     assert rows.header == ["label", "a", "b"] and rows.error is None
     np.testing.assert_array_equal(rows.values, [[1, 2, 3], [0, 5, 6]])
     bad = parsers.parse_delimited(b"1,2,3\n0,5\n", ",")

@@ -151,6 +151,7 @@ def test_separate_test_file_with_cold_start_users(tmp_path):
     assert result.returncode == 0, result.describe()
     report = last_json(result)
     assert report["test_ratings"] == 2 and report["test_count"] == 1 and report["cold_start_dropped"] == 1
+    assert report["ratings_read"] == 800 and report["test_ratings_read"] == 2
 
 
 def test_sigusr1_checkpoints_and_exits_preempted_then_resume_finishes(tmp_path):
@@ -179,9 +180,9 @@ def test_sigusr1_checkpoints_and_exits_preempted_then_resume_finishes(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 3, (proc.returncode, err[-2000:])
     assert "mpiml: preempted" in err and str(ck) in err
-    step = json.loads((ck / "manifest.json").read_text())["step"]
+    step = json.loads((ck / "mf" / "manifest.json").read_text())["step"]  # mf's subdirectory of the variable's
     assert 3 <= step < 1000
-    result = mf(2, "--ratings", data, "--rank", "8", "--iters", str(step + 1), "--checkpoint-dir", str(ck),
+    result = mf(2, "--ratings", data, "--rank", "8", "--iters", str(step + 1), "--checkpoint-dir", str(ck / "mf"),
                 "--resume", "--json")
     assert result.returncode == 0, result.describe()
     assert last_json(result)["iterations"] == step + 1

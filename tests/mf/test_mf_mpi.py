@@ -168,7 +168,8 @@ def test_resume_refuses_a_checkpoint_of_another_problem():
         message = None
     except CheckpointError as exc:
         message = str(exc)
-    agree(comm, message is not None and "rank is 3 there, 4 here" in message, message)
+    agree(comm, message is not None and "written with rank=3" in message and "this run has rank=4" in message
+          and "iters" not in message, message)  # iters may change: train further
 
 
 @pytest.mark.mpi

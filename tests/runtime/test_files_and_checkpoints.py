@@ -58,7 +58,7 @@ def test_missing_and_corrupt_checkpoints(tmp_path):
     assert read_checkpoint(tmp_path) is None
     write_checkpoint(tmp_path, 1, {"w": np.zeros(2)})
     (tmp_path / "step-00000001.npz").write_bytes(b"garbage")
-    with pytest.raises(CheckpointError, match="cannot read checkpoint in"):
+    with pytest.raises(CheckpointError, match="no usable checkpoint in"):
         read_checkpoint(tmp_path)
     (tmp_path / "manifest.json").write_text(json.dumps({"format": 99, "latest": "x"}))
     with pytest.raises(CheckpointError, match="format"):

@@ -104,15 +104,15 @@ def test_every_setting_of_the_table_is_one_option_with_its_type_choices_and_defa
     # the options the command adds itself: the CLI-only ones, none a training setting
     cli_only = {"data", "format", "test", "test_fraction", "n_features", "label_column", "model", "classes",
                 "no_intercept", "standardize", "squared_hinge", "collective_algorithm", "checkpoint_dir", "resume",
-                "stop_after_updates", "out", "json", "progress", "parallel", "grid", "split", "explain", "help",
-                "plot", "zero_based",
+                "overwrite", "stop_after_updates", "out", "json", "progress", "parallel", "grid", "split", "explain",
+                "help", "plot", "zero_based", "header", "timeout",
                 "strategy"}
     assert set(options) == cli_only | set(table)
 
 
 def test_the_checkpoint_directory_defaults_to_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("MPIML_CHECKPOINT_DIR", str(tmp_path))
-    assert build_parser().parse_args([]).checkpoint_dir == str(tmp_path)
+    assert build_parser().parse_args([]).checkpoint_dir == str(tmp_path / "sgd")  # mf: .../mf
     monkeypatch.delenv("MPIML_CHECKPOINT_DIR")
     assert build_parser().parse_args([]).checkpoint_dir is None
 
