@@ -202,12 +202,14 @@ def launch_command(plan: Plan, ranks: int, command, mpiexec: str = "mpiexec", ex
 
 
 def attempt_env(environ, attempt: int) -> dict:
-    """The job's environment for ``attempt``: a test's ``MPIML_FAULT`` only on the attempts it names.
+    """The job's environment for ``attempt`` (``MPIML_RUN_ATTEMPT``); a test's ``MPIML_FAULT`` only on the
+    attempts it names.
 
     ``MPIML_FAULT_ATTEMPTS`` (a comma list, default ``1``) names them, so an injected fault
     happens once, as a real one would, unless a test asks for more.
     """
     env = dict(environ)
+    env["MPIML_RUN_ATTEMPT"] = str(attempt)   # a restart takes over the checkpoint lock of an earlier attempt
     wanted = env.get(FAULT_ATTEMPTS, "1")
     if "MPIML_FAULT" in env and str(attempt) not in {item.strip() for item in wanted.split(",")}:
         del env["MPIML_FAULT"]

@@ -5,8 +5,10 @@ name, PID and process start time. Another run finds it and is refused, with the 
 named. A lock whose owner is gone (same host, the PID no longer runs, or runs a process
 started at another time) is stale: it is taken over, so a job killed with ``kill -9``
 does not block its restart. A lock of an earlier run of the same Slurm job (the same
-``SLURM_JOB_ID``, a lower ``SLURM_RESTART_COUNT``: the job was requeued, maybe onto another
-node, and Slurm runs one instance of a job at a time) is taken over too. Any other lock from another host is never taken over (that host's processes cannot
+``SLURM_JOB_ID`` and an earlier generation: a lower ``SLURM_RESTART_COUNT`` (the job was
+requeued, maybe onto another node, and Slurm runs one instance of a job at a time), or a lower
+``MPIML_RUN_ATTEMPT`` (``mpiml run`` restarted the ranks inside the job after a failure,
+maybe without the node that held rank 0) is taken over too. Any other lock from another host is never taken over (that host's processes cannot
 be seen from here): the message says which host and PID hold it, and to remove the file if
 that job is surely gone.
 """
@@ -51,6 +53,18 @@ def _restart() -> int:
     return int(text) if text.isdigit() else 0
 
 
+def _attempt() -> int:
+    """``MPIML_RUN_ATTEMPT``: the attempt of ``mpiml run`` that started this process (1 without it)."""
+    text = os.environ.get("MPIML_RUN_ATTEMPT", "")
+    return int(text) if text.isdigit() else 1
+
+
+def _generation(owner: dict) -> tuple[int, int]:
+    """The lock owner's (restart count, attempt); older locks without them count as this run's."""
+    restart, attempt = owner.get("restart"), owner.get("attempt", 1)
+    return (restart if isinstance(restart, int) else _restart(), attempt if isinstance(attempt, int) else 1)
+
+
 def _owner(path: Path) -> dict | None:
     """The lock's content, or None if it vanished; unreadable content counts as a foreign owner."""
     try:
@@ -75,7 +89,7 @@ class DirectoryLock:
     def _mine(self) -> dict:
         pid = os.getpid()
         return {"host": socket.gethostname(), "pid": pid, "start": _start_time(pid), "command": self.command,
-                "job": os.environ.get("SLURM_JOB_ID") or None, "restart": _restart()}
+                "job": os.environ.get("SLURM_JOB_ID") or None, "restart": _restart(), "attempt": _attempt()}
 
     def _create(self) -> bool:
         try:
@@ -111,8 +125,7 @@ class DirectoryLock:
                 same_host = owner.get("host") == socket.gethostname()
                 pid = owner.get("pid")
                 job = os.environ.get("SLURM_JOB_ID")
-                earlier = owner.get("restart") if isinstance(owner.get("restart"), int) else _restart()
-                restarted = bool(job) and owner.get("job") == job and earlier < _restart()
+                restarted = bool(job) and owner.get("job") == job and _generation(owner) < (_restart(), _attempt())
                 if not restarted and (not same_host or not isinstance(pid, int) or _alive(pid, owner.get("start"))):
                     self._refuse(owner)
                 self._take_over(owner)

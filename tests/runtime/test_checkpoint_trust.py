@@ -340,3 +340,19 @@ def test_an_intact_checkpoint_of_another_run_is_refused_not_taken_for_corrupt(tm
     with pytest.raises(CheckpointError, match=r"written with rank=3, this run has rank=4"):
         read_checkpoint(tmp_path, _needs_w, mine)  # its shape differs too: the fingerprint speaks first
     assert "warning" not in capsys.readouterr().err
+
+
+def test_a_restart_by_mpiml_run_takes_over_the_lock_of_its_earlier_attempt(tmp_path, monkeypatch):
+    from mpiml.cli.run import attempt_env
+
+    held = {"host": "node17.example", "pid": 4242, "job": "991", "restart": 0, "attempt": 1}
+    (tmp_path / LOCK).write_text(json.dumps(held))
+    monkeypatch.setenv("SLURM_JOB_ID", "991")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
+    monkeypatch.setenv("MPIML_RUN_ATTEMPT", "1")  # the same attempt, another step of it: still running
+    with pytest.raises(CheckpointError, match="node17"):
+        DirectoryLock(tmp_path).acquire()
+    monkeypatch.setenv("MPIML_RUN_ATTEMPT", attempt_env({}, 2)["MPIML_RUN_ATTEMPT"])  # what mpiml run's restart sets
+    with DirectoryLock(tmp_path) as lock:
+        assert lock.took_over["host"] == "node17.example"
+        assert json.loads((tmp_path / LOCK).read_text())["attempt"] == 2
