@@ -20,6 +20,7 @@ from mpiml.cli.parser import Parser, check_writable, comma_list
 from mpiml.data.ratings import FORMATS
 from mpiml.errors import ArgumentError
 from mpiml.mf import params
+from mpiml.cli import timeout_option
 from mpiml.runtime import watchdog
 
 EXAMPLES = """examples:
@@ -119,7 +120,7 @@ def build_parser():
     parser.add_argument("--json", action="store_true", help="print one JSON object (progress goes to stderr)")
     parser.add_argument("--plot", metavar="FILE.png", help="draw the objective and training RMSE per iteration and "
                         "per second, and each rank's time (needs matplotlib: the plot extra)")
-    watchdog.add_argument(parser)  # --timeout
+    timeout_option.add_argument(parser)  # --timeout
     parser.rename("--alpha", "--confidence")  # 0.1 spellings
     parser.rename("--exchange", "--collective-algorithm")
     return parser

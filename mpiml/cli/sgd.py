@@ -20,6 +20,7 @@ from mpiml.cli.output import emit_json, say, table
 from mpiml.cli.parser import Parser
 from mpiml.collectives import ALGORITHMS
 
+from mpiml.cli import timeout_option
 from mpiml.runtime import watchdog
 from mpiml.runtime.preempt import EXIT_PREEMPTED as EXIT_STOPPED
 
@@ -100,7 +101,7 @@ def build_parser():
     o.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
                    help="progress bar on rank 0: auto = only if stdout is a terminal (under mpiexec it is "
                         "usually a pipe, so say 'always' for a bar in an interactive run)")
-    watchdog.add_argument(o)  # --timeout
+    timeout_option.add_argument(o)  # --timeout
     add_parallel_arguments(p)  # --parallel data|model|hybrid|auto --grid RxC --split --explain
     for old, name in RENAMED.items():
         p.rename(old, _flag(name))

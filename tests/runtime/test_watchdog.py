@@ -19,6 +19,7 @@ import pytest
 from interrupt import LOOP, interrupt
 from mpirun import implementation, run_mpi
 
+from mpiml.cli import timeout_option
 from mpiml.runtime import preempt, watchdog
 
 # --- check mode: every rank raises, naming each rank's call site ----------------------------
@@ -186,13 +187,13 @@ def test_preemption_watch_takes_sigint_only_where_the_command_asks(monkeypatch):
 
 @pytest.mark.parametrize("text,value", [("2.5", 2.5), ("0", 0.0), ("1800", 1800.0)])
 def test_timeout_values(text, value):
-    assert watchdog.seconds(text) == value
+    assert timeout_option.seconds(text) == value
 
 
 @pytest.mark.parametrize("text", ["-1", "soon", "inf", "nan", ""])
 def test_bad_timeout_values_are_refused(text):
     with pytest.raises(argparse.ArgumentTypeError):
-        watchdog.seconds(text)
+        timeout_option.seconds(text)
 
 
 def test_timeout_from_the_environment(monkeypatch):
