@@ -23,6 +23,21 @@ MPI_TESTS = os.environ.get("MPIML_MPI_TESTS")
 SELECTION = {1: ("tests/collectives",), 4: ("tests/collectives", "tests/parallel")}
 
 
+def mpi_test_files(paths) -> list[str]:
+    """The test files under ``paths`` that hold ``@pytest.mark.mpi`` tests.
+
+    Handing mpiexec's pytest these files rather than whole folders spares every rank the import
+    of the serial test modules (scikit-learn, matplotlib, ...): at 5 ranks on 2 cores that
+    collection alone took 18 s instead of 7, for the same tests.
+    """
+    files = []
+    for path in (REPO / p for p in paths):
+        candidates = [path] if path.is_file() else sorted(path.rglob("test_*.py"))
+        files += [str(f) for f in candidates
+                  if f.name != "test_under_mpiexec.py" and "pytest.mark.mpi" in f.read_text()]
+    return files
+
+
 def _pytest_under_mpi(ranks, *selection):
     argv = [sys.executable, "-m", "pytest", "--with-mpi", "-q", "-p", "no:cacheprovider",
             "-o", "addopts=", "-rfE", "--tb=short", *selection]
@@ -32,6 +47,9 @@ def _pytest_under_mpi(ranks, *selection):
 @pytest.mark.parametrize("ranks", RANK_COUNTS)
 def test_mpi_tests_pass_at(ranks):
     paths = MPI_TESTS.split(",") if MPI_TESTS else SELECTION.get(ranks, ("tests",))
-    result = _pytest_under_mpi(ranks, *(str(REPO / path) for path in paths))
+    files = mpi_test_files(paths)
+    if not files:
+        pytest.skip(f"no @pytest.mark.mpi tests under {', '.join(paths)}")
+    result = _pytest_under_mpi(ranks, *files)
     if result.hung or result.returncode != 0:
         pytest.fail(result.describe(), pytrace=False)
