@@ -10,16 +10,14 @@ model of an uninterrupted run bit for bit. The uninterrupted runs, and the last 
 of all jobs share one ``mpiexec`` each (:data:`DRIVER` calls the command line
 in-process), so the sweep costs about one launch per kill point.
 
-``MPIML_KILL_SWEEP=full`` sweeps many more points (every stage at several counts, collective
-numbers 3..59 in steps) at p = 2 and 3 for a local run; the default is the short sweep below
-(20 collective numbers, every stage for sgd and for mf, every job) at p = 2, about one launch
-per kill point plus two. (p = 3 is covered by tests/cli/test_cli_checkpoints.py.)
+The sweep below (20 collective numbers, every stage for sgd and for mf, every job) runs at
+p = 2, about one launch per kill point plus two. (p = 3 is covered by
+tests/cli/test_cli_checkpoints.py.)
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 import numpy as np
@@ -62,14 +60,8 @@ SHORT = {
 }
 
 
-def _full() -> dict:
-    stages = [_s(stage, count) for stage in ("before-write", "after-write", "after-rename") for count in (1, 2, 4)]
-    return {name: [_c(n % 2, n) for n in range(3, 60, 4)] + stages for name in JOBS}
-
-
-FULL = os.environ.get("MPIML_KILL_SWEEP") == "full"
-PLAN = _full() if FULL else SHORT
-RANKS = (2, 3) if FULL else (2,)
+PLAN = SHORT
+RANKS = (2,)
 
 # Runs several mpiml command lines in one process (the uninterrupted runs, and the last launches).
 DRIVER = """
