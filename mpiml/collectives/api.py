@@ -248,9 +248,9 @@ def allreduce(x, op="sum", algorithm="auto", comm=None, out=None, check=None, re
     numpy.ndarray
         The reduction, bitwise identical on every rank.
     """
-    if _fault.ARMED:
-        _fault.collective()
     _CALLS[0] += 1
+    if _fault.ARMED:
+        _fault.collective(_CALLS[0])
     context = context_of(comm)
     c = context.comm
     error = None
@@ -295,9 +295,9 @@ def reduce_scatter(x, op="sum", algorithm="auto", comm=None, counts=None, out=No
     numpy.ndarray
         1-D, ``counts[rank]`` elements.
     """
-    if _fault.ARMED:
-        _fault.collective()
     _CALLS[0] += 1
+    if _fault.ARMED:
+        _fault.collective(_CALLS[0])
     context = context_of(comm)
     c = context.comm
     p, r = c.Get_size(), c.Get_rank()
@@ -346,9 +346,9 @@ def allgather(x, algorithm="auto", comm=None, out=None, check=None):
     numpy.ndarray
         Shape ``(sum of rows, *x.shape[1:])``, identical on every rank.
     """
-    if _fault.ARMED:
-        _fault.collective()
     _CALLS[0] += 1
+    if _fault.ARMED:
+        _fault.collective(_CALLS[0])
     context = context_of(comm)
     c = context.comm
     p = c.Get_size()
@@ -390,9 +390,9 @@ def bcast(x, root=0, algorithm="auto", comm=None, segment_bytes=None, check=None
     ``algorithm`` is ``"auto"`` or a name in ``ALGORITHMS["bcast"]``: ``"native"``,
     ``"binomial"``, ``"pipeline"`` (segments of ``segment_bytes``, default 1 MiB).
     """
-    if _fault.ARMED:
-        _fault.collective()
     _CALLS[0] += 1
+    if _fault.ARMED:
+        _fault.collective(_CALLS[0])
     context = context_of(comm)
     c = context.comm
     error = None
@@ -424,9 +424,9 @@ def reduce(x, root=0, op="sum", algorithm="auto", comm=None, out=None, check=Non
     ``ALGORITHMS["reduce"]`` (``"native"``, ``"binomial"``). ``reproducible``: as in
     :func:`allreduce` (the maximum is an allreduce).
     """
-    if _fault.ARMED:
-        _fault.collective()
     _CALLS[0] += 1
+    if _fault.ARMED:
+        _fault.collective(_CALLS[0])
     context = context_of(comm)
     c = context.comm
     is_root = c.Get_rank() == root
@@ -489,9 +489,9 @@ def reproducible_sum(rows, comm=None, count=None, algorithm="auto", check=None):
     numpy.ndarray
         float64 of shape ``shape``, bitwise identical on every rank.
     """
-    if _fault.ARMED:
-        _fault.collective()
     _CALLS[0] += 1
+    if _fault.ARMED:
+        _fault.collective(_CALLS[0])
     rows = np.asarray(rows)
     error = None
     try:

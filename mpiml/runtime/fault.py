@@ -37,7 +37,7 @@ def _parse(text: str) -> dict:
 
 _SPEC = _parse(os.environ["MPIML_FAULT"]) if os.environ.get("MPIML_FAULT") else None
 ARMED = _SPEC is not None
-_seen = {"collective": 0}
+_seen: dict = {}   # how often each stage was reached
 
 
 def _world_rank() -> int:
@@ -58,12 +58,12 @@ def _die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def collective() -> None:
-    """Count one collective call; die if it is the armed one."""
+def collective(number: int) -> None:
+    """Die if ``number`` (this process's count of mpiml collective calls, the watchdog's
+    :data:`~mpiml.runtime.watchdog.CALLS`, this call included) is the armed one."""
     if not ARMED or "collective" not in _SPEC:
         return
-    _seen["collective"] += 1
-    if _seen["collective"] == _SPEC["collective"] and _world_rank() == _SPEC.get("rank", 0):
+    if number == _SPEC["collective"] and _world_rank() == _SPEC.get("rank", 0):
         _die()
 
 
