@@ -112,28 +112,34 @@ def _exponents(top, out):
 def scales(E: np.ndarray, fast: bool | None = None) -> np.ndarray:
     """``2^-E`` per element (0 where :data:`SPECIAL`: those elements are summed apart); ``fast``: the
     kernel or the reference (default: :func:`~mpiml.runtime.jit.compiled`)."""
-    E = np.ascontiguousarray(E, dtype=np.float64)
+    return _scales_and_specials(np.ascontiguousarray(E, dtype=np.float64), fast)[0]
+
+
+def _scales_and_specials(E, fast):
+    """``(scales(E), whether an element is SPECIAL)``: the kernel finds both in one pass."""
     if compiled() if fast is None else fast:
         out = np.empty(E.shape)
-        _scales(E, out)
-        return out
+        return out, _scales(E, out) > 0
     special = E >= SPECIAL
     out = np.ldexp(1.0, -np.where(special, 0, E).astype(np.int64))
     out[special] = 0.0
-    return out
+    return out, bool(special.any())
 
 
 @kernel
 def _scales(E, out):
     bits = out.view(np.int64)
+    specials = 0
     for j in range(E.shape[0]):
         e = int(E[j])
         if e >= SPECIAL:
             out[j] = 0.0
+            specials += 1
         elif -1022 <= e <= 1022:
             bits[j] = (1023 - e) << 52       # 2^-e, a normal number
         else:
             out[j] = math.ldexp(1.0, -e)
+    return specials
 
 
 def value(F: np.ndarray, E: np.ndarray) -> np.ndarray:
@@ -215,23 +221,25 @@ def _top_rows(T, top):
     return nan > 0
 
 
-def deposit_rows(T: np.ndarray, scale: np.ndarray, sigmas: np.ndarray, F: np.ndarray, fast=None) -> bool:
-    """Add the pieces of ``T[i, j] * scale[j]`` to the folds ``F[:, j]`` (``(K, n)``).
+def deposit_rows(T: np.ndarray, scale: np.ndarray, sigmas: np.ndarray, F: np.ndarray, fast=None,
+                 offset: int = 0) -> bool:
+    """Add the pieces of ``T[i, j] * scale[j]`` to the folds ``F[:, offset + j]`` (``(K, n)``).
 
     Returns whether a scaled term was not below 1 in magnitude (or NaN): then the grid was
     too fine for it and the folds are not exact. ``fast`` as in :func:`scales`.
     """
     if compiled() if fast is None else fast:
-        return _deposit_rows(T, scale, sigmas, F, np.empty(T.shape[1])) > 0
-    return deposit_rows_reference(T, scale, sigmas, F)
+        return _deposit_rows(T, scale, sigmas, F, offset) > 0
+    return deposit_rows_reference(T, scale, sigmas, F, offset)
 
 
-def deposit_rows_reference(T, scale, sigmas, F) -> bool:
+def deposit_rows_reference(T, scale, sigmas, F, offset: int = 0) -> bool:
     """numpy reference of :func:`deposit_rows` (sums of pieces are exact: numpy's order is as good)."""
+    width = T.shape[1]
     with np.errstate(invalid="ignore", over="ignore"):
-        x = T.astype(np.float64) * scale
+        x = T.astype(np.float64) * scale[offset:offset + width]
         over = bool(np.any(~(np.abs(x) < 1.0)))
-        _fold_reference(x, sigmas, F)
+        _fold_reference(x, sigmas, F[:, offset:offset + width])
     return over
 
 
@@ -243,8 +251,10 @@ def _fold_reference(x, sigmas, F) -> None:
 
 
 @kernel
-def _deposit_rows(T, scale, sigmas, F, buf):
+def _deposit_rows(T, scale, sigmas, F, offset):
     # the folds unrolled for K = 2 and 3 (what counts up to 2^21 give): the loop over j then vectorizes
+    # one contiguous view per fold, indexed from 0: the loops over elements stay vectorizable
+    F0, F1, F2, scale = F[0, offset:], F[1, offset:], F[F.shape[0] - 1, offset:], scale[offset:]
     n, K = T.shape[1], sigmas.shape[0]
     s0, s1 = sigmas[0], sigmas[1]
     s2 = sigmas[2] if K > 2 else 0.0
@@ -255,27 +265,27 @@ def _deposit_rows(T, scale, sigmas, F, buf):
                 x = np.float64(T[i, j]) * scale[j]
                 over += not abs(x) < 1.0
                 q = (x + s0) - s0
-                F[0, j] += q
+                F0[j] += q
                 x -= q
-                F[1, j] += (x + s1) - s1
+                F1[j] += (x + s1) - s1
         elif K == 3:
             for j in range(n):
                 x = np.float64(T[i, j]) * scale[j]
                 over += not abs(x) < 1.0
                 q = (x + s0) - s0
-                F[0, j] += q
+                F0[j] += q
                 x -= q
                 q = (x + s1) - s1
-                F[1, j] += q
+                F1[j] += q
                 x -= q
-                F[2, j] += (x + s2) - s2
+                F2[j] += (x + s2) - s2
         else:
             for j in range(n):
                 x = np.float64(T[i, j]) * scale[j]
                 over += not abs(x) < 1.0
                 for f in range(K):
                     q = (x + sigmas[f]) - sigmas[f]
-                    F[f, j] += q
+                    F[f, offset + j] += q
                     x -= q
     return over
 
@@ -331,24 +341,26 @@ def _top_outer_csr(indptr, indices, data, R, top):
 
 
 def deposit_outer(X, R: np.ndarray, scale: np.ndarray, sigmas: np.ndarray, F: np.ndarray, columns=None,
-                  fast=None) -> bool:
-    """Add the pieces of ``X[i, j] * R[i, c]`` (scaled) to the folds ``F[:, j k + c]``; the flag of
-    :func:`deposit_rows`. ``columns``: ``X`` in CSC form (``X.tocsc()``), if at hand: the terms of one
-    element are then adjacent and summed in registers. ``fast`` as in :func:`scales`."""
+                  fast=None, offset: int = 0) -> bool:
+    """Add the pieces of ``X[i, j] * R[i, c]`` (scaled by ``scale[e]``) to the folds ``F[:, e]``,
+    ``e = offset + j k + c``; the flag of :func:`deposit_rows`. ``columns``: ``X`` in CSC form
+    (``X.tocsc()``), if at hand: the terms of one element are then adjacent and summed in registers.
+    ``fast`` as in :func:`scales`."""
     if not (compiled() if fast is None else fast):
-        return deposit_outer_reference(X, R, scale, sigmas, F)
+        return deposit_outer_reference(X, R, scale, sigmas, F, offset)
     if columns is not None:
-        return _deposit_outer_csc(columns.indptr, columns.indices, columns.data, R, scale, sigmas, F) > 0
+        return _deposit_outer_csc(columns.indptr, columns.indices, columns.data, R, scale, sigmas, F, offset) > 0
     if _is_csr(X):
-        return _deposit_outer_csr(X.indptr, X.indices, X.data, R, scale, sigmas, F) > 0
-    return _deposit_outer_dense(X, R, scale, sigmas, F, np.empty(F.shape[1])) > 0
+        return _deposit_outer_csr(X.indptr, X.indices, X.data, R, scale, sigmas, F, offset,
+                                  X.shape[1] * R.shape[1]) > 0
+    return _deposit_outer_dense(X, R, scale, sigmas, F, offset) > 0
 
 
-def deposit_outer_reference(X, R, scale, sigmas, F) -> bool:
+def deposit_outer_reference(X, R, scale, sigmas, F, offset: int = 0) -> bool:
     """numpy reference of :func:`deposit_outer`: the terms one by one, added with ``numpy.add.at``."""
     rows, cols, vals = _triplets(X)
     k = R.shape[1]
-    where = (cols[:, None] * k + np.arange(k)).ravel()
+    where = (offset + cols[:, None] * k + np.arange(k)).ravel()
     with np.errstate(invalid="ignore", over="ignore"):
         x = (vals[:, None] * R[rows]).ravel() * scale[where]
         over = bool(np.any(~(np.abs(x) < 1.0)))
@@ -360,8 +372,10 @@ def deposit_outer_reference(X, R, scale, sigmas, F) -> bool:
 
 
 @kernel
-def _deposit_outer_dense(X, R, scale, sigmas, F, buf):
+def _deposit_outer_dense(X, R, scale, sigmas, F, offset):
     # as _deposit_rows: folds unrolled for K = 2 and 3, the loop over j vectorizes (k = 1: contiguous)
+    # one contiguous view per fold, indexed from 0: the loops over elements stay vectorizable
+    F0, F1, F2, scale = F[0, offset:], F[1, offset:], F[F.shape[0] - 1, offset:], scale[offset:]
     k, K, d = R.shape[1], sigmas.shape[0], X.shape[1]
     s0, s1 = sigmas[0], sigmas[1]
     s2 = sigmas[2] if K > 2 else 0.0
@@ -375,21 +389,21 @@ def _deposit_outer_dense(X, R, scale, sigmas, F, buf):
                     x = (np.float64(X[i, j]) * r) * scale[e]
                     over += not abs(x) < 1.0
                     q = (x + s0) - s0
-                    F[0, e] += q
+                    F0[e] += q
                     x -= q
-                    F[1, e] += (x + s1) - s1
+                    F1[e] += (x + s1) - s1
             elif K == 3:
                 for j in range(d):
                     e = j * k + c
                     x = (np.float64(X[i, j]) * r) * scale[e]
                     over += not abs(x) < 1.0
                     q = (x + s0) - s0
-                    F[0, e] += q
+                    F0[e] += q
                     x -= q
                     q = (x + s1) - s1
-                    F[1, e] += q
+                    F1[e] += q
                     x -= q
-                    F[2, e] += (x + s2) - s2
+                    F2[e] += (x + s2) - s2
             else:
                 for j in range(d):
                     e = j * k + c
@@ -397,16 +411,18 @@ def _deposit_outer_dense(X, R, scale, sigmas, F, buf):
                     over += not abs(x) < 1.0
                     for f in range(K):
                         q = (x + sigmas[f]) - sigmas[f]
-                        F[f, e] += q
+                        F[f, offset + e] += q
                         x -= q
     return over
 
 
 @kernel
-def _deposit_outer_csr(indptr, indices, data, R, scale, sigmas, F):
+def _deposit_outer_csr(indptr, indices, data, R, scale, sigmas, F, offset, width):
     # scattered elements: the K folds of one element side by side (G), added to F at the end
+    # one contiguous view per fold, indexed from 0: the loops over elements stay vectorizable
+    F0, F1, F2, scale = F[0, offset:], F[1, offset:], F[F.shape[0] - 1, offset:], scale[offset:]
     k, K = R.shape[1], sigmas.shape[0]
-    G = np.zeros((F.shape[1], K))
+    G = np.zeros((width, K))
     s0, s1 = sigmas[0], sigmas[1]
     s2 = sigmas[2] if K > 2 else 0.0
     over = 0
@@ -433,13 +449,15 @@ def _deposit_outer_csr(indptr, indices, data, R, scale, sigmas, F):
                         x -= q
     for e in range(G.shape[0]):
         for f in range(K):
-            F[f, e] += G[e, f]
+            F[f, offset + e] += G[e, f]
     return over
 
 
 @kernel
-def _deposit_outer_csc(indptr, indices, data, R, scale, sigmas, F):
+def _deposit_outer_csc(indptr, indices, data, R, scale, sigmas, F, offset):
     # column j of X: the terms of elements j k + c, folded into registers, then added to F once
+    # one contiguous view per fold, indexed from 0: the loops over elements stay vectorizable
+    F0, F1, F2, scale = F[0, offset:], F[1, offset:], F[F.shape[0] - 1, offset:], scale[offset:]
     k, K = R.shape[1], sigmas.shape[0]
     s0, s1 = sigmas[0], sigmas[1]
     s2 = sigmas[2] if K > 2 else 0.0
@@ -449,8 +467,8 @@ def _deposit_outer_csc(indptr, indices, data, R, scale, sigmas, F):
             e = j * k + c
             sc = scale[e]
             f0 = f1 = f2 = 0.0
-            for p in range(indptr[j], indptr[j + 1]):
-                x = (np.float64(data[p]) * R[indices[p], c]) * sc
+            for p in range(np.uint64(indptr[j]), np.uint64(indptr[j + 1])):   # unsigned: no wraparound
+                x = (np.float64(data[p]) * R[np.uint64(indices[p]), c]) * sc
                 over += not abs(x) < 1.0
                 q = (x + s0) - s0
                 f0 += q
@@ -469,12 +487,12 @@ def _deposit_outer_csc(indptr, indices, data, R, scale, sigmas, F):
                         x -= q
                         for f in range(3, K):
                             q = (x + sigmas[f]) - sigmas[f]
-                            F[f, e] += q
+                            F[f, offset + e] += q
                             x -= q
-            F[0, e] += f0
-            F[1, e] += f1
+            F0[e] += f0
+            F1[e] += f1
             if K > 2:
-                F[2, e] += f2
+                F2[e] += f2
     return over
 
 
@@ -544,35 +562,34 @@ class Sum:
                 top_outer(a, b[0], top[offset:offset + a.shape[1] * b[0].shape[1]])
         return top
 
-    def folds(self, E: np.ndarray) -> np.ndarray:
-        """``(K, n)``: this rank's pieces of every term summed per fold, on the grids of the global ``E``.
+    def folds(self, E: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """``(K, n)``: this rank's pieces of every term summed per fold, on the grids of the global ``E``
+        (into ``out``, if given: a ``(K, n)`` view, e.g. of the buffer the reduction sends).
 
         :attr:`over` tells whether a term was not below ``2^E`` of its element (or NaN): with
         ``E`` from the maxima of every term that happens only for NaN terms, which are summed
         apart (:data:`SPECIAL`); with ``E`` from a priori bounds, the caller starts over.
         """
-        F = np.zeros((self.plan.folds, self.n))
+        F = np.zeros((self.plan.folds, self.n)) if out is None else out
+        if out is not None:
+            F[:] = 0.0
         fast = compiled()
-        self.over = self._deposit(F, scales(E, fast), fast)
-        special = np.flatnonzero(np.asarray(E) >= SPECIAL)
-        if special.size:
+        scale, specials = _scales_and_specials(np.ascontiguousarray(E, dtype=np.float64), fast)
+        self.over = self._deposit(F, scale, fast)
+        if specials:
             with np.errstate(invalid="ignore", over="ignore"):   # non-finite terms are summed apart
-                self._special(F, special)
+                self._special(F, np.flatnonzero(np.asarray(E) >= SPECIAL))
         return F
 
     def _deposit(self, F, scale, fast) -> bool:
+        """Every part's pieces into ``F`` at the part's elements (the kernels write there directly)."""
         sig = self.plan.sigmas
         over = False
         for kind, offset, a, b in self.parts:
-            width = a.shape[1] * (1 if kind == "rows" else b[0].shape[1])
-            # a contiguous block (the kernels vectorize over it), added to F after
-            block = F if width == self.n else np.zeros((F.shape[0], width))
             if kind == "rows":
-                over |= deposit_rows(a, scale[offset:offset + width], sig, block, fast)
+                over |= deposit_rows(a, scale, sig, F, fast, offset)
             else:
-                over |= deposit_outer(a, b[0], scale[offset:offset + width], sig, block, b[1], fast)
-            if block is not F:
-                F[:, offset:offset + width] += block
+                over |= deposit_outer(a, b[0], scale, sig, F, b[1], fast, offset)
         return over
 
     def _special(self, F, special) -> None:

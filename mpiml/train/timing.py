@@ -91,9 +91,9 @@ class Exchanger:
         if top is not None:
             start = time.perf_counter()
             E = reproducible.exponents(top)
-            F = terms.folds(E)
-            buf = np.empty(F.size + 2 + p)
-            buf[:F.size] = F.reshape(-1)
+            size = terms.plan.folds * n
+            buf = np.empty(size + 2 + p)
+            F = terms.folds(E, out=buf[:size].reshape(terms.plan.folds, n))   # deposited where it is sent
             buf[F.size] = float(terms.over)
             buf[F.size + 1] = self.vote()
             self.add_compute(time.perf_counter() - start)
