@@ -259,6 +259,40 @@ def _deposit_rows(T, scale, sigmas, F, offset):
     s0, s1 = sigmas[0], sigmas[1]
     s2 = sigmas[2] if K > 2 else 0.0
     over = 0
+    if n == 1 and K <= 3:
+        # one element (an intercept, a loss): its folds in registers, two sets interleaved for the adder's latency
+        m, sc = T.shape[0], scale[0]
+        a0 = a1 = a2 = b0 = b1 = b2 = 0.0
+        for i in range(0, m - 1, 2):
+            x = np.float64(T[i, 0]) * sc
+            z = np.float64(T[i + 1, 0]) * sc
+            over += (not abs(x) < 1.0) + (not abs(z) < 1.0)
+            q = (x + s0) - s0
+            t = (z + s0) - s0
+            a0 += q
+            b0 += t
+            x -= q
+            z -= t
+            q = (x + s1) - s1
+            t = (z + s1) - s1
+            a1 += q
+            b1 += t
+            a2 += (x - q + s2) - s2
+            b2 += (z - t + s2) - s2
+        if m % 2:
+            x = np.float64(T[m - 1, 0]) * sc
+            over += not abs(x) < 1.0
+            q = (x + s0) - s0
+            a0 += q
+            x -= q
+            q = (x + s1) - s1
+            a1 += q
+            a2 += (x - q + s2) - s2
+        F0[0] += a0 + b0
+        F1[0] += a1 + b1
+        if K == 3:
+            F2[0] += a2 + b2
+        return over
     for i in range(T.shape[0]):
         if K == 2:
             for j in range(n):

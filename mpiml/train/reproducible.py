@@ -173,7 +173,7 @@ class Bounds:
     def __init__(self, model, X, y, maximum):
         x_top = np.zeros(X.shape[1] + 1)
         if hasattr(X, "indptr"):
-            np.maximum.at(x_top, X.indices, np.abs(np.asarray(X.data, dtype=np.float64)))
+            column_abs_max(X.indices, X.data, x_top)
         elif X.shape[0]:
             x_top[:-1] = np.abs(np.asarray(X, dtype=np.float64)).max(axis=0)
         x_top[-1] = np.abs(np.asarray(y, dtype=np.float64)).max(initial=0.0) if model.name == "linear" else 0.0
@@ -209,6 +209,24 @@ class Bounds:
             self._tops = 2.0 * np.multiply.outer(self.x_top, r).ravel()
             self._key = key
         return self._tops
+
+
+def column_abs_max(indices, data, top) -> None:
+    """``top[j] = max(top[j], |data[p]|)`` over the stored entries ``p`` of column ``j = indices[p]``."""
+    if compiled():
+        _column_abs_max(indices, data, top)
+    else:
+        with np.errstate(invalid="ignore"):   # a NaN entry makes its column's maximum NaN, as in the kernel
+            np.maximum.at(top, indices, np.abs(np.asarray(data, dtype=np.float64)))
+
+
+@kernel
+def _column_abs_max(indices, data, top):
+    for p in range(indices.shape[0]):
+        j = np.uint64(indices[p])
+        a = abs(np.float64(data[p]))
+        if a > top[j] or a != a:   # NaN propagates as numpy.maximum does
+            top[j] = a
 
 
 def _residual_loss_bounds(model, s, y_top):

@@ -116,17 +116,22 @@ def _kernels_vs_reference(monkeypatch, fn):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_row_kernels_match_the_reference(monkeypatch, dtype):
-    T = np.clip(adversarial(97, 4, 3), -1e38, 1e38).astype(dtype)
-    T[5, 2] = np.nan
+@pytest.mark.parametrize("rows, columns, count", [(97, [0, 1, 2, 3], 200), (97, [0], 200), (96, [0], 1 << 20),
+                                                  (97, [3], 1 << 20)])
+def test_row_kernels_match_the_reference(monkeypatch, dtype, rows, columns, count):
+    # one column has its own kernel path (folds in registers, rows two at a time: even and odd counts)
+    T = np.ascontiguousarray(np.clip(adversarial(rows, 4, 3), -1e38, 1e38).astype(dtype)[:, columns])
+    if len(columns) > 1:
+        T[5, 2] = np.nan
 
     def run():
-        s = R.Sum(4, 200).add_rows(T)
+        s = R.Sum(4, count).add_rows(T)
         top = s.maxima()
         E = R.exponents(top)
         coarse = s.folds(E)
-        fine = s.folds(np.maximum(E - 60, R.MIN_EXPONENT))   # a grid too fine for the largest terms: flagged
-        return top, coarse, fine, np.array([s.over])
+        # a grid too fine for the largest terms: flagged (its folds are not exact, so not compared)
+        s.folds(np.maximum(E - 60, R.MIN_EXPONENT))
+        return top, coarse, np.array([s.over])
 
     _kernels_vs_reference(monkeypatch, run)
 

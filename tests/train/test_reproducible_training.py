@@ -35,6 +35,22 @@ def test_scores_kernel_matches_the_reference_and_numpy(monkeypatch, sparse, dtyp
     np.testing.assert_allclose(fast, dense.astype(np.float64) @ W + b, rtol=1e-12, atol=1e-12)
 
 
+def test_column_maxima_kernel_matches_the_reference(monkeypatch):
+    X = sp.csr_matrix(_matrix(False, np.float64, rows=50, cols=7) * 1e300)
+    X.data[3] = np.nan
+    got = {}
+    for choice in ("numba", "numpy"):
+        monkeypatch.setenv("MPIML_KERNELS", choice)
+        got[choice] = np.full(7, 0.5)
+        reproducible.column_abs_max(X.indices, X.data, got[choice])
+    np.testing.assert_array_equal(got["numba"], got["numpy"])
+    column = X.indices[3]
+    others = np.abs(X.toarray()).max(axis=0)
+    assert np.isnan(got["numba"][column])
+    keep = np.arange(7) != column
+    np.testing.assert_array_equal(got["numba"][keep], np.maximum(others[keep], 0.5))
+
+
 def test_a_rows_score_does_not_depend_on_the_other_rows():
     X = _matrix(False, np.float64, rows=41)
     W, b = np.random.default_rng(2).standard_normal((6, 2)), np.zeros(2)
