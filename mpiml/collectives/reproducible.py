@@ -195,26 +195,36 @@ def _as_float(a):
     return a if a.dtype.kind == "f" and a.dtype.itemsize >= 4 else a.astype(np.float64)
 
 
-def top_rows(T: np.ndarray, top: np.ndarray) -> None:
-    """``top[j] = max(top[j], |T[i, j]|)`` over rows ``i`` (``inf`` for NaN)."""
-    if not compiled() or _top_rows(T, top):   # a NaN somewhere: the reference marks it
-        top_rows_reference(T, top)
+def top_rows(T: np.ndarray, top: np.ndarray, square: bool = False) -> None:
+    """``top[j] = max(top[j], |T[i, j]|)`` over rows ``i`` (``inf`` for NaN); of ``T[i, j]^2`` with ``square``."""
+    if not compiled() or _top_rows(T, top, square):   # a NaN somewhere: the reference marks it
+        top_rows_reference(T, top, square)
 
 
-def top_rows_reference(T, top) -> None:
+def top_rows_reference(T, top, square: bool = False) -> None:
     """numpy reference of :func:`top_rows`."""
     if T.shape[0]:
-        a = np.abs(T.astype(np.float64, copy=False))
+        a = np.abs(_terms(T, square))
         a[np.isnan(a)] = np.inf
         np.maximum(top, a.max(axis=0), out=top)
 
 
+def _terms(T, square):
+    """The terms of a rows part as float64: ``T`` itself, or its squares."""
+    T = T.astype(np.float64, copy=False)
+    if not square:
+        return T
+    with np.errstate(over="ignore"):
+        return T * T
+
+
 @kernel
-def _top_rows(T, top):
+def _top_rows(T, top, square):
     nan = 0
     for i in range(T.shape[0]):
         for j in range(T.shape[1]):
-            a = abs(np.float64(T[i, j]))
+            v = np.float64(T[i, j])
+            a = abs(v * v if square else v)
             t = top[j]
             top[j] = a if a > t else t
             nan += a != a
@@ -222,22 +232,23 @@ def _top_rows(T, top):
 
 
 def deposit_rows(T: np.ndarray, scale: np.ndarray, sigmas: np.ndarray, F: np.ndarray, fast=None,
-                 offset: int = 0) -> bool:
-    """Add the pieces of ``T[i, j] * scale[j]`` to the folds ``F[:, offset + j]`` (``(K, n)``).
+                 offset: int = 0, square: bool = False) -> bool:
+    """Add the pieces of ``T[i, j] * scale[offset + j]`` (``T[i, j]^2`` with ``square``) to the folds
+    ``F[:, offset + j]`` (``(K, n)``).
 
     Returns whether a scaled term was not below 1 in magnitude (or NaN): then the grid was
     too fine for it and the folds are not exact. ``fast`` as in :func:`scales`.
     """
     if compiled() if fast is None else fast:
-        return _deposit_rows(T, scale, sigmas, F, offset) > 0
-    return deposit_rows_reference(T, scale, sigmas, F, offset)
+        return _deposit_rows(T, scale, sigmas, F, offset, square) > 0
+    return deposit_rows_reference(T, scale, sigmas, F, offset, square)
 
 
-def deposit_rows_reference(T, scale, sigmas, F, offset: int = 0) -> bool:
+def deposit_rows_reference(T, scale, sigmas, F, offset: int = 0, square: bool = False) -> bool:
     """numpy reference of :func:`deposit_rows` (sums of pieces are exact: numpy's order is as good)."""
     width = T.shape[1]
     with np.errstate(invalid="ignore", over="ignore"):
-        x = T.astype(np.float64) * scale[offset:offset + width]
+        x = _terms(T, square) * scale[offset:offset + width]
         over = bool(np.any(~(np.abs(x) < 1.0)))
         _fold_reference(x, sigmas, F[:, offset:offset + width])
     return over
@@ -251,7 +262,7 @@ def _fold_reference(x, sigmas, F) -> None:
 
 
 @kernel
-def _deposit_rows(T, scale, sigmas, F, offset):
+def _deposit_rows(T, scale, sigmas, F, offset, square):
     # the folds unrolled for K = 2 and 3 (what counts up to 2^21 give): the loop over j then vectorizes
     # one contiguous view per fold, indexed from 0: the loops over elements stay vectorizable
     F0, F1, F2, scale = F[0, offset:], F[1, offset:], F[F.shape[0] - 1, offset:], scale[offset:]
@@ -264,8 +275,10 @@ def _deposit_rows(T, scale, sigmas, F, offset):
         m, sc = T.shape[0], scale[0]
         a0 = a1 = a2 = b0 = b1 = b2 = 0.0
         for i in range(0, m - 1, 2):
-            x = np.float64(T[i, 0]) * sc
-            z = np.float64(T[i + 1, 0]) * sc
+            x = np.float64(T[i, 0])
+            x = (x * x if square else x) * sc
+            z = np.float64(T[i + 1, 0])
+            z = (z * z if square else z) * sc
             over += (not abs(x) < 1.0) + (not abs(z) < 1.0)
             q = (x + s0) - s0
             t = (z + s0) - s0
@@ -280,7 +293,8 @@ def _deposit_rows(T, scale, sigmas, F, offset):
             a2 += (x - q + s2) - s2
             b2 += (z - t + s2) - s2
         if m % 2:
-            x = np.float64(T[m - 1, 0]) * sc
+            x = np.float64(T[m - 1, 0])
+            x = (x * x if square else x) * sc
             over += not abs(x) < 1.0
             q = (x + s0) - s0
             a0 += q
@@ -296,7 +310,8 @@ def _deposit_rows(T, scale, sigmas, F, offset):
     for i in range(T.shape[0]):
         if K == 2:
             for j in range(n):
-                x = np.float64(T[i, j]) * scale[j]
+                x = np.float64(T[i, j])
+                x = (x * x if square else x) * scale[j]
                 over += not abs(x) < 1.0
                 q = (x + s0) - s0
                 F0[j] += q
@@ -304,7 +319,8 @@ def _deposit_rows(T, scale, sigmas, F, offset):
                 F1[j] += (x + s1) - s1
         elif K == 3:
             for j in range(n):
-                x = np.float64(T[i, j]) * scale[j]
+                x = np.float64(T[i, j])
+                x = (x * x if square else x) * scale[j]
                 over += not abs(x) < 1.0
                 q = (x + s0) - s0
                 F0[j] += q
@@ -315,7 +331,8 @@ def _deposit_rows(T, scale, sigmas, F, offset):
                 F2[j] += (x + s2) - s2
         else:
             for j in range(n):
-                x = np.float64(T[i, j]) * scale[j]
+                x = np.float64(T[i, j])
+                x = (x * x if square else x) * scale[j]
                 over += not abs(x) < 1.0
                 for f in range(K):
                     q = (x + sigmas[f]) - sigmas[f]
@@ -561,13 +578,14 @@ class Sum:
         self.plan = plan(count)
         self.parts: list = []
 
-    def add_rows(self, T, offset: int = 0) -> "Sum":
-        """Terms ``T[i, j]`` of element ``offset + j`` (``T`` 2-D, or 1-D for one element)."""
+    def add_rows(self, T, offset: int = 0, square: bool = False) -> "Sum":
+        """Terms ``T[i, j]`` of element ``offset + j`` (``T`` 2-D, or 1-D for one element); ``T[i, j]^2``
+        with ``square`` (squared as float64 in the kernels: no array of squares is made)."""
         T = _as_float(T)
         T = T.reshape(-1, 1) if T.ndim == 1 else T
         if offset < 0 or offset + T.shape[1] > self.n:
             raise ArgumentError(f"terms for elements {offset}..{offset + T.shape[1]} of a sum of {self.n}")
-        self.parts.append(("rows", offset, np.ascontiguousarray(T), None))
+        self.parts.append(("rows", offset, np.ascontiguousarray(T), bool(square)))
         return self
 
     def add_outer(self, X, R, offset: int = 0, columns=None) -> "Sum":
@@ -591,7 +609,7 @@ class Sum:
             top[:] = 0.0
         for kind, offset, a, b in self.parts:
             if kind == "rows":
-                top_rows(a, top[offset:offset + a.shape[1]])
+                top_rows(a, top[offset:offset + a.shape[1]], b)
             else:
                 top_outer(a, b[0], top[offset:offset + a.shape[1] * b[0].shape[1]])
         return top
@@ -621,7 +639,7 @@ class Sum:
         over = False
         for kind, offset, a, b in self.parts:
             if kind == "rows":
-                over |= deposit_rows(a, scale, sig, F, fast, offset)
+                over |= deposit_rows(a, scale, sig, F, fast, offset, b)
             else:
                 over |= deposit_outer(a, b[0], scale, sig, F, b[1], fast, offset)
         return over
@@ -631,7 +649,7 @@ class Sum:
         F[:, special] = 0.0
         for kind, offset, a, b in self.parts:
             if kind == "rows":
-                terms = a
+                terms = _terms(a, b)
                 rows, cols = np.nonzero(~np.isfinite(terms))
                 values, where = terms[rows, cols].astype(np.float64), offset + cols
             else:

@@ -174,8 +174,8 @@ class Bounds:
         x_top = np.zeros(X.shape[1] + 1)
         if hasattr(X, "indptr"):
             column_abs_max(X.indices, X.data, x_top)
-        elif X.shape[0]:
-            x_top[:-1] = np.abs(np.asarray(X, dtype=np.float64)).max(axis=0)
+        elif X.shape[0]:   # the largest |x| per column without an array of |X| (NaN stays NaN)
+            x_top[:-1] = np.maximum(np.max(X, axis=0), -np.min(X, axis=0))
         x_top[-1] = np.abs(np.asarray(y, dtype=np.float64)).max(initial=0.0) if model.name == "linear" else 0.0
         maximum(x_top, out=x_top)
         self.model, self.x_top, self.y_top = model, x_top[:-1], float(x_top[-1])
@@ -266,11 +266,16 @@ def two_pass(terms: exact.Sum, maximum, total, extra_max=None) -> tuple[np.ndarr
 
 
 def column_stats(X, maximum, total, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(sums, sums of squares)`` of the columns of every rank's rows, exactly (standardization)."""
+    """``(sums, sums of squares)`` of the columns of every rank's rows, exactly (standardization).
+
+    Sparse data is scaled, not centred: its sums are not needed and come back as zeros.
+    """
     d = X.shape[1]
-    ones = np.ones((X.shape[0], 1))
-    terms = exact.Sum(2 * d, count).add_outer(X, ones, 0)
-    squares = X.multiply(X).tocsr() if hasattr(X, "indptr") else np.square(np.asarray(X, dtype=np.float64))
-    terms.add_outer(squares, ones, d)
+    terms = exact.Sum(2 * d, count)
+    if hasattr(X, "indptr"):
+        terms.add_outer(X.multiply(X).tocsr(), np.ones((X.shape[0], 1)), d)
+    else:
+        X = np.ascontiguousarray(X)
+        terms.add_rows(X, 0).add_rows(X, d, square=True)
     sums, _ = two_pass(terms, maximum, total)
     return sums[:d], sums[d:]

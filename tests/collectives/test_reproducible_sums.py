@@ -118,14 +118,15 @@ def _kernels_vs_reference(monkeypatch, fn):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("rows, columns, count", [(97, [0, 1, 2, 3], 200), (97, [0], 200), (96, [0], 1 << 20),
                                                   (97, [3], 1 << 20)])
-def test_row_kernels_match_the_reference(monkeypatch, dtype, rows, columns, count):
+@pytest.mark.parametrize("square", [False, True])
+def test_row_kernels_match_the_reference(monkeypatch, dtype, rows, columns, count, square):
     # one column has its own kernel path (folds in registers, rows two at a time: even and odd counts)
     T = np.ascontiguousarray(np.clip(adversarial(rows, 4, 3), -1e38, 1e38).astype(dtype)[:, columns])
     if len(columns) > 1:
         T[5, 2] = np.nan
 
     def run():
-        s = R.Sum(4, count).add_rows(T)
+        s = R.Sum(4, count).add_rows(T, square=square)
         top = s.maxima()
         E = R.exponents(top)
         coarse = s.folds(E)
@@ -164,6 +165,16 @@ def test_outer_kernels_match_the_reference_and_the_explicit_terms(monkeypatch, s
     got = R.Sum(9 * k + 1, 40).add_outer(Xs, Rm, offset=1)
     E = R.exponents(explicit.maxima())
     np.testing.assert_array_equal(R.value(got.folds(E), E), R.value(explicit.folds(E), E))
+
+
+def test_squared_rows_sum_the_squares():
+    T = adversarial(61, 4, 5)[:, 2:]   # zeros and magnitudes whose squares under- and overflow
+    T[T == 0] = 3.0
+    s = R.Sum(2, 61).add_rows(T, square=True)
+    E = R.exponents(s.maxima())
+    with np.errstate(over="ignore", under="ignore"):
+        squares = R.Sum(2, 61).add_rows(T * T)
+    np.testing.assert_array_equal(R.value(s.folds(E), E), R.value(squares.folds(E), E))
 
 
 def test_sum_refuses_terms_outside_its_elements():
