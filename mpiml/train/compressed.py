@@ -181,7 +181,7 @@ class PowerSGDExchange:
         ex.reduce(run.data.allreduce, first, run.data.rank, p)
         ex.stop_agreed = ex.stop_agreed or first[m] > 0
         start = time.perf_counter()
-        second = np.ascontiguousarray(self.codec.right(first[:P.size].reshape(P.shape)))
+        second = self.codec.right(first[:P.size].reshape(P.shape)).copy()   # summed in place; the codec keeps Q_i
         ex.add_compute(time.perf_counter() - start)
         ex.reduce(run.data.allreduce, second)
         ex.bytes_moved += first.nbytes + second.nbytes
