@@ -108,10 +108,12 @@ def encode_bf16(x: np.ndarray) -> np.ndarray:
 
     NaN stays a (quiet) NaN; values past bfloat16's range round to infinity.
     """
-    u = np.asarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    with np.errstate(over="ignore"):   # past float32's range: infinity, as bfloat16 would have it
+        f = np.asarray(x, dtype=np.float32)
+    u = f.view(np.uint32).astype(np.uint64)
     # round to nearest, ties to even: add 0x7FFF plus the lowest kept bit, then cut the low half
     rounded = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
-    nan = np.isnan(np.asarray(x, dtype=np.float32))
+    nan = np.isnan(f)
     if nan.any():
         rounded[nan] = (u[nan] >> 16).astype(np.uint16) | 0x0040
     return rounded
