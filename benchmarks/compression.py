@@ -73,64 +73,80 @@ def row(name, report, epochs, base=None):
             "comm_ms_per_update": 1e3 * report["comm_seconds"] / report["ranks"] / max(report["updates"], 1)}
 
 
+def logistic(args, name):
+    """The logistic runs of set ``name``: its table rows and its two verdicts."""
+    train = Path(args.data) / name
+    data = ["--data", train, "--test", f"{train}.t", "--format", "svmlight"]
+    E, runs, rows = args.epochs, {}, []
+    for codec, epochs in (("none", E), ("fp16", E), ("bf16", E), ("topk:0.01", 3 * E)):
+        runs[codec] = run_sgd(args.ranks, [*data, "--epochs", epochs, "--compress", codec], args.timeout)
+    base = runs["none"]["history"][E - 1]["test_accuracy"]
+    for codec in ("none", "fp16", "bf16"):
+        rows.append(row(f"{name} {codec}", runs[codec], E, base))
+    topk = runs["topk:0.01"]
+    for e in (E, 2 * E, 3 * E):
+        rows.append(row(f"{name} topk:0.01 (EF)", topk, e, base))
+
+    def first_within(report):   # the first epoch within 0.5 points of the uncompressed final accuracy
+        return next((i + 1 for i, rec in enumerate(report["history"]) if rec["test_accuracy"] >= base - 0.005), None)
+
+    reached, plain_reached = first_within(topk), first_within(runs["none"])
+    fp16_delta = 100 * (runs["fp16"]["history"][E - 1]["test_accuracy"] - base)
+    verdicts = [
+        (f"{name}: top-k 1% with error feedback within 0.5 points of uncompressed in <= 3x the epochs",
+         reached is not None and reached <= 3 * E,
+         f"within 0.5 points of {base:.4f} (uncompressed after {E} epochs) at epoch {reached}, uncompressed "
+         f"itself at epoch {plain_reached}: {reached / plain_reached:.1f}x its epochs" if reached
+         else f"not within 3x ({3 * E} epochs): best "
+         f"{max(r['test_accuracy'] for r in topk['history']):.4f}"),
+        (f"{name}: fp16 within 0.1 points", fp16_delta >= -0.1, f"delta {fp16_delta:+.3f} points"),
+    ]
+    return rows, verdicts
+
+
+def softmax(args, name):
+    """PowerSGD's rows: set ``name`` as a 2-class softmax, and scikit-learn's digits (10 classes) if installed."""
+    E, rows = args.epochs, []
+    train = Path(args.data) / name
+    with tempfile.TemporaryDirectory() as tmp:
+        data = ["--data", zero_one_labels(train, Path(tmp) / "train"), "--format", "svmlight",
+                "--test", zero_one_labels(Path(f"{train}.t"), Path(tmp) / "test"),
+                "--model", "softmax", "--classes", 2, "--epochs", E]
+        runs = {codec: run_sgd(args.ranks, [*data, "--compress", codec], args.timeout)
+                for codec in ("none", "powersgd:1")}
+    base = runs["none"]["history"][E - 1]["test_accuracy"]
+    rows += [row(f"{name} softmax-2 {codec}", report, E, base) for codec, report in runs.items()]
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        return rows
+    digits = ["--data", "sklearn:digits", "--model", "softmax", "--epochs", 3 * E, "--batch-size", 64]
+    runs = {codec: run_sgd(args.ranks, [*digits, "--compress", codec], args.timeout)
+            for codec in ("none", "powersgd:2")}
+    base = runs["none"]["history"][-1]["test_accuracy"]
+    return rows + [row(f"digits {codec}", report, 3 * E, base) for codec, report in runs.items()]
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--ranks", type=int, default=2)
     p.add_argument("--data", default="/work/data/libsvm")
-    p.add_argument("--set", default="reuters-lasvm")
+    p.add_argument("--set", default="reuters-lasvm", help="comma-separated LIBSVM sets (NAME and NAME.t); "
+                   "the first also as a 2-class softmax")
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--timeout", type=float, default=170)
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     started = time.perf_counter()
-    train = Path(args.data) / args.set
-    data = ["--data", train, "--test", f"{train}.t", "--format", "svmlight"]
-    E = args.epochs
     load = os.getloadavg()
-    runs, rows = {}, []
-    for codec, epochs in (("none", E), ("fp16", E), ("bf16", E), ("topk:0.01", 3 * E)):
-        runs[codec] = run_sgd(args.ranks, [*data, "--epochs", epochs, "--compress", codec], args.timeout)
-    base = runs["none"]["history"][E - 1]["test_accuracy"]
-    for codec in ("none", "fp16", "bf16"):
-        rows.append(row(codec, runs[codec], E, base))
-    topk = runs["topk:0.01"]
-    for e in (E, 2 * E, 3 * E):
-        rows.append(row(f"topk:0.01 (EF)", topk, e, base))
-    def first_within(report):   # the first epoch within 0.5 points of the uncompressed final accuracy
-        return next((i + 1 for i, rec in enumerate(report["history"]) if rec["test_accuracy"] >= base - 0.005), None)
-
-    reached, plain_reached = first_within(topk), first_within(runs["none"])
-
-    with tempfile.TemporaryDirectory() as tmp:
-        softmax = ["--data", zero_one_labels(train, Path(tmp) / "train"), "--format", "svmlight",
-                   "--test", zero_one_labels(Path(f"{train}.t"), Path(tmp) / "test"),
-                   "--model", "softmax", "--classes", 2, "--epochs", E]
-        for codec in ("none", "powersgd:1"):
-            runs[f"softmax {codec}"] = run_sgd(args.ranks, [*softmax, "--compress", codec], args.timeout)
-    sbase = runs["softmax none"]["history"][E - 1]["test_accuracy"]
-    for codec in ("none", "powersgd:1"):
-        rows.append(row(f"softmax-2 {codec}", runs[f"softmax {codec}"], E, sbase))
-    try:
-        import sklearn  # noqa: F401
-
-        digits = ["--data", "sklearn:digits", "--model", "softmax", "--epochs", 3 * E, "--batch-size", 64]
-        for codec in ("none", "powersgd:2"):
-            runs[f"digits {codec}"] = run_sgd(args.ranks, [*digits, "--compress", codec], args.timeout)
-        dbase = runs["digits none"]["history"][-1]["test_accuracy"]
-        for codec in ("none", "powersgd:2"):
-            rows.append(row(f"digits {codec}", runs[f"digits {codec}"], 3 * E, dbase))
-    except ImportError:
-        dbase = None
-
-    fp16_delta = 100 * (runs["fp16"]["history"][E - 1]["test_accuracy"] - base)
-    verdicts = [
-        ("top-k 1% with error feedback within 0.5 points of uncompressed in <= 3x the epochs",
-         reached is not None and reached <= 3 * E,
-         f"reached {base - 0.005:.4f} at epoch {reached} (uncompressed: at epoch {plain_reached}, final "
-         f"{base:.4f} at {E}; {reached / E:.1f}x the epochs)" if reached else f"not within 3x ({3 * E} epochs): best "
-         f"{max(r['test_accuracy'] for r in topk['history']):.4f}"),
-        ("fp16 within 0.1 points", fp16_delta >= -0.1, f"delta {fp16_delta:+.3f} points"),
-    ]
+    rows, verdicts = [], []
+    names = [n for n in args.set.split(",") if n]
+    for name in names:
+        more_rows, more_verdicts = logistic(args, name)
+        rows += more_rows
+        verdicts += more_verdicts
+    rows += softmax(args, names[0])
+    E = args.epochs
     summary = {"set": args.set, "ranks": args.ranks, "epochs": E, "load_average": load, "rows": rows,
                "verdicts": [{"goal": g, "pass": ok, "detail": d} for g, ok, d in verdicts],
                "seconds": time.perf_counter() - started}
@@ -139,11 +155,11 @@ def main(argv=None):
         return 0
     print(f"compression on {args.set} at p={args.ranks}, sync, SGD defaults; load average "
           f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
-    print(f"{'run':<22} {'epochs':>6} {'test_acc':>8} {'delta_pt':>8} {'bytes/upd':>10} {'ratio':>7} "
+    print(f"{'run':<34} {'epochs':>6} {'test_acc':>8} {'delta_pt':>8} {'bytes/upd':>10} {'ratio':>7} "
           f"{'comm_ms/upd':>11}")
     for r in rows:
         delta = "" if r["delta_points"] is None else f"{r['delta_points']:+.2f}"
-        print(f"{r['run']:<22} {r['epochs']:>6} {r['test_accuracy']:>8.4f} {delta:>8} "
+        print(f"{r['run']:<34} {r['epochs']:>6} {r['test_accuracy']:>8.4f} {delta:>8} "
               f"{r['bytes_per_update']:>10.0f} {r['ratio']:>6.1f}x {r['comm_ms_per_update']:>11.3f}")
     for goal, ok, detail in verdicts:
         print(f"{'PASS' if ok else 'FAIL'}: {goal}: {detail}")
