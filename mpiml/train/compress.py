@@ -130,8 +130,15 @@ def topk_count(n: int, ratio: float) -> int:
     return min(n, max(1, math.ceil(ratio * n - 1e-9))) if n else 0
 
 
+def _magnitudes(x: np.ndarray) -> np.ndarray:
+    """``|x|`` with NaN as infinity: a diverging gradient is sent (and the loss check stops the run)
+    rather than shortening one rank's message."""
+    a = np.abs(x)
+    return np.where(np.isnan(a), np.inf, a) if np.isnan(a).any() else a
+
+
 def select_topk(x: np.ndarray, k: int) -> np.ndarray:
-    """Ascending indices of the ``k`` entries of largest ``|x|``; ties go to the lowest index.
+    """Ascending indices of the ``k`` entries of largest ``|x|`` (NaN largest); ties go to the lowest index.
 
     O(n): a partition finds the k-th largest magnitude; every entry above it is taken, and
     the lowest-indexed entries equal to it fill the rest.
@@ -141,7 +148,7 @@ def select_topk(x: np.ndarray, k: int) -> np.ndarray:
         return np.arange(n, dtype=np.int64)
     if k <= 0:
         return np.empty(0, dtype=np.int64)
-    a = np.abs(x)
+    a = _magnitudes(x)
     kth = a[np.argpartition(a, n - k)[n - k]]
     above = np.flatnonzero(a > kth)
     tied = np.flatnonzero(a == kth)[: k - above.size]
@@ -150,7 +157,7 @@ def select_topk(x: np.ndarray, k: int) -> np.ndarray:
 
 def select_topk_reference(x: np.ndarray, k: int) -> np.ndarray:
     """:func:`select_topk` by a stable sort of ``-|x|`` (the obviously-correct reference)."""
-    return np.sort(np.argsort(-np.abs(x), kind="stable")[:k])
+    return np.sort(np.argsort(-_magnitudes(x), kind="stable")[:k])
 
 
 class TopK:

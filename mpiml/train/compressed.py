@@ -138,7 +138,7 @@ class Gathered:
         head = np.zeros(3 + p)
         head[0], head[1], head[2] = scale, buf[n], ex.vote() if vote is None else vote
         ex.add_compute(time.perf_counter() - start)
-        rows = []
+        rows, scales = [], []
 
         def gather(h, out=None):
             msg = np.concatenate([h.view(np.uint8), body])
@@ -148,7 +148,6 @@ class Gathered:
             scales.extend(heads[:, 0])
             return h
 
-        scales = []
         ex.reduce(gather, head, run.data.rank, p)
         ex.bytes_moved += head.nbytes + body.nbytes
         ex.bytes_dense += buf.nbytes

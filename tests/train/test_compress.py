@@ -96,6 +96,9 @@ def test_topk_selection_matches_a_stable_sort_ties_to_the_lowest_index():
                 got = compress.select_topk(values, k)
                 np.testing.assert_array_equal(got, compress.select_topk_reference(values, k))
                 assert got.size == k
+    with_nan = np.array([1.0, np.nan, -3.0, np.inf, 2.0])   # NaN counts as largest: every message has k entries
+    np.testing.assert_array_equal(compress.select_topk(with_nan, 2), [1, 3])
+    np.testing.assert_array_equal(compress.select_topk(with_nan, 3), [1, 2, 3])
     assert compress.topk_count(8316, 0.01) == 84 and compress.topk_count(100, 0.01) == 1
     assert compress.topk_count(3, 0.01) == 1 and compress.topk_count(0, 0.5) == 0 and compress.topk_count(5, 1) == 5
 
