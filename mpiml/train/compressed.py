@@ -11,8 +11,11 @@ place a gradient crosses ranks. The loss, the stop votes and the compute-time sl
   (not an allreduce of 16-bit numbers, whose partial sums would each be rounded to 16 bits).
   The price of an allgather: each rank receives ``p - 1`` messages, where a float64 ring
   allreduce moves ``2 (p - 1) / p`` of the dense buffer each way. For 16-bit floats that is
-  less traffic only below 8 ranks (``2n (p-1)`` against ``16n (p-1)/p`` bytes); top-k at 1 %
-  stays below up to about 200 ranks (``8k (p-1)`` bytes with ``k = n/100``).
+  less traffic only up to 8 ranks (``2n (p-1)`` against ``16n (p-1)/p`` bytes), so beyond
+  :data:`HALF_ALLGATHER_RANKS` replicas fp16/bf16 take one allreduce of a float32 buffer of
+  the 16-bit values (exactly widened; the sums rounded to float32, as the loss then is): half
+  the dense bytes at any p. Top-k at 1 % stays below the dense allreduce's traffic up to about
+  200 ranks (``8k (p-1)`` bytes with ``k = n/100``).
 - ``powersgd``: two allreduces of the small factors, ``P`` (with the uncompressed
   intercepts, loss, votes and slots) and ``Q``; a model with one output (a vector) or a
   matrix too small to gain falls back to the plain allreduce.
@@ -49,12 +52,15 @@ class CompressedSync(Sync):
 
 
 _PLAIN = object()
+HALF_ALLGATHER_RANKS = 8   # fp16/bf16 by allgather up to this many replicas, by a float32 allreduce beyond
 
 
 def make_exchange(spec, run):
     """The exchange of ``spec`` for ``run``'s layout (``_PLAIN``: the uncompressed allreduce)."""
     n = run.layout.n_params
     if spec.name in ("fp16", "bf16"):
+        if run.data.size > HALF_ALLGATHER_RANKS:
+            return HalfSummed(HalfCodec(spec.name, n))
         return Gathered(run, HalfCodec(spec.name, n))
     if spec.name == "topk":
         return Gathered(run, TopKCodec(n, spec.ratio))
@@ -162,6 +168,27 @@ class Gathered:
         out[n] = head[1]
         ex.add_compute(time.perf_counter() - start)
         return out
+
+
+class HalfSummed:
+    """fp16/bf16 for many replicas: one allreduce of ``[16-bit values widened to float32, loss | stop, slots]``."""
+
+    def __init__(self, codec):
+        self.codec = codec
+
+    def __call__(self, run, buf, vote) -> np.ndarray:
+        n, p, ex = self.codec.n, run.data.size, run.ex
+        start = time.perf_counter()
+        body, scale = self.codec.encode(buf[:n])
+        wire = np.empty(n + 2 + p, dtype=np.float32)
+        wire[:n] = self.codec.decode([body], [scale])   # a 16-bit value (unscaled) is a float32: exact
+        wire[n], wire[n + 1] = buf[n], ex.vote() if vote is None else vote
+        ex.add_compute(time.perf_counter() - start)
+        ex.reduce(run.data.allreduce, wire, run.data.rank, p)
+        ex.bytes_moved += wire.nbytes
+        ex.bytes_dense += buf.nbytes
+        ex.stop_agreed = ex.stop_agreed or wire[n + 1] > 0
+        return wire[:n + 1].astype(np.float64)
 
 
 class PowerSGDExchange:

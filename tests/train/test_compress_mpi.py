@@ -22,7 +22,7 @@ import mpiml
 from mpiml.parallel.trainer import data_parallel
 from mpiml.sgd import LinearModel
 from mpiml.sgd.models import make_model
-from mpiml.train import compress
+from mpiml.train import compress, compressed
 from mpiml.train.compressed import CompressedSync
 from mpiml.train.group import Group
 from mpiml.train.timing import Exchanger, Timings
@@ -109,6 +109,25 @@ def test_the_compressed_exchange_is_the_simulated_sum_on_every_rank():
                 problems.append((text, "bytes", run.ex.bytes_moved))
         if len(results) == 2 and not np.array_equal(*results):
             problems.append((text, "allgather_by_sum"))
+    # beyond HALF_ALLGATHER_RANKS replicas 16-bit floats are summed by a float32 allreduce: forced here at any p
+    compressed.HALF_ALLGATHER_RANKS, saved = 0, compressed.HALF_ALLGATHER_RANKS
+    try:
+        run, n = _run(world)
+        strategy = CompressedSync("fp16")
+        for step in range(STEPS):
+            buf = run.ex.buffer(n + 1)
+            buf[:n], buf[n] = _grads(rank, n, step), float(rank + step)
+            payload = strategy.exchange(run, buf, 0.0)
+            payloads.append(payload)
+            terms = [compress.decode_fp16(*compress.encode_fp16(_grads(r, n, step))) for r in range(p)]
+            bound = 1e-6 * np.sum(np.abs(terms), axis=0)   # float32 sums of p terms: ~p * 2**-24 relative
+            if not (np.all(np.abs(payload[:n] - np.sum(terms, axis=0)) <= bound) and payload[n] == sum(
+                    r + step for r in range(p))):
+                problems.append(("fp16 summed", step))
+        if not (run.ex.bytes_moved == 4 * (n + 2 + p) * STEPS and run.ex.bytes_dense == 8 * (n + 2 + p) * STEPS):
+            problems.append(("fp16 summed", "bytes", run.ex.bytes_moved))
+    finally:
+        compressed.HALF_ALLGATHER_RANKS = saved
     agree(COMM, not problems, problems)
     agree(COMM, all(np.array_equal(a, b) for a, b in zip(COMM.bcast(payloads), payloads)), "ranks differ")
 
