@@ -7,9 +7,10 @@ Run from the repository root (it starts its own ``mpiexec`` runs of ``mpiml sgd 
 
 The set is a LIBSVM binary file with its ``.t`` test file. ``reuters-lasvm`` (7,770 rows x
 8,315 features, 0.5 % dense) is the default: wide and sparse, yet every run loads and trains
-in seconds, so the whole benchmark takes about a minute at p=2 (news20-hashed's 2^20
-features would spend minutes loading 200 MB of text per run). Runs, each ``--strategy sync``
-with the SGD defaults (lr 0.2 constant, global batch 256):
+in seconds: the whole benchmark took 90 s at p=2 on 2 cores under a load average of 11-15
+(``--set a9a,reuters-lasvm``: 200 s); news20-hashed's 2^20 features would spend minutes
+loading 200 MB of text per run. Runs, each ``--strategy sync`` with the SGD defaults (lr 0.2
+constant, global batch 256):
 
 - logistic: ``none``, ``fp16`` and ``bf16`` for ``--epochs`` E, and ``topk:0.01`` (error
   feedback) for 3E; with the constant schedule its history at epoch e is what an e-epoch run
