@@ -11,6 +11,7 @@ table come :meth:`TrainConfig.validate`, the strategy ``auto`` resolves to
 from __future__ import annotations
 
 import numbers
+import os
 from dataclasses import asdict, dataclass, field, fields
 
 from mpiml.errors import ArgumentError
@@ -163,8 +164,11 @@ class TrainConfig:
             raise ArgumentError("nesterov needs a momentum > 0")
         if self.optimizer != "sgd" and (self.momentum or self.nesterov):
             raise ArgumentError(f"momentum/nesterov apply to the 'sgd' optimizer, not {self.optimizer!r}")
-        if parse_compress(self.compress).name != "none" and self.reproducible:
-            raise ArgumentError("compress changes the gradient sums that reproducible makes exact: give one of them")
+        # reproducible: the setting or MPIML_REPRODUCIBLE (as mpiml.train.reproducible.requested reads it)
+        exact = self.reproducible or os.environ.get("MPIML_REPRODUCIBLE", "").strip() not in ("", "0")
+        if parse_compress(self.compress).name != "none" and exact:
+            raise ArgumentError("compress changes the gradient sums that reproducible (or MPIML_REPRODUCIBLE=1) "
+                                "makes exact: give one of them")
         if self.strategy == "lbfgs" and self.l1_ratio > 0 and self.alpha > 0:
             raise ArgumentError("lbfgs needs a smooth objective: use l1_ratio=0, or an SGD strategy for L1")
         return self

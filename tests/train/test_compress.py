@@ -183,7 +183,7 @@ def test_orthonormalize_gives_orthonormal_columns_and_zero_for_zero():
     assert np.any(codec.Q != 0)   # a zero gradient does not leave Q at zero for ever
 
 
-def test_the_setting_is_for_sync_and_not_with_reproducible():
+def test_the_setting_is_for_sync_and_not_with_reproducible(monkeypatch):
     assert TrainConfig().compress == "none"
     assert resolve("auto", "logistic", False, {"compress": "topk"}).strategy == "sync"
     with pytest.raises(ArgumentError, match="--compress is for sync"):
@@ -192,6 +192,11 @@ def test_the_setting_is_for_sync_and_not_with_reproducible():
         resolve("lbfgs", "logistic", False, {"compress": "fp16"})
     with pytest.raises(ArgumentError, match="reproducible"):
         resolve("sync", "logistic", False, {"compress": "fp16", "reproducible": True})
+    monkeypatch.setenv("MPIML_REPRODUCIBLE", "1")
+    with pytest.raises(ArgumentError, match="MPIML_REPRODUCIBLE"):
+        resolve("sync", "logistic", False, {"compress": "topk"})
+    monkeypatch.setenv("MPIML_REPRODUCIBLE", "0")
+    assert resolve("sync", "logistic", False, {"compress": "topk"}).compress == "topk"
     with pytest.raises(ArgumentError, match="unknown compress"):
         resolve("sync", "logistic", False, {"compress": "gzip"})
 
