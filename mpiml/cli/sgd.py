@@ -362,6 +362,12 @@ def _summary(args, comm, est, result, load_seconds, fit_seconds, seconds) -> dic
                     for rec in result.history],
         "out": args.out if args.out and not result.interrupted else None,
         "rows_read": args.rows_read, "test_rows_read": getattr(args, "test_rows_read", None),
+        # --compress: rank 0's message bytes per update in the gradient/model exchanges (None: lbfgs), and the
+        # uncompressed bytes over them
+        "compress": args.compress,
+        "comm_bytes_per_update": result.bytes_moved / max(result.updates - (result.resumed_from or 0), 1)
+        if result.bytes_moved else None,
+        "compression_ratio": result.bytes_dense / result.bytes_moved if result.bytes_moved else None,
     }
     out.update(est.layout_)  # parallel, grid, split (and estimates: mpiml.parallel.run)
     out.update(totals)  # compute_seconds, comm_seconds, wait_seconds, eval_seconds, ...: summed over ranks

@@ -11,9 +11,11 @@ table come :meth:`TrainConfig.validate`, the strategy ``auto`` resolves to
 from __future__ import annotations
 
 import numbers
+import os
 from dataclasses import asdict, dataclass, field, fields
 
 from mpiml.errors import ArgumentError
+from mpiml.train.compress import parse as parse_compress
 from mpiml.train.optim import OPTIMIZERS, SCHEDULES
 
 SGD_STRATEGIES = ("sync", "local", "oneshot")
@@ -89,6 +91,12 @@ class TrainConfig:
     accumulate : int
         Micro-batches summed per update (gradient accumulation): an update sees
         ``batch_size * accumulate`` rows and, for ``sync``, costs one allreduce.
+    compress : str
+        ``sync`` only: how the gradient travels (:mod:`mpiml.train.compress`): ``none``
+        (float64), ``fp16``/``bf16`` (16-bit floats), ``topk[:RATIO]`` (the largest
+        ``RATIO`` share of the entries, default 0.01, with error feedback) or
+        ``powersgd[:RANK]`` (rank-``RANK`` factors of the softmax weight gradient, default
+        1, with error feedback). Not with ``reproducible``.
     lr, schedule, lr_decay : float, str, float
         Learning rate ``lr`` at update 0 and its schedule (see :func:`mpiml.train.optim.learning_rate`).
     optimizer, momentum, nesterov : str, float, bool
@@ -126,6 +134,9 @@ class TrainConfig:
     batch_size: int = _setting(256, int, "sync: global batch; local/oneshot: per-rank batch", minimum=1, **STEP)
     accumulate: int = _setting(1, int, "micro-batches per update (gradient accumulation)", minimum=1,
                                default_text="", **STEP)
+    compress: str = _setting("none", str, "gradient compression: none, fp16, bf16, topk[:RATIO] (default 0.01) or "
+                             "powersgd[:RANK] (softmax; default 1); topk and powersgd with error feedback",
+                             used_by=("sync",))
     optimizer: str = _setting("sgd", str, "optimizer", choices=OPTIMIZERS, **STEP)
     lr: float = _setting(0.2, float, "learning rate", minimum=0.0, open_min=True, **STEP)
     schedule: str = _setting("constant", str, "learning-rate schedule", choices=SCHEDULES, **STEP)
@@ -153,6 +164,11 @@ class TrainConfig:
             raise ArgumentError("nesterov needs a momentum > 0")
         if self.optimizer != "sgd" and (self.momentum or self.nesterov):
             raise ArgumentError(f"momentum/nesterov apply to the 'sgd' optimizer, not {self.optimizer!r}")
+        # reproducible: the setting or MPIML_REPRODUCIBLE (as mpiml.train.reproducible.requested reads it)
+        exact = self.reproducible or os.environ.get("MPIML_REPRODUCIBLE", "").strip() not in ("", "0")
+        if parse_compress(self.compress).name != "none" and exact:
+            raise ArgumentError("compress changes the gradient sums that reproducible (or MPIML_REPRODUCIBLE=1) "
+                                "makes exact: give one of them")
         if self.strategy == "lbfgs" and self.l1_ratio > 0 and self.alpha > 0:
             raise ArgumentError("lbfgs needs a smooth objective: use l1_ratio=0, or an SGD strategy for L1")
         return self

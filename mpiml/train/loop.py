@@ -57,6 +57,8 @@ class TrainResult:
     interrupted: bool = False
     resumed_from: int | None = None
     block: np.ndarray | None = None   # this rank's block of theta as it ended (before any averaging)
+    bytes_moved: int = 0   # this rank's message bytes in the replica exchanges (Exchanger.bytes_moved)
+    bytes_dense: int = 0   # what they would have been uncompressed
 
 
 class Run:
@@ -67,7 +69,7 @@ class Run:
         self.layout, self.model = layout, layout.model
         self.X, self.y, self.cfg, self.test = X, y, config, test
         self.checkpoint_dir, self.progress = checkpoint_dir, progress
-        self.strategy = make_strategy(config.strategy)
+        self.strategy = make_strategy(config.strategy, config.compress)
         self.timings = Timings()
         self.data = layout.data
         self.ex = Exchanger(self.data, self.timings, stop_requested)
@@ -287,4 +289,5 @@ def train(layout, X, y, config: TrainConfig, test=None, checkpoint_dir=None, res
         resumed = layout.load_state(run) if resume and checkpoint_dir is not None else None
         interrupted = run.strategy.train(run, resumed, stop_at_update)
         theta = layout.whole(run.theta if interrupted else run.consensus())
-    return TrainResult(theta, run.history, run.timings, run.t, interrupted, resumed, run.theta.copy())
+    return TrainResult(theta, run.history, run.timings, run.t, interrupted, resumed, run.theta.copy(),
+                       run.ex.bytes_moved, run.ex.bytes_dense)

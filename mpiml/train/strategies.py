@@ -229,8 +229,13 @@ class LBFGS(Strategy):
 STRATEGY_CLASSES = {cls.name: cls for cls in (Sync, Local, OneShot, LBFGS)}
 
 
-def make_strategy(name: str) -> Strategy:
-    """The strategy called ``name`` (``auto`` is resolved before, by :func:`mpiml.train.config.resolve`)."""
+def make_strategy(name: str, compress: str = "none") -> Strategy:
+    """The strategy called ``name`` (``auto`` is resolved before, by :func:`mpiml.train.config.resolve`);
+    ``sync`` with a ``compress`` codec other than ``none``: :class:`mpiml.train.compressed.CompressedSync`."""
     if name not in STRATEGY_CLASSES:
         raise ArgumentError(f"unknown strategy {name!r}; choose from {', '.join(STRATEGY_CLASSES)}")
+    if name == "sync" and compress != "none":
+        from mpiml.train.compressed import CompressedSync
+
+        return CompressedSync(compress)
     return STRATEGY_CLASSES[name]()
