@@ -1,0 +1,81 @@
+"""Peak resident bytes of one rank of a job on a layout (pure functions).
+
+The largest rank holds: the interpreter with mpiml, mpi4py, numpy, scipy and the
+compiled kernels loaded (``baseline_bytes``, measured by the probe), its shard of the
+data, the model or factors and the working buffers of its algorithm. Byte counts of the
+arrays follow what the readers build (:mod:`mpiml.data`): CSR as float64 values, int32
+column indices and int64 row pointers; dense as float64 rows; a float64 label per row.
+"""
+
+from __future__ import annotations
+
+import math
+
+from mpiml.plan.calibration import DEFAULT, Calibration
+from mpiml.plan.spec import Job, Layout
+
+WORD = 8
+INDEX = 4      # CSR column indices (int32)
+POINTER = 8    # CSR row pointers (int64)
+
+
+def csr_bytes(rows: float, nnz: float, value_bytes: int = WORD) -> int:
+    """Bytes of a CSR matrix of ``rows`` rows and ``nnz`` stored values."""
+    return int(nnz * (value_bytes + INDEX) + (rows + 1) * POINTER)
+
+
+def dense_bytes(rows: float, cols: float, value_bytes: int = WORD) -> int:
+    """Bytes of a dense ``rows x cols`` array."""
+    return int(rows * cols * value_bytes)
+
+
+def sgd_shard_bytes(job: Job, layout: Layout) -> int:
+    """The largest rank's training matrix and labels (rows split over replicas, columns over blocks)."""
+    replicas, blocks = layout.replicas_blocks
+    blocks = min(blocks, max(int(job.features), 1))
+    rows = math.ceil(max(int(job.rows), 1) / replicas)
+    cols = math.ceil(max(int(job.features), 1) / blocks)
+    if job.dense:
+        matrix = dense_bytes(rows, cols, job.dtype_bytes)
+    else:
+        nnz = job.nnz * (rows / max(int(job.rows), 1)) / blocks
+        matrix = csr_bytes(rows, nnz, job.dtype_bytes)
+    return matrix + rows * WORD
+
+
+def sgd_model_bytes(job: Job, layout: Layout) -> int:
+    """The model block and the vectors the strategy keeps beside it, plus per-row work arrays."""
+    from mpiml.parallel.cost import LBFGS_VECTORS
+
+    replicas, blocks = layout.replicas_blocks
+    block = (math.ceil(max(int(job.features), 1) / max(blocks, 1)) + 1) * job.outputs
+    rows = math.ceil(max(int(job.rows), 1) / replicas)
+    if job.algorithm == "lbfgs":
+        # history and vectors of the block, and full-batch margins/residuals per row
+        return int(block * LBFGS_VECTORS * WORD + 6 * rows * job.outputs * WORD)
+    batch = int(job.batch_size) * (replicas if job.algorithm != "sync" else 1)
+    return int(8 * block * WORD + 6 * min(batch, rows) * job.outputs * WORD)
+
+
+def mf_bytes(job: Job, layout: Layout) -> dict:
+    """The largest rank's mf arrays: ``ratings`` (its rows both ways) and ``factors`` (both sides in full)."""
+    p = layout.ranks
+    n = float(job.ratings) / p
+    ratings = csr_bytes(job.users / p, n) + csr_bytes(job.items / p, n)
+    if job.algorithm == "dsgd":
+        ratings = csr_bytes(job.users / p, n) + int(n * (WORD + 2 * INDEX))   # blocks: (user, item, value)
+    factors = (job.users + job.items) * job.width * job.factor_itemsize
+    return {"ratings": int(ratings), "factors": int(3 * factors), "work": int(3 * n * WORD)}
+
+
+def memory_per_rank(job: Job, layout: Layout, calibration: Calibration = DEFAULT) -> dict:
+    """Peak bytes of the largest rank, by part: ``baseline``, ``data``, ``model``, ``work`` and ``total``."""
+    if job.kind == "sgd":
+        parts = {"baseline": int(calibration.baseline_bytes), "data": sgd_shard_bytes(job, layout),
+                 "model": sgd_model_bytes(job, layout), "work": 0}
+    else:
+        m = mf_bytes(job, layout)
+        parts = {"baseline": int(calibration.baseline_bytes), "data": m["ratings"], "model": m["factors"],
+                 "work": m["work"]}
+    parts["total"] = int(sum(parts.values()))
+    return parts
