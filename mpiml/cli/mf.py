@@ -214,6 +214,8 @@ def main(argv=None) -> int:
     except ArgumentError as exc:
         error = exc
     raise_if_any(error, comm)  # every rank has the same arguments: one message, exit status 2
+    from mpiml.plan.guard import check_resources
+    check_resources(comm, "mf", args)  # more ranks than cores, or memory than the node has: warn once
     stream = sys.stderr if args.json else sys.stdout
 
     iterations = []

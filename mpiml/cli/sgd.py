@@ -163,6 +163,8 @@ def main(argv=None) -> int:
     except ArgumentError as exc:
         error = exc
     raise_if_any(error, comm)  # the same verdict on every rank: it is a pure function of argv
+    from mpiml.plan.guard import check_resources
+    check_resources(comm, "sgd", args)  # more ranks than cores, or memory than the node has: warn once
     with Phase("loading data"):
         shard, test = _load(args, comm)
     load_seconds = time.perf_counter() - started

@@ -95,6 +95,8 @@ def main(argv=None) -> int:
     except (ArgumentError, TypeError) as exc:
         error = exc if isinstance(exc, ArgumentError) else ArgumentError(str(exc))
     raise_if_any(error, comm)
+    from mpiml.plan.guard import check_resources
+    check_resources(comm)  # more ranks than cores: warn once (times measured so mislead)
     if not args.json:
         say(f"# mpiml tune: {comm.Get_size()} ranks, sizes {', '.join(format_bytes(s) for s in sizes)}, "
             f"rank counts {ranks}; this takes a while")

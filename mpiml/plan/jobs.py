@@ -263,3 +263,11 @@ def mf_job(args, size: DataSize):
                solver=values.get("solver") or "cg", cg_steps=int(values.get("cg_steps") or 3),
                biases=bool(values.get("biases", False)),
                factor_bytes=4 if values.get("dtype") == "float32" else 8 if args.algorithm == "ials" else 0)
+
+
+def job_from_args(kind: str, args):
+    """The Job of a command's checked arguments, its data sized by :func:`sgd_data_size` / :func:`ratings_size`."""
+    if kind == "sgd":
+        label = int(args.label_column) if args.label_column.strip().lstrip("-").isdigit() else args.label_column
+        return sgd_job(args, sgd_data_size(args.data, args.format, args.n_features, label, args.header))
+    return mf_job(args, ratings_size(args.ratings, args.format))
