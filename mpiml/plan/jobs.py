@@ -149,13 +149,13 @@ def sgd_data_size(source: str, fmt: str | None = None, n_features: int | None = 
                     how=sizes[0].how if len({s.how for s in sizes}) == 1 else "sampled")
 
 
-def _ratings_lines(data: bytes, fmt: str):
-    """``(users, items)`` id arrays of the rating lines in ``data`` (a header or a bad line is skipped)."""
-    split = {"dat": lambda line: line.split(b"::"), "csv": lambda line: line.split(b","),
-             "udata": lambda line: line.split(b"\t"), "tsv": lambda line: line.split(b"\t")}.get(fmt, bytes.split)
+def _ratings_lines(data: bytes, delimiter):
+    """``(users, items)`` id arrays of the rating lines in ``data`` (a header, comment or bad line is skipped)."""
+    from mpiml.data.ratings import _split  # the reader's own field split
+
     users, items = [], []
     for line in data.split(b"\n"):
-        fields = split(line.strip())
+        fields = _split(line.strip(), delimiter)
         if len(fields) < 2 or line.lstrip().startswith((b"#", b"%")):
             continue
         try:
@@ -194,11 +194,16 @@ def ratings_size(source: str, fmt: str = "auto") -> DataSize:
         loaded = arrays.load_arrays(source, names)
         ids = [np.unique(loaded[name]).size for name in names]
         return DataSize(users=ids[0], items=ids[1], ratings=int(loaded[names[0]].size), how="header")
+    from mpiml.data.ratings import _sniff  # the reader's own choice of delimiter
+
+    sniffed = _sniff(source, fmt)
+    if sniffed is None:
+        raise DataError("no ratings in file", source)
     parts, whole = _chunks(source)
     count = read = 0
     users, items = [], []
     for data in parts:
-        u, i = _ratings_lines(data, fmt)
+        u, i = _ratings_lines(data, sniffed[0])
         count += u.size
         read += len(data)
         users.append(u)
