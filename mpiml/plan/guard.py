@@ -22,7 +22,7 @@ import os
 import sys
 
 VARIABLE = "MPIML_GUARD"
-_warned = False
+_checked = False  # once per process, on every rank alike (the check is collective)
 
 
 def node_facts(environ) -> dict:
@@ -100,10 +100,11 @@ def check_resources(comm=None, kind: str | None = None, args=None, environ=None,
     str or None
         The warning printed (rank 0), else None.
     """
-    global _warned
+    global _checked
     environ = os.environ if environ is None else environ
-    if _warned or environ.get(VARIABLE, "").lower() in ("off", "0", "no", "false"):
+    if _checked or environ.get(VARIABLE, "").lower() in ("off", "0", "no", "false"):
         return None
+    _checked = True
     from mpi4py import MPI
 
     from mpiml.runtime.comm import private_comm, resolve_comm
@@ -128,7 +129,6 @@ def check_resources(comm=None, kind: str | None = None, args=None, environ=None,
     text = "; ".join(p for p in problems if p)
     if not text:
         return None
-    _warned = True
     text = f"mpiml: warning: {text}"
     print(text, file=stream or sys.stderr, flush=True)
     return text
