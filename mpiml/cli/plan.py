@@ -103,9 +103,9 @@ def split_job(words) -> tuple[str, list]:
 
 def parse_job(kind: str, argv: list):
     """The job's parsed and checked arguments (its own parser and checks: the same verdict as the job)."""
-    from mpiml.cli import mf, sgd
+    import importlib
 
-    module = sgd if kind == "sgd" else mf
+    module = importlib.import_module(f"mpiml.cli.{kind}")  # only the job's own (mf's imports are heavy)
     try:
         args = module.build_parser().parse_args(argv)
         module.check(args)
