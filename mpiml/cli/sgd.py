@@ -347,7 +347,10 @@ def _fit(args, settings, comm, shard, test, progress, stop_flag):
 
 def _summary(args, comm, est, result, load_seconds, fit_seconds, seconds) -> dict:
     """The run's report; ``seconds`` (wall, from the start: loading, fitting, evaluating, saving) on rank 0."""
-    per_rank = comm.allgather({**result.timings.as_dict(), "load_seconds": load_seconds, "fit_seconds": fit_seconds})
+    from mpiml.runtime.rss import peak_rss_bytes
+
+    per_rank = comm.allgather({**result.timings.as_dict(), "load_seconds": load_seconds, "fit_seconds": fit_seconds,
+                               "peak_rss_bytes": peak_rss_bytes()})
     totals = {key: float(np.sum([r[key] for r in per_rank])) for key in result.timings.as_dict()}
     compute = np.array([r["compute_seconds"] for r in per_rank])
     last = result.history[-1] if result.history else {}
@@ -364,6 +367,7 @@ def _summary(args, comm, est, result, load_seconds, fit_seconds, seconds) -> dic
                     for rec in result.history],
         "out": args.out if args.out and not result.interrupted else None,
         "rows_read": args.rows_read, "test_rows_read": getattr(args, "test_rows_read", None),
+        "peak_rss_bytes": max(r["peak_rss_bytes"] for r in per_rank),  # the largest rank's, so far
     }
     out.update(est.layout_)  # parallel, grid, split (and estimates: mpiml.parallel.run)
     out.update(totals)  # compute_seconds, comm_seconds, wait_seconds, eval_seconds, ...: summed over ranks

@@ -72,7 +72,7 @@ class Calibration:
     als_row: float = 1.5e-6
     ials_rating_k: float = 3.0e-9
     dsgd_rating_k: float = 2.0e-9
-    gram_value: float = 1.0e-9
+    gram_value: float = 3.0e-10
     mf_overhead: float = 2.0e-3
     oversub_comm: float = 4.0
     thread_efficiency: float = 0.7

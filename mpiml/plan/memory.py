@@ -17,6 +17,16 @@ from mpiml.plan.spec import Job, Layout
 WORD = 8
 INDEX = 4      # CSR column indices (int32)
 POINTER = 8    # CSR row pointers (int64)
+# Standardizing keeps a scaled copy of the training matrix; a dense one also passes through
+# a temporary of the same size (measured: 2 copies dense, 1 sparse).
+STANDARDIZE_COPIES = {True: 2.0, False: 1.0}
+# mf bytes per rating at the peak (measured on mpiml mf, synthetic ratings): the input shard
+# (raw ids, values, keys: 32 B), its index form, the user and item CSR rows and their sort
+# orders, per rating of this rank; the redistribution to the owners (pickled copies) when
+# there are several ranks; the gathered column indices of every rating (kept by the model).
+MF_LOCAL_BYTES = 100
+MF_EXCHANGE_BYTES = 60
+MF_GLOBAL_BYTES = 16
 
 
 def csr_bytes(rows: float, nnz: float, value_bytes: int = WORD) -> int:
@@ -40,7 +50,8 @@ def sgd_shard_bytes(job: Job, layout: Layout) -> int:
     else:
         nnz = job.nnz * (rows / max(int(job.rows), 1)) / blocks
         matrix = csr_bytes(rows, nnz, job.dtype_bytes)
-    return matrix + rows * WORD
+    copies = 1.0 + (STANDARDIZE_COPIES[bool(job.dense)] if job.standardized else 0.0)
+    return int(copies * matrix) + rows * WORD
 
 
 def sgd_model_bytes(job: Job, layout: Layout) -> int:
@@ -61,11 +72,9 @@ def mf_bytes(job: Job, layout: Layout) -> dict:
     """The largest rank's mf arrays: ``ratings`` (its rows both ways) and ``factors`` (both sides in full)."""
     p = layout.ranks
     n = float(job.ratings) / p
-    ratings = csr_bytes(job.users / p, n) + csr_bytes(job.items / p, n)
-    if job.algorithm == "dsgd":
-        ratings = csr_bytes(job.users / p, n) + int(n * (WORD + 2 * INDEX))   # blocks: (user, item, value)
+    per_rating = MF_LOCAL_BYTES + (MF_EXCHANGE_BYTES if p > 1 else 0)
     factors = (job.users + job.items) * job.width * job.factor_itemsize
-    return {"ratings": int(ratings), "factors": int(3 * factors), "work": int(3 * n * WORD)}
+    return {"ratings": int(n * per_rating), "factors": int(3 * factors), "work": int(job.ratings * MF_GLOBAL_BYTES)}
 
 
 def memory_per_rank(job: Job, layout: Layout, calibration: Calibration = DEFAULT) -> dict:

@@ -36,6 +36,9 @@ class Job:
     sync_every, solver, cg_steps, biases, factor_bytes : int, str, int, bool, int
         sgd ``local``: updates between averages; mf: the ials row solver and its steps,
         whether als/dsgd learn biases, bytes per factor value (0: the command's default).
+    standardize : bool or None
+        sgd: train on a standardized copy of the data (None: the command's default, on for
+        the SGD strategies, off for lbfgs).
     """
 
     kind: str
@@ -60,6 +63,7 @@ class Job:
     cg_steps: int = 3            # mf ials: conjugate-gradient steps per row
     biases: bool = True          # mf als/dsgd: user and item biases (two more factor columns)
     factor_bytes: int = 0        # mf: bytes per factor value (0: 4 for ials, 8 otherwise, as mpiml mf)
+    standardize: bool | None = None   # sgd: standardized copy of the data (None: as mpiml sgd, on but for lbfgs)
 
     def __post_init__(self):
         if self.kind not in ("sgd", "mf"):
@@ -72,6 +76,11 @@ class Job:
     def outputs(self) -> int:
         """Model outputs per feature: the class count for softmax, else 1."""
         return max(int(self.classes), 2) if self.model == "softmax" else 1
+
+    @property
+    def standardized(self) -> bool:
+        """sgd: whether the run holds a standardized copy of its data."""
+        return (self.algorithm != "lbfgs") if self.standardize is None else bool(self.standardize)
 
     @property
     def width(self) -> int:
