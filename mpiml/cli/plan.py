@@ -328,6 +328,8 @@ def _run(args, job_words, started) -> int:
         if job_args.grid:
             grid = parse_grid(job_args.grid, _grid_size(job_args.grid))
     fixed = {"nodes": args.nodes, "ranks_per_node": args.ranks_per_node, "threads": args.threads}
+    if args.sbatch and not args.nodes and _single_node(args.sbatch):
+        fixed["nodes"] = 1  # the template starts its ranks on one node only
     if args.nodes and args.nodes > cluster.nodes_max:
         raise UsageError(f"mpiml plan: --nodes {args.nodes} is more than the cluster's {cluster.nodes_max}")
     rows, index, why = plan(job, cluster, calibration, goal, deadline, parallel, grid, fixed)
@@ -375,6 +377,13 @@ def _run(args, job_words, started) -> int:
         else:
             say(script.rstrip("\n"))
     return 0
+
+
+def _single_node(template: str) -> bool:
+    """Whether the template runs on one node only (``single-node``: its ranks are started by one srun step there)."""
+    from mpiml.slurm import templates
+
+    return templates.find(template).stem == "single-node"
 
 
 def _grid_size(text: str) -> int:

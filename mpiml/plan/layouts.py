@@ -96,10 +96,13 @@ def rows_of(layouts, predictions, cluster, deadline: float | None = None) -> lis
 
 
 def key(goal: str):
-    """Sort key of a goal: fastest by total time (then core-hours), the others by core-hours (then time)."""
+    """Sort key of a goal: fastest by total time (then core-hours), the others by core-hours (then time; a
+    deadline's misses last); fewer nodes break ties (less traffic between them)."""
     if goal == "fastest":
-        return lambda row: (row.prediction.seconds_total, row.prediction.core_hours)
-    return lambda row: (row.prediction.core_hours, row.prediction.seconds_total)
+        return lambda row: (row.prediction.seconds_total, row.prediction.core_hours, row.layout.nodes)
+    if goal == "deadline":
+        return lambda row: (not row.meets, row.prediction.core_hours, row.prediction.seconds_total, row.layout.nodes)
+    return lambda row: (row.prediction.core_hours, row.prediction.seconds_total, row.layout.nodes)
 
 
 def choose(rows: list[Row], goal: str = "fastest", deadline: float | None = None) -> tuple[int, str]:
