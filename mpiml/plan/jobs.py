@@ -249,7 +249,7 @@ def sgd_job(args, size: DataSize):
     return Job("sgd", args.strategy, rows=rows, features=size.features, nnz=nnz, dense=size.dense,
                model=args.model, classes=args.classes or size.classes or 2,
                batch_size=args.batch_size * args.accumulate, epochs=args.epochs, max_iter=args.max_iter,
-               sync_every=args.sync_every)
+               sync_every=args.sync_every, standardize=args.standardize)
 
 
 def mf_job(args, size: DataSize):
