@@ -49,8 +49,10 @@ class Calibration:
         Seconds per value of ``k**2`` times rows of the Gram matrix ``Y.T @ Y`` (implicit ALS; BLAS).
     mf_overhead : float
         Fixed seconds of one mf iteration (its bookkeeping and loss evaluation set-up).
-    oversub_comm : float
-        Extra communication time per unit of oversubscription beyond 1 (ranks waiting for a core).
+    oversub_sync : float
+        Seconds each collective call waits when a node runs more ranks than cores (a rank the
+        others wait for is not running: about a scheduler time slice). Not measured by the
+        probe (it runs one rank per core); the default is from the 2-core development VM.
     thread_efficiency : float
         Speed-up each thread beyond the first adds to the BLAS parts (dense products, Gram matrices).
     baseline_bytes : int
@@ -74,7 +76,7 @@ class Calibration:
     dsgd_rating_k: float = 2.0e-9
     gram_value: float = 3.0e-10
     mf_overhead: float = 2.0e-3
-    oversub_comm: float = 4.0
+    oversub_sync: float = 3.0e-3
     thread_efficiency: float = 0.7
     baseline_bytes: int = 110 << 20
     params: ModelParams = DEFAULT_PARAMS

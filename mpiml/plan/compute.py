@@ -44,13 +44,6 @@ def oversubscription(layout: Layout, cluster: Cluster) -> float:
     return max(1.0, asked / max(int(cluster.cores_per_node), 1))
 
 
-def comm_stretch(layout: Layout, cluster: Cluster, calibration: Calibration = DEFAULT) -> float:
-    """Factor on communication time: 1 when every rank has a core; beyond, each message waits
-    for its partner to be scheduled (``oversub_comm`` per extra rank per core)."""
-    over = oversubscription(layout, cluster)
-    return 1.0 + (over - 1.0) * calibration.oversub_comm if over > 1.0 else 1.0
-
-
 def thread_speedup(threads: int, calibration: Calibration = DEFAULT) -> float:
     """Speed-up of the multi-threaded (BLAS) part of a step: ``threads`` at ``thread_efficiency``."""
     return 1.0 + (max(int(threads), 1) - 1) * calibration.thread_efficiency
@@ -71,8 +64,8 @@ def _grid(layout: Layout, job: Job) -> tuple[int, int]:
     return replicas, blocks
 
 
-def sgd_step(job: Job, layout: Layout, calibration: Calibration = DEFAULT) -> tuple[float, float, str]:
-    """``(compute seconds, communication seconds, step)`` of one sgd step on a dedicated core per rank."""
+def sgd_step(job: Job, layout: Layout, calibration: Calibration = DEFAULT) -> tuple[float, float, str, float]:
+    """``(compute seconds, communication seconds, step, collective calls)`` of one sgd step, a core per rank."""
     from mpiml.parallel import cost
 
     replicas, blocks = _grid(layout, job)
@@ -83,22 +76,26 @@ def sgd_step(job: Job, layout: Layout, calibration: Calibration = DEFAULT) -> tu
     split = "features"
     if job.algorithm == "lbfgs":
         e = cost.estimate_lbfgs(problem, replicas, blocks, split, machine, params)
-        return e.compute_seconds, e.comm_seconds, "iteration"
+        trials = cost.LBFGS_TRIALS
+        syncs = (trials if replicas > 1 else 0.0) + ((trials + 3.0) if blocks > 1 else 0.0)
+        return e.compute_seconds, e.comm_seconds, "iteration", syncs
     if job.algorithm == "sync":
         updates = math.ceil(rows / max(int(job.batch_size), 1))
         e = cost.estimate(problem, replicas, blocks, split, machine, params)
-        return updates * e.compute_seconds, updates * e.comm_seconds, "epoch"
+        syncs = updates * ((replicas > 1) + (blocks > 1))
+        return updates * e.compute_seconds, updates * e.comm_seconds, "epoch", float(syncs)
     # local / oneshot: each replica steps on its own batch of batch_size rows
     updates = max(math.ceil(rows / (replicas * max(int(job.batch_size), 1))), 1)
     local = cost.Problem(rows, int(job.features), int(stored), job.outputs, int(job.batch_size) * replicas,
                          layout.ranks)
     e = cost.estimate(local, replicas, blocks, split, machine, params)
     row_comm = e.comm_seconds - cost.allreduce_cost(e.allreduce_words[1], replicas, params)[1]
-    comm = updates * row_comm
+    comm, syncs = updates * row_comm, float(updates * (blocks > 1))
     if job.algorithm == "local" and replicas > 1:
         averages = updates / max(int(job.sync_every), 1)
         comm += averages * cost.allreduce_cost(e.allreduce_words[1], replicas, params)[1]
-    return updates * e.compute_seconds, comm, "epoch"
+        syncs += averages
+    return updates * e.compute_seconds, comm, "epoch", syncs
 
 
 def _allgather(values: float, itemsize: int, p: int, params) -> float:
@@ -113,8 +110,8 @@ def _allreduce(nbytes: float, p: int, params) -> float:
     return collective_model.predict("native", int(nbytes), p, params, collective="allreduce", in_place=True)
 
 
-def mf_step(job: Job, layout: Layout, calibration: Calibration = DEFAULT) -> tuple[float, float, str]:
-    """``(compute seconds, communication seconds, "iteration")`` of one mf iteration, a core per rank."""
+def mf_step(job: Job, layout: Layout, calibration: Calibration = DEFAULT) -> tuple[float, float, str, float]:
+    """``(compute seconds, communication seconds, "iteration", collective calls)`` of one mf iteration."""
     c, p, params = calibration, layout.ranks, calibration.params
     k, w, size = float(job.factors), float(job.width), job.factor_itemsize
     n, users, items = float(job.ratings), float(job.users), float(job.items)
@@ -133,26 +130,32 @@ def mf_step(job: Job, layout: Layout, calibration: Calibration = DEFAULT) -> tup
     else:  # dsgd
         compute = n / p * k * c.dsgd_rating_k
     compute += evaluate + c.mf_overhead
-    comm = 2 * _allreduce(64, p, params)   # the loss sums
+    # each gather of a factor matrix is an allreduce of the ranks' clocks and an allgather
+    comm = _allreduce(64, p, params)   # the loss sums
     if job.algorithm == "dsgd":
-        comm += p * (collective_model.predict("native", int(items / p * w * size), 2, params, collective="bcast")
-                     if p > 1 else 0.0)
-        comm += _allgather(items * w, size, p, params)
+        shift = collective_model.predict("native", int(items / p * w * size), 2, params, collective="bcast")
+        comm += p * shift + _allreduce(64, p, params) + _allgather(items * w, size, p, params)
+        syncs = p + 3.0
     else:
-        comm += _allgather(users * w, size, p, params) + _allgather(items * w, size, p, params)
-    return compute, comm, "iteration"
+        comm += 2 * _allreduce(64, p, params) + _allgather(users * w, size, p, params) \
+            + _allgather(items * w, size, p, params)
+        syncs = 5.0
+    return compute, (comm if p > 1 else 0.0), "iteration", (syncs if p > 1 else 0.0)
 
 
 def step_seconds(job: Job, layout: Layout, cluster: Cluster, calibration: Calibration = DEFAULT) -> dict:
     """One step's seconds on ``layout`` in ``cluster``: ``compute``, ``comm``, ``total``, ``step``, ``oversubscription``.
 
-    Compute is stretched by :func:`oversubscription`, communication by :func:`comm_stretch`.
+    Compute and transfer times are stretched by :func:`oversubscription`; beyond it, each
+    collective call waits for its slowest rank to be scheduled again: ``oversub_sync``
+    seconds a call (about a scheduler time slice), whatever the size.
     """
-    compute, comm, step = (sgd_step if job.kind == "sgd" else mf_step)(job, layout, calibration)
+    compute, comm, step, syncs = (sgd_step if job.kind == "sgd" else mf_step)(job, layout, calibration)
     over = oversubscription(layout, cluster)
     compute *= over
-    comm *= comm_stretch(layout, cluster, calibration)
-    return {"compute": compute, "comm": comm, "total": compute + comm, "step": step, "oversubscription": over}
+    comm = comm * over + (syncs * calibration.oversub_sync if over > 1.0 else 0.0)
+    return {"compute": compute, "comm": comm, "total": compute + comm, "step": step, "oversubscription": over,
+            "collectives": syncs}
 
 
 def steps(job: Job) -> int:

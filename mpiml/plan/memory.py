@@ -4,7 +4,8 @@ The largest rank holds: the interpreter with mpiml, mpi4py, numpy, scipy and the
 compiled kernels loaded (``baseline_bytes``, measured by the probe), its shard of the
 data, the model or factors and the working buffers of its algorithm. Byte counts of the
 arrays follow what the readers build (:mod:`mpiml.data`): CSR as float64 values, int32
-column indices and int64 row pointers; dense as float64 rows; a float64 label per row.
+column indices and row pointers; dense as float64 rows; per row a float64 label and the
+int64 file index and line it came from.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from mpiml.plan.calibration import DEFAULT, Calibration
 from mpiml.plan.spec import Job, Layout
 
 WORD = 8
-INDEX = 4      # CSR column indices (int32)
-POINTER = 8    # CSR row pointers (int64)
+INDEX = 4      # CSR column indices (int32, as scipy makes them below 2**31 columns)
+ROW_BYTES = 3 * WORD   # per row: the label and where it came from (file index, line), as the readers keep them
 # Standardizing keeps a scaled copy of the training matrix; a dense one also passes through
 # a temporary of the same size (measured: 2 copies dense, 1 sparse).
 STANDARDIZE_COPIES = {True: 2.0, False: 1.0}
@@ -30,8 +31,10 @@ MF_GLOBAL_BYTES = 16
 
 
 def csr_bytes(rows: float, nnz: float, value_bytes: int = WORD) -> int:
-    """Bytes of a CSR matrix of ``rows`` rows and ``nnz`` stored values."""
-    return int(nnz * (value_bytes + INDEX) + (rows + 1) * POINTER)
+    """Bytes of a scipy CSR matrix of ``rows`` rows and ``nnz`` stored values (int32 indices below 2**31
+    values, else int64)."""
+    index = INDEX if nnz < 2**31 else WORD
+    return int(nnz * (value_bytes + index) + (rows + 1) * index)
 
 
 def dense_bytes(rows: float, cols: float, value_bytes: int = WORD) -> int:
@@ -51,7 +54,7 @@ def sgd_shard_bytes(job: Job, layout: Layout) -> int:
         nnz = job.nnz * (rows / max(int(job.rows), 1)) / blocks
         matrix = csr_bytes(rows, nnz, job.dtype_bytes)
     copies = 1.0 + (STANDARDIZE_COPIES[bool(job.dense)] if job.standardized else 0.0)
-    return int(copies * matrix) + rows * WORD
+    return int(copies * matrix) + rows * ROW_BYTES
 
 
 def sgd_model_bytes(job: Job, layout: Layout) -> int:

@@ -108,9 +108,6 @@ def measure_local(calibration: Calibration = DEFAULT) -> dict:
     from mpiml.sgd import kernels
     from mpiml.train import lbfgs_math
 
-    import mpiml.cli.mf  # noqa: F401  (what a job's rank has imported)
-    import mpiml.cli.sgd  # noqa: F401
-
     kernels.load()
     lbfgs_math.load()
     values = {"baseline_bytes": peak_rss_bytes()}
