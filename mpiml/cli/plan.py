@@ -139,7 +139,7 @@ def job_of(kind: str, args, numbers: dict):
 
 def cluster_of(args):
     """``(Cluster, where its figures came from)``: options, else Slurm (``--slurm``/the job), else this machine."""
-    from mpiml.data.memory import parse_size
+    from mpiml.perf.sizes import parse_size  # light: mpiml.data's readers (scipy.special) are not needed here
     from mpiml.plan.spec import Cluster
     from mpiml.slurm import cluster as slurm
 
@@ -205,9 +205,8 @@ def shown(rows, index, goal, top: int) -> list[int]:
 
 
 def _bytes(n: float) -> str:
-    from mpiml.data.memory import show
-
-    return show(n)
+    """``812.4 MiB``, ``4.5 GiB``: sizes of ranks and nodes (never below a rank's baseline of ~100 MiB)."""
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
 def row_cells(row, mark: str) -> list:
