@@ -41,10 +41,14 @@ class Calibration:
         Seconds per solved row per ``k**3`` (the Cholesky solve).
     als_row : float
         Fixed seconds per solved row.
+    als_rating : float
+        Seconds per rating per side of an ALS half-step beyond the ``k**2`` work (the kernel's loads).
     ials_rating_k : float
         Seconds per rating per ``k`` per conjugate-gradient step (implicit ALS).
     dsgd_rating_k : float
         Seconds per rating per ``k`` of one DSGD update.
+    mf_rating : float
+        Fixed seconds per rating of one pass over the ratings (mf).
     gram_value : float
         Seconds per value of ``k**2`` times rows of the Gram matrix ``Y.T @ Y`` (implicit ALS; BLAS).
     mf_overhead : float
@@ -72,8 +76,10 @@ class Calibration:
     als_rating_k2: float = 1.5e-9
     als_row_k3: float = 4.0e-10
     als_row: float = 1.5e-6
+    als_rating: float = 5.0e-9
     ials_rating_k: float = 3.0e-9
     dsgd_rating_k: float = 2.0e-9
+    mf_rating: float = 2.0e-8
     gram_value: float = 3.0e-10
     mf_overhead: float = 2.0e-3
     oversub_sync: float = 3.0e-3

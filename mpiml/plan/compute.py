@@ -15,14 +15,13 @@ mf per iteration and rank (``p`` ranks, ``k`` factors, ``w`` stored columns, ``N
 ratings, ``U`` users, ``I`` items), each half-step a block of rows solved then
 allgathered (``(U or I) w`` values) to every rank:
 
-- als: ``N/p k^2 c_acc + (U + I)/p (k^3 c_solve + c_row)``, twice the ratings
-  (one pass per side) for the normal equations;
-- ials (cg): ``(2 cg + 2) N/p k c_ials + (U + I)/p cg k^2 c_acc`` plus the Gram matrix
-  ``(U + I) k^2`` every rank computes in full (a BLAS call: threads help);
-- dsgd: ``N/p k c_dsgd`` plus ``p`` ring shifts of an item block ``I/p w`` and one
-  allgather of the item factors;
-- every algorithm: one pass over the rank's ratings for the loss (``N/p k`` at the dsgd rate)
-  and ``mf_overhead``.
+- als: ``2 N/p (k^2 c_acc + c_als) + (U + I)/p (k^3 c_solve + c_row)`` (the normal
+  equations of both sides, then one solve per row);
+- ials (cg): ``2 (2 cg + 2) N/p k c_ials + 2 N/p c_als + (U + I)/p (cg k^2 c_acc + c_row)``
+  plus the Gram matrix ``(U + I) k^2`` every rank computes in full (a BLAS call: threads help);
+- dsgd: one pass ``N/p (c_rating + k c_dsgd)`` of updates, plus ``p`` ring shifts of an item
+  block ``I/p w`` and one allgather of the item factors;
+- every algorithm: one more such pass over the rank's ratings for the loss, and ``mf_overhead``.
 """
 
 from __future__ import annotations
@@ -116,19 +115,23 @@ def mf_step(job: Job, layout: Layout, calibration: Calibration = DEFAULT) -> tup
     k, w, size = float(job.factors), float(job.width), job.factor_itemsize
     n, users, items = float(job.ratings), float(job.users), float(job.items)
     threads = thread_speedup(layout.threads_per_rank, c)
-    evaluate = n / p * k * c.dsgd_rating_k
+    # one pass over the ratings: a fixed cost per rating (index loads, numpy passes over the residuals)
+    # and a k-long product; the loss is one such pass, a DSGD epoch two
+    evaluate = n / p * (c.mf_rating + k * c.dsgd_rating_k)
     if job.algorithm == "als":
-        compute = 2 * n / p * k * k * c.als_rating_k2 + (users + items) / p * (k**3 * c.als_row_k3 + c.als_row)
+        compute = 2 * n / p * (k * k * c.als_rating_k2 + c.als_rating) \
+            + (users + items) / p * (k**3 * c.als_row_k3 + c.als_row)
     elif job.algorithm == "ials":
         steps = float(job.cg_steps)
         if job.solver == "cholesky":
-            rows = 2 * n / p * k * k * c.als_rating_k2 + (users + items) / p * (k**3 * c.als_row_k3 + c.als_row)
+            rows = 2 * n / p * (k * k * c.als_rating_k2 + c.als_rating) \
+                + (users + items) / p * (k**3 * c.als_row_k3 + c.als_row)
         else:
-            rows = (2 * steps + 2) * 2 * n / p * k * c.ials_rating_k \
+            rows = (2 * steps + 2) * 2 * n / p * k * c.ials_rating_k + 2 * n / p * c.als_rating \
                 + (users + items) / p * (steps * k * k * c.als_rating_k2 + c.als_row)
         compute = rows + (users + items) * k * k * c.gram_value / threads
     else:  # dsgd
-        compute = n / p * k * c.dsgd_rating_k
+        compute = evaluate
     compute += evaluate + c.mf_overhead
     # each gather of a factor matrix is an allreduce of the ranks' clocks and an allgather
     comm = _allreduce(64, p, params)   # the loss sums
