@@ -13,6 +13,10 @@ from pathlib import Path
 from hypothesis import HealthCheck, settings
 from mpi_helpers import shared_tmp  # noqa: F401  (a fixture for every test directory)
 
+# The suite runs more ranks than cores on purpose: no oversubscription warning from every run
+# (mpiml.plan.guard; its own tests turn it on). Subprocesses and mpiexec jobs inherit it.
+os.environ.setdefault("MPIML_GUARD", "off")
+
 # Examples must be the same on every rank (they drive collective calls), so generation is
 # derandomized and independent of timing; no example database is shared between ranks.
 settings.register_profile(

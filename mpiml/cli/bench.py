@@ -111,6 +111,8 @@ def main(argv=None) -> int:
     except (ArgumentError, TypeError) as exc:
         error = exc if isinstance(exc, ArgumentError) else ArgumentError(str(exc))
     raise_if_any(error, comm)
+    from mpiml.plan.guard import check_resources
+    check_resources(comm)  # more ranks than cores: warn once (times measured so mislead)
     schedule = Schedule(iters=args.iters, warmup=max(args.warmup, 0),
                         min_time=0.02 if args.quick else args.min_time, max_iters=args.max_iters,
                         min_iters=3 if args.quick else 5)

@@ -15,6 +15,7 @@ SUBCOMMANDS = {
     "bench": ("mpiml.cli.bench", "time the collectives against the MPI library's own"),
     "tune": ("mpiml.cli.tune", "measure this machine, calibrate the cost model, write a tuning file"),
     "model": ("mpiml.cli.model", "predict collective times and crossovers for up to 100,000 ranks"),
+    "plan": ("mpiml.cli.plan", "how many nodes, ranks and threads to ask for: predicted time, cost, memory"),
     "slurm": ("mpiml.cli.slurm", "Slurm job scripts from templates, submission, and the job's view"),
     "mf": ("mpiml.cli.mf", "matrix factorization for recommendation: ALS, implicit ALS, DSGD"),
     "sgd": ("mpiml.cli.sgd", "train a linear model (logistic, softmax, SVM, least squares) by distributed SGD"),

@@ -214,6 +214,8 @@ def main(argv=None) -> int:
     except ArgumentError as exc:
         error = exc
     raise_if_any(error, comm)  # every rank has the same arguments: one message, exit status 2
+    from mpiml.plan.guard import check_resources
+    check_resources(comm, "mf", args)  # more ranks than cores, or memory than the node has: warn once
     stream = sys.stderr if args.json else sys.stdout
 
     iterations = []
@@ -255,6 +257,10 @@ def main(argv=None) -> int:
     for key in ("compute_seconds", "compute_cpu_seconds", "comm_seconds", "wait_seconds"):
         result[key] = sum(r[key] for r in per_rank) / len(per_rank)  # mean over ranks
     result["comm_fraction"] = result["comm_seconds"] / info["fit_seconds"] if info["fit_seconds"] > 0 else 0.0
+    from mpiml.runtime.rss import peak_rss_bytes
+
+    result["iteration_seconds"] = [record["seconds"] for record in iterations]
+    result["peak_rss_bytes"] = max(comm.allgather(peak_rss_bytes()))  # the largest rank's, after the fit
     if test is not None:
         clock = time.perf_counter()
         with Phase("evaluating"):

@@ -163,6 +163,8 @@ def main(argv=None) -> int:
     except ArgumentError as exc:
         error = exc
     raise_if_any(error, comm)  # the same verdict on every rank: it is a pure function of argv
+    from mpiml.plan.guard import check_resources
+    check_resources(comm, "sgd", args)  # more ranks than cores, or memory than the node has: warn once
     with Phase("loading data"):
         shard, test = _load(args, comm)
     load_seconds = time.perf_counter() - started
@@ -345,7 +347,10 @@ def _fit(args, settings, comm, shard, test, progress, stop_flag):
 
 def _summary(args, comm, est, result, load_seconds, fit_seconds, seconds) -> dict:
     """The run's report; ``seconds`` (wall, from the start: loading, fitting, evaluating, saving) on rank 0."""
-    per_rank = comm.allgather({**result.timings.as_dict(), "load_seconds": load_seconds, "fit_seconds": fit_seconds})
+    from mpiml.runtime.rss import peak_rss_bytes
+
+    per_rank = comm.allgather({**result.timings.as_dict(), "load_seconds": load_seconds, "fit_seconds": fit_seconds,
+                               "peak_rss_bytes": peak_rss_bytes()})
     totals = {key: float(np.sum([r[key] for r in per_rank])) for key in result.timings.as_dict()}
     compute = np.array([r["compute_seconds"] for r in per_rank])
     last = result.history[-1] if result.history else {}
@@ -368,6 +373,7 @@ def _summary(args, comm, est, result, load_seconds, fit_seconds, seconds) -> dic
         "comm_bytes_per_update": result.bytes_moved / max(result.updates - (result.resumed_from or 0), 1)
         if result.bytes_moved else None,
         "compression_ratio": result.bytes_dense / result.bytes_moved if result.bytes_moved else None,
+        "peak_rss_bytes": max(r["peak_rss_bytes"] for r in per_rank),  # the largest rank's, so far
     }
     out.update(est.layout_)  # parallel, grid, split (and estimates: mpiml.parallel.run)
     out.update(totals)  # compute_seconds, comm_seconds, wait_seconds, eval_seconds, ...: summed over ranks

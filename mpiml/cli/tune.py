@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 
 from mpiml.cli.output import emit_json, say, table
 from mpiml.cli.parser import Parser, check_writable, comma_list, sizes
@@ -41,6 +42,9 @@ def build_parser():
     parser.add_argument("--max-iters", type=int, default=200, help="cap on timed iterations per algorithm and size")
     parser.add_argument("--repeats", type=int, default=3,
                         help="passes over the grid; a size's time is the median over passes (default 3)")
+    parser.add_argument("--compute", action=argparse.BooleanOptionalAction, default=True,
+                        help="also measure the compute constants of mpiml plan's model (a few seconds; the file's "
+                             "'compute' section; default: on)")
     parser.add_argument("--explain", action="store_true",
                         help="print predicted against measured time, and efficiency against the lower bound")
     parser.add_argument("--json", action="store_true", help="print the tuning document as one JSON object")
@@ -95,14 +99,25 @@ def main(argv=None) -> int:
     except (ArgumentError, TypeError) as exc:
         error = exc if isinstance(exc, ArgumentError) else ArgumentError(str(exc))
     raise_if_any(error, comm)
+    from mpiml.plan.guard import check_resources
+    check_resources(comm)  # more ranks than cores: warn once (times measured so mislead)
     if not args.json:
         say(f"# mpiml tune: {comm.Get_size()} ranks, sizes {', '.join(format_bytes(s) for s in sizes)}, "
             f"rank counts {ranks}; this takes a while")
+    compute = None
+    if args.compute:  # first: its baseline memory is a rank's before the large buffers below
+        from mpiml.plan.calibration import section_document
+        from mpiml.plan.probe import measure as measure_compute
+
+        with Phase("measuring compute"):
+            compute = section_document(measure_compute(comm))
     schedule = Schedule(min_time=args.min_time / max(args.repeats, 1), max_iters=args.max_iters, min_iters=3)
     cells = len(ranks) * max(args.repeats, 1) * len(collectives) * len(sizes)
     with Phase("measuring", total=cells, unit="collective sizes") as phase:
         document = tune(comm, sizes, collectives, ranks, schedule, dtype=dtype, repeats=max(args.repeats, 1),
                         on_size=lambda _: phase.update(phase.done + 1))
+    if compute is not None:
+        document["compute"] = compute
     error = None
     if comm.Get_rank() == 0:
         try:

@@ -139,8 +139,9 @@ def _algorithm(nbytes: float, q: int) -> str:
     return choose("allreduce", "auto", int(nbytes), q)
 
 
-def allreduce_cost(words: float, q: int) -> tuple[float, float]:
-    """``(bytes sent per rank, seconds)`` of one ``mpiml.allreduce`` of ``words`` float64 over ``q`` ranks."""
+def allreduce_cost(words: float, q: int, params=None) -> tuple[float, float]:
+    """``(bytes sent per rank, seconds)`` of one ``mpiml.allreduce`` of ``words`` float64 over ``q`` ranks
+    (``params``: the collectives' :class:`~mpiml.collectives.model.ModelParams`, default when None)."""
     if q <= 1 or words <= 0:
         return 0.0, 0.0
     m = words * WORD
@@ -152,11 +153,11 @@ def allreduce_cost(words: float, q: int) -> tuple[float, float]:
         sent = 2 * steps_log * m
     else:  # native / recursive doubling
         sent = steps_log * m if m < 64 * 1024 else 2 * (q - 1) / q * m
-    return sent, collective_model.predict(algorithm, int(m), q, in_place=True)
+    return sent, collective_model.predict(algorithm, int(m), q, params, in_place=True)
 
 
 def estimate(problem: Problem, rows: int, cols: int, split: str = "features",
-             machine: Machine = Machine()) -> Estimate:
+             machine: Machine = Machine(), params=None) -> Estimate:
     """The cost of one update of ``problem`` on an ``rows x cols`` grid with ``split``."""
     n, d, k, p = max(problem.n, 1), problem.d, problem.k, problem.p
     b = min(problem.batch, n) / rows
@@ -172,8 +173,8 @@ def estimate(problem: Problem, rows: int, cols: int, split: str = "features",
         block = (d + 1) * k / cols
         loss_work = b * (k / cols + 3)
     row_calls = 2 if split == "classes" and cols > 1 else 1
-    row_bytes, row_seconds = allreduce_cost(row_words / row_calls, cols)
-    col_bytes, col_seconds = allreduce_cost(col_words, rows)
+    row_bytes, row_seconds = allreduce_cost(row_words / row_calls, cols, params)
+    col_bytes, col_seconds = allreduce_cost(col_words, rows, params)
     compute = (machine.step_seconds + 2 * b * z * k / cols * machine.nnz_seconds
                + loss_work * machine.row_seconds + block * machine.param_seconds)
     parallel = "data" if cols == 1 else ("model" if rows == 1 else "hybrid")
@@ -182,7 +183,7 @@ def estimate(problem: Problem, rows: int, cols: int, split: str = "features",
 
 
 def estimate_lbfgs(problem: Problem, rows: int, cols: int, split: str = "features",
-                   machine: Machine = Machine()) -> Estimate:
+                   machine: Machine = Machine(), params=None) -> Estimate:
     """The cost of one full-batch L-BFGS iteration of ``problem`` on an ``rows x cols`` grid (``batch`` unused)."""
     n, d, k = max(problem.n, 1), problem.d, problem.k
     r = n / rows
@@ -203,7 +204,7 @@ def estimate_lbfgs(problem: Problem, rows: int, cols: int, split: str = "feature
     sent = seconds = 0.0
     for calls, q in ((row_calls, cols), (col_calls, rows)):
         for words, times in calls:
-            b, t = allreduce_cost(words, q)
+            b, t = allreduce_cost(words, q, params)
             sent, seconds = sent + times * b, seconds + times * t
     passes = 1 + (T if cols == 1 else 1)   # X p, and X^T r per evaluation (whole model) or per iteration
     compute = (machine.iteration_seconds + passes * problem.nnz * k / (rows * cols) * machine.nnz_seconds

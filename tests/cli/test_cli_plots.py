@@ -35,7 +35,8 @@ def test_tune_model_and_bench_draw(tmp_path):
     mpiml(1, "model", "--ranks", "2,64,1000", "--sizes", "8:1M:8", "--plot", png)
     readable_png(png, 1200)
     png = tmp_path / "tune.png"
-    one_json(mpiml(2, "tune", "--collective", "bcast", "--sizes", "8,4096", "--min-time", "0.001", "--max-iters", "3",
+    one_json(mpiml(2, "tune", "--no-compute", "--collective", "bcast", "--sizes", "8,4096", "--min-time", "0.001",
+                   "--max-iters", "3",
                    "--repeats", "1", "--out", tmp_path / "t.json", "--plot", png, "--json"))
     readable_png(png)
     png = tmp_path / "bench.png"

@@ -29,7 +29,7 @@ def json_of(result):
 def test_tune_explain_writes_a_file_auto_then_follows(tmp_path):
     path = tmp_path / "tuning.json"
     sizes = "8,4096,300000"
-    result = mpiml(3, "tune", "--explain", "--out", str(path), "--sizes", sizes, "--ranks", "2,3",
+    result = mpiml(3, "tune", "--explain", "--no-compute", "--out", str(path), "--sizes", sizes, "--ranks", "2,3",
                    "--collective", "allreduce,bcast", "--min-time", "0.002", "--max-iters", "5")
     assert "measured/predicted" in result.stdout and "efficiency" in result.stdout
     document = json.loads(path.read_text())

@@ -1,0 +1,170 @@
+"""How close ``mpiml plan``'s model (:mod:`mpiml.plan`) comes to real runs on this machine (issue 13).
+
+    python benchmarks/plan_accuracy.py [--ranks 1,2,3,4] [--jobs sync-data,...] [--tuning FILE] [--json]
+
+Runs real jobs, ``mpiml sgd`` and ``mpiml mf`` under ``mpiexec -n p`` with ``--json``, on
+built-in synthetic data (generated in each rank, no files), and compares with
+:func:`mpiml.plan.predict` for the same job, layout and this machine (one node of
+``os.cpu_count()`` cores; p above that is oversubscribed, as the model knows):
+
+* time: the median seconds per step (sgd: each epoch's ``epoch_seconds``; lbfgs: its
+  seconds over its iterations; mf: each iteration's ``iteration_seconds``);
+* memory: the largest rank's peak resident bytes (``peak_rss_bytes``).
+
+Goals (issue 13): predicted time within 25% and peak memory within 20% of measured, for
+sgd (sync and lbfgs, data and model parallel) and mf (als, ials, dsgd) at p = 1..4. The
+verdict per goal counts the cases within the bound; the ratio measured/predicted per case
+shows which way the model errs. Timings on a shared machine are noisy: run it quiet
+(the script prints the load average before and after).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from mpiml.plan import Cluster, Job, Layout, load_calibration, predict
+
+SGD_DENSE = dict(n=40000, d=50)                    # 16 MB dense
+SGD_WIDE = dict(n=4000, d=100000, density=0.002)   # 200 nonzeros a row, 0.8M in all
+MF = dict(users=8000, items=2000, ratings=300000)
+
+JOBS = {
+    # name: (Job, command-line arguments after "mpiml")
+    "sync-data": (Job("sgd", "sync", rows=SGD_DENSE["n"], features=SGD_DENSE["d"], nnz=SGD_DENSE["n"] * SGD_DENSE["d"],
+                      dense=True, batch_size=256, epochs=2),
+                  ["sgd", "--data", "synthetic:classification,n={n},d={d}".format(**SGD_DENSE), "--test-fraction", "0",
+                   "--strategy", "sync", "--epochs", "2", "--batch-size", "256", "--parallel", "data"]),
+    "sync-model": (Job("sgd", "sync", rows=SGD_WIDE["n"], features=SGD_WIDE["d"],
+                       nnz=int(SGD_WIDE["n"] * SGD_WIDE["d"] * SGD_WIDE["density"]), batch_size=256, epochs=2),
+                   ["sgd", "--data", "synthetic:classification,n={n},d={d},density={density}".format(**SGD_WIDE),
+                    "--test-fraction", "0", "--strategy", "sync", "--epochs", "2", "--batch-size", "256",
+                    "--parallel", "model"]),
+    "lbfgs-data": (Job("sgd", "lbfgs", rows=SGD_DENSE["n"], features=SGD_DENSE["d"],
+                       nnz=SGD_DENSE["n"] * SGD_DENSE["d"], dense=True, max_iter=20),
+                   ["sgd", "--data", "synthetic:classification,n={n},d={d}".format(**SGD_DENSE), "--test-fraction",
+                    "0", "--strategy", "lbfgs", "--iters", "20", "--parallel", "data"]),
+    "lbfgs-model": (Job("sgd", "lbfgs", rows=SGD_WIDE["n"], features=SGD_WIDE["d"],
+                        nnz=int(SGD_WIDE["n"] * SGD_WIDE["d"] * SGD_WIDE["density"]), max_iter=20),
+                    ["sgd", "--data", "synthetic:classification,n={n},d={d},density={density}".format(**SGD_WIDE),
+                     "--test-fraction", "0", "--strategy", "lbfgs", "--iters", "20", "--parallel", "model"]),
+    "als": (Job("mf", "als", users=MF["users"], items=MF["items"], ratings=MF["ratings"], factors=16, iterations=4),
+            ["mf", "--algorithm", "als", "--ratings", "synthetic:users={users},items={items},ratings={ratings}".format(**MF),
+             "--rank", "16", "--iters", "4"]),
+    "ials": (Job("mf", "ials", users=MF["users"], items=MF["items"], ratings=MF["ratings"], factors=32, iterations=4),
+             ["mf", "--algorithm", "ials", "--ratings",
+              "synthetic:users={users},items={items},ratings={ratings}".format(**MF), "--rank", "32", "--iters", "4"]),
+    "dsgd": (Job("mf", "dsgd", users=MF["users"], items=MF["items"], ratings=MF["ratings"], factors=16, iterations=4),
+             ["mf", "--algorithm", "dsgd", "--ratings",
+              "synthetic:users={users},items={items},ratings={ratings}".format(**MF), "--rank", "16", "--iters", "4"]),
+}
+TIME_GOAL, MEMORY_GOAL = 0.25, 0.20
+
+
+def tool(name: str) -> str:
+    """``name`` beside this Python (the venv's mpiexec and mpiml), else on PATH."""
+    here = os.path.join(os.path.dirname(sys.executable), name)
+    return here if os.path.exists(here) else (shutil.which(name) or name)
+
+
+def measured_step(kind: str, algorithm: str, out: dict) -> float:
+    """Median seconds per step of a run's JSON."""
+    if kind == "mf":
+        steps = out["iteration_seconds"]
+        return statistics.median(steps[1:] if len(steps) > 2 else steps)   # the first carries warm-up
+    if algorithm == "lbfgs":
+        last = out["history"][-1]
+        return last["seconds"] / max(out["lbfgs_iterations"], 1)
+    return statistics.median(record["epoch_seconds"] for record in out["history"])
+
+
+def run(args: list, ranks: int, timeout: float) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               NUMBA_NUM_THREADS="1", MPIML_PROGRESS="never")
+    command = [tool("mpiexec"), "-n", str(ranks), tool("mpiml"), *args, "--json"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}): {done.stderr.strip()[-400:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def calibrate(path: str, ranks: int, timeout: float) -> None:
+    """``mpiml tune`` on a small grid: the communication parameters and the compute probe (~15 s)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               NUMBA_NUM_THREADS="1", MPIML_PROGRESS="never")
+    command = [tool("mpiexec"), "-n", str(ranks), tool("mpiml"), "tune", "--sizes", "8:1M:8", "--min-time", "0.01",
+               "--repeats", "1", "--collective", "allreduce,allgather,bcast", "--out", path, "--json"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}): {done.stderr.strip()[-400:]}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--ranks", default="1,2,3,4")
+    parser.add_argument("--jobs", default=",".join(JOBS))
+    parser.add_argument("--tuning", default=None,
+                        help="tuning file with a compute section (default: run mpiml tune at 2 ranks first, ~15 s)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per run")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    load_before = os.getloadavg()[0]
+    started = time.perf_counter()
+    tuning = args.tuning
+    if tuning is None:   # calibrate here and now, in the conditions of the runs
+        tuning = os.path.join(tempfile.mkdtemp(prefix="plan-accuracy-"), "tuning.json")
+        calibrate(tuning, min(2, os.cpu_count() or 1), args.timeout)
+    calibration = load_calibration(tuning)
+    cluster = Cluster(nodes_max=1, cores_per_node=os.cpu_count() or 1, tuning=tuning)
+    rows = []
+    for name in args.jobs.split(","):
+        job, command = JOBS[name]
+        for p in (int(r) for r in args.ranks.split(",")):
+            parallel = "model" if "--parallel" in command and command[command.index("--parallel") + 1] == "model" \
+                else "data"
+            layout = Layout(nodes=1, ranks_per_node=p, parallel=parallel if p > 1 else "data")
+            predicted = predict(job, layout, cluster, calibration)
+            # one rank has no model-parallel layout: the same job, data parallel
+            out = run([("data" if arg == "model" and p == 1 else arg) for arg in command], p, args.timeout)
+            step = measured_step(job.kind, job.algorithm, out)
+            rows.append({"job": name, "ranks": p, "parallel": layout.parallel,
+                         "measured_seconds": step, "predicted_seconds": predicted.seconds_per_step,
+                         "time_ratio": step / predicted.seconds_per_step,
+                         "measured_bytes": out["peak_rss_bytes"], "predicted_bytes": predicted.memory_bytes_per_rank,
+                         "memory_ratio": out["peak_rss_bytes"] / predicted.memory_bytes_per_rank,
+                         "predicted_comm_share": predicted.comm_share})
+            if not args.json:
+                r = rows[-1]
+                print(f"{name:<12} p={p} {r['parallel']:<6} step {step * 1e3:9.2f} ms measured "
+                      f"{r['predicted_seconds'] * 1e3:9.2f} ms predicted ({r['time_ratio']:.2f}x)   peak "
+                      f"{r['measured_bytes'] / 2**20:7.1f} MiB measured {r['predicted_bytes'] / 2**20:7.1f} MiB "
+                      f"predicted ({r['memory_ratio']:.2f}x)", flush=True)
+    time_ok = [r for r in rows if abs(r["time_ratio"] - 1) <= TIME_GOAL]
+    memory_ok = [r for r in rows if abs(r["memory_ratio"] - 1) <= MEMORY_GOAL]
+    summary = {"rows": rows, "calibration": calibration.source, "cores": cluster.cores_per_node,
+               "load_before": load_before, "load_after": os.getloadavg()[0],
+               "seconds": time.perf_counter() - started,
+               "time_within": len(time_ok), "memory_within": len(memory_ok), "cases": len(rows),
+               "median_time_ratio": statistics.median(r["time_ratio"] for r in rows),
+               "median_memory_ratio": statistics.median(r["memory_ratio"] for r in rows)}
+    if args.json:
+        print(json.dumps(summary, sort_keys=True))
+        return 0
+    print(f"# calibration: {calibration.source}; {cluster.cores_per_node} cores; load average "
+          f"{load_before:.2f} before, {summary['load_after']:.2f} after; {summary['seconds']:.0f} s")
+    print(f"time within {TIME_GOAL:.0%}: {len(time_ok)}/{len(rows)} cases (median measured/predicted "
+          f"{summary['median_time_ratio']:.2f}) -> {'MET' if len(time_ok) == len(rows) else 'NOT MET'}")
+    print(f"peak memory within {MEMORY_GOAL:.0%}: {len(memory_ok)}/{len(rows)} cases (median measured/predicted "
+          f"{summary['median_memory_ratio']:.2f}) -> {'MET' if len(memory_ok) == len(rows) else 'NOT MET'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

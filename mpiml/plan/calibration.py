@@ -1,0 +1,163 @@
+"""The compute constants of the plan model, and where they are kept: the ``compute``
+section of an ``mpiml tune`` file (:mod:`mpiml.collectives.tuning`'s format).
+
+The defaults were measured on the 2-core development VM (one rank per core, numba
+kernels, float64); :func:`mpiml.plan.probe.measure` measures them on another machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, fields, replace
+
+from mpiml.collectives.model import DEFAULT_PARAMS, ModelParams
+from mpiml.errors import ArgumentError
+
+SECTION = "compute"
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Seconds per unit of work on one core, bytes of a bare rank, and the communication parameters.
+
+    Attributes
+    ----------
+    sparse_nnz : float
+        Seconds per stored non-zero per gradient pass (one ``X @ w`` and one ``X.T @ r``).
+    dense_value : float
+        Seconds per stored dense value per gradient pass.
+    update_overhead : float
+        Fixed Python seconds of one SGD update (batch slicing, kernel calls), communication excluded.
+    param_update : float
+        Seconds per model parameter per update (optimizer step, exchange buffer copies).
+    row_loss : float
+        Seconds per row and output of the loss derivative.
+    lbfgs_overhead : float
+        Fixed seconds of one L-BFGS iteration beyond its gradient passes.
+    als_rating_k2 : float
+        Seconds per rating per ``k**2`` (accumulating a row's normal equations).
+    als_row_k3 : float
+        Seconds per solved row per ``k**3`` (the Cholesky solve).
+    als_row : float
+        Fixed seconds per solved row.
+    als_rating : float
+        Seconds per rating per side of an ALS half-step beyond the ``k**2`` work (the kernel's loads).
+    ials_rating_k : float
+        Seconds per rating per ``k`` per conjugate-gradient step (implicit ALS).
+    dsgd_rating_k : float
+        Seconds per rating per ``k`` of one DSGD update.
+    mf_rating : float
+        Fixed seconds per rating of one pass over the ratings (mf).
+    gram_value : float
+        Seconds per value of ``k**2`` times rows of the Gram matrix ``Y.T @ Y`` (implicit ALS; BLAS).
+    mf_overhead : float
+        Fixed seconds of one mf iteration (its bookkeeping and loss evaluation set-up).
+    oversub_sync : float
+        Seconds each collective call waits when a node runs more ranks than cores (a rank the
+        others wait for is not running: about a scheduler time slice). Not measured by the
+        probe (it runs one rank per core); the default is from the 2-core development VM.
+    thread_efficiency : float
+        Speed-up each thread beyond the first adds to the BLAS parts (dense products, Gram matrices).
+    baseline_bytes : int
+        Peak resident bytes of a rank that imported mpiml, mpi4py and the kernels and did no work.
+    params : ModelParams
+        Communication (alpha, beta, ...), from the tuning file's ``params`` when given.
+    source : str
+        Where the numbers came from.
+    """
+
+    sparse_nnz: float = 6.0e-9
+    dense_value: float = 1.5e-9
+    update_overhead: float = 4.0e-5
+    param_update: float = 6.0e-9
+    row_loss: float = 6.0e-8
+    lbfgs_overhead: float = 1.5e-3
+    als_rating_k2: float = 1.5e-9
+    als_row_k3: float = 4.0e-10
+    als_row: float = 1.5e-6
+    als_rating: float = 5.0e-9
+    ials_rating_k: float = 3.0e-9
+    dsgd_rating_k: float = 2.0e-9
+    mf_rating: float = 2.0e-8
+    gram_value: float = 3.0e-10
+    mf_overhead: float = 2.0e-3
+    oversub_sync: float = 3.0e-3
+    thread_efficiency: float = 0.7
+    baseline_bytes: int = 110 << 20
+    params: ModelParams = DEFAULT_PARAMS
+    source: str = "defaults"
+
+    def constants(self) -> dict:
+        """The compute constants as the tuning file's ``compute`` section stores them."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("params", "source")}
+
+    def with_constants(self, values: dict, source: str | None = None) -> "Calibration":
+        """A copy with ``values`` (a ``compute`` section) applied; unknown keys are ignored (a newer file)."""
+        known = {k: (int(v) if k == "baseline_bytes" else float(v)) for k, v in values.items()
+                 if k in self.constants()}
+        return replace(self, **known, source=source or self.source)
+
+
+DEFAULT = Calibration()
+
+
+def load_calibration(tuning_path=None) -> Calibration:
+    """The calibration in the tuning file ``tuning_path`` (``$MPIML_TUNING`` when None).
+
+    Missing file name, or a file without a ``compute`` (or ``params``) section: the
+    defaults for what is missing. An unreadable or malformed file is an
+    :class:`~mpiml.errors.ArgumentError` naming it.
+
+    Parameters
+    ----------
+    tuning_path : str or os.PathLike, optional
+        A file written by ``mpiml tune``.
+
+    Returns
+    -------
+    Calibration
+    """
+    path = tuning_path if tuning_path is not None else os.environ.get("MPIML_TUNING") or None
+    if path is None:
+        return DEFAULT
+    try:
+        with open(path, encoding="utf-8") as handle:
+            document = json.load(handle)
+    except OSError as exc:
+        raise ArgumentError(f"cannot read tuning file {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise ArgumentError(f"{path}: not a valid mpiml tuning file: {exc}") from None
+    if not isinstance(document, dict):
+        raise ArgumentError(f"{path}: not a valid mpiml tuning file: not a JSON object")
+    calibration = replace(DEFAULT, source=str(path))
+    try:
+        if document.get("params") is not None:
+            calibration = replace(calibration, params=ModelParams.from_dict(dict(document["params"])))
+        section = document.get(SECTION)
+        if section is not None:
+            calibration = calibration.with_constants(dict(section))
+    except (TypeError, ValueError) as exc:
+        raise ArgumentError(f"{path}: not a valid mpiml tuning file: {exc}") from None
+    return calibration
+
+
+def section_document(calibration: Calibration) -> dict:
+    """The ``compute`` section for a tuning file (JSON-ready)."""
+    return dict(calibration.constants())
+
+
+def store(path, calibration: Calibration) -> None:
+    """Write ``calibration``'s compute section into the tuning file ``path`` (atomically; other sections kept)."""
+    from mpiml.runtime.files import atomic_write
+
+    document = {}
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as handle:
+            document = json.load(handle)
+    document[SECTION] = section_document(calibration)
+    with atomic_write(path, "w") as handle:
+        json.dump(document, handle, indent=1, sort_keys=True)
+        handle.write("\n")
+
+

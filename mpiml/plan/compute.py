@@ -1,0 +1,168 @@
+"""Seconds of one step of a job on a layout: compute from calibrated constants, communication
+from :mod:`mpiml.collectives.model`, both stretched when a node runs more ranks than it has cores.
+
+Pure functions (no MPI, no I/O). A *step* is an epoch of the SGD strategies (sync,
+local, oneshot) and an iteration of lbfgs and of mf (an ALS/iALS sweep, a DSGD epoch).
+
+sgd reuses the per-update model behind ``--parallel auto`` (:mod:`mpiml.parallel.cost`:
+the sparse products over the rank's block, the loss derivative per row, the passes over
+the parameter block, the row- and column-group allreduces of each grid) with the
+calibrated constants, and multiplies by the updates per epoch: ``ceil(rows / batch)``
+for sync (a global batch), ``ceil(rows / (R batch))`` for local and oneshot (a batch per
+replica; local adds one model average every ``sync_every`` updates).
+
+mf per iteration and rank (``p`` ranks, ``k`` factors, ``w`` stored columns, ``N``
+ratings, ``U`` users, ``I`` items), each half-step a block of rows solved then
+allgathered (``(U or I) w`` values) to every rank:
+
+- als: ``2 N/p (k^2 c_acc + c_als) + (U + I)/p (k^3 c_solve + c_row)`` (the normal
+  equations of both sides, then one solve per row);
+- ials (cg): ``2 (2 cg + 2) N/p k c_ials + 2 N/p c_als + (U + I)/p (cg k^2 c_acc + c_row)``
+  plus the Gram matrix ``(U + I) k^2`` every rank computes in full (a BLAS call: threads help);
+- dsgd: one pass ``N/p (c_rating + k c_dsgd)`` of updates, plus ``p`` ring shifts of an item
+  block ``I/p w`` and one allgather of the item factors;
+- every algorithm: one more such pass over the rank's ratings for the loss, and ``mf_overhead``.
+"""
+
+from __future__ import annotations
+
+import math
+
+from mpiml.collectives import model as collective_model
+from mpiml.plan.calibration import DEFAULT, Calibration
+from mpiml.plan.spec import Cluster, Job, Layout
+
+
+def oversubscription(layout: Layout, cluster: Cluster) -> float:
+    """How many times over a node's cores are asked for: ``ranks_per_node x threads / cores``, at least 1.
+
+    A 2-core node running 4 single-threaded ranks is 2.0: the ranks time-share the cores,
+    so compute takes twice as long.
+    """
+    asked = int(layout.ranks_per_node) * int(layout.threads_per_rank)
+    return max(1.0, asked / max(int(cluster.cores_per_node), 1))
+
+
+def thread_speedup(threads: int, calibration: Calibration = DEFAULT) -> float:
+    """Speed-up of the multi-threaded (BLAS) part of a step: ``threads`` at ``thread_efficiency``."""
+    return 1.0 + (max(int(threads), 1) - 1) * calibration.thread_efficiency
+
+
+def _machine(job: Job, calibration: Calibration):
+    from mpiml.parallel.cost import Machine
+
+    return Machine(nnz_seconds=calibration.dense_value if job.dense else calibration.sparse_nnz,
+                   row_seconds=calibration.row_loss, param_seconds=calibration.param_update,
+                   step_seconds=calibration.update_overhead, iteration_seconds=calibration.lbfgs_overhead)
+
+
+def _grid(layout: Layout, job: Job) -> tuple[int, int]:
+    replicas, blocks = layout.replicas_blocks
+    if job.kind == "sgd" and blocks > 1:
+        blocks = min(blocks, max(int(job.features), 1))
+    return replicas, blocks
+
+
+def sgd_step(job: Job, layout: Layout, calibration: Calibration = DEFAULT) -> tuple[float, float, str, float]:
+    """``(compute seconds, communication seconds, step, collective calls)`` of one sgd step, a core per rank."""
+    from mpiml.parallel import cost
+
+    replicas, blocks = _grid(layout, job)
+    rows = max(int(job.rows), 1)
+    stored = job.stored if job.stored else rows * int(job.features)
+    machine, params = _machine(job, calibration), calibration.params
+    problem = cost.Problem(rows, int(job.features), int(stored), job.outputs, int(job.batch_size), layout.ranks)
+    split = "features"
+    if job.algorithm == "lbfgs":
+        e = cost.estimate_lbfgs(problem, replicas, blocks, split, machine, params)
+        trials = cost.LBFGS_TRIALS
+        syncs = (trials if replicas > 1 else 0.0) + ((trials + 3.0) if blocks > 1 else 0.0)
+        return e.compute_seconds, e.comm_seconds, "iteration", syncs
+    if job.algorithm == "sync":
+        updates = math.ceil(rows / max(int(job.batch_size), 1))
+        e = cost.estimate(problem, replicas, blocks, split, machine, params)
+        syncs = updates * ((replicas > 1) + (blocks > 1))
+        return updates * e.compute_seconds, updates * e.comm_seconds, "epoch", float(syncs)
+    # local / oneshot: each replica steps on its own batch of batch_size rows
+    updates = max(math.ceil(rows / (replicas * max(int(job.batch_size), 1))), 1)
+    local = cost.Problem(rows, int(job.features), int(stored), job.outputs, int(job.batch_size) * replicas,
+                         layout.ranks)
+    e = cost.estimate(local, replicas, blocks, split, machine, params)
+    row_comm = e.comm_seconds - cost.allreduce_cost(e.allreduce_words[1], replicas, params)[1]
+    comm, syncs = updates * row_comm, float(updates * (blocks > 1))
+    if job.algorithm == "local" and replicas > 1:
+        averages = updates / max(int(job.sync_every), 1)
+        comm += averages * cost.allreduce_cost(e.allreduce_words[1], replicas, params)[1]
+        syncs += averages
+    return updates * e.compute_seconds, comm, "epoch", syncs
+
+
+def _allgather(values: float, itemsize: int, p: int, params) -> float:
+    if p <= 1:
+        return 0.0
+    return collective_model.predict("native", int(values * itemsize), p, params, collective="allgather")
+
+
+def _allreduce(nbytes: float, p: int, params) -> float:
+    if p <= 1:
+        return 0.0
+    return collective_model.predict("native", int(nbytes), p, params, collective="allreduce", in_place=True)
+
+
+def mf_step(job: Job, layout: Layout, calibration: Calibration = DEFAULT) -> tuple[float, float, str, float]:
+    """``(compute seconds, communication seconds, "iteration", collective calls)`` of one mf iteration."""
+    c, p, params = calibration, layout.ranks, calibration.params
+    k, w, size = float(job.factors), float(job.width), job.factor_itemsize
+    n, users, items = float(job.ratings), float(job.users), float(job.items)
+    threads = thread_speedup(layout.threads_per_rank, c)
+    # one pass over the ratings: a fixed cost per rating (index loads, numpy passes over the residuals)
+    # and a k-long product; the loss is one such pass, a DSGD epoch two
+    evaluate = n / p * (c.mf_rating + k * c.dsgd_rating_k)
+    if job.algorithm == "als":
+        compute = 2 * n / p * (k * k * c.als_rating_k2 + c.als_rating) \
+            + (users + items) / p * (k**3 * c.als_row_k3 + c.als_row)
+    elif job.algorithm == "ials":
+        steps = float(job.cg_steps)
+        if job.solver == "cholesky":
+            rows = 2 * n / p * (k * k * c.als_rating_k2 + c.als_rating) \
+                + (users + items) / p * (k**3 * c.als_row_k3 + c.als_row)
+        else:
+            rows = (2 * steps + 2) * 2 * n / p * k * c.ials_rating_k + 2 * n / p * c.als_rating \
+                + (users + items) / p * (steps * k * k * c.als_rating_k2 + c.als_row)
+        compute = rows + (users + items) * k * k * c.gram_value / threads
+    else:  # dsgd
+        compute = evaluate
+    compute += evaluate + c.mf_overhead
+    # each gather of a factor matrix is an allreduce of the ranks' clocks and an allgather
+    comm = _allreduce(64, p, params)   # the loss sums
+    if job.algorithm == "dsgd":
+        shift = collective_model.predict("native", int(items / p * w * size), 2, params, collective="bcast")
+        comm += p * shift + _allreduce(64, p, params) + _allgather(items * w, size, p, params)
+        syncs = p + 3.0
+    else:
+        comm += 2 * _allreduce(64, p, params) + _allgather(users * w, size, p, params) \
+            + _allgather(items * w, size, p, params)
+        syncs = 5.0
+    return compute, (comm if p > 1 else 0.0), "iteration", (syncs if p > 1 else 0.0)
+
+
+def step_seconds(job: Job, layout: Layout, cluster: Cluster, calibration: Calibration = DEFAULT) -> dict:
+    """One step's seconds on ``layout`` in ``cluster``: ``compute``, ``comm``, ``total``, ``step``, ``oversubscription``.
+
+    Compute and transfer times are stretched by :func:`oversubscription`; beyond it, each
+    collective call waits for its slowest rank to be scheduled again: ``oversub_sync``
+    seconds a call (about a scheduler time slice), whatever the size.
+    """
+    compute, comm, step, syncs = (sgd_step if job.kind == "sgd" else mf_step)(job, layout, calibration)
+    over = oversubscription(layout, cluster)
+    compute *= over
+    comm = comm * over + (syncs * calibration.oversub_sync if over > 1.0 else 0.0)
+    return {"compute": compute, "comm": comm, "total": compute + comm, "step": step, "oversubscription": over,
+            "collectives": syncs}
+
+
+def steps(job: Job) -> int:
+    """Steps in the whole job: epochs (SGD strategies), ``max_iter`` (lbfgs, an upper bound) or ``iterations`` (mf)."""
+    if job.kind == "mf":
+        return int(job.iterations)
+    return int(job.max_iter) if job.algorithm == "lbfgs" else int(job.epochs)

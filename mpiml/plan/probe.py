@@ -1,0 +1,199 @@
+"""The calibration probe: a few seconds of tiny real trainings that measure the plan model's
+compute constants on this machine (``mpiml tune`` runs it; :mod:`mpiml.plan.calibration` keeps them).
+
+Each rank trains small synthetic problems alone (on ``COMM_SELF``, all ranks at once, so
+that they share the memory bandwidth as a job's ranks do) through the same code as
+``mpiml sgd`` and ``mpiml mf``, times their epochs and iterations, and fits the constants
+of :mod:`mpiml.plan.compute` to them by non-negative least squares on relative error.
+The result is the median over ranks (the same on every rank). The peak resident memory
+of a rank before any of it (interpreter, mpi4py, numpy, scipy, the compiled kernels) is
+the ``baseline_bytes``.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import replace
+
+import numpy as np
+
+from mpiml.plan.calibration import DEFAULT, Calibration
+from mpiml.plan.spec import Cluster, Job, Layout
+
+# sgd probes: (rows, features, density, batch, epochs) of sync SGD on a synthetic classification set
+SGD_PROBES = ((3000, 4, 1.0, 16, 3), (8000, 2, 1.0, 2048, 3), (4000, 200, 1.0, 256, 3), (3000, 40, 1.0, 64, 3),
+              (2000, 20000, 0.005, 256, 3), (2000, 100000, 0.0002, 32, 3), (3000, 2000, 0.05, 128, 3))
+LBFGS_PROBE = (3000, 20, 1.0, 24)   # rows, features, density, iterations (the difference of 24 and 8)
+# mf probes: (algorithm, users, items, ratings, rank, iterations)
+MF_PROBES = (("dsgd", 2000, 500, 40000, 4, 3), ("dsgd", 2000, 500, 40000, 32, 3), ("dsgd", 600, 200, 6000, 8, 3),
+             ("als", 2000, 500, 40000, 8, 3), ("als", 1000, 300, 30000, 48, 3), ("als", 6000, 200, 20000, 4, 3),
+             ("als", 3000, 500, 60000, 2, 3),
+             ("ials", 2000, 500, 40000, 16, 3))
+MF_CONSTANTS = ("dsgd_rating_k", "mf_rating", "mf_overhead", "als_rating_k2", "als_row_k3", "als_row", "als_rating",
+                "ials_rating_k", "gram_value")
+SGD_CONSTANTS = ("update_overhead", "dense_value", "sparse_nnz", "row_loss", "param_update")
+
+
+def _sgd_data(rows, features, density):
+    from mpiml.data.synthetic import generate
+
+    options = {"n": rows, "d": features, "classes": 2, "density": density, "separation": 4.0, "noise": 0.1,
+               "seed": 0}
+    return generate("classification", options, 0, rows)
+
+
+def _sgd_cpu(X, y, strategy="sync", **settings) -> tuple[float, object]:
+    """CPU seconds of this thread in one fit (robust to other processes sharing the core), and its result."""
+    from mpi4py import MPI
+
+    from mpiml.sgd import LinearModel
+
+    model = LinearModel("logistic", strategy, comm=MPI.COMM_SELF, standardize=False, **settings)
+    start = time.thread_time()
+    model.fit(X, y)
+    return time.thread_time() - start, model.result_
+
+
+def _sgd_run(rows, features, density, batch, epochs):
+    """CPU seconds of one epoch (and its evaluation pass) of sync SGD: the difference of ``epochs`` and one."""
+    X, y = _sgd_data(rows, features, density)
+    once, _ = _sgd_cpu(X, y, epochs=1, batch_size=batch)
+    more, _ = _sgd_cpu(X, y, epochs=epochs, batch_size=batch)
+    return max(more - once, 1e-6) / (epochs - 1), X
+
+
+def _sgd_job(rows, features, density, batch, epochs, X) -> Job:
+    dense = density >= 1.0
+    nnz = rows * features if dense else int(X.nnz)
+    return Job("sgd", "sync", rows=rows, features=features, nnz=nnz, dense=dense, batch_size=batch, epochs=epochs)
+
+
+def _sgd_terms(job: Job) -> np.ndarray:
+    """CPU seconds of one epoch and its evaluation per unit of each of :data:`SGD_CONSTANTS` (the model is
+    linear in them); the evaluation is one product over the data and the loss of every row."""
+    from mpiml.plan.compute import sgd_step
+
+    base = Calibration(**{name: 0.0 for name in SGD_CONSTANTS}, lbfgs_overhead=0.0)
+    out = []
+    for name in SGD_CONSTANTS:
+        c = replace(base, **{name: 1.0})
+        if name == "sparse_nnz" and job.dense:
+            c = replace(c, sparse_nnz=0.0)
+        if name == "dense_value" and not job.dense:
+            c = replace(c, dense_value=0.0)
+        evaluation = {"row_loss": job.rows, "sparse_nnz": 0 if job.dense else job.stored,
+                      "dense_value": job.stored if job.dense else 0}.get(name, 0)
+        out.append(sgd_step(job, Layout(1, 1), c)[0] + evaluation)
+    return np.array(out)
+
+
+def _fit(terms: np.ndarray, seconds: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+    """Non-negative least squares on relative error; a constant no probe sees keeps its ``fallback``."""
+    from scipy.optimize import nnls
+
+    weights = 1.0 / np.maximum(seconds, 1e-9)
+    scale = np.maximum(np.abs(terms).max(axis=0), 1e-30)
+    solution, _ = nnls(terms / scale * weights[:, None], seconds * weights)
+    seen = np.abs(terms).max(axis=0) > 0
+    return np.where(seen, solution / scale, fallback)
+
+
+def _mf_run(algorithm, users, items, ratings, rank, iterations):
+    """The job and the median CPU seconds of its iterations after the first."""
+    from mpi4py import MPI
+
+    from mpiml.data.synthetic_ratings import SyntheticSpec, synthetic_ratings
+    from mpiml.mf import MODELS
+
+    shard = synthetic_ratings(SyntheticSpec(users=users, items=items, ratings=ratings), 0, 1)
+    model = MODELS[algorithm](rank=rank, iters=iterations)
+    model.fit(shard, comm=MPI.COMM_SELF)
+    seconds = [record["compute_cpu_seconds"] for record in model.history_]
+    info = model.fit_info_
+    job = Job("mf", algorithm, users=info["users"], items=info["items"], ratings=info["train_ratings"], factors=rank,
+              iterations=iterations)
+    return job, statistics.median(seconds[1:] if len(seconds) > 1 else seconds)
+
+
+def measure_local(calibration: Calibration = DEFAULT) -> dict:
+    """This rank's constants (a dict of :meth:`Calibration.constants` names), from the probes.
+
+    Times are CPU seconds of this process with BLAS on one thread: what a rank costs on a
+    core of its own, whatever else the machine runs meanwhile.
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        return _measure_local(calibration)
+
+
+def _measure_local(calibration: Calibration) -> dict:
+    from mpiml.plan.compute import mf_step, sgd_step
+    from mpiml.runtime.rss import peak_rss_bytes
+
+    # warm up the kernels first (compiled or read from the cache), then the baseline memory
+    from mpiml.mf import kernels as mf_kernels  # noqa: F401
+    from mpiml.sgd import kernels
+    from mpiml.train import lbfgs_math
+
+    kernels.load()
+    lbfgs_math.load()
+    values = {"baseline_bytes": peak_rss_bytes()}
+    _sgd_cpu(*_sgd_data(200, 4, 1.0), epochs=1, batch_size=16)
+    _mf_run("als", 200, 100, 2000, 4, 1)
+    terms, seconds = [], []
+    for probe in SGD_PROBES:
+        per_epoch, X = _sgd_run(*probe)
+        terms.append(_sgd_terms(_sgd_job(*probe, X)))
+        seconds.append(per_epoch)
+    fallback = np.array([getattr(calibration, name) for name in SGD_CONSTANTS])
+    values.update(zip(SGD_CONSTANTS, map(float, _fit(np.array(terms), np.array(seconds), fallback))))
+    fitted = calibration.with_constants(values)
+    rows, features, density, iters = LBFGS_PROBE
+    X, y = _sgd_data(rows, features, density)
+    few, short = _sgd_cpu(X, y, "lbfgs", max_iter=iters // 3, tol=1e-12)
+    many, long = _sgd_cpu(X, y, "lbfgs", max_iter=iters, tol=1e-12)
+    done = long.history[-1].get("lbfgs_iterations", iters) - short.history[-1].get("lbfgs_iterations", iters // 3)
+    per_iteration = max(many - few, 1e-6) / max(done, 1)
+    job = Job("sgd", "lbfgs", rows=rows, features=features, nnz=rows * features, dense=True, max_iter=iters)
+    known = sgd_step(job, Layout(1, 1), replace(fitted, lbfgs_overhead=0.0))[0]
+    values["lbfgs_overhead"] = max(per_iteration - known, 1e-5)
+    fitted = fitted.with_constants(values)
+    # mf, in order: dsgd (its rate also prices every algorithm's loss pass) with the fixed cost of
+    # an iteration, then als's normal equations and solves, then implicit ALS's conjugate gradient
+    for algorithm, names in (("dsgd", ("dsgd_rating_k", "mf_rating", "mf_overhead")),
+                             ("als", ("als_rating_k2", "als_row_k3", "als_row", "als_rating")),
+                             ("ials", ("ials_rating_k",))):
+        terms, seconds = [], []
+        for probe in (probe for probe in MF_PROBES if probe[0] == algorithm):
+            job, step = _mf_run(*probe)
+            rest = mf_step(job, Layout(1, 1), fitted.with_constants({name: 0.0 for name in names}))[0]
+            zero = fitted.with_constants({name: 0.0 for name in MF_CONSTANTS})
+            terms.append([mf_step(job, Layout(1, 1), zero.with_constants({name: 1.0}))[0] for name in names])
+            seconds.append(max(step - rest, 1e-6))
+        fallback = np.array([getattr(fitted, name) for name in names])
+        values.update(zip(names, map(float, _fit(np.array(terms), np.array(seconds), fallback))))
+        fitted = fitted.with_constants(values)
+    return values
+
+
+def measure(comm=None, calibration: Calibration = DEFAULT) -> Calibration:
+    """Run the probes on every rank of ``comm`` (collective); the median constants, the same on every rank."""
+    from mpiml.runtime.comm import resolve_comm
+
+    comm = resolve_comm(comm)
+    start = time.perf_counter()
+    mine = measure_local(calibration)
+    everyone = comm.allgather(mine)
+    agreed = {name: statistics.median(v[name] for v in everyone) for name in mine}
+    agreed["baseline_bytes"] = int(max(v["baseline_bytes"] for v in everyone))
+    agreed["probe_seconds"] = time.perf_counter() - start
+    return calibration.with_constants(agreed, source="probe")
+
+
+def cluster_of_this_machine() -> Cluster:
+    """One node: this machine's cores."""
+    import os
+
+    return Cluster(nodes_max=1, cores_per_node=os.cpu_count() or 1)
