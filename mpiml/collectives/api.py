@@ -252,6 +252,13 @@ def allreduce(x, op="sum", algorithm="auto", comm=None, out=None, check=None, re
     if _fault.ARMED:
         _fault.collective(_CALLS[0])
     context = context_of(comm)
+    repeat = None
+    if out is not None and check is None and not reproducible and type(x) is np.ndarray:
+        repeat = _repeat_key(x, op, algorithm, out)
+        if repeat is not None:
+            plan = context.repeats.get(repeat)
+            if plan is not None and _repeat_fits(plan, x, out):
+                return plan.call(x, out)
     c = context.comm
     error = None
     chosen = algorithm
@@ -265,6 +272,10 @@ def allreduce(x, op="sum", algorithm="auto", comm=None, out=None, check=None, re
         reproducible = _exact_sum(reproducible, op, dtype)
     except ArgumentError as exc:
         error = exc
+    if repeat is not None and error is None and not reproducible:
+        if len(context.repeats) >= MAX_REPEAT_PLANS:   # a program of many shapes: start afresh
+            context.repeats.clear()
+        context.repeats[repeat] = _RepeatPlan(context, chosen, op, dtype, in_place)
     _agree(context, error, check, "allreduce",
            lambda: ("allreduce", getattr(op, "label", op), chosen, str(x.dtype), x.size, bool(reproducible)))
     if reproducible and x.size:
@@ -278,6 +289,82 @@ def allreduce(x, op="sum", algorithm="auto", comm=None, out=None, check=None, re
     transport, workspace = context.plans.get("collectives") or _state(context)
     _ALLREDUCE[chosen].run(transport, _flat(x), _flat(out), op, workspace)
     return out
+
+
+# --- repeated calls: the per-call cost of a small allreduce --------------------------------------------
+# A training loop calls allreduce with the same op, algorithm, dtype, shape and out many times. The first
+# such call takes the full path (argument checks, algorithm choice) and leaves a plan in the
+# communicator's context; the next ones only check what can change between calls (contiguity, the out
+# array) and call the chosen algorithm, or the MPI library directly for ``native`` with a predefined type
+# and op. Check mode and reproducible sums always take the full path.
+
+MAX_REPEAT_PLANS = 256
+
+
+def _repeat_key(x, op, algorithm, out):
+    """The plan key of this call, or None when it may not take the repeat path."""
+    if not x.flags.c_contiguous or _check_enabled(None):
+        return None
+    try:
+        key = ("allreduce", op, algorithm, x.dtype, x.shape, out is x)
+        hash(key)
+    except TypeError:   # a ReduceOp around an unhashable callable
+        return None
+    return key
+
+
+def _repeat_fits(plan, x, out) -> bool:
+    """Whether ``out`` passes the checks of :func:`_output` (``x`` matches the plan by its key)."""
+    if out is x:
+        return True
+    if type(out) is not np.ndarray or out.shape != x.shape or out.dtype != plan.dtype:
+        return False
+    flags = out.flags
+    return flags.c_contiguous and flags.writeable and not np.may_share_memory(out, x)
+
+
+class _RepeatPlan:
+    """What a repeated allreduce needs: the chosen algorithm, the op, the result's dtype."""
+
+    def __init__(self, context, chosen, op, dtype, in_place):
+        from mpiml.collectives.algorithms import native
+
+        self.dtype = dtype
+        comm = context.comm
+        if comm.Get_size() == 1:
+            self.call = _copy_into
+            return
+        transport, workspace = context.plans.get("collectives") or _state(context)
+        entry = _ALLREDUCE[chosen]
+        datatype, mpi_op = native.message_and_op(np.empty(0, dtype), op)
+        if chosen == "native" and native.predefined(mpi_op):
+            send = MPI_IN_PLACE() if in_place else None
+
+            def call(x, out, _allreduce=comm.Allreduce, _datatype=datatype, _op=mpi_op):
+                if x.size:
+                    _allreduce(send if send is not None else [x, _datatype], [out, _datatype], _op)
+                return out
+        else:
+            def call(x, out, _run=entry.run, _op=op):
+                if x.size:
+                    flat = _flat(x)
+                    _run(transport, flat, flat if out is x else _flat(out), _op, workspace)
+                elif out is not x:
+                    np.copyto(out, x)
+                return out
+        self.call = call
+
+
+def _copy_into(x, out):
+    if out is not x:
+        np.copyto(out, x)
+    return out
+
+
+def MPI_IN_PLACE():
+    from mpi4py import MPI
+
+    return MPI.IN_PLACE
 
 
 def reduce_scatter(x, op="sum", algorithm="auto", comm=None, counts=None, out=None, check=None,

@@ -15,6 +15,7 @@ class CommContext:
 
     comm: MPI.Comm
     plans: dict = field(default_factory=dict)
+    repeats: dict = field(default_factory=dict)   # allreduce's plans of repeated calls (collectives.api)
 
 
 def resolve_comm(comm=None) -> MPI.Comm:

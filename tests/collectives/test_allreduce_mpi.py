@@ -59,3 +59,54 @@ def test_large_message_16_mib(algorithm):
     expected = base * np.float32(comm.size * (comm.size + 1) // 2)  # exact in float32
     ok = np.array_equal(out, expected)
     agree(comm, ok, "16 MiB sum mismatch")
+
+
+@pytest.mark.mpi
+def test_repeated_calls_take_the_plan_of_the_first_and_keep_its_checks():
+    """The second and later identical calls skip the full path (api._RepeatPlan): same bits, same refusals."""
+    from mpiml.errors import ArgumentError
+
+    comm = MPI.COMM_WORLD
+    failures = []
+    for algorithm in ALGORITHMS:
+        # every dtype where the MPI library is called directly (native, and auto's small messages)
+        for dtype in DTYPES if algorithm in ("auto", "native") else (np.float64, np.int32):
+            for op in ops_for(dtype):
+                for n in (0, 7):
+                    x = make_input(n, dtype, op, 11 * comm.rank + n)
+                    gathered = comm.allgather(x)
+                    first = mpiml.allreduce(x, op=op, algorithm=algorithm, out=np.empty_like(x))
+                    y = x.copy()
+                    first_in_place = mpiml.allreduce(y, op=op, algorithm=algorithm, out=y).copy()
+                    for _ in range(2):
+                        again = mpiml.allreduce(x, op=op, algorithm=algorithm, out=np.empty_like(x))
+                        y = x.copy()
+                        in_place = mpiml.allreduce(y, op=op, algorithm=algorithm, out=y)
+                        if not (np.array_equal(again, first, equal_nan=True) and in_place is y
+                                and np.array_equal(y, first_in_place, equal_nan=True)):
+                            failures.append(f"{algorithm} {dtype} {op} n={n}: a repeat differs")
+                    ok, why = within_bound(first, gathered, op)
+                    if not ok:
+                        failures.append(f"{algorithm} {dtype} {op} n={n}: {why}")
+        # after a plan exists, what changed between calls is still checked (and a strided x still works)
+        x = np.arange(8.0) + comm.rank
+        mpiml.allreduce(x, algorithm=algorithm, out=np.empty(8))
+        bad_outs = (np.empty(7), np.empty(8, np.float32), np.empty(16)[::2], x, np.empty(8))
+        bad_outs[-1].flags.writeable = False
+        for out in bad_outs[:3] + bad_outs[4:]:
+            try:
+                mpiml.allreduce(x, algorithm=algorithm, out=out)
+                failures.append(f"{algorithm}: out {out.shape} {out.dtype} accepted")
+            except ArgumentError:
+                pass
+        overlapping = np.arange(9.0)
+        try:
+            mpiml.allreduce(overlapping[:8], algorithm=algorithm, out=overlapping[1:])
+            failures.append(f"{algorithm}: an out overlapping x accepted")
+        except ArgumentError:
+            pass
+        strided = (np.arange(16.0) + comm.rank)[::2]
+        expected = np.arange(0.0, 16.0, 2.0) * comm.size + comm.size * (comm.size - 1) / 2
+        if not np.array_equal(mpiml.allreduce(strided, algorithm=algorithm, out=np.empty(8)), expected):
+            failures.append(f"{algorithm}: strided input summed wrong")
+    agree(comm, not failures, "; ".join(failures[:5]))

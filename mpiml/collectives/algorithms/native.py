@@ -54,6 +54,11 @@ def _user_op(op, dtype):
     return mpi_op
 
 
+def predefined(mpi_op) -> bool:
+    """Whether ``mpi_op`` is one of the MPI library's own operations (not one made for a numpy ufunc)."""
+    return mpi_op not in _user_ops.values()
+
+
 def message_and_op(array, op):
     """The buffer spec and ``MPI.Op`` that make the MPI library reduce ``array`` with ``op``."""
     datatype = _mpi_datatype(array.dtype)
