@@ -470,8 +470,7 @@ def _deposit_outer_dense(X, R, scale, sigmas, F, offset):
 @kernel
 def _deposit_outer_csr(indptr, indices, data, R, scale, sigmas, F, offset, width):
     # scattered elements: the K folds of one element side by side (G), added to F at the end
-    # one contiguous view per fold, indexed from 0: the loops over elements stay vectorizable
-    F0, F1, F2, scale = F[0, offset:], F[1, offset:], F[F.shape[0] - 1, offset:], scale[offset:]
+    scale = scale[offset:]
     k, K = R.shape[1], sigmas.shape[0]
     G = np.zeros((width, K))
     s0, s1 = sigmas[0], sigmas[1]
