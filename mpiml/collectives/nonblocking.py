@@ -1,0 +1,360 @@
+"""Nonblocking collectives: requests progressed by the caller's ``test()`` and ``wait()``.
+
+Two kinds of operation stand behind a :class:`Request`:
+
+- ``native``: the MPI library's own nonblocking collective (``MPI_Iallreduce``,
+  ``MPI_Ireduce_scatter``, ``MPI_Iallgatherv``, ``MPI_Ibcast``), with the same datatypes
+  and user-defined ops as the blocking ``native`` algorithm;
+- every other registered algorithm runs *unchanged* (the same function as the blocking
+  call, hence bitwise the same result) in a helper thread used as a coroutine: its
+  transport posts ``Isend``/``Irecv`` and parks the thread until the caller, inside
+  ``test()`` or ``wait()``, finds those messages complete and lets it take its next step.
+
+Progress is made only inside mpiml calls (starting a request, ``test()``, ``wait()``):
+there is no progress thread. Why (measured with the mpich wheel, 2 cores): a thread that
+calls MPI while the main thread does needs ``MPI_THREAD_MULTIPLE``, which makes every small
+MPI call about 2.3x slower (4 KiB allreduce at p=2: 4.4-5.2 us against 1.8-2.0 us at
+``single`` or ``serialized``); a thread polling MPI competes for the core the rank computes
+on; and mpiml's numba kernels hold the GIL, so such a thread could not even run during the
+solves it is meant to overlap. Here exactly one thread is ever inside MPI (a helper runs
+only while the caller waits for it), which ``MPI_THREAD_SERIALIZED`` allows.
+
+Requests of a communicator share a private duplicate of it (made at its first nonblocking
+call) and each uses its own tags (its sequence number, the same on every rank), so any
+number may be outstanding and completed in any order, on each rank independently: every
+``test()`` and ``wait()`` advances all of the communicator's outstanding requests, so a
+rank waiting on one never starves the others its peers wait on.
+
+A request whose result nobody collected (no ``wait()``, no ``test()`` that returned True)
+is reported with a :class:`UnwaitedRequestWarning` naming where it was started, when it is
+garbage collected or at exit (which then completes it, so ``MPI_Finalize`` does not hang).
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+import warnings
+import weakref
+
+import numpy as np
+from mpi4py import MPI
+
+from mpiml.collectives.algorithms.native import message_and_op
+from mpiml.collectives.workspace import Workspace
+from mpiml.runtime import watchdog as _watchdog
+
+TAG_STRIDE = 256          # the algorithms' own tags are below this
+_BYTE = MPI.BYTE
+
+
+class UnwaitedRequestWarning(RuntimeWarning):
+    """A nonblocking collective's request was dropped (or the program ended) before ``wait()``."""
+
+
+class Request:
+    """The handle of a nonblocking collective: ``wait()`` returns its result, ``test()`` polls.
+
+    The input and output arrays belong to the operation until it completes: do not write
+    to the input (or read the output) before ``wait()`` returns or ``test()`` gives True.
+    """
+
+    __slots__ = ("_op", "_finish", "_result", "_collected", "_site", "__weakref__")
+
+    def __init__(self, op, finish, site):
+        self._op, self._finish, self._site = op, finish, site
+        self._result = None
+        self._collected = False
+        _live.add(self)
+
+    def test(self) -> bool:
+        """Advance every outstanding request of the communicator; True once this one is complete."""
+        if not self._collected:
+            op = self._op
+            if op is not None and not op.done:
+                progress()
+            if op is None or op.done:
+                self._collect()
+        return self._collected
+
+    def wait(self):
+        """Complete the operation (advancing the communicator's other requests too) and return its result."""
+        if not self._collected:
+            op = self._op
+            if op is not None and not op.done:
+                wait_for(op)
+            self._collect()
+        return self._result
+
+    @property
+    def done(self) -> bool:
+        """Whether the result was collected (by ``wait()`` or a ``test()`` that returned True)."""
+        return self._collected
+
+    @property
+    def site(self) -> str:
+        """``file:line`` where the request was started."""
+        return self._site
+
+    def _collect(self):
+        op = self._op
+        self._collected = True
+        _live.discard(self)
+        if op is not None and op.error is not None:
+            error, op.error = op.error, None
+            raise error
+        self._result = self._finish()
+        self._op = self._finish = None
+
+    def __del__(self):
+        if not self._collected and self._site is not None and _warn is not None:
+            _warn(self._site)
+
+
+_live: "weakref.WeakSet[Request]" = weakref.WeakSet()
+
+
+def _report(site):
+    """Warn, attributed to the line that started the request."""
+    where = site.split(" via ")[0]
+    filename, _, line = where.rpartition(":")
+    warnings.warn_explicit(f"a nonblocking mpiml collective started at {site} was never waited on "
+                           "(call wait() on its request, or test() until it returns True)", UnwaitedRequestWarning,
+                           filename or where, int(line) if line.isdigit() else 0)
+
+
+_warn = _report
+
+
+def _at_exit():
+    """Report requests nobody waited on, then complete them so that MPI_Finalize does not hang."""
+    global _warn
+    for request in list(_live):
+        if not request._collected:
+            _report(request._site)
+            request._collected = True  # reported once, here
+    _warn = None
+    if MPI.Is_finalized():
+        return
+    while _outstanding:
+        wait_for(_outstanding[0])
+
+
+atexit.register(_at_exit)
+
+
+class Engine:
+    """The private duplicate of one communicator that its nonblocking operations use, and their numbering."""
+
+    def __init__(self, comm):
+        self.comm = comm.Dup()
+        self.size, self.rank = self.comm.Get_size(), self.comm.Get_rank()
+        self.slots = max(self.comm.Get_attr(MPI.TAG_UB) // TAG_STRIDE - 1, 1)
+        self.seq = 0
+
+    def next_tag_base(self) -> int:
+        """The tag offset of the next request: its sequence number (the same on every rank) in tag space."""
+        self.seq += 1
+        return (self.seq % self.slots) * TAG_STRIDE
+
+
+# Every outstanding operation of every communicator, oldest first: each test() and wait() advances
+# all of them, so that a rank waiting on one request (on any communicator) never starves another
+# request a peer is waiting on.
+_outstanding: list = []
+
+
+def progress() -> None:
+    """Let every outstanding operation whose messages have arrived take its next steps."""
+    for op in list(_outstanding):
+        op.advance()
+
+
+def wait_for(target) -> None:
+    """Advance every outstanding operation until ``target`` is complete."""
+    while True:
+        progress()
+        if target.done:
+            return
+        requests = [request for op in _outstanding for request in op.pending]
+        MPI.Request.Waitany(requests)  # sleeps in MPI until a message completes; progress() takes it from there
+
+
+def _finished(op):
+    try:
+        _outstanding.remove(op)
+    except ValueError:
+        pass
+
+
+class _Operation:
+    """An operation in flight: ``pending`` MPI requests; ``advance()`` when they may be complete."""
+
+    pending: list
+    done: bool = False
+    error: BaseException | None = None
+    seq: int = 0
+
+
+class NativeOperation(_Operation):
+    """One MPI-library nonblocking collective."""
+
+    def __init__(self, engine, request, keep):
+        self.pending, self._keep = [request], keep  # keep: the buffers MPI reads and writes
+        self.seq = engine.seq
+        _outstanding.append(self)
+
+    def advance(self):
+        if MPI.Request.Testall(self.pending):
+            self.done, self.pending, self._keep = True, [], None
+            _finished(self)
+
+
+class SteppedOperation(_Operation):
+    """A registered algorithm run as a coroutine: a helper thread that runs only while the caller waits for it."""
+
+    def __init__(self, engine, run, args):
+        self.pending = []
+        self.transport = SteppingTransport(engine, engine.next_tag_base(), self)
+        self.seq = engine.seq
+        self._go, self._back = threading.Lock(), threading.Lock()
+        self._go.acquire()
+        self._back.acquire()
+        _outstanding.append(self)
+        self._thread = threading.Thread(target=self._main, args=(run, args), daemon=True,
+                                        name=f"mpiml-request-{self.seq}")
+        self._thread.start()
+        self._back.acquire()  # runs until its first messages are posted
+
+    def _main(self, run, args):
+        try:
+            run(self.transport, *args, Workspace())
+        except BaseException as exc:  # noqa: BLE001 - handed to wait()
+            self.error = exc
+        finally:
+            self.done, self.pending = True, []
+            _finished(self)
+            self._back.release()
+
+    def suspend(self, requests):
+        """In the helper: park until the caller finds ``requests`` complete."""
+        if MPI.Request.Testall(requests):
+            return
+        self.pending = requests
+        self._back.release()
+        self._go.acquire()
+
+    def advance(self):
+        if not self.done and MPI.Request.Testall(self.pending):
+            self.pending = []
+            self._go.release()
+            self._back.acquire()
+
+
+class SteppingTransport:
+    """The :class:`~mpiml.collectives.transport.Transport` calls, nonblocking, each parking its helper thread."""
+
+    def __init__(self, engine, base, op):
+        comm = engine.comm
+        self.comm, self.rank, self.size = comm, engine.rank, engine.size
+        isend, irecv, suspend = comm.Isend, comm.Irecv, op.suspend
+
+        def sendrecv(sendbuf, dest, recvbuf, source, tag):
+            suspend([irecv([recvbuf, _BYTE], source, base + tag), isend([sendbuf, _BYTE], dest, base + tag)])
+
+        def send(buf, dest, tag):
+            suspend([isend([buf, _BYTE], dest, base + tag)])
+
+        def recv(buf, source, tag):
+            suspend([irecv([buf, _BYTE], source, base + tag)])
+
+        def isend_(buf, dest, tag):
+            return isend([buf, _BYTE], dest, base + tag)
+
+        self.sendrecv, self.send, self.recv, self.isend = sendrecv, send, recv, isend_
+        self.waitall = suspend
+
+
+# ------------------------------------------------------------------ starting operations
+def engine_of(context) -> Engine:
+    """The :class:`Engine` of a communicator context (made, collectively, at its first nonblocking call)."""
+    engine = context.plans.get("nonblocking")
+    if engine is None:
+        engine = context.plans["nonblocking"] = Engine(context.comm)
+    return engine
+
+
+def completed(result, site) -> Request:
+    """A request that is already complete (one rank, empty messages)."""
+    return Request(None, lambda: result, site)
+
+
+def start(context, collective, name, args, result, site) -> Request:
+    """Start ``collective`` with algorithm ``name`` on flat ``args`` (as the registry's ``run`` takes them
+    without transport and workspace); the request's ``wait()`` returns ``result()``."""
+    engine = engine_of(context)
+    if _warn is None:
+        raise RuntimeError("nonblocking collectives cannot start once the program is exiting")
+    if name == "native":
+        op = _native(engine, collective, args)
+    else:
+        from mpiml.collectives import registry
+
+        op = SteppedOperation(engine, registry.get(collective, name).run, args)
+    return Request(op, result, site)
+
+
+class GroupOperation:
+    """Several requests that complete together (the buckets of a fused call)."""
+
+    error = None
+
+    def __init__(self, requests):
+        self.ops = [request._op for request in requests if request._op is not None]
+
+    @property
+    def done(self) -> bool:
+        return all(op.done for op in self.ops)
+
+
+def gathered(requests, finish, site) -> Request:
+    """One request for several internal ones: complete when all are, ``wait()`` returns ``finish()``."""
+    for request in requests:
+        request._site = None  # internal: only the group is reported if nobody waits
+        _live.discard(request)
+    return Request(GroupOperation(requests), finish, site)
+
+
+def _native(engine, collective, args):
+    comm = engine.comm
+    engine.next_tag_base()  # keeps sequence numbers (and so tags) in step with the stepped requests
+    if collective == "allreduce":
+        x, out, op = args
+        datatype, mpi_op = message_and_op(x, op)
+        send = MPI.IN_PLACE if x is out else [x, datatype]
+        request = comm.Iallreduce(send, [out, datatype], mpi_op)
+    elif collective == "reduce_scatter":
+        x, out, op, counts = args
+        datatype, mpi_op = message_and_op(x, op)
+        request = comm.Ireduce_scatter([x, datatype], [out, datatype], [int(c) for c in counts], mpi_op)
+    elif collective == "allgather":
+        local, out, counts = args
+        itemsize = local.dtype.itemsize
+        byte_counts = [int(c) * itemsize for c in counts]
+        displs = np.zeros(len(counts), dtype=np.int64)
+        np.cumsum(byte_counts[:-1], out=displs[1:])
+        request = comm.Iallgatherv([local, _BYTE], [out, (byte_counts, displs.tolist()), _BYTE])
+    elif collective == "bcast":
+        buf, root, _ = args
+        request = comm.Ibcast([buf, _BYTE], root)
+    else:
+        raise ValueError(f"no nonblocking native {collective}")
+    return NativeOperation(engine, request, args)
+
+
+def call_site(frame) -> str:
+    """Where the user started a request (for the unwaited-request report)."""
+    return _watchdog.call_site(frame) or "?"
+
+
+_watchdog.watch(Request.wait)
