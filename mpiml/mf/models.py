@@ -46,15 +46,15 @@ class ALS(FactorModel):
 
     def _train(self, data, ex, p, q, first, iters=None, track=True):
         ur, ir, mu, lay, reg = data["user_rows"], data["item_rows"], self.global_mean_, self._layout, self.reg_
-        weighted = self._params.weighted
-        for it in range(first, self._params.iters if iters is None else iters):
+        weighted, end = self._params.weighted, self._params.iters if iters is None else iters
+        for it in range(first, end):
             clock = self._clock(ex)
-            with ex.computing():
-                block = _solve(als.half_step, ur, p, q, mu, reg, lay, "users", weighted)
-            p = self._gather_finite(ex, block, "user", it)
-            with ex.computing():
-                block = _solve(als.half_step, ir, q, p, mu, reg, lay, "items", weighted)
-            q = self._gather_finite(ex, block, "item", it)
+            p = self._solve_gathered(
+                ex, lambda rows: _solve(als.half_step, rows, p, q, mu, reg, lay, "users", weighted),
+                ur, data["user_bounds"], "user", it, end)
+            q = self._solve_gathered(
+                ex, lambda rows: _solve(als.half_step, rows, q, p, mu, reg, lay, "items", weighted),
+                ir, data["item_bounds"], "item", it, end)
             with ex.computing():
                 err = ur.vals - als.predict_rows(ur, p, q, mu)
                 if self._exact:
@@ -107,14 +107,11 @@ class ImplicitALS(FactorModel):
     def _train(self, data, ex, p, q, first, iters=None, track=True):
         ur, ir = data["user_rows"], data["item_rows"]
         p, q = p.astype(self._params.dtype, copy=False), q.astype(self._params.dtype, copy=False)
-        for it in range(first, self._params.iters if iters is None else iters):
+        end = self._params.iters if iters is None else iters
+        for it in range(first, end):
             clock = self._clock(ex)
-            with ex.computing():
-                block = self._half(ur, q, p)
-            p = self._gather_finite(ex, block, "user", it)
-            with ex.computing():
-                block = self._half(ir, p, q)
-            q = self._gather_finite(ex, block, "item", it)
+            p = self._solve_gathered(ex, lambda rows: self._half(rows, q, p), ur, data["user_bounds"], "user", it, end)
+            q = self._solve_gathered(ex, lambda rows: self._half(rows, p, q), ir, data["item_bounds"], "item", it, end)
             with ex.computing():
                 if self._exact:
                     observed = ials.observed_terms(ur, p, q, self._params.alpha)

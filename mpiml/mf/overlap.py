@@ -1,0 +1,108 @@
+"""Overlap of the ALS / iALS factor exchange with the row solves.
+
+A half-step solves this rank's rows and allgathers them. With ``overlap=K`` (K >= 2) the
+rows are solved in K chunks (the same K on every rank; a rank's chunk ``k`` is rows
+``contiguous(n_rank, K)[k:k+2]`` of its block): once chunk ``k`` is solved its
+:func:`mpiml.iallgather` starts, and the exchanges in flight advance (``test()``) between
+chunks while the next ones are solved; after the last chunk the rank waits for all and
+places every rank's chunks into the full factor matrix. Rows are solved independently
+(one system per row), so the factors are bitwise those of the blocking path.
+
+Where the time goes (the ``Exchange``'s accounts): the solves are compute; the time inside
+starting, testing and waiting for the exchanges is "exposed" exchange time, counted as
+comm (waiting for a slower rank cannot be told apart here without a blocking swap of
+compute times, which would end the overlap). To report the share of the exchange hidden,
+one iteration of a fit (its last, or its only one) runs blocking: ``comm_hidden_fraction``
+= 1 - (exposed exchange seconds per overlapped half-step) / (blocking exchange seconds
+per half-step, comm + wait), clipped to [0, 1] (:class:`Accounts`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from mpiml.mf.partition import Rows
+from mpiml.runtime import partition
+
+
+def chunk_rows(rows: Rows, lo: int, hi: int) -> Rows:
+    """Local rows ``lo:hi`` of ``rows`` as a :class:`Rows` of their own (views, no copies of ratings)."""
+    s, e = int(rows.indptr[lo]), int(rows.indptr[hi])
+    return Rows(rows.start + lo, rows.start + hi, rows.indptr[lo:hi + 1] - s, rows.cols[s:e], rows.vals[s:e])
+
+
+def chunk_bounds(sizes, chunks: int) -> np.ndarray:
+    """``(ranks, chunks + 1)`` local chunk boundaries of every rank's block of ``sizes[rank]`` rows."""
+    return np.array([partition.contiguous(int(n), chunks) for n in sizes], dtype=np.int64)
+
+
+@dataclass
+class Accounts:
+    """The overlapped and blocking half-steps of a fit, and the exchange seconds of each."""
+
+    exposed: float = 0.0        # seconds inside start/test/wait of overlapped exchanges
+    overlapped: int = 0         # overlapped half-steps
+    blocking: float = 0.0       # comm + wait seconds of blocking half-step exchanges
+    blocked: int = 0            # blocking half-steps
+
+    def hidden_fraction(self):
+        """The share of the blocking exchange time the overlap hid (None before both kinds ran)."""
+        if not self.overlapped or not self.blocked or self.blocking <= 0:
+            return None
+        share = 1.0 - (self.exposed / self.overlapped) / (self.blocking / self.blocked)
+        return min(max(share, 0.0), 1.0)
+
+    def as_dict(self, chunks: int) -> dict:
+        return {"overlap_chunks": chunks, "exchange_exposed_seconds": self.exposed,
+                "overlapped_half_steps": self.overlapped, "comm_hidden_fraction": self.hidden_fraction()}
+
+
+def solve_gathered(ex, solve, rows: Rows, bounds, chunks: int, accounts: Accounts) -> np.ndarray:
+    """Every rank's solved rows, concatenated in rank order, computed by ``solve(chunk_rows)``
+    in ``chunks`` chunks whose exchanges overlap the solves of the later ones."""
+    from mpiml.collectives import iallgather
+
+    bounds = np.asarray(bounds, dtype=np.int64)
+    cuts = chunk_bounds(np.diff(bounds), chunks)
+    sizes = np.diff(cuts, axis=1)  # (ranks, chunks)
+    mine = cuts[ex.rank]
+    requests, exposed = [], 0.0
+    for k in range(chunks):
+        with ex.computing():
+            block = np.ascontiguousarray(solve(chunk_rows(rows, int(mine[k]), int(mine[k + 1]))))
+        start = time.perf_counter()
+        if requests:
+            requests[0].test()  # advances every exchange in flight
+        requests.append(iallgather(block, algorithm=ex.algorithm, comm=ex.comm, rows=sizes[:, k]))
+        exposed += time.perf_counter() - start
+    start = time.perf_counter()
+    parts = [request.wait() for request in requests]
+    width = parts[0].shape[1:]
+    full = np.empty((int(bounds[-1]), *width), dtype=parts[0].dtype)
+    for k, part in enumerate(parts):
+        offsets = np.concatenate([[0], np.cumsum(sizes[:, k])])
+        for r in range(ex.size):
+            lo = int(bounds[r] + cuts[r, k])
+            full[lo:lo + int(sizes[r, k])] = part[offsets[r]:offsets[r + 1]]
+    exposed += time.perf_counter() - start
+    ex.timings.comm += exposed
+    ex.bytes += full.nbytes - int(sizes[ex.rank].sum()) * (full.nbytes // max(full.shape[0], 1))
+    ex._since = 0.0
+    accounts.exposed += exposed
+    accounts.overlapped += 1
+    return full
+
+
+def report(accounts: Accounts, chunks: int, comm) -> dict:
+    """:meth:`Accounts.as_dict`, with the hidden share and exposed seconds averaged over the ranks (collective)."""
+    from mpiml.runtime.comm import private_comm
+
+    mine = accounts.as_dict(chunks)
+    every = private_comm(comm).allgather((accounts.hidden_fraction(), accounts.exposed))
+    shares = [share for share, _ in every if share is not None]
+    mine["comm_hidden_fraction"] = sum(shares) / len(shares) if shares else None
+    mine["exchange_exposed_seconds"] = sum(exposed for _, exposed in every) / len(every)
+    return mine
