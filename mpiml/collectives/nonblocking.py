@@ -126,18 +126,30 @@ def _report(site):
 _warn = _report
 
 
+def report_unwaited() -> int:
+    """Warn once about every live request whose result nobody collected; returns how many."""
+    count = 0
+    for request in list(_live):
+        if not request._collected and request._site is not None:
+            _report(request._site)
+            request._site = None  # reported: not again at garbage collection
+            count += 1
+    return count
+
+
+def drain() -> None:
+    """Complete every outstanding operation (their requests, if still held, then return their results)."""
+    while _outstanding:
+        wait_for(_outstanding[0])
+
+
 def _at_exit():
     """Report requests nobody waited on, then complete them so that MPI_Finalize does not hang."""
     global _warn
-    for request in list(_live):
-        if not request._collected:
-            _report(request._site)
-            request._collected = True  # reported once, here
+    report_unwaited()
     _warn = None
-    if MPI.Is_finalized():
-        return
-    while _outstanding:
-        wait_for(_outstanding[0])
+    if not MPI.Is_finalized():
+        drain()
 
 
 atexit.register(_at_exit)
