@@ -222,45 +222,69 @@ class NativeOperation(_Operation):
             _finished(self)
 
 
+class _Helper:
+    """A parked thread that runs stepped operations one at a time (kept for the next one: starting a
+    thread costs more than a small collective)."""
+
+    def __init__(self):
+        self.go, self.back = threading.Lock(), threading.Lock()
+        self.go.acquire()
+        self.back.acquire()
+        self.job = None
+        self.workspace = Workspace()  # one operation at a time uses it
+        threading.Thread(target=self._loop, daemon=True, name="mpiml-request").start()
+
+    def _loop(self):
+        while True:
+            self.go.acquire()
+            op, run, args = self.job
+            self.job = None
+            op.run(run, args, self.workspace)
+            _idle.append(self)
+            self.back.release()
+
+
+_idle: list = []  # helpers waiting for an operation
+
+
 class SteppedOperation(_Operation):
-    """A registered algorithm run as a coroutine: a helper thread that runs only while the caller waits for it."""
+    """A registered algorithm run as a coroutine: on a helper thread that runs only while the caller waits for it."""
 
     def __init__(self, engine, run, args):
         self.pending = []
         self.transport = SteppingTransport(engine, engine.next_tag_base(), self)
         self.seq = engine.seq
-        self._go, self._back = threading.Lock(), threading.Lock()
-        self._go.acquire()
-        self._back.acquire()
         _outstanding.append(self)
-        self._thread = threading.Thread(target=self._main, args=(run, args), daemon=True,
-                                        name=f"mpiml-request-{self.seq}")
-        self._thread.start()
-        self._back.acquire()  # runs until its first messages are posted
+        self._helper = helper = _idle.pop() if _idle else _Helper()
+        helper.job = (self, run, args)
+        helper.go.release()
+        helper.back.acquire()  # it runs until its first messages are posted
 
-    def _main(self, run, args):
+    def run(self, run, args, workspace):
+        """In the helper: the algorithm, to its end."""
         try:
-            run(self.transport, *args, Workspace())
+            run(self.transport, *args, workspace)
         except BaseException as exc:  # noqa: BLE001 - handed to wait()
             self.error = exc
         finally:
             self.done, self.pending = True, []
             _finished(self)
-            self._back.release()
 
     def suspend(self, requests):
         """In the helper: park until the caller finds ``requests`` complete."""
         if MPI.Request.Testall(requests):
             return
         self.pending = requests
-        self._back.release()
-        self._go.acquire()
+        helper = self._helper
+        helper.back.release()
+        helper.go.acquire()
 
     def advance(self):
         if not self.done and MPI.Request.Testall(self.pending):
             self.pending = []
-            self._go.release()
-            self._back.acquire()
+            helper = self._helper
+            helper.go.release()
+            helper.back.acquire()
 
 
 class SteppingTransport:

@@ -454,7 +454,8 @@ class FactorModel:
 
     def _solve_gathered(self, ex, solve, rows, bounds, side, it, end):
         """``solve(rows)`` and the allgather of the result, overlapped in chunks (:mod:`mpiml.mf.overlap`);
-        the last iteration ``end - 1`` runs blocking, to measure what the overlap hides."""
+        the last iteration ``end - 1`` runs blocking, to measure what the overlap hides (every blocking
+        half-step's exchange seconds are kept in ``_accounts``)."""
         chunks = self._chunks(ex)
         if chunks > 1 and it < end - 1:
             full = overlap.solve_gathered(ex, solve, rows, bounds, chunks, self._accounts)
@@ -466,9 +467,8 @@ class FactorModel:
             block = solve(rows)
         before = ex.seconds
         full = self._gather_finite(ex, block, side, it)
-        if chunks > 1:
-            self._accounts.blocking += ex.seconds - before
-            self._accounts.blocked += 1
+        self._accounts.blocking += ex.seconds - before
+        self._accounts.blocked += 1
         return full
 
     # ------------------------------------------------------------------- using
