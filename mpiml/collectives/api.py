@@ -687,8 +687,7 @@ def iallgather(x, algorithm="auto", comm=None, out=None, rows=None, check=None):
         rows = table[:, 0]
     row_size = math.prod(x.shape[1:])
     out = _output(out, (int(rows.sum()), *x.shape[1:]), x.dtype)
-    # Moving bytes gives the same result by any algorithm: auto takes the MPI library's, which needs no helper.
-    chosen = "native" if algorithm == "auto" else choose("allgather", algorithm, out.nbytes, p)
+    chosen = choose("allgather", algorithm, out.nbytes, p)
     if p == 1:
         np.copyto(_flat(out), _flat(x))
         return _nb.completed(out, site)
@@ -711,7 +710,7 @@ def ibcast(x, root=0, algorithm="auto", comm=None, segment_bytes=None, check=Non
         _output(x, x.shape, x.dtype, name="x")
         if not 0 <= int(root) < c.Get_size():
             raise ArgumentError(f"root {root} is not a rank of a communicator of size {c.Get_size()}")
-        chosen = "native" if algorithm == "auto" else choose("bcast", algorithm, x.nbytes, c.Get_size())
+        chosen = choose("bcast", algorithm, x.nbytes, c.Get_size())
     except ArgumentError as exc:
         error = exc
     _agree(context, error, check, "ibcast",

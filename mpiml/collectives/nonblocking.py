@@ -222,6 +222,31 @@ class NativeOperation(_Operation):
             _finished(self)
 
 
+class GeneratorOperation(_Operation):
+    """An algorithm written as a generator of message steps: each ``next()`` posts a step's
+    ``Isend``/``Irecv`` and yields their requests. Driven in the caller's thread, no helper."""
+
+    def __init__(self, engine, steps):
+        self.pending, self.steps = [], steps
+        self.seq = engine.seq
+        _outstanding.append(self)
+        self.advance()
+
+    def advance(self):
+        try:
+            while not self.done and MPI.Request.Testall(self.pending):
+                self.pending = next(self.steps)
+        except StopIteration:
+            self._end()
+        except BaseException as exc:  # noqa: BLE001 - handed to wait()
+            self.error = exc
+            self._end()
+
+    def _end(self):
+        self.done, self.pending, self.steps = True, [], None
+        _finished(self)
+
+
 class _Helper:
     """A parked thread that runs stepped operations one at a time (kept for the next one: starting a
     thread costs more than a small collective)."""
@@ -333,6 +358,9 @@ def start(context, collective, name, args, result, site) -> Request:
         raise RuntimeError("nonblocking collectives cannot start once the program is exiting")
     if name == "native":
         op = _native(engine, collective, args)
+    elif (collective, name) in GENERATORS:
+        base = engine.next_tag_base()
+        op = GeneratorOperation(engine, GENERATORS[(collective, name)](engine, base, *args))
     else:
         from mpiml.collectives import registry
 
@@ -394,3 +422,72 @@ def call_site(frame) -> str:
 
 
 _watchdog.watch(Request.wait)
+
+
+# ------------------------------------------------------------------ ring, as generators
+# The ring algorithms of mpiml.collectives.algorithms.ring, step for step (the same schedules,
+# the same operand order in every reduction, hence the same bits), written as generators so
+# that the caller's thread drives them: auto picks the ring for allgather at most sizes and
+# for large reductions, and a handoff to a helper thread costs milliseconds on a loaded node.
+def _exchange(engine, base, tag):
+    """``post(sendbuf, recvbuf)``: the requests of one ring step (send right, receive from the left)."""
+    comm, p, r = engine.comm, engine.size, engine.rank
+    right, left, tag = (r + 1) % p, (r - 1) % p, base + tag
+    isend, irecv = comm.Isend, comm.Irecv
+
+    def post(sendbuf, recvbuf):
+        return [irecv([recvbuf, _BYTE], left, tag), isend([sendbuf, _BYTE], right, tag)]
+
+    return post
+
+
+def _ring_reduce_scatter_steps(post, x, acc, op, schedule, tmp):
+    """As ``ring._reduce_scatter_into``."""
+    direct = not np.may_share_memory(acc, x)
+    source = x
+    for send_lo, send_hi, lo, hi in schedule:
+        received = acc[lo:hi] if direct else tmp[: hi - lo]
+        yield post(source[send_lo:send_hi], received)
+        op(received, x[lo:hi], out=acc[lo:hi])
+        source = acc
+
+
+def _ring_allgather_steps(post, out, schedule):
+    """As ``ring._allgather_blocks``."""
+    for send_lo, send_hi, recv_lo, recv_hi in schedule:
+        yield post(out[send_lo:send_hi], out[recv_lo:recv_hi])
+
+
+def _ring_allreduce(engine, base, x, out, op):
+    from mpiml.collectives.algorithms.ring import TAG_ALLGATHER, TAG_REDUCE_SCATTER, ring_schedule
+    from mpiml.collectives.layout import balanced_counts
+
+    counts = balanced_counts(x.size, engine.size)
+    tmp = np.empty(int(counts.max()), dtype=x.dtype) if x is out else None
+    yield from _ring_reduce_scatter_steps(_exchange(engine, base, TAG_REDUCE_SCATTER), x, out, op,
+                                          ring_schedule(counts, engine.rank, 0), tmp)
+    yield from _ring_allgather_steps(_exchange(engine, base, TAG_ALLGATHER), out, ring_schedule(counts, engine.rank, 1))
+
+
+def _ring_reduce_scatter(engine, base, x, out, op, counts):
+    from mpiml.collectives.algorithms.ring import TAG_REDUCE_SCATTER, ring_schedule
+    from mpiml.collectives.layout import displacements
+
+    bounds = displacements(counts)
+    acc = np.empty_like(x)
+    yield from _ring_reduce_scatter_steps(_exchange(engine, base, TAG_REDUCE_SCATTER), x, acc, op,
+                                          ring_schedule(counts, engine.rank, -1), None)
+    np.copyto(out, acc[bounds[engine.rank]:bounds[engine.rank + 1]])
+
+
+def _ring_allgather(engine, base, local, out, counts):
+    from mpiml.collectives.algorithms.ring import TAG_ALLGATHER, ring_schedule
+    from mpiml.collectives.layout import displacements
+
+    bounds = displacements(counts)
+    np.copyto(out[bounds[engine.rank]:bounds[engine.rank + 1]], local)
+    yield from _ring_allgather_steps(_exchange(engine, base, TAG_ALLGATHER), out, ring_schedule(counts, engine.rank, 0))
+
+
+GENERATORS = {("allreduce", "ring"): _ring_allreduce, ("reduce_scatter", "ring"): _ring_reduce_scatter,
+              ("allgather", "ring"): _ring_allgather}

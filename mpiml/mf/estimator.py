@@ -465,9 +465,10 @@ class FactorModel:
             return full
         with ex.computing():
             block = solve(rows)
-        before = ex.seconds
+        before, waited = ex.seconds, ex.timings.wait
         full = self._gather_finite(ex, block, side, it)
         self._accounts.blocking += ex.seconds - before
+        self._accounts.blocking_wait += ex.timings.wait - waited
         self._accounts.blocked += 1
         return full
 

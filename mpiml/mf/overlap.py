@@ -9,12 +9,14 @@ places every rank's chunks into the full factor matrix. Rows are solved independ
 (one system per row), so the factors are bitwise those of the blocking path.
 
 Where the time goes (the ``Exchange``'s accounts): the solves are compute; the time inside
-starting, testing and waiting for the exchanges is "exposed" exchange time, counted as
-comm (waiting for a slower rank cannot be told apart here without a blocking swap of
-compute times, which would end the overlap). To report the share of the exchange hidden,
-one iteration of a fit (its last, or its only one) runs blocking: ``comm_hidden_fraction``
-= 1 - (exposed exchange seconds per overlapped half-step) / (blocking exchange seconds
-per half-step, comm + wait), clipped to [0, 1] (:class:`Accounts`).
+starting, testing and waiting for the exchanges (and placing the chunks) is "exposed"
+exchange time, split into wait (for the slowest rank's compute, learnt from a small
+nonblocking allreduce of compute seconds started with the last chunk) and comm. To report
+the share hidden, one iteration of a fit (its last) runs blocking: ``comm_hidden_fraction``
+= 1 - (exposed exchange seconds per overlapped half-step) / (blocking exchange seconds per
+half-step), comm + wait; ``transfer_hidden_fraction`` the same for comm alone (the wait for
+a slower rank is load imbalance, which no overlap hides); both clipped to [0, 1] and
+averaged over ranks (:class:`Accounts`, :func:`report`).
 """
 
 from __future__ import annotations
@@ -41,29 +43,44 @@ def chunk_bounds(sizes, chunks: int) -> np.ndarray:
 
 @dataclass
 class Accounts:
-    """The overlapped and blocking half-steps of a fit, and the exchange seconds of each."""
+    """The overlapped and blocking half-steps of a fit, and the exchange seconds of each.
+
+    Exchange seconds split as the :class:`~mpiml.mf.transport.Exchange` splits them: ``wait``
+    (for a rank still computing: load imbalance, which no overlap can hide) and the rest, the
+    transfer and call costs (``comm``), which overlap can.
+    """
 
     exposed: float = 0.0        # seconds inside start/test/wait of overlapped exchanges
+    exposed_wait: float = 0.0   # of which waiting for a slower rank
     overlapped: int = 0         # overlapped half-steps
     blocking: float = 0.0       # comm + wait seconds of blocking half-step exchanges
+    blocking_wait: float = 0.0  # of which wait
     blocked: int = 0            # blocking half-steps
 
-    def hidden_fraction(self):
-        """The share of the blocking exchange time the overlap hid (None before both kinds ran)."""
-        if not self.overlapped or not self.blocked or self.blocking <= 0:
+    def hidden_fraction(self, part: str = "exchange"):
+        """The share of the blocking exchange time (``part="exchange"``: comm + wait; ``"comm"``: comm only)
+        that the overlap hid, clipped to [0, 1]; None before both kinds of half-step ran."""
+        if not self.overlapped or not self.blocked:
             return None
-        share = 1.0 - (self.exposed / self.overlapped) / (self.blocking / self.blocked)
+        if part == "comm":
+            exposed, blocking = self.exposed - self.exposed_wait, self.blocking - self.blocking_wait
+        else:
+            exposed, blocking = self.exposed, self.blocking
+        if blocking <= 0:
+            return None
+        share = 1.0 - (exposed / self.overlapped) / (blocking / self.blocked)
         return min(max(share, 0.0), 1.0)
 
     def as_dict(self, chunks: int) -> dict:
         return {"overlap_chunks": chunks, "exchange_exposed_seconds": self.exposed,
-                "overlapped_half_steps": self.overlapped, "comm_hidden_fraction": self.hidden_fraction()}
+                "overlapped_half_steps": self.overlapped, "comm_hidden_fraction": self.hidden_fraction(),
+                "transfer_hidden_fraction": self.hidden_fraction("comm")}
 
 
 def solve_gathered(ex, solve, rows: Rows, bounds, chunks: int, accounts: Accounts) -> np.ndarray:
     """Every rank's solved rows, concatenated in rank order, computed by ``solve(chunk_rows)``
     in ``chunks`` chunks whose exchanges overlap the solves of the later ones."""
-    from mpiml.collectives import iallgather
+    from mpiml.collectives import iallgather, iallreduce
 
     bounds = np.asarray(bounds, dtype=np.int64)
     cuts = chunk_bounds(np.diff(bounds), chunks)
@@ -78,8 +95,15 @@ def solve_gathered(ex, solve, rows: Rows, bounds, chunks: int, accounts: Account
             requests[0].test()  # advances every exchange in flight
         requests.append(iallgather(block, algorithm=ex.algorithm, comm=ex.comm, rows=sizes[:, k]))
         exposed += time.perf_counter() - start
+    # Every rank's compute seconds since the last exchange, as the blocking gather swaps them (here
+    # without a barrier): how long this rank waits for the slowest is wait, not transfer.
+    slots = np.zeros(ex.size)
+    slots[ex.rank] = ex._since
     start = time.perf_counter()
-    parts = [request.wait() for request in requests]
+    requests.append(iallreduce(slots, algorithm="native", comm=ex.comm, out=slots))
+    parts = [request.wait() for request in requests[:-1]]
+    requests[-1].wait()
+    wait = min(max(float(slots.max()) - float(slots[ex.rank]), 0.0), time.perf_counter() - start)
     width = parts[0].shape[1:]
     full = np.empty((int(bounds[-1]), *width), dtype=parts[0].dtype)
     for k, part in enumerate(parts):
@@ -88,10 +112,12 @@ def solve_gathered(ex, solve, rows: Rows, bounds, chunks: int, accounts: Account
             lo = int(bounds[r] + cuts[r, k])
             full[lo:lo + int(sizes[r, k])] = part[offsets[r]:offsets[r + 1]]
     exposed += time.perf_counter() - start
-    ex.timings.comm += exposed
+    ex.timings.wait += wait
+    ex.timings.comm += exposed - wait
     ex.bytes += full.nbytes - int(sizes[ex.rank].sum()) * (full.nbytes // max(full.shape[0], 1))
     ex._since = 0.0
     accounts.exposed += exposed
+    accounts.exposed_wait += wait
     accounts.overlapped += 1
     return full
 
@@ -101,8 +127,10 @@ def report(accounts: Accounts, chunks: int, comm) -> dict:
     from mpiml.runtime.comm import private_comm
 
     mine = accounts.as_dict(chunks)
-    every = private_comm(comm).allgather((accounts.hidden_fraction(), accounts.exposed))
-    shares = [share for share, _ in every if share is not None]
-    mine["comm_hidden_fraction"] = sum(shares) / len(shares) if shares else None
-    mine["exchange_exposed_seconds"] = sum(exposed for _, exposed in every) / len(every)
+    every = private_comm(comm).allgather((accounts.hidden_fraction(), accounts.hidden_fraction("comm"),
+                                          accounts.exposed))
+    for j, key in enumerate(("comm_hidden_fraction", "transfer_hidden_fraction")):
+        shares = [values[j] for values in every if values[j] is not None]
+        mine[key] = sum(shares) / len(shares) if shares else None
+    mine["exchange_exposed_seconds"] = sum(values[2] for values in every) / len(every)
     return mine
