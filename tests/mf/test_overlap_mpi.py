@@ -23,12 +23,12 @@ def _same(comm, a, b):
 def test_overlapped_exchange_gives_the_blocking_factors():
     comm = MPI.COMM_WORLD
     shard = synthetic_ratings(SPEC, comm.rank, comm.size)
-    cases = [(ALS, dict(rank=3, reg=0.05, iters=3, seed=7)),
-             (ImplicitALS, dict(rank=4, reg=1.0, iters=3, seed=3)),                      # cg, float32
-             (ImplicitALS, dict(rank=4, reg=1.0, iters=2, seed=3, solver="cholesky", dtype="float64"))]
-    for cls, kwargs in cases:
+    cases = [(ALS, dict(rank=3, reg=0.05, iters=3, seed=7), (2, 64)),  # 64: more chunks than rows, some empty
+             (ImplicitALS, dict(rank=4, reg=1.0, iters=3, seed=3), (3,)),  # cg, float32
+             (ImplicitALS, dict(rank=4, reg=1.0, iters=2, seed=3, solver="cholesky", dtype="float64"), (2,))]
+    for cls, kwargs, counts in cases:
         plain = cls(**kwargs).fit(shard, comm=comm)
-        for chunks in (2, 3, 64):  # 64: more chunks than a rank has rows, so some are empty
+        for chunks in counts:
             over = cls(overlap=chunks, **kwargs).fit(shard, comm=comm)
             _same(comm, over.user_factors_, plain.user_factors_)
             _same(comm, over.item_factors_, plain.item_factors_)
@@ -55,7 +55,9 @@ def test_chunks_cover_every_row_once():
     assert np.array_equal(np.concatenate([c.row_ids() for c in pieces]), rows.row_ids())
     accounts = Accounts()
     assert accounts.hidden_fraction() is None
-    accounts.exposed, accounts.overlapped, accounts.blocking, accounts.blocked = 1.0, 4, 2.0, 2
-    assert accounts.hidden_fraction() == 0.5
+    accounts.exposed, accounts.overlapped, accounts.blocking, accounts.blocked = 2.0, 4, 2.0, 2
+    assert accounts.hidden_fraction() == 0.5  # 0.5 s exposed per overlapped half-step against 1 s blocking
+    accounts.exposed_wait, accounts.blocking_wait = 1.5, 1.0
+    assert accounts.hidden_fraction("comm") == 0.75  # transfer: 0.125 s against 0.5 s
     accounts.exposed = 10.0
     assert accounts.hidden_fraction() == 0.0
