@@ -17,6 +17,7 @@ from mpiml.collectives import (
 from mpiml.collectives import (  # nonblocking and fused calls
     allreduce_many,
     iallgather,
+    iallgather_in_place,
     iallreduce,
     iallreduce_many,
     ibcast,
@@ -38,7 +39,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ALGORITHMS", "MAX", "MIN", "PROD", "SUM", "ReduceOp",
     "allgather", "allreduce", "bcast", "reduce", "reduce_scatter", "reproducible_sum",
-    "allreduce_many", "iallgather", "iallreduce", "iallreduce_many", "ibcast", "ireduce_scatter",
+    "allreduce_many", "iallgather", "iallgather_in_place", "iallreduce", "iallreduce_many", "ibcast", "ireduce_scatter",
     "ArgumentError", "CheckpointError", "DataError", "DivergenceError", "MismatchError",
     "MpimlError", "Preempted", "SubmitError", "__version__",
 ]

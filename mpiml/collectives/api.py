@@ -694,6 +694,53 @@ def iallgather(x, algorithm="auto", comm=None, out=None, rows=None, check=None):
     return _nb.start(context, "allgather", chosen, (_flat(x), _flat(out), rows * row_size), lambda: out, site)
 
 
+def iallgather_in_place(out, rows, offsets, algorithm="auto", comm=None, check=None):
+    """Start an allgather of row blocks at arbitrary places of ``out`` (allgatherv in place, with displacements).
+
+    Rank ``r`` has filled ``out[offsets[r]:offsets[r] + rows[r]]`` (its block); the request's
+    ``wait()`` returns ``out`` with every rank's block in place. Blocks must not overlap;
+    ``out`` (C-contiguous, same shape and dtype everywhere), ``rows`` and ``offsets`` are the
+    same on every rank. Several such requests may fill disjoint blocks of one array at once
+    (:mod:`mpiml.mf.overlap` gathers chunks of a factor matrix so, without assembling them).
+    ``algorithm``: ``"auto"`` or ``"ring"`` (driven by ``test``/``wait``), ``"native"``
+    (``MPI_Iallgatherv``).
+    """
+    _CALLS[0] += 1
+    if _fault.ARMED:
+        _fault.collective(_CALLS[0])
+    context = context_of(comm)
+    c = context.comm
+    p = c.Get_size()
+    error = None
+    try:
+        if not isinstance(out, np.ndarray):
+            raise ArgumentError(f"iallgather_in_place needs a numpy array, got {type(out).__name__}")
+        _dtype_for(out.dtype, None)
+        _output(out, out.shape, out.dtype)
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        offsets = np.asarray(offsets, dtype=np.int64).reshape(-1)
+        order = np.argsort(offsets, kind="stable")
+        ends = offsets + rows
+        if (rows.size != p or offsets.size != p or (rows < 0).any() or (offsets < 0).any()
+                or (p and ends.max() > (out.shape[0] if out.ndim else 1))
+                or (ends[order][:-1] > offsets[order][1:]).any()):
+            raise ArgumentError(f"rows and offsets must place {p} non-overlapping blocks inside out's "
+                                f"{out.shape[0] if out.ndim else 1} rows; got rows {rows.tolist()}, offsets "
+                                f"{offsets.tolist()}")
+        if algorithm not in ("auto", "ring", "native"):
+            raise ArgumentError(f"iallgather_in_place runs 'auto', 'ring' or 'native', not {algorithm!r}")
+    except ArgumentError as exc:
+        error = exc
+    _agree(context, error, check, "iallgather_in_place",
+           lambda: ("iallgather_in_place", algorithm, str(out.dtype), out.shape, rows.tolist(), offsets.tolist()))
+    site = _nb.call_site(sys._getframe(1))
+    if p == 1 or out.size == 0:
+        return _nb.completed(out, site)
+    width = math.prod(out.shape[1:])
+    return _nb.start_in_place_allgather(context, _flat(out), offsets * width, ends * width,
+                                        "native" if algorithm == "native" else "ring", site, out)
+
+
 def ibcast(x, root=0, algorithm="auto", comm=None, segment_bytes=None, check=None):
     """Start :func:`bcast` (in place into ``x``); the request's ``wait()`` returns ``x``."""
     _CALLS[0] += 1
@@ -809,5 +856,6 @@ def iallreduce_many(arrays, op="sum", algorithm="auto", comm=None, bucket_bytes=
     return _nb.gathered([request for _, request in parts], finish, site)
 
 
-_watchdog.watch(iallreduce, ireduce_scatter, iallgather, ibcast, allreduce_many, iallreduce_many)
-__all__ += ["allreduce_many", "iallgather", "iallreduce", "iallreduce_many", "ibcast", "ireduce_scatter"]
+_watchdog.watch(iallreduce, ireduce_scatter, iallgather, iallgather_in_place, ibcast, allreduce_many, iallreduce_many)
+__all__ += ["allreduce_many", "iallgather", "iallgather_in_place", "iallreduce", "iallreduce_many", "ibcast",
+            "ireduce_scatter"]

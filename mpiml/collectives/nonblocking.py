@@ -491,3 +491,35 @@ def _ring_allgather(engine, base, local, out, counts):
 
 GENERATORS = {("allreduce", "ring"): _ring_allreduce, ("reduce_scatter", "ring"): _ring_reduce_scatter,
               ("allgather", "ring"): _ring_allgather}
+
+
+def _blocks_schedule(starts, ends, rank: int, shift: int):
+    """:func:`~mpiml.collectives.algorithms.ring.ring_schedule` over blocks at arbitrary places."""
+    p = len(starts)
+    return tuple((starts[(rank + shift - step) % p], ends[(rank + shift - step) % p],
+                  starts[(rank + shift - step - 1) % p], ends[(rank + shift - step - 1) % p])
+                 for step in range(p - 1))
+
+
+def _ring_allgather_in_place(engine, base, out, starts, ends):
+    from mpiml.collectives.algorithms.ring import TAG_ALLGATHER
+
+    yield from _ring_allgather_steps(_exchange(engine, base, TAG_ALLGATHER), out,
+                                     _blocks_schedule(starts, ends, engine.rank, 0))
+
+
+def start_in_place_allgather(context, out, starts, ends, algorithm, site, result) -> Request:
+    """Start the allgather of flat ``out``'s blocks ``starts[r]:ends[r]`` (element offsets; rank ``r``'s block
+    filled in on rank ``r``) into the same places on every rank; ``wait()`` returns ``result``."""
+    engine = engine_of(context)
+    if algorithm == "native":
+        engine.next_tag_base()
+        itemsize = out.dtype.itemsize
+        counts = [(int(e) - int(s)) * itemsize for s, e in zip(starts, ends)]
+        displs = [int(s) * itemsize for s in starts]
+        op = NativeOperation(engine, engine.comm.Iallgatherv(MPI.IN_PLACE, [out, (counts, displs), _BYTE]), out)
+    else:
+        base = engine.next_tag_base()
+        op = GeneratorOperation(engine, _ring_allgather_in_place(engine, base, out, [int(v) for v in starts],
+                                                                 [int(v) for v in ends]))
+    return Request(op, lambda: result, site)

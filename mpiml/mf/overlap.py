@@ -2,10 +2,10 @@
 
 A half-step solves this rank's rows and allgathers them. With ``overlap=K`` (K >= 2) the
 rows are solved in K chunks (the same K on every rank; a rank's chunk ``k`` is rows
-``contiguous(n_rank, K)[k:k+2]`` of its block): once chunk ``k`` is solved its
-:func:`mpiml.iallgather` starts, and the exchanges in flight advance (``test()``) between
-chunks while the next ones are solved; after the last chunk the rank waits for all and
-places every rank's chunks into the full factor matrix. Rows are solved independently
+``contiguous(n_rank, K)[k:k+2]`` of its block): once chunk ``k`` is solved and written into
+the full factor matrix, its :func:`mpiml.iallgather_in_place` starts (every rank's chunk
+``k`` lands in its place, no assembly), and the exchanges in flight advance (``test()``)
+between chunks while the next ones are solved; after the last chunk the rank waits for all. Rows are solved independently
 (one system per row), so the factors are bitwise those of the blocking path.
 
 Where the time goes (the ``Exchange``'s accounts): the solves are compute; the time inside
@@ -79,21 +79,30 @@ class Accounts:
 
 def solve_gathered(ex, solve, rows: Rows, bounds, chunks: int, accounts: Accounts) -> np.ndarray:
     """Every rank's solved rows, concatenated in rank order, computed by ``solve(chunk_rows)``
-    in ``chunks`` chunks whose exchanges overlap the solves of the later ones."""
-    from mpiml.collectives import iallgather, iallreduce
+    in ``chunks`` chunks whose exchanges overlap the solves of the later ones.
+
+    Each chunk's rows are gathered straight into their places in the full matrix
+    (:func:`mpiml.iallgather_in_place`), so nothing is assembled afterwards.
+    """
+    from mpiml.collectives import iallgather_in_place, iallreduce
 
     bounds = np.asarray(bounds, dtype=np.int64)
     cuts = chunk_bounds(np.diff(bounds), chunks)
     sizes = np.diff(cuts, axis=1)  # (ranks, chunks)
     mine = cuts[ex.rank]
-    requests, exposed = [], 0.0
+    algorithm = "native" if ex.algorithm == "native" else "ring"
+    requests, exposed, full = [], 0.0, None
     for k in range(chunks):
         with ex.computing():
-            block = np.ascontiguousarray(solve(chunk_rows(rows, int(mine[k]), int(mine[k + 1]))))
+            block = solve(chunk_rows(rows, int(mine[k]), int(mine[k + 1])))
+            if full is None:
+                full = np.empty((int(bounds[-1]), *block.shape[1:]), dtype=block.dtype)
+            lo = int(bounds[ex.rank] + mine[k])
+            full[lo:lo + block.shape[0]] = block
         start = time.perf_counter()
         if requests:
             requests[0].test()  # advances every exchange in flight
-        requests.append(iallgather(block, algorithm=ex.algorithm, comm=ex.comm, rows=sizes[:, k]))
+        requests.append(iallgather_in_place(full, sizes[:, k], bounds[:-1] + cuts[:, k], algorithm, ex.comm))
         exposed += time.perf_counter() - start
     # Every rank's compute seconds since the last exchange, as the blocking gather swaps them (here
     # without a barrier): how long this rank waits for the slowest is wait, not transfer.
@@ -101,17 +110,11 @@ def solve_gathered(ex, solve, rows: Rows, bounds, chunks: int, accounts: Account
     slots[ex.rank] = ex._since
     start = time.perf_counter()
     requests.append(iallreduce(slots, algorithm="native", comm=ex.comm, out=slots))
-    parts = [request.wait() for request in requests[:-1]]
-    requests[-1].wait()
-    wait = min(max(float(slots.max()) - float(slots[ex.rank]), 0.0), time.perf_counter() - start)
-    width = parts[0].shape[1:]
-    full = np.empty((int(bounds[-1]), *width), dtype=parts[0].dtype)
-    for k, part in enumerate(parts):
-        offsets = np.concatenate([[0], np.cumsum(sizes[:, k])])
-        for r in range(ex.size):
-            lo = int(bounds[r] + cuts[r, k])
-            full[lo:lo + int(sizes[r, k])] = part[offsets[r]:offsets[r + 1]]
-    exposed += time.perf_counter() - start
+    for request in requests:
+        request.wait()
+    elapsed = time.perf_counter() - start
+    wait = min(max(float(slots.max()) - float(slots[ex.rank]), 0.0), elapsed)
+    exposed += elapsed
     ex.timings.wait += wait
     ex.timings.comm += exposed - wait
     ex.bytes += full.nbytes - int(sizes[ex.rank].sum()) * (full.nbytes // max(full.shape[0], 1))

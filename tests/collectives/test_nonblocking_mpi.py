@@ -124,6 +124,35 @@ def test_ireduce_scatter_iallgather_ibcast_equal_the_blocking_calls():
 
 
 @pytest.mark.mpi
+def test_iallgather_in_place_fills_blocks_at_any_places():
+    comm = MPI.COMM_WORLD
+    p, r = comm.size, comm.rank
+    bad = []
+    for algorithm in ("auto", "ring", "native"):
+        for dtype in ("float32", "int16"):
+            # two interleaved gathers into one array: chunk 0 and chunk 1 of every rank's block, some empty
+            rows = np.array([[(q + k) % 3 for k in range(2)] for q in range(p)])
+            starts = np.concatenate([[0], np.cumsum(rows.sum(axis=1))])[:-1] + 1  # row 0 belongs to nobody
+            expected = np.full((int(rows.sum()) + 1, 2), -1, dtype=dtype)
+            for q in range(p):
+                n = rows[q].sum()
+                expected[starts[q]:starts[q] + n] = make_input(2 * n, dtype, "sum", q).reshape(-1, 2)
+            out = np.full_like(expected, -1)
+            mine = slice(starts[r], starts[r] + rows[r].sum())
+            out[mine] = expected[mine]
+            requests = [mpiml.iallgather_in_place(out, rows[:, k], starts + (rows[:, 0] if k else 0), algorithm)
+                        for k in range(2)]
+            for request in requests[::-1 if r % 2 else 1]:
+                if request.wait() is not out:
+                    bad.append("wait() is not out")
+            if not np.array_equal(out, expected):
+                bad.append(f"{algorithm} {dtype}")
+    agree(comm, not bad, bad)
+    with pytest.raises(mpiml.ArgumentError, match="non-overlapping"):
+        mpiml.iallgather_in_place(np.zeros((4, 2)), [3] * p, [0] * p if p > 1 else [2])
+
+
+@pytest.mark.mpi
 def test_requests_on_two_communicators_completed_in_opposite_orders():
     comm = MPI.COMM_WORLD
     half = comm.Split(comm.rank % 2, comm.rank)
