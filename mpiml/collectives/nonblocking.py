@@ -33,6 +33,7 @@ garbage collected or at exit (which then completes it, so ``MPI_Finalize`` does 
 from __future__ import annotations
 
 import atexit
+import os
 import threading
 import warnings
 import weakref
@@ -92,9 +93,9 @@ class Request:
         return self._collected
 
     @property
-    def site(self) -> str:
-        """``file:line`` where the request was started."""
-        return self._site
+    def site(self) -> str | None:
+        """``file:line`` where the request was started (None once reported as never waited on)."""
+        return None if self._site is None else str(self._site)
 
     def _collect(self):
         op = self._op
@@ -116,6 +117,7 @@ _live: "weakref.WeakSet[Request]" = weakref.WeakSet()
 
 def _report(site):
     """Warn, attributed to the line that started the request."""
+    site = str(site)
     where = site.split(" via ")[0]
     filename, _, line = where.rpartition(":")
     warnings.warn_explicit(f"a nonblocking mpiml collective started at {site} was never waited on "
@@ -189,7 +191,9 @@ def wait_for(target) -> None:
         if target.done:
             return
         requests = [request for op in _outstanding for request in op.pending]
-        MPI.Request.Waitany(requests)  # sleeps in MPI until a message completes; progress() takes it from there
+        if not requests:  # cannot happen: an unfinished operation always waits on a message
+            raise RuntimeError("mpiml: a nonblocking collective is neither complete nor waiting on a message")
+        MPI.Request.Waitany(requests)  # waits in MPI until a message completes; progress() takes it from there
 
 
 def _finished(op):
@@ -416,9 +420,48 @@ def _native(engine, collective, args):
     return NativeOperation(engine, request, args)
 
 
-def call_site(frame) -> str:
+class Site:
+    """Where a request was started, kept as (file, line) pairs and formatted only when reported
+    (formatting paths costs more than starting a small request)."""
+
+    __slots__ = ("frames",)
+
+    def __init__(self, frame):
+        frames = []
+        while frame is not None and len(frames) < 8:
+            frames.append((frame.f_code.co_filename, frame.f_lineno))
+            if not frame.f_code.co_filename.startswith(_PACKAGE):
+                break
+            frame = frame.f_back
+        self.frames = frames
+
+    def __str__(self):
+        """As :func:`mpiml.runtime.watchdog.call_site`: the innermost line outside mpiml's collectives,
+        and ``via`` the innermost outside mpiml when that differs."""
+        inner = next((f for f in self.frames if not f[0].startswith(_COLLECTIVES)), None)
+        if inner is None:
+            return "?"
+        user = self.frames[-1] if not self.frames[-1][0].startswith(_PACKAGE) else None
+        text = _where(*inner)
+        return text if user is None or user == inner else f"{text} via {_where(*user)}"
+
+
+def _where(path, line):
+    try:
+        relative = os.path.relpath(path)
+        path = relative if not relative.startswith("..") else path
+    except ValueError:
+        pass
+    return f"{path}:{line}"
+
+
+_COLLECTIVES = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def call_site(frame) -> Site:
     """Where the user started a request (for the unwaited-request report)."""
-    return _watchdog.call_site(frame) or "?"
+    return Site(frame)
 
 
 _watchdog.watch(Request.wait)
