@@ -43,6 +43,7 @@ from mpi4py import MPI
 
 from mpiml.collectives.algorithms.native import message_and_op
 from mpiml.collectives.workspace import Workspace
+from mpiml.errors import MpimlError
 from mpiml.runtime import watchdog as _watchdog
 
 TAG_STRIDE = 256          # the algorithms' own tags are below this
@@ -359,7 +360,7 @@ def start(context, collective, name, args, result, site) -> Request:
     without transport and workspace); the request's ``wait()`` returns ``result()``."""
     engine = engine_of(context)
     if _warn is None:
-        raise RuntimeError("nonblocking collectives cannot start once the program is exiting")
+        raise MpimlError("nonblocking collectives cannot start once the program is exiting")
     if name == "native":
         op = _native(engine, collective, args)
     elif (collective, name) in GENERATORS:
