@@ -1,29 +1,36 @@
 """Nonblocking collectives: requests progressed by the caller's ``test()`` and ``wait()``.
 
-Two kinds of operation stand behind a :class:`Request`:
+Three kinds of operation stand behind a :class:`Request`:
 
 - ``native``: the MPI library's own nonblocking collective (``MPI_Iallreduce``,
   ``MPI_Ireduce_scatter``, ``MPI_Iallgatherv``, ``MPI_Ibcast``), with the same datatypes
-  and user-defined ops as the blocking ``native`` algorithm;
+  and user-defined ops as the blocking ``native`` algorithm (MPICH gave bitwise the
+  blocking results at p = 2..5 in our checks; the tests compare them);
+- ``ring`` (allreduce, reduce_scatter, allgather; what ``auto`` picks for most messages
+  that are not tiny): the same steps and reductions as the blocking ring, written as
+  generators that ``test()`` and ``wait()`` advance in the caller's thread;
 - every other registered algorithm runs *unchanged* (the same function as the blocking
-  call, hence bitwise the same result) in a helper thread used as a coroutine: its
+  call, hence bitwise the same result) on a helper thread used as a coroutine: its
   transport posts ``Isend``/``Irecv`` and parks the thread until the caller, inside
   ``test()`` or ``wait()``, finds those messages complete and lets it take its next step.
 
 Progress is made only inside mpiml calls (starting a request, ``test()``, ``wait()``):
-there is no progress thread. Why (measured with the mpich wheel, 2 cores): a thread that
-calls MPI while the main thread does needs ``MPI_THREAD_MULTIPLE``, which makes every small
-MPI call about 2.3x slower (4 KiB allreduce at p=2: 4.4-5.2 us against 1.8-2.0 us at
-``single`` or ``serialized``); a thread polling MPI competes for the core the rank computes
-on; and mpiml's numba kernels hold the GIL, so such a thread could not even run during the
-solves it is meant to overlap. Here exactly one thread is ever inside MPI (a helper runs
-only while the caller waits for it), which ``MPI_THREAD_SERIALIZED`` allows.
+there is no progress thread. Why (measured with the mpich wheel on the 2-core node): a
+thread that calls MPI while the main thread does needs ``MPI_THREAD_MULTIPLE``, under which
+every small MPI call runs about 2.3x slower (4 KiB allreduce at p=2: 4.4-5.2 us against
+1.8-2.0 us at ``single`` or ``serialized``); and a thread polling MPI competes for the core
+the rank computes on: an ALS row solve (a ``nogil`` numba kernel) ran 2.05x slower beside a
+thread spinning on ``MPI_Test`` and 1.63x beside one that slept 100 us between tests.
+Here exactly one thread is ever inside MPI (a helper runs only while the caller waits for
+it), which ``MPI_THREAD_SERIALIZED`` allows; the cost is that messages move only when the
+caller calls in, so a job overlaps by calling ``test()`` between pieces of its work (as
+:mod:`mpiml.mf.overlap` does between row chunks).
 
 Requests of a communicator share a private duplicate of it (made at its first nonblocking
 call) and each uses its own tags (its sequence number, the same on every rank), so any
 number may be outstanding and completed in any order, on each rank independently: every
-``test()`` and ``wait()`` advances all of the communicator's outstanding requests, so a
-rank waiting on one never starves the others its peers wait on.
+``test()`` and ``wait()`` advances all outstanding requests (of every communicator), so a
+rank waiting on one never starves another that its peers wait on.
 
 A request whose result nobody collected (no ``wait()``, no ``test()`` that returned True)
 is reported with a :class:`UnwaitedRequestWarning` naming where it was started, when it is
