@@ -110,8 +110,8 @@ class ImplicitALS(FactorModel):
         end = self._params.iters if iters is None else iters
         for it in range(first, end):
             clock = self._clock(ex)
-            p = self._solve_gathered(ex, lambda rows: self._half(rows, q, p), ur, data["user_bounds"], "user", it, end)
-            q = self._solve_gathered(ex, lambda rows: self._half(rows, p, q), ir, data["item_bounds"], "item", it, end)
+            p = self._solve_gathered(ex, self._solver(q, p), ur, data["user_bounds"], "user", it, end)
+            q = self._solve_gathered(ex, self._solver(p, q), ir, data["item_bounds"], "item", it, end)
             with ex.computing():
                 if self._exact:
                     observed = ials.observed_terms(ur, p, q, self._params.alpha)
@@ -123,10 +123,22 @@ class ImplicitALS(FactorModel):
             self._after_iteration(data, ex, it, p, q, {"objective": objective}, clock, track)
         return p, q
 
-    def _half(self, rows, other, own):
+    def _solver(self, other, own):
+        """``solve(rows)`` of a half-step (by chunks when overlapped): ``other.T @ other`` computed once."""
+        gram = []
+
+        def solve(rows):
+            if not gram:
+                gram.append(other.T @ other)
+            return self._half(rows, other, own, gram[0])
+
+        return solve
+
+    def _half(self, rows, other, own, gram=None):
         try:
             v = self._params
-            out = ials.ials_rows(rows, other, other.T @ other, self.reg_, v.alpha, v.solver, v.cg_steps,
+            gram = other.T @ other if gram is None else gram
+            out = ials.ials_rows(rows, other, gram, self.reg_, v.alpha, v.solver, v.cg_steps,
                                  own[rows.start:rows.stop])
         except np.linalg.LinAlgError:
             return np.full((rows.n_rows, other.shape[1]), np.nan, dtype=self._params.dtype)
