@@ -34,13 +34,15 @@ rank waiting on one never starves another that its peers wait on.
 
 A request whose result nobody collected (no ``wait()``, no ``test()`` that returned True)
 is reported with a :class:`UnwaitedRequestWarning` naming where it was started, when it is
-garbage collected or at exit (which then completes it, so ``MPI_Finalize`` does not hang).
+garbage collected or at exit (a normal exit then completes it, so ``MPI_Finalize`` does not
+hang; an exit on an uncaught exception does not wait for peers that may never send).
 """
 
 from __future__ import annotations
 
 import atexit
 import os
+import sys
 import threading
 import warnings
 import weakref
@@ -158,6 +160,8 @@ def _at_exit():
     global _warn
     report_unwaited()
     _warn = None
+    if getattr(sys, "last_value", None) is not None:
+        return  # leaving on an uncaught exception: the other ranks may never send what is missing
     if not MPI.Is_finalized():
         drain()
 
