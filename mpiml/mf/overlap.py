@@ -5,11 +5,17 @@ rows are solved in K chunks (the same K on every rank; a rank's chunk ``k`` is r
 ``contiguous(n_rank, K)[k:k+2]`` of its block): once chunk ``k`` is solved and written into
 the full factor matrix, its :func:`mpiml.iallgather_in_place` starts (every rank's chunk
 ``k`` lands in its place, no assembly), and the exchanges in flight advance (``test()``)
-between chunks while the next ones are solved; after the last chunk the rank waits for all. Rows are solved independently
-(one system per row), so the factors are bitwise those of the blocking path.
+between chunks while the next ones are solved; after the last chunk the rank waits for all.
+Rows are solved independently (one system per row; iALS's Gram matrix once per half-step),
+so the factors are bitwise those of the blocking path.
+
+Messages move only inside mpiml calls (:mod:`mpiml.collectives.nonblocking`), so what is
+hidden is the waiting for peers and the latency of each chunk but the last, not the
+copies themselves; more chunks mean more ``test()`` calls and smaller last chunks, and a
+few more calls' overhead.
 
 Where the time goes (the ``Exchange``'s accounts): the solves are compute; the time inside
-starting, testing and waiting for the exchanges (and placing the chunks) is "exposed"
+starting, testing and waiting for the exchanges is "exposed"
 exchange time, split into wait (for the slowest rank's compute, learnt from a small
 nonblocking allreduce of compute seconds started with the last chunk) and comm. To report
 the share hidden, one iteration of a fit (its last) runs blocking: ``comm_hidden_fraction``
