@@ -83,6 +83,17 @@ class Accounts:
                 "transfer_hidden_fraction": self.hidden_fraction("comm")}
 
 
+PIECES = 4  # solves per chunk, with a test() of the exchanges in flight after each
+
+
+def _advance(requests) -> None:
+    """Advance every exchange in flight (a test() of any unfinished request advances them all)."""
+    for request in requests:
+        if not request.done:
+            request.test()
+            return
+
+
 def solve_gathered(ex, solve, rows: Rows, bounds, chunks: int, accounts: Accounts) -> np.ndarray:
     """Every rank's solved rows, concatenated in rank order, computed by ``solve(chunk_rows)``
     in ``chunks`` chunks whose exchanges overlap the solves of the later ones.
@@ -99,15 +110,24 @@ def solve_gathered(ex, solve, rows: Rows, bounds, chunks: int, accounts: Account
     algorithm = "native" if ex.algorithm == "native" else "ring"
     requests, exposed, full = [], 0.0, None
     for k in range(chunks):
-        with ex.computing():
-            block = solve(chunk_rows(rows, int(mine[k]), int(mine[k + 1])))
-            if full is None:
-                full = np.empty((int(bounds[-1]), *block.shape[1:]), dtype=block.dtype)
-            lo = int(bounds[ex.rank] + mine[k])
-            full[lo:lo + block.shape[0]] = block
+        # Solved in PIECES, with the exchanges in flight advanced between pieces: a large message
+        # takes a few rounds of progress on both ranks, and only mpiml calls make progress.
+        cut = partition.contiguous(int(mine[k + 1] - mine[k]), PIECES) + int(mine[k])
+        for j in range(PIECES):
+            if cut[j] == cut[j + 1] and full is not None:
+                continue
+            with ex.computing():
+                block = solve(chunk_rows(rows, int(cut[j]), int(cut[j + 1])))
+                if full is None:
+                    full = np.empty((int(bounds[-1]), *block.shape[1:]), dtype=block.dtype)
+                lo = int(bounds[ex.rank] + cut[j])
+                full[lo:lo + block.shape[0]] = block
+            if j < PIECES - 1:
+                start = time.perf_counter()
+                _advance(requests)
+                exposed += time.perf_counter() - start
         start = time.perf_counter()
-        if requests:
-            requests[0].test()  # advances every exchange in flight
+        _advance(requests)
         requests.append(iallgather_in_place(full, sizes[:, k], bounds[:-1] + cuts[:, k], algorithm, ex.comm))
         exposed += time.perf_counter() - start
     # Every rank's compute seconds since the last exchange, as the blocking gather swaps them (here
