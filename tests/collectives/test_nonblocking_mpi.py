@@ -20,8 +20,27 @@ from oracle import DTYPES, make_input, ops_for
 import mpiml
 from mpiml.collectives import nonblocking, registry
 from mpiml.collectives.nonblocking import UnwaitedRequestWarning
+from mpiml.collectives.select import choose
 
 FIRST = mpiml.ReduceOp(lambda a, b, out: np.copyto(out, a), commutative=False, name="first")  # keeps rank order
+# MPICH's MPI_Iallreduce combines floating operands as its MPI_Allreduce does (checked at p = 1..5); another
+# library may pick other algorithms for its nonblocking calls (Open MPI's libnbc), so there the native
+# floating sums and products are compared to rounding only.
+NATIVE_BITWISE = "MPICH" in MPI.Get_library_version()
+
+
+def _same(result, expected, algorithm, op, size):
+    """Bitwise, except native floating sums and products under a library not known to order them alike."""
+    if result.dtype != expected.dtype or result.shape != expected.shape:
+        return False
+    if np.array_equal(result, expected, equal_nan=True):
+        return True
+    if algorithm == "auto":
+        algorithm = choose("allreduce", "auto", expected.nbytes, size)
+    inexact = result.dtype.kind in "fc" and getattr(op, "name", op) in ("sum", "prod")
+    rtol = 1e-2 if result.dtype.itemsize <= 4 else 1e-6
+    return (algorithm == "native" and inexact and not NATIVE_BITWISE
+            and np.allclose(result, expected, rtol=rtol, atol=rtol, equal_nan=True))
 
 
 def _digest(array):
@@ -77,7 +96,7 @@ def test_iallreduce_equals_allreduce_in_any_completion_order():
         results = _complete(requests, ("reverse", "random", "poll")[k % 3], r)
         for i, ((dtype, op, n), x) in enumerate(zip(cases, inputs)):
             expected = mpiml.allreduce(x, op=op, algorithm=algorithm)
-            same = results[i].dtype == expected.dtype and np.array_equal(results[i], expected, equal_nan=True)
+            same = _same(results[i], expected, algorithm, op, p)
             placed = results[i] is copies[i] if outs[i] is not None else np.array_equal(copies[i], x)
             if not (same and placed):
                 bad.append(f"{algorithm} {dtype} {getattr(op, 'name', op)} n={n}: same={same} placed={placed}")
@@ -189,7 +208,7 @@ def test_allreduce_many_equals_separate_calls():
             late = mpiml.iallreduce_many(real, op=op, algorithm=algorithm, bucket_bytes=bucket_bytes).wait()
             for j, (a, f, g) in enumerate(zip(real, fused, late)):
                 # auto: small buckets stay on native, larger ones get a position-free algorithm
-                same = any(np.array_equal(f, want[j], equal_nan=True) for want in separate.values())
+                same = any(_same(f, want[j], name, op, p) for name, want in separate.items())
                 if not (f.shape == a.shape and f.dtype == a.dtype and same and np.array_equal(g, f, equal_nan=True)):
                     bad.append(f"{algorithm} {op} bucket={bucket_bytes} {a.dtype}{a.shape}")
     ints = [np.arange(n, dtype=np.int64) * (r + 1) for n in (1, 7, 40)]
