@@ -6,8 +6,9 @@ Each repeat times, interleaved in a rotating order, after a barrier: ``separate`
 ``mpiml.allreduce`` per array, ``auto``), ``fused`` (``mpiml.allreduce_many``, default
 bucket size: one bucket), ``fused_nonblocking`` (``mpiml.iallreduce_many(...).wait()``)
 and ``mpi_separate`` (one ``comm.Allreduce`` per array, the MPI library without mpiml's
-Python). A repeat's time is the slowest rank's. Reported: the median over repeats and the
-median of the per-repeat ratios to ``separate``. Goal: fused <= 0.2x separate. The fused
+Python). A repeat's time is the slowest rank's. Reported: the median over repeats, the
+median of the per-repeat ratios to ``separate`` and the ratio of the medians. Goal: fused
+<= 0.2x separate by both. The fused
 results are checked bitwise against the separate calls with the bucket's algorithm.
 Runs in a few seconds; set OMP_NUM_THREADS=1 (and the other BLAS thread counts).
 """
@@ -75,21 +76,25 @@ def main():
             variants[key]()
             times[key].append(comm.allreduce(time.perf_counter() - start, op=MPI.MAX))
     ratios = {key: statistics.median(t / s for t, s in zip(times[key], times["separate"])) for key in keys}
+    of_medians = {key: statistics.median(times[key]) / statistics.median(times["separate"]) for key in keys}
     result = {"ranks": comm.size, "arrays": args.arrays, "bytes_per_array": args.bytes, "repeats": args.repeats,
               "fused_algorithm": name, "fused_bitwise_equal_to_separate": bitwise,
               "median_seconds": {key: statistics.median(t) for key, t in times.items()},
-              "ratio_to_separate": ratios,
-              "goal": f"fused <= {GOAL}x separate", "verdict": "met" if ratios["fused"] <= GOAL else "missed"}
+              "ratio_to_separate": ratios, "ratio_of_medians": of_medians,
+              "goal": f"fused <= {GOAL}x separate",
+              "verdict": "met" if max(ratios["fused"], of_medians["fused"]) <= GOAL else "missed"}
     if comm.rank == 0:
         if args.json:
             print(json.dumps(result, indent=1))
         else:
             print(f"{args.arrays} arrays of {args.bytes} B at p={comm.size}, {args.repeats} interleaved repeats "
-                  f"(medians; ratio = median of per-repeat ratios to separate)")
+                  f"(median time; median of the per-repeat ratios to separate; ratio of the medians)")
             for key in keys:
-                print(f"  {key:18s} {result['median_seconds'][key] * 1e6:10.1f} us   {ratios[key]:6.3f}x")
+                print(f"  {key:18s} {result['median_seconds'][key] * 1e6:10.1f} us   {ratios[key]:6.3f}x   "
+                      f"{of_medians[key]:6.3f}x")
             print(f"fused via {name}, bitwise equal to separate {name} calls: {bitwise}")
-            print(f"goal fused <= {GOAL}x separate: {result['verdict']} ({ratios['fused']:.3f}x)")
+            print(f"goal fused <= {GOAL}x separate (both ratios): {result['verdict']} "
+                  f"({ratios['fused']:.3f}x, {of_medians['fused']:.3f}x)")
 
 
 if __name__ == "__main__":
