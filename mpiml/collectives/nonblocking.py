@@ -6,9 +6,10 @@ Three kinds of operation stand behind a :class:`Request`:
   ``MPI_Ireduce_scatter``, ``MPI_Iallgatherv``, ``MPI_Ibcast``), with the same datatypes
   and user-defined ops as the blocking ``native`` algorithm (MPICH gave bitwise the
   blocking results at p = 2..5 in our checks; the tests compare them);
-- ``ring`` (allreduce, reduce_scatter, allgather; what ``auto`` picks for most messages
-  that are not tiny): the same steps and reductions as the blocking ring, written as
-  generators that ``test()`` and ``wait()`` advance in the caller's thread;
+- ``ring`` (allreduce, reduce_scatter, allgather), ``recursive_doubling`` and
+  ``rabenseifner`` (allreduce): what ``auto`` picks for every message that is not tiny; the
+  same steps and reductions as the blocking algorithms, written as generators that
+  ``test()`` and ``wait()`` advance in the caller's thread;
 - every other registered algorithm runs *unchanged* (the same function as the blocking
   call, hence bitwise the same result) on a helper thread used as a coroutine: its
   transport posts ``Isend``/``Irecv`` and parks the thread until the caller, inside
@@ -484,11 +485,12 @@ def call_site(frame) -> Site:
 _watchdog.watch(Request.wait)
 
 
-# ------------------------------------------------------------------ ring, as generators
-# The ring algorithms of mpiml.collectives.algorithms.ring, step for step (the same schedules,
-# the same operand order in every reduction, hence the same bits), written as generators so
-# that the caller's thread drives them: auto picks the ring for allgather at most sizes and
-# for large reductions, and a handoff to a helper thread costs milliseconds on a loaded node.
+# ------------------------------------------------------------------ algorithms as generators
+# The ring, recursive doubling and Rabenseifner algorithms of mpiml.collectives.algorithms, step
+# for step (the same schedules, the same operand order in every reduction, hence the same bits;
+# the tests compare them with the blocking calls), written as generators so that the caller's
+# thread drives them: auto picks them for every message that is not tiny, and a handoff to a
+# helper thread costs milliseconds on a loaded node.
 def _exchange(engine, base, tag):
     """``post(sendbuf, recvbuf)``: the requests of one ring step (send right, receive from the left)."""
     comm, p, r = engine.comm, engine.size, engine.rank
@@ -549,8 +551,99 @@ def _ring_allgather(engine, base, local, out, counts):
     yield from _ring_allgather_steps(_exchange(engine, base, TAG_ALLGATHER), out, ring_schedule(counts, engine.rank, 0))
 
 
+def _pair(engine, base, tag):
+    """``swap(sendbuf, peer, recvbuf)``: the requests of one exchange with ``peer``."""
+    comm, tag = engine.comm, base + tag
+    isend, irecv = comm.Isend, comm.Irecv
+
+    def swap(sendbuf, peer, recvbuf):
+        return [irecv([recvbuf, _BYTE], peer, tag), isend([sendbuf, _BYTE], peer, tag)]
+
+    return swap
+
+
+def _fold_in(engine, base, x, out, op, tmp):
+    """As ``doubling.fold_in``; returns ``(q, virtual_rank, data)``."""
+    from mpiml.collectives.algorithms.doubling import TAG_FOLD
+    from mpiml.collectives.layout import fold_to_power_of_two
+
+    r, p, comm = engine.rank, engine.size, engine.comm
+    q, vrank = fold_to_power_of_two(r, p)
+    if r < 2 * (p - q):
+        if vrank is None:
+            yield [comm.Isend([x, _BYTE], r + 1, base + TAG_FOLD)]
+            return q, None, None
+        yield [comm.Irecv([tmp, _BYTE], r - 1, base + TAG_FOLD)]
+        op(tmp, x, out=out)
+        return q, vrank, out
+    return q, vrank, x
+
+
+def _fold_out(engine, base, out, q):
+    """As ``doubling.fold_out``."""
+    from mpiml.collectives.algorithms.doubling import TAG_UNFOLD
+
+    r, p, comm = engine.rank, engine.size, engine.comm
+    if r < 2 * (p - q):
+        if r % 2:
+            yield [comm.Isend([out, _BYTE], r - 1, base + TAG_UNFOLD)]
+        else:
+            yield [comm.Irecv([out, _BYTE], r + 1, base + TAG_UNFOLD)]
+
+
+def _doubling_allreduce(engine, base, x, out, op):
+    """As ``doubling.allreduce``, step for step."""
+    from mpiml.collectives.algorithms.doubling import TAG_EXCHANGE
+    from mpiml.collectives.layout import real_rank
+
+    p = engine.size
+    tmp = np.empty(x.size, dtype=x.dtype)
+    q, vrank, data = yield from _fold_in(engine, base, x, out, op, tmp)
+    if vrank is not None:
+        swap = _pair(engine, base, TAG_EXCHANGE)
+        fresh = not np.may_share_memory(out, data)
+        mask = 1
+        while mask < q:
+            partner = vrank ^ mask
+            received = out if fresh else tmp
+            yield swap(data, real_rank(partner, p), received)
+            if partner < vrank:
+                op(received, data, out=out)
+            else:
+                op(data, received, out=out)
+            data, fresh = out, False
+            mask <<= 1
+        if data is not out:
+            out[...] = data
+    yield from _fold_out(engine, base, out, q)
+
+
+def _rabenseifner_allreduce(engine, base, x, out, op):
+    """As ``rabenseifner.allreduce``, step for step."""
+    from mpiml.collectives.algorithms.rabenseifner import TAG_DOUBLE, TAG_HALVE, schedule
+
+    tmp = np.empty(x.size, dtype=x.dtype)
+    steps = schedule(x.size, engine.size, engine.rank)
+    q, vrank, data = yield from _fold_in(engine, base, x, out, op, tmp)
+    if steps is not None:
+        halving, doubling = steps
+        halve, double = _pair(engine, base, TAG_HALVE), _pair(engine, base, TAG_DOUBLE)
+        fresh = not np.may_share_memory(out, data)
+        for partner, give_lo, give_hi, lo, hi in halving:
+            received = out[lo:hi] if fresh else tmp[: hi - lo]
+            yield halve(data[give_lo:give_hi], partner, received)
+            op(received, data[lo:hi], out=out[lo:hi])
+            data, fresh = out, False
+        if data is not out:
+            out[...] = data
+        for partner, mine_lo, mine_hi, theirs_lo, theirs_hi in doubling:
+            yield double(out[mine_lo:mine_hi], partner, out[theirs_lo:theirs_hi])
+    yield from _fold_out(engine, base, out, q)
+
+
 GENERATORS = {("allreduce", "ring"): _ring_allreduce, ("reduce_scatter", "ring"): _ring_reduce_scatter,
-              ("allgather", "ring"): _ring_allgather}
+              ("allgather", "ring"): _ring_allgather, ("allreduce", "recursive_doubling"): _doubling_allreduce,
+              ("allreduce", "rabenseifner"): _rabenseifner_allreduce}
 
 
 def _blocks_schedule(starts, ends, rank: int, shift: int):
