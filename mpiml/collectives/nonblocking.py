@@ -45,6 +45,7 @@ import atexit
 import os
 import sys
 import threading
+import time
 import warnings
 import weakref
 
@@ -150,10 +151,18 @@ def report_unwaited() -> int:
     return count
 
 
-def drain() -> None:
-    """Complete every outstanding operation (their requests, if still held, then return their results)."""
+EXIT_PATIENCE = 60.0  # seconds the exit waits for unwaited operations (a peer that never joins one: a bug)
+
+
+def drain(timeout=None) -> bool:
+    """Complete every outstanding operation (their requests, if still held, then return their results);
+    with ``timeout`` seconds, give up after that long. Returns whether all completed."""
+    deadline = None if timeout is None else time.monotonic() + timeout
     while _outstanding:
-        wait_for(_outstanding[0])
+        progress()
+        if deadline is not None and time.monotonic() > deadline:
+            return False
+    return True
 
 
 def _at_exit():
@@ -163,8 +172,9 @@ def _at_exit():
     _warn = None
     if getattr(sys, "last_value", None) is not None:
         return  # leaving on an uncaught exception: the other ranks may never send what is missing
-    if not MPI.Is_finalized():
-        drain()
+    if not MPI.Is_finalized() and not drain(EXIT_PATIENCE):
+        sys.stderr.write(f"mpiml: {len(_outstanding)} nonblocking collective(s) still incomplete at exit after "
+                         f"{EXIT_PATIENCE:.0f} s (did every rank start them?); leaving them\n")
 
 
 atexit.register(_at_exit)
