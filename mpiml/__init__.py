@@ -14,6 +14,15 @@ from mpiml.collectives import (
     reduce_scatter,
     reproducible_sum,
 )
+from mpiml.collectives import (  # nonblocking and fused calls
+    allreduce_many,
+    iallgather,
+    iallgather_in_place,
+    iallreduce,
+    iallreduce_many,
+    ibcast,
+    ireduce_scatter,
+)
 from mpiml.errors import (
     ArgumentError,
     CheckpointError,
@@ -30,6 +39,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ALGORITHMS", "MAX", "MIN", "PROD", "SUM", "ReduceOp",
     "allgather", "allreduce", "bcast", "reduce", "reduce_scatter", "reproducible_sum",
+    "allreduce_many", "iallgather", "iallgather_in_place", "iallreduce", "iallreduce_many", "ibcast", "ireduce_scatter",
     "ArgumentError", "CheckpointError", "DataError", "DivergenceError", "MismatchError",
     "MpimlError", "Preempted", "SubmitError", "__version__",
 ]

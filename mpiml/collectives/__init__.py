@@ -9,10 +9,15 @@ model), :mod:`~.tuning` (tuning files), :mod:`~.layout`, :mod:`~.ops`, :mod:`~.w
 """
 
 from mpiml.collectives.api import allgather, allreduce, bcast, reduce, reduce_scatter, reproducible_sum
+from mpiml.collectives.api import (allreduce_many, iallgather, iallgather_in_place, iallreduce, iallreduce_many,
+                                   ibcast, ireduce_scatter)
+from mpiml.collectives.nonblocking import Request, UnwaitedRequestWarning
 from mpiml.collectives.ops import MAX, MIN, PROD, SUM, ReduceOp
 from mpiml.collectives.registry import ALGORITHMS, register, unregister
 
 __all__ = [
     "ALGORITHMS", "MAX", "MIN", "PROD", "SUM", "ReduceOp",
     "allgather", "allreduce", "bcast", "reduce", "reduce_scatter", "register", "reproducible_sum", "unregister",
+    "Request", "UnwaitedRequestWarning", "allreduce_many", "iallgather", "iallgather_in_place", "iallreduce",
+    "iallreduce_many", "ibcast", "ireduce_scatter",
 ]

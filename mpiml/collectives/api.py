@@ -653,3 +653,296 @@ def _round_into(out, values):
 _watchdog.watch(allreduce, reduce_scatter, allgather, bcast, reduce, reproducible_sum)
 
 __all__ = ["allgather", "allreduce", "bcast", "reduce", "reduce_scatter", "reproducible_sum"]
+
+
+# ------------------------------------------------------------------ nonblocking and fused calls
+# The argument checks are those of the blocking calls above; the machinery is in
+# mpiml.collectives.nonblocking (requests, progress) and mpiml.collectives.fusion (buckets).
+from mpiml.collectives import fusion as _fusion  # noqa: E402
+from mpiml.collectives import nonblocking as _nb  # noqa: E402
+
+
+def _reduction_args(x, op, algorithm, out, c, collective="allreduce"):
+    """``(x, op, dtype, out, chosen)`` of an allreduce-like call, checked (raises ArgumentError)."""
+    in_place = out is not None and out is x
+    x = _contiguous_input(x)
+    op = resolve_op(op)
+    dtype = _dtype_for(x.dtype, op)
+    out = x if in_place else _output(out, x.shape, dtype, x)
+    return x, op, dtype, out, choose(collective, algorithm, x.nbytes, c.Get_size(), op.commutative)
+
+
+def iallreduce(x, op="sum", algorithm="auto", comm=None, out=None, check=None):
+    """Start :func:`allreduce` and return at once; the request's ``wait()`` returns the result.
+
+    Same arguments and same result, bitwise, as :func:`allreduce` with the same
+    ``algorithm`` (``auto`` chooses as it does); ``reproducible`` is not offered. ``x`` must
+    not be written (nor ``out`` read) until the request completes.
+
+    Returns
+    -------
+    mpiml.collectives.nonblocking.Request
+        ``wait()`` returns the reduction; ``test()`` is True once it is complete. Any number
+        may be outstanding, completed in any order; each ``test()``/``wait()`` advances them all.
+    """
+    _CALLS[0] += 1
+    if _fault.ARMED:
+        _fault.collective(_CALLS[0])
+    context = context_of(comm)
+    c = context.comm
+    error = None
+    chosen = algorithm
+    try:
+        x, op, dtype, out, chosen = _reduction_args(x, op, algorithm, out, c)
+    except ArgumentError as exc:
+        error = exc
+    _agree(context, error, check, "iallreduce",
+           lambda: ("iallreduce", getattr(op, "label", op), chosen, str(x.dtype), x.size))
+    site = _nb.call_site(sys._getframe(1))
+    if x.size == 0 or c.Get_size() == 1:
+        if out is not x:
+            np.copyto(out, x)
+        return _nb.completed(out, site)
+    return _nb.start(context, "allreduce", chosen, (_flat(x), _flat(out), op), lambda: out, site)
+
+
+def ireduce_scatter(x, op="sum", algorithm="auto", comm=None, counts=None, out=None, check=None):
+    """Start :func:`reduce_scatter`; the request's ``wait()`` returns this rank's block (as the blocking call)."""
+    _CALLS[0] += 1
+    if _fault.ARMED:
+        _fault.collective(_CALLS[0])
+    context = context_of(comm)
+    c = context.comm
+    p, r = c.Get_size(), c.Get_rank()
+    error = None
+    chosen = algorithm
+    try:
+        x = _contiguous_input(x)
+        op = resolve_op(op)
+        dtype = _dtype_for(x.dtype, op)
+        counts = block_counts(x.size, p, counts)
+        out = _output(out, (int(counts[r]),), dtype, x)
+        chosen = choose("reduce_scatter", algorithm, x.nbytes, p, op.commutative)
+    except ArgumentError as exc:
+        error = exc
+    _agree(context, error, check, "ireduce_scatter",
+           lambda: ("ireduce_scatter", getattr(op, "label", op), chosen, str(x.dtype), x.size,
+                    None if counts is None else np.asarray(counts).tolist()))
+    site = _nb.call_site(sys._getframe(1))
+    if p == 1 or x.size == 0:
+        np.copyto(out, _flat(x))
+        return _nb.completed(out, site)
+    return _nb.start(context, "reduce_scatter", chosen, (_flat(x), out, op, counts), lambda: out, site)
+
+
+def iallgather(x, algorithm="auto", comm=None, out=None, rows=None, check=None):
+    """Start :func:`allgather`; the request's ``wait()`` returns the concatenation.
+
+    ``rows``: every rank's number of rows, when known (the same sequence on every rank); it
+    saves the blocking exchange of row counts that otherwise runs first (and the check of
+    the trailing shapes, which ``check=True`` still does).
+    """
+    _CALLS[0] += 1
+    if _fault.ARMED:
+        _fault.collective(_CALLS[0])
+    context = context_of(comm)
+    c = context.comm
+    p, r = c.Get_size(), c.Get_rank()
+    error = None
+    x = np.atleast_1d(_contiguous_input(x))
+    try:
+        _dtype_for(x.dtype, None)
+        if rows is not None:
+            rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+            if rows.size != p or (rows < 0).any() or rows[r] != x.shape[0]:
+                raise ArgumentError(f"rows must give each of the {p} ranks' row counts (this rank's is "
+                                    f"{x.shape[0]}), got {rows.tolist()}")
+    except ArgumentError as exc:
+        error = exc
+    _agree(context, error, check, "iallgather", lambda: ("iallgather", algorithm, str(x.dtype), x.shape[1:],
+                                                         None if rows is None else rows.tolist()))
+    site = _nb.call_site(sys._getframe(1))
+    if rows is None:
+        table = np.empty((p, 2), dtype=np.int64)
+        c.Allgather(np.array([x.shape[0], _row_digest(x.shape[1:], x.dtype)], dtype=np.int64), table)
+        if (table[:, 1] != table[0, 1]).any():
+            shapes = c.allgather((x.shape, x.dtype.str))
+            raise MismatchError(
+                "iallgather needs the same trailing shape and dtype on every rank; got "
+                + "; ".join(f"rank {i}: shape {s} dtype {d}" for i, (s, d) in enumerate(shapes)),
+                collective=True)
+        rows = table[:, 0]
+    row_size = math.prod(x.shape[1:])
+    out = _output(out, (int(rows.sum()), *x.shape[1:]), x.dtype)
+    chosen = choose("allgather", algorithm, out.nbytes, p)
+    if p == 1:
+        np.copyto(_flat(out), _flat(x))
+        return _nb.completed(out, site)
+    return _nb.start(context, "allgather", chosen, (_flat(x), _flat(out), rows * row_size), lambda: out, site)
+
+
+def iallgather_in_place(out, rows, offsets, algorithm="auto", comm=None, check=None):
+    """Start an allgather of row blocks at arbitrary places of ``out`` (allgatherv in place, with displacements).
+
+    Rank ``r`` has filled ``out[offsets[r]:offsets[r] + rows[r]]`` (its block); the request's
+    ``wait()`` returns ``out`` with every rank's block in place. Blocks must not overlap;
+    ``out`` (C-contiguous, same shape and dtype everywhere), ``rows`` and ``offsets`` are the
+    same on every rank. Several such requests may fill disjoint blocks of one array at once
+    (:mod:`mpiml.mf.overlap` gathers chunks of a factor matrix so, without assembling them).
+    ``algorithm``: ``"auto"`` or ``"ring"`` (driven by ``test``/``wait``), ``"native"``
+    (``MPI_Iallgatherv``).
+    """
+    _CALLS[0] += 1
+    if _fault.ARMED:
+        _fault.collective(_CALLS[0])
+    context = context_of(comm)
+    c = context.comm
+    p = c.Get_size()
+    error = None
+    try:
+        if not isinstance(out, np.ndarray):
+            raise ArgumentError(f"iallgather_in_place needs a numpy array, got {type(out).__name__}")
+        _dtype_for(out.dtype, None)
+        _output(out, out.shape, out.dtype)
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        offsets = np.asarray(offsets, dtype=np.int64).reshape(-1)
+        order = np.argsort(offsets, kind="stable")
+        ends = offsets + rows
+        if (rows.size != p or offsets.size != p or (rows < 0).any() or (offsets < 0).any()
+                or (p and ends.max() > (out.shape[0] if out.ndim else 1))
+                or (ends[order][:-1] > offsets[order][1:]).any()):
+            raise ArgumentError(f"rows and offsets must place {p} non-overlapping blocks inside out's "
+                                f"{out.shape[0] if out.ndim else 1} rows; got rows {rows.tolist()}, offsets "
+                                f"{offsets.tolist()}")
+        if algorithm not in ("auto", "ring", "native"):
+            raise ArgumentError(f"iallgather_in_place runs 'auto', 'ring' or 'native', not {algorithm!r}")
+    except ArgumentError as exc:
+        error = exc
+    _agree(context, error, check, "iallgather_in_place",
+           lambda: ("iallgather_in_place", algorithm, str(out.dtype), out.shape, rows.tolist(), offsets.tolist()))
+    site = _nb.call_site(sys._getframe(1))
+    if p == 1 or out.size == 0:
+        return _nb.completed(out, site)
+    width = math.prod(out.shape[1:])
+    return _nb.start_in_place_allgather(context, _flat(out), offsets * width, ends * width,
+                                        "native" if algorithm == "native" else "ring", site, out)
+
+
+def ibcast(x, root=0, algorithm="auto", comm=None, segment_bytes=None, check=None):
+    """Start :func:`bcast` (in place into ``x``); the request's ``wait()`` returns ``x``."""
+    _CALLS[0] += 1
+    if _fault.ARMED:
+        _fault.collective(_CALLS[0])
+    context = context_of(comm)
+    c = context.comm
+    error = None
+    chosen = algorithm
+    try:
+        if not isinstance(x, np.ndarray):
+            raise ArgumentError(f"ibcast writes in place and needs a numpy array, got {type(x).__name__}")
+        _dtype_for(x.dtype, None)
+        _output(x, x.shape, x.dtype, name="x")
+        if not 0 <= int(root) < c.Get_size():
+            raise ArgumentError(f"root {root} is not a rank of a communicator of size {c.Get_size()}")
+        chosen = choose("bcast", algorithm, x.nbytes, c.Get_size())
+    except ArgumentError as exc:
+        error = exc
+    _agree(context, error, check, "ibcast",
+           lambda: ("ibcast", root, chosen, str(getattr(x, "dtype", None)), getattr(x, "size", None)))
+    site = _nb.call_site(sys._getframe(1))
+    if c.Get_size() == 1 or x.size == 0:
+        return _nb.completed(x, site)
+    return _nb.start(context, "bcast", chosen, (_flat(x), int(root), segment_bytes), lambda: x, site)
+
+
+def _fused(arrays, op, algorithm, bucket_bytes, comm, check, name):
+    """Check ``allreduce_many``'s arguments; ``(context, arrays, op, buckets, algorithms)``."""
+    context = context_of(comm)
+    c = context.comm
+    error = None
+    buckets, names = [], []
+    try:
+        if isinstance(arrays, np.ndarray) or not hasattr(arrays, "__len__"):
+            raise ArgumentError(f"{name} takes a sequence of arrays, got {type(arrays).__name__}")
+        arrays = [_contiguous_input(a) for a in arrays]
+        op = resolve_op(op)
+        for a in arrays:
+            _dtype_for(a.dtype, op)
+        if not isinstance(bucket_bytes, (int, np.integer)) or bucket_bytes < 1:
+            raise ArgumentError(f"bucket_bytes must be a positive integer, got {bucket_bytes!r}")
+        buckets = _fusion.plan([a.nbytes for a in arrays], [a.dtype for a in arrays], int(bucket_bytes))
+        for bucket in buckets:
+            first = arrays[bucket[0]]
+            nbytes = sum(arrays[i].nbytes for i in bucket)
+            chosen = choose("allreduce", algorithm, nbytes, c.Get_size(), op.commutative)
+            names.append(_fusion.fused_algorithm(chosen, algorithm == "auto", _fusion.exact_op(op, first.dtype),
+                                                 c.Get_size()))
+    except ArgumentError as exc:
+        error = exc
+    _agree(context, error, check, name,
+           lambda: (name, getattr(op, "label", op), algorithm, int(bucket_bytes),
+                    [(str(a.dtype), a.shape) for a in arrays]))
+    return arrays, op, buckets, names
+
+
+def allreduce_many(arrays, op="sum", algorithm="auto", comm=None, bucket_bytes=_fusion.DEFAULT_BUCKET_BYTES,
+                   check=None):
+    """Allreduce many arrays at once (tensor fusion): one call per bucket of packed arrays.
+
+    Parameters
+    ----------
+    arrays : sequence of array_like
+        Any shapes; any supported dtypes (a bucket holds one dtype). The same shapes and
+        dtypes, in the same order, on every rank.
+    op, algorithm, comm, check
+        As in :func:`allreduce`; ``algorithm`` is applied per bucket (``auto`` chooses for
+        the bucket's size, and never an algorithm whose result depends on where an
+        element sits: see :mod:`mpiml.collectives.fusion`).
+    bucket_bytes : int
+        The most bytes packed into one buffer (an array larger than that goes alone).
+
+    Returns
+    -------
+    list of numpy.ndarray
+        The reductions, in order, each in its array's shape: bitwise equal to
+        ``[allreduce(a, op, algorithm=name) for a in arrays]`` with the bucket's algorithm
+        ``name`` (any but ``ring`` at p >= 3 with a floating sum or product), on every rank.
+        They are views of the fused buffers.
+    """
+    _CALLS[0] += 1
+    if _fault.ARMED:
+        _fault.collective(_CALLS[0])
+    arrays, op, buckets, names = _fused(arrays, op, algorithm, bucket_bytes, comm, check, "allreduce_many")
+    results = [None] * len(arrays)
+    for bucket, name in zip(buckets, names):
+        buffer = _fusion.pack(arrays, bucket)
+        allreduce(buffer, op, name, comm, out=buffer)
+        _fusion.unpack(buffer, arrays, bucket, results)
+    return results
+
+
+def iallreduce_many(arrays, op="sum", algorithm="auto", comm=None, bucket_bytes=_fusion.DEFAULT_BUCKET_BYTES,
+                    check=None):
+    """Start :func:`allreduce_many`: one :func:`iallreduce` per bucket; ``wait()`` returns the list of results."""
+    _CALLS[0] += 1
+    if _fault.ARMED:
+        _fault.collective(_CALLS[0])
+    arrays, op, buckets, names = _fused(arrays, op, algorithm, bucket_bytes, comm, check, "iallreduce_many")
+    site = _nb.call_site(sys._getframe(1))
+    parts = []
+    for bucket, name in zip(buckets, names):
+        buffer = _fusion.pack(arrays, bucket)
+        parts.append((bucket, iallreduce(buffer, op, name, comm, out=buffer)))
+
+    def finish():
+        results = [None] * len(arrays)
+        for bucket, request in parts:
+            _fusion.unpack(request.wait(), arrays, bucket, results)
+        return results
+
+    return _nb.gathered([request for _, request in parts], finish, site)
+
+
+_watchdog.watch(iallreduce, ireduce_scatter, iallgather, iallgather_in_place, ibcast, allreduce_many, iallreduce_many)
+__all__ += ["allreduce_many", "iallgather", "iallgather_in_place", "iallreduce", "iallreduce_many", "ibcast",
+            "ireduce_scatter"]

@@ -50,7 +50,7 @@ import numpy as np
 
 from mpiml.data.ratings import RatingsShard, global_ids, lookup, split_fraction
 from mpiml.errors import ArgumentError, CheckpointError, DataError, DivergenceError, MpimlError, Preempted
-from mpiml.mf import als, params
+from mpiml.mf import als, overlap, params
 from mpiml.collectives.reproducible import Sum
 from mpiml.mf.metrics import error_sums, ranking_means, ranking_rows, ranking_sums, rmse_mae, top_k
 from mpiml.mf.params import COLD_START
@@ -69,7 +69,7 @@ __all__ = ["FactorModel"]
 
 # Parameters a resumed fit may change: how far to train, how to exchange, how to predict for
 # unseen users, and where and how often to checkpoint. The rest must match the checkpoint's.
-MAY_CHANGE = ("iters", "exchange", "cold_start", "checkpoint_dir", "checkpoint_every", "resume", "overwrite",
+MAY_CHANGE = ("iters", "exchange", "overlap", "cold_start", "checkpoint_dir", "checkpoint_every", "resume", "overwrite",
               "callback")
 
 # Saved models: the arrays keep their first names (P, Q, mu, ...), so files of every
@@ -202,6 +202,7 @@ class FactorModel:
         data = self._prepare(ratings, ex)
         setup = time.perf_counter() - start, ex.seconds
         ex.reset()
+        self._accounts = overlap.Accounts()
         self.user_ids_, self.item_ids_, self.global_mean_ = data["user_ids"], data["item_ids"], data["mu"]
         train_start = time.perf_counter()
         search, search_seconds = None, 0.0
@@ -232,6 +233,8 @@ class FactorModel:
             "train_ratings": data["n"], "users": int(self.user_ids_.size), "items": int(self.item_ids_.size),
             "objective": last.get("objective"), "exchange": self.exchange, "reg": self.reg_,
         }
+        if self._chunks(ex) > 1:
+            self.fit_info_.update(overlap.report(self._accounts, self._chunks(ex), comm))
         if search is not None:
             self.fit_info_.update(reg_search=search, reg_search_seconds=search_seconds)
         if "train_rmse" in last:
@@ -443,6 +446,30 @@ class FactorModel:
         if not np.all(np.isfinite(full)):  # same data on every rank: same verdict
             raise DivergenceError(f"{self.algorithm}: {side} factors became non-finite at iteration {it + 1}; "
                                   "raise the regularization or check the ratings", collective=True)
+        return full
+
+    def _chunks(self, ex) -> int:
+        """The half-steps' overlap chunks (1: none)."""
+        return max(int(getattr(self._params, "overlap", 0) or 0), 1) if ex.size > 1 else 1
+
+    def _solve_gathered(self, ex, solve, rows, bounds, side, it, end):
+        """``solve(rows)`` and the allgather of the result, overlapped in chunks (:mod:`mpiml.mf.overlap`);
+        the last iteration ``end - 1`` runs blocking, to measure what the overlap hides (every blocking
+        half-step's exchange seconds are kept in ``_accounts``)."""
+        chunks = self._chunks(ex)
+        if chunks > 1 and it < end - 1:
+            full = overlap.solve_gathered(ex, solve, rows, bounds, chunks, self._accounts)
+            if not np.all(np.isfinite(full)):
+                raise DivergenceError(f"{self.algorithm}: {side} factors became non-finite at iteration {it + 1}; "
+                                      "raise the regularization or check the ratings", collective=True)
+            return full
+        with ex.computing():
+            block = solve(rows)
+        before, waited = ex.seconds, ex.timings.wait
+        full = self._gather_finite(ex, block, side, it)
+        self._accounts.blocking += ex.seconds - before
+        self._accounts.blocking_wait += ex.timings.wait - waited
+        self._accounts.blocked += 1
         return full
 
     # ------------------------------------------------------------------- using

@@ -46,15 +46,15 @@ class ALS(FactorModel):
 
     def _train(self, data, ex, p, q, first, iters=None, track=True):
         ur, ir, mu, lay, reg = data["user_rows"], data["item_rows"], self.global_mean_, self._layout, self.reg_
-        weighted = self._params.weighted
-        for it in range(first, self._params.iters if iters is None else iters):
+        weighted, end = self._params.weighted, self._params.iters if iters is None else iters
+        for it in range(first, end):
             clock = self._clock(ex)
-            with ex.computing():
-                block = _solve(als.half_step, ur, p, q, mu, reg, lay, "users", weighted)
-            p = self._gather_finite(ex, block, "user", it)
-            with ex.computing():
-                block = _solve(als.half_step, ir, q, p, mu, reg, lay, "items", weighted)
-            q = self._gather_finite(ex, block, "item", it)
+            p = self._solve_gathered(
+                ex, lambda rows: _solve(als.half_step, rows, p, q, mu, reg, lay, "users", weighted),
+                ur, data["user_bounds"], "user", it, end)
+            q = self._solve_gathered(
+                ex, lambda rows: _solve(als.half_step, rows, q, p, mu, reg, lay, "items", weighted),
+                ir, data["item_bounds"], "item", it, end)
             with ex.computing():
                 err = ur.vals - als.predict_rows(ur, p, q, mu)
                 if self._exact:
@@ -107,14 +107,11 @@ class ImplicitALS(FactorModel):
     def _train(self, data, ex, p, q, first, iters=None, track=True):
         ur, ir = data["user_rows"], data["item_rows"]
         p, q = p.astype(self._params.dtype, copy=False), q.astype(self._params.dtype, copy=False)
-        for it in range(first, self._params.iters if iters is None else iters):
+        end = self._params.iters if iters is None else iters
+        for it in range(first, end):
             clock = self._clock(ex)
-            with ex.computing():
-                block = self._half(ur, q, p)
-            p = self._gather_finite(ex, block, "user", it)
-            with ex.computing():
-                block = self._half(ir, p, q)
-            q = self._gather_finite(ex, block, "item", it)
+            p = self._solve_gathered(ex, self._solver(q, p), ur, data["user_bounds"], "user", it, end)
+            q = self._solve_gathered(ex, self._solver(p, q), ir, data["item_bounds"], "item", it, end)
             with ex.computing():
                 if self._exact:
                     observed = ials.observed_terms(ur, p, q, self._params.alpha)
@@ -126,10 +123,22 @@ class ImplicitALS(FactorModel):
             self._after_iteration(data, ex, it, p, q, {"objective": objective}, clock, track)
         return p, q
 
-    def _half(self, rows, other, own):
+    def _solver(self, other, own):
+        """``solve(rows)`` of a half-step (by chunks when overlapped): ``other.T @ other`` computed once."""
+        gram = []
+
+        def solve(rows):
+            if not gram:
+                gram.append(other.T @ other)
+            return self._half(rows, other, own, gram[0])
+
+        return solve
+
+    def _half(self, rows, other, own, gram=None):
         try:
             v = self._params
-            out = ials.ials_rows(rows, other, other.T @ other, self.reg_, v.alpha, v.solver, v.cg_steps,
+            gram = other.T @ other if gram is None else gram
+            out = ials.ials_rows(rows, other, gram, self.reg_, v.alpha, v.solver, v.cg_steps,
                                  own[rows.start:rows.stop])
         except np.linalg.LinAlgError:
             return np.full((rows.n_rows, other.shape[1]), np.nan, dtype=self._params.dtype)

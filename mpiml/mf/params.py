@@ -204,6 +204,9 @@ PARAMS = (
     Param("seed", "int", 0, "initialization and shuffling seed", low=0),
     Param("exchange", "choice", "auto", "allgather algorithm that shares the solved factors", choices=EXCHANGES,
           cli="--collective-algorithm"),
+    Param("overlap", "int", 0, "solve each half-step in this many chunks, exchanging each solved chunk while the "
+          "next is solved (0 or 1: no overlap; the factors are the same either way)", algorithms=("als", "ials"),
+          low=0, model=False),
     Param("cold_start", "choice", "drop", "users or items unseen in training: drop (predict NaN, left out of "
           "evaluate), nan (NaN everywhere) or mean (the global mean)", choices=COLD_START),
     Param("checkpoint_dir", "path", None, "write checkpoints here (None: none); with it, SIGUSR1/SIGTERM "
