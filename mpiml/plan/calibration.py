@@ -7,11 +7,11 @@ kernels, float64); :func:`mpiml.plan.probe.measure` measures them on another mac
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 
 from mpiml.collectives.model import DEFAULT_PARAMS, ModelParams
+from mpiml.collectives.tuning import read_document
 from mpiml.errors import ArgumentError
 
 SECTION = "compute"
@@ -121,13 +121,7 @@ def load_calibration(tuning_path=None) -> Calibration:
     path = tuning_path if tuning_path is not None else os.environ.get("MPIML_TUNING") or None
     if path is None:
         return DEFAULT
-    try:
-        with open(path, encoding="utf-8") as handle:
-            document = json.load(handle)
-    except OSError as exc:
-        raise ArgumentError(f"cannot read tuning file {path}: {exc.strerror or exc}") from None
-    except ValueError as exc:
-        raise ArgumentError(f"{path}: not a valid mpiml tuning file: {exc}") from None
+    document = read_document(path)
     if not isinstance(document, dict):
         raise ArgumentError(f"{path}: not a valid mpiml tuning file: not a JSON object")
     calibration = replace(DEFAULT, source=str(path))
@@ -149,15 +143,10 @@ def section_document(calibration: Calibration) -> dict:
 
 def store(path, calibration: Calibration) -> None:
     """Write ``calibration``'s compute section into the tuning file ``path`` (atomically; other sections kept)."""
-    from mpiml.runtime.files import atomic_write
+    from mpiml.perf.tune import write_tuning
 
-    document = {}
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as handle:
-            document = json.load(handle)
+    document = read_document(path) if os.path.exists(path) else {}
     document[SECTION] = section_document(calibration)
-    with atomic_write(path, "w") as handle:
-        json.dump(document, handle, indent=1, sort_keys=True)
-        handle.write("\n")
+    write_tuning(path, document)
 
 

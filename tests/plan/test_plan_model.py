@@ -32,8 +32,10 @@ def test_spec_validates_and_derives():
     assert Layout(3, 4).ranks == 12 and Layout(3, 4).replicas_blocks == (12, 1)
     assert Layout(1, 4, parallel="model").replicas_blocks == (1, 4)
     assert Layout(2, 3, parallel="hybrid", grid=(2, 3)).replicas_blocks == (2, 3)
+    assert Layout(1, 6, parallel="hybrid").replicas_blocks == (3, 2)   # most nearly square by default
     for bad in (dict(nodes=0, ranks_per_node=1), dict(nodes=1, ranks_per_node=2, parallel="pipeline"),
-                dict(nodes=1, ranks_per_node=4, parallel="hybrid", grid=(3, 2))):
+                dict(nodes=1, ranks_per_node=4, parallel="hybrid", grid=(3, 2)),
+                dict(nodes=1, ranks_per_node=5, parallel="hybrid")):
         with pytest.raises(ValueError):
             Layout(**bad)
     with pytest.raises(ValueError):
