@@ -11,6 +11,11 @@ built-in synthetic data (generated in each rank, no files), and compares with
   seconds over its iterations; mf: each iteration's ``iteration_seconds``);
 * memory: the largest rank's peak resident bytes (``peak_rss_bytes``).
 
+On a busy machine the ranks get less than their share of a core; the table also shows
+each run's core share (CPU seconds of all ranks over wall seconds x ranks, against
+``min(1, cores / ranks)``) and the time ratio scaled by it: an estimate of what a quiet
+machine would show, printed beside the verdict, not instead of it.
+
 Goals (issue 13): predicted time within 25% and peak memory within 20% of measured, for
 sgd (sync and lbfgs, data and model parallel) and mf (als, ials, dsgd) at p = 1..4. The
 verdict per goal counts the cases within the bound; the ratio measured/predicted per case
@@ -23,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -89,10 +95,17 @@ def run(args: list, ranks: int, timeout: float) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
                NUMBA_NUM_THREADS="1", MPIML_PROGRESS="never")
     command = [tool("mpiexec"), "-n", str(ranks), tool("mpiml"), *args, "--json"]
+    before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+    wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}): {done.stderr.strip()[-400:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    # The share of a core each rank got: on a quiet machine min(1, cores / ranks) (MPI waits
+    # spin, so they count as CPU too); less when other work shares the cores.
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    out["core_share"] = cpu / (wall * ranks) / min(1.0, (os.cpu_count() or 1) / ranks)
+    return out
 
 
 def calibrate(path: str, ranks: int, timeout: float) -> None:
@@ -134,9 +147,11 @@ def main(argv=None) -> int:
             # one rank has no model-parallel layout: the same job, data parallel
             out = run([("data" if arg == "model" and p == 1 else arg) for arg in command], p, args.timeout)
             step = measured_step(job.kind, job.algorithm, out)
+            share = min(out["core_share"], 1.0)
             rows.append({"job": name, "ranks": p, "parallel": layout.parallel,
                          "measured_seconds": step, "predicted_seconds": predicted.seconds_per_step,
-                         "time_ratio": step / predicted.seconds_per_step,
+                         "time_ratio": step / predicted.seconds_per_step, "core_share": share,
+                         "corrected_time_ratio": step * share / predicted.seconds_per_step,
                          "measured_bytes": out["peak_rss_bytes"], "predicted_bytes": predicted.memory_bytes_per_rank,
                          "memory_ratio": out["peak_rss_bytes"] / predicted.memory_bytes_per_rank,
                          "predicted_comm_share": predicted.comm_share})
@@ -145,13 +160,16 @@ def main(argv=None) -> int:
                 print(f"{name:<12} p={p} {r['parallel']:<6} step {step * 1e3:9.2f} ms measured "
                       f"{r['predicted_seconds'] * 1e3:9.2f} ms predicted ({r['time_ratio']:.2f}x)   peak "
                       f"{r['measured_bytes'] / 2**20:7.1f} MiB measured {r['predicted_bytes'] / 2**20:7.1f} MiB "
-                      f"predicted ({r['memory_ratio']:.2f}x)", flush=True)
+                      f"predicted ({r['memory_ratio']:.2f}x)   core share {share:.2f}: time "
+                      f"{r['corrected_time_ratio']:.2f}x", flush=True)
     time_ok = [r for r in rows if abs(r["time_ratio"] - 1) <= TIME_GOAL]
+    corrected_ok = [r for r in rows if abs(r["corrected_time_ratio"] - 1) <= TIME_GOAL]
     memory_ok = [r for r in rows if abs(r["memory_ratio"] - 1) <= MEMORY_GOAL]
     summary = {"rows": rows, "calibration": calibration.source, "cores": cluster.cores_per_node,
                "load_before": load_before, "load_after": os.getloadavg()[0],
                "seconds": time.perf_counter() - started,
                "time_within": len(time_ok), "memory_within": len(memory_ok), "cases": len(rows),
+               "corrected_time_within": len(corrected_ok),
                "median_time_ratio": statistics.median(r["time_ratio"] for r in rows),
                "median_memory_ratio": statistics.median(r["memory_ratio"] for r in rows)}
     if args.json:
@@ -161,6 +179,8 @@ def main(argv=None) -> int:
           f"{load_before:.2f} before, {summary['load_after']:.2f} after; {summary['seconds']:.0f} s")
     print(f"time within {TIME_GOAL:.0%}: {len(time_ok)}/{len(rows)} cases (median measured/predicted "
           f"{summary['median_time_ratio']:.2f}) -> {'MET' if len(time_ok) == len(rows) else 'NOT MET'}")
+    print(f"  (scaled by the share of a core the ranks got, for a busy machine: {len(corrected_ok)}/{len(rows)} "
+          f"within {TIME_GOAL:.0%}; an estimate, not the goal)")
     print(f"peak memory within {MEMORY_GOAL:.0%}: {len(memory_ok)}/{len(rows)} cases (median measured/predicted "
           f"{summary['median_memory_ratio']:.2f}) -> {'MET' if len(memory_ok) == len(rows) else 'NOT MET'}")
     return 0

@@ -1,8 +1,9 @@
 """The compute constants of the plan model, and where they are kept: the ``compute``
 section of an ``mpiml tune`` file (:mod:`mpiml.collectives.tuning`'s format).
 
-The defaults were measured on the 2-core development VM (one rank per core, numba
-kernels, float64); :func:`mpiml.plan.probe.measure` measures them on another machine.
+The defaults were measured by the probe on the 2-core development VM (CPU seconds, numba
+kernels, float64, rounded); ``mpiml tune`` (:func:`mpiml.plan.probe.measure`) measures
+them on another machine.
 """
 
 from __future__ import annotations
@@ -42,7 +43,11 @@ class Calibration:
     als_row : float
         Fixed seconds per solved row.
     als_rating : float
-        Seconds per rating per side of an ALS half-step beyond the ``k**2`` work (the kernel's loads).
+        Seconds per rating of an ALS iteration beyond the ``k**2`` work (index loads, the loss pass).
+    als_row_k2 : float
+        Seconds per row per ``k**2`` of one conjugate-gradient step (implicit ALS: the shared Gram matrix).
+    ials_rating : float
+        Seconds per rating of an implicit ALS iteration beyond its conjugate-gradient products.
     ials_rating_k : float
         Seconds per rating per ``k`` per conjugate-gradient step (implicit ALS).
     dsgd_rating_k : float
@@ -67,21 +72,23 @@ class Calibration:
         Where the numbers came from.
     """
 
-    sparse_nnz: float = 6.0e-9
-    dense_value: float = 1.5e-9
+    sparse_nnz: float = 3.5e-9
+    dense_value: float = 1.2e-9
     update_overhead: float = 4.0e-5
-    param_update: float = 6.0e-9
-    row_loss: float = 6.0e-8
-    lbfgs_overhead: float = 1.5e-3
-    als_rating_k2: float = 1.5e-9
-    als_row_k3: float = 4.0e-10
-    als_row: float = 1.5e-6
-    als_rating: float = 5.0e-9
-    ials_rating_k: float = 3.0e-9
-    dsgd_rating_k: float = 2.0e-9
-    mf_rating: float = 2.0e-8
+    param_update: float = 3.5e-9
+    row_loss: float = 5.0e-8
+    lbfgs_overhead: float = 1.0e-4
+    als_rating_k2: float = 1.0e-10
+    als_row_k3: float = 2.0e-11
+    als_row: float = 3.0e-7
+    als_rating: float = 2.5e-8
+    als_row_k2: float = 2.0e-10
+    ials_rating: float = 2.5e-8
+    ials_rating_k: float = 1.0e-10
+    dsgd_rating_k: float = 1.5e-9
+    mf_rating: float = 2.5e-8
     gram_value: float = 3.0e-10
-    mf_overhead: float = 2.0e-3
+    mf_overhead: float = 3.0e-4
     oversub_sync: float = 3.0e-3
     thread_efficiency: float = 0.7
     baseline_bytes: int = 110 << 20

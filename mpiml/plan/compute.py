@@ -15,13 +15,13 @@ mf per iteration and rank (``p`` ranks, ``k`` factors, ``w`` stored columns, ``N
 ratings, ``U`` users, ``I`` items), each half-step a block of rows solved then
 allgathered (``(U or I) w`` values) to every rank:
 
-- als: ``2 N/p (k^2 c_acc + c_als) + (U + I)/p (k^3 c_solve + c_row)`` (the normal
-  equations of both sides, then one solve per row);
-- ials (cg): ``2 (2 cg + 2) N/p k c_ials + 2 N/p c_als + (U + I)/p (cg k^2 c_acc + c_row)``
+- als: ``2 N/p k^2 c_acc + N/p c_als + (U + I)/p (k^3 c_solve + c_row)`` (the normal
+  equations of both sides, the loss pass, one solve per row);
+- ials (cg): ``2 (2 cg + 2) N/p k c_ials + N/p c_ials_rating + (U + I)/p (cg k^2 c_k2 + c_row)``
   plus the Gram matrix ``(U + I) k^2`` every rank computes in full (a BLAS call: threads help);
-- dsgd: one pass ``N/p (c_rating + k c_dsgd)`` of updates, plus ``p`` ring shifts of an item
-  block ``I/p w`` and one allgather of the item factors;
-- every algorithm: one more such pass over the rank's ratings for the loss, and ``mf_overhead``.
+- dsgd: ``2 N/p (c_rating + k c_dsgd)`` (a pass of updates, a pass for the loss), plus ``p``
+  ring shifts of an item block ``I/p w`` and one allgather of the item factors;
+- every algorithm: ``mf_overhead`` an iteration.
 """
 
 from __future__ import annotations
@@ -115,24 +115,22 @@ def mf_step(job: Job, layout: Layout, calibration: Calibration = DEFAULT) -> tup
     k, w, size = float(job.factors), float(job.width), job.factor_itemsize
     n, users, items = float(job.ratings), float(job.users), float(job.items)
     threads = thread_speedup(layout.threads_per_rank, c)
-    # one pass over the ratings: a fixed cost per rating (index loads, numpy passes over the residuals)
-    # and a k-long product; the loss is one such pass, a DSGD epoch two
-    evaluate = n / p * (c.mf_rating + k * c.dsgd_rating_k)
+    local = n / p
     if job.algorithm == "als":
-        compute = 2 * n / p * (k * k * c.als_rating_k2 + c.als_rating) \
+        # the normal equations of both sides (k^2 a rating), a solve per row, the loss (als_rating a rating)
+        compute = 2 * local * k * k * c.als_rating_k2 + local * c.als_rating \
             + (users + items) / p * (k**3 * c.als_row_k3 + c.als_row)
     elif job.algorithm == "ials":
         steps = float(job.cg_steps)
         if job.solver == "cholesky":
-            rows = 2 * n / p * (k * k * c.als_rating_k2 + c.als_rating) \
-                + (users + items) / p * (k**3 * c.als_row_k3 + c.als_row)
-        else:
-            rows = (2 * steps + 2) * 2 * n / p * k * c.ials_rating_k + 2 * n / p * c.als_rating \
-                + (users + items) / p * (steps * k * k * c.als_rating_k2 + c.als_row)
-        compute = rows + (users + items) * k * k * c.gram_value / threads
-    else:  # dsgd
-        compute = evaluate
-    compute += evaluate + c.mf_overhead
+            rows = 2 * local * k * k * c.als_rating_k2 + (users + items) / p * (k**3 * c.als_row_k3 + c.als_row)
+        else:   # each conjugate-gradient step passes over a row's ratings twice, plus the right-hand side
+            rows = (2 * steps + 2) * 2 * local * k * c.ials_rating_k \
+                + (users + items) / p * (steps * k * k * c.als_row_k2 + c.als_row)
+        compute = rows + local * c.ials_rating + (users + items) * k * k * c.gram_value / threads
+    else:  # dsgd: a pass of updates and a pass for the loss, each a fixed cost and a k-long product a rating
+        compute = 2 * local * (c.mf_rating + k * c.dsgd_rating_k)
+    compute += c.mf_overhead
     # each gather of a factor matrix is an allreduce of the ranks' clocks and an allgather
     comm = _allreduce(64, p, params)   # the loss sums
     if job.algorithm == "dsgd":

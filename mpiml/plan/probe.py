@@ -28,10 +28,9 @@ LBFGS_PROBE = (3000, 20, 1.0, 24)   # rows, features, density, iterations (the d
 # mf probes: (algorithm, users, items, ratings, rank, iterations)
 MF_PROBES = (("dsgd", 2000, 500, 40000, 4, 3), ("dsgd", 2000, 500, 40000, 32, 3), ("dsgd", 600, 200, 6000, 8, 3),
              ("als", 2000, 500, 40000, 8, 3), ("als", 1000, 300, 30000, 48, 3), ("als", 6000, 200, 20000, 4, 3),
-             ("als", 3000, 500, 60000, 2, 3),
-             ("ials", 2000, 500, 40000, 16, 3))
-MF_CONSTANTS = ("dsgd_rating_k", "mf_rating", "mf_overhead", "als_rating_k2", "als_row_k3", "als_row", "als_rating",
-                "ials_rating_k", "gram_value")
+             ("als", 3000, 500, 60000, 2, 3), ("ials", 2000, 500, 40000, 16, 3), ("ials", 1000, 300, 30000, 48, 3))
+MF_CONSTANTS = ("dsgd_rating_k", "mf_rating", "mf_overhead", "als_rating_k2", "als_rating", "als_row_k3", "als_row",
+                "als_row_k2", "ials_rating_k", "ials_rating", "gram_value")
 SGD_CONSTANTS = ("update_overhead", "dense_value", "sparse_nnz", "row_loss", "param_update")
 
 
@@ -163,8 +162,8 @@ def _measure_local(calibration: Calibration) -> dict:
     # mf, in order: dsgd (its rate also prices every algorithm's loss pass) with the fixed cost of
     # an iteration, then als's normal equations and solves, then implicit ALS's conjugate gradient
     for algorithm, names in (("dsgd", ("dsgd_rating_k", "mf_rating", "mf_overhead")),
-                             ("als", ("als_rating_k2", "als_row_k3", "als_row", "als_rating")),
-                             ("ials", ("ials_rating_k",))):
+                             ("als", ("als_rating_k2", "als_rating", "als_row_k3", "als_row")),
+                             ("ials", ("ials_rating_k", "ials_rating"))):
         terms, seconds = [], []
         for probe in (probe for probe in MF_PROBES if probe[0] == algorithm):
             job, step = _mf_run(*probe)
