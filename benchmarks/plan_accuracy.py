@@ -109,11 +109,18 @@ def run(args: list, ranks: int, timeout: float) -> dict:
 
 
 def calibrate(path: str, ranks: int, timeout: float) -> None:
-    """``mpiml tune`` on a small grid: the communication parameters and the compute probe (~15 s)."""
+    """``mpiml tune`` on a small grid (the communication parameters and the compute probe), then the wait
+    of an oversubscribed collective at cores + 1 ranks (~20 s)."""
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
                NUMBA_NUM_THREADS="1", MPIML_PROGRESS="never")
     command = [tool("mpiexec"), "-n", str(ranks), tool("mpiml"), "tune", "--sizes", "8:1M:8", "--min-time", "0.01",
                "--repeats", "1", "--collective", "allreduce,allgather,bcast", "--out", path, "--json"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}): {done.stderr.strip()[-400:]}")
+    # what a collective waits for a descheduled rank when ranks outnumber the cores
+    command = [tool("mpiexec"), "-n", str((os.cpu_count() or 1) + 1), sys.executable, "-c",
+               "import sys; from mpiml.plan.probe import store_oversubscribed_wait as s; s(sys.argv[1])", path]
     done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}): {done.stderr.strip()[-400:]}")

@@ -178,17 +178,60 @@ def _measure_local(calibration: Calibration) -> dict:
 
 
 def measure(comm=None, calibration: Calibration = DEFAULT) -> Calibration:
-    """Run the probes on every rank of ``comm`` (collective); the median constants, the same on every rank."""
+    """Run the probes on every rank of ``comm`` (collective); the median constants, the same on every rank.
+
+    When the ranks of a node outnumber its cores, also ``oversub_sync``
+    (:func:`oversubscribed_wait`); otherwise it keeps its value.
+    """
     from mpiml.runtime.comm import resolve_comm
 
     comm = resolve_comm(comm)
-    start = time.perf_counter()
     mine = measure_local(calibration)
     everyone = comm.allgather(mine)
     agreed = {name: statistics.median(v[name] for v in everyone) for name in mine}
     agreed["baseline_bytes"] = int(max(v["baseline_bytes"] for v in everyone))
-    agreed["probe_seconds"] = time.perf_counter() - start
+    wait = oversubscribed_wait(comm)
+    if wait is not None:
+        agreed["oversub_sync"] = wait
     return calibration.with_constants(agreed, source="probe")
+
+
+def oversubscribed_wait(comm, reps: int = 200) -> float | None:
+    """Median seconds of an 8-byte allreduce over ``comm`` when some node runs more of its ranks than it
+    has cores (the wait for a descheduled rank), else None. Collective."""
+    import os
+
+    from mpi4py import MPI
+
+    import mpiml
+
+    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    try:
+        crowded = node.Get_size() > (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                                     else os.cpu_count() or 1)
+    finally:
+        node.Free()
+    if not comm.allreduce(crowded, op=MPI.LOR):
+        return None
+    x = np.zeros(1)
+    samples = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        mpiml.allreduce(x, comm=comm)
+        samples.append(time.perf_counter() - start)
+    return float(comm.allreduce(statistics.median(samples), op=MPI.MAX))
+
+
+def store_oversubscribed_wait(path) -> None:
+    """Measure :func:`oversubscribed_wait` on ``COMM_WORLD`` and write it into the tuning file ``path``
+    (rank 0; the file's other sections and constants are kept). Run it with more ranks than cores."""
+    from mpi4py import MPI
+
+    from mpiml.plan.calibration import load_calibration, store
+
+    wait = oversubscribed_wait(MPI.COMM_WORLD)
+    if wait is not None and MPI.COMM_WORLD.Get_rank() == 0:
+        store(path, replace(load_calibration(path), oversub_sync=wait))
 
 
 def cluster_of_this_machine() -> Cluster:
