@@ -126,6 +126,28 @@ def calibrate(path: str, ranks: int, timeout: float) -> None:
         raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}): {done.stderr.strip()[-400:]}")
 
 
+def big_cluster(calibration) -> dict:
+    """Every layout of a 64-node, 32-core cluster for two problems: seconds to predict them all, and the
+    fastest layouts (a wide sparse problem should go model parallel, a small dense one to few ranks)."""
+    cluster = Cluster(nodes_max=64, cores_per_node=32, mem_per_node_bytes=256 << 30)
+    wide = Job("sgd", "lbfgs", rows=20000, features=4_000_000, nnz=20000 * 500, max_iter=100)
+    small = Job("sgd", "sync", rows=20000, features=20, nnz=20000 * 20, dense=True, epochs=5)
+    layouts = [Layout(nodes, per_node, parallel=kind) for nodes in range(1, 65) for per_node in (1, 2, 4, 8, 16, 32)
+               for kind in ("data", "model", "hybrid")
+               if (nodes * per_node > 1 or kind == "data") and (kind != "hybrid" or _has_grid(nodes * per_node))]
+    start = time.perf_counter()
+    best = {}
+    for name, job in (("wide sparse lbfgs", wide), ("small dense sync", small)):
+        table = [(predict(job, layout, cluster, calibration), layout) for layout in layouts]
+        fastest = min(table, key=lambda entry: entry[0].seconds_per_step)[1]
+        best[name] = {"parallel": fastest.parallel, "ranks": fastest.ranks}
+    return {"layouts": 2 * len(layouts), "seconds": time.perf_counter() - start, "fastest": best}
+
+
+def _has_grid(p: int) -> bool:
+    return any(p % c == 0 for c in range(2, int(p**0.5) + 1))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--ranks", default="1,2,3,4")
@@ -179,6 +201,7 @@ def main(argv=None) -> int:
                "corrected_time_within": len(corrected_ok),
                "median_time_ratio": statistics.median(r["time_ratio"] for r in rows),
                "median_memory_ratio": statistics.median(r["memory_ratio"] for r in rows)}
+    summary["cluster_64"] = big = big_cluster(calibration)
     if args.json:
         print(json.dumps(summary, sort_keys=True))
         return 0
@@ -188,6 +211,11 @@ def main(argv=None) -> int:
           f"{summary['median_time_ratio']:.2f}) -> {'MET' if len(time_ok) == len(rows) else 'NOT MET'}")
     print(f"  (scaled by the share of a core the ranks got, for a busy machine: {len(corrected_ok)}/{len(rows)} "
           f"within {TIME_GOAL:.0%}; an estimate, not the goal)")
+    wide, small = big["fastest"]["wide sparse lbfgs"], big["fastest"]["small dense sync"]
+    print(f"64-node cluster: {big['layouts']} layouts predicted in {big['seconds']:.2f} s -> "
+          f"{'MET' if big['seconds'] < 2 else 'NOT MET'} (goal < 2 s); fastest for a wide sparse lbfgs: "
+          f"{wide['parallel']} on {wide['ranks']} ranks, for a small dense sync: {small['parallel']} on "
+          f"{small['ranks']} ranks -> {'MET' if wide['parallel'] != 'data' and small['ranks'] <= 64 else 'NOT MET'}")
     print(f"peak memory within {MEMORY_GOAL:.0%}: {len(memory_ok)}/{len(rows)} cases (median measured/predicted "
           f"{summary['median_memory_ratio']:.2f}) -> {'MET' if len(memory_ok) == len(rows) else 'NOT MET'}")
     return 0

@@ -196,30 +196,38 @@ def measure(comm=None, calibration: Calibration = DEFAULT) -> Calibration:
     return calibration.with_constants(agreed, source="probe")
 
 
-def oversubscribed_wait(comm, reps: int = 200) -> float | None:
-    """Median seconds of an 8-byte allreduce over ``comm`` when some node runs more of its ranks than it
-    has cores (the wait for a descheduled rank), else None. Collective."""
+def oversubscribed_wait(comm, reps: int = 100, work: float = 1e-4) -> float | None:
+    """Mean seconds a collective waits when some node runs more of its ranks than it has cores, else None.
+
+    Each rank computes ``work`` seconds, then joins an 8-byte allreduce, as a training step
+    does; the wait is the mean step time beyond the stretched compute (a tight loop of
+    collectives alone waits much less: the spinning ranks hand the cores back and forth). Collective.
+    """
     import os
 
     from mpi4py import MPI
 
     import mpiml
 
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     node = comm.Split_type(MPI.COMM_TYPE_SHARED)
     try:
-        crowded = node.Get_size() > (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                                     else os.cpu_count() or 1)
+        local = node.Get_size()
     finally:
         node.Free()
-    if not comm.allreduce(crowded, op=MPI.LOR):
+    if not comm.allreduce(local > cores, op=MPI.LOR):
         return None
-    x = np.zeros(1)
-    samples = []
+    x, a = np.zeros(1), np.ones(1000)
+    clock = time.perf_counter
+    comm.Barrier()
+    start = clock()
     for _ in range(reps):
-        start = time.perf_counter()
+        until = clock() + work * local / cores   # the wall time of ``work`` on a shared core
+        while clock() < until:
+            np.sqrt(a)
         mpiml.allreduce(x, comm=comm)
-        samples.append(time.perf_counter() - start)
-    return float(comm.allreduce(statistics.median(samples), op=MPI.MAX))
+    mean = (clock() - start) / reps - work * local / cores
+    return float(max(comm.allreduce(mean, op=MPI.MAX), 0.0))
 
 
 def store_oversubscribed_wait(path) -> None:
