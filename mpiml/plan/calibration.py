@@ -72,23 +72,23 @@ class Calibration:
         Where the numbers came from.
     """
 
-    sparse_nnz: float = 3.5e-9
-    dense_value: float = 1.2e-9
-    update_overhead: float = 4.0e-5
-    param_update: float = 3.5e-9
-    row_loss: float = 5.0e-8
+    sparse_nnz: float = 3.0e-9
+    dense_value: float = 1.0e-9
+    update_overhead: float = 3.0e-5
+    param_update: float = 3.0e-9
+    row_loss: float = 4.5e-8
     lbfgs_overhead: float = 1.0e-4
     als_rating_k2: float = 1.0e-10
-    als_row_k3: float = 2.0e-11
-    als_row: float = 3.0e-7
-    als_rating: float = 2.5e-8
-    als_row_k2: float = 2.0e-10
-    ials_rating: float = 2.5e-8
-    ials_rating_k: float = 1.0e-10
+    als_row_k3: float = 1.0e-11
+    als_row: float = 2.5e-7
+    als_rating: float = 3.0e-8
+    als_row_k2: float = 5.0e-11
+    ials_rating: float = 1.5e-8
+    ials_rating_k: float = 9.0e-11
     dsgd_rating_k: float = 1.5e-9
-    mf_rating: float = 2.5e-8
+    mf_rating: float = 2.8e-8
     gram_value: float = 3.0e-10
-    mf_overhead: float = 3.0e-4
+    mf_overhead: float = 1.0e-4
     oversub_sync: float = 4.0e-3
     thread_efficiency: float = 0.7
     baseline_bytes: int = 110 << 20

@@ -26,9 +26,11 @@ SGD_PROBES = ((3000, 4, 1.0, 16, 3), (8000, 2, 1.0, 2048, 3), (4000, 200, 1.0, 2
               (2000, 20000, 0.005, 256, 3), (2000, 100000, 0.0002, 32, 3), (3000, 2000, 0.05, 128, 3))
 LBFGS_PROBE = (3000, 20, 1.0, 24)   # rows, features, density, iterations (the difference of 24 and 8)
 # mf probes: (algorithm, users, items, ratings, rank, iterations)
-MF_PROBES = (("dsgd", 2000, 500, 40000, 4, 3), ("dsgd", 2000, 500, 40000, 32, 3), ("dsgd", 600, 200, 6000, 8, 3),
+# (larger ones too: factor matrices beyond the L2 cache cost more per rating)
+MF_PROBES = (("dsgd", 2000, 500, 40000, 4, 3), ("dsgd", 2000, 500, 40000, 32, 3), ("dsgd", 8000, 2000, 120000, 16, 3),
              ("als", 2000, 500, 40000, 8, 3), ("als", 1000, 300, 30000, 48, 3), ("als", 6000, 200, 20000, 4, 3),
-             ("als", 3000, 500, 60000, 2, 3), ("ials", 2000, 500, 40000, 16, 3), ("ials", 1000, 300, 30000, 48, 3))
+             ("als", 8000, 2000, 120000, 16, 3), ("ials", 1000, 300, 30000, 48, 3), ("ials", 6000, 300, 20000, 32, 3),
+             ("ials", 8000, 2000, 120000, 32, 3))
 MF_CONSTANTS = ("dsgd_rating_k", "mf_rating", "mf_overhead", "als_rating_k2", "als_rating", "als_row_k3", "als_row",
                 "als_row_k2", "ials_rating_k", "ials_rating", "gram_value")
 SGD_CONSTANTS = ("update_overhead", "dense_value", "sparse_nnz", "row_loss", "param_update")
@@ -163,7 +165,7 @@ def _measure_local(calibration: Calibration) -> dict:
     # an iteration, then als's normal equations and solves, then implicit ALS's conjugate gradient
     for algorithm, names in (("dsgd", ("dsgd_rating_k", "mf_rating", "mf_overhead")),
                              ("als", ("als_rating_k2", "als_rating", "als_row_k3", "als_row")),
-                             ("ials", ("ials_rating_k", "ials_rating"))):
+                             ("ials", ("ials_rating_k", "ials_rating", "als_row_k2"))):
         terms, seconds = [], []
         for probe in (probe for probe in MF_PROBES if probe[0] == algorithm):
             job, step = _mf_run(*probe)
