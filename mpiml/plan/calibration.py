@@ -36,6 +36,10 @@ class Calibration:
         Seconds per row and output of the loss derivative.
     lbfgs_overhead : float
         Fixed seconds of one L-BFGS iteration beyond its gradient passes.
+    lbfgs_dense_value : float
+        Seconds per stored dense value of a full-batch product (lbfgs; one BLAS call over the shard).
+    lbfgs_row : float
+        Seconds per row and output of the full-batch loss and its derivative (lbfgs).
     als_rating_k2 : float
         Seconds per rating per ``k**2`` (accumulating a row's normal equations).
     als_row_k3 : float
@@ -78,6 +82,8 @@ class Calibration:
     param_update: float = 3.0e-9
     row_loss: float = 4.5e-8
     lbfgs_overhead: float = 1.0e-4
+    lbfgs_dense_value: float = 5.0e-10
+    lbfgs_row: float = 1.5e-8
     als_rating_k2: float = 1.0e-10
     als_row_k3: float = 1.0e-11
     als_row: float = 2.5e-7

@@ -51,8 +51,11 @@ def thread_speedup(threads: int, calibration: Calibration = DEFAULT) -> float:
 def _machine(job: Job, calibration: Calibration):
     from mpiml.parallel.cost import Machine
 
-    return Machine(nnz_seconds=calibration.dense_value if job.dense else calibration.sparse_nnz,
-                   row_seconds=calibration.row_loss, param_seconds=calibration.param_update,
+    lbfgs = job.algorithm == "lbfgs"   # full-batch products and losses: whole arrays at once
+    dense = calibration.lbfgs_dense_value if lbfgs else calibration.dense_value
+    return Machine(nnz_seconds=dense if job.dense else calibration.sparse_nnz,
+                   row_seconds=calibration.lbfgs_row if lbfgs else calibration.row_loss,
+                   param_seconds=calibration.param_update,
                    step_seconds=calibration.update_overhead, iteration_seconds=calibration.lbfgs_overhead)
 
 

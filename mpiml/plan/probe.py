@@ -24,7 +24,9 @@ from mpiml.plan.spec import Cluster, Job, Layout
 # sgd probes: (rows, features, density, batch, epochs) of sync SGD on a synthetic classification set
 SGD_PROBES = ((3000, 4, 1.0, 16, 3), (8000, 2, 1.0, 2048, 3), (4000, 200, 1.0, 256, 3), (3000, 40, 1.0, 64, 3),
               (2000, 20000, 0.005, 256, 3), (2000, 100000, 0.0002, 32, 3), (3000, 2000, 0.05, 128, 3))
-LBFGS_PROBE = (3000, 20, 1.0, 24)   # rows, features, density, iterations (the difference of 24 and 8)
+# dense rows, features, iterations: the difference of a run of 2 and one of that many (before the
+# ftol test stops it: about 8 iterations on these)
+LBFGS_PROBES = ((3000, 20, 7), (20000, 100, 7), (40000, 4, 4))   # dense rows, features, iterations (the difference of 24 and 8)
 # mf probes: (algorithm, users, items, ratings, rank, iterations)
 # (larger ones too: factor matrices beyond the L2 cache cost more per rating)
 MF_PROBES = (("dsgd", 2000, 500, 40000, 4, 3), ("dsgd", 2000, 500, 40000, 32, 3), ("dsgd", 8000, 2000, 120000, 16, 3),
@@ -34,12 +36,13 @@ MF_PROBES = (("dsgd", 2000, 500, 40000, 4, 3), ("dsgd", 2000, 500, 40000, 32, 3)
 MF_CONSTANTS = ("dsgd_rating_k", "mf_rating", "mf_overhead", "als_rating_k2", "als_rating", "als_row_k3", "als_row",
                 "als_row_k2", "ials_rating_k", "ials_rating", "gram_value")
 SGD_CONSTANTS = ("update_overhead", "dense_value", "sparse_nnz", "row_loss", "param_update")
+LBFGS_CONSTANTS = ("lbfgs_overhead", "lbfgs_dense_value", "lbfgs_row")
 
 
-def _sgd_data(rows, features, density):
+def _sgd_data(rows, features, density, separation=4.0):
     from mpiml.data.synthetic import generate
 
-    options = {"n": rows, "d": features, "classes": 2, "density": density, "separation": 4.0, "noise": 0.1,
+    options = {"n": rows, "d": features, "classes": 2, "density": density, "separation": separation, "noise": 0.1,
                "seed": 0}
     return generate("classification", options, 0, rows)
 
@@ -71,11 +74,11 @@ def _sgd_job(rows, features, density, batch, epochs, X) -> Job:
 
 
 def _sgd_terms(job: Job) -> np.ndarray:
-    """CPU seconds of one epoch and its evaluation per unit of each of :data:`SGD_CONSTANTS` (the model is
-    linear in them); the evaluation is one product over the data and the loss of every row."""
+    """CPU seconds of one sync SGD epoch per unit of each of :data:`SGD_CONSTANTS` (the model is linear in
+    them), with the sparse product of the evaluation pass that follows each epoch."""
     from mpiml.plan.compute import sgd_step
 
-    base = Calibration(**{name: 0.0 for name in SGD_CONSTANTS}, lbfgs_overhead=0.0)
+    base = Calibration(**{name: 0.0 for name in SGD_CONSTANTS + LBFGS_CONSTANTS})
     out = []
     for name in SGD_CONSTANTS:
         c = replace(base, **{name: 1.0})
@@ -83,10 +86,13 @@ def _sgd_terms(job: Job) -> np.ndarray:
             c = replace(c, sparse_nnz=0.0)
         if name == "dense_value" and not job.dense:
             c = replace(c, dense_value=0.0)
-        evaluation = {"row_loss": job.rows, "sparse_nnz": 0 if job.dense else job.stored,
-                      "dense_value": job.stored if job.dense else 0}.get(name, 0)
-        out.append(sgd_step(job, Layout(1, 1), c)[0] + evaluation)
+        out.append(sgd_step(job, Layout(1, 1), c)[0] + (job.stored if name == "sparse_nnz" and not job.dense else 0))
     return np.array(out)
+
+
+def _evaluation(job: Job, c: Calibration) -> float:
+    """The known part of the evaluation pass after an epoch: full-batch losses (and dense products)."""
+    return job.rows * c.lbfgs_row + (job.stored * c.lbfgs_dense_value if job.dense else 0.0)
 
 
 def _fit(terms: np.ndarray, seconds: np.ndarray, fallback: np.ndarray) -> np.ndarray:
@@ -142,25 +148,40 @@ def _measure_local(calibration: Calibration) -> dict:
     lbfgs_math.load()
     values = {"baseline_bytes": peak_rss_bytes()}
     _sgd_cpu(*_sgd_data(200, 4, 1.0), epochs=1, batch_size=16)
+    _sgd_cpu(*_sgd_data(200, 4, 1.0), "lbfgs", max_iter=3)
     _mf_run("als", 200, 100, 2000, 4, 1)
-    terms, seconds = [], []
+    sgd_runs = []
     for probe in SGD_PROBES:
         per_epoch, X = _sgd_run(*probe)
-        terms.append(_sgd_terms(_sgd_job(*probe, X)))
-        seconds.append(per_epoch)
-    fallback = np.array([getattr(calibration, name) for name in SGD_CONSTANTS])
-    values.update(zip(SGD_CONSTANTS, map(float, _fit(np.array(terms), np.array(seconds), fallback))))
-    fitted = calibration.with_constants(values)
-    rows, features, density, iters = LBFGS_PROBE
-    X, y = _sgd_data(rows, features, density)
-    few, short = _sgd_cpu(X, y, "lbfgs", max_iter=iters // 3, tol=1e-12)
-    many, long = _sgd_cpu(X, y, "lbfgs", max_iter=iters, tol=1e-12)
-    done = long.history[-1].get("lbfgs_iterations", iters) - short.history[-1].get("lbfgs_iterations", iters // 3)
-    per_iteration = max(many - few, 1e-6) / max(done, 1)
-    job = Job("sgd", "lbfgs", rows=rows, features=features, nnz=rows * features, dense=True, max_iter=iters)
-    known = sgd_step(job, Layout(1, 1), replace(fitted, lbfgs_overhead=0.0))[0]
-    values["lbfgs_overhead"] = max(per_iteration - known, 1e-5)
-    fitted = fitted.with_constants(values)
+        sgd_runs.append((_sgd_job(*probe, X), per_epoch))
+    lbfgs_runs = []
+    for rows, features, iters in LBFGS_PROBES:
+        X, y = _sgd_data(rows, features, 1.0)
+        few, short = _sgd_cpu(X, y, "lbfgs", max_iter=2, tol=1e-12)
+        many, long = _sgd_cpu(X, y, "lbfgs", max_iter=iters, tol=1e-12)
+        done = long.history[-1].get("lbfgs_iterations", iters) - short.history[-1].get("lbfgs_iterations", 2)
+        if done > 0:
+            job = Job("sgd", "lbfgs", rows=rows, features=features, nnz=rows * features, dense=True, max_iter=iters)
+            lbfgs_runs.append((job, max(many - few, 1e-6) / done))
+    # The SGD epochs include a full-batch evaluation priced by the lbfgs constants, and lbfgs
+    # iterations include parameter passes priced by the SGD ones: two rounds settle both.
+    fitted = calibration
+    for _ in range(2):
+        terms = [_sgd_terms(job) for job, _ in sgd_runs]
+        seconds = [max(t - _evaluation(job, fitted), 1e-6) for job, t in sgd_runs]
+        fallback = np.array([getattr(calibration, name) for name in SGD_CONSTANTS])
+        values.update(zip(SGD_CONSTANTS, map(float, _fit(np.array(terms), np.array(seconds), fallback))))
+        fitted = fitted.with_constants(values)
+        terms, seconds = [], []
+        for job, per_iteration in lbfgs_runs:
+            rest = sgd_step(job, Layout(1, 1), replace(fitted, **{name: 0.0 for name in LBFGS_CONSTANTS}))[0]
+            unit = replace(fitted, **{name: 0.0 for name in SGD_CONSTANTS + LBFGS_CONSTANTS})
+            terms.append([sgd_step(job, Layout(1, 1), replace(unit, **{name: 1.0}))[0] for name in LBFGS_CONSTANTS])
+            seconds.append(max(per_iteration - rest, 1e-6))
+        fallback = np.array([getattr(calibration, name) for name in LBFGS_CONSTANTS])
+        if terms:
+            values.update(zip(LBFGS_CONSTANTS, map(float, _fit(np.array(terms), np.array(seconds), fallback))))
+        fitted = fitted.with_constants(values)
     # mf, in order: dsgd (its rate also prices every algorithm's loss pass) with the fixed cost of
     # an iteration, then als's normal equations and solves, then implicit ALS's conjugate gradient
     for algorithm, names in (("dsgd", ("dsgd_rating_k", "mf_rating", "mf_overhead")),
