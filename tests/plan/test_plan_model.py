@@ -212,3 +212,29 @@ def test_peak_rss_is_reported():
     before = peak_rss_bytes()
     block = np.ones(16 << 20, dtype=np.uint8)   # 16 MiB touched
     assert peak_rss_bytes() >= before > 10 << 20 and block.sum() == 16 << 20
+
+
+def test_tune_measures_the_compute_section_that_plan_reads(tmp_path):
+    import sys
+
+    from mpirun import run_mpi
+
+    path = tmp_path / "tuning.json"
+    result = run_mpi(1, [sys.executable, "-m", "mpiml", "tune", "--collective", "bcast", "--sizes", "8",
+                         "--min-time", "0.001", "--max-iters", "3", "--repeats", "1", "--out", str(path)], timeout=240)
+    assert not result.hung and result.returncode == 0, result.describe()
+    calibration = load_calibration(path)
+    assert calibration.source == str(path)
+    # the probe measured this machine: plausible magnitudes, not the defaults copied
+    assert calibration.constants() != Calibration().constants()
+    assert 1e-11 < calibration.sparse_nnz < 1e-6 and 1e-7 < calibration.update_overhead < 1e-2
+    assert 20 << 20 < calibration.baseline_bytes < 2 << 30
+    assert predict(ALS, Layout(1, 1), Cluster(tuning=str(path))).seconds_per_step > 0
+
+
+def test_no_oversubscribed_wait_with_a_core_per_rank():
+    from mpi4py import MPI
+
+    from mpiml.plan.probe import oversubscribed_wait
+
+    assert oversubscribed_wait(MPI.COMM_SELF) is None
