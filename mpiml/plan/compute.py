@@ -22,6 +22,13 @@ allgathered (``(U or I) w`` values) to every rank:
 - dsgd: ``2 N/p (c_rating + k c_dsgd)`` (a pass of updates, a pass for the loss), plus ``p``
   ring shifts of an item block ``I/p w`` and one allgather of the item factors;
 - every algorithm: ``mf_overhead`` an iteration.
+
+lbfgs uses its own constants for its full-batch work (``lbfgs_dense_value`` a dense value,
+``lbfgs_row`` a row's loss): whole-array products run faster a value than mini-batches.
+
+Oversubscription (:func:`oversubscription`, ranks x threads over cores, when above 1)
+multiplies compute and transfer times, and adds ``oversub_sync`` seconds to each
+collective call: a rank the others wait for is not running until the scheduler's turn.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from dataclasses import replace
 import numpy as np
 
 from mpiml.plan.calibration import DEFAULT, Calibration
-from mpiml.plan.spec import Cluster, Job, Layout
+from mpiml.plan.spec import Job, Layout
 
 # sgd probes: (rows, features, density, batch, epochs) of sync SGD on a synthetic classification set
 SGD_PROBES = ((3000, 4, 1.0, 16, 3), (8000, 2, 1.0, 2048, 3), (4000, 200, 1.0, 256, 3), (3000, 40, 1.0, 64, 3),
@@ -219,7 +219,7 @@ def measure(comm=None, calibration: Calibration = DEFAULT) -> Calibration:
     return calibration.with_constants(agreed, source="probe")
 
 
-def oversubscribed_wait(comm, reps: int = 100, work: float = 1e-4) -> float | None:
+def oversubscribed_wait(comm=None, reps: int = 100, work: float = 1e-4) -> float | None:
     """Mean seconds a collective waits when some node runs more of its ranks than it has cores, else None.
 
     Each rank computes ``work`` seconds, then joins an 8-byte allreduce, as a training step
@@ -231,7 +231,9 @@ def oversubscribed_wait(comm, reps: int = 100, work: float = 1e-4) -> float | No
     from mpi4py import MPI
 
     import mpiml
+    from mpiml.runtime.comm import resolve_comm
 
+    comm = resolve_comm(comm)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     node = comm.Split_type(MPI.COMM_TYPE_SHARED)
     try:
@@ -263,10 +265,3 @@ def store_oversubscribed_wait(path) -> None:
     wait = oversubscribed_wait(MPI.COMM_WORLD)
     if wait is not None and MPI.COMM_WORLD.Get_rank() == 0:
         store(path, replace(load_calibration(path), oversub_sync=wait))
-
-
-def cluster_of_this_machine() -> Cluster:
-    """One node: this machine's cores."""
-    import os
-
-    return Cluster(nodes_max=1, cores_per_node=os.cpu_count() or 1)
