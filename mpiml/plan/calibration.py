@@ -82,8 +82,8 @@ class Calibration:
     param_update: float = 3.0e-9
     row_loss: float = 4.5e-8
     lbfgs_overhead: float = 1.0e-4
-    lbfgs_dense_value: float = 5.0e-10
-    lbfgs_row: float = 1.5e-8
+    lbfgs_dense_value: float = 6.0e-10
+    lbfgs_row: float = 2.0e-8
     als_rating_k2: float = 1.0e-10
     als_row_k3: float = 1.0e-11
     als_row: float = 2.5e-7
