@@ -17,7 +17,8 @@ each run's core share (CPU seconds of all ranks over wall seconds x ranks, again
 machine would show, printed beside the verdict, not instead of it.
 
 Goals (issue 13): predicted time within 25% and peak memory within 20% of measured, for
-sgd (sync and lbfgs, data and model parallel) and mf (als, ials, dsgd) at p = 1..4. The
+sgd (sync and lbfgs, data and model parallel, and lbfgs on a 2 x 2 hybrid grid at p = 4) and
+mf (als, ials, dsgd) at p = 1..4. The
 verdict per goal counts the cases within the bound; the ratio measured/predicted per case
 shows which way the model errs. Timings on a shared machine are noisy: run it quiet
 (the script prints the load average before and after).
@@ -61,6 +62,11 @@ JOBS = {
                         nnz=int(SGD_WIDE["n"] * SGD_WIDE["d"] * SGD_WIDE["density"]), max_iter=20),
                     ["sgd", "--data", "synthetic:classification,n={n},d={d},density={density}".format(**SGD_WIDE),
                      "--test-fraction", "0", "--strategy", "lbfgs", "--iters", "20", "--parallel", "model"]),
+    "lbfgs-hybrid": (Job("sgd", "lbfgs", rows=SGD_WIDE["n"], features=SGD_WIDE["d"],
+                         nnz=int(SGD_WIDE["n"] * SGD_WIDE["d"] * SGD_WIDE["density"]), max_iter=20),
+                     ["sgd", "--data", "synthetic:classification,n={n},d={d},density={density}".format(**SGD_WIDE),
+                      "--test-fraction", "0", "--strategy", "lbfgs", "--iters", "20", "--parallel", "hybrid",
+                      "--grid", "2x2"]),
     "als": (Job("mf", "als", users=MF["users"], items=MF["items"], ratings=MF["ratings"], factors=16, iterations=4),
             ["mf", "--algorithm", "als", "--ratings", "synthetic:users={users},items={items},ratings={ratings}".format(**MF),
              "--rank", "16", "--iters", "4"]),
@@ -168,10 +174,12 @@ def main(argv=None) -> int:
     rows = []
     for name in args.jobs.split(","):
         job, command = JOBS[name]
+        parallel = command[command.index("--parallel") + 1] if "--parallel" in command else "data"
         for p in (int(r) for r in args.ranks.split(",")):
-            parallel = "model" if "--parallel" in command and command[command.index("--parallel") + 1] == "model" \
-                else "data"
-            layout = Layout(nodes=1, ranks_per_node=p, parallel=parallel if p > 1 else "data")
+            if parallel == "hybrid" and p != 4:   # the one grid here: 2 x 2
+                continue
+            layout = Layout(nodes=1, ranks_per_node=p, parallel=parallel if p > 1 else "data",
+                            grid=(2, 2) if parallel == "hybrid" else None)
             predicted = predict(job, layout, cluster, calibration)
             # one rank has no model-parallel layout: the same job, data parallel
             out = run([("data" if arg == "model" and p == 1 else arg) for arg in command], p, args.timeout)
