@@ -115,8 +115,9 @@ def run(args: list, ranks: int, timeout: float) -> dict:
 
 
 def calibrate(path: str, ranks: int, timeout: float) -> None:
-    """``mpiml tune`` on a small grid (the communication parameters and the compute probe), then the wait
-    of an oversubscribed collective at cores + 1 ranks (~20 s)."""
+    """``mpiml tune`` on a small grid (the compute probe, and at one rank the built-in link parameters:
+    a ping-pong on a busy machine would measure the load), then the wait of an oversubscribed
+    collective at cores + 1 ranks (~15 s)."""
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
                NUMBA_NUM_THREADS="1", MPIML_PROGRESS="never")
     command = [tool("mpiexec"), "-n", str(ranks), tool("mpiml"), "tune", "--sizes", "8:1M:8", "--min-time", "0.01",
@@ -159,7 +160,7 @@ def main(argv=None) -> int:
     parser.add_argument("--ranks", default="1,2,3,4")
     parser.add_argument("--jobs", default=",".join(JOBS))
     parser.add_argument("--tuning", default=None,
-                        help="tuning file with a compute section (default: run mpiml tune at 2 ranks first, ~15 s)")
+                        help="tuning file with a compute section (default: run mpiml tune at 1 rank first, ~15 s)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per run")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
@@ -168,7 +169,7 @@ def main(argv=None) -> int:
     tuning = args.tuning
     if tuning is None:   # calibrate here and now, in the conditions of the runs
         tuning = os.path.join(tempfile.mkdtemp(prefix="plan-accuracy-"), "tuning.json")
-        calibrate(tuning, min(2, os.cpu_count() or 1), args.timeout)
+        calibrate(tuning, 1, args.timeout)
     calibration = load_calibration(tuning)
     cluster = Cluster(nodes_max=1, cores_per_node=os.cpu_count() or 1, tuning=tuning)
     rows = []
