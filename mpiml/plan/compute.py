@@ -27,8 +27,9 @@ lbfgs uses its own constants for its full-batch work (``lbfgs_dense_value`` a de
 ``lbfgs_row`` a row's loss): whole-array products run faster a value than mini-batches.
 
 Oversubscription (:func:`oversubscription`, ranks x threads over cores, when above 1)
-multiplies compute and transfer times, and adds ``oversub_sync`` seconds to each
-collective call: a rank the others wait for is not running until the scheduler's turn.
+multiplies compute and transfer times, and adds a wait to each collective call
+(:func:`oversubscribed_wait`: up to ``oversub_sync``): a rank the others wait for is not
+running until the scheduler's turn.
 """
 
 from __future__ import annotations
@@ -48,6 +49,18 @@ def oversubscription(layout: Layout, cluster: Cluster) -> float:
     """
     asked = int(layout.ranks_per_node) * int(layout.threads_per_rank)
     return max(1.0, asked / max(int(cluster.cores_per_node), 1))
+
+
+def oversubscribed_wait(phase: float, wait: float) -> float:
+    """Seconds one collective call waits on an oversubscribed node after ``phase`` seconds of compute.
+
+    ``wait`` (``oversub_sync``) is measured with short phases (0.1 ms), where a rank the
+    others wait for is descheduled for about a time slice at every call; after long phases
+    the ranks reach the call spread out and the time-shared cores were busy meanwhile, so
+    less of it is lost: ``wait / (1 + phase / wait)`` (1.5 ms after 3 ms phases with a 3 ms
+    wait, as mpiml mf measured on the 2-core VM; an assumption between those two points).
+    """
+    return wait / (1.0 + phase / wait) if wait > 0 else 0.0
 
 
 def thread_speedup(threads: int, calibration: Calibration = DEFAULT) -> float:
@@ -158,13 +171,15 @@ def step_seconds(job: Job, layout: Layout, cluster: Cluster, calibration: Calibr
     """One step's seconds on ``layout`` in ``cluster``: ``compute``, ``comm``, ``total``, ``step``, ``oversubscription``.
 
     Compute and transfer times are stretched by :func:`oversubscription`; beyond it, each
-    collective call waits for its slowest rank to be scheduled again: ``oversub_sync``
-    seconds a call (about a scheduler time slice), whatever the size.
+    collective call waits for its slowest rank to be scheduled again
+    (:func:`oversubscribed_wait`, about a scheduler time slice after short phases), whatever the size.
     """
     compute, comm, step, syncs = (sgd_step if job.kind == "sgd" else mf_step)(job, layout, calibration)
     over = oversubscription(layout, cluster)
     compute *= over
-    comm = comm * over + (syncs * calibration.oversub_sync if over > 1.0 else 0.0)
+    comm *= over
+    if over > 1.0 and syncs > 0:
+        comm += syncs * oversubscribed_wait(compute / syncs, calibration.oversub_sync)
     return {"compute": compute, "comm": comm, "total": compute + comm, "step": step, "oversubscription": over,
             "collectives": syncs}
 

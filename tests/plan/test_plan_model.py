@@ -55,6 +55,11 @@ def test_oversubscription_is_ranks_times_threads_over_cores():
     room = compute.step_seconds(job, Layout(1, 4), Cluster(cores_per_node=4))
     assert over["compute"] == pytest.approx(2.0 * room["compute"])
     assert over["comm"] > room["comm"]
+    # each collective waits for a descheduled rank: a full oversub_sync after short phases, less after long
+    wait = compute.oversubscribed_wait
+    assert wait(0.0, 3e-3) == 3e-3 and wait(3e-3, 3e-3) == pytest.approx(1.5e-3) and wait(1.0, 3e-3) < 1e-5
+    assert over["comm"] == pytest.approx(2.0 * room["comm"] + over["collectives"] * wait(
+        over["compute"] / over["collectives"], Calibration().oversub_sync))
 
 
 @pytest.mark.parametrize("job", JOBS, ids=lambda j: f"{j.kind}-{j.algorithm}")
