@@ -95,9 +95,9 @@ class Calibration:
     mf_rating: float = 2.8e-8
     gram_value: float = 3.0e-10
     mf_overhead: float = 1.0e-4
-    oversub_sync: float = 4.0e-3
+    oversub_sync: float = 3.0e-3
     thread_efficiency: float = 0.7
-    baseline_bytes: int = 110 << 20
+    baseline_bytes: int = 178 << 20
     params: ModelParams = DEFAULT_PARAMS
     source: str = "defaults"
 
