@@ -224,7 +224,7 @@ def measure(comm=None, calibration: Calibration = DEFAULT) -> Calibration:
     return calibration.with_constants(agreed, source="probe")
 
 
-def oversubscribed_wait(comm=None, reps: int = 100, work: float = 1e-4) -> float | None:
+def oversubscribed_wait(comm=None, reps: int = 200, work: float = 1e-4) -> float | None:
     """Mean seconds a collective waits when some node runs more of its ranks than it has cores, else None.
 
     Each rank computes ``work`` seconds, then joins an 8-byte allreduce, as a training step
