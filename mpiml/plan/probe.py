@@ -248,15 +248,15 @@ def oversubscribed_wait(comm=None, reps: int = 200, work: float = 1e-4) -> float
     if not comm.allreduce(local > cores, op=MPI.LOR):
         return None
     x, a = np.zeros(1), np.ones(1000)
-    clock = time.perf_counter
+    clock, cpu = time.perf_counter, time.thread_time
     comm.Barrier()
     start = clock()
     for _ in range(reps):
-        until = clock() + work * local / cores   # the wall time of ``work`` on a shared core
-        while clock() < until:
+        until = cpu() + work   # ``work`` CPU seconds, however long the core is shared
+        while cpu() < until:
             np.sqrt(a)
         mpiml.allreduce(x, comm=comm)
-    mean = (clock() - start) / reps - work * local / cores
+    mean = (clock() - start) / reps - work * local / cores   # beyond the fair share of the cores
     return float(max(comm.allreduce(mean, op=MPI.MAX), 0.0))
 
 
