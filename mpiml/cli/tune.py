@@ -14,6 +14,8 @@ nodes when the ranks span several), numpy's reduction and copy rates per dtype, 
 Python cost of one algorithm step and of one mpiml call. Then times every algorithm of
 each collective on a size grid, at each rank count of --ranks (the first N ranks), and
 writes the measured winners per size range and rank count, with the fitted parameters.
+First (unless --no-compute), a few seconds of tiny trainings on every rank measure the
+compute constants and memory baseline mpiml plan predicts jobs with (the file's "compute").
 
 Use the file with MPIML_TUNING=FILE (every rank must read the same file), or
 mpiml.collectives.select.set_tuning(FILE). Rank counts the file has no rules for use the

@@ -79,13 +79,8 @@ def parse_tuning(document: dict, algorithms: dict, source: str = "<tuning>") -> 
     return Tuning(rules, params, source)
 
 
-def load_tuning(path, algorithms: dict) -> Tuning:
-    """Read and validate a tuning file (an :class:`ArgumentError` names the file if it is bad)."""
-    return parse_tuning(read_document(path), algorithms, str(path))
-
-
-def read_document(path):
-    """The JSON document of a tuning file (an :class:`ArgumentError` names the file if it cannot be read)."""
+def read_document(path) -> dict:
+    """The JSON of a tuning file, unvalidated (an :class:`ArgumentError` names the file if it cannot be read)."""
     try:
         with open(path, encoding="utf-8") as handle:
             return json.load(handle)
@@ -93,6 +88,11 @@ def read_document(path):
         raise ArgumentError(f"cannot read tuning file {path}: {exc.strerror or exc}") from None
     except ValueError as exc:
         raise ArgumentError(f"{path}: not a valid mpiml tuning file: {exc}") from None
+
+
+def load_tuning(path, algorithms: dict) -> Tuning:
+    """Read and validate a tuning file (an :class:`ArgumentError` names the file if it is bad)."""
+    return parse_tuning(read_document(path), algorithms, str(path))
 
 
 def rules_document(rules: dict) -> dict:

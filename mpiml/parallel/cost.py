@@ -133,9 +133,11 @@ class Estimate:
         return out
 
 
-def _algorithm(nbytes: float, q: int) -> str:
-    from mpiml.collectives.select import choose
+def _algorithm(nbytes: float, q: int, params=None) -> str:
+    from mpiml.collectives.select import choose, model_winner
 
+    if params is not None:   # planning with given parameters: the model's pick at this size, no table per q
+        return model_winner("allreduce", int(nbytes), q, params)
     return choose("allreduce", "auto", int(nbytes), q)
 
 
@@ -145,7 +147,7 @@ def allreduce_cost(words: float, q: int, params=None) -> tuple[float, float]:
     if q <= 1 or words <= 0:
         return 0.0, 0.0
     m = words * WORD
-    algorithm = _algorithm(m, q)
+    algorithm = _algorithm(m, q, params)
     steps_log = math.ceil(math.log2(q))
     if algorithm in ("ring", "rabenseifner"):
         sent = 2 * (q - 1) / q * m

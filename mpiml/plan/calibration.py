@@ -1,17 +1,18 @@
 """The compute constants of the plan model, and where they are kept: the ``compute``
 section of an ``mpiml tune`` file (:mod:`mpiml.collectives.tuning`'s format).
 
-The defaults were measured on the 2-core development VM (one rank per core, numba
-kernels, float64); :func:`mpiml.plan.probe.measure` measures them on another machine.
+The defaults were measured by the probe on the 2-core development VM (CPU seconds, numba
+kernels, float64, rounded); ``mpiml tune`` (:func:`mpiml.plan.probe.measure`) measures
+them on another machine.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 
 from mpiml.collectives.model import DEFAULT_PARAMS, ModelParams
+from mpiml.collectives.tuning import read_document
 from mpiml.errors import ArgumentError
 
 SECTION = "compute"
@@ -35,6 +36,10 @@ class Calibration:
         Seconds per row and output of the loss derivative.
     lbfgs_overhead : float
         Fixed seconds of one L-BFGS iteration beyond its gradient passes.
+    lbfgs_dense_value : float
+        Seconds per stored dense value of a full-batch product (lbfgs; one BLAS call over the shard).
+    lbfgs_row : float
+        Seconds per row and output of the full-batch loss and its derivative (lbfgs).
     als_rating_k2 : float
         Seconds per rating per ``k**2`` (accumulating a row's normal equations).
     als_row_k3 : float
@@ -42,7 +47,11 @@ class Calibration:
     als_row : float
         Fixed seconds per solved row.
     als_rating : float
-        Seconds per rating per side of an ALS half-step beyond the ``k**2`` work (the kernel's loads).
+        Seconds per rating of an ALS iteration beyond the ``k**2`` work (index loads, the loss pass).
+    als_row_k2 : float
+        Seconds per row per ``k**2`` of one conjugate-gradient step (implicit ALS: the shared Gram matrix).
+    ials_rating : float
+        Seconds per rating of an implicit ALS iteration beyond its conjugate-gradient products.
     ials_rating_k : float
         Seconds per rating per ``k`` per conjugate-gradient step (implicit ALS).
     dsgd_rating_k : float
@@ -67,24 +76,28 @@ class Calibration:
         Where the numbers came from.
     """
 
-    sparse_nnz: float = 6.0e-9
-    dense_value: float = 1.5e-9
-    update_overhead: float = 4.0e-5
-    param_update: float = 6.0e-9
-    row_loss: float = 6.0e-8
-    lbfgs_overhead: float = 1.5e-3
-    als_rating_k2: float = 1.5e-9
-    als_row_k3: float = 4.0e-10
-    als_row: float = 1.5e-6
-    als_rating: float = 5.0e-9
-    ials_rating_k: float = 3.0e-9
-    dsgd_rating_k: float = 2.0e-9
-    mf_rating: float = 2.0e-8
+    sparse_nnz: float = 3.0e-9
+    dense_value: float = 1.0e-9
+    update_overhead: float = 3.0e-5
+    param_update: float = 3.0e-9
+    row_loss: float = 4.5e-8
+    lbfgs_overhead: float = 1.0e-4
+    lbfgs_dense_value: float = 6.0e-10
+    lbfgs_row: float = 2.0e-8
+    als_rating_k2: float = 1.0e-10
+    als_row_k3: float = 1.0e-11
+    als_row: float = 2.5e-7
+    als_rating: float = 3.0e-8
+    als_row_k2: float = 5.0e-11
+    ials_rating: float = 1.5e-8
+    ials_rating_k: float = 9.0e-11
+    dsgd_rating_k: float = 1.5e-9
+    mf_rating: float = 2.8e-8
     gram_value: float = 3.0e-10
-    mf_overhead: float = 2.0e-3
+    mf_overhead: float = 1.0e-4
     oversub_sync: float = 3.0e-3
     thread_efficiency: float = 0.7
-    baseline_bytes: int = 110 << 20
+    baseline_bytes: int = 178 << 20
     params: ModelParams = DEFAULT_PARAMS
     source: str = "defaults"
 
@@ -121,13 +134,7 @@ def load_calibration(tuning_path=None) -> Calibration:
     path = tuning_path if tuning_path is not None else os.environ.get("MPIML_TUNING") or None
     if path is None:
         return DEFAULT
-    try:
-        with open(path, encoding="utf-8") as handle:
-            document = json.load(handle)
-    except OSError as exc:
-        raise ArgumentError(f"cannot read tuning file {path}: {exc.strerror or exc}") from None
-    except ValueError as exc:
-        raise ArgumentError(f"{path}: not a valid mpiml tuning file: {exc}") from None
+    document = read_document(path)
     if not isinstance(document, dict):
         raise ArgumentError(f"{path}: not a valid mpiml tuning file: not a JSON object")
     calibration = replace(DEFAULT, source=str(path))
@@ -149,15 +156,10 @@ def section_document(calibration: Calibration) -> dict:
 
 def store(path, calibration: Calibration) -> None:
     """Write ``calibration``'s compute section into the tuning file ``path`` (atomically; other sections kept)."""
-    from mpiml.runtime.files import atomic_write
+    from mpiml.perf.tune import write_tuning
 
-    document = {}
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as handle:
-            document = json.load(handle)
+    document = read_document(path) if os.path.exists(path) else {}
     document[SECTION] = section_document(calibration)
-    with atomic_write(path, "w") as handle:
-        json.dump(document, handle, indent=1, sort_keys=True)
-        handle.write("\n")
+    write_tuning(path, document)
 
 

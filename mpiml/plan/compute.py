@@ -15,13 +15,21 @@ mf per iteration and rank (``p`` ranks, ``k`` factors, ``w`` stored columns, ``N
 ratings, ``U`` users, ``I`` items), each half-step a block of rows solved then
 allgathered (``(U or I) w`` values) to every rank:
 
-- als: ``2 N/p (k^2 c_acc + c_als) + (U + I)/p (k^3 c_solve + c_row)`` (the normal
-  equations of both sides, then one solve per row);
-- ials (cg): ``2 (2 cg + 2) N/p k c_ials + 2 N/p c_als + (U + I)/p (cg k^2 c_acc + c_row)``
+- als: ``2 N/p k^2 c_acc + N/p c_als + (U + I)/p (k^3 c_solve + c_row)`` (the normal
+  equations of both sides, the loss pass, one solve per row);
+- ials (cg): ``2 (2 cg + 2) N/p k c_ials + N/p c_ials_rating + (U + I)/p (cg k^2 c_k2 + c_row)``
   plus the Gram matrix ``(U + I) k^2`` every rank computes in full (a BLAS call: threads help);
-- dsgd: one pass ``N/p (c_rating + k c_dsgd)`` of updates, plus ``p`` ring shifts of an item
-  block ``I/p w`` and one allgather of the item factors;
-- every algorithm: one more such pass over the rank's ratings for the loss, and ``mf_overhead``.
+- dsgd: ``2 N/p (c_rating + k c_dsgd)`` (a pass of updates, a pass for the loss), plus ``p``
+  ring shifts of an item block ``I/p w`` and one allgather of the item factors;
+- every algorithm: ``mf_overhead`` an iteration.
+
+lbfgs uses its own constants for its full-batch work (``lbfgs_dense_value`` a dense value,
+``lbfgs_row`` a row's loss): whole-array products run faster a value than mini-batches.
+
+Oversubscription (:func:`oversubscription`, ranks x threads over cores, when above 1)
+multiplies compute and transfer times, and adds a wait to each collective call
+(:func:`oversubscribed_wait`: up to ``oversub_sync``): a rank the others wait for is not
+running until the scheduler's turn.
 """
 
 from __future__ import annotations
@@ -43,6 +51,18 @@ def oversubscription(layout: Layout, cluster: Cluster) -> float:
     return max(1.0, asked / max(int(cluster.cores_per_node), 1))
 
 
+def oversubscribed_wait(phase: float, wait: float) -> float:
+    """Seconds one collective call waits on an oversubscribed node after ``phase`` seconds of compute.
+
+    ``wait`` (``oversub_sync``) is measured with short phases (0.1 ms), where a rank the
+    others wait for is descheduled for about a time slice at every call; after long phases
+    the ranks reach the call spread out and the time-shared cores were busy meanwhile, so
+    less of it is lost: ``wait / (1 + phase / wait)`` (1.5 ms after 3 ms phases with a 3 ms
+    wait, as mpiml mf measured on the 2-core VM; an assumption between those two points).
+    """
+    return wait / (1.0 + phase / wait) if wait > 0 else 0.0
+
+
 def thread_speedup(threads: int, calibration: Calibration = DEFAULT) -> float:
     """Speed-up of the multi-threaded (BLAS) part of a step: ``threads`` at ``thread_efficiency``."""
     return 1.0 + (max(int(threads), 1) - 1) * calibration.thread_efficiency
@@ -51,8 +71,11 @@ def thread_speedup(threads: int, calibration: Calibration = DEFAULT) -> float:
 def _machine(job: Job, calibration: Calibration):
     from mpiml.parallel.cost import Machine
 
-    return Machine(nnz_seconds=calibration.dense_value if job.dense else calibration.sparse_nnz,
-                   row_seconds=calibration.row_loss, param_seconds=calibration.param_update,
+    lbfgs = job.algorithm == "lbfgs"   # full-batch products and losses: whole arrays at once
+    dense = calibration.lbfgs_dense_value if lbfgs else calibration.dense_value
+    return Machine(nnz_seconds=dense if job.dense else calibration.sparse_nnz,
+                   row_seconds=calibration.lbfgs_row if lbfgs else calibration.row_loss,
+                   param_seconds=calibration.param_update,
                    step_seconds=calibration.update_overhead, iteration_seconds=calibration.lbfgs_overhead)
 
 
@@ -115,24 +138,22 @@ def mf_step(job: Job, layout: Layout, calibration: Calibration = DEFAULT) -> tup
     k, w, size = float(job.factors), float(job.width), job.factor_itemsize
     n, users, items = float(job.ratings), float(job.users), float(job.items)
     threads = thread_speedup(layout.threads_per_rank, c)
-    # one pass over the ratings: a fixed cost per rating (index loads, numpy passes over the residuals)
-    # and a k-long product; the loss is one such pass, a DSGD epoch two
-    evaluate = n / p * (c.mf_rating + k * c.dsgd_rating_k)
+    local = n / p
     if job.algorithm == "als":
-        compute = 2 * n / p * (k * k * c.als_rating_k2 + c.als_rating) \
+        # the normal equations of both sides (k^2 a rating), a solve per row, the loss (als_rating a rating)
+        compute = 2 * local * k * k * c.als_rating_k2 + local * c.als_rating \
             + (users + items) / p * (k**3 * c.als_row_k3 + c.als_row)
     elif job.algorithm == "ials":
         steps = float(job.cg_steps)
         if job.solver == "cholesky":
-            rows = 2 * n / p * (k * k * c.als_rating_k2 + c.als_rating) \
-                + (users + items) / p * (k**3 * c.als_row_k3 + c.als_row)
-        else:
-            rows = (2 * steps + 2) * 2 * n / p * k * c.ials_rating_k + 2 * n / p * c.als_rating \
-                + (users + items) / p * (steps * k * k * c.als_rating_k2 + c.als_row)
-        compute = rows + (users + items) * k * k * c.gram_value / threads
-    else:  # dsgd
-        compute = evaluate
-    compute += evaluate + c.mf_overhead
+            rows = 2 * local * k * k * c.als_rating_k2 + (users + items) / p * (k**3 * c.als_row_k3 + c.als_row)
+        else:   # each conjugate-gradient step passes over a row's ratings twice, plus the right-hand side
+            rows = (2 * steps + 2) * 2 * local * k * c.ials_rating_k \
+                + (users + items) / p * (steps * k * k * c.als_row_k2 + c.als_row)
+        compute = rows + local * c.ials_rating + (users + items) * k * k * c.gram_value / threads
+    else:  # dsgd: a pass of updates and a pass for the loss, each a fixed cost and a k-long product a rating
+        compute = 2 * local * (c.mf_rating + k * c.dsgd_rating_k)
+    compute += c.mf_overhead
     # each gather of a factor matrix is an allreduce of the ranks' clocks and an allgather
     comm = _allreduce(64, p, params)   # the loss sums
     if job.algorithm == "dsgd":
@@ -150,13 +171,15 @@ def step_seconds(job: Job, layout: Layout, cluster: Cluster, calibration: Calibr
     """One step's seconds on ``layout`` in ``cluster``: ``compute``, ``comm``, ``total``, ``step``, ``oversubscription``.
 
     Compute and transfer times are stretched by :func:`oversubscription`; beyond it, each
-    collective call waits for its slowest rank to be scheduled again: ``oversub_sync``
-    seconds a call (about a scheduler time slice), whatever the size.
+    collective call waits for its slowest rank to be scheduled again
+    (:func:`oversubscribed_wait`, about a scheduler time slice after short phases), whatever the size.
     """
     compute, comm, step, syncs = (sgd_step if job.kind == "sgd" else mf_step)(job, layout, calibration)
     over = oversubscription(layout, cluster)
     compute *= over
-    comm = comm * over + (syncs * calibration.oversub_sync if over > 1.0 else 0.0)
+    comm *= over
+    if over > 1.0 and syncs > 0:
+        comm += syncs * oversubscribed_wait(compute / syncs, calibration.oversub_sync)
     return {"compute": compute, "comm": comm, "total": compute + comm, "step": step, "oversubscription": over,
             "collectives": syncs}
 

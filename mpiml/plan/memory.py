@@ -21,6 +21,11 @@ ROW_BYTES = 3 * WORD   # per row: the label and where it came from (file index, 
 # Standardizing keeps a scaled copy of the training matrix; a dense one also passes through
 # a temporary of the same size (measured: 2 copies dense, 1 sparse).
 STANDARDIZE_COPIES = {True: 2.0, False: 1.0}
+# Model and hybrid layouts deal the rows each rank read out to the column blocks
+# (:func:`mpiml.data.columns.to_grid`): measured 2.5 copies of the read shard at the peak, and
+# about 4 MiB for the row and column communicators.
+REDISTRIBUTE_COPIES = 2.5
+GRID_BYTES = 4 << 20
 # mf bytes per rating at the peak (measured on mpiml mf, synthetic ratings): the input shard
 # (raw ids, values, keys: 32 B), its index form, the user and item CSR rows and their sort
 # orders, per rating of this rank; the redistribution to the owners (pickled copies) when
@@ -54,7 +59,14 @@ def sgd_shard_bytes(job: Job, layout: Layout) -> int:
         nnz = job.nnz * (rows / max(int(job.rows), 1)) / blocks
         matrix = csr_bytes(rows, nnz, job.dtype_bytes)
     copies = 1.0 + (STANDARDIZE_COPIES[bool(job.dense)] if job.standardized else 0.0)
-    return int(copies * matrix) + rows * ROW_BYTES
+    extra = 0
+    if blocks > 1:
+        # the rows as read are dealt out to the column blocks: the read shard, the pieces in
+        # flight and the grid's communicators live beside the block at the peak
+        as_read = job.stored * WORD / layout.ranks if job.dense else \
+            csr_bytes(job.rows / layout.ranks, job.nnz / layout.ranks, job.dtype_bytes)
+        extra = int(REDISTRIBUTE_COPIES * copies * as_read) + GRID_BYTES
+    return int(copies * matrix) + rows * ROW_BYTES + extra
 
 
 def sgd_model_bytes(job: Job, layout: Layout) -> int:

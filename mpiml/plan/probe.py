@@ -18,27 +18,32 @@ from dataclasses import replace
 
 import numpy as np
 
+from mpiml.parallel.cost import LBFGS_TRIALS
 from mpiml.plan.calibration import DEFAULT, Calibration
-from mpiml.plan.spec import Cluster, Job, Layout
+from mpiml.plan.spec import Job, Layout
 
 # sgd probes: (rows, features, density, batch, epochs) of sync SGD on a synthetic classification set
-SGD_PROBES = ((3000, 4, 1.0, 16, 3), (8000, 2, 1.0, 2048, 3), (4000, 200, 1.0, 256, 3), (3000, 40, 1.0, 64, 3),
+SGD_PROBES = ((3000, 4, 1.0, 16, 3), (8000, 2, 1.0, 2048, 3), (8000, 300, 1.0, 256, 3), (3000, 40, 1.0, 64, 3),
               (2000, 20000, 0.005, 256, 3), (2000, 100000, 0.0002, 32, 3), (3000, 2000, 0.05, 128, 3))
-LBFGS_PROBE = (3000, 20, 1.0, 24)   # rows, features, density, iterations (the difference of 24 and 8)
+# dense rows, features, iterations: the difference of a run of 2 and one of that many (before the
+# ftol test stops it: about 8 iterations on these)
+LBFGS_PROBES = ((3000, 20, 7), (20000, 100, 7), (40000, 4, 5))   # dense rows, features, iterations (the difference of 24 and 8)
 # mf probes: (algorithm, users, items, ratings, rank, iterations)
-MF_PROBES = (("dsgd", 2000, 500, 40000, 4, 3), ("dsgd", 2000, 500, 40000, 32, 3), ("dsgd", 600, 200, 6000, 8, 3),
+# (larger ones too: factor matrices beyond the L2 cache cost more per rating)
+MF_PROBES = (("dsgd", 2000, 500, 40000, 4, 3), ("dsgd", 2000, 500, 40000, 32, 3), ("dsgd", 8000, 2000, 120000, 16, 3),
              ("als", 2000, 500, 40000, 8, 3), ("als", 1000, 300, 30000, 48, 3), ("als", 6000, 200, 20000, 4, 3),
-             ("als", 3000, 500, 60000, 2, 3),
-             ("ials", 2000, 500, 40000, 16, 3))
-MF_CONSTANTS = ("dsgd_rating_k", "mf_rating", "mf_overhead", "als_rating_k2", "als_row_k3", "als_row", "als_rating",
-                "ials_rating_k", "gram_value")
+             ("als", 8000, 2000, 120000, 16, 3), ("ials", 1000, 300, 30000, 48, 3), ("ials", 6000, 300, 20000, 32, 3),
+             ("ials", 8000, 2000, 120000, 32, 3))
+MF_CONSTANTS = ("dsgd_rating_k", "mf_rating", "mf_overhead", "als_rating_k2", "als_rating", "als_row_k3", "als_row",
+                "als_row_k2", "ials_rating_k", "ials_rating", "gram_value")
 SGD_CONSTANTS = ("update_overhead", "dense_value", "sparse_nnz", "row_loss", "param_update")
+LBFGS_CONSTANTS = ("lbfgs_overhead", "lbfgs_dense_value", "lbfgs_row")
 
 
-def _sgd_data(rows, features, density):
+def _sgd_data(rows, features, density, separation=4.0):
     from mpiml.data.synthetic import generate
 
-    options = {"n": rows, "d": features, "classes": 2, "density": density, "separation": 4.0, "noise": 0.1,
+    options = {"n": rows, "d": features, "classes": 2, "density": density, "separation": separation, "noise": 0.1,
                "seed": 0}
     return generate("classification", options, 0, rows)
 
@@ -58,8 +63,9 @@ def _sgd_cpu(X, y, strategy="sync", **settings) -> tuple[float, object]:
 def _sgd_run(rows, features, density, batch, epochs):
     """CPU seconds of one epoch (and its evaluation pass) of sync SGD: the difference of ``epochs`` and one."""
     X, y = _sgd_data(rows, features, density)
-    once, _ = _sgd_cpu(X, y, epochs=1, batch_size=batch)
-    more, _ = _sgd_cpu(X, y, epochs=epochs, batch_size=batch)
+    # the least of two runs each: contention only ever adds CPU time (cache misses)
+    once = min(_sgd_cpu(X, y, epochs=1, batch_size=batch)[0] for _ in range(2))
+    more = min(_sgd_cpu(X, y, epochs=epochs, batch_size=batch)[0] for _ in range(2))
     return max(more - once, 1e-6) / (epochs - 1), X
 
 
@@ -70,11 +76,11 @@ def _sgd_job(rows, features, density, batch, epochs, X) -> Job:
 
 
 def _sgd_terms(job: Job) -> np.ndarray:
-    """CPU seconds of one epoch and its evaluation per unit of each of :data:`SGD_CONSTANTS` (the model is
-    linear in them); the evaluation is one product over the data and the loss of every row."""
+    """CPU seconds of one sync SGD epoch per unit of each of :data:`SGD_CONSTANTS` (the model is linear in
+    them), with the sparse product of the evaluation pass that follows each epoch."""
     from mpiml.plan.compute import sgd_step
 
-    base = Calibration(**{name: 0.0 for name in SGD_CONSTANTS}, lbfgs_overhead=0.0)
+    base = Calibration(**{name: 0.0 for name in SGD_CONSTANTS + LBFGS_CONSTANTS})
     out = []
     for name in SGD_CONSTANTS:
         c = replace(base, **{name: 1.0})
@@ -82,10 +88,13 @@ def _sgd_terms(job: Job) -> np.ndarray:
             c = replace(c, sparse_nnz=0.0)
         if name == "dense_value" and not job.dense:
             c = replace(c, dense_value=0.0)
-        evaluation = {"row_loss": job.rows, "sparse_nnz": 0 if job.dense else job.stored,
-                      "dense_value": job.stored if job.dense else 0}.get(name, 0)
-        out.append(sgd_step(job, Layout(1, 1), c)[0] + evaluation)
+        out.append(sgd_step(job, Layout(1, 1), c)[0] + (job.stored if name == "sparse_nnz" and not job.dense else 0))
     return np.array(out)
+
+
+def _evaluation(job: Job, c: Calibration) -> float:
+    """The known part of the evaluation pass after an epoch: full-batch losses (and dense products)."""
+    return job.rows * c.lbfgs_row + (job.stored * c.lbfgs_dense_value if job.dense else 0.0)
 
 
 def _fit(terms: np.ndarray, seconds: np.ndarray, fallback: np.ndarray) -> np.ndarray:
@@ -141,30 +150,48 @@ def _measure_local(calibration: Calibration) -> dict:
     lbfgs_math.load()
     values = {"baseline_bytes": peak_rss_bytes()}
     _sgd_cpu(*_sgd_data(200, 4, 1.0), epochs=1, batch_size=16)
+    _sgd_cpu(*_sgd_data(200, 4, 1.0), "lbfgs", max_iter=3)
     _mf_run("als", 200, 100, 2000, 4, 1)
-    terms, seconds = [], []
+    sgd_runs = []
     for probe in SGD_PROBES:
         per_epoch, X = _sgd_run(*probe)
-        terms.append(_sgd_terms(_sgd_job(*probe, X)))
-        seconds.append(per_epoch)
-    fallback = np.array([getattr(calibration, name) for name in SGD_CONSTANTS])
-    values.update(zip(SGD_CONSTANTS, map(float, _fit(np.array(terms), np.array(seconds), fallback))))
-    fitted = calibration.with_constants(values)
-    rows, features, density, iters = LBFGS_PROBE
-    X, y = _sgd_data(rows, features, density)
-    few, short = _sgd_cpu(X, y, "lbfgs", max_iter=iters // 3, tol=1e-12)
-    many, long = _sgd_cpu(X, y, "lbfgs", max_iter=iters, tol=1e-12)
-    done = long.history[-1].get("lbfgs_iterations", iters) - short.history[-1].get("lbfgs_iterations", iters // 3)
-    per_iteration = max(many - few, 1e-6) / max(done, 1)
-    job = Job("sgd", "lbfgs", rows=rows, features=features, nnz=rows * features, dense=True, max_iter=iters)
-    known = sgd_step(job, Layout(1, 1), replace(fitted, lbfgs_overhead=0.0))[0]
-    values["lbfgs_overhead"] = max(per_iteration - known, 1e-5)
-    fitted = fitted.with_constants(values)
+        sgd_runs.append((_sgd_job(*probe, X), per_epoch))
+    lbfgs_runs = []
+    for rows, features, iters in LBFGS_PROBES:
+        X, y = _sgd_data(rows, features, 1.0)
+        # the least of three runs each: contention only ever adds CPU time (cache misses)
+        few, short = min((_sgd_cpu(X, y, "lbfgs", max_iter=2, tol=1e-12) for _ in range(3)), key=lambda r: r[0])
+        many, long = min((_sgd_cpu(X, y, "lbfgs", max_iter=iters, tol=1e-12) for _ in range(3)), key=lambda r: r[0])
+        # per evaluation (the line search takes more of them in some iterations than others), at the
+        # model's evaluations an iteration
+        done = long.history[-1].get("lbfgs_evaluations", iters) - short.history[-1].get("lbfgs_evaluations", 2)
+        if done > 0:
+            job = Job("sgd", "lbfgs", rows=rows, features=features, nnz=rows * features, dense=True, max_iter=iters)
+            lbfgs_runs.append((job, max(many - few, 1e-6) / done * LBFGS_TRIALS))
+    # The SGD epochs include a full-batch evaluation priced by the lbfgs constants, and lbfgs
+    # iterations include parameter passes priced by the SGD ones: two rounds settle both.
+    fitted = calibration
+    for _ in range(2):
+        terms = [_sgd_terms(job) for job, _ in sgd_runs]
+        seconds = [max(t - _evaluation(job, fitted), 1e-6) for job, t in sgd_runs]
+        fallback = np.array([getattr(calibration, name) for name in SGD_CONSTANTS])
+        values.update(zip(SGD_CONSTANTS, map(float, _fit(np.array(terms), np.array(seconds), fallback))))
+        fitted = fitted.with_constants(values)
+        terms, seconds = [], []
+        for job, per_iteration in lbfgs_runs:
+            rest = sgd_step(job, Layout(1, 1), replace(fitted, **{name: 0.0 for name in LBFGS_CONSTANTS}))[0]
+            unit = replace(fitted, **{name: 0.0 for name in SGD_CONSTANTS + LBFGS_CONSTANTS})
+            terms.append([sgd_step(job, Layout(1, 1), replace(unit, **{name: 1.0}))[0] for name in LBFGS_CONSTANTS])
+            seconds.append(max(per_iteration - rest, 1e-6))
+        fallback = np.array([getattr(calibration, name) for name in LBFGS_CONSTANTS])
+        if terms:
+            values.update(zip(LBFGS_CONSTANTS, map(float, _fit(np.array(terms), np.array(seconds), fallback))))
+        fitted = fitted.with_constants(values)
     # mf, in order: dsgd (its rate also prices every algorithm's loss pass) with the fixed cost of
     # an iteration, then als's normal equations and solves, then implicit ALS's conjugate gradient
     for algorithm, names in (("dsgd", ("dsgd_rating_k", "mf_rating", "mf_overhead")),
-                             ("als", ("als_rating_k2", "als_row_k3", "als_row", "als_rating")),
-                             ("ials", ("ials_rating_k",))):
+                             ("als", ("als_rating_k2", "als_rating", "als_row_k3", "als_row")),
+                             ("ials", ("ials_rating_k", "ials_rating", "als_row_k2"))):
         terms, seconds = [], []
         for probe in (probe for probe in MF_PROBES if probe[0] == algorithm):
             job, step = _mf_run(*probe)
@@ -179,21 +206,67 @@ def _measure_local(calibration: Calibration) -> dict:
 
 
 def measure(comm=None, calibration: Calibration = DEFAULT) -> Calibration:
-    """Run the probes on every rank of ``comm`` (collective); the median constants, the same on every rank."""
+    """Run the probes on every rank of ``comm`` (collective); the median constants, the same on every rank.
+
+    When the ranks of a node outnumber its cores, also ``oversub_sync``
+    (:func:`oversubscribed_wait`); otherwise it keeps its value.
+    """
     from mpiml.runtime.comm import resolve_comm
 
     comm = resolve_comm(comm)
-    start = time.perf_counter()
     mine = measure_local(calibration)
     everyone = comm.allgather(mine)
     agreed = {name: statistics.median(v[name] for v in everyone) for name in mine}
     agreed["baseline_bytes"] = int(max(v["baseline_bytes"] for v in everyone))
-    agreed["probe_seconds"] = time.perf_counter() - start
+    wait = oversubscribed_wait(comm)
+    if wait is not None:
+        agreed["oversub_sync"] = wait
     return calibration.with_constants(agreed, source="probe")
 
 
-def cluster_of_this_machine() -> Cluster:
-    """One node: this machine's cores."""
+def oversubscribed_wait(comm=None, reps: int = 200, work: float = 1e-4) -> float | None:
+    """Mean seconds a collective waits when some node runs more of its ranks than it has cores, else None.
+
+    Each rank computes ``work`` seconds, then joins an 8-byte allreduce, as a training step
+    does; the wait is the mean step time beyond the stretched compute (a tight loop of
+    collectives alone waits much less: the spinning ranks hand the cores back and forth). Collective.
+    """
     import os
 
-    return Cluster(nodes_max=1, cores_per_node=os.cpu_count() or 1)
+    from mpi4py import MPI
+
+    import mpiml
+    from mpiml.runtime.comm import resolve_comm
+
+    comm = resolve_comm(comm)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    try:
+        local = node.Get_size()
+    finally:
+        node.Free()
+    if not comm.allreduce(local > cores, op=MPI.LOR):
+        return None
+    x, a = np.zeros(1), np.ones(1000)
+    clock, cpu = time.perf_counter, time.thread_time
+    comm.Barrier()
+    start = clock()
+    for _ in range(reps):
+        until = cpu() + work   # ``work`` CPU seconds, however long the core is shared
+        while cpu() < until:
+            np.sqrt(a)
+        mpiml.allreduce(x, comm=comm)
+    mean = (clock() - start) / reps - work * local / cores   # beyond the fair share of the cores
+    return float(max(comm.allreduce(mean, op=MPI.MAX), 0.0))
+
+
+def store_oversubscribed_wait(path) -> None:
+    """Measure :func:`oversubscribed_wait` on ``COMM_WORLD`` and write it into the tuning file ``path``
+    (rank 0; the file's other sections and constants are kept). Run it with more ranks than cores."""
+    from mpi4py import MPI
+
+    from mpiml.plan.calibration import load_calibration, store
+
+    wait = oversubscribed_wait(MPI.COMM_WORLD)
+    if wait is not None and MPI.COMM_WORLD.Get_rank() == 0:
+        store(path, replace(load_calibration(path), oversub_sync=wait))

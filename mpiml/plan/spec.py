@@ -103,7 +103,9 @@ class Layout:
     """How the job is spread: ``nodes x ranks_per_node`` ranks, ``threads_per_rank`` cores each.
 
     ``parallel="data"`` splits rows; ``"model"`` splits the features (sgd) over all ranks;
-    ``"hybrid"`` is a ``grid = (replicas, model blocks)`` of both.
+    ``"hybrid"`` is a ``grid = (replicas, model blocks)`` of both (default: the most nearly
+    square grid). mf jobs have one layout of their own (users and items in blocks over all
+    ranks): ``parallel`` and ``grid`` do not change their prediction.
     """
 
     nodes: int
@@ -119,6 +121,8 @@ class Layout:
             raise ValueError(f"Layout.parallel must be one of {PARALLEL}, got {self.parallel!r}")
         if self.grid is not None and (len(self.grid) != 2 or self.grid[0] * self.grid[1] != self.ranks):
             raise ValueError(f"Layout.grid {self.grid} must be (replicas, blocks) with product {self.ranks}")
+        if self.parallel == "hybrid" and self.grid is None and _square_grid(self.ranks) is None:
+            raise ValueError(f"a hybrid layout needs ranks = R x C with R, C > 1; {self.ranks} has no such grid")
 
     @property
     def ranks(self) -> int:
@@ -129,7 +133,17 @@ class Layout:
         """``(replicas, model blocks)``: ``(p, 1)`` data parallel, ``(1, p)`` model parallel."""
         if self.grid is not None:
             return int(self.grid[0]), int(self.grid[1])
+        if self.parallel == "hybrid":
+            return _square_grid(self.ranks)
         return (1, self.ranks) if self.parallel == "model" else (self.ranks, 1)
+
+
+def _square_grid(p: int) -> tuple[int, int] | None:
+    """The most nearly square ``(R, C)``, ``R >= C > 1``, with ``R x C = p`` (None for primes and 1)."""
+    for cols in range(int(p**0.5), 1, -1):
+        if p % cols == 0:
+            return p // cols, cols
+    return None
 
 
 @dataclass(frozen=True)

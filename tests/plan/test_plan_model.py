@@ -32,8 +32,10 @@ def test_spec_validates_and_derives():
     assert Layout(3, 4).ranks == 12 and Layout(3, 4).replicas_blocks == (12, 1)
     assert Layout(1, 4, parallel="model").replicas_blocks == (1, 4)
     assert Layout(2, 3, parallel="hybrid", grid=(2, 3)).replicas_blocks == (2, 3)
+    assert Layout(1, 6, parallel="hybrid").replicas_blocks == (3, 2)   # most nearly square by default
     for bad in (dict(nodes=0, ranks_per_node=1), dict(nodes=1, ranks_per_node=2, parallel="pipeline"),
-                dict(nodes=1, ranks_per_node=4, parallel="hybrid", grid=(3, 2))):
+                dict(nodes=1, ranks_per_node=4, parallel="hybrid", grid=(3, 2)),
+                dict(nodes=1, ranks_per_node=5, parallel="hybrid")):
         with pytest.raises(ValueError):
             Layout(**bad)
     with pytest.raises(ValueError):
@@ -53,6 +55,11 @@ def test_oversubscription_is_ranks_times_threads_over_cores():
     room = compute.step_seconds(job, Layout(1, 4), Cluster(cores_per_node=4))
     assert over["compute"] == pytest.approx(2.0 * room["compute"])
     assert over["comm"] > room["comm"]
+    # each collective waits for a descheduled rank: a full oversub_sync after short phases, less after long
+    wait = compute.oversubscribed_wait
+    assert wait(0.0, 3e-3) == 3e-3 and wait(3e-3, 3e-3) == pytest.approx(1.5e-3) and wait(1.0, 3e-3) < 1e-5
+    assert over["comm"] == pytest.approx(2.0 * room["comm"] + over["collectives"] * wait(
+        over["compute"] / over["collectives"], Calibration().oversub_sync))
 
 
 @pytest.mark.parametrize("job", JOBS, ids=lambda j: f"{j.kind}-{j.algorithm}")
@@ -210,3 +217,29 @@ def test_peak_rss_is_reported():
     before = peak_rss_bytes()
     block = np.ones(16 << 20, dtype=np.uint8)   # 16 MiB touched
     assert peak_rss_bytes() >= before > 10 << 20 and block.sum() == 16 << 20
+
+
+def test_tune_measures_the_compute_section_that_plan_reads(tmp_path):
+    import sys
+
+    from mpirun import run_mpi
+
+    path = tmp_path / "tuning.json"
+    result = run_mpi(1, [sys.executable, "-m", "mpiml", "tune", "--collective", "bcast", "--sizes", "8",
+                         "--min-time", "0.001", "--max-iters", "3", "--repeats", "1", "--out", str(path)], timeout=240)
+    assert not result.hung and result.returncode == 0, result.describe()
+    calibration = load_calibration(path)
+    assert calibration.source == str(path)
+    # the probe measured this machine: plausible magnitudes, not the defaults copied
+    assert calibration.constants() != Calibration().constants()
+    assert 1e-11 < calibration.sparse_nnz < 1e-6 and 1e-7 < calibration.update_overhead < 1e-2
+    assert 20 << 20 < calibration.baseline_bytes < 2 << 30
+    assert predict(ALS, Layout(1, 1), Cluster(tuning=str(path))).seconds_per_step > 0
+
+
+def test_no_oversubscribed_wait_with_a_core_per_rank():
+    from mpi4py import MPI
+
+    from mpiml.plan.probe import oversubscribed_wait
+
+    assert oversubscribed_wait(MPI.COMM_SELF) is None
