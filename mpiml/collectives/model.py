@@ -302,3 +302,134 @@ def crossovers(winner, low: int, high: int) -> list[tuple[int, str, str]]:
                 hi = mid
         points.append((hi, w_lo, winner(hi)))
     return points
+
+
+# --- sparse allreduce (mpiml.collectives.sparse): the same alpha, beta and copy ----------------
+# Notation: ``C[i, j]`` nonzeros rank i holds in rank j's index range, ``M[j]`` nonzeros of range j
+# after the reduce-scatter, ``w`` bytes per nonzero on the wire (value + index), ``v`` per value.
+# Local numpy work is priced per nonzero handled (sorting check, routing, merging, scattering):
+SPARSE_ITEM = 2.0e-8     # seconds per nonzero and pass of numpy work on index/value arrays
+SPARSE_PASSES = 4        # passes a rank makes over its own nonzeros (check, route, pack) and the received ones
+
+
+def sparse_params(params=None) -> ModelParams:
+    """``params``, else the tuning file's in force (``MPIML_TUNING``), else the defaults."""
+    if params is not None:
+        return params
+    from mpiml.collectives.select import current_tuning
+
+    tuning = current_tuning()
+    return tuning.params if tuning is not None and tuning.params is not None else DEFAULT_PARAMS
+
+
+def _sparse_allgather(nbytes, p, prm):
+    return prm.step_overhead + allgather_library(nbytes, p, prm.alpha, prm.beta, 0.0)
+
+
+def sparse_phases(C, size, value_bytes=8, index_bytes=4, params=None) -> dict:
+    """Predicted seconds of the phases of one sparse allreduce with counts ``C`` (a ``p x p`` array).
+
+    Keys: ``agree`` (the count allgather), ``reduce_scatter`` (two alltoallvs and the merge,
+    the slowest rank), ``dense_start`` (densify and ``mpiml.allreduce`` instead), and
+    functions of the merged counts ``M``: ``sparse_allgather(M, dense_out)``,
+    ``dense_allgather(dense_out)``.
+    """
+    import numpy as np
+
+    from mpiml.collectives.select import choose
+
+    prm = sparse_params(params)
+    C = np.asarray(C, dtype=np.float64)
+    p = C.shape[0]
+    w, v = value_bytes + index_bytes, value_bytes
+    width = size / p
+    own = np.diag(C)
+    moved = np.maximum(C.sum(axis=1) - own, C.sum(axis=0) - own).max() * w
+    held = C.sum(axis=1).max()
+    received = C.sum(axis=0).max()
+    a = prm.alpha
+    agree = _sparse_allgather(p * (p + 2) * 8, p, prm)
+    reduce_scatter = (2 * (prm.step_overhead + (p - 1) * a) + moved * prm.beta
+                      + SPARSE_ITEM * (SPARSE_PASSES * held + 2 * received) + width * prm.copy)
+    dense_name = choose("allreduce", "auto", int(size * v), p)
+    dense_start = (size * v * prm.copy + SPARSE_ITEM * held
+                   + predict(dense_name, int(size * v), p, prm, in_place=True))
+
+    def sparse_allgather(M, dense_out=True):
+        total = float(np.sum(M))
+        return (_sparse_allgather(p * 8, p, prm) + 2 * _sparse_allgather(total * w / 2, p, prm)
+                + SPARSE_ITEM * total * (2 if dense_out else 0) + (size * v * prm.copy if dense_out else 0.0))
+
+    def dense_allgather(dense_out=True):
+        n = size * v
+        return (_sparse_allgather(p * 8, p, prm) + _sparse_allgather(n, p, prm)
+                + prm.native_extra.get("allgather", 0.0) * n + width * v * prm.copy)
+
+    return {"agree": agree, "reduce_scatter": reduce_scatter, "dense_start": dense_start,
+            "sparse_allgather": sparse_allgather, "dense_allgather": dense_allgather}
+
+
+def sparse_upper_union(C, size):
+    """An upper bound of the merged counts: per range, the nonzeros sent to it, at most its width."""
+    import numpy as np
+
+    from mpiml.collectives.layout import balanced_counts
+
+    C = np.asarray(C)
+    return np.minimum(C.sum(axis=0), balanced_counts(int(size), C.shape[0]))
+
+
+def sparse_start_dense(C, size, value_bytes, index_bytes, params=None) -> bool:
+    """``auto``'s first switch: a dense allreduce is predicted cheaper than the sparse one at its best."""
+    phase = sparse_phases(C, size, value_bytes, index_bytes, params)
+    upper = sparse_upper_union(C, size)
+    sparse = phase["reduce_scatter"] + min(phase["sparse_allgather"](upper), phase["dense_allgather"]())
+    return phase["dense_start"] < sparse
+
+
+def sparse_allgather_dense(M, size, p, value_bytes, index_bytes, params=None) -> bool:
+    """``auto``'s second switch: the reduced ranges travel dense (the merged counts ``M`` are too many)."""
+    prm = sparse_params(params)
+    w, v = value_bytes + index_bytes, value_bytes
+    total = float(sum(M))
+    # what differs between the two: the bytes gathered, and the scatter of the sparse ones into the result
+    sparse = 2 * _sparse_allgather(total * w / 2, p, prm) + SPARSE_ITEM * total * 2
+    dense = (_sparse_allgather(size * v, p, prm) + prm.native_extra.get("allgather", 0.0) * size * v
+             + size / p * v * prm.copy)
+    return dense < sparse
+
+
+def predict_sparse_counts(C, M, size, params=None, *, value_bytes=8, index_bytes=4, algorithm="auto",
+                          dense_out=True) -> tuple[float, str]:
+    """``(seconds, path)`` of one sparse allreduce call with input counts ``C`` and merged counts ``M``.
+
+    ``path`` is what the call does (``sparse``, ``sparse+dense_allgather`` or ``dense``);
+    ``algorithm`` ``"sparse"`` never switches, ``"dense"`` always does.
+    """
+    prm = sparse_params(params)
+    p = len(M)
+    if p == 1:
+        return prm.call_overhead + SPARSE_ITEM * float(sum(M)) * 2, "local"
+    phase = sparse_phases(C, size, value_bytes, index_bytes, prm)
+    start = prm.call_overhead + phase["agree"]
+    if algorithm == "dense" or (algorithm == "auto" and sparse_start_dense(C, size, value_bytes, index_bytes, prm)):
+        return start + phase["dense_start"], "dense"
+    if algorithm == "auto" and sparse_allgather_dense(M, size, p, value_bytes, index_bytes, prm):
+        return start + phase["reduce_scatter"] + phase["dense_allgather"](dense_out), "sparse+dense_allgather"
+    return start + phase["reduce_scatter"] + phase["sparse_allgather"](M, dense_out), "sparse"
+
+
+def predict_sparse(size, density, p, params=None, *, value_bytes=8, index_bytes=4, algorithm="auto",
+                   dense_out=True) -> tuple[float, str]:
+    """``(seconds, path)`` of a sparse allreduce of ``size`` elements at ``p`` ranks, each rank holding
+    ``density * size`` nonzeros at independent uniformly random places (so the merged vector holds
+    ``size (1 - (1 - density)^p)``); see :func:`predict_sparse_counts`."""
+    import numpy as np
+
+    from mpiml.collectives.layout import balanced_counts
+
+    width = balanced_counts(int(size), int(p)).astype(np.float64)
+    C = np.tile(density * width, (int(p), 1))
+    M = width * (1.0 - (1.0 - density) ** p)
+    return predict_sparse_counts(C, M, size, params, value_bytes=value_bytes, index_bytes=index_bytes,
+                                 algorithm=algorithm, dense_out=dense_out)

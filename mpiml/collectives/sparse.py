@@ -1,0 +1,276 @@
+"""Sparse allreduce (SparCML, Renggli et al., SC'19): only nonzeros move, dense once that is cheaper.
+
+A vector of ``size`` elements is given on each rank as ``(indices, values)``. The index
+space is cut into ``p`` contiguous ranges (:func:`mpiml.runtime.partition.array_split`,
+the blocks of every reduced vector in mpiml); range ``j`` belongs to rank ``j``.
+
+1. **Agree** (one small allgather): each rank sends, per range, how many of its nonzeros
+   fall in it, with a digest of ``(dtype, size, op)`` and an error flag. Every rank then
+   knows the whole ``p x p`` count matrix and takes the same decisions below.
+2. **Sparse reduce-scatter** (one alltoallv of indices, one of values): each rank sends
+   every other rank the nonzeros in its range; the owner combines the pieces in rank
+   order ``0, 1, ..., p-1`` (:func:`merge`), so its range is a fixed function of the inputs.
+3. **Allgather** of the reduced ranges: sparse (indices and values) or dense (the range
+   as a dense block, written straight into the result), whichever the cost model
+   (:func:`mpiml.collectives.model.sparse_allgather_dense`) prices lower for the merged counts.
+
+Before step 2, ``algorithm="auto"`` switches to a dense allreduce of the densified vector
+when the model (:func:`mpiml.collectives.model.sparse_start_dense`) prices that lower
+(dense inputs). Every element of the result is computed once, on one rank, and copied to
+the others (or comes from ``mpiml.allreduce``), so it is bitwise identical on every rank.
+
+The local math (:func:`canonical`, :func:`route`, :func:`merge`, :func:`densify`) is
+pure numpy on local arrays; :func:`run` does the messages on the communicator it is given.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+from mpi4py import MPI
+
+from mpiml.collectives import model
+from mpiml.errors import MismatchError
+from mpiml.runtime import partition
+
+OPS = ("sum", "min", "max")
+ALGORITHMS = ("auto", "sparse", "dense")
+INT32_LIMIT = 2**31 - 1
+
+# What the last call on this process did: "path" (sparse, sparse+dense_allgather, dense or local) and
+# "bytes_sent" (what this rank sent: both alltoallvs exactly, allgathers as (p-1)/p of the gathered bytes).
+STATS: dict = {"path": None, "bytes_sent": 0}
+
+
+def index_dtype(size: int) -> np.dtype:
+    """The indices' type on the wire: int32 below 2^31 elements, else int64."""
+    return np.dtype(np.int32 if size <= INT32_LIMIT else np.int64)
+
+
+def ranges(size: int, p: int) -> np.ndarray:
+    """Boundaries of the ``p`` index ranges (range ``j``: ``bounds[j]:bounds[j+1]``)."""
+    return partition.array_split(size, p)
+
+
+def canonical(indices, values, op, wire) -> tuple[np.ndarray, np.ndarray]:
+    """``(indices, values)`` sorted by index, duplicates combined by ``op`` in input order.
+
+    ``indices`` are valid (checked by the caller); the result's indices have dtype ``wire``.
+    """
+    n = indices.size
+    if n < 2 or bool(np.all(indices[1:] > indices[:-1])):   # already sorted and unique: no copy of the work
+        return indices.astype(wire, copy=False), values
+    order = np.argsort(indices, kind="stable")
+    idx = indices[order]
+    val = values[order]
+    first = np.empty(n, dtype=bool)
+    first[0] = True
+    np.not_equal(idx[1:], idx[:-1], out=first[1:])
+    if first.all():
+        return idx.astype(wire, copy=False), val
+    slot = np.cumsum(first) - 1
+    out = val[first].copy()
+    rest = ~first
+    op.func.at(out, slot[rest], val[rest])    # unbuffered: duplicates combined one by one, in input order
+    return idx[first].astype(wire, copy=False), out
+
+
+def route(idx, bounds) -> np.ndarray:
+    """How many of the sorted ``idx`` fall in each range: ``p`` counts."""
+    return np.diff(np.searchsorted(idx, bounds))
+
+
+def merge(idx, val, counts, lo: int, hi: int, p: int, op) -> tuple[np.ndarray, np.ndarray]:
+    """Combine the pieces ``counts[r]`` long (rank ``r``'s, in rank order) of range ``lo:hi``.
+
+    Each piece has sorted unique indices. The result: the sorted union of their indices
+    and, at each, the pieces' values combined in rank order (``sum``: ``0 + v_0 + v_1 ...``
+    over the ranks holding it; ``min``/``max`` also take the implicit zero of a rank that
+    holds no value there).
+    """
+    total = idx.size
+    if total == 0:
+        return idx, val
+    width = hi - lo
+    if width <= 16 * total:        # the range is small next to the nonzeros: mark it densely
+        mark = np.zeros(width, dtype=bool)
+        local = idx - lo
+        mark[local] = True
+        union = np.flatnonzero(mark)
+        where = np.empty(width, dtype=np.int64)
+        where[union] = np.arange(union.size)
+        pos = where[local]
+        union = (union + lo).astype(idx.dtype, copy=False)
+    else:
+        union, pos = np.unique(idx, return_inverse=True)
+    starts = np.concatenate(([0], np.cumsum(counts)))
+    name = op.label
+    if name == "sum":
+        acc = np.zeros(union.size, dtype=val.dtype)
+        for r in range(p):
+            a, b = starts[r], starts[r + 1]
+            if b > a:
+                acc[pos[a:b]] += val[a:b]   # unique positions within a piece: no duplicate writes
+        return union, acc
+    acc = np.zeros(union.size, dtype=val.dtype)
+    holders = np.zeros(union.size, dtype=np.int64)
+    started = np.zeros(union.size, dtype=bool)
+    for r in range(p):
+        a, b = starts[r], starts[r + 1]
+        if b == a:
+            continue
+        at, v = pos[a:b], val[a:b]
+        fresh = ~started[at]
+        acc[at[fresh]] = v[fresh]
+        old = at[~fresh]
+        acc[old] = op.func(acc[old], v[~fresh])
+        started[at] = True
+        holders[at] += 1
+    missing = holders < p
+    acc[missing] = op.func(acc[missing], np.zeros(1, dtype=val.dtype))
+    return union, acc
+
+
+def densify(idx, val, size: int, out=None) -> np.ndarray:
+    """The dense vector with ``val`` at ``idx`` (unique) and zeros elsewhere (into ``out`` if given)."""
+    if out is None:
+        out = np.zeros(size, dtype=val.dtype)
+    else:
+        out[...] = 0
+    out[idx] = val
+    return out
+
+
+def digest(dtype, size: int, op_label: str) -> int:
+    """A 62-bit digest of what every rank must agree on (the same in every process)."""
+    raw = hashlib.blake2b(repr((np.dtype(dtype).str, int(size), op_label)).encode(), digest_size=8).digest()
+    return int.from_bytes(raw, "little") >> 2
+
+
+@dataclass
+class Result:
+    """What :func:`run` gives back: the sorted result ``indices`` and ``values``, or ``dense``."""
+
+    indices: np.ndarray | None
+    values: np.ndarray | None
+    dense: np.ndarray | None
+    path: str
+    bytes_sent: int
+
+
+def _bytes(a):
+    return [a.view(np.uint8) if a.size else np.empty(0, np.uint8), MPI.BYTE]
+
+
+def _alltoallv(comm, send, send_counts, recv_counts, dtype):
+    """One alltoallv of ``dtype`` elements, moved as bytes (every dtype, float16 included)."""
+    item = np.dtype(dtype).itemsize
+    recv = np.empty(int(recv_counts.sum()), dtype=dtype)
+    sc, rc = send_counts * item, recv_counts * item
+    sd = np.concatenate(([0], np.cumsum(sc)[:-1]))
+    rd = np.concatenate(([0], np.cumsum(rc)[:-1]))
+    comm.Alltoallv([send.view(np.uint8), (sc, sd), MPI.BYTE], [recv.view(np.uint8), (rc, rd), MPI.BYTE])
+    return recv
+
+
+def _allgatherv(comm, send, counts, out):
+    """Allgatherv of ``counts[r]`` elements per rank into ``out``, moved as bytes."""
+    item = out.dtype.itemsize
+    c = counts * item
+    d = np.concatenate(([0], np.cumsum(c)[:-1]))
+    comm.Allgatherv([send.view(np.uint8), MPI.BYTE], [out.view(np.uint8), (c, d), MPI.BYTE])
+    return out
+
+
+def run(comm, indices, values, size: int, op, algorithm: str, dense_out, error=None, allreduce=None) -> Result:
+    """One sparse allreduce on ``comm`` (at least two ranks; collective).
+
+    ``indices``/``values``: this rank's valid 1-D input (``error``: this rank's argument
+    error instead, raised on every rank after the first exchange). ``dense_out``: a dense
+    array to write the result into, ``True`` for a new one, ``False`` for ``indices,
+    values``. ``allreduce``: the dense allreduce of the dense switch (``mpiml.allreduce``).
+    """
+    p, rank = comm.Get_size(), comm.Get_rank()
+    wire = index_dtype(size)
+    bounds = ranges(size, p)
+    label = op.label if error is None else ""
+    if error is None:
+        idx, val = canonical(indices, values, op, wire)
+        send_counts = route(idx, bounds)
+        vsz = val.dtype.itemsize
+    else:
+        idx = val = None
+        send_counts = np.zeros(p, dtype=np.int64)
+        vsz = 0
+    head = np.empty(p + 2, dtype=np.int64)
+    head[0] = digest(values.dtype, size, label) if error is None else -1
+    head[1] = 0 if error is None else 1
+    head[2:] = send_counts
+    table = np.empty((p, p + 2), dtype=np.int64)
+    comm.Allgather([head, MPI.INT64_T], [table, MPI.INT64_T])
+    _check_table(comm, table, error)
+    C = table[:, 2:]
+    isz = wire.itemsize
+    sent = (p - 1) * (p + 2) * 8
+    if algorithm == "dense" or (algorithm == "auto" and model.sparse_start_dense(C, size, vsz, isz)):
+        x = densify(idx, val, size, None if isinstance(dense_out, bool) else dense_out)
+        allreduce(x, op=op, comm=comm, out=x)
+        sent += int(2 * (p - 1) / p * x.nbytes)
+        if dense_out is False:
+            return Result(np.arange(size, dtype=wire), x, None, "dense", sent)
+        return Result(None, None, x, "dense", sent)
+    # sparse reduce-scatter: pieces to their owners, combined there in rank order
+    recv_counts = C[:, rank].copy()
+    got_idx = _alltoallv(comm, idx, send_counts, recv_counts, wire)
+    got_val = _alltoallv(comm, val, send_counts, recv_counts, val.dtype)
+    sent += int((send_counts.sum() - send_counts[rank]) * (isz + vsz))
+    lo, hi = int(bounds[rank]), int(bounds[rank + 1])
+    mine_idx, mine_val = merge(got_idx, got_val, recv_counts, lo, hi, p, op)
+    merged = np.empty(p, dtype=np.int64)
+    comm.Allgather([np.array([mine_idx.size], dtype=np.int64), MPI.INT64_T], [merged, MPI.INT64_T])
+    sent += (p - 1) * 8
+    widths = np.diff(bounds)
+    if algorithm == "auto" and model.sparse_allgather_dense(merged, size, p, vsz, isz):
+        out = np.empty(size, dtype=val.dtype) if isinstance(dense_out, bool) else dense_out
+        block = out[lo:hi]
+        densify(mine_idx - lo, mine_val, hi - lo, block)
+        block = block.copy()   # the send buffer must not be the receive buffer
+        _allgatherv(comm, block, widths, out)
+        sent += int((p - 1) / p * out.nbytes)
+        if dense_out is False:
+            return Result(np.arange(size, dtype=wire), out, None, "sparse+dense_allgather", sent)
+        return Result(None, None, out, "sparse+dense_allgather", sent)
+    total = int(merged.sum())
+    all_idx = _allgatherv(comm, mine_idx, merged, np.empty(total, dtype=wire))
+    all_val = _allgatherv(comm, mine_val, merged, np.empty(total, dtype=val.dtype))
+    sent += int((p - 1) / p * total * (isz + vsz))
+    if dense_out is False:
+        return Result(all_idx, all_val, None, "sparse", sent)
+    out = densify(all_idx, all_val, size, None if isinstance(dense_out, bool) else dense_out)
+    return Result(None, None, out, "sparse", sent)
+
+
+def _check_table(comm, table, error):
+    """Raise on every rank if a rank had an argument error or the ranks disagree on dtype, size or op."""
+    if table[:, 1].any():
+        from mpiml.runtime.agree import raise_if_any
+
+        raise_if_any(error, comm)
+    if (table[:, 0] != table[0, 0]).any():
+        raise MismatchError("sparse_allreduce needs the same size, op and values dtype on every rank; the ranks "
+                            f"differ ({', '.join(f'rank {r}' for r in range(len(table)) if table[r, 0] != table[0, 0])} "
+                            "differ from rank 0)", collective=True)
+
+
+def local(indices, values, size: int, op, dense_out) -> Result:
+    """One rank: the canonical input (no messages)."""
+    idx, val = canonical(indices, values, op, index_dtype(size))
+    if dense_out is False:
+        return Result(idx, val, None, "local", 0)
+    return Result(None, None, densify(idx, val, size, None if dense_out is True else dense_out), "local", 0)
+
+
+__all__ = ["ALGORITHMS", "OPS", "STATS", "Result", "canonical", "densify", "index_dtype", "local", "merge",
+           "ranges", "route", "run"]
