@@ -304,12 +304,17 @@ def crossovers(winner, low: int, high: int) -> list[tuple[int, str, str]]:
     return points
 
 
+
 # --- sparse allreduce (mpiml.collectives.sparse): the same alpha, beta and copy ----------------
-# Notation: ``C[i, j]`` nonzeros rank i holds in rank j's index range, ``M[j]`` nonzeros of range j
-# after the reduce-scatter, ``w`` bytes per nonzero on the wire (value + index), ``v`` per value.
-# Local numpy work is priced per nonzero handled (sorting check, routing, merging, scattering):
-SPARSE_ITEM = 2.0e-8     # seconds per nonzero and pass of numpy work on index/value arrays
-SPARSE_PASSES = 4        # passes a rank makes over its own nonzeros (check, route, pack) and the received ones
+# ``C[i, j]``: nonzeros rank i holds in rank j's index range; ``M[j]``: nonzeros of range j after
+# the reduce-scatter; ``w`` bytes per nonzero on the wire (index + value), ``v`` per value. Four
+# collectives (count allgather, record alltoallv, merged-count allgather, record allgatherv) at
+# ``alpha`` per message and ``beta`` per byte, plus numpy work priced per nonzero (measured on
+# the 2-core VM of the defaults, 1M-element vectors):
+SPARSE_FIXED = 6.0e-5      # numpy calls of one sparse call (about 40, small arrays)
+SPARSE_HELD = 4.0e-9       # per nonzero a rank holds: order check, routing, packing
+SPARSE_MERGED = 1.2e-8     # per nonzero a range owner receives: stable merge of the rank-ordered pieces
+SPARSE_GATHERED = 3.0e-9   # per gathered nonzero: unpacking, scattering into the dense result
 
 
 def sparse_params(params=None) -> ModelParams:
@@ -322,17 +327,28 @@ def sparse_params(params=None) -> ModelParams:
     return tuning.params if tuning is not None and tuning.params is not None else DEFAULT_PARAMS
 
 
-def _sparse_allgather(nbytes, p, prm):
+def _gather(nbytes, p, prm):
+    """One library allgather of ``nbytes`` in all, called from Python."""
     return prm.step_overhead + allgather_library(nbytes, p, prm.alpha, prm.beta, 0.0)
 
 
-def sparse_phases(C, size, value_bytes=8, index_bytes=4, params=None) -> dict:
-    """Predicted seconds of the phases of one sparse allreduce with counts ``C`` (a ``p x p`` array).
+def _sparse_allgather(M, size, p, w, v, dense_out, prm):
+    total = float(sum(M))
+    return (_gather(total * w, p, prm) + SPARSE_GATHERED * total * (1 if dense_out else 2)
+            + (size * v * prm.copy if dense_out else 0.0))
 
-    Keys: ``agree`` (the count allgather), ``reduce_scatter`` (two alltoallvs and the merge,
-    the slowest rank), ``dense_start`` (densify and ``mpiml.allreduce`` instead), and
-    functions of the merged counts ``M``: ``sparse_allgather(M, dense_out)``,
-    ``dense_allgather(dense_out)``.
+
+def _dense_allgather(size, p, v, prm):
+    n = size * v
+    return _gather(n, p, prm) + prm.native_extra.get("allgather", 0.0) * n + n / p * prm.copy
+
+
+def sparse_phases(C, size, value_bytes=8, index_bytes=4, params=None) -> dict:
+    """Predicted seconds of the parts of one sparse allreduce with input counts ``C`` (``p x p``).
+
+    ``agree``: the count allgather and the fixed numpy work; ``reduce_scatter``: the record
+    alltoallv and the merge on the busiest rank, then the merged-count allgather;
+    ``dense_start``: densify and ``mpiml.allreduce`` instead of both.
     """
     import numpy as np
 
@@ -342,31 +358,15 @@ def sparse_phases(C, size, value_bytes=8, index_bytes=4, params=None) -> dict:
     C = np.asarray(C, dtype=np.float64)
     p = C.shape[0]
     w, v = value_bytes + index_bytes, value_bytes
-    width = size / p
     own = np.diag(C)
     moved = np.maximum(C.sum(axis=1) - own, C.sum(axis=0) - own).max() * w
-    held = C.sum(axis=1).max()
-    received = C.sum(axis=0).max()
-    a = prm.alpha
-    agree = _sparse_allgather(p * (p + 2) * 8, p, prm)
-    reduce_scatter = (2 * (prm.step_overhead + (p - 1) * a) + moved * prm.beta
-                      + SPARSE_ITEM * (SPARSE_PASSES * held + 2 * received) + width * prm.copy)
-    dense_name = choose("allreduce", "auto", int(size * v), p)
-    dense_start = (size * v * prm.copy + SPARSE_ITEM * held
-                   + predict(dense_name, int(size * v), p, prm, in_place=True))
-
-    def sparse_allgather(M, dense_out=True):
-        total = float(np.sum(M))
-        return (_sparse_allgather(p * 8, p, prm) + 2 * _sparse_allgather(total * w / 2, p, prm)
-                + SPARSE_ITEM * total * (2 if dense_out else 0) + (size * v * prm.copy if dense_out else 0.0))
-
-    def dense_allgather(dense_out=True):
-        n = size * v
-        return (_sparse_allgather(p * 8, p, prm) + _sparse_allgather(n, p, prm)
-                + prm.native_extra.get("allgather", 0.0) * n + width * v * prm.copy)
-
-    return {"agree": agree, "reduce_scatter": reduce_scatter, "dense_start": dense_start,
-            "sparse_allgather": sparse_allgather, "dense_allgather": dense_allgather}
+    held, received = C.sum(axis=1).max(), C.sum(axis=0).max()
+    agree = SPARSE_FIXED + _gather(p * (p + 2) * 8, p, prm) + SPARSE_HELD * held
+    reduce_scatter = (prm.step_overhead + (p - 1) * prm.alpha + moved * prm.beta + SPARSE_MERGED * received
+                      + _gather(p * 8, p, prm))
+    name = choose("allreduce", "auto", int(size * v), p)
+    dense_start = size * v * prm.copy + predict(name, int(size * v), p, prm, in_place=True) - prm.call_overhead
+    return {"agree": agree, "reduce_scatter": reduce_scatter, "dense_start": dense_start}
 
 
 def sparse_upper_union(C, size):
@@ -379,24 +379,22 @@ def sparse_upper_union(C, size):
     return np.minimum(C.sum(axis=0), balanced_counts(int(size), C.shape[0]))
 
 
-def sparse_start_dense(C, size, value_bytes, index_bytes, params=None) -> bool:
-    """``auto``'s first switch: a dense allreduce is predicted cheaper than the sparse one at its best."""
-    phase = sparse_phases(C, size, value_bytes, index_bytes, params)
-    upper = sparse_upper_union(C, size)
-    sparse = phase["reduce_scatter"] + min(phase["sparse_allgather"](upper), phase["dense_allgather"]())
-    return phase["dense_start"] < sparse
+def sparse_start_dense(C, size, value_bytes, index_bytes, params=None, dense_out=True) -> bool:
+    """``auto``'s first switch: a dense allreduce is predicted cheaper than the sparse one at its best
+    (its allgather priced at the most nonzeros the inputs allow)."""
+    prm = sparse_params(params)
+    phase = sparse_phases(C, size, value_bytes, index_bytes, prm)
+    p, w, v = len(C), value_bytes + index_bytes, value_bytes
+    gather = min(_sparse_allgather(sparse_upper_union(C, size), size, p, w, v, dense_out, prm),
+                 _dense_allgather(size, p, v, prm))
+    return phase["dense_start"] < phase["reduce_scatter"] + gather
 
 
-def sparse_allgather_dense(M, size, p, value_bytes, index_bytes, params=None) -> bool:
+def sparse_allgather_dense(M, size, p, value_bytes, index_bytes, params=None, dense_out=True) -> bool:
     """``auto``'s second switch: the reduced ranges travel dense (the merged counts ``M`` are too many)."""
     prm = sparse_params(params)
     w, v = value_bytes + index_bytes, value_bytes
-    total = float(sum(M))
-    # what differs between the two: the bytes gathered, and the scatter of the sparse ones into the result
-    sparse = 2 * _sparse_allgather(total * w / 2, p, prm) + SPARSE_ITEM * total * 2
-    dense = (_sparse_allgather(size * v, p, prm) + prm.native_extra.get("allgather", 0.0) * size * v
-             + size / p * v * prm.copy)
-    return dense < sparse
+    return _dense_allgather(size, p, v, prm) < _sparse_allgather(M, size, p, w, v, dense_out, prm)
 
 
 def predict_sparse_counts(C, M, size, params=None, *, value_bytes=8, index_bytes=4, algorithm="auto",
@@ -404,19 +402,22 @@ def predict_sparse_counts(C, M, size, params=None, *, value_bytes=8, index_bytes
     """``(seconds, path)`` of one sparse allreduce call with input counts ``C`` and merged counts ``M``.
 
     ``path`` is what the call does (``sparse``, ``sparse+dense_allgather`` or ``dense``);
-    ``algorithm`` ``"sparse"`` never switches, ``"dense"`` always does.
+    ``algorithm`` ``"sparse"`` never switches, ``"dense"`` always does; ``dense_out``: the
+    result is written dense (else returned as indices and values).
     """
     prm = sparse_params(params)
     p = len(M)
+    w, v = value_bytes + index_bytes, value_bytes
     if p == 1:
-        return prm.call_overhead + SPARSE_ITEM * float(sum(M)) * 2, "local"
+        return prm.call_overhead + SPARSE_FIXED + SPARSE_HELD * float(sum(M)), "local"
     phase = sparse_phases(C, size, value_bytes, index_bytes, prm)
     start = prm.call_overhead + phase["agree"]
-    if algorithm == "dense" or (algorithm == "auto" and sparse_start_dense(C, size, value_bytes, index_bytes, prm)):
+    if algorithm == "dense" or (algorithm == "auto"
+                                and sparse_start_dense(C, size, value_bytes, index_bytes, prm, dense_out)):
         return start + phase["dense_start"], "dense"
-    if algorithm == "auto" and sparse_allgather_dense(M, size, p, value_bytes, index_bytes, prm):
-        return start + phase["reduce_scatter"] + phase["dense_allgather"](dense_out), "sparse+dense_allgather"
-    return start + phase["reduce_scatter"] + phase["sparse_allgather"](M, dense_out), "sparse"
+    if algorithm == "auto" and sparse_allgather_dense(M, size, p, value_bytes, index_bytes, prm, dense_out):
+        return start + phase["reduce_scatter"] + _dense_allgather(size, p, v, prm), "sparse+dense_allgather"
+    return start + phase["reduce_scatter"] + _sparse_allgather(M, size, p, w, v, dense_out, prm), "sparse"
 
 
 def predict_sparse(size, density, p, params=None, *, value_bytes=8, index_bytes=4, algorithm="auto",

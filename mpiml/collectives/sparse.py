@@ -7,7 +7,7 @@ the blocks of every reduced vector in mpiml); range ``j`` belongs to rank ``j``.
 1. **Agree** (one small allgather): each rank sends, per range, how many of its nonzeros
    fall in it, with a digest of ``(dtype, size, op)`` and an error flag. Every rank then
    knows the whole ``p x p`` count matrix and takes the same decisions below.
-2. **Sparse reduce-scatter** (one alltoallv of indices, one of values): each rank sends
+2. **Sparse reduce-scatter** (one alltoallv of index-value records): each rank sends
    every other rank the nonzeros in its range; the owner combines the pieces in rank
    order ``0, 1, ..., p-1`` (:func:`merge`), so its range is a fixed function of the inputs.
 3. **Allgather** of the reduced ranges: sparse (indices and values) or dense (the range
@@ -82,8 +82,8 @@ def route(idx, bounds) -> np.ndarray:
     return np.diff(np.searchsorted(idx, bounds))
 
 
-def merge(idx, val, counts, lo: int, hi: int, p: int, op) -> tuple[np.ndarray, np.ndarray]:
-    """Combine the pieces ``counts[r]`` long (rank ``r``'s, in rank order) of range ``lo:hi``.
+def merge(idx, val, counts, p: int, op) -> tuple[np.ndarray, np.ndarray]:
+    """Combine the pieces ``counts[r]`` long (rank ``r``'s, in rank order) of one range.
 
     Each piece has sorted unique indices. The result: the sorted union of their indices
     and, at each, the pieces' values combined in rank order (``sum``: ``0 + v_0 + v_1 ...``
@@ -93,18 +93,15 @@ def merge(idx, val, counts, lo: int, hi: int, p: int, op) -> tuple[np.ndarray, n
     total = idx.size
     if total == 0:
         return idx, val
-    width = hi - lo
-    if width <= 16 * total:        # the range is small next to the nonzeros: mark it densely
-        mark = np.zeros(width, dtype=bool)
-        local = idx - lo
-        mark[local] = True
-        union = np.flatnonzero(mark)
-        where = np.empty(width, dtype=np.int64)
-        where[union] = np.arange(union.size)
-        pos = where[local]
-        union = (union + lo).astype(idx.dtype, copy=False)
-    else:
-        union, pos = np.unique(idx, return_inverse=True)
+    # the pieces are sorted runs: a stable sort (timsort) merges them in one pass, keeping rank order
+    order = np.argsort(idx, kind="stable")
+    ordered = idx[order]
+    first = np.empty(total, dtype=bool)
+    first[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+    union = ordered[first]
+    pos = np.empty(total, dtype=np.int64)
+    pos[order] = np.cumsum(first) - 1
     starts = np.concatenate(([0], np.cumsum(counts)))
     name = op.label
     if name == "sum":
@@ -160,14 +157,17 @@ class Result:
     bytes_sent: int
 
 
-def _bytes(a):
-    return [a.view(np.uint8) if a.size else np.empty(0, np.uint8), MPI.BYTE]
+def pack(idx, val) -> np.ndarray:
+    """Index and value side by side, one record each (one message instead of two)."""
+    rec = np.empty(idx.size, dtype=[("i", idx.dtype), ("v", val.dtype)])
+    rec["i"], rec["v"] = idx, val
+    return rec
 
 
-def _alltoallv(comm, send, send_counts, recv_counts, dtype):
-    """One alltoallv of ``dtype`` elements, moved as bytes (every dtype, float16 included)."""
-    item = np.dtype(dtype).itemsize
-    recv = np.empty(int(recv_counts.sum()), dtype=dtype)
+def _alltoallv(comm, send, send_counts, recv_counts):
+    """One alltoallv of records, moved as bytes (every dtype, float16 included)."""
+    item = send.dtype.itemsize
+    recv = np.empty(int(recv_counts.sum()), dtype=send.dtype)
     sc, rc = send_counts * item, recv_counts * item
     sd = np.concatenate(([0], np.cumsum(sc)[:-1]))
     rd = np.concatenate(([0], np.cumsum(rc)[:-1]))
@@ -214,7 +214,8 @@ def run(comm, indices, values, size: int, op, algorithm: str, dense_out, error=N
     C = table[:, 2:]
     isz = wire.itemsize
     sent = (p - 1) * (p + 2) * 8
-    if algorithm == "dense" or (algorithm == "auto" and model.sparse_start_dense(C, size, vsz, isz)):
+    to_dense = dense_out is not False
+    if algorithm == "dense" or (algorithm == "auto" and model.sparse_start_dense(C, size, vsz, isz, dense_out=to_dense)):
         x = densify(idx, val, size, None if isinstance(dense_out, bool) else dense_out)
         allreduce(x, op=op, comm=comm, out=x)
         sent += int(2 * (p - 1) / p * x.nbytes)
@@ -223,16 +224,15 @@ def run(comm, indices, values, size: int, op, algorithm: str, dense_out, error=N
         return Result(None, None, x, "dense", sent)
     # sparse reduce-scatter: pieces to their owners, combined there in rank order
     recv_counts = C[:, rank].copy()
-    got_idx = _alltoallv(comm, idx, send_counts, recv_counts, wire)
-    got_val = _alltoallv(comm, val, send_counts, recv_counts, val.dtype)
+    got = _alltoallv(comm, pack(idx, val), send_counts, recv_counts)
     sent += int((send_counts.sum() - send_counts[rank]) * (isz + vsz))
     lo, hi = int(bounds[rank]), int(bounds[rank + 1])
-    mine_idx, mine_val = merge(got_idx, got_val, recv_counts, lo, hi, p, op)
+    mine_idx, mine_val = merge(got["i"], got["v"], recv_counts, p, op)
     merged = np.empty(p, dtype=np.int64)
     comm.Allgather([np.array([mine_idx.size], dtype=np.int64), MPI.INT64_T], [merged, MPI.INT64_T])
     sent += (p - 1) * 8
     widths = np.diff(bounds)
-    if algorithm == "auto" and model.sparse_allgather_dense(merged, size, p, vsz, isz):
+    if algorithm == "auto" and model.sparse_allgather_dense(merged, size, p, vsz, isz, dense_out=to_dense):
         out = np.empty(size, dtype=val.dtype) if isinstance(dense_out, bool) else dense_out
         block = out[lo:hi]
         densify(mine_idx - lo, mine_val, hi - lo, block)
@@ -243,11 +243,12 @@ def run(comm, indices, values, size: int, op, algorithm: str, dense_out, error=N
             return Result(np.arange(size, dtype=wire), out, None, "sparse+dense_allgather", sent)
         return Result(None, None, out, "sparse+dense_allgather", sent)
     total = int(merged.sum())
-    all_idx = _allgatherv(comm, mine_idx, merged, np.empty(total, dtype=wire))
-    all_val = _allgatherv(comm, mine_val, merged, np.empty(total, dtype=val.dtype))
+    mine = pack(mine_idx, mine_val)
+    every = _allgatherv(comm, mine, merged, np.empty(total, dtype=mine.dtype))
+    all_idx, all_val = every["i"], every["v"]
     sent += int((p - 1) / p * total * (isz + vsz))
     if dense_out is False:
-        return Result(all_idx, all_val, None, "sparse", sent)
+        return Result(np.ascontiguousarray(all_idx), np.ascontiguousarray(all_val), None, "sparse", sent)
     out = densify(all_idx, all_val, size, None if isinstance(dense_out, bool) else dense_out)
     return Result(None, None, out, "sparse", sent)
 
