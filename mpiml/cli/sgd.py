@@ -82,8 +82,11 @@ def build_parser():
     strategy = settings_table(with_strategy=True)["strategy"]
     t.add_argument("--strategy", choices=strategy.choices, default=DEFAULTS.strategy, help=strategy.help)
     add_settings(t, "training")
-    t.add_argument("--collective-algorithm", default="auto", choices=("auto",) + tuple(ALGORITHMS["allreduce"]),
-                   help="allreduce algorithm that sums the gradients (default %(default)s)")
+    t.add_argument("--collective-algorithm", default="auto",
+                   choices=("auto",) + tuple(ALGORITHMS["allreduce"]) + ("sparse",),
+                   help="allreduce algorithm that sums the gradients (default %(default)s); sparse: sync SGD sends "
+                        "only the gradient's nonzeros (sparse_allreduce), which auto does where the model predicts "
+                        "it cheaper (wide sparse data)")
     o = p.add_argument_group("checkpoints and output")
     o.add_argument("--checkpoint-dir", default=from_environment("sgd"),
                    help="rank 0 writes checkpoints here, locked for the run (default: $MPIML_CHECKPOINT_DIR/sgd); "
@@ -362,6 +365,9 @@ def _summary(args, comm, est, result, load_seconds, fit_seconds, seconds) -> dic
                     for rec in result.history],
         "out": args.out if args.out and not result.interrupted else None,
         "rows_read": args.rows_read, "test_rows_read": getattr(args, "test_rows_read", None),
+        # bytes a rank sent per sync update of this launch (sparse or dense exchange), the ranks' mean; None where
+        # nothing counted them (one rank, local/oneshot/lbfgs)
+        "comm_bytes_per_update": _per_update(comm.allgather(result.bytes_moved), result),
     }
     out.update(est.layout_)  # parallel, grid, split (and estimates: mpiml.parallel.run)
     out.update(totals)  # compute_seconds, comm_seconds, wait_seconds, eval_seconds, ...: summed over ranks
@@ -369,6 +375,12 @@ def _summary(args, comm, est, result, load_seconds, fit_seconds, seconds) -> dic
                 "lbfgs_converged"):
         out[key] = last.get(key)
     return out
+
+
+def _per_update(sent, result):
+    """The ranks' mean bytes sent per update of this launch, or None."""
+    updates = result.updates - (result.resumed_from or 0)
+    return float(np.mean(sent)) / updates if any(sent) and updates > 0 else None
 
 
 def _plot(path, summary, result, comm) -> None:

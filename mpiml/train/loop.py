@@ -57,6 +57,7 @@ class TrainResult:
     interrupted: bool = False
     resumed_from: int | None = None
     block: np.ndarray | None = None   # this rank's block of theta as it ended (before any averaging)
+    bytes_moved: int = 0              # bytes this rank sent in counted exchanges (Exchanger.bytes_moved)
 
 
 class Run:
@@ -287,4 +288,5 @@ def train(layout, X, y, config: TrainConfig, test=None, checkpoint_dir=None, res
         resumed = layout.load_state(run) if resume and checkpoint_dir is not None else None
         interrupted = run.strategy.train(run, resumed, stop_at_update)
         theta = layout.whole(run.theta if interrupted else run.consensus())
-    return TrainResult(theta, run.history, run.timings, run.t, interrupted, resumed, run.theta.copy())
+    return TrainResult(theta, run.history, run.timings, run.t, interrupted, resumed, run.theta.copy(),
+                       run.ex.bytes_moved)

@@ -51,6 +51,7 @@ class Exchanger:
         self.stop_requested = stop_requested or (lambda: False)
         self.stop_agreed = False
         self._since = 0.0
+        self.bytes_moved = 0   # bytes this rank sent in the exchanges that count them (sync SGD's)
 
     def add_compute(self, seconds: float) -> None:
         self.timings.compute += seconds
