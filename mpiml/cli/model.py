@@ -29,8 +29,8 @@ def build_parser():
     parser.add_argument("--tuning", metavar="FILE", help="use the calibrated parameters of a tuning file")
     parser.add_argument("--set", metavar="NAME=VALUE,...", help="override parameters (what-if), e.g. alpha=5e-6")
     parser.add_argument("--density", type=float, metavar="F", help="allreduce: also price sparse_allreduce with "
-                        "this share of nonzeros per rank (0..1, float64 values at independent random places): the "
-                        "sparse column, its path in sparse_path")
+                        "this share of nonzeros per rank (0..1, float64 values at independent random places): columns "
+                        "sparse (microseconds) and sparse_path (sparse, sparse+dense_allgather or dense)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--plot", metavar="FILE.png", help="draw time against size per algorithm, one panel per rank "
                         "count, crossovers marked (needs matplotlib: the plot extra)")
@@ -93,9 +93,9 @@ def main(argv=None) -> int:
         rows.append((rec["ranks"], format_bytes(rec["bytes"]),
                      *(f"{times[n] * 1e6:.1f}" + ("*" if n == rec["fastest"] else "") for n in names),
                      rec["auto"], f"{rec['lower_bound_seconds'] * 1e6:.1f}")
-                    + ((rec["sparse_path"],) if "sparse_path" in rec else ()))
-    say(table(rows, ("ranks", "size", *names, "auto", "lower_bound") + (("sparse_path",) if args.density is not None
-                                                                         else ())))
+                    + ((f"{rec['sparse_seconds'] * 1e6:.1f}", rec["sparse_path"]) if "sparse_path" in rec else ()))
+    sparse = ("sparse", "sparse_path") if args.density is not None else ()
+    say(table(rows, ("ranks", "size", *names, "auto", "lower_bound", *sparse)))
     say("# * fastest predicted. Crossovers (fastest algorithm changes at):")
     for p in ranks:
         mine = [f"{format_bytes(c['bytes'])}: {c['from']} -> {c['to']}" for c in points if c["ranks"] == p]

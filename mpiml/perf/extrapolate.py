@@ -59,8 +59,8 @@ def crossover_points(collective: str, p: int, low: int, high: int, params) -> li
 
 
 def add_sparse(records, collective: str, density: float, params) -> None:
-    """Add ``sparse`` (:func:`mpiml.collectives.model.predict_sparse` of float64 values, ``density`` nonzeros
-    per rank) to each record's ``predicted_seconds`` and its path as ``sparse_path``; allreduce only."""
+    """Add ``sparse_seconds`` and ``sparse_path`` to each record: :func:`mpiml.collectives.model.predict_sparse`
+    of float64 values, ``density`` nonzeros per rank (allreduce only)."""
     from mpiml.collectives.model import predict_sparse
 
     if collective != "allreduce":
@@ -71,5 +71,4 @@ def add_sparse(records, collective: str, density: float, params) -> None:
         size = rec["bytes"] // 8
         seconds, path = predict_sparse(size, density, rec["ranks"], params,
                                        index_bytes=4 if size < 2**31 else 8)
-        rec["predicted_seconds"]["sparse"] = seconds
-        rec["sparse_path"] = path
+        rec["sparse_seconds"], rec["sparse_path"] = seconds, path

@@ -94,3 +94,20 @@ def test_one_rank_and_argument_errors():
     for kwargs, message in bad:
         with pytest.raises(mpiml.ArgumentError, match=message):
             mpiml.sparse_allreduce(**kwargs)
+
+
+def test_mpiml_model_density_prices_the_sparse_allreduce(capsys):
+    import json
+
+    from mpiml.cli import model as model_cli
+
+    assert model_cli.main(["--ranks", "2,4", "--sizes", "8K,8M", "--density", "0.001", "--json"]) == 0
+    records = json.loads(capsys.readouterr().out)["predictions"]
+    for rec in records:
+        seconds, path = model.predict_sparse(rec["bytes"] // 8, 0.001, rec["ranks"])
+        assert rec["sparse_seconds"] == seconds and rec["sparse_path"] == path
+    assert [r["sparse_path"] for r in records if r["bytes"] == 8 << 20] == ["sparse", "sparse"]
+    assert model_cli.main(["--ranks", "2", "--sizes", "8M", "--density", "0.001"]) == 0
+    assert "sparse_path" in capsys.readouterr().out
+    with pytest.raises(mpiml.ArgumentError, match="--collective allreduce"):
+        model_cli.main(["--collective", "bcast", "--density", "0.1"])
