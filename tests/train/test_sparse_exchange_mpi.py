@@ -22,7 +22,7 @@ def _rows(spec):
 
 
 @pytest.mark.mpi
-def test_sparse_exchange_equals_dense_and_serial_and_moves_fewer_bytes():
+def test_sparse_exchange_equals_dense_and_moves_fewer_bytes():
     for name, spec, settings in (
             ("logistic", "synthetic:classification,n=160,d=3000,density=0.003,seed=3", dict(momentum=0.9)),
             ("softmax", "synthetic:classification,n=128,d=800,classes=3,density=0.01,seed=4",
