@@ -112,7 +112,8 @@ class SparseExchange:
         from mpiml.collectives import sparse_allreduce_coo
         from mpiml.collectives.sparse import STATS
 
-        touched = np.flatnonzero(buf != 0)
+        # nonzero bits: a -0.0 travels too, so no rank keeps a zero of another sign than the others
+        touched = np.flatnonzero(buf.view(np.int64) != 0)
         idx, val = sparse_allreduce_coo(touched, buf[touched], buf.size, algorithm=self.algorithm, comm=self.comm)
         if idx.size == buf.size:   # the dense switch: every position
             out[:] = val
