@@ -10,9 +10,10 @@ the blocks of every reduced vector in mpiml); range ``j`` belongs to rank ``j``.
 2. **Sparse reduce-scatter** (one alltoallv of index-value records): each rank sends
    every other rank the nonzeros in its range; the owner combines the pieces in rank
    order ``0, 1, ..., p-1`` (:func:`merge`), so its range is a fixed function of the inputs.
-3. **Allgather** of the reduced ranges: sparse (indices and values) or dense (the range
-   as a dense block, written straight into the result), whichever the cost model
-   (:func:`mpiml.collectives.model.sparse_allgather_dense`) prices lower for the merged counts.
+3. **Allgather** of the reduced ranges, point to point (each owner sends its range to every
+   other rank; no count exchange first): as index-value records or as a dense block,
+   whichever the cost model (:func:`mpiml.collectives.model.sparse_range_dense`) prices
+   lower for that range's merged count; an 8-byte header says which.
 
 Before step 2, ``algorithm="auto"`` switches to a dense allreduce of the densified vector
 when the model (:func:`mpiml.collectives.model.sparse_start_dense`) prices that lower
@@ -159,7 +160,7 @@ class Result:
 
 def pack(idx, val) -> np.ndarray:
     """Index and value side by side, one record each (one message instead of two)."""
-    rec = np.empty(idx.size, dtype=[("i", idx.dtype), ("v", val.dtype)])
+    rec = np.empty(idx.size, dtype=_record(idx.dtype, val.dtype))
     rec["i"], rec["v"] = idx, val
     return rec
 
@@ -173,15 +174,6 @@ def _alltoallv(comm, send, send_counts, recv_counts):
     rd = np.concatenate(([0], np.cumsum(rc)[:-1]))
     comm.Alltoallv([send.view(np.uint8), (sc, sd), MPI.BYTE], [recv.view(np.uint8), (rc, rd), MPI.BYTE])
     return recv
-
-
-def _allgatherv(comm, send, counts, out):
-    """Allgatherv of ``counts[r]`` elements per rank into ``out``, moved as bytes."""
-    item = out.dtype.itemsize
-    c = counts * item
-    d = np.concatenate(([0], np.cumsum(c)[:-1]))
-    comm.Allgatherv([send.view(np.uint8), MPI.BYTE], [out.view(np.uint8), (c, d), MPI.BYTE])
-    return out
 
 
 def run(comm, indices, values, size: int, op, algorithm: str, dense_out, error=None, allreduce=None) -> Result:
@@ -228,29 +220,67 @@ def run(comm, indices, values, size: int, op, algorithm: str, dense_out, error=N
     sent += int((send_counts.sum() - send_counts[rank]) * (isz + vsz))
     lo, hi = int(bounds[rank]), int(bounds[rank + 1])
     mine_idx, mine_val = merge(got["i"], got["v"], recv_counts, p, op)
-    merged = np.empty(p, dtype=np.int64)
-    comm.Allgather([np.array([mine_idx.size], dtype=np.int64), MPI.INT64_T], [merged, MPI.INT64_T])
-    sent += (p - 1) * 8
-    widths = np.diff(bounds)
-    if algorithm == "auto" and model.sparse_allgather_dense(merged, size, p, vsz, isz, dense_out=to_dense):
-        out = np.empty(size, dtype=val.dtype) if isinstance(dense_out, bool) else dense_out
-        block = out[lo:hi]
-        densify(mine_idx - lo, mine_val, hi - lo, block)
-        block = block.copy()   # the send buffer must not be the receive buffer
-        _allgatherv(comm, block, widths, out)
-        sent += int((p - 1) / p * out.nbytes)
-        if dense_out is False:
-            return Result(np.arange(size, dtype=wire), out, None, "sparse+dense_allgather", sent)
-        return Result(None, None, out, "sparse+dense_allgather", sent)
-    total = int(merged.sum())
-    mine = pack(mine_idx, mine_val)
-    every = _allgatherv(comm, mine, merged, np.empty(total, dtype=mine.dtype))
-    all_idx, all_val = every["i"], every["v"]
-    sent += int((p - 1) / p * total * (isz + vsz))
+    # allgather of the reduced ranges, point to point: each owner sends its range to every other rank, as
+    # records or as a dense block, whichever the model prices lower for this range (a header says which)
+    dense = algorithm == "auto" and model.sparse_range_dense(mine_idx.size, hi - lo, vsz, isz)
+    payload = np.zeros(HEADER + (hi - lo) * vsz if dense else HEADER + mine_idx.size * (isz + vsz), np.uint8)
+    payload[:HEADER].view(np.int64)[0] = 1 if dense else 0
+    if dense:
+        payload[HEADER:].view(val.dtype)[mine_idx - lo] = mine_val
+    else:
+        payload[HEADER:].view(_record(wire, val.dtype))[...] = pack(mine_idx, mine_val)
+    requests = [comm.Isend([payload, MPI.BYTE], dest, TAG_RANGES) for dest in range(p) if dest != rank]
+    pieces = []
+    for source in range(p):
+        if source == rank:
+            pieces.append(payload)
+            continue
+        status = MPI.Status()
+        message = comm.Mprobe(source, TAG_RANGES, status)
+        piece = np.empty(status.Get_count(MPI.BYTE), dtype=np.uint8)
+        message.Recv([piece, MPI.BYTE])
+        pieces.append(piece)
+    MPI.Request.Waitall(requests)
+    sent += (p - 1) * payload.size
+    return _assemble(pieces, bounds, wire, val.dtype, size, dense_out, sent)
+
+
+HEADER = 8          # bytes before a range's body: 1 = a dense block, 0 = index-value records
+TAG_RANGES = 1901   # the reduced ranges' messages (no other mpiml algorithm uses this tag)
+
+
+def _record(wire, dtype):
+    return np.dtype([("i", wire), ("v", dtype)])
+
+
+def _assemble(pieces, bounds, wire, dtype, size, dense_out, sent) -> Result:
+    """The result from every range's message (rank order): dense into ``out``, or indices and values."""
+    forms = [int(piece[:HEADER].view(np.int64)[0]) for piece in pieces]
+    path = "sparse+dense_allgather" if any(forms) else "sparse"
     if dense_out is False:
-        return Result(np.ascontiguousarray(all_idx), np.ascontiguousarray(all_val), None, "sparse", sent)
-    out = densify(all_idx, all_val, size, None if isinstance(dense_out, bool) else dense_out)
-    return Result(None, None, out, "sparse", sent)
+        idx, val = [], []
+        for j, (piece, form) in enumerate(zip(pieces, forms)):
+            body = piece[HEADER:]
+            if form:
+                idx.append(np.arange(bounds[j], bounds[j + 1], dtype=wire))
+                val.append(body.view(dtype))
+            else:
+                rec = body.view(_record(wire, dtype))
+                idx.append(rec["i"])
+                val.append(rec["v"])
+        return Result(np.concatenate(idx), np.concatenate(val).astype(dtype, copy=False), None, path, sent)
+    out = np.zeros(size, dtype=dtype) if dense_out is True else dense_out
+    for j, (piece, form) in enumerate(zip(pieces, forms)):
+        lo, hi = int(bounds[j]), int(bounds[j + 1])
+        body = piece[HEADER:]
+        if form:
+            out[lo:hi] = body.view(dtype)
+        else:
+            if dense_out is not True:
+                out[lo:hi] = 0
+            rec = body.view(_record(wire, dtype))
+            out[rec["i"]] = rec["v"]
+    return Result(None, None, out, path, sent)
 
 
 def _check_table(comm, table, error):
