@@ -41,7 +41,8 @@ ALGORITHMS = ("auto", "sparse", "dense")
 INT32_LIMIT = 2**31 - 1
 
 # What the last call on this process did: "path" (sparse, sparse+dense_allgather, dense or local) and
-# "bytes_sent" (what this rank sent: both alltoallvs exactly, allgathers as (p-1)/p of the gathered bytes).
+# "bytes_sent" (what this rank sent: the count allgather's row p-1 times, its alltoallv pieces, its range
+# p-1 times; a dense switch's allreduce as 2 (p-1)/p of the vector, what a bandwidth-optimal one sends).
 STATS: dict = {"path": None, "bytes_sent": 0}
 
 
@@ -206,8 +207,8 @@ def run(comm, indices, values, size: int, op, algorithm: str, dense_out, error=N
     C = table[:, 2:]
     isz = wire.itemsize
     sent = (p - 1) * (p + 2) * 8
-    to_dense = dense_out is not False
-    if algorithm == "dense" or (algorithm == "auto" and model.sparse_start_dense(C, size, vsz, isz, dense_out=to_dense)):
+    switch = algorithm == "auto" and model.sparse_start_dense(C, size, vsz, isz, dense_out=dense_out is not False)
+    if algorithm == "dense" or switch:
         x = densify(idx, val, size, None if isinstance(dense_out, bool) else dense_out)
         allreduce(x, op=op, comm=comm, out=x)
         sent += int(2 * (p - 1) / p * x.nbytes)
@@ -228,7 +229,8 @@ def run(comm, indices, values, size: int, op, algorithm: str, dense_out, error=N
     if dense:
         payload[HEADER:].view(val.dtype)[mine_idx - lo] = mine_val
     else:
-        payload[HEADER:].view(_record(wire, val.dtype))[...] = pack(mine_idx, mine_val)
+        records = payload[HEADER:].view(_record(wire, val.dtype))
+        records["i"], records["v"] = mine_idx, mine_val
     requests = [comm.Isend([payload, MPI.BYTE], dest, TAG_RANGES) for dest in range(p) if dest != rank]
     pieces = []
     for source in range(p):
@@ -289,10 +291,10 @@ def _check_table(comm, table, error):
         from mpiml.runtime.agree import raise_if_any
 
         raise_if_any(error, comm)
-    if (table[:, 0] != table[0, 0]).any():
-        raise MismatchError("sparse_allreduce needs the same size, op and values dtype on every rank; the ranks "
-                            f"differ ({', '.join(f'rank {r}' for r in range(len(table)) if table[r, 0] != table[0, 0])} "
-                            "differ from rank 0)", collective=True)
+    odd = np.flatnonzero(table[:, 0] != table[0, 0])
+    if odd.size:
+        raise MismatchError("sparse_allreduce needs the same size, op and values dtype on every rank; rank(s) "
+                            f"{', '.join(map(str, odd.tolist()))} differ from rank 0", collective=True)
 
 
 def local(indices, values, size: int, op, dense_out) -> Result:
