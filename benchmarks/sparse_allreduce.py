@@ -11,8 +11,9 @@ when the file is missing, synthetic rows with the same shape (2^20 features, 415
 uniformly random nonzeros per row). A rank's sparse gradient is its rows' columns (sorted,
 unique) with the summed values there; the dense gradient the same as a float64 vector of
 2^20 elements. Per batch, interleaved: dense ``mpiml.allreduce`` (in place), then
-``mpiml.sparse_allreduce`` (dense result) and ``mpiml.sparse_allreduce_coo`` (sparse
-result), each barrier to barrier, the slowest rank; medians over ``batches x reps`` calls.
+``mpiml.sparse_allreduce`` (dense result, into a reused ``out``) and
+``mpiml.sparse_allreduce_coo`` (sparse result), each barrier to barrier, the slowest rank;
+medians over ``batches x reps`` calls.
 
 Goals (issue 19): bytes moved <= 5% of dense; sparse >= 5x faster than dense; the
 model's prediction (:func:`mpiml.collectives.model.predict_sparse_counts`, from the
@@ -93,6 +94,7 @@ def worker(args):
     sent = {"sparse": [], "sparse_coo": []}
     paths = set()
     counts = []
+    result = np.empty(D)   # the dense result's buffer, reused as a training loop would
     for rep in range(args.reps):
         for b in range(args.batches):
             lo, hi = b * BATCH + rank * BATCH // p, b * BATCH + (rank + 1) * BATCH // p
@@ -110,7 +112,7 @@ def worker(args):
                 if name == "dense":
                     mpiml.allreduce(buf, out=buf)
                 elif name == "sparse":
-                    mpiml.sparse_allreduce(idx, val, D)
+                    mpiml.sparse_allreduce(idx, val, D, out=result)
                 else:
                     mpiml.sparse_allreduce_coo(idx, val, D)
                 spent = time.perf_counter() - start
