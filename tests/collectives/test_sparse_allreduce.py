@@ -111,3 +111,23 @@ def test_mpiml_model_density_prices_the_sparse_allreduce(capsys):
     assert "sparse_path" in capsys.readouterr().out
     with pytest.raises(mpiml.ArgumentError, match="--collective allreduce"):
         model_cli.main(["--collective", "bcast", "--density", "0.1"])
+
+
+def test_compiled_merge_matches_the_numpy_reference(monkeypatch):
+    rng = np.random.default_rng(2)
+    assert not sparse_alg._compiled_sum(np.dtype(np.float16))   # numpy's own path for the other dtypes
+    for dtype in (np.float64, np.float32):
+        for p in (1, 2, 5):
+            pieces = [np.sort(rng.choice(500, int(rng.integers(0, 120)), replace=False)).astype(np.int32)
+                      for _ in range(p)]
+            idx = np.concatenate(pieces)
+            val = (rng.standard_normal(idx.size) * 100).astype(dtype)
+            counts = np.array([len(piece) for piece in pieces])
+            assert sparse_alg._compiled_sum(np.dtype(dtype))
+            fast = sparse_alg.merge(idx, val, counts, p, SUM)
+            monkeypatch.setenv("MPIML_KERNELS", "numpy")
+            assert not sparse_alg._compiled_sum(np.dtype(dtype))
+            slow = sparse_alg.merge(idx, val, counts, p, SUM)
+            monkeypatch.delenv("MPIML_KERNELS")
+            assert np.array_equal(fast[0], slow[0]) and np.array_equal(fast[1], slow[1]), (dtype, p)
+            assert fast[1].dtype == slow[1].dtype == np.dtype(dtype)
