@@ -313,7 +313,7 @@ def crossovers(winner, low: int, high: int) -> list[tuple[int, str, str]]:
 # nonzero (measured on the 2-core VM of the defaults, 1M-element vectors):
 SPARSE_FIXED = 6.0e-5      # numpy calls of one sparse call (about 40, small arrays)
 SPARSE_HELD = 4.0e-9       # per nonzero a rank holds: order check, routing, packing
-SPARSE_MERGED = 6.0e-9      # per nonzero a range owner receives: merge of the rank-ordered pieces (compiled)
+SPARSE_MERGED = 6.0e-9     # per nonzero a range owner receives: merge of the rank-ordered pieces (compiled)
 SPARSE_GATHERED = 3.0e-9   # per gathered nonzero: unpacking, scattering into the dense result
 
 
