@@ -28,6 +28,9 @@ def build_parser():
     parser.add_argument("--collective", default="allreduce", choices=COLLECTIVES, help="the collective to predict")
     parser.add_argument("--tuning", metavar="FILE", help="use the calibrated parameters of a tuning file")
     parser.add_argument("--set", metavar="NAME=VALUE,...", help="override parameters (what-if), e.g. alpha=5e-6")
+    parser.add_argument("--density", type=float, metavar="F", help="allreduce: also price sparse_allreduce with "
+                        "this share of nonzeros per rank (0..1, float64 values at independent random places): columns "
+                        "sparse (microseconds) and sparse_path (sparse, sparse+dense_allgather or dense)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--plot", metavar="FILE.png", help="draw time against size per algorithm, one panel per rank "
                         "count, crossovers marked (needs matplotlib: the plot extra)")
@@ -58,6 +61,10 @@ def main(argv=None) -> int:
             params = load_tuning(args.tuning, ALGORITHMS).params or params
         params = parse_overrides(args.set, params)
         records = predictions(args.collective, ranks, sizes, params)
+        if args.density is not None:   # the sparse allreduce beside the dense algorithms
+            from mpiml.perf.extrapolate import add_sparse
+
+            add_sparse(records, args.collective, args.density, params)
         points = [c for p in ranks for c in crossover_points(args.collective, p, 1, max(sizes), params)]
     except ArgumentError as exc:
         error = exc
@@ -85,8 +92,10 @@ def main(argv=None) -> int:
         times = rec["predicted_seconds"]
         rows.append((rec["ranks"], format_bytes(rec["bytes"]),
                      *(f"{times[n] * 1e6:.1f}" + ("*" if n == rec["fastest"] else "") for n in names),
-                     rec["auto"], f"{rec['lower_bound_seconds'] * 1e6:.1f}"))
-    say(table(rows, ("ranks", "size", *names, "auto", "lower_bound")))
+                     rec["auto"], f"{rec['lower_bound_seconds'] * 1e6:.1f}")
+                    + ((f"{rec['sparse_seconds'] * 1e6:.1f}", rec["sparse_path"]) if "sparse_path" in rec else ()))
+    sparse = ("sparse", "sparse_path") if args.density is not None else ()
+    say(table(rows, ("ranks", "size", *names, "auto", "lower_bound", *sparse)))
     say("# * fastest predicted. Crossovers (fastest algorithm changes at):")
     for p in ranks:
         mine = [f"{format_bytes(c['bytes'])}: {c['from']} -> {c['to']}" for c in points if c["ranks"] == p]

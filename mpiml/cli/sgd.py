@@ -82,8 +82,11 @@ def build_parser():
     strategy = settings_table(with_strategy=True)["strategy"]
     t.add_argument("--strategy", choices=strategy.choices, default=DEFAULTS.strategy, help=strategy.help)
     add_settings(t, "training")
-    t.add_argument("--collective-algorithm", default="auto", choices=("auto",) + tuple(ALGORITHMS["allreduce"]),
-                   help="allreduce algorithm that sums the gradients (default %(default)s)")
+    t.add_argument("--collective-algorithm", default="auto",
+                   choices=("auto",) + tuple(ALGORITHMS["allreduce"]) + ("sparse",),
+                   help="allreduce algorithm that sums the gradients (default %(default)s); sparse: sync SGD sends "
+                        "only the gradient's nonzeros (sparse_allreduce), which auto does where the model predicts "
+                        "it cheaper (wide sparse data)")
     o = p.add_argument_group("checkpoints and output")
     o.add_argument("--checkpoint-dir", default=from_environment("sgd"),
                    help="rank 0 writes checkpoints here, locked for the run (default: $MPIML_CHECKPOINT_DIR/sgd); "
@@ -367,11 +370,10 @@ def _summary(args, comm, est, result, load_seconds, fit_seconds, seconds) -> dic
                     for rec in result.history],
         "out": args.out if args.out and not result.interrupted else None,
         "rows_read": args.rows_read, "test_rows_read": getattr(args, "test_rows_read", None),
-        # --compress: rank 0's message bytes per update in the gradient/model exchanges (None: lbfgs), and the
-        # uncompressed bytes over them
+        # --compress / the sparse exchange: the bytes a rank sends per sync update of this launch (the ranks'
+        # mean; None where nothing counted them: one rank, local/oneshot/lbfgs), and a dense allreduce's over them
         "compress": args.compress,
-        "comm_bytes_per_update": result.bytes_moved / max(result.updates - (result.resumed_from or 0), 1)
-        if result.bytes_moved else None,
+        "comm_bytes_per_update": _per_update(comm.allgather(result.bytes_moved), result),
         "compression_ratio": result.bytes_dense / result.bytes_moved if result.bytes_moved else None,
         "peak_rss_bytes": max(r["peak_rss_bytes"] for r in per_rank),  # the largest rank's, so far
     }
@@ -381,6 +383,12 @@ def _summary(args, comm, est, result, load_seconds, fit_seconds, seconds) -> dic
                 "lbfgs_converged"):
         out[key] = last.get(key)
     return out
+
+
+def _per_update(sent, result):
+    """The ranks' mean bytes sent per update of this launch, or None."""
+    updates = result.updates - (result.resumed_from or 0)
+    return float(np.mean(sent)) / updates if any(sent) and updates > 0 else None
 
 
 def _plot(path, summary, result, comm) -> None:

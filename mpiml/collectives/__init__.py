@@ -8,7 +8,8 @@ algorithms are written against), :mod:`~.select` (``auto``), :mod:`~.model` (the
 model), :mod:`~.tuning` (tuning files), :mod:`~.layout`, :mod:`~.ops`, :mod:`~.workspace`.
 """
 
-from mpiml.collectives.api import allgather, allreduce, bcast, reduce, reduce_scatter, reproducible_sum
+from mpiml.collectives.api import (allgather, allreduce, bcast, reduce, reduce_scatter, reproducible_sum,
+                                   sparse_allreduce, sparse_allreduce_coo)
 from mpiml.collectives.api import (allreduce_many, iallgather, iallgather_in_place, iallreduce, iallreduce_many,
                                    ibcast, ireduce_scatter)
 from mpiml.collectives.nonblocking import Request, UnwaitedRequestWarning
@@ -17,7 +18,8 @@ from mpiml.collectives.registry import ALGORITHMS, register, unregister
 
 __all__ = [
     "ALGORITHMS", "MAX", "MIN", "PROD", "SUM", "ReduceOp",
-    "allgather", "allreduce", "bcast", "reduce", "reduce_scatter", "register", "reproducible_sum", "unregister",
+    "allgather", "allreduce", "bcast", "reduce", "reduce_scatter", "register", "reproducible_sum",
+    "sparse_allreduce", "sparse_allreduce_coo", "unregister",
     "Request", "UnwaitedRequestWarning", "allreduce_many", "iallgather", "iallgather_in_place", "iallreduce",
     "iallreduce_many", "ibcast", "ireduce_scatter",
 ]

@@ -650,9 +650,114 @@ def _round_into(out, values):
     return out
 
 
-_watchdog.watch(allreduce, reduce_scatter, allgather, bcast, reduce, reproducible_sum)
+# --- sparse allreduce (mpiml.collectives.sparse) ------------------------------------------------
 
-__all__ = ["allgather", "allreduce", "bcast", "reduce", "reduce_scatter", "reproducible_sum"]
+def sparse_allreduce(indices, values, size, op="sum", algorithm="auto", comm=None, out=None, check=None):
+    """Combine vectors given as ``(indices, values)`` across ranks, moving only nonzeros; the dense result.
+
+    SparCML's algorithm (:mod:`mpiml.collectives.sparse`): a sparse reduce-scatter over
+    ``p`` index ranges, each range combined on its owner in rank order, then an allgather of
+    the reduced ranges, sparse or dense as the cost model prices them; ``auto`` switches to
+    a dense allreduce when the inputs are dense enough for that to be cheaper.
+
+    Parameters
+    ----------
+    indices : array_like
+        This rank's nonzero positions, integers in ``[0, size)``, 1-D, in any order;
+        duplicates are combined with ``op`` (in the order given). Ranks may pass
+        different numbers (none too).
+    values : array_like
+        The values at ``indices``, 1-D, as long; the same dtype on every rank (integer,
+        unsigned, floating incl. float16, or complex).
+    size : int
+        The vectors' length, the same on every rank.
+    op : str
+        ``"sum"``, ``"min"`` or ``"max"`` (absent positions count as zeros).
+    algorithm : str
+        ``"auto"`` (switch to dense where the model predicts it cheaper), ``"sparse"``
+        (never switch) or ``"dense"`` (densify, then :func:`allreduce`).
+    comm : mpi4py.MPI.Intracomm, optional
+        Defaults to ``MPI.COMM_WORLD``.
+    out : numpy.ndarray, optional
+        A C-contiguous array of ``size`` elements of the values' dtype to write into.
+    check : bool, optional
+        Verify first that all ranks passed the same size, op, algorithm and dtype.
+
+    Returns
+    -------
+    numpy.ndarray
+        The reduced dense vector of ``size`` elements, bitwise identical on every rank.
+    """
+    _CALLS[0] += 1
+    if _fault.ARMED:
+        _fault.collective(_CALLS[0])
+    return _sparse_call(indices, values, size, op, algorithm, comm, out, check, True)
+
+
+def sparse_allreduce_coo(indices, values, size, op="sum", algorithm="auto", comm=None, check=None):
+    """:func:`sparse_allreduce` returning the result sparse: ``(indices, values)``.
+
+    ``indices`` (sorted, unique, int32 below 2^31 elements else int64) hold every position
+    any rank passed (every position, after a dense switch); ``values`` the result there,
+    bitwise identical on every rank. The other positions of the result are zero.
+    """
+    _CALLS[0] += 1
+    if _fault.ARMED:
+        _fault.collective(_CALLS[0])
+    result = _sparse_call(indices, values, size, op, algorithm, comm, None, check, False)
+    return result
+
+
+def _sparse_call(indices, values, size, op, algorithm, comm, out, check, dense):
+    from mpiml.collectives import sparse as _sparse
+
+    context = context_of(comm)
+    c = context.comm
+    error = None
+    try:
+        indices, values = np.asarray(indices), _contiguous_input(values, "values")
+        if indices.size == 0:
+            indices = np.empty(0, dtype=np.int64)
+        op = resolve_op(op)
+        if op.label not in _sparse.OPS:
+            raise ArgumentError(f"sparse_allreduce supports op {', '.join(_sparse.OPS)}, not {op.label!r}")
+        dtype = _dtype_for(values.dtype, op)
+        if algorithm not in _sparse.ALGORITHMS:
+            raise ArgumentError(f"unknown sparse_allreduce algorithm {algorithm!r}; choose from "
+                                f"{', '.join(_sparse.ALGORITHMS)}")
+        if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 0:
+            raise ArgumentError(f"size must be a non-negative integer, got {size!r}")
+        size = int(size)
+        if indices.ndim != 1 or values.ndim != 1 or indices.size != values.size:
+            raise ArgumentError(f"indices and values must be 1-D and as long; got shapes {indices.shape} and "
+                                f"{values.shape}")
+        if indices.dtype.kind not in "iu":
+            raise ArgumentError(f"indices must be integers, got dtype {indices.dtype}")
+        if indices.size and (int(indices.min()) < 0 or int(indices.max()) >= size):
+            raise ArgumentError(f"indices must lie in [0, {size}); got {int(indices.min())}..{int(indices.max())}")
+        if dense:
+            out = _output(out, (size,), dtype)
+            if np.may_share_memory(out, values) or np.may_share_memory(out, indices):
+                raise ArgumentError("out overlaps the indices or values")
+    except ArgumentError as exc:
+        error = exc
+    if _check_enabled(check) or c.Get_size() == 1:
+        _agree(context, error, check, "sparse_allreduce",
+               lambda: ("sparse_allreduce", getattr(op, "label", op), algorithm, str(values.dtype), size))
+    if c.Get_size() == 1:
+        result = _sparse.local(indices, values, size, op, out if dense else False)
+    else:   # an argument error is raised on every rank after the first exchange (no rank is left waiting)
+        result = _sparse.run(c, indices, values, size, op, algorithm, out if dense else False, error,
+                             allreduce)
+    _sparse.STATS.update(path=result.path, bytes_sent=result.bytes_sent)
+    return result.dense if dense else (result.indices, result.values)
+
+
+_watchdog.watch(allreduce, reduce_scatter, allgather, bcast, reduce, reproducible_sum, sparse_allreduce,
+                sparse_allreduce_coo)
+
+__all__ = ["allgather", "allreduce", "bcast", "reduce", "reduce_scatter", "reproducible_sum", "sparse_allreduce",
+           "sparse_allreduce_coo"]
 
 
 # ------------------------------------------------------------------ nonblocking and fused calls

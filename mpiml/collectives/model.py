@@ -302,3 +302,140 @@ def crossovers(winner, low: int, high: int) -> list[tuple[int, str, str]]:
                 hi = mid
         points.append((hi, w_lo, winner(hi)))
     return points
+
+
+
+# --- sparse allreduce (mpiml.collectives.sparse): the same alpha, beta and copy ----------------
+# ``C[i, j]``: nonzeros rank i holds in rank j's index range; ``M[j]``: nonzeros of range j after
+# the reduce-scatter; ``w`` bytes per nonzero on the wire (index + value), ``v`` per value. A count
+# allgather, a record alltoallv, then each owner sends its range to the other p - 1 ranks (records
+# or a dense block), at ``alpha`` per message and ``beta`` per byte, plus numpy work priced per
+# nonzero (measured on the 2-core VM of the defaults, 1M-element vectors):
+SPARSE_FIXED = 6.0e-5      # numpy calls of one sparse call (about 40, small arrays)
+SPARSE_HELD = 4.0e-9       # per nonzero a rank holds: order check, routing, packing
+SPARSE_MERGED = 6.0e-9     # per nonzero a range owner receives: merge of the rank-ordered pieces (compiled)
+SPARSE_GATHERED = 3.0e-9   # per gathered nonzero: unpacking, scattering into the dense result
+
+
+def sparse_params(params=None) -> ModelParams:
+    """``params``, else the tuning file's in force (``MPIML_TUNING``), else the defaults."""
+    if params is not None:
+        return params
+    from mpiml.collectives.select import current_tuning
+
+    tuning = current_tuning()
+    return tuning.params if tuning is not None and tuning.params is not None else DEFAULT_PARAMS
+
+
+def _gather(nbytes, p, prm):
+    """One library allgather of ``nbytes`` in all, called from Python."""
+    return prm.step_overhead + allgather_library(nbytes, p, prm.alpha, prm.beta, 0.0)
+
+
+def sparse_range_dense(count, width, value_bytes, index_bytes, params=None) -> bool:
+    """Whether a reduced range of ``width`` elements holding ``count`` nonzeros travels as a dense block
+    (``auto``'s second switch, taken per range by its owner): its bytes and unpacking cost less."""
+    prm = sparse_params(params)
+    dense = width * value_bytes * (prm.beta + prm.copy)
+    records = count * ((value_bytes + index_bytes) * prm.beta + SPARSE_GATHERED)
+    return dense < records
+
+
+def _ranges_allgather(M, size, p, w, v, dense_out, prm, switch=True):
+    """Every owner sends its range to the other ``p - 1`` ranks (records or, where ``switch`` and
+    cheaper, a dense block); ``(seconds, whether a range went dense)``."""
+    import numpy as np
+
+    from mpiml.collectives.layout import balanced_counts
+
+    M = np.asarray(M, dtype=np.float64)
+    widths = balanced_counts(int(size), p).astype(np.float64)
+    dense = np.array([switch and sparse_range_dense(m, width, v, w - v, prm) for m, width in zip(M, widths)])
+    nbytes = np.where(dense, widths * v, M * w) + 8
+    transfer = max((p - 1) * nbytes.max(), nbytes.sum() - nbytes.min()) * prm.beta
+    unpack = float(np.sum(np.where(dense, widths * v * prm.copy, M * SPARSE_GATHERED * (1 if dense_out else 2))))
+    fill = size * v * prm.copy if dense_out and not dense.all() else 0.0
+    return (p - 1) * (2 * prm.step_overhead + prm.alpha) + transfer + unpack + fill, bool(dense.any())
+
+
+def sparse_phases(C, size, value_bytes=8, index_bytes=4, params=None) -> dict:
+    """Predicted seconds of the parts of one sparse allreduce with input counts ``C`` (``p x p``).
+
+    ``agree``: the count allgather and the fixed numpy work; ``reduce_scatter``: the record
+    alltoallv and the merge on the busiest rank;
+    ``dense_start``: densify and ``mpiml.allreduce`` instead of both.
+    """
+    import numpy as np
+
+    from mpiml.collectives.select import choose
+
+    prm = sparse_params(params)
+    C = np.asarray(C, dtype=np.float64)
+    p = C.shape[0]
+    w, v = value_bytes + index_bytes, value_bytes
+    own = np.diag(C)
+    moved = np.maximum(C.sum(axis=1) - own, C.sum(axis=0) - own).max() * w
+    held, received = C.sum(axis=1).max(), C.sum(axis=0).max()
+    agree = SPARSE_FIXED + _gather(p * (p + 2) * 8, p, prm) + SPARSE_HELD * held
+    reduce_scatter = prm.step_overhead + (p - 1) * prm.alpha + moved * prm.beta + SPARSE_MERGED * received
+    name = choose("allreduce", "auto", int(size * v), p)
+    dense_start = size * v * prm.copy + predict(name, int(size * v), p, prm, in_place=True) - prm.call_overhead
+    return {"agree": agree, "reduce_scatter": reduce_scatter, "dense_start": dense_start}
+
+
+def sparse_upper_union(C, size):
+    """An upper bound of the merged counts: per range, the nonzeros sent to it, at most its width."""
+    import numpy as np
+
+    from mpiml.collectives.layout import balanced_counts
+
+    C = np.asarray(C)
+    return np.minimum(C.sum(axis=0), balanced_counts(int(size), C.shape[0]))
+
+
+def sparse_start_dense(C, size, value_bytes, index_bytes, params=None, dense_out=True) -> bool:
+    """``auto``'s first switch: a dense allreduce is predicted cheaper than the sparse one (its ranges
+    priced at the most nonzeros the inputs allow)."""
+    prm = sparse_params(params)
+    phase = sparse_phases(C, size, value_bytes, index_bytes, prm)
+    p, w, v = len(C), value_bytes + index_bytes, value_bytes
+    gather, _ = _ranges_allgather(sparse_upper_union(C, size), size, p, w, v, dense_out, prm)
+    return phase["dense_start"] < phase["reduce_scatter"] + gather
+
+
+def predict_sparse_counts(C, M, size, params=None, *, value_bytes=8, index_bytes=4, algorithm="auto",
+                          dense_out=True) -> tuple[float, str]:
+    """``(seconds, path)`` of one sparse allreduce call with input counts ``C`` and merged counts ``M``.
+
+    ``path`` is what the call does (``sparse``, ``sparse+dense_allgather`` where a range travels
+    dense, or ``dense``); ``algorithm`` ``"sparse"`` never switches, ``"dense"`` always does;
+    ``dense_out``: the result is written dense (else returned as indices and values).
+    """
+    prm = sparse_params(params)
+    p = len(M)
+    w, v = value_bytes + index_bytes, value_bytes
+    if p == 1:
+        return prm.call_overhead + SPARSE_FIXED + SPARSE_HELD * float(sum(M)), "local"
+    phase = sparse_phases(C, size, value_bytes, index_bytes, prm)
+    start = prm.call_overhead + phase["agree"]
+    if algorithm == "dense" or (algorithm == "auto"
+                                and sparse_start_dense(C, size, value_bytes, index_bytes, prm, dense_out)):
+        return start + phase["dense_start"], "dense"
+    gather, any_dense = _ranges_allgather(M, size, p, w, v, dense_out, prm, algorithm == "auto")
+    return start + phase["reduce_scatter"] + gather, "sparse+dense_allgather" if any_dense else "sparse"
+
+
+def predict_sparse(size, density, p, params=None, *, value_bytes=8, index_bytes=4, algorithm="auto",
+                   dense_out=True) -> tuple[float, str]:
+    """``(seconds, path)`` of a sparse allreduce of ``size`` elements at ``p`` ranks, each rank holding
+    ``density * size`` nonzeros at independent uniformly random places (so the merged vector holds
+    ``size (1 - (1 - density)^p)``); see :func:`predict_sparse_counts`."""
+    import numpy as np
+
+    from mpiml.collectives.layout import balanced_counts
+
+    width = balanced_counts(int(size), int(p)).astype(np.float64)
+    C = np.tile(density * width, (int(p), 1))
+    M = width * (1.0 - (1.0 - density) ** p)
+    return predict_sparse_counts(C, M, size, params, value_bytes=value_bytes, index_bytes=index_bytes,
+                                 algorithm=algorithm, dense_out=dense_out)

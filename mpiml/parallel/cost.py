@@ -12,10 +12,13 @@ Per update and rank, with ``b = batch / R`` rows of the batch in a row group and
 =================  ===============================  ==================================  ====================
 layout             row-group allreduce (C ranks)    column-group allreduce (R ranks)    model block updated
 =================  ===============================  ==================================  ====================
-data (C = 1)       none                             ``(d + 1) k + 1 + p``               ``(d + 1) k``
+data (C = 1)       none                             ``(d + 1) k + 1 + p`` (*)           ``(d + 1) k``
 features split     ``b k`` (partial margins)        ``(d / C + 1) k + 1``               ``(d / C + 1) k``
 classes split      ``b`` (max) + ``2 b`` (sums)     ``(d + 1) k / C + 1``               ``(d + 1) k / C``
 =================  ===============================  ==================================  ====================
+
+(*) or, where :func:`mpiml.train.sparse_exchange.exchange_cost` predicts it cheaper (wide sparse rows),
+the sparse allreduce of the batch gradient's expected nonzeros, as ``--collective-algorithm auto`` runs it.
 
 Seconds = communication + compute. Communication: for each allreduce, the algorithm
 ``mpiml.allreduce(algorithm="auto")`` would run (:func:`mpiml.collectives.select.choose`),
@@ -177,6 +180,12 @@ def estimate(problem: Problem, rows: int, cols: int, split: str = "features",
     row_calls = 2 if split == "classes" and cols > 1 else 1
     row_bytes, row_seconds = allreduce_cost(row_words / row_calls, cols, params)
     col_bytes, col_seconds = allreduce_cost(col_words, rows, params)
+    if cols == 1 and rows > 1:   # sync SGD sends only the batch gradient's nonzeros where cheaper (sparse_exchange)
+        from mpiml.train.sparse_exchange import exchange_cost
+
+        sent, seconds, _, _ = exchange_cost(d, k, b, z, p, 2 + p)
+        if seconds < col_seconds:
+            col_bytes, col_seconds = sent, seconds
     compute = (machine.step_seconds + 2 * b * z * k / cols * machine.nnz_seconds
                + loss_work * machine.row_seconds + block * machine.param_seconds)
     parallel = "data" if cols == 1 else ("model" if rows == 1 else "hybrid")

@@ -56,3 +56,19 @@ def crossover_points(collective: str, p: int, low: int, high: int, params) -> li
 
     return [{"ranks": p, "bytes": at, "from": before, "to": after}
             for at, before, after in model.crossovers(fastest, low, high)]
+
+
+def add_sparse(records, collective: str, density: float, params) -> None:
+    """Add ``sparse_seconds`` and ``sparse_path`` to each record: :func:`mpiml.collectives.model.predict_sparse`
+    of float64 values, ``density`` nonzeros per rank (allreduce only)."""
+    from mpiml.collectives.model import predict_sparse
+
+    if collective != "allreduce":
+        raise ArgumentError("--density prices sparse_allreduce: use it with --collective allreduce")
+    if not 0.0 <= density <= 1.0:
+        raise ArgumentError(f"--density must be in [0, 1], got {density}")
+    for rec in records:
+        size = rec["bytes"] // 8
+        seconds, path = predict_sparse(size, density, rec["ranks"], params,
+                                       index_bytes=4 if size < 2**31 else 8)
+        rec["sparse_seconds"], rec["sparse_path"] = seconds, path

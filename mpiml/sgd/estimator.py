@@ -21,6 +21,7 @@ from mpiml.sgd.trainer import train
 from mpiml.train.config import resolve
 from mpiml.train.group import Group
 from mpiml.train.reproducible import requested
+from mpiml.train.sparse_exchange import dense_algorithm
 
 MAX_CLASSES = 100_000  # beyond this a label is more likely a mistake than a class
 
@@ -205,7 +206,7 @@ class LinearModel:
         from mpiml.data.shard import Shard
 
         model = self.model_
-        comms = GridComms.split(group.comm, chosen.rows, chosen.cols, self.algorithm)
+        comms = GridComms.split(group.comm, chosen.rows, chosen.cols, dense_algorithm(self.algorithm))
         try:
             part = make_part(chosen.split, model.n_features, model.k, chosen.cols, comms.col)
             mine = to_grid(Shard(X, y), comms, chosen.split)

@@ -33,6 +33,7 @@ import numpy as np
 
 from mpiml.train import compress
 from mpiml.train.strategies import Sync
+from mpiml.train.timing import allgather_bytes, allreduce_bytes
 
 
 class CompressedSync(Sync):
@@ -159,8 +160,8 @@ class Gathered:
             return h
 
         ex.reduce(gather, head, run.data.rank, p)
-        ex.bytes_moved += head.nbytes + body.nbytes
-        ex.bytes_dense += buf.nbytes
+        ex.bytes_moved += allgather_bytes(head.nbytes + body.nbytes, p)
+        ex.bytes_dense += allreduce_bytes(buf.nbytes, p)
         ex.stop_agreed = ex.stop_agreed or head[2] > 0
         start = time.perf_counter()
         out = np.empty(n + 1)
@@ -185,8 +186,8 @@ class HalfSummed:
         wire[n], wire[n + 1] = buf[n], ex.vote() if vote is None else vote
         ex.add_compute(time.perf_counter() - start)
         ex.reduce(run.data.allreduce, wire, run.data.rank, p)
-        ex.bytes_moved += wire.nbytes
-        ex.bytes_dense += buf.nbytes
+        ex.bytes_moved += allreduce_bytes(wire.nbytes, p)
+        ex.bytes_dense += allreduce_bytes(buf.nbytes, p)
         ex.stop_agreed = ex.stop_agreed or wire[n + 1] > 0
         return wire[:n + 1].astype(np.float64)
 
@@ -214,8 +215,8 @@ class PowerSGDExchange:
         second = self.codec.right(first[:P.size].reshape(P.shape)).copy()   # summed in place; the codec keeps Q_i
         ex.add_compute(time.perf_counter() - start)
         ex.reduce(run.data.allreduce, second)
-        ex.bytes_moved += first.nbytes + second.nbytes
-        ex.bytes_dense += buf.nbytes
+        ex.bytes_moved += allreduce_bytes(first.nbytes, p) + allreduce_bytes(second.nbytes, p)
+        ex.bytes_dense += allreduce_bytes(buf.nbytes, p)
         start = time.perf_counter()
         out = np.empty(n + 1)
         out[:nw] = self.codec.finish(second).ravel()

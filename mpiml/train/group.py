@@ -46,8 +46,10 @@ class Group:
         comm = resolve_comm(comm)
         if allreduce is None and comm.Get_size() == 1:
             allreduce = identity_allreduce  # a sum over one rank: no call into MPI per update
-        if allreduce is None:
-            allreduce = functools.partial(mpiml.allreduce, comm=comm, algorithm=algorithm)
+        if allreduce is None:   # "sparse" (or "auto") also lets sync SGD send sparse gradients: sparse_exchange
+            from mpiml.train.sparse_exchange import GroupSum
+
+            allreduce = GroupSum(comm, algorithm)
         maximum = (identity_allreduce if comm.Get_size() == 1
                    else functools.partial(mpiml.allreduce, comm=comm, op="max"))
         return cls(comm.Get_rank(), comm.Get_size(), allreduce, comm, maximum)

@@ -101,8 +101,11 @@ class Sync(Strategy):
         return False
 
     def exchange(self, run, buf, vote) -> np.ndarray:
-        """Sum ``[gradient block, loss]`` (with the stop votes) over the replicas; the summed payload."""
-        return run.ex.allreduce(buf, vote)
+        """Sum ``[gradient block, loss]`` (with the stop votes) over the replicas; the summed payload
+        (only the nonzeros travel where that is cheaper: :mod:`mpiml.train.sparse_exchange`)."""
+        from mpiml.train import sparse_exchange
+
+        return sparse_exchange.exchange(run, buf, vote)
 
 
 class Local(Strategy):

@@ -135,6 +135,16 @@ class Exchanger:
         return buf
 
 
+def allreduce_bytes(nbytes: int, p: int) -> int:
+    """Bytes a rank sends in a bandwidth-optimal allreduce of ``nbytes`` over ``p`` ranks: ``2 (p-1)/p`` of them."""
+    return int(2 * (p - 1) / p * nbytes) if p > 1 else 0
+
+
+def allgather_bytes(nbytes: int, p: int) -> int:
+    """Bytes a rank sends in an allgather of ``nbytes`` from each of ``p`` ranks (its own, forwarded p-1 times)."""
+    return (p - 1) * int(nbytes)
+
+
 class Clock:
     """``with clock: ...`` adds the block's seconds to ``add(seconds)``."""
 

@@ -1,0 +1,345 @@
+"""Sparse allreduce (SparCML, Renggli et al., SC'19): only nonzeros move, dense once that is cheaper.
+
+A vector of ``size`` elements is given on each rank as ``(indices, values)``. The index
+space is cut into ``p`` contiguous ranges (:func:`mpiml.runtime.partition.array_split`,
+the blocks of every reduced vector in mpiml); range ``j`` belongs to rank ``j``.
+
+1. **Agree** (one small allgather): each rank sends, per range, how many of its nonzeros
+   fall in it, with a digest of ``(dtype, size, op)`` and an error flag. Every rank then
+   knows the whole ``p x p`` count matrix and takes the same decisions below.
+2. **Sparse reduce-scatter** (one alltoallv of index-value records): each rank sends
+   every other rank the nonzeros in its range; the owner combines the pieces in rank
+   order ``0, 1, ..., p-1`` (:func:`merge`), so its range is a fixed function of the inputs.
+3. **Allgather** of the reduced ranges, point to point (each owner sends its range to every
+   other rank; no count exchange first): as index-value records or as a dense block,
+   whichever the cost model (:func:`mpiml.collectives.model.sparse_range_dense`) prices
+   lower for that range's merged count; an 8-byte header says which.
+
+Before step 2, ``algorithm="auto"`` switches to a dense allreduce of the densified vector
+when the model (:func:`mpiml.collectives.model.sparse_start_dense`) prices that lower
+(dense inputs). Every element of the result is computed once, on one rank, and copied to
+the others (or comes from ``mpiml.allreduce``), so it is bitwise identical on every rank.
+
+The local math (:func:`canonical`, :func:`route`, :func:`merge`, :func:`densify`) is
+pure numpy on local arrays; :func:`run` does the messages on the communicator it is given.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+from mpi4py import MPI
+
+from mpiml.collectives import model
+from mpiml.errors import MismatchError
+from mpiml.runtime import partition
+from mpiml.runtime.jit import kernel
+
+OPS = ("sum", "min", "max")
+ALGORITHMS = ("auto", "sparse", "dense")
+INT32_LIMIT = 2**31 - 1
+
+# What the last call on this process did: "path" (sparse, sparse+dense_allgather, dense or local) and
+# "bytes_sent" (what this rank sent: the count allgather's row p-1 times, its alltoallv pieces, its range
+# p-1 times; a dense switch's allreduce as 2 (p-1)/p of the vector, what a bandwidth-optimal one sends).
+STATS: dict = {"path": None, "bytes_sent": 0}
+
+
+def index_dtype(size: int) -> np.dtype:
+    """The indices' type on the wire: int32 below 2^31 elements, else int64."""
+    return np.dtype(np.int32 if size <= INT32_LIMIT else np.int64)
+
+
+def ranges(size: int, p: int) -> np.ndarray:
+    """Boundaries of the ``p`` index ranges (range ``j``: ``bounds[j]:bounds[j+1]``)."""
+    return partition.array_split(size, p)
+
+
+def canonical(indices, values, op, wire) -> tuple[np.ndarray, np.ndarray]:
+    """``(indices, values)`` sorted by index, duplicates combined by ``op`` in input order.
+
+    ``indices`` are valid (checked by the caller); the result's indices have dtype ``wire``.
+    """
+    n = indices.size
+    if n < 2 or bool(np.all(indices[1:] > indices[:-1])):   # already sorted and unique: no copy of the work
+        return indices.astype(wire, copy=False), values
+    order = np.argsort(indices, kind="stable")
+    idx = indices[order]
+    val = values[order]
+    first = np.empty(n, dtype=bool)
+    first[0] = True
+    np.not_equal(idx[1:], idx[:-1], out=first[1:])
+    if first.all():
+        return idx.astype(wire, copy=False), val
+    slot = np.cumsum(first) - 1
+    out = val[first].copy()
+    rest = ~first
+    op.func.at(out, slot[rest], val[rest])    # unbuffered: duplicates combined one by one, in input order
+    return idx[first].astype(wire, copy=False), out
+
+
+def route(idx, bounds) -> np.ndarray:
+    """How many of the sorted ``idx`` fall in each range: ``p`` counts."""
+    return np.diff(np.searchsorted(idx, bounds))
+
+
+def merge(idx, val, counts, p: int, op) -> tuple[np.ndarray, np.ndarray]:
+    """Combine the pieces ``counts[r]`` long (rank ``r``'s, in rank order) of one range.
+
+    Each piece has sorted unique indices. The result: the sorted union of their indices
+    and, at each, the pieces' values combined in rank order (``sum``: ``0 + v_0 + v_1 ...``
+    over the ranks holding it; ``min``/``max`` also take the implicit zero of a rank that
+    holds no value there).
+    """
+    total = idx.size
+    if total == 0:
+        return idx, val
+    if op.label == "sum" and _compiled_sum(val.dtype):
+        union = np.empty(total, dtype=idx.dtype)
+        acc = np.empty(total, dtype=val.dtype)
+        n = _merge_sum_kernel(np.ascontiguousarray(idx), np.ascontiguousarray(val),
+                              np.concatenate(([0], np.cumsum(counts))), union, acc)
+        return union[:n], acc[:n]
+    # the numpy reference: the pieces are sorted runs: a stable sort (timsort) merges them in one pass, keeping rank order
+    order = np.argsort(idx, kind="stable")
+    ordered = idx[order]
+    first = np.empty(total, dtype=bool)
+    first[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+    union = ordered[first]
+    pos = np.empty(total, dtype=np.int64)
+    pos[order] = np.cumsum(first) - 1
+    starts = np.concatenate(([0], np.cumsum(counts)))
+    name = op.label
+    if name == "sum":
+        acc = np.zeros(union.size, dtype=val.dtype)
+        for r in range(p):
+            a, b = starts[r], starts[r + 1]
+            if b > a:
+                acc[pos[a:b]] += val[a:b]   # unique positions within a piece: no duplicate writes
+        return union, acc
+    acc = np.zeros(union.size, dtype=val.dtype)
+    holders = np.zeros(union.size, dtype=np.int64)
+    started = np.zeros(union.size, dtype=bool)
+    for r in range(p):
+        a, b = starts[r], starts[r + 1]
+        if b == a:
+            continue
+        at, v = pos[a:b], val[a:b]
+        fresh = ~started[at]
+        acc[at[fresh]] = v[fresh]
+        old = at[~fresh]
+        acc[old] = op.func(acc[old], v[~fresh])
+        started[at] = True
+        holders[at] += 1
+    missing = holders < p
+    acc[missing] = op.func(acc[missing], np.zeros(1, dtype=val.dtype))
+    return union, acc
+
+
+def _compiled_sum(dtype) -> bool:
+    """Whether :func:`merge` takes the compiled sum: float32/float64 (gradients; one compilation each)."""
+    from mpiml.runtime.jit import compiled
+
+    return dtype in (np.float32, np.float64) and compiled()
+
+
+@kernel
+def _merge_sum_kernel(idx, val, starts, union, acc):
+    """:func:`merge` for ``sum``: one pass over the ``p`` sorted pieces; the union's length."""
+    p = starts.size - 1
+    ptr = starts[:-1].copy()
+    n = 0
+    while True:
+        low = -1
+        for r in range(p):
+            if ptr[r] < starts[r + 1] and (low < 0 or idx[ptr[r]] < low):
+                low = idx[ptr[r]]
+        if low < 0:
+            return n
+        union[n] = low
+        acc[n] = 0
+        for r in range(p):   # rank order: 0 + v_0 + v_1 ..., in the values' own type
+            if ptr[r] < starts[r + 1] and idx[ptr[r]] == low:
+                acc[n] += val[ptr[r]]
+                ptr[r] += 1
+        n += 1
+
+
+def densify(idx, val, size: int, out=None) -> np.ndarray:
+    """The dense vector with ``val`` at ``idx`` (unique) and zeros elsewhere (into ``out`` if given)."""
+    if out is None:
+        out = np.zeros(size, dtype=val.dtype)
+    else:
+        out[...] = 0
+    out[idx] = val
+    return out
+
+
+def digest(dtype, size: int, op_label: str) -> int:
+    """A 62-bit digest of what every rank must agree on (the same in every process)."""
+    raw = hashlib.blake2b(repr((np.dtype(dtype).str, int(size), op_label)).encode(), digest_size=8).digest()
+    return int.from_bytes(raw, "little") >> 2
+
+
+@dataclass
+class Result:
+    """What :func:`run` gives back: the sorted result ``indices`` and ``values``, or ``dense``."""
+
+    indices: np.ndarray | None
+    values: np.ndarray | None
+    dense: np.ndarray | None
+    path: str
+    bytes_sent: int
+
+
+def pack(idx, val) -> np.ndarray:
+    """Index and value side by side, one record each (one message instead of two)."""
+    rec = np.empty(idx.size, dtype=_record(idx.dtype, val.dtype))
+    rec["i"], rec["v"] = idx, val
+    return rec
+
+
+def _alltoallv(comm, send, send_counts, recv_counts):
+    """One alltoallv of records, moved as bytes (every dtype, float16 included)."""
+    item = send.dtype.itemsize
+    recv = np.empty(int(recv_counts.sum()), dtype=send.dtype)
+    sc, rc = send_counts * item, recv_counts * item
+    sd = np.concatenate(([0], np.cumsum(sc)[:-1]))
+    rd = np.concatenate(([0], np.cumsum(rc)[:-1]))
+    comm.Alltoallv([send.view(np.uint8), (sc, sd), MPI.BYTE], [recv.view(np.uint8), (rc, rd), MPI.BYTE])
+    return recv
+
+
+def run(comm, indices, values, size: int, op, algorithm: str, dense_out, error=None, allreduce=None) -> Result:
+    """One sparse allreduce on ``comm`` (at least two ranks; collective).
+
+    ``indices``/``values``: this rank's valid 1-D input (``error``: this rank's argument
+    error instead, raised on every rank after the first exchange). ``dense_out``: a dense
+    array to write the result into, ``True`` for a new one, ``False`` for ``indices,
+    values``. ``allreduce``: the dense allreduce of the dense switch (``mpiml.allreduce``).
+    """
+    p, rank = comm.Get_size(), comm.Get_rank()
+    wire = index_dtype(size)
+    bounds = ranges(size, p)
+    label = op.label if error is None else ""
+    if error is None:
+        idx, val = canonical(indices, values, op, wire)
+        send_counts = route(idx, bounds)
+        vsz = val.dtype.itemsize
+    else:
+        idx = val = None
+        send_counts = np.zeros(p, dtype=np.int64)
+        vsz = 0
+    head = np.empty(p + 2, dtype=np.int64)
+    head[0] = digest(values.dtype, size, label) if error is None else -1
+    head[1] = 0 if error is None else 1
+    head[2:] = send_counts
+    table = np.empty((p, p + 2), dtype=np.int64)
+    comm.Allgather([head, MPI.INT64_T], [table, MPI.INT64_T])
+    _check_table(comm, table, error)
+    C = table[:, 2:]
+    isz = wire.itemsize
+    sent = (p - 1) * (p + 2) * 8
+    switch = algorithm == "auto" and model.sparse_start_dense(C, size, vsz, isz, dense_out=dense_out is not False)
+    if algorithm == "dense" or switch:
+        x = densify(idx, val, size, None if isinstance(dense_out, bool) else dense_out)
+        allreduce(x, op=op, comm=comm, out=x)
+        sent += int(2 * (p - 1) / p * x.nbytes)
+        if dense_out is False:
+            return Result(np.arange(size, dtype=wire), x, None, "dense", sent)
+        return Result(None, None, x, "dense", sent)
+    # sparse reduce-scatter: pieces to their owners, combined there in rank order
+    recv_counts = C[:, rank].copy()
+    got = _alltoallv(comm, pack(idx, val), send_counts, recv_counts)
+    sent += int((send_counts.sum() - send_counts[rank]) * (isz + vsz))
+    lo, hi = int(bounds[rank]), int(bounds[rank + 1])
+    mine_idx, mine_val = merge(got["i"], got["v"], recv_counts, p, op)
+    # allgather of the reduced ranges, point to point: each owner sends its range to every other rank, as
+    # records or as a dense block, whichever the model prices lower for this range (a header says which)
+    dense = algorithm == "auto" and model.sparse_range_dense(mine_idx.size, hi - lo, vsz, isz)
+    payload = np.zeros(HEADER + (hi - lo) * vsz if dense else HEADER + mine_idx.size * (isz + vsz), np.uint8)
+    payload[:HEADER].view(np.int64)[0] = 1 if dense else 0
+    if dense:
+        payload[HEADER:].view(val.dtype)[mine_idx - lo] = mine_val
+    else:
+        records = payload[HEADER:].view(_record(wire, val.dtype))
+        records["i"], records["v"] = mine_idx, mine_val
+    requests = [comm.Isend([payload, MPI.BYTE], dest, TAG_RANGES) for dest in range(p) if dest != rank]
+    pieces = []
+    for source in range(p):
+        if source == rank:
+            pieces.append(payload)
+            continue
+        status = MPI.Status()
+        message = comm.Mprobe(source, TAG_RANGES, status)
+        piece = np.empty(status.Get_count(MPI.BYTE), dtype=np.uint8)
+        message.Recv([piece, MPI.BYTE])
+        pieces.append(piece)
+    MPI.Request.Waitall(requests)
+    sent += (p - 1) * payload.size
+    return _assemble(pieces, bounds, wire, val.dtype, size, dense_out, sent)
+
+
+HEADER = 8          # bytes before a range's body: 1 = a dense block, 0 = index-value records
+TAG_RANGES = 1901   # the reduced ranges' messages (no other mpiml algorithm uses this tag)
+
+
+def _record(wire, dtype):
+    return np.dtype([("i", wire), ("v", dtype)])
+
+
+def _assemble(pieces, bounds, wire, dtype, size, dense_out, sent) -> Result:
+    """The result from every range's message (rank order): dense into ``out``, or indices and values."""
+    forms = [int(piece[:HEADER].view(np.int64)[0]) for piece in pieces]
+    path = "sparse+dense_allgather" if any(forms) else "sparse"
+    if dense_out is False:
+        idx, val = [], []
+        for j, (piece, form) in enumerate(zip(pieces, forms)):
+            body = piece[HEADER:]
+            if form:
+                idx.append(np.arange(bounds[j], bounds[j + 1], dtype=wire))
+                val.append(body.view(dtype))
+            else:
+                rec = body.view(_record(wire, dtype))
+                idx.append(rec["i"])
+                val.append(rec["v"])
+        return Result(np.concatenate(idx), np.concatenate(val).astype(dtype, copy=False), None, path, sent)
+    out = np.zeros(size, dtype=dtype) if dense_out is True else dense_out
+    for j, (piece, form) in enumerate(zip(pieces, forms)):
+        lo, hi = int(bounds[j]), int(bounds[j + 1])
+        body = piece[HEADER:]
+        if form:
+            out[lo:hi] = body.view(dtype)
+        else:
+            if dense_out is not True:
+                out[lo:hi] = 0
+            rec = body.view(_record(wire, dtype))
+            out[rec["i"]] = rec["v"]
+    return Result(None, None, out, path, sent)
+
+
+def _check_table(comm, table, error):
+    """Raise on every rank if a rank had an argument error or the ranks disagree on dtype, size or op."""
+    if table[:, 1].any():
+        from mpiml.runtime.agree import raise_if_any
+
+        raise_if_any(error, comm)
+    odd = np.flatnonzero(table[:, 0] != table[0, 0])
+    if odd.size:
+        raise MismatchError("sparse_allreduce needs the same size, op and values dtype on every rank; rank(s) "
+                            f"{', '.join(map(str, odd.tolist()))} differ from rank 0", collective=True)
+
+
+def local(indices, values, size: int, op, dense_out) -> Result:
+    """One rank: the canonical input (no messages)."""
+    idx, val = canonical(indices, values, op, index_dtype(size))
+    if dense_out is False:
+        return Result(idx, val, None, "local", 0)
+    return Result(None, None, densify(idx, val, size, None if dense_out is True else dense_out), "local", 0)
+
+
+__all__ = ["ALGORITHMS", "OPS", "STATS", "Result", "canonical", "densify", "index_dtype", "local", "merge",
+           "ranges", "route", "run"]

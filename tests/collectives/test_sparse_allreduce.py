@@ -1,0 +1,133 @@
+"""The local math of the sparse allreduce against plain Python, its cost model's switches, and
+its one-rank behaviour and argument checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import mpiml
+from mpiml.collectives import model
+from mpiml.collectives import sparse as sparse_alg
+from mpiml.collectives.ops import MAX, MIN, SUM
+
+_PY = {"sum": lambda a, b: a + b, "min": min, "max": max}
+
+
+def test_canonical_sorts_and_combines_duplicates_in_input_order():
+    rng = np.random.default_rng(0)
+    for op in (SUM, MIN, MAX):
+        for n in (0, 1, 2, 50):
+            idx = rng.integers(0, 12, n)
+            val = rng.standard_normal(n).astype(np.float32)
+            expected = {}
+            for i, v in zip(idx.tolist(), val.tolist()):
+                expected[i] = _PY[op.label](np.float32(expected[i]), np.float32(v)) if i in expected else v
+            got_idx, got_val = sparse_alg.canonical(idx, val, op, np.dtype(np.int32))
+            assert got_idx.dtype == np.int32 and got_idx.tolist() == sorted(expected)
+            assert np.array_equal(got_val, np.array([expected[i] for i in sorted(expected)], dtype=np.float32))
+
+
+def test_merge_combines_pieces_in_rank_order_with_implicit_zeros():
+    rng = np.random.default_rng(1)
+    p = 4
+    for op in (SUM, MIN, MAX):
+        pieces = [np.sort(rng.choice(30, int(rng.integers(0, 12)), replace=False)) for _ in range(p)]
+        values = [rng.standard_normal(len(piece)) for piece in pieces]
+        idx, val = np.concatenate(pieces), np.concatenate(values)
+        union, acc = sparse_alg.merge(idx, val, np.array([len(x) for x in pieces]), p, op)
+        for j, u in enumerate(union.tolist()):
+            terms = [v[list(piece).index(u)] if u in piece else 0.0 for piece, v in zip(pieces, values)]
+            if op is SUM:
+                terms = [t for piece, t in zip(pieces, terms) if u in piece]
+                want = 0.0
+                for t in terms:   # 0 + v_0 + v_1 ... in rank order
+                    want = want + t
+            else:
+                want = terms[0]
+                for t in terms[1:]:
+                    want = _PY[op.label](want, t)
+            assert acc[j] == want, (op.label, u)
+        assert union.tolist() == sorted(set(idx.tolist()))
+
+
+def test_route_and_ranges_split_the_index_space_like_array_split():
+    bounds = sparse_alg.ranges(10, 4)
+    assert [len(b) for b in np.array_split(np.arange(10), 4)] == np.diff(bounds).tolist()
+    assert sparse_alg.route(np.array([0, 2, 3, 9]), bounds).tolist() == [2, 1, 0, 1]
+    assert sparse_alg.ranges(2, 5).tolist() == [0, 1, 2, 2, 2, 2]   # size < p: empty ranges
+    assert sparse_alg.index_dtype(2**31 - 1) == np.int32 and sparse_alg.index_dtype(2**31) == np.int64
+
+
+def test_model_switches_from_sparse_to_dense_as_density_grows():
+    size = 1 << 20
+    for p in (2, 3, 4, 16):
+        paths = [model.predict_sparse(size, d, p)[1] for d in (1e-4, 1e-3, 1e-2, 0.3, 1.0)]
+        assert paths[0] == "sparse" and paths[-1] == "dense", (p, paths)
+        order = {"sparse": 0, "sparse+dense_allgather": 1, "dense": 2}
+        assert [order[x] for x in paths] == sorted(order[x] for x in paths), (p, paths)
+        # auto is never predicted slower than forcing either way
+        for d in (1e-3, 0.1, 1.0):
+            auto = model.predict_sparse(size, d, p)[0]
+            assert auto <= 1.0001 * min(model.predict_sparse(size, d, p, algorithm=a)[0] for a in ("sparse", "dense"))
+    # small vectors: the dense allreduce's latency beats the sparse call's fixed work
+    assert model.predict_sparse(64, 0.0, 4)[1] == "dense"
+
+
+def test_one_rank_and_argument_errors():
+    got = mpiml.sparse_allreduce([3, 1, 3], np.array([1.0, 2.0, 4.0]), 5)
+    assert got.tolist() == [0.0, 2.0, 0.0, 5.0, 0.0]
+    idx, val = mpiml.sparse_allreduce_coo([3, 1, 3], np.array([1, 2, 4], dtype=np.int8), 5, op="max")
+    assert idx.tolist() == [1, 3] and val.tolist() == [2, 4] and val.dtype == np.int8
+    assert mpiml.sparse_allreduce([], np.empty(0), 0).shape == (0,)
+    bad = [
+        (dict(indices=[5], values=[1.0], size=5), r"indices must lie in \[0, 5\)"),
+        (dict(indices=[-1], values=[1.0], size=5), "indices must lie"),
+        (dict(indices=[0.5], values=[1.0], size=5), "indices must be integers"),
+        (dict(indices=[0, 1], values=[1.0], size=5), "as long"),
+        (dict(indices=[0], values=[1.0], size=-1), "non-negative integer"),
+        (dict(indices=[0], values=[1.0], size=5, op="prod"), "supports op"),
+        (dict(indices=[0], values=[1.0], size=5, algorithm="ring"), "unknown sparse_allreduce algorithm"),
+        (dict(indices=[0], values=["a"], size=5), "not numeric"),
+        (dict(indices=[0], values=[1.0], size=5, out=np.zeros(4)), "out has shape"),
+    ]
+    for kwargs, message in bad:
+        with pytest.raises(mpiml.ArgumentError, match=message):
+            mpiml.sparse_allreduce(**kwargs)
+
+
+def test_mpiml_model_density_prices_the_sparse_allreduce(capsys):
+    import json
+
+    from mpiml.cli import model as model_cli
+
+    assert model_cli.main(["--ranks", "2,4", "--sizes", "8K,8M", "--density", "0.001", "--json"]) == 0
+    records = json.loads(capsys.readouterr().out)["predictions"]
+    for rec in records:
+        seconds, path = model.predict_sparse(rec["bytes"] // 8, 0.001, rec["ranks"])
+        assert rec["sparse_seconds"] == seconds and rec["sparse_path"] == path
+    assert [r["sparse_path"] for r in records if r["bytes"] == 8 << 20] == ["sparse", "sparse"]
+    assert model_cli.main(["--ranks", "2", "--sizes", "8M", "--density", "0.001"]) == 0
+    assert "sparse_path" in capsys.readouterr().out
+    with pytest.raises(mpiml.ArgumentError, match="--collective allreduce"):
+        model_cli.main(["--collective", "bcast", "--density", "0.1"])
+
+
+def test_compiled_merge_matches_the_numpy_reference(monkeypatch):
+    rng = np.random.default_rng(2)
+    assert not sparse_alg._compiled_sum(np.dtype(np.float16))   # numpy's own path for the other dtypes
+    for dtype in (np.float64, np.float32):
+        for p in (1, 2, 5):
+            pieces = [np.sort(rng.choice(500, int(rng.integers(0, 120)), replace=False)).astype(np.int32)
+                      for _ in range(p)]
+            idx = np.concatenate(pieces)
+            val = (rng.standard_normal(idx.size) * 100).astype(dtype)
+            counts = np.array([len(piece) for piece in pieces])
+            assert sparse_alg._compiled_sum(np.dtype(dtype))
+            fast = sparse_alg.merge(idx, val, counts, p, SUM)
+            monkeypatch.setenv("MPIML_KERNELS", "numpy")
+            assert not sparse_alg._compiled_sum(np.dtype(dtype))
+            slow = sparse_alg.merge(idx, val, counts, p, SUM)
+            monkeypatch.delenv("MPIML_KERNELS")
+            assert np.array_equal(fast[0], slow[0]) and np.array_equal(fast[1], slow[1]), (dtype, p)
+            assert fast[1].dtype == slow[1].dtype == np.dtype(dtype)
