@@ -16,8 +16,9 @@ parallel (the whole model on every rank), more than one rank, and no reproducibl
 (:func:`exchange_cost`: :func:`mpiml.collectives.model.predict_sparse_counts` against the
 dense allreduce) predicts it cheaper, e.g. a 1M-feature logistic model at batch 64.
 
-Every exchange counts the bytes this rank sends in ``run.ex.bytes_moved`` and what a dense allreduce would send in ``run.ex.bytes_dense`` (a dense
-allreduce as ``2 (p-1)/p`` of its buffer, what a bandwidth-optimal one sends).
+Every exchange counts the bytes this rank sends in ``run.ex.bytes_moved``, and what a dense
+allreduce would send in ``run.ex.bytes_dense`` (``2 (p-1)/p`` of its buffer, what a
+bandwidth-optimal one sends).
 """
 
 from __future__ import annotations
