@@ -57,8 +57,8 @@ class TrainResult:
     interrupted: bool = False
     resumed_from: int | None = None
     block: np.ndarray | None = None   # this rank's block of theta as it ended (before any averaging)
-    bytes_moved: int = 0   # this rank's message bytes in the replica exchanges (Exchanger.bytes_moved)
-    bytes_dense: int = 0   # what they would have been uncompressed
+    bytes_moved: int = 0   # bytes this rank sent in the replica exchanges (Exchanger.bytes_moved)
+    bytes_dense: int = 0   # what dense allreduces of them would have sent
 
 
 class Run:

@@ -155,11 +155,9 @@ def exchange(run, buf, vote) -> np.ndarray:
     """Sync SGD's exchange: :meth:`SparseExchange.exchange` where :func:`for_run` chose it, else the
     Exchanger's dense allreduce; counts the bytes sent in ``run.ex.bytes_moved``."""
     sparse = for_run(run)
-    dense = allreduce_bytes(buf.nbytes, run.ex.group.size)
-    run.ex.bytes_dense += dense
     if sparse is None:
-        run.ex.bytes_moved += dense
-        return run.ex.allreduce(buf, vote)
+        return run.ex.allreduce(buf, vote)   # which counts its bytes
     payload = sparse.exchange(run, buf, vote)
+    run.ex.bytes_dense += allreduce_bytes(buf.nbytes, run.ex.group.size)
     run.ex.bytes_moved += sparse.bytes
     return payload

@@ -51,7 +51,7 @@ class Exchanger:
         self.stop_requested = stop_requested or (lambda: False)
         self.stop_agreed = False
         self._since = 0.0
-        # bytes of this rank's messages in the replica exchanges, and what uncompressed ones would have been
+        # bytes this rank sends in the replica exchanges, and what dense allreduces of them would send
         self.bytes_moved = self.bytes_dense = 0
 
     def add_compute(self, seconds: float) -> None:
@@ -74,8 +74,8 @@ class Exchanger:
         p = self.group.size
         buf[-p - 1] = self.vote() if vote is None else vote
         self.reduce(self.group.allreduce, buf, self.group.rank, p)
-        self.bytes_moved += buf.nbytes
-        self.bytes_dense += buf.nbytes
+        self.bytes_moved += allreduce_bytes(buf.nbytes, p)
+        self.bytes_dense += allreduce_bytes(buf.nbytes, p)
         self.stop_agreed = self.stop_agreed or buf[-p - 1] > 0
         return buf[: len(buf) - p - 1]
 

@@ -201,7 +201,7 @@ def test_the_setting_is_for_sync_and_not_with_reproducible(monkeypatch):
         resolve("sync", "logistic", False, {"compress": "gzip"})
 
 
-def test_sgd_json_reports_bytes_per_update_and_the_ratio(capsys):
+def test_sgd_json_reports_the_codec_and_no_bytes_at_one_rank(capsys):
     from mpiml.cli import sgd
 
     reports = {}
@@ -209,13 +209,8 @@ def test_sgd_json_reports_bytes_per_update_and_the_ratio(capsys):
         assert sgd.main(["--data", "synthetic:classification,n=400,d=20,classes=3", "--model", "softmax",
                          "--epochs", "1", "--batch-size", "40", "--compress", codec, "--json"]) == 0
         reports[codec] = json.loads(capsys.readouterr().out)
-    n, p = 21 * 3, 1
-    dense = 8 * (n + 2 + p)   # [gradient, loss | stop, one time slot], float64
-    assert reports["none"]["comm_bytes_per_update"] == dense and reports["none"]["compression_ratio"] == 1.0
-    assert reports["bf16"]["comm_bytes_per_update"] == 2 * n + 8 * (3 + p)
-    assert reports["topk:0.1"]["comm_bytes_per_update"] == 7 * 8 + 8 * (3 + p)
-    assert reports["powersgd"]["comm_bytes_per_update"] == 8 * (20 + 3) + 8 * (3 + 1 + 1 + p)
     for codec, report in reports.items():
         assert report["compress"] == codec
-        assert report["compression_ratio"] == pytest.approx(dense / report["comm_bytes_per_update"])
+        # one rank sends nothing (the counts at p > 1: tests/train/test_compress_mpi.py)
+        assert report["comm_bytes_per_update"] is None and report["compression_ratio"] is None
         assert report["test_accuracy"] > 0.55, (codec, report["test_accuracy"])   # 3 classes: chance is 1/3
