@@ -1,0 +1,151 @@
+"""Node-aware allreduce: reduce inside each node, allreduce between nodes, share inside each node.
+
+The node layout (which ranks share a node, :mod:`mpiml.collectives.nodes`) comes from
+``Split_type(COMM_TYPE_SHARED)``, or from ``MPIML_RANKS_PER_NODE`` (emulated nodes of
+consecutive ranks). Three algorithms:
+
+``hierarchical``
+    the MPI library's reduce to each node's leader, an allreduce among the leaders
+    (:func:`between_nodes`: the flat algorithm the model prices fastest there), the
+    library's broadcast from each leader: one rank per node crosses the network.
+``hierarchical_slices``
+    the library's reduce-scatter inside each node into as many slices as the smallest
+    node has ranks, an allreduce of slice ``i`` among the ``i``-th ranks of all nodes (so
+    every rank's link carries its share, not only the leader's), the library's
+    allgather inside each node.
+``shared_memory``
+    no messages inside a node: every rank writes its input into the node's shared
+    window, each rank reduces its slice of every rank's input in place, in rank order;
+    between nodes, slice ``i`` is allreduced among the ``i``-th ranks of all nodes; then
+    every rank copies the result out (see :func:`shared_allreduce`).
+
+Every element of the result is reduced on one rank and copied to the others, so the
+results are bitwise identical on every rank. With one node they are an intra-node
+allreduce; with one rank per node, the between-node allreduce alone. The between-node
+step (ring, Rabenseifner) and the grouping by node reorder operands, so all three need a
+commutative operator.
+
+The model has no node hierarchy yet (one uniform link): it prices these as their steps
+on that link, which is never cheaper than a flat algorithm, so ``auto`` does not pick
+them; name them with ``algorithm=``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mpiml.collectives import model, nodes, registry
+from mpiml.collectives.registry import register
+
+# The flat algorithms the between-node step chooses from (never a node-aware one: no recursion).
+FLAT = ("native", "ring", "recursive_doubling", "rabenseifner")
+
+
+def between_nodes(nbytes: int, nodes_count: int) -> str:
+    """The flat allreduce algorithm the model prices fastest for ``nbytes`` among ``nodes_count`` ranks."""
+    names = [name for name in FLAT if name in registry.table("allreduce")]
+    return model.best("allreduce", nbytes, nodes_count, candidates=names)
+
+
+def _peer_allreduce(layout, buf, op):
+    """Allreduce ``buf`` in place among this rank's peers (same node rank, every node)."""
+    transport = layout.peers_transport
+    if transport.size > 1 and buf.size:
+        workspace = layout.peers_workspace
+        name = workspace.plan(("between_nodes", buf.nbytes, transport.size),
+                              lambda: between_nodes(buf.nbytes, transport.size))
+        registry.table("allreduce")[name].run(transport, buf, buf, op, workspace)
+
+
+def _hierarchical(transport, x, out, op, workspace):
+    layout = nodes.layout(transport.comm)
+    g = layout.grouping
+    local, local_ws = layout.local_transport, layout.local_workspace
+    leader = g.local_rank == 0
+    if g.local_size > 1:
+        registry.table("reduce")["native"].run(local, x, out if leader else None, op, 0, local_ws)
+    elif out is not x:
+        np.copyto(out, x)
+    if leader:
+        _peer_allreduce(layout, out, op)
+    if g.local_size > 1:
+        registry.table("bcast")["native"].run(local, out, 0, None, local_ws)
+    return out
+
+
+def _slices(transport, x, out, op, workspace):
+    layout = nodes.layout(transport.comm)
+    g = layout.grouping
+    local, local_ws = layout.local_transport, layout.local_workspace
+
+    def build():
+        bounds = nodes.slice_bounds(x.size, g.slices)
+        counts = np.zeros(g.local_size, dtype=np.int64)
+        counts[:g.slices] = np.diff(bounds)
+        return counts, bounds
+
+    counts, bounds = workspace.plan(("hierarchical_slices", x.size, g.local_size, g.slices), build)
+    j = g.local_rank
+    if g.local_size == 1:
+        if out is not x:
+            np.copyto(out, x)
+        _peer_allreduce(layout, out, op)
+        return out
+    block = local_ws.get("hierarchical_slice", int(counts[j]), x.dtype)
+    registry.table("reduce_scatter")["native"].run(local, x, block, op, counts, local_ws)
+    if j < g.slices:
+        _peer_allreduce(layout, block, op)
+    registry.table("allgather")["native"].run(local, block, out, counts, local_ws)
+    return out
+
+
+def shared_allreduce(layout, x, out, op):
+    """Allreduce through the node's shared window, ``x`` and ``out`` flat (``out`` may be ``x``).
+
+    Barriers: after the writes (every input is in place), after the reductions (every
+    slice is complete). The next call writes the window's other half, so it cannot
+    disturb a rank still copying this call's result out.
+    """
+    g = layout.grouping
+    if g.local_size == 1:
+        if out is not x:
+            np.copyto(out, x)
+        _peer_allreduce(layout, out, op)
+        return out
+    views = layout.shared(x.size, x.dtype)
+    np.copyto(views[g.local_rank], x)
+    layout.barrier()
+    bounds = layout.local_workspace.plan(("shared_slices", x.size, g.slices),
+                                         lambda: nodes.slice_bounds(x.size, g.slices))
+    if g.local_rank < g.slices:
+        lo, hi = bounds[g.local_rank], bounds[g.local_rank + 1]
+        if hi > lo:
+            reduce_in_rank_order([v[lo:hi] for v in views], op)
+            _peer_allreduce(layout, views[0][lo:hi], op)
+    layout.barrier()
+    np.copyto(out, views[0])
+    return out
+
+
+def reduce_in_rank_order(parts, op):
+    """``parts[0] = parts[0] op parts[1] op ... op parts[-1]``, left to right, in place in ``parts[0]``."""
+    acc = parts[0]
+    for part in parts[1:]:
+        op(acc, part, out=acc)
+    return acc
+
+
+def _shared_memory(transport, x, out, op, workspace):
+    return shared_allreduce(nodes.layout(transport.comm), x, out, op)
+
+
+def _uniform_link_cost(n, p, r):
+    """A reduce and a broadcast over all ``p`` ranks on the model's one link (see the module docstring)."""
+    return (2 * r.step + model.reduce_library(n, p, r.alpha, r.beta, r.gamma)
+            + model.bcast_library(n, p, r.alpha, r.beta, r.gamma))
+
+
+for _name, _run in (("hierarchical", _hierarchical), ("hierarchical_slices", _slices),
+                    ("shared_memory", _shared_memory)):
+    _run.needs_communicator = True  # runs on MPI sub-communicators, not on any transport
+    register("allreduce", _name, _run, cost=_uniform_link_cost, commutative_only=True)
