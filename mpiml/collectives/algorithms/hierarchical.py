@@ -42,9 +42,14 @@ FLAT = ("native", "ring", "recursive_doubling", "rabenseifner")
 
 
 def between_nodes(nbytes: int, nodes_count: int) -> str:
-    """The flat allreduce algorithm the model prices fastest for ``nbytes`` among ``nodes_count`` ranks."""
+    """The flat allreduce algorithm ``auto``'s rule picks for ``nbytes`` among ``nodes_count`` ranks
+    (the model's fastest, ``native`` unless beaten by ``select.NATIVE_MARGIN``)."""
+    from mpiml.collectives.select import NATIVE_MARGIN
+
     names = [name for name in FLAT if name in registry.table("allreduce")]
-    return model.best("allreduce", nbytes, nodes_count, candidates=names)
+    times = {name: model.predict(name, nbytes, nodes_count, collective="allreduce") for name in names}
+    fastest = min(names, key=times.get)
+    return "native" if times[fastest] > NATIVE_MARGIN * times["native"] else fastest
 
 
 def _peer_allreduce(layout, buf, op):

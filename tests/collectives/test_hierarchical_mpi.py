@@ -1,0 +1,71 @@
+"""The node-aware algorithms on emulated nodes of 1, 2 and 3 ranks (the contract, bitwise on every
+rank), their sub-communicators and windows freed with the communicator."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from collective_contract import check
+from mpi4py import MPI
+from mpi_helpers import agree
+
+import mpiml
+from mpiml.collectives import nodes
+
+NODE_AWARE = ("hierarchical", "hierarchical_slices", "shared_memory")
+
+
+@pytest.fixture
+def emulate():
+    """``emulate(k)``: nodes of k consecutive ranks for this test only."""
+    previous = nodes.set_ranks_per_node(None)
+    yield nodes.set_ranks_per_node
+    nodes.set_ranks_per_node(previous)
+
+
+# Per rank count, the emulated node size each node-aware algorithm is checked with: sizes below p only
+# (one node of all ranks is this host's real layout, which the shared contract test checks), spread so that
+# the runs at p = 2..5 check every algorithm with nodes of 1, 2 and 3 ranks, even (4 = 2 + 2) and uneven
+# (5 = 3 + 2, 5 = 2 + 2 + 1, 3 = 2 + 1), and the slices of two ranks per node (p = 4 and 5), at one
+# contract check per algorithm and launch.
+EMULATED = {2: (1, 1, 1), 3: (2, 2, 2), 4: (3, 2, 2), 5: (2, 3, 3)}
+
+
+def emulated_sizes(p):
+    """``{algorithm: ranks per node}`` checked at ``p`` ranks."""
+    return dict(zip(NODE_AWARE, EMULATED.get(p, ())))
+
+
+def test_every_algorithm_meets_every_emulated_node_size_over_the_rank_counts():
+    seen = {(name, k) for p in (2, 3, 4, 5) for name, k in emulated_sizes(p).items()}
+    assert seen == {(name, k) for name in NODE_AWARE for k in (1, 2, 3)}
+    assert all(k < p for p in EMULATED for k in EMULATED[p])
+
+
+@pytest.mark.mpi
+def test_node_aware_algorithms_meet_the_contract_on_emulated_nodes(emulate):
+    for algorithm, per_node in emulated_sizes(MPI.COMM_WORLD.size).items():
+        emulate(per_node)
+        check("allreduce", algorithm)
+
+
+@pytest.mark.mpi
+def test_real_nodes_of_one_host_are_one_node():
+    world = MPI.COMM_WORLD
+    g = nodes.layout(world, None).grouping
+    agree(world, g.nodes == 1 and g.members == (tuple(range(world.size)),) and g.local_rank == world.rank, g)
+
+
+@pytest.mark.mpi
+def test_layouts_and_windows_are_freed_with_their_communicator(emulate):
+    world = MPI.COMM_WORLD
+    emulate(2)
+    before = len(nodes._live)
+    comm = world.Dup()
+    x = np.arange(5000, dtype=np.float64) * (world.rank + 1)
+    for algorithm in NODE_AWARE:
+        got = mpiml.allreduce(x, algorithm=algorithm, comm=comm)
+        agree(world, np.array_equal(got, np.arange(5000.0) * (world.size * (world.size + 1) // 2)), algorithm)
+    grown = len(nodes._live)
+    comm.Free()
+    agree(world, grown == before + 1 and len(nodes._live) == before, (before, grown, len(nodes._live)))
