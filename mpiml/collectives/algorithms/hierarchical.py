@@ -107,9 +107,12 @@ def _slices(transport, x, out, op, workspace):
 def shared_allreduce(layout, x, out, op):
     """Allreduce through the node's shared window, ``x`` and ``out`` flat (``out`` may be ``x``).
 
-    Barriers: after the writes (every input is in place), after the reductions (every
-    slice is complete). The next call writes the window's other half, so it cannot
-    disturb a rank still copying this call's result out.
+    A rank that owns slice ``[lo, hi)`` publishes only the rest of its input (its own slice
+    it reads where it is) and reduces its slice of every rank's input, in rank order, into
+    node rank 0's segment; every rank copies the result out: about 1.5 n bytes copied at two
+    ranks instead of 2 n. Barriers: after the inputs are in place, after the slices are
+    complete. The next call writes the window's other half, so it cannot disturb a rank
+    still copying this call's result out.
     """
     g = layout.grouping
     if g.local_size == 1:
@@ -118,17 +121,26 @@ def shared_allreduce(layout, x, out, op):
         _peer_allreduce(layout, out, op)
         return out
     views = layout.shared(x.size, x.dtype)
-    np.copyto(views[g.local_rank], x)
-    layout.barrier()
+    j = g.local_rank
     bounds = layout.local_workspace.plan(("shared_slices", x.size, g.slices),
                                          lambda: nodes.slice_bounds(x.size, g.slices))
-    if g.local_rank < g.slices:
-        lo, hi = bounds[g.local_rank], bounds[g.local_rank + 1]
-        if hi > lo:
-            reduce_in_rank_order([v[lo:hi] for v in views], op)
-            _peer_allreduce(layout, views[0][lo:hi], op)
+    lo, hi = (bounds[j], bounds[j + 1]) if j < g.slices else (0, 0)
+    mine = views[j]
+    np.copyto(mine[:lo], x[:lo])
+    np.copyto(mine[hi:], x[hi:])
     layout.barrier()
-    np.copyto(out, views[0])
+    if hi > lo:
+        parts = [x[lo:hi] if r == j else v[lo:hi] for r, v in enumerate(views)]
+        # Into node rank 0's segment, never into ``out``: in place, ``out`` is an operand still to read.
+        acc = views[0][lo:hi]
+        op(parts[0], parts[1], out=acc)   # rank order: the same arithmetic whoever computes it
+        for part in parts[2:]:
+            op(acc, part, out=acc)
+        _peer_allreduce(layout, acc, op)
+        np.copyto(out[lo:hi], acc)
+    layout.barrier()
+    np.copyto(out[:lo], views[0][:lo])
+    np.copyto(out[hi:], views[0][hi:])
     return out
 
 
