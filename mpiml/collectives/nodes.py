@@ -128,6 +128,15 @@ def slice_bounds(n: int, slices: int) -> list:
     return displacements(balanced_counts(n, slices)).tolist()
 
 
+def size_class(nbytes: int) -> int:
+    """The window half that holds ``nbytes``: the next of 1, 1.25, 1.5, 1.75 times a power of two
+    in whole 4 KiB pages (at most 25% unused; a window is reallocated only when a larger message comes)."""
+    if nbytes <= MIN_WINDOW_BYTES:
+        return MIN_WINDOW_BYTES
+    step = max(MIN_WINDOW_BYTES, 1 << ((nbytes - 1).bit_length() - 3))   # a quarter of the power of two below
+    return -(-nbytes // step) * step
+
+
 class SharedWindow:
     """An MPI-3 shared-memory window of a node: every node rank's segment, as numpy arrays.
 
@@ -177,14 +186,13 @@ class NodeLayout:
 
     def shared(self, count: int, dtype) -> list:
         """Every node rank's next half of the node's window as ``count`` elements of ``dtype``
-        (collective on the node: the window grows to the next power of two of bytes when too small)."""
+        (collective on the node: a window too small is freed and one of :func:`size_class` made)."""
         nbytes = count * np.dtype(dtype).itemsize
         if self.window is None or self.window.capacity < nbytes:
             if self.window is not None:
                 self.window.free()
                 self.window = None
-            capacity = max(MIN_WINDOW_BYTES, 1 << (nbytes - 1).bit_length())
-            self.window = SharedWindow(self.local, capacity)
+            self.window = SharedWindow(self.local, size_class(nbytes))
         return self.window.views(count, dtype)
 
     def barrier(self) -> None:

@@ -74,3 +74,11 @@ def test_the_between_node_step_is_a_flat_algorithm():
     assert between_nodes(8, 2) == "native"
     assert {between_nodes(n, p) for n in (8, 1 << 20, 1 << 26) for p in (2, 3, 16)} <= {
         "native", "ring", "recursive_doubling", "rabenseifner"}
+
+
+def test_window_size_classes_waste_at_most_a_quarter_or_a_page():
+    classes = {nodes.size_class(n) for n in range(1, 1 << 16, 37)}
+    assert all(c % 4096 == 0 for c in classes)
+    for n in (1, 4096, 4097, 5000, 1 << 20, (1 << 20) + 1, 3 << 20, 10 ** 9):
+        c = nodes.size_class(n)
+        assert n <= c <= max(n + 4096, 1.25 * n) and nodes.size_class(c) == c
