@@ -62,6 +62,14 @@ def _peer_allreduce(layout, buf, op):
         registry.table("allreduce")[name].run(transport, buf, buf, op, workspace)
 
 
+def _alone_on_node(layout, x, out, op):
+    """A rank alone on its node: the between-node allreduce is the whole call."""
+    if out is not x:
+        np.copyto(out, x)
+    _peer_allreduce(layout, out, op)
+    return out
+
+
 def _hierarchical(transport, x, out, op, workspace):
     layout = nodes.layout(transport.comm)
     g = layout.grouping
@@ -89,13 +97,10 @@ def _slices(transport, x, out, op, workspace):
         counts[:g.slices] = np.diff(bounds)
         return counts, bounds
 
+    if g.local_size == 1:
+        return _alone_on_node(layout, x, out, op)
     counts, bounds = workspace.plan(("hierarchical_slices", x.size, g.local_size, g.slices), build)
     j = g.local_rank
-    if g.local_size == 1:
-        if out is not x:
-            np.copyto(out, x)
-        _peer_allreduce(layout, out, op)
-        return out
     block = local_ws.get("hierarchical_slice", int(counts[j]), x.dtype)
     registry.table("reduce_scatter")["native"].run(local, x, block, op, counts, local_ws)
     if j < g.slices:
@@ -116,10 +121,7 @@ def shared_allreduce(layout, x, out, op):
     """
     g = layout.grouping
     if g.local_size == 1:
-        if out is not x:
-            np.copyto(out, x)
-        _peer_allreduce(layout, out, op)
-        return out
+        return _alone_on_node(layout, x, out, op)
     views = layout.shared(x.size, x.dtype)
     j = g.local_rank
     bounds = layout.local_workspace.plan(("shared_slices", x.size, g.slices),
