@@ -10,6 +10,12 @@ every rank's input in place, i.e. reducing a 1/p slice of p operands (``np.add``
 ``out=``) plus copying the n-byte result out (``np.copyto``); ``roof+in`` adds the copy
 of the input into the window that ``shared_memory`` makes. Goals (issue 18, p = 2, from
 1 MiB): ``shared_memory`` at >= 85% of the roof and <= 0.6x ``ring``.
+
+What to expect: ``shared_memory`` has to copy the (p-1)/p of each input that other ranks
+read into the window and its result slice out of it, about 1.5 n bytes at p = 2 on top of
+the roof's work, so it reaches ``roof+in``, not ``roof``; an MPI library whose large
+messages are copied once between processes runs ``ring`` near ``roof``. Reaching the roof
+needs the inputs to live in the window already (not built yet).
 """
 
 from __future__ import annotations
@@ -103,12 +109,13 @@ def main():
         return
     print(f"# allreduce float32 sum, p={comm.Get_size()}, {args.repeats} repeats, medians; roof: reduce a 1/p "
           "slice of p operands + copy n out, by p processes at once (roof+in: + copy n in)")
-    print(f"{'size':>6}  " + "  ".join(f"{name[:13]:>13}" for name in ALGORITHMS)
+    print(f"{'size':>6}  " + "  ".join(f"{name:>{max(len(name), 9)}}" for name in ALGORITHMS)
           + f"  {'roof':>8}  {'roof+in':>8}  {'shm/ring':>8}  {'shm/nat':>7}  {'roof/shm':>8}  {'(+in)':>6}  verdict")
     for row in rows:
         ms = row["median_seconds"]
         verdict = ", ".join(f"{goal}: {'met' if ok else 'MISSED'}" for goal, ok in row["met"].items())
-        print(f"{format_bytes(row['bytes']):>6}  " + "  ".join(f"{ms[name] * 1e3:11.2f}ms" for name in ALGORITHMS)
+        print(f"{format_bytes(row['bytes']):>6}  "
+              + "  ".join(f"{ms[name] * 1e3:{max(len(name), 9) - 2}.2f}ms" for name in ALGORITHMS)
               + f"  {row['roof_seconds'] * 1e3:6.2f}ms  {row['roof_with_copy_in_seconds'] * 1e3:6.2f}ms"
               + f"  {row['shm_to_ring']:8.2f}  {row['shm_to_native']:7.2f}  {row['roof_fraction']:8.2f}"
               + f"  {row['roof_with_copy_in_fraction']:6.2f}  {verdict}")
