@@ -15,7 +15,9 @@ communicator (or at exit):
 ``peers``
     the ranks with this rank's node rank on every node (for node rank 0: the leaders);
 ``window``
-    a shared-memory window of the node (:class:`SharedWindow`), made on first use.
+    a shared-memory window of the node (:class:`SharedWindow`), made on first use;
+``inputs``
+    the windows of the arrays :func:`shared_array` handed out (inputs read in place).
 """
 
 from __future__ import annotations
@@ -137,29 +139,35 @@ def size_class(nbytes: int) -> int:
     return -(-nbytes // step) * step
 
 
+HEADER_BYTES = 64   # after each half's data: the owner's flags for the call that uses the half
+
+
 class SharedWindow:
     """An MPI-3 shared-memory window of a node: every node rank's segment, as numpy arrays.
 
-    Each segment has two halves used on alternate calls, so a call's writes never meet the
-    previous call's reads and one barrier per call is saved (see :func:`views`).
+    With ``halves=2`` each segment has two halves used on alternate calls, so a call's
+    writes never meet the previous call's reads and one barrier per call is saved (see
+    :func:`views`); each half ends in a small header (:data:`HEADER_BYTES`).
     """
 
-    def __init__(self, comm, capacity: int):
-        self.capacity = capacity
-        self.win = MPI.Win.Allocate_shared(2 * capacity, 1, comm=comm)
+    def __init__(self, comm, capacity: int, halves: int = 2):
+        self.capacity, self.stride = capacity, capacity + (HEADER_BYTES if halves > 1 else 0)
+        self.win = MPI.Win.Allocate_shared(halves * self.stride, 1, comm=comm)
         self.win.Lock_all(MPI.MODE_NOCHECK)
         self.segments = []
         for r in range(comm.Get_size()):
             buf, _ = self.win.Shared_query(r)
-            self.segments.append(np.frombuffer(buf, dtype=np.uint8, count=2 * capacity))
+            self.segments.append(np.frombuffer(buf, dtype=np.uint8, count=halves * self.stride))
         self.half = 0
 
-    def views(self, count: int, dtype) -> list:
-        """Each node rank's next free half, as ``count`` elements of ``dtype``."""
-        lo = self.half * self.capacity
+    def views(self, count: int, dtype) -> tuple:
+        """``(data, headers)``: each node rank's next free half as ``count`` elements of
+        ``dtype``, and the header after it (uint8)."""
+        lo = self.half * self.stride
         self.half ^= 1
         nbytes = count * np.dtype(dtype).itemsize
-        return [s[lo:lo + nbytes].view(dtype) for s in self.segments]
+        return ([s[lo:lo + nbytes].view(dtype) for s in self.segments],
+                [s[lo + self.capacity:lo + self.stride] for s in self.segments])
 
     def free(self) -> None:
         self.segments = []
@@ -183,6 +191,7 @@ class NodeLayout:
         self.local_transport, self.local_workspace = Transport(self.local), Workspace()
         self.peers_transport, self.peers_workspace = Transport(self.peers), Workspace()
         self.window: SharedWindow | None = None
+        self.inputs: list = []    # windows of input_array, kept until the layout is freed (arrays point there)
 
     def shared(self, count: int, dtype) -> list:
         """Every node rank's next half of the node's window as ``count`` elements of ``dtype``
@@ -195,13 +204,31 @@ class NodeLayout:
             self.window = SharedWindow(self.local, size_class(nbytes))
         return self.window.views(count, dtype)
 
+    def input_array(self, count: int, dtype) -> np.ndarray:
+        """A new array of ``count`` elements of ``dtype`` in this rank's segment of a new window
+        of the node (collective on the node); ``shared_memory`` reads it in place."""
+        window = SharedWindow(self.local, size_class(count * np.dtype(dtype).itemsize), halves=1)
+        self.inputs.append(window)
+        return window.segments[self.grouping.local_rank][:count * np.dtype(dtype).itemsize].view(dtype)
+
+    def input_window(self, x) -> int:
+        """1 + the index of the input window ``x`` starts at this rank's segment of (and fits in), else 0."""
+        if self.inputs:
+            address, j = x.ctypes.data, self.grouping.local_rank
+            for index, window in enumerate(self.inputs[:255]):   # the index travels in one byte
+                if window.segments[j].ctypes.data == address and x.nbytes <= window.capacity:
+                    return index + 1
+        return 0
+
     def barrier(self) -> None:
-        """The node's barrier, with the memory synchronisation the window's readers need."""
-        if self.window is not None:
-            self.window.win.Sync()
+        """The node's barrier, with the memory synchronisation the windows' readers need."""
+        for window in (self.window, *self.inputs):
+            if window is not None:
+                window.win.Sync()
         self.local.Barrier()
-        if self.window is not None:
-            self.window.win.Sync()
+        for window in (self.window, *self.inputs):
+            if window is not None:
+                window.win.Sync()
 
     def free(self) -> None:
         """Free the window and the sub-communicators (collective on the communicator)."""
@@ -209,9 +236,9 @@ class NodeLayout:
             _live.remove(self)
         if MPI.Is_finalized():
             return
-        if self.window is not None:
-            self.window.free()
-            self.window = None
+        for window in (*self.inputs, *([self.window] if self.window is not None else [])):
+            window.free()
+        self.window, self.inputs = None, []
         for sub in (self.local, self.peers):
             if sub != MPI.COMM_NULL:
                 sub.Free()
@@ -258,3 +285,33 @@ def _free_at_exit():
         return
     for one in list(_live):
         one.free()
+
+
+def shared_array(count: int, dtype="float32", comm=None) -> np.ndarray:
+    """A 1-D array in memory the other ranks of this node can read (collective on ``comm``).
+
+    An allreduce with ``algorithm="shared_memory"`` whose input is such an array (the
+    whole array, from its first element) reads it where it is instead of copying it into
+    the node's window first, which saves a copy of about the input's size per call. Any
+    rank may pass any array; each rank's choice is seen by the others through the window.
+    The memory lives until ``comm`` is freed (or the program ends): drop the array first.
+
+    Parameters
+    ----------
+    count : int
+        Elements; the same on every rank.
+    dtype : numpy dtype
+    comm : mpi4py.MPI.Intracomm, optional
+        Defaults to ``MPI.COMM_WORLD``; the array belongs to this communicator's node layout
+        (emulated nodes as set at this call).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``count`` elements, contents undefined.
+    """
+    from mpiml.runtime.comm import private_comm
+
+    if isinstance(count, bool) or int(count) != count or count < 0:
+        raise ArgumentError(f"count must be a non-negative integer, got {count!r}")
+    return layout(private_comm(comm)).input_array(int(count), np.dtype(dtype))

@@ -73,3 +73,31 @@ def test_layouts_and_windows_are_freed_with_their_communicator(emulate):
     comm.Free()
     made = 1 if world.size > 1 else 0   # one rank never reaches an algorithm: a local copy
     agree(world, grown == before + made and len(nodes._live) == before, (before, grown, len(nodes._live)))
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("per_node", (None, 2))
+def test_shared_memory_reads_inputs_in_shared_arrays_where_they_are(emulate, per_node):
+    """Any subset of the ranks may pass a shared array: the same bits as with private inputs."""
+    world = MPI.COMM_WORLD
+    emulate(per_node)
+    problems = []
+    for n in (1, world.size + 1, 1001):
+        buf = nodes.shared_array(n, np.float64)
+        for mask in range(1 << min(world.size, 3)):   # which of the first three ranks pass their shared array
+            x = np.arange(n) * (world.rank + 1) / 7
+            use = (mask >> world.rank) & 1
+            src = buf if use else x.copy()
+            src[:] = x
+            private = mpiml.allreduce(x, algorithm="shared_memory")
+            shared = mpiml.allreduce(src, algorithm="shared_memory")
+            in_place = mpiml.allreduce(src, algorithm="shared_memory", out=src)
+            expected = np.arange(n) * sum(r + 1 for r in range(world.size)) / 7
+            if not (np.array_equal(shared, private) and in_place is src and np.array_equal(src, private)
+                    and np.allclose(private, expected)):
+                problems.append((n, mask))
+            digests = world.allgather(shared.tobytes())
+            if any(d != digests[0] for d in digests):
+                problems.append((n, mask, "differs between ranks"))
+        del buf
+    agree(world, not problems, problems[:3])

@@ -82,3 +82,9 @@ def test_window_size_classes_waste_at_most_a_quarter_or_a_page():
     for n in (1, 4096, 4097, 5000, 1 << 20, (1 << 20) + 1, 3 << 20, 10 ** 9):
         c = nodes.size_class(n)
         assert n <= c <= max(n + 4096, 1.25 * n) and nodes.size_class(c) == c
+
+
+def test_shared_arrays_refuse_a_bad_count():
+    for bad in (-1, 1.5, True):
+        with pytest.raises(mpiml.ArgumentError, match="count"):
+            nodes.shared_array(bad)

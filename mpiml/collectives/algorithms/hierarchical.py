@@ -113,26 +113,32 @@ def shared_allreduce(layout, x, out, op):
     """Allreduce through the node's shared window, ``x`` and ``out`` flat (``out`` may be ``x``).
 
     A rank that owns slice ``[lo, hi)`` publishes only the rest of its input (its own slice
-    it reads where it is) and reduces its slice of every rank's input, in rank order, into
-    node rank 0's segment; every rank copies the result out: about 1.5 n bytes copied at two
-    ranks instead of 2 n. Barriers: after the inputs are in place, after the slices are
-    complete. The next call writes the window's other half, so it cannot disturb a rank
-    still copying this call's result out.
+    it reads where it is), or nothing when its input is a :func:`mpiml.collectives.nodes.shared_array`
+    (a byte in its header of the window says which), and reduces its slice of every rank's
+    input, in rank order, into node rank 0's segment; every rank copies the result out.
+    Copied per rank at two ranks: 1.5 n bytes, or n with inputs in shared arrays (the memory
+    roof: what reading every input in place costs). Barriers: after the inputs are in place,
+    after the slices are complete. The next call writes the window's other half, so it
+    cannot disturb a rank still copying this call's result out; an input in a shared array
+    is not read after the second barrier, so the caller may change it once the call returns.
     """
     g = layout.grouping
     if g.local_size == 1:
         return _alone_on_node(layout, x, out, op)
-    views = layout.shared(x.size, x.dtype)
+    views, headers = layout.shared(x.size, x.dtype)
     j = g.local_rank
     bounds = layout.local_workspace.plan(("shared_slices", x.size, g.slices),
                                          lambda: nodes.slice_bounds(x.size, g.slices))
     lo, hi = (bounds[j], bounds[j + 1]) if j < g.slices else (0, 0)
-    mine = views[j]
-    np.copyto(mine[:lo], x[:lo])
-    np.copyto(mine[hi:], x[hi:])
+    where = layout.input_window(x)   # 0: copied into the window here; k: in input window k - 1
+    if not where:
+        mine = views[j]
+        np.copyto(mine[:lo], x[:lo])
+        np.copyto(mine[hi:], x[hi:])
+    headers[j][0] = where
     layout.barrier()
     if hi > lo:
-        parts = [x[lo:hi] if r == j else v[lo:hi] for r, v in enumerate(views)]
+        parts = [x[lo:hi] if r == j else _input(layout, r, headers, views, x)[lo:hi] for r in range(len(views))]
         # Into node rank 0's segment, never into ``out``: in place, ``out`` is an operand still to read.
         acc = views[0][lo:hi]
         op(parts[0], parts[1], out=acc)   # rank order: the same arithmetic whoever computes it
@@ -144,6 +150,14 @@ def shared_allreduce(layout, x, out, op):
     np.copyto(out[:lo], views[0][:lo])
     np.copyto(out[hi:], views[0][hi:])
     return out
+
+
+def _input(layout, rank, headers, views, x):
+    """Node rank ``rank``'s input of this call: in the window's half, or in its input window."""
+    where = int(headers[rank][0])
+    if not where:
+        return views[rank]
+    return layout.inputs[where - 1].segments[rank][:x.nbytes].view(x.dtype)
 
 
 def reduce_in_rank_order(parts, op):
