@@ -140,10 +140,7 @@ def shared_allreduce(layout, x, out, op):
     if hi > lo:
         parts = [x[lo:hi] if r == j else _input(layout, r, headers, views, x)[lo:hi] for r in range(len(views))]
         # Into node rank 0's segment, never into ``out``: in place, ``out`` is an operand still to read.
-        acc = views[0][lo:hi]
-        op(parts[0], parts[1], out=acc)   # rank order: the same arithmetic whoever computes it
-        for part in parts[2:]:
-            op(acc, part, out=acc)
+        acc = reduce_in_rank_order(parts, op, views[0][lo:hi])
         _peer_allreduce(layout, acc, op)
         np.copyto(out[lo:hi], acc)
     layout.barrier()
@@ -160,12 +157,13 @@ def _input(layout, rank, headers, views, x):
     return layout.inputs[where - 1].segments[rank][:x.nbytes].view(x.dtype)
 
 
-def reduce_in_rank_order(parts, op):
-    """``parts[0] = parts[0] op parts[1] op ... op parts[-1]``, left to right, in place in ``parts[0]``."""
-    acc = parts[0]
-    for part in parts[1:]:
-        op(acc, part, out=acc)
-    return acc
+def reduce_in_rank_order(parts, op, out):
+    """``out = parts[0] op parts[1] op ... op parts[-1]``, left to right (at least two parts;
+    ``out`` may be ``parts[0]``): the same arithmetic whichever rank computes it."""
+    op(parts[0], parts[1], out=out)
+    for part in parts[2:]:
+        op(out, part, out=out)
+    return out
 
 
 def _shared_memory(transport, x, out, op, workspace):
