@@ -36,7 +36,8 @@ def toy(monkeypatch):
 def test_built_in_algorithms_and_their_flags():
     assert mpiml.ALGORITHMS is registry.ALGORITHMS
     assert dict(registry.ALGORITHMS) == {
-        "allreduce": ("native", "ring", "recursive_doubling", "rabenseifner", "tree"),
+        "allreduce": ("native", "ring", "recursive_doubling", "rabenseifner", "tree",
+                      "hierarchical", "hierarchical_slices", "shared_memory"),
         "reduce_scatter": ("native", "ring"),
         "allgather": ("native", "ring"),
         "bcast": ("native", "binomial", "pipeline"),
@@ -44,7 +45,9 @@ def test_built_in_algorithms_and_their_flags():
     }
     flagged = {(a.collective, a.name) for c in registry.COLLECTIVES for a in registry.algorithms(c)
                if a.commutative_only}
-    assert flagged == {("allreduce", "ring"), ("allreduce", "rabenseifner"), ("reduce_scatter", "ring")}
+    assert flagged == {("allreduce", "ring"), ("allreduce", "rabenseifner"), ("reduce_scatter", "ring"),
+                       ("allreduce", "hierarchical"), ("allreduce", "hierarchical_slices"),
+                       ("allreduce", "shared_memory")}
 
 
 def test_a_registered_algorithm_is_named_chosen_and_priced_until_removed(toy):

@@ -1,0 +1,182 @@
+"""Node-aware allreduce: reduce inside each node, allreduce between nodes, share inside each node.
+
+The node layout (which ranks share a node, :mod:`mpiml.collectives.nodes`) comes from
+``Split_type(COMM_TYPE_SHARED)``, or from ``MPIML_RANKS_PER_NODE`` (emulated nodes of
+consecutive ranks). Three algorithms:
+
+``hierarchical``
+    the MPI library's reduce to each node's leader, an allreduce among the leaders
+    (:func:`between_nodes`: the flat algorithm the model prices fastest there), the
+    library's broadcast from each leader: one rank per node crosses the network.
+``hierarchical_slices``
+    the library's reduce-scatter inside each node into as many slices as the smallest
+    node has ranks, an allreduce of slice ``i`` among the ``i``-th ranks of all nodes (so
+    every rank's link carries its share, not only the leader's), the library's
+    allgather inside each node.
+``shared_memory``
+    no messages inside a node: every rank writes its input into the node's shared
+    window, each rank reduces its slice of every rank's input in place, in rank order;
+    between nodes, slice ``i`` is allreduced among the ``i``-th ranks of all nodes; then
+    every rank copies the result out (see :func:`shared_allreduce`).
+
+Every element of the result is reduced on one rank and copied to the others, so the
+results are bitwise identical on every rank. With one node they are an intra-node
+allreduce; with one rank per node, the between-node allreduce alone. The between-node
+step (ring, Rabenseifner) and the grouping by node reorder operands, so all three need a
+commutative operator.
+
+The model has no node hierarchy yet (one uniform link): it prices these as their steps
+on that link, which is never cheaper than a flat algorithm, so ``auto`` does not pick
+them; name them with ``algorithm=``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mpiml.collectives import model, nodes, registry
+from mpiml.collectives.registry import register
+
+# The flat algorithms the between-node step chooses from (never a node-aware one: no recursion).
+FLAT = ("native", "ring", "recursive_doubling", "rabenseifner")
+
+
+def between_nodes(nbytes: int, nodes_count: int) -> str:
+    """The flat allreduce algorithm ``auto``'s rule picks for ``nbytes`` among ``nodes_count`` ranks
+    (the model's fastest, ``native`` unless beaten by ``select.NATIVE_MARGIN``)."""
+    from mpiml.collectives.select import NATIVE_MARGIN
+
+    names = [name for name in FLAT if name in registry.table("allreduce")]
+    times = {name: model.predict(name, nbytes, nodes_count, collective="allreduce") for name in names}
+    fastest = min(names, key=times.get)
+    return "native" if times[fastest] > NATIVE_MARGIN * times["native"] else fastest
+
+
+def _peer_allreduce(layout, buf, op):
+    """Allreduce ``buf`` in place among this rank's peers (same node rank, every node)."""
+    transport = layout.peers_transport
+    if transport.size > 1 and buf.size:
+        workspace = layout.peers_workspace
+        name = workspace.plan(("between_nodes", buf.nbytes, transport.size),
+                              lambda: between_nodes(buf.nbytes, transport.size))
+        registry.table("allreduce")[name].run(transport, buf, buf, op, workspace)
+
+
+def _alone_on_node(layout, x, out, op):
+    """A rank alone on its node: the between-node allreduce is the whole call."""
+    if out is not x:
+        np.copyto(out, x)
+    _peer_allreduce(layout, out, op)
+    return out
+
+
+def _hierarchical(transport, x, out, op, workspace):
+    layout = nodes.layout(transport.comm)
+    g = layout.grouping
+    local, local_ws = layout.local_transport, layout.local_workspace
+    leader = g.local_rank == 0
+    if g.local_size > 1:
+        registry.table("reduce")["native"].run(local, x, out if leader else None, op, 0, local_ws)
+    elif out is not x:
+        np.copyto(out, x)
+    if leader:
+        _peer_allreduce(layout, out, op)
+    if g.local_size > 1:
+        registry.table("bcast")["native"].run(local, out, 0, None, local_ws)
+    return out
+
+
+def _slices(transport, x, out, op, workspace):
+    layout = nodes.layout(transport.comm)
+    g = layout.grouping
+    local, local_ws = layout.local_transport, layout.local_workspace
+
+    def build():
+        bounds = nodes.slice_bounds(x.size, g.slices)
+        counts = np.zeros(g.local_size, dtype=np.int64)
+        counts[:g.slices] = np.diff(bounds)
+        return counts, bounds
+
+    if g.local_size == 1:
+        return _alone_on_node(layout, x, out, op)
+    counts, bounds = workspace.plan(("hierarchical_slices", x.size, g.local_size, g.slices), build)
+    j = g.local_rank
+    block = local_ws.get("hierarchical_slice", int(counts[j]), x.dtype)
+    registry.table("reduce_scatter")["native"].run(local, x, block, op, counts, local_ws)
+    if j < g.slices:
+        _peer_allreduce(layout, block, op)
+    registry.table("allgather")["native"].run(local, block, out, counts, local_ws)
+    return out
+
+
+def shared_allreduce(layout, x, out, op):
+    """Allreduce through the node's shared window, ``x`` and ``out`` flat (``out`` may be ``x``).
+
+    A rank that owns slice ``[lo, hi)`` publishes only the rest of its input (its own slice
+    it reads where it is), or nothing when its input is a :func:`mpiml.collectives.nodes.shared_array`
+    (a byte in its header of the window says which), and reduces its slice of every rank's
+    input, in rank order, into node rank 0's segment; every rank copies the result out.
+    Copied per rank at two ranks: 1.5 n bytes, or n with inputs in shared arrays (the memory
+    roof: what reading every input in place costs). Barriers: after the inputs are in place,
+    after the slices are complete. The next call writes the window's other half, so it
+    cannot disturb a rank still copying this call's result out; an input in a shared array
+    is not read after the second barrier, so the caller may change it once the call returns.
+    """
+    g = layout.grouping
+    if g.local_size == 1:
+        return _alone_on_node(layout, x, out, op)
+    views, headers = layout.shared(x.size, x.dtype)
+    j = g.local_rank
+    bounds = layout.local_workspace.plan(("shared_slices", x.size, g.slices),
+                                         lambda: nodes.slice_bounds(x.size, g.slices))
+    lo, hi = (bounds[j], bounds[j + 1]) if j < g.slices else (0, 0)
+    where = layout.input_window(x)   # 0: copied into the window here; k: in input window k - 1
+    if not where:
+        mine = views[j]
+        np.copyto(mine[:lo], x[:lo])
+        np.copyto(mine[hi:], x[hi:])
+    headers[j][0] = where
+    layout.barrier()
+    if hi > lo:
+        parts = [x[lo:hi] if r == j else _input(layout, r, headers, views, x)[lo:hi] for r in range(len(views))]
+        # Into node rank 0's segment, never into ``out``: in place, ``out`` is an operand still to read.
+        acc = reduce_in_rank_order(parts, op, views[0][lo:hi])
+        _peer_allreduce(layout, acc, op)
+        np.copyto(out[lo:hi], acc)
+    layout.barrier()
+    np.copyto(out[:lo], views[0][:lo])
+    np.copyto(out[hi:], views[0][hi:])
+    return out
+
+
+def _input(layout, rank, headers, views, x):
+    """Node rank ``rank``'s input of this call: in the window's half, or in its input window."""
+    where = int(headers[rank][0])
+    if not where:
+        return views[rank]
+    return layout.inputs[where - 1].segments[rank][:x.nbytes].view(x.dtype)
+
+
+def reduce_in_rank_order(parts, op, out):
+    """``out = parts[0] op parts[1] op ... op parts[-1]``, left to right (at least two parts;
+    ``out`` may be ``parts[0]``): the same arithmetic whichever rank computes it."""
+    op(parts[0], parts[1], out=out)
+    for part in parts[2:]:
+        op(out, part, out=out)
+    return out
+
+
+def _shared_memory(transport, x, out, op, workspace):
+    return shared_allreduce(nodes.layout(transport.comm), x, out, op)
+
+
+def _uniform_link_cost(n, p, r):
+    """A reduce and a broadcast over all ``p`` ranks on the model's one link (see the module docstring)."""
+    return (2 * r.step + model.reduce_library(n, p, r.alpha, r.beta, r.gamma)
+            + model.bcast_library(n, p, r.alpha, r.beta, r.gamma))
+
+
+for _name, _run in (("hierarchical", _hierarchical), ("hierarchical_slices", _slices),
+                    ("shared_memory", _shared_memory)):
+    _run.needs_communicator = True  # runs on MPI sub-communicators, not on any transport
+    register("allreduce", _name, _run, cost=_uniform_link_cost, commutative_only=True)

@@ -1,0 +1,317 @@
+"""Which ranks share a node: the grouping (pure functions of ranks) and each communicator's
+cached node layout (its sub-communicators and shared-memory windows).
+
+A node is the set of ranks ``comm.Split_type(MPI.COMM_TYPE_SHARED)`` puts together. For
+tests on one host, ``MPIML_RANKS_PER_NODE=K`` (or :func:`set_ranks_per_node`) emulates
+nodes of ``K`` consecutive ranks instead (the last one may be smaller); every rank must
+see the same setting. Emulated nodes still share the host's memory, so the shared-memory
+algorithms run on them too; on a real cluster leave the setting unset.
+
+The layout of a communicator (:func:`layout`) holds, made once and freed with the
+communicator (or at exit):
+
+``local``
+    the ranks of this rank's node (node rank 0 is the node's lowest rank, its leader);
+``peers``
+    the ranks with this rank's node rank on every node (for node rank 0: the leaders);
+``window``
+    a shared-memory window of the node (:class:`SharedWindow`), made on first use;
+``inputs``
+    the windows of the arrays :func:`shared_array` handed out (inputs read in place).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+from mpi4py import MPI
+
+from mpiml.collectives.transport import Transport
+from mpiml.collectives.workspace import Workspace
+from mpiml.errors import ArgumentError
+
+ENV = "MPIML_RANKS_PER_NODE"
+MIN_WINDOW_BYTES = 1 << 12
+
+_override: int | None = None
+_keyval = None
+_live: list = []   # layouts not freed yet, freed at exit (before MPI_Finalize)
+
+
+def set_ranks_per_node(ranks: int | None = None) -> int | None:
+    """Emulate nodes of ``ranks`` consecutive ranks in this process (None: back to
+    ``MPIML_RANKS_PER_NODE``, else the real nodes). Call it alike on every rank; returns the previous setting."""
+    global _override
+    if ranks is not None and (isinstance(ranks, bool) or int(ranks) != ranks or ranks < 1):
+        raise ArgumentError(f"ranks per node must be a positive integer, got {ranks!r}")
+    previous, _override = _override, None if ranks is None else int(ranks)
+    return previous
+
+
+def ranks_per_node() -> int | None:
+    """The emulated node size in force (:func:`set_ranks_per_node`, else ``MPIML_RANKS_PER_NODE``), or None."""
+    if _override is not None:
+        return _override
+    value = os.environ.get(ENV, "").strip()
+    if not value:
+        return None
+    try:
+        ranks = int(value)
+    except ValueError:
+        ranks = 0
+    if ranks < 1:
+        raise ArgumentError(f"{ENV} must be a positive integer, got {value!r}")
+    return ranks
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """Where a rank sits among the nodes (pure data, no MPI).
+
+    Attributes
+    ----------
+    node : int
+        This rank's node, numbered by the nodes' lowest ranks.
+    local_rank : int
+        This rank's position on its node (0: the node's leader, its lowest rank).
+    members : tuple of tuple of int
+        Every node's ranks, in order.
+    """
+
+    node: int
+    local_rank: int
+    members: tuple
+
+    @property
+    def nodes(self) -> int:
+        return len(self.members)
+
+    @property
+    def local_size(self) -> int:
+        return len(self.members[self.node])
+
+    @property
+    def leaders(self) -> tuple:
+        return tuple(m[0] for m in self.members)
+
+    @property
+    def slices(self) -> int:
+        """How many node ranks drive one slice each of the between-node exchange: the smallest node's size."""
+        return min(len(m) for m in self.members)
+
+
+def grouping_from_nodes(rank: int, node_keys) -> Grouping:
+    """The grouping of ``rank`` given each rank's node key (any value equal on one node's ranks)."""
+    order, members = {}, []
+    for r, key in enumerate(node_keys):
+        if key not in order:
+            order[key] = len(members)
+            members.append([])
+        members[order[key]].append(r)
+    node = order[node_keys[rank]]
+    return Grouping(node, members[node].index(rank), tuple(tuple(m) for m in members))
+
+
+def grouping(rank: int, size: int, ranks_per_node: int) -> Grouping:
+    """The grouping of ``rank`` of ``size`` into emulated nodes of ``ranks_per_node`` consecutive ranks."""
+    if not 0 <= rank < size or ranks_per_node < 1:
+        raise ArgumentError(f"need 0 <= rank < size and ranks_per_node >= 1, got {rank}, {size}, {ranks_per_node}")
+    return grouping_from_nodes(rank, [r // ranks_per_node for r in range(size)])
+
+
+def slice_bounds(n: int, slices: int) -> list:
+    """The element bounds of the ``slices`` blocks a vector of ``n`` is cut into (numpy.array_split order)."""
+    from mpiml.collectives.layout import balanced_counts, displacements
+
+    return displacements(balanced_counts(n, slices)).tolist()
+
+
+def size_class(nbytes: int) -> int:
+    """The window half that holds ``nbytes``: the next of 1, 1.25, 1.5, 1.75 times a power of two
+    in whole 4 KiB pages (at most 25% unused; a window is reallocated only when a larger message comes)."""
+    if nbytes <= MIN_WINDOW_BYTES:
+        return MIN_WINDOW_BYTES
+    step = max(MIN_WINDOW_BYTES, 1 << ((nbytes - 1).bit_length() - 3))   # a quarter of the power of two below
+    return -(-nbytes // step) * step
+
+
+HEADER_BYTES = 64   # after each half's data: the owner's flags for the call that uses the half
+
+
+class SharedWindow:
+    """An MPI-3 shared-memory window of a node: every node rank's segment, as numpy arrays.
+
+    With ``halves=2`` each segment has two halves used on alternate calls, so a call's
+    writes never meet the previous call's reads and one barrier per call is saved (see
+    :func:`views`); each half ends in a small header (:data:`HEADER_BYTES`).
+    """
+
+    def __init__(self, comm, capacity: int, halves: int = 2):
+        self.capacity, self.stride = capacity, capacity + (HEADER_BYTES if halves > 1 else 0)
+        self.win = MPI.Win.Allocate_shared(halves * self.stride, 1, comm=comm)
+        self.win.Lock_all(MPI.MODE_NOCHECK)
+        self.segments = []
+        for r in range(comm.Get_size()):
+            buf, _ = self.win.Shared_query(r)
+            self.segments.append(np.frombuffer(buf, dtype=np.uint8, count=halves * self.stride))
+        self.half = 0
+
+    def views(self, count: int, dtype) -> tuple:
+        """``(data, headers)``: each node rank's next free half as ``count`` elements of
+        ``dtype``, and the header after it (uint8)."""
+        lo = self.half * self.stride
+        self.half ^= 1
+        nbytes = count * np.dtype(dtype).itemsize
+        return ([s[lo:lo + nbytes].view(dtype) for s in self.segments],
+                [s[lo + self.capacity:lo + self.stride] for s in self.segments])
+
+    def free(self) -> None:
+        self.segments = []
+        self.win.Unlock_all()
+        self.win.Free()
+
+
+class NodeLayout:
+    """A communicator's node grouping and the sub-communicators and window built on it."""
+
+    def __init__(self, comm, ranks_per_node: int | None):
+        rank, size = comm.Get_rank(), comm.Get_size()
+        if ranks_per_node is None:
+            self.local = comm.Split_type(MPI.COMM_TYPE_SHARED, key=rank)
+            leader = self.local.bcast(rank, root=0)
+            self.grouping = grouping_from_nodes(rank, comm.allgather(leader))
+        else:
+            self.grouping = grouping(rank, size, ranks_per_node)
+            self.local = comm.Split(self.grouping.node, rank)
+        self.peers = comm.Split(self.grouping.local_rank, rank)
+        self.local_transport, self.local_workspace = Transport(self.local), Workspace()
+        self.peers_transport, self.peers_workspace = Transport(self.peers), Workspace()
+        self.window: SharedWindow | None = None
+        self.inputs: list = []    # windows of input_array, kept until the layout is freed (arrays point there)
+
+    def shared(self, count: int, dtype) -> list:
+        """Every node rank's next half of the node's window as ``count`` elements of ``dtype``
+        (collective on the node: a window too small is freed and one of :func:`size_class` made)."""
+        nbytes = count * np.dtype(dtype).itemsize
+        if self.window is None or self.window.capacity < nbytes:
+            if self.window is not None:
+                self.window.free()
+                self.window = None
+            self.window = SharedWindow(self.local, size_class(nbytes))
+        return self.window.views(count, dtype)
+
+    def input_array(self, count: int, dtype) -> np.ndarray:
+        """A new array of ``count`` elements of ``dtype`` in this rank's segment of a new window
+        of the node (collective on the node); ``shared_memory`` reads it in place."""
+        window = SharedWindow(self.local, size_class(count * np.dtype(dtype).itemsize), halves=1)
+        self.inputs.append(window)
+        return window.segments[self.grouping.local_rank][:count * np.dtype(dtype).itemsize].view(dtype)
+
+    def input_window(self, x) -> int:
+        """1 + the index of the input window ``x`` starts at this rank's segment of (and fits in), else 0."""
+        if self.inputs:
+            address, j = x.ctypes.data, self.grouping.local_rank
+            for index, window in enumerate(self.inputs[:255]):   # the index travels in one byte
+                if window.segments[j].ctypes.data == address and x.nbytes <= window.capacity:
+                    return index + 1
+        return 0
+
+    def barrier(self) -> None:
+        """The node's barrier, with the memory synchronisation the windows' readers need."""
+        for window in (self.window, *self.inputs):
+            if window is not None:
+                window.win.Sync()
+        self.local.Barrier()
+        for window in (self.window, *self.inputs):
+            if window is not None:
+                window.win.Sync()
+
+    def free(self) -> None:
+        """Free the window and the sub-communicators (collective on the communicator)."""
+        if self in _live:
+            _live.remove(self)
+        if MPI.Is_finalized():
+            return
+        for window in (*self.inputs, *([self.window] if self.window is not None else [])):
+            window.free()
+        self.window, self.inputs = None, []
+        for sub in (self.local, self.peers):
+            if sub != MPI.COMM_NULL:
+                sub.Free()
+
+
+def _free_layouts(comm, keyval, layouts):
+    # Runs when the communicator is freed: free what was built on it.
+    for one in layouts.values():
+        try:
+            one.free()
+        except MPI.Exception:
+            pass
+
+
+def layout(comm, ranks_per_node: int | None = -1) -> NodeLayout:
+    """The :class:`NodeLayout` of ``comm`` (collective the first time, then cached on ``comm``).
+
+    ``ranks_per_node``: emulated node size; by default :func:`ranks_per_node`'s, None for
+    the real nodes.
+    """
+    global _keyval
+    if ranks_per_node == -1:
+        ranks_per_node = globals()["ranks_per_node"]()
+    if _keyval is None:
+        _keyval = MPI.Comm.Create_keyval(delete_fn=_free_layouts)
+    layouts = comm.Get_attr(_keyval)
+    if layouts is None:
+        layouts = {}
+        comm.Set_attr(_keyval, layouts)
+    one = layouts.get(ranks_per_node)
+    if one is None:
+        one = layouts[ranks_per_node] = NodeLayout(comm, ranks_per_node)
+        if not _live:
+            atexit.register(_free_at_exit)
+        _live.append(one)
+    return one
+
+
+def _free_at_exit():
+    """Free the windows and sub-communicators still alive (those of communicators never freed,
+    COMM_WORLD's) before MPI_Finalize; skipped when leaving on an exception, as the other ranks
+    may be anywhere and the frees are collective."""
+    if getattr(sys, "last_value", None) is not None or MPI.Is_finalized():
+        return
+    for one in list(_live):
+        one.free()
+
+
+def shared_array(count: int, dtype="float32", comm=None) -> np.ndarray:
+    """A 1-D array in memory the other ranks of this node can read (collective on ``comm``).
+
+    An allreduce with ``algorithm="shared_memory"`` whose input is such an array (the
+    whole array, from its first element) reads it where it is instead of copying it into
+    the node's window first, which saves a copy of about the input's size per call. Any
+    rank may pass any array; each rank's choice is seen by the others through the window.
+    The memory lives until ``comm`` is freed (or the program ends): drop the array first.
+
+    Parameters
+    ----------
+    count : int
+        Elements; the same on every rank.
+    dtype : numpy dtype
+    comm : mpi4py.MPI.Intracomm, optional
+        Defaults to ``MPI.COMM_WORLD``; the array belongs to this communicator's node layout
+        (emulated nodes as set at this call).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``count`` elements, contents undefined.
+    """
+    from mpiml.runtime.comm import private_comm
+
+    if isinstance(count, bool) or int(count) != count or count < 0:
+        raise ArgumentError(f"count must be a non-negative integer, got {count!r}")
+    return layout(private_comm(comm)).input_array(int(count), np.dtype(dtype))

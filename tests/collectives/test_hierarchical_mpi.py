@@ -1,0 +1,103 @@
+"""The node-aware algorithms on emulated nodes of 1, 2 and 3 ranks (the contract, bitwise on every
+rank), their sub-communicators and windows freed with the communicator."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from collective_contract import check
+from mpi4py import MPI
+from mpi_helpers import agree
+
+import mpiml
+from mpiml.collectives import nodes
+
+NODE_AWARE = ("hierarchical", "hierarchical_slices", "shared_memory")
+
+
+@pytest.fixture
+def emulate():
+    """``emulate(k)``: nodes of k consecutive ranks for this test only."""
+    previous = nodes.set_ranks_per_node(None)
+    yield nodes.set_ranks_per_node
+    nodes.set_ranks_per_node(previous)
+
+
+# Per rank count, the emulated node size each node-aware algorithm is checked with: sizes below p only
+# (one node of all ranks is this host's real layout, which the shared contract test checks), spread so that
+# the runs at p = 2..5 check every algorithm with nodes of 1, 2 and 3 ranks, uneven (3 = 2 + 1, 4 = 3 + 1,
+# 5 = 3 + 2) and with slices of two ranks per node (5 = 3 + 2), at most one check per algorithm and launch
+# and few at the oversubscribed p = 4 and 5.
+EMULATED = {2: {"hierarchical": 1, "hierarchical_slices": 1, "shared_memory": 1},
+            3: {"hierarchical": 2, "hierarchical_slices": 2, "shared_memory": 2},
+            4: {"hierarchical": 3},
+            5: {"hierarchical_slices": 3, "shared_memory": 3}}
+
+
+def emulated_sizes(p):
+    """``{algorithm: ranks per node}`` checked at ``p`` ranks."""
+    return EMULATED.get(p, {})
+
+
+def test_every_algorithm_meets_every_emulated_node_size_over_the_rank_counts():
+    seen = {(name, k) for p in (2, 3, 4, 5) for name, k in emulated_sizes(p).items()}
+    assert seen == {(name, k) for name in NODE_AWARE for k in (1, 2, 3)}
+    assert all(k < p for p in EMULATED for k in EMULATED[p].values())
+
+
+@pytest.mark.mpi
+def test_node_aware_algorithms_meet_the_contract_on_emulated_nodes(emulate):
+    for algorithm, per_node in emulated_sizes(MPI.COMM_WORLD.size).items():
+        emulate(per_node)
+        check("allreduce", algorithm)
+
+
+@pytest.mark.mpi
+def test_real_nodes_of_one_host_are_one_node():
+    world = MPI.COMM_WORLD
+    g = nodes.layout(world, None).grouping
+    agree(world, g.nodes == 1 and g.members == (tuple(range(world.size)),) and g.local_rank == world.rank, g)
+
+
+@pytest.mark.mpi
+def test_layouts_and_windows_are_freed_with_their_communicator(emulate):
+    world = MPI.COMM_WORLD
+    emulate(2)
+    before = len(nodes._live)
+    comm = world.Dup()
+    x = np.arange(5000, dtype=np.float64) * (world.rank + 1)
+    for algorithm in NODE_AWARE:
+        got = mpiml.allreduce(x, algorithm=algorithm, comm=comm)
+        agree(world, np.array_equal(got, np.arange(5000.0) * (world.size * (world.size + 1) // 2)), algorithm)
+    grown = len(nodes._live)
+    comm.Free()
+    made = 1 if world.size > 1 else 0   # one rank never reaches an algorithm: a local copy
+    agree(world, grown == before + made and len(nodes._live) == before, (before, grown, len(nodes._live)))
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("per_node", (None, 2))
+def test_shared_memory_reads_inputs_in_shared_arrays_where_they_are(emulate, per_node):
+    """Any subset of the ranks may pass a shared array: the same bits as with private inputs."""
+    world = MPI.COMM_WORLD
+    emulate(per_node)
+    problems = []
+    for n in (1, world.size + 1, 1001):
+        buf = nodes.shared_array(n, np.float64)
+        for mask in range(1 << min(world.size, 3)):   # which of the first three ranks pass their shared array
+            x = np.arange(n) * (world.rank + 1) / 7
+            use = (mask >> world.rank) & 1
+            src = buf if use else x.copy()
+            src[:] = x
+            private = mpiml.allreduce(x, algorithm="shared_memory")
+            shared = mpiml.allreduce(src, algorithm="shared_memory")
+            in_place = mpiml.allreduce(src, algorithm="shared_memory", out=src)
+            expected = np.arange(n) * sum(r + 1 for r in range(world.size)) / 7
+            if not (np.array_equal(shared, private) and in_place is src and np.array_equal(src, private)
+                    and np.allclose(private, expected)):
+                problems.append((n, mask))
+            digests = world.allgather(shared.tobytes())
+            if any(d != digests[0] for d in digests):
+                problems.append((n, mask, "differs between ranks"))
+        del buf
+    agree(world, not problems, problems[:3])

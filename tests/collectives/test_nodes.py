@@ -1,0 +1,91 @@
+"""The node grouping (pure functions of ranks) and the settings that emulate nodes."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+
+import mpiml
+from mpiml.collectives import nodes
+from mpiml.collectives.algorithms.hierarchical import between_nodes, reduce_in_rank_order
+
+
+@pytest.mark.parametrize("size", range(1, 8))
+@pytest.mark.parametrize("per_node", (1, 2, 3, 8))
+def test_emulated_nodes_are_blocks_of_consecutive_ranks(size, per_node):
+    for rank in range(size):
+        g = nodes.grouping(rank, size, per_node)
+        assert g.node == rank // per_node and g.local_rank == rank % per_node
+        assert g.members[g.node][g.local_rank] == rank
+        assert sum(len(m) for m in g.members) == size and g.nodes == -(-size // per_node)
+        assert g.leaders == tuple(range(0, size, per_node))
+        assert g.local_size == min(per_node, size - g.node * per_node)
+        assert g.slices == min(len(m) for m in g.members)
+
+
+def test_real_nodes_group_by_key_in_order_of_their_lowest_rank():
+    keys = ["b", "a", "b", "c", "a"]  # round-robin placement: nodes interleave ranks
+    groupings = [nodes.grouping_from_nodes(r, keys) for r in range(5)]
+    assert groupings[0].members == ((0, 2), (1, 4), (3,))
+    assert [(g.node, g.local_rank) for g in groupings] == [(0, 0), (1, 0), (0, 1), (2, 0), (1, 1)]
+    assert groupings[0].slices == 1 and groupings[0].leaders == (0, 1, 3)
+
+
+def test_slices_follow_array_split():
+    for n in (0, 1, 5, 13):
+        for slices in (1, 2, 3):
+            expected = np.cumsum([0] + [len(b) for b in np.array_split(np.arange(n), slices)]).tolist()
+            assert nodes.slice_bounds(n, slices) == expected
+
+
+def test_ranks_per_node_comes_from_the_setting_then_the_environment(monkeypatch):
+    monkeypatch.delenv(nodes.ENV, raising=False)
+    assert nodes.set_ranks_per_node(None) is None and nodes.ranks_per_node() is None
+    monkeypatch.setenv(nodes.ENV, "3")
+    assert nodes.ranks_per_node() == 3
+    nodes.set_ranks_per_node(2)
+    try:
+        assert nodes.ranks_per_node() == 2
+    finally:
+        nodes.set_ranks_per_node(None)
+    for bad in ("0", "x", "-1"):
+        monkeypatch.setenv(nodes.ENV, bad)
+        with pytest.raises(mpiml.ArgumentError, match=nodes.ENV):
+            nodes.ranks_per_node()
+    for bad in (0, 1.5, True):
+        with pytest.raises(mpiml.ArgumentError):
+            nodes.set_ranks_per_node(bad)
+
+
+def test_a_slice_is_reduced_left_to_right_in_rank_order():
+    rng = np.random.default_rng(0)
+    parts = [rng.standard_normal(6).astype(np.float32) for _ in range(5)]
+    expected = functools.reduce(np.add, parts)  # ((x0 + x1) + x2) + ...: the oracle's order
+    out = np.empty(6, np.float32)
+    assert reduce_in_rank_order(parts, mpiml.ReduceOp(np.add), out) is out and np.array_equal(out, expected)
+    # a non-commutative operator shows the order itself; out may be the first part
+    minus = mpiml.ReduceOp(lambda a, b, out: np.subtract(a, b, out=out), commutative=False)
+    ranks = [np.array([float(r)]) for r in range(4)]
+    assert reduce_in_rank_order(ranks, minus, ranks[0])[0] == 0 - 1 - 2 - 3
+
+
+def test_the_between_node_step_is_a_flat_algorithm():
+    assert between_nodes(8, 2) == "native"
+    assert {between_nodes(n, p) for n in (8, 1 << 20, 1 << 26) for p in (2, 3, 16)} <= {
+        "native", "ring", "recursive_doubling", "rabenseifner"}
+
+
+def test_window_size_classes_waste_at_most_a_quarter_or_a_page():
+    classes = {nodes.size_class(n) for n in range(1, 1 << 16, 37)}
+    assert all(c % 4096 == 0 for c in classes)
+    for n in (1, 4096, 4097, 5000, 1 << 20, (1 << 20) + 1, 3 << 20, 10 ** 9):
+        c = nodes.size_class(n)
+        assert n <= c <= max(n + 4096, 1.25 * n) and nodes.size_class(c) == c
+
+
+def test_shared_arrays_refuse_a_bad_count():
+    for bad in (-1, 1.5, True):
+        with pytest.raises(mpiml.ArgumentError, match="count"):
+            nodes.shared_array(bad)
