@@ -186,7 +186,10 @@ class Engine:
     def __init__(self, comm):
         self.comm = comm.Dup()
         self.size, self.rank = self.comm.Get_size(), self.comm.Get_rank()
-        self.slots = max(self.comm.Get_attr(MPI.TAG_UB) // TAG_STRIDE - 1, 1)
+        # MPI_TAG_UB is an attribute of COMM_WORLD (Open MPI gives None on other communicators); 32767 is
+        # the least the standard allows
+        tag_ub = MPI.COMM_WORLD.Get_attr(MPI.TAG_UB) or 32767
+        self.slots = max(tag_ub // TAG_STRIDE - 1, 1)
         self.seq = 0
 
     def next_tag_base(self) -> int:
