@@ -56,6 +56,15 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return f"{text} (default: %(default)s)".lstrip()
 
 
+def split_command(argv=None) -> tuple[list, list]:
+    """``(options, command)``: the words before and after the first ``--`` (``argv`` default ``sys.argv[1:]``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--" not in argv:
+        return argv, []
+    cut = argv.index("--")
+    return argv[:cut], argv[cut + 1:]
+
+
 def suggest(word: str, candidates) -> str:
     """``"; did you mean X?"`` for the candidates closest to ``word`` (dashes aside), or ``""``."""
     bare = {candidate.lstrip("-"): candidate for candidate in candidates}

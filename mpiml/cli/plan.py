@@ -20,7 +20,7 @@ import time
 from dataclasses import asdict
 
 from mpiml.cli.output import emit_json, say, table
-from mpiml.cli.parser import Parser, UsageError, count
+from mpiml.cli.parser import Parser, UsageError, count, split_command
 from mpiml.errors import ArgumentError, MpimlError
 
 EPILOG = """the job: an mpiml sgd or mf command line, after -- (or after the plan's options):
@@ -282,11 +282,7 @@ def render(template: str, options: dict, command: list, venv=None) -> str:
 
 
 def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    job_words = []
-    if "--" in argv:
-        cut = argv.index("--")
-        argv, job_words = argv[:cut], argv[cut + 1:]
+    argv, job_words = split_command(argv)
     args = build_parser().parse_args(argv)
     job_words = job_words or args.job
     started = time.perf_counter()

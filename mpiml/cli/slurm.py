@@ -6,10 +6,9 @@
 
 from __future__ import annotations
 
-import sys
 
 from mpiml.cli.output import emit_json, say, table
-from mpiml.cli.parser import Parser, UsageError, report
+from mpiml.cli.parser import Parser, UsageError, report, split_command
 from mpiml.errors import MpimlError
 
 EPILOG = """examples:
@@ -193,11 +192,7 @@ def _env(args) -> None:
 
 
 def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    command = []
-    if "--" in argv:
-        cut = argv.index("--")
-        argv, command = argv[:cut], argv[cut + 1:]
+    argv, command = split_command(argv)
     args = build_parser().parse_args(argv)
     try:
         if args.action == "list":
