@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import functools
 import os
-import shutil
 import signal
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from mpiml.runtime.launcher import MISSING, find_mpiexec
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_TIMEOUT = float(os.environ.get("MPIML_TEST_TIMEOUT", "600"))
@@ -25,15 +26,9 @@ _LAUNCHER_PREFIXES = ("PMI_", "PMIX_", "HYDRA_", "MPI_LOCAL", "OMPI_COMM_WORLD",
 @functools.lru_cache(maxsize=None)
 def mpiexec_path() -> str:
     """``MPIML_MPIEXEC``, else the ``mpiexec`` beside this Python (a venv), else on PATH."""
-    override = os.environ.get("MPIML_MPIEXEC")
-    if override:
-        return override
-    beside = Path(sys.executable).parent / "mpiexec"
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("mpiexec")
+    found = find_mpiexec()
     if not found:
-        raise RuntimeError("no mpiexec found: install the 'mpich' or 'openmpi' extra, or set MPIML_MPIEXEC")
+        raise RuntimeError(MISSING)
     return found
 
 

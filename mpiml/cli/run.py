@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mpiml.cli.parser import Parser, UsageError
+from mpiml.runtime.launcher import MISSING, find_mpiexec
 
 EXIT_USAGE = 2
 EXIT_PREEMPTED = 3  # mpiml.runtime.preempt.EXIT_PREEMPTED (not imported: it would start nothing, but keep this light)
@@ -261,15 +262,9 @@ def log(text: str) -> None:
 
 
 def _mpiexec(environ) -> str:
-    override = environ.get("MPIML_MPIEXEC")
-    if override:
-        return override
-    beside = Path(sys.executable).parent / "mpiexec"
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("mpiexec")
+    found = find_mpiexec(environ)
     if not found:
-        raise UsageError("mpiml run: no mpiexec found: install the 'mpich' or 'openmpi' extra, or set MPIML_MPIEXEC")
+        raise UsageError(f"mpiml run: {MISSING}")
     return found
 
 
