@@ -59,17 +59,33 @@ def predefined(mpi_op) -> bool:
     return mpi_op not in _user_ops.values()
 
 
+_messages: dict = {}
+
+
 def message_and_op(array, op):
-    """The buffer spec and ``MPI.Op`` that make the MPI library reduce ``array`` with ``op``."""
-    datatype = _mpi_datatype(array.dtype)
+    """The buffer spec and ``MPI.Op`` that make the MPI library reduce ``array`` with ``op``
+    (found once per dtype and op: every native call asks)."""
+    key = (array.dtype, op)
+    try:
+        found = _messages.get(key)
+    except TypeError:  # a ReduceOp around an unhashable callable
+        return _message_and_op(array.dtype, op)
+    if found is None:
+        found = _messages[key] = _message_and_op(array.dtype, op)
+    return found
+
+
+def _message_and_op(dtype, op):
+    datatype = _mpi_datatype(dtype)
     predefined = _PREDEFINED_OPS.get(op.name)
     if datatype is not None and predefined is not None:
         return datatype, getattr(MPI, predefined)
-    return _byte_type(array.dtype.itemsize), _user_op(op, array.dtype)
+    return _byte_type(dtype.itemsize), _user_op(op, dtype)
 
 
 def _same_buffer(a, b):
-    return a is b or (a.size == b.size and a.ctypes.data == b.ctypes.data)
+    # may_share_memory first: a bounds check, where reading .ctypes costs a microsecond per array
+    return a is b or (a.size == b.size and np.may_share_memory(a, b) and a.ctypes.data == b.ctypes.data)
 
 
 def _cost(textbook, collective, copies_input):
