@@ -179,6 +179,7 @@ class Bounds:
         x_top[-1] = np.abs(np.asarray(y, dtype=np.float64)).max(initial=0.0) if model.name == "linear" else 0.0
         maximum(x_top, out=x_top)
         self.model, self.x_top, self.y_top = model, x_top[:-1], float(x_top[-1])
+        self._key = self._tops = None   # the residual bound _weight_tops last saw, and its tops
 
     def scores(self, theta) -> np.ndarray:
         """A bound on ``|X W + b|`` per output, for the parameters ``theta``."""
@@ -205,7 +206,7 @@ class Bounds:
     def _weight_tops(self, r) -> np.ndarray:
         """``2 x_top (outer) r``, flattened: kept while ``r`` stays (a constant for logistic, hinge and softmax)."""
         key = r.tobytes()
-        if key != getattr(self, "_key", None):
+        if key != self._key:
             self._tops = 2.0 * np.multiply.outer(self.x_top, r).ravel()
             self._key = key
         return self._tops
