@@ -473,17 +473,8 @@ class Site:
         if inner is None:
             return "?"
         user = self.frames[-1] if not self.frames[-1][0].startswith(_PACKAGE) else None
-        text = _where(*inner)
-        return text if user is None or user == inner else f"{text} via {_where(*user)}"
-
-
-def _where(path, line):
-    try:
-        relative = os.path.relpath(path)
-        path = relative if not relative.startswith("..") else path
-    except ValueError:
-        pass
-    return f"{path}:{line}"
+        text = _watchdog.where(*inner)
+        return text if user is None or user == inner else f"{text} via {_watchdog.where(*user)}"
 
 
 _COLLECTIVES = os.path.dirname(os.path.abspath(__file__)) + os.sep

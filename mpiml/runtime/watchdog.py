@@ -414,13 +414,17 @@ def call_site(frame) -> str | None:
 
 
 def _where(frame):
-    path = frame.f_code.co_filename
+    return where(frame.f_code.co_filename, frame.f_lineno)
+
+
+def where(path, line) -> str:
+    """``path:line``, the path relative to the working directory when it lies below it."""
     try:
         relative = os.path.relpath(path)
         path = relative if not relative.startswith("..") else path
     except ValueError:
         pass
-    return f"{path}:{frame.f_lineno}"
+    return f"{path}:{line}"
 
 
 def _write(text):
