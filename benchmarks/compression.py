@@ -20,8 +20,9 @@ constant, global batch 256):
   ``none`` and ``powersgd:2``.
 
 Goals (issue 19): top-k 1 % reaches the uncompressed final test accuracy within 0.5 points
-in at most 3x the epochs; fp16 within 0.1 points. Bytes are each rank's message per update
-(``comm_bytes_per_update`` of ``--json``); the ratio is uncompressed over compressed. Times
+in at most 3x the epochs; fp16 within 0.1 points. Bytes are what each rank sends per update
+(``comm_bytes_per_update`` of ``--json``; at p = 2 its own message); the ratio is a dense
+allreduce's over them. Times
 on a shared machine are noise; the load average is printed.
 """
 
@@ -164,8 +165,8 @@ def main(argv=None):
               f"{r['bytes_per_update']:>10.0f} {r['ratio']:>6.1f}x {r['comm_ms_per_update']:>11.3f}")
     for goal, ok, detail in verdicts:
         print(f"{'PASS' if ok else 'FAIL'}: {goal}: {detail}")
-    print(f"({summary['seconds']:.0f} s; comm times on a shared machine are noise; bytes are each rank's "
-          "message per update)")
+    print(f"({summary['seconds']:.0f} s; comm times on a shared machine are noise; bytes are what each "
+          "rank sends per update)")
     return 0
 
 
