@@ -95,6 +95,11 @@ class ModelParams:
 DEFAULT_PARAMS = ModelParams()
 
 
+def allreduce_bytes(nbytes: int, p: int) -> int:
+    """Bytes a rank sends in a bandwidth-optimal allreduce of ``nbytes`` over ``p`` ranks: ``2 (p-1)/p`` of them."""
+    return int(2 * (p - 1) / p * nbytes) if p > 1 else 0
+
+
 def log2_floor(p: int) -> int:
     return int(p).bit_length() - 1
 

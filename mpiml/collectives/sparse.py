@@ -247,7 +247,7 @@ def run(comm, indices, values, size: int, op, algorithm: str, dense_out, error=N
     if algorithm == "dense" or switch:
         x = densify(idx, val, size, None if isinstance(dense_out, bool) else dense_out)
         allreduce(x, op=op, comm=comm, out=x)
-        sent += int(2 * (p - 1) / p * x.nbytes)
+        sent += model.allreduce_bytes(x.nbytes, p)
         if dense_out is False:
             return Result(np.arange(size, dtype=wire), x, None, "dense", sent)
         return Result(None, None, x, "dense", sent)

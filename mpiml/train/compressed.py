@@ -31,9 +31,10 @@ import time
 
 import numpy as np
 
+from mpiml.collectives.model import allreduce_bytes
 from mpiml.train import compress
 from mpiml.train.strategies import Sync
-from mpiml.train.timing import allgather_bytes, allreduce_bytes
+from mpiml.train.timing import allgather_bytes
 
 
 class CompressedSync(Sync):

@@ -27,7 +27,7 @@ import math
 
 import numpy as np
 
-from mpiml.train.timing import allreduce_bytes
+from mpiml.collectives.model import allreduce_bytes
 
 EXCHANGES = ("auto", "sparse")
 

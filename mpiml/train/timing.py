@@ -20,6 +20,8 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from mpiml.collectives.model import allreduce_bytes
+
 
 @dataclass
 class Timings:
@@ -133,11 +135,6 @@ class Exchanger:
         self.timings.comm += spent - wait
         self._since = 0.0
         return buf
-
-
-def allreduce_bytes(nbytes: int, p: int) -> int:
-    """Bytes a rank sends in a bandwidth-optimal allreduce of ``nbytes`` over ``p`` ranks: ``2 (p-1)/p`` of them."""
-    return int(2 * (p - 1) / p * nbytes) if p > 1 else 0
 
 
 def allgather_bytes(nbytes: int, p: int) -> int:

@@ -19,13 +19,14 @@ from mpi4py import MPI
 from mpi_helpers import agree
 
 import mpiml
+from mpiml.collectives.model import allreduce_bytes
 from mpiml.parallel.trainer import data_parallel
 from mpiml.sgd import LinearModel
 from mpiml.sgd.models import make_model
 from mpiml.train import compress, compressed
 from mpiml.train.compressed import CompressedSync
 from mpiml.train.group import Group
-from mpiml.train.timing import Exchanger, Timings, allreduce_bytes
+from mpiml.train.timing import Exchanger, Timings
 
 COMM = MPI.COMM_WORLD
 D, K, STEPS = 12, 4, 3
