@@ -265,13 +265,9 @@ def allreduce(x, op="sum", algorithm="auto", comm=None, out=None, check=None, re
     c = context.comm
     error = None
     chosen = algorithm
+    in_place = out is not None and out is x
     try:
-        in_place = out is not None and out is x
-        x = _contiguous_input(x)
-        op = resolve_op(op)
-        dtype = _dtype_for(x.dtype, op)
-        out = x if in_place else _output(out, x.shape, dtype, x)
-        chosen = choose("allreduce", algorithm, x.nbytes, c.Get_size(), op.commutative)
+        x, op, dtype, out, chosen = _reduction_args(x, op, algorithm, out, c)
         reproducible = _exact_sum(reproducible, op, dtype)
     except ArgumentError as exc:
         error = exc
@@ -479,13 +475,7 @@ def bcast(x, root=0, algorithm="auto", comm=None, segment_bytes=None, check=None
     error = None
     chosen = algorithm
     try:
-        if not isinstance(x, np.ndarray):
-            raise ArgumentError(f"bcast writes in place and needs a numpy array, got {type(x).__name__}")
-        _dtype_for(x.dtype, None)
-        _output(x, x.shape, x.dtype, name="x")
-        if not 0 <= int(root) < c.Get_size():
-            raise ArgumentError(f"root {root} is not a rank of a communicator of size {c.Get_size()}")
-        chosen = choose("bcast", algorithm, x.nbytes, c.Get_size())
+        chosen = _bcast_args(x, root, algorithm, c, "bcast")
     except ArgumentError as exc:
         error = exc
     _agree(context, error, check, "bcast",
@@ -495,6 +485,18 @@ def bcast(x, root=0, algorithm="auto", comm=None, segment_bytes=None, check=None
     transport, workspace = context.plans.get("collectives") or _state(context)
     _BCAST[chosen].run(transport, _flat(x), root, segment_bytes, workspace)
     return x
+
+
+def _bcast_args(x, root, algorithm, c, name) -> str:
+    """The algorithm of a (nonblocking) broadcast of ``x`` from ``root``, its arguments checked (raises
+    ArgumentError)."""
+    if not isinstance(x, np.ndarray):
+        raise ArgumentError(f"{name} writes in place and needs a numpy array, got {type(x).__name__}")
+    _dtype_for(x.dtype, None)
+    _output(x, x.shape, x.dtype, name="x")
+    if not 0 <= int(root) < c.Get_size():
+        raise ArgumentError(f"root {root} is not a rank of a communicator of size {c.Get_size()}")
+    return choose("bcast", algorithm, x.nbytes, c.Get_size())
 
 
 def reduce(x, root=0, op="sum", algorithm="auto", comm=None, out=None, check=None, reproducible=False):
@@ -937,13 +939,7 @@ def ibcast(x, root=0, algorithm="auto", comm=None, segment_bytes=None, check=Non
     error = None
     chosen = algorithm
     try:
-        if not isinstance(x, np.ndarray):
-            raise ArgumentError(f"ibcast writes in place and needs a numpy array, got {type(x).__name__}")
-        _dtype_for(x.dtype, None)
-        _output(x, x.shape, x.dtype, name="x")
-        if not 0 <= int(root) < c.Get_size():
-            raise ArgumentError(f"root {root} is not a rank of a communicator of size {c.Get_size()}")
-        chosen = choose("bcast", algorithm, x.nbytes, c.Get_size())
+        chosen = _bcast_args(x, root, algorithm, c, "ibcast")
     except ArgumentError as exc:
         error = exc
     _agree(context, error, check, "ibcast",
