@@ -381,12 +381,7 @@ def reduce_scatter(x, op="sum", algorithm="auto", comm=None, counts=None, out=No
     error = None
     chosen = algorithm
     try:
-        x = _contiguous_input(x)
-        op = resolve_op(op)
-        dtype = _dtype_for(x.dtype, op)
-        counts = block_counts(x.size, p, counts)
-        out = _output(out, (int(counts[r]),), dtype, x)
-        chosen = choose("reduce_scatter", algorithm, x.nbytes, p, op.commutative)
+        x, op, dtype, counts, out, chosen = _reduce_scatter_args(x, op, algorithm, counts, out, p, r)
         reproducible = _exact_sum(reproducible, op, dtype)
     except ArgumentError as exc:
         error = exc
@@ -409,6 +404,17 @@ def reduce_scatter(x, op="sum", algorithm="auto", comm=None, counts=None, out=No
         transport, workspace = context.plans.get("collectives") or _state(context)
         _REDUCE_SCATTER[chosen].run(transport, flat_x, out, op, counts, workspace)
     return out
+
+
+def _reduce_scatter_args(x, op, algorithm, counts, out, p, r):
+    """``(x, op, dtype, counts, out, chosen)`` of a (nonblocking) reduce_scatter, checked (raises
+    ArgumentError)."""
+    x = _contiguous_input(x)
+    op = resolve_op(op)
+    dtype = _dtype_for(x.dtype, op)
+    counts = block_counts(x.size, p, counts)
+    out = _output(out, (int(counts[r]),), dtype, x)
+    return x, op, dtype, counts, out, choose("reduce_scatter", algorithm, x.nbytes, p, op.commutative)
 
 
 def allgather(x, algorithm="auto", comm=None, out=None, check=None):
@@ -818,12 +824,7 @@ def ireduce_scatter(x, op="sum", algorithm="auto", comm=None, counts=None, out=N
     error = None
     chosen = algorithm
     try:
-        x = _contiguous_input(x)
-        op = resolve_op(op)
-        dtype = _dtype_for(x.dtype, op)
-        counts = block_counts(x.size, p, counts)
-        out = _output(out, (int(counts[r]),), dtype, x)
-        chosen = choose("reduce_scatter", algorithm, x.nbytes, p, op.commutative)
+        x, op, dtype, counts, out, chosen = _reduce_scatter_args(x, op, algorithm, counts, out, p, r)
     except ArgumentError as exc:
         error = exc
     _agree(context, error, check, "ireduce_scatter",
