@@ -7,7 +7,8 @@ loss, slope and gradient of each L-BFGS evaluation, the evaluation metrics and t
 standardization statistics. Per-row values must not depend on the other rows either, so
 scores are computed row by row in a fixed order (:func:`scores`: not BLAS, whose blocking
 may depend on the number of rows) and losses row by row
-(:meth:`mpiml.sgd.models.Model.row_loss_and_residual`).
+(:meth:`mpiml.sgd.models.Model.row_line_loss`: a compiled kernel for the one-output models, whose
+last bits may differ from the numpy reference's; a job uses one or the other on every rank).
 
 Cost: each update of ``sync`` and each L-BFGS evaluation still makes one reduction, of
 ``K`` (2 or 3) times the payload: :class:`Bounds` gives the grid of the exact sum before the
@@ -146,7 +147,7 @@ def add_batch(model, theta, X, y, terms: exact.Sum, loss_at: int) -> tuple[np.nd
     to ``terms``; returns the scores and residuals."""
     W, b = model.split(theta)
     s = scores(W, b, X)
-    losses, r = model.row_loss_and_residual(s, y)
+    _, losses, r, _ = model.row_line_loss(s, None, 0.0, y)
     terms.add_outer(X, r, 0)
     if model.fit_intercept and loss_at == model.n_params:   # the intercepts and the loss: one block of terms
         terms.add_rows(np.concatenate([r, losses[:, None]], axis=1), model.n_weights)
@@ -245,8 +246,13 @@ def _residual_loss_bounds(model, s, y_top):
 
 def dot(a: np.ndarray, b: np.ndarray) -> float:
     """``a . b`` summed exactly (the same wherever the vectors are the same)."""
-    a = np.asarray(a, dtype=np.float64).ravel()
-    return float(exact.local_sum((a * np.asarray(b, dtype=np.float64).ravel())[:, None], count=max(a.size, 1))[0])
+    return dots([(a, b)])[0]
+
+
+def dots(pairs) -> list[float]:
+    """:func:`dot` of each ``(a, b)`` in ``pairs`` (the same bits), without a :class:`~exact.Sum` per pair."""
+    return [exact.vector_sum(np.asarray(a, dtype=np.float64).ravel() * np.asarray(b, dtype=np.float64).ravel())
+            for a, b in pairs]
 
 
 def two_pass(terms: exact.Sum, maximum, total, extra_max=None) -> tuple[np.ndarray, np.ndarray | None]:
