@@ -265,7 +265,7 @@ def _fold_reference(x, sigmas, F) -> None:
 def _deposit_rows(T, scale, sigmas, F, offset, square):
     # the folds unrolled for K = 2 and 3 (what counts up to 2^21 give): the loop over j then vectorizes
     # one contiguous view per fold, indexed from 0: the loops over elements stay vectorizable
-    F0, F1, F2, scale = F[0, offset:], F[1, offset:], F[F.shape[0] - 1, offset:], scale[offset:]
+    F0, F1, F2, scale = F[0, offset:], F[1, offset:], F[min(2, F.shape[0] - 1), offset:], scale[offset:]
     n, K = T.shape[1], sigmas.shape[0]
     s0, s1 = sigmas[0], sigmas[1]
     s2 = sigmas[2] if K > 2 else 0.0
@@ -426,7 +426,7 @@ def deposit_outer_reference(X, R, scale, sigmas, F, offset: int = 0) -> bool:
 def _deposit_outer_dense(X, R, scale, sigmas, F, offset):
     # as _deposit_rows: folds unrolled for K = 2 and 3, the loop over j vectorizes (k = 1: contiguous)
     # one contiguous view per fold, indexed from 0: the loops over elements stay vectorizable
-    F0, F1, F2, scale = F[0, offset:], F[1, offset:], F[F.shape[0] - 1, offset:], scale[offset:]
+    F0, F1, F2, scale = F[0, offset:], F[1, offset:], F[min(2, F.shape[0] - 1), offset:], scale[offset:]
     k, K, d = R.shape[1], sigmas.shape[0], X.shape[1]
     s0, s1 = sigmas[0], sigmas[1]
     s2 = sigmas[2] if K > 2 else 0.0
@@ -505,44 +505,59 @@ def _deposit_outer_csr(indptr, indices, data, R, scale, sigmas, F, offset, width
 
 @kernel
 def _deposit_outer_csc(indptr, indices, data, R, scale, sigmas, F, offset):
-    # column j of X: the terms of elements j k + c, folded into registers, then added to F once
-    # one contiguous view per fold, indexed from 0: the loops over elements stay vectorizable
-    F0, F1, F2, scale = F[0, offset:], F[1, offset:], F[F.shape[0] - 1, offset:], scale[offset:]
+    # column j of X: the terms of elements j k + c. Each piece of fold f is an integer multiple of u_f, so its
+    # count of units is summed as an int64: integer sums may be reordered, so the loop vectorizes (1.5x faster
+    # than float accumulators, which must keep their order); a column's count stays below 2^53, so converting
+    # it back is exact. Non-finite or too large terms give meaningless counts, but they raise the flag, and
+    # the caller then starts over (a priori grids) or sums those elements apart (SPECIAL).
+    F0, F1, F2, scale = F[0, offset:], F[1, offset:], F[min(2, F.shape[0] - 1), offset:], scale[offset:]
     k, K = R.shape[1], sigmas.shape[0]
     s0, s1 = sigmas[0], sigmas[1]
     s2 = sigmas[2] if K > 2 else 0.0
+    units = sigmas / (1.5 * 2.0 ** 52)          # u_f, exactly: sigma_f = 1.5 * 2^52 u_f
+    u0, u1, u2 = units[0], units[1], units[min(2, K - 1)]
+    n0, n1, n2 = 1.0 / u0, 1.0 / u1, 1.0 / u2   # powers of two: q * n_f is exact
     over = 0
     for j in range(indptr.shape[0] - 1):
         for c in range(k):
             e = j * k + c
             sc = scale[e]
-            f0 = f1 = f2 = 0.0
-            for p in range(np.uint64(indptr[j]), np.uint64(indptr[j + 1])):   # unsigned: no wraparound
-                x = (np.float64(data[p]) * R[np.uint64(indices[p]), c]) * sc
-                over += not abs(x) < 1.0
-                q = (x + s0) - s0
-                f0 += q
-                x -= q
-                if K == 2:
-                    f1 += (x + s1) - s1
-                else:
-                    q = (x + s1) - s1
-                    f1 += q
+            a0 = np.int64(0)
+            a1 = np.int64(0)
+            a2 = np.int64(0)
+            flags = np.int64(0)
+            lo, hi = np.uint64(indptr[j]), np.uint64(indptr[j + 1])   # unsigned: no wraparound
+            if K == 2:   # a loop of its own: no branch inside, so it vectorizes
+                for p in range(lo, hi):
+                    x = (np.float64(data[p]) * R[np.uint64(indices[p]), c]) * sc
+                    flags += np.int64(not abs(x) < 1.0)
+                    q = (x + s0) - s0
+                    a0 += np.int64(q * n0)
+                    a1 += np.int64((((x - q) + s1) - s1) * n1)
+            else:
+                for p in range(lo, hi):
+                    x = (np.float64(data[p]) * R[np.uint64(indices[p]), c]) * sc
+                    flags += np.int64(not abs(x) < 1.0)
+                    q = (x + s0) - s0
+                    a0 += np.int64(q * n0)
                     x -= q
-                    if K == 3:
-                        f2 += (x + s2) - s2
-                    else:
-                        q = (x + s2) - s2
-                        f2 += q
-                        x -= q
-                        for f in range(3, K):
-                            q = (x + sigmas[f]) - sigmas[f]
-                            F[f, offset + e] += q
-                            x -= q
-            F0[e] += f0
-            F1[e] += f1
+                    q = (x + s1) - s1
+                    a1 += np.int64(q * n1)
+                    x -= q
+                    a2 += np.int64(((x + s2) - s2) * n2)
+            over += flags
+            F0[e] += np.float64(a0) * u0
+            F1[e] += np.float64(a1) * u1
             if K > 2:
-                F2[e] += f2
+                F2[e] += np.float64(a2) * u2
+            if K > 3:   # more folds (more than about 2^21 terms an element): the remainders, term by term
+                for p in range(np.uint64(indptr[j]), np.uint64(indptr[j + 1])):
+                    x = (np.float64(data[p]) * R[np.uint64(indices[p]), c]) * sc
+                    for f in range(K):
+                        q = (x + sigmas[f]) - sigmas[f]
+                        if f >= 3:
+                            F[f, offset + e] += q
+                        x -= q
     return over
 
 
