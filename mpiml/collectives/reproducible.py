@@ -474,7 +474,6 @@ def _deposit_outer_csr(indptr, indices, data, R, scale, sigmas, F, offset, width
     k, K = R.shape[1], sigmas.shape[0]
     G = np.zeros((width, K))
     s0, s1 = sigmas[0], sigmas[1]
-    s2 = sigmas[2] if K > 2 else 0.0
     over = 0
     for i in range(indptr.shape[0] - 1):
         for p in range(indptr[i], indptr[i + 1]):
