@@ -250,6 +250,7 @@ def main(argv=None) -> int:
         result["test_ratings_read"] = int(comm.allreduce(len(test)))
     for key in ("iterations", "fit_seconds", "setup_seconds", "objective", "train_ratings", "users", "items",
                 "exchange", "train_rmse", "compute_imbalance", "compute_cpu_imbalance", "estimated_imbalance",
+                "factors_layout", "model_bytes", "bytes_per_iteration",
                 "per_rank", "reg_search", "reg_search_seconds",
                 "overlap_chunks", "overlapped_half_steps", "exchange_exposed_seconds", "comm_hidden_fraction",
                 "transfer_hidden_fraction"):

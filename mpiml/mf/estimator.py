@@ -521,7 +521,7 @@ class FactorModel:
         if getattr(self, "factors_layout_", None) == "partitioned" and not hasattr(self, "item_factors_"):
             raise ArgumentError(f"this {type(self).__name__} holds partitioned factors: predict, evaluate, "
                                 "recommend, fold_in and save are not yet for partitioned factors; fit with "
-                                "factors='replicated'")
+                                "factors='replicated'", collective=True)  # every rank holds the same layout
         if not hasattr(self, "item_factors_"):
             raise ArgumentError(f"this {type(self).__name__} is not fitted yet: call fit (or load a saved model)")
 
