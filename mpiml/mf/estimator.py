@@ -35,7 +35,15 @@ value raises :class:`~mpiml.errors.ArgumentError` on every rank); ``get_params``
 rows), ``global_mean_``, ``reg_`` (the regularization used), ``history_`` (one record per
 iteration), ``blocks_`` and ``fit_info_``. ``fit_info_`` reports the time split of every
 rank (``per_rank``: compute, comm and wait seconds, see :mod:`mpiml.mf.transport`) and
-``compute_imbalance`` (the largest rank's compute seconds over the mean).
+``compute_imbalance`` (the largest rank's compute seconds over the mean), and the largest
+rank's ``model_bytes`` (factor rows held at the peak of an iteration), ``bytes_per_iteration``
+(bytes it sent per iteration) and ``peak_rss_bytes`` (each rank's in ``per_rank``).
+
+``factors="partitioned"`` (see :mod:`mpiml.mf.partitioned`; ``factors_layout_`` says which was
+used) leaves each rank only its blocks: ``user_block_`` and ``item_block_`` (rows
+``user_bounds_[r]:user_bounds_[r+1]`` and ``item_bounds_[r]:item_bounds_[r+1]``), and its
+users' rated items as CSR (``local_rated_indptr_``, ``local_rated_indices_``: global item
+indices), instead of ``user_factors_`` / ``item_factors_``.
 """
 
 from __future__ import annotations

@@ -40,6 +40,10 @@ from mpiml.mf import als, ials, routing
 from mpiml.mf.partition import Rows
 
 LAYOUTS = ("auto", "replicated", "partitioned")
+# Until predict / evaluate / recommend / save work on partitioned factors (mpiml.mf.serving), a
+# fitted model with them can only report its training history: "auto" then stays replicated.
+# Set True where serving is wired into the estimator.
+AUTO_PARTITIONS = False
 AUTO_MIN_BYTES = 4 << 20   # below this the full factors are latency-bound: replicated costs less setup
 ROUTE_SHARE = 0.5          # partitioned when the busiest rank receives at most this share of the allgather
 MEMORY_SHARE = 0.125       # ... or when the full factors would exceed this share of the node's free memory
@@ -114,8 +118,8 @@ def setup(model, data: dict, ex) -> dict:
     nu, ni = int(data["user_ids"].size), int(data["item_ids"].size)
     itemsize = np.dtype(getattr(model._params, "dtype", "float64")).itemsize
     full = (nu + ni) * lay.width * itemsize
-    if model._params.reg == "auto":  # the search scores held-out pairs on full factors
-        setting = "replicated"
+    if model._params.reg == "auto" or (setting == "auto" and not AUTO_PARTITIONS):
+        setting = "replicated"  # the reg search scores held-out pairs on full factors; see AUTO_PARTITIONS
     out = {}
     routed = gathered = None
     if model.needs_item_rows and needs_plans(setting, size, full):

@@ -100,9 +100,11 @@ def mf_bytes(job: Job, layout: Layout) -> dict:
 def partitioned_factors(job: Job, p: int, factor_bytes: float) -> bool:
     """Whether the mf job runs on partitioned factors (``auto`` judged by size alone: the routed rows
     are known only once the ratings are read)."""
-    from mpiml.mf.partitioned import choose
+    from mpiml.mf.partitioned import AUTO_PARTITIONS, choose
 
     setting = getattr(job, "factor_layout", "replicated")
+    if setting == "auto" and not AUTO_PARTITIONS:
+        return False
     return p > 1 and choose(setting, p, factor_bytes) == "partitioned"
 
 

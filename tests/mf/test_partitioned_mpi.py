@@ -10,15 +10,23 @@ from mpi4py import MPI
 from mpi_helpers import agree, shared_tmp, sub_comm  # noqa: F401 - shared_tmp is a fixture
 from partitioned_cases import mismatches, ratings
 
-from mpiml.mf import ALS
+from mpiml.mf import ALS, partitioned
 from mpiml.mf.transport import gather_rows
 
 
 @pytest.mark.mpi
-def test_partitioned_factors_equal_replicated_ones():
+def test_partitioned_factors_equal_replicated_ones(monkeypatch):
     comm = MPI.COMM_WORLD
     bad = mismatches(comm)
     agree(comm, not bad, bad)
+    # "auto" with its size floor removed: every rank takes the same verdict from the routed rows
+    monkeypatch.setattr(partitioned, "AUTO_PARTITIONS", True)
+    monkeypatch.setattr(partitioned, "AUTO_MIN_BYTES", 0)
+    data = ratings(comm, 60, 30, 600, 3)
+    model = ALS(rank=2, iters=1, factors="auto").fit(data, comm=comm)
+    routes = comm.allgather(model.factors_layout_)
+    expected = "replicated" if comm.size == 1 else None
+    agree(comm, len(set(routes)) == 1 and expected in (None, routes[0]), routes)
 
 
 @pytest.mark.mpi
