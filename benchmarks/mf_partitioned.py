@@ -140,7 +140,8 @@ def routed_share(args, shape: str, order: str, p: int) -> float:
     data = power_law(args, shape, order, 0, 1)
     u, i = np.unique(data.users, return_inverse=True)[1], np.unique(data.items, return_inverse=True)[1]
     nu, ni = int(u.max()) + 1, int(i.max()) + 1
-    costs = [row_costs(np.bincount(x, minlength=n), args.rank + 1, model=cost_model("als")) for x, n in ((u, nu), (i, ni))]
+    costs = [row_costs(np.bincount(x, minlength=n), args.rank + 1, model=cost_model("als"))
+             for x, n in ((u, nu), (i, ni))]
     ub, ib = balanced_blocks(costs[0], p), balanced_blocks(costs[1], p)
     ubl, ibl = np.searchsorted(ub, u, side="right") - 1, np.searchsorted(ib, i, side="right") - 1
     worst = 0
@@ -202,8 +203,8 @@ def main(argv=None) -> int:
         lines.append(f"  predicted at the issue's {nu} x {ni} x {n} (p={top}, this set's measured shares; the issue's "
                      f"{n / nu:.0f} vs {n / ni:.0f} ratings a row reference more): replicated model "
                      f"{(full + (max(nu, ni) + max(nu, ni) / top) * row) / 2**30:.2f} GiB and allgather "
-                     f"{full * (top - 1) / top / 2**30:.2f} GiB/iter per rank; partitioned ~{share_held * full / 2**30:.2f}"
-                     f" GiB and ~{share_sent * full * (top - 1) / top / 2**30:.2f} GiB/iter")
+                     f"{full * (top - 1) / top / 2**30:.2f} GiB/iter per rank; partitioned "
+                     f"~{share_held * full / 2**30:.2f} GiB and ~{share_sent * full * (top - 1) / top / 2**30:.2f} GiB/iter")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     if args.json:
         print(json.dumps({"runs": list(rows.values()), "verdicts": verdicts, "seconds": time.perf_counter() - start,

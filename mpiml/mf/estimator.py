@@ -75,10 +75,11 @@ from mpiml.train.reproducible import scores as row_scores
 
 __all__ = ["FactorModel"]
 
-# Parameters a resumed fit may change: how far to train, how to exchange, how to predict for
-# unseen users, and where and how often to checkpoint. The rest must match the checkpoint's.
-MAY_CHANGE = ("iters", "exchange", "overlap", "factors", "cold_start", "checkpoint_dir", "checkpoint_every", "resume", "overwrite",
-              "callback")
+# Parameters a resumed fit may change: how far to train, how to exchange and where the factors
+# live (a checkpoint holds the full factors either way), how to predict for unseen users, and
+# where and how often to checkpoint. The rest must match the checkpoint's.
+MAY_CHANGE = ("iters", "exchange", "overlap", "factors", "cold_start", "checkpoint_dir", "checkpoint_every", "resume",
+              "overwrite", "callback")
 
 # Saved models: the arrays keep their first names (P, Q, mu, ...), so files of every
 # version so far load; parameters a later version dropped are ignored when loading.

@@ -59,20 +59,27 @@ class ALS(FactorModel):
                 ir, data["item_bounds"], "item", it, end)
             with ex.computing():
                 err = ur.vals - als.predict_rows(ur, p, q, mu)
-                if self._exact:
-                    pens = np.concatenate([als.penalty_terms(ur, p, lay, "users", weighted),
-                                           als.penalty_terms(ir, q, lay, "items", weighted)])
-                else:
-                    pen = (als.penalty(ur, p, reg, lay, "users", weighted)
-                           + als.penalty(ir, q, reg, lay, "items", weighted))
-            if self._exact:
-                sse, pen = self._sum_terms(ex, err * err, pens, count=data["n"] + p.shape[0] + q.shape[0])
-                pen *= reg
-            else:
-                sse, pen = ex.sum([err @ err, pen])
-            record = {"objective": float(sse + pen), "train_rmse": float(np.sqrt(sse / data["n"]))}
-            self._after_iteration(data, ex, it, p, q, record, clock, track)
+            self._after_iteration(data, ex, it, p, q, self._record(ex, data, err, ur, p, ir, q), clock, track)
         return p, q
+
+    def _record(self, ex, data, err, user_rows, p, item_rows, q) -> dict:
+        """The objective and training RMSE of an iteration from every rating's residual ``err`` and
+        the rows of both sides (``p`` / ``q`` from ``user_rows.start`` / ``item_rows.start``); collective."""
+        lay, reg, weighted = self._layout, self.reg_, self._params.weighted
+        with ex.computing():
+            if self._exact:
+                pens = np.concatenate([als.penalty_terms(user_rows, p, lay, "users", weighted),
+                                       als.penalty_terms(item_rows, q, lay, "items", weighted)])
+            else:
+                pen = (als.penalty(user_rows, p, reg, lay, "users", weighted)
+                       + als.penalty(item_rows, q, reg, lay, "items", weighted))
+        if self._exact:
+            count = data["n"] + data["user_ids"].size + data["item_ids"].size
+            sse, pen = self._sum_terms(ex, err * err, pens, count=count)
+            pen *= reg
+        else:
+            sse, pen = ex.sum([err @ err, pen])
+        return {"objective": float(sse + pen), "train_rmse": float(np.sqrt(sse / data["n"]))}
 
 
 def _solve(step, rows, *args):

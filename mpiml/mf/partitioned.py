@@ -28,7 +28,8 @@ Initial factors are those of replicated factors, drawn block by block (:func:`in
 the seeded stream is drawn in chunks and the rows before the block discarded, so no rank holds
 the full matrices). Checkpoints gather the blocks on rank 0, which writes the same file as
 replicated factors (so a run can resume at any rank count, with either layout); that costs
-rank 0 the full factors for the time of the write (:func:`mpiml.mf.transport.gather_rows`, :func:`~mpiml.mf.transport.scatter_rows`).
+rank 0 the full factors for the time of the write (:func:`mpiml.mf.transport.gather_rows`,
+:func:`~mpiml.mf.transport.scatter_rows`).
 """
 
 from __future__ import annotations
@@ -184,7 +185,6 @@ def train_als(model, data, ex, pb, qb, first, end, track):
     U, I = data["user_local"], data["item_local"]
     to_users, to_items = data["routes"]
     mu, lay, reg, weighted = model.global_mean_, model._layout, model.reg_, model._params.weighted
-    count = data["n"] + int(data["user_ids"].size) + int(data["item_ids"].size)
     for it in range(first, end):
         clock = model._clock(ex)
         qn = ex.route(to_users, qb)
@@ -198,19 +198,8 @@ def train_als(model, data, ex, pb, qb, first, end, track):
         check_finite(model, ex, qb, "item", it)
         with ex.computing():
             err = I.vals - als.predict_rows(I, qb, pn, mu)  # the item block's ratings: their user rows are here
-            if model._exact:
-                pens = np.concatenate([als.penalty_terms(U, pb, lay, "users", weighted),
-                                       als.penalty_terms(I, qb, lay, "items", weighted)])
-            else:
-                pen = als.penalty(U, pb, reg, lay, "users", weighted) + als.penalty(I, qb, reg, lay, "items", weighted)
         del pn
-        if model._exact:
-            sse, pen = model._sum_terms(ex, err * err, pens, count=count)
-            pen *= reg
-        else:
-            sse, pen = ex.sum([err @ err, pen])
-        record = {"objective": float(sse + pen), "train_rmse": float(np.sqrt(sse / data["n"]))}
-        model._after_iteration(data, ex, it, pb, qb, record, clock, track)
+        model._after_iteration(data, ex, it, pb, qb, model._record(ex, data, err, U, pb, I, qb), clock, track)
     return pb, qb
 
 
