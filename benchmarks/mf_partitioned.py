@@ -105,8 +105,8 @@ def worker(args) -> None:
             model = ALS(rank=args.rank, reg=0.05, iters=args.iters, factors=factors).fit(data, comm=comm)
             info = model.fit_info_
             if comm.rank == 0:
-                out = {k: info[k] for k in ("factors_layout", "model_bytes", "bytes_per_iteration",
-                                            "peak_rss_bytes", "users", "items", "train_ratings", "ranks")}
+                out = {k: info[k] for k in ("factors_layout", "users", "items", "train_ratings", "ranks")}
+                out.update({k: info["max_" + k] for k in ("model_bytes", "bytes_per_iteration", "peak_rss_bytes")})
                 out.update(shape=shape, order=order, width=args.rank + 2,
                            seconds_per_iteration=statistics.median(h["seconds"] for h in model.history_))
                 print(json.dumps(out), flush=True)

@@ -35,9 +35,10 @@ value raises :class:`~mpiml.errors.ArgumentError` on every rank); ``get_params``
 rows), ``global_mean_``, ``reg_`` (the regularization used), ``history_`` (one record per
 iteration), ``blocks_`` and ``fit_info_``. ``fit_info_`` reports the time split of every
 rank (``per_rank``: compute, comm and wait seconds, see :mod:`mpiml.mf.transport`) and
-``compute_imbalance`` (the largest rank's compute seconds over the mean), and the largest
-rank's ``model_bytes`` (factor rows held at the peak of an iteration), ``bytes_per_iteration``
-(bytes it sent per iteration) and ``peak_rss_bytes`` (each rank's in ``per_rank``).
+``compute_imbalance`` (the largest rank's compute seconds over the mean), and memory:
+``model_bytes`` (factor rows held at the peak of an iteration), ``bytes_per_iteration`` (bytes
+sent per iteration) and ``peak_rss_bytes`` (after the fit), this rank's, each rank's in
+``per_rank`` and the largest as ``max_model_bytes``, ``max_bytes_per_iteration``, ``max_peak_rss_bytes``.
 
 ``factors="partitioned"`` (see :mod:`mpiml.mf.partitioned`; ``factors_layout_`` says which was
 used) leaves each rank only its blocks: ``user_block_`` and ``item_block_`` (rows
@@ -243,8 +244,8 @@ class FactorModel:
             "setup_seconds": setup[0], "setup_comm_seconds": setup[1], "ranks": ex.size,
             "train_ratings": data["n"], "users": int(self.user_ids_.size), "items": int(self.item_ids_.size),
             "objective": last.get("objective"), "exchange": self.exchange, "reg": self.reg_,
-            "factors_layout": self.factors_layout_,
-            **{key: max(t[key] for t in per_rank) for key in memory},   # the largest rank's
+            "factors_layout": self.factors_layout_, **memory,   # this rank's, as the timings; and the largest:
+            **{"max_" + key: max(t[key] for t in per_rank) for key in memory},
         }
         if self._chunks(ex) > 1:
             self.fit_info_.update(overlap.report(self._accounts, self._chunks(ex), comm))
