@@ -71,3 +71,15 @@ def test_auto_layout_rule():
 
 def test_partitioned_equals_replicated_on_one_rank():
     assert mismatches(MPI.COMM_SELF) == []
+
+
+def test_memory_guard_predicts_partitioned_factors_per_rank():
+    from mpiml.plan.memory import memory_per_rank
+    from mpiml.plan.spec import Job, Layout
+
+    def model(layout, p):
+        job = Job("mf", "als", users=10**7, items=10**5, ratings=10**8, factors=32, factor_layout=layout)
+        return memory_per_rank(job, Layout(1, p))["model"]
+
+    assert model("partitioned", 1) == model("replicated", 1) == model("replicated", 16)
+    assert model("partitioned", 16) < model("replicated", 16) / 4
