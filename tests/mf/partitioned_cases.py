@@ -8,13 +8,15 @@ from mpiml.data.ratings import RatingsShard
 from mpiml.mf import ALS, DSGD, ImplicitALS
 from mpiml.mf.transport import gather_rows
 
+# (set, model, parameters): the second set leaves ranks without user or item rows
 CASES = [
-    (ALS, dict(rank=3, reg=0.05, iters=2, biases=True, seed=7)),
-    (ImplicitALS, dict(rank=3, reg=1.0, iters=2, dtype="float64", solver="cg", reproducible=True)),
-    (DSGD, dict(rank=3, reg=0.05, iters=2, lr=0.05, step="bold")),
-    (ImplicitALS, dict(rank=3, reg=1.0, iters=2, dtype="float64", solver="cholesky")),  # the first data set only
-    (ALS, dict(rank=2, reg=0.1, iters=2, biases=False, weighted=False, seed=1)),
+    (0, ALS, dict(rank=3, reg=0.05, iters=2, biases=True, seed=7)),
+    (0, ImplicitALS, dict(rank=3, reg=1.0, iters=2, dtype="float64", solver="cholesky")),
+    (1, ALS, dict(rank=2, reg=0.1, iters=2, biases=False, weighted=False, seed=1)),
+    (1, ImplicitALS, dict(rank=3, reg=1.0, iters=2, dtype="float64", solver="cg", reproducible=True)),
+    (1, DSGD, dict(rank=3, reg=0.05, iters=2, lr=0.05, step="bold")),
 ]
+SETS = ((60, 30, 600, 3), (3, 4, 6, 5))
 
 
 def ratings(comm, users: int, items: int, n: int, seed: int) -> RatingsShard:
@@ -40,10 +42,9 @@ def mismatches(comm) -> list:
     from mpi4py import MPI
 
     bad = []
-    # the second set leaves ranks without user or item rows
-    for spec, cases in (((60, 30, 600, 3), CASES), ((3, 4, 6, 5), CASES[:3])):
+    for which, spec in enumerate(SETS):
         data = ratings(comm, *spec)
-        for cls, kw in cases:
+        for cls, kw in (case[1:] for case in CASES if case[0] == which):
             if cls is DSGD:
                 a = cls(factors="replicated", **kw).fit(data, comm=comm)
             else:
