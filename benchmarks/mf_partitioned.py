@@ -17,8 +17,10 @@ half-step: blocks or full matrices, rows received, the block being solved),
 peak RSS. Verdicts: model memory at the largest p <= 0.35x p = 1, and bytes per ALS
 iteration <= 0.5x the replicated allgather's, on each set. The issue's scale (2M users x
 100k items x 50M ratings and the reverse) does not fit this machine; the defaults are
-scaled down by ~30x in users/items and ~80x in ratings, and the last lines extrapolate the
-measured referenced-row fractions to the issue's size (an estimate, not a measurement).
+scaled down (~35x in rows, ~115x in ratings: ~8 ratings a user instead of 25). The shares
+of routed and held rows at p = 4, 16, 64 are also computed from the routing plans alone
+(no training) on this set and on one drawn at the issue's density (25 / 500 ratings a row),
+and the last line predicts the issue's sizes from those (an estimate, not a measurement).
 """
 
 from __future__ import annotations
@@ -128,29 +130,35 @@ def run(args, ranks: int) -> list:
     return [json.loads(line) for line in lines]
 
 
-def routed_share(args, shape: str, order: str, p: int) -> float:
-    """The most rows a rank receives per ALS iteration with partitioned factors over the fewest an
-    allgather brings, from the routing plans alone (no run): what larger p would give."""
+def plan_shares(args, shape: str, ps) -> dict:
+    """``{p: (sent, held)}`` from the routing plans alone (no training run): the most rows a rank
+    receives per ALS iteration over the fewest an allgather brings it (``sent``), and the most
+    factor rows a rank holds at a half-step's peak over the full factors' rows (``held``)."""
     import numpy as np
 
     from mpiml.mf import routing
     from mpiml.mf.estimator import cost_model
     from mpiml.mf.partition import balanced_blocks, row_costs
 
-    data = power_law(args, shape, order, 0, 1)
+    data = power_law(args, shape, "shuffled", 0, 1)
     u, i = np.unique(data.users, return_inverse=True)[1], np.unique(data.items, return_inverse=True)[1]
     nu, ni = int(u.max()) + 1, int(i.max()) + 1
     costs = [row_costs(np.bincount(x, minlength=n), args.rank + 1, model=cost_model("als"))
              for x, n in ((u, nu), (i, ni))]
-    ub, ib = balanced_blocks(costs[0], p), balanced_blocks(costs[1], p)
-    ubl, ibl = np.searchsorted(ub, u, side="right") - 1, np.searchsorted(ib, i, side="right") - 1
-    worst = 0
-    for r in range(p):
-        items = routing.owner_counts(routing.referenced(i[ubl == r]), ib)
-        users = routing.owner_counts(routing.referenced(u[ibl == r]), ub)
-        worst = max(worst, int(items.sum() - items[r] + users.sum() - users[r]))
-    least = min(nu + ni - int(ub[r + 1] - ub[r] + ib[r + 1] - ib[r]) for r in range(p))
-    return worst / least
+    out = {}
+    for p in ps:
+        ub, ib = balanced_blocks(costs[0], p), balanced_blocks(costs[1], p)
+        ubl, ibl = np.searchsorted(ub, u, side="right") - 1, np.searchsorted(ib, i, side="right") - 1
+        sent = held = 0
+        for r in range(p):
+            items = routing.owner_counts(routing.referenced(i[ubl == r]), ib)
+            users = routing.owner_counts(routing.referenced(u[ibl == r]), ub)
+            own_u, own_i = int(ub[r + 1] - ub[r]), int(ib[r + 1] - ib[r])
+            sent = max(sent, int(items.sum() - items[r] + users.sum() - users[r]))
+            held = max(held, own_u + own_i + max(int(items.sum()) + own_u, int(users.sum()) + own_i))
+        least = min(nu + ni - int(ub[r + 1] - ub[r] + ib[r + 1] - ib[r]) for r in range(p))
+        out[p] = (sent / least, held / (nu + ni))
+    return out
 
 
 def allgather_bytes(r: dict, p: int) -> float:
@@ -191,20 +199,26 @@ def main(argv=None) -> int:
                             f"replicated allgather = {sent:.2f} ({'PASS' if sent <= BYTES_GOAL else 'MISS'} <= "
                             f"{BYTES_GOAL}); s/iter partitioned / replicated = "
                             f"{part['seconds_per_iteration'] / rep['seconds_per_iteration']:.2f}")
-        shares = {p: routed_share(args, shape, "shuffled", p) for p in (top, 16, 64)}
-        lines.append("  routed rows / allgathered rows from the plans alone (shuffled ids): " +
-                     ", ".join(f"p={p} {v:.2f}" for p, v in shares.items()))
+        shares = plan_shares(args, shape, (top, 16, 64))
+        lines.append("  from the plans alone (no run), shuffled ids: routed / allgathered rows " +
+                     ", ".join(f"p={p} {v[0]:.2f}" for p, v in shares.items()))
+        # the issue's density (ratings per row) on a set scaled down to draw in seconds
         nu, ni, n = ISSUE[shape]
-        part = rows[shape, top, "partitioned", "shuffled"]
+        scale = argparse.Namespace(many=80000, few=4000, ratings=2_000_000, rank=args.rank)
+        dense = plan_shares(scale, shape, (top, 16, 64))
+        lines.append(f"  at the issue's density ({n // nu} and {n // ni} ratings a row; 80000 x 4000 x 2M drawn, "
+                     "plans alone): routed / allgathered rows " +
+                     ", ".join(f"p={p} {v[0]:.2f}" for p, v in dense.items()))
         row = (args.rank + 2) * 8
-        share_sent = part["bytes_per_iteration"] / allgather_bytes(rep, top)
-        share_held = part["model_bytes"] / ((base["users"] + base["items"]) * row)
         full = (nu + ni) * row
-        lines.append(f"  predicted at the issue's {nu} x {ni} x {n} (p={top}, this set's measured shares; the issue's "
-                     f"{n / nu:.0f} vs {n / ni:.0f} ratings a row reference more): replicated model "
-                     f"{(full + (max(nu, ni) + max(nu, ni) / top) * row) / 2**30:.2f} GiB and allgather "
-                     f"{full * (top - 1) / top / 2**30:.2f} GiB/iter per rank; partitioned "
-                     f"~{share_held * full / 2**30:.2f} GiB and ~{share_sent * full * (top - 1) / top / 2**30:.2f} GiB/iter")
+        replicated = full + (max(nu, ni) + max(nu, ni) / top) * row
+        alone = full + 2 * max(nu, ni) * row   # p = 1: both sides, and a side's new copy
+        lines.append(f"  predicted at the issue's {nu} x {ni} x {n}, rank {args.rank}, p={top} (row counts x "
+                     f"{row} B, shares at the issue's density): replicated model {replicated / 2**30:.2f} GiB and "
+                     f"{full * (top - 1) / top / 2**30:.2f} GiB sent per iteration per rank; partitioned "
+                     f"{dense[top][1] * full / 2**30:.2f} GiB ({dense[top][1] * full / alone:.2f}x p=1's "
+                     f"{alone / 2**30:.2f} GiB) and {dense[top][0] * full * (top - 1) / top / 2**30:.2f} GiB "
+                     f"({dense[top][0]:.2f}x the allgather)")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     if args.json:
         print(json.dumps({"runs": list(rows.values()), "verdicts": verdicts, "seconds": time.perf_counter() - start,
