@@ -48,7 +48,7 @@ def parse_args(argv=None):
     parser.add_argument("--few", type=int, default=3000, help="rows of the smaller side")
     parser.add_argument("--ratings", type=int, default=600000)
     parser.add_argument("--rank", type=int, default=32)
-    parser.add_argument("--iters", type=int, default=2)
+    parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--ranks", default="1,2,4")
     parser.add_argument("--quick", action="store_true", help="small data")
     parser.add_argument("--json", action="store_true")
