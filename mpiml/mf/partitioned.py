@@ -121,18 +121,12 @@ def setup(model, data: dict, ex) -> dict:
     full = (nu + ni) * lay.width * itemsize
     if model._params.reg == "auto" or (setting == "auto" and not AUTO_PARTITIONS):
         setting = "replicated"  # the reg search scores held-out pairs on full factors; see AUTO_PARTITIONS
-    out = {}
-    routed = gathered = None
-    if model.needs_item_rows and needs_plans(setting, size, full):
-        ur, ir = data["user_rows"], data["item_rows"]
-        items_needed, users_needed = routing.referenced(ur.cols), routing.referenced(ir.cols)
-        to_users = routing.plan_route(items_needed, data["item_bounds"], ex.comm)
-        to_items = routing.plan_route(users_needed, data["user_bounds"], ex.comm)
+    out, routed, gathered = {}, None, None
+    if model.needs_item_rows and (setting == "partitioned" or needs_plans(setting, size, full)):
+        out = plans(data, ex)
         ub, ib, r = data["user_bounds"], data["item_bounds"], ex.rank
-        mine = int(ub[r + 1] - ub[r] + ib[r + 1] - ib[r])
-        out = dict(routes=(to_users, to_items), user_local=compact(ur, items_needed),
-                   item_local=compact(ir, users_needed))
-        routed, gathered = to_users.received() + to_items.received(), nu + ni - mine
+        routed = sum(route.received() for route in out["routes"])
+        gathered = nu + ni - int(ub[r + 1] - ub[r] + ib[r + 1] - ib[r])
     memory = 0.0
     if setting == "auto" and needs_plans(setting, size, full):
         from mpiml.collectives import allreduce
@@ -145,13 +139,16 @@ def setup(model, data: dict, ex) -> dict:
             routed, gathered = top[0], -top[1]
     model.factors_layout_ = choose(setting, size, full, routed, gathered, memory)
     model._partitioned = model.factors_layout_ == "partitioned"
-    if model._partitioned and model.needs_item_rows and not out:  # p == 1 asked for partitioned
-        ur, ir = data["user_rows"], data["item_rows"]
-        items_needed, users_needed = routing.referenced(ur.cols), routing.referenced(ir.cols)
-        out = dict(routes=(routing.plan_route(items_needed, data["item_bounds"], ex.comm),
-                           routing.plan_route(users_needed, data["user_bounds"], ex.comm)),
-                   user_local=compact(ur, items_needed), item_local=compact(ir, users_needed))
     return out if model._partitioned else {}
+
+
+def plans(data: dict, ex) -> dict:
+    """The two half-steps' routes (collective) and this rank's ratings with columns local to them."""
+    ur, ir = data["user_rows"], data["item_rows"]
+    items_needed, users_needed = routing.referenced(ur.cols), routing.referenced(ir.cols)
+    return dict(routes=(routing.plan_route(items_needed, data["item_bounds"], ex.comm),
+                        routing.plan_route(users_needed, data["user_bounds"], ex.comm)),
+                user_local=compact(ur, items_needed), item_local=compact(ir, users_needed))
 
 
 def model_bytes(model, data: dict, ex, itemsize: int) -> int:
