@@ -10,6 +10,7 @@ from mpi4py import MPI
 from mpi_helpers import agree, shared_tmp, sub_comm  # noqa: F401 - shared_tmp is a fixture
 from partitioned_cases import mismatches, ratings
 
+from mpiml.errors import DivergenceError
 from mpiml.mf import ALS, partitioned
 from mpiml.mf.transport import gather_rows
 
@@ -27,6 +28,14 @@ def test_partitioned_factors_equal_replicated_ones(monkeypatch):
     routes = comm.allgather(model.factors_layout_)
     expected = "replicated" if comm.size == 1 else None
     agree(comm, len(set(routes)) == 1 and expected in (None, routes[0]), routes)
+    # a singular row solve on one rank stops every rank with the same error
+    try:
+        ALS(rank=6, reg=0.0, iters=1, biases=False, factors="partitioned").fit(data, comm=comm)
+        message = None
+    except DivergenceError as exc:
+        message = str(exc)
+    agree(comm, message is not None and "non-finite" in message, message)
+    agree(comm, len(set(comm.allgather(message))) == 1, message)
 
 
 @pytest.mark.mpi
