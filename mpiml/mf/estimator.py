@@ -503,7 +503,9 @@ class FactorModel:
         return full
 
     def _chunks(self, ex) -> int:
-        """The half-steps' overlap chunks (1: none)."""
+        """The half-steps' overlap chunks (1: none; partitioned factors route without the allgather it overlaps)."""
+        if getattr(self, "_partitioned", False):
+            return 1
         return max(int(getattr(self._params, "overlap", 0) or 0), 1) if ex.size > 1 else 1
 
     def _solve_gathered(self, ex, solve, rows, bounds, side, it, end):
