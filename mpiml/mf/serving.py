@@ -102,7 +102,7 @@ class PartitionedFactors:
                 problems.append(f"blocks of shapes {np.shape(self.user_block)} and {np.shape(self.item_block)}, "
                                 f"expected ({nu}, width) and ({ni}, width)")
             if np.size(self.rated_indptr) != nu + 1 or \
-                    (nu + 1 and int(self.rated_indptr[-1]) != np.size(self.rated_indices)):
+                    int(self.rated_indptr[-1]) != np.size(self.rated_indices):
                 problems.append("rated_indptr must have one entry per block user + 1, ending at len(rated_indices)")
         if problems:
             raise ArgumentError("invalid partitioned factors: " + "; ".join(problems))
@@ -255,7 +255,7 @@ def _check_indices(pf, users, items, t, unknown: int = -1) -> None:
     t.agree(error)
 
 
-def predict_pairs(pf: PartitionedFactors, users, items, comm=None, transport=None) -> np.ndarray:
+def predict_pairs(pf: PartitionedFactors, users, items, comm=None, transport=None, route: str = "auto") -> np.ndarray:
     """Scores ``mu + P[u] . Q[i]`` of global index pairs held on this rank, in order (collective).
 
     Parameters
@@ -267,6 +267,9 @@ def predict_pairs(pf: PartitionedFactors, users, items, comm=None, transport=Non
         Every rank calls, with its own pairs (possibly none).
     transport : optional
         Default :class:`MPITransport` on ``comm``.
+    route : {"auto", "users", "items"}
+        Which owners the pairs travel to; ``"auto"``: the side with fewer rows to fetch
+        (:func:`route_costs` summed over ranks). The same on every rank.
 
     Returns
     -------
@@ -278,14 +281,16 @@ def predict_pairs(pf: PartitionedFactors, users, items, comm=None, transport=Non
     ArgumentError
         On every rank, if any rank passed an index outside the model.
     """
+    if route not in ("auto", "users", "items"):
+        raise ArgumentError(f"route must be auto, users or items, not {route!r}")
     t = _transport(comm, transport)
     u, i = np.asarray(users, dtype=np.int64).reshape(-1), np.asarray(items, dtype=np.int64).reshape(-1)
     _check_indices(pf, u, i, t)
     known = (u >= 0) & (i >= 0)
     out = np.full(u.size, np.nan)
     u, i = u[known], i[known]
-    by_users = True
-    if t.size > 1:
+    by_users = route != "items"
+    if t.size > 1 and route == "auto":
         costs = t.sum(route_costs(pf.user_bounds, pf.item_bounds, u, i))
         by_users = bool(costs[0] <= costs[1])
     # Routed to the owners of one side, the pair's other row is fetched; the dot product is the same
