@@ -81,26 +81,28 @@ def test_shard(world, comm, n=40, seed=0):
 
 
 def check_predict_and_evaluate(comm):
-    for integer in (False, True):
+    # (layout, integer factors, routes, evaluate's (cold_start, reproducible) cases): few collectives, each
+    # layout, route, policy and mode once; integer factors make ranking ties real
+    plan = [(0, False, ("auto", "users", "items"), [("drop", False), ("drop", True)]),
+            (1, False, ("auto",), [("nan", False)]),
+            (2, True, ("auto",), [("mean", True), ("drop", False)])]
+    for layout, integer, routes, evaluations in plan:
         world = make_world(1 + integer, integer=integer)
         model = replicated(world)
         shard = test_shard(world, comm)
         u, i = lookup(world["user_ids"], shard.users), lookup(world["item_ids"], shard.items)
-        for ub, ib in layouts(world, comm):
-            pf = share(world, comm, ub, ib)
-            for route in ("auto", "users", "items"):
-                got = serving.predict_pairs(pf, u, i, comm=comm, route=route)
-                want = model.predict(shard.users, shard.items, cold_start="nan")
-                agree(comm, np.array_equal(got, want, equal_nan=True), (route, got - want))
-            for policy in ("drop", "nan", "mean"):
-                for exact in (False, True):
-                    model.cold_start, model.reproducible = policy, exact
-                    want = model.evaluate(shard, comm=comm, k=4, ranking=True)
-                    got = serving.evaluate(pf, shard.users, shard.items, shard.values, comm=comm, k=4, ranking=True,
-                                           cold_start=policy, reproducible=exact)
-                    same = got.keys() == want.keys() and all(
-                        np.array_equal(got[key], want[key], equal_nan=True) for key in want)
-                    agree(comm, same, (policy, exact, got, want))
+        pf = share(world, comm, *layouts(world, comm)[layout])
+        for route in routes:
+            got = serving.predict_pairs(pf, u, i, comm=comm, route=route)
+            want = model.predict(shard.users, shard.items, cold_start="nan")
+            agree(comm, np.array_equal(got, want, equal_nan=True), (route, got - want))
+        for policy, exact in evaluations:
+            model.cold_start, model.reproducible = policy, exact
+            want = model.evaluate(shard, comm=comm, k=4, ranking=True)
+            got = serving.evaluate(pf, shard.users, shard.items, shard.values, comm=comm, k=4, ranking=True,
+                                   cold_start=policy, reproducible=exact)
+            same = got.keys() == want.keys() and all(np.array_equal(got[key], want[key], equal_nan=True) for key in want)
+            agree(comm, same, (policy, exact, got, want))
 
 
 def oracle_top_k(world, user, k, exclude, offset):
@@ -113,36 +115,35 @@ def oracle_top_k(world, user, k, exclude, offset):
 
 
 def check_recommend(comm):
-    for integer in (True, False):
+    # (integer factors, layout, k, exclude_rated): ties on every layout, k = 1 and k > items once
+    plan = [(True, 0, 4, True), (True, 1, 1, True), (True, 2, 30, True), (True, 2, 4, False), (False, 0, 4, True)]
+    for integer, layout, k, exclude in plan:
         world = make_world(3 + integer, integer=integer)
         model = replicated(world)
-        nu, ni = world["user_ids"].size, world["item_ids"].size
+        nu = world["user_ids"].size
         rng = np.random.default_rng([5, comm.rank])
         asked = rng.choice(nu, 0 if comm.rank == comm.size - 1 else 6)   # repeats allowed; the last rank asks none
         asked[:1] = 0   # user 0 rated nearly every item: fewer than k are left
-        for ub, ib in layouts(world, comm):
-            pf = share(world, comm, ub, ib)
-            for k in (1, 4, ni + 3):
-                for exclude in (True, False):
-                    got = serving.recommend_batch(pf, world["user_ids"][asked], k, exclude, comm=comm)
-                    bad = []   # ranks ask different numbers of users: one verdict per call
-                    for user, (items, scores) in zip(asked, got):
-                        ids, values = model.recommend(world["user_ids"][user], k, exclude)
-                        best, oracle = oracle_top_k(world, user, k, exclude, world["mu"])
-                        finite = np.isfinite(oracle)
-                        ok = np.array_equal(items, ids) and np.array_equal(items, world["item_ids"][best[finite]])
-                        close = np.allclose(scores, values, rtol=1e-13, atol=0) and \
-                            np.allclose(scores, oracle[finite], rtol=1e-13, atol=0)
-                        exact = not integer or np.array_equal(scores, oracle[finite])
-                        if not (ok and close and exact):
-                            bad.append((user, k, exclude, items, ids, scores, values))
-                    # the ranking's lists keep excluded items (scored -inf) when fewer than k others remain
-                    best, scores = serving.top_k_users(pf, asked, k, exclude, comm=comm)
-                    for row, user in enumerate(asked):
-                        want, values = oracle_top_k(world, user, k, exclude, 0.0)
-                        if not (np.array_equal(best[row], want) and np.allclose(scores[row], values, rtol=1e-13)):
-                            bad.append((user, best[row], want))
-                    agree(comm, not bad, bad)
+        pf = share(world, comm, *layouts(world, comm)[layout])
+        got = serving.recommend_batch(pf, world["user_ids"][asked], k, exclude, comm=comm)
+        bad = []   # ranks ask different numbers of users: one verdict per call
+        for user, (items, scores) in zip(asked, got):
+            ids, values = model.recommend(world["user_ids"][user], k, exclude)
+            best, oracle = oracle_top_k(world, user, k, exclude, world["mu"])
+            finite = np.isfinite(oracle)
+            ok = np.array_equal(items, ids) and np.array_equal(items, world["item_ids"][best[finite]])
+            close = np.allclose(scores, values, rtol=1e-13, atol=0) and \
+                np.allclose(scores, oracle[finite], rtol=1e-13, atol=0)
+            exact = not integer or np.array_equal(scores, oracle[finite])
+            if not (ok and close and exact):
+                bad.append((user, k, exclude, items, ids, scores, values))
+        # the ranking's lists keep excluded items (scored -inf) when fewer than k others remain
+        best, scores = serving.top_k_users(pf, asked, k, exclude, comm=comm)
+        for row, user in enumerate(asked):
+            want, values = oracle_top_k(world, user, k, exclude, 0.0)
+            if not (np.array_equal(best[row], want) and np.allclose(scores[row], values, rtol=1e-13)):
+                bad.append((user, best[row], want))
+        agree(comm, not bad, bad)
         raised = None
         try:
             serving.recommend_batch(pf, [99_999] if comm.rank == 0 else [], comm=comm)
@@ -154,7 +155,7 @@ def check_recommend(comm):
 def check_fold_in(comm):
     from mpiml.mf.als import Layout
 
-    for biases in (True, False):
+    for biases, layout in ((True, 0), (True, 1), (False, 2)):
         world = make_world(6, biases=biases)
         model = replicated(world)
         lay = Layout(world["rank"], biases)
@@ -164,12 +165,98 @@ def check_fold_in(comm):
         items = rng.choice(world["item_ids"], n)    # repeated items are kept, as in FactorModel
         items[:1] = 99_997                          # unknown: ignored
         ratings = rng.integers(1, 6, n).astype(float)
-        for ub, ib in layouts(world, comm):
-            pf = share(world, comm, ub, ib)
-            got = serving.fold_in(pf, items, ratings, serving.als_solver(world["mu"], 0.1, lay), comm=comm)
-            want = model.fold_in(items, ratings)
-            agree(comm, np.array_equal(got, want), (got, want))
-            gram = serving.item_gram(pf, comm=comm)
-            got = serving.fold_in(pf, items, ratings, serving.ials_solver(gram, 0.3, 2.0), comm=comm)
-            want = implicit.fold_in(items, ratings)
-            agree(comm, np.allclose(got, want, rtol=1e-10, atol=1e-12), (got, want))
+        pf = share(world, comm, *layouts(world, comm)[layout])
+        got = serving.fold_in(pf, items, ratings, serving.als_solver(world["mu"], 0.1, lay), comm=comm)
+        want = model.fold_in(items, ratings)
+        agree(comm, np.array_equal(got, want), (got, want))
+        gram = serving.item_gram(pf, comm=comm)
+        got = serving.fold_in(pf, items, ratings, serving.ials_solver(gram, 0.3, 2.0), comm=comm)
+        want = implicit.fold_in(items, ratings)
+        agree(comm, np.allclose(got, want, rtol=1e-10, atol=1e-12), (got, want))
+
+
+def _same(a, b) -> bool:
+    fields = ("user_bounds", "item_bounds", "user_block", "item_block", "user_ids", "item_ids", "rated_indptr",
+              "rated_indices", "rank", "size")
+    return all(np.array_equal(getattr(a, f), getattr(b, f)) for f in fields) and a.mu == b.mu and \
+        a.user_block.dtype == b.user_block.dtype
+
+
+def _raises(call, kind, *words):
+    """What ``call()`` raised (None if it did not raise ``kind`` with all ``words`` in its message)."""
+    try:
+        call()
+    except kind as exc:
+        return str(exc) if all(w in str(exc) for w in words) else None
+    return None
+
+
+def check_block_store(comm, root):
+    """Save at p, load at p (same and new bounds) and at other counts; full load; damaged saves refused."""
+    from mpi_helpers import sub_comm
+
+    from mpiml.errors import DataError
+    from mpiml.mf import block_store
+    from mpiml.mf.estimator import FactorModel
+
+    world = make_world(9)
+    model = replicated(world)
+    config = {"format": 1, "algorithm": "als", "params": model._model_params(vars(model._params)), "reg_": 0.1}
+    path = root / "model"
+    pf = share(world, comm, *layouts(world, comm)[0])
+    block_store.save_blocks(path, pf, config, comm=comm)
+    ok = _same(block_store.load_blocks(path, comm, pf.user_bounds, pf.item_bounds), pf)
+    nu, ni = world["user_ids"].size, world["item_ids"].size
+    for size in sorted({1, max(comm.size - 1, 1), comm.size}):
+        with sub_comm(size) as sub:
+            if sub is not None:
+                got = block_store.load_blocks(path, sub)
+                ok &= _same(got, share(world, sub, partition.contiguous(nu, size), partition.contiguous(ni, size)))
+                ok &= block_store.read_manifest(path, sub)["config"] == config
+    agree(comm, ok, "blocks loaded at another rank count differ from the full arrays' slices")
+    full = block_store.load_full(path, comm)
+    agree(comm, all(np.array_equal(full[key], world[key]) for key in
+                    ("P", "Q", "user_ids", "item_ids", "rated_indptr", "rated_indices")) and full["mu"] == world["mu"])
+    out = comm.bcast(str(root / "replicated.npz"))
+    block_store.to_model_file(path, out, comm)
+    loaded = FactorModel.load(out, comm)
+    pairs = world["user_ids"][:5], world["item_ids"][:5]
+    agree(comm, np.array_equal(loaded.predict(*pairs), model.predict(*pairs)) and loaded.reg_ == 0.1)
+
+    # saved again at p - 1 ranks over it: the extra block file goes, the new save reads back
+    with sub_comm(max(comm.size - 1, 1)) as sub:
+        if sub is not None:
+            bounds = partition.contiguous(nu, sub.size), partition.contiguous(ni, sub.size)
+            block_store.save_blocks(path, share(world, sub, *bounds), config, comm=sub)
+    comm.Barrier()
+    files = sorted(p.name for p in path.glob("block-*.npz"))
+    agree(comm, files == [block_store.block_name(r) for r in range(max(comm.size - 1, 1))], files)
+    agree(comm, _same(block_store.load_blocks(path, comm), share(world, comm, partition.contiguous(nu, comm.size),
+                                                                 partition.contiguous(ni, comm.size))))
+
+    # a damaged block: every rank raises the reader's DataError naming the file
+    block_store.save_blocks(path, pf, config, comm=comm)
+    victim = path / block_store.block_name(comm.size - 1)
+    if comm.rank == 0:
+        victim.write_bytes(victim.read_bytes()[:100])
+    comm.Barrier()
+    agree(comm, _raises(lambda: block_store.load_blocks(path, comm), DataError, victim.name, "corrupt"))
+    if comm.rank == 0:
+        victim.unlink()
+    comm.Barrier()
+    agree(comm, _raises(lambda: block_store.load_full(path, comm), DataError, victim.name, "missing"))
+
+    # a save that fails on one rank leaves no manifest: never read as complete
+    real = block_store._write
+
+    def failing(where, data):
+        if where.name.startswith("block") and comm.rank == comm.size - 1:
+            raise OSError(28, "No space left on device")
+        return real(where, data)
+
+    block_store._write = failing
+    try:
+        agree(comm, _raises(lambda: block_store.save_blocks(path, pf, config, comm=comm), DataError, "No space"))
+    finally:
+        block_store._write = real
+    agree(comm, _raises(lambda: block_store.load_blocks(path, comm), DataError, "no manifest"))

@@ -13,10 +13,11 @@ from mpiml.mf.block_store import read_plan
 from mpiml.mf.metrics import top_k, top_k_reference
 
 
-def test_serving_at_one_rank_equals_the_replicated_model():
-    cases.check_predict_and_evaluate(MPI.COMM_SELF)
-    cases.check_recommend(MPI.COMM_SELF)
-    cases.check_fold_in(MPI.COMM_SELF)
+def test_serving_at_one_rank_equals_the_replicated_model(tmp_path):
+    cases.check_predict_and_evaluate(MPI.COMM_WORLD)
+    cases.check_recommend(MPI.COMM_WORLD)
+    cases.check_fold_in(MPI.COMM_WORLD)
+    cases.check_block_store(MPI.COMM_WORLD, tmp_path)
 
 
 def test_top_k_breaks_ties_by_lower_index_as_a_full_sort_does():

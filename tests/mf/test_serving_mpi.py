@@ -21,3 +21,8 @@ def test_recommend_merges_item_blocks_into_the_replicated_top_k():
 @pytest.mark.mpi
 def test_fold_in_fetches_item_rows_and_equals_the_replicated_fold_in():
     cases.check_fold_in(MPI.COMM_WORLD)
+
+
+@pytest.mark.mpi
+def test_blocks_saved_at_p_load_at_other_counts_and_damage_is_refused(shared_tmp):
+    cases.check_block_store(MPI.COMM_WORLD, shared_tmp)
