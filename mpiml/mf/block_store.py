@@ -80,7 +80,8 @@ def save_blocks(path, pf: PartitionedFactors, config: dict | None = None, comm=N
     root = Path(path)
     error = None
     if pf.size != size or pf.rank != rank:
-        error = ArgumentError(f"these factors are rank {pf.rank} of {pf.size}, the communicator's rank {rank} of {size}")
+        error = ArgumentError(f"these factors are rank {pf.rank} of {pf.size}, the communicator's rank {rank} "
+                              f"of {size}")
     elif rank == 0:
         try:
             json.dumps(config)

@@ -57,6 +57,7 @@ __all__ = ["PartitionedFactors", "MPITransport", "predict_pairs", "evaluate", "t
            "fold_in", "als_solver", "ials_solver", "item_gram", "gather_full", "merge_top_k", "route_costs"]
 
 BATCH = 512  # users scored together by evaluate's ranking (the replicated path's batch)
+SCORES = 1 << 22  # scores one item block computes at a time (32 MiB)
 
 
 @dataclass(frozen=True, eq=False)
@@ -326,20 +327,29 @@ def block_top_k(rows: np.ndarray, item_block: np.ndarray, start: int, offset: fl
                 exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """``(global item indices, scores)`` of the ``k`` best items of one item block for each user row (pure).
 
-    ``excluded`` is ``(row numbers, global item indices)`` scored -inf (rated items).
+    ``excluded`` is ``(row numbers, ascending; global item indices)`` scored -inf (rated items).
     ``exact``: scores row by row in a fixed order (:func:`mpiml.train.reproducible.scores`).
+    Scores about :data:`SCORES` at a time (rows of ``rows`` in chunks).
     """
-    if exact:
-        from mpiml.train.reproducible import scores as row_scores
+    from mpiml.train.reproducible import scores as row_scores
 
-        scores = row_scores(item_block.T, np.zeros(item_block.shape[0]), rows)
-    else:
-        scores = rows @ item_block.T
-    scores = offset + scores
-    if excluded is not None:
-        scores[excluded[0], excluded[1] - start] = -np.inf
-    best = top_k(scores, k)
-    return best + start, np.take_along_axis(scores, best, axis=1)
+    n = rows.shape[0]
+    best, values = np.zeros((n, k), dtype=np.int64), np.zeros((n, k))
+    step = max(1, SCORES // max(item_block.shape[0], 1))
+    bounds = np.searchsorted(excluded[0], np.arange(0, n + step, step)) if excluded is not None else None
+    for j, lo in enumerate(range(0, n, step)):
+        hi = min(lo + step, n)
+        if exact:
+            scores = row_scores(item_block.T, np.zeros(item_block.shape[0]), rows[lo:hi])
+        else:
+            scores = rows[lo:hi] @ item_block.T
+        scores = offset + scores
+        if bounds is not None:
+            cut = slice(bounds[j], bounds[j + 1])
+            scores[excluded[0][cut] - lo, excluded[1][cut] - start] = -np.inf
+        best[lo:hi] = top_k(scores, k)
+        values[lo:hi] = np.take_along_axis(scores, best[lo:hi], axis=1)
+    return best + start, values
 
 
 def top_k_users(pf: PartitionedFactors, users, k: int, exclude_rated: bool = True, offset: float = 0.0,
@@ -374,11 +384,13 @@ def top_k_users(pf: PartitionedFactors, users, k: int, exclude_rated: bool = Tru
         dest = partition.owner(pf.item_bounds, rated)
     else:
         which, rated, dest = (np.zeros(0, np.int64),) * 3
-    ints = []
-    for d in range(t.size):
+    ints, sent_rows = [], []
+    for d in range(t.size):   # a rank without items gets nothing
         mask = dest == d
-        ints.append(np.concatenate([source, got[:, 1], np.bincount(which[mask], minlength=local.size), rated[mask]]))
-    arrived_rows = t.alltoallv([rows] * t.size)
+        ints.append(np.concatenate([source, got[:, 1], np.bincount(which[mask], minlength=local.size), rated[mask]])
+                    if kk[d] else np.zeros(0, np.int64))
+        sent_rows.append(rows if kk[d] else rows[:0])
+    arrived_rows = t.alltoallv(sent_rows)
     arrived_ints = t.alltoallv(ints)
     # 3. each item block's top k of every arrived row, back to the asking ranks
     m = [part.shape[0] for part in arrived_rows]

@@ -84,8 +84,7 @@ def check_predict_and_evaluate(comm):
     # (layout, integer factors, routes, evaluate's (cold_start, reproducible) cases): few collectives, each
     # layout, route, policy and mode once; integer factors make ranking ties real
     plan = [(0, False, ("auto", "users", "items"), [("drop", False), ("drop", True)]),
-            (1, False, ("auto",), [("nan", False)]),
-            (2, True, ("auto",), [("mean", True), ("drop", False)])]
+            (2, True, ("auto",), [("nan", False), ("mean", True)])]
     for layout, integer, routes, evaluations in plan:
         world = make_world(1 + integer, integer=integer)
         model = replicated(world)
@@ -101,7 +100,8 @@ def check_predict_and_evaluate(comm):
             want = model.evaluate(shard, comm=comm, k=4, ranking=True)
             got = serving.evaluate(pf, shard.users, shard.items, shard.values, comm=comm, k=4, ranking=True,
                                    cold_start=policy, reproducible=exact)
-            same = got.keys() == want.keys() and all(np.array_equal(got[key], want[key], equal_nan=True) for key in want)
+            same = got.keys() == want.keys() and all(np.array_equal(got[key], want[key], equal_nan=True)
+                                                     for key in want)
             agree(comm, same, (policy, exact, got, want))
 
 
@@ -116,7 +116,7 @@ def oracle_top_k(world, user, k, exclude, offset):
 
 def check_recommend(comm):
     # (integer factors, layout, k, exclude_rated): ties on every layout, k = 1 and k > items once
-    plan = [(True, 0, 4, True), (True, 1, 1, True), (True, 2, 30, True), (True, 2, 4, False), (False, 0, 4, True)]
+    plan = [(True, 0, 4, True), (True, 1, 1, True), (True, 2, 30, False), (False, 0, 4, True)]
     for integer, layout, k, exclude in plan:
         world = make_world(3 + integer, integer=integer)
         model = replicated(world)

@@ -20,6 +20,11 @@ def test_serving_at_one_rank_equals_the_replicated_model(tmp_path):
     cases.check_block_store(MPI.COMM_WORLD, tmp_path)
 
 
+def test_scoring_in_chunks_of_rows_changes_nothing(monkeypatch):
+    monkeypatch.setattr(serving, "SCORES", 30)   # 1 row of 23 items at a time
+    cases.check_recommend(MPI.COMM_WORLD)
+
+
 def test_top_k_breaks_ties_by_lower_index_as_a_full_sort_does():
     rng = np.random.default_rng(0)
     for _ in range(300):
