@@ -54,7 +54,7 @@ from mpiml.runtime.agree import raise_if_any
 from mpiml.runtime.comm import private_comm, resolve_comm
 
 __all__ = ["PartitionedFactors", "MPITransport", "predict_pairs", "evaluate", "top_k_users", "recommend_batch",
-           "fold_in", "als_solver", "ials_solver", "item_gram", "gather_full", "merge_top_k", "route_costs"]
+           "fold_in", "als_solver", "ials_solver", "solver_for", "item_gram", "gather_full", "merge_top_k", "route_costs"]
 
 BATCH = 512  # users scored together by evaluate's ranking (the replicated path's batch)
 SCORES = 1 << 22  # scores one item block computes at a time (32 MiB)
@@ -543,6 +543,17 @@ def ials_solver(gram: np.ndarray, reg: float, alpha: float):
         return ials.ials_rows(rows, item_rows, gram, reg, alpha, "cholesky")[0]
 
     return solve
+
+
+def solver_for(model, pf: PartitionedFactors, comm=None, transport=None):
+    """The ``solve`` of :func:`fold_in` that ``model`` (a fitted ``FactorModel``'s class and parameters) uses.
+
+    ALS and DSGD: :func:`als_solver`; implicit ALS: :func:`ials_solver` with :func:`item_gram`
+    (collective then: every rank calls).
+    """
+    if model.implicit:
+        return ials_solver(item_gram(pf, comm, transport), model.reg_, model._params.alpha)
+    return als_solver(pf.mu, model.reg_, model._layout)
 
 
 def fold_in(pf: PartitionedFactors, items, ratings, solve, comm=None, transport=None) -> np.ndarray:

@@ -169,8 +169,12 @@ def check_fold_in(comm):
         got = serving.fold_in(pf, items, ratings, serving.als_solver(world["mu"], 0.1, lay), comm=comm)
         want = model.fold_in(items, ratings)
         agree(comm, np.array_equal(got, want), (got, want))
+        agree(comm, np.array_equal(got, serving.fold_in(pf, items, ratings, serving.solver_for(model, pf, comm),
+                                                        comm=comm)))
         gram = serving.item_gram(pf, comm=comm)
         got = serving.fold_in(pf, items, ratings, serving.ials_solver(gram, 0.3, 2.0), comm=comm)
+        agree(comm, np.array_equal(got, serving.fold_in(pf, items, ratings, serving.solver_for(implicit, pf, comm),
+                                                        comm=comm)))
         want = implicit.fold_in(items, ratings)
         agree(comm, np.allclose(got, want, rtol=1e-10, atol=1e-12), (got, want))
 
