@@ -256,7 +256,8 @@ def _check_indices(pf, users, items, t, unknown: int = -1) -> None:
     t.agree(error)
 
 
-def predict_pairs(pf: PartitionedFactors, users, items, comm=None, transport=None, route: str = "auto") -> np.ndarray:
+def predict_pairs(pf: PartitionedFactors, users, items, comm=None, transport=None,
+                  route: str = "auto") -> np.ndarray:
     """Scores ``mu + P[u] . Q[i]`` of global index pairs held on this rank, in order (collective).
 
     Parameters

@@ -91,6 +91,8 @@ def check_predict_and_evaluate(comm):
         shard = test_shard(world, comm)
         u, i = lookup(world["user_ids"], shard.users), lookup(world["item_ids"], shard.items)
         pf = share(world, comm, *layouts(world, comm)[layout])
+        full = serving.gather_full(pf, comm)
+        agree(comm, all(np.array_equal(full[key], world[key]) for key in full), "gather_full")
         for route in routes:
             got = serving.predict_pairs(pf, u, i, comm=comm, route=route)
             want = model.predict(shard.users, shard.items, cold_start="nan")
