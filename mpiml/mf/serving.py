@@ -54,7 +54,8 @@ from mpiml.runtime.agree import raise_if_any
 from mpiml.runtime.comm import private_comm, resolve_comm
 
 __all__ = ["PartitionedFactors", "MPITransport", "predict_pairs", "evaluate", "top_k_users", "recommend_batch",
-           "fold_in", "als_solver", "ials_solver", "solver_for", "item_gram", "gather_full", "merge_top_k", "route_costs"]
+           "fold_in", "als_solver", "ials_solver", "solver_for", "item_gram", "gather_full", "merge_top_k",
+           "route_costs", "add_users"]
 
 BATCH = 512  # users scored together by evaluate's ranking (the replicated path's batch)
 SCORES = 1 << 22  # scores one item block computes at a time (32 MiB)
@@ -189,9 +190,21 @@ class MPITransport:
         """Exact sums over ranks of a :class:`mpiml.collectives.reproducible.Sum`."""
         return self.ex.exact(terms)
 
+    def allgather(self, values: np.ndarray) -> np.ndarray:
+        """Every rank's 1-D ``values``, concatenated in rank order."""
+        if self.size == 1:
+            return np.asarray(values)
+        return np.concatenate(private_comm(self.comm).allgather(np.asarray(values)))
+
     def agree(self, error) -> None:
         """Raise ``error`` of any rank on every rank (:func:`mpiml.runtime.agree.raise_if_any`)."""
         raise_if_any(error, self.comm)
+
+
+def _csr_take(starts, counts, order, values) -> np.ndarray:
+    """The entries of CSR rows ``order`` (each at ``starts[j]``, ``counts[j]`` long) of ``values``, concatenated."""
+    c, s = np.asarray(counts)[order], np.asarray(starts)[order]
+    return values[np.repeat(s - (np.cumsum(c) - c), c) + np.arange(int(c.sum()))]
 
 
 def _transport(comm, transport):
@@ -379,9 +392,9 @@ def top_k_users(pf: PartitionedFactors, users, k: int, exclude_rated: bool = Tru
     # 2. their rows, and the rated items in each item block, to every item-block owner
     rows = pf.user_block[local]
     if exclude_rated:
-        starts, counts = pf.rated_indptr[local], np.diff(pf.rated_indptr)[local]
+        counts = np.diff(pf.rated_indptr)[local]
         which = np.repeat(np.arange(local.size), counts)
-        rated = pf.rated_indices[np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())]
+        rated = _csr_take(pf.rated_indptr[:-1], np.diff(pf.rated_indptr), local, pf.rated_indices)
         dest = partition.owner(pf.item_bounds, rated)
     else:
         which, rated, dest = (np.zeros(0, np.int64),) * 3
@@ -588,3 +601,62 @@ def gather_full(pf: PartitionedFactors, comm=None) -> dict:
     return {"P": np.concatenate([part[0] for part in parts]), "Q": np.concatenate([part[1] for part in parts]),
             "rated_indptr": np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
             "rated_indices": np.concatenate([part[3] for part in parts]).astype(np.int64)}
+
+
+def add_users(pf: PartitionedFactors, users, rows, rated=None, comm=None, transport=None) -> PartitionedFactors:
+    """``pf`` with new users added, as ``FactorModel.fold_in(..., user=...)`` adds one (collective).
+
+    Each rank passes its own new raw ``users`` (possibly none), their factor ``rows`` (from
+    :func:`fold_in`) and, per user, the raw ids of the items they rated (unknown ones are left
+    out, as there). The ids stay sorted: a new user takes its sorted place, so the global
+    indices of the users after it grow; the users already there stay on their ranks, and a new
+    one goes to the rank whose block its place falls in (at a block boundary, the later block).
+
+    Raises
+    ------
+    ArgumentError
+        On every rank, if any new id is already in the model or given twice.
+    """
+    t = _transport(comm, transport)
+    users = np.asarray(users, dtype=np.int64).reshape(-1)
+    rows = np.asarray(rows, dtype=pf.user_block.dtype).reshape(users.size, pf.width)
+    rated = [np.zeros(0, np.int64)] * users.size if rated is None else list(rated)
+    error = None
+    if len(rated) != users.size:
+        error = ArgumentError(f"{users.size} users but {len(rated)} lists of rated items")
+    t.agree(error)
+    new = np.sort(t.allgather(users))
+    clash = (lookup(pf.user_ids, new) >= 0) | np.r_[np.diff(new) == 0, False]
+    # the same on every rank (from gathered ids): no agreement needed
+    if clash.any():
+        raise ArgumentError(f"user {new[clash][0]} is already in the model (or added twice)", collective=True)
+    places = np.searchsorted(pf.user_ids, new)   # where each goes among the old ids
+    inner = pf.user_bounds[1:-1]
+    bounds = np.concatenate([[0], inner + np.searchsorted(places, inner, side="left"), [pf.n_users + new.size]])
+    at = lookup(new, users)
+    index = at + places[at]                      # the new global index of this rank's new users
+    lists = [np.sort(found[found >= 0]) for found in (lookup(pf.item_ids, r) for r in rated)]
+    counts = np.array([r.size for r in lists], dtype=np.int64)
+    order, cuts = _groups(partition.owner(bounds, index), t.size)
+    flat = np.concatenate([np.zeros(0, np.int64)] + [lists[j] for j in order])
+    starts = np.concatenate([[0], np.cumsum(counts[order])]).astype(np.int64)
+    got_rows = t.alltoallv([rows[order[cuts[d]:cuts[d + 1]]] for d in range(t.size)])
+    got_ints = t.alltoallv([np.concatenate([index[order[cuts[d]:cuts[d + 1]]], counts[order[cuts[d]:cuts[d + 1]]],
+                                            flat[starts[cuts[d]]:starts[cuts[d + 1]]]]) for d in range(t.size)])
+    # this rank's block: its users (shifted past the new ones before them) and the new users that land in it
+    ulo, uhi = pf.user_range
+    old_index = np.arange(ulo, uhi) + np.searchsorted(places, np.arange(ulo, uhi), side="right")
+    sizes = [part.shape[0] for part in got_rows]
+    new_index = np.concatenate([np.zeros(0, np.int64)] + [part[:n] for part, n in zip(got_ints, sizes)])
+    new_counts = np.concatenate([np.zeros(0, np.int64)] + [part[n:2 * n] for part, n in zip(got_ints, sizes)])
+    new_rated = np.concatenate([np.zeros(0, np.int64)] + [part[2 * n:] for part, n in zip(got_ints, sizes)])
+    every = np.concatenate([old_index, new_index])
+    place = np.argsort(every, kind="stable")
+    block = np.concatenate([pf.user_block, *got_rows])[place]
+    all_counts = np.concatenate([np.diff(pf.rated_indptr), new_counts])[place]
+    starts = np.concatenate([pf.rated_indptr[:-1], pf.rated_indices.size + np.cumsum(new_counts) - new_counts])
+    indices = _csr_take(starts, np.concatenate([np.diff(pf.rated_indptr), new_counts]), place,
+                        np.concatenate([pf.rated_indices, new_rated]).astype(np.int64))
+    return PartitionedFactors(bounds, pf.item_bounds, block, pf.item_block, np.union1d(pf.user_ids, new),
+                              pf.item_ids, pf.mu, np.concatenate([[0], np.cumsum(all_counts)]).astype(np.int64),
+                              indices, pf.rank, pf.size)

@@ -266,3 +266,42 @@ def check_block_store(comm, root):
     finally:
         block_store._write = real
     agree(comm, _raises(lambda: block_store.load_blocks(path, comm), DataError, "no manifest"))
+
+
+def check_add_users(comm):
+    """New users folded in on several ranks at once, added, then recommended: as FactorModel.fold_in(user=...)."""
+    from mpiml.mf.als import Layout
+
+    world = make_world(11)
+    uids = world["user_ids"]
+    gaps = np.setdiff1d(np.arange(uids[0] + 1, uids[-1]), uids)
+    pool = np.random.default_rng(11).permutation(gaps)[:2 * comm.size]
+    mine = [] if comm.rank == 1 else list(pool[2 * comm.rank:2 * comm.rank + 2])
+    if comm.rank == 0:
+        mine.append(uids[0] - 1)                   # before every user
+    if comm.rank == comm.size - 1:
+        mine.append(uids[-1] + 1)                  # after every user
+    rng = np.random.default_rng([12, comm.rank])
+    asks = [(rng.choice(world["item_ids"], 5), rng.integers(1, 6, 5).astype(float)) for _ in mine]
+    everyone = [(u, a) for part in comm.allgather(list(zip(mine, asks))) for u, a in part]
+    solve = serving.als_solver(world["mu"], 0.1, Layout(world["rank"], True))
+    for layout in (0, 1):
+        pf = share(world, comm, *layouts(world, comm)[layout])
+        rows = [serving.fold_in(pf, items, ratings, solve, comm=comm) for items, ratings in asks]
+        rows += [serving.fold_in(pf, [], [], solve, comm=comm) for _ in range(4 - len(asks))]  # same call count
+        added = serving.add_users(pf, mine, np.array(rows[:len(asks)]).reshape(len(asks), pf.width),
+                                  [items for items, _ in asks], comm=comm)
+        grown = replicated(world)
+        for user, (items, ratings) in everyone:
+            grown.fold_in(items, ratings, user=user)
+        want = share(dict(P=grown.user_factors_, Q=grown.item_factors_, mu=world["mu"], user_ids=grown.user_ids_,
+                          item_ids=grown.item_ids_, rated_indptr=grown.rated_indptr_,
+                          rated_indices=grown.rated_indices_), comm, added.user_bounds, added.item_bounds)
+        (lo, hi), (new_lo, new_hi) = pf.user_range, added.user_range
+        stays = np.isin(pf.user_ids[lo:hi], added.user_ids[new_lo:new_hi]).all()
+        agree(comm, _same(added, want) and stays, (layout, added.user_bounds))
+        got = serving.recommend_batch(added, mine, 4, comm=comm)
+        agree(comm, all(np.array_equal(g[0], grown.recommend(u, 4)[0]) for u, g in zip(mine, got)))
+    raised = _raises(lambda: serving.add_users(pf, uids[:1] if comm.rank == 0 else [], np.zeros((int(comm.rank == 0),
+                                               pf.width)), comm=comm), ArgumentError, "already in the model")
+    agree(comm, raised)

@@ -17,6 +17,7 @@ def test_serving_at_one_rank_equals_the_replicated_model(tmp_path):
     cases.check_predict_and_evaluate(MPI.COMM_WORLD)
     cases.check_recommend(MPI.COMM_WORLD)
     cases.check_fold_in(MPI.COMM_WORLD)
+    cases.check_add_users(MPI.COMM_WORLD)
     cases.check_block_store(MPI.COMM_WORLD, tmp_path)
 
 

@@ -26,3 +26,8 @@ def test_fold_in_fetches_item_rows_and_equals_the_replicated_fold_in():
 @pytest.mark.mpi
 def test_blocks_saved_at_p_load_at_other_counts_and_damage_is_refused(shared_tmp):
     cases.check_block_store(MPI.COMM_WORLD, shared_tmp)
+
+
+@pytest.mark.mpi
+def test_users_added_on_several_ranks_equal_the_replicated_fold_in_with_user():
+    cases.check_add_users(MPI.COMM_WORLD)
