@@ -53,7 +53,7 @@ from mpiml.runtime import partition
 from mpiml.runtime.agree import raise_if_any
 from mpiml.runtime.comm import private_comm, resolve_comm
 
-__all__ = ["PartitionedFactors", "MPITransport", "predict_pairs", "evaluate", "top_k_users", "recommend_batch",
+__all__ = ["PartitionedFactors", "from_model", "MPITransport", "predict_pairs", "evaluate", "top_k_users", "recommend_batch",
            "fold_in", "als_solver", "ials_solver", "solver_for", "item_gram", "gather_full", "merge_top_k",
            "route_costs", "add_users"]
 
@@ -144,6 +144,28 @@ class PartitionedFactors:
         return cls(ub, ib, np.ascontiguousarray(P[ulo:uhi]), np.ascontiguousarray(Q[ilo:ihi]),
                    np.asarray(user_ids), np.asarray(item_ids), float(mu), indptr[ulo:uhi + 1] - indptr[ulo],
                    np.asarray(rated_indices, np.int64)[indptr[ulo]:indptr[uhi]], int(rank), ub.size - 1)
+
+
+def from_model(model, comm=None) -> PartitionedFactors:
+    """This rank's :class:`PartitionedFactors` of a fitted ``FactorModel`` (local; ``comm`` gives rank and size).
+
+    A model fitted with partitioned factors hands over its blocks (``user_block_``,
+    ``item_block_``, ``user_bounds_``, ``item_bounds_``, ``local_rated_indptr_``,
+    ``local_rated_indices_``); one with replicated factors is cut into contiguous blocks, so
+    that it can be served, or saved with :func:`mpiml.mf.block_store.save_blocks`, the same way.
+    """
+    comm = resolve_comm(comm)
+    rank, size = comm.Get_rank(), comm.Get_size()
+    if hasattr(model, "user_block_"):
+        return PartitionedFactors(model.user_bounds_, model.item_bounds_, model.user_block_, model.item_block_,
+                                  model.user_ids_, model.item_ids_, float(model.global_mean_),
+                                  model.local_rated_indptr_, model.local_rated_indices_, rank, size)
+    if not hasattr(model, "item_factors_"):
+        raise ArgumentError(f"this {type(model).__name__} is not fitted yet: call fit (or load a saved model)")
+    return PartitionedFactors.from_full(model.user_factors_, model.item_factors_, model.global_mean_, model.user_ids_,
+                                        model.item_ids_, model.rated_indptr_, model.rated_indices_,
+                                        partition.contiguous(model.user_ids_.size, size),
+                                        partition.contiguous(model.item_ids_.size, size), rank)
 
 
 class MPITransport:

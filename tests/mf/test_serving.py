@@ -89,3 +89,19 @@ def test_partitioned_factors_refuse_inconsistent_blocks():
     with pytest.raises(ArgumentError, match="bounds"):
         serving.PartitionedFactors([0, 30], pf.item_bounds, pf.user_block, pf.item_block, pf.user_ids,
                                    pf.item_ids, pf.mu, pf.rated_indptr, pf.rated_indices, 0, 1)
+
+
+def test_from_model_takes_a_partitioned_models_blocks_or_cuts_a_replicated_one():
+    world = cases.make_world(2)
+    model = cases.replicated(world)
+    comm = MPI.COMM_WORLD
+    whole = serving.from_model(model, comm)
+    assert cases._same(whole, cases.share(world, comm, [0, 37], [0, 23]))
+    blocks = cases.replicated(world)
+    del blocks.user_factors_, blocks.item_factors_
+    blocks.user_bounds_, blocks.item_bounds_ = whole.user_bounds, whole.item_bounds
+    blocks.user_block_, blocks.item_block_ = whole.user_block, whole.item_block
+    blocks.local_rated_indptr_, blocks.local_rated_indices_ = whole.rated_indptr, whole.rated_indices
+    assert cases._same(serving.from_model(blocks, comm), whole)
+    with pytest.raises(ArgumentError, match="not fitted"):
+        serving.from_model(cases.ALS(), comm)
