@@ -318,9 +318,9 @@ def predict_pairs(pf: PartitionedFactors, users, items, comm=None, transport=Non
     ArgumentError
         On every rank, if any rank passed an index outside the model.
     """
-    if route not in ("auto", "users", "items"):
-        raise ArgumentError(f"route must be auto, users or items, not {route!r}")
     t = _transport(comm, transport)
+    t.agree(None if route in ("auto", "users", "items") else
+            ArgumentError(f"route must be auto, users or items, not {route!r}"))
     u, i = np.asarray(users, dtype=np.int64).reshape(-1), np.asarray(items, dtype=np.int64).reshape(-1)
     _check_indices(pf, u, i, t)
     known = (u >= 0) & (i >= 0)
@@ -395,9 +395,9 @@ def top_k_users(pf: PartitionedFactors, users, k: int, exclude_rated: bool = Tru
     The top ``k`` of ``offset + P[u] . Q[i]`` over all items, best first, as
     :func:`mpiml.mf.metrics.top_k` orders the full score row (rated items scored -inf when
     ``exclude_rated``, and still listed if fewer than ``k`` others remain). ``users`` are
-    global indices held on this rank. Four all-to-alls: the users to their owners, each
-    owner's rows (with the rated items of each block) to every item-block owner, the blocks'
-    top ``k`` back to the asking rank (floats and indices apart).
+    global indices held on this rank. Five all-to-alls: the users to their owners; each
+    owner's rows, and the rated items of each block, to every rank that holds items; each
+    block's top ``k`` (indices, scores) back to the asking rank.
     """
     t = _transport(comm, transport)
     users = np.asarray(users, dtype=np.int64).reshape(-1)
@@ -480,6 +480,7 @@ def recommend_batch(pf: PartitionedFactors, users, k: int = 10, exclude_rated: b
         error = ArgumentError(f"unknown user {raw[u < 0][0]}: fold_in their ratings first")
     t.agree(error)
     best, scores = top_k_users(pf, u, k, exclude_rated, pf.mu, transport=t)
+    scores = scores.astype(np.result_type(pf.user_block, pf.item_block), copy=False)   # as replicated factors give
     return [(pf.item_ids[b[np.isfinite(s)]], s[np.isfinite(s)]) for b, s in zip(best, scores)]
 
 
