@@ -84,7 +84,7 @@ def check_predict_and_evaluate(comm):
     # (layout, integer factors, routes, evaluate's (cold_start, reproducible) cases): few collectives, each
     # layout, route, policy and mode once; integer factors make ranking ties real
     plan = [(0, False, ("auto", "users", "items"), [("drop", False), ("drop", True)]),
-            (2, True, ("auto",), [("nan", False), ("mean", True)])]
+            (2, True, ("auto",), [("mean", True)])]   # "nan" differs from "drop" only in the cold mask
     for layout, integer, routes, evaluations in plan:
         world = make_world(1 + integer, integer=integer)
         model = replicated(world)
@@ -213,7 +213,7 @@ def check_block_store(comm, root):
     block_store.save_blocks(path, pf, config, comm=comm)
     ok = _same(block_store.load_blocks(path, comm, pf.user_bounds, pf.item_bounds), pf)
     nu, ni = world["user_ids"].size, world["item_ids"].size
-    for size in sorted({1, max(comm.size - 1, 1), comm.size}):
+    for size in sorted({1, max(comm.size - 1, 1)}):   # at p itself: the reload after the second save below
         with sub_comm(size) as sub:
             if sub is not None:
                 got = block_store.load_blocks(path, sub)
