@@ -199,3 +199,23 @@ def test_sigusr1_checkpoints_and_exits_preempted_then_resume_finishes(tmp_path):
                 "--resume", "--json")
     assert result.returncode == 0, result.describe()
     assert last_json(result)["iterations"] == step + 1
+
+
+def test_partitioned_model_that_cannot_be_saved_goes_next_to_the_target(tmp_path):
+    from mpi4py import MPI
+
+    from mpiml.cli.mf import save_model
+    from mpiml.errors import ArgumentError, DataError
+
+    class Blocks:   # stands for a model with partitioned factors: save is collective, here over one rank
+        factors_layout_, checkpoint_dir, written = "partitioned", None, []
+
+        def save(self, path, comm=None):
+            if str(path) == str(tmp_path / "model"):
+                raise DataError("disk full", str(path), collective=True)
+            self.written.append(path)
+
+    with pytest.raises(ArgumentError, match="the model is in .*model.rescued-.* instead") as caught:
+        save_model(Blocks(), tmp_path / "model", MPI.COMM_SELF)
+    (spare,) = Blocks.written
+    assert os.path.dirname(spare) == str(tmp_path) and spare in str(caught.value)
