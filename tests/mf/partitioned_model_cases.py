@@ -8,6 +8,7 @@ every rank; the partitioned model answers through :mod:`mpiml.mf.serving` collec
 from __future__ import annotations
 
 import numpy as np
+from mpi4py import MPI
 from partitioned_cases import ratings
 
 from mpiml.errors import ArgumentError
@@ -81,6 +82,9 @@ def serving_problems(comm) -> list:
     # an unknown user asked on one rank only: an error on every rank
     if not errors_alike(lambda: par.recommend_batch([10 ** 6] if comm.rank == 0 else [], comm=comm), comm):
         bad.append("unknown user")
+    # asked on a communicator of another size than the blocks': an error, not a hang
+    if comm.size > 1 and not errors_alike(lambda: par.predict(test.users, test.items, comm=MPI.COMM_SELF), comm):
+        bad.append("other communicator")
     # fold_in: ranks of even number add a user, the others none; the oracle adds them all in turn
     items, values = np.array([0, 2, 5, 10 ** 6]), np.array([4.0, 2.0, 5.0, 3.0])
     new = [1000 + r for r in range(0, comm.size, 2)]
