@@ -129,7 +129,8 @@ def store_problems(comm, directory, load_comms) -> list:
         users = rep.user_ids_[sub.rank::sub.size]
         if not same_lists(loaded.recommend_batch(users, 4, comm=sub), rep.recommend_batch(users, 4)):
             bad.append(("load", sub.size, "recommend"))
-        u, i = rep.user_ids_[sub.rank::3], rep.item_ids_[(np.arange(rep.user_ids_[sub.rank::3].size) * 7) % rep.item_ids_.size]
+        u = rep.user_ids_[sub.rank::3]
+        i = rep.item_ids_[(np.arange(u.size) * 7) % rep.item_ids_.size]
         if not close(loaded.predict(u, i, comm=sub), rep.predict(u, i)):
             bad.append(("load", sub.size, "predict"))
     return bad
