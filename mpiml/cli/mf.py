@@ -116,7 +116,8 @@ def build_parser():
     split.add_argument("--test-fraction", type=float, default=0.0, help="hold out this fraction, seeded")
     parser.add_argument("--split-seed", type=int, default=0, help="seed of the --test-fraction split")
     parser.add_argument("--k", type=int, default=10, help="cut-off of the ranking metrics")
-    parser.add_argument("--out", help="write the model here (.npz)")
+    parser.add_argument("--out", help="write the model here (.npz; with --factors partitioned a directory: each rank "
+                        "writes its blocks, FactorModel.load reads it at any number of ranks)")
     parser.add_argument("--json", action="store_true", help="print one JSON object (progress goes to stderr)")
     parser.add_argument("--plot", metavar="FILE.png", help="draw the objective and training RMSE per iteration and "
                         "per second, and each rank's time (needs matplotlib: the plot extra)")
@@ -163,7 +164,10 @@ def check(args) -> None:
             from mpiml.data.synthetic_ratings import parse_spec
 
             parse_spec(source)  # a bad spec is an error now, on every rank, not in the middle of loading
-    check_writable(args.out, "--out")
+    if values.get("factors") == "partitioned":
+        check_output(args.out, "--out", folder=True)   # a directory of blocks (FactorModel.save)
+    else:
+        check_writable(args.out, "--out")
     check_writable(args.plot, "--plot")
     check_output(values.get("checkpoint_dir"), "--checkpoint-dir", folder=True)
     if args.plot:
@@ -276,12 +280,7 @@ def main(argv=None) -> int:
         result["eval_seconds"] = time.perf_counter() - clock
     if args.out:
         clock = time.perf_counter()
-        from mpi4py import MPI
-
-        from mpiml.cli.outputs import write_result
-
-        write_result(lambda path: model.save(path, comm=MPI.COMM_SELF), args.out, "--out", "model", comm,
-                     checkpoint_dir=model.checkpoint_dir)
+        save_model(model, args.out, comm)
         note(f"wrote {args.out}")
         result["model_path"] = args.out
         result["save_seconds"] = time.perf_counter() - clock
@@ -302,6 +301,40 @@ def main(argv=None) -> int:
     else:
         _print(result, comm)
     return 0
+
+
+def save_model(model, path, comm) -> None:
+    """Write ``--out``: rank 0 the file of replicated factors, every rank its blocks of partitioned ones.
+
+    Either way a write that fails goes to a fallback next to ``path`` (then, for replicated
+    factors, the temporary folder), and one agreed error says where the model is.
+    """
+    from mpi4py import MPI
+
+    from mpiml.cli.outputs import fallback_paths, write_result
+    from mpiml.errors import DataError
+
+    if getattr(model, "factors_layout_", None) != "partitioned":
+        write_result(lambda where: model.save(where, comm=MPI.COMM_SELF), path, "--out", "model", comm,
+                     checkpoint_dir=model.checkpoint_dir)
+        return
+    try:
+        model.save(path, comm=comm)   # collective; its errors are agreed
+        return
+    except DataError as exc:
+        failure = str(exc)
+    spare = fallback_paths(path)[0]   # next to the target: a folder every rank sees, as the target's
+    spare = comm.bcast(None if spare.exists() or not spare.parent.is_dir() else str(spare), root=0)
+    if spare is not None:
+        try:
+            model.save(spare, comm=comm)
+            raise ArgumentError(f"cannot write --out {path} ({failure}); the model is in {spare} instead",
+                                collective=True)
+        except DataError:
+            pass
+    where = f"the checkpoint in {model.checkpoint_dir}" if model.checkpoint_dir else "lost"
+    raise ArgumentError(f"cannot write --out {path} ({failure}), nor a fallback next to it; the model is {where}",
+                        collective=True)
 
 
 def _print(result, comm) -> None:

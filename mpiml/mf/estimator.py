@@ -4,8 +4,8 @@
 items into contiguous blocks of about equal work (one of each per rank: estimated solve
 cost for the ALS models, rating count for DSGD), moves each rating to the ranks that need
 it, trains, and leaves the full factors on every rank. After that, ``predict``,
-``recommend`` and ``fold_in`` are local (no communication); ``evaluate`` is collective
-(every rank scores its part and the sums are added up).
+``recommend`` and ``fold_in`` are local (no communication; collective with partitioned
+factors, see below); ``evaluate`` is collective (every rank scores its part and the sums are added up).
 
 ``reg="auto"`` (explicit models) chooses the regularization from the data: a seeded
 slice (``auto_fraction``, default 10%) of the training ratings is held out, the models
@@ -529,26 +529,58 @@ class FactorModel:
         return full
 
     # ------------------------------------------------------------------- using
+    # With partitioned factors (factors_layout_ == "partitioned") no rank holds P or Q: predict,
+    # evaluate, recommend, recommend_batch, fold_in and save go through mpiml.mf.serving and
+    # mpiml.mf.block_store, and are collective over the communicator the blocks are spread on.
+    def _holds_blocks(self) -> bool:
+        """Whether this model holds partitioned factors (blocks of P and Q, no full matrices)."""
+        return hasattr(self, "user_block_") and not hasattr(self, "item_factors_")
+
     def _check_fitted(self) -> None:
-        if getattr(self, "factors_layout_", None) == "partitioned" and not hasattr(self, "item_factors_"):
-            raise ArgumentError(f"this {type(self).__name__} holds partitioned factors: predict, evaluate, "
-                                "recommend, fold_in and save are not yet for partitioned factors; fit with "
-                                "factors='replicated'", collective=True)  # every rank holds the same layout
-        if not hasattr(self, "item_factors_"):
+        if not (hasattr(self, "item_factors_") or hasattr(self, "user_block_")):
             raise ArgumentError(f"this {type(self).__name__} is not fitted yet: call fit (or load a saved model)")
+
+    def _served(self, comm):
+        """``(PartitionedFactors, MPITransport)`` of this rank's blocks on ``comm`` (the fit's ranks)."""
+        from mpiml.mf import serving
+
+        self._check_fitted()
+        comm = resolve_comm(comm)
+        ranks = int(np.size(self.user_bounds_)) - 1
+        if comm.Get_size() != ranks:   # the same verdict on every rank of comm
+            raise ArgumentError(f"this {type(self).__name__}'s factors are partitioned over {ranks} ranks: call it "
+                                f"on every rank of that communicator (comm=), not on {comm.Get_size()}",
+                                collective=True)
+        return serving.from_model(self, comm), serving.MPITransport(comm, self.exchange)
 
     def _index(self, users, items):
         self._check_fitted()
         return lookup(self.user_ids_, users), lookup(self.item_ids_, items)
 
-    def predict(self, users, items, cold_start=None) -> np.ndarray:
-        """Predicted ratings (scores, for implicit models) of raw-id pairs; local.
+    def predict(self, users, items, cold_start=None, comm=None) -> np.ndarray:
+        """Predicted ratings (scores, for implicit models) of raw-id pairs.
 
         ``cold_start`` overrides the model's policy for pairs with an unknown user or item.
+        Local with replicated factors (``comm`` unused); collective with partitioned ones:
+        every rank of ``comm`` calls, with its own pairs (possibly none), and gets their scores
+        (:func:`mpiml.mf.serving.predict_pairs`).
         """
         policy = cold_start or self.cold_start
-        if policy not in COLD_START:
-            raise ArgumentError(f"cold_start must be one of {list(COLD_START)}, got {policy!r}")
+        error = None if policy in COLD_START else ArgumentError(
+            f"cold_start must be one of {list(COLD_START)}, got {policy!r}")
+        if self._holds_blocks():
+            from mpiml.mf import serving
+
+            pf, t = self._served(comm)
+            t.agree(error)
+            shape = np.shape(np.atleast_1d(users))
+            u, i = lookup(pf.user_ids, np.ravel(users)), lookup(pf.item_ids, np.ravel(items))
+            out = serving.predict_pairs(pf, u, i, transport=t)
+            if policy == "mean":
+                out[(u < 0) | (i < 0)] = self.global_mean_
+            return out.reshape(shape)
+        if error is not None:
+            raise error
         u, i = self._index(np.atleast_1d(users), np.atleast_1d(items))
         known = (u >= 0) & (i >= 0)
         out = np.full(u.shape, self.global_mean_ if policy == "mean" else np.nan)
@@ -556,10 +588,21 @@ class FactorModel:
         return out
 
     def evaluate(self, test: RatingsShard, comm=None, k: int = 10, ranking=None) -> dict:
-        """Held-out RMSE/MAE (explicit) and/or precision/recall/nDCG/MAP@k (collective)."""
+        """Held-out RMSE/MAE (explicit) and/or precision/recall/nDCG/MAP@k (collective).
+
+        With partitioned factors, :func:`mpiml.mf.serving.evaluate`: the same dict, without
+        gathering the factors.
+        """
+        ranking = self.implicit if ranking is None else ranking
+        if self._holds_blocks():
+            from mpiml.mf import serving
+
+            pf, t = self._served(comm)
+            return serving.evaluate(pf, test.users, test.items, test.values, k=k, ranking=ranking,
+                                    cold_start=self.cold_start, implicit=self.implicit,
+                                    reproducible=getattr(self, "reproducible", False), transport=t)
         comm = resolve_comm(comm)
         ex = Exchange(comm, self.exchange)
-        ranking = self.implicit if ranking is None else ranking
         pred = self.predict(test.users, test.items)
         cold = ~np.isfinite(pred) if self.cold_start == "drop" else np.zeros(pred.size, bool)
         result = {}
@@ -573,6 +616,7 @@ class FactorModel:
         return result
 
     def _ranking(self, test, ex, k):
+        """The ranking metrics of replicated factors (partitioned ones: :func:`mpiml.mf.serving.evaluate`)."""
         u, i = self._index(test.users, test.items)
         keep = (u >= 0) & (i >= 0) & (test.values > 0)
         u, i = send_to_owners(u[keep] % ex.size, [u[keep], i[keep]], ex.comm)
@@ -599,11 +643,17 @@ class FactorModel:
         return ranking_means(ex.sum(total) if terms is None else ex.exact(terms), k)
 
     def rated_items(self, user_index: int) -> np.ndarray:
-        """Item indices the user (an index) rated in training."""
+        """Item indices the user (an index) rated in training (replicated factors)."""
         return self.rated_indices_[self.rated_indptr_[user_index]:self.rated_indptr_[user_index + 1]]
 
-    def recommend(self, user, k: int = 10, exclude_rated: bool = True):
-        """``(item_ids, scores)``: the ``k`` best items for a raw user id, best first; local."""
+    def recommend(self, user, k: int = 10, exclude_rated: bool = True, comm=None):
+        """``(item_ids, scores)``: the ``k`` best items for a raw user id, best first.
+
+        Local with replicated factors; collective with partitioned ones (every rank of
+        ``comm`` asks for one user; to ask for several, or none, use :meth:`recommend_batch`).
+        """
+        if self._holds_blocks():
+            return self.recommend_batch([user], k, exclude_rated, comm)[0]
         self._check_fitted()
         u = int(lookup(self.user_ids_, [user])[0])
         if u < 0:
@@ -615,12 +665,44 @@ class FactorModel:
         best = best[np.isfinite(scores[best])]
         return self.item_ids_[best], scores[best]
 
-    def fold_in(self, items, ratings, user=None) -> np.ndarray:
-        """Factors of a new user from their ratings, the item factors held fixed; local.
+    def recommend_batch(self, users, k: int = 10, exclude_rated: bool = True, comm=None) -> list:
+        """``[(item_ids, scores), ...]``: :meth:`recommend` of each raw user id in ``users``.
+
+        Local with replicated factors (a loop over :meth:`recommend`); collective with
+        partitioned ones: every rank of ``comm`` passes its own users (possibly none) and each
+        user's row is scored against every item block, whose top ``k`` are merged
+        (:func:`mpiml.mf.serving.recommend_batch`; an unknown user is an error on every rank).
+        """
+        if self._holds_blocks():
+            from mpiml.mf import serving
+
+            pf, t = self._served(comm)
+            return serving.recommend_batch(pf, np.asarray(users, dtype=np.int64).reshape(-1), k, exclude_rated,
+                                           transport=t)
+        return [self.recommend(user, k, exclude_rated) for user in np.asarray(users).reshape(-1)]
+
+    def fold_in(self, items, ratings, user=None, comm=None) -> np.ndarray:
+        """Factors of a new user from their ratings, the item factors held fixed.
 
         Unknown items are ignored. With ``user`` (a raw id not yet in the model) the user
-        is added, so ``recommend(user)`` works afterwards.
+        is added, so ``recommend(user)`` works afterwards. Local with replicated factors;
+        collective with partitioned ones: every rank of ``comm`` calls with its own new user's
+        ratings (a rank with none passes empty ``items`` and ``ratings`` and no ``user``), the
+        rated items' rows are fetched from their owners (:func:`mpiml.mf.serving.fold_in`), and
+        the new users join the block their sorted place falls in (:func:`mpiml.mf.serving.add_users`).
         """
+        if self._holds_blocks():
+            from mpiml.mf import serving
+
+            pf, t = self._served(comm)
+            row = serving.fold_in(pf, items, ratings, serving.solver_for(self, pf, transport=t), transport=t)
+            new = [] if user is None else [user]
+            pf = serving.add_users(pf, new, np.reshape(row, (len(new), -1)) if new else np.zeros((0, pf.width)),
+                                   [np.asarray(items, dtype=np.int64)] if new else [], transport=t)
+            if pf.n_users != self.user_ids_.size:
+                self.user_block_, self.user_bounds_, self.user_ids_ = pf.user_block, pf.user_bounds, pf.user_ids
+                self.local_rated_indptr_, self.local_rated_indices_ = pf.rated_indptr, pf.rated_indices
+            return row
         self._check_fitted()
         i = lookup(self.item_ids_, items)
         values = np.asarray(ratings, dtype=np.float64)[i >= 0]
@@ -645,42 +727,89 @@ class FactorModel:
                              True)[0]
 
     # ----------------------------------------------------------------- storage
+    def _config(self) -> dict:
+        """What a saved model records besides its arrays: format, algorithm, parameters, ``reg_``."""
+        # the parameters it was fitted with (normalized), whatever set_params changed since
+        return {"format": MODEL_FORMAT, "algorithm": self.algorithm,
+                "params": self._model_params(vars(self._params)), "reg_": self.reg_}
+
     def save(self, path, comm=None) -> None:
-        """Write the model to ``path`` (``.npz``; rank 0 writes, atomically; collective)."""
+        """Write the model to ``path`` (collective).
+
+        Replicated factors: one ``.npz`` file, written by rank 0, atomically. Partitioned
+        factors: ``path`` is a directory (whatever its name) where every rank of ``comm``
+        writes its blocks and rank 0, last, a ``manifest.json`` with the model's config
+        (:func:`mpiml.mf.block_store.save_blocks`). :meth:`load` reads either.
+        """
         comm = resolve_comm(comm)
         self._check_fitted()
+        if self._holds_blocks():
+            from mpiml.mf import block_store
+
+            pf, _ = self._served(comm)
+            block_store.save_blocks(path, pf, self._config(), comm)
+            return
         error = None
         if comm.Get_rank() == 0:
             try:
-                # the parameters it was fitted with (normalized), whatever set_params changed since
-                config = {"format": MODEL_FORMAT, "algorithm": self.algorithm,
-                          "params": self._model_params(vars(self._params)), "reg_": self.reg_}
                 save_npz_atomic(path, P=self.user_factors_, Q=self.item_factors_, mu=np.array(self.global_mean_),
                                 user_ids=self.user_ids_, item_ids=self.item_ids_, rated_indptr=self.rated_indptr_,
-                                rated_indices=self.rated_indices_, config=np.array(json.dumps(config)))
+                                rated_indices=self.rated_indices_, config=np.array(json.dumps(self._config())))
             except OSError as exc:
                 error = DataError(f"cannot write model: {exc}", str(path))
         raise_if_any(error, comm)
 
     @staticmethod
+    def _from_config(config, path) -> "FactorModel":
+        """A model of the saved ``config``'s class and parameters, its ``reg_`` set (no factors yet)."""
+        if not isinstance(config, dict) or config.get("format") != MODEL_FORMAT or \
+                config.get("algorithm") not in MODELS:
+            raise DataError(f"not an mpiml model (config {config})", str(path))
+        cls = MODELS[config["algorithm"]]
+        known = params.defaults(cls.algorithm)
+        # Parameters of earlier versions that no longer exist (e.g. DSGD's batch) are dropped.
+        model = cls(**{k: v for k, v in config["params"].items() if k in known})
+        try:
+            model._check_params()
+        except ArgumentError as exc:
+            raise DataError(f"the saved parameters are invalid: {exc}", str(path)) from None
+        model.reg_ = None if config.get("reg_") is None else float(config["reg_"])
+        return model
+
+    @staticmethod
     def load(path, comm=None) -> "FactorModel":
-        """Read a model written by :meth:`save` (every rank reads it; collective)."""
+        """Read a model written by :meth:`save` (collective).
+
+        A ``.npz`` file: every rank reads all of it (replicated factors). A directory of
+        partitioned factors: the model holds partitioned factors again, cut into contiguous
+        blocks over the ranks of ``comm``, whatever their number when it was saved (each rank
+        reads only the files its blocks overlap: :func:`mpiml.mf.block_store.load_blocks`).
+        """
+        from pathlib import Path
+
         comm = resolve_comm(comm)
+        # one verdict for every rank (a path that is a directory on any rank: blocks, refused where absent)
+        if private_comm(comm).allreduce(int(Path(path).is_dir())):
+            from mpiml.mf import block_store
+
+            manifest = block_store.read_manifest(path, comm)
+            model, error = None, None
+            try:
+                model = FactorModel._from_config(manifest["config"], path)
+            except MpimlError as exc:
+                error = exc
+            raise_if_any(error, comm)
+            pf = block_store.load_blocks(path, comm)
+            model.user_block_, model.item_block_ = pf.user_block, pf.item_block
+            model.user_bounds_, model.item_bounds_ = pf.user_bounds, pf.item_bounds
+            model.local_rated_indptr_, model.local_rated_indices_ = pf.rated_indptr, pf.rated_indices
+            model.user_ids_, model.item_ids_, model.global_mean_ = pf.user_ids, pf.item_ids, pf.mu
+            model.factors_layout_, model._partitioned = "partitioned", True
+            return model
         model, error = None, None
         try:
             arrays = load_npz(path)
-            config = json.loads(str(arrays["config"]))
-            if config.get("format") != MODEL_FORMAT or config.get("algorithm") not in MODELS:
-                raise DataError(f"not an mpiml model (config {config})", str(path))
-            cls = MODELS[config["algorithm"]]
-            known = params.defaults(cls.algorithm)
-            # Parameters of earlier versions that no longer exist (e.g. DSGD's batch) are dropped.
-            model = cls(**{k: v for k, v in config["params"].items() if k in known})
-            try:
-                model._check_params()
-            except ArgumentError as exc:
-                raise DataError(f"the saved parameters are invalid: {exc}", str(path)) from None
-            model.reg_ = None if config.get("reg_") is None else float(config["reg_"])
+            model = FactorModel._from_config(json.loads(str(arrays["config"])), path)
             model.user_factors_, model.item_factors_ = arrays["P"], arrays["Q"]
             model.global_mean_ = float(arrays["mu"])
             model.user_ids_, model.item_ids_ = arrays["user_ids"], arrays["item_ids"]

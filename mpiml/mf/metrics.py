@@ -23,13 +23,40 @@ def rmse_mae(sums) -> dict:
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Column indices of the ``k`` best scores per row, best first (ties: lower index)."""
-    k = min(k, scores.shape[1])
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < scores.shape[1] else np.tile(
-        np.arange(scores.shape[1]), (scores.shape[0], 1))
+    """Column indices of the ``k`` best scores per row, best first (ties: lower index; NaN ranks as -inf).
+
+    A strict total order on ``(-score, index)``, so the top ``k`` of a row equals the top ``k`` of the
+    merged top ``k`` of any split of its columns (:mod:`mpiml.mf.serving` merges item blocks so).
+    """
+    scores = np.asarray(scores)
+    if np.isnan(scores).any():
+        scores = np.where(np.isnan(scores), -np.inf, scores)
+    rows, n = scores.shape
+    k = min(k, n)
+    if k < n:
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        # argpartition splits a tie at the k-th place arbitrarily: keep its lowest indices
+        kth = np.take_along_axis(scores, part, axis=1).min(axis=1)[:, None]
+        tied = scores == kth
+        split = tied.sum(axis=1) > (np.take_along_axis(scores, part, axis=1) == kth).sum(axis=1)
+        if split.any():
+            above, tied = scores[split] > kth[split], tied[split]
+            need = k - above.sum(axis=1, keepdims=True)
+            keep = above | (tied & (np.cumsum(tied, axis=1) <= need))
+            part[split] = np.nonzero(keep)[1].reshape(-1, k)
+    else:
+        part = np.tile(np.arange(n), (rows, 1))
     picked = np.take_along_axis(scores, part, axis=1)
     order = np.lexsort((part, -picked), axis=1)
     return np.take_along_axis(part, order, axis=1)
+
+
+def top_k_reference(scores: np.ndarray, k: int) -> np.ndarray:
+    """Reference of :func:`top_k`: a full sort of each row on ``(-score, index)``."""
+    scores = np.asarray(scores)
+    scores = np.where(np.isnan(scores), -np.inf, scores)
+    index = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
+    return np.lexsort((index, -scores), axis=1)[:, :min(k, scores.shape[1])]
 
 
 def ranking_sums(recommended: np.ndarray, relevant: list, k: int) -> np.ndarray:

@@ -41,9 +41,10 @@ from mpiml.mf import als, ials, routing
 from mpiml.mf.partition import Rows
 
 LAYOUTS = ("auto", "replicated", "partitioned")
-# Until predict / evaluate / recommend / save work on partitioned factors (mpiml.mf.serving), a
-# fitted model with them can only report its training history: "auto" then stays replicated.
-# Set True where serving is wired into the estimator.
+# FactorModel serves and saves partitioned factors (mpiml.mf.serving, block_store), but then predict,
+# recommend and fold_in are collective and user_factors_ / P are absent: code written for the
+# default layout (examples/recommend.py asks rank 0 alone) would hang or fail on a large model if
+# "auto" switched silently, so "auto" stays replicated until that default changes on purpose.
 AUTO_PARTITIONS = False
 AUTO_MIN_BYTES = 4 << 20   # below this the full factors are latency-bound: replicated costs less setup
 ROUTE_SHARE = 0.5          # partitioned when the busiest rank receives at most this share of the allgather

@@ -77,6 +77,7 @@ def test_bad_line_exits_non_zero_naming_file_and_line(tmp_path):
     (["--rank", "many"], "argument --rank: invalid int value"),
     (["--reg", "lots"], "expected a number or auto"),
     ([], "--resume needs --checkpoint-dir"),
+    (["--factors", "partitioned", "--out", __file__], "is a file, not a folder"),
 ])
 def test_arguments_that_do_not_fit_are_refused_before_any_work(args, message):
     from mpiml.cli.mf import build_parser, check
@@ -147,11 +148,23 @@ def test_separate_test_file_with_cold_start_users(tmp_path):
     train, test = tmp_path / "u.data", tmp_path / "u.test"
     train.write_text("".join(f"{u}\t{i}\t{v:.3f}\t0\n" for u, i, v in zip(users, items, values)))
     test.write_text(f"{users[0]}\t{items[0]}\t{values[0]:.3f}\t0\n999\t{items[0]}\t3\t0\n")
-    result = mf(2, "--ratings", str(train), "--test", str(test), "--rank", "2", "--iters", "3", "--json")
+    # with partitioned factors: evaluated through mpiml.mf.serving, saved as a directory of blocks
+    out = tmp_path / "model"
+    result = mf(2, "--ratings", str(train), "--test", str(test), "--rank", "2", "--iters", "3", "--json",
+                "--factors", "partitioned", "--out", str(out))
     assert result.returncode == 0, result.describe()
     report = last_json(result)
     assert report["test_ratings"] == 2 and report["test_count"] == 1 and report["cold_start_dropped"] == 1
     assert report["ratings_read"] == 800 and report["test_ratings_read"] == 2
+    assert report["factors_layout"] == "partitioned" and (out / "manifest.json").is_file()
+    from mpi4py import MPI
+
+    from mpiml.mf import ALS, FactorModel
+
+    model = FactorModel.load(out, comm=MPI.COMM_SELF)   # saved by 2 ranks, read by one
+    assert isinstance(model, ALS) and model.factors_layout_ == "partitioned" and model.user_ids_.size == 39
+    error = abs(model.predict([users[0]], [items[0]], comm=MPI.COMM_SELF)[0] - round(values[0], 3))
+    assert abs(error - report["test_rmse"]) < 1e-9
 
 
 def test_sigusr1_checkpoints_and_exits_preempted_then_resume_finishes(tmp_path):
@@ -186,3 +199,23 @@ def test_sigusr1_checkpoints_and_exits_preempted_then_resume_finishes(tmp_path):
                 "--resume", "--json")
     assert result.returncode == 0, result.describe()
     assert last_json(result)["iterations"] == step + 1
+
+
+def test_partitioned_model_that_cannot_be_saved_goes_next_to_the_target(tmp_path):
+    from mpi4py import MPI
+
+    from mpiml.cli.mf import save_model
+    from mpiml.errors import ArgumentError, DataError
+
+    class Blocks:   # stands for a model with partitioned factors: save is collective, here over one rank
+        factors_layout_, checkpoint_dir, written = "partitioned", None, []
+
+        def save(self, path, comm=None):
+            if str(path) == str(tmp_path / "model"):
+                raise DataError("disk full", str(path), collective=True)
+            self.written.append(path)
+
+    with pytest.raises(ArgumentError, match="the model is in .*model.rescued-.* instead") as caught:
+        save_model(Blocks(), tmp_path / "model", MPI.COMM_SELF)
+    (spare,) = Blocks.written
+    assert os.path.dirname(spare) == str(tmp_path) and spare in str(caught.value)
