@@ -229,7 +229,9 @@ class LBFGS(Strategy):
                 "lbfgs_objective": trace, "lbfgs_seconds": times}
 
 
-STRATEGY_CLASSES = {cls.name: cls for cls in (Sync, Local, OneShot, LBFGS)}
+from mpiml.train.asynchronous import Async  # noqa: E402  (a Strategy subclass in its own module)
+
+STRATEGY_CLASSES = {cls.name: cls for cls in (Sync, Local, OneShot, LBFGS, Async)}
 
 
 def make_strategy(name: str, compress: str = "none") -> Strategy:
