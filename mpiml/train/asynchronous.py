@@ -129,21 +129,29 @@ class SharedModel(LocalModel):
         self.win = None
 
 
-def open_shared(run) -> LocalModel:
-    """The shared model of ``run``'s replicas, starting from ``run.theta`` (collective)."""
+def replica_comm(run):
+    """The communicator of ``run``'s replicas (None without MPI); data parallelism only."""
     layout = run.layout
     comms = getattr(layout, "comms", None)
     if comms is not None and comms.cols > 1:
-        raise ArgumentError("strategy async trains data-parallel models only (every rank the whole model); "
-                            "use sync or local on a grid", collective=True)
+        raise ArgumentError(f"strategy {run.cfg.strategy} with {'backup' if run.cfg.backup else 'async'} trains "
+                            "data-parallel models only (every rank the whole model)", collective=True)
     comm = getattr(run.data, "comm", None)
     if comm is None and comms is not None:
         comm = comms.world
-    if comm is None or run.data.size == 1:
-        return LocalModel(run.theta)
+    if comm is None:
+        return None
     from mpiml.runtime.comm import private_comm
 
-    return SharedModel(run.theta, private_comm(comm))
+    return private_comm(comm)
+
+
+def open_shared(run) -> LocalModel:
+    """The shared model of ``run``'s replicas, starting from ``run.theta`` (collective)."""
+    comm = replica_comm(run)
+    if comm is None or run.data.size == 1:
+        return LocalModel(run.theta)
+    return SharedModel(run.theta, comm)
 
 
 class Async(Strategy):
