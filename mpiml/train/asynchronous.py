@@ -60,6 +60,9 @@ from mpiml.train import plan
 from mpiml.train.strategies import Strategy
 
 POLL = 2e-4   # seconds a rank that is S updates ahead sleeps between reads of the clocks
+# What this process saw in its last async run: the largest gap between the clocks in any read
+# (never above the staleness bound) and its own update count (a diagnostic, read by the tests)
+LAST_RUN: dict = {}
 
 
 class LocalModel:
@@ -172,10 +175,13 @@ class Async(Strategy):
         self.own = 0               # this rank's updates in the current epoch (its place in its rows)
         self.own_epoch = run.epoch
         self.own_start = run.step // max(p, 1)   # a resumed epoch: each rank's share of the updates done
+        self.max_spread = self.own_total = 0
         try:
             return super().train(run, resumed, stop_at)
         finally:
             self.shared.close()
+            LAST_RUN.clear()
+            LAST_RUN.update(max_spread=self.max_spread, own_updates=self.own_total, staleness=run.cfg.staleness)
 
     def epoch(self, run, stop_at) -> bool:
         c = run.cfg
@@ -211,6 +217,7 @@ class Async(Strategy):
             shared.read(mem)
             clocks = mem[n:]
             run.t = self.base + int(clocks.sum())
+            self.max_spread = max(self.max_spread, int(clocks.max() - clocks.min()))
             if run.t >= target:
                 t.comm += time.perf_counter() - start
                 return
@@ -236,6 +243,7 @@ class Async(Strategy):
             shared.add(delta)
             t.comm += time.perf_counter() - start
             self.own += 1
+            self.own_total += 1
             if run.progress is not None:
                 run.progress.update(run.epoch, min(run.t + 1 - run.epoch * steps, steps), steps, None)
 

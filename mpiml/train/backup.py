@@ -3,18 +3,21 @@
 Chen et al. 2016 ("Revisiting distributed synchronous SGD"): with ``K`` backup workers an
 update waits only for the fastest ``p - K`` of the ``p`` ranks, so one slow rank no longer
 sets the pace. The batches are ``sync``'s (:func:`mpiml.train.plan.sync_plan`: update ``s``
-uses the rows of global batch ``s`` each rank holds); a dropped rank's rows of that batch are
-left out and the update is the *mean* over the rows that did arrive (the reweighting: the
-summed gradients divided by their row count, not by the batch size).
+uses the rows of global batch ``s`` each rank holds); a late rank's rows of that batch are
+left out of it and the update is the *mean* over the rows that did arrive (the reweighting:
+the summed gradients divided by their row count, not by the batch size).
 
 Protocol, on a private duplicate of the replicas' communicator, rank 0 the reducer:
 
 - every rank computes its contribution ``[gradient sum, loss sum, rows, stop vote, update]``
   to the current update at the current model, and ranks other than 0 post it with ``Isend``;
 - rank 0 adds its own and receives until ``p - K`` contributions *to this update* are in
-  (and takes any more that have already arrived), then sends the sum to every other rank (``Isend``) and applies it; contributions that
-  arrive after their update was decided are **dropped** (received and discarded: a gradient
-  at an outdated model; their stop votes are kept);
+  (and takes any more that have already arrived), then sends the sum to every other rank (``Isend``) and applies it; a contribution that
+  arrives after its update was decided is **counted in the update being decided when it
+  arrives** (a gradient one or more updates stale, as in asynchronous SGD), but not towards
+  its ``p - K``; so no rank's rows are lost, except those still in flight at an epoch's end
+  (received and discarded there): a persistently slow rank contributes to about one update
+  in ``f`` (its slowdown), and its rows weigh about ``1/f`` as much as the others';
 - a rank other than 0 applies every decided sum in order, so every model stays identical
   (the same sums, applied in the same order); after a slow computation it first applies the
   sums decided meanwhile and contributes to the update in progress, skipping the ones it
@@ -51,7 +54,7 @@ def combine(contributions, n: int) -> np.ndarray:
     out = total.copy()
     if rows > 0:
         out[: n + 1] /= rows
-    out[n + UPDATE] = contributions[0][n + UPDATE]
+    out[n + UPDATE] = contributions[0][n + UPDATE]   # the first is the reducer's own, at this update
     return out
 
 
@@ -87,7 +90,6 @@ class BackupSync(Sync):
         self.n = n = run.layout.n_params
         self.sent, self.pending = 0, []
         self.received = np.zeros(link.Get_size(), dtype=np.int64)
-        self.carried_votes = 0.0
         stopped = False
         try:
             if link.Get_rank() == 0:
@@ -129,22 +131,19 @@ class BackupSync(Sync):
         reweighted; sent to every other rank."""
         link, n = self.link, self.n
         need = link.Get_size() - self.backup
-        taken, votes = [own], self.carried_votes
-        self.carried_votes = 0.0
+        taken, fresh = [own], 1
         scratch = np.empty(n + EXTRA)
         status = self._status()
         start = time.perf_counter()
         # wait for p - K in all, and take any more that have already arrived (free)
-        while len(taken) < need or link.Iprobe(source=self._any(), tag=TAG_GRAD):
+        while fresh < need or link.Iprobe(source=self._any(), tag=TAG_GRAD):
             link.Recv(scratch, source=self._any(), tag=TAG_GRAD, status=status)
             self.received[status.Get_source()] += 1
-            if int(scratch[n + UPDATE]) == run.t:
-                taken.append(scratch.copy())
-            else:   # late: a gradient at a model already moved on
-                votes += scratch[n + VOTE]
+            # a late one (its update was decided) counts in this one, but not towards the p - K
+            fresh += int(scratch[n + UPDATE]) == run.t
+            taken.append(scratch.copy())
         run.timings.wait += time.perf_counter() - start
         result = combine(taken, n)
-        result[n + VOTE] += votes
         self.pending = [(r, b) for r, b in self.pending if not r.Test()]
         for dest in range(1, link.Get_size()):
             self.pending.append((link.Isend(result, dest=dest, tag=TAG_SUM), result))
