@@ -55,7 +55,7 @@ import time
 
 import numpy as np
 
-from mpiml.errors import ArgumentError
+from mpiml.errors import ArgumentError, MpimlError
 from mpiml.train import plan
 from mpiml.train.strategies import Strategy
 
@@ -69,17 +69,17 @@ class LocalModel:
     """The shared model of a single replica (no MPI): the same interface as :class:`SharedModel`."""
 
     def __init__(self, theta: np.ndarray, size: int = 1):
-        self.n, self.size = theta.size, size
-        self.mem = np.zeros(self.n + size)
+        self.n, self.size, self.length = theta.size, size, theta.size + size + 1
+        self.mem = np.zeros(self.length)
         self.mem[: self.n] = theta
 
     def read(self, out: np.ndarray) -> np.ndarray:
-        """``[theta | clocks]`` into ``out``."""
+        """``[theta | clocks | failed]`` into ``out``."""
         out[:] = self.mem
         return out
 
     def add(self, delta: np.ndarray) -> None:
-        """Add ``[theta change | clock increments]``."""
+        """Add ``[theta change | clock increments | failures]``."""
         self.mem += delta
 
     def barrier(self) -> None:
@@ -97,13 +97,14 @@ class SharedModel(LocalModel):
 
         self.MPI, self.comm = MPI, comm
         self.n, self.size = theta.size, comm.Get_size()
-        count = self.n + self.size if comm.Get_rank() == 0 else 0
+        self.length = self.n + self.size + 1
+        count = self.length if comm.Get_rank() == 0 else 0
         self.win = MPI.Win.Allocate(8 * count, 8, comm=comm)
         if comm.Get_rank() == 0:
             mem = np.frombuffer(self.win.tomemory(), dtype=np.float64)
             mem[: self.n] = theta
             mem[self.n:] = 0.0
-        self._zeros = np.zeros(self.n + self.size)
+        self._zeros = np.zeros(self.length)
         comm.Barrier()   # the model is written before anyone reads it
         self.win.Lock_all()   # one passive epoch for the run: see the module docstring (MPICH's progress)
         self.locked = True
@@ -170,7 +171,7 @@ class Async(Strategy):
         self.shared = open_shared(run)
         self.base = run.t          # the update count when the clocks were zero
         p = run.data.size
-        self.mem = np.empty(self.shared.n + self.shared.size)
+        self.mem = np.empty(self.shared.length)
         self.delta = np.zeros_like(self.mem)
         self.own = 0               # this rank's updates in the current epoch (its place in its rows)
         self.own_epoch = run.epoch
@@ -212,10 +213,26 @@ class Async(Strategy):
             self.own_epoch, self.own, self.own_start = run.epoch, 0, 0
         order = plan.local_order(c.seed, run.epoch, data.rank, data.size, run.n_local)
         mem, delta, t = self.mem, self.delta, run.timings
+        try:
+            self._updates(run, steps, target, order, total, update_rows)
+        except BaseException:
+            # tell the others, who would otherwise wait for this rank's clock (S ahead) forever
+            delta[:] = 0.0
+            delta[n + p] = 1.0
+            shared.add(delta)
+            raise
+
+    def _updates(self, run, steps, target, order, total, update_rows) -> None:
+        """The loop of :meth:`segment`."""
+        c, shared, mem, delta, t = run.cfg, self.shared, self.mem, self.delta, run.timings
+        n, p = shared.n, shared.size
+        me = run.data.rank if p > 1 else 0
         while True:
             start = time.perf_counter()
             shared.read(mem)
-            clocks = mem[n:]
+            clocks = mem[n:n + p]
+            if mem[n + p] > 0:
+                raise MpimlError("strategy async: another rank failed; stopping", collective=True)
             run.t = self.base + int(clocks.sum())
             self.max_spread = max(self.max_spread, int(clocks.max() - clocks.min()))
             if run.t >= target:
@@ -254,7 +271,7 @@ class Async(Strategy):
         mem = self.shared.read(self.mem)
         n = self.shared.n
         np.copyto(run.theta, mem[:n])
-        run.t = self.base + int(mem[n:].sum())
+        run.t = self.base + int(mem[n:n + self.shared.size].sum())
         run.step = run.t - epoch_start
         self.shared.barrier()   # nobody adds again before every rank has read
         run.timings.wait += time.perf_counter() - start

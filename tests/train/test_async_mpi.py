@@ -118,6 +118,30 @@ def test_backup_needs_fewer_backups_than_ranks_and_async_data_parallelism():
             LinearModel("logistic", strategy, comm=COMM, standardize=False, **layout, **SGD, **settings).fit(X, y)
 
 
+@pytest.mark.mpi
+def test_a_rank_failing_mid_run_ends_every_rank(monkeypatch):
+    """One rank raises in its 5th batch: the others learn it from the window and end too (no hang)."""
+    from mpiml.train import loop
+
+    (X, y), _ = _data()
+    calls = [0]
+    original = loop.Run.batch
+
+    def failing(self, row_sets, grad):
+        calls[0] += 1
+        if COMM.rank == COMM.size - 1 and calls[0] == 5:
+            raise RuntimeError("injected failure")
+        return original(self, row_sets, grad)
+
+    monkeypatch.setattr(loop.Run, "batch", failing)
+    error = None
+    try:
+        _fit("async", X, y, staleness=2)
+    except Exception as exc:   # noqa: BLE001  (each rank's own error)
+        error = exc
+    agree(COMM, error is not None, f"rank {COMM.rank} ended without an error")
+
+
 def _plain_sgd(X, y, epochs, batch, lr, seed):
     """Minibatch SGD on mean log-loss + alpha/2 |w|^2 over plan.local_rows (one rank's own order), constant lr."""
     theta = np.zeros(X.shape[1] + 1)
