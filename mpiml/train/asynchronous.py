@@ -205,20 +205,18 @@ class Async(Strategy):
 
     def segment(self, run, steps, target) -> None:
         """Updates until the clocks' total reaches ``target`` (absolute update count)."""
-        c, data, shared = run.cfg, run.data, self.shared
-        n, p, me = shared.n, shared.size, data.rank if shared.size > 1 else 0
+        c, data, shared, delta = run.cfg, run.data, self.shared, self.delta
         update_rows = c.batch_size * c.accumulate
         total = steps * c.epochs
         if self.own_epoch != run.epoch:
             self.own_epoch, self.own, self.own_start = run.epoch, 0, 0
         order = plan.local_order(c.seed, run.epoch, data.rank, data.size, run.n_local)
-        mem, delta, t = self.mem, self.delta, run.timings
         try:
             self._updates(run, steps, target, order, total, update_rows)
         except BaseException:
             # tell the others, who would otherwise wait for this rank's clock (S ahead) forever
             delta[:] = 0.0
-            delta[n + p] = 1.0
+            delta[shared.n + shared.size] = 1.0
             shared.add(delta)
             raise
 
