@@ -70,6 +70,8 @@ def test_async_and_backup_reach_the_optimum_with_and_without_a_straggler():
     cases = [("async", dict(staleness=2), None), ("async", dict(staleness=1), 3.0), ("sync", dict(backup=1), 3.0)]
     try:
         for strategy, settings, factor in cases:
+            if settings.get("backup", 0) >= p:   # p = 1 (the harness's collectives count): no backup to have
+                continue
             stragglers.install({p - 1: factor} if factor else {})
             est = _fit(strategy, X, y, **settings)
             where = f"{strategy} {settings} at p={p}, rank {p - 1} {factor or 1}x slower"
@@ -112,8 +114,10 @@ def test_async_resumes_from_a_checkpoint_and_still_reaches_the_optimum(shared_tm
 @pytest.mark.mpi
 def test_backup_needs_fewer_backups_than_ranks_and_async_data_parallelism():
     (X, y), _ = _data()
-    for strategy, settings, layout in (("sync", dict(backup=COMM.size), {}),
-                                       ("async", {}, dict(parallel="model", grid=f"1x{COMM.size}"))):
+    cases = [("sync", dict(backup=COMM.size), {})]
+    if COMM.size > 1:   # a grid with more than one column
+        cases.append(("async", {}, dict(parallel="model", grid=f"1x{COMM.size}")))
+    for strategy, settings, layout in cases:
         with pytest.raises(ArgumentError):
             LinearModel("logistic", strategy, comm=COMM, standardize=False, **layout, **SGD, **settings).fit(X, y)
 
