@@ -72,7 +72,7 @@ class BackupSync(Sync):
             raise ArgumentError(f"backup {self.backup} needs more than {self.backup} ranks (this run has {p}): "
                                 f"an update takes the first p-K contributions", collective=True)
         if run.reproducible:
-            raise ArgumentError("backup drops late gradients: not with reproducible", collective=True)
+            raise ArgumentError("backup leaves late gradients out of their update: not with reproducible", collective=True)
         from mpiml.train.asynchronous import replica_comm
 
         self.link = replica_comm(run).Dup()

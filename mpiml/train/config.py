@@ -182,7 +182,7 @@ class TrainConfig:
             raise ArgumentError("compress changes the gradient sums that reproducible (or MPIML_REPRODUCIBLE=1) "
                                 "makes exact: give one of them")
         if self.backup and (exact or parse_compress(self.compress).name != "none"):
-            raise ArgumentError("backup drops late gradients: not with compress or reproducible")
+            raise ArgumentError("backup leaves late gradients out of their update: not with compress or reproducible")
         if self.strategy == "lbfgs" and self.l1_ratio > 0 and self.alpha > 0:
             raise ArgumentError("lbfgs needs a smooth objective: use l1_ratio=0, or an SGD strategy for L1")
         return self
