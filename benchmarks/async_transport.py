@@ -129,8 +129,8 @@ def main():
             alls = np.array([x for part in everyone for x in part]) if any(everyone) else np.array([np.nan])
             results[mode] = alls
             print(f"{mode:9s} {lib[:40]:40s} p={comm.size} n={args.n}: {len(alls):6d} read+accumulate in "
-                  f"{args.seconds:g} s, median {np.median(alls) * 1e6:8.0f} us, p99 {np.percentile(alls, 99) * 1e3:7.1f} ms",
-                  flush=True)
+                  f"{args.seconds:g} s, median {np.median(alls) * 1e6:8.0f} us, "
+                  f"p99 {np.percentile(alls, 99) * 1e3:7.1f} ms", flush=True)
     if comm.rank == 0:
         ratio = np.median(results["p2p"]) / np.median(results["rma"])
         print(f"verdict: one-sided (Lock_all + Flush) is {ratio:.0f}x faster per update than a served shard while "

@@ -12,7 +12,8 @@ Protocol, on a private duplicate of the replicas' communicator, rank 0 the reduc
 - every rank computes its contribution ``[gradient sum, loss sum, rows, stop vote, update]``
   to the current update at the current model, and ranks other than 0 post it with ``Isend``;
 - rank 0 adds its own and receives until ``p - K`` contributions *to this update* are in
-  (and takes any more that have already arrived), then sends the sum to every other rank (``Isend``) and applies it; a contribution that
+  (and takes any more that have already arrived), then sends the sum to every other rank
+  (``Isend``) and applies it; a contribution that
   arrives after its update was decided is **counted in the update being decided when it
   arrives** (a gradient one or more updates stale, as in asynchronous SGD), but not towards
   its ``p - K``; so no rank's rows are lost, except those still in flight at an epoch's end
@@ -72,7 +73,8 @@ class BackupSync(Sync):
             raise ArgumentError(f"backup {self.backup} needs more than {self.backup} ranks (this run has {p}): "
                                 f"an update takes the first p-K contributions", collective=True)
         if run.reproducible:
-            raise ArgumentError("backup leaves late gradients out of their update: not with reproducible", collective=True)
+            raise ArgumentError("backup leaves late gradients out of their update: not with reproducible",
+                                collective=True)
         from mpiml.train.asynchronous import replica_comm
 
         self.link = replica_comm(run).Dup()
