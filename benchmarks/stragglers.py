@@ -226,6 +226,11 @@ def main() -> None:
             print(f"{r['factor']:>4g}x {r['strategy']:>12} {secs:>11} {ratio:>8} {r['total']:>8.3f} "
                   f"{r['train_loss']:>10.5f} {r['test_accuracy']:>8.4f} {r['slow_compute_share']:>23.2f}", flush=True)
     print()
+    bound = [r for r in rows if r["strategy"] == "sync" and r["factor"] == 1.0 and r["slow_compute_share"] < 0.3]
+    if bound:
+        print(f"note: sync spends under 30 % of its time computing at p={', '.join(str(r['p']) for r in bound)} "
+              "(latency-bound): a straggler changes its time little there, and async's lead is mostly the "
+              "collective it does not make per update; --batch larger shifts the balance to compute")
     for line in verdicts(rows):
         print(line)
     print(f"load after: {os.getloadavg()[0]:.2f}; wall {time.perf_counter() - start:.0f} s")
