@@ -87,6 +87,8 @@ def build_parser():
                    help="allreduce algorithm that sums the gradients (default %(default)s); sparse: sync SGD sends "
                         "only the gradient's nonzeros (sparse_allreduce), which auto does where the model predicts "
                         "it cheaper (wide sparse data)")
+    t.add_argument("--slow-ranks", metavar="R:F[,R:F]", help="experiments: rank R computes F times slower (it "
+                   "sleeps (F-1)x each piece of compute); default: $MPIML_SLOW_RANKS")
     o = p.add_argument_group("checkpoints and output")
     o.add_argument("--checkpoint-dir", default=from_environment("sgd"),
                    help="rank 0 writes checkpoints here, locked for the run (default: $MPIML_CHECKPOINT_DIR/sgd); "
@@ -166,6 +168,10 @@ def main(argv=None) -> int:
     except ArgumentError as exc:
         error = exc
     raise_if_any(error, comm)  # the same verdict on every rank: it is a pure function of argv
+    if args.slow_ranks is not None:
+        from mpiml.runtime import stragglers
+
+        stragglers.install(args.slow_ranks)
     from mpiml.plan.guard import check_resources
     check_resources(comm, "sgd", args)  # more ranks than cores, or memory than the node has: warn once
     with Phase("loading data"):
@@ -248,6 +254,10 @@ def check(args) -> dict:
     if args.split == "classes" and args.model != "softmax":
         raise ArgumentError(f"--split classes splits the classes of --model softmax; --model {args.model} has "
                             "one output: use --split features")
+    from mpiml.runtime import stragglers
+
+    # the error names the part it cannot read
+    stragglers.parse(args.slow_ranks) if args.slow_ranks is not None else stragglers.from_env()
     check_writable(args.out, "--out")
     check_writable(args.plot, "--plot")
     check_output(args.checkpoint_dir, "--checkpoint-dir", folder=True)

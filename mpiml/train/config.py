@@ -18,7 +18,7 @@ from mpiml.errors import ArgumentError
 from mpiml.train.compress import parse as parse_compress
 from mpiml.train.optim import OPTIMIZERS, SCHEDULES
 
-SGD_STRATEGIES = ("sync", "local", "oneshot")
+SGD_STRATEGIES = ("sync", "local", "oneshot", "async")
 STRATEGIES = ("auto",) + SGD_STRATEGIES + ("lbfgs",)
 EVERY_STRATEGY = SGD_STRATEGIES + ("lbfgs",)
 SMOOTH_MODELS = ("logistic", "linear", "softmax")  # and the svm with the squared hinge
@@ -106,6 +106,13 @@ class TrainConfig:
         on the mean loss (scikit-learn's ``C`` is ``1 / (alpha * n_rows)``).
     sync_every : int
         ``local`` only: updates between model averages (``H``).
+    staleness : int
+        ``async`` only (:mod:`mpiml.train.asynchronous`): each rank applies its updates to a
+        shared model without waiting, but never gets more than ``staleness`` updates ahead of
+        the slowest rank.
+    backup : int
+        ``sync`` only (:mod:`mpiml.train.backup`): each update proceeds with the gradients of
+        the first ``p - backup`` ranks to finish (backup workers), reweighted by their rows.
     seed : int
         The one seed every random choice derives from.
     max_iter, tol : int, float
@@ -130,8 +137,13 @@ class TrainConfig:
     l1_ratio: float = _setting(0.0, float, "L1 share of the penalty: 0 ridge (default) .. 1 lasso", minimum=0.0,
                                maximum=1.0, section="model", default_text="")
     sync_every: int = _setting(8, int, "updates between model averages, H", minimum=1, used_by=("local",))
+    # stragglers (mpiml.train.asynchronous, mpiml.train.backup): bounded-staleness updates, backup workers
+    staleness: int = _setting(16, int, "no rank more than S updates ahead of the slowest", minimum=1,
+                              used_by=("async",))
+    backup: int = _setting(0, int, "each update takes the first p-K ranks' gradients, reweighted (backup workers)",
+                           minimum=0, used_by=("sync",), default_text="")
     epochs: int = _setting(5, int, "passes over the data", minimum=1, **SGD)
-    batch_size: int = _setting(256, int, "sync: global batch; local/oneshot: per-rank batch", minimum=1, **STEP)
+    batch_size: int = _setting(256, int, "sync: global batch; local/oneshot/async: per-rank batch", minimum=1, **STEP)
     accumulate: int = _setting(1, int, "micro-batches per update (gradient accumulation)", minimum=1,
                                default_text="", **STEP)
     compress: str = _setting("none", str, "gradient compression: none, fp16, bf16, topk[:RATIO] (default 0.01) or "
@@ -169,6 +181,8 @@ class TrainConfig:
         if parse_compress(self.compress).name != "none" and exact:
             raise ArgumentError("compress changes the gradient sums that reproducible (or MPIML_REPRODUCIBLE=1) "
                                 "makes exact: give one of them")
+        if self.backup and (exact or parse_compress(self.compress).name != "none"):
+            raise ArgumentError("backup leaves late gradients out of their update: not with compress or reproducible")
         if self.strategy == "lbfgs" and self.l1_ratio > 0 and self.alpha > 0:
             raise ArgumentError("lbfgs needs a smooth objective: use l1_ratio=0, or an SGD strategy for L1")
         return self

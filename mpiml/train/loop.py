@@ -69,7 +69,7 @@ class Run:
         self.layout, self.model = layout, layout.model
         self.X, self.y, self.cfg, self.test = X, y, config, test
         self.checkpoint_dir, self.progress = checkpoint_dir, progress
-        self.strategy = make_strategy(config.strategy, config.compress)
+        self.strategy = make_strategy(config.strategy, config.compress, config.backup)
         self.timings = Timings()
         self.data = layout.data
         self.ex = Exchanger(self.data, self.timings, stop_requested)

@@ -229,14 +229,21 @@ class LBFGS(Strategy):
                 "lbfgs_objective": trace, "lbfgs_seconds": times}
 
 
-STRATEGY_CLASSES = {cls.name: cls for cls in (Sync, Local, OneShot, LBFGS)}
+from mpiml.train.asynchronous import Async  # noqa: E402  (a Strategy subclass in its own module)
+
+STRATEGY_CLASSES = {cls.name: cls for cls in (Sync, Local, OneShot, LBFGS, Async)}
 
 
-def make_strategy(name: str, compress: str = "none") -> Strategy:
+def make_strategy(name: str, compress: str = "none", backup: int = 0) -> Strategy:
     """The strategy called ``name`` (``auto`` is resolved before, by :func:`mpiml.train.config.resolve`);
-    ``sync`` with a ``compress`` codec other than ``none``: :class:`mpiml.train.compressed.CompressedSync`."""
+    ``sync`` with a ``compress`` codec other than ``none``: :class:`mpiml.train.compressed.CompressedSync`;
+    with ``backup`` workers: :class:`mpiml.train.backup.BackupSync`."""
     if name not in STRATEGY_CLASSES:
         raise ArgumentError(f"unknown strategy {name!r}; choose from {', '.join(STRATEGY_CLASSES)}")
+    if name == "sync" and backup:
+        from mpiml.train.backup import BackupSync
+
+        return BackupSync(backup)
     if name == "sync" and compress != "none":
         from mpiml.train.compressed import CompressedSync
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from mpiml.collectives.model import allreduce_bytes
+from mpiml.runtime.stragglers import Slowdown
 
 
 @dataclass
@@ -55,8 +56,11 @@ class Exchanger:
         self._since = 0.0
         # bytes this rank sends in the replica exchanges, and what dense allreduces of them would send
         self.bytes_moved = self.bytes_dense = 0
+        # an injected straggler (MPIML_SLOW_RANKS / --slow-ranks) sleeps here, after each timed piece of compute
+        self.slowdown = Slowdown.for_rank()
 
     def add_compute(self, seconds: float) -> None:
+        seconds += self.slowdown.after(seconds)
         self.timings.compute += seconds
         self._since += seconds
 

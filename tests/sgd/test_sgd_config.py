@@ -105,7 +105,7 @@ def test_every_setting_of_the_table_is_one_option_with_its_type_choices_and_defa
     cli_only = {"data", "format", "test", "test_fraction", "n_features", "label_column", "model", "classes",
                 "no_intercept", "standardize", "squared_hinge", "collective_algorithm", "checkpoint_dir", "resume",
                 "overwrite", "stop_after_updates", "out", "json", "progress", "parallel", "grid", "split", "explain",
-                "help", "plot", "zero_based", "header", "timeout",
+                "help", "plot", "zero_based", "header", "timeout", "slow_ranks",
                 "strategy"}
     assert set(options) == cli_only | set(table)
 
