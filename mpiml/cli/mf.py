@@ -1,4 +1,4 @@
-"""``mpiml mf``: train a matrix factorization (ALS, implicit ALS or DSGD) on ratings.
+"""``mpiml mf``: train a matrix factorization (ALS, implicit ALS, DSGD or NOMAD) on ratings.
 
 Exit status: 0 done; 2 bad arguments or input, divergence or checkpoint trouble (one
 ``mpiml: error:`` line from rank 0, decided by every rank together before any work);
@@ -101,7 +101,8 @@ def _add_model_option(parser, p: params.Param) -> None:
 def build_parser():
     parser = Parser(prog="mpiml mf", description=__doc__.split(": ", 1)[1].split("\n")[0], epilog=epilog())
     parser.add_argument("--algorithm", choices=params.ALGORITHMS, default="als",
-                        help="als (explicit ratings), ials (implicit feedback) or dsgd (stochastic gradient)")
+                        help="als (explicit ratings), ials (implicit feedback), dsgd (stochastic gradient) or nomad "
+                             "(asynchronous dsgd: no barrier between sub-epochs)")
     parser.add_argument("--ratings", required=True, help="ratings file, or synthetic:KEY=VALUE,...")
     parser.add_argument("--format", default="auto", choices=FORMATS,
                         help="ratings layout (default: auto, from the suffix and the first line)")

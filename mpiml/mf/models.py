@@ -219,3 +219,24 @@ class DSGD(FactorModel):
             self._local_users = x
             self._after_iteration(data, ex, epoch, None, q, record, clock, track)
         return ex.gather(x), ex.gather(y)
+
+
+@register
+class NOMAD(DSGD):
+    """Asynchronous DSGD, NOMAD-style (Yun et al. 2014): no barrier between sub-epochs.
+
+    Items are cut into ``blocks_per_rank`` blocks per rank that circulate among the ranks
+    with nonblocking messages (``route``: to the least-loaded rank the block has not yet
+    visited this epoch, or the next rank); each rank updates its users against whichever
+    block it holds, so a slow rank holds up no one. An epoch ends once every block has
+    visited every rank (ranks that finish early make extra passes meanwhile). Not
+    deterministic at more than one rank (the order depends on message timing); see
+    :mod:`mpiml.mf.nomad`. Other parameters as in :class:`DSGD`.
+    """
+
+    algorithm = "nomad"
+
+    def _train(self, data, ex, p, q, first, iters=None, track=True):
+        from mpiml.mf import nomad
+
+        return nomad.train(self, data, ex, p, q, first, iters, track)

@@ -22,7 +22,7 @@ import math
 import numbers
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -30,9 +30,10 @@ import numpy as np
 from mpiml.errors import ArgumentError
 from mpiml.mf.dsgd import STEPS
 from mpiml.mf.ials import SOLVERS
+from mpiml.mf.nomad import ROUTES
 from mpiml.mf.transport import EXCHANGES
 
-ALGORITHMS = ("als", "ials", "dsgd")
+ALGORITHMS = ("als", "ials", "dsgd", "nomad")
 COLD_START = ("drop", "nan", "mean")
 DTYPES = ("float32", "float64")
 # The candidates of reg="auto", for the algorithms that offer it: the explicit models (the
@@ -223,6 +224,16 @@ PARAMS = (
     Param("callback", "callable", None, "called on every rank after each iteration with a dict (iteration, "
           "objective, train_rmse, seconds, compute_seconds, comm_seconds, wait_seconds)", optional=True,
           model=False, flag=False),
+)
+# NOMAD (mpiml.mf.nomad) takes every parameter of DSGD, with DSGD's defaults, and two of its own.
+PARAMS = tuple(replace(p, algorithms=tuple(dict.fromkeys(p.algorithms + ("nomad",))),
+                       default={**p.default, "nomad": p.default["dsgd"]} if isinstance(p.default, Mapping)
+                       else p.default) if "dsgd" in p.algorithms else p for p in PARAMS) + (
+    Param("blocks_per_rank", "int", 4, "item blocks per rank that circulate (more: finer load balance, more "
+          "messages)", algorithms=("nomad",), low=1),
+    Param("route", "choice", "least_loaded", "where a block goes next: least_loaded (the shortest queue among "
+          "the ranks it has not visited this epoch) or cyclic (the next rank)", algorithms=("nomad",),
+          choices=ROUTES),
 )
 BY_NAME = {param.name: param for param in PARAMS}
 
