@@ -225,10 +225,11 @@ PARAMS = (
           "objective, train_rmse, seconds, compute_seconds, comm_seconds, wait_seconds)", optional=True,
           model=False, flag=False),
 )
-# NOMAD (mpiml.mf.nomad) takes every parameter of DSGD, with DSGD's defaults, and two of its own.
+# NOMAD (mpiml.mf.nomad) takes DSGD's parameters, with DSGD's defaults (reg auto aside), and two of its own.
 PARAMS = tuple(replace(p, algorithms=tuple(dict.fromkeys(p.algorithms + ("nomad",))),
                        default={**p.default, "nomad": p.default["dsgd"]} if isinstance(p.default, Mapping)
-                       else p.default) if "dsgd" in p.algorithms else p for p in PARAMS) + (
+                       else p.default)
+               if "dsgd" in p.algorithms and p.only_with != ("reg", "auto") else p for p in PARAMS) + (
     Param("blocks_per_rank", "int", 4, "item blocks per rank that circulate (more: finer load balance, more "
           "messages)", algorithms=("nomad",), low=1),
     Param("route", "choice", "least_loaded", "where a block goes next: least_loaded (the shortest queue among "
