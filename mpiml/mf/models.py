@@ -229,7 +229,8 @@ class NOMAD(DSGD):
     with nonblocking messages (``route``: to the least-loaded rank the block has not yet
     visited this epoch, or the next rank); each rank updates its users against whichever
     block it holds, so a slow rank holds up no one. An epoch ends once every block has
-    visited every rank (ranks that finish early make extra passes meanwhile). Not
+    visited every rank (ranks that finish early make up to ``extra_visits`` more passes
+    meanwhile). Not
     deterministic at more than one rank (the order depends on message timing); see
     :mod:`mpiml.mf.nomad`. Other parameters as in :class:`DSGD`.
     """

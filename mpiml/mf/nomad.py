@@ -16,11 +16,14 @@ Where a block goes next (``route``): ``"least_loaded"`` (default) sends it to th
 has not visited this epoch with the shortest queue, as this rank knows it (every message
 carries its sender's queue length; a rank adds one for each block it sends to another);
 ``"cyclic"`` to the next rank. A rank takes first the oldest block in its queue that it has
-not yet updated this epoch. A block that has visited every rank goes on circulating (to
-the least-loaded rank) until the epoch ends: ranks that would otherwise sit idle, waiting
-for a slower one, make extra passes over their ratings instead (with one rank ``f`` times
-slower, the others make about ``f`` passes per epoch). Those ``visits`` are counted in each
-epoch's record.
+not yet updated this epoch. A block that has visited every rank goes on circulating until
+the epoch ends, to ranks that have visited it fewer than ``1 + extra_visits`` times (then
+it goes home to rest): ranks that would otherwise sit idle, waiting for a slower one, make
+extra passes over their ratings instead. ``extra_visits`` (default 1) bounds how unevenly
+the ratings are weighted within an epoch (at most ``1 + extra_visits`` : 1; the more
+uneven, the further the result from the sync optimum, see the tests); 0 makes every
+block visit every rank exactly once per epoch, as DSGD's sweep does, only without the
+barriers. All visits are counted in each epoch's record (``visits``).
 
 An epoch ends when every block has visited every rank at least once. Termination: the
 rank where a block completes its round tells rank 0 (a tiny message, tag ``DONE``); after
@@ -48,6 +51,7 @@ sleeps ``(f - 1) t`` after each piece of ``t`` seconds of SGD (counted as its co
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 
@@ -62,9 +66,9 @@ from mpiml.runtime.seeding import rank_generator
 
 ROUTES = ("least_loaded", "cyclic")
 TAG_BLOCK, TAG_DONE, TAG_STOP = 11, 12, 13
-# Header of a block message: id, epoch, sender, sender's queue length, visits so far; then one
-# flag per rank (visited this epoch). Floats, so that header and rows travel in one buffer.
-ID, EPOCH, SENDER, QUEUE, VISITS = range(5)
+# Header of a block message: id, epoch, sender, sender's queue length, whether it is sent home to
+# rest; then the visits to each rank this epoch. Floats, so that header and rows travel in one buffer.
+ID, EPOCH, SENDER, QUEUE, PARK = range(5)
 FIELDS = 5
 PIECE = 4096  # ratings per kernel call: between calls a rank polls its messages
 
@@ -84,21 +88,22 @@ def header_size(size: int) -> int:
     return FIELDS + size
 
 
-def route(visited, loads, rank: int, size: int, policy: str) -> int:
-    """Where a block goes after ``rank`` updated it (pure).
+def route(visits, loads, rank: int, size: int, policy: str, extra: int) -> int:
+    """Where a block goes after ``rank`` updated it (pure); -1: home, to rest until the epoch ends.
 
-    ``visited``: one flag per rank; ``loads``: this rank's estimate of each rank's queue.
-    ``"cyclic"``: the next rank. ``"least_loaded"``: among the ranks not yet visited (all the
-    others, once every rank was), the one with the shortest queue, ties to the nearest after
-    ``rank``.
+    ``visits``: the block's visits to each rank this epoch; ``loads``: this rank's estimate of
+    each rank's queue; ``extra``: the visits a rank may make beyond its first. ``"cyclic"``: the
+    next rank, if it may take the block. ``"least_loaded"``: among the other ranks not yet
+    visited (else those that may take an extra visit), the one with the shortest queue, ties
+    to the nearest after ``rank``.
     """
-    if size == 1:
-        return rank
     if policy == "cyclic":
-        return (rank + 1) % size
+        nxt = (rank + 1) % size
+        return nxt if nxt != rank and visits[nxt] < 1 + extra else -1
     others = [(rank + s) % size for s in range(1, size)]
-    unvisited = [d for d in others if not visited[d]]
-    candidates = unvisited or others
+    candidates = [d for d in others if visits[d] == 0] or [d for d in others if visits[d] < 1 + extra]
+    if not candidates:
+        return -1
     return min(candidates, key=lambda d: (loads[d], (d - rank) % size))
 
 
@@ -106,21 +111,21 @@ def take(queue, rank: int) -> int:
     """Position in ``queue`` (of block buffers) of the next block to update: the oldest one this
     rank has not visited this epoch, else the oldest."""
     for j, block in enumerate(queue):
-        if not block.visited[rank]:
+        if not block.visits[rank]:
             return j
     return 0
 
 
 class Block:
-    """One item block in its message buffer: header fields, visited flags and rows are views."""
+    """One item block in its message buffer: header fields, visit counts and rows are views."""
 
-    __slots__ = ("buf", "rows", "visited", "id")
+    __slots__ = ("buf", "rows", "visits", "id")
 
     def __init__(self, buf: np.ndarray, size: int, rows: int, width: int):
         h = header_size(size)
         self.buf = buf[:h + rows * width]
         self.id = int(buf[ID])
-        self.visited = self.buf[FIELDS:h]
+        self.visits = self.buf[FIELDS:h]
         self.rows = self.buf[h:].reshape(rows, width)
 
     @classmethod
@@ -155,16 +160,17 @@ def sweep(ratings: dsgd.BlockRatings, x, y, mu, lr, reg, rng, fixed, between=Non
 class Epoch:
     """One epoch of the message loop on one rank (see the module docstring)."""
 
-    def __init__(self, comm, ex, blocks, homes, bounds, x, mu, lr, reg, rng, fixed, policy, epoch, slowdown):
+    def __init__(self, comm, ex, blocks, homes, bounds, x, mu, lr, reg, rng, fixed, policy, extra, epoch,
+                 slowdown):
         self.comm, self.ex = comm, ex
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         self.blocks, self.homes, self.bounds = blocks, homes, bounds
         self.x, self.mu, self.lr, self.reg, self.rng, self.fixed = x, mu, lr, reg, rng, fixed
-        self.policy, self.epoch, self.slowdown = policy, epoch, slowdown
+        self.policy, self.extra, self.epoch, self.slowdown = policy, extra, epoch, slowdown
         self.nblocks = homes.size
         self.mine = int(np.count_nonzero(homes == self.rank))
         self.queue: deque = deque()
-        self.home: dict = {}              # blocks at home after STOP
+        self.home: dict = {}              # home blocks resting here (all of them, once the epoch ends)
         self.loads = np.full(self.size, self.mine, dtype=np.int64)
         self.sends: list = []             # (request, buffer) until complete
         self.stopped = False
@@ -191,10 +197,12 @@ class Epoch:
             else:
                 self.control = self.comm.Irecv(self.note, source=0, tag=TAG_STOP)
 
-    def _send(self, block: Block, dest: int):
+    def _send(self, block: Block, dest: int, park: bool = False):
         block.buf[SENDER] = self.rank
         block.buf[QUEUE] = len(self.queue)
-        self.loads[dest] += 1
+        block.buf[PARK] = park
+        if not park:
+            self.loads[dest] += 1
         self.sends.append((self.comm.Isend(block.buf, dest=dest, tag=TAG_BLOCK), block.buf))
 
     def _arrived(self):
@@ -208,7 +216,7 @@ class Epoch:
         self.ex.bytes += block.buf.nbytes
         self.recv_buf = np.empty_like(buf)
         self.recv = self.comm.Irecv(self.recv_buf, source=self.MPI.ANY_SOURCE, tag=TAG_BLOCK)
-        if self.stopped:
+        if self.stopped or buf[PARK]:
             self._homeward(block)
         else:
             self.queue.append(block)
@@ -253,7 +261,7 @@ class Epoch:
         if home == self.rank:
             self.home[block.id] = block
         else:
-            self._send(block, home)
+            self._send(block, home, park=True)
 
     def _requests(self):
         null = self.MPI.Request  # a fresh null request each: Testany/Waitany write back into the list
@@ -289,9 +297,18 @@ class Epoch:
             self.sends = [(req, buf) for req, buf in self.sends if not req.Test()]
 
     def wait(self):
-        """Block until one message arrives (or the barrier completes): time counted as wait."""
+        """Block until one message arrives (or the barrier completes): time counted as wait.
+
+        Polls with ``Testany`` and yields the core between polls (``sched_yield``), rather than
+        spinning in ``Waitany``: with more ranks than cores the rank that holds the work runs
+        sooner; with a core each, the yield returns at once."""
         start = time.perf_counter()
-        index = self.MPI.Request.Waitany(self._requests())
+        requests = self._requests()
+        while True:
+            index, flag = self.MPI.Request.Testany(requests)
+            if flag:
+                break
+            os.sched_yield()
         self.ex.timings.wait += time.perf_counter() - start
         if index != self.MPI.UNDEFINED:
             self._dispatch(index)
@@ -302,22 +319,17 @@ class Epoch:
         j = take(self.queue, self.rank)
         block = self.queue[j]
         del self.queue[j]
-        first = not block.visited[self.rank]
         ratings = self.blocks[block.id]
         with self.ex.computing():
             sweep(ratings, self.x, block.rows, self.mu, self.lr, self.reg, self.rng, self.fixed, self._between)
         self.visits += 1
-        block.buf[VISITS] += 1
-        if first:
-            block.visited[self.rank] = 1.0
-            if block.visited.all():
-                self._completed()
-        if self.stopped:   # STOP arrived while this block was updated
+        block.visits[self.rank] += 1
+        if block.visits[self.rank] == 1 and block.visits.all():
+            self._completed()
+        dest = -1 if self.stopped else route(block.visits, self.loads, self.rank, self.size, self.policy,
+                                             self.extra)
+        if dest < 0:   # the epoch ended while this block was updated, or it may go nowhere else: home
             self._homeward(block)
-            return
-        dest = route(block.visited, self.loads, self.rank, self.size, self.policy)
-        if dest == self.rank:
-            self.queue.append(block)
         else:
             self._send(block, dest)
 
@@ -387,7 +399,7 @@ def train(model, data, ex, p, q, first, iters=None, track=True):
                 block.buf[ID], block.buf[EPOCH] = block.id, epoch
             rng = rank_generator(v.seed, r, size, purpose=1000 + epoch)
             loop = Epoch(comm, ex, blocks, homes, bounds, x, mu, model._rate, model.reg_, rng, fixed, v.route,
-                         epoch, slowdown)
+                         v.extra_visits, epoch, slowdown)
             loop.queue.extend(held)
             home = loop.run()
             held = [home[b] for b in sorted(home)]

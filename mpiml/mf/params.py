@@ -225,7 +225,7 @@ PARAMS = (
           "objective, train_rmse, seconds, compute_seconds, comm_seconds, wait_seconds)", optional=True,
           model=False, flag=False),
 )
-# NOMAD (mpiml.mf.nomad) takes DSGD's parameters, with DSGD's defaults (reg auto aside), and two of its own.
+# NOMAD (mpiml.mf.nomad) takes DSGD's parameters, with DSGD's defaults (reg auto aside), and its own.
 PARAMS = tuple(replace(p, algorithms=tuple(dict.fromkeys(p.algorithms + ("nomad",))),
                        default={**p.default, "nomad": p.default["dsgd"]} if isinstance(p.default, Mapping)
                        else p.default)
@@ -235,6 +235,8 @@ PARAMS = tuple(replace(p, algorithms=tuple(dict.fromkeys(p.algorithms + ("nomad"
     Param("route", "choice", "least_loaded", "where a block goes next: least_loaded (the shortest queue among "
           "the ranks it has not visited this epoch) or cyclic (the next rank)", algorithms=("nomad",),
           choices=ROUTES),
+    Param("extra_visits", "int", 1, "visits of a block to a rank beyond its first in an epoch, made while waiting "
+          "for the epoch to end (0: exactly one, as in DSGD)", algorithms=("nomad",), low=0),
 )
 BY_NAME = {param.name: param for param in PARAMS}
 

@@ -81,14 +81,20 @@ def test_a_sweep_in_pieces_is_the_whole_block_sweep(monkeypatch, kernels):
     assert np.array_equal(x1, x2) and np.array_equal(y1, y2) and len(pieces) == 8
 
 
-def test_route_prefers_unvisited_ranks_with_the_shortest_queue():
+def test_route_prefers_unvisited_ranks_with_the_shortest_queue_then_bounded_extra_visits():
     loads = np.array([0, 5, 1, 1, 9])
-    assert nomad.route(np.array([1, 0, 0, 0, 0]), loads, 0, 5, "least_loaded") == 2   # tie 2/3: nearer after 0
-    assert nomad.route(np.array([1, 0, 1, 0, 0]), loads, 2, 5, "least_loaded") == 3
-    assert nomad.route(np.array([1, 0, 1, 1, 1]), loads, 3, 5, "least_loaded") == 1   # the only one left
-    assert nomad.route(np.ones(5), loads, 0, 5, "least_loaded") == 2                  # all visited: any other
-    assert nomad.route(np.zeros(5), loads, 4, 5, "cyclic") == 0
-    assert nomad.route(np.zeros(1), loads[:1], 0, 1, "least_loaded") == 0
+    route = nomad.route
+    assert route(np.array([1, 0, 0, 0, 0]), loads, 0, 5, "least_loaded", 1) == 2   # tie 2/3: nearer after 0
+    assert route(np.array([1, 0, 1, 0, 0]), loads, 2, 5, "least_loaded", 1) == 3
+    assert route(np.array([1, 0, 1, 1, 1]), loads, 3, 5, "least_loaded", 0) == 1   # the only one left
+    assert route(np.array([1, 1, 1, 1, 1]), loads, 0, 5, "least_loaded", 1) == 2   # all visited: an extra visit
+    assert route(np.array([1, 1, 2, 2, 1]), loads, 0, 5, "least_loaded", 1) == 1   # 2 and 3 had theirs
+    assert route(np.array([2, 2, 2, 2, 1]), loads, 4, 5, "least_loaded", 1) == -1  # none may: home
+    assert route(np.ones(5), loads, 0, 5, "least_loaded", 0) == -1
+    assert route(np.zeros(5), loads, 4, 5, "cyclic", 0) == 0
+    assert route(np.ones(5), loads, 4, 5, "cyclic", 1) == 0 and route(np.ones(5), loads, 4, 5, "cyclic", 0) == -1
+    assert route(np.ones(1), loads[:1], 0, 1, "least_loaded", 3) == -1
+    assert route(np.ones(1), loads[:1], 0, 1, "cyclic", 3) == -1
 
 
 def test_item_blocks_are_balanced_and_homed_in_rank_order():
@@ -102,8 +108,8 @@ def test_item_blocks_are_balanced_and_homed_in_rank_order():
 
 def test_take_prefers_the_oldest_block_not_yet_visited_here():
     blocks = [nomad.Block.new(b, 0, np.zeros((2, 3)), 3) for b in range(3)]
-    blocks[0].visited[1] = 1.0
+    blocks[0].visits[1] = 1.0
     assert nomad.take(blocks, 1) == 1 and nomad.take(blocks, 0) == 0
     for block in blocks:
-        block.visited[2] = 1.0
+        block.visits[2] = 1.0
     assert nomad.take(blocks, 2) == 0
