@@ -122,6 +122,8 @@ def build_parser():
     parser.add_argument("--plot", metavar="FILE.png", help="draw the objective and training RMSE per iteration and "
                         "per second, and each rank's time (needs matplotlib: the plot extra)")
     timeout_option.add_argument(parser)  # --timeout
+    parser.add_argument("--slow-ranks", metavar="R:F[,R:F]", help="experiments: rank R computes F times slower (it "
+                        "sleeps (F-1)x each piece of compute; dsgd and nomad); default: $MPIML_SLOW_RANKS")
     parser.rename("--alpha", "--confidence")  # 0.1 spellings
     parser.rename("--exchange", "--collective-algorithm")
     return parser
@@ -164,6 +166,10 @@ def check(args) -> None:
             from mpiml.data.synthetic_ratings import parse_spec
 
             parse_spec(source)  # a bad spec is an error now, on every rank, not in the middle of loading
+    if args.slow_ranks is not None:
+        from mpiml.runtime import stragglers
+
+        stragglers.parse(args.slow_ranks)
     check_writable(args.out, "--out")
     check_writable(args.plot, "--plot")
     check_output(values.get("checkpoint_dir"), "--checkpoint-dir", folder=True)
@@ -215,6 +221,10 @@ def main(argv=None) -> int:
     except ArgumentError as exc:
         error = exc
     raise_if_any(error, comm)  # every rank has the same arguments: one message, exit status 2
+    if args.slow_ranks is not None:
+        from mpiml.runtime import stragglers
+
+        stragglers.install(args.slow_ranks)
     from mpiml.plan.guard import check_resources
     check_resources(comm, "mf", args)  # more ranks than cores, or memory than the node has: warn once
     stream = sys.stderr if args.json else sys.stdout

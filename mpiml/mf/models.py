@@ -22,12 +22,15 @@ The parameters of all three, their defaults and limits are declared in
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from mpiml.mf import als, dsgd, ials
 from mpiml.mf.estimator import FactorModel, cost_model
 from mpiml.mf.partition import pair_dots, row_costs
 from mpiml.mf.registry import register
+from mpiml.runtime import stragglers
 from mpiml.runtime.seeding import rank_generator
 
 
@@ -196,12 +199,15 @@ class DSGD(FactorModel):
         my_items = data["item_counts"][ib[r]:ib[r + 1]]
         fixed_x, fixed_y = (lay.fixed("users"), lay.fixed("items")) if lay.biases else (-1, -1)
         free_x, free_y = lay.free("users"), lay.free("items")
+        slowdown = stragglers.Slowdown.for_rank()  # MPIML_SLOW_RANKS / --slow-ranks: an injected straggler
         for epoch in range(first, self._params.iters if iters is None else iters):
             clock = self._clock(ex)
             rng = rank_generator(self._params.seed, r, size, purpose=1000 + epoch)
             for s in range(size):
                 with ex.computing():
+                    start = time.perf_counter()
                     dsgd.sgd_block(blocks[(r + s) % size], x, y, mu, self._rate, self.reg_, rng, fixed_x, fixed_y)
+                    slowdown.after(time.perf_counter() - start)
                 incoming = (r + s + 1) % size
                 y = ex.shift(y, int(ib[incoming + 1] - ib[incoming]))
             q = ex.gather(y)
