@@ -19,7 +19,9 @@ carries its sender's queue length; a rank adds one for each block it sends to an
 not yet updated this epoch. A block that has visited every rank goes on circulating until
 the epoch ends, to ranks that have visited it fewer than ``1 + extra_visits`` times (then
 it goes home to rest): ranks that would otherwise sit idle, waiting for a slower one, make
-extra passes over their ratings instead. ``extra_visits`` (default 1) bounds how unevenly
+extra passes over their ratings instead, all but the rank that is furthest behind (the one
+the epoch waits for: every message carries how many blocks its sender has yet to visit),
+which passes visited blocks on rather than update them again. ``extra_visits`` (default 1) bounds how unevenly
 the ratings are weighted within an epoch (at most ``1 + extra_visits`` : 1; the more
 uneven, the further the result from the sync optimum, see the tests); 0 makes every
 block visit every rank exactly once per epoch, as DSGD's sweep does, only without the
@@ -67,9 +69,10 @@ from mpiml.runtime.seeding import rank_generator
 ROUTES = ("least_loaded", "cyclic")
 TAG_BLOCK, TAG_DONE, TAG_STOP = 11, 12, 13
 # Header of a block message: id, epoch, sender, sender's queue length, whether it is sent home to
-# rest; then the visits to each rank this epoch. Floats, so that header and rows travel in one buffer.
-ID, EPOCH, SENDER, QUEUE, PARK = range(5)
-FIELDS = 5
+# rest, how many blocks the sender has yet to visit this epoch; then the block's visits to each
+# rank this epoch. Floats, so that header and rows travel in one buffer.
+ID, EPOCH, SENDER, QUEUE, PARK, REMAIN = range(6)
+FIELDS = 6
 PIECE = 4096  # ratings per kernel call: between calls a rank polls its messages
 
 
@@ -107,13 +110,13 @@ def route(visits, loads, rank: int, size: int, policy: str, extra: int) -> int:
     return min(candidates, key=lambda d: (loads[d], (d - rank) % size))
 
 
-def take(queue, rank: int) -> int:
+def take(queue, rank: int, extra: bool = True) -> int:
     """Position in ``queue`` (of block buffers) of the next block to update: the oldest one this
-    rank has not visited this epoch, else the oldest."""
+    rank has not visited this epoch, else (if ``extra`` visits are allowed now) the oldest; else -1."""
     for j, block in enumerate(queue):
         if not block.visits[rank]:
             return j
-    return 0
+    return 0 if extra else -1
 
 
 class Block:
@@ -176,6 +179,8 @@ class Epoch:
         self.stopped = False
         self.done = 0                     # rank 0: blocks that completed their round
         self.visits = 0
+        self.remaining = self.nblocks     # blocks this rank has yet to visit this epoch
+        self.behind = np.full(self.size, self.nblocks)   # the same of every rank, as last heard
         self.barrier = None
         self.width = x.shape[1]
         rows = np.diff(bounds)
@@ -201,6 +206,7 @@ class Epoch:
         block.buf[SENDER] = self.rank
         block.buf[QUEUE] = len(self.queue)
         block.buf[PARK] = park
+        block.buf[REMAIN] = self.remaining
         if not park:
             self.loads[dest] += 1
         self.sends.append((self.comm.Isend(block.buf, dest=dest, tag=TAG_BLOCK), block.buf))
@@ -213,6 +219,7 @@ class Epoch:
         rows = int(self.bounds[block_id + 1] - self.bounds[block_id])
         block = Block(buf, self.size, rows, self.width)
         self.loads[int(buf[SENDER])] = int(buf[QUEUE])
+        self.behind[int(buf[SENDER])] = int(buf[REMAIN])
         self.ex.bytes += block.buf.nbytes
         self.recv_buf = np.empty_like(buf)
         self.recv = self.comm.Irecv(self.recv_buf, source=self.MPI.ANY_SOURCE, tag=TAG_BLOCK)
@@ -315,8 +322,19 @@ class Epoch:
         self._retire()
 
     # -- work
+    def _may_extra(self) -> bool:
+        """Whether this rank may spend time on an extra visit now: not while it is (as far as it
+        knows) the furthest behind, the rank the end of the epoch waits for."""
+        if self.remaining == 0:
+            return True
+        others = np.delete(self.behind, self.rank)
+        return others.size > 0 and self.remaining < others.max()
+
     def _work(self):
-        j = take(self.queue, self.rank)
+        j = take(self.queue, self.rank, self._may_extra())
+        if j < 0:   # only blocks it has visited, and no time for extras: pass the oldest on
+            self._onward(self.queue.popleft())
+            return
         block = self.queue[j]
         del self.queue[j]
         ratings = self.blocks[block.id]
@@ -324,8 +342,13 @@ class Epoch:
             sweep(ratings, self.x, block.rows, self.mu, self.lr, self.reg, self.rng, self.fixed, self._between)
         self.visits += 1
         block.visits[self.rank] += 1
-        if block.visits[self.rank] == 1 and block.visits.all():
-            self._completed()
+        if block.visits[self.rank] == 1:
+            self.remaining -= 1
+            if block.visits.all():
+                self._completed()
+        self._onward(block)
+
+    def _onward(self, block: Block):
         dest = -1 if self.stopped else route(block.visits, self.loads, self.rank, self.size, self.policy,
                                              self.extra)
         if dest < 0:   # the epoch ended while this block was updated, or it may go nowhere else: home

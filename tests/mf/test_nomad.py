@@ -112,4 +112,4 @@ def test_take_prefers_the_oldest_block_not_yet_visited_here():
     assert nomad.take(blocks, 1) == 1 and nomad.take(blocks, 0) == 0
     for block in blocks:
         block.visits[2] = 1.0
-    assert nomad.take(blocks, 2) == 0
+    assert nomad.take(blocks, 2) == 0 and nomad.take(blocks, 2, extra=False) == -1

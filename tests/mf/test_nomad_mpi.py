@@ -43,7 +43,8 @@ def test_nomad_reaches_dsgd_rmse_with_and_without_a_slowed_rank(clean_epochs):
     train, test = split_fraction(synthetic_ratings(SPEC, comm.rank, comm.size), 0.1, seed=2)
     sync = DSGD(**FIT).fit(train, comm=comm)
     reference = sync.evaluate(test, comm=comm)["rmse"]
-    cases = [({}, "least_loaded", 2, 1), ({comm.size - 1: 3.0}, "least_loaded", 2, 1), ({0: 3.0}, "cyclic", 1, 0)]
+    # rank 0, which also counts the finished blocks and ends the epoch, is the slow one
+    cases = [({0: 3.0}, "least_loaded", 2, 1), ({}, "cyclic", 1, 0)]
     try:
         for slow, policy, blocks, extra in cases:
             stragglers.install(slow)
