@@ -67,6 +67,7 @@ from mpiml.runtime.jit import compiled
 from mpiml.runtime.seeding import rank_generator
 
 ROUTES = ("least_loaded", "cyclic")
+ENDS = ("coverage", "work")
 TAG_BLOCK, TAG_DONE, TAG_STOP = 11, 12, 13
 # Header of a block message: id, epoch, sender, sender's queue length, whether it is sent home to
 # rest, how many blocks the sender has yet to visit this epoch; then the block's visits to each
@@ -164,7 +165,7 @@ class Epoch:
     """One epoch of the message loop on one rank (see the module docstring)."""
 
     def __init__(self, comm, ex, blocks, homes, bounds, x, mu, lr, reg, rng, fixed, policy, extra, epoch,
-                 slowdown):
+                 slowdown, end="coverage"):
         self.comm, self.ex = comm, ex
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         self.blocks, self.homes, self.bounds = blocks, homes, bounds
@@ -177,7 +178,10 @@ class Epoch:
         self.loads = np.full(self.size, self.mine, dtype=np.int64)
         self.sends: list = []             # (request, buffer) until complete
         self.stopped = False
-        self.done = 0                     # rank 0: blocks that completed their round
+        self.done = 0                     # rank 0: what counts towards the end of the epoch
+        self.goal = self.nblocks if end == "coverage" else self.nblocks * self.size
+        self.end = end
+        self.notes: list = []             # DONE notes to rank 0 until matched
         self.visits = 0
         self.remaining = self.nblocks     # blocks this rank has yet to visit this epoch
         self.behind = np.full(self.size, self.nblocks)   # the same of every rank, as last heard
@@ -229,30 +233,24 @@ class Epoch:
             self.queue.append(block)
 
     def _control(self):
-        if self.rank == 0:
-            self.done += int(self.note[0])
-            if self.done < self.nblocks:
-                self.control = self.comm.Irecv(self.note, source=self.MPI.ANY_SOURCE, tag=TAG_DONE)
-            else:
-                self.control = None
-                self._stop()
+        if self.rank == 0:   # a DONE note; its receive stays posted until the epoch's last barrier
+            self.control = self.comm.Irecv(self.note, source=self.MPI.ANY_SOURCE, tag=TAG_DONE)
+            self._count()
         else:
             self.control = None
             self._stop()
 
-    def _completed(self):
-        """A block finished its round here: count it (rank 0) or tell rank 0."""
+    def _count(self):
+        """What ends the epoch happened here (a block finished its round; with ``end="work"``, a
+        visit): count it (rank 0) or tell rank 0, with a synchronous send, so that once this rank's
+        notes are complete rank 0 has received them all."""
         if self.rank == 0:
             self.done += 1
-            if self.done == self.nblocks:
-                if self.control is not None:   # every DONE arrived already: nothing will match it
-                    self.control.Cancel()
-                    self.control.Wait()
-                    self.control = None
+            if self.done >= self.goal and not self.stopped:
                 self._stop()
         else:
             note = np.ones(1, dtype=np.int64)
-            self.sends.append((self.comm.Isend(note, dest=0, tag=TAG_DONE), note))
+            self.notes.append((self.comm.Issend(note, dest=0, tag=TAG_DONE), note))
 
     def _stop(self):
         if self.rank == 0:
@@ -302,6 +300,8 @@ class Epoch:
     def _retire(self):
         if self.sends:
             self.sends = [(req, buf) for req, buf in self.sends if not req.Test()]
+        if self.notes:
+            self.notes = [(req, buf) for req, buf in self.notes if not req.Test()]
 
     def wait(self):
         """Block until one message arrives (or the barrier completes): time counted as wait.
@@ -310,11 +310,16 @@ class Epoch:
         spinning in ``Waitany``: with more ranks than cores the rank that holds the work runs
         sooner; with a core each, the yield returns at once."""
         start = time.perf_counter()
-        requests = self._requests()
+        requests, notes = self._requests(), bool(self.notes)
         while True:
             index, flag = self.MPI.Request.Testany(requests)
             if flag:
                 break
+            if notes:   # waiting, before the barrier, for rank 0 to take this rank's last notes
+                self._retire()
+                if not self.notes:
+                    index = self.MPI.UNDEFINED
+                    break
             os.sched_yield()
         self.ex.timings.wait += time.perf_counter() - start
         if index != self.MPI.UNDEFINED:
@@ -344,8 +349,10 @@ class Epoch:
         block.visits[self.rank] += 1
         if block.visits[self.rank] == 1:
             self.remaining -= 1
-            if block.visits.all():
-                self._completed()
+            if block.visits.all() and self.end == "coverage":
+                self._count()
+        if self.end == "work":
+            self._count()
         self._onward(block)
 
     def _onward(self, block: Block):
@@ -374,14 +381,17 @@ class Epoch:
             self.poll()
             if self.finished:
                 break
-            if self.barrier is None and len(self.home) == self.mine:
+            if self.barrier is None and len(self.home) == self.mine and not self.notes:
                 self.barrier = self.comm.Ibarrier()
                 continue
             self.wait()
-        if self.recv is not None:
-            self.recv.Cancel()
-            self.recv.Wait()
-            self.recv = None
+        # Every block is home and every note was received: the receives still posted match nothing.
+        for name in ("recv", "control"):
+            request = getattr(self, name)
+            if request is not None:
+                request.Cancel()
+                request.Wait()
+                setattr(self, name, None)
         for req, _ in self.sends:
             req.Wait()
         self.sends = []
@@ -422,7 +432,7 @@ def train(model, data, ex, p, q, first, iters=None, track=True):
                 block.buf[ID], block.buf[EPOCH] = block.id, epoch
             rng = rank_generator(v.seed, r, size, purpose=1000 + epoch)
             loop = Epoch(comm, ex, blocks, homes, bounds, x, mu, model._rate, model.reg_, rng, fixed, v.route,
-                         v.extra_visits, epoch, slowdown)
+                         v.extra_visits, epoch, slowdown, v.epoch_end)
             loop.queue.extend(held)
             home = loop.run()
             held = [home[b] for b in sorted(home)]

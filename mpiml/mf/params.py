@@ -30,7 +30,7 @@ import numpy as np
 from mpiml.errors import ArgumentError
 from mpiml.mf.dsgd import STEPS
 from mpiml.mf.ials import SOLVERS
-from mpiml.mf.nomad import ROUTES
+from mpiml.mf.nomad import ENDS, ROUTES
 from mpiml.mf.transport import EXCHANGES
 
 ALGORITHMS = ("als", "ials", "dsgd", "nomad")
@@ -237,6 +237,9 @@ PARAMS = tuple(replace(p, algorithms=tuple(dict.fromkeys(p.algorithms + ("nomad"
           choices=ROUTES),
     Param("extra_visits", "int", 1, "visits of a block to a rank beyond its first in an epoch, made while waiting "
           "for the epoch to end (0: exactly one, as in DSGD)", algorithms=("nomad",), low=0),
+    Param("epoch_end", "choice", "coverage", "an epoch ends once every block has visited every rank (coverage) or "
+          "once the ranks made as many visits as that takes (work: a slow rank does not hold it up, and its "
+          "users get fewer updates)", algorithms=("nomad",), choices=ENDS),
 )
 BY_NAME = {param.name: param for param in PARAMS}
 

@@ -43,17 +43,20 @@ def test_nomad_reaches_dsgd_rmse_with_and_without_a_slowed_rank(clean_epochs):
     train, test = split_fraction(synthetic_ratings(SPEC, comm.rank, comm.size), 0.1, seed=2)
     sync = DSGD(**FIT).fit(train, comm=comm)
     reference = sync.evaluate(test, comm=comm)["rmse"]
-    # rank 0, which also counts the finished blocks and ends the epoch, is the slow one
-    cases = [({0: 3.0}, "least_loaded", 2, 1), ({}, "cyclic", 1, 0)]
+    # rank 0, which also counts the finished blocks and ends the epoch, is slow in the first case
+    cases = [({0: 3.0}, "least_loaded", 2, 1, "coverage"), ({}, "cyclic", 1, 0, "coverage"),
+             ({comm.size - 1: 3.0}, "least_loaded", 1, 1, "work")]
     try:
-        for slow, policy, blocks, extra in cases:
+        for slow, policy, blocks, extra, end in cases:
             stragglers.install(slow)
-            model = NOMAD(**FIT, route=policy, blocks_per_rank=blocks, extra_visits=extra).fit(train, comm=comm)
+            model = NOMAD(**FIT, route=policy, blocks_per_rank=blocks, extra_visits=extra, epoch_end=end).fit(
+                train, comm=comm)
             rmse = model.evaluate(test, comm=comm)["rmse"]
             train_ratio = model.history_[-1]["train_rmse"] / sync.history_[-1]["train_rmse"]
-            case = (slow, policy, blocks, extra, rmse, reference, train_ratio)
+            case = (slow, policy, blocks, extra, end, rmse, reference, train_ratio)
             agree(comm, rmse <= TOLERANCE * reference and train_ratio <= TOLERANCE, case)
-            # every block visited every rank once in every epoch, and at most 1 + extra times
+            # every block visited every rank once in every epoch (with end="work": as many visits in
+            # all), and at most 1 + extra times
             need = blocks * comm.size * comm.size
             visits = [h["visits"] for h in model.history_]
             agree(comm, need <= min(visits) and max(visits) <= (1 + extra) * need, (case, visits))
