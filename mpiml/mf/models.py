@@ -236,7 +236,7 @@ class NOMAD(DSGD):
     visited this epoch, or the next rank); each rank updates its users against whichever
     block it holds, so a slow rank holds up no one. An epoch ends once every block has
     visited every rank (ranks that finish early make up to ``extra_visits`` more passes
-    meanwhile). Not
+    meanwhile), or with ``epoch_end="work"`` once as many visits were made. Not
     deterministic at more than one rank (the order depends on message timing); see
     :mod:`mpiml.mf.nomad`. Other parameters as in :class:`DSGD`.
     """

@@ -6,11 +6,11 @@ blocks (balanced by rating count), ``blocks_per_rank`` of them "at home" on each
 Each rank keeps a queue of the item blocks it holds. It takes one, runs plain SGD over
 its users' ratings of those items (:func:`mpiml.mf.dsgd.sgd_block`'s kernels, in a fresh
 random order), and passes the block on with a nonblocking send: the block's rows plus a
-header (block id, epoch, sender, the sender's queue length, and which ranks the block has
-visited this epoch). Between pieces of work it polls for arriving blocks; a rank waits
-only when its queue is empty. No two ranks ever hold the same item block, and no two
-ranks share a user, so no factor row is touched by two ranks at once (as in DSGD), but
-nobody waits for a sub-epoch to end.
+header (block id, epoch, sender, the sender's queue length and how many blocks it has yet
+to visit, and the block's visits to each rank this epoch). Between pieces of work it polls
+for arriving blocks; a rank waits only when its queue is empty. No two ranks ever hold the
+same item block, and no two ranks share a user, so no factor row is touched by two ranks at
+once (as in DSGD), but nobody waits for a sub-epoch to end.
 
 Where a block goes next (``route``): ``"least_loaded"`` (default) sends it to the rank it
 has not visited this epoch with the shortest queue, as this rank knows it (every message
@@ -19,25 +19,33 @@ carries its sender's queue length; a rank adds one for each block it sends to an
 not yet updated this epoch. A block that has visited every rank goes on circulating until
 the epoch ends, to ranks that have visited it fewer than ``1 + extra_visits`` times (then
 it goes home to rest): ranks that would otherwise sit idle, waiting for a slower one, make
-extra passes over their ratings instead, all but the rank that is furthest behind (the one
-the epoch waits for: every message carries how many blocks its sender has yet to visit),
-which passes visited blocks on rather than update them again. ``extra_visits`` (default 1) bounds how unevenly
-the ratings are weighted within an epoch (at most ``1 + extra_visits`` : 1; the more
-uneven, the further the result from the sync optimum, see the tests); 0 makes every
-block visit every rank exactly once per epoch, as DSGD's sweep does, only without the
-barriers. All visits are counted in each epoch's record (``visits``).
+extra passes over their ratings instead, all but the rank furthest behind (as far as it
+knows: the one the epoch waits for), which passes visited blocks on rather than update
+them again. ``extra_visits`` (default 1) bounds how unevenly the ratings are weighted
+within an epoch (at most ``1 + extra_visits`` : 1; the more uneven, the further the result
+from the sync optimum); 0 makes every block visit every rank exactly once per epoch, as
+DSGD's sweep does, only without the barriers. Each epoch's record counts all ``visits``.
 
-An epoch ends when every block has visited every rank at least once. Termination: the
-rank where a block completes its round tells rank 0 (a tiny message, tag ``DONE``); after
-``B`` of them rank 0 sends ``STOP`` to every rank. On ``STOP`` a rank sends every block it
-holds home (and forwards home any block that still arrives); a rank that has all its home
-blocks joins a nonblocking barrier (``Ibarrier``) and keeps forwarding until the barrier
-completes, which happens only when every block is home, so that no block message is in
-flight. The one receive still posted is then cancelled, and every send is complete. Then,
+When an epoch ends (``epoch_end``): ``"coverage"`` (default) once every block has visited
+every rank at least once; a rank ``f`` times slower than the others then still sets the
+length of the epoch (as in DSGD), but the others make extra passes meanwhile, so fewer
+epochs reach a given RMSE. ``"work"``: once the ranks have made ``B * p`` visits in all (as
+many as a full round), whichever blocks they were; a slow rank then holds up no one, and
+its users get fewer updates per epoch (about ``1/f`` of the others').
+
+Termination: the rank where what counts happens (a block completes its round; a visit,
+with ``"work"``) tells rank 0 with a tiny synchronous message (``Issend``, tag ``DONE``);
+once the count is reached rank 0 sends ``STOP`` to every rank. On ``STOP`` a rank sends
+every block it holds home (and forwards home any block that still arrives); a rank that
+has all its home blocks and whose notes to rank 0 are complete (so received) joins a
+nonblocking barrier (``Ibarrier``) and keeps forwarding until the barrier completes, which
+happens only when every block is home and every note taken, so that no message is in
+flight. The receives still posted are then cancelled, and every send is complete. Then,
 as in DSGD, the item factors are gathered, the loss is summed and the step size updated;
 checkpoints (the estimator's, every ``checkpoint_every`` epochs) are written here, with
 every block home. All messages use a private ``Dup`` of the communicator, with one tag
-per purpose, and ``MPI.ANY_SOURCE`` receives into preallocated buffers.
+per purpose, and ``MPI.ANY_SOURCE`` receives into preallocated buffers. Idle ranks poll
+with ``Testany`` and yield the core between polls.
 
 Determinism: the factors depend on the order in which blocks arrive, which depends on
 message timing, so two runs at ``p > 1`` differ (in the last digits after one epoch, and
