@@ -261,6 +261,7 @@ def main(argv=None) -> int:
         result["test_ratings_read"] = int(comm.allreduce(len(test)))
     for key in ("iterations", "fit_seconds", "setup_seconds", "objective", "train_ratings", "users", "items",
                 "exchange", "train_rmse", "compute_imbalance", "compute_cpu_imbalance", "estimated_imbalance",
+                "factors_layout",
                 "per_rank", "reg_search", "reg_search_seconds",
                 "overlap_chunks", "overlapped_half_steps", "exchange_exposed_seconds", "comm_hidden_fraction",
                 "transfer_hidden_fraction"):
@@ -270,6 +271,8 @@ def main(argv=None) -> int:
     for key in ("compute_seconds", "compute_cpu_seconds", "comm_seconds", "wait_seconds"):
         result[key] = sum(r[key] for r in per_rank) / len(per_rank)  # mean over ranks
     result["comm_fraction"] = result["comm_seconds"] / info["fit_seconds"] if info["fit_seconds"] > 0 else 0.0
+    for key in ("model_bytes", "bytes_per_iteration"):
+        result[key] = info["max_" + key]  # the largest rank's (each rank's in per_rank)
     from mpiml.runtime.rss import peak_rss_bytes
 
     result["iteration_seconds"] = [record["seconds"] for record in iterations]

@@ -265,7 +265,7 @@ def _fold_reference(x, sigmas, F) -> None:
 def _deposit_rows(T, scale, sigmas, F, offset, square):
     # the folds unrolled for K = 2 and 3 (what counts up to 2^21 give): the loop over j then vectorizes
     # one contiguous view per fold, indexed from 0: the loops over elements stay vectorizable
-    F0, F1, F2, scale = F[0, offset:], F[1, offset:], F[F.shape[0] - 1, offset:], scale[offset:]
+    F0, F1, F2, scale = F[0, offset:], F[1, offset:], F[min(2, F.shape[0] - 1), offset:], scale[offset:]
     n, K = T.shape[1], sigmas.shape[0]
     s0, s1 = sigmas[0], sigmas[1]
     s2 = sigmas[2] if K > 2 else 0.0
@@ -426,7 +426,7 @@ def deposit_outer_reference(X, R, scale, sigmas, F, offset: int = 0) -> bool:
 def _deposit_outer_dense(X, R, scale, sigmas, F, offset):
     # as _deposit_rows: folds unrolled for K = 2 and 3, the loop over j vectorizes (k = 1: contiguous)
     # one contiguous view per fold, indexed from 0: the loops over elements stay vectorizable
-    F0, F1, F2, scale = F[0, offset:], F[1, offset:], F[F.shape[0] - 1, offset:], scale[offset:]
+    F0, F1, F2, scale = F[0, offset:], F[1, offset:], F[min(2, F.shape[0] - 1), offset:], scale[offset:]
     k, K, d = R.shape[1], sigmas.shape[0], X.shape[1]
     s0, s1 = sigmas[0], sigmas[1]
     s2 = sigmas[2] if K > 2 else 0.0
@@ -474,7 +474,6 @@ def _deposit_outer_csr(indptr, indices, data, R, scale, sigmas, F, offset, width
     k, K = R.shape[1], sigmas.shape[0]
     G = np.zeros((width, K))
     s0, s1 = sigmas[0], sigmas[1]
-    s2 = sigmas[2] if K > 2 else 0.0
     over = 0
     for i in range(indptr.shape[0] - 1):
         for p in range(indptr[i], indptr[i + 1]):
@@ -505,44 +504,59 @@ def _deposit_outer_csr(indptr, indices, data, R, scale, sigmas, F, offset, width
 
 @kernel
 def _deposit_outer_csc(indptr, indices, data, R, scale, sigmas, F, offset):
-    # column j of X: the terms of elements j k + c, folded into registers, then added to F once
-    # one contiguous view per fold, indexed from 0: the loops over elements stay vectorizable
-    F0, F1, F2, scale = F[0, offset:], F[1, offset:], F[F.shape[0] - 1, offset:], scale[offset:]
+    # column j of X: the terms of elements j k + c. Each piece of fold f is an integer multiple of u_f, so its
+    # count of units is summed as an int64: integer sums may be reordered, so the loop vectorizes (1.5x faster
+    # than float accumulators, which must keep their order); a column's count stays below 2^53, so converting
+    # it back is exact. Non-finite or too large terms give meaningless counts, but they raise the flag, and
+    # the caller then starts over (a priori grids) or sums those elements apart (SPECIAL).
+    F0, F1, F2, scale = F[0, offset:], F[1, offset:], F[min(2, F.shape[0] - 1), offset:], scale[offset:]
     k, K = R.shape[1], sigmas.shape[0]
     s0, s1 = sigmas[0], sigmas[1]
     s2 = sigmas[2] if K > 2 else 0.0
+    units = sigmas / (1.5 * 2.0 ** 52)          # u_f, exactly: sigma_f = 1.5 * 2^52 u_f
+    u0, u1, u2 = units[0], units[1], units[min(2, K - 1)]
+    n0, n1, n2 = 1.0 / u0, 1.0 / u1, 1.0 / u2   # powers of two: q * n_f is exact
     over = 0
     for j in range(indptr.shape[0] - 1):
         for c in range(k):
             e = j * k + c
             sc = scale[e]
-            f0 = f1 = f2 = 0.0
-            for p in range(np.uint64(indptr[j]), np.uint64(indptr[j + 1])):   # unsigned: no wraparound
-                x = (np.float64(data[p]) * R[np.uint64(indices[p]), c]) * sc
-                over += not abs(x) < 1.0
-                q = (x + s0) - s0
-                f0 += q
-                x -= q
-                if K == 2:
-                    f1 += (x + s1) - s1
-                else:
-                    q = (x + s1) - s1
-                    f1 += q
+            a0 = np.int64(0)
+            a1 = np.int64(0)
+            a2 = np.int64(0)
+            flags = np.int64(0)
+            lo, hi = np.uint64(indptr[j]), np.uint64(indptr[j + 1])   # unsigned: no wraparound
+            if K == 2:   # a loop of its own: no branch inside, so it vectorizes
+                for p in range(lo, hi):
+                    x = (np.float64(data[p]) * R[np.uint64(indices[p]), c]) * sc
+                    flags += np.int64(not abs(x) < 1.0)
+                    q = (x + s0) - s0
+                    a0 += np.int64(q * n0)
+                    a1 += np.int64((((x - q) + s1) - s1) * n1)
+            else:
+                for p in range(lo, hi):
+                    x = (np.float64(data[p]) * R[np.uint64(indices[p]), c]) * sc
+                    flags += np.int64(not abs(x) < 1.0)
+                    q = (x + s0) - s0
+                    a0 += np.int64(q * n0)
                     x -= q
-                    if K == 3:
-                        f2 += (x + s2) - s2
-                    else:
-                        q = (x + s2) - s2
-                        f2 += q
-                        x -= q
-                        for f in range(3, K):
-                            q = (x + sigmas[f]) - sigmas[f]
-                            F[f, offset + e] += q
-                            x -= q
-            F0[e] += f0
-            F1[e] += f1
+                    q = (x + s1) - s1
+                    a1 += np.int64(q * n1)
+                    x -= q
+                    a2 += np.int64(((x + s2) - s2) * n2)
+            over += flags
+            F0[e] += np.float64(a0) * u0
+            F1[e] += np.float64(a1) * u1
             if K > 2:
-                F2[e] += f2
+                F2[e] += np.float64(a2) * u2
+            if K > 3:   # more folds (more than about 2^21 terms an element): the remainders, term by term
+                for p in range(np.uint64(indptr[j]), np.uint64(indptr[j + 1])):
+                    x = (np.float64(data[p]) * R[np.uint64(indices[p]), c]) * sc
+                    for f in range(K):
+                        q = (x + sigmas[f]) - sigmas[f]
+                        if f >= 3:
+                            F[f, offset + e] += q
+                        x -= q
     return over
 
 
@@ -587,9 +601,14 @@ class Sum:
         self.parts.append(("rows", offset, np.ascontiguousarray(T), bool(square)))
         return self
 
-    def add_outer(self, X, R, offset: int = 0, columns=None) -> "Sum":
+    def add_outer(self, X, R, offset: int = 0, columns=None, count: int | None = None) -> "Sum":
         """Terms ``X[i, j] * R[i, c]`` of element ``offset + j k + c`` (``X`` dense or CSR, ``R`` ``(rows, k)``;
-        ``columns``: ``X.tocsc()``, if the caller keeps one, for a faster deposit of sparse data)."""
+        ``columns``: ``X.tocsc()``, if the caller keeps one, for a faster deposit of sparse data).
+
+        ``count``: a smaller bound on these elements' terms than the sum's, the same on every rank
+        (for sparse ``X``, the most stored entries of a column over all ranks): its plan may need
+        fewer folds (2 up to 16383 terms), which makes the deposit cheaper at the same accuracy.
+        """
         R = np.ascontiguousarray(R, dtype=np.float64)
         R = R.reshape(-1, 1) if R.ndim == 1 else R
         if not _is_csr(X):
@@ -598,7 +617,10 @@ class Sum:
             raise ArgumentError(f"outer terms of shapes {X.shape} and {R.shape} at {offset} in a sum of {self.n}")
         if columns is not None and (getattr(columns, "format", "") != "csc" or columns.shape != X.shape):
             raise ArgumentError("columns must be X in CSC form (X.tocsc())")
-        self.parts.append(("outer", offset, X, (R, columns)))
+        if count is not None and not 0 <= int(count) <= self.plan.count:
+            raise ArgumentError(f"count must be in 0..{self.plan.count} (the sum's own), got {count}")
+        part_plan = self.plan if count is None else plan(count)
+        self.parts.append(("outer", offset, X, (R, columns, part_plan.sigmas)))
         return self
 
     def maxima(self, out: np.ndarray | None = None) -> np.ndarray:
@@ -640,7 +662,7 @@ class Sum:
             if kind == "rows":
                 over |= deposit_rows(a, scale, sig, F, fast, offset, b)
             else:
-                over |= deposit_outer(a, b[0], scale, sig, F, b[1], fast, offset)
+                over |= deposit_outer(a, b[0], scale, b[2], F, b[1], fast, offset)
         return over
 
     def _special(self, F, special) -> None:
@@ -677,6 +699,45 @@ def local_sum(T, axis: int = 0, count: int | None = None) -> np.ndarray:
     flat = T.reshape(T.shape[0], math.prod(shape))
     acc = Sum(flat.shape[1], T.shape[0] if count is None else count).add_rows(flat)
     return reduce_sum(acc, _keep, _keep).reshape(shape)
+
+
+def vector_sum(t: np.ndarray, count: int | None = None) -> float:
+    """``local_sum(t[:, None], count=count)[0]`` of a 1-D ``t`` (the same bits), in one compiled pass."""
+    t = np.ascontiguousarray(t, dtype=np.float64)
+    count = max(t.size, 1) if count is None else count
+    if compiled():
+        p = plan(count)
+        value, ok = _vector_sum(t, p.sigmas, _POW2)
+        if ok:
+            return value
+    return float(local_sum(t[:, None], count=count)[0])   # a NaN or an infinity among the terms
+
+
+@kernel
+def _vector_sum(t, sigmas, pow2):
+    # the maximum, its exponent, the folds and the one rounding of local_sum, for one element
+    top = 0.0
+    for v in t:
+        a = abs(v)
+        if not a < np.inf:      # NaN or infinite: the caller takes the general path
+            return 0.0, False
+        top = a if a > top else top
+    e = max(math.frexp(top)[1], MIN_EXPONENT) if top > 0.0 else MIN_EXPONENT
+    scale = pow2[1022 - e] if e <= 1022 else math.ldexp(1.0, -e)
+    K = sigmas.shape[0]
+    F = np.zeros(K)
+    for v in t:
+        x = v * scale
+        for f in range(K):
+            q = (x + sigmas[f]) - sigmas[f]
+            F[f] += q
+            x -= q
+    v = F[K - 1]
+    for f in range(K - 2, -1, -1):
+        v = F[f] + v
+    if -1022 <= e <= 1023:
+        return v * pow2[e + 1022], True
+    return math.ldexp(v, e), True
 
 
 def _keep(x):

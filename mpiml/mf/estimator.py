@@ -35,7 +35,16 @@ value raises :class:`~mpiml.errors.ArgumentError` on every rank); ``get_params``
 rows), ``global_mean_``, ``reg_`` (the regularization used), ``history_`` (one record per
 iteration), ``blocks_`` and ``fit_info_``. ``fit_info_`` reports the time split of every
 rank (``per_rank``: compute, comm and wait seconds, see :mod:`mpiml.mf.transport`) and
-``compute_imbalance`` (the largest rank's compute seconds over the mean).
+``compute_imbalance`` (the largest rank's compute seconds over the mean), and memory:
+``model_bytes`` (factor rows held at the peak of an iteration), ``bytes_per_iteration`` (bytes
+sent per iteration) and ``peak_rss_bytes`` (after the fit), this rank's, each rank's in
+``per_rank`` and the largest as ``max_model_bytes``, ``max_bytes_per_iteration``, ``max_peak_rss_bytes``.
+
+``factors="partitioned"`` (see :mod:`mpiml.mf.partitioned`; ``factors_layout_`` says which was
+used) leaves each rank only its blocks: ``user_block_`` and ``item_block_`` (rows
+``user_bounds_[r]:user_bounds_[r+1]`` and ``item_bounds_[r]:item_bounds_[r+1]``), and its
+users' rated items as CSR (``local_rated_indptr_``, ``local_rated_indices_``: global item
+indices), instead of ``user_factors_`` / ``item_factors_``.
 """
 
 from __future__ import annotations
@@ -50,13 +59,13 @@ import numpy as np
 
 from mpiml.data.ratings import RatingsShard, global_ids, lookup, split_fraction
 from mpiml.errors import ArgumentError, CheckpointError, DataError, DivergenceError, MpimlError, Preempted
-from mpiml.mf import als, overlap, params
+from mpiml.mf import als, overlap, params, partitioned
 from mpiml.collectives.reproducible import Sum
 from mpiml.mf.metrics import error_sums, ranking_means, ranking_rows, ranking_sums, rmse_mae, top_k
 from mpiml.mf.params import COLD_START
 from mpiml.mf.partition import COSTS, Rows, balanced_blocks, block_of, build_rows, pair_dots
 from mpiml.mf.registry import MODELS
-from mpiml.mf.transport import Exchange, load_checkpoint, save_checkpoint, send_to_owners
+from mpiml.mf.transport import Exchange, gather_rows, load_checkpoint, save_checkpoint, send_to_owners
 from mpiml.runtime.agree import raise_if_any
 from mpiml.runtime.comm import private_comm, resolve_comm
 from mpiml.runtime.files import load_npz, save_npz_atomic
@@ -67,10 +76,11 @@ from mpiml.train.reproducible import scores as row_scores
 
 __all__ = ["FactorModel"]
 
-# Parameters a resumed fit may change: how far to train, how to exchange, how to predict for
-# unseen users, and where and how often to checkpoint. The rest must match the checkpoint's.
-MAY_CHANGE = ("iters", "exchange", "overlap", "cold_start", "checkpoint_dir", "checkpoint_every", "resume", "overwrite",
-              "callback")
+# Parameters a resumed fit may change: how far to train, how to exchange and where the factors
+# live (a checkpoint holds the full factors either way), how to predict for unseen users, and
+# where and how often to checkpoint. The rest must match the checkpoint's.
+MAY_CHANGE = ("iters", "exchange", "overlap", "factors", "cold_start", "checkpoint_dir", "checkpoint_every", "resume",
+              "overwrite", "callback")
 
 # Saved models: the arrays keep their first names (P, Q, mu, ...), so files of every
 # version so far load; parameters a later version dropped are ignored when loading.
@@ -163,6 +173,9 @@ class FactorModel:
         if values["reg"] == "auto":
             self._reg_grid = values["reg_grid"] if values["reg_grid"] is not None else sorted(self.REG_GRID)
             self._auto_iters = max(1, values["iters"] // 3) if values["auto_iters"] is None else values["auto_iters"]
+            if values["factors"] == "partitioned":
+                raise ArgumentError(f"{self.algorithm}: reg='auto' is not yet available with partitioned factors; "
+                                    "give reg a number or use factors='replicated'")
         return values
 
     def _model_params(self, values) -> dict:
@@ -200,6 +213,7 @@ class FactorModel:
         ex = Exchange(comm, self.exchange)
         start = time.perf_counter()
         data = self._prepare(ratings, ex)
+        data.update(partitioned.setup(self, data, ex))  # sets _partitioned and factors_layout_
         setup = time.perf_counter() - start, ex.seconds
         ex.reset()
         self._accounts = overlap.Accounts()
@@ -215,12 +229,10 @@ class FactorModel:
             if self.reg_ is None:
                 p, q, search = self._search_reg(ratings, data, ex, p, q)
                 search_seconds = time.perf_counter() - train_start
-            self.user_factors_, self.item_factors_ = self._train(data, ex, p, q, first)
+            p, q = self._train(data, ex, p, q, first)
         fit_seconds, timings = time.perf_counter() - train_start, ex.timings.copy()
-        cols = ex.gather(data["user_rows"].cols)
-        self.rated_indptr_ = np.concatenate([[0], np.cumsum(data["user_counts"])]).astype(np.int64)
-        self.rated_indices_ = cols.astype(np.int64)
-        per_rank = private_comm(comm).allgather(timings.as_dict())
+        memory = self._keep_factors(data, ex, p, q)
+        per_rank = private_comm(comm).allgather({**timings.as_dict(), **memory})
         last = self.history_[-1] if self.history_ else {}
         self.fit_info_ = {
             "iterations": len(self.history_), "seconds": time.perf_counter() - start, "fit_seconds": fit_seconds,
@@ -232,6 +244,8 @@ class FactorModel:
             "setup_seconds": setup[0], "setup_comm_seconds": setup[1], "ranks": ex.size,
             "train_ratings": data["n"], "users": int(self.user_ids_.size), "items": int(self.item_ids_.size),
             "objective": last.get("objective"), "exchange": self.exchange, "reg": self.reg_,
+            "factors_layout": self.factors_layout_, **memory,   # this rank's, as the timings; and the largest:
+            **{"max_" + key: max(t[key] for t in per_rank) for key in memory},
         }
         if self._chunks(ex) > 1:
             self.fit_info_.update(overlap.report(self._accounts, self._chunks(ex), comm))
@@ -240,6 +254,32 @@ class FactorModel:
         if "train_rmse" in last:
             self.fit_info_["train_rmse"] = last["train_rmse"]
         return self
+
+    def _keep_factors(self, data, ex, p, q) -> dict:
+        """Store the trained factors (full, or this rank's blocks); returns this rank's memory figures."""
+        from mpiml.runtime.rss import peak_rss_bytes
+
+        r = ex.rank
+        iterations = max(len(self.history_), 1)
+        memory = {"model_bytes": partitioned.model_bytes(self, data, ex, p.dtype.itemsize),
+                  "bytes_per_iteration": int(ex.sent / iterations)}
+        kept = ("user_block_", "item_block_", "user_bounds_", "item_bounds_", "local_rated_indptr_",
+                "local_rated_indices_", "user_factors_", "item_factors_", "rated_indptr_", "rated_indices_")
+        for name in kept:  # a refit may change the layout: nothing of the previous one stays
+            self.__dict__.pop(name, None)
+        if self._partitioned:
+            ur = data["user_rows"]
+            self.user_block_, self.item_block_ = p, q
+            self.user_bounds_ = np.asarray(data["user_bounds"], dtype=np.int64)
+            self.item_bounds_ = np.asarray(data["item_bounds"], dtype=np.int64)
+            self.local_rated_indptr_, self.local_rated_indices_ = ur.indptr.astype(np.int64), ur.cols.astype(np.int64)
+        else:
+            self.user_factors_, self.item_factors_ = p, q
+            cols = ex.gather(data["user_rows"].cols)
+            self.rated_indptr_ = np.concatenate([[0], np.cumsum(data["user_counts"])]).astype(np.int64)
+            self.rated_indices_ = cols.astype(np.int64)
+        memory["peak_rss_bytes"] = peak_rss_bytes()
+        return memory
 
     def _row_weights(self, counts, side: str) -> np.ndarray:
         """What the blocks of ``side`` balance: rating counts (overridden by the ALS models)."""
@@ -386,8 +426,10 @@ class FactorModel:
         """Initial ``(P, Q, first_iteration)``: from the checkpoint when resuming, else fresh."""
         self.history_ = []
         self.reg_ = None if self._params.reg == "auto" else float(self._params.reg)  # None: chosen by _search_reg
+        part = self._partitioned
         if self._directory is not None and self.resume:
-            found = load_checkpoint(self._directory, self._directory.fingerprint, ex.comm, self._complete(data))
+            slices = {"P": data["user_bounds"], "Q": data["item_bounds"]} if part else None
+            found = load_checkpoint(self._directory, self._directory.fingerprint, ex.comm, self._complete(data), slices)
             if found is not None:
                 arrays, manifest = found
                 self.history_ = json.loads(str(arrays["history"]))
@@ -395,11 +437,21 @@ class FactorModel:
                     self.reg_ = float(arrays["reg"])  # chosen before the checkpoint: no new search
                 self._restore(arrays)
                 return arrays["P"], arrays["Q"], int(manifest["step"])
-        p, q = self._initial_factors(data)
+        if part:
+            ub, ib, r = data["user_bounds"], data["item_bounds"], ex.rank
+            purpose, scale = self._draw()
+            p, q = partitioned.initial_blocks([self._params.seed, purpose], scale, data["user_ids"].size,
+                                              self._layout, (ub[r], ub[r + 1]), (ib[r], ib[r + 1]))
+        else:
+            p, q = self._initial_factors(data)
         return p, q, 0
 
     def _initial_factors(self, data):
         return als.initial_factors(self._params.seed, data["user_ids"].size, data["item_ids"].size, self._layout)
+
+    def _draw(self):
+        """``(purpose, scale)`` of the initial factors' seeded normals (as :meth:`_initial_factors` draws them)."""
+        return 11, self._layout.rank ** -0.5
 
     def _restore(self, arrays) -> None:
         """Algorithm state beyond the factors (DSGD: its step size)."""
@@ -424,7 +476,9 @@ class FactorModel:
         stop = self._watch is not None and self._watch.should_stop()
         every = self._params.checkpoint_every
         if self._directory is not None and (stop or (every > 0 and (it + 1) % every == 0)):
-            if p is None:  # DSGD keeps only its own user block between checkpoints
+            if self._partitioned:  # rank 0 writes the same file as replicated factors
+                p, q = gather_rows(p, ex.comm), gather_rows(q, ex.comm)
+            elif p is None:  # DSGD keeps only its own user block between checkpoints
                 p = ex.gather(self._local_users)
             arrays = {"P": p, "Q": q, "history": np.array(json.dumps(self.history_)), "reg": np.array(self.reg_),
                       **self._checkpoint_state()}
@@ -449,7 +503,9 @@ class FactorModel:
         return full
 
     def _chunks(self, ex) -> int:
-        """The half-steps' overlap chunks (1: none)."""
+        """The half-steps' overlap chunks (1: none; partitioned factors route without the allgather it overlaps)."""
+        if getattr(self, "_partitioned", False):
+            return 1
         return max(int(getattr(self._params, "overlap", 0) or 0), 1) if ex.size > 1 else 1
 
     def _solve_gathered(self, ex, solve, rows, bounds, side, it, end):
@@ -474,6 +530,10 @@ class FactorModel:
 
     # ------------------------------------------------------------------- using
     def _check_fitted(self) -> None:
+        if getattr(self, "factors_layout_", None) == "partitioned" and not hasattr(self, "item_factors_"):
+            raise ArgumentError(f"this {type(self).__name__} holds partitioned factors: predict, evaluate, "
+                                "recommend, fold_in and save are not yet for partitioned factors; fit with "
+                                "factors='replicated'", collective=True)  # every rank holds the same layout
         if not hasattr(self, "item_factors_"):
             raise ArgumentError(f"this {type(self).__name__} is not fitted yet: call fit (or load a saved model)")
 

@@ -26,7 +26,8 @@ import time
 
 import numpy as np
 
-from mpiml.mf import als, dsgd, ials
+from mpiml.errors import ArgumentError
+from mpiml.mf import als, dsgd, ials, partitioned
 from mpiml.mf.estimator import FactorModel, cost_model
 from mpiml.mf.partition import pair_dots, row_costs
 from mpiml.mf.registry import register
@@ -50,6 +51,8 @@ class ALS(FactorModel):
     def _train(self, data, ex, p, q, first, iters=None, track=True):
         ur, ir, mu, lay, reg = data["user_rows"], data["item_rows"], self.global_mean_, self._layout, self.reg_
         weighted, end = self._params.weighted, self._params.iters if iters is None else iters
+        if self._partitioned:
+            return partitioned.train_als(self, data, ex, p, q, first, end, track)
         for it in range(first, end):
             clock = self._clock(ex)
             p = self._solve_gathered(
@@ -60,20 +63,27 @@ class ALS(FactorModel):
                 ir, data["item_bounds"], "item", it, end)
             with ex.computing():
                 err = ur.vals - als.predict_rows(ur, p, q, mu)
-                if self._exact:
-                    pens = np.concatenate([als.penalty_terms(ur, p, lay, "users", weighted),
-                                           als.penalty_terms(ir, q, lay, "items", weighted)])
-                else:
-                    pen = (als.penalty(ur, p, reg, lay, "users", weighted)
-                           + als.penalty(ir, q, reg, lay, "items", weighted))
-            if self._exact:
-                sse, pen = self._sum_terms(ex, err * err, pens, count=data["n"] + p.shape[0] + q.shape[0])
-                pen *= reg
-            else:
-                sse, pen = ex.sum([err @ err, pen])
-            record = {"objective": float(sse + pen), "train_rmse": float(np.sqrt(sse / data["n"]))}
-            self._after_iteration(data, ex, it, p, q, record, clock, track)
+            self._after_iteration(data, ex, it, p, q, self._record(ex, data, err, ur, p, ir, q), clock, track)
         return p, q
+
+    def _record(self, ex, data, err, user_rows, p, item_rows, q) -> dict:
+        """The objective and training RMSE of an iteration from every rating's residual ``err`` and
+        the rows of both sides (``p`` / ``q`` from ``user_rows.start`` / ``item_rows.start``); collective."""
+        lay, reg, weighted = self._layout, self.reg_, self._params.weighted
+        with ex.computing():
+            if self._exact:
+                pens = np.concatenate([als.penalty_terms(user_rows, p, lay, "users", weighted),
+                                       als.penalty_terms(item_rows, q, lay, "items", weighted)])
+            else:
+                pen = (als.penalty(user_rows, p, reg, lay, "users", weighted)
+                       + als.penalty(item_rows, q, reg, lay, "items", weighted))
+        if self._exact:
+            count = data["n"] + data["user_ids"].size + data["item_ids"].size
+            sse, pen = self._sum_terms(ex, err * err, pens, count=count)
+            pen *= reg
+        else:
+            sse, pen = ex.sum([err @ err, pen])
+        return {"objective": float(sse + pen), "train_rmse": float(np.sqrt(sse / data["n"]))}
 
 
 def _solve(step, rows, *args):
@@ -111,6 +121,8 @@ class ImplicitALS(FactorModel):
         ur, ir = data["user_rows"], data["item_rows"]
         p, q = p.astype(self._params.dtype, copy=False), q.astype(self._params.dtype, copy=False)
         end = self._params.iters if iters is None else iters
+        if self._partitioned:
+            return partitioned.train_ials(self, data, ex, p, q, first, end, track)
         for it in range(first, end):
             clock = self._clock(ex)
             p = self._solve_gathered(ex, self._solver(q, p), ur, data["user_bounds"], "user", it, end)
@@ -179,6 +191,9 @@ class DSGD(FactorModel):
             q[:, lay.fixed("items")] = 1.0
         return p, q
 
+    def _draw(self):
+        return 12, self._params.init_std
+
     def _restore(self, arrays):
         self._rate = float(arrays["rate"])
         self._previous = float(arrays["previous"]) if np.isfinite(arrays["previous"]) else None
@@ -192,8 +207,9 @@ class DSGD(FactorModel):
         ub, ib, ur, mu = data["user_bounds"], data["item_bounds"], data["user_rows"], self.global_mean_
         if first == 0:
             self._rate, self._previous = self._params.lr, None
-        x = p[ub[r]:ub[r + 1]].copy()
-        y = q[ib[r]:ib[r + 1]].copy()
+        part = self._partitioned  # p and q are this rank's blocks: it needs no other rows
+        x = p.copy() if part else p[ub[r]:ub[r + 1]].copy()
+        y = q.copy() if part else q[ib[r]:ib[r + 1]].copy()
         local_users = ur.row_ids() - ub[r]
         blocks = dsgd.split_by_item_block(local_users, ur.cols, ur.vals, ib)
         my_items = data["item_counts"][ib[r]:ib[r + 1]]
@@ -210,21 +226,26 @@ class DSGD(FactorModel):
                     slowdown.after(time.perf_counter() - start)
                 incoming = (r + s + 1) % size
                 y = ex.shift(y, int(ib[incoming + 1] - ib[incoming]))
-            q = ex.gather(y)
             with ex.computing():
-                err = ur.vals - mu - pair_dots(x, local_users, q, ur.cols)
                 xf, yf = x[:, free_x], y[:, free_y]
                 pen = self.reg_ * (ur.counts() @ np.einsum("ij,ij->i", xf, xf)
                                    + my_items @ np.einsum("ij,ij->i", yf, yf))
-            sse, pen = ex.sum([err @ err, pen])
+            if part:  # the item blocks once more around the ring, instead of allgathering Q
+                sse, y = partitioned.ring_sse(ex, blocks, x, y, mu, ib)
+            else:
+                q = ex.gather(y)
+                with ex.computing():
+                    err = ur.vals - mu - pair_dots(x, local_users, q, ur.cols)
+                    sse = err @ err
+            sse, pen = ex.sum([sse, pen])
             loss = float(sse + pen)
             record = {"objective": loss, "train_rmse": float(np.sqrt(sse / data["n"])), "step_size": self._rate}
             v = self._params
             self._rate = dsgd.next_rate(v.step, v.lr, self._rate, epoch, loss, self._previous, v.decay)
             self._previous = loss
             self._local_users = x
-            self._after_iteration(data, ex, epoch, None, q, record, clock, track)
-        return ex.gather(x), ex.gather(y)
+            self._after_iteration(data, ex, epoch, x if part else None, y if part else q, record, clock, track)
+        return (x, y) if part else (ex.gather(x), ex.gather(y))
 
 
 @register
@@ -242,6 +263,14 @@ class NOMAD(DSGD):
     """
 
     algorithm = "nomad"
+
+    def _check_params(self) -> dict:
+        values = super()._check_params()
+        if values["factors"] == "partitioned":
+            raise ArgumentError("nomad: factors='partitioned' is not available (its item blocks are not the "
+                                "partitioned layout's); use factors='replicated'")
+        self._params.factors = "replicated"  # auto: replicated, whatever partitioned.AUTO_PARTITIONS says
+        return values
 
     def _train(self, data, ex, p, q, first, iters=None, track=True):
         from mpiml.mf import nomad

@@ -143,7 +143,9 @@ def solve_gathered(ex, solve, rows: Rows, bounds, chunks: int, accounts: Account
     exposed += elapsed
     ex.timings.wait += wait
     ex.timings.comm += exposed - wait
-    ex.bytes += full.nbytes - int(sizes[ex.rank].sum()) * (full.nbytes // max(full.shape[0], 1))
+    received = full.nbytes - int(sizes[ex.rank].sum()) * (full.nbytes // max(full.shape[0], 1))
+    ex.bytes += received
+    ex.sent += received  # as Exchange.gather counts an allgather
     ex._since = 0.0
     accounts.exposed += exposed
     accounts.exposed_wait += wait

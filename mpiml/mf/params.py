@@ -31,6 +31,7 @@ from mpiml.errors import ArgumentError
 from mpiml.mf.dsgd import STEPS
 from mpiml.mf.ials import SOLVERS
 from mpiml.mf.nomad import ENDS, ROUTES
+from mpiml.mf.partitioned import LAYOUTS
 from mpiml.mf.transport import EXCHANGES
 
 ALGORITHMS = ("als", "ials", "dsgd", "nomad")
@@ -208,6 +209,10 @@ PARAMS = (
     Param("overlap", "int", 0, "solve each half-step in this many chunks, exchanging each solved chunk while the "
           "next is solved (0 or 1: no overlap; the factors are the same either way)", algorithms=("als", "ials"),
           low=0, model=False),
+    Param("factors", "choice", "auto", "where the factors live: replicated (full P and Q on every rank, solved "
+          "sides allgathered), partitioned (each rank its user and item blocks, only the rows its ratings reference "
+          "exchanged) or auto (partitioned for large factors that route fewer rows; see mpiml.mf.partitioned)",
+          choices=LAYOUTS, model=False),
     Param("cold_start", "choice", "drop", "users or items unseen in training: drop (predict NaN, left out of "
           "evaluate), nan (NaN everywhere) or mean (the global mean)", choices=COLD_START),
     Param("checkpoint_dir", "path", None, "write checkpoints here (None: none); with it, SIGUSR1/SIGTERM "

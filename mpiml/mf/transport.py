@@ -28,6 +28,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from mpiml.collectives import allgather, allreduce
+from mpiml.collectives.model import allreduce_bytes
 from mpiml.errors import ArgumentError, CheckpointError
 from mpiml.runtime.checkpoint import read_checkpoint, write_checkpoint
 from mpiml.runtime.checkpoint_dir import root_verdict
@@ -66,6 +67,7 @@ class Exchange:
         self.algorithm = algorithm
         self.timings = Timings()
         self.bytes = 0
+        self.sent = 0  # bytes this rank sent (factor exchanges and sums)
         self._since = 0.0  # compute seconds since this rank's last exchange
 
     @property
@@ -75,7 +77,7 @@ class Exchange:
 
     def reset(self) -> None:
         """Start counting afresh (e.g. after the setup phase)."""
-        self.timings, self.bytes, self._since = Timings(), 0, 0.0
+        self.timings, self.bytes, self.sent, self._since = Timings(), 0, 0, 0.0
 
     @contextlib.contextmanager
     def computing(self):
@@ -113,6 +115,18 @@ class Exchange:
         self._since = 0.0
         out = self._timed(allgather, np.ascontiguousarray(block), algorithm=self.algorithm, comm=self.comm)
         self.bytes += out.nbytes - block.nbytes
+        self.sent += out.nbytes - block.nbytes  # ring / doubling allgathers forward what they receive
+        return out
+
+    def route(self, plan, block: np.ndarray) -> np.ndarray:
+        """The rows ``plan.needed`` of the matrix whose ``block`` each rank holds (:mod:`mpiml.mf.routing`)."""
+        from mpiml.mf.routing import route_rows
+
+        self._since = 0.0
+        out = self._timed(route_rows, plan, block, self.comm)
+        row = block.dtype.itemsize * int(np.prod(block.shape[1:], dtype=np.int64))
+        self.bytes += plan.received() * row
+        self.sent += plan.sent() * row
         return out
 
     def sum(self, values) -> np.ndarray:
@@ -124,6 +138,7 @@ class Exchange:
         start = time.perf_counter()
         out = allreduce(buf, comm=self.comm)
         self._settle(out[values.size:], time.perf_counter() - start)
+        self.sent += allreduce_bytes(buf.nbytes, self.size)
         return out[:values.size]
 
     def exact(self, terms) -> np.ndarray:
@@ -141,6 +156,7 @@ class Exchange:
         F = terms.folds(buf[:n])
         flat = F.reshape(-1)
         self._timed(allreduce, flat, comm=self.comm, out=flat)
+        self.sent += allreduce_bytes(buf.nbytes + flat.nbytes, self.size)
         return reproducible.value(F, buf[:n])
 
     def shift(self, block: np.ndarray, incoming_rows: int) -> np.ndarray:
@@ -161,6 +177,7 @@ class Exchange:
         self._timed(comm.Sendrecv, np.ascontiguousarray(block), dest=left, sendtag=71,
                     recvbuf=incoming, source=right, recvtag=71)
         self.bytes += incoming.nbytes
+        self.sent += block.nbytes
         return incoming
 
 
@@ -192,14 +209,16 @@ def save_checkpoint(directory, step: int, arrays: dict, meta: dict, comm=None) -
     root_verdict(error, comm)
 
 
-def load_checkpoint(directory, expect: dict, comm=None, check=None):
+def load_checkpoint(directory, expect: dict, comm=None, check=None, slices=None):
     """``(arrays, manifest)`` of the latest good checkpoint (read on rank 0, broadcast), or None.
 
     ``expect`` is this run's fingerprint (:mod:`mpiml.runtime.fingerprint`); ``check(arrays,
     meta)`` raises :class:`CheckpointError` for a checkpoint that lacks what the run needs
     (it then counts as corrupt, and the previous one is tried). Raises
     :class:`CheckpointError` on every rank if no checkpoint can be read, or if the
-    fingerprint differs from the checkpoint's (naming each difference).
+    fingerprint differs from the checkpoint's (naming each difference). ``slices``
+    (``{key: bounds}``) gives rank ``r`` only rows ``bounds[r]:bounds[r+1]`` of those arrays
+    (:func:`scatter_rows`), for partitioned factors.
     """
     comm = resolve_comm(comm)
     found, error = None, None
@@ -209,4 +228,29 @@ def load_checkpoint(directory, expect: dict, comm=None, check=None):
         except CheckpointError as exc:
             error = exc
     root_verdict(error, comm)
-    return private_comm(comm).bcast(found, root=0)
+    c = private_comm(comm)
+    if not slices:
+        return c.bcast(found, root=0)
+    head = None if found is None else ({k: v for k, v in found[0].items() if k not in slices}, found[1])
+    head = c.bcast(head, root=0)
+    if head is None:
+        return None
+    arrays = dict(head[0])
+    for key, bounds in slices.items():
+        arrays[key] = scatter_rows(None if found is None else found[0][key], bounds, comm)
+    return arrays, head[1]
+
+
+def gather_rows(block: np.ndarray, comm=None):
+    """The full matrix of every rank's ``block`` (in rank order) on rank 0, None elsewhere; collective."""
+    parts = private_comm(comm).gather(np.ascontiguousarray(block), root=0)
+    return np.concatenate(parts) if parts is not None else None
+
+
+def scatter_rows(full, bounds, comm=None) -> np.ndarray:
+    """Rows ``bounds[r]:bounds[r+1]`` of rank 0's ``full`` on each rank ``r``; collective."""
+    c = private_comm(comm)
+    parts = None
+    if c.Get_rank() == 0:
+        parts = [np.ascontiguousarray(full[bounds[d]:bounds[d + 1]]) for d in range(c.Get_size())]
+    return c.scatter(parts, root=0)

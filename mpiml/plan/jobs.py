@@ -268,7 +268,8 @@ def mf_job(args, size: DataSize):
                factors=int(values["rank"]), iterations=int(values["iters"]),
                solver=values.get("solver") or "cg", cg_steps=int(values.get("cg_steps") or 3),
                biases=bool(values.get("biases", False)),
-               factor_bytes=4 if values.get("dtype") == "float32" else 8 if args.algorithm == "ials" else 0)
+               factor_bytes=4 if values.get("dtype") == "float32" else 8 if args.algorithm == "ials" else 0,
+               factor_layout=values.get("factors", "auto") if values.get("reg") != "auto" else "replicated")
 
 
 def job_from_args(kind: str, args):

@@ -89,7 +89,23 @@ def mf_bytes(job: Job, layout: Layout) -> dict:
     n = float(job.ratings) / p
     per_rating = MF_LOCAL_BYTES + (MF_EXCHANGE_BYTES if p > 1 else 0)
     factors = (job.users + job.items) * job.width * job.factor_itemsize
+    if partitioned_factors(job, p, factors):
+        # its blocks, a solved block, and at most every row its ratings reference (mpiml.mf.partitioned)
+        rows = 2 * (job.users + job.items) / p + min(job.users + job.items, n)
+        return {"ratings": int(n * per_rating), "factors": int(rows * job.width * job.factor_itemsize),
+                "work": int(n * MF_GLOBAL_BYTES)}
     return {"ratings": int(n * per_rating), "factors": int(3 * factors), "work": int(job.ratings * MF_GLOBAL_BYTES)}
+
+
+def partitioned_factors(job: Job, p: int, factor_bytes: float) -> bool:
+    """Whether the mf job runs on partitioned factors (``auto`` judged by size alone: the routed rows
+    are known only once the ratings are read)."""
+    from mpiml.mf.partitioned import AUTO_PARTITIONS, choose
+
+    setting = getattr(job, "factor_layout", "replicated")
+    if setting == "auto" and not AUTO_PARTITIONS:
+        return False
+    return p > 1 and choose(setting, p, factor_bytes) == "partitioned"
 
 
 def memory_per_rank(job: Job, layout: Layout, calibration: Calibration = DEFAULT) -> dict:

@@ -63,6 +63,7 @@ class Job:
     cg_steps: int = 3            # mf ials: conjugate-gradient steps per row
     biases: bool = True          # mf als/dsgd: user and item biases (two more factor columns)
     factor_bytes: int = 0        # mf: bytes per factor value (0: 4 for ials, 8 otherwise, as mpiml mf)
+    factor_layout: str = "replicated"   # mf: "replicated", "partitioned" or "auto" (mpiml.mf.partitioned)
     standardize: bool | None = None   # sgd: standardized copy of the data (None: as mpiml sgd, on but for lbfgs)
 
     def __post_init__(self):

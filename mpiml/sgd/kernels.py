@@ -58,6 +58,38 @@ def line_pointwise(kind, z0, u, step, y, z, r):
     return total, slope, rsum
 
 
+@kernel
+def row_line_pointwise(kind, z0, u, step, y, z, losses, r, ru):
+    """Per row (reproducible mode): scores ``z = z0 + step * u``, losses, residuals and ``r * u`` into the arrays.
+
+    The same per-row arithmetic as :func:`line_pointwise`, with nothing summed across rows (the
+    exact sums of :mod:`mpiml.collectives.reproducible` do that): a row's values depend on that
+    row alone.
+    """
+    for i in range(z0.shape[0]):
+        si = z0[i] if step == 0.0 else z0[i] + step * u[i]
+        z[i] = si
+        yi = y[i]
+        if kind == LEAST_SQUARES:
+            ri = si - yi
+            losses[i] = 0.5 * ri * ri
+        elif kind == LOGISTIC:
+            e = math.exp(-abs(si))
+            losses[i] = max(si, 0.0) + math.log1p(e) - yi * si
+            ri = (1.0 if si >= 0.0 else e) / (1.0 + e) - yi
+        else:
+            sign = 2.0 * yi - 1.0
+            slack = max(1.0 - sign * si, 0.0)
+            if kind == SQUARED_HINGE:
+                losses[i] = slack * slack
+                ri = -2.0 * sign * slack
+            else:
+                losses[i] = slack
+                ri = -sign if slack > 0.0 else 0.0
+        r[i] = ri
+        ru[i] = ri * u[i]
+
+
 def pointwise(kind, s, y, r) -> float:
     """Sum over rows of the loss ``kind`` at scores ``s``, labels ``y``; residuals into ``r``."""
     return line_pointwise(kind, s, s, 0.0, y, s, r)[0]

@@ -117,6 +117,28 @@ class Model:
         """
         raise NotImplementedError
 
+    def row_line_loss(self, z0, u, step: float, y):
+        """Row by row at the scores ``z = z0 + step * u`` (``u`` None: ``z0`` itself): ``(z, losses, r, r * u or None)``.
+
+        One output with a compiled loss: :func:`mpiml.sgd.kernels.row_line_pointwise` (one pass; its
+        bits may differ from the numpy reference's in the last place, the same on every rank); else
+        :meth:`row_loss_and_residual`.
+        """
+        if self.k == 1 and self.kind is not None and compiled():
+            rows = z0.shape[0]
+            z, losses, r, ru = np.empty((rows, 1)), np.empty(rows), np.empty((rows, 1)), np.empty((rows, 1))
+            direction = z0[:, 0] if u is None else np.ascontiguousarray(u[:, 0])
+            kernels.row_line_pointwise(self.kind, np.ascontiguousarray(z0[:, 0]), direction,
+                                       0.0 if u is None else float(step), y, z[:, 0], losses, r[:, 0], ru[:, 0])
+            return z, losses, r, (None if u is None else ru)
+        if u is None:
+            z = z0
+        else:
+            z = np.multiply(u, step)
+            z += z0
+        losses, r = self.row_loss_and_residual(z, y)
+        return z, losses, r, (None if u is None else r * u)
+
     def line_loss(self, z0, u, step: float, y):
         """The loss at the scores ``z = z0 + step * u`` of a line search: ``(z, loss, r, sum(r * u), r summed over rows)``.
 

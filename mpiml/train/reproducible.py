@@ -7,7 +7,8 @@ loss, slope and gradient of each L-BFGS evaluation, the evaluation metrics and t
 standardization statistics. Per-row values must not depend on the other rows either, so
 scores are computed row by row in a fixed order (:func:`scores`: not BLAS, whose blocking
 may depend on the number of rows) and losses row by row
-(:meth:`mpiml.sgd.models.Model.row_loss_and_residual`).
+(:meth:`mpiml.sgd.models.Model.row_line_loss`: a compiled kernel for the one-output models, whose
+last bits may differ from the numpy reference's; a job uses one or the other on every rank).
 
 Cost: each update of ``sync`` and each L-BFGS evaluation still makes one reduction, of
 ``K`` (2 or 3) times the payload: :class:`Bounds` gives the grid of the exact sum before the
@@ -99,22 +100,41 @@ def scores_reference(W, b, X) -> np.ndarray:
 def _dense_scores(X, W, b, out):
     m, d = X.shape
     d8 = d - d % 8
-    for i in range(m):
-        for c in range(W.shape[1]):
+    for c in range(W.shape[1]):
+        i = 0
+        while i < m:
+            # two rows at a time, each in its own eight lanes: twice the independent additions in flight
+            # (1.3x faster); each row's order stays its own (the last row of an odd count is done twice)
+            i2 = i + 1 if i + 1 < m else i
             a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
+            b0 = b1 = b2 = b3 = b4 = b5 = b6 = b7 = 0.0
             for j in range(0, d8, 8):
-                a0 += np.float64(X[i, j]) * W[j, c]
-                a1 += np.float64(X[i, j + 1]) * W[j + 1, c]
-                a2 += np.float64(X[i, j + 2]) * W[j + 2, c]
-                a3 += np.float64(X[i, j + 3]) * W[j + 3, c]
-                a4 += np.float64(X[i, j + 4]) * W[j + 4, c]
-                a5 += np.float64(X[i, j + 5]) * W[j + 5, c]
-                a6 += np.float64(X[i, j + 6]) * W[j + 6, c]
-                a7 += np.float64(X[i, j + 7]) * W[j + 7, c]
-            tail = 0.0
+                w0, w1, w2, w3 = W[j, c], W[j + 1, c], W[j + 2, c], W[j + 3, c]
+                w4, w5, w6, w7 = W[j + 4, c], W[j + 5, c], W[j + 6, c], W[j + 7, c]
+                a0 += np.float64(X[i, j]) * w0
+                a1 += np.float64(X[i, j + 1]) * w1
+                a2 += np.float64(X[i, j + 2]) * w2
+                a3 += np.float64(X[i, j + 3]) * w3
+                a4 += np.float64(X[i, j + 4]) * w4
+                a5 += np.float64(X[i, j + 5]) * w5
+                a6 += np.float64(X[i, j + 6]) * w6
+                a7 += np.float64(X[i, j + 7]) * w7
+                b0 += np.float64(X[i2, j]) * w0
+                b1 += np.float64(X[i2, j + 1]) * w1
+                b2 += np.float64(X[i2, j + 2]) * w2
+                b3 += np.float64(X[i2, j + 3]) * w3
+                b4 += np.float64(X[i2, j + 4]) * w4
+                b5 += np.float64(X[i2, j + 5]) * w5
+                b6 += np.float64(X[i2, j + 6]) * w6
+                b7 += np.float64(X[i2, j + 7]) * w7
+            ta = 0.0
+            tb = 0.0
             for j in range(d8, d):
-                tail += np.float64(X[i, j]) * W[j, c]
-            out[i, c] = ((((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))) + tail) + b[c]
+                ta += np.float64(X[i, j]) * W[j, c]
+                tb += np.float64(X[i2, j]) * W[j, c]
+            out[i, c] = ((((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))) + ta) + b[c]
+            out[i2, c] = ((((b0 + b1) + (b2 + b3)) + ((b4 + b5) + (b6 + b7))) + tb) + b[c]
+            i += 2
 
 
 @kernel
@@ -146,7 +166,7 @@ def add_batch(model, theta, X, y, terms: exact.Sum, loss_at: int) -> tuple[np.nd
     to ``terms``; returns the scores and residuals."""
     W, b = model.split(theta)
     s = scores(W, b, X)
-    losses, r = model.row_loss_and_residual(s, y)
+    _, losses, r, _ = model.row_line_loss(s, None, 0.0, y)
     terms.add_outer(X, r, 0)
     if model.fit_intercept and loss_at == model.n_params:   # the intercepts and the loss: one block of terms
         terms.add_rows(np.concatenate([r, losses[:, None]], axis=1), model.n_weights)
@@ -245,8 +265,13 @@ def _residual_loss_bounds(model, s, y_top):
 
 def dot(a: np.ndarray, b: np.ndarray) -> float:
     """``a . b`` summed exactly (the same wherever the vectors are the same)."""
-    a = np.asarray(a, dtype=np.float64).ravel()
-    return float(exact.local_sum((a * np.asarray(b, dtype=np.float64).ravel())[:, None], count=max(a.size, 1))[0])
+    return dots([(a, b)])[0]
+
+
+def dots(pairs) -> list[float]:
+    """:func:`dot` of each ``(a, b)`` in ``pairs`` (the same bits), without a :class:`~exact.Sum` per pair."""
+    return [exact.vector_sum(np.asarray(a, dtype=np.float64).ravel() * np.asarray(b, dtype=np.float64).ravel())
+            for a, b in pairs]
 
 
 def two_pass(terms: exact.Sum, maximum, total, extra_max=None) -> tuple[np.ndarray, np.ndarray | None]:

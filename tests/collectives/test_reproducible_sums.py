@@ -197,3 +197,52 @@ def test_exponent_scale_and_value_kernels_match_the_reference(monkeypatch):
     E = R.exponents(top)
     with np.errstate(over="ignore"):
         assert np.all(top[:-1] < 2.0 ** E[:-1]) and E[-1] == R.SPECIAL
+
+
+@pytest.mark.parametrize("columns", [False, True])
+def test_outer_terms_with_their_own_count_stay_exact_and_split_free(monkeypatch, columns):
+    # the most entries of a column (here 9 of 3000 rows) bounds each X^T r element's terms: 2 folds instead of 3
+    rng = np.random.default_rng(11)
+    rows, d = 3000, 400
+    X = scipy.sparse.random(rows, d, density=0.002, format="csr", random_state=3)
+    X.data = rng.standard_normal(X.nnz) * 10.0 ** rng.uniform(-100, 100, X.nnz)
+    r = rng.standard_normal(rows) * 10.0 ** rng.uniform(-50, 50, rows)
+    count = int(np.diff(X.tocsc().indptr).max())
+    assert R.plan(count).folds == 2 < R.plan(100000).folds
+    results = {}
+    for choice in ("numba", "numpy"):
+        monkeypatch.setenv("MPIML_KERNELS", choice)
+        sums = []
+        for parts in (1, 3, 7):
+            bounds = np.linspace(0, rows, parts + 1).astype(int)
+            pieces = [R.Sum(d, 100000).add_outer(X[a:b], r[a:b], 0, X[a:b].tocsc() if columns else None, count)
+                      for a, b in zip(bounds[:-1], bounds[1:])]
+            E = np.max([R.exponents(s.maxima()) for s in pieces], axis=0)
+            F = sum(s.folds(E) for s in pieces)
+            sums.append(R.value(F, E))
+        for other in sums[1:]:
+            np.testing.assert_array_equal(other, sums[0])
+        results[choice] = sums[0]
+    np.testing.assert_array_equal(results["numba"], results["numpy"])
+    dense = X.toarray()
+    for j in range(0, d, 37):
+        terms = dense[:, j] * r
+        got = results["numba"][j]
+        err = abs(Fraction(float(got)) - exact(terms[dense[:, j] != 0]))
+        assert err <= Fraction(R.error_bound(count, count, np.abs(terms).max(initial=0.0), got)), j
+    with pytest.raises(ArgumentError):
+        R.Sum(d, 100).add_outer(X, r, 0, None, 101)
+
+
+def test_vector_sum_is_local_sum_of_one_element(monkeypatch):
+    T = adversarial(257, 6, 2)
+    T[5, 5] = np.nan
+    for choice in ("numba", "numpy"):
+        monkeypatch.setenv("MPIML_KERNELS", choice)
+        for j in range(T.shape[1]):
+            for count in (None, 100000):
+                got = R.vector_sum(T[:, j], count)
+                want = R.local_sum(T[:, j:j + 1], count=T.shape[0] if count is None else count)[0]
+                assert got == want or (np.isnan(got) and np.isnan(want)), (choice, j)
+                assert np.signbit(got) == np.signbit(want)
+    assert R.vector_sum(np.zeros(0)) == 0.0

@@ -113,3 +113,12 @@ def test_take_prefers_the_oldest_block_not_yet_visited_here():
     for block in blocks:
         block.visits[2] = 1.0
     assert nomad.take(blocks, 2) == 0 and nomad.take(blocks, 2, extra=False) == -1
+
+
+def test_partitioned_factors_are_refused_and_auto_stays_replicated():
+    from mpiml.errors import ArgumentError
+
+    shard = synthetic_ratings(SPEC)
+    with pytest.raises(ArgumentError, match="nomad: factors='partitioned' is not available"):
+        NOMAD(rank=2, iters=1, factors="partitioned").fit(shard)
+    assert NOMAD(rank=2, iters=1, factors="auto").fit(shard).factors_layout_ == "replicated"

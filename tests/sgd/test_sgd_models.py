@@ -210,3 +210,30 @@ def test_the_line_search_loss_equals_its_numpy_reference(name, k, step):
     np.testing.assert_allclose(got[2], expected[2], rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(got[4], expected[4], rtol=1e-12, atol=1e-12)
     assert got[2].shape == z0.shape and got[4].shape == (model.k,)
+
+
+@pytest.mark.parametrize("name,k", CASES)
+@pytest.mark.parametrize("hinge", [False, True])
+def test_the_row_by_row_line_loss_equals_its_numpy_reference(monkeypatch, name, k, hinge):
+    rng = np.random.default_rng(10)
+    X, y = _data(name, k, rng, rows=40)
+    model = make_model(name, X.shape[1], k, squared_hinge=hinge)
+    y = model.encode_labels(y)
+    z0, u = rng.standard_normal((40, model.k)) * 3, rng.standard_normal((40, model.k))
+    z0[:3] = [[0.0], [1.0], [-1.0]] if model.k == 1 else 0.0   # the hinge's corner, the sigmoid's middle
+    for step, direction in ((0.0, None), (0.37, u), (-2.5, u)):
+        monkeypatch.setenv("MPIML_KERNELS", "auto")
+        got = model.row_line_loss(z0, direction, step, y)
+        monkeypatch.setenv("MPIML_KERNELS", "numpy")
+        expected = model.row_line_loss(z0, direction, step, y)
+        np.testing.assert_array_equal(got[0], expected[0])             # the scores: the same arithmetic
+        np.testing.assert_allclose(got[1], expected[1], rtol=1e-14, atol=1e-15)
+        np.testing.assert_allclose(got[2], expected[2], rtol=1e-14, atol=1e-15)
+        assert got[1].shape == (40,) and got[2].shape == z0.shape
+        if direction is None:
+            assert got[3] is None and expected[3] is None
+        else:
+            np.testing.assert_allclose(got[3], expected[2] * u, rtol=1e-14, atol=1e-15)
+        monkeypatch.setenv("MPIML_KERNELS", "auto")   # a row's values do not depend on the other rows
+        part = model.row_line_loss(z0[5:9], None if direction is None else direction[5:9], step, y[5:9])
+        np.testing.assert_array_equal(part[1], got[1][5:9])
