@@ -1,4 +1,4 @@
-"""``mpiml mf``: train a matrix factorization (ALS, implicit ALS or DSGD) on ratings.
+"""``mpiml mf``: train a matrix factorization (ALS, implicit ALS, DSGD or NOMAD) on ratings.
 
 Exit status: 0 done; 2 bad arguments or input, divergence or checkpoint trouble (one
 ``mpiml: error:`` line from rank 0, decided by every rank together before any work);
@@ -101,7 +101,8 @@ def _add_model_option(parser, p: params.Param) -> None:
 def build_parser():
     parser = Parser(prog="mpiml mf", description=__doc__.split(": ", 1)[1].split("\n")[0], epilog=epilog())
     parser.add_argument("--algorithm", choices=params.ALGORITHMS, default="als",
-                        help="als (explicit ratings), ials (implicit feedback) or dsgd (stochastic gradient)")
+                        help="als (explicit ratings), ials (implicit feedback), dsgd (stochastic gradient) or nomad "
+                             "(asynchronous dsgd: no barrier between sub-epochs)")
     parser.add_argument("--ratings", required=True, help="ratings file, or synthetic:KEY=VALUE,...")
     parser.add_argument("--format", default="auto", choices=FORMATS,
                         help="ratings layout (default: auto, from the suffix and the first line)")
@@ -122,6 +123,8 @@ def build_parser():
     parser.add_argument("--plot", metavar="FILE.png", help="draw the objective and training RMSE per iteration and "
                         "per second, and each rank's time (needs matplotlib: the plot extra)")
     timeout_option.add_argument(parser)  # --timeout
+    parser.add_argument("--slow-ranks", metavar="R:F[,R:F]", help="experiments: rank R computes F times slower (it "
+                        "sleeps (F-1)x each piece of compute; dsgd and nomad); default: $MPIML_SLOW_RANKS")
     parser.rename("--alpha", "--confidence")  # 0.1 spellings
     parser.rename("--exchange", "--collective-algorithm")
     return parser
@@ -164,6 +167,10 @@ def check(args) -> None:
             from mpiml.data.synthetic_ratings import parse_spec
 
             parse_spec(source)  # a bad spec is an error now, on every rank, not in the middle of loading
+    if args.slow_ranks is not None:
+        from mpiml.runtime import stragglers
+
+        stragglers.parse(args.slow_ranks)
     if values.get("factors") == "partitioned":
         check_output(args.out, "--out", folder=True)   # a directory of blocks (FactorModel.save)
     else:
@@ -218,6 +225,10 @@ def main(argv=None) -> int:
     except ArgumentError as exc:
         error = exc
     raise_if_any(error, comm)  # every rank has the same arguments: one message, exit status 2
+    if args.slow_ranks is not None:
+        from mpiml.runtime import stragglers
+
+        stragglers.install(args.slow_ranks)
     from mpiml.plan.guard import check_resources
     check_resources(comm, "mf", args)  # more ranks than cores, or memory than the node has: warn once
     stream = sys.stderr if args.json else sys.stdout

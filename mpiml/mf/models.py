@@ -22,12 +22,16 @@ The parameters of all three, their defaults and limits are declared in
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
+from mpiml.errors import ArgumentError
 from mpiml.mf import als, dsgd, ials, partitioned
 from mpiml.mf.estimator import FactorModel, cost_model
 from mpiml.mf.partition import pair_dots, row_costs
 from mpiml.mf.registry import register
+from mpiml.runtime import stragglers
 from mpiml.runtime.seeding import rank_generator
 
 
@@ -211,12 +215,15 @@ class DSGD(FactorModel):
         my_items = data["item_counts"][ib[r]:ib[r + 1]]
         fixed_x, fixed_y = (lay.fixed("users"), lay.fixed("items")) if lay.biases else (-1, -1)
         free_x, free_y = lay.free("users"), lay.free("items")
+        slowdown = stragglers.Slowdown.for_rank()  # MPIML_SLOW_RANKS / --slow-ranks: an injected straggler
         for epoch in range(first, self._params.iters if iters is None else iters):
             clock = self._clock(ex)
             rng = rank_generator(self._params.seed, r, size, purpose=1000 + epoch)
             for s in range(size):
                 with ex.computing():
+                    start = time.perf_counter()
                     dsgd.sgd_block(blocks[(r + s) % size], x, y, mu, self._rate, self.reg_, rng, fixed_x, fixed_y)
+                    slowdown.after(time.perf_counter() - start)
                 incoming = (r + s + 1) % size
                 y = ex.shift(y, int(ib[incoming + 1] - ib[incoming]))
             with ex.computing():
@@ -239,3 +246,33 @@ class DSGD(FactorModel):
             self._local_users = x
             self._after_iteration(data, ex, epoch, x if part else None, y if part else q, record, clock, track)
         return (x, y) if part else (ex.gather(x), ex.gather(y))
+
+
+@register
+class NOMAD(DSGD):
+    """Asynchronous DSGD, NOMAD-style (Yun et al. 2014): no barrier between sub-epochs.
+
+    Items are cut into ``blocks_per_rank`` blocks per rank that circulate among the ranks
+    with nonblocking messages (``route``: to the least-loaded rank the block has not yet
+    visited this epoch, or the next rank); each rank updates its users against whichever
+    block it holds, so a slow rank holds up no one. An epoch ends once every block has
+    visited every rank (ranks that finish early make up to ``extra_visits`` more passes
+    meanwhile), or with ``epoch_end="work"`` once as many visits were made. Not
+    deterministic at more than one rank (the order depends on message timing); see
+    :mod:`mpiml.mf.nomad`. Other parameters as in :class:`DSGD`.
+    """
+
+    algorithm = "nomad"
+
+    def _check_params(self) -> dict:
+        values = super()._check_params()
+        if values["factors"] == "partitioned":
+            raise ArgumentError("nomad: factors='partitioned' is not available (its item blocks are not the "
+                                "partitioned layout's); use factors='replicated'")
+        self._params.factors = "replicated"  # auto: replicated, whatever partitioned.AUTO_PARTITIONS says
+        return values
+
+    def _train(self, data, ex, p, q, first, iters=None, track=True):
+        from mpiml.mf import nomad
+
+        return nomad.train(self, data, ex, p, q, first, iters, track)

@@ -22,7 +22,7 @@ import math
 import numbers
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -30,10 +30,11 @@ import numpy as np
 from mpiml.errors import ArgumentError
 from mpiml.mf.dsgd import STEPS
 from mpiml.mf.ials import SOLVERS
+from mpiml.mf.nomad import ENDS, ROUTES
 from mpiml.mf.partitioned import LAYOUTS
 from mpiml.mf.transport import EXCHANGES
 
-ALGORITHMS = ("als", "ials", "dsgd")
+ALGORITHMS = ("als", "ials", "dsgd", "nomad")
 COLD_START = ("drop", "nan", "mean")
 DTYPES = ("float32", "float64")
 # The candidates of reg="auto", for the algorithms that offer it: the explicit models (the
@@ -228,6 +229,22 @@ PARAMS = (
     Param("callback", "callable", None, "called on every rank after each iteration with a dict (iteration, "
           "objective, train_rmse, seconds, compute_seconds, comm_seconds, wait_seconds)", optional=True,
           model=False, flag=False),
+)
+# NOMAD (mpiml.mf.nomad) takes DSGD's parameters, with DSGD's defaults (reg auto aside), and its own.
+PARAMS = tuple(replace(p, algorithms=tuple(dict.fromkeys(p.algorithms + ("nomad",))),
+                       default={**p.default, "nomad": p.default["dsgd"]} if isinstance(p.default, Mapping)
+                       else p.default)
+               if "dsgd" in p.algorithms and p.only_with != ("reg", "auto") else p for p in PARAMS) + (
+    Param("blocks_per_rank", "int", 4, "item blocks per rank that circulate (more: finer load balance, more "
+          "messages)", algorithms=("nomad",), low=1),
+    Param("route", "choice", "least_loaded", "where a block goes next: least_loaded (the shortest queue among "
+          "the ranks it has not visited this epoch) or cyclic (the next rank)", algorithms=("nomad",),
+          choices=ROUTES),
+    Param("extra_visits", "int", 1, "visits of a block to a rank beyond its first in an epoch, made while waiting "
+          "for the epoch to end (0: exactly one, as in DSGD)", algorithms=("nomad",), low=0),
+    Param("epoch_end", "choice", "coverage", "an epoch ends once every block has visited every rank (coverage) or "
+          "once the ranks made as many visits as that takes (work: a slow rank does not hold it up, and its "
+          "users get fewer updates)", algorithms=("nomad",), choices=ENDS),
 )
 BY_NAME = {param.name: param for param in PARAMS}
 

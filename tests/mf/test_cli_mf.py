@@ -67,10 +67,10 @@ def test_bad_line_exits_non_zero_naming_file_and_line(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--algorithm", "als", "--confidence", "1"], "--confidence (ials only)"),
-    (["--lr", "0.1"], "--lr (dsgd only)"),
+    (["--lr", "0.1"], "--lr (dsgd/nomad only)"),
     (["--algorithm", "dsgd", "--solver", "cg"], "--solver (ials only)"),
-    (["--algorithm", "ials", "--biases"], "--biases (als/dsgd only)"),
-    (["--algorithm", "ials", "--no-biases", "--step", "bold"], "--biases (als/dsgd only), --step (dsgd only)"),
+    (["--algorithm", "ials", "--biases"], "--biases (als/dsgd/nomad only)"),
+    (["--algorithm", "ials", "--no-biases", "--step", "bold"], "--biases (als/dsgd/nomad only), --step (dsgd/nomad only)"),
     (["--algorithm", "als", "--dtype", "float64"], "--dtype (ials only)"),
     (["--algorithm", "ials", "--solver", "cholesky", "--cg-steps", "4"], "--cg-steps applies to --solver cg"),
     (["--algorithm", "ials", "--reg", "auto"], "--reg auto is for als and dsgd"),

@@ -1,4 +1,4 @@
-"""The contract every factorization model keeps, run for each of ALS, ImplicitALS and DSGD.
+"""The contract every factorization model keeps, run for each of ALS, ImplicitALS, DSGD and NOMAD.
 
 One set of tests parametrised over the algorithms (as the ``implicit`` library's
 RecommenderBase test mixin does): parameters stored unchanged and checked by ``fit``,
@@ -20,12 +20,12 @@ import pytest
 from mpiml.data.ratings import RatingsShard, split_fraction
 from mpiml.data.synthetic_ratings import SyntheticSpec, synthetic_ratings
 from mpiml.errors import ArgumentError, DataError
-from mpiml.mf import ALS, DSGD, MODELS, FactorModel, ImplicitALS, params
+from mpiml.mf import ALS, DSGD, MODELS, NOMAD, FactorModel, ImplicitALS, params
 
 SPEC = SyntheticSpec(users=60, items=30, ratings=900, rank=3, noise=0.1, seed=3)
 SMALL = {"als": dict(rank=3, reg=0.05, iters=3), "ials": dict(rank=3, iters=2, alpha=2.0),
-         "dsgd": dict(rank=3, iters=3)}
-CLASSES = [ALS, ImplicitALS, DSGD]
+         "dsgd": dict(rank=3, iters=3), "nomad": dict(rank=3, iters=3)}
+CLASSES = [ALS, ImplicitALS, DSGD, NOMAD]
 # A value of each kind that no parameter of that kind accepts.
 BAD = {"int": 1.5, "float": "many", "bool": "yes", "choice": "bogus", "reg": "lots", "grid": [], "path": 3,
        "callable": 3}

@@ -43,7 +43,7 @@ def test_validate_normalizes_and_fills_defaults():
         with pytest.raises(ArgumentError, match="dsgd: lr must be a number > 0, got"):
             params.validate("dsgd", {"lr": bad})
     with pytest.raises(ArgumentError, match=re.escape("unknown algorithm 'svd'; expected one of ['als', 'ials', "
-                                                      "'dsgd']")):
+                                                      "'dsgd', 'nomad']")):
         params.of("svd")
 
 
@@ -135,7 +135,7 @@ def test_help_shows_the_defaults_of_the_table():
                 assert f"{p.option} {p.default_for(algorithm):g}" in " ".join(lines[algorithm].split()), (algorithm, p)
     assert "--confidence, --solver, --cg-steps, --dtype (ials)" in " ".join(text.split())
     helps = build_parser().format_help()
-    assert "factor dimension (default: als 50, ials 100, dsgd 50)" in " ".join(helps.split())
+    assert "factor dimension (default: als 50, ials 100, dsgd 50, nomad 50)" in " ".join(helps.split())
 
 
 def test_a_parameter_is_in_effect_only_with_its_setting():
