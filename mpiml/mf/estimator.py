@@ -259,7 +259,6 @@ class FactorModel:
         """Store the trained factors (full, or this rank's blocks); returns this rank's memory figures."""
         from mpiml.runtime.rss import peak_rss_bytes
 
-        r = ex.rank
         iterations = max(len(self.history_), 1)
         memory = {"model_bytes": partitioned.model_bytes(self, data, ex, p.dtype.itemsize),
                   "bytes_per_iteration": int(ex.sent / iterations)}

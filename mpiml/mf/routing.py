@@ -143,7 +143,6 @@ def route_rows(route: Route, block: np.ndarray, comm) -> np.ndarray:
     all-to-all-v, and the duplicate keeps these messages apart from the user's traffic on
     ``comm``. A row is one MPI datatype, so counts stay small however wide the rows are.
     """
-    from mpi4py import MPI
     from mpi4py.util.dtlib import from_numpy_dtype
 
     from mpiml.runtime.comm import private_comm
