@@ -85,8 +85,12 @@ class LocalModel:
     def barrier(self) -> None:
         """All ranks' additions so far are in the model."""
 
-    def close(self) -> None:
-        """Release the window (every rank)."""
+    def others_failed(self) -> bool:
+        """A sync point that also tells whether a rank left the run by an exception (every rank: the same)."""
+        return False
+
+    def close(self, failed: bool = False) -> None:
+        """Release the window (every rank; ``failed``: this rank leaves by an exception)."""
 
 
 class SharedModel(LocalModel):
@@ -105,6 +109,7 @@ class SharedModel(LocalModel):
             mem[: self.n] = theta
             mem[self.n:] = 0.0
         self._zeros = np.zeros(self.length)
+        self.agreed = False   # whether every rank already learned (at a sync point) that one failed
         comm.Barrier()   # the model is written before anyone reads it
         self.win.Lock_all()   # one passive epoch for the run: see the module docstring (MPICH's progress)
         self.locked = True
@@ -122,15 +127,27 @@ class SharedModel(LocalModel):
     def barrier(self) -> None:
         self.comm.Barrier()   # every rank flushed its accumulates before entering
 
-    def close(self) -> None:
+    def others_failed(self) -> bool:
+        # The same collective as close()'s first one: a rank that failed and went to close() meets the
+        # others here, whether they are at a sync point or closing too; after a "yes" they skip it there.
+        failed = self.comm.allreduce(0, op=self.MPI.MAX) > 0
+        self.agreed = self.agreed or failed
+        return failed
+
+    def close(self, failed: bool = False) -> None:
         if self.win is None:
             return
+        others = False
+        if not self.agreed:
+            others = self.comm.allreduce(1 if failed else 0, op=self.MPI.MAX) > 0
         if self.locked:
             self.win.Unlock_all()
             self.locked = False
         self.comm.Barrier()
         self.win.Free()
         self.win = None
+        if others and not failed:
+            raise MpimlError("strategy async: another rank failed; stopping", collective=True)
 
 
 def replica_comm(run):
@@ -177,10 +194,13 @@ class Async(Strategy):
         self.own_epoch = run.epoch
         self.own_start = run.step // max(p, 1)   # a resumed epoch: each rank's share of the updates done
         self.max_spread = self.own_total = 0
+        failed = True
         try:
-            return super().train(run, resumed, stop_at)
+            stopped = super().train(run, resumed, stop_at)
+            failed = False
+            return stopped
         finally:
-            self.shared.close()
+            self.shared.close(failed)
             LAST_RUN.clear()
             LAST_RUN.update(max_spread=self.max_spread, own_updates=self.own_total, staleness=run.cfg.staleness)
 
@@ -265,7 +285,8 @@ class Async(Strategy):
     def meet(self, run, epoch_start) -> None:
         """A sync point: once every rank stopped updating, all take the shared model and the update count."""
         start = time.perf_counter()
-        self.shared.barrier()
+        if self.shared.others_failed():   # also the barrier: every rank flushed its accumulates
+            raise MpimlError("strategy async: another rank failed; stopping", collective=True)
         mem = self.shared.read(self.mem)
         n = self.shared.n
         np.copyto(run.theta, mem[:n])
