@@ -253,10 +253,8 @@ class ExactObjective(GridObjective):
         # sparse rows by column too (a copy): the exact X^T r then sums each column's terms in registers
         self.columns = self.X.tocsc() if hasattr(self.X, "tocsc") else None
         # the most stored entries of a column over every rank bounds the terms of each X^T r element: mostly far
-        # fewer than the rows, so fewer folds (one reduction of the column counts, once)
-        self.column_count = None
-        if self.columns is not None:
-            self.column_count = int(self._col_sum(np.diff(self.columns.indptr).astype(np.float64)).max(initial=0))
+        # fewer than the rows, so fewer folds (counted with the rows, reproducible.global_counts)
+        self.column_count = run.column_count
 
     def _exact_sums(self, z0, theta, u=None, direction=None, step=0.0):
         """``(scores, loss, slope, intercept gradient, weight gradient, residual)`` at the scores

@@ -76,12 +76,14 @@ class Run:
         layout.attach(self.ex)
         self.penalty = Penalty(config.alpha, config.l1_ratio)
         self.n_local = X.shape[0]
-        self.offset, self.n_total = self.data.exscan_count(self.n_local)
         self.reproducible = config.reproducible
         if self.reproducible:
             reproducible.check_layout(getattr(layout, "whole_model", True))
-            self.n_test_total = self.data.exscan_count(test[0].shape[0])[1] if test is not None else 0
+            counts = reproducible.global_counts(self.data, X, test)
+            self.offset, self.n_total, self.n_test_total, self.column_count = counts
             self.bounds = reproducible.Bounds(self.model, X, y, self.data.maximum)
+        else:
+            self.offset, self.n_total = self.data.exscan_count(self.n_local)
         self.theta = layout.init_params()
         self.opt = make_optimizer(config.optimizer, layout.n_params, config.momentum, config.nesterov)
         self.grad = np.zeros(layout.n_params)
@@ -208,10 +210,13 @@ class Run:
                 correct = 0
                 for lo, hi in row_blocks(X.shape[0], BLOCK_VALUES // self.model.k):
                     s = reproducible.scores(W, b, row_block(X, lo, hi))
-                    terms.add_rows(self.model.row_loss_and_residual(s, y[lo:hi])[0], 2 * i)
+                    terms.add_rows(self.model.row_line_loss(s, None, 0.0, y[lo:hi])[1], 2 * i)
                     correct += self.model.correct_scores(s, y[lo:hi])
                 terms.add_rows(np.array([float(correct)]), 2 * i + 1)
-            sums, votes = reproducible.two_pass(terms, self.data.maximum, self.data.allreduce, [self.ex.vote()])
+            # the training rows' bounds hold the held-out rows' losses too, unless their features are larger:
+            # then the flag of the one reduction sends every rank to the two-pass sum
+            top = self.bounds.metric_tops(theta, [count for _, _, count in sets])
+            sums, votes = reproducible.one_pass(terms, top, self.data.maximum, self.data.allreduce, [self.ex.vote()])
             self.ex.stop_agreed = self.ex.stop_agreed or votes[0] > 0
             record = {"epoch": self.epoch + 1, "updates": self.t}
             penalty = self.penalty.value(theta[: self.layout.n_weights])

@@ -223,6 +223,15 @@ class Bounds:
             top[nw + 2 * k + 1 if direction is not None else nw + k + 1:] = 0.0
         return top
 
+    def metric_tops(self, theta, counts) -> np.ndarray:
+        """Twice a bound on the terms of :meth:`mpiml.train.loop.Run.evaluate`'s sums: ``[loss, correct]``
+        per set of ``counts[i]`` rows (a row's loss, and a set's count of rights)."""
+        _, loss = _residual_loss_bounds(self.model, self.scores(theta), self.y_top)
+        top = np.empty(2 * len(counts))
+        top[0::2] = 2.0 * loss
+        top[1::2] = 2.0 * np.asarray(counts, dtype=np.float64) + 2.0
+        return top
+
     def _weight_tops(self, r) -> np.ndarray:
         """``2 x_top (outer) r``, flattened: kept while ``r`` stays (a constant for logistic, hinge and softmax)."""
         key = r.tobytes()
@@ -272,6 +281,43 @@ def dots(pairs) -> list[float]:
     """:func:`dot` of each ``(a, b)`` in ``pairs`` (the same bits), without a :class:`~exact.Sum` per pair."""
     return [exact.vector_sum(np.asarray(a, dtype=np.float64).ravel() * np.asarray(b, dtype=np.float64).ravel())
             for a, b in pairs]
+
+
+def global_counts(group, X, test) -> tuple[int, int, int, int | None]:
+    """``(offset, rows, held-out rows, most stored entries of a column)`` over ``group``'s ranks, in one sum.
+
+    The last (CSR ``X`` only, else None) bounds the terms of each ``X^T r`` element of an exact sum.
+    """
+    p, d = group.size, X.shape[1]
+    sparse = hasattr(X, "indptr")
+    counts = np.zeros(2 * p + (d if sparse else 0))
+    counts[group.rank] = X.shape[0]
+    counts[p + group.rank] = test[0].shape[0] if test is not None else 0
+    if sparse:
+        counts[2 * p:] = np.bincount(X.indices, minlength=d)[:d]
+    counts = group.allreduce(counts)    # integers: exact in any order
+    column = int(counts[2 * p:].max(initial=0)) if sparse else None
+    return int(counts[: group.rank].sum()), int(counts[:p].sum()), int(counts[p:2 * p].sum()), column
+
+
+def one_pass(terms: exact.Sum, top, maximum, total, extra_max=None) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`two_pass` with the grid from ``top`` (twice a bound on every term, the same on every rank):
+    one sum reduction, unless a rank's terms exceed it (a flag in that reduction), then :func:`two_pass`.
+
+    ``extra_max`` (non-negative flags such as stop votes) rides in that reduction, summed: positive where
+    any rank's is.
+    """
+    E = exact.exponents(top)
+    K, n = terms.plan.folds, terms.n
+    extra = np.zeros(0) if extra_max is None else np.asarray(extra_max, dtype=np.float64)
+    buf = np.empty(K * n + 1 + extra.size)
+    F = terms.folds(E, out=buf[:K * n].reshape(K, n))
+    buf[K * n] = float(terms.over)
+    buf[K * n + 1:] = extra
+    total(buf, out=buf)
+    if buf[K * n] == 0:
+        return exact.value(F, E), (buf[K * n + 1:] if extra_max is not None else None)
+    return two_pass(terms, maximum, total, extra_max)
 
 
 def two_pass(terms: exact.Sum, maximum, total, extra_max=None) -> tuple[np.ndarray, np.ndarray | None]:
