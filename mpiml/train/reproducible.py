@@ -67,9 +67,16 @@ def scores(W: np.ndarray, b: np.ndarray, X) -> np.ndarray:
         _csr_scores_one(X.indptr, X.indices, X.data, W[:, 0], b[0], out[:, 0])
     elif hasattr(X, "indptr"):
         _csr_scores(X.indptr, X.indices, X.data, W, b, out)
+    elif X.shape[0] > STREAM_ROWS:
+        _dense_scores_streamed(np.ascontiguousarray(X), W, b, out)
     else:
         _dense_scores(np.ascontiguousarray(X), W, b, out)
     return out
+
+
+# Dense blocks larger than the caches stream faster one row at a time, smaller ones two rows at a time
+# (measured, 200 features: 10000 rows 0.57 vs 0.65-2.1 ms; 256 rows 14.6 vs 11.5 us); the same bits either way
+STREAM_ROWS = 4096
 
 
 def scores_reference(W, b, X) -> np.ndarray:
@@ -135,6 +142,31 @@ def _dense_scores(X, W, b, out):
             out[i, c] = ((((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))) + ta) + b[c]
             out[i2, c] = ((((b0 + b1) + (b2 + b3)) + ((b4 + b5) + (b6 + b7))) + tb) + b[c]
             i += 2
+
+
+@kernel
+def _dense_scores_streamed(X, W, b, out):
+    # _dense_scores one row at a time: a row view and unsigned positions (no wraparound checks)
+    m, d = X.shape
+    d8 = d - d % 8
+    for c in range(W.shape[1]):
+        w = np.ascontiguousarray(W[:, c])
+        for i in range(np.uint64(m)):
+            x = X[i]
+            a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
+            for j in range(np.uint64(0), np.uint64(d8), np.uint64(8)):
+                a0 += np.float64(x[j]) * w[j]
+                a1 += np.float64(x[j + np.uint64(1)]) * w[j + np.uint64(1)]
+                a2 += np.float64(x[j + np.uint64(2)]) * w[j + np.uint64(2)]
+                a3 += np.float64(x[j + np.uint64(3)]) * w[j + np.uint64(3)]
+                a4 += np.float64(x[j + np.uint64(4)]) * w[j + np.uint64(4)]
+                a5 += np.float64(x[j + np.uint64(5)]) * w[j + np.uint64(5)]
+                a6 += np.float64(x[j + np.uint64(6)]) * w[j + np.uint64(6)]
+                a7 += np.float64(x[j + np.uint64(7)]) * w[j + np.uint64(7)]
+            tail = 0.0
+            for j in range(np.uint64(d8), np.uint64(d)):
+                tail += np.float64(x[j]) * w[j]
+            out[i, c] = ((((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))) + tail) + b[c]
 
 
 @kernel

@@ -96,3 +96,15 @@ def test_exact_dot_and_the_environment(monkeypatch):
     assert TrainConfig(reproducible=True).validate().reproducible
     with pytest.raises(ArgumentError):
         reproducible.check_layout(False)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_streamed_dense_scores_give_the_same_bits(monkeypatch, dtype):
+    X = _matrix(False, dtype, rows=37, cols=19)
+    rng = np.random.default_rng(8)
+    W, b = rng.standard_normal((19, 2)), rng.standard_normal(2)
+    paired = reproducible.scores(W, b, X)
+    monkeypatch.setattr(reproducible, "STREAM_ROWS", 4)      # every block above it: one row at a time
+    np.testing.assert_array_equal(reproducible.scores(W, b, X), paired)
+    monkeypatch.setenv("MPIML_KERNELS", "numpy")
+    np.testing.assert_array_equal(reproducible.scores(W, b, X), paired)
