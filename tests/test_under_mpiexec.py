@@ -20,7 +20,10 @@ MPI_TESTS = os.environ.get("MPIML_MPI_TESTS")
 # case of every algorithm) and at 4 (recursive doubling and Rabenseifner take their power-of-two
 # paths), and the grids at 4 (the square 2 x 2 grid); the jobs' own tests at 1 and 4 would repeat
 # what the serial tests and the other counts already show, for a quarter of the suite's time.
-SELECTION = {1: ("tests/collectives",), 4: ("tests/collectives", "tests/parallel")}
+# The asynchronous strategies run at every count: their message timing, not the arithmetic, is what
+# changes with the rank count (and a hang shows at one count only).
+ASYNC = ("tests/train/test_async_mpi.py", "tests/mf/test_nomad_mpi.py")
+SELECTION = {1: ("tests/collectives", *ASYNC), 4: ("tests/collectives", "tests/parallel", *ASYNC)}
 
 
 def mpi_test_files(paths) -> list[str]:
