@@ -21,12 +21,29 @@ from mpiml.runtime.jit import compiled, kernel
 LEAST_SQUARES, LOGISTIC, HINGE, SQUARED_HINGE = 0, 1, 2, 3
 
 
-@kernel
 def line_pointwise(kind, z0, u, step, y, z, r):
     """The loss ``kind`` at scores ``z = z0 + step * u`` (written to ``z``; ``step`` 0: ``z0`` as it is).
 
     Returns ``(sum of the losses, sum of r * u, sum of r)``; the residuals ``r`` (d loss / d z) go to ``r``.
     """
+    return _line_pass(kind, z0, u, step, y, z, r, _NO_ROWS, _NO_ROWS, False)
+
+
+def row_line_pointwise(kind, z0, u, step, y, z, losses, r, ru):
+    """Per row (reproducible mode): scores ``z = z0 + step * u``, losses, residuals and ``r * u`` into the arrays.
+
+    :func:`line_pointwise`'s pass, keeping each row's values: the exact sums of
+    :mod:`mpiml.collectives.reproducible` add them up, so a row's values depend on that row alone.
+    """
+    _line_pass(kind, z0, u, step, y, z, r, losses, ru, True)
+
+
+_NO_ROWS = np.zeros(0)
+
+
+@kernel
+def _line_pass(kind, z0, u, step, y, z, r, losses, ru, rows):
+    # one loss formula for both: sums always, the per-row losses and r * u only with rows (loop-invariant)
     total = 0.0
     slope = 0.0
     rsum = 0.0
@@ -36,58 +53,28 @@ def line_pointwise(kind, z0, u, step, y, z, r):
         yi = y[i]
         if kind == LEAST_SQUARES:
             ri = si - yi
-            total += 0.5 * ri * ri
+            loss = 0.5 * ri * ri
         elif kind == LOGISTIC:
             e = math.exp(-abs(si))
-            total += max(si, 0.0) + math.log1p(e) - yi * si
-            ri = (1.0 if si >= 0.0 else e) / (1.0 + e) - yi
-        else:
-            sign = 2.0 * yi - 1.0
-            slack = 1.0 - sign * si
-            ri = 0.0
-            if slack > 0.0:
-                if kind == SQUARED_HINGE:
-                    total += slack * slack
-                    ri = -2.0 * sign * slack
-                else:
-                    total += slack
-                    ri = -sign
-        r[i] = ri
-        slope += ri * u[i]
-        rsum += ri
-    return total, slope, rsum
-
-
-@kernel
-def row_line_pointwise(kind, z0, u, step, y, z, losses, r, ru):
-    """Per row (reproducible mode): scores ``z = z0 + step * u``, losses, residuals and ``r * u`` into the arrays.
-
-    The same per-row arithmetic as :func:`line_pointwise`, with nothing summed across rows (the
-    exact sums of :mod:`mpiml.collectives.reproducible` do that): a row's values depend on that
-    row alone.
-    """
-    for i in range(z0.shape[0]):
-        si = z0[i] if step == 0.0 else z0[i] + step * u[i]
-        z[i] = si
-        yi = y[i]
-        if kind == LEAST_SQUARES:
-            ri = si - yi
-            losses[i] = 0.5 * ri * ri
-        elif kind == LOGISTIC:
-            e = math.exp(-abs(si))
-            losses[i] = max(si, 0.0) + math.log1p(e) - yi * si
+            loss = max(si, 0.0) + math.log1p(e) - yi * si
             ri = (1.0 if si >= 0.0 else e) / (1.0 + e) - yi
         else:
             sign = 2.0 * yi - 1.0
             slack = max(1.0 - sign * si, 0.0)
             if kind == SQUARED_HINGE:
-                losses[i] = slack * slack
+                loss = slack * slack
                 ri = -2.0 * sign * slack
             else:
-                losses[i] = slack
+                loss = slack
                 ri = -sign if slack > 0.0 else 0.0
         r[i] = ri
-        ru[i] = ri * u[i]
+        total += loss
+        slope += ri * u[i]
+        rsum += ri
+        if rows:
+            losses[i] = loss
+            ru[i] = ri * u[i]
+    return total, slope, rsum
 
 
 def pointwise(kind, s, y, r) -> float:
