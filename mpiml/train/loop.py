@@ -79,9 +79,10 @@ class Run:
         self.reproducible = config.reproducible
         if self.reproducible:
             reproducible.check_layout(getattr(layout, "whole_model", True))
-            counts = reproducible.global_counts(self.data, X, test)
-            self.offset, self.n_total, self.n_test_total, self.column_count = counts
-            self.bounds = reproducible.Bounds(self.model, X, y, self.data.maximum)
+            tops = reproducible.Bounds.local_tops(self.model, X, y)
+            counts = reproducible.global_counts(self.data, X, test, tops)
+            self.offset, self.n_total, self.n_test_total, self.column_count, maxima = counts
+            self.bounds = reproducible.Bounds(self.model, X, y, self.data.maximum, maxima)
         else:
             self.offset, self.n_total = self.data.exscan_count(self.n_local)
         self.theta = layout.init_params()

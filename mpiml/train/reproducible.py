@@ -222,16 +222,23 @@ class Bounds:
     flag in that reduction and the sum is redone in two passes.
     """
 
-    def __init__(self, model, X, y, maximum):
-        x_top = np.zeros(X.shape[1] + 1)
-        if hasattr(X, "indptr"):
-            column_abs_max(X.indices, X.data, x_top)
-        elif X.shape[0]:   # the largest |x| per column without an array of |X| (NaN stays NaN)
-            x_top[:-1] = np.maximum(np.max(X, axis=0), -np.min(X, axis=0))
-        x_top[-1] = np.abs(np.asarray(y, dtype=np.float64)).max(initial=0.0) if model.name == "linear" else 0.0
-        maximum(x_top, out=x_top)
-        self.model, self.x_top, self.y_top = model, x_top[:-1], float(x_top[-1])
+    def __init__(self, model, X, y, maximum, tops=None):
+        if tops is None:
+            tops = self.local_tops(model, X, y)
+            maximum(tops, out=tops)
+        self.model, self.x_top, self.y_top = model, tops[:-1], float(tops[-1])
         self._key = self._tops = None   # the residual bound _weight_tops last saw, and its tops
+
+    @staticmethod
+    def local_tops(model, X, y) -> np.ndarray:
+        """This rank's largest ``|X[:, j]|`` per column, then ``|y|`` (linear models; else 0): what is maximized."""
+        tops = np.zeros(X.shape[1] + 1)
+        if hasattr(X, "indptr"):
+            column_abs_max(X.indices, X.data, tops)
+        elif X.shape[0]:   # the largest |x| per column without an array of |X| (NaN stays NaN)
+            tops[:-1] = np.maximum(np.max(X, axis=0), -np.min(X, axis=0))
+        tops[-1] = np.abs(np.asarray(y, dtype=np.float64)).max(initial=0.0) if model.name == "linear" else 0.0
+        return tops
 
     def scores(self, theta) -> np.ndarray:
         """A bound on ``|X W + b|`` per output, for the parameters ``theta``."""
@@ -315,21 +322,32 @@ def dots(pairs) -> list[float]:
             for a, b in pairs]
 
 
-def global_counts(group, X, test) -> tuple[int, int, int, int | None]:
-    """``(offset, rows, held-out rows, most stored entries of a column)`` over ``group``'s ranks, in one sum.
+MAX_CARRIED = 1 << 16   # the most values of maxima carried in global_counts' sum (p rows of them)
 
-    The last (CSR ``X`` only, else None) bounds the terms of each ``X^T r`` element of an exact sum.
+
+def global_counts(group, X, test, tops=None) -> tuple[int, int, int, int | None, np.ndarray | None]:
+    """``(offset, rows, held-out rows, most stored entries of a column, maxima)`` over ``group``'s ranks, in one sum.
+
+    The fourth (CSR ``X`` only, else None) bounds the terms of each ``X^T r`` element of an exact sum.
+    ``tops`` (non-negative, this rank's): their maxima over the ranks ride in the same sum, one row per rank
+    (so a maximum is read off exactly), when ``p * len(tops)`` is at most :data:`MAX_CARRIED`; else None.
     """
     p, d = group.size, X.shape[1]
     sparse = hasattr(X, "indptr")
-    counts = np.zeros(2 * p + (d if sparse else 0))
+    carried = tops is not None and p * tops.size <= MAX_CARRIED
+    width = tops.size if carried else 0
+    counts = np.zeros(2 * p + (d if sparse else 0) + p * width)
     counts[group.rank] = X.shape[0]
     counts[p + group.rank] = test[0].shape[0] if test is not None else 0
+    head = 2 * p + (d if sparse else 0)
     if sparse:
-        counts[2 * p:] = np.bincount(X.indices, minlength=d)[:d]
-    counts = group.allreduce(counts)    # integers: exact in any order
-    column = int(counts[2 * p:].max(initial=0)) if sparse else None
-    return int(counts[: group.rank].sum()), int(counts[:p].sum()), int(counts[p:2 * p].sum()), column
+        counts[2 * p:head] = np.bincount(X.indices, minlength=d)[:d]
+    if carried:
+        counts[head + group.rank * width:head + (group.rank + 1) * width] = tops
+    counts = group.allreduce(counts)    # integers, and one non-zero term per maximum: exact in any order
+    column = int(counts[2 * p:head].max(initial=0)) if sparse else None
+    maxima = counts[head:].reshape(p, width).max(axis=0) if carried else None
+    return (int(counts[: group.rank].sum()), int(counts[:p].sum()), int(counts[p:2 * p].sum()), column, maxima)
 
 
 def one_pass(terms: exact.Sum, top, maximum, total, extra_max=None) -> tuple[np.ndarray, np.ndarray | None]:

@@ -107,3 +107,34 @@ def test_checkpoint_from_3_ranks_resumed_at_5_ends_on_the_one_rank_model(shared_
             if rest.result_.resumed_from != 17 or not np.array_equal(rest.theta_, oracle.theta_):
                 problems.append((rest.result_.resumed_from, float(np.abs(rest.theta_ - oracle.theta_).max())))
     agree(WORLD, not problems, problems)
+
+
+@pytest.mark.mpi
+def test_counts_and_maxima_ride_in_one_sum(monkeypatch):
+    """global_counts against comm's own reductions, with the maxima carried and (over the limit) not."""
+    from mpiml.train import reproducible
+    from mpiml.train.group import Group
+
+    group = Group.from_comm(WORLD)
+    rng = np.random.default_rng(WORLD.rank)
+    X = sp.random(5 + 3 * WORLD.rank, 11, density=0.3, format="csr", random_state=WORLD.rank)
+    test = (np.zeros((WORLD.rank, 11)), np.zeros(WORLD.rank))
+    tops = np.abs(rng.standard_normal(12)) * 10.0 ** rng.integers(-300, 300, 12)
+    tops[WORLD.rank % 12] = 0.0
+    problems = []
+    for limit in (reproducible.MAX_CARRIED, 0):
+        monkeypatch.setattr(reproducible, "MAX_CARRIED", limit)
+        offset, rows, held, column, maxima = reproducible.global_counts(group, X, test, tops.copy())
+        want_rows = WORLD.allgather(X.shape[0])
+        columns = np.bincount(X.indices, minlength=11).astype(np.float64)
+        WORLD.Allreduce(MPI.IN_PLACE, columns, op=MPI.SUM)
+        most = np.empty_like(tops)
+        WORLD.Allreduce(tops, most, op=MPI.MAX)
+        if (offset, rows, held, column) != (sum(want_rows[:WORLD.rank]), sum(want_rows),
+                                             WORLD.allreduce(WORLD.rank), int(columns.max())):
+            problems.append((limit, offset, rows, held, column))
+        if limit and not np.array_equal(maxima, most):
+            problems.append((limit, "maxima"))
+        if not limit and maxima is not None:
+            problems.append((limit, "carried over the limit"))
+    agree(WORLD, not problems, f"rank {WORLD.rank}: {problems}")
