@@ -251,7 +251,9 @@ class ExactObjective(GridObjective):
         reproducible.check_layout(self.fused)
         self.count = max(run.n_total, 1)
         # sparse rows by column too (a copy): the exact X^T r then sums each column's terms in registers
-        self.columns = self.X.tocsc() if hasattr(self.X, "tocsc") else None
+        self.columns = getattr(run, "columns", None)
+        if self.columns is None and hasattr(self.X, "tocsc"):
+            self.columns = self.X.tocsc()
         # the most stored entries of a column over every rank bounds the terms of each X^T r element: mostly far
         # fewer than the rows, so fewer folds (counted with the rows, reproducible.global_counts)
         self.column_count = run.column_count

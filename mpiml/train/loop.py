@@ -80,7 +80,9 @@ class Run:
         if self.reproducible:
             reproducible.check_layout(getattr(layout, "whole_model", True))
             tops = reproducible.Bounds.local_tops(self.model, X, y)
-            counts = reproducible.global_counts(self.data, X, test, tops)
+            # L-BFGS sums each X^T r column by column from a CSC copy of sparse rows: made once, here
+            self.columns = X.tocsc() if hasattr(X, "indptr") and config.strategy == "lbfgs" else None
+            counts = reproducible.global_counts(self.data, X, test, tops, self.columns)
             self.offset, self.n_total, self.n_test_total, self.column_count, maxima = counts
             self.bounds = reproducible.Bounds(self.model, X, y, self.data.maximum, maxima)
         else:

@@ -325,12 +325,13 @@ def dots(pairs) -> list[float]:
 MAX_CARRIED = 1 << 16   # the most values of maxima carried in global_counts' sum (p rows of them)
 
 
-def global_counts(group, X, test, tops=None) -> tuple[int, int, int, int | None, np.ndarray | None]:
+def global_counts(group, X, test, tops=None, columns=None) -> tuple[int, int, int, int | None, np.ndarray | None]:
     """``(offset, rows, held-out rows, most stored entries of a column, maxima)`` over ``group``'s ranks, in one sum.
 
     The fourth (CSR ``X`` only, else None) bounds the terms of each ``X^T r`` element of an exact sum.
     ``tops`` (non-negative, this rank's): their maxima over the ranks ride in the same sum, one row per rank
     (so a maximum is read off exactly), when ``p * len(tops)`` is at most :data:`MAX_CARRIED`; else None.
+    ``columns``: ``X.tocsc()`` if the caller made one (its column counts are at hand).
     """
     p, d = group.size, X.shape[1]
     sparse = hasattr(X, "indptr")
@@ -341,7 +342,7 @@ def global_counts(group, X, test, tops=None) -> tuple[int, int, int, int | None,
     counts[p + group.rank] = test[0].shape[0] if test is not None else 0
     head = 2 * p + (d if sparse else 0)
     if sparse:
-        counts[2 * p:head] = np.bincount(X.indices, minlength=d)[:d]
+        counts[2 * p:head] = np.diff(columns.indptr) if columns is not None else np.bincount(X.indices, minlength=d)[:d]
     if carried:
         counts[head + group.rank * width:head + (group.rank + 1) * width] = tops
     counts = group.allreduce(counts)    # integers, and one non-zero term per maximum: exact in any order
