@@ -251,12 +251,9 @@ class ExactObjective(GridObjective):
         reproducible.check_layout(self.fused)
         self.count = max(run.n_total, 1)
         # sparse rows by column too (a copy): the exact X^T r then sums each column's terms in registers
-        self.columns = getattr(run, "columns", None)
-        if self.columns is None and hasattr(self.X, "tocsc"):
-            self.columns = self.X.tocsc()
-        # the most stored entries of a column over every rank bounds the terms of each X^T r element: mostly far
-        # fewer than the rows, so fewer folds (counted with the rows, reproducible.global_counts)
-        self.column_count = run.column_count
+        # the run's CSC copy of sparse rows (None for dense), and the most stored entries of a column over every
+        # rank, which bounds the terms of each X^T r element: mostly far fewer than the rows, so fewer folds
+        self.columns, self.column_count = run.columns, run.column_count
 
     def _exact_sums(self, z0, theta, u=None, direction=None, step=0.0):
         """``(scores, loss, slope, intercept gradient, weight gradient, residual)`` at the scores

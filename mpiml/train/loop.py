@@ -84,7 +84,9 @@ class Run:
             self.columns = X.tocsc() if hasattr(X, "indptr") and config.strategy == "lbfgs" else None
             counts = reproducible.global_counts(self.data, X, test, tops, self.columns)
             self.offset, self.n_total, self.n_test_total, self.column_count, maxima = counts
-            self.bounds = reproducible.Bounds(self.model, X, y, self.data.maximum, maxima)
+            if maxima is None:   # too many to carry in the counts' sum: a max-reduction of their own
+                maxima = self.data.maximum(tops, out=tops)
+            self.bounds = reproducible.Bounds(self.model, maxima)
         else:
             self.offset, self.n_total = self.data.exscan_count(self.n_local)
         self.theta = layout.init_params()

@@ -214,7 +214,7 @@ def add_batch(model, theta, X, y, terms: exact.Sum, loss_at: int) -> tuple[np.nd
 class Bounds:
     """Bounds on every term of a batch, known before the batch is computed, the same on every rank.
 
-    From the largest ``|X[:, j]|`` and ``|y|`` over all rows (one max-reduction, made once)
+    From the largest ``|X[:, j]|`` and ``|y|`` over all rows (maximized once, in the counts' sum)
     and the parameters (the same on every rank), each model bounds its scores, residuals
     and losses (:meth:`top`). The grid of the exact sum then needs no max-reduction of its
     own: a sum costs one reduction, like the ordinary mode's. Should a term exceed its
@@ -222,10 +222,8 @@ class Bounds:
     flag in that reduction and the sum is redone in two passes.
     """
 
-    def __init__(self, model, X, y, maximum, tops=None):
-        if tops is None:
-            tops = self.local_tops(model, X, y)
-            maximum(tops, out=tops)
+    def __init__(self, model, tops):
+        """``tops``: :meth:`local_tops` maximized over every rank."""
         self.model, self.x_top, self.y_top = model, tops[:-1], float(tops[-1])
         self._key = self._tops = None   # the residual bound _weight_tops last saw, and its tops
 
