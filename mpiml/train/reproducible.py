@@ -356,17 +356,24 @@ def one_pass(terms: exact.Sum, top, maximum, total, extra_max=None) -> tuple[np.
     ``extra_max`` (non-negative flags such as stop votes) rides in that reduction, summed: positive where
     any rank's is.
     """
+    extra = np.zeros(0) if extra_max is None else np.asarray(extra_max, dtype=np.float64)
+    E, buf, F = send_buffer(terms, top, extra.size)
+    buf[F.size + 1:] = extra
+    total(buf, out=buf)
+    if buf[F.size] == 0:
+        return exact.value(F, E), (buf[F.size + 1:] if extra_max is not None else None)
+    return two_pass(terms, maximum, total, extra_max)
+
+
+def send_buffer(terms: exact.Sum, top, tail: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(E, buf, F)`` of a one-reduction exact sum: the grids of ``top``, and a buffer holding the folds (``F``,
+    a view: deposited where they are sent), the flag of a term beyond its bound, then ``tail`` free entries."""
     E = exact.exponents(top)
     K, n = terms.plan.folds, terms.n
-    extra = np.zeros(0) if extra_max is None else np.asarray(extra_max, dtype=np.float64)
-    buf = np.empty(K * n + 1 + extra.size)
+    buf = np.empty(K * n + 1 + tail)
     F = terms.folds(E, out=buf[:K * n].reshape(K, n))
     buf[K * n] = float(terms.over)
-    buf[K * n + 1:] = extra
-    total(buf, out=buf)
-    if buf[K * n] == 0:
-        return exact.value(F, E), (buf[K * n + 1:] if extra_max is not None else None)
-    return two_pass(terms, maximum, total, extra_max)
+    return E, buf, F
 
 
 def two_pass(terms: exact.Sum, maximum, total, extra_max=None) -> tuple[np.ndarray, np.ndarray | None]:

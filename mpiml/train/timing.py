@@ -96,21 +96,18 @@ class Exchanger:
         sum), then the folds.
         """
         from mpiml.collectives import reproducible
+        from mpiml.train.reproducible import send_buffer
 
         p, n = self.group.size, terms.n
         if top is not None:
             start = time.perf_counter()
-            E = reproducible.exponents(top)
-            size = terms.plan.folds * n
-            buf = np.empty(size + 2 + p)
-            F = terms.folds(E, out=buf[:size].reshape(terms.plan.folds, n))   # deposited where it is sent
-            buf[F.size] = float(terms.over)
+            E, buf, F = send_buffer(terms, top, 1 + p)
             buf[F.size + 1] = self.vote()
             self.add_compute(time.perf_counter() - start)
             self.reduce(self.group.allreduce, buf, self.group.rank, p)
             self.stop_agreed = self.stop_agreed or buf[F.size + 1] > 0
             if buf[F.size] == 0:
-                return reproducible.value(buf[:F.size].reshape(F.shape), E)
+                return reproducible.value(F, E)
         start = time.perf_counter()
         buf = np.empty(n + 1 + p)
         buf[:n] = reproducible.exponents(terms.maxima())
