@@ -131,33 +131,44 @@ def run(args, ranks: int) -> list:
 
 
 def plan_shares(args, shape: str, ps) -> dict:
-    """``{p: (sent, held)}`` from the routing plans alone (no training run): the most rows a rank
-    receives per ALS iteration over the fewest an allgather brings it (``sent``), and the most
-    factor rows a rank holds at a half-step's peak over the full factors' rows (``held``)."""
+    """``{p: (sent, held)}`` from the plans alone (no training run), with the hot-row thresholds
+    the run would choose: the most bytes a rank receives per ALS iteration over the fewest an
+    allgather brings it (``sent``), and the most factor rows (partial sums counted as the rows
+    of their bytes) a rank holds at a half-step's peak over the full factors' rows (``held``)."""
     import numpy as np
 
-    from mpiml.mf import routing
+    from mpiml.mf import hot_rows, routing
     from mpiml.mf.estimator import cost_model
     from mpiml.mf.partition import balanced_blocks, row_costs
 
     data = power_law(args, shape, "shuffled", 0, 1)
     u, i = np.unique(data.users, return_inverse=True)[1], np.unique(data.items, return_inverse=True)[1]
     nu, ni = int(u.max()) + 1, int(i.max()) + 1
-    costs = [row_costs(np.bincount(x, minlength=n), args.rank + 1, model=cost_model("als"))
-             for x, n in ((u, nu), (i, ni))]
+    counts = (np.bincount(u, minlength=nu), np.bincount(i, minlength=ni))
+    costs = [row_costs(c, args.rank + 1, model=cost_model("als")) for c in counts]
+    row, partial = (args.rank + 2) * 8, 8 * hot_rows.packed_width(args.rank + 1)
     out = {}
     for p in ps:
-        ub, ib = balanced_blocks(costs[0], p), balanced_blocks(costs[1], p)
-        ubl, ibl = np.searchsorted(ub, u, side="right") - 1, np.searchsorted(ib, i, side="right") - 1
-        sent = held = 0
-        for r in range(p):
-            items = routing.owner_counts(routing.referenced(i[ubl == r]), ib)
-            users = routing.owner_counts(routing.referenced(u[ibl == r]), ub)
-            own_u, own_i = int(ub[r + 1] - ub[r]), int(ib[r + 1] - ib[r])
-            sent = max(sent, int(items.sum() - items[r] + users.sum() - users[r]))
-            held = max(held, own_u + own_i + max(int(items.sum()) + own_u, int(users.sum()) + own_i))
-        least = min(nu + ni - int(ub[r + 1] - ub[r] + ib[r + 1] - ib[r]) for r in range(p))
-        out[p] = (sent / least, held / (nu + ni))
+        bounds = (balanced_blocks(costs[0], p), balanced_blocks(costs[1], p))
+        owners = (np.searchsorted(bounds[0], u, side="right") - 1, np.searchsorted(bounds[1], i, side="right") - 1)
+        received, held = np.zeros(p), np.zeros((2, p))
+        for side, (own, other) in enumerate(((u, i), (i, u))):
+            b, ob, mine, theirs = bounds[side], bounds[1 - side], owners[side], owners[1 - side]
+            grid = hot_rows.candidates(int(counts[side].max()))
+            per_rank = [hot_rows.threshold_costs(counts[side][b[r]:b[r + 1]], own[mine == r] - b[r],
+                                                 other[mine == r], theirs[mine == r], r, grid, row, partial)
+                        for r in range(p)]
+            pick = int(np.argmin(np.max(per_rank, axis=0)))
+            cold = counts[side][own] <= grid[pick]
+            for r in range(p):
+                received[r] += per_rank[r][pick]
+                needed = routing.referenced(other[(mine == r) & cold]).size
+                parts = np.unique(own[(theirs == r) & ~cold]).size  # hot rows this rank's raters add to
+                held[side, r] = int(b[r + 1] - b[r]) + needed + parts * partial / row
+        own_rows = [int(bounds[0][r + 1] - bounds[0][r] + bounds[1][r + 1] - bounds[1][r]) for r in range(p)]
+        least = min(nu + ni - own_rows[r] for r in range(p))
+        peak = max(own_rows[r] + max(held[0, r], held[1, r]) for r in range(p))
+        out[p] = (received.max() / row / least, peak / (nu + ni))
     return out
 
 
@@ -200,14 +211,14 @@ def main(argv=None) -> int:
                             f"{BYTES_GOAL}); s/iter partitioned / replicated = "
                             f"{part['seconds_per_iteration'] / rep['seconds_per_iteration']:.2f}")
         shares = plan_shares(args, shape, (top, 16, 64))
-        lines.append("  from the plans alone (no run), shuffled ids: routed / allgathered rows " +
+        lines.append("  from the plans alone (no run), shuffled ids: received / allgathered bytes " +
                      ", ".join(f"p={p} {v[0]:.2f}" for p, v in shares.items()))
         # the issue's density (ratings per row) on a set scaled down to draw in seconds
         nu, ni, n = ISSUE[shape]
         scale = argparse.Namespace(many=80000, few=4000, ratings=2_000_000, rank=args.rank)
         dense = plan_shares(scale, shape, (top, 16, 64))
         lines.append(f"  at the issue's density ({n // nu} and {n // ni} ratings a row; 80000 x 4000 x 2M drawn, "
-                     "plans alone): routed / allgathered rows " +
+                     "plans alone): received / allgathered bytes " +
                      ", ".join(f"p={p} {v[0]:.2f}" for p, v in dense.items()))
         row = (args.rank + 2) * 8
         full = (nu + ni) * row

@@ -66,9 +66,10 @@ class ALS(FactorModel):
             self._after_iteration(data, ex, it, p, q, self._record(ex, data, err, ur, p, ir, q), clock, track)
         return p, q
 
-    def _record(self, ex, data, err, user_rows, p, item_rows, q) -> dict:
-        """The objective and training RMSE of an iteration from every rating's residual ``err`` and
-        the rows of both sides (``p`` / ``q`` from ``user_rows.start`` / ``item_rows.start``); collective."""
+    def _record(self, ex, data, err, user_rows, p, item_rows, q, sse=None) -> dict:
+        """The objective and training RMSE of an iteration from every rating's residual ``err`` (or this
+        rank's squared error ``sse``, not in reproducible mode) and the rows of both sides (``p`` / ``q``
+        from ``user_rows.start`` / ``item_rows.start``); collective."""
         lay, reg, weighted = self._layout, self.reg_, self._params.weighted
         with ex.computing():
             if self._exact:
@@ -82,7 +83,7 @@ class ALS(FactorModel):
             sse, pen = self._sum_terms(ex, err * err, pens, count=count)
             pen *= reg
         else:
-            sse, pen = ex.sum([err @ err, pen])
+            sse, pen = ex.sum([err @ err if sse is None else sse, pen])
         return {"objective": float(sse + pen), "train_rmse": float(np.sqrt(sse / data["n"]))}
 
 

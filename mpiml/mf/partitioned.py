@@ -14,6 +14,11 @@ per rank grow with users + items at any rank count. With ``factors="partitioned"
   the blocks' Gram matrices (exact in reproducible mode). Every row solve sees the same
   numbers in the same order as with replicated factors, so the factors agree to rounding
   (the Gram sums and the objective's order of summation differ).
+- **Hot rows** (explicit ALS): a row rated more than a threshold number of times is solved
+  from partial normal equations that every rank sums over its own raters and sends to the
+  owner (:mod:`mpiml.mf.hot_rows`), so its raters need not be routed; the thresholds of both
+  sides are priced at setup (:func:`choose_thresholds`) and the cheapest taken. The factors
+  agree with replicated ones to rounding; reproducible mode routes every row.
 - **DSGD**: a rank keeps its user block and the item block in hand; the objective after
   each epoch is summed by passing the item blocks once more around the ring (instead of
   allgathering ``Q``): the same trajectory as with replicated factors.
@@ -34,11 +39,14 @@ rank 0 the full factors for the time of the write (:func:`mpiml.mf.transport.gat
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from mpiml.errors import ArgumentError, DivergenceError
-from mpiml.mf import als, ials, routing
-from mpiml.mf.partition import Rows
+from mpiml.mf import als, hot_rows, ials, routing
+from mpiml.mf.partition import Rows, build_rows
+from mpiml.runtime.comm import resolve_comm
 
 LAYOUTS = ("auto", "replicated", "partitioned")
 # FactorModel serves and saves partitioned factors (mpiml.mf.serving, block_store), but then predict,
@@ -50,6 +58,7 @@ AUTO_MIN_BYTES = 4 << 20   # below this the full factors are latency-bound: repl
 ROUTE_SHARE = 0.5          # partitioned when the busiest rank receives at most this share of the allgather
 MEMORY_SHARE = 0.125       # ... or when the full factors would exceed this share of the node's free memory
 DRAW_CHUNK = 1 << 16       # normal draws at a time when skipping to a block
+FORCE_THRESHOLDS = None    # (users, items) hot-row thresholds instead of the cheapest (tests)
 
 
 def choose(setting: str, size: int, factor_bytes: float, routed_rows=None, gathered_rows=None,
@@ -109,6 +118,83 @@ def compact(rows: Rows, needed: np.ndarray) -> Rows:
     return Rows(0, rows.n_rows, rows.indptr, routing.local_columns(rows.cols, needed), rows.vals)
 
 
+@dataclass(frozen=True)
+class SidePlan:
+    """This rank's exchange for the half-step that solves its rows of one side (users or items).
+
+    Cold rows (rated at most ``threshold`` times) are solved from the other side's rows that
+    ``route`` brings; hot rows from the partial normal equations (:mod:`mpiml.mf.hot_rows`) that
+    every rank adds up over its own raters and sends back along ``hot_route``.
+    """
+
+    route: routing.Route      # other-side rows the cold rows reference
+    rows: Rows                # this rank's rows (local numbering, hot ones empty), columns local to route.needed
+    hot_route: routing.Route  # hot rows of this side that this rank's other-side rows rate
+    raters: Rows              # per hot_route.needed row: its raters in this rank's other-side block (local rows)
+    hot: np.ndarray           # local positions of this rank's hot rows
+    hot_counts: np.ndarray    # their ratings (over all ranks)
+    slots: np.ndarray         # the position in ``hot`` of each partial received (aligned with hot_route.send_rows)
+    threshold: int
+
+    def received_bytes(self, row_bytes: int, partial_bytes: int) -> int:
+        """Bytes that come from other ranks per half-step."""
+        return self.route.received() * row_bytes + self.hot_route.sent() * partial_bytes
+
+
+def side_plan(own: Rows, other: Rows, counts, bounds, other_bounds, threshold: int, comm) -> SidePlan:
+    """The :class:`SidePlan` of the rows ``own`` (global columns) given this rank's ``other`` rows, the
+    side's global rating ``counts`` and ``threshold`` (the same on every rank); collective."""
+    counts = np.asarray(counts, dtype=np.int64)
+    hot_all = counts > threshold
+    mine = hot_all[own.start:own.stop]
+    keep = ~np.repeat(mine, own.counts())
+    cold_cols = own.cols[keep]
+    needed = routing.referenced(cold_cols)
+    indptr = np.zeros(own.n_rows + 1, dtype=np.int64)
+    np.cumsum(np.where(mine, 0, own.counts()), out=indptr[1:])
+    rows = Rows(0, own.n_rows, indptr, routing.local_columns(cold_cols, needed), own.vals[keep])
+    rated = hot_all[other.cols]
+    hot_needed = routing.referenced(other.cols[rated])
+    if threshold == hot_rows.NEVER:  # the same on every rank: no partial sums, nothing to plan
+        nothing = np.zeros(0, dtype=np.int64)
+        hot_route = routing.make_route(nothing, [nothing] * (len(bounds) - 1), bounds, resolve_comm(comm).Get_rank())
+    else:
+        hot_route = routing.plan_route(hot_needed, bounds, comm)
+    raters = build_rows(0, hot_needed.size, routing.local_columns(other.cols[rated], hot_needed),
+                        np.repeat(np.arange(other.n_rows), other.counts())[rated], other.vals[rated])
+    hot = np.flatnonzero(mine).astype(np.int64)
+    return SidePlan(routing.plan_route(needed, other_bounds, comm), rows, hot_route, raters, hot,
+                    counts[own.start + hot], np.searchsorted(hot, hot_route.send_rows).astype(np.int64),
+                    int(threshold))
+
+
+def choose_thresholds(model, data: dict, ex) -> tuple:
+    """``(users, items)``: the hot-row thresholds that minimize what the busiest rank receives per
+    half-step (collective: one small max-reduction; :data:`mpiml.mf.hot_rows.NEVER` for every
+    model but explicit ALS, and in reproducible mode, whose sums must not depend on the blocks)."""
+    if FORCE_THRESHOLDS is not None:
+        return FORCE_THRESHOLDS
+    if model.implicit or not model.needs_item_rows or model._exact or ex.size == 1:
+        return hot_rows.NEVER, hot_rows.NEVER
+    from mpiml.collectives import allreduce
+
+    lay = model._layout
+    row_bytes = lay.width * np.dtype(np.float64).itemsize
+    sides = ((data["user_rows"], data["user_counts"], data["item_bounds"], "users"),
+             (data["item_rows"], data["item_counts"], data["user_bounds"], "items"))
+    grids, costs = [], []
+    for own, counts, other_bounds, side in sides:
+        grid = hot_rows.candidates(int(np.max(counts, initial=0)))
+        owner = np.searchsorted(np.asarray(other_bounds, dtype=np.int64), own.cols, side="right") - 1
+        costs.append(hot_rows.threshold_costs(
+            np.asarray(counts)[own.start:own.stop], np.repeat(np.arange(own.n_rows), own.counts()), own.cols,
+            owner, ex.rank, grid, row_bytes, 8 * hot_rows.packed_width(len(lay.free(side)))))
+        grids.append(grid)
+    top = allreduce(np.concatenate(costs), op="max", comm=ex.comm)
+    first = grids[0].size
+    return int(grids[0][np.argmin(top[:first])]), int(grids[1][np.argmin(top[first:])])
+
+
 def setup(model, data: dict, ex) -> dict:
     """Choose the layout of ``model``'s factors (collective) and, when partitioned, plan the routes.
 
@@ -124,9 +210,11 @@ def setup(model, data: dict, ex) -> dict:
         setting = "replicated"  # the reg search scores held-out pairs on full factors; see AUTO_PARTITIONS
     out, routed, gathered = {}, None, None
     if model.needs_item_rows and (setting == "partitioned" or needs_plans(setting, size, full)):
-        out = plans(data, ex)
+        out = plans(model, data, ex)
         ub, ib, r = data["user_bounds"], data["item_bounds"], ex.rank
-        routed = sum(route.received() for route in out["routes"])
+        row = lay.width * itemsize
+        routed = sum(plan.received_bytes(row, 8 * hot_rows.packed_width(len(lay.free(side))))
+                     for plan, side in zip(out["sides"], ("users", "items"))) / row
         gathered = nu + ni - int(ub[r + 1] - ub[r] + ib[r + 1] - ib[r])
     memory = 0.0
     if setting == "auto" and needs_plans(setting, size, full):
@@ -143,13 +231,12 @@ def setup(model, data: dict, ex) -> dict:
     return out if model._partitioned else {}
 
 
-def plans(data: dict, ex) -> dict:
-    """The two half-steps' routes (collective) and this rank's ratings with columns local to them."""
-    ur, ir = data["user_rows"], data["item_rows"]
-    items_needed, users_needed = routing.referenced(ur.cols), routing.referenced(ir.cols)
-    return dict(routes=(routing.plan_route(items_needed, data["item_bounds"], ex.comm),
-                        routing.plan_route(users_needed, data["user_bounds"], ex.comm)),
-                user_local=compact(ur, items_needed), item_local=compact(ir, users_needed))
+def plans(model, data: dict, ex) -> dict:
+    """The two half-steps' :class:`SidePlan` s (collective)."""
+    t_users, t_items = choose_thresholds(model, data, ex)
+    ur, ir, ub, ib = data["user_rows"], data["item_rows"], data["user_bounds"], data["item_bounds"]
+    return dict(sides=(side_plan(ur, ir, data["user_counts"], ub, ib, t_users, ex.comm),
+                       side_plan(ir, ur, data["item_counts"], ib, ub, t_items, ex.comm)))
 
 
 def model_bytes(model, data: dict, ex, itemsize: int) -> int:
@@ -161,8 +248,10 @@ def model_bytes(model, data: dict, ex, itemsize: int) -> int:
     if not getattr(model, "_partitioned", False):  # both in full, the solved block, the side's new copy
         rows = nu + ni + max(nu + own_u, ni + own_i)
     elif model.needs_item_rows:
-        to_users, to_items = data["routes"]
-        rows = own_u + own_i + max(to_users.needed.size + own_u, to_items.needed.size + own_i)
+        users, items = data["sides"]  # a hot row's partial sums take the memory of that many factor rows
+        wide = [hot_rows.packed_width(len(model._layout.free(side))) / width for side in ("users", "items")]
+        rows = own_u + own_i + max(users.route.needed.size + own_u + wide[0] * users.hot_route.send_rows.size,
+                                   items.route.needed.size + own_i + wide[1] * items.hot_route.send_rows.size)
     else:  # DSGD: the user block, the item block in hand and the one arriving
         rows = own_u + 2 * int(np.diff(ib).max())
     return int(rows * width * itemsize)
@@ -176,28 +265,54 @@ def check_finite(model, ex, block, side: str, it: int) -> None:
                               "raise the regularization or check the ratings", collective=True)
 
 
-def train_als(model, data, ex, pb, qb, first, end, track):
-    """Explicit ALS on partitioned factors (see the module docstring); returns the final blocks."""
+def half_step(model, ex, plan: SidePlan, own: np.ndarray, other: np.ndarray, side: str):
+    """``(new own block, the other-side rows routed in, this rank's squared error over its hot rows)``:
+    one explicit ALS half-step solving ``side``'s rows on partitioned factors (collective)."""
     from mpiml.mf.models import _solve
 
-    U, I = data["user_local"], data["item_local"]
-    to_users, to_items = data["routes"]
-    mu, lay, reg, weighted = model.global_mean_, model._layout, model.reg_, model._params.weighted
+    lay, mu, reg, weighted = model._layout, model.global_mean_, model.reg_, model._params.weighted
+    free, fixed = lay.free(side), lay.fixed(side)
+    routed = ex.route(plan.route, other)
+    parts = None
+    if plan.threshold != hot_rows.NEVER:
+        with ex.computing():
+            offset = mu + (other[:, fixed] if fixed is not None else np.zeros(other.shape[0]))
+            mine = hot_rows.normal_equations(plan.raters.indptr, plan.raters.cols, plan.raters.vals,
+                                             np.ascontiguousarray(other[:, free]), offset)
+        parts = ex.route_back(plan.hot_route, mine)
+    with ex.computing():
+        new = _solve(als.half_step, plan.rows, own, routed, mu, reg, lay, side, weighted)
+        sse = 0.0
+        if parts is not None and plan.hot.size:
+            sums = hot_rows.add_up(parts, plan.slots, plan.hot.size)
+            try:
+                w, errors = hot_rows.solve(sums, reg * (plan.hot_counts if weighted else 1.0), free.size)
+            except np.linalg.LinAlgError:
+                w, errors = np.full((plan.hot.size, free.size), np.nan), np.full(1, np.nan)
+            new[plan.hot[:, None], free] = w
+            sse = float(errors.sum())
+    return new, routed, sse
+
+
+def train_als(model, data, ex, pb, qb, first, end, track):
+    """Explicit ALS on partitioned factors (see the module docstring); returns the final blocks."""
+    users, items = data["sides"]
+    mu = model.global_mean_
+    ur, ir = data["user_rows"], data["item_rows"]
+    # penalties weigh each row by its ratings: the rows with local numbering, hot ones included
+    U, I = Rows(0, ur.n_rows, ur.indptr, ur.cols, ur.vals), Rows(0, ir.n_rows, ir.indptr, ir.cols, ir.vals)
     for it in range(first, end):
         clock = model._clock(ex)
-        qn = ex.route(to_users, qb)
-        with ex.computing():
-            pb = _solve(als.half_step, U, pb, qn, mu, reg, lay, "users", weighted)
+        pb, qn, _ = half_step(model, ex, users, pb, qb, "users")
         check_finite(model, ex, pb, "user", it)
         del qn
-        pn = ex.route(to_items, pb)
-        with ex.computing():
-            qb = _solve(als.half_step, I, qb, pn, mu, reg, lay, "items", weighted)
+        qb, pn, hot_sse = half_step(model, ex, items, qb, pb, "items")
         check_finite(model, ex, qb, "item", it)
-        with ex.computing():
-            err = I.vals - als.predict_rows(I, qb, pn, mu)  # the item block's ratings: their user rows are here
+        with ex.computing():  # the item block's cold ratings (their user rows are here) and its hot rows' sums
+            err = items.rows.vals - als.predict_rows(items.rows, qb, pn, mu)
         del pn
-        model._after_iteration(data, ex, it, pb, qb, model._record(ex, data, err, U, pb, I, qb), clock, track)
+        record = model._record(ex, data, err, U, pb, I, qb, sse=err @ err + hot_sse)
+        model._after_iteration(data, ex, it, pb, qb, record, clock, track)
     return pb, qb
 
 
@@ -215,8 +330,8 @@ def gram(model, ex, block, rows: int) -> np.ndarray:
 
 def train_ials(model, data, ex, pb, qb, first, end, track):
     """Implicit ALS on partitioned factors; returns the final blocks."""
-    U, I = data["user_local"], data["item_local"]
-    to_users, to_items = data["routes"]
+    users, items = data["sides"]  # implicit ALS routes every row (no hot rows: see choose_thresholds)
+    U, I, to_users, to_items = users.rows, items.rows, users.route, items.route
     dtype, alpha = model._params.dtype, model._params.alpha
     nu, ni = int(data["user_ids"].size), int(data["item_ids"].size)
     pb, qb = pb.astype(dtype, copy=False), qb.astype(dtype, copy=False)

@@ -22,7 +22,7 @@ import numpy as np
 from mpiml.errors import ArgumentError
 
 __all__ = ["Route", "referenced", "owner_counts", "split_by_owner", "make_route", "local_columns", "simulate",
-           "plan_route", "route_rows"]
+           "plan_route", "route_rows", "route_back", "simulate_back"]
 
 
 @dataclass(frozen=True)
@@ -143,24 +143,50 @@ def route_rows(route: Route, block: np.ndarray, comm) -> np.ndarray:
     all-to-all-v, and the duplicate keeps these messages apart from the user's traffic on
     ``comm``. A row is one MPI datatype, so counts stay small however wide the rows are.
     """
+    block = np.ascontiguousarray(block)
+    return _exchange(block[route.send_rows], route.send_counts, route.recv_counts, route.needed.size, comm)
+
+
+def route_back(route: Route, rows: np.ndarray, comm) -> np.ndarray:
+    """The reverse of :func:`route_rows`: ``rows`` (one per ``route.needed``) go to their owners (collective).
+
+    Each owner receives, from every rank in rank order, one row per entry of ``route.send_rows``
+    (aligned with it), e.g. partial sums of its rows for it to add up.
+    """
+    return _exchange(np.ascontiguousarray(rows), route.recv_counts, route.send_counts, route.send_rows.size, comm)
+
+
+def simulate_back(parts: list, routes: list) -> list:
+    """Reference of :func:`route_back`: what each owner receives, given every rank's rows and route."""
+    out = []
+    for r in range(len(routes)):
+        pieces = []
+        for s, route in enumerate(routes):
+            start = int(route.recv_counts[:r].sum())
+            pieces.append(parts[s][start:start + int(route.recv_counts[r])])
+        out.append(np.concatenate(pieces) if pieces else np.zeros((0,) + parts[r].shape[1:]))
+    return out
+
+
+def _exchange(send: np.ndarray, send_counts, recv_counts, rows: int, comm) -> np.ndarray:
+    """One ``Alltoallv`` of whole rows (``send`` grouped by destination) on the private duplicate."""
     from mpi4py.util.dtlib import from_numpy_dtype
 
     from mpiml.runtime.comm import private_comm
 
-    block = np.ascontiguousarray(block)
-    width = int(np.prod(block.shape[1:], dtype=np.int64))
-    out = np.empty((route.needed.size,) + block.shape[1:], dtype=block.dtype)
+    send = np.ascontiguousarray(send)
+    width = int(np.prod(send.shape[1:], dtype=np.int64))
+    out = np.empty((rows,) + send.shape[1:], dtype=send.dtype)
     c = private_comm(comm)
     if c.Get_size() == 1:
-        out[...] = block[route.send_rows]
+        out[...] = send
         return out
     if width == 0:  # every rank sees the same width: nothing to move
         return out
-    send = np.ascontiguousarray(block[route.send_rows])
-    row = from_numpy_dtype(block.dtype).Create_contiguous(width).Commit()
+    row = from_numpy_dtype(send.dtype).Create_contiguous(width).Commit()
     try:
-        c.Alltoallv([send, route.send_counts, _displacements(route.send_counts), row],
-                    [out, route.recv_counts, _displacements(route.recv_counts), row])
+        c.Alltoallv([send, send_counts, _displacements(send_counts), row],
+                    [out, recv_counts, _displacements(recv_counts), row])
     finally:
         row.Free()
     return out

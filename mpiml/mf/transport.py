@@ -129,6 +129,17 @@ class Exchange:
         self.sent += plan.sent() * row
         return out
 
+    def route_back(self, plan, rows: np.ndarray) -> np.ndarray:
+        """``rows`` (one per ``plan.needed``) sent to the owners of those rows (:func:`mpiml.mf.routing.route_back`)."""
+        from mpiml.mf.routing import route_back
+
+        self._since = 0.0
+        out = self._timed(route_back, plan, rows, self.comm)
+        row = rows.dtype.itemsize * int(np.prod(rows.shape[1:], dtype=np.int64))
+        self.bytes += plan.sent() * row
+        self.sent += plan.received() * row
+        return out
+
     def sum(self, values) -> np.ndarray:
         """Elementwise sum over ranks (identical result on every rank)."""
         values = np.asarray(values, dtype=np.float64).reshape(-1)

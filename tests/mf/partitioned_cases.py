@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from mpiml.data.ratings import RatingsShard
-from mpiml.mf import ALS, DSGD, ImplicitALS
+from mpiml.mf import ALS, DSGD, ImplicitALS, hot_rows, partitioned
 from mpiml.mf.transport import gather_rows
 
 # (set, model, parameters): the second set leaves ranks without user or item rows
@@ -17,6 +17,9 @@ CASES = [
     (1, DSGD, dict(rank=3, reg=0.05, iters=2, lr=0.05, step="bold")),
 ]
 SETS = ((60, 30, 600, 3), (3, 4, 6, 5))
+# (set, hot-row thresholds (users, items)) forced on the first ALS case of the set: partial normal
+# equations summed at the owner instead of routed rows (mpiml.mf.hot_rows), on one side or both
+HOT = [(0, (2, 1)), (0, (hot_rows.NEVER, 3)), (1, (0, 0))]
 
 
 def ratings(comm, users: int, items: int, n: int, seed: int) -> RatingsShard:
@@ -44,12 +47,19 @@ def mismatches(comm) -> list:
     bad = []
     for which, spec in enumerate(SETS):
         data = ratings(comm, *spec)
-        for cls, kw in (case[1:] for case in CASES if case[0] == which):
+        runs = [(cls, kw, None) for cls, kw in (case[1:] for case in CASES if case[0] == which)]
+        runs += [(ALS, next(c[2] for c in CASES if c[0] == which and c[1] is ALS), hot) for s, hot in HOT
+                 if s == which]
+        for cls, kw, hot in runs:
+            partitioned.FORCE_THRESHOLDS = hot
             if cls is DSGD:
                 a = cls(factors="replicated", **kw).fit(data, comm=comm)
             else:
                 a = cls(factors="replicated", **kw).fit(ratings(MPI.COMM_SELF, *spec), comm=MPI.COMM_SELF)
-            b = cls(factors="partitioned", **kw).fit(data, comm=comm)
+            try:
+                b = cls(factors="partitioned", **kw).fit(data, comm=comm)
+            finally:
+                partitioned.FORCE_THRESHOLDS = None
             p, q = gather_rows(b.user_block_, comm), gather_rows(b.item_block_, comm)
             ok = True
             if comm.rank == 0:
@@ -61,5 +71,5 @@ def mismatches(comm) -> list:
             ok = ok and b.user_block_.shape[0] == b.user_bounds_[comm.rank + 1] - b.user_bounds_[comm.rank]
             ok = ok and b.local_rated_indptr_.size == b.user_block_.shape[0] + 1
             if not ok:
-                bad.append((cls.__name__, kw, objectives))
+                bad.append((cls.__name__, kw, hot, objectives))
     return bad

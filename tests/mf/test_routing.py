@@ -31,6 +31,13 @@ def test_each_rank_receives_exactly_the_rows_it_references():
             assert routes[r].recv_counts.tolist() == [a.size for a in asked[r]]
             assert routes[r].received() == sum(a.size for s, a in enumerate(asked[r]) if s != r)
         assert sum(route.sent() for route in routes) == sum(route.received() for route in routes)
+        # the way back: each owner gets, per source in rank order, one row per row it sends that source
+        parts = [np.column_stack([np.full(needed[s].size, s), needed[s]]) for s in range(size)]
+        back = routing.simulate_back(parts, routes)
+        for r in range(size):
+            expected = [(s, g) for s in range(size) for g in asked[s][r]]
+            assert back[r].tolist() == [list(e) for e in expected]
+            assert back[r].shape[0] == routes[r].send_rows.size
 
 
 def test_plan_helpers():
