@@ -121,6 +121,15 @@ def half_step(rows: Rows, own: np.ndarray, other: np.ndarray, mu: float, reg: fl
     return block
 
 
+def half_step_or_nan(rows: Rows, own: np.ndarray, other: np.ndarray, mu: float, reg: float, layout: Layout,
+                     side: str, weighted: bool = True) -> np.ndarray:
+    """:func:`half_step`, with NaN rows where a system is singular (a finiteness check then stops every rank)."""
+    try:
+        return half_step(rows, own, other, mu, reg, layout, side, weighted)
+    except np.linalg.LinAlgError:
+        return np.full((rows.n_rows, own.shape[1]), np.nan)
+
+
 def predict_rows(rows: Rows, p: np.ndarray, q: np.ndarray, mu: float) -> np.ndarray:
     """Predictions for every rating stored in user ``rows``."""
     if compiled():

@@ -56,10 +56,10 @@ class ALS(FactorModel):
         for it in range(first, end):
             clock = self._clock(ex)
             p = self._solve_gathered(
-                ex, lambda rows: _solve(als.half_step, rows, p, q, mu, reg, lay, "users", weighted),
+                ex, lambda rows: als.half_step_or_nan(rows, p, q, mu, reg, lay, "users", weighted),
                 ur, data["user_bounds"], "user", it, end)
             q = self._solve_gathered(
-                ex, lambda rows: _solve(als.half_step, rows, q, p, mu, reg, lay, "items", weighted),
+                ex, lambda rows: als.half_step_or_nan(rows, q, p, mu, reg, lay, "items", weighted),
                 ir, data["item_bounds"], "item", it, end)
             with ex.computing():
                 err = ur.vals - als.predict_rows(ur, p, q, mu)
@@ -85,14 +85,6 @@ class ALS(FactorModel):
         else:
             sse, pen = ex.sum([err @ err if sse is None else sse, pen])
         return {"objective": float(sse + pen), "train_rmse": float(np.sqrt(sse / data["n"]))}
-
-
-def _solve(step, rows, *args):
-    """Run a half-step; a singular system gives NaN rows, which the gather then reports on all ranks."""
-    try:
-        return step(rows, *args)
-    except np.linalg.LinAlgError:
-        return np.full((rows.n_rows, args[0].shape[1]), np.nan)
 
 
 @register

@@ -268,8 +268,6 @@ def check_finite(model, ex, block, side: str, it: int) -> None:
 def half_step(model, ex, plan: SidePlan, own: np.ndarray, other: np.ndarray, side: str):
     """``(new own block, the other-side rows routed in, this rank's squared error over its hot rows)``:
     one explicit ALS half-step solving ``side``'s rows on partitioned factors (collective)."""
-    from mpiml.mf.models import _solve
-
     lay, mu, reg, weighted = model._layout, model.global_mean_, model.reg_, model._params.weighted
     free, fixed = lay.free(side), lay.fixed(side)
     routed = ex.route(plan.route, other)
@@ -281,7 +279,7 @@ def half_step(model, ex, plan: SidePlan, own: np.ndarray, other: np.ndarray, sid
                                              np.ascontiguousarray(other[:, free]), offset)
         parts = ex.route_back(plan.hot_route, mine)
     with ex.computing():
-        new = _solve(als.half_step, plan.rows, own, routed, mu, reg, lay, side, weighted)
+        new = als.half_step_or_nan(plan.rows, own, routed, mu, reg, lay, side, weighted)
         sse = 0.0
         if parts is not None and plan.hot.size:
             sums = hot_rows.add_up(parts, plan.slots, plan.hot.size)
