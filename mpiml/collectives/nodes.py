@@ -184,9 +184,16 @@ class NodeLayout:
             self.local = comm.Split_type(MPI.COMM_TYPE_SHARED, key=rank)
             leader = self.local.bcast(rank, root=0)
             self.grouping = grouping_from_nodes(rank, comm.allgather(leader))
+            self.shares_memory = True
         else:
             self.grouping = grouping(rank, size, ranks_per_node)
             self.local = comm.Split(self.grouping.node, rank)
+            # An emulated node may span what MPI maps into one window (MPICH with MPIR_CVAR_NOLOCAL=1
+            # puts every process in its own domain): then the window algorithms send messages instead.
+            domain = comm.Split_type(MPI.COMM_TYPE_SHARED, key=rank)
+            leader = domain.bcast(rank, root=0)
+            domain.Free()
+            self.shares_memory = len(set(self.local.allgather(leader))) == 1
         self.peers = comm.Split(self.grouping.local_rank, rank)
         self.local_transport, self.local_workspace = Transport(self.local), Workspace()
         self.peers_transport, self.peers_workspace = Transport(self.peers), Workspace()
@@ -206,7 +213,10 @@ class NodeLayout:
 
     def input_array(self, count: int, dtype) -> np.ndarray:
         """A new array of ``count`` elements of ``dtype`` in this rank's segment of a new window
-        of the node (collective on the node); ``shared_memory`` reads it in place."""
+        of the node (collective on the node); ``shared_memory`` reads it in place. A plain array
+        when the node's ranks share no memory (:attr:`shares_memory`)."""
+        if not self.shares_memory:
+            return np.empty(count, dtype=dtype)
         window = SharedWindow(self.local, size_class(count * np.dtype(dtype).itemsize), halves=1)
         self.inputs.append(window)
         return window.segments[self.grouping.local_rank][:count * np.dtype(dtype).itemsize].view(dtype)

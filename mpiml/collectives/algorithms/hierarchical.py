@@ -17,7 +17,9 @@ consecutive ranks). Three algorithms:
     no messages inside a node: every rank writes its input into the node's shared
     window, each rank reduces its slice of every rank's input in place, in rank order;
     between nodes, slice ``i`` is allreduced among the ``i``-th ranks of all nodes; then
-    every rank copies the result out (see :func:`shared_allreduce`).
+    every rank copies the result out (see :func:`shared_allreduce`); on an emulated node
+    whose ranks MPI cannot map into one window (MPI kept off shared memory), the same
+    slices with messages (``hierarchical_slices``).
 
 Every element of the result is reduced on one rank and copied to the others, so the
 results are bitwise identical on every rank. With one node they are an intra-node
@@ -87,7 +89,11 @@ def _hierarchical(transport, x, out, op, workspace):
 
 
 def _slices(transport, x, out, op, workspace):
-    layout = nodes.layout(transport.comm)
+    return _slices_on(nodes.layout(transport.comm), x, out, op)
+
+
+def _slices_on(layout, x, out, op):
+    """``hierarchical_slices`` on ``layout``."""
     g = layout.grouping
     local, local_ws = layout.local_transport, layout.local_workspace
 
@@ -99,7 +105,7 @@ def _slices(transport, x, out, op, workspace):
 
     if g.local_size == 1:
         return _alone_on_node(layout, x, out, op)
-    counts, bounds = workspace.plan(("hierarchical_slices", x.size, g.local_size, g.slices), build)
+    counts, bounds = local_ws.plan(("hierarchical_slices", x.size, g.local_size, g.slices), build)
     j = g.local_rank
     block = local_ws.get("hierarchical_slice", int(counts[j]), x.dtype)
     registry.table("reduce_scatter")["native"].run(local, x, block, op, counts, local_ws)
@@ -125,6 +131,8 @@ def shared_allreduce(layout, x, out, op):
     g = layout.grouping
     if g.local_size == 1:
         return _alone_on_node(layout, x, out, op)
+    if not layout.shares_memory:  # an emulated node MPI cannot map into one window: messages instead
+        return _slices_on(layout, x, out, op)
     views, headers = layout.shared(x.size, x.dtype)
     j = g.local_rank
     bounds = layout.local_workspace.plan(("shared_slices", x.size, g.slices),
