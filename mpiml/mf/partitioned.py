@@ -172,9 +172,11 @@ def choose_thresholds(model, data: dict, ex) -> tuple:
     """``(users, items)``: the hot-row thresholds that minimize what the busiest rank receives per
     half-step (collective: one small max-reduction; :data:`mpiml.mf.hot_rows.NEVER` for every
     model but explicit ALS, and in reproducible mode, whose sums must not depend on the blocks)."""
+    if model.implicit or not model.needs_item_rows or model._exact:
+        return hot_rows.NEVER, hot_rows.NEVER
     if FORCE_THRESHOLDS is not None:
         return FORCE_THRESHOLDS
-    if model.implicit or not model.needs_item_rows or model._exact or ex.size == 1:
+    if ex.size == 1:
         return hot_rows.NEVER, hot_rows.NEVER
     from mpiml.collectives import allreduce
 
