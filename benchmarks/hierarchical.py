@@ -41,6 +41,7 @@ from mpi4py import MPI
 import mpiml
 from mpiml.collectives import nodes
 from mpiml.perf.harness import Schedule, run_benchmark
+from mpiml.perf.roof import roof_seconds
 from mpiml.perf.sizes import format_bytes, parse_sizes
 
 ALGORITHMS = ("shared_memory", "hierarchical", "hierarchical_slices", "ring", "native")
@@ -58,31 +59,10 @@ def _timed(comm, work, calls):
 
 
 def memory_roof(comm, nbytes, calls=5):
-    """``(roof, roof_with_copy_in)`` seconds for ``nbytes`` of float32 at ``comm``'s size, measured now."""
-    p = comm.Get_size()
-    n = nbytes // 4
-    part = -(-n // p)
-    operands = [np.ones(part, np.float32) for _ in range(p)]
-    acc = np.empty(part, np.float32)
-    result, out, x = np.ones(n, np.float32), np.empty(n, np.float32), np.ones(n, np.float32)
-
-    def reduce_slice():
-        np.add(operands[0], operands[1 % p], out=acc)
-        for other in operands[2:]:
-            np.add(acc, other, out=acc)
-
-    def copy_out():
-        np.copyto(out, result)
-
-    def copy_in():
-        np.copyto(result, x)
-
-    for work in (reduce_slice, copy_out, copy_in):   # fault the pages in, warm up
-        work()
-    reduce_t = statistics.median(_timed(comm, reduce_slice, calls) for _ in range(3))
-    copy_t = statistics.median(_timed(comm, copy_out, calls) for _ in range(3))
-    copy_in_t = statistics.median(_timed(comm, copy_in, calls) for _ in range(3))
-    return reduce_t + copy_t, reduce_t + copy_t + copy_in_t
+    """``(roof, roof_with_copy_in)`` seconds for ``nbytes`` of float32 at ``comm``'s size, measured now
+    (:mod:`mpiml.perf.roof`: the allreduce's roof; the copy in is one more copy of the n bytes)."""
+    roof = roof_seconds("allreduce", nbytes, "float32", comm, calls)
+    return roof, roof + roof_seconds("bcast", nbytes, "float32", comm, calls)
 
 
 def time_shared_arrays(comm, nbytes, min_time):

@@ -17,10 +17,14 @@ median/min/max over iterations. Algorithms are interleaved (every algorithm once
 iteration), and x_native is the median time divided by native's in the same run.
 algbw = size / time; busbw = algbw * 2(p-1)/p (allreduce), (p-1)/p (reduce_scatter,
 allgather), 1 (bcast, reduce): the nccl-tests definitions. GB/s = 1e9 bytes/s.
+--roof: roof_busbw is the busbw of a call that took the memory roof's time (numpy's
+add/copy of what the collective cannot avoid moving on one node, by all ranks at once,
+measured after each size); of_roof = roof time / median time (1.0: at the roof).
 
 examples:
   mpiexec -n 4 mpiml bench allreduce --quick
   mpiexec -n 2 mpiml bench allreduce --sizes 8:256M --check --json
+  mpiexec -n 2 mpiml bench allreduce --sizes 1M:64M:4 --roof
   mpiexec -n 2 mpiml bench allgather --collective-algorithm ring,native --csv ag.csv --plot ag.png
 """
 
@@ -47,6 +51,10 @@ def build_parser():
     parser.add_argument("--max-iters", type=int, default=1000, help="cap on timed iterations per size")
     parser.add_argument("--in-place", action="store_true", help="allreduce/reduce with out=x")
     parser.add_argument("--check", action="store_true", help="verify every algorithm against native (bitwise)")
+    parser.add_argument("--roof", action="store_true",
+                        help="also measure each size's memory roof on these ranks (the memory work the collective "
+                             "cannot avoid on one node: mpiml.perf.roof) and print busbw at the roof and the share "
+                             "of it each algorithm reaches")
     parser.add_argument("--tuning", metavar="FILE",
                         help="tuning file for 'auto' (default: $MPIML_TUNING, else the model)")
     parser.add_argument("--quick", action="store_true", help=f"a short run: sizes {QUICK_SIZES}, --min-time 0.02")
@@ -125,12 +133,16 @@ def main(argv=None) -> int:
         say(header)
         if warning(facts):
             say(warning(facts))
-        say(report.fixed_width(report.TABLE_HEADERS))
+        say(report.fixed_width(report.headers(args.roof)))
 
     # With --json the table rows are not printed: lines on stderr say how far the sizes are.
     phase = Phase("measuring", total=len(sizes), unit="sizes", enabled=None if args.json else False)
 
     def show(size_records):
+        if args.roof:  # right after this size's timings, by the same ranks (collective)
+            from mpiml.perf.roof import roof_seconds
+
+            report.add_roof(size_records, roof_seconds(args.collective, size_records[0]["bytes"], dtype, comm))
         if not args.json:
             say("\n".join(report.fixed_width(row) for row in report.table_rows(size_records)))
         phase.update(phase.done + 1)

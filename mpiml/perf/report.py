@@ -11,12 +11,30 @@ from mpiml.runtime.files import atomic_write
 
 TABLE_HEADERS = ("size", "algorithm", "median_us", "min_us", "max_us", "algbw_GB/s", "busbw_GB/s",
                  "x_native", "check")
+ROOF_HEADERS = ("roof_busbw", "of_roof")
 CSV_FIELDS = ("collective", "algorithm", "runs", "ranks", "bytes", "count", "dtype", "op", "in_place",
               "iterations", "time_median_seconds", "time_min_seconds", "time_max_seconds",
-              "algbw_gbps", "busbw_gbps", "ratio_to_native", "correct")
+              "algbw_gbps", "busbw_gbps", "ratio_to_native", "correct", "roof_seconds", "roof_busbw_gbps",
+              "roof_fraction")
 
 
-WIDTHS = (6, 26, 10, 10, 10, 10, 10, 8, 5)
+WIDTHS = (6, 26, 10, 10, 10, 10, 10, 8, 5, 10, 7)
+
+
+def headers(roof: bool = False) -> tuple:
+    """The table's column names (with the roof's two when ``roof``)."""
+    return TABLE_HEADERS + (ROOF_HEADERS if roof else ())
+
+
+def add_roof(records, roof_seconds: float) -> None:
+    """Give one size's records the roof: its seconds, its busbw, and each record's share of it."""
+    from mpiml.perf.metrics import busbw_gbps
+
+    for rec in records:
+        rec["roof_seconds"] = roof_seconds
+        rec["roof_busbw_gbps"] = busbw_gbps(rec["collective"], rec["bytes"], roof_seconds, rec["ranks"])
+        median = rec["time_median_seconds"]
+        rec["roof_fraction"] = roof_seconds / median if median > 0 else None
 
 
 def fixed_width(row) -> str:
@@ -43,7 +61,8 @@ def table_rows(records):
             f"{rec['time_max_seconds'] * 1e6:.1f}",
             f"{rec['algbw_gbps']:.3f}", f"{rec['busbw_gbps']:.3f}",
             "-" if ratio is None else f"{ratio:.2f}", _verdict(rec["correct"]),
-        ))
+        ) + ((f"{rec['roof_busbw_gbps']:.3f}", "-" if rec["roof_fraction"] is None else f"{rec['roof_fraction']:.2f}")
+             if "roof_seconds" in rec else ()))
     return rows
 
 

@@ -59,12 +59,17 @@ def test_other_collectives_at_three_ranks(collective):
 def test_table_csv_and_plot(tmp_path):
     csv_path, png_path = tmp_path / "out.csv", tmp_path / "out.png"
     result = bench(2, "allreduce", "--collective-algorithm", "ring,native", "--op", "max", "--csv", str(csv_path),
-                   "--plot", str(png_path), *SHORT)
+                   "--plot", str(png_path), "--roof", *SHORT)
     assert not result.hung and result.returncode == 0, result.describe()
-    assert "median_us" in result.stdout and result.stdout.count("ring") == 3
+    assert "median_us" in result.stdout and result.stdout.count("ring") == 3 and "of_roof" in result.stdout
     rows = list(csv.DictReader(csv_path.open()))
     assert [(int(r["bytes"]), r["algorithm"]) for r in rows] == [
         (b, a) for b in (8, 3000, 70000) for a in ("ring", "native")]
+    for r in rows:  # the roof: one time per size, its busbw and each algorithm's share of it
+        roof, median = float(r["roof_seconds"]), float(r["time_median_seconds"])
+        assert roof > 0 and float(r["roof_fraction"]) == pytest.approx(roof / median)
+        assert float(r["roof_busbw_gbps"]) == pytest.approx(int(r["bytes"]) / roof / 1e9)  # 2 (p-1)/p = 1 at p=2
+    assert len({r["roof_seconds"] for r in rows if r["bytes"] == "70000"}) == 1
     import matplotlib.image  # a test dependency: the PNG must be readable
 
     image = matplotlib.image.imread(png_path)

@@ -44,3 +44,25 @@ def test_bus_factors_are_the_nccl_tests_ones():
     assert bus_factor("allreduce", 1) == 0.0
     assert algbw_gbps(2e9, 2.0) == pytest.approx(1.0)
     assert busbw_gbps("allreduce", 10**9, 1.0, 2) == pytest.approx(1.0)
+
+
+def test_memory_roof_does_the_work_the_collective_cannot_avoid(monkeypatch):
+    import numpy as np
+    from mpi4py import MPI
+
+    from mpiml.perf import roof
+
+    calls = []
+    monkeypatch.setattr(np, "add", lambda a, b, out: calls.append(("add", a.size, b.size, out.size)))
+    monkeypatch.setattr(np, "copyto", lambda dst, src: calls.append(("copy", dst.size)))
+    for collective, expected in [("allreduce", [("add", 250, 250, 250)] * 3 + [("copy", 1000)]),
+                                 ("reduce_scatter", [("add", 250, 250, 250)] * 3), ("reduce", [("add", 250, 250, 250)] * 3),
+                                 ("allgather", [("copy", 1000)]), ("bcast", [("copy", 1000)])]:
+        calls.clear()
+        for work in roof.roof_parts(collective, 4000, "float32", 4):   # 1000 elements, a quarter each
+            work()
+        assert calls == expected, collective
+    monkeypatch.undo()
+    assert roof.roof_seconds("allreduce", 1 << 16, "float64", MPI.COMM_SELF, calls=2) > 0
+    with pytest.raises(ValueError, match="no memory roof"):
+        roof.roof_parts("alltoall", 8, "float32", 2)
