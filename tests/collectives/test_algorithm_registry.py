@@ -39,8 +39,8 @@ def test_built_in_algorithms_and_their_flags():
         "allreduce": ("native", "ring", "recursive_doubling", "rabenseifner", "tree",
                       "hierarchical", "hierarchical_slices", "shared_memory"),
         "reduce_scatter": ("native", "ring"),
-        "allgather": ("native", "ring"),
-        "bcast": ("native", "binomial", "pipeline"),
+        "allgather": ("native", "ring", "hierarchical"),
+        "bcast": ("native", "binomial", "pipeline", "hierarchical"),
         "reduce": ("native", "binomial"),
     }
     flagged = {(a.collective, a.name) for c in registry.COLLECTIVES for a in registry.algorithms(c)

@@ -12,7 +12,8 @@ from mpi_helpers import agree
 import mpiml
 from mpiml.collectives import nodes
 
-NODE_AWARE = ("hierarchical", "hierarchical_slices", "shared_memory")
+NODE_AWARE = (("allreduce", "hierarchical"), ("allreduce", "hierarchical_slices"), ("allreduce", "shared_memory"),
+              ("bcast", "hierarchical"), ("allgather", "hierarchical"))
 
 
 @pytest.fixture
@@ -28,14 +29,15 @@ def emulate():
 # the runs at p = 2..5 check every algorithm with nodes of 1, 2 and 3 ranks, uneven (3 = 2 + 1, 4 = 3 + 1,
 # 5 = 3 + 2) and with slices of two ranks per node (5 = 3 + 2), at most one check per algorithm and launch
 # and few at the oversubscribed p = 4 and 5.
-EMULATED = {2: {"hierarchical": 1, "hierarchical_slices": 1, "shared_memory": 1},
-            3: {"hierarchical": 2, "hierarchical_slices": 2, "shared_memory": 2},
-            4: {"hierarchical": 3},
-            5: {"hierarchical_slices": 3, "shared_memory": 3}}
+AR_H, AR_S, AR_M, BC_H, AG_H = NODE_AWARE
+EMULATED = {2: {AR_H: 1, AR_S: 1, AR_M: 1, BC_H: 1, AG_H: 1},
+            3: {AR_H: 2, AR_S: 2, AR_M: 2, BC_H: 2, AG_H: 2},
+            4: {AR_H: 3, BC_H: 3},
+            5: {AR_S: 3, AR_M: 3, AG_H: 3}}
 
 
 def emulated_sizes(p):
-    """``{algorithm: ranks per node}`` checked at ``p`` ranks."""
+    """``{(collective, algorithm): ranks per node}`` checked at ``p`` ranks."""
     return EMULATED.get(p, {})
 
 
@@ -47,9 +49,9 @@ def test_every_algorithm_meets_every_emulated_node_size_over_the_rank_counts():
 
 @pytest.mark.mpi
 def test_node_aware_algorithms_meet_the_contract_on_emulated_nodes(emulate):
-    for algorithm, per_node in emulated_sizes(MPI.COMM_WORLD.size).items():
+    for (collective, algorithm), per_node in emulated_sizes(MPI.COMM_WORLD.size).items():
         emulate(per_node)
-        check("allreduce", algorithm)
+        check(collective, algorithm)
 
 
 @pytest.mark.mpi
@@ -66,7 +68,7 @@ def test_layouts_and_windows_are_freed_with_their_communicator(emulate):
     before = len(nodes._live)
     comm = world.Dup()
     x = np.arange(5000, dtype=np.float64) * (world.rank + 1)
-    for algorithm in NODE_AWARE:
+    for algorithm in (name for collective, name in NODE_AWARE if collective == "allreduce"):
         got = mpiml.allreduce(x, algorithm=algorithm, comm=comm)
         agree(world, np.array_equal(got, np.arange(5000.0) * (world.size * (world.size + 1) // 2)), algorithm)
     grown = len(nodes._live)

@@ -89,3 +89,16 @@ def test_shared_arrays_refuse_a_bad_count():
     for bad in (-1, 1.5, True):
         with pytest.raises(mpiml.ArgumentError, match="count"):
             nodes.shared_array(bad)
+
+
+def test_allgather_pieces_of_interleaved_nodes_go_to_their_ranks():
+    from mpiml.collectives.algorithms.hierarchical_copy import to_rank_order
+
+    sizes = np.array([2, 0, 3, 1, 2])
+    pieces = [np.full(n, r, dtype=np.uint8) for r, n in enumerate(sizes)]
+    for members in (((0, 2, 4), (1, 3)), ((0,), (1, 2, 3, 4)), ((0, 3), (1,), (2, 4))):
+        order = [r for m in members for r in m]
+        gathered = np.concatenate([pieces[r] for r in order])
+        result = np.empty(sizes.sum(), dtype=np.uint8)
+        to_rank_order(gathered, result, order, sizes)
+        assert result.tolist() == np.concatenate(pieces).tolist()

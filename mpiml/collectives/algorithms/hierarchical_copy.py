@@ -1,0 +1,109 @@
+"""Node-aware bcast and allgather: one copy of the data crosses between nodes, per node.
+
+The node layout is :mod:`mpiml.collectives.nodes`' (``Split_type(COMM_TYPE_SHARED)``, or
+emulated with ``MPIML_RANKS_PER_NODE``). Flat algorithms send a node's data to every
+rank of every other node, so the network carries it once per remote rank; these send it
+once per remote node and copy it inside the node:
+
+``bcast`` ``hierarchical``
+    the root hands the buffer to its node's leader (its lowest rank), the leaders
+    broadcast it among themselves (the MPI library's bcast), each leader broadcasts it
+    inside its node.
+``allgather`` ``hierarchical``
+    each node's leader gathers its ranks' pieces, the leaders allgather the node blocks
+    among themselves, each leader puts the pieces in rank order and broadcasts the result
+    inside its node.
+
+Nothing is reduced, so the results are the inputs' bits on every rank. The model has one
+uniform link, on which these cost a step more than a flat algorithm (``auto`` does not
+pick them); name them with ``algorithm="hierarchical"`` on a multi-node job.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from mpi4py import MPI
+
+from mpiml.collectives import model, nodes
+from mpiml.collectives.registry import register
+
+TAG = 0x6863   # the root's hand-over to its leader, on the node's private communicator
+
+
+def _bytes(array) -> list:
+    return [array, array.nbytes, MPI.BYTE]
+
+
+def _bcast(transport, buf, root, segment_bytes, workspace):
+    layout = nodes.layout(transport.comm)
+    g = layout.grouping
+    node = next(k for k, members in enumerate(g.members) if root in members)
+    members = g.members[node]
+    if root != members[0] and g.node == node:
+        if transport.rank == root:
+            layout.local.Send(_bytes(buf), 0, TAG)
+        elif g.local_rank == 0:
+            layout.local.Recv(_bytes(buf), members.index(root), TAG)
+    if g.local_rank == 0 and g.nodes > 1:
+        layout.peers.Bcast(_bytes(buf), node)   # the leaders, in node order
+    if g.local_size > 1:
+        layout.local.Bcast(_bytes(buf), 0)
+    return buf
+
+
+def _allgather(transport, local, out, counts, workspace):
+    layout = nodes.layout(transport.comm)
+    g = layout.grouping
+    item = local.dtype.itemsize
+    counts = np.asarray(counts, dtype=np.int64)
+    order = [r for members in g.members for r in members]        # node blocks, concatenated
+    in_rank_order = order == list(range(transport.size))
+    if g.local_rank == 0:
+        node_counts = [int(counts[list(m)].sum()) * item for m in g.members]
+        mine = [int(counts[r]) * item for r in g.members[g.node]]
+        block = np.empty(node_counts[g.node], dtype=np.uint8)
+        layout.local.Gatherv([local, local.nbytes, MPI.BYTE], [block, mine, _starts(mine), MPI.BYTE], 0)
+        gathered = out.view(np.uint8) if in_rank_order else np.empty(sum(node_counts), dtype=np.uint8)
+        if g.nodes > 1:
+            layout.peers.Allgatherv([block, block.size, MPI.BYTE],
+                                    [gathered, node_counts, _starts(node_counts), MPI.BYTE])
+        else:
+            gathered[:] = block
+        if not in_rank_order:  # nodes of interleaved ranks: each piece to its rank's place
+            to_rank_order(gathered, out.view(np.uint8), order, counts * item)
+    else:
+        layout.local.Gatherv([local, local.nbytes, MPI.BYTE], None, 0)
+    if g.local_size > 1:
+        layout.local.Bcast([out, out.nbytes, MPI.BYTE], 0)
+    return out
+
+
+def to_rank_order(gathered, result, order, sizes) -> None:
+    """Copy the pieces of ``gathered`` (those of ranks ``order``, in that order, ``sizes[r]`` each)
+    into ``result`` in rank order."""
+    starts, at = _starts(sizes), 0
+    for r in order:
+        result[starts[r]:starts[r] + sizes[r]] = gathered[at:at + sizes[r]]
+        at += int(sizes[r])
+
+
+def _starts(sizes) -> list:
+    """Displacements of consecutive parts of ``sizes``."""
+    return np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64).tolist()
+
+
+def _bcast_cost(n, p, r):
+    """A hand-over and two library broadcasts over all ``p`` ranks on the model's one link."""
+    return r.alpha + n * r.beta + 2 * model.bcast_library(n, p, r.alpha, r.beta, r.gamma)
+
+
+def _allgather_cost(n, p, r):
+    """A gather, a library allgather and a broadcast over all ``p`` ranks on the model's one link."""
+    return (model.allgather_library(n, p, r.alpha, r.beta, r.gamma) * 2
+            + model.bcast_library(n, p, r.alpha, r.beta, r.gamma))
+
+
+_bcast.needs_communicator = True   # runs on MPI sub-communicators, not on any transport
+_allgather.needs_communicator = True
+register("bcast", "hierarchical", _bcast, cost=_bcast_cost)
+register("allgather", "hierarchical", _allgather, cost=_allgather_cost)
