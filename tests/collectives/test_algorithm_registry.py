@@ -38,7 +38,7 @@ def test_built_in_algorithms_and_their_flags():
     assert dict(registry.ALGORITHMS) == {
         "allreduce": ("native", "ring", "recursive_doubling", "rabenseifner", "tree",
                       "hierarchical", "hierarchical_slices", "shared_memory"),
-        "reduce_scatter": ("native", "ring"),
+        "reduce_scatter": ("native", "ring", "hierarchical"),
         "allgather": ("native", "ring", "hierarchical"),
         "bcast": ("native", "binomial", "pipeline", "hierarchical"),
         "reduce": ("native", "binomial"),
@@ -47,7 +47,7 @@ def test_built_in_algorithms_and_their_flags():
                if a.commutative_only}
     assert flagged == {("allreduce", "ring"), ("allreduce", "rabenseifner"), ("reduce_scatter", "ring"),
                        ("allreduce", "hierarchical"), ("allreduce", "hierarchical_slices"),
-                       ("allreduce", "shared_memory")}
+                       ("allreduce", "shared_memory"), ("reduce_scatter", "hierarchical")}
 
 
 def test_a_registered_algorithm_is_named_chosen_and_priced_until_removed(toy):

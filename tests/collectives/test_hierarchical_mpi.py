@@ -13,7 +13,7 @@ import mpiml
 from mpiml.collectives import nodes
 
 NODE_AWARE = (("allreduce", "hierarchical"), ("allreduce", "hierarchical_slices"), ("allreduce", "shared_memory"),
-              ("bcast", "hierarchical"), ("allgather", "hierarchical"))
+              ("bcast", "hierarchical"), ("allgather", "hierarchical"), ("reduce_scatter", "hierarchical"))
 
 
 @pytest.fixture
@@ -29,11 +29,11 @@ def emulate():
 # the runs at p = 2..5 check every algorithm with nodes of 1, 2 and 3 ranks, uneven (3 = 2 + 1, 4 = 3 + 1,
 # 5 = 3 + 2) and with slices of two ranks per node (5 = 3 + 2), at most one check per algorithm and launch
 # and few at the oversubscribed p = 4 and 5.
-AR_H, AR_S, AR_M, BC_H, AG_H = NODE_AWARE
-EMULATED = {2: {AR_H: 1, AR_S: 1, AR_M: 1, BC_H: 1, AG_H: 1},
-            3: {AR_H: 2, AR_S: 2, AR_M: 2, BC_H: 2, AG_H: 2},
+AR_H, AR_S, AR_M, BC_H, AG_H, RS_H = NODE_AWARE
+EMULATED = {2: {AR_H: 1, AR_S: 1, AR_M: 1, BC_H: 1, AG_H: 1, RS_H: 1},
+            3: {AR_H: 2, AR_S: 2, AR_M: 2, BC_H: 2, AG_H: 2, RS_H: 2},
             4: {AR_H: 3, BC_H: 3},
-            5: {AR_S: 3, AR_M: 3, AG_H: 3}}
+            5: {AR_S: 3, AR_M: 3, AG_H: 3, RS_H: 3}}
 
 
 def emulated_sizes(p):

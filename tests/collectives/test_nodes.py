@@ -102,3 +102,13 @@ def test_allgather_pieces_of_interleaved_nodes_go_to_their_ranks():
         result = np.empty(sizes.sum(), dtype=np.uint8)
         to_rank_order(gathered, result, order, sizes)
         assert result.tolist() == np.concatenate(pieces).tolist()
+
+
+def test_reduce_scatter_input_blocks_are_put_node_by_node():
+    from mpiml.collectives.algorithms.hierarchical_scatter import node_order
+
+    counts = np.array([2, 0, 3, 1])
+    x = np.concatenate([np.full(n, r) for r, n in enumerate(counts)])
+    assert node_order(x, counts, ((0, 1), (2, 3))) is x   # consecutive nodes: no copy
+    got = node_order(x, counts, ((0, 2), (1, 3)))
+    assert got.tolist() == [0, 0, 2, 2, 2, 3]

@@ -1,0 +1,67 @@
+"""Node-aware reduce_scatter: reduce inside each node, reduce-scatter between nodes, scatter inside.
+
+``reduce_scatter`` ``hierarchical``: each node's leader (its lowest rank) receives the sum of its
+node's inputs (the MPI library's reduce), the leaders reduce-scatter those among themselves so
+that each gets its node's blocks (the library's reduce_scatter, a node's block being its ranks'
+blocks one after another), and each leader scatters the blocks to its ranks. Between nodes each
+leader's link carries about ``(nodes - 1) / nodes`` of the vector, where a flat reduce-scatter
+sends a block to every remote rank. The grouping by node reorders operands, so the operator must
+be commutative. Nodes of interleaved ranks (as ``Split_type`` may give) are handled by putting
+the input's blocks in node order first.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from mpi4py import MPI
+
+from mpiml.collectives import model, nodes, registry
+from mpiml.collectives.registry import register
+
+
+def node_order(x, counts, members):
+    """``x``'s blocks (``counts[r]`` elements for rank ``r``, in rank order) rearranged node by node."""
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    order = [r for m in members for r in m]
+    if order == list(range(len(counts))):
+        return x
+    return np.concatenate([x[starts[r]:starts[r] + counts[r]] for r in order])
+
+
+def _reduce_scatter(transport, x, out, op, counts, workspace):
+    layout = nodes.layout(transport.comm)
+    g = layout.grouping
+    counts = np.asarray(counts, dtype=np.int64)
+    x = node_order(x, counts, g.members)
+    leader = g.local_rank == 0
+    total = x
+    if g.local_size > 1:
+        total = np.empty_like(x) if leader else None
+        registry.table("reduce")["native"].run(layout.local_transport, x, total, op, 0, layout.local_workspace)
+    mine = counts[list(g.members[g.node])]
+    if leader:
+        block = total
+        if g.nodes > 1:
+            node_counts = np.array([counts[list(m)].sum() for m in g.members], dtype=np.int64)
+            block = np.empty(int(node_counts[g.node]), dtype=x.dtype)
+            registry.table("reduce_scatter")["native"].run(layout.peers_transport, total, block, op, node_counts,
+                                                         layout.peers_workspace)
+        sizes = mine * x.dtype.itemsize
+        send = [block, sizes.tolist(), np.concatenate([[0], np.cumsum(sizes)[:-1]]).tolist(), MPI.BYTE]
+    else:
+        send = None
+    if g.local_size > 1:
+        layout.local.Scatterv(send, [out, out.nbytes, MPI.BYTE], 0)
+    else:
+        np.copyto(out, block[:out.size])
+    return out
+
+
+def _cost(n, p, r):
+    """A reduce, a library reduce-scatter and a scatter over all ``p`` ranks on the model's one link."""
+    return (model.reduce_library(n, p, r.alpha, r.beta, r.gamma)
+            + model.reduce_scatter_library(n, p, r.alpha, r.beta, r.gamma) + r.alpha + n * r.beta)
+
+
+_reduce_scatter.needs_communicator = True   # runs on MPI sub-communicators, not on any transport
+register("reduce_scatter", "hierarchical", _reduce_scatter, cost=_cost, commutative_only=True)
