@@ -86,14 +86,18 @@ def tool(name: str) -> str:
     return here if os.path.exists(here) else (shutil.which(name) or name)
 
 
-def measured_step(kind: str, algorithm: str, out: dict) -> float:
-    """Median seconds per step of a run's JSON."""
+def measured_step(kind: str, algorithm: str, out: dict, first: bool = False) -> float:
+    """Median seconds per step of a run's JSON (lbfgs: the mean iteration after the first; ``first``:
+    with the first, which also holds the initial evaluation and the first calls' set-up)."""
     if kind == "mf":
         steps = out["iteration_seconds"]
         return statistics.median(steps[1:] if len(steps) > 2 else steps)   # the first carries warm-up
     if algorithm == "lbfgs":
         last = out["history"][-1]
-        return last["seconds"] / max(out["lbfgs_iterations"], 1)
+        times = last.get("lbfgs_seconds") or []
+        if first or len(times) < 3:
+            return last["seconds"] / max(out["lbfgs_iterations"], 1)
+        return (times[-1] - times[0]) / (len(times) - 1)
     return statistics.median(record["epoch_seconds"] for record in out["history"])
 
 
@@ -116,8 +120,8 @@ def run(args: list, ranks: int, timeout: float) -> dict:
 
 def calibrate(path: str, ranks: int, timeout: float) -> None:
     """``mpiml tune`` on a small grid (the compute probe, and at one rank the built-in link parameters:
-    a ping-pong on a busy machine would measure the load), then the wait of an oversubscribed
-    collective at cores + 1 ranks (~15 s)."""
+    a ping-pong on a busy machine would measure the load), then what a step of work and a collective
+    costs when ranks outnumber the cores, at cores + 1 and 2 x cores ranks (~25 s)."""
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
                NUMBA_NUM_THREADS="1", MPIML_PROGRESS="never")
     command = [tool("mpiexec"), "-n", str(ranks), tool("mpiml"), "tune", "--sizes", "8:1M:8", "--min-time", "0.01",
@@ -125,12 +129,15 @@ def calibrate(path: str, ranks: int, timeout: float) -> None:
     done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}): {done.stderr.strip()[-400:]}")
-    # what a collective waits for a descheduled rank when ranks outnumber the cores
-    command = [tool("mpiexec"), "-n", str((os.cpu_count() or 1) + 1), sys.executable, "-c",
-               "import sys; from mpiml.plan.probe import store_oversubscribed_wait as s; s(sys.argv[1])", path]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}): {done.stderr.strip()[-400:]}")
+    # a step of work and a collective when the ranks outnumber the cores (time-slicing, polling waits)
+    cores = os.cpu_count() or 1
+    for over in sorted({cores + 1, 2 * cores}):
+        command = [tool("mpiexec"), "-n", str(over), sys.executable, "-c",
+                   "import sys; from mpiml.plan.probe import store_oversubscription_steps as s; s(sys.argv[1])",
+                   path]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}): {done.stderr.strip()[-400:]}")
 
 
 def big_cluster(calibration) -> dict:
@@ -185,9 +192,11 @@ def main(argv=None) -> int:
             # one rank has no model-parallel layout: the same job, data parallel
             out = run([("data" if arg == "model" and p == 1 else arg) for arg in command], p, args.timeout)
             step = measured_step(job.kind, job.algorithm, out)
+            with_first = measured_step(job.kind, job.algorithm, out, first=True)
             share = min(out["core_share"], 1.0)
             rows.append({"job": name, "ranks": p, "parallel": layout.parallel,
                          "measured_seconds": step, "predicted_seconds": predicted.seconds_per_step,
+                         "measured_seconds_with_first": with_first,
                          "time_ratio": step / predicted.seconds_per_step, "core_share": share,
                          "corrected_time_ratio": step * share / predicted.seconds_per_step,
                          "measured_bytes": out["peak_rss_bytes"], "predicted_bytes": predicted.memory_bytes_per_rank,

@@ -26,10 +26,11 @@ allgathered (``(U or I) w`` values) to every rank:
 lbfgs uses its own constants for its full-batch work (``lbfgs_dense_value`` a dense value,
 ``lbfgs_row`` a row's loss): whole-array products run faster a value than mini-batches.
 
-Oversubscription (:func:`oversubscription`, ranks x threads over cores, when above 1)
-multiplies compute and transfer times, and adds a wait to each collective call
-(:func:`oversubscribed_wait`: up to ``oversub_sync``): a rank the others wait for is not
-running until the scheduler's turn.
+Oversubscription (:func:`oversubscription`, ranks x threads over cores, when above 1): a
+step whose ``syncs`` collective calls split its compute into phases of ``compute / syncs``
+costs ``syncs`` times :func:`oversubscribed_step` of that phase (a table the probe measures:
+time-slicing, and the collective's wait for the ranks that are not running, which poll for
+it, holding a core); transfers stretch by the ratio; a step without collectives time-shares.
 """
 
 from __future__ import annotations
@@ -51,16 +52,36 @@ def oversubscription(layout: Layout, cluster: Cluster) -> float:
     return max(1.0, asked / max(int(cluster.cores_per_node), 1))
 
 
-def oversubscribed_wait(phase: float, wait: float) -> float:
-    """Seconds one collective call waits on an oversubscribed node after ``phase`` seconds of compute.
+def oversubscribed_step(phase: float, ratio: float, calibration: Calibration = DEFAULT) -> float:
+    """Seconds of one step of ``phase`` CPU seconds of work and one small collective on every rank, at ``ratio``
+    ranks per core (above 1), from ``calibration.oversub_steps``.
 
-    ``wait`` (``oversub_sync``) is measured with short phases (0.1 ms), where a rank the
-    others wait for is descheduled for about a time slice at every call; after long phases
-    the ranks reach the call spread out and the time-shared cores were busy meanwhile, so
-    less of it is lost: ``wait / (1 + phase / wait)`` (1.5 ms after 3 ms phases with a 3 ms
-    wait, as mpiml mf measured on the 2-core VM; an assumption between those two points).
+    Between the measured phases: linear; below the shortest, the first segment extended (a
+    latency floor); beyond the longest, proportional to the phase. Between measured ratios:
+    linear, from 1 (the phase itself) up to the first; beyond the last, proportional to the ratio.
     """
-    return wait / (1.0 + phase / wait) if wait > 0 else 0.0
+    tables = calibration.oversub_steps
+    if ratio <= 1.0 or not tables:
+        return phase * max(ratio, 1.0)
+
+    def at(points) -> float:
+        if len(points) == 1:
+            return points[0][1] * phase / points[0][0]
+        if phase >= points[-1][0]:
+            return points[-1][1] * phase / points[-1][0]
+        i = 1
+        while i < len(points) - 1 and points[i][0] < phase:
+            i += 1
+        (x0, y0), (x1, y1) = points[i - 1], points[i]
+        return max(y0 + (phase - x0) * (y1 - y0) / (x1 - x0), phase)
+
+    below = (1.0, phase)
+    for r, points in tables:
+        here = at(points)
+        if ratio <= r:
+            return below[1] + (ratio - below[0]) * (here - below[1]) / (r - below[0])
+        below = (r, here)
+    return below[1] * ratio / below[0]
 
 
 def thread_speedup(threads: int, calibration: Calibration = DEFAULT) -> float:
@@ -101,11 +122,13 @@ def sgd_step(job: Job, layout: Layout, calibration: Calibration = DEFAULT) -> tu
         trials = cost.LBFGS_TRIALS
         syncs = (trials if replicas > 1 else 0.0) + ((trials + 3.0) if blocks > 1 else 0.0)
         return e.compute_seconds, e.comm_seconds, "iteration", syncs
+    # a split layout's update: partial margins, a block gradient on 2-D arrays, a second reduction
+    grid = calibration.grid_update_overhead if blocks > 1 else 0.0
     if job.algorithm == "sync":
         updates = math.ceil(rows / max(int(job.batch_size), 1))
         e = cost.estimate(problem, replicas, blocks, split, machine, params)
         syncs = updates * ((replicas > 1) + (blocks > 1))
-        return updates * e.compute_seconds, updates * e.comm_seconds, "epoch", float(syncs)
+        return updates * (e.compute_seconds + grid), updates * e.comm_seconds, "epoch", float(syncs)
     # local / oneshot: each replica steps on its own batch of batch_size rows
     updates = max(math.ceil(rows / (replicas * max(int(job.batch_size), 1))), 1)
     local = cost.Problem(rows, int(job.features), int(stored), job.outputs, int(job.batch_size) * replicas,
@@ -117,7 +140,7 @@ def sgd_step(job: Job, layout: Layout, calibration: Calibration = DEFAULT) -> tu
         averages = updates / max(int(job.sync_every), 1)
         comm += averages * cost.allreduce_cost(e.allreduce_words[1], replicas, params)[1]
         syncs += averages
-    return updates * e.compute_seconds, comm, "epoch", syncs
+    return updates * (e.compute_seconds + grid), comm, "epoch", syncs
 
 
 def _allgather(values: float, itemsize: int, p: int, params) -> float:
@@ -170,16 +193,18 @@ def mf_step(job: Job, layout: Layout, calibration: Calibration = DEFAULT) -> tup
 def step_seconds(job: Job, layout: Layout, cluster: Cluster, calibration: Calibration = DEFAULT) -> dict:
     """One step's seconds on ``layout`` in ``cluster``: ``compute``, ``comm``, ``total``, ``step``, ``oversubscription``.
 
-    Compute and transfer times are stretched by :func:`oversubscription`; beyond it, each
-    collective call waits for its slowest rank to be scheduled again
-    (:func:`oversubscribed_wait`, about a scheduler time slice after short phases), whatever the size.
+    On an oversubscribed node, compute is time-shared (``compute`` stretched by
+    :func:`oversubscription`), transfers too, and what :func:`oversubscribed_step` adds beyond
+    that, the collectives' waits for ranks that are not running, counts as communication.
     """
     compute, comm, step, syncs = (sgd_step if job.kind == "sgd" else mf_step)(job, layout, calibration)
     over = oversubscription(layout, cluster)
-    compute *= over
-    comm *= over
-    if over > 1.0 and syncs > 0:
-        comm += syncs * oversubscribed_wait(compute / syncs, calibration.oversub_sync)
+    if over > 1.0:
+        shared = compute * over
+        comm *= over
+        if syncs > 0:
+            comm += max(syncs * oversubscribed_step(compute / syncs, over, calibration) - shared, 0.0)
+        compute = shared
     return {"compute": compute, "comm": comm, "total": compute + comm, "step": step, "oversubscription": over,
             "collectives": syncs}
 
