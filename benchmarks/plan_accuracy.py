@@ -7,8 +7,10 @@ built-in synthetic data (generated in each rank, no files), and compares with
 :func:`mpiml.plan.predict` for the same job, layout and this machine (one node of
 ``os.cpu_count()`` cores; p above that is oversubscribed, as the model knows):
 
-* time: the median seconds per step (sgd: each epoch's ``epoch_seconds``; lbfgs: its
-  seconds over its iterations; mf: each iteration's ``iteration_seconds``);
+* time: the median seconds per step (sgd: each epoch's ``epoch_seconds``; lbfgs: the mean
+  iteration after the first, from ``lbfgs_seconds``; mf: each iteration's ``iteration_seconds``
+  after the first). The first lbfgs iteration also holds the initial evaluation and the first
+  calls' set-up, as mf's first iteration does; the verdict with it is printed too;
 * memory: the largest rank's peak resident bytes (``peak_rss_bytes``).
 
 On a busy machine the ranks get less than their share of a core; the table also shows
@@ -204,19 +206,21 @@ def main(argv=None) -> int:
                          "predicted_comm_share": predicted.comm_share})
             if not args.json:
                 r = rows[-1]
-                print(f"{name:<12} p={p} {r['parallel']:<6} step {step * 1e3:9.2f} ms measured "
+                first = f" ({with_first * 1e3:.2f} with the first)" if job.algorithm == "lbfgs" else ""
+                print(f"{name:<12} p={p} {r['parallel']:<6} step {step * 1e3:9.2f} ms measured{first} "
                       f"{r['predicted_seconds'] * 1e3:9.2f} ms predicted ({r['time_ratio']:.2f}x)   peak "
                       f"{r['measured_bytes'] / 2**20:7.1f} MiB measured {r['predicted_bytes'] / 2**20:7.1f} MiB "
                       f"predicted ({r['memory_ratio']:.2f}x)   core share {share:.2f}: time "
                       f"{r['corrected_time_ratio']:.2f}x", flush=True)
     time_ok = [r for r in rows if abs(r["time_ratio"] - 1) <= TIME_GOAL]
+    first_ok = [r for r in rows if abs(r["measured_seconds_with_first"] / r["predicted_seconds"] - 1) <= TIME_GOAL]
     corrected_ok = [r for r in rows if abs(r["corrected_time_ratio"] - 1) <= TIME_GOAL]
     memory_ok = [r for r in rows if abs(r["memory_ratio"] - 1) <= MEMORY_GOAL]
     summary = {"rows": rows, "calibration": calibration.source, "cores": cluster.cores_per_node,
                "load_before": load_before, "load_after": os.getloadavg()[0],
                "seconds": time.perf_counter() - started,
                "time_within": len(time_ok), "memory_within": len(memory_ok), "cases": len(rows),
-               "corrected_time_within": len(corrected_ok),
+               "corrected_time_within": len(corrected_ok), "time_within_with_first_lbfgs_iteration": len(first_ok),
                "median_time_ratio": statistics.median(r["time_ratio"] for r in rows),
                "median_memory_ratio": statistics.median(r["memory_ratio"] for r in rows)}
     summary["cluster_64"] = big = big_cluster(calibration)
@@ -227,6 +231,8 @@ def main(argv=None) -> int:
           f"{load_before:.2f} before, {summary['load_after']:.2f} after; {summary['seconds']:.0f} s")
     print(f"time within {TIME_GOAL:.0%}: {len(time_ok)}/{len(rows)} cases (median measured/predicted "
           f"{summary['median_time_ratio']:.2f}) -> {'MET' if len(time_ok) == len(rows) else 'NOT MET'}")
+    print(f"  (lbfgs with its first iteration, initial evaluation and set-up included: {len(first_ok)}/{len(rows)} "
+          f"within {TIME_GOAL:.0%})")
     print(f"  (scaled by the share of a core the ranks got, for a busy machine: {len(corrected_ok)}/{len(rows)} "
           f"within {TIME_GOAL:.0%}; an estimate, not the goal)")
     wide, small = big["fastest"]["wide sparse lbfgs"], big["fastest"]["small dense sync"]

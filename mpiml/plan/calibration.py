@@ -17,13 +17,13 @@ from mpiml.errors import ArgumentError
 
 SECTION = "compute"
 
-# Seconds of a step of ``phase`` CPU seconds and an 8-byte allreduce at 3 and 4 ranks on the 2-core VM
-# (probe.oversubscription_steps, its ranks given priority over the VM's other work): about twice the
-# phase with 3 ranks (two share a core while the third waits for them), up to three times it with 4
-# once phases outlast a scheduler time slice.
+# Seconds of a step of ``phase`` CPU seconds and a 512-byte allreduce at 3 and 4 ranks on the 2-core VM
+# (probe.oversubscription_steps, its ranks given priority over the VM's other work): a waiting rank polls,
+# holding its core until the scheduler's slice ends, so short phases cost about a slice (1-2 ms) and
+# long ones 2-2.5 times the phase (two ranks share a core while the others wait for them).
 DEFAULT_OVERSUB_STEPS = (
-    (1.5, ((3e-5, 1.4e-4), (1e-4, 2.6e-4), (3e-4, 6.6e-4), (1e-3, 2.1e-3), (3e-3, 6.3e-3), (1e-2, 2.0e-2))),
-    (2.0, ((3e-5, 1.3e-4), (1e-4, 2.5e-4), (3e-4, 6.6e-4), (1e-3, 2.3e-3), (3e-3, 9.7e-3), (1e-2, 3.0e-2))),
+    (1.5, ((3e-5, 9.9e-4), (1e-4, 1.13e-3), (3e-4, 2.0e-3), (1e-3, 2.7e-3), (3e-3, 7.3e-3), (1e-2, 2.19e-2))),
+    (2.0, ((3e-5, 2.0e-3), (1e-4, 2.4e-3), (3e-4, 2.5e-3), (1e-3, 3.7e-3), (3e-3, 1.05e-2), (1e-2, 2.5e-2))),
 )
 TABLES = ("oversub_steps",)
 

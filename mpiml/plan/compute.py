@@ -120,7 +120,10 @@ def sgd_step(job: Job, layout: Layout, calibration: Calibration = DEFAULT) -> tu
     if job.algorithm == "lbfgs":
         e = cost.estimate_lbfgs(problem, replicas, blocks, split, machine, params)
         trials = cost.LBFGS_TRIALS
-        syncs = (trials if replicas > 1 else 0.0) + ((trials + 3.0) if blocks > 1 else 0.0)
+        # the column group sums each evaluation (with its gradient when the block is the whole model; else a
+        # gradient sum of its own), the row group the margins, the penalty terms and the two-loop's products
+        column = (trials + (blocks > 1)) if replicas > 1 else 0.0
+        syncs = column + (3.0 if blocks > 1 else 0.0)
         return e.compute_seconds, e.comm_seconds, "iteration", syncs
     # a split layout's update: partial margins, a block gradient on 2-D arrays, a second reduction
     grid = calibration.grid_update_overhead if blocks > 1 else 0.0

@@ -292,7 +292,8 @@ def oversubscription_steps(comm=None, phases=OVERSUB_PHASES, seconds: float = 0.
     """``(ratio, ((phase, step seconds), ...))`` when some node runs more ranks than cores, else None. Collective.
 
     Each rank computes ``phase`` CPU seconds (a busy loop, however the core is shared), then
-    joins an 8-byte ``mpiml.allreduce``, as a training step does; the step is the mean wall
+    joins a 512-byte ``mpiml.allreduce``, as a training step does (a gradient, a loss; MPICH takes a
+    path for 8 bytes alone that waits about half as long on an oversubscribed node); the step is the mean wall
     time of a step over about ``seconds`` (the slowest rank's). ``ratio``: the most ranks per
     core of any node. About ``len(phases) x seconds``.
     """
@@ -305,7 +306,7 @@ def oversubscription_steps(comm=None, phases=OVERSUB_PHASES, seconds: float = 0.
     ratio = _node_ratio(comm)
     if ratio <= 1.0:
         return None
-    x, a = np.zeros(1), np.ones(1000)
+    x, a = np.zeros(64), np.ones(1000)
     clock, cpu = time.perf_counter, time.thread_time
     points = []
     for phase in phases:
