@@ -28,7 +28,8 @@ lbfgs uses its own constants for its full-batch work (``lbfgs_dense_value`` a de
 
 Oversubscription (:func:`oversubscription`, ranks x threads over cores, when above 1): a
 step whose ``syncs`` collective calls split its compute into phases of ``compute / syncs``
-costs ``syncs`` times :func:`oversubscribed_step` of that phase (a table the probe measures:
+costs ``syncs`` times :func:`oversubscribed_step` of that phase (the calls that directly follow
+another, e.g. mf's allgathers after the clocks' allreduce, as phases of no work; a table the probe measures:
 time-slicing, and the collective's wait for the ranks that are not running, which poll for
 it, holding a core); transfers stretch by the ratio; a step without collectives time-shares.
 """
@@ -107,8 +108,9 @@ def _grid(layout: Layout, job: Job) -> tuple[int, int]:
     return replicas, blocks
 
 
-def sgd_step(job: Job, layout: Layout, calibration: Calibration = DEFAULT) -> tuple[float, float, str, float]:
-    """``(compute seconds, communication seconds, step, collective calls)`` of one sgd step, a core per rank."""
+def sgd_step(job: Job, layout: Layout, calibration: Calibration = DEFAULT) -> tuple[float, float, str, float, float]:
+    """``(compute seconds, communication seconds, step, collective calls, calls right after another)`` of one
+    sgd step, a core per rank."""
     from mpiml.parallel import cost
 
     replicas, blocks = _grid(layout, job)
@@ -124,14 +126,16 @@ def sgd_step(job: Job, layout: Layout, calibration: Calibration = DEFAULT) -> tu
         # gradient sum of its own), the row group the margins, the penalty terms and the two-loop's products
         column = (trials + (blocks > 1)) if replicas > 1 else 0.0
         syncs = column + (3.0 if blocks > 1 else 0.0)
-        return e.compute_seconds, e.comm_seconds, "iteration", syncs
+        # with no work before them: the penalty terms' sum (after the margins'), and a hybrid's gradient sum
+        light = (1.0 if blocks > 1 else 0.0) + (1.0 if blocks > 1 and replicas > 1 else 0.0)
+        return e.compute_seconds, e.comm_seconds, "iteration", syncs, light
     # a split layout's update: partial margins, a block gradient on 2-D arrays, a second reduction
     grid = calibration.grid_update_overhead if blocks > 1 else 0.0
     if job.algorithm == "sync":
         updates = math.ceil(rows / max(int(job.batch_size), 1))
         e = cost.estimate(problem, replicas, blocks, split, machine, params)
         syncs = updates * ((replicas > 1) + (blocks > 1))
-        return updates * (e.compute_seconds + grid), updates * e.comm_seconds, "epoch", float(syncs)
+        return updates * (e.compute_seconds + grid), updates * e.comm_seconds, "epoch", float(syncs), 0.0
     # local / oneshot: each replica steps on its own batch of batch_size rows
     updates = max(math.ceil(rows / (replicas * max(int(job.batch_size), 1))), 1)
     local = cost.Problem(rows, int(job.features), int(stored), job.outputs, int(job.batch_size) * replicas,
@@ -143,7 +147,7 @@ def sgd_step(job: Job, layout: Layout, calibration: Calibration = DEFAULT) -> tu
         averages = updates / max(int(job.sync_every), 1)
         comm += averages * cost.allreduce_cost(e.allreduce_words[1], replicas, params)[1]
         syncs += averages
-    return updates * (e.compute_seconds + grid), comm, "epoch", syncs
+    return updates * (e.compute_seconds + grid), comm, "epoch", syncs, 0.0
 
 
 def _allgather(values: float, itemsize: int, p: int, params) -> float:
@@ -158,8 +162,9 @@ def _allreduce(nbytes: float, p: int, params) -> float:
     return collective_model.predict("native", int(nbytes), p, params, collective="allreduce", in_place=True)
 
 
-def mf_step(job: Job, layout: Layout, calibration: Calibration = DEFAULT) -> tuple[float, float, str, float]:
-    """``(compute seconds, communication seconds, "iteration", collective calls)`` of one mf iteration."""
+def mf_step(job: Job, layout: Layout, calibration: Calibration = DEFAULT) -> tuple[float, float, str, float, float]:
+    """``(compute seconds, communication seconds, "iteration", collective calls, calls right after another)``
+    of one mf iteration (the allgathers follow the allreduces of the ranks' clocks)."""
     c, p, params = calibration, layout.ranks, calibration.params
     k, w, size = float(job.factors), float(job.width), job.factor_itemsize
     n, users, items = float(job.ratings), float(job.users), float(job.items)
@@ -190,7 +195,7 @@ def mf_step(job: Job, layout: Layout, calibration: Calibration = DEFAULT) -> tup
         comm += 2 * _allreduce(64, p, params) + _allgather(users * w, size, p, params) \
             + _allgather(items * w, size, p, params)
         syncs = 5.0
-    return compute, (comm if p > 1 else 0.0), "iteration", (syncs if p > 1 else 0.0)
+    return compute, (comm if p > 1 else 0.0), "iteration", (syncs if p > 1 else 0.0), (2.0 if p > 1 else 0.0)
 
 
 def step_seconds(job: Job, layout: Layout, cluster: Cluster, calibration: Calibration = DEFAULT) -> dict:
@@ -200,13 +205,16 @@ def step_seconds(job: Job, layout: Layout, cluster: Cluster, calibration: Calibr
     :func:`oversubscription`), transfers too, and what :func:`oversubscribed_step` adds beyond
     that, the collectives' waits for ranks that are not running, counts as communication.
     """
-    compute, comm, step, syncs = (sgd_step if job.kind == "sgd" else mf_step)(job, layout, calibration)
+    compute, comm, step, syncs, light = (sgd_step if job.kind == "sgd" else mf_step)(job, layout, calibration)
     over = oversubscription(layout, cluster)
     if over > 1.0:
         shared = compute * over
         comm *= over
-        if syncs > 0:
-            comm += max(syncs * oversubscribed_step(compute / syncs, over, calibration) - shared, 0.0)
+        if syncs > 0:   # the work splits between the calls that follow some; the others follow a call
+            heavy = max(syncs - light, 1.0)
+            steps = heavy * oversubscribed_step(compute / heavy, over, calibration) \
+                + (syncs - heavy) * oversubscribed_step(0.0, over, calibration)
+            comm += max(steps - shared, 0.0)
         compute = shared
     return {"compute": compute, "comm": comm, "total": compute + comm, "step": step, "oversubscription": over,
             "collectives": syncs}

@@ -56,9 +56,12 @@ def test_oversubscription_is_ranks_times_threads_over_cores():
     assert over["compute"] == pytest.approx(2.0 * room["compute"])
     assert over["comm"] > room["comm"]
     # each collective costs a measured step of its phase: what it adds beyond time-sharing is waiting
-    phase = room["compute"] / room["collectives"]
-    step = compute.oversubscribed_step(phase, 2.0)
-    assert over["comm"] == pytest.approx(2.0 * room["comm"] + over["collectives"] * step - over["compute"])
+    light = compute.mf_step(job, Layout(1, 4))[4]
+    assert 0 < light < over["collectives"]
+    heavy = over["collectives"] - light
+    step = compute.oversubscribed_step(room["compute"] / heavy, 2.0)
+    assert over["comm"] == pytest.approx(2.0 * room["comm"] + heavy * step
+                                         + light * compute.oversubscribed_step(0.0, 2.0) - over["compute"])
 
 
 def test_oversubscribed_step_interpolates_the_measured_table():
