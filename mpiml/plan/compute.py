@@ -198,6 +198,23 @@ def mf_step(job: Job, layout: Layout, calibration: Calibration = DEFAULT) -> tup
     return compute, (comm if p > 1 else 0.0), "iteration", (syncs if p > 1 else 0.0), (2.0 if p > 1 else 0.0)
 
 
+_ONE_CORE: dict = {}
+
+
+def _one_core(job: Job, layout: Layout, calibration: Calibration):
+    """:func:`sgd_step` or :func:`mf_step`, remembered: a table of layouts asks for the same rank count and
+    grid on many node shapes (the sparse exchange's price alone is a p x p array)."""
+    key = (job, layout.ranks, layout.replicas_blocks, layout.threads_per_rank)
+    found = _ONE_CORE.get(key)
+    if found is not None and found[0] is calibration:
+        return found[1]
+    if len(_ONE_CORE) > 4096:
+        _ONE_CORE.clear()
+    value = (sgd_step if job.kind == "sgd" else mf_step)(job, layout, calibration)
+    _ONE_CORE[key] = (calibration, value)
+    return value
+
+
 def step_seconds(job: Job, layout: Layout, cluster: Cluster, calibration: Calibration = DEFAULT) -> dict:
     """One step's seconds on ``layout`` in ``cluster``: ``compute``, ``comm``, ``total``, ``step``, ``oversubscription``.
 
@@ -205,7 +222,7 @@ def step_seconds(job: Job, layout: Layout, cluster: Cluster, calibration: Calibr
     :func:`oversubscription`), transfers too, and what :func:`oversubscribed_step` adds beyond
     that, the collectives' waits for ranks that are not running, counts as communication.
     """
-    compute, comm, step, syncs, light = (sgd_step if job.kind == "sgd" else mf_step)(job, layout, calibration)
+    compute, comm, step, syncs, light = _one_core(job, layout, calibration)
     over = oversubscription(layout, cluster)
     if over > 1.0:
         shared = compute * over
