@@ -9,7 +9,9 @@ the sparse products over the rank's block, the loss derivative per row, the pass
 the parameter block, the row- and column-group allreduces of each grid) with the
 calibrated constants, and multiplies by the updates per epoch: ``ceil(rows / batch)``
 for sync (a global batch), ``ceil(rows / (R batch))`` for local and oneshot (a batch per
-replica; local adds one model average every ``sync_every`` updates).
+replica; local adds one model average every ``sync_every`` updates). An update of a split
+(model or hybrid) layout adds ``grid_update_overhead`` (its own path: partial margins, a
+block gradient on 2-D arrays, a second reduction; the probe times it on a 1 x 2 grid).
 
 mf per iteration and rank (``p`` ranks, ``k`` factors, ``w`` stored columns, ``N``
 ratings, ``U`` users, ``I`` items), each half-step a block of rows solved then
