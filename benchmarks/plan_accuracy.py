@@ -123,7 +123,7 @@ def run(args: list, ranks: int, timeout: float) -> dict:
 def calibrate(path: str, ranks: int, timeout: float) -> None:
     """``mpiml tune`` on a small grid (the compute probe, and at one rank the built-in link parameters:
     a ping-pong on a busy machine would measure the load), then what a step of work and a collective
-    costs when ranks outnumber the cores, at cores + 1 and 2 x cores ranks (~25 s)."""
+    costs at 2 ranks (a core each) and when ranks outnumber the cores, at cores + 1 and 2 x cores (~30 s)."""
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
                NUMBA_NUM_THREADS="1", MPIML_PROGRESS="never")
     command = [tool("mpiexec"), "-n", str(ranks), tool("mpiml"), "tune", "--sizes", "8:1M:8", "--min-time", "0.01",
@@ -131,12 +131,13 @@ def calibrate(path: str, ranks: int, timeout: float) -> None:
     done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}): {done.stderr.strip()[-400:]}")
-    # a step of work and a collective when the ranks outnumber the cores (time-slicing, polling waits)
+    # a step of work and a collective: at a core per rank (what a call costs beyond the model), and when the
+    # ranks outnumber the cores (time-slicing, polling waits)
     cores = os.cpu_count() or 1
-    for over in sorted({cores + 1, 2 * cores}):
-        command = [tool("mpiexec"), "-n", str(over), sys.executable, "-c",
-                   "import sys; from mpiml.plan.probe import store_oversubscription_steps as s; s(sys.argv[1])",
-                   path]
+    probes = [(min(cores, 2), "store_collective_overhead")] if cores > 1 else []
+    for size, name in probes + [(over, "store_oversubscription_steps") for over in sorted({cores + 1, 2 * cores})]:
+        command = [tool("mpiexec"), "-n", str(size), sys.executable, "-c",
+                   f"import sys; from mpiml.plan.probe import {name} as s; s(sys.argv[1])", path]
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}): {done.stderr.strip()[-400:]}")

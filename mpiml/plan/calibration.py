@@ -72,6 +72,11 @@ class Calibration:
         Seconds per value of ``k**2`` times rows of the Gram matrix ``Y.T @ Y`` (implicit ALS; BLAS).
     mf_overhead : float
         Fixed seconds of one mf iteration (its bookkeeping and loss evaluation set-up).
+    collective_overhead : float
+        Seconds each collective call of a training step costs beyond the collectives' model when
+        every rank has a core (the layers above ``mpiml``'s call, the wait for the last rank's
+        jitter). Measured by :func:`mpiml.plan.probe.collective_overhead` (``mpiml tune`` with 2 or
+        more ranks; the benchmark runs it at one rank per core).
     grid_update_overhead : float
         Fixed seconds one SGD update costs a rank of a split (model or hybrid) layout beyond the
         whole-model path: the partial margins, the block gradient on 2-D arrays, the second reduction.
@@ -111,6 +116,7 @@ class Calibration:
     mf_rating: float = 2.8e-8
     gram_value: float = 3.0e-10
     mf_overhead: float = 1.0e-4
+    collective_overhead: float = 1.0e-5
     grid_update_overhead: float = 6.0e-5
     oversub_steps: tuple = DEFAULT_OVERSUB_STEPS
     thread_efficiency: float = 0.7

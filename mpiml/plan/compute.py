@@ -28,7 +28,9 @@ allgathered (``(U or I) w`` values) to every rank:
 lbfgs uses its own constants for its full-batch work (``lbfgs_dense_value`` a dense value,
 ``lbfgs_row`` a row's loss): whole-array products run faster a value than mini-batches.
 
-Oversubscription (:func:`oversubscription`, ranks x threads over cores, when above 1): a
+Each collective call of a step adds ``collective_overhead`` (measured: what a call costs a
+training step beyond the collectives' model, a core per rank). Oversubscription (:func:`oversubscription`,
+ranks x threads over cores, when above 1): a
 step whose ``syncs`` collective calls split its compute into phases of ``compute / syncs``
 costs ``syncs`` times :func:`oversubscribed_step` of that phase (the calls that directly follow
 another, e.g. mf's allgathers after the clocks' allreduce, as phases of no work; a table the probe measures:
@@ -226,6 +228,8 @@ def step_seconds(job: Job, layout: Layout, cluster: Cluster, calibration: Calibr
     """
     compute, comm, step, syncs, light = _one_core(job, layout, calibration)
     over = oversubscription(layout, cluster)
+    if over <= 1.0:   # (the oversubscribed steps below were measured with the calls' whole cost)
+        comm += syncs * calibration.collective_overhead
     if over > 1.0:
         shared = compute * over
         comm *= over

@@ -251,7 +251,7 @@ def measure(comm=None, calibration: Calibration = DEFAULT) -> Calibration:
     """Run the probes on every rank of ``comm`` (collective); the median constants, the same on every rank.
 
     When the ranks of a node outnumber its cores, also :func:`oversubscription_steps` at that
-    ratio (the other ratios of ``calibration.oversub_steps`` are kept).
+    ratio (the file keeps this one ratio); with 2 or more ranks, a core each, :func:`collective_overhead`.
     """
     from mpiml.runtime.comm import resolve_comm
 
@@ -263,6 +263,9 @@ def measure(comm=None, calibration: Calibration = DEFAULT) -> Calibration:
     measured = oversubscription_steps(comm)
     if measured is not None:   # this machine's ratio alone: the defaults are another machine's
         agreed["oversub_steps"] = merge_steps((), *measured)
+    overhead = collective_overhead(comm, params=calibration.params)
+    if overhead is not None:
+        agreed["collective_overhead"] = overhead
     return calibration.with_constants(agreed, source="probe")
 
 
@@ -323,6 +326,51 @@ def oversubscription_steps(comm=None, phases=OVERSUB_PHASES, seconds: float = 0.
         step = (clock() - start) / reps
         points.append((phase, float(comm.allreduce(step, op=MPI.MAX))))
     return ratio, tuple(points)
+
+
+def collective_overhead(comm=None, phase: float = 1e-4, reps: int = 400, params=None) -> float | None:
+    """Seconds a 512-byte ``mpiml.allreduce`` after ``phase`` CPU seconds of work costs a step beyond the work
+    and the collectives' model of the call (``params``), when no node runs more ranks than cores; None
+    otherwise or on one rank. The median of 5 rounds of ``reps`` steps (the slowest rank's). Collective."""
+    from mpi4py import MPI
+
+    import mpiml
+    from mpiml.collectives import model
+    from mpiml.runtime.comm import resolve_comm
+
+    comm = resolve_comm(comm)
+    p = comm.Get_size()
+    if p == 1 or _node_ratio(comm) > 1.0:
+        return None
+    x, a = np.zeros(64), np.ones(1000)
+    clock, cpu = time.perf_counter, time.thread_time
+    rounds = []
+    for _ in range(5):
+        for _ in range(3):
+            mpiml.allreduce(x, comm=comm)
+        comm.Barrier()
+        start = clock()
+        for _ in range(reps):
+            until = cpu() + phase
+            while cpu() < until:
+                np.sqrt(a)
+            mpiml.allreduce(x, comm=comm)
+        rounds.append(comm.allreduce((clock() - start) / reps, op=MPI.MAX))
+    priced = model.predict("native", x.nbytes, p, params, collective="allreduce", in_place=True)
+    return max(statistics.median(rounds) - phase - priced, 0.0)
+
+
+def store_collective_overhead(path) -> None:
+    """Measure :func:`collective_overhead` on ``COMM_WORLD`` (with the file's link parameters) and write it into
+    the tuning file ``path`` (rank 0; the rest of the file kept). Run it with 2 or more ranks, a core each."""
+    from mpi4py import MPI
+
+    from mpiml.plan.calibration import load_calibration, store
+
+    calibration = load_calibration(path)
+    found = collective_overhead(MPI.COMM_WORLD, params=calibration.params)
+    if found is not None and MPI.COMM_WORLD.Get_rank() == 0:
+        store(path, replace(calibration, collective_overhead=found))
 
 
 def store_oversubscription_steps(path) -> None:

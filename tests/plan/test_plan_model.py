@@ -51,8 +51,12 @@ def test_oversubscription_is_ranks_times_threads_over_cores():
         assert compute.oversubscription(Layout(1, ranks, threads), two) == factor
     # a 2-core node running 4 ranks: compute takes twice as long as with 2 ranks on 4 cores
     job = ALS
-    over = compute.step_seconds(job, Layout(1, 4), two)
-    room = compute.step_seconds(job, Layout(1, 4), Cluster(cores_per_node=4))
+    bare = Calibration(collective_overhead=0.0)
+    over = compute.step_seconds(job, Layout(1, 4), two, bare)
+    room = compute.step_seconds(job, Layout(1, 4), Cluster(cores_per_node=4), bare)
+    # with a core per rank each collective call adds the measured overhead beyond the collectives' model
+    paid = compute.step_seconds(job, Layout(1, 4), Cluster(cores_per_node=4), replace(bare, collective_overhead=1e-3))
+    assert paid["comm"] == pytest.approx(room["comm"] + 1e-3 * room["collectives"])
     assert over["compute"] == pytest.approx(2.0 * room["compute"])
     assert over["comm"] > room["comm"]
     # each collective costs a measured step of its phase: what it adds beyond time-sharing is waiting
@@ -62,6 +66,8 @@ def test_oversubscription_is_ranks_times_threads_over_cores():
     step = compute.oversubscribed_step(room["compute"] / heavy, 2.0)
     assert over["comm"] == pytest.approx(2.0 * room["comm"] + heavy * step
                                          + light * compute.oversubscribed_step(0.0, 2.0) - over["compute"])
+    # the oversubscribed steps were measured with the calls' whole cost: no overhead on top
+    assert compute.step_seconds(job, Layout(1, 4), two, replace(bare, collective_overhead=1e-3)) == over
 
 
 def test_oversubscribed_step_interpolates_the_measured_table():
