@@ -28,14 +28,16 @@ allgathered (``(U or I) w`` values) to every rank:
 lbfgs uses its own constants for its full-batch work (``lbfgs_dense_value`` a dense value,
 ``lbfgs_row`` a row's loss): whole-array products run faster a value than mini-batches.
 
-Each collective call of a step adds ``collective_overhead`` (measured: what a call costs a
-training step beyond the collectives' model, a core per rank). Oversubscription (:func:`oversubscription`,
-ranks x threads over cores, when above 1): a
+Each collective call of a step adds ``collective_overhead`` (measured: what a call costs
+a training step beyond the collectives' model, a core per rank).
+
+Oversubscription (:func:`oversubscription`, ranks x threads over cores, when above 1): a
 step whose ``syncs`` collective calls split its compute into phases of ``compute / syncs``
-costs ``syncs`` times :func:`oversubscribed_step` of that phase (the calls that directly follow
-another, e.g. mf's allgathers after the clocks' allreduce, as phases of no work; a table the probe measures:
-time-slicing, and the collective's wait for the ranks that are not running, which poll for
-it, holding a core); transfers stretch by the ratio; a step without collectives time-shares.
+costs ``syncs`` times :func:`oversubscribed_step` of that phase, a table the probe
+measures (time-slicing, and the collective's wait for ranks that are not running while
+the waiting ones poll, holding a core). The calls that directly follow another (mf's
+allgathers after the clocks' allreduce) count as phases of no work. Transfers stretch
+by the ratio; a step without collectives only time-shares.
 """
 
 from __future__ import annotations
