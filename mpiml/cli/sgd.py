@@ -376,7 +376,7 @@ def _summary(args, comm, est, result, load_seconds, fit_seconds, seconds) -> dic
         "load_seconds": load_seconds, "fit_seconds": fit_seconds,  # this rank's, as "seconds" (per_rank: all)
         "compute_imbalance": float(compute.max() / compute.mean()) if compute.mean() > 0 else 1.0,
         "per_rank": [{"rank": r, **t} for r, t in enumerate(per_rank)],
-        "history": [{k: v for k, v in rec.items() if k not in ("lbfgs_objective", "lbfgs_seconds")}
+        "history": [{k: v for k, v in rec.items() if k != "lbfgs_objective"}
                     for rec in result.history],
         "out": args.out if args.out and not result.interrupted else None,
         "rows_read": args.rows_read, "test_rows_read": getattr(args, "test_rows_read", None),

@@ -17,6 +17,16 @@ from mpiml.errors import ArgumentError
 
 SECTION = "compute"
 
+# Seconds of a step of ``phase`` CPU seconds and a 512-byte allreduce at 3 and 4 ranks on the 2-core VM
+# (probe.oversubscription_steps, its ranks given priority over the VM's other work): a waiting rank polls,
+# holding its core until the scheduler's slice ends, so short phases cost about a slice (1-2 ms) and
+# long ones 2-2.5 times the phase (two ranks share a core while the others wait for them).
+DEFAULT_OVERSUB_STEPS = (
+    (1.5, ((3e-5, 9.9e-4), (1e-4, 1.13e-3), (3e-4, 2.0e-3), (1e-3, 2.7e-3), (3e-3, 7.3e-3), (1e-2, 2.19e-2))),
+    (2.0, ((3e-5, 2.0e-3), (1e-4, 2.4e-3), (3e-4, 2.5e-3), (1e-3, 3.7e-3), (3e-3, 1.05e-2), (1e-2, 2.5e-2))),
+)
+TABLES = ("oversub_steps",)
+
 
 @dataclass(frozen=True)
 class Calibration:
@@ -62,10 +72,21 @@ class Calibration:
         Seconds per value of ``k**2`` times rows of the Gram matrix ``Y.T @ Y`` (implicit ALS; BLAS).
     mf_overhead : float
         Fixed seconds of one mf iteration (its bookkeeping and loss evaluation set-up).
-    oversub_sync : float
-        Seconds each collective call waits when a node runs more ranks than cores (a rank the
-        others wait for is not running: about a scheduler time slice). Not measured by the
-        probe (it runs one rank per core); the default is from the 2-core development VM.
+    collective_overhead : float
+        Seconds each collective call of a training step costs beyond the collectives' model when
+        every rank has a core (the layers above ``mpiml``'s call, the wait for the last rank's
+        jitter). Measured by :func:`mpiml.plan.probe.collective_overhead` (``mpiml tune`` with 2 or
+        more ranks; the benchmark runs it at one rank per core).
+    grid_update_overhead : float
+        Fixed seconds one SGD update costs a rank of a split (model or hybrid) layout beyond the
+        whole-model path: the partial margins, the block gradient on 2-D arrays, the second reduction.
+    oversub_steps : tuple
+        When a node runs more ranks than cores: ``((ratio, ((phase, seconds), ...)), ...)``, the
+        seconds of one step of ``phase`` CPU seconds of work and one small collective on every
+        rank, at ``ratio`` ranks per core (time-slicing, and the wait of a collective for the
+        ranks that are not running; MPICH ranks poll while they wait, so they hold a core
+        another rank needs). Measured by :func:`mpiml.plan.probe.oversubscription_steps` (``mpiml
+        tune`` run with more ranks than cores); the defaults are from the 2-core development VM.
     thread_efficiency : float
         Speed-up each thread beyond the first adds to the BLAS parts (dense products, Gram matrices).
     baseline_bytes : int
@@ -95,21 +116,47 @@ class Calibration:
     mf_rating: float = 2.8e-8
     gram_value: float = 3.0e-10
     mf_overhead: float = 1.0e-4
-    oversub_sync: float = 3.0e-3
+    collective_overhead: float = 1.0e-5
+    grid_update_overhead: float = 6.0e-5
+    oversub_steps: tuple = DEFAULT_OVERSUB_STEPS
     thread_efficiency: float = 0.7
     baseline_bytes: int = 178 << 20
     params: ModelParams = DEFAULT_PARAMS
     source: str = "defaults"
 
     def constants(self) -> dict:
-        """The compute constants as the tuning file's ``compute`` section stores them."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("params", "source")}
+        """The compute constants as the tuning file's ``compute`` section stores them (tables as
+        ``{"ratio": [[phase, seconds], ...]}``)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("params", "source")}
+        for name in TABLES:
+            out[name] = table_document(out[name])
+        return out
 
     def with_constants(self, values: dict, source: str | None = None) -> "Calibration":
-        """A copy with ``values`` (a ``compute`` section) applied; unknown keys are ignored (a newer file)."""
-        known = {k: (int(v) if k == "baseline_bytes" else float(v)) for k, v in values.items()
-                 if k in self.constants()}
+        """A copy with ``values`` (a ``compute`` section) applied; unknown keys are ignored (a newer file),
+        and so is ``oversub_sync`` (an older file's single wait, which the table replaced)."""
+        names = {f.name for f in fields(self)} - {"params", "source"}
+        known = {k: (int(v) if k == "baseline_bytes" else table(v) if k in TABLES else float(v))
+                 for k, v in values.items() if k in names}
         return replace(self, **known, source=source or self.source)
+
+
+def table(value) -> tuple:
+    """``((ratio, ((phase, seconds), ...)), ...)`` sorted, from a section's ``{"ratio": [[phase, seconds], ...]}``
+    or the tuple itself; ValueError for anything else."""
+    items = value.items() if isinstance(value, dict) else value
+    out = []
+    for ratio, points in items:
+        rows = tuple(sorted((float(phase), float(seconds)) for phase, seconds in points))
+        if float(ratio) <= 1.0 or not rows or any(p <= 0 or s <= 0 for p, s in rows):
+            raise ValueError(f"oversubscription table entry {ratio!r}: ratios above 1 and positive points")
+        out.append((float(ratio), rows))
+    return tuple(sorted(out))
+
+
+def table_document(value: tuple) -> dict:
+    """The JSON form of a :func:`table`."""
+    return {repr(float(ratio)): [list(point) for point in points] for ratio, points in value}
 
 
 DEFAULT = Calibration()

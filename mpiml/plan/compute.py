@@ -9,7 +9,9 @@ the sparse products over the rank's block, the loss derivative per row, the pass
 the parameter block, the row- and column-group allreduces of each grid) with the
 calibrated constants, and multiplies by the updates per epoch: ``ceil(rows / batch)``
 for sync (a global batch), ``ceil(rows / (R batch))`` for local and oneshot (a batch per
-replica; local adds one model average every ``sync_every`` updates).
+replica; local adds one model average every ``sync_every`` updates). An update of a split
+(model or hybrid) layout adds ``grid_update_overhead`` (its own path: partial margins, a
+block gradient on 2-D arrays, a second reduction; the probe times it on a 1 x 2 grid).
 
 mf per iteration and rank (``p`` ranks, ``k`` factors, ``w`` stored columns, ``N``
 ratings, ``U`` users, ``I`` items), each half-step a block of rows solved then
@@ -26,10 +28,16 @@ allgathered (``(U or I) w`` values) to every rank:
 lbfgs uses its own constants for its full-batch work (``lbfgs_dense_value`` a dense value,
 ``lbfgs_row`` a row's loss): whole-array products run faster a value than mini-batches.
 
-Oversubscription (:func:`oversubscription`, ranks x threads over cores, when above 1)
-multiplies compute and transfer times, and adds a wait to each collective call
-(:func:`oversubscribed_wait`: up to ``oversub_sync``): a rank the others wait for is not
-running until the scheduler's turn.
+Each collective call of a step adds ``collective_overhead`` (measured: what a call costs
+a training step beyond the collectives' model, a core per rank).
+
+Oversubscription (:func:`oversubscription`, ranks x threads over cores, when above 1): a
+step whose ``syncs`` collective calls split its compute into phases of ``compute / syncs``
+costs ``syncs`` times :func:`oversubscribed_step` of that phase, a table the probe
+measures (time-slicing, and the collective's wait for ranks that are not running while
+the waiting ones poll, holding a core). The calls that directly follow another (mf's
+allgathers after the clocks' allreduce) count as phases of no work. Transfers stretch
+by the ratio; a step without collectives only time-shares.
 """
 
 from __future__ import annotations
@@ -51,16 +59,36 @@ def oversubscription(layout: Layout, cluster: Cluster) -> float:
     return max(1.0, asked / max(int(cluster.cores_per_node), 1))
 
 
-def oversubscribed_wait(phase: float, wait: float) -> float:
-    """Seconds one collective call waits on an oversubscribed node after ``phase`` seconds of compute.
+def oversubscribed_step(phase: float, ratio: float, calibration: Calibration = DEFAULT) -> float:
+    """Seconds of one step of ``phase`` CPU seconds of work and one small collective on every rank, at ``ratio``
+    ranks per core (above 1), from ``calibration.oversub_steps``.
 
-    ``wait`` (``oversub_sync``) is measured with short phases (0.1 ms), where a rank the
-    others wait for is descheduled for about a time slice at every call; after long phases
-    the ranks reach the call spread out and the time-shared cores were busy meanwhile, so
-    less of it is lost: ``wait / (1 + phase / wait)`` (1.5 ms after 3 ms phases with a 3 ms
-    wait, as mpiml mf measured on the 2-core VM; an assumption between those two points).
+    Between the measured phases: linear; below the shortest, the first segment extended (a
+    latency floor); beyond the longest, proportional to the phase. Between measured ratios:
+    linear, from 1 (the phase itself) up to the first; beyond the last, proportional to the ratio.
     """
-    return wait / (1.0 + phase / wait) if wait > 0 else 0.0
+    tables = calibration.oversub_steps
+    if ratio <= 1.0 or not tables:
+        return phase * max(ratio, 1.0)
+
+    def at(points) -> float:
+        if len(points) == 1:
+            return points[0][1] * phase / points[0][0]
+        if phase >= points[-1][0]:
+            return points[-1][1] * phase / points[-1][0]
+        i = 1
+        while i < len(points) - 1 and points[i][0] < phase:
+            i += 1
+        (x0, y0), (x1, y1) = points[i - 1], points[i]
+        return max(y0 + (phase - x0) * (y1 - y0) / (x1 - x0), phase)
+
+    below = (1.0, phase)
+    for r, points in tables:
+        here = at(points)
+        if ratio <= r:
+            return below[1] + (ratio - below[0]) * (here - below[1]) / (r - below[0])
+        below = (r, here)
+    return below[1] * ratio / below[0]
 
 
 def thread_speedup(threads: int, calibration: Calibration = DEFAULT) -> float:
@@ -86,8 +114,9 @@ def _grid(layout: Layout, job: Job) -> tuple[int, int]:
     return replicas, blocks
 
 
-def sgd_step(job: Job, layout: Layout, calibration: Calibration = DEFAULT) -> tuple[float, float, str, float]:
-    """``(compute seconds, communication seconds, step, collective calls)`` of one sgd step, a core per rank."""
+def sgd_step(job: Job, layout: Layout, calibration: Calibration = DEFAULT) -> tuple[float, float, str, float, float]:
+    """``(compute seconds, communication seconds, step, collective calls, calls right after another)`` of one
+    sgd step, a core per rank."""
     from mpiml.parallel import cost
 
     replicas, blocks = _grid(layout, job)
@@ -99,13 +128,20 @@ def sgd_step(job: Job, layout: Layout, calibration: Calibration = DEFAULT) -> tu
     if job.algorithm == "lbfgs":
         e = cost.estimate_lbfgs(problem, replicas, blocks, split, machine, params)
         trials = cost.LBFGS_TRIALS
-        syncs = (trials if replicas > 1 else 0.0) + ((trials + 3.0) if blocks > 1 else 0.0)
-        return e.compute_seconds, e.comm_seconds, "iteration", syncs
+        # the column group sums each evaluation (with its gradient when the block is the whole model; else a
+        # gradient sum of its own), the row group the margins, the penalty terms and the two-loop's products
+        column = (trials + (blocks > 1)) if replicas > 1 else 0.0
+        syncs = column + (3.0 if blocks > 1 else 0.0)
+        # with no work before them: the penalty terms' sum (after the margins'), and a hybrid's gradient sum
+        light = (1.0 if blocks > 1 else 0.0) + (1.0 if blocks > 1 and replicas > 1 else 0.0)
+        return e.compute_seconds, e.comm_seconds, "iteration", syncs, light
+    # a split layout's update: partial margins, a block gradient on 2-D arrays, a second reduction
+    grid = calibration.grid_update_overhead if blocks > 1 else 0.0
     if job.algorithm == "sync":
         updates = math.ceil(rows / max(int(job.batch_size), 1))
         e = cost.estimate(problem, replicas, blocks, split, machine, params)
         syncs = updates * ((replicas > 1) + (blocks > 1))
-        return updates * e.compute_seconds, updates * e.comm_seconds, "epoch", float(syncs)
+        return updates * (e.compute_seconds + grid), updates * e.comm_seconds, "epoch", float(syncs), 0.0
     # local / oneshot: each replica steps on its own batch of batch_size rows
     updates = max(math.ceil(rows / (replicas * max(int(job.batch_size), 1))), 1)
     local = cost.Problem(rows, int(job.features), int(stored), job.outputs, int(job.batch_size) * replicas,
@@ -117,7 +153,7 @@ def sgd_step(job: Job, layout: Layout, calibration: Calibration = DEFAULT) -> tu
         averages = updates / max(int(job.sync_every), 1)
         comm += averages * cost.allreduce_cost(e.allreduce_words[1], replicas, params)[1]
         syncs += averages
-    return updates * e.compute_seconds, comm, "epoch", syncs
+    return updates * (e.compute_seconds + grid), comm, "epoch", syncs, 0.0
 
 
 def _allgather(values: float, itemsize: int, p: int, params) -> float:
@@ -132,8 +168,9 @@ def _allreduce(nbytes: float, p: int, params) -> float:
     return collective_model.predict("native", int(nbytes), p, params, collective="allreduce", in_place=True)
 
 
-def mf_step(job: Job, layout: Layout, calibration: Calibration = DEFAULT) -> tuple[float, float, str, float]:
-    """``(compute seconds, communication seconds, "iteration", collective calls)`` of one mf iteration."""
+def mf_step(job: Job, layout: Layout, calibration: Calibration = DEFAULT) -> tuple[float, float, str, float, float]:
+    """``(compute seconds, communication seconds, "iteration", collective calls, calls right after another)``
+    of one mf iteration (the allgathers follow the allreduces of the ranks' clocks)."""
     c, p, params = calibration, layout.ranks, calibration.params
     k, w, size = float(job.factors), float(job.width), job.factor_itemsize
     n, users, items = float(job.ratings), float(job.users), float(job.items)
@@ -164,22 +201,46 @@ def mf_step(job: Job, layout: Layout, calibration: Calibration = DEFAULT) -> tup
         comm += 2 * _allreduce(64, p, params) + _allgather(users * w, size, p, params) \
             + _allgather(items * w, size, p, params)
         syncs = 5.0
-    return compute, (comm if p > 1 else 0.0), "iteration", (syncs if p > 1 else 0.0)
+    return compute, (comm if p > 1 else 0.0), "iteration", (syncs if p > 1 else 0.0), (2.0 if p > 1 else 0.0)
+
+
+_ONE_CORE: dict = {}
+
+
+def _one_core(job: Job, layout: Layout, calibration: Calibration):
+    """:func:`sgd_step` or :func:`mf_step`, remembered: a table of layouts asks for the same rank count and
+    grid on many node shapes (the sparse exchange's price alone is a p x p array)."""
+    key = (job, layout.ranks, layout.replicas_blocks, layout.threads_per_rank)
+    found = _ONE_CORE.get(key)
+    if found is not None and found[0] is calibration:
+        return found[1]
+    if len(_ONE_CORE) > 4096:
+        _ONE_CORE.clear()
+    value = (sgd_step if job.kind == "sgd" else mf_step)(job, layout, calibration)
+    _ONE_CORE[key] = (calibration, value)
+    return value
 
 
 def step_seconds(job: Job, layout: Layout, cluster: Cluster, calibration: Calibration = DEFAULT) -> dict:
     """One step's seconds on ``layout`` in ``cluster``: ``compute``, ``comm``, ``total``, ``step``, ``oversubscription``.
 
-    Compute and transfer times are stretched by :func:`oversubscription`; beyond it, each
-    collective call waits for its slowest rank to be scheduled again
-    (:func:`oversubscribed_wait`, about a scheduler time slice after short phases), whatever the size.
+    On an oversubscribed node, compute is time-shared (``compute`` stretched by
+    :func:`oversubscription`), transfers too, and what :func:`oversubscribed_step` adds beyond
+    that, the collectives' waits for ranks that are not running, counts as communication.
     """
-    compute, comm, step, syncs = (sgd_step if job.kind == "sgd" else mf_step)(job, layout, calibration)
+    compute, comm, step, syncs, light = _one_core(job, layout, calibration)
     over = oversubscription(layout, cluster)
-    compute *= over
-    comm *= over
-    if over > 1.0 and syncs > 0:
-        comm += syncs * oversubscribed_wait(compute / syncs, calibration.oversub_sync)
+    if over <= 1.0:   # (the oversubscribed steps below were measured with the calls' whole cost)
+        comm += syncs * calibration.collective_overhead
+    if over > 1.0:
+        shared = compute * over
+        comm *= over
+        if syncs > 0:   # the work splits between the calls that follow some; the others follow a call
+            heavy = max(syncs - light, 1.0)
+            steps = heavy * oversubscribed_step(compute / heavy, over, calibration) \
+                + (syncs - heavy) * oversubscribed_step(0.0, over, calibration)
+            comm += max(steps - shared, 0.0)
+        compute = shared
     return {"compute": compute, "comm": comm, "total": compute + comm, "step": step, "oversubscription": over,
             "collectives": syncs}
 

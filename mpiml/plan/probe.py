@@ -12,6 +12,7 @@ the ``baseline_bytes``.
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from dataclasses import replace
@@ -38,6 +39,10 @@ MF_CONSTANTS = ("dsgd_rating_k", "mf_rating", "mf_overhead", "als_rating_k2", "a
                 "als_row_k2", "ials_rating_k", "ials_rating", "gram_value")
 SGD_CONSTANTS = ("update_overhead", "dense_value", "sparse_nnz", "row_loss", "param_update")
 LBFGS_CONSTANTS = ("lbfgs_overhead", "lbfgs_dense_value", "lbfgs_row")
+# split-layout probes: (rows, features, density, batch, epochs) of sync SGD as one rank of a 1 x 2 grid
+GRID_PROBES = ((2000, 20000, 0.005, 256, 3), (3000, 300, 1.0, 128, 3))
+# oversubscription probe: CPU seconds of work between two collectives (probe.oversubscription_steps)
+OVERSUB_PHASES = (3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
 
 
 def _sgd_data(rows, features, density, separation=4.0):
@@ -106,6 +111,42 @@ def _fit(terms: np.ndarray, seconds: np.ndarray, fallback: np.ndarray) -> np.nda
     solution, _ = nnls(terms / scale * weights[:, None], seconds * weights)
     seen = np.abs(terms).max(axis=0) > 0
     return np.where(seen, solution / scale, fallback)
+
+
+def _grid_cpu(X, y, epochs, batch) -> float:
+    """CPU seconds of sync SGD as column 0 of a 1 x 2 grid (half the features), the row-group sums
+    left out (identities): a rank's work in a model-parallel update, without the network."""
+    from mpiml.parallel.grid import GridComms
+    from mpiml.parallel.layout import make_part
+    from mpiml.parallel.trainer import GridLayout
+    from mpiml.sgd.models import make_model
+    from mpiml.train import loop
+    from mpiml.train.config import TrainConfig
+
+    model = make_model("logistic", X.shape[1], 2)
+    part = make_part("features", X.shape[1], model.k, 2, 0)
+    block = X[:, part.lo:part.hi]
+    block = block.tocsr() if hasattr(block, "tocsr") else np.ascontiguousarray(block)
+    layout = GridLayout(model, part, GridComms(rows=1, cols=2))
+    start = time.thread_time()
+    loop.train(layout, block, y, TrainConfig(strategy="sync", epochs=epochs, batch_size=batch))
+    return time.thread_time() - start
+
+
+def _grid_overhead(calibration: Calibration) -> float:
+    """Seconds per update of a split layout beyond the model's whole-model terms (median over the probes)."""
+    from mpiml.plan.compute import sgd_step
+
+    found = []
+    for rows, features, density, batch, epochs in GRID_PROBES:
+        X, y = _sgd_data(rows, features, density)
+        once = min(_grid_cpu(X, y, 1, batch) for _ in range(2))
+        more = min(_grid_cpu(X, y, epochs, batch) for _ in range(2))
+        job = _sgd_job(rows, features, density, batch, epochs, X)
+        rest = sgd_step(job, Layout(1, 2, parallel="model"), replace(calibration, grid_update_overhead=0.0))[0]
+        updates = math.ceil(rows / batch)
+        found.append((max(more - once, 1e-6) / (epochs - 1) - rest) / updates)
+    return max(statistics.median(found), 0.0)
 
 
 def _mf_run(algorithm, users, items, ratings, rank, iterations):
@@ -202,14 +243,15 @@ def _measure_local(calibration: Calibration) -> dict:
         fallback = np.array([getattr(fitted, name) for name in names])
         values.update(zip(names, map(float, _fit(np.array(terms), np.array(seconds), fallback))))
         fitted = fitted.with_constants(values)
+    values["grid_update_overhead"] = _grid_overhead(fitted)
     return values
 
 
 def measure(comm=None, calibration: Calibration = DEFAULT) -> Calibration:
     """Run the probes on every rank of ``comm`` (collective); the median constants, the same on every rank.
 
-    When the ranks of a node outnumber its cores, also ``oversub_sync``
-    (:func:`oversubscribed_wait`); otherwise it keeps its value.
+    When the ranks of a node outnumber its cores, also :func:`oversubscription_steps` at that
+    ratio (the file keeps this one ratio); with 2 or more ranks, a core each, :func:`collective_overhead`.
     """
     from mpiml.runtime.comm import resolve_comm
 
@@ -218,55 +260,133 @@ def measure(comm=None, calibration: Calibration = DEFAULT) -> Calibration:
     everyone = comm.allgather(mine)
     agreed = {name: statistics.median(v[name] for v in everyone) for name in mine}
     agreed["baseline_bytes"] = int(max(v["baseline_bytes"] for v in everyone))
-    wait = oversubscribed_wait(comm)
-    if wait is not None:
-        agreed["oversub_sync"] = wait
+    measured = oversubscription_steps(comm)
+    if measured is not None:   # this machine's ratio alone: the defaults are another machine's
+        agreed["oversub_steps"] = merge_steps((), *measured)
+    overhead = collective_overhead(comm, params=calibration.params)
+    if overhead is not None:
+        agreed["collective_overhead"] = overhead
     return calibration.with_constants(agreed, source="probe")
 
 
-def oversubscribed_wait(comm=None, reps: int = 200, work: float = 1e-4) -> float | None:
-    """Mean seconds a collective waits when some node runs more of its ranks than it has cores, else None.
+def merge_steps(tables: tuple, ratio: float, points) -> tuple:
+    """``tables`` (:attr:`Calibration.oversub_steps`) with the entry of ``ratio`` replaced by ``points``."""
+    from mpiml.plan.calibration import table
 
-    Each rank computes ``work`` seconds, then joins an 8-byte allreduce, as a training step
-    does; the wait is the mean step time beyond the stretched compute (a tight loop of
-    collectives alone waits much less: the spinning ranks hand the cores back and forth). Collective.
-    """
+    return table([(r, p) for r, p in tables if abs(r - ratio) > 1e-9] + [(ratio, points)])
+
+
+def _node_ratio(comm) -> float:
+    """The most ranks per core of any node of ``comm`` (collective)."""
     import os
 
     from mpi4py import MPI
 
-    import mpiml
-    from mpiml.runtime.comm import resolve_comm
-
-    comm = resolve_comm(comm)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     node = comm.Split_type(MPI.COMM_TYPE_SHARED)
     try:
         local = node.Get_size()
     finally:
         node.Free()
-    if not comm.allreduce(local > cores, op=MPI.LOR):
+    return float(comm.allreduce(local / max(cores, 1), op=MPI.MAX))
+
+
+def oversubscription_steps(comm=None, phases=OVERSUB_PHASES, seconds: float = 0.15):
+    """``(ratio, ((phase, step seconds), ...))`` when some node runs more ranks than cores, else None. Collective.
+
+    Each rank computes ``phase`` CPU seconds (a busy loop, however the core is shared), then
+    joins a 512-byte ``mpiml.allreduce``, as a training step does (a gradient, a loss; MPICH takes a
+    path for 8 bytes alone that waits about half as long on an oversubscribed node); the step is the mean wall
+    time of a step over about ``seconds`` (the slowest rank's). ``ratio``: the most ranks per
+    core of any node. About ``len(phases) x seconds``.
+    """
+    from mpi4py import MPI
+
+    import mpiml
+    from mpiml.runtime.comm import resolve_comm
+
+    comm = resolve_comm(comm)
+    ratio = _node_ratio(comm)
+    if ratio <= 1.0:
         return None
-    x, a = np.zeros(1), np.ones(1000)
+    x, a = np.zeros(64), np.ones(1000)
     clock, cpu = time.perf_counter, time.thread_time
-    comm.Barrier()
-    start = clock()
-    for _ in range(reps):
-        until = cpu() + work   # ``work`` CPU seconds, however long the core is shared
-        while cpu() < until:
-            np.sqrt(a)
-        mpiml.allreduce(x, comm=comm)
-    mean = (clock() - start) / reps - work * local / cores   # beyond the fair share of the cores
-    return float(max(comm.allreduce(mean, op=MPI.MAX), 0.0))
+    points = []
+    for phase in phases:
+        reps = int(min(max(seconds / (phase * ratio), 10), 2000))
+        for _ in range(3):   # warm up: the first steps pay for the collective's set-up
+            mpiml.allreduce(x, comm=comm)
+        comm.Barrier()
+        start = clock()
+        for _ in range(reps):
+            until = cpu() + phase   # ``phase`` CPU seconds, however long the core is shared
+            while cpu() < until:
+                np.sqrt(a)
+            mpiml.allreduce(x, comm=comm)
+        step = (clock() - start) / reps
+        points.append((phase, float(comm.allreduce(step, op=MPI.MAX))))
+    return ratio, tuple(points)
 
 
-def store_oversubscribed_wait(path) -> None:
-    """Measure :func:`oversubscribed_wait` on ``COMM_WORLD`` and write it into the tuning file ``path``
-    (rank 0; the file's other sections and constants are kept). Run it with more ranks than cores."""
+def collective_overhead(comm=None, phase: float = 1e-4, reps: int = 400, params=None) -> float | None:
+    """Seconds a 512-byte ``mpiml.allreduce`` after ``phase`` CPU seconds of work costs a step beyond the work
+    and the collectives' model of the call (``params``), when no node runs more ranks than cores; None
+    otherwise or on one rank. The median of 5 rounds of ``reps`` steps (the slowest rank's). Collective."""
+    from mpi4py import MPI
+
+    import mpiml
+    from mpiml.collectives import model
+    from mpiml.runtime.comm import resolve_comm
+
+    comm = resolve_comm(comm)
+    p = comm.Get_size()
+    if p == 1 or _node_ratio(comm) > 1.0:
+        return None
+    x, a = np.zeros(64), np.ones(1000)
+    clock, cpu = time.perf_counter, time.thread_time
+    rounds = []
+    for _ in range(5):
+        for _ in range(3):
+            mpiml.allreduce(x, comm=comm)
+        comm.Barrier()
+        start = clock()
+        for _ in range(reps):
+            until = cpu() + phase
+            while cpu() < until:
+                np.sqrt(a)
+            mpiml.allreduce(x, comm=comm)
+        rounds.append(comm.allreduce((clock() - start) / reps, op=MPI.MAX))
+    priced = model.predict("native", x.nbytes, p, params, collective="allreduce", in_place=True)
+    return max(statistics.median(rounds) - phase - priced, 0.0)
+
+
+def store_collective_overhead(path) -> None:
+    """Measure :func:`collective_overhead` on ``COMM_WORLD`` (with the file's link parameters) and write it into
+    the tuning file ``path`` (rank 0; the rest of the file kept). Run it with 2 or more ranks, a core each."""
     from mpi4py import MPI
 
     from mpiml.plan.calibration import load_calibration, store
 
-    wait = oversubscribed_wait(MPI.COMM_WORLD)
-    if wait is not None and MPI.COMM_WORLD.Get_rank() == 0:
-        store(path, replace(load_calibration(path), oversub_sync=wait))
+    calibration = load_calibration(path)
+    found = collective_overhead(MPI.COMM_WORLD, params=calibration.params)
+    if found is not None and MPI.COMM_WORLD.Get_rank() == 0:
+        store(path, replace(calibration, collective_overhead=found))
+
+
+def store_oversubscription_steps(path) -> None:
+    """Measure :func:`oversubscription_steps` on ``COMM_WORLD`` and merge them into the tuning file ``path``
+    (rank 0; the file's other sections, constants and measured ratios are kept, the built-in
+    defaults are not: they are another machine's). Run it with more ranks than cores."""
+    import os
+
+    from mpi4py import MPI
+
+    from mpiml.collectives.tuning import read_document
+    from mpiml.plan.calibration import SECTION, load_calibration, store, table
+
+    measured = oversubscription_steps(MPI.COMM_WORLD)
+    if measured is not None and MPI.COMM_WORLD.Get_rank() == 0:
+        calibration = load_calibration(path)
+        document = read_document(path) if os.path.exists(path) else {}
+        own = table((document.get(SECTION) or {}).get("oversub_steps") or {})
+        store(path, replace(calibration, oversub_steps=merge_steps(own, *measured)))

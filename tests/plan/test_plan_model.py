@@ -51,15 +51,39 @@ def test_oversubscription_is_ranks_times_threads_over_cores():
         assert compute.oversubscription(Layout(1, ranks, threads), two) == factor
     # a 2-core node running 4 ranks: compute takes twice as long as with 2 ranks on 4 cores
     job = ALS
-    over = compute.step_seconds(job, Layout(1, 4), two)
-    room = compute.step_seconds(job, Layout(1, 4), Cluster(cores_per_node=4))
+    bare = Calibration(collective_overhead=0.0)
+    over = compute.step_seconds(job, Layout(1, 4), two, bare)
+    room = compute.step_seconds(job, Layout(1, 4), Cluster(cores_per_node=4), bare)
+    # with a core per rank each collective call adds the measured overhead beyond the collectives' model
+    paid = compute.step_seconds(job, Layout(1, 4), Cluster(cores_per_node=4), replace(bare, collective_overhead=1e-3))
+    assert paid["comm"] == pytest.approx(room["comm"] + 1e-3 * room["collectives"])
     assert over["compute"] == pytest.approx(2.0 * room["compute"])
     assert over["comm"] > room["comm"]
-    # each collective waits for a descheduled rank: a full oversub_sync after short phases, less after long
-    wait = compute.oversubscribed_wait
-    assert wait(0.0, 3e-3) == 3e-3 and wait(3e-3, 3e-3) == pytest.approx(1.5e-3) and wait(1.0, 3e-3) < 1e-5
-    assert over["comm"] == pytest.approx(2.0 * room["comm"] + over["collectives"] * wait(
-        over["compute"] / over["collectives"], Calibration().oversub_sync))
+    # each collective costs a measured step of its phase: what it adds beyond time-sharing is waiting
+    light = compute.mf_step(job, Layout(1, 4))[4]
+    assert 0 < light < over["collectives"]
+    heavy = over["collectives"] - light
+    step = compute.oversubscribed_step(room["compute"] / heavy, 2.0)
+    assert over["comm"] == pytest.approx(2.0 * room["comm"] + heavy * step
+                                         + light * compute.oversubscribed_step(0.0, 2.0) - over["compute"])
+    # the oversubscribed steps were measured with the calls' whole cost: no overhead on top
+    assert compute.step_seconds(job, Layout(1, 4), two, replace(bare, collective_overhead=1e-3)) == over
+
+
+def test_oversubscribed_step_interpolates_the_measured_table():
+    table = ((1.5, ((1e-4, 3e-4), (1e-3, 2e-3))), (2.0, ((1e-4, 5e-4), (1e-3, 3e-3))))
+    c = Calibration(oversub_steps=table)
+    step = compute.oversubscribed_step
+    assert step(1e-4, 1.5, c) == pytest.approx(3e-4) and step(1e-3, 2.0, c) == pytest.approx(3e-3)
+    assert step(5.5e-4, 1.5, c) == pytest.approx(1.15e-3)              # between phases: linear
+    assert step(0.0, 1.5, c) == pytest.approx(3e-4 - 1e-4 * 17e-4 / 9e-4)   # the first segment extended
+    assert step(1e-2, 2.0, c) == pytest.approx(3e-2)                   # beyond: proportional to the phase
+    assert step(1e-3, 1.75, c) == pytest.approx(2.5e-3)                # between ratios: linear
+    assert step(1e-3, 1.25, c) == pytest.approx((1e-3 + 2e-3) / 2)     # from the phase itself at ratio 1
+    assert step(1e-3, 4.0, c) == pytest.approx(6e-3)                   # beyond: proportional to the ratio
+    assert step(1e-3, 1.0, c) == 1e-3 and step(1e-3, 3.0, Calibration(oversub_steps=())) == pytest.approx(3e-3)
+    # never faster than the phase
+    assert all(step(p, r, c) >= p for p in (1e-6, 1e-4, 1e-3, 1e-1) for r in (1.1, 1.5, 2.0, 3.0))
 
 
 @pytest.mark.parametrize("job", JOBS, ids=lambda j: f"{j.kind}-{j.algorithm}")
@@ -148,7 +172,8 @@ def test_calibration_round_trip_through_a_tuning_file(tmp_path, monkeypatch):
     path = tmp_path / "tuning.json"
     document = {"format": "mpiml-tuning", "version": 1, "params": {"alpha": 3e-6, "beta": 2e-10}, "rules": {}}
     path.write_text(json.dumps(document))
-    measured = replace(Calibration(), sparse_nnz=1.25e-8, als_row=7e-7, baseline_bytes=123 << 20)
+    measured = replace(Calibration(), sparse_nnz=1.25e-8, als_row=7e-7, baseline_bytes=123 << 20,
+                       oversub_steps=((1.5, ((1e-4, 4e-4), (1e-3, 2.5e-3))),))
     calibration_module.store(path, measured)
     kept = json.loads(path.read_text())
     assert kept["params"] == document["params"] and kept["rules"] == {}   # other sections untouched
@@ -167,10 +192,13 @@ def test_calibration_round_trip_through_a_tuning_file(tmp_path, monkeypatch):
     assert load_calibration().sparse_nnz == 1.25e-8
     path.write_text(json.dumps(document))
     assert load_calibration(path).constants() == Calibration().constants()
-    # unknown constants (a newer file) are ignored; a bad file names itself
-    path.write_text(json.dumps({**document, "compute": {"sparse_nnz": 2e-9, "from_the_future": 1.0}}))
+    assert loaded.oversub_steps == measured.oversub_steps
+    # unknown constants (a newer file) are ignored, and so is an older file's oversub_sync; a bad file names itself
+    path.write_text(json.dumps({**document, "compute": {"sparse_nnz": 2e-9, "from_the_future": 1.0,
+                                                        "oversub_sync": 3e-3}}))
     assert load_calibration(path).sparse_nnz == 2e-9
-    for text in ("{not json", json.dumps({**document, "compute": {"sparse_nnz": "fast"}})):
+    for text in ("{not json", json.dumps({**document, "compute": {"sparse_nnz": "fast"}}),
+                 json.dumps({**document, "compute": {"oversub_steps": {"0.5": [[1e-4, 1e-3]]}}})):
         path.write_text(text)
         with pytest.raises(ArgumentError, match="tuning"):
             load_calibration(path)
@@ -237,9 +265,9 @@ def test_tune_measures_the_compute_section_that_plan_reads(tmp_path):
     assert predict(ALS, Layout(1, 1), Cluster(tuning=str(path))).seconds_per_step > 0
 
 
-def test_no_oversubscribed_wait_with_a_core_per_rank():
+def test_no_oversubscription_steps_with_a_core_per_rank():
     from mpi4py import MPI
 
-    from mpiml.plan.probe import oversubscribed_wait
+    from mpiml.plan.probe import oversubscription_steps
 
-    assert oversubscribed_wait(MPI.COMM_SELF) is None
+    assert oversubscription_steps(MPI.COMM_SELF) is None
