@@ -180,7 +180,9 @@ def estimate(problem: Problem, rows: int, cols: int, split: str = "features",
     row_calls = 2 if split == "classes" and cols > 1 else 1
     row_bytes, row_seconds = allreduce_cost(row_words / row_calls, cols, params)
     col_bytes, col_seconds = allreduce_cost(col_words, rows, params)
-    if cols == 1 and rows > 1:   # sync SGD sends only the batch gradient's nonzeros where cheaper (sparse_exchange)
+    # sync SGD sends only the batch gradient's nonzeros where cheaper (sparse_exchange); rows without
+    # zeros make a dense gradient, where pricing the sparse exchange (half of a 64-node plan's time) cannot win
+    if cols == 1 and rows > 1 and problem.nnz < problem.n * problem.d:
         from mpiml.train.sparse_exchange import exchange_cost
 
         sent, seconds, _, _ = exchange_cost(d, k, b, z, p, 2 + p)
