@@ -27,11 +27,15 @@ import math
 import os
 import sys
 import time
+import weakref
 
 import numpy as np
+from mpi4py import MPI
 
 from mpiml.collectives import algorithms as _algorithms  # noqa: F401  (registers the built-in algorithms)
 from mpiml.collectives import registry
+from mpiml.collectives import select as _select
+from mpiml.collectives.algorithms import native as _native
 from mpiml.collectives import reproducible as _repro
 from mpiml.collectives.layout import block_counts
 from mpiml.collectives.ops import check_dtype, resolve_op
@@ -50,6 +54,7 @@ _REDUCE_SCATTER = registry.table("reduce_scatter")
 _ALLGATHER = registry.table("allgather")
 _BCAST = registry.table("bcast")
 _REDUCE = registry.table("reduce")
+_IN_PLACE = MPI.IN_PLACE
 
 # Ctrl-C ends every rank, and MPIML_TIMEOUT arms the collective timeout (mpiml.runtime.watchdog).
 # Every public collective counts itself in _CALLS: a rank whose count stays put for the timeout
@@ -58,9 +63,19 @@ _CALLS = _watchdog.CALLS
 _watchdog.install_from_env()
 
 
+# MPIML_CHECK is read on every call (a job or a test may set it at any time), from os.environ's own
+# table where there is one: os.environ.get costs 0.7 us, a quarter of a small allreduce.
+_ENV = getattr(os.environ, "_data", None)
+if isinstance(_ENV, dict) and hasattr(os.environ, "encodekey"):
+    _env, _CHECK_VAR = _ENV.get, os.environ.encodekey("MPIML_CHECK")
+else:   # pragma: no cover (a Python without os.environ._data)
+    _env, _CHECK_VAR = os.environ.get, "MPIML_CHECK"
+_CHECK_OFF = (None, "", "0", b"", b"0")
+
+
 def _check_enabled(check):
     if check is None:
-        return os.environ.get("MPIML_CHECK", "") not in ("", "0")
+        return _env(_CHECK_VAR) not in _CHECK_OFF
     return bool(check)
 
 
@@ -251,17 +266,36 @@ def allreduce(x, op="sum", algorithm="auto", comm=None, out=None, check=None, re
     _CALLS[0] += 1
     if _fault.ARMED:
         _fault.collective(_CALLS[0])
+    key = None
+    if out is not None and not reproducible and type(x) is np.ndarray and (
+            _env(_CHECK_VAR) in _CHECK_OFF if check is None else not check):
+        # The repeated call (see _plan below), inlined: each function call or attribute here is
+        # 2-4% of the whole call, so the checks are written out and cheapest first.
+        context = context_of(comm)
+        key = (op, algorithm, x.dtype, x.shape, out is x)
+        try:
+            plan = context.repeats.get(key)
+        except TypeError:   # a ReduceOp around an unhashable callable
+            plan = key = None
+        if plan is not None:
+            x_flags = x.flags
+            if x_flags.c_contiguous:
+                dtype, native, datatype, mpi_op, run = plan
+                if out is x:
+                    if native is None:
+                        return run(x, out)
+                    native(_IN_PLACE, [out, datatype], mpi_op)
+                    return out
+                if type(out) is np.ndarray and out.shape == x.shape and out.dtype == dtype:
+                    flags = out.flags
+                    # two arrays that each own their memory cannot overlap (may_share_memory costs 0.2 us)
+                    if flags.c_contiguous and flags.writeable and (
+                            (flags.owndata and x_flags.owndata) or not np.may_share_memory(out, x)):
+                        if native is None:
+                            return run(x, out)
+                        native([x, datatype], [out, datatype], mpi_op)
+                        return out
     context = context_of(comm)
-    repeat = None
-    if out is not None and check is None and not reproducible and type(x) is np.ndarray:
-        repeat = _repeat_key(x, op, algorithm, out)
-        if repeat is not None:
-            try:
-                plan = context.repeats.get(repeat)
-            except TypeError:   # a ReduceOp around an unhashable callable
-                plan = repeat = None
-            if plan is not None and _repeat_fits(plan, x, out):
-                return plan.call(x, out)
     c = context.comm
     error = None
     chosen = algorithm
@@ -271,10 +305,8 @@ def allreduce(x, op="sum", algorithm="auto", comm=None, out=None, check=None, re
         reproducible = _exact_sum(reproducible, op, dtype)
     except ArgumentError as exc:
         error = exc
-    if repeat is not None and error is None and not reproducible:
-        if len(context.repeats) >= MAX_REPEAT_PLANS:   # a program of many shapes: start afresh
-            context.repeats.clear()
-        context.repeats[repeat] = _RepeatPlan(context, chosen, op, dtype, in_place)
+    if key is not None and error is None:
+        _keep_plan(context, key, chosen, op, dtype, in_place)
     _agree(context, error, check, "allreduce",
            lambda: ("allreduce", getattr(op, "label", op), chosen, str(x.dtype), x.size, bool(reproducible)))
     if reproducible and x.size:
@@ -293,62 +325,52 @@ def allreduce(x, op="sum", algorithm="auto", comm=None, out=None, check=None, re
 # --- repeated calls: the per-call cost of a small allreduce --------------------------------------------
 # A training loop calls allreduce with the same op, algorithm, dtype, shape and out many times. The first
 # such call takes the full path (argument checks, algorithm choice) and leaves a plan in the
-# communicator's context; the next ones only check what can change between calls (contiguity, the out
-# array) and call the chosen algorithm, or the MPI library directly for ``native`` with a predefined type
-# and op. Check mode and reproducible sums always take the full path.
+# communicator's context, keyed by (op, algorithm, dtype, shape, in place); the next ones check only what
+# the key does not fix (contiguity, the out array) and call the chosen algorithm, or the duplicated
+# communicator's Allreduce with prebuilt datatype and op for ``native`` with a predefined type and op.
+# Check mode and reproducible sums always take the full path. Plans are dropped when an algorithm is
+# registered or removed and when the tuning changes (``auto``'s choice may change).
 
 MAX_REPEAT_PLANS = 256
+_planned = weakref.WeakValueDictionary()   # id -> a context holding plans
 
 
-def _repeat_key(x, op, algorithm, out):
-    """The plan key of this call, or None when it may not take the repeat path."""
-    if not x.flags.c_contiguous or _check_enabled(None):
-        return None
-    return ("allreduce", op, algorithm, x.dtype, x.shape, out is x)
+def _keep_plan(context, key, chosen, op, dtype, in_place):
+    """Store the plan of a repeated allreduce (see :func:`_plan`) under ``key``."""
+    repeats = context.repeats
+    if len(repeats) >= MAX_REPEAT_PLANS:   # a program of many shapes: start afresh
+        repeats.clear()
+    repeats[key] = _plan(context, chosen, op, dtype, in_place, key[3])
+    _planned[id(context)] = context
 
 
-def _repeat_fits(plan, x, out) -> bool:
-    """Whether ``out`` passes the checks of :func:`_output` (``x`` matches the plan by its key)."""
-    if out is x:
-        return True
-    if type(out) is not np.ndarray or out.shape != x.shape or out.dtype != plan.dtype:
-        return False
-    flags = out.flags
-    return flags.c_contiguous and flags.writeable and not np.may_share_memory(out, x)
+def _forget_plans():
+    for context in list(_planned.values()):
+        context.repeats.clear()
 
 
-class _RepeatPlan:
-    """What a repeated allreduce needs: the chosen algorithm, the op, the result's dtype."""
+registry.on_change(_forget_plans)
+_select.on_tuning_change(_forget_plans)
 
-    def __init__(self, context, chosen, op, dtype, in_place):
-        from mpiml.collectives.algorithms import native
 
-        self.dtype = dtype
-        comm = context.comm
-        if comm.Get_size() == 1:
-            self.call = _copy_into
-            return
-        datatype, mpi_op = native.message_and_op(np.empty(0, dtype), op)
-        if chosen == "native" and native.predefined(mpi_op):
-            # the library's own call with everything found once: 0.8 us less a call than through the
-            # registered algorithm, which finds the datatype and whether the call is in place each time
-            from mpi4py import MPI
+def _plan(context, chosen, op, dtype, in_place, shape):
+    """``(dtype, native, datatype, mpi_op, run)``: the result's dtype, and either the duplicated
+    communicator's ``Allreduce`` with the MPI datatype and op to give it, or (``native`` None)
+    ``run(x, out)``, the registered algorithm or a local copy."""
+    comm = context.comm
+    if comm.Get_size() == 1 or math.prod(shape) == 0:
+        return dtype, None, None, None, _copy_into
+    datatype, mpi_op = _native.message_and_op(np.empty(0, dtype), op)
+    if chosen == "native" and _native.predefined(mpi_op):
+        return dtype, comm.Allreduce, datatype, mpi_op, None
+    transport, workspace = context.plans.get("collectives") or _state(context)
 
-            def call(x, out, _allreduce=comm.Allreduce, _datatype=datatype, _op=mpi_op):
-                if x.size:
-                    _allreduce(MPI.IN_PLACE if in_place else [x, _datatype], [out, _datatype], _op)
-                return out
-        else:
-            transport, workspace = context.plans.get("collectives") or _state(context)
+    def run(x, out, _run=_ALLREDUCE[chosen].run):
+        flat = _flat(x)
+        _run(transport, flat, flat if out is x else _flat(out), op, workspace)   # in place: one object
+        return out
 
-            def call(x, out, _run=_ALLREDUCE[chosen].run, _op=op):
-                if not x.size:
-                    return _copy_into(x, out)
-                flat = _flat(x)
-                _run(transport, flat, flat if out is x else _flat(out), _op, workspace)   # in place: one object
-                return out
-
-        self.call = call
+    return dtype, None, None, None, run
 
 
 def _copy_into(x, out):
