@@ -171,6 +171,19 @@ def _agree(context, error, check, name, signature):
                             collective=True)
 
 
+def _checked_args(name, comm, check, parse, signature):
+    """``(context, result)`` of a call on ``comm``: ``result = parse(context.comm)``, the call's argument
+    checks (ArgumentError), agreed by :func:`_agree`, with ``signature(*result)`` in check mode."""
+    context = context_of(comm)
+    error = result = None
+    try:
+        result = parse(context.comm)
+    except ArgumentError as exc:
+        error = exc
+    _agree(context, error, check, name, lambda: signature(*result))
+    return context, result
+
+
 # Check mode's exchange: every checked call, and the end of the program, is one allgather of
 # (number, name, call site, has an error, signature) on the collectives' communicator. These
 # pair up in order on every rank whatever call each rank is in, so a skipped call meets
@@ -295,20 +308,13 @@ def allreduce(x, op="sum", algorithm="auto", comm=None, out=None, check=None, re
                             return run(x, out)
                         native([x, datatype], [out, datatype], mpi_op)
                         return out
-    context = context_of(comm)
-    c = context.comm
-    error = None
-    chosen = algorithm
     in_place = out is not None and out is x
-    try:
-        x, op, dtype, out, chosen = _reduction_args(x, op, algorithm, out, c)
-        reproducible = _exact_sum(reproducible, op, dtype)
-    except ArgumentError as exc:
-        error = exc
-    if key is not None and error is None:
+    context, (x, op, dtype, out, chosen, reproducible) = _checked_args(
+        "allreduce", comm, check, lambda c: _reduction_args(x, op, algorithm, out, c, reproducible),
+        _reduction_signature)
+    if key is not None:
         _keep_plan(context, key, chosen, op, dtype, in_place)
-    _agree(context, error, check, "allreduce",
-           lambda: ("allreduce", getattr(op, "label", op), chosen, str(x.dtype), x.size, bool(reproducible)))
+    c = context.comm
     if reproducible and x.size:
         folds = _reproducible_folds(_operand(x, c), comm)
         F = allreduce(folds.F, algorithm=chosen, comm=comm, out=folds.F)
@@ -373,6 +379,22 @@ def _plan(context, chosen, op, dtype, in_place, shape):
     return dtype, None, None, None, run
 
 
+def _reduction_args(x, op, algorithm, out, c, reproducible=False):
+    """``(x, op, dtype, out, chosen, reproducible)`` of a (nonblocking) allreduce on ``c``, checked (raises
+    ArgumentError)."""
+    in_place = out is not None and out is x
+    x = _contiguous_input(x)
+    op = resolve_op(op)
+    dtype = _dtype_for(x.dtype, op)
+    out = x if in_place else _output(out, x.shape, dtype, x)
+    return (x, op, dtype, out, choose("allreduce", algorithm, x.nbytes, c.Get_size(), op.commutative),
+            _exact_sum(reproducible, op, dtype))
+
+
+def _reduction_signature(x, op, dtype, out, chosen, reproducible):
+    return op.label, chosen, str(x.dtype), x.size, reproducible
+
+
 def _copy_into(x, out):
     if out is not x:
         np.copyto(out, x)
@@ -397,19 +419,11 @@ def reduce_scatter(x, op="sum", algorithm="auto", comm=None, counts=None, out=No
     _CALLS[0] += 1
     if _fault.ARMED:
         _fault.collective(_CALLS[0])
-    context = context_of(comm)
+    context, (x, op, dtype, counts, out, chosen, reproducible) = _checked_args(
+        "reduce_scatter", comm, check,
+        lambda c: _reduce_scatter_args(x, op, algorithm, counts, out, c, reproducible), _reduce_scatter_signature)
     c = context.comm
     p, r = c.Get_size(), c.Get_rank()
-    error = None
-    chosen = algorithm
-    try:
-        x, op, dtype, counts, out, chosen = _reduce_scatter_args(x, op, algorithm, counts, out, p, r)
-        reproducible = _exact_sum(reproducible, op, dtype)
-    except ArgumentError as exc:
-        error = exc
-    _agree(context, error, check, "reduce_scatter",
-           lambda: ("reduce_scatter", getattr(op, "label", op), chosen, str(x.dtype), x.size,
-                    None if counts is None else np.asarray(counts).tolist(), bool(reproducible)))
     if reproducible and x.size:
         folds = _reproducible_folds(_operand(x, c), comm)
         width = 2 if dtype.kind == "c" else 1     # float64 values per element
@@ -428,15 +442,21 @@ def reduce_scatter(x, op="sum", algorithm="auto", comm=None, counts=None, out=No
     return out
 
 
-def _reduce_scatter_args(x, op, algorithm, counts, out, p, r):
-    """``(x, op, dtype, counts, out, chosen)`` of a (nonblocking) reduce_scatter, checked (raises
-    ArgumentError)."""
+def _reduce_scatter_args(x, op, algorithm, counts, out, c, reproducible=False):
+    """``(x, op, dtype, counts, out, chosen, reproducible)`` of a (nonblocking) reduce_scatter on ``c``,
+    checked (raises ArgumentError)."""
+    p = c.Get_size()
     x = _contiguous_input(x)
     op = resolve_op(op)
     dtype = _dtype_for(x.dtype, op)
     counts = block_counts(x.size, p, counts)
-    out = _output(out, (int(counts[r]),), dtype, x)
-    return x, op, dtype, counts, out, choose("reduce_scatter", algorithm, x.nbytes, p, op.commutative)
+    out = _output(out, (int(counts[c.Get_rank()]),), dtype, x)
+    return (x, op, dtype, counts, out, choose("reduce_scatter", algorithm, x.nbytes, p, op.commutative),
+            _exact_sum(reproducible, op, dtype))
+
+
+def _reduce_scatter_signature(x, op, dtype, counts, out, chosen, reproducible):
+    return op.label, chosen, str(x.dtype), x.size, np.asarray(counts).tolist(), reproducible
 
 
 def allgather(x, algorithm="auto", comm=None, out=None, check=None):
@@ -454,38 +474,57 @@ def allgather(x, algorithm="auto", comm=None, out=None, check=None):
     _CALLS[0] += 1
     if _fault.ARMED:
         _fault.collective(_CALLS[0])
-    context = context_of(comm)
+    context, (x, _, _) = _checked_args("allgather", comm, check,
+                                       lambda c: _allgather_args(x, None, algorithm, c), _allgather_signature)
     c = context.comm
     p = c.Get_size()
-    error = None
-    x = np.atleast_1d(_contiguous_input(x))
-    try:
-        _dtype_for(x.dtype, None)
-    except ArgumentError as exc:
-        error = exc
-    _agree(context, error, check, "allgather", lambda: ("allgather", algorithm, str(x.dtype), x.shape[1:]))
-    # Every rank learns every rank's row count and a digest of its row shape and dtype:
-    # the same data everywhere, so a mismatch is detected identically on all ranks.
     transport, workspace = context.plans.get("collectives") or _state(context)
-    table = workspace.get("allgather_rows", 2 * p, np.int64).reshape(p, 2)
-    c.Allgather(np.array([x.shape[0], _row_digest(x.shape[1:], x.dtype)], dtype=np.int64), table)
-    if (table[:, 1] != table[0, 1]).any():
-        shapes = c.allgather((x.shape, x.dtype.str))  # only to name the culprits
-        raise MismatchError(
-            "allgather needs the same trailing shape and dtype on every rank; got "
-            + "; ".join(f"rank {i}: shape {s} dtype {d}" for i, (s, d) in enumerate(shapes)),
-            collective=True)
-    rows = table[:, 0]
-    row_size = math.prod(x.shape[1:])
-    out = _output(out, (int(rows.sum()), *x.shape[1:]), x.dtype)
-    chosen = choose("allgather", algorithm, out.nbytes, p)
-    counts = rows * row_size
+    rows = _rows_of_all(c, x, workspace.get("allgather_rows", 2 * p, np.int64).reshape(p, 2), "allgather")
+    out, chosen, counts = _gathered(x, rows, out, algorithm, p)
     flat_x, flat_out = _flat(x), _flat(out)
     if p == 1:
         np.copyto(flat_out, flat_x)
     else:
         _ALLGATHER[chosen].run(transport, flat_x, flat_out, counts, workspace)
     return out
+
+
+def _allgather_args(x, rows, algorithm, c):
+    """``(x, rows, algorithm)`` of a (nonblocking) allgather on ``c``: ``x`` at least 1-D and contiguous,
+    ``rows`` (None, or every rank's row count) checked (raises ArgumentError)."""
+    x = np.atleast_1d(_contiguous_input(x))
+    _dtype_for(x.dtype, None)
+    if rows is not None:
+        p = c.Get_size()
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if rows.size != p or (rows < 0).any() or rows[c.Get_rank()] != x.shape[0]:
+            raise ArgumentError(f"rows must give each of the {p} ranks' row counts (this rank's is "
+                                f"{x.shape[0]}), got {rows.tolist()}")
+    return x, rows, algorithm
+
+
+def _allgather_signature(x, rows, algorithm):
+    return algorithm, str(x.dtype), x.shape[1:], None if rows is None else rows.tolist()
+
+
+def _rows_of_all(c, x, table, name):
+    """Every rank's row count, exchanged in ``table`` (p x 2 int64) with a digest of its row shape and
+    dtype: the same data everywhere, so a mismatch raises MismatchError identically on every rank."""
+    c.Allgather(np.array([x.shape[0], _row_digest(x.shape[1:], x.dtype)], dtype=np.int64), table)
+    if (table[:, 1] != table[0, 1]).any():
+        shapes = c.allgather((x.shape, x.dtype.str))  # only to name the culprits
+        raise MismatchError(
+            f"{name} needs the same trailing shape and dtype on every rank; got "
+            + "; ".join(f"rank {i}: shape {s} dtype {d}" for i, (s, d) in enumerate(shapes)),
+            collective=True)
+    return table[:, 0]
+
+
+def _gathered(x, rows, out, algorithm, p):
+    """``(out, chosen, counts)`` of an allgather of every rank's ``rows`` rows: the output (checked or
+    made), the algorithm, the element counts."""
+    out = _output(out, (int(rows.sum()), *x.shape[1:]), x.dtype)
+    return out, choose("allgather", algorithm, out.nbytes, p), rows * math.prod(x.shape[1:])
 
 
 def bcast(x, root=0, algorithm="auto", comm=None, segment_bytes=None, check=None):
@@ -498,16 +537,9 @@ def bcast(x, root=0, algorithm="auto", comm=None, segment_bytes=None, check=None
     _CALLS[0] += 1
     if _fault.ARMED:
         _fault.collective(_CALLS[0])
-    context = context_of(comm)
+    context, (x, root, chosen) = _checked_args("bcast", comm, check,
+                                               lambda c: _bcast_args(x, root, algorithm, c, "bcast"), _bcast_signature)
     c = context.comm
-    error = None
-    chosen = algorithm
-    try:
-        chosen = _bcast_args(x, root, algorithm, c, "bcast")
-    except ArgumentError as exc:
-        error = exc
-    _agree(context, error, check, "bcast",
-           lambda: ("bcast", root, chosen, str(getattr(x, "dtype", None)), getattr(x, "size", None)))
     if c.Get_size() == 1 or x.size == 0:
         return x
     transport, workspace = context.plans.get("collectives") or _state(context)
@@ -515,8 +547,8 @@ def bcast(x, root=0, algorithm="auto", comm=None, segment_bytes=None, check=None
     return x
 
 
-def _bcast_args(x, root, algorithm, c, name) -> str:
-    """The algorithm of a (nonblocking) broadcast of ``x`` from ``root``, its arguments checked (raises
+def _bcast_args(x, root, algorithm, c, name):
+    """``(x, root, chosen)`` of a (nonblocking) broadcast of ``x`` from ``root`` on ``c``, checked (raises
     ArgumentError)."""
     if not isinstance(x, np.ndarray):
         raise ArgumentError(f"{name} writes in place and needs a numpy array, got {type(x).__name__}")
@@ -524,7 +556,11 @@ def _bcast_args(x, root, algorithm, c, name) -> str:
     _output(x, x.shape, x.dtype, name="x")
     if not 0 <= int(root) < c.Get_size():
         raise ArgumentError(f"root {root} is not a rank of a communicator of size {c.Get_size()}")
-    return choose("bcast", algorithm, x.nbytes, c.Get_size())
+    return x, root, choose("bcast", algorithm, x.nbytes, c.Get_size())
+
+
+def _bcast_signature(x, root, chosen):
+    return root, chosen, str(x.dtype), x.size
 
 
 def reduce(x, root=0, op="sum", algorithm="auto", comm=None, out=None, check=None, reproducible=False):
@@ -538,28 +574,11 @@ def reduce(x, root=0, op="sum", algorithm="auto", comm=None, out=None, check=Non
     _CALLS[0] += 1
     if _fault.ARMED:
         _fault.collective(_CALLS[0])
-    context = context_of(comm)
+    context, (x, op, out, chosen, reproducible) = _checked_args(
+        "reduce", comm, check, lambda c: _reduce_args(x, root, op, algorithm, out, c, reproducible),
+        lambda x, op, out, chosen, reproducible: (root, op.label, chosen, str(x.dtype), x.size, reproducible))
     c = context.comm
     is_root = c.Get_rank() == root
-    error = None
-    chosen = algorithm
-    try:
-        in_place = out is not None and out is x
-        x = _contiguous_input(x)
-        op = resolve_op(op)
-        dtype = _dtype_for(x.dtype, op)
-        if not 0 <= int(root) < c.Get_size():
-            raise ArgumentError(f"root {root} is not a rank of a communicator of size {c.Get_size()}")
-        if is_root:
-            out = x if in_place else _output(out, x.shape, dtype, x)
-        else:
-            out = None  # non-root buffers are never written
-        chosen = choose("reduce", algorithm, x.nbytes, c.Get_size(), op.commutative)
-        reproducible = _exact_sum(reproducible, op, dtype)
-    except ArgumentError as exc:
-        error = exc
-    _agree(context, error, check, "reduce",
-           lambda: ("reduce", root, getattr(op, "label", op), chosen, str(x.dtype), x.size, bool(reproducible)))
     if reproducible and x.size:
         folds = _reproducible_folds(_operand(x, c), comm)
         F = reduce(folds.F, root=root, algorithm=chosen, comm=comm)
@@ -571,6 +590,23 @@ def reduce(x, root=0, op="sum", algorithm="auto", comm=None, out=None, check=Non
     transport, workspace = context.plans.get("collectives") or _state(context)
     _REDUCE[chosen].run(transport, _flat(x), _flat(out) if is_root else None, op, root, workspace)
     return out if is_root else None
+
+
+def _reduce_args(x, root, op, algorithm, out, c, reproducible):
+    """``(x, op, out, chosen, reproducible)`` of a reduce onto ``root`` on ``c`` (``out`` None but on the
+    root), checked (raises ArgumentError)."""
+    in_place = out is not None and out is x
+    x = _contiguous_input(x)
+    op = resolve_op(op)
+    dtype = _dtype_for(x.dtype, op)
+    if not 0 <= int(root) < c.Get_size():
+        raise ArgumentError(f"root {root} is not a rank of a communicator of size {c.Get_size()}")
+    if c.Get_rank() == root:
+        out = x if in_place else _output(out, x.shape, dtype, x)
+    else:
+        out = None  # non-root buffers are never written
+    return (x, op, out, choose("reduce", algorithm, x.nbytes, c.Get_size(), op.commutative),
+            _exact_sum(reproducible, op, dtype))
 
 
 def reproducible_sum(rows, comm=None, count=None, algorithm="auto", check=None):
@@ -604,17 +640,8 @@ def reproducible_sum(rows, comm=None, count=None, algorithm="auto", check=None):
     if _fault.ARMED:
         _fault.collective(_CALLS[0])
     rows = np.asarray(rows)
-    error = None
-    try:
-        if rows.ndim == 0:
-            raise ArgumentError("reproducible_sum needs rows: an array with a first axis")
-        if rows.dtype.kind not in "iuf":
-            raise ArgumentError(f"reproducible_sum sums real numbers, got dtype {rows.dtype}")
-    except ArgumentError as exc:
-        error = exc
-    context = context_of(comm)
-    c = context.comm
-    _agree(context, error, check, "reproducible_sum", lambda: ("reproducible_sum", algorithm, rows.shape[1:], count))
+    _checked_args("reproducible_sum", comm, check, lambda c: _summed_rows(rows),
+             lambda rows: (algorithm, rows.shape[1:], count))
     flat = rows.reshape(rows.shape[0], math.prod(rows.shape[1:]))
     if count is None:
         count = int(allreduce(np.array([flat.shape[0]], dtype=np.int64), comm=comm)[0])
@@ -622,6 +649,15 @@ def reproducible_sum(rows, comm=None, count=None, algorithm="auto", check=None):
     if flat.shape[1]:
         allreduce(folds.F, algorithm=algorithm, comm=comm, out=folds.F)
     return _repro.value(folds.F, folds.E).reshape(rows.shape[1:])
+
+
+def _summed_rows(rows):
+    """``(rows,)``, checked for :func:`reproducible_sum` (raises ArgumentError)."""
+    if rows.ndim == 0:
+        raise ArgumentError("reproducible_sum needs rows: an array with a first axis")
+    if rows.dtype.kind not in "iuf":
+        raise ArgumentError(f"reproducible_sum sums real numbers, got dtype {rows.dtype}")
+    return (rows,)
 
 
 class _Folds:
@@ -791,16 +827,6 @@ from mpiml.collectives import fusion as _fusion  # noqa: E402
 from mpiml.collectives import nonblocking as _nb  # noqa: E402
 
 
-def _reduction_args(x, op, algorithm, out, c, collective="allreduce"):
-    """``(x, op, dtype, out, chosen)`` of an allreduce-like call, checked (raises ArgumentError)."""
-    in_place = out is not None and out is x
-    x = _contiguous_input(x)
-    op = resolve_op(op)
-    dtype = _dtype_for(x.dtype, op)
-    out = x if in_place else _output(out, x.shape, dtype, x)
-    return x, op, dtype, out, choose(collective, algorithm, x.nbytes, c.Get_size(), op.commutative)
-
-
 def iallreduce(x, op="sum", algorithm="auto", comm=None, out=None, check=None):
     """Start :func:`allreduce` and return at once; the request's ``wait()`` returns the result.
 
@@ -817,16 +843,9 @@ def iallreduce(x, op="sum", algorithm="auto", comm=None, out=None, check=None):
     _CALLS[0] += 1
     if _fault.ARMED:
         _fault.collective(_CALLS[0])
-    context = context_of(comm)
+    context, (x, op, _, out, chosen, _) = _checked_args(
+        "iallreduce", comm, check, lambda c: _reduction_args(x, op, algorithm, out, c), _reduction_signature)
     c = context.comm
-    error = None
-    chosen = algorithm
-    try:
-        x, op, dtype, out, chosen = _reduction_args(x, op, algorithm, out, c)
-    except ArgumentError as exc:
-        error = exc
-    _agree(context, error, check, "iallreduce",
-           lambda: ("iallreduce", getattr(op, "label", op), chosen, str(x.dtype), x.size))
     site = _nb.call_site(sys._getframe(1))
     if x.size == 0 or c.Get_size() == 1:
         if out is not x:
@@ -840,18 +859,10 @@ def ireduce_scatter(x, op="sum", algorithm="auto", comm=None, counts=None, out=N
     _CALLS[0] += 1
     if _fault.ARMED:
         _fault.collective(_CALLS[0])
-    context = context_of(comm)
-    c = context.comm
-    p, r = c.Get_size(), c.Get_rank()
-    error = None
-    chosen = algorithm
-    try:
-        x, op, dtype, counts, out, chosen = _reduce_scatter_args(x, op, algorithm, counts, out, p, r)
-    except ArgumentError as exc:
-        error = exc
-    _agree(context, error, check, "ireduce_scatter",
-           lambda: ("ireduce_scatter", getattr(op, "label", op), chosen, str(x.dtype), x.size,
-                    None if counts is None else np.asarray(counts).tolist()))
+    context, (x, op, _, counts, out, chosen, _) = _checked_args(
+        "ireduce_scatter", comm, check, lambda c: _reduce_scatter_args(x, op, algorithm, counts, out, c),
+        _reduce_scatter_signature)
+    p = context.comm.Get_size()
     site = _nb.call_site(sys._getframe(1))
     if p == 1 or x.size == 0:
         np.copyto(out, _flat(x))
@@ -869,40 +880,18 @@ def iallgather(x, algorithm="auto", comm=None, out=None, rows=None, check=None):
     _CALLS[0] += 1
     if _fault.ARMED:
         _fault.collective(_CALLS[0])
-    context = context_of(comm)
+    context, (x, rows, _) = _checked_args("iallgather", comm, check,
+                                          lambda c: _allgather_args(x, rows, algorithm, c), _allgather_signature)
     c = context.comm
-    p, r = c.Get_size(), c.Get_rank()
-    error = None
-    x = np.atleast_1d(_contiguous_input(x))
-    try:
-        _dtype_for(x.dtype, None)
-        if rows is not None:
-            rows = np.asarray(rows, dtype=np.int64).reshape(-1)
-            if rows.size != p or (rows < 0).any() or rows[r] != x.shape[0]:
-                raise ArgumentError(f"rows must give each of the {p} ranks' row counts (this rank's is "
-                                    f"{x.shape[0]}), got {rows.tolist()}")
-    except ArgumentError as exc:
-        error = exc
-    _agree(context, error, check, "iallgather", lambda: ("iallgather", algorithm, str(x.dtype), x.shape[1:],
-                                                         None if rows is None else rows.tolist()))
+    p = c.Get_size()
     site = _nb.call_site(sys._getframe(1))
     if rows is None:
-        table = np.empty((p, 2), dtype=np.int64)
-        c.Allgather(np.array([x.shape[0], _row_digest(x.shape[1:], x.dtype)], dtype=np.int64), table)
-        if (table[:, 1] != table[0, 1]).any():
-            shapes = c.allgather((x.shape, x.dtype.str))
-            raise MismatchError(
-                "iallgather needs the same trailing shape and dtype on every rank; got "
-                + "; ".join(f"rank {i}: shape {s} dtype {d}" for i, (s, d) in enumerate(shapes)),
-                collective=True)
-        rows = table[:, 0]
-    row_size = math.prod(x.shape[1:])
-    out = _output(out, (int(rows.sum()), *x.shape[1:]), x.dtype)
-    chosen = choose("allgather", algorithm, out.nbytes, p)
+        rows = _rows_of_all(c, x, np.empty((p, 2), dtype=np.int64), "iallgather")
+    out, chosen, counts = _gathered(x, rows, out, algorithm, p)
     if p == 1:
         np.copyto(_flat(out), _flat(x))
         return _nb.completed(out, site)
-    return _nb.start(context, "allgather", chosen, (_flat(x), _flat(out), rows * row_size), lambda: out, site)
+    return _nb.start(context, "allgather", chosen, (_flat(x), _flat(out), counts), lambda: out, site)
 
 
 def iallgather_in_place(out, rows, offsets, algorithm="auto", comm=None, check=None):
@@ -919,31 +908,10 @@ def iallgather_in_place(out, rows, offsets, algorithm="auto", comm=None, check=N
     _CALLS[0] += 1
     if _fault.ARMED:
         _fault.collective(_CALLS[0])
-    context = context_of(comm)
-    c = context.comm
-    p = c.Get_size()
-    error = None
-    try:
-        if not isinstance(out, np.ndarray):
-            raise ArgumentError(f"iallgather_in_place needs a numpy array, got {type(out).__name__}")
-        _dtype_for(out.dtype, None)
-        _output(out, out.shape, out.dtype)
-        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
-        offsets = np.asarray(offsets, dtype=np.int64).reshape(-1)
-        order = np.argsort(offsets, kind="stable")
-        ends = offsets + rows
-        if (rows.size != p or offsets.size != p or (rows < 0).any() or (offsets < 0).any()
-                or (p and ends.max() > (out.shape[0] if out.ndim else 1))
-                or (ends[order][:-1] > offsets[order][1:]).any()):
-            raise ArgumentError(f"rows and offsets must place {p} non-overlapping blocks inside out's "
-                                f"{out.shape[0] if out.ndim else 1} rows; got rows {rows.tolist()}, offsets "
-                                f"{offsets.tolist()}")
-        if algorithm not in ("auto", "ring", "native"):
-            raise ArgumentError(f"iallgather_in_place runs 'auto', 'ring' or 'native', not {algorithm!r}")
-    except ArgumentError as exc:
-        error = exc
-    _agree(context, error, check, "iallgather_in_place",
-           lambda: ("iallgather_in_place", algorithm, str(out.dtype), out.shape, rows.tolist(), offsets.tolist()))
+    context, (rows, offsets, ends) = _checked_args(
+        "iallgather_in_place", comm, check, lambda c: _blocks_in_place(out, rows, offsets, algorithm, c.Get_size()),
+        lambda rows, offsets, ends: (algorithm, str(out.dtype), out.shape, rows.tolist(), offsets.tolist()))
+    p = context.comm.Get_size()
     site = _nb.call_site(sys._getframe(1))
     if p == 1 or out.size == 0:
         return _nb.completed(out, site)
@@ -952,23 +920,37 @@ def iallgather_in_place(out, rows, offsets, algorithm="auto", comm=None, check=N
                                         "native" if algorithm == "native" else "ring", site, out)
 
 
+def _blocks_in_place(out, rows, offsets, algorithm, p):
+    """``(rows, offsets, ends)`` of :func:`iallgather_in_place`, as int64 arrays, checked (raises
+    ArgumentError)."""
+    if not isinstance(out, np.ndarray):
+        raise ArgumentError(f"iallgather_in_place needs a numpy array, got {type(out).__name__}")
+    _dtype_for(out.dtype, None)
+    _output(out, out.shape, out.dtype)
+    rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+    offsets = np.asarray(offsets, dtype=np.int64).reshape(-1)
+    order = np.argsort(offsets, kind="stable")
+    ends = offsets + rows
+    if (rows.size != p or offsets.size != p or (rows < 0).any() or (offsets < 0).any()
+            or (p and ends.max() > (out.shape[0] if out.ndim else 1))
+            or (ends[order][:-1] > offsets[order][1:]).any()):
+        raise ArgumentError(f"rows and offsets must place {p} non-overlapping blocks inside out's "
+                            f"{out.shape[0] if out.ndim else 1} rows; got rows {rows.tolist()}, offsets "
+                            f"{offsets.tolist()}")
+    if algorithm not in ("auto", "ring", "native"):
+        raise ArgumentError(f"iallgather_in_place runs 'auto', 'ring' or 'native', not {algorithm!r}")
+    return rows, offsets, ends
+
+
 def ibcast(x, root=0, algorithm="auto", comm=None, segment_bytes=None, check=None):
     """Start :func:`bcast` (in place into ``x``); the request's ``wait()`` returns ``x``."""
     _CALLS[0] += 1
     if _fault.ARMED:
         _fault.collective(_CALLS[0])
-    context = context_of(comm)
-    c = context.comm
-    error = None
-    chosen = algorithm
-    try:
-        chosen = _bcast_args(x, root, algorithm, c, "ibcast")
-    except ArgumentError as exc:
-        error = exc
-    _agree(context, error, check, "ibcast",
-           lambda: ("ibcast", root, chosen, str(getattr(x, "dtype", None)), getattr(x, "size", None)))
+    context, (x, root, chosen) = _checked_args("ibcast", comm, check,
+                                               lambda c: _bcast_args(x, root, algorithm, c, "ibcast"), _bcast_signature)
     site = _nb.call_site(sys._getframe(1))
-    if c.Get_size() == 1 or x.size == 0:
+    if context.comm.Get_size() == 1 or x.size == 0:
         return _nb.completed(x, site)
     return _nb.start(context, "bcast", chosen, (_flat(x), int(root), segment_bytes), lambda: x, site)
 
