@@ -63,7 +63,7 @@ def test_large_message_16_mib(algorithm):
 
 @pytest.mark.mpi
 def test_repeated_calls_take_the_plan_of_the_first_and_keep_its_checks():
-    """The second and later identical calls skip the full path (api._RepeatPlan): same bits, same refusals."""
+    """The second and later identical calls skip the full path (api._plan): same bits, same refusals."""
     from mpiml.errors import ArgumentError
 
     comm = MPI.COMM_WORLD
