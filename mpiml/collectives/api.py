@@ -284,11 +284,14 @@ def allreduce(x, op="sum", algorithm="auto", comm=None, out=None, check=None, re
             _env(_CHECK_VAR) in _CHECK_OFF if check is None else not check):
         # The repeated call (see _plan below), inlined: each function call or attribute here is
         # 2-4% of the whole call, so the checks are written out and cheapest first.
-        context = context_of(comm)
-        key = (op, algorithm, x.dtype, x.shape, out is x)
+        context = _world if comm is None else context_of(comm)
+        shape = x.shape
+        key = (op, algorithm, x.dtype, shape, out is x)
         try:
             plan = context.repeats.get(key)
-        except TypeError:   # a ReduceOp around an unhashable callable
+        except AttributeError:   # the first call on COMM_WORLD: no context yet
+            plan = None
+        except TypeError:        # a ReduceOp around an unhashable callable
             plan = key = None
         if plan is not None:
             x_flags = x.flags
@@ -299,7 +302,7 @@ def allreduce(x, op="sum", algorithm="auto", comm=None, out=None, check=None, re
                         return run(x, out)
                     native(_IN_PLACE, [out, datatype], mpi_op)
                     return out
-                if type(out) is np.ndarray and out.shape == x.shape and out.dtype == dtype:
+                if type(out) is np.ndarray and out.shape == shape and out.dtype == dtype:
                     flags = out.flags
                     # two arrays that each own their memory cannot overlap (may_share_memory costs 0.2 us)
                     if flags.c_contiguous and flags.writeable and (
@@ -313,7 +316,7 @@ def allreduce(x, op="sum", algorithm="auto", comm=None, out=None, check=None, re
         "allreduce", comm, check, lambda c: _reduction_args(x, op, algorithm, out, c, reproducible),
         _reduction_signature)
     if key is not None:
-        _keep_plan(context, key, chosen, op, dtype, in_place)
+        _keep_plan(context, key, chosen, op, dtype, in_place, comm is None)
     c = context.comm
     if reproducible and x.size:
         folds = _reproducible_folds(_operand(x, c), comm)
@@ -338,11 +341,16 @@ def allreduce(x, op="sum", algorithm="auto", comm=None, out=None, check=None, re
 # registered or removed and when the tuning changes (``auto``'s choice may change).
 
 MAX_REPEAT_PLANS = 256
+_world = None   # COMM_WORLD's context (comm=None) once a plan is kept: context_of costs 0.06 us
 _planned = weakref.WeakValueDictionary()   # id -> a context holding plans
 
 
-def _keep_plan(context, key, chosen, op, dtype, in_place):
-    """Store the plan of a repeated allreduce (see :func:`_plan`) under ``key``."""
+def _keep_plan(context, key, chosen, op, dtype, in_place, world):
+    """Store the plan of a repeated allreduce (see :func:`_plan`) under ``key`` (``world``: the context
+    is COMM_WORLD's, found through comm=None)."""
+    global _world
+    if world:
+        _world = context
     repeats = context.repeats
     if len(repeats) >= MAX_REPEAT_PLANS:   # a program of many shapes: start afresh
         repeats.clear()
