@@ -286,7 +286,7 @@ def allreduce(x, op="sum", algorithm="auto", comm=None, out=None, check=None, re
         # 2-4% of the whole call, so the checks are written out and cheapest first.
         context = _world if comm is None else context_of(comm)
         shape = x.shape
-        key = (op, algorithm, x.dtype, shape, out is x)
+        key = (op, algorithm, x.dtype, shape)
         try:
             plan = context.repeats.get(key)
         except AttributeError:   # the first call on COMM_WORLD: no context yet
@@ -311,12 +311,11 @@ def allreduce(x, op="sum", algorithm="auto", comm=None, out=None, check=None, re
                             return run(x, out)
                         native([x, datatype], [out, datatype], mpi_op)
                         return out
-    in_place = out is not None and out is x
     context, (x, op, dtype, out, chosen, reproducible) = _checked_args(
         "allreduce", comm, check, lambda c: _reduction_args(x, op, algorithm, out, c, reproducible),
         _reduction_signature)
     if key is not None:
-        _keep_plan(context, key, chosen, op, dtype, in_place, comm is None)
+        _keep_plan(context, key, chosen, op, dtype, comm is None)
     c = context.comm
     if reproducible and x.size:
         folds = _reproducible_folds(_operand(x, c), comm)
@@ -334,7 +333,7 @@ def allreduce(x, op="sum", algorithm="auto", comm=None, out=None, check=None, re
 # --- repeated calls: the per-call cost of a small allreduce --------------------------------------------
 # A training loop calls allreduce with the same op, algorithm, dtype, shape and out many times. The first
 # such call takes the full path (argument checks, algorithm choice) and leaves a plan in the
-# communicator's context, keyed by (op, algorithm, dtype, shape, in place); the next ones check only what
+# communicator's context, keyed by (op, algorithm, dtype, shape); the next ones check only what
 # the key does not fix (contiguity, the out array) and call the chosen algorithm, or the duplicated
 # communicator's Allreduce with prebuilt datatype and op for ``native`` with a predefined type and op.
 # Check mode and reproducible sums always take the full path. Plans are dropped when an algorithm is
@@ -345,7 +344,7 @@ _world = None   # COMM_WORLD's context (comm=None) once a plan is kept: context_
 _planned = weakref.WeakValueDictionary()   # id -> a context holding plans
 
 
-def _keep_plan(context, key, chosen, op, dtype, in_place, world):
+def _keep_plan(context, key, chosen, op, dtype, world):
     """Store the plan of a repeated allreduce (see :func:`_plan`) under ``key`` (``world``: the context
     is COMM_WORLD's, found through comm=None)."""
     global _world
@@ -354,7 +353,7 @@ def _keep_plan(context, key, chosen, op, dtype, in_place, world):
     repeats = context.repeats
     if len(repeats) >= MAX_REPEAT_PLANS:   # a program of many shapes: start afresh
         repeats.clear()
-    repeats[key] = _plan(context, chosen, op, dtype, in_place, key[3])
+    repeats[key] = _plan(context, chosen, op, dtype, key[3])
     _planned[id(context)] = context
 
 
@@ -367,7 +366,7 @@ registry.on_change(_forget_plans)
 _select.on_tuning_change(_forget_plans)
 
 
-def _plan(context, chosen, op, dtype, in_place, shape):
+def _plan(context, chosen, op, dtype, shape):
     """``(dtype, native, datatype, mpi_op, run)``: the result's dtype, and either the duplicated
     communicator's ``Allreduce`` with the MPI datatype and op to give it, or (``native`` None)
     ``run(x, out)``, the registered algorithm or a local copy."""
