@@ -34,9 +34,9 @@ from mpi4py import MPI
 
 from mpiml.collectives import algorithms as _algorithms  # noqa: F401  (registers the built-in algorithms)
 from mpiml.collectives import registry
+from mpiml.collectives import reproducible as _repro
 from mpiml.collectives import select as _select
 from mpiml.collectives.algorithms import native as _native
-from mpiml.collectives import reproducible as _repro
 from mpiml.collectives.layout import block_counts
 from mpiml.collectives.ops import check_dtype, resolve_op
 from mpiml.collectives.select import choose
