@@ -27,12 +27,16 @@ import math
 import os
 import sys
 import time
+import weakref
 
 import numpy as np
+from mpi4py import MPI
 
 from mpiml.collectives import algorithms as _algorithms  # noqa: F401  (registers the built-in algorithms)
 from mpiml.collectives import registry
 from mpiml.collectives import reproducible as _repro
+from mpiml.collectives import select as _select
+from mpiml.collectives.algorithms import native as _native
 from mpiml.collectives.layout import block_counts
 from mpiml.collectives.ops import check_dtype, resolve_op
 from mpiml.collectives.select import choose
@@ -50,6 +54,7 @@ _REDUCE_SCATTER = registry.table("reduce_scatter")
 _ALLGATHER = registry.table("allgather")
 _BCAST = registry.table("bcast")
 _REDUCE = registry.table("reduce")
+_IN_PLACE = MPI.IN_PLACE
 
 # Ctrl-C ends every rank, and MPIML_TIMEOUT arms the collective timeout (mpiml.runtime.watchdog).
 # Every public collective counts itself in _CALLS: a rank whose count stays put for the timeout
@@ -58,9 +63,19 @@ _CALLS = _watchdog.CALLS
 _watchdog.install_from_env()
 
 
+# MPIML_CHECK is read on every call (a job or a test may set it at any time), from os.environ's own
+# table where there is one: os.environ.get costs 0.7 us, a quarter of a small allreduce.
+_ENV = getattr(os.environ, "_data", None)
+if isinstance(_ENV, dict) and hasattr(os.environ, "encodekey"):
+    _env, _CHECK_VAR = _ENV.get, os.environ.encodekey("MPIML_CHECK")
+else:   # pragma: no cover (a Python without os.environ._data)
+    _env, _CHECK_VAR = os.environ.get, "MPIML_CHECK"
+_CHECK_OFF = (None, "", "0", b"", b"0")
+
+
 def _check_enabled(check):
     if check is None:
-        return os.environ.get("MPIML_CHECK", "") not in ("", "0")
+        return _env(_CHECK_VAR) not in _CHECK_OFF
     return bool(check)
 
 
@@ -154,6 +169,19 @@ def _agree(context, error, check, name, signature):
         raise MismatchError(f"ranks called {name} with different arguments (checked call #{record[0]}): "
                             + "; ".join(f"rank {rank}: {r[4]} at {r[2]}" for rank, r in enumerate(records)),
                             collective=True)
+
+
+def _checked_args(name, comm, check, parse, signature):
+    """``(context, result)`` of a call on ``comm``: ``result = parse(context.comm)``, the call's argument
+    checks (ArgumentError), agreed by :func:`_agree`, with ``signature(*result)`` in check mode."""
+    context = context_of(comm)
+    error = result = None
+    try:
+        result = parse(context.comm)
+    except ArgumentError as exc:
+        error = exc
+    _agree(context, error, check, name, lambda: signature(*result))
+    return context, result
 
 
 # Check mode's exchange: every checked call, and the end of the program, is one allgather of
@@ -251,32 +279,44 @@ def allreduce(x, op="sum", algorithm="auto", comm=None, out=None, check=None, re
     _CALLS[0] += 1
     if _fault.ARMED:
         _fault.collective(_CALLS[0])
-    context = context_of(comm)
-    repeat = None
-    if out is not None and check is None and not reproducible and type(x) is np.ndarray:
-        repeat = _repeat_key(x, op, algorithm, out)
-        if repeat is not None:
-            try:
-                plan = context.repeats.get(repeat)
-            except TypeError:   # a ReduceOp around an unhashable callable
-                plan = repeat = None
-            if plan is not None and _repeat_fits(plan, x, out):
-                return plan.call(x, out)
+    key = None
+    if out is not None and not reproducible and type(x) is np.ndarray and (
+            _env(_CHECK_VAR) in _CHECK_OFF if check is None else not check):
+        # The repeated call (see _plan below), inlined: each function call or attribute here is
+        # 2-4% of the whole call, so the checks are written out and cheapest first.
+        context = _world if comm is None else context_of(comm)
+        shape = x.shape
+        key = (op, algorithm, x.dtype, shape)
+        try:
+            plan = context.repeats.get(key)
+        except AttributeError:   # the first call on COMM_WORLD: no context yet
+            plan = None
+        except TypeError:        # a ReduceOp around an unhashable callable
+            plan = key = None
+        if plan is not None:
+            x_flags = x.flags
+            if x_flags.c_contiguous:
+                dtype, native, datatype, mpi_op, run = plan
+                if out is x:
+                    if native is None:
+                        return run(x, out)
+                    native(_IN_PLACE, [out, datatype], mpi_op)
+                    return out
+                if type(out) is np.ndarray and out.shape == shape and out.dtype == dtype:
+                    flags = out.flags
+                    # two arrays that each own their memory cannot overlap (may_share_memory costs 0.2 us)
+                    if flags.c_contiguous and flags.writeable and (
+                            (flags.owndata and x_flags.owndata) or not np.may_share_memory(out, x)):
+                        if native is None:
+                            return run(x, out)
+                        native([x, datatype], [out, datatype], mpi_op)
+                        return out
+    context, (x, op, dtype, out, chosen, reproducible) = _checked_args(
+        "allreduce", comm, check, lambda c: _reduction_args(x, op, algorithm, out, c, reproducible),
+        _reduction_signature)
+    if key is not None:
+        _keep_plan(context, key, chosen, op, dtype, comm is None)
     c = context.comm
-    error = None
-    chosen = algorithm
-    in_place = out is not None and out is x
-    try:
-        x, op, dtype, out, chosen = _reduction_args(x, op, algorithm, out, c)
-        reproducible = _exact_sum(reproducible, op, dtype)
-    except ArgumentError as exc:
-        error = exc
-    if repeat is not None and error is None and not reproducible:
-        if len(context.repeats) >= MAX_REPEAT_PLANS:   # a program of many shapes: start afresh
-            context.repeats.clear()
-        context.repeats[repeat] = _RepeatPlan(context, chosen, op, dtype, in_place)
-    _agree(context, error, check, "allreduce",
-           lambda: ("allreduce", getattr(op, "label", op), chosen, str(x.dtype), x.size, bool(reproducible)))
     if reproducible and x.size:
         folds = _reproducible_folds(_operand(x, c), comm)
         F = allreduce(folds.F, algorithm=chosen, comm=comm, out=folds.F)
@@ -293,62 +333,73 @@ def allreduce(x, op="sum", algorithm="auto", comm=None, out=None, check=None, re
 # --- repeated calls: the per-call cost of a small allreduce --------------------------------------------
 # A training loop calls allreduce with the same op, algorithm, dtype, shape and out many times. The first
 # such call takes the full path (argument checks, algorithm choice) and leaves a plan in the
-# communicator's context; the next ones only check what can change between calls (contiguity, the out
-# array) and call the chosen algorithm, or the MPI library directly for ``native`` with a predefined type
-# and op. Check mode and reproducible sums always take the full path.
+# communicator's context, keyed by (op, algorithm, dtype, shape); the next ones check only what
+# the key does not fix (contiguity, the out array) and call the chosen algorithm, or the duplicated
+# communicator's Allreduce with prebuilt datatype and op for ``native`` with a predefined type and op.
+# Check mode and reproducible sums always take the full path. Plans are dropped when an algorithm is
+# registered or removed and when the tuning changes (``auto``'s choice may change).
 
 MAX_REPEAT_PLANS = 256
+_world = None   # COMM_WORLD's context (comm=None) once a plan is kept: context_of costs 0.06 us
+_planned = weakref.WeakValueDictionary()   # id -> a context holding plans
 
 
-def _repeat_key(x, op, algorithm, out):
-    """The plan key of this call, or None when it may not take the repeat path."""
-    if not x.flags.c_contiguous or _check_enabled(None):
-        return None
-    return ("allreduce", op, algorithm, x.dtype, x.shape, out is x)
+def _keep_plan(context, key, chosen, op, dtype, world):
+    """Store the plan of a repeated allreduce (see :func:`_plan`) under ``key`` (``world``: the context
+    is COMM_WORLD's, found through comm=None)."""
+    global _world
+    if world:
+        _world = context
+    repeats = context.repeats
+    if len(repeats) >= MAX_REPEAT_PLANS:   # a program of many shapes: start afresh
+        repeats.clear()
+    repeats[key] = _plan(context, chosen, op, dtype, key[3])
+    _planned[id(context)] = context
 
 
-def _repeat_fits(plan, x, out) -> bool:
-    """Whether ``out`` passes the checks of :func:`_output` (``x`` matches the plan by its key)."""
-    if out is x:
-        return True
-    if type(out) is not np.ndarray or out.shape != x.shape or out.dtype != plan.dtype:
-        return False
-    flags = out.flags
-    return flags.c_contiguous and flags.writeable and not np.may_share_memory(out, x)
+def _forget_plans():
+    for context in list(_planned.values()):
+        context.repeats.clear()
 
 
-class _RepeatPlan:
-    """What a repeated allreduce needs: the chosen algorithm, the op, the result's dtype."""
+registry.on_change(_forget_plans)
+_select.on_tuning_change(_forget_plans)
 
-    def __init__(self, context, chosen, op, dtype, in_place):
-        from mpiml.collectives.algorithms import native
 
-        self.dtype = dtype
-        comm = context.comm
-        if comm.Get_size() == 1:
-            self.call = _copy_into
-            return
-        datatype, mpi_op = native.message_and_op(np.empty(0, dtype), op)
-        if chosen == "native" and native.predefined(mpi_op):
-            # the library's own call with everything found once: 0.8 us less a call than through the
-            # registered algorithm, which finds the datatype and whether the call is in place each time
-            from mpi4py import MPI
+def _plan(context, chosen, op, dtype, shape):
+    """``(dtype, native, datatype, mpi_op, run)``: the result's dtype, and either the duplicated
+    communicator's ``Allreduce`` with the MPI datatype and op to give it, or (``native`` None)
+    ``run(x, out)``, the registered algorithm or a local copy."""
+    comm = context.comm
+    if comm.Get_size() == 1 or math.prod(shape) == 0:
+        return dtype, None, None, None, _copy_into
+    datatype, mpi_op = _native.message_and_op(np.empty(0, dtype), op)
+    if chosen == "native" and _native.predefined(mpi_op):
+        return dtype, comm.Allreduce, datatype, mpi_op, None
+    transport, workspace = context.plans.get("collectives") or _state(context)
 
-            def call(x, out, _allreduce=comm.Allreduce, _datatype=datatype, _op=mpi_op):
-                if x.size:
-                    _allreduce(MPI.IN_PLACE if in_place else [x, _datatype], [out, _datatype], _op)
-                return out
-        else:
-            transport, workspace = context.plans.get("collectives") or _state(context)
+    def run(x, out, _run=_ALLREDUCE[chosen].run):
+        flat = _flat(x)
+        _run(transport, flat, flat if out is x else _flat(out), op, workspace)   # in place: one object
+        return out
 
-            def call(x, out, _run=_ALLREDUCE[chosen].run, _op=op):
-                if not x.size:
-                    return _copy_into(x, out)
-                flat = _flat(x)
-                _run(transport, flat, flat if out is x else _flat(out), _op, workspace)   # in place: one object
-                return out
+    return dtype, None, None, None, run
 
-        self.call = call
+
+def _reduction_args(x, op, algorithm, out, c, reproducible=False):
+    """``(x, op, dtype, out, chosen, reproducible)`` of a (nonblocking) allreduce on ``c``, checked (raises
+    ArgumentError)."""
+    in_place = out is not None and out is x
+    x = _contiguous_input(x)
+    op = resolve_op(op)
+    dtype = _dtype_for(x.dtype, op)
+    out = x if in_place else _output(out, x.shape, dtype, x)
+    return (x, op, dtype, out, choose("allreduce", algorithm, x.nbytes, c.Get_size(), op.commutative),
+            _exact_sum(reproducible, op, dtype))
+
+
+def _reduction_signature(x, op, dtype, out, chosen, reproducible):
+    return op.label, chosen, str(x.dtype), x.size, reproducible
 
 
 def _copy_into(x, out):
@@ -375,19 +426,11 @@ def reduce_scatter(x, op="sum", algorithm="auto", comm=None, counts=None, out=No
     _CALLS[0] += 1
     if _fault.ARMED:
         _fault.collective(_CALLS[0])
-    context = context_of(comm)
+    context, (x, op, dtype, counts, out, chosen, reproducible) = _checked_args(
+        "reduce_scatter", comm, check,
+        lambda c: _reduce_scatter_args(x, op, algorithm, counts, out, c, reproducible), _reduce_scatter_signature)
     c = context.comm
     p, r = c.Get_size(), c.Get_rank()
-    error = None
-    chosen = algorithm
-    try:
-        x, op, dtype, counts, out, chosen = _reduce_scatter_args(x, op, algorithm, counts, out, p, r)
-        reproducible = _exact_sum(reproducible, op, dtype)
-    except ArgumentError as exc:
-        error = exc
-    _agree(context, error, check, "reduce_scatter",
-           lambda: ("reduce_scatter", getattr(op, "label", op), chosen, str(x.dtype), x.size,
-                    None if counts is None else np.asarray(counts).tolist(), bool(reproducible)))
     if reproducible and x.size:
         folds = _reproducible_folds(_operand(x, c), comm)
         width = 2 if dtype.kind == "c" else 1     # float64 values per element
@@ -406,15 +449,21 @@ def reduce_scatter(x, op="sum", algorithm="auto", comm=None, counts=None, out=No
     return out
 
 
-def _reduce_scatter_args(x, op, algorithm, counts, out, p, r):
-    """``(x, op, dtype, counts, out, chosen)`` of a (nonblocking) reduce_scatter, checked (raises
-    ArgumentError)."""
+def _reduce_scatter_args(x, op, algorithm, counts, out, c, reproducible=False):
+    """``(x, op, dtype, counts, out, chosen, reproducible)`` of a (nonblocking) reduce_scatter on ``c``,
+    checked (raises ArgumentError)."""
+    p = c.Get_size()
     x = _contiguous_input(x)
     op = resolve_op(op)
     dtype = _dtype_for(x.dtype, op)
     counts = block_counts(x.size, p, counts)
-    out = _output(out, (int(counts[r]),), dtype, x)
-    return x, op, dtype, counts, out, choose("reduce_scatter", algorithm, x.nbytes, p, op.commutative)
+    out = _output(out, (int(counts[c.Get_rank()]),), dtype, x)
+    return (x, op, dtype, counts, out, choose("reduce_scatter", algorithm, x.nbytes, p, op.commutative),
+            _exact_sum(reproducible, op, dtype))
+
+
+def _reduce_scatter_signature(x, op, dtype, counts, out, chosen, reproducible):
+    return op.label, chosen, str(x.dtype), x.size, np.asarray(counts).tolist(), reproducible
 
 
 def allgather(x, algorithm="auto", comm=None, out=None, check=None):
@@ -432,38 +481,57 @@ def allgather(x, algorithm="auto", comm=None, out=None, check=None):
     _CALLS[0] += 1
     if _fault.ARMED:
         _fault.collective(_CALLS[0])
-    context = context_of(comm)
+    context, (x, _, _) = _checked_args("allgather", comm, check,
+                                       lambda c: _allgather_args(x, None, algorithm, c), _allgather_signature)
     c = context.comm
     p = c.Get_size()
-    error = None
-    x = np.atleast_1d(_contiguous_input(x))
-    try:
-        _dtype_for(x.dtype, None)
-    except ArgumentError as exc:
-        error = exc
-    _agree(context, error, check, "allgather", lambda: ("allgather", algorithm, str(x.dtype), x.shape[1:]))
-    # Every rank learns every rank's row count and a digest of its row shape and dtype:
-    # the same data everywhere, so a mismatch is detected identically on all ranks.
     transport, workspace = context.plans.get("collectives") or _state(context)
-    table = workspace.get("allgather_rows", 2 * p, np.int64).reshape(p, 2)
-    c.Allgather(np.array([x.shape[0], _row_digest(x.shape[1:], x.dtype)], dtype=np.int64), table)
-    if (table[:, 1] != table[0, 1]).any():
-        shapes = c.allgather((x.shape, x.dtype.str))  # only to name the culprits
-        raise MismatchError(
-            "allgather needs the same trailing shape and dtype on every rank; got "
-            + "; ".join(f"rank {i}: shape {s} dtype {d}" for i, (s, d) in enumerate(shapes)),
-            collective=True)
-    rows = table[:, 0]
-    row_size = math.prod(x.shape[1:])
-    out = _output(out, (int(rows.sum()), *x.shape[1:]), x.dtype)
-    chosen = choose("allgather", algorithm, out.nbytes, p)
-    counts = rows * row_size
+    rows = _rows_of_all(c, x, workspace.get("allgather_rows", 2 * p, np.int64).reshape(p, 2), "allgather")
+    out, chosen, counts = _gathered(x, rows, out, algorithm, p)
     flat_x, flat_out = _flat(x), _flat(out)
     if p == 1:
         np.copyto(flat_out, flat_x)
     else:
         _ALLGATHER[chosen].run(transport, flat_x, flat_out, counts, workspace)
     return out
+
+
+def _allgather_args(x, rows, algorithm, c):
+    """``(x, rows, algorithm)`` of a (nonblocking) allgather on ``c``: ``x`` at least 1-D and contiguous,
+    ``rows`` (None, or every rank's row count) checked (raises ArgumentError)."""
+    x = np.atleast_1d(_contiguous_input(x))
+    _dtype_for(x.dtype, None)
+    if rows is not None:
+        p = c.Get_size()
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if rows.size != p or (rows < 0).any() or rows[c.Get_rank()] != x.shape[0]:
+            raise ArgumentError(f"rows must give each of the {p} ranks' row counts (this rank's is "
+                                f"{x.shape[0]}), got {rows.tolist()}")
+    return x, rows, algorithm
+
+
+def _allgather_signature(x, rows, algorithm):
+    return algorithm, str(x.dtype), x.shape[1:], None if rows is None else rows.tolist()
+
+
+def _rows_of_all(c, x, table, name):
+    """Every rank's row count, exchanged in ``table`` (p x 2 int64) with a digest of its row shape and
+    dtype: the same data everywhere, so a mismatch raises MismatchError identically on every rank."""
+    c.Allgather(np.array([x.shape[0], _row_digest(x.shape[1:], x.dtype)], dtype=np.int64), table)
+    if (table[:, 1] != table[0, 1]).any():
+        shapes = c.allgather((x.shape, x.dtype.str))  # only to name the culprits
+        raise MismatchError(
+            f"{name} needs the same trailing shape and dtype on every rank; got "
+            + "; ".join(f"rank {i}: shape {s} dtype {d}" for i, (s, d) in enumerate(shapes)),
+            collective=True)
+    return table[:, 0]
+
+
+def _gathered(x, rows, out, algorithm, p):
+    """``(out, chosen, counts)`` of an allgather of every rank's ``rows`` rows: the output (checked or
+    made), the algorithm, the element counts."""
+    out = _output(out, (int(rows.sum()), *x.shape[1:]), x.dtype)
+    return out, choose("allgather", algorithm, out.nbytes, p), rows * math.prod(x.shape[1:])
 
 
 def bcast(x, root=0, algorithm="auto", comm=None, segment_bytes=None, check=None):
@@ -476,16 +544,9 @@ def bcast(x, root=0, algorithm="auto", comm=None, segment_bytes=None, check=None
     _CALLS[0] += 1
     if _fault.ARMED:
         _fault.collective(_CALLS[0])
-    context = context_of(comm)
+    context, (x, root, chosen) = _checked_args("bcast", comm, check,
+                                               lambda c: _bcast_args(x, root, algorithm, c, "bcast"), _bcast_signature)
     c = context.comm
-    error = None
-    chosen = algorithm
-    try:
-        chosen = _bcast_args(x, root, algorithm, c, "bcast")
-    except ArgumentError as exc:
-        error = exc
-    _agree(context, error, check, "bcast",
-           lambda: ("bcast", root, chosen, str(getattr(x, "dtype", None)), getattr(x, "size", None)))
     if c.Get_size() == 1 or x.size == 0:
         return x
     transport, workspace = context.plans.get("collectives") or _state(context)
@@ -493,8 +554,8 @@ def bcast(x, root=0, algorithm="auto", comm=None, segment_bytes=None, check=None
     return x
 
 
-def _bcast_args(x, root, algorithm, c, name) -> str:
-    """The algorithm of a (nonblocking) broadcast of ``x`` from ``root``, its arguments checked (raises
+def _bcast_args(x, root, algorithm, c, name):
+    """``(x, root, chosen)`` of a (nonblocking) broadcast of ``x`` from ``root`` on ``c``, checked (raises
     ArgumentError)."""
     if not isinstance(x, np.ndarray):
         raise ArgumentError(f"{name} writes in place and needs a numpy array, got {type(x).__name__}")
@@ -502,7 +563,11 @@ def _bcast_args(x, root, algorithm, c, name) -> str:
     _output(x, x.shape, x.dtype, name="x")
     if not 0 <= int(root) < c.Get_size():
         raise ArgumentError(f"root {root} is not a rank of a communicator of size {c.Get_size()}")
-    return choose("bcast", algorithm, x.nbytes, c.Get_size())
+    return x, root, choose("bcast", algorithm, x.nbytes, c.Get_size())
+
+
+def _bcast_signature(x, root, chosen):
+    return root, chosen, str(x.dtype), x.size
 
 
 def reduce(x, root=0, op="sum", algorithm="auto", comm=None, out=None, check=None, reproducible=False):
@@ -516,28 +581,11 @@ def reduce(x, root=0, op="sum", algorithm="auto", comm=None, out=None, check=Non
     _CALLS[0] += 1
     if _fault.ARMED:
         _fault.collective(_CALLS[0])
-    context = context_of(comm)
+    context, (x, op, out, chosen, reproducible) = _checked_args(
+        "reduce", comm, check, lambda c: _reduce_args(x, root, op, algorithm, out, c, reproducible),
+        lambda x, op, out, chosen, reproducible: (root, op.label, chosen, str(x.dtype), x.size, reproducible))
     c = context.comm
     is_root = c.Get_rank() == root
-    error = None
-    chosen = algorithm
-    try:
-        in_place = out is not None and out is x
-        x = _contiguous_input(x)
-        op = resolve_op(op)
-        dtype = _dtype_for(x.dtype, op)
-        if not 0 <= int(root) < c.Get_size():
-            raise ArgumentError(f"root {root} is not a rank of a communicator of size {c.Get_size()}")
-        if is_root:
-            out = x if in_place else _output(out, x.shape, dtype, x)
-        else:
-            out = None  # non-root buffers are never written
-        chosen = choose("reduce", algorithm, x.nbytes, c.Get_size(), op.commutative)
-        reproducible = _exact_sum(reproducible, op, dtype)
-    except ArgumentError as exc:
-        error = exc
-    _agree(context, error, check, "reduce",
-           lambda: ("reduce", root, getattr(op, "label", op), chosen, str(x.dtype), x.size, bool(reproducible)))
     if reproducible and x.size:
         folds = _reproducible_folds(_operand(x, c), comm)
         F = reduce(folds.F, root=root, algorithm=chosen, comm=comm)
@@ -549,6 +597,23 @@ def reduce(x, root=0, op="sum", algorithm="auto", comm=None, out=None, check=Non
     transport, workspace = context.plans.get("collectives") or _state(context)
     _REDUCE[chosen].run(transport, _flat(x), _flat(out) if is_root else None, op, root, workspace)
     return out if is_root else None
+
+
+def _reduce_args(x, root, op, algorithm, out, c, reproducible):
+    """``(x, op, out, chosen, reproducible)`` of a reduce onto ``root`` on ``c`` (``out`` None but on the
+    root), checked (raises ArgumentError)."""
+    in_place = out is not None and out is x
+    x = _contiguous_input(x)
+    op = resolve_op(op)
+    dtype = _dtype_for(x.dtype, op)
+    if not 0 <= int(root) < c.Get_size():
+        raise ArgumentError(f"root {root} is not a rank of a communicator of size {c.Get_size()}")
+    if c.Get_rank() == root:
+        out = x if in_place else _output(out, x.shape, dtype, x)
+    else:
+        out = None  # non-root buffers are never written
+    return (x, op, out, choose("reduce", algorithm, x.nbytes, c.Get_size(), op.commutative),
+            _exact_sum(reproducible, op, dtype))
 
 
 def reproducible_sum(rows, comm=None, count=None, algorithm="auto", check=None):
@@ -582,17 +647,8 @@ def reproducible_sum(rows, comm=None, count=None, algorithm="auto", check=None):
     if _fault.ARMED:
         _fault.collective(_CALLS[0])
     rows = np.asarray(rows)
-    error = None
-    try:
-        if rows.ndim == 0:
-            raise ArgumentError("reproducible_sum needs rows: an array with a first axis")
-        if rows.dtype.kind not in "iuf":
-            raise ArgumentError(f"reproducible_sum sums real numbers, got dtype {rows.dtype}")
-    except ArgumentError as exc:
-        error = exc
-    context = context_of(comm)
-    c = context.comm
-    _agree(context, error, check, "reproducible_sum", lambda: ("reproducible_sum", algorithm, rows.shape[1:], count))
+    _checked_args("reproducible_sum", comm, check, lambda c: _summed_rows(rows),
+             lambda rows: (algorithm, rows.shape[1:], count))
     flat = rows.reshape(rows.shape[0], math.prod(rows.shape[1:]))
     if count is None:
         count = int(allreduce(np.array([flat.shape[0]], dtype=np.int64), comm=comm)[0])
@@ -600,6 +656,15 @@ def reproducible_sum(rows, comm=None, count=None, algorithm="auto", check=None):
     if flat.shape[1]:
         allreduce(folds.F, algorithm=algorithm, comm=comm, out=folds.F)
     return _repro.value(folds.F, folds.E).reshape(rows.shape[1:])
+
+
+def _summed_rows(rows):
+    """``(rows,)``, checked for :func:`reproducible_sum` (raises ArgumentError)."""
+    if rows.ndim == 0:
+        raise ArgumentError("reproducible_sum needs rows: an array with a first axis")
+    if rows.dtype.kind not in "iuf":
+        raise ArgumentError(f"reproducible_sum sums real numbers, got dtype {rows.dtype}")
+    return (rows,)
 
 
 class _Folds:
@@ -769,16 +834,6 @@ from mpiml.collectives import fusion as _fusion  # noqa: E402
 from mpiml.collectives import nonblocking as _nb  # noqa: E402
 
 
-def _reduction_args(x, op, algorithm, out, c, collective="allreduce"):
-    """``(x, op, dtype, out, chosen)`` of an allreduce-like call, checked (raises ArgumentError)."""
-    in_place = out is not None and out is x
-    x = _contiguous_input(x)
-    op = resolve_op(op)
-    dtype = _dtype_for(x.dtype, op)
-    out = x if in_place else _output(out, x.shape, dtype, x)
-    return x, op, dtype, out, choose(collective, algorithm, x.nbytes, c.Get_size(), op.commutative)
-
-
 def iallreduce(x, op="sum", algorithm="auto", comm=None, out=None, check=None):
     """Start :func:`allreduce` and return at once; the request's ``wait()`` returns the result.
 
@@ -795,16 +850,9 @@ def iallreduce(x, op="sum", algorithm="auto", comm=None, out=None, check=None):
     _CALLS[0] += 1
     if _fault.ARMED:
         _fault.collective(_CALLS[0])
-    context = context_of(comm)
+    context, (x, op, _, out, chosen, _) = _checked_args(
+        "iallreduce", comm, check, lambda c: _reduction_args(x, op, algorithm, out, c), _reduction_signature)
     c = context.comm
-    error = None
-    chosen = algorithm
-    try:
-        x, op, dtype, out, chosen = _reduction_args(x, op, algorithm, out, c)
-    except ArgumentError as exc:
-        error = exc
-    _agree(context, error, check, "iallreduce",
-           lambda: ("iallreduce", getattr(op, "label", op), chosen, str(x.dtype), x.size))
     site = _nb.call_site(sys._getframe(1))
     if x.size == 0 or c.Get_size() == 1:
         if out is not x:
@@ -818,18 +866,10 @@ def ireduce_scatter(x, op="sum", algorithm="auto", comm=None, counts=None, out=N
     _CALLS[0] += 1
     if _fault.ARMED:
         _fault.collective(_CALLS[0])
-    context = context_of(comm)
-    c = context.comm
-    p, r = c.Get_size(), c.Get_rank()
-    error = None
-    chosen = algorithm
-    try:
-        x, op, dtype, counts, out, chosen = _reduce_scatter_args(x, op, algorithm, counts, out, p, r)
-    except ArgumentError as exc:
-        error = exc
-    _agree(context, error, check, "ireduce_scatter",
-           lambda: ("ireduce_scatter", getattr(op, "label", op), chosen, str(x.dtype), x.size,
-                    None if counts is None else np.asarray(counts).tolist()))
+    context, (x, op, _, counts, out, chosen, _) = _checked_args(
+        "ireduce_scatter", comm, check, lambda c: _reduce_scatter_args(x, op, algorithm, counts, out, c),
+        _reduce_scatter_signature)
+    p = context.comm.Get_size()
     site = _nb.call_site(sys._getframe(1))
     if p == 1 or x.size == 0:
         np.copyto(out, _flat(x))
@@ -847,40 +887,18 @@ def iallgather(x, algorithm="auto", comm=None, out=None, rows=None, check=None):
     _CALLS[0] += 1
     if _fault.ARMED:
         _fault.collective(_CALLS[0])
-    context = context_of(comm)
+    context, (x, rows, _) = _checked_args("iallgather", comm, check,
+                                          lambda c: _allgather_args(x, rows, algorithm, c), _allgather_signature)
     c = context.comm
-    p, r = c.Get_size(), c.Get_rank()
-    error = None
-    x = np.atleast_1d(_contiguous_input(x))
-    try:
-        _dtype_for(x.dtype, None)
-        if rows is not None:
-            rows = np.asarray(rows, dtype=np.int64).reshape(-1)
-            if rows.size != p or (rows < 0).any() or rows[r] != x.shape[0]:
-                raise ArgumentError(f"rows must give each of the {p} ranks' row counts (this rank's is "
-                                    f"{x.shape[0]}), got {rows.tolist()}")
-    except ArgumentError as exc:
-        error = exc
-    _agree(context, error, check, "iallgather", lambda: ("iallgather", algorithm, str(x.dtype), x.shape[1:],
-                                                         None if rows is None else rows.tolist()))
+    p = c.Get_size()
     site = _nb.call_site(sys._getframe(1))
     if rows is None:
-        table = np.empty((p, 2), dtype=np.int64)
-        c.Allgather(np.array([x.shape[0], _row_digest(x.shape[1:], x.dtype)], dtype=np.int64), table)
-        if (table[:, 1] != table[0, 1]).any():
-            shapes = c.allgather((x.shape, x.dtype.str))
-            raise MismatchError(
-                "iallgather needs the same trailing shape and dtype on every rank; got "
-                + "; ".join(f"rank {i}: shape {s} dtype {d}" for i, (s, d) in enumerate(shapes)),
-                collective=True)
-        rows = table[:, 0]
-    row_size = math.prod(x.shape[1:])
-    out = _output(out, (int(rows.sum()), *x.shape[1:]), x.dtype)
-    chosen = choose("allgather", algorithm, out.nbytes, p)
+        rows = _rows_of_all(c, x, np.empty((p, 2), dtype=np.int64), "iallgather")
+    out, chosen, counts = _gathered(x, rows, out, algorithm, p)
     if p == 1:
         np.copyto(_flat(out), _flat(x))
         return _nb.completed(out, site)
-    return _nb.start(context, "allgather", chosen, (_flat(x), _flat(out), rows * row_size), lambda: out, site)
+    return _nb.start(context, "allgather", chosen, (_flat(x), _flat(out), counts), lambda: out, site)
 
 
 def iallgather_in_place(out, rows, offsets, algorithm="auto", comm=None, check=None):
@@ -897,31 +915,10 @@ def iallgather_in_place(out, rows, offsets, algorithm="auto", comm=None, check=N
     _CALLS[0] += 1
     if _fault.ARMED:
         _fault.collective(_CALLS[0])
-    context = context_of(comm)
-    c = context.comm
-    p = c.Get_size()
-    error = None
-    try:
-        if not isinstance(out, np.ndarray):
-            raise ArgumentError(f"iallgather_in_place needs a numpy array, got {type(out).__name__}")
-        _dtype_for(out.dtype, None)
-        _output(out, out.shape, out.dtype)
-        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
-        offsets = np.asarray(offsets, dtype=np.int64).reshape(-1)
-        order = np.argsort(offsets, kind="stable")
-        ends = offsets + rows
-        if (rows.size != p or offsets.size != p or (rows < 0).any() or (offsets < 0).any()
-                or (p and ends.max() > (out.shape[0] if out.ndim else 1))
-                or (ends[order][:-1] > offsets[order][1:]).any()):
-            raise ArgumentError(f"rows and offsets must place {p} non-overlapping blocks inside out's "
-                                f"{out.shape[0] if out.ndim else 1} rows; got rows {rows.tolist()}, offsets "
-                                f"{offsets.tolist()}")
-        if algorithm not in ("auto", "ring", "native"):
-            raise ArgumentError(f"iallgather_in_place runs 'auto', 'ring' or 'native', not {algorithm!r}")
-    except ArgumentError as exc:
-        error = exc
-    _agree(context, error, check, "iallgather_in_place",
-           lambda: ("iallgather_in_place", algorithm, str(out.dtype), out.shape, rows.tolist(), offsets.tolist()))
+    context, (rows, offsets, ends) = _checked_args(
+        "iallgather_in_place", comm, check, lambda c: _blocks_in_place(out, rows, offsets, algorithm, c.Get_size()),
+        lambda rows, offsets, ends: (algorithm, str(out.dtype), out.shape, rows.tolist(), offsets.tolist()))
+    p = context.comm.Get_size()
     site = _nb.call_site(sys._getframe(1))
     if p == 1 or out.size == 0:
         return _nb.completed(out, site)
@@ -930,23 +927,37 @@ def iallgather_in_place(out, rows, offsets, algorithm="auto", comm=None, check=N
                                         "native" if algorithm == "native" else "ring", site, out)
 
 
+def _blocks_in_place(out, rows, offsets, algorithm, p):
+    """``(rows, offsets, ends)`` of :func:`iallgather_in_place`, as int64 arrays, checked (raises
+    ArgumentError)."""
+    if not isinstance(out, np.ndarray):
+        raise ArgumentError(f"iallgather_in_place needs a numpy array, got {type(out).__name__}")
+    _dtype_for(out.dtype, None)
+    _output(out, out.shape, out.dtype)
+    rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+    offsets = np.asarray(offsets, dtype=np.int64).reshape(-1)
+    order = np.argsort(offsets, kind="stable")
+    ends = offsets + rows
+    if (rows.size != p or offsets.size != p or (rows < 0).any() or (offsets < 0).any()
+            or (p and ends.max() > (out.shape[0] if out.ndim else 1))
+            or (ends[order][:-1] > offsets[order][1:]).any()):
+        raise ArgumentError(f"rows and offsets must place {p} non-overlapping blocks inside out's "
+                            f"{out.shape[0] if out.ndim else 1} rows; got rows {rows.tolist()}, offsets "
+                            f"{offsets.tolist()}")
+    if algorithm not in ("auto", "ring", "native"):
+        raise ArgumentError(f"iallgather_in_place runs 'auto', 'ring' or 'native', not {algorithm!r}")
+    return rows, offsets, ends
+
+
 def ibcast(x, root=0, algorithm="auto", comm=None, segment_bytes=None, check=None):
     """Start :func:`bcast` (in place into ``x``); the request's ``wait()`` returns ``x``."""
     _CALLS[0] += 1
     if _fault.ARMED:
         _fault.collective(_CALLS[0])
-    context = context_of(comm)
-    c = context.comm
-    error = None
-    chosen = algorithm
-    try:
-        chosen = _bcast_args(x, root, algorithm, c, "ibcast")
-    except ArgumentError as exc:
-        error = exc
-    _agree(context, error, check, "ibcast",
-           lambda: ("ibcast", root, chosen, str(getattr(x, "dtype", None)), getattr(x, "size", None)))
+    context, (x, root, chosen) = _checked_args("ibcast", comm, check,
+                                               lambda c: _bcast_args(x, root, algorithm, c, "ibcast"), _bcast_signature)
     site = _nb.call_site(sys._getframe(1))
-    if c.Get_size() == 1 or x.size == 0:
+    if context.comm.Get_size() == 1 or x.size == 0:
         return _nb.completed(x, site)
     return _nb.start(context, "bcast", chosen, (_flat(x), int(root), segment_bytes), lambda: x, site)
 

@@ -53,6 +53,12 @@ _accepted: set = set()  # (collective, name, commutative, size) that choose() ac
 MAX_ACCEPTED = 4096
 registry.on_change(_tables.clear)
 registry.on_change(_accepted.clear)
+_tuning_listeners: list = []
+
+
+def on_tuning_change(callback) -> None:
+    """Call ``callback()`` after every :func:`set_tuning` (caches of ``auto``'s choices clear)."""
+    _tuning_listeners.append(callback)
 
 
 def set_tuning(tuning=None) -> Tuning | None:
@@ -68,6 +74,8 @@ def set_tuning(tuning=None) -> Tuning | None:
         _explicit = tuning if isinstance(tuning, Tuning) else load_tuning(tuning, ALGORITHMS)
         _explicit_set = True
     _tables.clear()
+    for callback in _tuning_listeners:
+        callback()
     return current_tuning()
 
 

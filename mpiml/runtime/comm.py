@@ -7,6 +7,10 @@ from dataclasses import dataclass, field
 from mpi4py import MPI
 
 _keyval = None
+# (the communicator object last resolved, its context): a program that passes the same comm to every
+# call finds its context by one identity test (Get_attr costs 0.2 us, a tenth of a small allreduce).
+# One tuple, so that a thread never sees one's comm with another's context; freeing drops it.
+_last = (None, None)
 
 
 @dataclass
@@ -34,6 +38,8 @@ def resolve_comm(comm=None) -> MPI.Comm:
 
 def _free_context(comm, keyval, context):
     # Runs when the user's communicator is freed: release our duplicate with it.
+    global _last
+    _last = (None, None)
     try:
         if not MPI.Is_finalized():
             context.comm.Free()
@@ -47,7 +53,12 @@ def context_of(comm=None) -> CommContext:
     Collectives use ``context.comm``, a ``Dup()`` of the user's communicator, so their
     messages can never match the user's own point-to-point traffic.
     """
-    global _keyval
+    global _keyval, _last
+    if comm is None:
+        comm = MPI.COMM_WORLD
+    last = _last
+    if comm is last[0]:
+        return last[1]
     comm = resolve_comm(comm)
     if _keyval is None:
         _keyval = MPI.Comm.Create_keyval(delete_fn=_free_context)
@@ -55,6 +66,7 @@ def context_of(comm=None) -> CommContext:
     if context is None:
         context = CommContext(comm.Dup())
         comm.Set_attr(_keyval, context)
+    _last = (comm, context)
     return context
 
 

@@ -83,12 +83,16 @@ def test_a_toy_allreduce_registered_in_a_test_runs_everywhere(toy, shared_tmp, c
 
     # auto follows the cost formula: honest, the toy is never the fastest; free, it always is.
     assert NAME not in {select.choose("allreduce", "auto", n, p) for n in (8, 1 << 20)}
+    repeated, out = np.arange(5.0) * comm.rank, np.empty(5)
+    for _ in range(2):   # leaves a plan of repeated calls (api._plan), which the registration below drops
+        mpiml.allreduce(repeated, out=out)
     registry.register("allreduce", NAME, registry.get("allreduce", NAME).run, cost=free_cost, replace=True)
     if p > 1:
         assert {select.choose("allreduce", "auto", n, p) for n in (8, 1 << 20)} == {NAME}
         before = len(toy)
         result = mpiml.allreduce(np.arange(5.0) * comm.rank)
         assert len(toy) == before + 1 and np.array_equal(result, np.arange(5.0) * (p * (p - 1) // 2))
+        assert mpiml.allreduce(repeated, out=out) is out and len(toy) == before + 2
     assert model.predict(NAME, 1 << 20, 64) == pytest.approx(model.DEFAULT_PARAMS.call_overhead)
     registry.register("allreduce", NAME, registry.get("allreduce", NAME).run, cost=honest_cost, replace=True)
 
@@ -99,11 +103,15 @@ def test_a_toy_allreduce_registered_in_a_test_runs_everywhere(toy, shared_tmp, c
                                         {"min_bytes": 1000, "algorithm": NAME}]}}
         path.write_text(json.dumps({"format": "mpiml-tuning", "version": 1, "rules": rules}))
     comm.Barrier()
+    large, out = np.ones(1000) * (comm.rank + 1), np.empty(1000)
+    for _ in range(2):   # a plan of repeated calls, which the new tuning drops
+        mpiml.allreduce(large, out=out)
+    before = len(toy)
     select.set_tuning(path)
     try:
         assert [select.choose("allreduce", "auto", n, p) for n in (8, 4096)] == ["native", NAME]
-        large = mpiml.allreduce(np.ones(1000) * (comm.rank + 1))
-        assert np.array_equal(large, np.full(1000, p * (p + 1) / 2))
+        assert mpiml.allreduce(large, out=out) is out and np.array_equal(out, np.full(1000, p * (p + 1) / 2))
+        agree(comm, len(toy) == before + (p > 1), "a repeated call kept its plan after set_tuning")
     finally:
         select.set_tuning(None)
 
