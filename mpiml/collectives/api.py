@@ -1014,18 +1014,19 @@ def allreduce_many(arrays, op="sum", algorithm="auto", comm=None, bucket_bytes=_
         The reductions, in order, each in its array's shape: bitwise equal to
         ``[allreduce(a, op, algorithm=name) for a in arrays]`` with the bucket's algorithm
         ``name`` (any but ``ring`` at p >= 3 with a floating sum or product), on every rank.
-        They are views of the fused buffers (new buffers at every call).
+        They are views of the fused buffers (a buffer is reused by a later call only
+        once none of its results, nor any view of them, is alive).
     """
     _CALLS[0] += 1
     if _fault.ARMED:
         _fault.collective(_CALLS[0])
     arrays, op, plan, names = _fused(arrays, op, algorithm, bucket_bytes, comm, check, "allreduce_many")
     if plan.whole:
-        buffer = plan.pack(arrays, plan.parts[0])
+        buffer = plan.pack(arrays, 0)
         return plan.views(allreduce(buffer, op, names[0], comm, out=buffer))
     results = [None] * plan.count
-    for part, name in zip(plan.parts, names):
-        buffer = plan.pack(arrays, part)
+    for j, (part, name) in enumerate(zip(plan.parts, names)):
+        buffer = plan.pack(arrays, j)
         plan.unpack(allreduce(buffer, op, name, comm, out=buffer), part, results)
     return results
 
@@ -1039,8 +1040,8 @@ def iallreduce_many(arrays, op="sum", algorithm="auto", comm=None, bucket_bytes=
     arrays, op, plan, names = _fused(arrays, op, algorithm, bucket_bytes, comm, check, "iallreduce_many")
     site = _nb.call_site(sys._getframe(1))
     parts = []
-    for part, name in zip(plan.parts, names):
-        buffer = plan.pack(arrays, part)
+    for j, (part, name) in enumerate(zip(plan.parts, names)):
+        buffer = plan.pack(arrays, j)
         parts.append((part, iallreduce(buffer, op, name, comm, out=buffer)))
 
     def finish():
