@@ -1014,8 +1014,7 @@ def allreduce_many(arrays, op="sum", algorithm="auto", comm=None, bucket_bytes=_
         The reductions, in order, each in its array's shape: bitwise equal to
         ``[allreduce(a, op, algorithm=name) for a in arrays]`` with the bucket's algorithm
         ``name`` (any but ``ring`` at p >= 3 with a floating sum or product), on every rank.
-        They are views of the fused buffers (a buffer is reused by a later call only
-        once none of its results, nor any view of them, is alive).
+        They are views of the fused buffers (new ones at every call).
     """
     _CALLS[0] += 1
     if _fault.ARMED:

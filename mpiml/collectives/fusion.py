@@ -16,7 +16,6 @@ floating sums through ``ring`` agree only to rounding. :func:`fused_algorithm` k
 from __future__ import annotations
 
 import math
-import sys
 from operator import attrgetter
 
 import numpy as np
@@ -52,16 +51,14 @@ class Plan:
     Made once per sequence (a training loop fuses the same gradients every step) and kept
     in the communicator's context, so a repeated call pays no planning: it compares the
     arrays' shapes and dtypes with the plan's, packs each bucket with one
-    ``np.concatenate`` into a fresh buffer, and cuts the reduced buffer into views with one
-    reshape per run of equally shaped arrays (slicing 100 views one by one cost as much as
-    the pack).
+    ``np.concatenate``, and cuts the reduced buffer into views with one reshape per run of
+    equally shaped arrays (slicing 100 views one by one cost as much as the pack).
 
-    Buffers: a bucket's buffer is reused by a later call once no result of the call that
-    filled it is alive (its reference count says that only the plan holds it: every result,
-    and every view of a result, refers to it); a call whose results are still held leaves
-    them as they are. Two buffers are kept per bucket, so that ``g = allreduce_many(...)``
-    in a loop reuses the one from two calls back while ``g`` holds the last. A fresh buffer of 400 KB cost more than the pack itself at
-    p=2 (page faults, which MPI's memory hooks make dearer): 115 us against 22.
+    Each call packs into a new buffer (the results are its views, so results still held are
+    never overwritten; malloc hands the freed one back when they are not). At p=2 a 400 KB
+    pack costs 25 us on its own but about 110 us right after an allreduce of the previous
+    buffer, as does the reduction after it: the peer's core read those cache lines, and
+    reusing a buffer, or cycling through up to 8, did not make pack + allreduce cheaper.
     """
 
     def __init__(self, shapes, dtypes, bucket_bytes: int):
@@ -87,26 +84,16 @@ class Plan:
             self.parts.append((bucket, selector, dtype, offset, offset * dtype.itemsize,
                                [tuple(run) for run in runs]))
         self.whole = len(self.parts) == 1 and len(self.parts[0][5]) == 1 and self.count > 0
-        self.spare = [[None, None] for _ in self.parts]   # each bucket's last two buffers
 
     def matches(self, arrays) -> bool:
         """Whether ``arrays`` (numpy arrays, already known) have this plan's shapes and dtypes, in order."""
         return list(map(_SHAPE, arrays)) == self.shapes and list(map(_DTYPE, arrays)) == self.dtypes
 
     def pack(self, arrays, j: int) -> np.ndarray:
-        """Bucket ``j``'s arrays, in order, in one flat buffer: one of the bucket's last two buffers
-        when none of its results is alive any more, else a new one."""
+        """A new flat buffer holding bucket ``j``'s arrays, in order."""
         _, selector, dtype, size, _, _ = self.parts[j]
         members = arrays[selector] if type(selector) is slice else [arrays[i] for i in selector]
-        spare = self.spare[j]
-        if spare[0] is not None and _references(spare, 0) == _UNSHARED:
-            out = spare[0]
-        elif spare[1] is not None and _references(spare, 1) == _UNSHARED:
-            out = spare[1]
-        else:   # both still in use (or not made yet): a new one, kept in place of the older
-            spare[1] = spare[0]
-            out = spare[0] = np.empty(size, dtype)
-        return np.concatenate(members, axis=None, out=out)
+        return np.concatenate(members, axis=None, out=np.empty(size, dtype))
 
     def unpack(self, buffer, part, results) -> None:
         """Set ``results[i]`` to the view of ``buffer`` holding array ``i`` of bucket ``part``, in its shape."""
@@ -122,12 +109,6 @@ class Plan:
         return list(buffer.reshape((k,) + shape)) if k > 1 else [buffer.reshape(shape)]
 
 
-def _references(holder, j) -> int:
-    """``sys.getrefcount`` of ``holder[j]``, taken the same way as :data:`_UNSHARED` is."""
-    return sys.getrefcount(holder[j])
-
-
-_UNSHARED = _references([np.empty(0)], 0)   # the count of an array that only its holder refers to
 _SHAPE, _DTYPE = attrgetter("shape"), attrgetter("dtype")
 _NDARRAY = {np.ndarray}
 MAX_PLANS = 64
