@@ -963,33 +963,44 @@ def ibcast(x, root=0, algorithm="auto", comm=None, segment_bytes=None, check=Non
 
 
 def _fused(arrays, op, algorithm, bucket_bytes, comm, check, name):
-    """Check ``allreduce_many``'s arguments; ``(context, arrays, op, buckets, algorithms)``."""
+    """``allreduce_many``'s arguments checked: ``(arrays, op, plan, algorithms)``.
+
+    A repeated call (the same op, algorithm, bucket size, shapes and dtypes, as a training
+    loop makes every step) takes its plan from the communicator's context and only chooses
+    the buckets' algorithms again (a tuning file may have changed); check mode always
+    takes the full path."""
     context = context_of(comm)
-    c = context.comm
-    error = None
-    buckets, names = [], []
-    try:
-        if isinstance(arrays, np.ndarray) or not hasattr(arrays, "__len__"):
-            raise ArgumentError(f"{name} takes a sequence of arrays, got {type(arrays).__name__}")
-        arrays = [_contiguous_input(a) for a in arrays]
-        op = resolve_op(op)
-        for a in arrays:
-            _dtype_for(a.dtype, op)
-        if not isinstance(bucket_bytes, (int, np.integer)) or bucket_bytes < 1:
-            raise ArgumentError(f"bucket_bytes must be a positive integer, got {bucket_bytes!r}")
-        buckets = _fusion.plan([a.nbytes for a in arrays], [a.dtype for a in arrays], int(bucket_bytes))
-        for bucket in buckets:
-            first = arrays[bucket[0]]
-            nbytes = sum(arrays[i].nbytes for i in bucket)
-            chosen = choose("allreduce", algorithm, nbytes, c.Get_size(), op.commutative)
-            names.append(_fusion.fused_algorithm(chosen, algorithm == "auto", _fusion.exact_op(op, first.dtype),
-                                                 c.Get_size()))
-    except ArgumentError as exc:
-        error = exc
-    _agree(context, error, check, name,
-           lambda: (name, getattr(op, "label", op), algorithm, int(bucket_bytes),
-                    [(str(a.dtype), a.shape) for a in arrays]))
-    return arrays, op, buckets, names
+    size = context.comm.Get_size()
+    key = (name, op, algorithm, bucket_bytes, len(arrays) if hasattr(arrays, "__len__") else -1)
+    checked = _check_enabled(check)
+    plans = context.plans.setdefault("fused", {})
+    plan = None if checked else _fusion.cached(plans, arrays, key)
+    if plan is not None:
+        op = plan.op
+    else:
+        error = None
+        try:
+            if isinstance(arrays, np.ndarray) or not hasattr(arrays, "__len__"):
+                raise ArgumentError(f"{name} takes a sequence of arrays, got {type(arrays).__name__}")
+            arrays = [_contiguous_input(a) for a in arrays]
+            op = resolve_op(op)
+            for a in arrays:
+                _dtype_for(a.dtype, op)
+            if not isinstance(bucket_bytes, (int, np.integer)) or bucket_bytes < 1:
+                raise ArgumentError(f"bucket_bytes must be a positive integer, got {bucket_bytes!r}")
+            plan = _fusion.Plan([a.shape for a in arrays], [a.dtype for a in arrays], int(bucket_bytes))
+            plan.op = op
+        except ArgumentError as exc:
+            error = exc
+        _agree(context, error, check, name,
+               lambda: (name, getattr(op, "label", op), algorithm, int(bucket_bytes),
+                        [(str(a.dtype), a.shape) for a in arrays]))
+        if not checked:
+            _fusion.remember(plans, key, plan)
+    names = [_fusion.fused_algorithm(choose("allreduce", algorithm, nbytes, size, op.commutative),
+                                     algorithm == "auto", _fusion.exact_op(op, dtype), size)
+             for _, _, dtype, _, nbytes, _ in plan.parts]
+    return arrays, op, plan, names
 
 
 def allreduce_many(arrays, op="sum", algorithm="auto", comm=None, bucket_bytes=_fusion.DEFAULT_BUCKET_BYTES,
@@ -1014,17 +1025,19 @@ def allreduce_many(arrays, op="sum", algorithm="auto", comm=None, bucket_bytes=_
         The reductions, in order, each in its array's shape: bitwise equal to
         ``[allreduce(a, op, algorithm=name) for a in arrays]`` with the bucket's algorithm
         ``name`` (any but ``ring`` at p >= 3 with a floating sum or product), on every rank.
-        They are views of the fused buffers.
+        They are views of the fused buffers (new ones at every call).
     """
     _CALLS[0] += 1
     if _fault.ARMED:
         _fault.collective(_CALLS[0])
-    arrays, op, buckets, names = _fused(arrays, op, algorithm, bucket_bytes, comm, check, "allreduce_many")
-    results = [None] * len(arrays)
-    for bucket, name in zip(buckets, names):
-        buffer = _fusion.pack(arrays, bucket)
-        allreduce(buffer, op, name, comm, out=buffer)
-        _fusion.unpack(buffer, arrays, bucket, results)
+    arrays, op, plan, names = _fused(arrays, op, algorithm, bucket_bytes, comm, check, "allreduce_many")
+    if plan.whole:
+        buffer = plan.pack(arrays, 0)
+        return plan.views(allreduce(buffer, op, names[0], comm, out=buffer))
+    results = [None] * plan.count
+    for j, (part, name) in enumerate(zip(plan.parts, names)):
+        buffer = plan.pack(arrays, j)
+        plan.unpack(allreduce(buffer, op, name, comm, out=buffer), part, results)
     return results
 
 
@@ -1034,17 +1047,19 @@ def iallreduce_many(arrays, op="sum", algorithm="auto", comm=None, bucket_bytes=
     _CALLS[0] += 1
     if _fault.ARMED:
         _fault.collective(_CALLS[0])
-    arrays, op, buckets, names = _fused(arrays, op, algorithm, bucket_bytes, comm, check, "iallreduce_many")
+    arrays, op, plan, names = _fused(arrays, op, algorithm, bucket_bytes, comm, check, "iallreduce_many")
     site = _nb.call_site(sys._getframe(1))
     parts = []
-    for bucket, name in zip(buckets, names):
-        buffer = _fusion.pack(arrays, bucket)
-        parts.append((bucket, iallreduce(buffer, op, name, comm, out=buffer)))
+    for j, (part, name) in enumerate(zip(plan.parts, names)):
+        buffer = plan.pack(arrays, j)
+        parts.append((part, iallreduce(buffer, op, name, comm, out=buffer)))
 
     def finish():
-        results = [None] * len(arrays)
-        for bucket, request in parts:
-            _fusion.unpack(request.wait(), arrays, bucket, results)
+        if plan.whole:
+            return plan.views(parts[0][1].wait())
+        results = [None] * plan.count
+        for part, request in parts:
+            plan.unpack(request.wait(), part, results)
         return results
 
     return _nb.gathered([request for _, request in parts], finish, site)

@@ -220,6 +220,30 @@ def test_allreduce_many_equals_separate_calls():
     for f, a in zip(mpiml.allreduce_many(ints, algorithm="ring", bucket_bytes=1 << 20), ints):
         if not np.array_equal(f, mpiml.allreduce(a, algorithm="ring")):
             bad.append("ring int64")
+    # Repeated calls reuse the plan (runs of equal shapes unpacked by one reshape, dtypes
+    # interleaved over two buckets, a non-contiguous input); results still held are never overwritten.
+    # Values are small multiples of 1/4, so every algorithm's sum is exact and equals numpy's.
+    runs = [np.full((2, 3), r + 1.5), np.full((2, 3), r - 0.25), np.ones(1) * (r + 1),
+            np.arange(4, dtype=np.int32) + r, np.full(5, r * 0.5), np.full(5, 2.0 + r), np.arange(10.0)[::2] * r,
+            np.zeros(0), np.full(3, r, dtype=np.int32)]
+    want = [sum(np.asarray(x, dtype=x.dtype) for x in comm.allgather(a)) for a in runs]
+    kept = []
+    for call, bucket_bytes in enumerate((1 << 20, 1 << 20, 64, 1 << 20)):
+        given = tuple(runs) if call % 2 else runs
+        got = (mpiml.allreduce_many(given, bucket_bytes=bucket_bytes) if call < 3
+               else mpiml.iallreduce_many(given, bucket_bytes=bucket_bytes).wait())
+        kept.append(got)
+        if not all(g.shape == w.shape and g.dtype == w.dtype and np.array_equal(g, w) for g, w in zip(got, want)):
+            bad.append(f"repeated call {call}")
+    for call in range(4):   # each call's results dropped by the next (malloc may hand their memory back)
+        got = mpiml.allreduce_many(runs, bucket_bytes=64 if call % 2 else 1 << 20)
+        if not all(np.array_equal(g, w) for g, w in zip(got, want)):
+            bad.append(f"reused buffers, call {call}")
+    if not all(np.array_equal(g, w) for got in kept for g, w in zip(got, want)):
+        bad.append("a later call changed an earlier call's results")
+    other = mpiml.allreduce_many([np.ones(3), np.ones(1)] + runs[2:])   # same count, other shapes: a new plan
+    if [o.shape for o in other[:2]] != [(3,), (1,)] or not np.array_equal(other[0], np.full(3, float(p))):
+        bad.append("a plan reused for other shapes")
     agree(comm, not bad, bad[:5])
     with pytest.raises(mpiml.ArgumentError, match="bucket_bytes"):
         mpiml.allreduce_many(arrays, bucket_bytes=0)
