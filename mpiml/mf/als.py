@@ -111,21 +111,30 @@ def ridge_rows_reference(rows: Rows, design: np.ndarray, offset, reg: float, wei
     return out
 
 
-def half_step(rows: Rows, own: np.ndarray, other: np.ndarray, mu: float, reg: float, layout: Layout,
-              side: str, weighted: bool = True) -> np.ndarray:
-    """New full-width rows ``rows.start:rows.stop`` of ``side``'s factors."""
-    free, fixed = layout.free(side), layout.fixed(side)
+def design_of(other: np.ndarray, mu: float, layout: Layout, side: str) -> tuple:
+    """``(design, offset)`` of a half-step of ``side`` against the ``other`` side's rows: the solved
+    columns (a contiguous copy) and what the ratings are measured from. Made once per half-step,
+    however many chunks solve it."""
+    fixed = layout.fixed(side)
     offset = mu + (other[:, fixed] if fixed is not None else 0.0)
+    return np.ascontiguousarray(other[:, layout.free(side)]), offset
+
+
+def half_step(rows: Rows, own: np.ndarray, other: np.ndarray, mu: float, reg: float, layout: Layout,
+              side: str, weighted: bool = True, design=None) -> np.ndarray:
+    """New full-width rows ``rows.start:rows.stop`` of ``side``'s factors (``design``: :func:`design_of`'s,
+    when already made)."""
+    matrix, offset = design if design is not None else design_of(other, mu, layout, side)
     block = own[rows.start:rows.stop].copy()
-    block[:, free] = ridge_rows(rows, np.ascontiguousarray(other[:, free]), offset, reg, weighted)
+    block[:, layout.free(side)] = ridge_rows(rows, matrix, offset, reg, weighted)
     return block
 
 
 def half_step_or_nan(rows: Rows, own: np.ndarray, other: np.ndarray, mu: float, reg: float, layout: Layout,
-                     side: str, weighted: bool = True) -> np.ndarray:
+                     side: str, weighted: bool = True, design=None) -> np.ndarray:
     """:func:`half_step`, with NaN rows where a system is singular (a finiteness check then stops every rank)."""
     try:
-        return half_step(rows, own, other, mu, reg, layout, side, weighted)
+        return half_step(rows, own, other, mu, reg, layout, side, weighted, design)
     except np.linalg.LinAlgError:
         return np.full((rows.n_rows, own.shape[1]), np.nan)
 

@@ -55,11 +55,14 @@ class ALS(FactorModel):
             return partitioned.train_als(self, data, ex, p, q, first, end, track)
         for it in range(first, end):
             clock = self._clock(ex)
+            # the other side's solved columns copied once per half-step, not once per overlapped chunk
+            design = als.design_of(q, mu, lay, "users")
             p = self._solve_gathered(
-                ex, lambda rows: als.half_step_or_nan(rows, p, q, mu, reg, lay, "users", weighted),
+                ex, lambda rows: als.half_step_or_nan(rows, p, q, mu, reg, lay, "users", weighted, design),
                 ur, data["user_bounds"], "user", it, end)
+            design = als.design_of(p, mu, lay, "items")
             q = self._solve_gathered(
-                ex, lambda rows: als.half_step_or_nan(rows, q, p, mu, reg, lay, "items", weighted),
+                ex, lambda rows: als.half_step_or_nan(rows, q, p, mu, reg, lay, "items", weighted, design),
                 ir, data["item_bounds"], "item", it, end)
             with ex.computing():
                 err = ur.vals - als.predict_rows(ur, p, q, mu)
