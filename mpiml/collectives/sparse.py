@@ -26,6 +26,7 @@ pure numpy on local arrays; :func:`run` does the messages on the communicator it
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 
@@ -38,7 +39,7 @@ from mpiml.runtime import partition
 from mpiml.runtime.jit import kernel
 
 OPS = ("sum", "min", "max")
-ALGORITHMS = ("auto", "sparse", "dense")
+ALGORITHMS = ("auto", "sparse", "dense", "allgather", "reduce_scatter")
 INT32_LIMIT = 2**31 - 1
 
 # What the last call on this process did: "path" (sparse, sparse+dense_allgather, dense or local) and
@@ -148,24 +149,71 @@ def _compiled_sum(dtype) -> bool:
 
 @kernel
 def _merge_sum_kernel(idx, val, starts, union, acc):
-    """:func:`merge` for ``sum``: one pass over the ``p`` sorted pieces; the union's length."""
-    p = starts.size - 1
-    ptr = starts[:-1].copy()
+    """:func:`merge` for ``sum``: the pieces merged one after the other into the running union (rank order:
+    ``0 + v_0 + v_1 ...``, in the values' own type); the union's length. ``union``/``acc``: as long as ``idx``."""
+    p = starts.size - 1   # 0.0 + v: a -0.0 becomes +0.0 as in the numpy reference's zeros + v (exact in float32 too)
+    back_u = np.empty_like(union)
+    back_a = np.empty_like(acc)
+    cur_u, cur_a, nxt_u, nxt_a = union, acc, back_u, back_a
+    if p % 2 == 0:   # an even number of merges after the first piece's copy ends in ``union``
+        cur_u, cur_a, nxt_u, nxt_a = back_u, back_a, union, acc
     n = 0
-    while True:
-        low = -1
-        for r in range(p):
-            if ptr[r] < starts[r + 1] and (low < 0 or idx[ptr[r]] < low):
-                low = idx[ptr[r]]
-        if low < 0:
-            return n
-        union[n] = low
-        acc[n] = 0
-        for r in range(p):   # rank order: 0 + v_0 + v_1 ..., in the values' own type
-            if ptr[r] < starts[r + 1] and idx[ptr[r]] == low:
-                acc[n] += val[ptr[r]]
-                ptr[r] += 1
+    for k in range(starts[0], starts[1]):
+        cur_u[n] = idx[k]
+        cur_a[n] = 0.0 + val[k]
         n += 1
+    for r in range(1, p):
+        i, k, end, m = 0, starts[r], starts[r + 1], 0
+        while i < n and k < end:
+            a, b = cur_u[i], idx[k]
+            if a < b:
+                nxt_u[m] = a
+                nxt_a[m] = cur_a[i]
+                i += 1
+            elif b < a:
+                nxt_u[m] = b
+                nxt_a[m] = 0.0 + val[k]
+                k += 1
+            else:
+                nxt_u[m] = a
+                nxt_a[m] = cur_a[i] + val[k]
+                i += 1
+                k += 1
+            m += 1
+        while i < n:
+            nxt_u[m] = cur_u[i]
+            nxt_a[m] = cur_a[i]
+            i += 1
+            m += 1
+        while k < end:
+            nxt_u[m] = idx[k]
+            nxt_a[m] = 0.0 + val[k]
+            k += 1
+            m += 1
+        n = m
+        cur_u, cur_a, nxt_u, nxt_a = nxt_u, nxt_a, cur_u, cur_a
+    return n
+
+
+@kernel
+def _scatter_sum_kernel(idx, val, out):
+    """``out[idx[k]] += val[k]`` in order (:func:`scatter_sum`'s compiled path)."""
+    for k in range(idx.size):
+        out[idx[k]] += val[k]
+
+
+def scatter_sum(idx, val, counts, out) -> np.ndarray:
+    """``out`` (zeroed here) plus the pieces ``counts[r]`` long, in rank order: the dense form of
+    :func:`merge` for ``sum`` (each piece's indices unique, so ``0 + v_0 + v_1 ...`` at every index)."""
+    out.fill(0)
+    if _compiled_sum(val.dtype) and val.dtype == out.dtype:
+        _scatter_sum_kernel(idx, val, out)
+        return out
+    start = 0
+    for n in counts.tolist():   # the numpy reference: one buffered add per piece (unique indices in a piece)
+        out[idx[start:start + n]] += val[start:start + n]
+        start += n
+    return out
 
 
 def densify(idx, val, size: int, out=None) -> np.ndarray:
@@ -178,6 +226,7 @@ def densify(idx, val, size: int, out=None) -> np.ndarray:
     return out
 
 
+@functools.lru_cache(maxsize=64)
 def digest(dtype, size: int, op_label: str) -> int:
     """A 62-bit digest of what every rank must agree on (the same in every process)."""
     raw = hashlib.blake2b(repr((np.dtype(dtype).str, int(size), op_label)).encode(), digest_size=8).digest()
@@ -243,14 +292,16 @@ def run(comm, indices, values, size: int, op, algorithm: str, dense_out, error=N
     C = table[:, 2:]
     isz = wire.itemsize
     sent = (p - 1) * (p + 2) * 8
-    switch = algorithm == "auto" and model.sparse_start_dense(C, size, vsz, isz, dense_out=dense_out is not False)
-    if algorithm == "dense" or switch:
+    how = model.sparse_choice(C, size, vsz, isz, algorithm=algorithm, dense_out=dense_out is not False)
+    if how == "dense":
         x = densify(idx, val, size, None if isinstance(dense_out, bool) else dense_out)
         allreduce(x, op=op, comm=comm, out=x)
         sent += model.allreduce_bytes(x.nbytes, p)
         if dense_out is False:
             return Result(np.arange(size, dtype=wire), x, None, "dense", sent)
         return Result(None, None, x, "dense", sent)
+    if how == "allgather":
+        return _allgather(comm, idx, val, C.sum(axis=1), size, op, dense_out, sent)
     # sparse reduce-scatter: pieces to their owners, combined there in rank order
     recv_counts = C[:, rank].copy()
     got = _alltoallv(comm, pack(idx, val), send_counts, recv_counts)
@@ -281,6 +332,35 @@ def run(comm, indices, values, size: int, op, algorithm: str, dense_out, error=N
     MPI.Request.Waitall(requests)
     sent += (p - 1) * payload.size
     return _assemble(pieces, bounds, wire, val.dtype, size, dense_out, sent)
+
+
+def _allgather(comm, idx, val, counts, size, op, dense_out, sent) -> Result:
+    """SparCML's split allgather: every rank's nonzeros to every rank (two allgathers, indices then values,
+    no packing), each rank combining all ``p`` pieces itself in rank order: the same function of the same
+    data on every rank, so the same bits; for small merged counts it beats the reduce-scatter's two rounds."""
+    p = comm.Get_size()
+    displs = np.zeros(p, dtype=np.int64)
+    np.cumsum(counts[:-1], out=displs[1:])
+    total = int(counts.sum())
+    all_idx = np.empty(total, dtype=idx.dtype)
+    all_val = np.empty(total, dtype=val.dtype)
+    comm.Allgatherv([idx, _mpi_type(idx.dtype)], [all_idx, (counts, displs), _mpi_type(idx.dtype)])
+    # values as bytes: every dtype (float16, complex) moves the same way
+    vsz = val.dtype.itemsize
+    comm.Allgatherv([val.view(np.uint8), MPI.BYTE], [all_val.view(np.uint8), (counts * vsz, displs * vsz), MPI.BYTE])
+    sent += (p - 1) * idx.size * (idx.dtype.itemsize + vsz)
+    if dense_out is not False and op.label == "sum":
+        out = np.empty(size, dtype=val.dtype) if dense_out is True else dense_out
+        return Result(None, None, scatter_sum(all_idx, all_val, counts, out), "sparse_allgather", sent)
+    union, acc = merge(all_idx, all_val, counts, p, op)
+    if dense_out is False:
+        return Result(union, acc, None, "sparse_allgather", sent)
+    return Result(None, None, densify(union, acc, size, None if dense_out is True else dense_out),
+                  "sparse_allgather", sent)
+
+
+def _mpi_type(dtype):
+    return MPI.INT32_T if dtype == np.int32 else MPI.INT64_T
 
 
 HEADER = 8          # bytes before a range's body: 1 = a dense block, 0 = index-value records
