@@ -317,8 +317,8 @@ def crossovers(winner, low: int, high: int) -> list[tuple[int, str, str]]:
 # Every path starts with a count allgather (the agreement). Then, at ``alpha`` per message and ``beta``
 # per byte, plus the local work priced per element by the constants below:
 #
-# * ``allgather`` (SparCML's split allgather): two allgathers (indices, values) of every rank's
-#   nonzeros, then on every rank a merge of the p sorted pieces in rank order (COO result: two-way
+# * ``allgather`` (SparCML's split allgather): every rank's nonzeros sent to every other rank (two
+#   messages: indices, values), then on every rank a merge of the p sorted pieces in rank order (COO result: two-way
 #   merges one after the other, each reading the union so far and the next piece) or, for a dense
 #   result, a memset of the output (half a copy: written, not read) and one add per gathered nonzero;
 # * ``reduce_scatter``: a record alltoallv to the range owners, their merge, then each owner sends its
@@ -331,8 +331,8 @@ def crossovers(winner, low: int, high: int) -> list[tuple[int, str, str]]:
 # same kernels and numpy calls locally (no MPI) and prints these numbers for another machine.
 SPARSE_FIXED = 4.0e-5      # Python and numpy work of one call beside the per-element terms (checks, decision)
 SPARSE_HELD = 2.0e-9       # per nonzero a rank holds: validation, order check, routing
-SPARSE_MERGED = 2.6e-9     # per element a compiled two-way merge step reads (union so far + next piece)
-SPARSE_SCATTERED = 1.0e-9  # per gathered nonzero added into the dense result (compiled)
+SPARSE_MERGED = 1.8e-9     # per element a compiled two-way merge step reads (union so far + next piece)
+SPARSE_SCATTERED = 1.4e-9  # per gathered nonzero added into the dense result (compiled)
 SPARSE_GATHERED = 3.0e-9   # reduce-scatter: per gathered record unpacked and scattered (numpy)
 SPARSE_ROUND = 3.0e-5      # reduce-scatter: the numpy work of its two message rounds (packing, headers)
 
@@ -362,32 +362,31 @@ def sparse_range_dense(count, width, value_bytes, index_bytes, params=None) -> b
 
 
 @functools.lru_cache(maxsize=32)
-def _widths(size: int, p: int):
-    """The ``p`` ranges' widths as floats (read-only; cached: priced on every call)."""
+def _widths(size: int, p: int) -> tuple:
+    """The ``p`` ranges' widths as floats (cached: priced on every call)."""
     from mpiml.collectives.layout import balanced_counts
 
-    widths = balanced_counts(int(size), p).astype(float)
-    widths.flags.writeable = False
-    return widths
+    return tuple(float(x) for x in balanced_counts(int(size), p))
 
 
 def _ranges_allgather(M, size, p, w, v, dense_out, prm, switch=True):
     """Every owner sends its range to the other ``p - 1`` ranks (records or, where ``switch`` and
     cheaper, a dense block: :func:`sparse_range_dense`); ``(seconds, whether a range went dense)``."""
-    import numpy as np
-
-    M = np.asarray(M, dtype=np.float64)
-    widths = _widths(int(size), p)
-    if switch:
-        dense = widths * (v * (prm.beta + prm.copy)) < M * (w * prm.beta + SPARSE_GATHERED)
-    else:
-        dense = np.zeros(p, dtype=bool)
-    nbytes = np.where(dense, widths * v, M * w) + 8
-    transfer = max((p - 1) * nbytes.max(), nbytes.sum() - nbytes.min()) * prm.beta
-    unpack = float(np.where(dense, widths * v * prm.copy, M * SPARSE_GATHERED * (1 if dense_out else 2)).sum())
-    any_dense = bool(dense.any())
-    fill = size * v * prm.copy if dense_out and not dense.all() else 0.0
-    return (p - 1) * (2 * prm.step_overhead + prm.alpha) + transfer + unpack + fill, any_dense
+    per_dense, per_record = v * (prm.beta + prm.copy), w * prm.beta + SPARSE_GATHERED
+    unpack_record = SPARSE_GATHERED * (1 if dense_out else 2)
+    sizes, unpack, dense_count = [], 0.0, 0
+    for m, width in zip(M, _widths(int(size), p)):   # plain floats: p is small, numpy calls cost more
+        m = float(m)
+        if switch and width * per_dense < m * per_record:
+            sizes.append(width * v + 8)
+            unpack += width * v * prm.copy
+            dense_count += 1
+        else:
+            sizes.append(m * w + 8)
+            unpack += m * unpack_record
+    transfer = max((p - 1) * max(sizes), sum(sizes) - min(sizes)) * prm.beta
+    fill = size * v * prm.copy if dense_out and dense_count < p else 0.0
+    return (p - 1) * (2 * prm.step_overhead + prm.alpha) + transfer + unpack + fill, dense_count > 0
 
 
 _DENSE_START: dict = {}
@@ -411,10 +410,12 @@ def _dense_start(size, v, p, prm) -> float:
 
 def _allgather_seconds(held, merged, size, w, v, dense_out, prm) -> float:
     """The split allgather with ``held[r]`` nonzeros on rank ``r`` (``merged``: the union's size, or None
-    for its upper bound): two library allgathers, then the merge or the memset and adds."""
+    for its upper bound): two messages to every other rank (indices, values), then the merge or the
+    memset and adds."""
     p = len(held)
-    big, total = max(held), sum(held)
-    seconds = (_gather(p * big * (w - v), p, prm) + _gather(p * big * v, p, prm))
+    total = sum(held)
+    moved = max(max(held) * (p - 1), total - min(held)) * w   # the busiest rank's sends or receives
+    seconds = 2 * (p - 1) * (prm.alpha + prm.step_overhead) + moved * prm.beta
     if dense_out:
         return seconds + size * v * prm.copy / 2 + SPARSE_SCATTERED * total
     touched, prefix = held[0], held[0]
@@ -424,16 +425,13 @@ def _allgather_seconds(held, merged, size, w, v, dense_out, prm) -> float:
     return seconds + SPARSE_MERGED * touched
 
 
-def _reduce_scatter_seconds(C, M, size, w, v, dense_out, prm, switch) -> tuple[float, bool]:
-    """The record alltoallv, the owners' merges, the ranges to every rank; ``(seconds, a range went dense)``."""
-    import numpy as np
-
-    p = C.shape[0]
-    own = np.diag(C)
-    moved = np.maximum(C.sum(axis=1) - own, C.sum(axis=0) - own).max() * w
-    received = C.sum(axis=0).max()
+def _reduce_scatter_seconds(rows, cols, own, M, size, w, v, dense_out, prm, switch) -> tuple[float, bool]:
+    """The record alltoallv, the owners' merges, the ranges to every rank; ``(seconds, a range went dense)``.
+    ``rows``/``cols``/``own``: ``C``'s row and column sums and diagonal, as lists."""
+    p = len(rows)
+    moved = max(max(r - o for r, o in zip(rows, own)), max(c - o for c, o in zip(cols, own))) * w
     seconds = (SPARSE_ROUND + prm.step_overhead + (p - 1) * prm.alpha + moved * prm.beta
-               + SPARSE_MERGED * received * (p + 1) / 2)
+               + SPARSE_MERGED * max(cols) * (p + 1) / 2)
     gather, any_dense = _ranges_allgather(M, size, p, w, v, dense_out, prm, switch)
     return seconds + gather, any_dense
 
@@ -458,11 +456,12 @@ def sparse_path_seconds(C, size, value_bytes=8, index_bytes=4, params=None, *, M
     C = np.asarray(C, dtype=np.float64)
     p = C.shape[0]
     w, v = value_bytes + index_bytes, value_bytes
-    upper = sparse_upper_union(C, size) if M is None else np.asarray(M, dtype=np.float64)
-    held = C.sum(axis=1).tolist()
-    merged = None if M is None else float(upper.sum())
-    rs, any_dense = _reduce_scatter_seconds(C, upper, size, w, v, dense_out, prm, algorithm == "auto")
-    return {"allgather": _allgather_seconds(held, merged, size, w, v, dense_out, prm),
+    rows, cols, own = C.sum(axis=1).tolist(), C.sum(axis=0).tolist(), C.diagonal().tolist()
+    widths = _widths(int(size), p)
+    upper = [min(c, width) for c, width in zip(cols, widths)] if M is None else [float(m) for m in M]
+    merged = None if M is None else sum(upper)
+    rs, any_dense = _reduce_scatter_seconds(rows, cols, own, upper, size, w, v, dense_out, prm, algorithm == "auto")
+    return {"allgather": _allgather_seconds(rows, merged, size, w, v, dense_out, prm),
             "reduce_scatter": rs, "reduce_scatter_dense_ranges": any_dense,
             "dense": _dense_start(size, v, p, prm)}
 

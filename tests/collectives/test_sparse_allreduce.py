@@ -133,3 +133,12 @@ def test_compiled_merge_matches_the_numpy_reference(monkeypatch):
             monkeypatch.delenv("MPIML_KERNELS")
             assert np.array_equal(fast[0], slow[0]) and np.array_equal(fast[1], slow[1]), (dtype, p)
             assert fast[1].dtype == slow[1].dtype == np.dtype(dtype)
+            # the dense form (split allgather into a dense result): the same sums at the same places, zeros
+            # elsewhere, whatever ``out`` held; -0.0 inputs give +0.0 like the merge's 0 + v
+            val[:3] = -0.0
+            fast = sparse_alg.scatter_sum(idx, val, counts, np.full(500, np.nan, dtype=dtype))
+            monkeypatch.setenv("MPIML_KERNELS", "numpy")
+            slow = sparse_alg.scatter_sum(idx, val, counts, np.full(500, 7, dtype=dtype))
+            union, acc = sparse_alg.merge(idx, val, counts, p, SUM)
+            monkeypatch.delenv("MPIML_KERNELS")
+            assert fast.tobytes() == slow.tobytes() == sparse_alg.densify(union, acc, 500).tobytes(), (dtype, p)
