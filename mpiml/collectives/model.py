@@ -410,12 +410,12 @@ def _dense_start(size, v, p, prm) -> float:
 
 def _allgather_seconds(held, merged, size, w, v, dense_out, prm) -> float:
     """The split allgather with ``held[r]`` nonzeros on rank ``r`` (``merged``: the union's size, or None
-    for its upper bound): two messages to every other rank (indices, values), then the merge or the
-    memset and adds."""
+    for its upper bound): the values' message to every other rank (the indices travel with the heads,
+    priced in :func:`sparse_agree_seconds`), then the merge or the memset and adds."""
     p = len(held)
     total = sum(held)
     moved = max(max(held) * (p - 1), total - min(held)) * w   # the busiest rank's sends or receives
-    seconds = 2 * (p - 1) * (prm.alpha + prm.step_overhead) + moved * prm.beta
+    seconds = (p - 1) * (prm.alpha + prm.step_overhead) + moved * prm.beta
     if dense_out:
         return seconds + size * v * prm.copy / 2 + SPARSE_SCATTERED * total
     touched, prefix = held[0], held[0]
@@ -467,13 +467,15 @@ def sparse_path_seconds(C, size, value_bytes=8, index_bytes=4, params=None, *, M
 
 
 def sparse_agree_seconds(C, params=None) -> float:
-    """The call's fixed work, the count allgather and the per-nonzero checks on the busiest rank."""
+    """The call's fixed work, the per-nonzero checks on the busiest rank, and the heads (counts) sent
+    point to point to every other rank."""
     import numpy as np
 
     prm = sparse_params(params)
     C = np.asarray(C)
     p = C.shape[0]
-    return prm.call_overhead + SPARSE_FIXED + _gather(p * (p + 2) * 8, p, prm) + SPARSE_HELD * float(C.sum(axis=1).max())
+    return (prm.call_overhead + SPARSE_FIXED + (p - 1) * (prm.alpha + prm.step_overhead)
+            + SPARSE_HELD * float(C.sum(axis=1).max()))
 
 
 def _reduce_scatter_floor(p, received, size, v, dense_out, prm) -> float:
@@ -503,6 +505,27 @@ def sparse_choice(C, size, value_bytes, index_bytes, *, algorithm="auto", dense_
         if costs["reduce_scatter"] < best_seconds:
             return "reduce_scatter"
     return best_name
+
+
+def sparse_eager(counts, size, value_bytes, index_bytes, *, algorithm="auto", dense_out=True, params=None) -> bool:
+    """Whether a rank holding ``counts`` nonzeros per range sends them with its head (the split
+    allgather in one round): :func:`sparse_choice` would pick the allgather if every rank held as many.
+    A guess from this rank alone: a wrong one costs bytes (sent but not used) or a round, never bits."""
+    if algorithm in ("allgather", "dense", "reduce_scatter"):
+        return algorithm == "allgather"
+    prm = sparse_params(params)
+    counts = [float(c) for c in counts]
+    p, n = len(counts), sum(counts)
+    w, v = value_bytes + index_bytes, value_bytes
+    rows, cols = [n] * p, [p * c for c in counts]
+    gather = _allgather_seconds(rows, None, size, w, v, dense_out, prm)
+    if algorithm == "auto" and _dense_start(size, v, p, prm) < gather:
+        return False
+    if _reduce_scatter_floor(p, max(cols), size, v, dense_out, prm) >= gather:
+        return True
+    upper = [min(c, width) for c, width in zip(cols, _widths(int(size), p))]
+    rs, _ = _reduce_scatter_seconds(rows, cols, counts, upper, size, w, v, dense_out, prm, algorithm == "auto")
+    return gather <= rs
 
 
 def sparse_start_dense(C, size, value_bytes, index_bytes, params=None, dense_out=True) -> bool:
