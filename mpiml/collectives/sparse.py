@@ -284,7 +284,7 @@ def run(comm, indices, values, size: int, op, algorithm: str, dense_out, error=N
         vsz = 0
     # round one, point to point (no count exchange first): every rank sends every other its counts per
     # range with a digest and an error flag and, when it expects the split allgather (``eager``), its
-    # indices in the same message and its values in a second one; then every rank knows the count table
+    # indices and values right behind them; then every rank knows the count table
     # and takes the same decision; an eager rank's nonzeros are then already where the allgather needs them
     eager = error is None and model.sparse_eager(send_counts, size, vsz, wire.itemsize, algorithm=algorithm,
                                                  dense_out=dense_out is not False)
@@ -293,7 +293,7 @@ def run(comm, indices, values, size: int, op, algorithm: str, dense_out, error=N
     head[1] = 0 if error is None else 1
     head[2] = 1 if eager else 0
     head[HEAD:] = send_counts
-    table, heads, requests = _exchange_heads(comm, head, idx if eager else None, val if eager else None)
+    table, requests = _exchange_heads(comm, head, idx if eager else None, val if eager else None)
     if table[:, 1].any() or (table[:, 0] != table[0, 0]).any():
         _drain(comm, table, requests)   # nothing left in flight, then the error on every rank
         _check_table(comm, table, error)
@@ -302,7 +302,7 @@ def run(comm, indices, values, size: int, op, algorithm: str, dense_out, error=N
     sent = (p - 1) * (head.nbytes + (idx.size * (isz + vsz) if eager else 0))
     how = model.sparse_choice(C, size, vsz, isz, algorithm=algorithm, dense_out=dense_out is not False)
     if how == "allgather":
-        return _allgather(comm, idx, val, table, heads, requests, size, op, dense_out, sent)
+        return _allgather(comm, idx, val, table, requests, size, op, dense_out, sent)
     _drain(comm, table, requests)   # an eager rank's nonzeros, not needed after all
     if how == "dense":
         x = densify(idx, val, size, None if isinstance(dense_out, bool) else dense_out)
@@ -347,55 +347,43 @@ HEAD = 3   # a head's fields before the counts: digest, error flag, eager flag
 
 
 def _exchange_heads(comm, head, idx, val):
-    """Round one: ``head`` (with ``idx`` behind it when given) to every other rank, ``val`` in a second
-    message when given; every rank's head received. ``(table, messages, requests)``: the ``p`` heads, per
-    rank the received bytes (head and indices), and this rank's pending sends."""
+    """Round one: ``head`` to every other rank, and ``idx`` and ``val`` after it when given (an eager rank);
+    every rank's head received (fixed size: receives posted at once, completed in any order).
+    ``(table, requests)``: the ``p`` heads and this rank's pending sends."""
     p, rank = comm.Get_size(), comm.Get_rank()
-    hb = head.nbytes
-    if idx is not None:
-        first = np.empty(hb + -(-idx.size * idx.dtype.itemsize // 8) * 8, dtype=np.uint8)
-        first[:hb] = head.view(np.uint8)
-        first[hb:hb + idx.size * idx.dtype.itemsize] = np.ascontiguousarray(idx).view(np.uint8)
-    else:
-        first = head.view(np.uint8)
+    table = np.empty((p, head.size), dtype=np.int64)
+    table[rank] = head
+    receives = [comm.Irecv([table[source], MPI.INT64_T], source, TAG_GATHER)
+                for source in range(p) if source != rank]
     requests = []
     for dest in range(p):
         if dest != rank:
-            requests.append(comm.Isend([first, MPI.BYTE], dest, TAG_GATHER))
-            if val is not None and val.size:
-                requests.append(comm.Isend([np.ascontiguousarray(val).view(np.uint8), MPI.BYTE], dest, TAG_GATHER + 1))
-    table = np.empty((p, head.size), dtype=np.int64)
-    table[rank] = head
-    messages = [first] * p
-    for source in range(p):
-        if source == rank:
-            continue
-        status = MPI.Status()
-        message = comm.Mprobe(source, TAG_GATHER, status)
-        got = np.empty(max(status.Get_count(MPI.BYTE), hb), dtype=np.uint8)
-        message.Recv([got, MPI.BYTE])
-        table[source] = got[:hb].view(np.int64)
-        messages[source] = got
-    return table, messages, requests
+            requests.append(comm.Isend([head, MPI.INT64_T], dest, TAG_GATHER))
+            if idx is not None and idx.size:
+                requests.append(comm.Isend([np.ascontiguousarray(idx).view(np.uint8), MPI.BYTE], dest, TAG_GATHER + 1))
+                requests.append(comm.Isend([np.ascontiguousarray(val).view(np.uint8), MPI.BYTE], dest, TAG_GATHER + 2))
+    MPI.Request.Waitall(receives)
+    return table, requests
 
 
 def _drain(comm, table, requests):
-    """Receive and drop the eager ranks' values (no message is left behind) and finish this rank's sends."""
+    """Receive and drop the eager ranks' nonzeros (no message is left behind) and finish this rank's sends."""
     rank = comm.Get_rank()
     for source in np.flatnonzero(table[:, 2] == 1).tolist():
         if source != rank and table[source, HEAD:].sum() > 0:
-            status = MPI.Status()
-            message = comm.Mprobe(source, TAG_GATHER + 1, status)
-            message.Recv([np.empty(status.Get_count(MPI.BYTE), dtype=np.uint8), MPI.BYTE])
+            for tag in (TAG_GATHER + 1, TAG_GATHER + 2):
+                status = MPI.Status()
+                message = comm.Mprobe(source, tag, status)
+                message.Recv([np.empty(status.Get_count(MPI.BYTE), dtype=np.uint8), MPI.BYTE])
     MPI.Request.Waitall(requests)
 
 
-def _allgather(comm, idx, val, table, messages, requests, size, op, dense_out, sent) -> Result:
-    """SparCML's split allgather: every rank's nonzeros to every other rank (an eager rank's came with
-    its head; the others' follow in a second round), indices and values each in one array in rank order,
-    then each rank combines all ``p`` pieces itself in rank order: the same function of the same data on
-    every rank, so the same bits. Point to point because MPICH's ``Allgatherv`` moves 100 KB pieces at
-    half the rate of plain sends."""
+def _allgather(comm, idx, val, table, requests, size, op, dense_out, sent) -> Result:
+    """SparCML's split allgather: every rank's nonzeros to every other rank (an eager rank's follow its
+    head at once; the others' come in a second round), received in place into one index and one value
+    array in rank order, then each rank combines all ``p`` pieces itself in rank order: the same function
+    of the same data on every rank, so the same bits. Point to point because MPICH's ``Allgatherv``
+    moves 100 KB pieces at half the rate of plain sends."""
     p, rank = comm.Get_size(), comm.Get_rank()
     counts = table[:, HEAD:].sum(axis=1)
     eager = table[:, 2] == 1
@@ -404,22 +392,20 @@ def _allgather(comm, idx, val, table, messages, requests, size, op, dense_out, s
     all_idx = np.empty(int(starts[-1]), dtype=idx.dtype)
     all_val = np.empty(int(starts[-1]), dtype=val.dtype)
     ibytes, vbytes = all_idx.view(np.uint8), all_val.view(np.uint8)   # every dtype moves as bytes
-    isz, vsz, hb = idx.dtype.itemsize, val.dtype.itemsize, table.shape[1] * 8
+    isz, vsz = idx.dtype.itemsize, val.dtype.itemsize
     for source in range(p):
         a, b = int(starts[source]), int(starts[source + 1])
-        if source == rank or b == a:
-            continue
-        if eager[source]:
-            ibytes[a * isz:b * isz] = messages[source][hb:hb + (b - a) * isz]
-        else:
-            requests.append(comm.Irecv([ibytes[a * isz:b * isz], MPI.BYTE], source, TAG_GATHER + 2))
-        requests.append(comm.Irecv([vbytes[a * vsz:b * vsz], MPI.BYTE], source, TAG_GATHER + (1 if eager[source] else 3)))
+        if source != rank and b > a:
+            tag = TAG_GATHER + (1 if eager[source] else 3)
+            requests.append(comm.Irecv([ibytes[a * isz:b * isz], MPI.BYTE], source, tag))
+            requests.append(comm.Irecv([vbytes[a * vsz:b * vsz], MPI.BYTE], source, tag + 1))
     if idx.size:
         if not eager[rank]:   # round two: this rank's nonzeros, not sent with its head
+            mine_i, mine_v = np.ascontiguousarray(idx).view(np.uint8), np.ascontiguousarray(val).view(np.uint8)
             for dest in range(p):
                 if dest != rank:
-                    requests.append(comm.Isend([np.ascontiguousarray(idx).view(np.uint8), MPI.BYTE], dest, TAG_GATHER + 2))
-                    requests.append(comm.Isend([np.ascontiguousarray(val).view(np.uint8), MPI.BYTE], dest, TAG_GATHER + 3))
+                    requests.append(comm.Isend([mine_i, MPI.BYTE], dest, TAG_GATHER + 3))
+                    requests.append(comm.Isend([mine_v, MPI.BYTE], dest, TAG_GATHER + 4))
             sent += (p - 1) * idx.size * (isz + vsz)
         a, b = int(starts[rank]), int(starts[rank + 1])
         all_idx[a:b], all_val[a:b] = idx, val
@@ -436,7 +422,7 @@ def _allgather(comm, idx, val, table, messages, requests, size, op, dense_out, s
 
 HEADER = 8          # bytes before a range's body: 1 = a dense block, 0 = index-value records
 TAG_RANGES = 1901   # the reduced ranges' messages (no other mpiml algorithm uses this tag)
-TAG_GATHER = 1902   # round one's heads (+ 1: eager values; + 2, + 3: round two's indices and values)
+TAG_GATHER = 1902   # round one's heads (+ 1, + 2: eager indices and values; + 3, + 4: round two's)
 
 
 def _record(wire, dtype):
