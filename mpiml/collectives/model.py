@@ -444,19 +444,27 @@ def sparse_upper_union(C, size):
     return np.minimum(C.sum(axis=0), _widths(int(size), C.shape[0]))
 
 
-def sparse_path_seconds(C, size, value_bytes=8, index_bytes=4, params=None, *, M=None, algorithm="auto",
-                        dense_out=True) -> dict:
-    """Predicted seconds of each way one sparse allreduce with input counts ``C`` (``p x p``) could go,
-    beyond the agreement they share: ``allgather``, ``reduce_scatter`` (with its dense ranges where
-    ``algorithm`` is ``auto``) and ``dense``. ``M``: the merged counts per range; None prices the most
-    the inputs allow (what a call knows when it decides)."""
+def _summary(C):
+    """``C``'s row sums, column sums and diagonal as float lists (what the pricing reads); a tuple of
+    the three is taken as it is (no ``p x p`` matrix at 100,000 ranks)."""
+    if isinstance(C, tuple):
+        return C
     import numpy as np
 
-    prm = sparse_params(params)
     C = np.asarray(C, dtype=np.float64)
-    p = C.shape[0]
+    return C.sum(axis=1).tolist(), C.sum(axis=0).tolist(), C.diagonal().tolist()
+
+
+def sparse_path_seconds(C, size, value_bytes=8, index_bytes=4, params=None, *, M=None, algorithm="auto",
+                        dense_out=True) -> dict:
+    """Predicted seconds of each way one sparse allreduce with input counts ``C`` (``p x p``, or its
+    ``(row sums, column sums, diagonal)``) could go, beyond the heads they share: ``allgather``,
+    ``reduce_scatter`` (with its dense ranges where ``algorithm`` is ``auto``) and ``dense``. ``M``: the
+    merged counts per range; None prices the most the inputs allow (what a call knows when it decides)."""
+    prm = sparse_params(params)
+    rows, cols, own = _summary(C)
+    p = len(rows)
     w, v = value_bytes + index_bytes, value_bytes
-    rows, cols, own = C.sum(axis=1).tolist(), C.sum(axis=0).tolist(), C.diagonal().tolist()
     widths = _widths(int(size), p)
     upper = [min(c, width) for c, width in zip(cols, widths)] if M is None else [float(m) for m in M]
     merged = None if M is None else sum(upper)
@@ -469,13 +477,10 @@ def sparse_path_seconds(C, size, value_bytes=8, index_bytes=4, params=None, *, M
 def sparse_agree_seconds(C, params=None) -> float:
     """The call's fixed work, the per-nonzero checks on the busiest rank, and the heads (counts) sent
     point to point to every other rank."""
-    import numpy as np
-
     prm = sparse_params(params)
-    C = np.asarray(C)
-    p = C.shape[0]
-    return (prm.call_overhead + SPARSE_FIXED + (p - 1) * (prm.alpha + prm.step_overhead)
-            + SPARSE_HELD * float(C.sum(axis=1).max()))
+    rows = _summary(C)[0]
+    return (prm.call_overhead + SPARSE_FIXED + (len(rows) - 1) * (prm.alpha + prm.step_overhead)
+            + SPARSE_HELD * max(rows))
 
 
 def _reduce_scatter_floor(p, received, size, v, dense_out, prm) -> float:
@@ -492,16 +497,18 @@ def sparse_choice(C, size, value_bytes, index_bytes, *, algorithm="auto", dense_
     if algorithm in ("dense", "allgather", "reduce_scatter"):
         return algorithm
     prm = sparse_params(params)
-    p = len(C)
+    summary = _summary(C)
+    rows, cols = summary[0], summary[1]
+    p = len(rows)
     w, v = value_bytes + index_bytes, value_bytes
     # asked on every call: the split allgather and the dense switch are cheap to price, the reduce-scatter
     # (per range) only where its floor leaves it a chance
-    held = [float(n) for n in C.sum(axis=1).tolist()]
-    gather = _allgather_seconds(held, None, size, w, v, dense_out, prm)
+    gather = _allgather_seconds(rows, None, size, w, v, dense_out, prm)
     dense = _dense_start(size, v, p, prm) if algorithm == "auto" else math.inf
     best_name, best_seconds = ("allgather", gather) if gather <= dense else ("dense", dense)
-    if _reduce_scatter_floor(p, float(C.sum(axis=0).max()), size, v, dense_out, prm) < best_seconds:
-        costs = sparse_path_seconds(C, size, value_bytes, index_bytes, prm, algorithm=algorithm, dense_out=dense_out)
+    if _reduce_scatter_floor(p, max(cols), size, v, dense_out, prm) < best_seconds:
+        costs = sparse_path_seconds(summary, size, value_bytes, index_bytes, prm, algorithm=algorithm,
+                                    dense_out=dense_out)
         if costs["reduce_scatter"] < best_seconds:
             return "reduce_scatter"
     return best_name
@@ -513,19 +520,10 @@ def sparse_eager(counts, size, value_bytes, index_bytes, *, algorithm="auto", de
     A guess from this rank alone: a wrong one costs bytes (sent but not used) or a round, never bits."""
     if algorithm in ("allgather", "dense", "reduce_scatter"):
         return algorithm == "allgather"
-    prm = sparse_params(params)
     counts = [float(c) for c in counts]
     p, n = len(counts), sum(counts)
-    w, v = value_bytes + index_bytes, value_bytes
-    rows, cols = [n] * p, [p * c for c in counts]
-    gather = _allgather_seconds(rows, None, size, w, v, dense_out, prm)
-    if algorithm == "auto" and _dense_start(size, v, p, prm) < gather:
-        return False
-    if _reduce_scatter_floor(p, max(cols), size, v, dense_out, prm) >= gather:
-        return True
-    upper = [min(c, width) for c, width in zip(cols, _widths(int(size), p))]
-    rs, _ = _reduce_scatter_seconds(rows, cols, counts, upper, size, w, v, dense_out, prm, algorithm == "auto")
-    return gather <= rs
+    return sparse_choice(([n] * p, [p * c for c in counts], counts), size, value_bytes, index_bytes,
+                         algorithm=algorithm, dense_out=dense_out, params=params) == "allgather"
 
 
 def sparse_start_dense(C, size, value_bytes, index_bytes, params=None, dense_out=True) -> bool:
@@ -535,23 +533,25 @@ def sparse_start_dense(C, size, value_bytes, index_bytes, params=None, dense_out
 
 def predict_sparse_counts(C, M, size, params=None, *, value_bytes=8, index_bytes=4, algorithm="auto",
                           dense_out=True) -> tuple[float, str]:
-    """``(seconds, path)`` of one sparse allreduce call with input counts ``C`` and merged counts ``M``.
+    """``(seconds, path)`` of one sparse allreduce call with input counts ``C`` (``p x p``, or its
+    ``(row sums, column sums, diagonal)``) and merged counts ``M``.
 
     ``path`` is what the call does (:data:`mpiml.collectives.sparse.STATS`'s names:
     ``sparse_allgather``; ``sparse`` for the reduce-scatter, ``sparse+dense_allgather`` where a
     range travels dense; ``dense``); ``algorithm`` as the call's; ``dense_out``: the result is
-    written dense (else returned as indices and values).
+    written dense (else returned as indices and values). Every rank is taken as eager where the
+    split allgather is chosen (one round).
     """
-    import numpy as np
-
     prm = sparse_params(params)
     p = len(M)
     if p == 1:
         return prm.call_overhead + SPARSE_FIXED + SPARSE_HELD * float(sum(M)), "local"
-    how = sparse_choice(C, size, value_bytes, index_bytes, algorithm=algorithm, dense_out=dense_out, params=prm)
-    costs = sparse_path_seconds(C, size, value_bytes, index_bytes, prm, M=np.asarray(M), algorithm=algorithm,
+    summary = _summary(C)
+    how = sparse_choice(summary, size, value_bytes, index_bytes, algorithm=algorithm, dense_out=dense_out,
+                        params=prm)
+    costs = sparse_path_seconds(summary, size, value_bytes, index_bytes, prm, M=M, algorithm=algorithm,
                                 dense_out=dense_out)
-    start = sparse_agree_seconds(C, prm)
+    start = sparse_agree_seconds(summary, prm)
     if how == "dense":
         return start + costs["dense"], "dense"
     if how == "allgather":
@@ -564,12 +564,10 @@ def predict_sparse(size, density, p, params=None, *, value_bytes=8, index_bytes=
     """``(seconds, path)`` of a sparse allreduce of ``size`` elements at ``p`` ranks, each rank holding
     ``density * size`` nonzeros at independent uniformly random places (so the merged vector holds
     ``size (1 - (1 - density)^p)``); see :func:`predict_sparse_counts`."""
-    import numpy as np
-
-    from mpiml.collectives.layout import balanced_counts
-
-    width = balanced_counts(int(size), int(p)).astype(np.float64)
-    C = np.tile(density * width, (int(p), 1))
-    M = width * (1.0 - (1.0 - density) ** p)
-    return predict_sparse_counts(C, M, size, params, value_bytes=value_bytes, index_bytes=index_bytes,
+    p = int(p)
+    width = _widths(int(size), p)
+    own = [density * x for x in width]
+    summary = ([density * float(size)] * p, [p * x for x in own], own)
+    M = [x * (1.0 - (1.0 - density) ** p) for x in width]
+    return predict_sparse_counts(summary, M, size, params, value_bytes=value_bytes, index_bytes=index_bytes,
                                  algorithm=algorithm, dense_out=dense_out)

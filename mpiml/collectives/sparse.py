@@ -4,24 +4,35 @@ A vector of ``size`` elements is given on each rank as ``(indices, values)``. Th
 space is cut into ``p`` contiguous ranges (:func:`mpiml.runtime.partition.array_split`,
 the blocks of every reduced vector in mpiml); range ``j`` belongs to rank ``j``.
 
-1. **Agree** (one small allgather): each rank sends, per range, how many of its nonzeros
-   fall in it, with a digest of ``(dtype, size, op)`` and an error flag. Every rank then
-   knows the whole ``p x p`` count matrix and takes the same decisions below.
-2. **Sparse reduce-scatter** (one alltoallv of index-value records): each rank sends
+1. **Heads** (point to point, fixed size, received in any order): each rank sends every
+   other rank, per range, how many of its nonzeros fall in it, with a digest of ``(dtype,
+   size, op)``, an error flag and an ``eager`` flag. A rank is eager when the cost model
+   (:func:`mpiml.collectives.model.sparse_eager`) expects the split allgather below from
+   its own counts; it then sends its indices and values right behind its head, so the
+   usual case takes one round. Every rank then knows the whole ``p x p`` count table and
+   takes the same decision (:func:`mpiml.collectives.model.sparse_choice`):
+2. **Split allgather** (small merged counts): every rank's nonzeros reach every rank (the
+   eager ones already have; the others follow), received in place into one index and one
+   value array in rank order; each rank combines the ``p`` pieces itself in rank order
+   (:func:`merge`, or :func:`scatter_sum` into a dense result): the same function of the
+   same data everywhere.
+3. Or **sparse reduce-scatter** (one alltoallv of index-value records): each rank sends
    every other rank the nonzeros in its range; the owner combines the pieces in rank
-   order ``0, 1, ..., p-1`` (:func:`merge`), so its range is a fixed function of the inputs.
-3. **Allgather** of the reduced ranges, point to point (each owner sends its range to every
-   other rank; no count exchange first): as index-value records or as a dense block,
-   whichever the cost model (:func:`mpiml.collectives.model.sparse_range_dense`) prices
-   lower for that range's merged count; an 8-byte header says which.
+   order (:func:`merge`); then each owner sends its reduced range to every other rank,
+   as records or as a dense block, whichever the model
+   (:func:`mpiml.collectives.model.sparse_range_dense`) prices lower for that range's
+   merged count; an 8-byte header says which.
+4. Or, with ``algorithm="auto"`` and dense enough inputs, a dense allreduce of the
+   densified vector (``mpiml.allreduce``).
 
-Before step 2, ``algorithm="auto"`` switches to a dense allreduce of the densified vector
-when the model (:func:`mpiml.collectives.model.sparse_start_dense`) prices that lower
-(dense inputs). Every element of the result is computed once, on one rank, and copied to
-the others (or comes from ``mpiml.allreduce``), so it is bitwise identical on every rank.
+Sums are ``0 + v_0 + v_1 + ...`` over the ranks holding an index, in rank order, on every
+path but the dense one, so the result is bitwise identical on every rank and the same on
+the two sparse paths. ``algorithm``: ``auto`` (all of them), ``sparse`` (the cheaper
+sparse way), or ``allgather``, ``reduce_scatter``, ``dense`` to force one.
 
-The local math (:func:`canonical`, :func:`route`, :func:`merge`, :func:`densify`) is
-pure numpy on local arrays; :func:`run` does the messages on the communicator it is given.
+The local math (:func:`canonical`, :func:`route`, :func:`merge`, :func:`scatter_sum`,
+:func:`densify`) is pure numpy on local arrays, with compiled kernels for float sums
+beside their numpy references; :func:`run` does the messages on the communicator it is given.
 """
 
 from __future__ import annotations
@@ -53,9 +64,12 @@ def index_dtype(size: int) -> np.dtype:
     return np.dtype(np.int32 if size <= INT32_LIMIT else np.int64)
 
 
+@functools.lru_cache(maxsize=32)
 def ranges(size: int, p: int) -> np.ndarray:
-    """Boundaries of the ``p`` index ranges (range ``j``: ``bounds[j]:bounds[j+1]``)."""
-    return partition.array_split(size, p)
+    """Boundaries of the ``p`` index ranges (range ``j``: ``bounds[j]:bounds[j+1]``; read-only, cached)."""
+    bounds = partition.array_split(size, p)
+    bounds.flags.writeable = False
+    return bounds
 
 
 def canonical(indices, values, op, wire) -> tuple[np.ndarray, np.ndarray]:
@@ -83,7 +97,7 @@ def canonical(indices, values, op, wire) -> tuple[np.ndarray, np.ndarray]:
 
 def route(idx, bounds) -> np.ndarray:
     """How many of the sorted ``idx`` fall in each range: ``p`` counts."""
-    return np.diff(np.searchsorted(idx, bounds))
+    return np.diff(np.searchsorted(idx, bounds.astype(idx.dtype, copy=False)))   # no int64 copy of idx
 
 
 def merge(idx, val, counts, p: int, op) -> tuple[np.ndarray, np.ndarray]:
