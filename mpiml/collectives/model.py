@@ -314,13 +314,14 @@ def crossovers(winner, low: int, high: int) -> list[tuple[int, str, str]]:
 # --- sparse allreduce (mpiml.collectives.sparse): the same alpha, beta and copy ----------------
 # ``C[i, j]``: nonzeros rank i holds in rank j's index range (``n_i``: row i's sum); ``M[j]``: nonzeros
 # of range j after the reduction; ``w`` bytes per nonzero on the wire (index + value), ``v`` per value.
-# Every path starts with a count allgather (the agreement). Then, at ``alpha`` per message and ``beta``
-# per byte, plus the local work priced per element by the constants below:
+# Every path starts with the heads (counts) sent point to point to every other rank. Then, at ``alpha``
+# per message and ``beta`` per byte, plus the local work priced per element by the constants below:
 #
-# * ``allgather`` (SparCML's split allgather): every rank's nonzeros sent to every other rank (two
-#   messages: indices, values), then on every rank a merge of the p sorted pieces in rank order (COO result: two-way
-#   merges one after the other, each reading the union so far and the next piece) or, for a dense
-#   result, a memset of the output (half a copy: written, not read) and one add per gathered nonzero;
+# * ``allgather`` (SparCML's split allgather): every rank's indices and values sent to every other rank
+#   right behind its head (one round), then on every rank a merge of the p sorted pieces in rank order
+#   (COO result: two-way merges one after the other, each reading the union so far and the next piece)
+#   or, for a dense result, a memset of the output (half a copy: written, not read) and one add per
+#   gathered nonzero;
 # * ``reduce_scatter``: a record alltoallv to the range owners, their merge, then each owner sends its
 #   range to the other p - 1 ranks (records or a dense block);
 # * ``dense``: densify and ``mpiml.allreduce``.
@@ -329,7 +330,9 @@ def crossovers(winner, low: int, high: int) -> list[tuple[int, str, str]]:
 # float64 vectors, 5k-20k nonzeros per rank, the compiled kernels) with
 # ``python -c "from mpiml.collectives.sparse import calibrate; print(calibrate())"``, which times the
 # same kernels and numpy calls locally (no MPI) and prints these numbers for another machine.
-SPARSE_FIXED = 4.0e-5      # Python and numpy work of one call beside the per-element terms (checks, decision)
+SPARSE_FIXED = 4.0e-5      # Python work of one call beside the per-element terms: the eager guess and the
+                           # decision (~8 + ~6-16 us), posting and completing the messages (~10 us), the rest;
+                           # the sum of those steps timed one by one (calibrate() does not measure it)
 SPARSE_HELD = 2.0e-9       # per nonzero a rank holds: validation, order check, routing
 SPARSE_MERGED = 1.8e-9     # per element a compiled two-way merge step reads (union so far + next piece)
 SPARSE_SCATTERED = 1.4e-9  # per gathered nonzero added into the dense result (compiled)
