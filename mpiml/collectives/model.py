@@ -320,8 +320,8 @@ def crossovers(winner, low: int, high: int) -> list[tuple[int, str, str]]:
 # * ``allgather`` (SparCML's split allgather): every rank's indices and values sent to every other rank
 #   right behind its head (one round), then on every rank a merge of the p sorted pieces in rank order
 #   (COO result: two-way merges one after the other, each reading the union so far and the next piece)
-#   or, for a dense result, a memset of the output (half a copy: written, not read) and one add per
-#   gathered nonzero;
+#   or, for a dense result, a memset of the output (memory-bound: ``SPARSE_ZERO`` per byte) and one
+#   add per gathered nonzero;
 # * ``reduce_scatter``: a record alltoallv to the range owners, their merge, then each owner sends its
 #   range to the other p - 1 ranks (records or a dense block);
 # * ``dense``: densify and ``mpiml.allreduce``.
@@ -336,6 +336,10 @@ SPARSE_FIXED = 4.0e-5      # Python work of one call beside the per-element term
 SPARSE_HELD = 2.0e-9       # per nonzero a rank holds: validation, order check, routing
 SPARSE_MERGED = 1.8e-9     # per element a compiled two-way merge step reads (union so far + next piece)
 SPARSE_SCATTERED = 1.4e-9  # per gathered nonzero added into the dense result (compiled)
+SPARSE_ZERO = 5.0e-11      # per byte of the dense result's memset, the output not in cache (other buffers were
+                           # written since: in the benchmark an 8 MB allreduce and copies): 8 MB took 426 us
+                           # (10th percentile) with both ranks of the 2-core VM writing at once, against 144 us
+                           # in cache; calibrate() gives one rank's rate (~4e-11: no second rank on the bus)
 SPARSE_GATHERED = 3.0e-9   # reduce-scatter: per gathered record unpacked and scattered (numpy)
 SPARSE_ROUND = 3.0e-5      # reduce-scatter: the numpy work of its two message rounds (packing, headers)
 
@@ -388,7 +392,7 @@ def _ranges_allgather(M, size, p, w, v, dense_out, prm, switch=True):
             sizes.append(m * w + 8)
             unpack += m * unpack_record
     transfer = max((p - 1) * max(sizes), sum(sizes) - min(sizes)) * prm.beta
-    fill = size * v * prm.copy if dense_out and dense_count < p else 0.0
+    fill = size * v * SPARSE_ZERO if dense_out and dense_count < p else 0.0
     return (p - 1) * (2 * prm.step_overhead + prm.alpha) + transfer + unpack + fill, dense_count > 0
 
 
@@ -420,7 +424,7 @@ def _allgather_seconds(held, merged, size, w, v, dense_out, prm) -> float:
     moved = max(max(held) * (p - 1), total - min(held)) * w   # the busiest rank's sends or receives
     seconds = (p - 1) * (prm.alpha + prm.step_overhead) + moved * prm.beta
     if dense_out:
-        return seconds + size * v * prm.copy / 2 + SPARSE_SCATTERED * total
+        return seconds + size * v * SPARSE_ZERO + SPARSE_SCATTERED * total
     touched, prefix = held[0], held[0]
     for n in held[1:]:   # each two-way merge reads the union so far and the next piece
         touched += (prefix if merged is None else min(prefix, merged)) + n
@@ -491,7 +495,7 @@ def _reduce_scatter_floor(p, received, size, v, dense_out, prm) -> float:
     (``received`` nonzeros) and the dense result's fill (every element written once, as a zero or in a
     dense block)."""
     return (SPARSE_ROUND + prm.step_overhead + (p - 1) * (2 * prm.alpha + 2 * prm.step_overhead)
-            + SPARSE_MERGED * received * (p + 1) / 2 + (size * v * prm.copy if dense_out else 0.0))
+            + SPARSE_MERGED * received * (p + 1) / 2 + (size * v * min(prm.copy, SPARSE_ZERO) if dense_out else 0.0))
 
 
 def sparse_choice(C, size, value_bytes, index_bytes, *, algorithm="auto", dense_out=True, params=None) -> str:

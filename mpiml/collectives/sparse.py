@@ -498,8 +498,9 @@ def calibrate(size: int = 1 << 20, nonzeros: int = 9500, p: int = 2, repeats: in
     sorted pieces of ``nonzeros`` random float64 nonzeros in ``size`` elements) and return the
     per-element constants of :mod:`mpiml.collectives.model` it implies (medians, seconds):
     ``SPARSE_HELD`` (argument checks, order check, routing, per held nonzero), ``SPARSE_MERGED`` (per
-    element a two-way merge step reads), ``SPARSE_SCATTERED`` (per nonzero added into a dense result)
-    and ``zero_per_byte`` (the dense result's memset; the model uses half of ``copy``)."""
+    element a two-way merge step reads), ``SPARSE_SCATTERED`` (per nonzero added into a dense result),
+    ``SPARSE_ZERO`` (per byte of the dense result's memset when it is not in cache, after 32 MB of
+    other writes) and, for comparison, the memset's rate in cache."""
     import time
 
     from mpiml.collectives.ops import SUM
@@ -532,10 +533,20 @@ def calibrate(size: int = 1 << 20, nonzeros: int = 9500, p: int = 2, repeats: in
         touched += prefix + nonzeros
         prefix += nonzeros
     fill = timed(lambda: out.fill(0))
+    other = np.ones(max(4 * size, 1 << 22))   # written between fills (32 MB and up: out of the caches), as a
+                                             # training step writes its other buffers between two exchanges
+
+    def cold_fill():
+        other.fill(0.5)
+        start = time.perf_counter()
+        out.fill(0)
+        return time.perf_counter() - start
+
+    cold = float(np.median([cold_fill() for _ in range(max(3, repeats // 3))]))
     return {"SPARSE_HELD": timed(held) / nonzeros,
             "SPARSE_MERGED": timed(lambda: merge(idx, val, counts, p, SUM)) / touched,
             "SPARSE_SCATTERED": max(timed(lambda: scatter_sum(idx, val, counts, out)) - fill, 0.0) / idx.size,
-            "zero_per_byte": fill / out.nbytes}
+            "SPARSE_ZERO": cold / out.nbytes, "zero_per_byte_in_cache": fill / out.nbytes}
 
 
 __all__ = ["ALGORITHMS", "OPS", "STATS", "Result", "calibrate", "canonical", "densify", "index_dtype", "local", "merge",
