@@ -30,7 +30,7 @@ def build_parser():
     parser.add_argument("--set", metavar="NAME=VALUE,...", help="override parameters (what-if), e.g. alpha=5e-6")
     parser.add_argument("--density", type=float, metavar="F", help="allreduce: also price sparse_allreduce with "
                         "this share of nonzeros per rank (0..1, float64 values at independent random places): columns "
-                        "sparse (microseconds) and sparse_path (sparse, sparse+dense_allgather or dense)")
+                        "sparse (microseconds) and sparse_path (sparse_allgather, sparse, sparse+dense_allgather or dense)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--plot", metavar="FILE.png", help="draw time against size per algorithm, one panel per rank "
                         "count, crossovers marked (needs matplotlib: the plot extra)")

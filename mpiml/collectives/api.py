@@ -722,10 +722,12 @@ def _round_into(out, values):
 def sparse_allreduce(indices, values, size, op="sum", algorithm="auto", comm=None, out=None, check=None):
     """Combine vectors given as ``(indices, values)`` across ranks, moving only nonzeros; the dense result.
 
-    SparCML's algorithm (:mod:`mpiml.collectives.sparse`): a sparse reduce-scatter over
-    ``p`` index ranges, each range combined on its owner in rank order, then an allgather of
-    the reduced ranges, sparse or dense as the cost model prices them; ``auto`` switches to
-    a dense allreduce when the inputs are dense enough for that to be cheaper.
+    SparCML's algorithms (:mod:`mpiml.collectives.sparse`): for small counts a split
+    allgather (every rank's nonzeros to every rank in one round, combined locally in rank
+    order), else a sparse reduce-scatter over ``p`` index ranges, each range combined on its
+    owner in rank order, then an allgather of the reduced ranges, sparse or dense as the
+    cost model prices them; ``auto`` switches to a dense allreduce when the inputs are dense
+    enough for that to be cheaper.
 
     Parameters
     ----------
@@ -742,7 +744,8 @@ def sparse_allreduce(indices, values, size, op="sum", algorithm="auto", comm=Non
         ``"sum"``, ``"min"`` or ``"max"`` (absent positions count as zeros).
     algorithm : str
         ``"auto"`` (switch to dense where the model predicts it cheaper), ``"sparse"``
-        (never switch) or ``"dense"`` (densify, then :func:`allreduce`).
+        (never switch), ``"dense"`` (densify, then :func:`allreduce`), or one sparse way:
+        ``"allgather"`` or ``"reduce_scatter"``.
     comm : mpi4py.MPI.Intracomm, optional
         Defaults to ``MPI.COMM_WORLD``.
     out : numpy.ndarray, optional

@@ -45,6 +45,7 @@ Assumptions (where the model is known to be wrong):
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass, field, replace
 
@@ -311,15 +312,36 @@ def crossovers(winner, low: int, high: int) -> list[tuple[int, str, str]]:
 
 
 # --- sparse allreduce (mpiml.collectives.sparse): the same alpha, beta and copy ----------------
-# ``C[i, j]``: nonzeros rank i holds in rank j's index range; ``M[j]``: nonzeros of range j after
-# the reduce-scatter; ``w`` bytes per nonzero on the wire (index + value), ``v`` per value. A count
-# allgather, a record alltoallv, then each owner sends its range to the other p - 1 ranks (records
-# or a dense block), at ``alpha`` per message and ``beta`` per byte, plus numpy work priced per
-# nonzero (measured on the 2-core VM of the defaults, 1M-element vectors):
-SPARSE_FIXED = 6.0e-5      # numpy calls of one sparse call (about 40, small arrays)
-SPARSE_HELD = 4.0e-9       # per nonzero a rank holds: order check, routing, packing
-SPARSE_MERGED = 6.0e-9     # per nonzero a range owner receives: merge of the rank-ordered pieces (compiled)
-SPARSE_GATHERED = 3.0e-9   # per gathered nonzero: unpacking, scattering into the dense result
+# ``C[i, j]``: nonzeros rank i holds in rank j's index range (``n_i``: row i's sum); ``M[j]``: nonzeros
+# of range j after the reduction; ``w`` bytes per nonzero on the wire (index + value), ``v`` per value.
+# Every path starts with the heads (counts) sent point to point to every other rank. Then, at ``alpha``
+# per message and ``beta`` per byte, plus the local work priced per element by the constants below:
+#
+# * ``allgather`` (SparCML's split allgather): every rank's indices and values sent to every other rank
+#   right behind its head (one round), then on every rank a merge of the p sorted pieces in rank order
+#   (COO result: two-way merges one after the other, each reading the union so far and the next piece)
+#   or, for a dense result, a memset of the output (memory-bound: ``SPARSE_ZERO`` per byte) and one
+#   add per gathered nonzero;
+# * ``reduce_scatter``: a record alltoallv to the range owners, their merge, then each owner sends its
+#   range to the other p - 1 ranks (records or a dense block);
+# * ``dense``: densify and ``mpiml.allreduce``.
+#
+# The per-element constants were measured on the 2-core VM of the defaults (AMD EPYC, 1M-element
+# float64 vectors, 5k-20k nonzeros per rank, the compiled kernels) with
+# ``python -c "from mpiml.collectives.sparse import calibrate; print(calibrate())"``, which times the
+# same kernels and numpy calls locally (no MPI) and prints these numbers for another machine.
+SPARSE_FIXED = 4.0e-5      # Python work of one call beside the per-element terms: the eager guess and the
+                           # decision (~8 + ~6-16 us), posting and completing the messages (~10 us), the rest;
+                           # the sum of those steps timed one by one (calibrate() does not measure it)
+SPARSE_HELD = 2.0e-9       # per nonzero a rank holds: validation, order check, routing
+SPARSE_MERGED = 1.8e-9     # per element a compiled two-way merge step reads (union so far + next piece)
+SPARSE_SCATTERED = 1.4e-9  # per gathered nonzero added into the dense result (compiled)
+SPARSE_ZERO = 5.0e-11      # per byte of the dense result's memset, the output not in cache (other buffers were
+                           # written since: in the benchmark an 8 MB allreduce and copies): 8 MB took 426 us
+                           # (10th percentile) with both ranks of the 2-core VM writing at once, against 144 us
+                           # in cache; calibrate() gives one rank's rate (~4e-11: no second rank on the bus)
+SPARSE_GATHERED = 3.0e-9   # reduce-scatter: per gathered record unpacked and scattered (numpy)
+SPARSE_ROUND = 3.0e-5      # reduce-scatter: the numpy work of its two message rounds (packing, headers)
 
 
 def sparse_params(params=None) -> ModelParams:
@@ -346,88 +368,202 @@ def sparse_range_dense(count, width, value_bytes, index_bytes, params=None) -> b
     return dense < records
 
 
-def _ranges_allgather(M, size, p, w, v, dense_out, prm, switch=True):
-    """Every owner sends its range to the other ``p - 1`` ranks (records or, where ``switch`` and
-    cheaper, a dense block); ``(seconds, whether a range went dense)``."""
-    import numpy as np
-
+@functools.lru_cache(maxsize=32)
+def _widths(size: int, p: int) -> tuple:
+    """The ``p`` ranges' widths as floats (cached: priced on every call)."""
     from mpiml.collectives.layout import balanced_counts
 
-    M = np.asarray(M, dtype=np.float64)
-    widths = balanced_counts(int(size), p).astype(np.float64)
-    dense = np.array([switch and sparse_range_dense(m, width, v, w - v, prm) for m, width in zip(M, widths)])
-    nbytes = np.where(dense, widths * v, M * w) + 8
-    transfer = max((p - 1) * nbytes.max(), nbytes.sum() - nbytes.min()) * prm.beta
-    unpack = float(np.sum(np.where(dense, widths * v * prm.copy, M * SPARSE_GATHERED * (1 if dense_out else 2))))
-    fill = size * v * prm.copy if dense_out and not dense.all() else 0.0
-    return (p - 1) * (2 * prm.step_overhead + prm.alpha) + transfer + unpack + fill, bool(dense.any())
+    return tuple(float(x) for x in balanced_counts(int(size), p))
 
 
-def sparse_phases(C, size, value_bytes=8, index_bytes=4, params=None) -> dict:
-    """Predicted seconds of the parts of one sparse allreduce with input counts ``C`` (``p x p``).
+def _ranges_allgather(M, size, p, w, v, dense_out, prm, switch=True):
+    """Every owner sends its range to the other ``p - 1`` ranks (records or, where ``switch`` and
+    cheaper, a dense block: :func:`sparse_range_dense`); ``(seconds, whether a range went dense)``."""
+    per_dense, per_record = v * (prm.beta + prm.copy), w * prm.beta + SPARSE_GATHERED
+    unpack_record = SPARSE_GATHERED * (1 if dense_out else 2)
+    sizes, unpack, dense_count = [], 0.0, 0
+    for m, width in zip(M, _widths(int(size), p)):   # plain floats: p is small, numpy calls cost more
+        m = float(m)
+        if switch and width * per_dense < m * per_record:
+            sizes.append(width * v + 8)
+            unpack += width * v * prm.copy
+            dense_count += 1
+        else:
+            sizes.append(m * w + 8)
+            unpack += m * unpack_record
+    transfer = max((p - 1) * max(sizes), sum(sizes) - min(sizes)) * prm.beta
+    fill = size * v * SPARSE_ZERO if dense_out and dense_count < p else 0.0
+    return (p - 1) * (2 * prm.step_overhead + prm.alpha) + transfer + unpack + fill, dense_count > 0
 
-    ``agree``: the count allgather and the fixed numpy work; ``reduce_scatter``: the record
-    alltoallv and the merge on the busiest rank;
-    ``dense_start``: densify and ``mpiml.allreduce`` instead of both.
-    """
-    import numpy as np
 
+_DENSE_START: dict = {}
+
+
+def _dense_start(size, v, p, prm) -> float:
+    """Densify and ``mpiml.allreduce``'s ``auto`` choice, in place (cached: asked on every call)."""
+    key = (id(prm), int(size), v, p)
+    hit = _DENSE_START.get(key)
+    if hit is not None and hit[0] is prm:
+        return hit[1]
     from mpiml.collectives.select import choose
 
-    prm = sparse_params(params)
-    C = np.asarray(C, dtype=np.float64)
-    p = C.shape[0]
-    w, v = value_bytes + index_bytes, value_bytes
-    own = np.diag(C)
-    moved = np.maximum(C.sum(axis=1) - own, C.sum(axis=0) - own).max() * w
-    held, received = C.sum(axis=1).max(), C.sum(axis=0).max()
-    agree = SPARSE_FIXED + _gather(p * (p + 2) * 8, p, prm) + SPARSE_HELD * held
-    reduce_scatter = prm.step_overhead + (p - 1) * prm.alpha + moved * prm.beta + SPARSE_MERGED * received
     name = choose("allreduce", "auto", int(size * v), p)
-    dense_start = size * v * prm.copy + predict(name, int(size * v), p, prm, in_place=True) - prm.call_overhead
-    return {"agree": agree, "reduce_scatter": reduce_scatter, "dense_start": dense_start}
+    seconds = size * v * prm.copy + predict(name, int(size * v), p, prm, in_place=True) - prm.call_overhead
+    if len(_DENSE_START) > 64:
+        _DENSE_START.clear()
+    _DENSE_START[key] = (prm, seconds)
+    return seconds
+
+
+def _allgather_seconds(held, merged, size, w, v, dense_out, prm) -> float:
+    """The split allgather with ``held[r]`` nonzeros on rank ``r`` (``merged``: the union's size, or None
+    for its upper bound): the values' message to every other rank (the indices travel with the heads,
+    priced in :func:`sparse_agree_seconds`), then the merge or the memset and adds."""
+    p = len(held)
+    total = sum(held)
+    moved = max(max(held) * (p - 1), total - min(held)) * w   # the busiest rank's sends or receives
+    seconds = (p - 1) * (prm.alpha + prm.step_overhead) + moved * prm.beta
+    if dense_out:
+        return seconds + size * v * SPARSE_ZERO + SPARSE_SCATTERED * total
+    touched, prefix = held[0], held[0]
+    for n in held[1:]:   # each two-way merge reads the union so far and the next piece
+        touched += (prefix if merged is None else min(prefix, merged)) + n
+        prefix += n
+    return seconds + SPARSE_MERGED * touched
+
+
+def _reduce_scatter_seconds(rows, cols, own, M, size, w, v, dense_out, prm, switch) -> tuple[float, bool]:
+    """The record alltoallv, the owners' merges, the ranges to every rank; ``(seconds, a range went dense)``.
+    ``rows``/``cols``/``own``: ``C``'s row and column sums and diagonal, as lists."""
+    p = len(rows)
+    moved = max(max(r - o for r, o in zip(rows, own)), max(c - o for c, o in zip(cols, own))) * w
+    seconds = (SPARSE_ROUND + prm.step_overhead + (p - 1) * prm.alpha + moved * prm.beta
+               + SPARSE_MERGED * max(cols) * (p + 1) / 2)
+    gather, any_dense = _ranges_allgather(M, size, p, w, v, dense_out, prm, switch)
+    return seconds + gather, any_dense
 
 
 def sparse_upper_union(C, size):
     """An upper bound of the merged counts: per range, the nonzeros sent to it, at most its width."""
     import numpy as np
 
-    from mpiml.collectives.layout import balanced_counts
-
     C = np.asarray(C)
-    return np.minimum(C.sum(axis=0), balanced_counts(int(size), C.shape[0]))
+    return np.minimum(C.sum(axis=0), _widths(int(size), C.shape[0]))
+
+
+def _summary(C):
+    """``C``'s row sums, column sums and diagonal as float lists (what the pricing reads); a tuple of
+    the three is taken as it is (no ``p x p`` matrix at 100,000 ranks)."""
+    if isinstance(C, tuple):
+        return C
+    import numpy as np
+
+    C = np.asarray(C, dtype=np.float64)
+    return C.sum(axis=1).tolist(), C.sum(axis=0).tolist(), C.diagonal().tolist()
+
+
+def sparse_path_seconds(C, size, value_bytes=8, index_bytes=4, params=None, *, M=None, algorithm="auto",
+                        dense_out=True) -> dict:
+    """Predicted seconds of each way one sparse allreduce with input counts ``C`` (``p x p``, or its
+    ``(row sums, column sums, diagonal)``) could go, beyond the heads they share: ``allgather``,
+    ``reduce_scatter`` (with its dense ranges where ``algorithm`` is ``auto``) and ``dense``. ``M``: the
+    merged counts per range; None prices the most the inputs allow (what a call knows when it decides)."""
+    prm = sparse_params(params)
+    rows, cols, own = _summary(C)
+    p = len(rows)
+    w, v = value_bytes + index_bytes, value_bytes
+    widths = _widths(int(size), p)
+    upper = [min(c, width) for c, width in zip(cols, widths)] if M is None else [float(m) for m in M]
+    merged = None if M is None else sum(upper)
+    rs, any_dense = _reduce_scatter_seconds(rows, cols, own, upper, size, w, v, dense_out, prm, algorithm == "auto")
+    return {"allgather": _allgather_seconds(rows, merged, size, w, v, dense_out, prm),
+            "reduce_scatter": rs, "reduce_scatter_dense_ranges": any_dense,
+            "dense": _dense_start(size, v, p, prm)}
+
+
+def sparse_agree_seconds(C, params=None) -> float:
+    """The call's fixed work, the per-nonzero checks on the busiest rank, and the heads (counts) sent
+    point to point to every other rank."""
+    prm = sparse_params(params)
+    rows = _summary(C)[0]
+    return (prm.call_overhead + SPARSE_FIXED + (len(rows) - 1) * (prm.alpha + prm.step_overhead)
+            + SPARSE_HELD * max(rows))
+
+
+def _reduce_scatter_floor(p, received, size, v, dense_out, prm) -> float:
+    """Less than the reduce-scatter can take: its fixed work, messages, the busiest owner's merge
+    (``received`` nonzeros) and the dense result's fill (every element written once, as a zero or in a
+    dense block)."""
+    return (SPARSE_ROUND + prm.step_overhead + (p - 1) * (2 * prm.alpha + 2 * prm.step_overhead)
+            + SPARSE_MERGED * received * (p + 1) / 2 + (size * v * min(prm.copy, SPARSE_ZERO) if dense_out else 0.0))
+
+
+def sparse_choice(C, size, value_bytes, index_bytes, *, algorithm="auto", dense_out=True, params=None) -> str:
+    """How a call goes: ``allgather``, ``reduce_scatter`` or ``dense`` (the same on every rank: from the
+    agreed counts). ``sparse`` picks the cheaper sparse way, ``auto`` also weighs the dense allreduce."""
+    if algorithm in ("dense", "allgather", "reduce_scatter"):
+        return algorithm
+    prm = sparse_params(params)
+    summary = _summary(C)
+    rows, cols = summary[0], summary[1]
+    p = len(rows)
+    w, v = value_bytes + index_bytes, value_bytes
+    # asked on every call: the split allgather and the dense switch are cheap to price, the reduce-scatter
+    # (per range) only where its floor leaves it a chance
+    gather = _allgather_seconds(rows, None, size, w, v, dense_out, prm)
+    dense = _dense_start(size, v, p, prm) if algorithm == "auto" else math.inf
+    best_name, best_seconds = ("allgather", gather) if gather <= dense else ("dense", dense)
+    if _reduce_scatter_floor(p, max(cols), size, v, dense_out, prm) < best_seconds:
+        costs = sparse_path_seconds(summary, size, value_bytes, index_bytes, prm, algorithm=algorithm,
+                                    dense_out=dense_out)
+        if costs["reduce_scatter"] < best_seconds:
+            return "reduce_scatter"
+    return best_name
+
+
+def sparse_eager(counts, size, value_bytes, index_bytes, *, algorithm="auto", dense_out=True, params=None) -> bool:
+    """Whether a rank holding ``counts`` nonzeros per range sends them with its head (the split
+    allgather in one round): :func:`sparse_choice` would pick the allgather if every rank held as many.
+    A guess from this rank alone: a wrong one costs bytes (sent but not used) or a round, never bits."""
+    if algorithm in ("allgather", "dense", "reduce_scatter"):
+        return algorithm == "allgather"
+    counts = [float(c) for c in counts]
+    p, n = len(counts), sum(counts)
+    return sparse_choice(([n] * p, [p * c for c in counts], counts), size, value_bytes, index_bytes,
+                         algorithm=algorithm, dense_out=dense_out, params=params) == "allgather"
 
 
 def sparse_start_dense(C, size, value_bytes, index_bytes, params=None, dense_out=True) -> bool:
-    """``auto``'s first switch: a dense allreduce is predicted cheaper than the sparse one (its ranges
-    priced at the most nonzeros the inputs allow)."""
-    prm = sparse_params(params)
-    phase = sparse_phases(C, size, value_bytes, index_bytes, prm)
-    p, w, v = len(C), value_bytes + index_bytes, value_bytes
-    gather, _ = _ranges_allgather(sparse_upper_union(C, size), size, p, w, v, dense_out, prm)
-    return phase["dense_start"] < phase["reduce_scatter"] + gather
+    """``auto``'s switch to a dense allreduce: predicted cheaper than either sparse way."""
+    return sparse_choice(C, size, value_bytes, index_bytes, dense_out=dense_out, params=params) == "dense"
 
 
 def predict_sparse_counts(C, M, size, params=None, *, value_bytes=8, index_bytes=4, algorithm="auto",
                           dense_out=True) -> tuple[float, str]:
-    """``(seconds, path)`` of one sparse allreduce call with input counts ``C`` and merged counts ``M``.
+    """``(seconds, path)`` of one sparse allreduce call with input counts ``C`` (``p x p``, or its
+    ``(row sums, column sums, diagonal)``) and merged counts ``M``.
 
-    ``path`` is what the call does (``sparse``, ``sparse+dense_allgather`` where a range travels
-    dense, or ``dense``); ``algorithm`` ``"sparse"`` never switches, ``"dense"`` always does;
-    ``dense_out``: the result is written dense (else returned as indices and values).
+    ``path`` is what the call does (:data:`mpiml.collectives.sparse.STATS`'s names:
+    ``sparse_allgather``; ``sparse`` for the reduce-scatter, ``sparse+dense_allgather`` where a
+    range travels dense; ``dense``); ``algorithm`` as the call's; ``dense_out``: the result is
+    written dense (else returned as indices and values). Every rank is taken as eager where the
+    split allgather is chosen (one round).
     """
     prm = sparse_params(params)
     p = len(M)
-    w, v = value_bytes + index_bytes, value_bytes
     if p == 1:
         return prm.call_overhead + SPARSE_FIXED + SPARSE_HELD * float(sum(M)), "local"
-    phase = sparse_phases(C, size, value_bytes, index_bytes, prm)
-    start = prm.call_overhead + phase["agree"]
-    if algorithm == "dense" or (algorithm == "auto"
-                                and sparse_start_dense(C, size, value_bytes, index_bytes, prm, dense_out)):
-        return start + phase["dense_start"], "dense"
-    gather, any_dense = _ranges_allgather(M, size, p, w, v, dense_out, prm, algorithm == "auto")
-    return start + phase["reduce_scatter"] + gather, "sparse+dense_allgather" if any_dense else "sparse"
+    summary = _summary(C)
+    how = sparse_choice(summary, size, value_bytes, index_bytes, algorithm=algorithm, dense_out=dense_out,
+                        params=prm)
+    costs = sparse_path_seconds(summary, size, value_bytes, index_bytes, prm, M=M, algorithm=algorithm,
+                                dense_out=dense_out)
+    start = sparse_agree_seconds(summary, prm)
+    if how == "dense":
+        return start + costs["dense"], "dense"
+    if how == "allgather":
+        return start + costs["allgather"], "sparse_allgather"
+    return start + costs["reduce_scatter"], "sparse+dense_allgather" if costs["reduce_scatter_dense_ranges"] else "sparse"
 
 
 def predict_sparse(size, density, p, params=None, *, value_bytes=8, index_bytes=4, algorithm="auto",
@@ -435,12 +571,10 @@ def predict_sparse(size, density, p, params=None, *, value_bytes=8, index_bytes=
     """``(seconds, path)`` of a sparse allreduce of ``size`` elements at ``p`` ranks, each rank holding
     ``density * size`` nonzeros at independent uniformly random places (so the merged vector holds
     ``size (1 - (1 - density)^p)``); see :func:`predict_sparse_counts`."""
-    import numpy as np
-
-    from mpiml.collectives.layout import balanced_counts
-
-    width = balanced_counts(int(size), int(p)).astype(np.float64)
-    C = np.tile(density * width, (int(p), 1))
-    M = width * (1.0 - (1.0 - density) ** p)
-    return predict_sparse_counts(C, M, size, params, value_bytes=value_bytes, index_bytes=index_bytes,
+    p = int(p)
+    width = _widths(int(size), p)
+    own = [density * x for x in width]
+    summary = ([density * float(size)] * p, [p * x for x in own], own)
+    M = [x * (1.0 - (1.0 - density) ** p) for x in width]
+    return predict_sparse_counts(summary, M, size, params, value_bytes=value_bytes, index_bytes=index_bytes,
                                  algorithm=algorithm, dense_out=dense_out)

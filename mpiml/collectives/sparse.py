@@ -4,28 +4,40 @@ A vector of ``size`` elements is given on each rank as ``(indices, values)``. Th
 space is cut into ``p`` contiguous ranges (:func:`mpiml.runtime.partition.array_split`,
 the blocks of every reduced vector in mpiml); range ``j`` belongs to rank ``j``.
 
-1. **Agree** (one small allgather): each rank sends, per range, how many of its nonzeros
-   fall in it, with a digest of ``(dtype, size, op)`` and an error flag. Every rank then
-   knows the whole ``p x p`` count matrix and takes the same decisions below.
-2. **Sparse reduce-scatter** (one alltoallv of index-value records): each rank sends
+1. **Heads** (point to point, fixed size, received in any order): each rank sends every
+   other rank, per range, how many of its nonzeros fall in it, with a digest of ``(dtype,
+   size, op)``, an error flag and an ``eager`` flag. A rank is eager when the cost model
+   (:func:`mpiml.collectives.model.sparse_eager`) expects the split allgather below from
+   its own counts; it then sends its indices and values right behind its head, so the
+   usual case takes one round. Every rank then knows the whole ``p x p`` count table and
+   takes the same decision (:func:`mpiml.collectives.model.sparse_choice`):
+2. **Split allgather** (small merged counts): every rank's nonzeros reach every rank (the
+   eager ones already have; the others follow), received in place into one index and one
+   value array in rank order; each rank combines the ``p`` pieces itself in rank order
+   (:func:`merge`, or :func:`scatter_sum` into a dense result): the same function of the
+   same data everywhere.
+3. Or **sparse reduce-scatter** (one alltoallv of index-value records): each rank sends
    every other rank the nonzeros in its range; the owner combines the pieces in rank
-   order ``0, 1, ..., p-1`` (:func:`merge`), so its range is a fixed function of the inputs.
-3. **Allgather** of the reduced ranges, point to point (each owner sends its range to every
-   other rank; no count exchange first): as index-value records or as a dense block,
-   whichever the cost model (:func:`mpiml.collectives.model.sparse_range_dense`) prices
-   lower for that range's merged count; an 8-byte header says which.
+   order (:func:`merge`); then each owner sends its reduced range to every other rank,
+   as records or as a dense block, whichever the model
+   (:func:`mpiml.collectives.model.sparse_range_dense`) prices lower for that range's
+   merged count; an 8-byte header says which.
+4. Or, with ``algorithm="auto"`` and dense enough inputs, a dense allreduce of the
+   densified vector (``mpiml.allreduce``).
 
-Before step 2, ``algorithm="auto"`` switches to a dense allreduce of the densified vector
-when the model (:func:`mpiml.collectives.model.sparse_start_dense`) prices that lower
-(dense inputs). Every element of the result is computed once, on one rank, and copied to
-the others (or comes from ``mpiml.allreduce``), so it is bitwise identical on every rank.
+Sums are ``0 + v_0 + v_1 + ...`` over the ranks holding an index, in rank order, on every
+path but the dense one, so the result is bitwise identical on every rank and the same on
+the two sparse paths. ``algorithm``: ``auto`` (all of them), ``sparse`` (the cheaper
+sparse way), or ``allgather``, ``reduce_scatter``, ``dense`` to force one.
 
-The local math (:func:`canonical`, :func:`route`, :func:`merge`, :func:`densify`) is
-pure numpy on local arrays; :func:`run` does the messages on the communicator it is given.
+The local math (:func:`canonical`, :func:`route`, :func:`merge`, :func:`scatter_sum`,
+:func:`densify`) is pure numpy on local arrays, with compiled kernels for float sums
+beside their numpy references; :func:`run` does the messages on the communicator it is given.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 
@@ -38,7 +50,7 @@ from mpiml.runtime import partition
 from mpiml.runtime.jit import kernel
 
 OPS = ("sum", "min", "max")
-ALGORITHMS = ("auto", "sparse", "dense")
+ALGORITHMS = ("auto", "sparse", "dense", "allgather", "reduce_scatter")
 INT32_LIMIT = 2**31 - 1
 
 # What the last call on this process did: "path" (sparse, sparse+dense_allgather, dense or local) and
@@ -52,9 +64,12 @@ def index_dtype(size: int) -> np.dtype:
     return np.dtype(np.int32 if size <= INT32_LIMIT else np.int64)
 
 
+@functools.lru_cache(maxsize=32)
 def ranges(size: int, p: int) -> np.ndarray:
-    """Boundaries of the ``p`` index ranges (range ``j``: ``bounds[j]:bounds[j+1]``)."""
-    return partition.array_split(size, p)
+    """Boundaries of the ``p`` index ranges (range ``j``: ``bounds[j]:bounds[j+1]``; read-only, cached)."""
+    bounds = partition.array_split(size, p)
+    bounds.flags.writeable = False
+    return bounds
 
 
 def canonical(indices, values, op, wire) -> tuple[np.ndarray, np.ndarray]:
@@ -82,7 +97,7 @@ def canonical(indices, values, op, wire) -> tuple[np.ndarray, np.ndarray]:
 
 def route(idx, bounds) -> np.ndarray:
     """How many of the sorted ``idx`` fall in each range: ``p`` counts."""
-    return np.diff(np.searchsorted(idx, bounds))
+    return np.diff(np.searchsorted(idx, bounds.astype(idx.dtype, copy=False)))   # no int64 copy of idx
 
 
 def merge(idx, val, counts, p: int, op) -> tuple[np.ndarray, np.ndarray]:
@@ -148,24 +163,71 @@ def _compiled_sum(dtype) -> bool:
 
 @kernel
 def _merge_sum_kernel(idx, val, starts, union, acc):
-    """:func:`merge` for ``sum``: one pass over the ``p`` sorted pieces; the union's length."""
-    p = starts.size - 1
-    ptr = starts[:-1].copy()
+    """:func:`merge` for ``sum``: the pieces merged one after the other into the running union (rank order:
+    ``0 + v_0 + v_1 ...``, in the values' own type); the union's length. ``union``/``acc``: as long as ``idx``."""
+    p = starts.size - 1   # 0.0 + v: a -0.0 becomes +0.0 as in the numpy reference's zeros + v (exact in float32 too)
+    back_u = np.empty_like(union)
+    back_a = np.empty_like(acc)
+    cur_u, cur_a, nxt_u, nxt_a = union, acc, back_u, back_a
+    if p % 2 == 0:   # an even number of merges after the first piece's copy ends in ``union``
+        cur_u, cur_a, nxt_u, nxt_a = back_u, back_a, union, acc
     n = 0
-    while True:
-        low = -1
-        for r in range(p):
-            if ptr[r] < starts[r + 1] and (low < 0 or idx[ptr[r]] < low):
-                low = idx[ptr[r]]
-        if low < 0:
-            return n
-        union[n] = low
-        acc[n] = 0
-        for r in range(p):   # rank order: 0 + v_0 + v_1 ..., in the values' own type
-            if ptr[r] < starts[r + 1] and idx[ptr[r]] == low:
-                acc[n] += val[ptr[r]]
-                ptr[r] += 1
+    for k in range(starts[0], starts[1]):
+        cur_u[n] = idx[k]
+        cur_a[n] = 0.0 + val[k]
         n += 1
+    for r in range(1, p):
+        i, k, end, m = 0, starts[r], starts[r + 1], 0
+        while i < n and k < end:
+            a, b = cur_u[i], idx[k]
+            if a < b:
+                nxt_u[m] = a
+                nxt_a[m] = cur_a[i]
+                i += 1
+            elif b < a:
+                nxt_u[m] = b
+                nxt_a[m] = 0.0 + val[k]
+                k += 1
+            else:
+                nxt_u[m] = a
+                nxt_a[m] = cur_a[i] + val[k]
+                i += 1
+                k += 1
+            m += 1
+        while i < n:
+            nxt_u[m] = cur_u[i]
+            nxt_a[m] = cur_a[i]
+            i += 1
+            m += 1
+        while k < end:
+            nxt_u[m] = idx[k]
+            nxt_a[m] = 0.0 + val[k]
+            k += 1
+            m += 1
+        n = m
+        cur_u, cur_a, nxt_u, nxt_a = nxt_u, nxt_a, cur_u, cur_a
+    return n
+
+
+@kernel
+def _scatter_sum_kernel(idx, val, out):
+    """``out[idx[k]] += val[k]`` in order (:func:`scatter_sum`'s compiled path)."""
+    for k in range(idx.size):
+        out[idx[k]] += val[k]
+
+
+def scatter_sum(idx, val, counts, out) -> np.ndarray:
+    """``out`` (zeroed here) plus the pieces ``counts[r]`` long, in rank order: the dense form of
+    :func:`merge` for ``sum`` (each piece's indices unique, so ``0 + v_0 + v_1 ...`` at every index)."""
+    out.fill(0)
+    if _compiled_sum(val.dtype) and val.dtype == out.dtype:
+        _scatter_sum_kernel(idx, val, out)
+        return out
+    start = 0
+    for n in counts.tolist():   # the numpy reference: one buffered add per piece (unique indices in a piece)
+        out[idx[start:start + n]] += val[start:start + n]
+        start += n
+    return out
 
 
 def densify(idx, val, size: int, out=None) -> np.ndarray:
@@ -178,6 +240,7 @@ def densify(idx, val, size: int, out=None) -> np.ndarray:
     return out
 
 
+@functools.lru_cache(maxsize=64)
 def digest(dtype, size: int, op_label: str) -> int:
     """A 62-bit digest of what every rank must agree on (the same in every process)."""
     raw = hashlib.blake2b(repr((np.dtype(dtype).str, int(size), op_label)).encode(), digest_size=8).digest()
@@ -233,18 +296,29 @@ def run(comm, indices, values, size: int, op, algorithm: str, dense_out, error=N
         idx = val = None
         send_counts = np.zeros(p, dtype=np.int64)
         vsz = 0
-    head = np.empty(p + 2, dtype=np.int64)
+    # round one, point to point (no count exchange first): every rank sends every other its counts per
+    # range with a digest and an error flag and, when it expects the split allgather (``eager``), its
+    # indices and values right behind them; then every rank knows the count table
+    # and takes the same decision; an eager rank's nonzeros are then already where the allgather needs them
+    eager = error is None and model.sparse_eager(send_counts, size, vsz, wire.itemsize, algorithm=algorithm,
+                                                 dense_out=dense_out is not False)
+    head = np.empty(HEAD + p, dtype=np.int64)
     head[0] = digest(values.dtype, size, label) if error is None else -1
     head[1] = 0 if error is None else 1
-    head[2:] = send_counts
-    table = np.empty((p, p + 2), dtype=np.int64)
-    comm.Allgather([head, MPI.INT64_T], [table, MPI.INT64_T])
-    _check_table(comm, table, error)
-    C = table[:, 2:]
+    head[2] = 1 if eager else 0
+    head[HEAD:] = send_counts
+    table, requests = _exchange_heads(comm, head, idx if eager else None, val if eager else None)
+    if table[:, 1].any() or (table[:, 0] != table[0, 0]).any():
+        _drain(comm, table, requests)   # nothing left in flight, then the error on every rank
+        _check_table(comm, table, error)
+    C = table[:, HEAD:]
     isz = wire.itemsize
-    sent = (p - 1) * (p + 2) * 8
-    switch = algorithm == "auto" and model.sparse_start_dense(C, size, vsz, isz, dense_out=dense_out is not False)
-    if algorithm == "dense" or switch:
+    sent = (p - 1) * (head.nbytes + (idx.size * (isz + vsz) if eager else 0))
+    how = model.sparse_choice(C, size, vsz, isz, algorithm=algorithm, dense_out=dense_out is not False)
+    if how == "allgather":
+        return _allgather(comm, idx, val, table, requests, size, op, dense_out, sent)
+    _drain(comm, table, requests)   # an eager rank's nonzeros, not needed after all
+    if how == "dense":
         x = densify(idx, val, size, None if isinstance(dense_out, bool) else dense_out)
         allreduce(x, op=op, comm=comm, out=x)
         sent += model.allreduce_bytes(x.nbytes, p)
@@ -283,8 +357,86 @@ def run(comm, indices, values, size: int, op, algorithm: str, dense_out, error=N
     return _assemble(pieces, bounds, wire, val.dtype, size, dense_out, sent)
 
 
+HEAD = 3   # a head's fields before the counts: digest, error flag, eager flag
+
+
+def _exchange_heads(comm, head, idx, val):
+    """Round one: ``head`` to every other rank, and ``idx`` and ``val`` after it when given (an eager rank);
+    every rank's head received (fixed size: receives posted at once, completed in any order).
+    ``(table, requests)``: the ``p`` heads and this rank's pending sends."""
+    p, rank = comm.Get_size(), comm.Get_rank()
+    table = np.empty((p, head.size), dtype=np.int64)
+    table[rank] = head
+    receives = [comm.Irecv([table[source], MPI.INT64_T], source, TAG_GATHER)
+                for source in range(p) if source != rank]
+    requests = []
+    for dest in range(p):
+        if dest != rank:
+            requests.append(comm.Isend([head, MPI.INT64_T], dest, TAG_GATHER))
+            if idx is not None and idx.size:
+                requests.append(comm.Isend([np.ascontiguousarray(idx).view(np.uint8), MPI.BYTE], dest, TAG_GATHER + 1))
+                requests.append(comm.Isend([np.ascontiguousarray(val).view(np.uint8), MPI.BYTE], dest, TAG_GATHER + 2))
+    MPI.Request.Waitall(receives)
+    return table, requests
+
+
+def _drain(comm, table, requests):
+    """Receive and drop the eager ranks' nonzeros (no message is left behind) and finish this rank's sends."""
+    rank = comm.Get_rank()
+    for source in np.flatnonzero(table[:, 2] == 1).tolist():
+        if source != rank and table[source, HEAD:].sum() > 0:
+            for tag in (TAG_GATHER + 1, TAG_GATHER + 2):
+                status = MPI.Status()
+                message = comm.Mprobe(source, tag, status)
+                message.Recv([np.empty(status.Get_count(MPI.BYTE), dtype=np.uint8), MPI.BYTE])
+    MPI.Request.Waitall(requests)
+
+
+def _allgather(comm, idx, val, table, requests, size, op, dense_out, sent) -> Result:
+    """SparCML's split allgather: every rank's nonzeros to every other rank (an eager rank's follow its
+    head at once; the others' come in a second round), received in place into one index and one value
+    array in rank order, then each rank combines all ``p`` pieces itself in rank order: the same function
+    of the same data on every rank, so the same bits. Point to point because MPICH's ``Allgatherv``
+    moves 100 KB pieces at half the rate of plain sends."""
+    p, rank = comm.Get_size(), comm.Get_rank()
+    counts = table[:, HEAD:].sum(axis=1)
+    eager = table[:, 2] == 1
+    starts = np.zeros(p + 1, dtype=np.int64)
+    np.cumsum(counts, out=starts[1:])
+    all_idx = np.empty(int(starts[-1]), dtype=idx.dtype)
+    all_val = np.empty(int(starts[-1]), dtype=val.dtype)
+    ibytes, vbytes = all_idx.view(np.uint8), all_val.view(np.uint8)   # every dtype moves as bytes
+    isz, vsz = idx.dtype.itemsize, val.dtype.itemsize
+    for source in range(p):
+        a, b = int(starts[source]), int(starts[source + 1])
+        if source != rank and b > a:
+            tag = TAG_GATHER + (1 if eager[source] else 3)
+            requests.append(comm.Irecv([ibytes[a * isz:b * isz], MPI.BYTE], source, tag))
+            requests.append(comm.Irecv([vbytes[a * vsz:b * vsz], MPI.BYTE], source, tag + 1))
+    if idx.size:
+        if not eager[rank]:   # round two: this rank's nonzeros, not sent with its head
+            mine_i, mine_v = np.ascontiguousarray(idx).view(np.uint8), np.ascontiguousarray(val).view(np.uint8)
+            for dest in range(p):
+                if dest != rank:
+                    requests.append(comm.Isend([mine_i, MPI.BYTE], dest, TAG_GATHER + 3))
+                    requests.append(comm.Isend([mine_v, MPI.BYTE], dest, TAG_GATHER + 4))
+            sent += (p - 1) * idx.size * (isz + vsz)
+        a, b = int(starts[rank]), int(starts[rank + 1])
+        all_idx[a:b], all_val[a:b] = idx, val
+    MPI.Request.Waitall(requests)
+    if dense_out is not False and op.label == "sum":
+        out = np.empty(size, dtype=val.dtype) if dense_out is True else dense_out
+        return Result(None, None, scatter_sum(all_idx, all_val, counts, out), "sparse_allgather", sent)
+    union, acc = merge(all_idx, all_val, counts, p, op)
+    if dense_out is False:
+        return Result(union, acc, None, "sparse_allgather", sent)
+    return Result(None, None, densify(union, acc, size, None if dense_out is True else dense_out),
+                  "sparse_allgather", sent)
+
+
 HEADER = 8          # bytes before a range's body: 1 = a dense block, 0 = index-value records
 TAG_RANGES = 1901   # the reduced ranges' messages (no other mpiml algorithm uses this tag)
+TAG_GATHER = 1902   # round one's heads (+ 1, + 2: eager indices and values; + 3, + 4: round two's)
 
 
 def _record(wire, dtype):
@@ -341,5 +493,61 @@ def local(indices, values, size: int, op, dense_out) -> Result:
     return Result(None, None, densify(idx, val, size, None if dense_out is True else dense_out), "local", 0)
 
 
-__all__ = ["ALGORITHMS", "OPS", "STATS", "Result", "canonical", "densify", "index_dtype", "local", "merge",
-           "ranges", "route", "run"]
+def calibrate(size: int = 1 << 20, nonzeros: int = 9500, p: int = 2, repeats: int = 30) -> dict:
+    """Time this machine's local work of one split-allgather sparse allreduce (no MPI; ``p`` ranks'
+    sorted pieces of ``nonzeros`` random float64 nonzeros in ``size`` elements) and return the
+    per-element constants of :mod:`mpiml.collectives.model` it implies (medians, seconds):
+    ``SPARSE_HELD`` (argument checks, order check, routing, per held nonzero), ``SPARSE_MERGED`` (per
+    element a two-way merge step reads), ``SPARSE_SCATTERED`` (per nonzero added into a dense result),
+    ``SPARSE_ZERO`` (per byte of the dense result's memset when it is not in cache, after 32 MB of
+    other writes) and, for comparison, the memset's rate in cache."""
+    import time
+
+    from mpiml.collectives.ops import SUM
+
+    rng = np.random.default_rng(0)
+    pieces = [np.sort(rng.choice(size, nonzeros, replace=False)) for _ in range(p)]
+    idx = np.concatenate(pieces).astype(index_dtype(size))
+    val = rng.standard_normal(idx.size)
+    counts = np.full(p, nonzeros, dtype=np.int64)
+    out = np.zeros(size)
+    bounds = ranges(size, p)
+    wire = index_dtype(size)
+
+    def held():
+        mine = pieces[0]
+        int(mine.min()), int(mine.max())
+        route(canonical(mine, val[:nonzeros], SUM, wire)[0], bounds)
+
+    def timed(fn):
+        fn()   # compiles the kernels
+        spent = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            spent.append(time.perf_counter() - start)
+        return float(np.median(spent))
+
+    touched, prefix = nonzeros, nonzeros
+    for _ in range(1, p):
+        touched += prefix + nonzeros
+        prefix += nonzeros
+    fill = timed(lambda: out.fill(0))
+    other = np.ones(max(4 * size, 1 << 22))   # written between fills (32 MB and up: out of the caches), as a
+                                             # training step writes its other buffers between two exchanges
+
+    def cold_fill():
+        other.fill(0.5)
+        start = time.perf_counter()
+        out.fill(0)
+        return time.perf_counter() - start
+
+    cold = float(np.median([cold_fill() for _ in range(max(3, repeats // 3))]))
+    return {"SPARSE_HELD": timed(held) / nonzeros,
+            "SPARSE_MERGED": timed(lambda: merge(idx, val, counts, p, SUM)) / touched,
+            "SPARSE_SCATTERED": max(timed(lambda: scatter_sum(idx, val, counts, out)) - fill, 0.0) / idx.size,
+            "SPARSE_ZERO": cold / out.nbytes, "zero_per_byte_in_cache": fill / out.nbytes}
+
+
+__all__ = ["ALGORITHMS", "OPS", "STATS", "Result", "calibrate", "canonical", "densify", "index_dtype", "local", "merge",
+           "ranges", "route", "run", "scatter_sum"]

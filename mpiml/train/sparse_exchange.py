@@ -89,6 +89,8 @@ def exchange_cost(d: int, k: int, rows_per_rank: float, nnz_per_row: float, p: i
     index = 4 if size < 2**31 else 8
     if path == "dense":
         sent = dense_bytes
+    elif path == "sparse_allgather":   # its nonzeros to every other rank
+        sent = share * size * (p - 1) * (8 + index)
     else:
         sent = share * size * (p - 1) / p * (8 + index) + (
             union * size * (p - 1) / p * (8 + index) if path == "sparse" else (p - 1) / p * nbytes)
