@@ -330,3 +330,37 @@ def ials_observed(left, start, indptr, right, cols, vals, alpha):
             d = (1.0 if v > 0 else 0.0) - s
             total += (1.0 + alpha * abs(v)) * d * d - s * s
     return total
+
+
+@kernel
+def partial_normal_equations(indptr, cols, vals, design, offset, out):
+    """Each row's ``[upper triangle of d^T d (row-major), d^T t, t . t]`` over its entries into ``out``
+    (:func:`mpiml.mf.hot_rows.normal_equations`' numpy reference; entries in order, no fast math).
+    The full ``d^T d`` is accumulated first: its contiguous inner loop vectorizes."""
+    f = design.shape[1]
+    tri = f * (f + 1) // 2
+    g = np.empty((f, f))
+    h = np.empty(f)
+    for r in range(indptr.size - 1):
+        g[:, :] = 0.0
+        h[:] = 0.0
+        tt = 0.0
+        for j in range(indptr[r], indptr[r + 1]):
+            c = cols[j]
+            t = vals[j] - offset[c]
+            d = design[c]
+            for a in range(f):
+                da = d[a]
+                ga = g[a]
+                for b in range(f):
+                    ga[b] += da * d[b]
+                h[a] += da * t
+            tt += t * t
+        row = out[r]
+        k = 0
+        for a in range(f):
+            for b in range(a, f):
+                row[k] = g[a, b]
+                k += 1
+        row[tri:tri + f] = h
+        row[tri + f] = tt

@@ -284,7 +284,7 @@ def half_step(model, ex, plan: SidePlan, own: np.ndarray, other: np.ndarray, sid
         new = als.half_step_or_nan(plan.rows, own, routed, mu, reg, lay, side, weighted)
         sse = 0.0
         if parts is not None and plan.hot.size:
-            sums = hot_rows.add_up(parts, plan.slots, plan.hot.size)
+            sums = hot_rows.add_up(parts, plan.slots, plan.hot.size, plan.hot_route.send_counts)
             try:
                 w, errors = hot_rows.solve(sums, reg * (plan.hot_counts if weighted else 1.0), free.size)
             except np.linalg.LinAlgError:

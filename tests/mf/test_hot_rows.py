@@ -20,6 +20,8 @@ def test_partial_sums_added_up_solve_the_ridge_rows():
         rows, design = _rows(rng, 9, 40, 120), rng.normal(size=(40, f))
         offset, reg = rng.normal(size=40), 0.3
         whole = hot_rows.normal_equations(rows.indptr, rows.cols, rows.vals, design, offset)
+        reference = hot_rows.normal_equations_reference(rows.indptr, rows.cols, rows.vals, design, offset)
+        np.testing.assert_allclose(whole, reference, rtol=1e-12, atol=1e-12)   # the kernel and its reference
         # the same rows' entries dealt to three "ranks" at random, each summing its share, added up in order
         owner = rng.integers(0, 3, rows.nnz)
         parts, slots = [], []
