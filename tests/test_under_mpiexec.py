@@ -21,9 +21,11 @@ MPI_TESTS = os.environ.get("MPIML_MPI_TESTS")
 # paths), and the grids at 4 (the square 2 x 2 grid); the jobs' own tests at 1 and 4 would repeat
 # what the serial tests and the other counts already show, for a quarter of the suite's time.
 # The asynchronous strategies run at every count: their message timing, not the arithmetic, is what
-# changes with the rank count (and a hang shows at one count only).
+# changes with the rank count (and a hang shows at one count only). Partitioned factors also run at 4:
+# their blocks, routes and hot rows' partial sums change with the rank count (p = 1 is a serial test).
 ASYNC = ("tests/train/test_async_mpi.py", "tests/mf/test_nomad_mpi.py")
-SELECTION = {1: ("tests/collectives", *ASYNC), 4: ("tests/collectives", "tests/parallel", *ASYNC)}
+SELECTION = {1: ("tests/collectives", *ASYNC),
+             4: ("tests/collectives", "tests/parallel", *ASYNC, "tests/mf/test_partitioned_mpi.py")}
 
 
 def mpi_test_files(paths) -> list[str]:
