@@ -103,18 +103,15 @@ def normal_equations_reference(indptr, cols, vals, design: np.ndarray, offset: n
     return out
 
 
-def add_up(parts: np.ndarray, slots, rows: int, counts=None) -> np.ndarray:
+def add_up(parts: np.ndarray, slots, rows: int, counts) -> np.ndarray:
     """The partial sums ``parts`` added per slot (``slots[j]`` the row of ``parts[j]``), in order.
 
     ``counts``: the parts of each source, one after another, no slot twice within a source (as
-    a route delivers them), which lets a source's parts be added in one vectorized step
-    (``numpy.add.at`` is ~10x slower); None: any slots.
+    a route delivers them), so that a source's parts are added in one vectorized step
+    (``numpy.add.at`` is ~10x slower).
     """
     out = np.zeros((rows, parts.shape[1]))
     slots = np.asarray(slots, dtype=np.int64)
-    if counts is None:
-        np.add.at(out, slots, parts)
-        return out
     start = 0
     for n in np.asarray(counts, dtype=np.int64).tolist():
         out[slots[start:start + n]] += parts[start:start + n]

@@ -113,11 +113,6 @@ def initial_blocks(seed_words, scale: float, n_users: int, layout: als.Layout, u
 
 
 # ------------------------------------------------------------------ setup
-def compact(rows: Rows, needed: np.ndarray) -> Rows:
-    """``rows`` with local row numbers (from 0) and columns as positions in ``needed``."""
-    return Rows(0, rows.n_rows, rows.indptr, routing.local_columns(rows.cols, needed), rows.vals)
-
-
 @dataclass(frozen=True)
 class SidePlan:
     """This rank's exchange for the half-step that solves its rows of one side (users or items).
@@ -161,7 +156,7 @@ def side_plan(own: Rows, other: Rows, counts, bounds, other_bounds, threshold: i
     else:
         hot_route = routing.plan_route(hot_needed, bounds, comm)
     raters = build_rows(0, hot_needed.size, routing.local_columns(other.cols[rated], hot_needed),
-                        np.repeat(np.arange(other.n_rows), other.counts())[rated], other.vals[rated])
+                        (other.row_ids() - other.start)[rated], other.vals[rated])
     hot = np.flatnonzero(mine).astype(np.int64)
     return SidePlan(routing.plan_route(needed, other_bounds, comm), rows, hot_route, raters, hot,
                     counts[own.start + hot], np.searchsorted(hot, hot_route.send_rows).astype(np.int64),
@@ -189,7 +184,7 @@ def choose_thresholds(model, data: dict, ex) -> tuple:
         grid = hot_rows.candidates(int(np.max(counts, initial=0)))
         owner = np.searchsorted(np.asarray(other_bounds, dtype=np.int64), own.cols, side="right") - 1
         costs.append(hot_rows.threshold_costs(
-            np.asarray(counts)[own.start:own.stop], np.repeat(np.arange(own.n_rows), own.counts()), own.cols,
+            np.asarray(counts)[own.start:own.stop], own.row_ids() - own.start, own.cols,
             owner, ex.rank, grid, row_bytes, 8 * hot_rows.packed_width(len(lay.free(side)))))
         grids.append(grid)
     top = allreduce(np.concatenate(costs), op="max", comm=ex.comm)
@@ -271,14 +266,14 @@ def half_step(model, ex, plan: SidePlan, own: np.ndarray, other: np.ndarray, sid
     """``(new own block, the other-side rows routed in, this rank's squared error over its hot rows)``:
     one explicit ALS half-step solving ``side``'s rows on partitioned factors (collective)."""
     lay, mu, reg, weighted = model._layout, model.global_mean_, model.reg_, model._params.weighted
-    free, fixed = lay.free(side), lay.fixed(side)
+    free = lay.free(side)
     routed = ex.route(plan.route, other)
     parts = None
     if plan.threshold != hot_rows.NEVER:
         with ex.computing():
-            offset = mu + (other[:, fixed] if fixed is not None else np.zeros(other.shape[0]))
-            mine = hot_rows.normal_equations(plan.raters.indptr, plan.raters.cols, plan.raters.vals,
-                                             np.ascontiguousarray(other[:, free]), offset)
+            design, offset = als.design_of(other, mu, lay, side)   # this rank's other-side block, its raters
+            mine = hot_rows.normal_equations(plan.raters.indptr, plan.raters.cols, plan.raters.vals, design,
+                                             np.broadcast_to(offset, other.shape[:1]))
         parts = ex.route_back(plan.hot_route, mine)
     with ex.computing():
         new = als.half_step_or_nan(plan.rows, own, routed, mu, reg, lay, side, weighted)

@@ -122,22 +122,21 @@ class Exchange:
         """The rows ``plan.needed`` of the matrix whose ``block`` each rank holds (:mod:`mpiml.mf.routing`)."""
         from mpiml.mf.routing import route_rows
 
-        self._since = 0.0
-        out = self._timed(route_rows, plan, block, self.comm)
-        row = block.dtype.itemsize * int(np.prod(block.shape[1:], dtype=np.int64))
-        self.bytes += plan.received() * row
-        self.sent += plan.sent() * row
-        return out
+        return self._moved(route_rows, plan, block, plan.received(), plan.sent())
 
     def route_back(self, plan, rows: np.ndarray) -> np.ndarray:
         """``rows`` (one per ``plan.needed``) sent to the owners of those rows (:func:`mpiml.mf.routing.route_back`)."""
         from mpiml.mf.routing import route_back
 
+        return self._moved(route_back, plan, rows, plan.sent(), plan.received())
+
+    def _moved(self, call, plan, array, received: int, sent: int) -> np.ndarray:
+        """``call(plan, array, comm)``, timed, with ``received`` / ``sent`` rows of ``array`` counted."""
         self._since = 0.0
-        out = self._timed(route_back, plan, rows, self.comm)
-        row = rows.dtype.itemsize * int(np.prod(rows.shape[1:], dtype=np.int64))
-        self.bytes += plan.sent() * row
-        self.sent += plan.received() * row
+        out = self._timed(call, plan, array, self.comm)
+        row = array.dtype.itemsize * int(np.prod(array.shape[1:], dtype=np.int64))
+        self.bytes += received * row
+        self.sent += sent * row
         return out
 
     def sum(self, values) -> np.ndarray:

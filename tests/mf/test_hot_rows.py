@@ -30,7 +30,7 @@ def test_partial_sums_added_up_solve_the_ridge_rows():
             piece = build_rows(0, rows.n_rows, rows.row_ids()[keep], rows.cols[keep], rows.vals[keep])
             parts.append(hot_rows.normal_equations(piece.indptr, piece.cols, piece.vals, design, offset))
             slots.append(np.arange(rows.n_rows))
-        summed = hot_rows.add_up(np.concatenate(parts), np.concatenate(slots), rows.n_rows)
+        summed = hot_rows.add_up(np.concatenate(parts), np.concatenate(slots), rows.n_rows, [rows.n_rows] * 3)
         np.testing.assert_allclose(summed, whole, rtol=1e-12, atol=1e-12)
         rated = rows.counts() > 0
         lam = reg * (rows.counts() if weighted else np.ones(rows.n_rows))
