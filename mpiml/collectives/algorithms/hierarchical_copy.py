@@ -25,6 +25,7 @@ import numpy as np
 from mpi4py import MPI
 
 from mpiml.collectives import model, nodes
+from mpiml.collectives.layout import displacements
 from mpiml.collectives.registry import register
 
 TAG = 0x6863   # the root's hand-over to its leader, on the node's private communicator
@@ -88,8 +89,8 @@ def to_rank_order(gathered, result, order, sizes) -> None:
 
 
 def _starts(sizes) -> list:
-    """Displacements of consecutive parts of ``sizes``."""
-    return np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64).tolist()
+    """Offsets of consecutive parts of ``sizes``."""
+    return displacements(sizes)[:-1].tolist()
 
 
 def _bcast_cost(n, p, r):

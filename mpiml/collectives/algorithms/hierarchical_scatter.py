@@ -16,12 +16,13 @@ import numpy as np
 from mpi4py import MPI
 
 from mpiml.collectives import model, nodes, registry
+from mpiml.collectives.layout import displacements
 from mpiml.collectives.registry import register
 
 
 def node_order(x, counts, members):
     """``x``'s blocks (``counts[r]`` elements for rank ``r``, in rank order) rearranged node by node."""
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    starts = displacements(counts)
     order = [r for m in members for r in m]
     if order == list(range(len(counts))):
         return x
@@ -47,7 +48,7 @@ def _reduce_scatter(transport, x, out, op, counts, workspace):
             registry.table("reduce_scatter")["native"].run(layout.peers_transport, total, block, op, node_counts,
                                                          layout.peers_workspace)
         sizes = mine * x.dtype.itemsize
-        send = [block, sizes.tolist(), np.concatenate([[0], np.cumsum(sizes)[:-1]]).tolist(), MPI.BYTE]
+        send = [block, sizes.tolist(), displacements(sizes)[:-1].tolist(), MPI.BYTE]
     else:
         send = None
     if g.local_size > 1:
