@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 
 import numpy as np
 from mpi4py import MPI
@@ -41,21 +40,12 @@ from mpi4py import MPI
 import mpiml
 from mpiml.collectives import nodes
 from mpiml.perf.harness import Schedule, run_benchmark
-from mpiml.perf.roof import roof_seconds
+from mpiml.perf.roof import roof_seconds, seconds_per_call
 from mpiml.perf.sizes import format_bytes, parse_sizes
 
 ALGORITHMS = ("shared_memory", "hierarchical", "hierarchical_slices", "ring", "native")
 NODE_AWARE = ALGORITHMS[:3]
 IN_ARRAYS = "shm+arrays"   # shared_memory with every input in a nodes.shared_array
-
-
-def _timed(comm, work, calls):
-    """Seconds per call of ``work()`` run by every rank at once (the slowest rank's)."""
-    comm.Barrier()
-    start = time.perf_counter()
-    for _ in range(calls):
-        work()
-    return comm.allreduce((time.perf_counter() - start) / calls, op=MPI.MAX)
 
 
 def memory_roof(comm, nbytes, calls=5):
@@ -73,9 +63,9 @@ def time_shared_arrays(comm, nbytes, min_time):
     out = np.empty(n, np.float32)
     for _ in range(2):
         mpiml.allreduce(x, algorithm="shared_memory", out=out)
-    first = _timed(comm, lambda: mpiml.allreduce(x, algorithm="shared_memory", out=out), 1)
+    first = seconds_per_call(comm, lambda: mpiml.allreduce(x, algorithm="shared_memory", out=out), 1)
     calls = int(min(500, max(5, min_time / max(first, 1e-7))))
-    return statistics.median(_timed(comm, lambda: mpiml.allreduce(x, algorithm="shared_memory", out=out), 1)
+    return statistics.median(seconds_per_call(comm, lambda: mpiml.allreduce(x, algorithm="shared_memory", out=out), 1)
                              for _ in range(calls))
 
 

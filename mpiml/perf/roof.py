@@ -28,7 +28,7 @@ from mpi4py import MPI
 ROOFS = ("allreduce", "reduce_scatter", "reduce", "allgather", "bcast")
 
 
-def _timed(comm, work, calls: int) -> float:
+def seconds_per_call(comm, work, calls: int) -> float:
     """Seconds per call of ``work()`` run by every rank at once (the slowest rank's)."""
     comm.Barrier()
     start = time.perf_counter()
@@ -68,5 +68,5 @@ def roof_seconds(collective: str, nbytes: int, dtype="float32", comm=None, calls
     total = 0.0
     for work in roof_parts(collective, nbytes, dtype, comm.Get_size()):
         work()   # fault the pages in
-        total += statistics.median(_timed(comm, work, calls) for _ in range(3))
+        total += statistics.median(seconds_per_call(comm, work, calls) for _ in range(3))
     return total
