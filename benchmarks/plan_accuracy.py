@@ -123,7 +123,8 @@ def run(args: list, ranks: int, timeout: float) -> dict:
 def calibrate(path: str, ranks: int, timeout: float) -> None:
     """``mpiml tune`` on a small grid (the compute probe, and at one rank the built-in link parameters:
     a ping-pong on a busy machine would measure the load), then what a step of work and a collective
-    costs at 2 ranks (a core each) and when ranks outnumber the cores, at cores + 1 and 2 x cores (~30 s)."""
+    costs at 2 ranks (a core each) and when ranks outnumber the cores, at cores + 1 and 2 x cores, and at
+    each of these rank counts what each job family's real step loop costs beyond the model (~45 s)."""
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
                NUMBA_NUM_THREADS="1", MPIML_PROGRESS="never")
     command = [tool("mpiexec"), "-n", str(ranks), tool("mpiml"), "tune", "--sizes", "8:1M:8", "--min-time", "0.01",
@@ -136,8 +137,10 @@ def calibrate(path: str, ranks: int, timeout: float) -> None:
     cores = os.cpu_count() or 1
     probes = [(min(cores, 2), "store_collective_overhead")] if cores > 1 else []
     for size, name in probes + [(over, "store_oversubscription_steps") for over in sorted({cores + 1, 2 * cores})]:
+        # then each job family's real step at this rank count (what it costs beyond the model, per call)
         command = [tool("mpiexec"), "-n", str(size), sys.executable, "-c",
-                   f"import sys; from mpiml.plan.probe import {name} as s; s(sys.argv[1])", path]
+                   f"import sys; from mpiml.plan.probe import {name} as s, store_job_excess as j; s(sys.argv[1]); "
+                   f"j(sys.argv[1])", path]
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}): {done.stderr.strip()[-400:]}")

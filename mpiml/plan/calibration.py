@@ -8,6 +8,7 @@ them on another machine.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, fields, replace
 
@@ -80,6 +81,14 @@ class Calibration:
     grid_update_overhead : float
         Fixed seconds one SGD update costs a rank of a split (model or hybrid) layout beyond the
         whole-model path: the partial margins, the block gradient on 2-D arrays, the second reduction.
+    job_excess : tuple
+        What each collective call of a real training step costs beyond this model, by job family
+        and ranks per core: ``((family, ((ratio, seconds), ...)), ...)``. Measured by
+        :func:`mpiml.plan.probe.job_excess` (``mpiml tune`` with 2 or more ranks): each family's
+        own step loop (``sync-data``, ``sync-model``, ``lbfgs-data``, ``lbfgs-model``, ``als``,
+        ``ials``, ``dsgd``) on a small generated problem at the tune's rank count, its measured
+        step less this model's prediction of it, over its collective calls. Empty (the default):
+        the model alone.
     oversub_steps : tuple
         When a node runs more ranks than cores: ``((ratio, ((phase, seconds), ...)), ...)``, the
         seconds of one step of ``phase`` CPU seconds of work and one small collective on every
@@ -119,6 +128,7 @@ class Calibration:
     collective_overhead: float = 1.0e-5
     grid_update_overhead: float = 6.0e-5
     oversub_steps: tuple = DEFAULT_OVERSUB_STEPS
+    job_excess: tuple = ()
     thread_efficiency: float = 0.7
     baseline_bytes: int = 178 << 20
     params: ModelParams = DEFAULT_PARAMS
@@ -130,13 +140,15 @@ class Calibration:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("params", "source")}
         for name in TABLES:
             out[name] = table_document(out[name])
+        out["job_excess"] = excess_document(out["job_excess"])
         return out
 
     def with_constants(self, values: dict, source: str | None = None) -> "Calibration":
         """A copy with ``values`` (a ``compute`` section) applied; unknown keys are ignored (a newer file),
         and so is ``oversub_sync`` (an older file's single wait, which the table replaced)."""
         names = {f.name for f in fields(self)} - {"params", "source"}
-        known = {k: (int(v) if k == "baseline_bytes" else table(v) if k in TABLES else float(v))
+        known = {k: (int(v) if k == "baseline_bytes" else table(v) if k in TABLES
+                     else excess_table(v) if k == "job_excess" else float(v))
                  for k, v in values.items() if k in names}
         return replace(self, **known, source=source or self.source)
 
@@ -157,6 +169,34 @@ def table(value) -> tuple:
 def table_document(value: tuple) -> dict:
     """The JSON form of a :func:`table`."""
     return {repr(float(ratio)): [list(point) for point in points] for ratio, points in value}
+
+
+def excess_table(value) -> tuple:
+    """``((family, ((ratio, seconds), ...)), ...)`` sorted, from a section's ``{"family": {"ratio": seconds}}`` or
+    the tuple itself; ValueError for anything else (ratios of at least 1, finite seconds)."""
+    items = value.items() if isinstance(value, dict) else value
+    out = []
+    for family, points in items:
+        points = points.items() if isinstance(points, dict) else points
+        rows = tuple(sorted((float(ratio), float(seconds)) for ratio, seconds in points))
+        if not isinstance(family, str) or not rows or any(r < 1.0 or not math.isfinite(s) for r, s in rows):
+            raise ValueError(f"job excess entry {family!r}: ratios of at least 1 and finite seconds")
+        out.append((family, rows))
+    return tuple(sorted(out))
+
+
+def excess_document(value: tuple) -> dict:
+    """The JSON form of an :func:`excess_table`."""
+    return {family: {repr(float(ratio)): seconds for ratio, seconds in points} for family, points in value}
+
+
+def merge_excess(value: tuple, family: str, ratio: float, seconds: float) -> tuple:
+    """``value`` (an :func:`excess_table`) with ``family``'s entry at ``ratio`` set to ``seconds``."""
+    found = dict(value)
+    points = {r: s for r, s in found.get(family, ()) if abs(r - ratio) > 1e-9}
+    points[float(ratio)] = float(seconds)
+    found[family] = tuple(points.items())
+    return excess_table(found)
 
 
 DEFAULT = Calibration()

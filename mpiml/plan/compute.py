@@ -38,6 +38,11 @@ measures (time-slicing, and the collective's wait for ranks that are not running
 the waiting ones poll, holding a core). The calls that directly follow another (mf's
 allgathers after the clocks' allreduce) count as phases of no work. Transfers stretch
 by the ratio; a step without collectives only time-shares.
+
+On top of all that, each collective call of a step adds what the probe measured for the job's
+family at that many ranks per core (:func:`job_excess`): the family's real step loop on a small
+problem, measured less predicted, per call (the layers a training step adds around its calls, the
+algorithms' rounds each waiting for a rank that is not running, a larger message's pieces).
 """
 
 from __future__ import annotations
@@ -204,6 +209,36 @@ def mf_step(job: Job, layout: Layout, calibration: Calibration = DEFAULT) -> tup
     return compute, (comm if p > 1 else 0.0), "iteration", (syncs if p > 1 else 0.0), (2.0 if p > 1 else 0.0)
 
 
+def family(job: Job, layout: Layout) -> str | None:
+    """The job's family in :attr:`Calibration.job_excess`: ``"sync-data"``, ``"lbfgs-model"``, ... (sgd:
+    strategy and layout; one rank is ``data``), the algorithm (mf); None for the others."""
+    if job.kind == "mf":
+        return job.algorithm
+    if job.algorithm not in ("sync", "lbfgs"):
+        return None
+    replicas, blocks = layout.replicas_blocks
+    return f"{job.algorithm}-{'data' if blocks == 1 else 'model' if replicas == 1 else 'hybrid'}"
+
+
+def job_excess(name: str | None, ratio: float, calibration: Calibration = DEFAULT) -> float:
+    """Seconds a collective call of a ``name`` family's step adds beyond the model at ``ratio`` ranks per core
+    (at least 1), from ``calibration.job_excess`` (a hybrid without its own entry: the model-parallel one).
+
+    Between measured ratios: linear; below the lowest, that one's (a core per rank is the least
+    contention the probe can see); beyond the highest, proportional to the ratio. 0 with no entry.
+    """
+    table = dict(calibration.job_excess)
+    points = table.get(name) or (table.get(name.replace("-hybrid", "-model")) if name else None)
+    if not points:
+        return 0.0
+    if ratio <= points[0][0]:
+        return points[0][1]
+    for (r0, s0), (r1, s1) in zip(points, points[1:]):
+        if ratio <= r1:
+            return s0 + (ratio - r0) * (s1 - s0) / (r1 - r0)
+    return points[-1][1] * ratio / points[-1][0]
+
+
 _ONE_CORE: dict = {}
 
 
@@ -241,6 +276,8 @@ def step_seconds(job: Job, layout: Layout, cluster: Cluster, calibration: Calibr
                 + (syncs - heavy) * oversubscribed_step(0.0, over, calibration)
             comm += max(steps - shared, 0.0)
         compute = shared
+    if syncs > 0:   # (it may be negative, where the model over-prices the family: never below the work)
+        comm = max(comm + syncs * job_excess(family(job, layout), over, calibration), 0.0)
     return {"compute": compute, "comm": comm, "total": compute + comm, "step": step, "oversubscription": over,
             "collectives": syncs}
 

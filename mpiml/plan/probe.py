@@ -390,3 +390,145 @@ def store_oversubscription_steps(path) -> None:
         document = read_document(path) if os.path.exists(path) else {}
         own = table((document.get(SECTION) or {}).get("oversub_steps") or {})
         store(path, replace(calibration, oversub_steps=merge_steps(own, *measured)))
+
+
+# each family's real step loop at the tune's rank count (job_excess): small generated problems, a few
+# tenths of a second each at a core per rank (their rows: every rank's share of them)
+JOB_PROBES = (
+    ("sync-data", dict(rows=16000, features=40, density=1.0, strategy="sync", parallel="data", batch_size=256,
+                       epochs=3)),
+    ("sync-model", dict(rows=2000, features=50000, density=0.004, strategy="sync", parallel="model",
+                        batch_size=256, epochs=3)),
+    ("lbfgs-data", dict(rows=16000, features=40, density=1.0, strategy="lbfgs", parallel="data", max_iter=10)),
+    ("lbfgs-model", dict(rows=2000, features=50000, density=0.004, strategy="lbfgs", parallel="model",
+                         max_iter=10)),
+    ("als", dict(users=4000, items=1000, ratings=100000, rank=16, iters=4)),
+    ("ials", dict(users=4000, items=1000, ratings=100000, rank=32, iters=4)),
+    ("dsgd", dict(users=4000, items=1000, ratings=100000, rank=16, iters=4)),
+)
+
+
+def _job_step(comm, name: str, sizes: dict) -> tuple[Job, Layout, float]:
+    """Run the ``name`` family's probe on every rank of ``comm`` through the code ``mpiml sgd`` / ``mpiml mf``
+    run: the job, its layout on this many ranks and the wall seconds of a step (the slowest rank's median;
+    lbfgs: the mean iteration after the first; mf: the iterations after the first), as the benchmark times them."""
+    from mpi4py import MPI
+
+    from mpiml.runtime import partition
+
+    p, rank = comm.Get_size(), comm.Get_rank()
+    if "users" in sizes:
+        from mpiml.data.synthetic_ratings import SyntheticSpec, synthetic_ratings
+        from mpiml.mf import MODELS
+
+        shard = synthetic_ratings(SyntheticSpec(users=sizes["users"], items=sizes["items"], ratings=sizes["ratings"]),
+                                  rank, p)
+        model = MODELS[name](rank=sizes["rank"], iters=sizes["iters"])
+        model.fit(shard, comm=comm)
+        seconds = [record["seconds"] for record in model.history_][1:]
+        info = model.fit_info_
+        job = Job("mf", name, users=info["users"], items=info["items"], ratings=info["train_ratings"],
+                  factors=sizes["rank"], iterations=sizes["iters"])
+        layout = Layout(1, p)
+        step = statistics.median(seconds)
+    else:
+        from mpiml.data.synthetic import generate
+        from mpiml.sgd import LinearModel
+
+        rows, features, density = sizes["rows"], sizes["features"], sizes["density"]
+        lo, hi = partition.contiguous_block(rows, p, rank)
+        options = {"n": rows, "d": features, "classes": 2, "density": density, "separation": 4.0, "noise": 0.1,
+                   "seed": 0}
+        X, y = generate("classification", options, lo, hi)
+        parallel = sizes["parallel"] if p > 1 else "data"
+        settings = {k: sizes[k] for k in ("batch_size", "epochs", "max_iter") if k in sizes}
+        if sizes["strategy"] == "lbfgs":
+            settings["tol"] = 1e-12   # every iteration it is asked for
+        model = LinearModel("logistic", sizes["strategy"], parallel=parallel, comm=comm, **settings)
+        model.fit(X, y)
+        history = model.history_
+        stored = int(comm.allreduce(X.nnz if hasattr(X, "nnz") else X.size))
+        job = Job("sgd", sizes["strategy"], rows=rows, features=features, nnz=stored, dense=density >= 1.0,
+                  batch_size=sizes.get("batch_size", 256), epochs=sizes.get("epochs", 1),
+                  max_iter=sizes.get("max_iter", 100))
+        layout = Layout(1, p, parallel=parallel)
+        if sizes["strategy"] == "lbfgs":
+            times = history[-1].get("lbfgs_seconds") or []
+            step = (times[-1] - times[0]) / (len(times) - 1) if len(times) > 2 else \
+                history[-1]["seconds"] / max(len(times), 1)
+        else:
+            step = statistics.median(record["epoch_seconds"] for record in history)
+    return job, layout, float(comm.allreduce(step, op=MPI.MAX))
+
+
+def _alone(comm, run):
+    """``run(COMM_SELF)`` on rank 0 while the others sleep (they would take a core polling a barrier); its
+    result on every rank. Collective."""
+    from mpi4py import MPI
+
+    found = run(MPI.COMM_SELF) if comm.Get_rank() == 0 else None
+    done = comm.Ibarrier()
+    while not done.Test():
+        time.sleep(0.001)
+    return comm.bcast(found, root=0)
+
+
+def job_excess(comm=None, calibration: Calibration = DEFAULT, names=None) -> tuple:
+    """:attr:`Calibration.job_excess` with this rank count's entries: ``calibration``'s table where each probed
+    family's entry at this communicator's ranks per core is what its real step costs beyond the model, per
+    collective call. Collective; the same on every rank. Nothing is added on one rank (no calls).
+
+    Each family's probe (:data:`JOB_PROBES`) runs twice: on one rank alone, then on all. The
+    first gives the model's error on this problem's compute (``e``, measured over predicted on one
+    rank), which is this problem's, not the family's, and stays out of the entry: the entry is
+    ``(measured - (e x compute + communication predicted)) / calls`` on all ranks. About 3-6 s
+    (``names``: the families to probe, default all).
+    """
+    import os
+
+    from threadpoolctl import threadpool_limits
+
+    from mpiml.plan.calibration import merge_excess
+    from mpiml.plan.compute import step_seconds
+    from mpiml.plan.spec import Cluster
+    from mpiml.runtime.comm import resolve_comm
+
+    comm = resolve_comm(comm)
+    table = calibration.job_excess
+    if comm.Get_size() < 2:
+        return table
+    ratio = _node_ratio(comm)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    # one node as the model sees it: this many ranks on cores enough for ``ratio`` ranks per core
+    p = comm.Get_size()
+    cluster = Cluster(nodes_max=1, cores_per_node=max(int(round(p / ratio)), 1) if ratio > 1 else max(cores, p))
+    bare = replace(calibration, job_excess=())
+    with threadpool_limits(limits=1):
+        for name, sizes in JOB_PROBES:
+            if names is not None and name not in names:
+                continue
+            job1, layout1, single = _alone(comm, lambda self_comm: _job_step(self_comm, name, sizes))
+            job, layout, measured = _job_step(comm, name, sizes)
+            one = step_seconds(job1, layout1, cluster, bare)["total"]
+            predicted = step_seconds(job, layout, cluster, bare)
+            error = single / one if one > 0 else 1.0
+            if predicted["collectives"] > 0:
+                beyond = measured - (error * predicted["compute"] + predicted["comm"])
+                table = merge_excess(table, name, ratio, beyond / predicted["collectives"])
+    return table
+
+
+def store_job_excess(path) -> None:
+    """Measure :func:`job_excess` on ``COMM_WORLD`` with the tuning file ``path``'s calibration and merge it into
+    the file (rank 0; the rest kept). Run it with 2 or more ranks (and, for an oversubscribed entry, with
+    more ranks than cores)."""
+    from mpi4py import MPI
+
+    from mpiml.plan.calibration import load_calibration, store
+
+    MPI.COMM_WORLD.Barrier()   # after whatever wrote the file before
+    calibration = load_calibration(path)
+    found = job_excess(MPI.COMM_WORLD, calibration)
+    if MPI.COMM_WORLD.Get_rank() == 0:
+        store(path, replace(calibration, job_excess=found))
+    MPI.COMM_WORLD.Barrier()
