@@ -139,7 +139,7 @@ def calibrate(path: str, ranks: int, timeout: float) -> None:
     for size, name in probes + [(over, "store_oversubscription_steps") for over in sorted({cores + 1, 2 * cores})]:
         # then each job family's real step at this rank count (what it costs beyond the model, per call)
         command = [tool("mpiexec"), "-n", str(size), sys.executable, "-c",
-                   f"import sys; from mpiml.plan.probe import {name} as s, store_job_excess as j; s(sys.argv[1]); "
+                   f"import sys; from mpiml.plan.probe import {name} as s, store_job_probes as j; s(sys.argv[1]); "
                    f"j(sys.argv[1])", path]
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
         if done.returncode != 0:

@@ -49,6 +49,12 @@ class Calibration:
         Fixed seconds of one L-BFGS iteration beyond its gradient passes.
     lbfgs_dense_value : float
         Seconds per stored dense value of a full-batch product (lbfgs; one BLAS call over the shard).
+    lbfgs_sparse_nnz : float
+        Seconds per stored non-zero of a full-batch sparse product (lbfgs; ``X p`` or ``X.T r`` over the
+        shard's CSR rows).
+    lbfgs_param : float
+        Seconds per model parameter of the rank's block per L-BFGS iteration (the two-loop's inner
+        products, the direction, the history and line-search vectors: passes over the block).
     lbfgs_row : float
         Seconds per row and output of the full-batch loss and its derivative (lbfgs).
     als_rating_k2 : float
@@ -89,6 +95,11 @@ class Calibration:
         ``ials``, ``dsgd``) on a small generated problem at the tune's rank count, its measured
         step less this model's prediction of it, over its collective calls. Empty (the default):
         the model alone.
+    job_scale : tuple
+        ``((family, factor), ...)``: a family's real step on one rank, measured over this model's
+        prediction of it (on the probe's problem, :func:`mpiml.plan.probe.job_probes`): what the
+        generic constants miss of that loop (its own passes, its memory traffic). Multiplies the
+        family's compute. Empty (the default): 1.
     oversub_steps : tuple
         When a node runs more ranks than cores: ``((ratio, ((phase, seconds), ...)), ...)``, the
         seconds of one step of ``phase`` CPU seconds of work and one small collective on every
@@ -114,6 +125,8 @@ class Calibration:
     lbfgs_overhead: float = 1.0e-4
     lbfgs_dense_value: float = 6.0e-10
     lbfgs_row: float = 2.0e-8
+    lbfgs_sparse_nnz: float = 1.5e-9
+    lbfgs_param: float = 5.0e-8
     als_rating_k2: float = 1.0e-10
     als_row_k3: float = 1.0e-11
     als_row: float = 2.5e-7
@@ -129,6 +142,7 @@ class Calibration:
     grid_update_overhead: float = 6.0e-5
     oversub_steps: tuple = DEFAULT_OVERSUB_STEPS
     job_excess: tuple = ()
+    job_scale: tuple = ()
     thread_efficiency: float = 0.7
     baseline_bytes: int = 178 << 20
     params: ModelParams = DEFAULT_PARAMS
@@ -141,6 +155,7 @@ class Calibration:
         for name in TABLES:
             out[name] = table_document(out[name])
         out["job_excess"] = excess_document(out["job_excess"])
+        out["job_scale"] = dict(out["job_scale"])
         return out
 
     def with_constants(self, values: dict, source: str | None = None) -> "Calibration":
@@ -148,7 +163,8 @@ class Calibration:
         and so is ``oversub_sync`` (an older file's single wait, which the table replaced)."""
         names = {f.name for f in fields(self)} - {"params", "source"}
         known = {k: (int(v) if k == "baseline_bytes" else table(v) if k in TABLES
-                     else excess_table(v) if k == "job_excess" else float(v))
+                     else excess_table(v) if k == "job_excess" else scale_table(v) if k == "job_scale"
+                     else float(v))
                  for k, v in values.items() if k in names}
         return replace(self, **known, source=source or self.source)
 
@@ -183,6 +199,16 @@ def excess_table(value) -> tuple:
             raise ValueError(f"job excess entry {family!r}: ratios of at least 1 and finite seconds")
         out.append((family, rows))
     return tuple(sorted(out))
+
+
+def scale_table(value) -> tuple:
+    """``((family, factor), ...)`` sorted, from a section's ``{"family": factor}`` or the tuple itself; ValueError
+    for anything else (positive finite factors)."""
+    out = tuple(sorted((str(family), float(factor))
+                       for family, factor in (value.items() if isinstance(value, dict) else value)))
+    if any(not (math.isfinite(f) and f > 0) for _, f in out):
+        raise ValueError(f"job scale {value!r}: positive factors")
+    return out
 
 
 def excess_document(value: tuple) -> dict:

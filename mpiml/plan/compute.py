@@ -26,7 +26,9 @@ allgathered (``(U or I) w`` values) to every rank:
 - every algorithm: ``mf_overhead`` an iteration.
 
 lbfgs uses its own constants for its full-batch work (``lbfgs_dense_value`` a dense value,
-``lbfgs_row`` a row's loss): whole-array products run faster a value than mini-batches.
+``lbfgs_sparse_nnz`` a stored non-zero, ``lbfgs_row`` a row's loss, ``lbfgs_param`` a parameter of
+the block an iteration): whole-array products run faster a value than mini-batches, and an
+iteration's passes over the block cost more than an update's.
 
 Each collective call of a step adds ``collective_overhead`` (measured: what a call costs
 a training step beyond the collectives' model, a core per rank).
@@ -39,7 +41,8 @@ the waiting ones poll, holding a core). The calls that directly follow another (
 allgathers after the clocks' allreduce) count as phases of no work. Transfers stretch
 by the ratio; a step without collectives only time-shares.
 
-On top of all that, each collective call of a step adds what the probe measured for the job's
+A family's compute is multiplied by what its real step loop took on one rank over this model's
+price of it (:func:`job_scale`, the probe's problem). On top of all that, each collective call of a step adds what the probe measured for the job's
 family at that many ranks per core (:func:`job_excess`): the family's real step loop on a small
 problem, measured less predicted, per call (the layers a training step adds around its calls, the
 algorithms' rounds each waiting for a rank that is not running, a larger message's pieces).
@@ -101,13 +104,30 @@ def thread_speedup(threads: int, calibration: Calibration = DEFAULT) -> float:
     return 1.0 + (max(int(threads), 1) - 1) * calibration.thread_efficiency
 
 
+def lbfgs_history_share(iterations: int) -> float:
+    """The mean passes over the parameters of ``iterations`` L-BFGS iterations over those of one with a full
+    history: iteration ``i`` holds ``min(i - 1, MEMORY)`` pairs, each two inner products and two updates
+    (4 passes), and every iteration 12 more (direction, point, gradient, line search)."""
+    from mpiml.train.lbfgs_math import MEMORY
+
+    n = max(int(iterations), 1)
+    mean_pairs = sum(min(i, MEMORY) for i in range(n)) / n
+    return (4 * mean_pairs + 12) / (4 * MEMORY + 12)
+
+
 def _machine(job: Job, calibration: Calibration):
     from mpiml.parallel.cost import Machine
 
-    lbfgs = job.algorithm == "lbfgs"   # full-batch products and losses: whole arrays at once
-    dense = calibration.lbfgs_dense_value if lbfgs else calibration.dense_value
-    return Machine(nnz_seconds=dense if job.dense else calibration.sparse_nnz,
-                   row_seconds=calibration.lbfgs_row if lbfgs else calibration.row_loss,
+    from mpiml.parallel.cost import LBFGS_PASSES
+
+    if job.algorithm == "lbfgs":   # full-batch products and losses: whole arrays at once
+        # (the cost model charges LBFGS_PASSES / 8 passes of param_seconds a parameter, a full history's)
+        param = calibration.lbfgs_param * 8 / LBFGS_PASSES * lbfgs_history_share(job.max_iter)
+        return Machine(nnz_seconds=calibration.lbfgs_dense_value if job.dense else calibration.lbfgs_sparse_nnz,
+                       row_seconds=calibration.lbfgs_row, param_seconds=param,
+                       step_seconds=calibration.update_overhead, iteration_seconds=calibration.lbfgs_overhead)
+    return Machine(nnz_seconds=calibration.dense_value if job.dense else calibration.sparse_nnz,
+                   row_seconds=calibration.row_loss,
                    param_seconds=calibration.param_update,
                    step_seconds=calibration.update_overhead, iteration_seconds=calibration.lbfgs_overhead)
 
@@ -239,6 +259,15 @@ def job_excess(name: str | None, ratio: float, calibration: Calibration = DEFAUL
     return points[-1][1] * ratio / points[-1][0]
 
 
+def job_scale(name: str | None, calibration: Calibration = DEFAULT) -> float:
+    """The factor on a ``name`` family's compute, from ``calibration.job_scale`` (a hybrid without its own: the
+    model-parallel one; 1 with none)."""
+    table = dict(calibration.job_scale)
+    if not name:
+        return 1.0
+    return table.get(name) or table.get(name.replace("-hybrid", "-model"), 1.0)
+
+
 _ONE_CORE: dict = {}
 
 
@@ -264,6 +293,8 @@ def step_seconds(job: Job, layout: Layout, cluster: Cluster, calibration: Calibr
     that, the collectives' waits for ranks that are not running, counts as communication.
     """
     compute, comm, step, syncs, light = _one_core(job, layout, calibration)
+    name = family(job, layout)
+    compute *= job_scale(name, calibration)
     over = oversubscription(layout, cluster)
     if over <= 1.0:   # (the oversubscribed steps below were measured with the calls' whole cost)
         comm += syncs * calibration.collective_overhead
@@ -277,7 +308,7 @@ def step_seconds(job: Job, layout: Layout, cluster: Cluster, calibration: Calibr
             comm += max(steps - shared, 0.0)
         compute = shared
     if syncs > 0:   # (it may be negative, where the model over-prices the family: never below the work)
-        comm = max(comm + syncs * job_excess(family(job, layout), over, calibration), 0.0)
+        comm = max(comm + syncs * job_excess(name, over, calibration), 0.0)
     return {"compute": compute, "comm": comm, "total": compute + comm, "step": step, "oversubscription": over,
             "collectives": syncs}
 

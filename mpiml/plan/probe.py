@@ -28,7 +28,10 @@ SGD_PROBES = ((3000, 4, 1.0, 16, 3), (8000, 2, 1.0, 2048, 3), (8000, 300, 1.0, 2
               (2000, 20000, 0.005, 256, 3), (2000, 100000, 0.0002, 32, 3), (3000, 2000, 0.05, 128, 3))
 # dense rows, features, iterations: the difference of a run of 2 and one of that many (before the
 # ftol test stops it: about 8 iterations on these)
-LBFGS_PROBES = ((3000, 20, 7), (20000, 100, 7), (40000, 4, 5))   # dense rows, features, iterations (the difference of 24 and 8)
+# (rows, features, iterations, density): dense ones, and wide sparse ones (where the passes over the
+# parameters weigh)
+LBFGS_PROBES = ((3000, 20, 7, 1.0), (20000, 100, 7, 1.0), (40000, 4, 5, 1.0), (2000, 50000, 7, 0.004),
+                (3000, 20000, 7, 0.01), (1500, 150000, 7, 0.001))
 # mf probes: (algorithm, users, items, ratings, rank, iterations)
 # (larger ones too: factor matrices beyond the L2 cache cost more per rating)
 MF_PROBES = (("dsgd", 2000, 500, 40000, 4, 3), ("dsgd", 2000, 500, 40000, 32, 3), ("dsgd", 8000, 2000, 120000, 16, 3),
@@ -38,7 +41,7 @@ MF_PROBES = (("dsgd", 2000, 500, 40000, 4, 3), ("dsgd", 2000, 500, 40000, 32, 3)
 MF_CONSTANTS = ("dsgd_rating_k", "mf_rating", "mf_overhead", "als_rating_k2", "als_rating", "als_row_k3", "als_row",
                 "als_row_k2", "ials_rating_k", "ials_rating", "gram_value")
 SGD_CONSTANTS = ("update_overhead", "dense_value", "sparse_nnz", "row_loss", "param_update")
-LBFGS_CONSTANTS = ("lbfgs_overhead", "lbfgs_dense_value", "lbfgs_row")
+LBFGS_CONSTANTS = ("lbfgs_overhead", "lbfgs_dense_value", "lbfgs_row", "lbfgs_sparse_nnz", "lbfgs_param")
 # split-layout probes: (rows, features, density, batch, epochs) of sync SGD as one rank of a 1 x 2 grid
 GRID_PROBES = ((2000, 20000, 0.005, 256, 3), (3000, 300, 1.0, 128, 3))
 # oversubscription probe: CPU seconds of work between two collectives (probe.oversubscription_steps)
@@ -198,16 +201,23 @@ def _measure_local(calibration: Calibration) -> dict:
         per_epoch, X = _sgd_run(*probe)
         sgd_runs.append((_sgd_job(*probe, X), per_epoch))
     lbfgs_runs = []
-    for rows, features, iters in LBFGS_PROBES:
-        X, y = _sgd_data(rows, features, 1.0)
-        # the least of three runs each: contention only ever adds CPU time (cache misses)
-        few, short = min((_sgd_cpu(X, y, "lbfgs", max_iter=2, tol=1e-12) for _ in range(3)), key=lambda r: r[0])
-        many, long = min((_sgd_cpu(X, y, "lbfgs", max_iter=iters, tol=1e-12) for _ in range(3)), key=lambda r: r[0])
+    for rows, features, iters, density in LBFGS_PROBES:
+        X, y = _sgd_data(rows, features, density)
+        # the least of two runs each: contention only ever adds CPU time (cache misses); wide ones both past
+        # the history's filling (MEMORY iterations), so that the difference is of iterations with a full one
+        # (narrow dense ones converge by then, and their passes over the parameters weigh nothing)
+        wide = density < 1.0
+        first = lbfgs_math.MEMORY + 2 if wide else 2
+        few, short = min((_sgd_cpu(X, y, "lbfgs", max_iter=first, tol=1e-12) for _ in range(2)), key=lambda r: r[0])
+        many, long = min((_sgd_cpu(X, y, "lbfgs", max_iter=first + iters - 2, tol=1e-12) for _ in range(2)),
+                         key=lambda r: r[0])
         # per evaluation (the line search takes more of them in some iterations than others), at the
         # model's evaluations an iteration
         done = long.history[-1].get("lbfgs_evaluations", iters) - short.history[-1].get("lbfgs_evaluations", 2)
-        if done > 0:
-            job = Job("sgd", "lbfgs", rows=rows, features=features, nnz=rows * features, dense=True, max_iter=iters)
+        if done > 0:   # (wide: a job of very many iterations, a full history's passes)
+            job = Job("sgd", "lbfgs", rows=rows, features=features, max_iter=10**6 if wide else iters,
+                      dense=density >= 1.0,
+                      nnz=rows * features if density >= 1.0 else int(X.nnz))
             lbfgs_runs.append((job, max(many - few, 1e-6) / done * LBFGS_TRIALS))
     # The SGD epochs include a full-batch evaluation priced by the lbfgs constants, and lbfgs
     # iterations include parameter passes priced by the SGD ones: two rounds settle both.
@@ -251,7 +261,8 @@ def measure(comm=None, calibration: Calibration = DEFAULT) -> Calibration:
     """Run the probes on every rank of ``comm`` (collective); the median constants, the same on every rank.
 
     When the ranks of a node outnumber its cores, also :func:`oversubscription_steps` at that
-    ratio (the file keeps this one ratio); with 2 or more ranks, a core each, :func:`collective_overhead`.
+    ratio (the file keeps this one ratio); with 2 or more ranks, a core each, :func:`collective_overhead`;
+    then :func:`job_probes` (each job family's real step: its scale, and its excess at this ratio).
     """
     from mpiml.runtime.comm import resolve_comm
 
@@ -266,7 +277,8 @@ def measure(comm=None, calibration: Calibration = DEFAULT) -> Calibration:
     overhead = collective_overhead(comm, params=calibration.params)
     if overhead is not None:
         agreed["collective_overhead"] = overhead
-    return calibration.with_constants(agreed, source="probe")
+    # last: each family's real step loop against the model with everything above
+    return job_probes(comm, calibration.with_constants(agreed, source="probe"))
 
 
 def merge_steps(tables: tuple, ratio: float, points) -> tuple:
@@ -473,62 +485,61 @@ def _alone(comm, run):
     return comm.bcast(found, root=0)
 
 
-def job_excess(comm=None, calibration: Calibration = DEFAULT, names=None) -> tuple:
-    """:attr:`Calibration.job_excess` with this rank count's entries: ``calibration``'s table where each probed
-    family's entry at this communicator's ranks per core is what its real step costs beyond the model, per
-    collective call. Collective; the same on every rank. Nothing is added on one rank (no calls).
+def job_probes(comm=None, calibration: Calibration = DEFAULT, names=None) -> Calibration:
+    """``calibration`` with each family's real step loop measured (:data:`JOB_PROBES`, ``names``: the families,
+    default all): its :attr:`~Calibration.job_scale` and, with 2 or more ranks, its
+    :attr:`~Calibration.job_excess` at this communicator's ranks per core. Collective; the same on every rank.
 
-    Each family's probe (:data:`JOB_PROBES`) runs twice: on one rank alone, then on all. The
-    first gives the model's error on this problem's compute (``e``, measured over predicted on one
-    rank), which is this problem's, not the family's, and stays out of the entry: the entry is
-    ``(measured - (e x compute + communication predicted)) / calls`` on all ranks. About 3-6 s
-    (``names``: the families to probe, default all).
+    Each probe runs on one rank alone, then (2 or more ranks) on all. The first gives the
+    family's scale: measured over predicted on one rank. The entry of the excess is what the
+    step on all ranks costs beyond that scaled compute and the predicted communication, per
+    collective call. About 1 s on one rank, 3-6 s on several.
     """
     import os
 
     from threadpoolctl import threadpool_limits
 
-    from mpiml.plan.calibration import merge_excess
+    from mpiml.plan.calibration import merge_excess, scale_table
     from mpiml.plan.compute import step_seconds
     from mpiml.plan.spec import Cluster
     from mpiml.runtime.comm import resolve_comm
 
     comm = resolve_comm(comm)
-    table = calibration.job_excess
-    if comm.Get_size() < 2:
-        return table
-    ratio = _node_ratio(comm)
+    p = comm.Get_size()
+    excess, scales = calibration.job_excess, dict(calibration.job_scale)
+    ratio = _node_ratio(comm) if p > 1 else 1.0
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     # one node as the model sees it: this many ranks on cores enough for ``ratio`` ranks per core
-    p = comm.Get_size()
     cluster = Cluster(nodes_max=1, cores_per_node=max(int(round(p / ratio)), 1) if ratio > 1 else max(cores, p))
-    bare = replace(calibration, job_excess=())
+    bare = replace(calibration, job_excess=(), job_scale=())
     with threadpool_limits(limits=1):
         for name, sizes in JOB_PROBES:
             if names is not None and name not in names:
                 continue
             job1, layout1, single = _alone(comm, lambda self_comm: _job_step(self_comm, name, sizes))
-            job, layout, measured = _job_step(comm, name, sizes)
             one = step_seconds(job1, layout1, cluster, bare)["total"]
+            scale = single / one if one > 0 and single > 0 else 1.0
+            scales[name] = scale
+            if p < 2:
+                continue
+            job, layout, measured = _job_step(comm, name, sizes)
             predicted = step_seconds(job, layout, cluster, bare)
-            error = single / one if one > 0 else 1.0
             if predicted["collectives"] > 0:
-                beyond = measured - (error * predicted["compute"] + predicted["comm"])
-                table = merge_excess(table, name, ratio, beyond / predicted["collectives"])
-    return table
+                beyond = measured - (scale * predicted["compute"] + predicted["comm"])
+                excess = merge_excess(excess, name, ratio, beyond / predicted["collectives"])
+    return replace(calibration, job_excess=excess, job_scale=scale_table(scales))
 
 
-def store_job_excess(path) -> None:
-    """Measure :func:`job_excess` on ``COMM_WORLD`` with the tuning file ``path``'s calibration and merge it into
-    the file (rank 0; the rest kept). Run it with 2 or more ranks (and, for an oversubscribed entry, with
-    more ranks than cores)."""
+def store_job_probes(path) -> None:
+    """Measure :func:`job_probes` on ``COMM_WORLD`` with the tuning file ``path``'s calibration and merge them into
+    the file (rank 0; the rest kept). With more ranks than cores, the excess's oversubscribed entry."""
     from mpi4py import MPI
 
     from mpiml.plan.calibration import load_calibration, store
 
     MPI.COMM_WORLD.Barrier()   # after whatever wrote the file before
     calibration = load_calibration(path)
-    found = job_excess(MPI.COMM_WORLD, calibration)
+    found = job_probes(MPI.COMM_WORLD, calibration)
     if MPI.COMM_WORLD.Get_rank() == 0:
-        store(path, replace(calibration, job_excess=found))
+        store(path, found)
     MPI.COMM_WORLD.Barrier()
