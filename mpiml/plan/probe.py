@@ -485,9 +485,9 @@ def _alone(comm, run):
     return comm.bcast(found, root=0)
 
 
-def job_probes(comm=None, calibration: Calibration = DEFAULT, names=None) -> Calibration:
-    """``calibration`` with each family's real step loop measured (:data:`JOB_PROBES`, ``names``: the families,
-    default all): its :attr:`~Calibration.job_scale` and, with 2 or more ranks, its
+def job_probes(comm=None, calibration: Calibration = DEFAULT, probes=JOB_PROBES) -> Calibration:
+    """``calibration`` with each family's real step loop measured (``probes``: ``(family, sizes)`` pairs,
+    default :data:`JOB_PROBES`): its :attr:`~Calibration.job_scale` and, with 2 or more ranks, its
     :attr:`~Calibration.job_excess` at this communicator's ranks per core. Collective; the same on every rank.
 
     Each probe runs on one rank alone, then (2 or more ranks) on all. The first gives the
@@ -512,10 +512,14 @@ def job_probes(comm=None, calibration: Calibration = DEFAULT, names=None) -> Cal
     # one node as the model sees it: this many ranks on cores enough for ``ratio`` ranks per core
     cluster = Cluster(nodes_max=1, cores_per_node=max(int(round(p / ratio)), 1) if ratio > 1 else max(cores, p))
     bare = replace(calibration, job_excess=(), job_scale=())
+    from mpiml.mf import kernels as mf_kernels  # noqa: F401  (every rank at once, not one after the other)
+    from mpiml.sgd import kernels
+    from mpiml.train import lbfgs_math
+
+    kernels.load()
+    lbfgs_math.load()
     with threadpool_limits(limits=1):
-        for name, sizes in JOB_PROBES:
-            if names is not None and name not in names:
-                continue
+        for name, sizes in probes:
             job1, layout1, single = _alone(comm, lambda self_comm: _job_step(self_comm, name, sizes))
             one = step_seconds(job1, layout1, cluster, bare)["total"]
             scale = single / one if one > 0 and single > 0 else 1.0

@@ -86,6 +86,54 @@ def test_oversubscribed_step_interpolates_the_measured_table():
     assert all(step(p, r, c) >= p for p in (1e-6, 1e-4, 1e-3, 1e-1) for r in (1.1, 1.5, 2.0, 3.0))
 
 
+def test_a_familys_probed_scale_and_excess_per_call_enter_its_steps():
+    c = Calibration(job_excess=(("als", ((1.0, 1e-4), (2.0, 2e-3))), ("lbfgs-model", ((1.5, 3e-4),))),
+                    job_scale=(("als", 1.5), ("lbfgs-model", 0.5)))
+    excess = compute.job_excess
+    assert excess("als", 1.0, c) == 1e-4 and excess("als", 1.5, c) == pytest.approx(1.05e-3)   # linear
+    assert excess("als", 4.0, c) == pytest.approx(4e-3)             # beyond: proportional to the ratio
+    assert excess("lbfgs-model", 1.0, c) == 3e-4                   # below the lowest: the lowest's
+    assert excess("lbfgs-hybrid", 2.0, c) == pytest.approx(4e-4)    # a hybrid: the model-parallel one's
+    assert excess("dsgd", 2.0, c) == 0.0 and excess(None, 2.0, c) == 0.0
+    assert compute.job_scale("lbfgs-hybrid", c) == 0.5 and compute.job_scale("dsgd", c) == 1.0
+    families = {(j.algorithm, layout.parallel): compute.family(j, layout) for j in JOBS
+                for layout in (Layout(1, 1), Layout(1, 4, parallel="model"), Layout(1, 4, parallel="hybrid"))}
+    assert families[("sync", "data")] == "sync-data" and families[("lbfgs", "model")] == "lbfgs-model"
+    assert families[("lbfgs", "hybrid")] == "lbfgs-hybrid" and families[("als", "model")] == "als"
+    assert families[("local", "data")] is None
+    # the step: compute times the scale, each collective call plus the excess (an oversubscribed one too)
+    for layout, cluster in ((Layout(1, 4), Cluster(cores_per_node=4)), (Layout(1, 4), Cluster(cores_per_node=2))):
+        plain = compute.step_seconds(ALS, layout, cluster, Calibration())
+        probed = compute.step_seconds(ALS, layout, cluster, replace(Calibration(), job_excess=c.job_excess,
+                                                                      job_scale=c.job_scale))
+        over = compute.oversubscription(layout, cluster)
+        calls = plain["collectives"]
+        if over == 1.0:
+            assert probed["compute"] == pytest.approx(1.5 * plain["compute"])
+            assert probed["comm"] == pytest.approx(plain["comm"] + calls * 1e-4)
+        else:   # the waits follow the scaled phases; then the excess
+            bare = compute.step_seconds(ALS, layout, cluster, replace(Calibration(), job_scale=c.job_scale))
+            assert probed["comm"] == pytest.approx(bare["comm"] + calls * 2e-3)
+    # never below nothing: a negative excess (the model over-prices the family) stops at the work
+    cheap = Calibration(job_excess=(("als", ((1.0, -1.0),)),))
+    assert compute.step_seconds(ALS, Layout(1, 4), Cluster(cores_per_node=4), cheap)["comm"] == 0.0
+
+
+def test_lbfgs_passes_over_the_parameters_follow_the_filling_history():
+    from mpiml.train.lbfgs_math import MEMORY
+
+    share = compute.lbfgs_history_share
+    full = 4 * MEMORY + 12
+    assert share(1) == pytest.approx(12 / full) and share(10**6) == pytest.approx(1.0, abs=1e-4)
+    n = 20   # iterations 1..20 hold 0, 1, ..., MEMORY, MEMORY, ... pairs
+    assert share(n) == pytest.approx((4 * sum(min(i, MEMORY) for i in range(n)) / n + 12) / full)
+    one = replace(WIDE, max_iter=1)
+    a, b = (compute.sgd_step(job, Layout(1, 1), Calibration(lbfgs_param=1e-7))[0] for job in (one, WIDE))
+    a0, b0 = (compute.sgd_step(job, Layout(1, 1), Calibration(lbfgs_param=0.0))[0] for job in (one, WIDE))
+    assert (b - b0) / (a - a0) == pytest.approx(share(WIDE.max_iter) / share(1))
+    assert b - b0 == pytest.approx(1e-7 * (WIDE.features + 1) * share(WIDE.max_iter))
+
+
 @pytest.mark.parametrize("job", JOBS, ids=lambda j: f"{j.kind}-{j.algorithm}")
 def test_time_and_memory_grow_with_the_problem(job):
     layout = Layout(2, 4)
@@ -173,7 +221,9 @@ def test_calibration_round_trip_through_a_tuning_file(tmp_path, monkeypatch):
     document = {"format": "mpiml-tuning", "version": 1, "params": {"alpha": 3e-6, "beta": 2e-10}, "rules": {}}
     path.write_text(json.dumps(document))
     measured = replace(Calibration(), sparse_nnz=1.25e-8, als_row=7e-7, baseline_bytes=123 << 20,
-                       oversub_steps=((1.5, ((1e-4, 4e-4), (1e-3, 2.5e-3))),))
+                       oversub_steps=((1.5, ((1e-4, 4e-4), (1e-3, 2.5e-3))),),
+                       job_excess=(("als", ((1.0, 1e-4), (2.0, 2e-3))), ("sync-data", ((1.0, -1e-5),))),
+                       job_scale=(("als", 1.25), ("lbfgs-model", 0.8)))
     calibration_module.store(path, measured)
     kept = json.loads(path.read_text())
     assert kept["params"] == document["params"] and kept["rules"] == {}   # other sections untouched
@@ -193,12 +243,16 @@ def test_calibration_round_trip_through_a_tuning_file(tmp_path, monkeypatch):
     path.write_text(json.dumps(document))
     assert load_calibration(path).constants() == Calibration().constants()
     assert loaded.oversub_steps == measured.oversub_steps
+    assert loaded.job_excess == measured.job_excess and loaded.job_scale == measured.job_scale
+    assert Calibration().job_excess == () and Calibration().job_scale == ()   # an older file: the model alone
     # unknown constants (a newer file) are ignored, and so is an older file's oversub_sync; a bad file names itself
     path.write_text(json.dumps({**document, "compute": {"sparse_nnz": 2e-9, "from_the_future": 1.0,
                                                         "oversub_sync": 3e-3}}))
     assert load_calibration(path).sparse_nnz == 2e-9
     for text in ("{not json", json.dumps({**document, "compute": {"sparse_nnz": "fast"}}),
-                 json.dumps({**document, "compute": {"oversub_steps": {"0.5": [[1e-4, 1e-3]]}}})):
+                 json.dumps({**document, "compute": {"oversub_steps": {"0.5": [[1e-4, 1e-3]]}}}),
+                 json.dumps({**document, "compute": {"job_excess": {"als": {"0.5": 1e-3}}}}),
+                 json.dumps({**document, "compute": {"job_scale": {"als": -1.0}}})):
         path.write_text(text)
         with pytest.raises(ArgumentError, match="tuning"):
             load_calibration(path)
@@ -263,6 +317,11 @@ def test_tune_measures_the_compute_section_that_plan_reads(tmp_path):
     assert 1e-11 < calibration.sparse_nnz < 1e-6 and 1e-7 < calibration.update_overhead < 1e-2
     assert 20 << 20 < calibration.baseline_bytes < 2 << 30
     assert predict(ALS, Layout(1, 1), Cluster(tuning=str(path))).seconds_per_step > 0
+    # each job family's real step on one rank: its scale; no collective calls to price on one rank
+    from mpiml.plan.probe import JOB_PROBES
+
+    assert {name for name, _ in calibration.job_scale} == {name for name, _ in JOB_PROBES}
+    assert all(0.05 < scale < 20 for _, scale in calibration.job_scale) and calibration.job_excess == ()
 
 
 def test_no_oversubscription_steps_with_a_core_per_rank():
