@@ -111,7 +111,8 @@ def lbfgs_history_share(iterations: int) -> float:
     from mpiml.train.lbfgs_math import MEMORY
 
     n = max(int(iterations), 1)
-    mean_pairs = sum(min(i, MEMORY) for i in range(n)) / n
+    filling = min(n, MEMORY + 1)   # iterations 1..MEMORY+1 hold 0..MEMORY pairs, the rest MEMORY
+    mean_pairs = (filling * (filling - 1) / 2 + (n - filling) * MEMORY) / n
     return (4 * mean_pairs + 12) / (4 * MEMORY + 12)
 
 
