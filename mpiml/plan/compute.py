@@ -41,8 +41,9 @@ the waiting ones poll, holding a core). The calls that directly follow another (
 allgathers after the clocks' allreduce) count as phases of no work. Transfers stretch
 by the ratio; a step without collectives only time-shares.
 
-A family's compute is multiplied by what its real step loop took on one rank over this model's
-price of it (:func:`job_scale`, the probe's problem). On top of all that, each collective call of a step adds what the probe measured for the job's
+A job's compute is multiplied by what the real step loop of the family that computes like it took
+on one rank over this model's price of it (:func:`job_scale`, :func:`scale_family`, the probe's
+problem). On top of all that, each collective call of a step adds what the probe measured for the job's
 family at that many ranks per core (:func:`job_excess`): the family's real step loop on a small
 problem, measured less predicted, per call (the layers a training step adds around its calls, the
 algorithms' rounds each waiting for a rank that is not running, a larger message's pieces).
@@ -260,6 +261,17 @@ def job_excess(name: str | None, ratio: float, calibration: Calibration = DEFAUL
     return points[-1][1] * ratio / points[-1][0]
 
 
+def scale_family(job: Job) -> str | None:
+    """The family whose probe computes like ``job`` (:func:`job_scale`): the compute follows the rows, not the
+    layout, so sgd's dense jobs take the ``-data`` probe's (dense rows) and sparse ones the ``-model``
+    probe's (wide sparse rows), whatever their layout; mf the algorithm's."""
+    if job.kind == "mf":
+        return job.algorithm
+    if job.algorithm not in ("sync", "lbfgs"):
+        return None
+    return f"{job.algorithm}-{'data' if job.dense else 'model'}"
+
+
 def job_scale(name: str | None, calibration: Calibration = DEFAULT) -> float:
     """The factor on a ``name`` family's compute, from ``calibration.job_scale`` (a hybrid without its own: the
     model-parallel one; 1 with none)."""
@@ -295,7 +307,7 @@ def step_seconds(job: Job, layout: Layout, cluster: Cluster, calibration: Calibr
     """
     compute, comm, step, syncs, light = _one_core(job, layout, calibration)
     name = family(job, layout)
-    compute *= job_scale(name, calibration)
+    compute *= job_scale(scale_family(job), calibration)
     over = oversubscription(layout, cluster)
     if over <= 1.0:   # (the oversubscribed steps below were measured with the calls' whole cost)
         comm += syncs * calibration.collective_overhead

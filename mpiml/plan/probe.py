@@ -523,7 +523,7 @@ def job_probes(comm=None, calibration: Calibration = DEFAULT, probes=JOB_PROBES)
             job1, layout1, single = _alone(comm, lambda self_comm: _job_step(self_comm, name, sizes))
             one = step_seconds(job1, layout1, cluster, bare)["total"]
             scale = single / one if one > 0 and single > 0 else 1.0
-            scales[name] = scale
+            scales[name] = scale   # (the probes' rows: dense for the -data families, sparse for -model)
             if p < 2:
                 continue
             job, layout, measured = _job_step(comm, name, sizes)

@@ -101,6 +101,10 @@ def test_a_familys_probed_scale_and_excess_per_call_enter_its_steps():
     assert families[("sync", "data")] == "sync-data" and families[("lbfgs", "model")] == "lbfgs-model"
     assert families[("lbfgs", "hybrid")] == "lbfgs-hybrid" and families[("als", "model")] == "als"
     assert families[("local", "data")] is None
+    # the scale follows the rows (the probe that computes alike), whatever the layout
+    assert compute.scale_family(WIDE) == "lbfgs-model" and compute.scale_family(DENSE) == "sync-data"
+    assert compute.scale_family(replace(DENSE, algorithm="lbfgs")) == "lbfgs-data"
+    assert compute.scale_family(ALS) == "als" and compute.scale_family(replace(DENSE, algorithm="local")) is None
     # the step: compute times the scale, each collective call plus the excess (an oversubscribed one too)
     for layout, cluster in ((Layout(1, 4), Cluster(cores_per_node=4)), (Layout(1, 4), Cluster(cores_per_node=2))):
         plain = compute.step_seconds(ALS, layout, cluster, Calibration())
