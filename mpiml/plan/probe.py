@@ -420,10 +420,11 @@ JOB_PROBES = (
 )
 
 
-def _job_step(comm, name: str, sizes: dict) -> tuple[Job, Layout, float]:
+def _job_step(comm, name: str, sizes: dict) -> tuple[Job, Layout, float, float]:
     """Run the ``name`` family's probe on every rank of ``comm`` through the code ``mpiml sgd`` / ``mpiml mf``
-    run: the job, its layout on this many ranks and the wall seconds of a step (the slowest rank's median;
-    lbfgs: the mean iteration after the first; mf: the iterations after the first), as the benchmark times them."""
+    run: the job, its layout on this many ranks, the wall seconds of a step (the slowest rank's median;
+    lbfgs: the mean iteration after the first; mf: the iterations after the first), as the benchmark times
+    them, and the least share of a core a rank got (CPU over wall seconds of the fit)."""
     from mpi4py import MPI
 
     from mpiml.runtime import partition
@@ -436,7 +437,9 @@ def _job_step(comm, name: str, sizes: dict) -> tuple[Job, Layout, float]:
         shard = synthetic_ratings(SyntheticSpec(users=sizes["users"], items=sizes["items"], ratings=sizes["ratings"]),
                                   rank, p)
         model = MODELS[name](rank=sizes["rank"], iters=sizes["iters"])
+        clocks = time.perf_counter(), time.thread_time()
         model.fit(shard, comm=comm)
+        clocks = time.perf_counter() - clocks[0], time.thread_time() - clocks[1]
         seconds = [record["seconds"] for record in model.history_][1:]
         info = model.fit_info_
         job = Job("mf", name, users=info["users"], items=info["items"], ratings=info["train_ratings"],
@@ -457,7 +460,9 @@ def _job_step(comm, name: str, sizes: dict) -> tuple[Job, Layout, float]:
         if sizes["strategy"] == "lbfgs":
             settings["tol"] = 1e-12   # every iteration it is asked for
         model = LinearModel("logistic", sizes["strategy"], parallel=parallel, comm=comm, **settings)
+        clocks = time.perf_counter(), time.thread_time()
         model.fit(X, y)
+        clocks = time.perf_counter() - clocks[0], time.thread_time() - clocks[1]
         history = model.history_
         stored = int(comm.allreduce(X.nnz if hasattr(X, "nnz") else X.size))
         job = Job("sgd", sizes["strategy"], rows=rows, features=features, nnz=stored, dense=density >= 1.0,
@@ -470,7 +475,9 @@ def _job_step(comm, name: str, sizes: dict) -> tuple[Job, Layout, float]:
                 history[-1]["seconds"] / max(len(times), 1)
         else:
             step = statistics.median(record["epoch_seconds"] for record in history)
-    return job, layout, float(comm.allreduce(step, op=MPI.MAX))
+    # the share of a core this rank got (MPICH's waits poll: they count as its own); the least of the ranks'
+    share = min(clocks[1] / clocks[0], 1.0) if clocks[0] > 0 else 1.0
+    return job, layout, float(comm.allreduce(step, op=MPI.MAX)), float(comm.allreduce(share, op=MPI.MIN))
 
 
 def _alone(comm, run):
@@ -491,7 +498,8 @@ def job_probes(comm=None, calibration: Calibration = DEFAULT, probes=JOB_PROBES)
     :attr:`~Calibration.job_excess` at this communicator's ranks per core. Collective; the same on every rank.
 
     Each probe runs on one rank alone (the faster of two runs), then (2 or more ranks) on all.
-    The first gives the family's scale: measured over predicted on one rank. The entry of the excess is what the
+    The first gives the family's scale: measured over predicted on one rank, times the share of
+    the core the rank got (CPU over wall seconds: a busy machine's other work is not the loop's). The entry of the excess is what the
     step on all ranks costs beyond that scaled compute and the predicted communication, per
     collective call. About 1 s on one rank, 3-6 s on several.
     """
@@ -520,18 +528,22 @@ def job_probes(comm=None, calibration: Calibration = DEFAULT, probes=JOB_PROBES)
     lbfgs_math.load()
     with threadpool_limits(limits=1):
         for name, sizes in probes:
-            # the least of two runs: contention only ever adds time
-            job1, layout1, single = _alone(comm, lambda self_comm: min(
-                (_job_step(self_comm, name, sizes) for _ in range(2)), key=lambda found: found[2]))
+            # the least of two runs: contention only ever adds time; and of a core to itself, the part this
+            # rank got (other work on the machine is not the loop's cost)
+            job1, layout1, single, share1 = _alone(comm, lambda self_comm: min(
+                (_job_step(self_comm, name, sizes) for _ in range(2)), key=lambda found: found[2] * found[3]))
             one = step_seconds(job1, layout1, cluster, bare)["total"]
-            scale = single / one if one > 0 and single > 0 else 1.0
+            scale = single * share1 / one if one > 0 and single > 0 else 1.0
             scales[name] = scale   # (the probes' rows: dense for the -data families, sparse for -model)
             if p < 2:
                 continue
-            job, layout, measured = _job_step(comm, name, sizes)
+            job, layout, measured, share = _job_step(comm, name, sizes)
             predicted = step_seconds(job, layout, cluster, bare)
             if predicted["collectives"] > 0:
-                beyond = measured - (scale * predicted["compute"] + predicted["comm"])
+                # a core per rank: compute slowed by what other work took of it; more ranks than cores: the
+                # model's time-sharing
+                slowed = 1.0 / max(share, 0.05) if ratio <= 1.0 else 1.0
+                beyond = measured - (scale * predicted["compute"] * slowed + predicted["comm"])
                 excess = merge_excess(excess, name, ratio, beyond / predicted["collectives"])
     return replace(calibration, job_excess=excess, job_scale=scale_table(scales))
 
