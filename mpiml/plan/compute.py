@@ -118,9 +118,7 @@ def lbfgs_history_share(iterations: int) -> float:
 
 
 def _machine(job: Job, calibration: Calibration):
-    from mpiml.parallel.cost import Machine
-
-    from mpiml.parallel.cost import LBFGS_PASSES
+    from mpiml.parallel.cost import LBFGS_PASSES, Machine
 
     if job.algorithm == "lbfgs":   # full-batch products and losses: whole arrays at once
         # (the cost model charges LBFGS_PASSES / 8 passes of param_seconds a parameter, a full history's)
@@ -273,12 +271,9 @@ def scale_family(job: Job) -> str | None:
 
 
 def job_scale(name: str | None, calibration: Calibration = DEFAULT) -> float:
-    """The factor on a ``name`` family's compute, from ``calibration.job_scale`` (a hybrid without its own: the
-    model-parallel one; 1 with none)."""
-    table = dict(calibration.job_scale)
-    if not name:
-        return 1.0
-    return table.get(name) or table.get(name.replace("-hybrid", "-model"), 1.0)
+    """The factor on the compute of a job whose :func:`scale_family` is ``name``, from ``calibration.job_scale``
+    (1 without an entry)."""
+    return dict(calibration.job_scale).get(name, 1.0) if name else 1.0
 
 
 _ONE_CORE: dict = {}

@@ -95,7 +95,8 @@ def test_a_familys_probed_scale_and_excess_per_call_enter_its_steps():
     assert excess("lbfgs-model", 1.0, c) == 3e-4                   # below the lowest: the lowest's
     assert excess("lbfgs-hybrid", 2.0, c) == pytest.approx(4e-4)    # a hybrid: the model-parallel one's
     assert excess("dsgd", 2.0, c) == 0.0 and excess(None, 2.0, c) == 0.0
-    assert compute.job_scale("lbfgs-hybrid", c) == 0.5 and compute.job_scale("dsgd", c) == 1.0
+    assert compute.job_scale("lbfgs-model", c) == 0.5 and compute.job_scale("dsgd", c) == 1.0
+    assert compute.job_scale(None, c) == 1.0
     families = {(j.algorithm, layout.parallel): compute.family(j, layout) for j in JOBS
                 for layout in (Layout(1, 1), Layout(1, 4, parallel="model"), Layout(1, 4, parallel="hybrid"))}
     assert families[("sync", "data")] == "sync-data" and families[("lbfgs", "model")] == "lbfgs-model"
