@@ -46,7 +46,9 @@ on one rank over this model's price of it (:func:`job_scale`, :func:`scale_famil
 problem). On top of all that, each collective call of a step adds what the probe measured for the job's
 family at that many ranks per core (:func:`job_excess`): the family's real step loop on a small
 problem, measured less predicted, per call (the layers a training step adds around its calls, the
-algorithms' rounds each waiting for a rank that is not running, a larger message's pieces).
+algorithms' rounds each waiting for a rank that is not running, a larger message's pieces). A family
+probed with more ranks than cores takes its own excess instead of the generic table's waits
+(:func:`oversubscribed_step`): compute and transfers time-shared, then its excess per call.
 """
 
 from __future__ import annotations
@@ -247,8 +249,7 @@ def job_excess(name: str | None, ratio: float, calibration: Calibration = DEFAUL
     Between measured ratios: linear; below the lowest, that one's (a core per rank is the least
     contention the probe can see); beyond the highest, proportional to the ratio. 0 with no entry.
     """
-    table = dict(calibration.job_excess)
-    points = table.get(name) or (table.get(name.replace("-hybrid", "-model")) if name else None)
+    points = _excess_points(name, calibration)
     if not points:
         return 0.0
     if ratio <= points[0][0]:
@@ -257,6 +258,13 @@ def job_excess(name: str | None, ratio: float, calibration: Calibration = DEFAUL
         if ratio <= r1:
             return s0 + (ratio - r0) * (s1 - s0) / (r1 - r0)
     return points[-1][1] * ratio / points[-1][0]
+
+
+def _excess_points(name: str | None, calibration: Calibration) -> tuple:
+    """``name``'s ``((ratio, seconds), ...)`` in ``calibration.job_excess`` (a hybrid without its own: the
+    model-parallel one's); () without."""
+    table = dict(calibration.job_excess)
+    return (table.get(name) or table.get(name.replace("-hybrid", "-model")) or ()) if name else ()
 
 
 def scale_family(job: Job) -> str | None:
@@ -306,10 +314,12 @@ def step_seconds(job: Job, layout: Layout, cluster: Cluster, calibration: Calibr
     over = oversubscription(layout, cluster)
     if over <= 1.0:   # (the oversubscribed steps below were measured with the calls' whole cost)
         comm += syncs * calibration.collective_overhead
+    # a family probed with more ranks than cores: its own excess holds all the waits, not the generic table's
+    probed = any(ratio > 1.0 for ratio, _ in _excess_points(name, calibration))
     if over > 1.0:
         shared = compute * over
         comm *= over
-        if syncs > 0:   # the work splits between the calls that follow some; the others follow a call
+        if syncs > 0 and not probed:   # the work splits between the calls that follow some; the others follow a call
             heavy = max(syncs - light, 1.0)
             steps = heavy * oversubscribed_step(compute / heavy, over, calibration) \
                 + (syncs - heavy) * oversubscribed_step(0.0, over, calibration)

@@ -521,7 +521,10 @@ def job_probes(comm=None, calibration: Calibration = DEFAULT, probes=JOB_PROBES)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     # one node as the model sees it: this many ranks on cores enough for ``ratio`` ranks per core
     cluster = Cluster(nodes_max=1, cores_per_node=max(int(round(p / ratio)), 1) if ratio > 1 else max(cores, p))
-    bare = replace(calibration, job_excess=(), job_scale=())
+    # the model without what the probe measures: with more ranks than cores, the generic table's waits too
+    # (the family's excess replaces them: compute.step_seconds)
+    bare = replace(calibration, job_excess=(), job_scale=(), oversub_steps=() if ratio > 1.0 else
+                   calibration.oversub_steps)
     from mpiml.mf import kernels as mf_kernels  # noqa: F401  (every rank at once, not one after the other)
     from mpiml.sgd import kernels
     from mpiml.train import lbfgs_math
