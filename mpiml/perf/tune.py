@@ -19,8 +19,27 @@ from mpiml.perf.machine import conditions
 from mpiml.runtime.files import atomic_write
 
 
+def node_pairs(comm) -> dict[str, tuple[int, int]]:
+    """Rank pairs to ping-pong: ``intra_node`` (rank 0 and another rank of its node) and ``inter_node``
+    (rank 0 and the leader of the next node), where they exist. Nodes as the collectives group them
+    (:func:`mpiml.collectives.nodes.layout`: ``Split_type``, or emulated by ``MPIML_RANKS_PER_NODE``)."""
+    from mpiml.collectives import nodes
+
+    members = nodes.layout(comm).grouping.members
+    pairs = {}
+    if len(members[0]) > 1:
+        pairs["intra_node"] = (members[0][0], members[0][1])
+    if len(members) > 1:
+        pairs["inter_node"] = (members[0][0], members[1][0])
+    return pairs
+
+
 def measure_params(comm) -> tuple[model.ModelParams, dict]:
-    """Fitted :class:`ModelParams` and the raw measurements they came from."""
+    """Fitted :class:`ModelParams` and the raw measurements they came from.
+
+    ``alpha``/``beta``: the slowest link (between nodes when the job has several, else inside
+    the node); ``intra_alpha``/``intra_beta``: inside a node, where two ranks share one.
+    """
     raw = {"pairs": {}}
     costs = calibrate.python_costs(comm)
     rates = calibrate.stream_rates(comm)
@@ -28,18 +47,20 @@ def measure_params(comm) -> tuple[model.ModelParams, dict]:
     values = dict(model.DEFAULT_PARAMS.to_dict(), copy=rates["copy"], step_overhead=costs["step_overhead"],
                   call_overhead=costs["call_overhead"], gamma=rates["gamma_by_dtype"]["float32"],
                   gamma_by_dtype=rates["gamma_by_dtype"])
-    pairs = calibrate.host_pairs(comm)
-    for kind, pair in pairs.items():
+    links = {}
+    for kind, pair in node_pairs(comm).items():
         times = calibrate.ping_pong(comm, pair)
         intercept, slope = calibrate.fit_line(times)
         raw["pairs"][kind] = {"ranks": list(pair), "one_way_seconds": {str(k): v for k, v in times.items()},
                               "latency_seconds": intercept, "seconds_per_byte": slope}
-    # The model has one link: the slowest there is (between nodes when the job spans nodes).
-    link = raw["pairs"].get("inter_node") or raw["pairs"].get("intra_node")
-    if link is not None:
         # A Python ping-pong's latency includes one mpi4py call; the step overhead counts it already.
-        values["alpha"] = max(link["latency_seconds"] - costs["mpi4py_call"], 1e-7)
-        values["beta"] = link["seconds_per_byte"]
+        links[kind] = (max(intercept - costs["mpi4py_call"], 1e-7), slope)
+    # Flat algorithms see one link: the slowest there is (between nodes when the job spans nodes).
+    link = links.get("inter_node") or links.get("intra_node")
+    if link is not None:
+        values["alpha"], values["beta"] = link
+    if "intra_node" in links:
+        values["intra_alpha"], values["intra_beta"] = links["intra_node"]
     return model.ModelParams.from_dict(values), raw
 
 
