@@ -52,7 +52,7 @@ def worker(args) -> None:
     from mpiml.collectives import model_nodes, nodes
     from mpiml.perf.harness import Schedule, run_benchmark
     from mpiml.perf.sizes import parse_sizes
-    from mpiml.perf.tune import fit_native, measure_params
+    from mpiml.perf.tune import combine_repeats, fit_native, measure_params
 
     comm = MPI.COMM_WORLD
     p = comm.Get_size()
@@ -61,23 +61,21 @@ def worker(args) -> None:
     # both links where the layout has them: nodes of 2 at p >= 3 (one intra pair, one inter pair)
     nodes.set_ranks_per_node(2 if p >= 3 else 1)
     params, raw = measure_params(comm)
-    native = []
-    for collective in CALIBRATION:
-        native += run_benchmark(collective, [s for s in sizes if s >= 1 << 20] or sizes[-1:], ["native"],
-                                schedule=Schedule(min_time=args.min_time, max_iters=200), comm=comm)
-    params = fit_native(params, native)
-    measured: dict = {}
-    for k in counts:
-        nodes.set_ranks_per_node(k)
-        shares = nodes.layout(comm).shares_memory
-        for _ in range(args.repeats):
+    schedule = Schedule(min_time=args.min_time, max_iters=200)
+    native, measured, shares = [], {}, {}
+    for _ in range(args.repeats):   # calibration and measurement interleaved: a burst of load hits both
+        nodes.set_ranks_per_node(None)
+        for collective in CALIBRATION:   # the library alone, flat, as ``mpiml tune`` times it
+            native += run_benchmark(collective, sizes, ["native"], schedule=schedule, comm=comm)
+        for k in counts:
+            nodes.set_ranks_per_node(k)
+            shares[k] = nodes.layout(comm).shares_memory
             for collective in dict.fromkeys(c for c, _ in CASES):
                 names = [name for c, name in CASES if c == collective]
-                for rec in run_benchmark(collective, sizes, names, comm=comm,
-                                         schedule=Schedule(min_time=args.min_time, max_iters=200)):
+                for rec in run_benchmark(collective, sizes, names, comm=comm, schedule=schedule):
                     measured.setdefault((k, collective, rec["algorithm"], rec["bytes"]), []).append(
                         rec["time_median_seconds"])
-        measured[("shares", k)] = shares
+    params = fit_native(params, combine_repeats(native))
     nodes.set_ranks_per_node(None)
     rows = []
     for k in counts:
@@ -86,7 +84,7 @@ def worker(args) -> None:
             for nbytes in sizes:
                 times = measured[(k, collective, name, nbytes)]
                 predicted = model_nodes.predict_nodes(name, nbytes, layout, params, collective=collective,
-                                                      dtype="float32", shares_memory=measured[("shares", k)])
+                                                      dtype="float32", shares_memory=shares[k])
                 seconds = statistics.median(times)
                 rows.append({"ranks": p, "ranks_per_node": k, "layout": list(layout), "collective": collective,
                              "algorithm": name, "bytes": nbytes, "measured_seconds": seconds,

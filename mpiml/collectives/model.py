@@ -78,6 +78,10 @@ class ModelParams:
     # (internal copies, temporaries), fitted by ``mpiml tune`` from messages of 1 MiB and up.
     native_extra: dict = field(default_factory=lambda: {"allreduce": 1.2e-10, "reduce": 1.2e-9,
                                                         "allgather": 3.4e-10})
+    # Per collective, the same extra per message size: ``[[bytes, seconds per byte], ...]`` fitted by ``mpiml tune``
+    # from every measured size (the library's cost per byte is not flat: caches, protocol switches); where a
+    # collective has it, it replaces ``native_extra`` (see :func:`native_extra_at`).
+    native_extra_by_size: dict = field(default_factory=dict)
     # Inside a node, where the job spans several (``mpiml tune`` measures both links); None: ``alpha``/``beta``.
     intra_alpha: float | None = None
     intra_beta: float | None = None
@@ -99,6 +103,21 @@ class ModelParams:
 
 
 DEFAULT_PARAMS = ModelParams()
+
+
+def native_extra_at(params: ModelParams, collective: str, nbytes: float) -> float:
+    """The library's extra seconds per byte for ``collective`` at ``nbytes``: ``native_extra_by_size``
+    interpolated linearly in log2(bytes) (the end values beyond its sizes), else ``native_extra``."""
+    points = params.native_extra_by_size.get(collective)
+    if not points:
+        return float(params.native_extra.get(collective, 0.0))
+    if nbytes <= points[0][0]:
+        return float(points[0][1])
+    for (lo, a), (hi, b) in zip(points, points[1:]):
+        if nbytes <= hi:
+            w = math.log2(nbytes / lo) / math.log2(hi / lo)
+            return float(a + w * (b - a))
+    return float(points[-1][1])
 
 
 def allreduce_bytes(nbytes: int, p: int) -> int:

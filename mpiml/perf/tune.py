@@ -114,11 +114,16 @@ def _median_residual_per_byte(records, params, keep):
     return residuals[len(residuals) // 2] if residuals else None
 
 
-def fit_native(params, records, min_bytes=1 << 20) -> model.ModelParams:
+MIN_BY_SIZE = 32 << 10   # below, a call's time is latency: per-byte excesses there are noise
+
+
+def fit_native(params, records, min_bytes=1 << 20, min_by_size=MIN_BY_SIZE) -> model.ModelParams:
     """What the MPI library costs beyond the textbook formulas, from its large messages.
 
     ``native_extra[collective]``: the median excess per byte from ``min_bytes`` up to
     ``fault_bytes``; ``native_fault``: allreduce's further excess from ``fault_bytes`` up.
+    ``native_extra_by_size[collective]``: the excess per byte at each measured size from
+    ``min_by_size`` up (:func:`extra_by_size`), which the model uses where it exists.
     Collectives or ranges that were not measured keep their previous values.
     """
     values = params.to_dict()
@@ -136,7 +141,26 @@ def fit_native(params, records, min_bytes=1 << 20) -> model.ModelParams:
         records, no_faults, lambda rec: rec["collective"] == "allreduce" and rec["bytes"] >= params.fault_bytes)
     if fault is not None:
         values["native_fault"] = fault
+    values["native_extra_by_size"] = extra_by_size(model.ModelParams.from_dict(values), records, min_by_size)
     return model.ModelParams.from_dict(values)
+
+
+def extra_by_size(params, records, min_bytes=MIN_BY_SIZE) -> dict:
+    """``native_extra_by_size``: per collective and measured size from ``min_bytes`` up, the median over
+    rank counts of the library's excess per byte beyond the textbook formula and the faults;
+    collectives not measured keep ``params``' points."""
+    bare = model.ModelParams.from_dict(dict(params.to_dict(), native_extra={}, native_extra_by_size={}))
+    by_size = dict(params.native_extra_by_size)
+    residuals: dict = {}
+    for rec in records:
+        if rec["algorithm"] == "native" and rec["ranks"] > 1 and rec["bytes"] >= min_bytes:
+            excess = rec["time_median_seconds"] - model.predict("native", rec["bytes"], rec["ranks"], bare,
+                                                                collective=rec["collective"], dtype=rec["dtype"])
+            residuals.setdefault(rec["collective"], {}).setdefault(rec["bytes"], []).append(
+                max(excess, 0.0) / rec["bytes"])
+    for collective, sizes in residuals.items():
+        by_size[collective] = [[nbytes, sorted(v)[len(v) // 2]] for nbytes, v in sorted(sizes.items())]
+    return by_size
 
 
 def explain_rows(records, params) -> list[dict]:
