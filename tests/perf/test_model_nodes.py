@@ -123,3 +123,15 @@ def test_model_command_records_price_every_algorithm_on_the_layout():
         times = rec["predicted_seconds"]
         assert set(model_nodes.NODE_AWARE["allreduce"]) <= set(times) and "native" in times
         assert times[rec["fastest"]] == min(times.values()) and rec["best"] in times
+
+
+def test_model_command_on_nodes_prints_the_layout_table(capsys):
+    from mpiml.cli.model import main
+
+    assert main(["--nodes", "2", "--ranks-per-node", "2,3", "--sizes", "64K", "--set", "alpha=5e-6,beta=1e-9"]) == 0
+    text = capsys.readouterr().out
+    assert "between nodes alpha 5 us, beta 1e-09" in text and "inside a node alpha 1.1 us" in text
+    rows = [line.split() for line in text.splitlines() if line.startswith("2 ")]
+    assert [row[:3] for row in rows] == [["2", "2", "64K"], ["2", "3", "64K"]]
+    header = next(line.split() for line in text.splitlines() if line.startswith("nodes"))
+    assert {"hierarchical", "shared_memory", "native", "best"} <= set(header)
