@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -42,8 +43,8 @@ TOLERANCE = 0.3
 
 
 def node_counts(p: int) -> list:
-    """The emulated node sizes measured at ``p`` ranks: 1, 2, 3 where below ``p``, and ``p`` (one node)."""
-    return sorted({k for k in (1, 2, 3) if k < p} | {p})
+    """The emulated node sizes measured at ``p`` ranks: 1, 2 and 3 where they fit (``p`` = one node)."""
+    return [k for k in (1, 2, 3) if k <= p]
 
 
 def worker(args) -> None:
@@ -106,10 +107,17 @@ def run_job(p: int, args) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
                NUMBA_NUM_THREADS="1")
     env.pop("MPIML_RANKS_PER_NODE", None)
-    done = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout, env=env)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    if done.returncode != 0 or not lines:
-        raise SystemExit(f"p={p}: exit status {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                           start_new_session=True)
+    try:
+        stdout, stderr = job.communicate(timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(job.pid, signal.SIGKILL)   # the launcher and its ranks, all of them
+        job.communicate()
+        return {"ranks": p, "timed_out": args.timeout}
+    lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
+    if job.returncode != 0 or not lines:
+        raise SystemExit(f"p={p}: exit status {job.returncode}\n{stdout[-3000:]}\n{stderr[-3000:]}")
     return json.loads(lines[-1][len("RESULT "):])
 
 
@@ -123,6 +131,9 @@ def report(results) -> None:
     print("# node-aware collectives: mpiml model (model_nodes, calibrated in the same job by mpiml tune's code) "
           "against measured (median of repeats, slowest rank); float32 sum, out of place")
     for result in results:
+        if "timed_out" in result:
+            print(f"## p={result['ranks']}: no result, the job ran past --timeout {result['timed_out']:.0f} s")
+            continue
         pairs = result["pairs"]
         links = ", ".join(f"{kind} {v['latency_seconds'] * 1e6:.2f} us + {1 / max(v['seconds_per_byte'], 1e-15) / 1e9:.2f} GB/s"
                           for kind, v in pairs.items())
@@ -138,6 +149,9 @@ def report(results) -> None:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"# verdict (goal: within 30% at p=2..4, emulated nodes; {cores} cores here)")
     for result in results:
+        if "timed_out" in result:
+            print(f"  p={result['ranks']}: timed out -> MISSED")
+            continue
         rows = result["rows"]
         good = sum(within(r) for r in rows)
         ratios = sorted(r["predicted_over_measured"] for r in rows)
