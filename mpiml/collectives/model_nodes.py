@@ -29,6 +29,9 @@ Assumptions beyond the flat model's:
   on nodes of unequal size, where the smallest node sets fewer slices than a node has
   ranks) are priced as a pairwise exchange: the busiest rank receives every other rank's
   copy of its block, or the whole vector.
+* Between nodes of unequal size the library's allgather and reduce-scatter are priced as on
+  equal nodes, plus the bytes by which the busiest leader's share exceeds ``(N-1)/N`` of the
+  vector.
 * A barrier costs one Python step and ``ceil(log2 K)`` latencies; the reductions inside a
   shared window read other ranks' inputs at the measured ``gamma`` (all ranks at once).
 * No oversubscription: on a node whose ranks outnumber its cores, a waiting rank holds a
@@ -191,7 +194,11 @@ def allgather_hierarchical(n, sizes, params) -> float:
     p, intra, inter = sum(sizes), _rates(params, intra_link(params), 0.0), _rates(params, inter_link(params), 0.0)
     gather = max(params.step_overhead + ((k - 1) * intra.alpha + (k - 1) * n / p * intra.beta if k > 1
                                          else n / p * params.copy) for k in sizes)
-    between = _algorithm("allgather", "native", n, len(sizes), inter) if len(sizes) > 1 else n * params.copy
+    nodes = len(sizes)
+    between = n * params.copy
+    if nodes > 1:   # uneven nodes: the leader of the smallest receives more than (nodes - 1) / nodes of it
+        between = (_algorithm("allgather", "native", n, nodes, inter)
+                   + max(0.0, n - n * min(sizes) / p - (nodes - 1) / nodes * n) * inter.beta)
     return gather + between + max(_algorithm("bcast", "native", n, k, intra) for k in sizes)
 
 
@@ -209,7 +216,9 @@ def reduce_scatter_hierarchical(n, sizes, params, gamma) -> float:
     intra, inter = _rates(params, intra_link(params), gamma), _rates(params, inter_link(params), gamma)
     reduce = max(_algorithm("reduce", "native", n, k, intra) + (fresh(n, params) if k > 1 else 0.0)
                  + (fresh(n * k / p, params) if nodes > 1 else 0.0) for k in sizes)
-    between = _algorithm("reduce_scatter", "native", n, len(sizes), inter)
+    # uneven nodes: the leader of the largest receives and reduces more than (nodes - 1) / nodes of it
+    between = (_algorithm("reduce_scatter", "native", n, nodes, inter)
+               + max(0.0, (nodes - 1) * n * max(sizes) / p - (nodes - 1) / nodes * n) * (inter.beta + inter.gamma))
     scatter = max(params.step_overhead + (k - 1) * intra.alpha + (k - 1) * n / p * intra.beta if k > 1
                   else n / p * params.copy for k in sizes)
     return reduce + between + scatter

@@ -140,3 +140,14 @@ def test_model_command_on_nodes_prints_the_layout_table(capsys):
     assert [row[:3] for row in rows] == [["2", "2", "64K"], ["2", "3", "64K"]]
     header = next(line.split() for line in text.splitlines() if line.startswith("nodes"))
     assert {"hierarchical", "shared_memory", "native", "best"} <= set(header)
+
+
+def test_uneven_nodes_charge_the_busiest_leader():
+    # nodes of 2 and 1 (p = 3), 3000 bytes: node 0's block is 2000 bytes, node 1's 1000. Between the leaders,
+    # the allgather's node-1 leader receives 2000 bytes (an even split: 1500) and the reduce-scatter's
+    # node-0 leader 2000: at beta = 0.01, 20 each, where the flat formulas give 15.
+    n, uneven = 3000, (2, 1)
+    no_network = ModelParams.from_dict(dict(P.to_dict(), beta=0.0))   # the intra-node beta stays
+    for collective in ("allgather", "reduce_scatter"):
+        assert (predict_nodes("hierarchical", n, uneven, P, collective=collective)
+                - predict_nodes("hierarchical", n, uneven, no_network, collective=collective)) == pytest.approx(20)
