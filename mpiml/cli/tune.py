@@ -9,8 +9,10 @@ from mpiml.cli.parser import Parser, check_writable, comma_list, sizes
 
 DEFAULT_SIZES = "8:64M:8"
 
-EPILOG = """Measures: one-way latency and per-byte time by ping-pong (within a node, and between
-nodes when the ranks span several), numpy's reduction and copy rates per dtype, and the
+EPILOG = """Measures: one-way latency and per-byte time by ping-pong within a node (intra_alpha,
+intra_beta) and, when the ranks span several nodes, between nodes (alpha, beta: the link the
+flat algorithms see; nodes as the collectives group them: Split_type, or MPIML_RANKS_PER_NODE
+to emulate them), numpy's reduction and copy rates per dtype, and the
 Python cost of one algorithm step and of one mpiml call. Then times every algorithm of
 each collective on a size grid, at each rank count of --ranks (the first N ranks), and
 writes the measured winners per size range and rank count, with the fitted parameters.
@@ -146,6 +148,11 @@ def main(argv=None) -> int:
         f"{k}={v:.3g}" for k, v in params.items() if isinstance(v, float)))
     if not document["calibration"]["pairs"]:
         say("# one rank: no ping-pong, alpha and beta keep their defaults")
+    for kind, pair in document["calibration"]["pairs"].items():   # intra_node, inter_node (several nodes)
+        say(f"# {kind.replace('_', '-')} link (ranks {pair['ranks'][0]} and {pair['ranks'][1]}): latency "
+            f"{pair['latency_seconds'] * 1e6:.2f} us, {1e-9 / max(pair['seconds_per_byte'], 1e-15):.2f} GB/s"
+            + ("; alpha/beta" if kind == "inter_node" else "; intra_alpha/intra_beta"
+               + ("" if "inter_node" in document["calibration"]["pairs"] else " and alpha/beta")))
     if args.explain:
         say(_explain_table(document["measurements"]))
         say("# efficiency = model lower bound (Chan et al. 2007, no Python costs) / measured time")

@@ -22,11 +22,13 @@ Notation below: ``n`` bytes, ``p`` ranks, ``q`` the largest power of two <= p,
 
 Assumptions (where the model is known to be wrong):
 
-* One uniform link: every pair of ranks has the same ``alpha`` and ``beta`` (between
-  nodes when the job spans nodes). Hierarchy (fast shared memory inside a node, slower
-  network between) is not modelled; a ring across 1,000 nodes is priced at the
-  inter-node rate for all of its steps, which is right for the ring but pessimistic
-  for tree algorithms that could keep early steps inside a node.
+* Flat algorithms see one uniform link: every pair of ranks has the same ``alpha`` and
+  ``beta`` (between nodes when the job spans nodes); a ring across 1,000 nodes is priced
+  at the inter-node rate for all of its steps, which is right for the ring but
+  pessimistic for tree algorithms that could keep early steps inside a node. The
+  node-aware algorithms (``hierarchical``, ``hierarchical_slices``, ``shared_memory``)
+  are priced on a node layout by :mod:`mpiml.collectives.model_nodes`, with
+  ``intra_alpha`` and ``intra_beta`` inside a node and ``alpha`` and ``beta`` between.
 * No contention: a rank sends and receives at once at full rate, and concurrent pairs
   do not slow each other. On a node whose ranks share memory bandwidth (all ranks of
   a 2-core machine), large-message rates degrade when more ranks than cores run.
@@ -76,6 +78,13 @@ class ModelParams:
     # (internal copies, temporaries), fitted by ``mpiml tune`` from messages of 1 MiB and up.
     native_extra: dict = field(default_factory=lambda: {"allreduce": 1.2e-10, "reduce": 1.2e-9,
                                                         "allgather": 3.4e-10})
+    # Per collective, the same extra per message size: ``[[bytes, seconds per byte], ...]`` fitted by ``mpiml tune``
+    # from every measured size (the library's cost per byte is not flat: caches, protocol switches); where a
+    # collective has it, it replaces ``native_extra`` (see :func:`native_extra_at`).
+    native_extra_by_size: dict = field(default_factory=dict)
+    # Inside a node, where the job spans several (``mpiml tune`` measures both links); None: ``alpha``/``beta``.
+    intra_alpha: float | None = None
+    intra_beta: float | None = None
 
     def gamma_for(self, dtype) -> float:
         return float(self.gamma_by_dtype.get(str(dtype), self.gamma)) if dtype is not None else self.gamma
@@ -94,6 +103,21 @@ class ModelParams:
 
 
 DEFAULT_PARAMS = ModelParams()
+
+
+def native_extra_at(params: ModelParams, collective: str, nbytes: float) -> float:
+    """The library's extra seconds per byte for ``collective`` at ``nbytes``: ``native_extra_by_size``
+    interpolated linearly in log2(bytes) (the end values beyond its sizes), else ``native_extra``."""
+    points = params.native_extra_by_size.get(collective)
+    if not points:
+        return float(params.native_extra.get(collective, 0.0))
+    if nbytes <= points[0][0]:
+        return float(points[0][1])
+    for (lo, a), (hi, b) in zip(points, points[1:]):
+        if nbytes <= hi:
+            w = math.log2(nbytes / lo) / math.log2(hi / lo)
+            return float(a + w * (b - a))
+    return float(points[-1][1])
 
 
 def allreduce_bytes(nbytes: int, p: int) -> int:

@@ -21,7 +21,7 @@ def parse_overrides(text: str | None, params: model.ModelParams) -> model.ModelP
         if name not in scalars:
             raise ArgumentError(f"--set: unknown parameter {name!r}; known: {scalars}")
         try:
-            values[name] = type(values[name])(float(value))
+            values[name] = (float if values[name] is None else type(values[name]))(float(value))  # None: unset link
         except ValueError:
             raise ArgumentError(f"--set: {item!r} is not NAME=NUMBER") from None
     return model.ModelParams.from_dict(values)

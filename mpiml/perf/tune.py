@@ -19,8 +19,27 @@ from mpiml.perf.machine import conditions
 from mpiml.runtime.files import atomic_write
 
 
+def node_pairs(comm) -> dict[str, tuple[int, int]]:
+    """Rank pairs to ping-pong: ``intra_node`` (rank 0 and another rank of its node) and ``inter_node``
+    (rank 0 and the leader of the next node), where they exist. Nodes as the collectives group them
+    (:func:`mpiml.collectives.nodes.layout`: ``Split_type``, or emulated by ``MPIML_RANKS_PER_NODE``)."""
+    from mpiml.collectives import nodes
+
+    members = nodes.layout(comm).grouping.members
+    pairs = {}
+    if len(members[0]) > 1:
+        pairs["intra_node"] = (members[0][0], members[0][1])
+    if len(members) > 1:
+        pairs["inter_node"] = (members[0][0], members[1][0])
+    return pairs
+
+
 def measure_params(comm) -> tuple[model.ModelParams, dict]:
-    """Fitted :class:`ModelParams` and the raw measurements they came from."""
+    """Fitted :class:`ModelParams` and the raw measurements they came from.
+
+    ``alpha``/``beta``: the slowest link (between nodes when the job has several, else inside
+    the node); ``intra_alpha``/``intra_beta``: inside a node, where two ranks share one.
+    """
     raw = {"pairs": {}}
     costs = calibrate.python_costs(comm)
     rates = calibrate.stream_rates(comm)
@@ -28,19 +47,41 @@ def measure_params(comm) -> tuple[model.ModelParams, dict]:
     values = dict(model.DEFAULT_PARAMS.to_dict(), copy=rates["copy"], step_overhead=costs["step_overhead"],
                   call_overhead=costs["call_overhead"], gamma=rates["gamma_by_dtype"]["float32"],
                   gamma_by_dtype=rates["gamma_by_dtype"])
-    pairs = calibrate.host_pairs(comm)
-    for kind, pair in pairs.items():
+    links = {}
+    for kind, pair in node_pairs(comm).items():
         times = calibrate.ping_pong(comm, pair)
         intercept, slope = calibrate.fit_line(times)
         raw["pairs"][kind] = {"ranks": list(pair), "one_way_seconds": {str(k): v for k, v in times.items()},
                               "latency_seconds": intercept, "seconds_per_byte": slope}
-    # The model has one link: the slowest there is (between nodes when the job spans nodes).
-    link = raw["pairs"].get("inter_node") or raw["pairs"].get("intra_node")
-    if link is not None:
         # A Python ping-pong's latency includes one mpi4py call; the step overhead counts it already.
-        values["alpha"] = max(link["latency_seconds"] - costs["mpi4py_call"], 1e-7)
-        values["beta"] = link["seconds_per_byte"]
+        links[kind] = (max(intercept - costs["mpi4py_call"], 1e-7), slope)
+    # Flat algorithms see one link: the slowest there is (between nodes when the job spans nodes).
+    link = links.get("inter_node") or links.get("intra_node")
+    if link is not None:
+        values["alpha"], values["beta"] = link
+    if "intra_node" in links:
+        values["intra_alpha"], values["intra_beta"] = links["intra_node"]
     return model.ModelParams.from_dict(values), raw
+
+
+def price(rec, params, layouts=None) -> float:
+    """The model's seconds for a benchmark record: on its rank count's node layout (``layouts[p]``: the
+    nodes' rank counts, :mod:`mpiml.collectives.model_nodes`) where known, else the flat model."""
+    sizes = (layouts or {}).get(rec["ranks"])
+    if sizes is None:
+        return model.predict(rec["algorithm"], rec["bytes"], rec["ranks"], params, collective=rec["collective"],
+                             dtype=rec["dtype"])
+    from mpiml.collectives import model_nodes
+
+    return model_nodes.predict_nodes(rec["algorithm"], rec["bytes"], sizes, params, collective=rec["collective"],
+                                     dtype=rec["dtype"])
+
+
+def layout_sizes(comm) -> tuple:
+    """The rank counts of ``comm``'s nodes, in node order (collective: builds its node layout)."""
+    from mpiml.collectives import nodes
+
+    return tuple(len(m) for m in nodes.layout(comm).grouping.members)
 
 
 def sub_communicator(comm, size):
@@ -84,21 +125,25 @@ def measured_rules(records) -> dict:
     return rules
 
 
-def _median_residual_per_byte(records, params, keep):
+def _median_residual_per_byte(records, params, keep, layouts=None):
     residuals = sorted(
-        max(rec["time_median_seconds"] - model.predict("native", rec["bytes"], rec["ranks"], params,
-                                                       collective=rec["collective"], dtype=rec["dtype"]), 0.0)
-        / rec["bytes"]
+        max(rec["time_median_seconds"] - price(rec, params, layouts), 0.0) / rec["bytes"]
         for rec in records if rec["algorithm"] == "native" and rec["ranks"] > 1 and keep(rec))
     return residuals[len(residuals) // 2] if residuals else None
 
 
-def fit_native(params, records, min_bytes=1 << 20) -> model.ModelParams:
+MIN_BY_SIZE = 32 << 10   # below, a call's time is latency: per-byte excesses there are noise
+
+
+def fit_native(params, records, min_bytes=1 << 20, min_by_size=MIN_BY_SIZE, layouts=None) -> model.ModelParams:
     """What the MPI library costs beyond the textbook formulas, from its large messages.
 
     ``native_extra[collective]``: the median excess per byte from ``min_bytes`` up to
     ``fault_bytes``; ``native_fault``: allreduce's further excess from ``fault_bytes`` up.
-    Collectives or ranges that were not measured keep their previous values.
+    ``native_extra_by_size[collective]``: the excess per byte at each measured size from
+    ``min_by_size`` up (:func:`extra_by_size`), which the model uses where it exists.
+    Collectives or ranges that were not measured keep their previous values. ``layouts``: the node
+    layout per rank count (:func:`price`), so that a run inside one node is priced on the intra-node link.
     """
     values = params.to_dict()
     extra = dict(values["native_extra"])
@@ -106,24 +151,43 @@ def fit_native(params, records, min_bytes=1 << 20) -> model.ModelParams:
         bare = model.ModelParams.from_dict(dict(values, native_extra={}, native_fault=0.0))
         fitted = _median_residual_per_byte(
             records, bare,
-            lambda rec: rec["collective"] == collective and min_bytes <= rec["bytes"] < params.fault_bytes)
+            lambda rec: rec["collective"] == collective and min_bytes <= rec["bytes"] < params.fault_bytes, layouts)
         if fitted is not None:
             extra[collective] = fitted
     values["native_extra"] = extra
     no_faults = model.ModelParams.from_dict(dict(values, native_fault=0.0))
     fault = _median_residual_per_byte(
-        records, no_faults, lambda rec: rec["collective"] == "allreduce" and rec["bytes"] >= params.fault_bytes)
+        records, no_faults, lambda rec: rec["collective"] == "allreduce" and rec["bytes"] >= params.fault_bytes,
+        layouts)
     if fault is not None:
         values["native_fault"] = fault
+    values["native_extra_by_size"] = extra_by_size(model.ModelParams.from_dict(values), records, min_by_size, layouts)
     return model.ModelParams.from_dict(values)
 
 
-def explain_rows(records, params) -> list[dict]:
-    """Prediction against measurement, and efficiency against the lower bound, per record."""
+def extra_by_size(params, records, min_bytes=MIN_BY_SIZE, layouts=None) -> dict:
+    """``native_extra_by_size``: per collective and measured size from ``min_bytes`` up, the median over
+    rank counts of the library's excess per byte beyond the textbook formula and the faults;
+    collectives not measured keep ``params``' points."""
+    bare = model.ModelParams.from_dict(dict(params.to_dict(), native_extra={}, native_extra_by_size={}))
+    by_size = dict(params.native_extra_by_size)
+    residuals: dict = {}
+    for rec in records:
+        if rec["algorithm"] == "native" and rec["ranks"] > 1 and rec["bytes"] >= min_bytes:
+            excess = rec["time_median_seconds"] - price(rec, bare, layouts)
+            residuals.setdefault(rec["collective"], {}).setdefault(rec["bytes"], []).append(
+                max(excess, 0.0) / rec["bytes"])
+    for collective, sizes in residuals.items():
+        by_size[collective] = [[nbytes, sorted(v)[len(v) // 2]] for nbytes, v in sorted(sizes.items())]
+    return by_size
+
+
+def explain_rows(records, params, layouts=None) -> list[dict]:
+    """Prediction against measurement (on each rank count's node layout, :func:`price`), and efficiency
+    against the lower bound, per record."""
     rows = []
     for rec in records:
-        predicted = model.predict(rec["algorithm"], rec["bytes"], rec["ranks"], params,
-                                  collective=rec["collective"], dtype=rec["dtype"])
+        predicted = price(rec, params, layouts)
         bound = model.lower_bound(rec["collective"], rec["bytes"], rec["ranks"], params, dtype=rec["dtype"])
         measured = rec["time_median_seconds"]
         rows.append({**rec, "predicted_seconds": predicted, "measured_over_predicted": measured / predicted,
@@ -157,10 +221,11 @@ def tune(comm, sizes, collectives, rank_counts, schedule: Schedule, dtype="float
     """
     facts = conditions(comm)
     params, raw = measure_params(comm)
-    records = []
+    records, layouts = [], {}
     for size in rank_counts:
         sub = sub_communicator(comm, size)
         if sub is not None:
+            layouts[size] = layout_sizes(sub)
             for _ in range(repeats):
                 for collective in collectives:
                     records += run_benchmark(collective, sizes, list(ALGORITHMS[collective]), dtype=dtype,
@@ -168,7 +233,8 @@ def tune(comm, sizes, collectives, rank_counts, schedule: Schedule, dtype="float
             sub.Free()
         comm.Barrier()
     records = combine_repeats(comm.bcast(records, root=0))  # rank 0 took part in every subset
-    params = fit_native(params, records)
+    layouts = comm.bcast(layouts, root=0)
+    params = fit_native(params, records, layouts=layouts)
     hosts = len(set(comm.allgather(MPI.Get_processor_name())))
     return {
         "format": FORMAT, "version": VERSION,
@@ -179,7 +245,8 @@ def tune(comm, sizes, collectives, rank_counts, schedule: Schedule, dtype="float
         "rules": rules_document(measured_rules(records)),
         "calibration": raw,
         "conditions": facts,
-        "measurements": explain_rows(records, params),
+        "nodes": {str(p): list(sizes) for p, sizes in sorted(layouts.items())},   # ranks per node, per rank count
+        "measurements": explain_rows(records, params, layouts),
     }
 
 

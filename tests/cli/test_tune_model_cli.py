@@ -29,13 +29,20 @@ def json_of(result):
 def test_tune_explain_writes_a_file_auto_then_follows(tmp_path):
     path = tmp_path / "tuning.json"
     sizes = "8,4096,300000"
+    # emulated nodes of 2: ranks 0, 1 on one node, rank 2 on another (both links measured)
     result = mpiml(3, "tune", "--explain", "--no-compute", "--out", str(path), "--sizes", sizes, "--ranks", "2,3",
-                   "--collective", "allreduce,bcast", "--min-time", "0.002", "--max-iters", "5")
+                   "--collective", "allreduce,bcast", "--min-time", "0.002", "--max-iters", "5",
+                   env={"MPIML_RANKS_PER_NODE": "2"})
     assert "measured/predicted" in result.stdout and "efficiency" in result.stdout
+    assert "intra-node link (ranks 0 and 1)" in result.stdout and "inter-node link (ranks 0 and 2)" in result.stdout
     document = json.loads(path.read_text())
+    assert document["nodes"] == {"2": [2], "3": [2, 1]}
+    assert set(document["calibration"]["pairs"]) == {"intra_node", "inter_node"}
     tuning = load_tuning(path, select.ALGORITHMS)
     assert set(tuning.rules) == {(c, p) for c in ("allreduce", "bcast") for p in (2, 3)}
     assert tuning.params is not None and tuning.params.alpha > 0 and tuning.params.beta > 0
+    assert tuning.params.intra_alpha > 0 and tuning.params.intra_beta > 0
+    assert set(tuning.params.native_extra_by_size) == {"allreduce", "bcast"}   # from 32 KiB: the 300000-byte runs
     # Every measurement carries its prediction; the recorded winner is the fastest measured
     # (native unless beaten by more than the margin auto asks of the model).
     winners, native = {}, {}

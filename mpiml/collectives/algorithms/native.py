@@ -100,7 +100,7 @@ def _cost(textbook, collective, copies_input):
             seconds += 0.0 if r.in_place else n * r.copy
             if n >= r.params.fault_bytes:
                 seconds += n * r.params.native_fault
-        return seconds + n * float(r.params.native_extra.get(collective, 0.0))
+        return seconds + n * model.native_extra_at(r.params, collective, n)
 
     return cost
 

@@ -1,0 +1,153 @@
+"""The node-aware cost model against hand counts of each algorithm's steps, and its flat limits."""
+
+from __future__ import annotations
+
+import pytest
+
+from mpiml.collectives import model, model_nodes
+from mpiml.collectives.model import ModelParams, native_extra_at
+from mpiml.collectives.model_nodes import node_sizes, predict_nodes
+from mpiml.perf.tune import extra_by_size
+
+# Round numbers: between nodes alpha 1, beta 0.01; inside a node alpha 0.5, beta 0.001.
+P = ModelParams(alpha=1.0, beta=0.01, gamma=0.001, copy=0.0001, step_overhead=2.0, call_overhead=10.0,
+                native_fault=0.5, fault_bytes=10**9, segment_bytes=1000, native_extra={},
+                intra_alpha=0.5, intra_beta=0.001)
+
+
+def test_emulated_node_sizes_put_the_remainder_last():
+    assert node_sizes(5, 2) == (2, 2, 1)
+    assert node_sizes(4, 4) == (4,) and node_sizes(3, 1) == (1, 1, 1) and node_sizes(2, 3) == (2,)
+    with pytest.raises(ValueError):
+        node_sizes(0, 2)
+
+
+def test_hierarchical_allreduce_by_hand():
+    # 8 bytes on 2 nodes of 2: the library's reduce inside (binomial, one step at 0.5 + 8 * (0.001 + 0.001)),
+    # plus the input's copy out of place; between the leaders native (8 bytes), in place: one recursive
+    # doubling step at 1 + 8 * 0.011; the library's bcast inside: one step at 0.5 + 8 * 0.001.
+    reduce = 2 + (0.5 + 8 * 0.002) + 8 * 0.0001
+    between = 2 + (1 + 8 * 0.011)
+    bcast = 2 + (0.5 + 8 * 0.001)
+    assert predict_nodes("hierarchical", 8, (2, 2), P) == pytest.approx(10 + reduce + between + bcast)
+
+
+def test_slices_on_uneven_nodes_by_hand():
+    # Nodes of 2 and 1: one slice. Node 0's reduce-scatter gives rank 0 the whole vector (it receives and
+    # reduces 8000 bytes: 2 + 0.5 + 16) where the hierarchical reduce takes 15.8 (the library's reduce-scatter
+    # and gather, 8.5 + 0.5 + 4, after a step and the input's copy); the uneven allgather (rank 1 receives
+    # 8000 bytes: 10.5) costs what the library's bcast does (10.5); the between-node step is the same.
+    n = 8000
+    slices = predict_nodes("hierarchical_slices", n, (2, 1), P)
+    assert slices - predict_nodes("hierarchical", n, (2, 1), P) == pytest.approx((2 + 0.5 + 16) - (2 + 13 + 0.8))
+
+
+def test_shared_memory_by_hand():
+    # 2 nodes of 2, 8000 bytes in place: copy 4000 in, barrier (2 + 0.5), reduce a 4000-byte slice of 2
+    # inputs, allreduce it between nodes (what hierarchical does with 4000 bytes on nodes of one rank),
+    # copy it into the result, barrier, copy 4000 out.
+    between = predict_nodes("hierarchical", 4000, (1, 1), P, in_place=True) - 10
+    expected = 10 + 0.4 + 2.5 + 4000 * 0.001 + between + 0.4 + 2.5 + 0.4
+    assert predict_nodes("shared_memory", 8000, (2, 2), P, in_place=True) == pytest.approx(expected)
+    # where MPI cannot map a node into one window the slices travel as messages
+    assert predict_nodes("shared_memory", 8000, (2, 2), P, shares_memory=False) == pytest.approx(
+        predict_nodes("hierarchical_slices", 8000, (2, 2), P))
+
+
+def test_bcast_allgather_reduce_scatter_by_hand():
+    # bcast 1000 bytes: the leaders' binomial step (1 + 10), the node's (0.5 + 1)
+    assert predict_nodes("hierarchical", 1000, (2, 2), P, collective="bcast") == pytest.approx(10 + 13 + 3.5)
+    # allgather 1000 bytes in all: gather a 250-byte piece (2 + 0.5 + 0.25), the leaders' allgather
+    # (2 + 1 + 500 * 0.01), the node's bcast of the result (3.5)
+    assert predict_nodes("hierarchical", 1000, (2, 2), P, collective="allgather") == pytest.approx(
+        10 + 2.75 + 8 + 3.5)
+    # reduce_scatter 1000 bytes: the node's reduce (4.6 with the copy), the leaders' recursive halving
+    # (2 + 1 + 500 * 0.011), the scatter of one 250-byte block (2 + 0.5 + 0.25)
+    assert predict_nodes("hierarchical", 1000, (2, 2), P, collective="reduce_scatter") == pytest.approx(
+        10 + 4.6 + 8.5 + 2.75)
+    # from 1 MiB its two per-call temporaries (the node's sum, n; the node's blocks, n * 2 / 4) are fresh pages
+    n, no_faults = 1 << 21, ModelParams.from_dict(dict(P.to_dict(), native_fault=0.0))
+    assert (predict_nodes("hierarchical", n, (2, 2), P, collective="reduce_scatter")
+            - predict_nodes("hierarchical", n, (2, 2), no_faults, collective="reduce_scatter")) == pytest.approx(
+        (n + n / 2) * 0.5)
+
+
+def test_flat_layouts_reduce_to_the_flat_model():
+    intra = ModelParams.from_dict(dict(P.to_dict(), alpha=0.5, beta=0.001))
+    for n in (8, 5000, 10**6):
+        for name in ("native", "ring", "rabenseifner", "tree"):
+            # one node: the intra-node link; several: the between-node one
+            assert predict_nodes(name, n, (4,), P) == model.predict(name, n, 4, intra)
+            assert predict_nodes(name, n, (2, 2), P) == model.predict(name, n, 4, P)
+        # nodes of one rank: a copy and the between-node allreduce of everything
+        pick = __import__("mpiml.collectives.algorithms.hierarchical", fromlist=["x"]).between_nodes(n, 3)
+        alone = n * P.copy + model.predict(pick, n, 3, P, in_place=True)
+        for name in model_nodes.NODE_AWARE["allreduce"]:
+            assert predict_nodes(name, n, (1, 1, 1), P) == pytest.approx(alone)
+        # one node: hierarchical is the library's reduce and bcast, one call overhead
+        assert predict_nodes("hierarchical", n, (3,), P) == pytest.approx(
+            model.predict("native", n, 3, intra, collective="reduce")
+            + model.predict("native", n, 3, intra, collective="bcast") - P.call_overhead)
+    assert predict_nodes("hierarchical", 100, (1,), P) == model.predict("native", 100, 1, P)
+
+
+def test_old_parameters_load_and_mean_one_link():
+    old = {k: v for k, v in P.to_dict().items() if k not in ("intra_alpha", "intra_beta", "native_extra_by_size")}
+    params = ModelParams.from_dict(old)
+    assert params.intra_alpha is None and params.native_extra_by_size == {}
+    assert model_nodes.intra_link(params) == model_nodes.inter_link(params) == (1.0, 0.01)
+
+
+def test_native_extra_by_size_interpolates_in_log_size():
+    params = ModelParams(native_extra={"reduce": 7e-9}, native_extra_by_size={"reduce": [[1024, 1e-9], [4096, 3e-9]]})
+    assert native_extra_at(params, "reduce", 512) == 1e-9
+    assert native_extra_at(params, "reduce", 2048) == pytest.approx(2e-9)
+    assert native_extra_at(params, "reduce", 1 << 20) == 3e-9
+    assert native_extra_at(params, "bcast", 2048) == 0.0
+    assert native_extra_at(ModelParams(native_extra={"reduce": 7e-9}), "reduce", 2048) == 7e-9
+
+
+def test_extra_by_size_recovers_the_library_excess():
+    bare = ModelParams.from_dict(dict(P.to_dict(), native_extra={}))
+    excess = {1 << 16: 2e-9, 1 << 20: 5e-9}
+    records = [{"collective": "reduce", "algorithm": "native", "ranks": p, "bytes": n, "dtype": "float32",
+                "time_median_seconds": model.predict("native", n, p, bare, collective="reduce") + n * e}
+               for n, e in excess.items() for p in (2, 3)]
+    fitted = extra_by_size(bare, records + [dict(records[0], algorithm="ring", time_median_seconds=1.0)])
+    assert [n for n, _ in fitted["reduce"]] == sorted(excess)
+    assert [e for _, e in fitted["reduce"]] == pytest.approx([excess[n] for n in sorted(excess)])
+
+
+def test_model_command_records_price_every_algorithm_on_the_layout():
+    from mpiml.cli.model import node_records
+
+    records = node_records("allreduce", [1, 4], [2], [8, 1 << 24], P)
+    assert [(r["nodes"], r["ranks"], r["bytes"]) for r in records] == [
+        (1, 2, 8), (1, 2, 1 << 24), (4, 8, 8), (4, 8, 1 << 24)]
+    for rec in records:
+        times = rec["predicted_seconds"]
+        assert set(model_nodes.NODE_AWARE["allreduce"]) <= set(times) and "native" in times
+        assert times[rec["fastest"]] == min(times.values()) and rec["best"] in times
+
+
+def test_model_command_on_nodes_prints_the_layout_table(capsys):
+    from mpiml.cli.model import main
+
+    assert main(["--nodes", "2", "--ranks-per-node", "2,3", "--sizes", "64K", "--set", "alpha=5e-6,beta=1e-9"]) == 0
+    text = capsys.readouterr().out
+    assert "between nodes alpha 5 us, beta 1e-09" in text and "inside a node alpha 1.1 us" in text
+    rows = [line.split() for line in text.splitlines() if line.startswith("2 ")]
+    assert [row[:3] for row in rows] == [["2", "2", "64K"], ["2", "3", "64K"]]
+    header = next(line.split() for line in text.splitlines() if line.startswith("nodes"))
+    assert {"hierarchical", "shared_memory", "native", "best"} <= set(header)
+
+
+def test_uneven_nodes_charge_the_busiest_leader():
+    # nodes of 2 and 1 (p = 3), 3000 bytes: node 0's block is 2000 bytes, node 1's 1000. Between the leaders,
+    # the allgather's node-1 leader receives 2000 bytes (an even split: 1500) and the reduce-scatter's
+    # node-0 leader 2000: at beta = 0.01, 20 each, where the flat formulas give 15.
+    n, uneven = 3000, (2, 1)
+    no_network = ModelParams.from_dict(dict(P.to_dict(), beta=0.0))   # the intra-node beta stays
+    for collective in ("allgather", "reduce_scatter"):
+        assert (predict_nodes("hierarchical", n, uneven, P, collective=collective)
+                - predict_nodes("hierarchical", n, uneven, no_network, collective=collective)) == pytest.approx(20)
