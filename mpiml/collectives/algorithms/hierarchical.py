@@ -27,9 +27,11 @@ allreduce; with one rank per node, the between-node allreduce alone. The between
 step (ring, Rabenseifner) and the grouping by node reorder operands, so all three need a
 commutative operator.
 
-The model has no node hierarchy yet (one uniform link): it prices these as their steps
-on that link, which is never cheaper than a flat algorithm, so ``auto`` does not pick
-them; name them with ``algorithm=``.
+The registered cost is their steps on the flat model's one uniform link, never cheaper
+than a flat algorithm, so ``auto`` without a tuning file does not pick them (a tuning file
+from ``mpiml tune`` on the job does, where they measured fastest); name them with
+``algorithm=``. :mod:`mpiml.collectives.model_nodes` prices them on a node layout with a
+link inside and one between nodes (``mpiml model --nodes``).
 """
 
 from __future__ import annotations

@@ -14,9 +14,10 @@ once per remote node and copy it inside the node:
     among themselves, each leader puts the pieces in rank order and broadcasts the result
     inside its node.
 
-Nothing is reduced, so the results are the inputs' bits on every rank. The model has one
-uniform link, on which these cost a step more than a flat algorithm (``auto`` does not
-pick them); name them with ``algorithm="hierarchical"`` on a multi-node job.
+Nothing is reduced, so the results are the inputs' bits on every rank. On the flat model's
+one uniform link these cost a step more than a flat algorithm (``auto`` without a tuning
+file does not pick them; :mod:`mpiml.collectives.model_nodes` prices them on a node
+layout); name them with ``algorithm="hierarchical"`` on a multi-node job.
 """
 
 from __future__ import annotations
