@@ -73,6 +73,30 @@ def ranges(size: int, p: int) -> np.ndarray:
     return bounds
 
 
+@kernel
+def _extent_kernel(indices):
+    """The smallest and the largest of ``indices`` (not empty), in one pass."""
+    lo = hi = indices[0]
+    for k in range(1, indices.size):
+        x = indices[k]
+        if x < lo:
+            lo = x
+        elif x > hi:
+            hi = x
+    return lo, hi
+
+
+def extent(indices) -> tuple[int, int]:
+    """``(min, max)`` of non-empty integer ``indices``: one compiled pass for int32/int64 (the argument
+    check of every call), numpy's two reductions otherwise (the reference)."""
+    from mpiml.runtime.jit import compiled
+
+    if indices.dtype in (np.int32, np.int64) and compiled():
+        lo, hi = _extent_kernel(indices)
+        return int(lo), int(hi)
+    return int(indices.min()), int(indices.max())
+
+
 def canonical(indices, values, op, wire) -> tuple[np.ndarray, np.ndarray]:
     """``(indices, values)`` sorted by index, duplicates combined by ``op`` in input order.
 
@@ -660,61 +684,112 @@ def local(indices, values, size: int, op, dense_out) -> Result:
     return Result(None, None, densify(idx, val, size, None if dense_out is True else dense_out), "local", 0)
 
 
-def calibrate(size: int = 1 << 20, nonzeros: int = 9500, p: int = 2, repeats: int = 30) -> dict:
-    """Time this machine's local work of one split-allgather sparse allreduce (no MPI; ``p`` ranks'
-    sorted pieces of ``nonzeros`` random float64 nonzeros in ``size`` elements) and return the
-    per-element constants of :mod:`mpiml.collectives.model` it implies (medians, seconds):
-    ``SPARSE_HELD`` (argument checks, order check, routing, per held nonzero), ``SPARSE_MERGED`` (per
-    element a two-way merge step reads), ``SPARSE_SCATTERED`` (per nonzero added into a dense result),
-    ``SPARSE_ZERO`` (per byte of the dense result's memset when it is not in cache, after 32 MB of
-    other writes) and, for comparison, the memset's rate in cache."""
+def calibrate(comm=None, size: int = 1 << 20, nonzeros: int = 7000, repeats: int = 40, flush_bytes: int = 16 << 20,
+              params=None) -> dict:
+    """Measure the sparse allreduce's model constants on this machine, cold; collective over ``comm``.
+
+    Every timed repetition starts cold: every rank first writes ``flush_bytes`` of other
+    memory (16 MB: two ranks fill the 32 MB L3 of the 2-core VM), as a training step writes
+    its batch, model and gradient between two exchanges, so the code, the buffers and the
+    MPI library's state start out of the caches (a call in a tight loop, warm, is faster). The data: ``nonzeros`` random
+    sorted float64 nonzeros per rank in ``size`` elements.
+
+    Parameters
+    ----------
+    comm : mpi4py.MPI.Intracomm, optional
+        Defaults to ``MPI.COMM_WORLD``. With one rank, only the local constants are
+        measured (``p`` pieces of two ranks are merged).
+    size, nonzeros, repeats, flush_bytes : int
+        The vectors' length, the nonzeros per rank, the timed repetitions (medians), the
+        bytes written before each.
+    params : ModelParams, optional
+        The machine's other parameters (alpha, beta, overheads): those in force by default.
+
+    Returns
+    -------
+    dict
+        By name, for ``ModelParams.sparse``: ``SPARSE_HELD`` (per held nonzero: order
+        check, routing and packing), ``SPARSE_MERGED`` (per element a two-way merge step
+        reads), ``SPARSE_SCATTERED`` (per nonzero added into a dense result),
+        ``SPARSE_ZERO`` (per byte of the dense result's memset), each the median of the
+        kernel timed alone; with two or more ranks also ``SPARSE_FIXED``: the median of the
+        whole :func:`mpiml.sparse_allreduce_coo` call (barrier to barrier, the slowest rank,
+        split allgather) less what the model prices for its other terms with these constants
+        (the same on every rank).
+    """
     import time
+    from dataclasses import replace
 
+    from mpiml.collectives.api import sparse_allreduce_coo
     from mpiml.collectives.ops import SUM
+    from mpiml.runtime.comm import context_of
 
-    rng = np.random.default_rng(0)
-    pieces = [np.sort(rng.choice(size, nonzeros, replace=False)) for _ in range(p)]
-    idx = np.concatenate(pieces).astype(index_dtype(size))
-    val = rng.standard_normal(idx.size)
-    counts = np.full(p, nonzeros, dtype=np.int64)
-    out = np.zeros(size)
-    bounds = ranges(size, p)
+    c = context_of(comm).comm
+    p, rank = c.Get_size(), c.Get_rank()
+    pieces_p = max(p, 2)
+    rng = np.random.default_rng([7, rank])
+    nonzeros = min(nonzeros, size)
+    pieces = [np.sort(rng.choice(size, nonzeros, replace=False)) for _ in range(pieces_p)]
     wire = index_dtype(size)
+    idx = np.concatenate(pieces).astype(wire)
+    val = rng.standard_normal(idx.size)
+    counts = np.full(pieces_p, nonzeros, dtype=np.int64)
+    out = np.zeros(size)
+    flush = np.empty(max(flush_bytes // 8, 1))
+    bounds = ranges(size, pieces_p)
+    packed = np.empty(nonzeros, dtype=wire)
+    head = np.empty(pieces_p, dtype=np.int64)
 
     def held():
-        mine = pieces[0]
-        int(mine.min()), int(mine.max())
-        route(canonical(mine, val[:nonzeros], SUM, wire)[0], bounds)
+        if compiled_pack:
+            _pack_kernel(pieces[0], bounds, packed, 0, head)
+        else:
+            head[:] = route(canonical(pieces[0], val[:nonzeros], SUM, wire)[0], bounds)
 
-    def timed(fn):
+    def cold(fn):
         fn()   # compiles the kernels
         spent = []
-        for _ in range(repeats):
+        for k in range(repeats):
+            flush.fill(k)
             start = time.perf_counter()
             fn()
             spent.append(time.perf_counter() - start)
         return float(np.median(spent))
 
+    from mpiml.runtime.jit import compiled
+
+    compiled_pack = compiled()
     touched, prefix = nonzeros, nonzeros
-    for _ in range(1, p):
+    for _ in range(1, pieces_p):
         touched += prefix + nonzeros
         prefix += nonzeros
-    fill = timed(lambda: out.fill(0))
-    other = np.ones(max(4 * size, 1 << 22))   # written between fills (32 MB and up: out of the caches), as a
-                                             # training step writes its other buffers between two exchanges
-
-    def cold_fill():
-        other.fill(0.5)
+    fill = cold(lambda: out.fill(0))
+    found = {"SPARSE_HELD": cold(held) / nonzeros,
+             "SPARSE_MERGED": cold(lambda: merge(idx, val, counts, pieces_p, SUM)) / touched,
+             "SPARSE_SCATTERED": max(cold(lambda: scatter_sum(idx, val, counts, out)) - fill, 0.0) / idx.size,
+             "SPARSE_ZERO": fill / out.nbytes}
+    if p == 1:
+        return found
+    mine, values = pieces[0], val[:nonzeros]
+    everyone = c.allgather(mine)
+    C = np.array([route(i, ranges(size, p)) for i in everyone])
+    M = route(np.unique(np.concatenate(everyone)), ranges(size, p))
+    spent = []
+    for k in range(repeats + 1):
+        flush.fill(k)
+        c.Barrier()
         start = time.perf_counter()
-        out.fill(0)
-        return time.perf_counter() - start
+        sparse_allreduce_coo(mine, values, size, algorithm="allgather", comm=c)
+        took = time.perf_counter() - start
+        if k:   # the first call compiles
+            spent.append(c.allreduce(took, op=MPI.MAX))
+    prm = model.sparse_params(params)
+    trial = replace(prm, sparse={**prm.sparse, **found, "SPARSE_FIXED": 0.0})
+    rest = model.predict_sparse_counts(C, M, size, trial, index_bytes=wire.itemsize, algorithm="allgather",
+                                       dense_out=False)[0]
+    found["SPARSE_FIXED"] = max(float(np.median(spent)) - rest, 0.0)
+    return found
 
-    cold = float(np.median([cold_fill() for _ in range(max(3, repeats // 3))]))
-    return {"SPARSE_HELD": timed(held) / nonzeros,
-            "SPARSE_MERGED": timed(lambda: merge(idx, val, counts, p, SUM)) / touched,
-            "SPARSE_SCATTERED": max(timed(lambda: scatter_sum(idx, val, counts, out)) - fill, 0.0) / idx.size,
-            "SPARSE_ZERO": cold / out.nbytes, "zero_per_byte_in_cache": fill / out.nbytes}
 
-
-__all__ = ["ALGORITHMS", "OPS", "STATS", "Result", "calibrate", "canonical", "densify", "index_dtype", "local", "merge",
-           "ranges", "route", "run", "scatter_sum"]
+__all__ = ["ALGORITHMS", "OPS", "STATS", "Result", "calibrate", "canonical", "densify", "extent", "index_dtype", "local",
+           "merge", "ranges", "route", "run", "scatter_sum"]
