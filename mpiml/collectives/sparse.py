@@ -474,7 +474,14 @@ def _workspace(p: int, need: int) -> _Workspace:
     """This process's workspace for ``p`` ranks with rows of at least ``need`` bytes (and the eager room)."""
     ws = _WORKSPACES.get(p)
     if ws is None or ws.rowbytes < need:
-        ws = _WORKSPACES[p] = _Workspace(p, _pad(max(need, 8 * (HEAD + p) + _eager_bytes(p))))
+        ws = _keep(_Workspace(p, _pad(max(need, 8 * (HEAD + p) + _eager_bytes(p)))))
+    return ws
+
+
+def _keep(ws: _Workspace) -> _Workspace:
+    """``ws``, kept for the next calls unless it is larger than :data:`EAGER_BUDGET` twice (then used once)."""
+    if ws.u8.nbytes <= 2 * EAGER_BUDGET or ws.p not in _WORKSPACES:
+        _WORKSPACES[ws.p] = ws
     return ws
 
 
@@ -575,7 +582,7 @@ def _second_round(comm, ws, hw, isz, vsz, fast, sends, sent):
         return ws, sent
     need = 8 * hw + max(_payload(int(ws.counts[r]), isz, vsz) for r in late)
     if need > ws.rowbytes:   # the old rows stay alive until this rank's round-one sends complete
-        ws = _WORKSPACES[p] = _Workspace(p, _pad(need), ws)
+        ws = _keep(_Workspace(p, _pad(need), ws))
         _heads(ws, hw, isz, vsz, fast)   # offsets in the new rows
     requests = list(sends)
     for source in late:
