@@ -450,6 +450,7 @@ class _Workspace:
         self._views = {}
         self.rows, self.cols, self.own = np.zeros(p), np.zeros(p), np.zeros(p)
         self.ioff, self.voff, self.counts = (np.zeros(p, dtype=np.int64) for _ in range(3))
+        self.late = False
         self.back = {}
 
     def flat(self, dtype) -> np.ndarray:
@@ -533,10 +534,12 @@ def _eager_guess(counts, n, size, vsz, isz, algorithm, dense_out) -> bool:
 def _heads_kernel(tab, hw, isz, vsz, rowbytes, rows, cols, own, ioff, voff, counts):
     """From every rank's head in ``tab`` (the workspace's rows as int64): the count table's row and
     column sums and diagonal, each rank's count and where its indices and values sit (in elements of
-    ``isz`` and ``vsz`` bytes, both dividing 8); 1 when a rank has an error or the digests differ."""
+    ``isz`` and ``vsz`` bytes, both dividing 8); 1 when a rank has an error or the digests differ, plus 2
+    when a rank holding nonzeros did not send them with its head (a second round if the allgather is chosen)."""
     p = tab.shape[0]
     head = hw - p
     bad = 0
+    late = 0
     for j in range(p):
         cols[j] = 0.0
     for r in range(p):
@@ -548,20 +551,25 @@ def _heads_kernel(tab, hw, isz, vsz, rowbytes, rows, cols, own, ioff, voff, coun
             n += c
             cols[j] += c
         counts[r] = n
+        if n > 0 and tab[r, 2] == 0:
+            late = 2
         rows[r] = n
         own[r] = tab[r, head + r]
         at = r * rowbytes + 8 * hw
         ioff[r] = at // isz
         voff[r] = (at + ((n * isz + 7) // 8) * 8) // vsz
-    return bad
+    return bad + late
 
 
 def _heads(ws, hw, isz, vsz, fast) -> bool:
     """Read the heads into ``ws``'s summaries (:func:`_heads_kernel`, or its numpy reference, where the
-    offsets are in bytes); True when a rank has an error or the ranks disagree."""
+    offsets are in bytes; ``ws.late``: a rank's nonzeros did not come with its head); True when a rank
+    has an error or the ranks disagree."""
     if fast:
-        return bool(_heads_kernel(ws.tab, hw, isz, vsz, ws.rowbytes, ws.rows, ws.cols, ws.own, ws.ioff, ws.voff,
-                                  ws.counts))
+        code = _heads_kernel(ws.tab, hw, isz, vsz, ws.rowbytes, ws.rows, ws.cols, ws.own, ws.ioff, ws.voff,
+                             ws.counts)
+        ws.late = code >= 2
+        return code % 2 == 1
     p = ws.p
     table = ws.tab[:, :hw]
     C = table[:, HEAD:]
@@ -569,17 +577,18 @@ def _heads(ws, hw, isz, vsz, fast) -> bool:
     ws.rows[:], ws.cols[:], ws.own[:] = ws.counts, C.sum(axis=0), C.diagonal()
     ws.ioff[:] = np.arange(p) * ws.rowbytes + 8 * hw
     ws.voff[:] = ws.ioff + (ws.counts * isz + 7) // 8 * 8
+    ws.late = bool(((table[:, 2] == 0) & (ws.counts > 0)).any())
     return bool(table[:, 1].any() or (table[:, 0] != table[0, 0]).any())
 
 
 def _second_round(comm, ws, hw, isz, vsz, fast, sends, sent):
     """The split allgather's second round: the ranks that did not send their nonzeros with their head
     (not eager) send them now, into rows grown to hold them; ``(workspace, bytes sent)``."""
-    p, rank = ws.p, comm.Get_rank()
-    late = [r for r in range(p) if ws.tab[r, 2] == 0 and ws.counts[r] > 0]
-    if not late:
+    if not ws.late:
         MPI.Request.Waitall(sends)
         return ws, sent
+    p, rank = ws.p, comm.Get_rank()
+    late = [r for r in range(p) if ws.tab[r, 2] == 0 and ws.counts[r] > 0]
     need = 8 * hw + max(_payload(int(ws.counts[r]), isz, vsz) for r in late)
     if need > ws.rowbytes:   # the old rows stay alive until this rank's round-one sends complete
         ws = _keep(_Workspace(p, _pad(need), ws))

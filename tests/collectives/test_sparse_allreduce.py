@@ -179,6 +179,9 @@ def test_compiled_merge_matches_the_numpy_reference(monkeypatch):
             assert coo.indices.tobytes() == slow.indices.tobytes() and coo.values.tobytes() == slow.values.tobytes()
             assert dense.dense.tobytes() == slow_dense.dense.tobytes() == sparse_alg.densify(
                 slow.indices, slow.values, size).tobytes(), (dtype, p)
+            ws.tab[0, 2] = 0   # a rank that held back its nonzeros
+            assert sparse_alg._heads(ws, hw, 4, vsz, True) is False and ws.late == (ws.counts[0] > 0)
+            assert sparse_alg._heads(ws, hw, 4, vsz, False) is False and ws.late == (ws.counts[0] > 0)
             ws.tab[p - 1, 0] = 12   # a rank that disagrees
             assert sparse_alg._heads(ws, hw, 4, vsz, True) and sparse_alg._heads(ws, hw, 4, vsz, False)
 
