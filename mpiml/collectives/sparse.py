@@ -37,9 +37,11 @@ beside their numpy references; :func:`run` does the messages on the communicator
 
 from __future__ import annotations
 
+import atexit
 import functools
 import hashlib
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -348,6 +350,8 @@ def run(comm, indices, values, size: int, op, algorithm: str, dense_out, error=N
     array to write the result into, ``True`` for a new one, ``False`` for ``indices,
     values``. ``allreduce``: the dense allreduce of the dense switch (``mpiml.allreduce``).
     """
+    if _PENDING:
+        _settle()
     p, rank = comm.Get_size(), comm.Get_rank()
     wire = index_dtype(size)
     isz = wire.itemsize
@@ -620,11 +624,33 @@ def _heads(ws, hw, isz, vsz, fast) -> bool:
     return bool(table[:, 1].any() or (table[:, 0] != table[0, 0]).any())
 
 
+_PENDING: list = []   # the last split allgather's sends (its receivers posted their receives in that call)
+
+
+def _settle() -> None:
+    """Complete the last call's sends before this rank's row is written again."""
+    MPI.Request.Waitall(_PENDING)
+    _PENDING.clear()
+
+
+@atexit.register
+def _settle_at_exit() -> None:
+    """Complete the last call's sends before MPI is finalized (bounded: a peer that died never receives)."""
+    if not _PENDING or MPI.Is_finalized():
+        return
+    deadline = time.monotonic() + 10.0
+    while not MPI.Request.Testall(_PENDING):
+        if time.monotonic() > deadline:
+            return
+        time.sleep(1e-3)
+    _PENDING.clear()
+
+
 def _second_round(comm, ws, hw, isz, vsz, fast, sends, sent):
     """The split allgather's second round: the ranks that did not send their nonzeros with their head
     (not eager) send them now, into rows grown to hold them; ``(workspace, bytes sent)``."""
-    if not ws.late:
-        MPI.Request.Waitall(sends)
+    if not ws.late:   # this rank's sends complete while it combines: waited for at the next call's start
+        _PENDING.extend(sends)
         return ws, sent
     p, rank = ws.p, comm.Get_rank()
     late = [r for r in range(p) if ws.tab[r, 2] == 0 and ws.counts[r] > 0]
@@ -772,7 +798,6 @@ def calibrate(comm=None, size: int = 1 << 20, nonzeros: int = 7000, repeats: int
         split allgather) less what the model prices for its other terms with these constants
         (the same on every rank).
     """
-    import time
     from dataclasses import replace
 
     from mpiml.collectives.api import sparse_allreduce_coo
