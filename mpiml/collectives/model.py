@@ -329,16 +329,17 @@ def crossovers(winner, low: int, high: int) -> list[tuple[int, str, str]]:
 #   range to the other p - 1 ranks (records or a dense block);
 # * ``dense``: densify and ``mpiml.allreduce``.
 #
-# The defaults below were measured on the 2-core VM of the defaults (AMD EPYC, pip MPICH over UCX shared
-# memory, 1M-element float64 vectors, ~7,000 nonzeros per rank, the compiled kernels) by
-# ``mpiml.collectives.sparse.calibrate()``, which times the same kernels locally and the whole call at
-# p = 2, both **cold**: before every timed repetition each rank writes 16 MB of other memory, as a training
-# step does between two exchanges (its batch, the model, the gradient), so the call starts with its
-# code, its buffers and the MPI library's state out of the caches. Warm, in a tight loop, a call takes
-# less. A machine's own numbers go into ``ModelParams.sparse`` (same names), e.g.
-# ``replace(params, sparse=calibrate(comm))``; the functions below read them from there.
+# ``mpiml.collectives.sparse.calibrate(comm)`` measures these constants on a machine, **cold**: before
+# every timed repetition each rank writes 16 MB of other memory, as a training step does between two
+# exchanges (its batch, the model, the gradient), so a call starts with its code, its buffers and the
+# MPI library's state out of the caches; ``SPARSE_FIXED`` is the whole call's median (p = 2 or the
+# communicator's size) less the other terms. Its result goes into ``ModelParams.sparse`` (same names),
+# e.g. ``replace(params, sparse=calibrate(comm))``, which the functions below read. The defaults are the
+# 2-core VM's per-element kernel times (AMD EPYC, pip MPICH over UCX shared memory, 1M-element float64
+# vectors, ~7,000 nonzeros per rank, in cache) and a fixed part summed from the call's steps timed one by
+# one: a warm call's cost; cold calls cost more (the calibration says how much on a given machine).
 SPARSE_FIXED = 4.0e-5      # the call's work beside the per-element and per-message terms (Python steps, the
-                           # library's request handling), cold: the whole call's median less the other terms
+                           # library's request handling); calibrate(): the whole call's median less the rest
 SPARSE_HELD = 2.0e-9       # per nonzero a rank holds: validation, order check, routing and packing
 SPARSE_MERGED = 1.8e-9     # per element a compiled two-way merge step reads (union so far + next piece)
 SPARSE_SCATTERED = 1.4e-9  # per gathered nonzero added into the dense result (compiled)

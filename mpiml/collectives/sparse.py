@@ -793,7 +793,8 @@ def calibrate(comm=None, size: int = 1 << 20, nonzeros: int = 7000, repeats: int
         check, routing and packing), ``SPARSE_MERGED`` (per element a two-way merge step
         reads), ``SPARSE_SCATTERED`` (per nonzero added into a dense result),
         ``SPARSE_ZERO`` (per byte of the dense result's memset), each the median of the
-        kernel timed alone; with two or more ranks also ``SPARSE_FIXED``: the median of the
+        kernel timed alone (the merge with its inputs in cache: a call merges what it has just
+        received); with two or more ranks also ``SPARSE_FIXED``: the median of the
         whole :func:`mpiml.sparse_allreduce_coo` call (barrier to barrier, the slowest rank,
         split allgather) less what the model prices for its other terms with these constants
         (the same on every rank).
@@ -826,11 +827,13 @@ def calibrate(comm=None, size: int = 1 << 20, nonzeros: int = 7000, repeats: int
         else:
             head[:] = route(canonical(pieces[0], val[:nonzeros], SUM, wire)[0], bounds)
 
-    def cold(fn):
+    def cold(fn, *warm):
         fn()   # compiles the kernels
         spent = []
         for k in range(repeats):
             flush.fill(k)
+            for x in warm:   # inputs a call has just received or written (in its cache), the rest cold
+                x.sum()
             start = time.perf_counter()
             fn()
             spent.append(time.perf_counter() - start)
@@ -845,7 +848,7 @@ def calibrate(comm=None, size: int = 1 << 20, nonzeros: int = 7000, repeats: int
         prefix += nonzeros
     fill = cold(lambda: out.fill(0))
     found = {"SPARSE_HELD": cold(held) / nonzeros,
-             "SPARSE_MERGED": cold(lambda: merge(idx, val, counts, pieces_p, SUM)) / touched,
+             "SPARSE_MERGED": cold(lambda: merge(idx, val, counts, pieces_p, SUM), idx, val) / touched,
              "SPARSE_SCATTERED": max(cold(lambda: scatter_sum(idx, val, counts, out)) - fill, 0.0) / idx.size,
              "SPARSE_ZERO": fill / out.nbytes}
     if p == 1:
