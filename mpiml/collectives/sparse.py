@@ -4,18 +4,23 @@ A vector of ``size`` elements is given on each rank as ``(indices, values)``. Th
 space is cut into ``p`` contiguous ranges (:func:`mpiml.runtime.partition.array_split`,
 the blocks of every reduced vector in mpiml); range ``j`` belongs to rank ``j``.
 
-1. **Heads** (point to point, fixed size, received in any order): each rank sends every
-   other rank, per range, how many of its nonzeros fall in it, with a digest of ``(dtype,
-   size, op)``, an error flag and an ``eager`` flag. A rank is eager when the cost model
-   (:func:`mpiml.collectives.model.sparse_eager`) expects the split allgather below from
-   its own counts; it then sends its indices and values right behind its head, so the
-   usual case takes one round. Every rank then knows the whole ``p x p`` count table and
-   takes the same decision (:func:`mpiml.collectives.model.sparse_choice`):
+1. **Heads** (point to point, one message per pair, received in any order): each rank
+   sends every other rank, per range, how many of its nonzeros fall in it, with a digest of
+   ``(dtype, size, op)``, an error flag and an ``eager`` flag. A rank is eager when the same
+   kind of call last took the split allgather (else when the cost model,
+   :func:`mpiml.collectives.model.sparse_eager`, expects it from its own counts); its
+   indices and values then travel in the same message, so the usual case takes one round.
+   The message is packed once (compiled: order check, routing and the wire's index type in
+   one pass) into this rank's row of a workspace reused from call to call, and every other
+   rank's message is received into its row, with room for an eager payload of up to 1 MiB
+   (less at large ``p``): nothing is left to drain. Every rank then knows the whole ``p x p``
+   count table and takes the same decision (:func:`mpiml.collectives.model.sparse_choice`):
 2. **Split allgather** (small merged counts): every rank's nonzeros reach every rank (the
-   eager ones already have; the others follow), received in place into one index and one
-   value array in rank order; each rank combines the ``p`` pieces itself in rank order
-   (:func:`merge`, or :func:`scatter_sum` into a dense result): the same function of the
-   same data everywhere.
+   eager ones already have; the others follow in a second round); each rank combines the
+   ``p`` pieces itself in rank order straight from the rows (:func:`merge`'s kernel, or
+   :func:`scatter_sum`'s into a dense result): the same function of the same data
+   everywhere. A rank's sends complete while it combines; it waits for them at its next
+   call's start (their receivers posted their receives in this call), or at exit.
 3. Or **sparse reduce-scatter** (one alltoallv of index-value records): each rank sends
    every other rank the nonzeros in its range; the owner combines the pieces in rank
    order (:func:`merge`); then each owner sends its reduced range to every other rank,
@@ -56,9 +61,10 @@ OPS = ("sum", "min", "max")
 ALGORITHMS = ("auto", "sparse", "dense", "allgather", "reduce_scatter")
 INT32_LIMIT = 2**31 - 1
 
-# What the last call on this process did: "path" (sparse, sparse+dense_allgather, dense or local) and
-# "bytes_sent" (what this rank sent: the count allgather's row p-1 times, its alltoallv pieces, its range
-# p-1 times; a dense switch's allreduce as 2 (p-1)/p of the vector, what a bandwidth-optimal one sends).
+# What the last call on this process did: "path" (sparse_allgather, sparse, sparse+dense_allgather, dense
+# or local) and "bytes_sent" (what this rank sent: its head message, with its nonzeros when eager, p-1
+# times; a second round's nonzeros p-1 times; the reduce-scatter's alltoallv pieces and its range p-1
+# times; a dense switch's allreduce as 2 (p-1)/p of the vector, what a bandwidth-optimal one sends).
 STATS: dict = {"path": None, "bytes_sent": 0}
 
 
