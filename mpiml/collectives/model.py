@@ -468,8 +468,8 @@ def _allgather_seconds(held, merged, size, w, v, dense_out, prm) -> float:
     seconds = moved * prm.beta   # the messages themselves are the heads' (:func:`sparse_agree_seconds`)
     if dense_out:
         return seconds + size * v * k.zero + k.scattered * total
-    touched, prefix = (0, held[0]) if p > 1 else (held[0], held[0])
-    for n in held[1:]:   # each two-way merge reads the union so far (piece 0 at first) and the next piece
+    touched, prefix = held[0], held[0]
+    for n in held[1:]:   # each two-way merge reads the union so far and the next piece
         touched += (prefix if merged is None else min(prefix, merged)) + n
         prefix += n
     return seconds + k.merged * touched

@@ -199,51 +199,20 @@ def _compiled_sum(dtype) -> bool:
 @kernel
 def _merge_sum_kernel(ix, vx, ioff, voff, counts, union, acc, back_u, back_a):
     """:func:`merge` for ``sum``: piece ``r`` is ``ix[ioff[r]:][:counts[r]]`` and ``vx[voff[r]:][:counts[r]]``
-    (one flat array, or the message workspace seen as one array); pieces 0 and 1 merged, then the others one
-    after the other into the running union (rank order: ``0 + v_0 + v_1 ...``, in the values' own type);
-    the union's length. ``union``/``acc`` (the result) and ``back_u``/``back_a`` (scratch): each at least as
-    long as all pieces."""
+    (one flat array, or the message workspace seen as one array); the pieces merged one after the other
+    into the running union (rank order: ``0 + v_0 + v_1 ...``, in the values' own type); the union's length.
+    ``union``/``acc`` (the result) and ``back_u``/``back_a`` (scratch): each at least as long as all pieces."""
     p = counts.size   # 0.0 + v: a -0.0 becomes +0.0 as in the numpy reference's zeros + v (exact in float32 too)
-    io, vo, n = ioff[0], voff[0], counts[0]
-    if p == 1:
-        for k in range(n):
-            union[k] = ix[io + k]
-            acc[k] = 0.0 + vx[vo + k]
-        return n
     cur_u, cur_a, nxt_u, nxt_a = union, acc, back_u, back_a
-    if p % 2 == 1:   # p - 1 merges in all, the first into ``cur``: an odd count ends in ``union``
+    if p % 2 == 0:   # an even number of merges after the first piece's copy ends in ``union``
         cur_u, cur_a, nxt_u, nxt_a = back_u, back_a, union, acc
-    # the first merge reads both pieces where they are (no copy of piece 0 first)
-    jo, wo, end = ioff[1], voff[1], counts[1]
-    i, k, m = 0, 0, 0
-    while i < n and k < end:
-        a, b = ix[io + i], ix[jo + k]
-        if a < b:
-            cur_u[m] = a
-            cur_a[m] = 0.0 + vx[vo + i]
-            i += 1
-        elif b < a:
-            cur_u[m] = b
-            cur_a[m] = 0.0 + vx[wo + k]
-            k += 1
-        else:
-            cur_u[m] = a
-            cur_a[m] = (0.0 + vx[vo + i]) + vx[wo + k]
-            i += 1
-            k += 1
-        m += 1
-    while i < n:
-        cur_u[m] = ix[io + i]
-        cur_a[m] = 0.0 + vx[vo + i]
-        i += 1
-        m += 1
-    while k < end:
-        cur_u[m] = ix[jo + k]
-        cur_a[m] = 0.0 + vx[wo + k]
-        k += 1
-        m += 1
-    n = m
-    for r in range(2, p):
+    n = 0
+    io, vo = ioff[0], voff[0]
+    for k in range(counts[0]):
+        cur_u[n] = ix[io + k]
+        cur_a[n] = 0.0 + vx[vo + k]
+        n += 1
+    for r in range(1, p):
         io, vo, end = ioff[r], voff[r], counts[r]
         i, k, m = 0, 0, 0
         while i < n and k < end:
@@ -848,7 +817,7 @@ def calibrate(comm=None, size: int = 1 << 20, nonzeros: int = 7000, repeats: int
     from mpiml.runtime.jit import compiled
 
     compiled_pack = compiled()
-    touched, prefix = 0, nonzeros   # each two-way merge reads the union so far and the next piece
+    touched, prefix = nonzeros, nonzeros
     for _ in range(1, pieces_p):
         touched += prefix + nonzeros
         prefix += nonzeros
