@@ -11,9 +11,9 @@ the blocks of every reduced vector in mpiml); range ``j`` belongs to rank ``j``.
    :func:`mpiml.collectives.model.sparse_eager`, expects it from its own counts); its
    indices and values then travel in the same message, so the usual case takes one round.
    The message is packed once (compiled: order check, routing and the wire's index type in
-   one pass) into this rank's row of a workspace reused from call to call, and every other
-   rank's message is received into its row, with room for an eager payload of up to 1 MiB
-   (less at large ``p``): nothing is left to drain. Every rank then knows the whole ``p x p``
+   one pass) into this rank's row of a workspace reused from call to call (one call at a
+   time per process), and every other rank's message is received into its row, with room
+   for an eager payload of up to 1 MiB (less at large ``p``): nothing is left to drain. Every rank then knows the whole ``p x p``
    count table and takes the same decision (:func:`mpiml.collectives.model.sparse_choice`):
 2. **Split allgather** (small merged counts): every rank's nonzeros reach every rank (the
    eager ones already have; the others follow in a second round); each rank combines the
