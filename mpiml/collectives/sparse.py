@@ -215,21 +215,16 @@ def _merge_sum_kernel(ix, vx, ioff, voff, counts, union, acc, back_u, back_a):
     for r in range(1, p):
         io, vo, end = ioff[r], voff[r], counts[r]
         i, k, m = 0, 0, 0
-        while i < n and k < end:
+        while i < n and k < end:   # no branch on the data: two random pieces interleave unpredictably
             a, b = cur_u[i], ix[io + k]
-            if a < b:
-                nxt_u[m] = a
-                nxt_a[m] = cur_a[i]
-                i += 1
-            elif b < a:
-                nxt_u[m] = b
-                nxt_a[m] = 0.0 + vx[vo + k]
-                k += 1
-            else:
-                nxt_u[m] = a
-                nxt_a[m] = cur_a[i] + vx[vo + k]
-                i += 1
-                k += 1
+            va, vb = cur_a[i], vx[vo + k]   # loaded either way, so the choices below are selects
+            take_a, take_b = a <= b, b <= a
+            nxt_u[m] = min(a, b)
+            # the union's value + 0.0 where the piece lacks the index: the same bits (never -0.0: it
+            # began as 0.0 + v); 0.0 + v where only the piece has it; va + vb where both do
+            nxt_a[m] = (va if take_a else 0.0) + (vb if take_b else 0.0)
+            i += take_a
+            k += take_b
             m += 1
         while i < n:
             nxt_u[m] = cur_u[i]
