@@ -763,8 +763,8 @@ def calibrate(comm=None, size: int = 1 << 20, nonzeros: int = 7000, repeats: int
         check, routing and packing), ``SPARSE_MERGED`` (per element a two-way merge step
         reads), ``SPARSE_SCATTERED`` (per nonzero added into a dense result),
         ``SPARSE_ZERO`` (per byte of the dense result's memset), each the median of the
-        kernel timed alone (the merge with its inputs in cache: a call merges what it has just
-        received); with two or more ranks also ``SPARSE_FIXED``: the median of the
+        kernel timed alone, on every rank at once (the merge with its inputs in cache: a call
+        merges what it has just received); with two or more ranks also ``SPARSE_FIXED``: the median of the
         whole :func:`mpiml.sparse_allreduce_coo` call (barrier to barrier, the slowest rank,
         split allgather) less what the model prices for its other terms with these constants
         (the same on every rank).
@@ -804,6 +804,8 @@ def calibrate(comm=None, size: int = 1 << 20, nonzeros: int = 7000, repeats: int
             flush.fill(k)
             for x in warm:   # inputs a call has just received or written (in its cache), the rest cold
                 x.sum()
+            if p > 1:   # every rank at once, as in a call (they share the memory bandwidth)
+                c.Barrier()
             start = time.perf_counter()
             fn()
             spent.append(time.perf_counter() - start)
