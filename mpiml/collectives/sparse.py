@@ -739,11 +739,12 @@ def calibrate(comm=None, size: int = 1 << 20, nonzeros: int = 7000, repeats: int
               params=None) -> dict:
     """Measure the sparse allreduce's model constants on this machine, cold; collective over ``comm``.
 
-    Every timed repetition starts cold: every rank first writes ``flush_bytes`` of other
-    memory (16 MB: two ranks fill the 32 MB L3 of the 2-core VM), as a training step writes
-    its batch, model and gradient between two exchanges, so the code, the buffers and the
-    MPI library's state start out of the caches (a call in a tight loop, warm, is faster). The data: ``nonzeros`` random
-    sorted float64 nonzeros per rank in ``size`` elements.
+    Every timed repetition starts cold: every rank first writes a fresh temporary of
+    ``flush_bytes`` and frees it (16 MB: two ranks fill the 32 MB L3 of the 2-core VM), as a
+    numpy training step does between two exchanges (its batch, margins, gradient), so the
+    code, the buffers and the MPI library's state start out of the caches (a call in a tight
+    loop, warm, is faster). The data: ``nonzeros`` random sorted float64 nonzeros per rank in
+    ``size`` elements.
 
     Parameters
     ----------
@@ -765,9 +766,9 @@ def calibrate(comm=None, size: int = 1 << 20, nonzeros: int = 7000, repeats: int
         ``SPARSE_ZERO`` (per byte of the dense result's memset), each the median of the
         kernel timed alone, on every rank at once (the merge with its inputs in cache: a call
         merges what it has just received); with two or more ranks also ``SPARSE_FIXED``: the median of the
-        whole :func:`mpiml.sparse_allreduce_coo` call (barrier to barrier, the slowest rank,
-        split allgather) less what the model prices for its other terms with these constants
-        (the same on every rank).
+        whole :func:`mpiml.sparse_allreduce_coo` call (``auto``, the split allgather at these
+        counts; barrier to barrier, the slowest rank) less what the model prices for its other
+        terms with these constants (the same on every rank).
     """
     from dataclasses import replace
 
@@ -786,7 +787,11 @@ def calibrate(comm=None, size: int = 1 << 20, nonzeros: int = 7000, repeats: int
     val = rng.standard_normal(idx.size)
     counts = np.full(pieces_p, nonzeros, dtype=np.int64)
     out = np.zeros(size)
-    flush = np.empty(max(flush_bytes // 8, 1))
+
+    def flush(k):
+        """A training step's work between two calls: a fresh temporary written, then freed (numpy's large
+        temporaries are new mappings: page faults, and the unmapping's TLB shootdown on the other cores)."""
+        np.empty(max(flush_bytes // 8, 1)).fill(k)
     bounds = ranges(size, pieces_p)
     packed = np.empty(nonzeros, dtype=wire)
     head = np.empty(pieces_p, dtype=np.int64)
@@ -801,7 +806,7 @@ def calibrate(comm=None, size: int = 1 << 20, nonzeros: int = 7000, repeats: int
         fn()   # compiles the kernels
         spent = []
         for k in range(repeats):
-            flush.fill(k)
+            flush(k)
             for x in warm:   # inputs a call has just received or written (in its cache), the rest cold
                 x.sum()
             if p > 1:   # every rank at once, as in a call (they share the memory bandwidth)
@@ -831,17 +836,16 @@ def calibrate(comm=None, size: int = 1 << 20, nonzeros: int = 7000, repeats: int
     M = route(np.unique(np.concatenate(everyone)), ranges(size, p))
     spent = []
     for k in range(repeats + 1):
-        flush.fill(k)
+        flush(k)
         c.Barrier()
         start = time.perf_counter()
-        sparse_allreduce_coo(mine, values, size, algorithm="allgather", comm=c)
+        sparse_allreduce_coo(mine, values, size, comm=c)   # "auto": its pricing is part of the call
         took = time.perf_counter() - start
         if k:   # the first call compiles
             spent.append(c.allreduce(took, op=MPI.MAX))
     prm = model.sparse_params(params)
     trial = replace(prm, sparse={**prm.sparse, **found, "SPARSE_FIXED": 0.0})
-    rest = model.predict_sparse_counts(C, M, size, trial, index_bytes=wire.itemsize, algorithm="allgather",
-                                       dense_out=False)[0]
+    rest = model.predict_sparse_counts(C, M, size, trial, index_bytes=wire.itemsize, dense_out=False)[0]
     found["SPARSE_FIXED"] = max(float(np.median(spent)) - rest, 0.0)
     return found
 
