@@ -197,3 +197,7 @@ def test_model_takes_the_calibrated_sparse_constants():
     assert model.ModelParams.from_dict(slower.to_dict()) == slower   # kept in a tuning file's params
     with pytest.raises(ValueError, match="unknown sparse model constants"):
         model.sparse_constants(replace(model.DEFAULT_PARAMS, sparse={"SPARSE_FAST": 1.0}))
+    # what calibrate() measures (one rank: the local constants) is what the model takes
+    found = sparse_alg.calibrate(size=4096, nonzeros=100, repeats=2, flush_bytes=1 << 16)
+    assert set(found) <= set(model.SPARSE_NAMES) and all(x >= 0 for x in found.values())
+    assert model.predict_sparse(size, 0.007, p, replace(model.DEFAULT_PARAMS, sparse=found))[0] > 0
