@@ -6,15 +6,17 @@ the blocks of every reduced vector in mpiml); range ``j`` belongs to rank ``j``.
 
 1. **Heads** (point to point, one message per pair, received in any order): each rank
    sends every other rank, per range, how many of its nonzeros fall in it, with a digest of
-   ``(dtype, size, op)``, an error flag and an ``eager`` flag. A rank is eager when the same
-   kind of call last took the split allgather (else when the cost model,
-   :func:`mpiml.collectives.model.sparse_eager`, expects it from its own counts); its
-   indices and values then travel in the same message, so the usual case takes one round.
+   ``(dtype, size, op)``, an error flag and an ``eager`` flag. A rank is eager when the cost
+   model (:func:`mpiml.collectives.model.sparse_eager`) expects the split allgather from its
+   own counts; its indices and values then travel in the same message, so the usual case
+   takes one round.
    The message is packed once (compiled: order check, routing and the wire's index type in
    one pass) into this rank's row of a workspace reused from call to call (one call at a
    time per process), and every other rank's message is received into its row, with room
    for an eager payload of up to 1 MiB (less at large ``p``): nothing is left to drain. Every rank then knows the whole ``p x p``
-   count table and takes the same decision (:func:`mpiml.collectives.model.sparse_choice`):
+   count table and takes the same decision: the split allgather when every rank holding
+   nonzeros was eager (they are all here already), else
+   :func:`mpiml.collectives.model.sparse_choice`'s:
 2. **Split allgather** (small merged counts): every rank's nonzeros reach every rank (the
    eager ones already have; the others follow in a second round); each rank combines the
    ``p`` pieces itself in rank order straight from the rows (:func:`merge`'s kernel, or
@@ -350,12 +352,8 @@ def run(comm, indices, values, size: int, op, algorithm: str, dense_out, error=N
     else:
         head[HEAD:hw] = 0
     payload = _payload(n, isz, vsz)
-    # eager when the same call last went the split allgather's way (training repeats its calls), else as
-    # the model expects from this rank's counts: a guess, which costs at worst a round, never bits
-    shape = (size, values.dtype if error is None else None, algorithm, dense_out is not False)
-    last = ws.last.get(shape)
-    eager = error is None and payload <= _eager_bytes(p) and (last == "allgather" if last is not None else _eager_guess(
-        head[HEAD:hw], n, size, vsz, isz, algorithm, dense_out is not False))
+    eager = error is None and payload <= _eager_bytes(p) and _eager_guess(
+        head[HEAD:hw], n, size, vsz, isz, algorithm, dense_out is not False)
     head[0] = digest(values.dtype, size, op.label) if error is None else -1
     head[1] = 0 if error is None else 1
     head[2] = 1 if eager else 0
@@ -370,11 +368,14 @@ def run(comm, indices, values, size: int, op, algorithm: str, dense_out, error=N
     if bad:
         MPI.Request.Waitall(sends)
         _check_table(comm, table, error)
-    how = model.sparse_choice((ws.rows.tolist(), ws.cols.tolist(), ws.own.tolist()), size, vsz, isz,
-                              algorithm=algorithm, dense_out=dense_out is not False)
-    if len(ws.last) > 64:
-        ws.last.clear()
-    ws.last[shape] = how
+    if not ws.late and algorithm in ("auto", "sparse", "allgather"):
+        # every rank holding nonzeros has sent them already, each expecting the split allgather from its own
+        # counts: only the local combination is left, cheaper than any other way from here (the same
+        # decision on every rank: it reads the heads)
+        how = "allgather"
+    else:
+        how = model.sparse_choice((ws.rows.tolist(), ws.cols.tolist(), ws.own.tolist()), size, vsz, isz,
+                                  algorithm=algorithm, dense_out=dense_out is not False)
     if how == "allgather":
         ws, sent = _second_round(comm, ws, hw, isz, vsz, fast, sends, sent)
         return _combine(ws, wire, values.dtype, size, op, dense_out, fast, sent)
@@ -463,7 +464,6 @@ class _Workspace:
         self.rows, self.cols, self.own = np.zeros(p), np.zeros(p), np.zeros(p)
         self.ioff, self.voff, self.counts = (np.zeros(p, dtype=np.int64) for _ in range(3))
         self.late = False
-        self.last = {} if old is None else old.last   # per kind of call, the way it went last time
         self.back = {}
 
     def flat(self, dtype) -> np.ndarray:
