@@ -803,8 +803,9 @@ def _sparse_call(indices, values, size, op, algorithm, comm, out, check, dense):
                                 f"{values.shape}")
         if indices.dtype.kind not in "iu":
             raise ArgumentError(f"indices must be integers, got dtype {indices.dtype}")
-        if indices.size and (int(indices.min()) < 0 or int(indices.max()) >= size):
-            raise ArgumentError(f"indices must lie in [0, {size}); got {int(indices.min())}..{int(indices.max())}")
+        lo, hi = _sparse.extent(indices) if indices.size else (0, -1)
+        if lo < 0 or hi >= size:
+            raise ArgumentError(f"indices must lie in [0, {size}); got {lo}..{hi}")
         if dense:
             out = _output(out, (size,), dtype)
             if np.may_share_memory(out, values) or np.may_share_memory(out, indices):

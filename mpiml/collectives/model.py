@@ -85,6 +85,9 @@ class ModelParams:
     # Inside a node, where the job spans several (``mpiml tune`` measures both links); None: ``alpha``/``beta``.
     intra_alpha: float | None = None
     intra_beta: float | None = None
+    # The sparse allreduce's constants measured on this machine (``mpiml.collectives.sparse.calibrate()``),
+    # by name (``SPARSE_FIXED``, ...); the ones absent keep this module's defaults.
+    sparse: dict = field(default_factory=dict)
 
     def gamma_for(self, dtype) -> float:
         return float(self.gamma_by_dtype.get(str(dtype), self.gamma)) if dtype is not None else self.gamma
@@ -342,7 +345,7 @@ def crossovers(winner, low: int, high: int) -> list[tuple[int, str, str]]:
 # per message and ``beta`` per byte, plus the local work priced per element by the constants below:
 #
 # * ``allgather`` (SparCML's split allgather): every rank's indices and values sent to every other rank
-#   right behind its head (one round), then on every rank a merge of the p sorted pieces in rank order
+#   in the same message as its head (one round), then on every rank a merge of the p sorted pieces in rank order
 #   (COO result: two-way merges one after the other, each reading the union so far and the next piece)
 #   or, for a dense result, a memset of the output (memory-bound: ``SPARSE_ZERO`` per byte) and one
 #   add per gathered nonzero;
@@ -350,22 +353,60 @@ def crossovers(winner, low: int, high: int) -> list[tuple[int, str, str]]:
 #   range to the other p - 1 ranks (records or a dense block);
 # * ``dense``: densify and ``mpiml.allreduce``.
 #
-# The per-element constants were measured on the 2-core VM of the defaults (AMD EPYC, 1M-element
-# float64 vectors, 5k-20k nonzeros per rank, the compiled kernels) with
-# ``python -c "from mpiml.collectives.sparse import calibrate; print(calibrate())"``, which times the
-# same kernels and numpy calls locally (no MPI) and prints these numbers for another machine.
-SPARSE_FIXED = 4.0e-5      # Python work of one call beside the per-element terms: the eager guess and the
-                           # decision (~8 + ~6-16 us), posting and completing the messages (~10 us), the rest;
-                           # the sum of those steps timed one by one (calibrate() does not measure it)
-SPARSE_HELD = 2.0e-9       # per nonzero a rank holds: validation, order check, routing
+# ``mpiml.collectives.sparse.calibrate(comm)`` measures these constants on a machine, **cold**: before
+# every timed repetition each rank writes 16 MB of other memory, as a training step does between two
+# exchanges (its batch, the model, the gradient), so a call starts with its code, its buffers and the
+# MPI library's state out of the caches; ``SPARSE_FIXED`` is the whole call's median (p = 2 or the
+# communicator's size) less the other terms. Its result goes into ``ModelParams.sparse`` (same names),
+# e.g. ``replace(params, sparse=calibrate(comm))``, which the functions below read. The defaults are the
+# 2-core VM's per-element kernel times (AMD EPYC, pip MPICH over UCX shared memory, 1M-element float64
+# vectors, ~7,000 nonzeros per rank, in cache) and a fixed part summed from the call's steps timed one by
+# one: a warm call's cost; cold calls cost more (the calibration says how much on a given machine).
+SPARSE_FIXED = 4.0e-5      # the call's work beside the per-element and per-message terms (Python steps, the
+                           # library's request handling); calibrate(): the whole call's median less the rest
+SPARSE_HELD = 2.0e-9       # per nonzero a rank holds: validation, order check, routing and packing
 SPARSE_MERGED = 1.8e-9     # per element a compiled two-way merge step reads (union so far + next piece)
 SPARSE_SCATTERED = 1.4e-9  # per gathered nonzero added into the dense result (compiled)
 SPARSE_ZERO = 5.0e-11      # per byte of the dense result's memset, the output not in cache (other buffers were
-                           # written since: in the benchmark an 8 MB allreduce and copies): 8 MB took 426 us
-                           # (10th percentile) with both ranks of the 2-core VM writing at once, against 144 us
-                           # in cache; calibrate() gives one rank's rate (~4e-11: no second rank on the bus)
+                           # written since): 8 MB took 426 us with both ranks of the 2-core VM writing at once,
+                           # against 144 us in cache
 SPARSE_GATHERED = 3.0e-9   # reduce-scatter: per gathered record unpacked and scattered (numpy)
 SPARSE_ROUND = 3.0e-5      # reduce-scatter: the numpy work of its two message rounds (packing, headers)
+SPARSE_NAMES = ("SPARSE_FIXED", "SPARSE_HELD", "SPARSE_MERGED", "SPARSE_SCATTERED", "SPARSE_ZERO", "SPARSE_GATHERED",
+                "SPARSE_ROUND")
+
+
+@dataclass(frozen=True)
+class SparseConstants:
+    """The sparse allreduce's constants in force (seconds, per element or per byte where named so)."""
+
+    fixed: float
+    held: float
+    merged: float
+    scattered: float
+    zero: float
+    gathered: float
+    round: float
+
+
+_CONSTANTS: dict = {}
+
+
+def sparse_constants(params=None) -> SparseConstants:
+    """The constants of ``params`` (:func:`sparse_params`): its ``sparse`` measurements over the defaults."""
+    prm = sparse_params(params)
+    hit = _CONSTANTS.get(id(prm))
+    if hit is not None and hit[0] is prm:
+        return hit[1]
+    unknown = set(prm.sparse) - set(SPARSE_NAMES)
+    if unknown:
+        raise ValueError(f"unknown sparse model constants {sorted(unknown)}; known: {', '.join(SPARSE_NAMES)}")
+    values = {name: float(prm.sparse.get(name, globals()[name])) for name in SPARSE_NAMES}
+    constants = SparseConstants(*(values[name] for name in SPARSE_NAMES))
+    if len(_CONSTANTS) > 64:
+        _CONSTANTS.clear()
+    _CONSTANTS[id(prm)] = (prm, constants)
+    return constants
 
 
 def sparse_params(params=None) -> ModelParams:
@@ -388,7 +429,7 @@ def sparse_range_dense(count, width, value_bytes, index_bytes, params=None) -> b
     (``auto``'s second switch, taken per range by its owner): its bytes and unpacking cost less."""
     prm = sparse_params(params)
     dense = width * value_bytes * (prm.beta + prm.copy)
-    records = count * ((value_bytes + index_bytes) * prm.beta + SPARSE_GATHERED)
+    records = count * ((value_bytes + index_bytes) * prm.beta + sparse_constants(prm).gathered)
     return dense < records
 
 
@@ -403,8 +444,9 @@ def _widths(size: int, p: int) -> tuple:
 def _ranges_allgather(M, size, p, w, v, dense_out, prm, switch=True):
     """Every owner sends its range to the other ``p - 1`` ranks (records or, where ``switch`` and
     cheaper, a dense block: :func:`sparse_range_dense`); ``(seconds, whether a range went dense)``."""
-    per_dense, per_record = v * (prm.beta + prm.copy), w * prm.beta + SPARSE_GATHERED
-    unpack_record = SPARSE_GATHERED * (1 if dense_out else 2)
+    k = sparse_constants(prm)
+    per_dense, per_record = v * (prm.beta + prm.copy), w * prm.beta + k.gathered
+    unpack_record = k.gathered * (1 if dense_out else 2)
     sizes, unpack, dense_count = [], 0.0, 0
     for m, width in zip(M, _widths(int(size), p)):   # plain floats: p is small, numpy calls cost more
         m = float(m)
@@ -416,7 +458,7 @@ def _ranges_allgather(M, size, p, w, v, dense_out, prm, switch=True):
             sizes.append(m * w + 8)
             unpack += m * unpack_record
     transfer = max((p - 1) * max(sizes), sum(sizes) - min(sizes)) * prm.beta
-    fill = size * v * SPARSE_ZERO if dense_out and dense_count < p else 0.0
+    fill = size * v * k.zero if dense_out and dense_count < p else 0.0
     return (p - 1) * (2 * prm.step_overhead + prm.alpha) + transfer + unpack + fill, dense_count > 0
 
 
@@ -441,19 +483,20 @@ def _dense_start(size, v, p, prm) -> float:
 
 def _allgather_seconds(held, merged, size, w, v, dense_out, prm) -> float:
     """The split allgather with ``held[r]`` nonzeros on rank ``r`` (``merged``: the union's size, or None
-    for its upper bound): the values' message to every other rank (the indices travel with the heads,
-    priced in :func:`sparse_agree_seconds`), then the merge or the memset and adds."""
+    for its upper bound): the bytes of every rank's indices and values, which travel in its head's message
+    (one per pair, priced in :func:`sparse_agree_seconds`), then the merge or the memset and adds."""
     p = len(held)
     total = sum(held)
     moved = max(max(held) * (p - 1), total - min(held)) * w   # the busiest rank's sends or receives
-    seconds = (p - 1) * (prm.alpha + prm.step_overhead) + moved * prm.beta
+    k = sparse_constants(prm)
+    seconds = moved * prm.beta   # the messages themselves are the heads' (:func:`sparse_agree_seconds`)
     if dense_out:
-        return seconds + size * v * SPARSE_ZERO + SPARSE_SCATTERED * total
+        return seconds + size * v * k.zero + k.scattered * total
     touched, prefix = held[0], held[0]
     for n in held[1:]:   # each two-way merge reads the union so far and the next piece
         touched += (prefix if merged is None else min(prefix, merged)) + n
         prefix += n
-    return seconds + SPARSE_MERGED * touched
+    return seconds + k.merged * touched
 
 
 def _reduce_scatter_seconds(rows, cols, own, M, size, w, v, dense_out, prm, switch) -> tuple[float, bool]:
@@ -461,8 +504,9 @@ def _reduce_scatter_seconds(rows, cols, own, M, size, w, v, dense_out, prm, swit
     ``rows``/``cols``/``own``: ``C``'s row and column sums and diagonal, as lists."""
     p = len(rows)
     moved = max(max(r - o for r, o in zip(rows, own)), max(c - o for c, o in zip(cols, own))) * w
-    seconds = (SPARSE_ROUND + prm.step_overhead + (p - 1) * prm.alpha + moved * prm.beta
-               + SPARSE_MERGED * max(cols) * (p + 1) / 2)
+    k = sparse_constants(prm)
+    seconds = (k.round + prm.step_overhead + (p - 1) * prm.alpha + moved * prm.beta
+               + k.merged * max(cols) * (p + 1) / 2)
     gather, any_dense = _ranges_allgather(M, size, p, w, v, dense_out, prm, switch)
     return seconds + gather, any_dense
 
@@ -510,16 +554,17 @@ def sparse_agree_seconds(C, params=None) -> float:
     point to point to every other rank."""
     prm = sparse_params(params)
     rows = _summary(C)[0]
-    return (prm.call_overhead + SPARSE_FIXED + (len(rows) - 1) * (prm.alpha + prm.step_overhead)
-            + SPARSE_HELD * max(rows))
+    k = sparse_constants(prm)
+    return prm.call_overhead + k.fixed + (len(rows) - 1) * (prm.alpha + prm.step_overhead) + k.held * max(rows)
 
 
 def _reduce_scatter_floor(p, received, size, v, dense_out, prm) -> float:
     """Less than the reduce-scatter can take: its fixed work, messages, the busiest owner's merge
     (``received`` nonzeros) and the dense result's fill (every element written once, as a zero or in a
     dense block)."""
-    return (SPARSE_ROUND + prm.step_overhead + (p - 1) * (2 * prm.alpha + 2 * prm.step_overhead)
-            + SPARSE_MERGED * received * (p + 1) / 2 + (size * v * min(prm.copy, SPARSE_ZERO) if dense_out else 0.0))
+    k = sparse_constants(prm)
+    return (k.round + prm.step_overhead + (p - 1) * (2 * prm.alpha + 2 * prm.step_overhead)
+            + k.merged * received * (p + 1) / 2 + (size * v * min(prm.copy, k.zero) if dense_out else 0.0))
 
 
 def sparse_choice(C, size, value_bytes, index_bytes, *, algorithm="auto", dense_out=True, params=None) -> str:
@@ -576,7 +621,8 @@ def predict_sparse_counts(C, M, size, params=None, *, value_bytes=8, index_bytes
     prm = sparse_params(params)
     p = len(M)
     if p == 1:
-        return prm.call_overhead + SPARSE_FIXED + SPARSE_HELD * float(sum(M)), "local"
+        k = sparse_constants(prm)
+        return prm.call_overhead + k.fixed + k.held * float(sum(M)), "local"
     summary = _summary(C)
     how = sparse_choice(summary, size, value_bytes, index_bytes, algorithm=algorithm, dense_out=dense_out,
                         params=prm)

@@ -4,18 +4,25 @@ A vector of ``size`` elements is given on each rank as ``(indices, values)``. Th
 space is cut into ``p`` contiguous ranges (:func:`mpiml.runtime.partition.array_split`,
 the blocks of every reduced vector in mpiml); range ``j`` belongs to rank ``j``.
 
-1. **Heads** (point to point, fixed size, received in any order): each rank sends every
-   other rank, per range, how many of its nonzeros fall in it, with a digest of ``(dtype,
-   size, op)``, an error flag and an ``eager`` flag. A rank is eager when the cost model
-   (:func:`mpiml.collectives.model.sparse_eager`) expects the split allgather below from
-   its own counts; it then sends its indices and values right behind its head, so the
-   usual case takes one round. Every rank then knows the whole ``p x p`` count table and
-   takes the same decision (:func:`mpiml.collectives.model.sparse_choice`):
+1. **Heads** (point to point, one message per pair, received in any order): each rank
+   sends every other rank, per range, how many of its nonzeros fall in it, with a digest of
+   ``(dtype, size, op)``, an error flag and an ``eager`` flag. A rank is eager when the cost
+   model (:func:`mpiml.collectives.model.sparse_eager`) expects the split allgather from its
+   own counts; its indices and values then travel in the same message, so the usual case
+   takes one round.
+   The message is packed once (compiled: order check, routing and the wire's index type in
+   one pass) into this rank's row of a workspace reused from call to call (one call at a
+   time per process), and every other rank's message is received into its row, with room
+   for an eager payload of up to 1 MiB (less at large ``p``): nothing is left to drain. Every rank then knows the whole ``p x p``
+   count table and takes the same decision: the split allgather when every rank holding
+   nonzeros was eager (they are all here already), else
+   :func:`mpiml.collectives.model.sparse_choice`'s:
 2. **Split allgather** (small merged counts): every rank's nonzeros reach every rank (the
-   eager ones already have; the others follow), received in place into one index and one
-   value array in rank order; each rank combines the ``p`` pieces itself in rank order
-   (:func:`merge`, or :func:`scatter_sum` into a dense result): the same function of the
-   same data everywhere.
+   eager ones already have; the others follow in a second round); each rank combines the
+   ``p`` pieces itself in rank order straight from the rows (:func:`merge`'s kernel, or
+   :func:`scatter_sum`'s into a dense result): the same function of the same data
+   everywhere. A rank's sends complete while it combines; it waits for them at its next
+   call's start (their receivers posted their receives in this call), or at exit.
 3. Or **sparse reduce-scatter** (one alltoallv of index-value records): each rank sends
    every other rank the nonzeros in its range; the owner combines the pieces in rank
    order (:func:`merge`); then each owner sends its reduced range to every other rank,
@@ -37,8 +44,11 @@ beside their numpy references; :func:`run` does the messages on the communicator
 
 from __future__ import annotations
 
+import atexit
 import functools
 import hashlib
+import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,9 +63,10 @@ OPS = ("sum", "min", "max")
 ALGORITHMS = ("auto", "sparse", "dense", "allgather", "reduce_scatter")
 INT32_LIMIT = 2**31 - 1
 
-# What the last call on this process did: "path" (sparse, sparse+dense_allgather, dense or local) and
-# "bytes_sent" (what this rank sent: the count allgather's row p-1 times, its alltoallv pieces, its range
-# p-1 times; a dense switch's allreduce as 2 (p-1)/p of the vector, what a bandwidth-optimal one sends).
+# What the last call on this process did: "path" (sparse_allgather, sparse, sparse+dense_allgather, dense
+# or local) and "bytes_sent" (what this rank sent: its head message, with its nonzeros when eager, p-1
+# times; a second round's nonzeros p-1 times; the reduce-scatter's alltoallv pieces and its range p-1
+# times; a dense switch's allreduce as 2 (p-1)/p of the vector, what a bandwidth-optimal one sends).
 STATS: dict = {"path": None, "bytes_sent": 0}
 
 
@@ -70,6 +81,30 @@ def ranges(size: int, p: int) -> np.ndarray:
     bounds = partition.array_split(size, p)
     bounds.flags.writeable = False
     return bounds
+
+
+@kernel
+def _extent_kernel(indices):
+    """The smallest and the largest of ``indices`` (not empty), in one pass."""
+    lo = hi = indices[0]
+    for k in range(1, indices.size):
+        x = indices[k]
+        if x < lo:
+            lo = x
+        elif x > hi:
+            hi = x
+    return lo, hi
+
+
+def extent(indices) -> tuple[int, int]:
+    """``(min, max)`` of non-empty integer ``indices``: one compiled pass for int32/int64 (the argument
+    check of every call), numpy's two reductions otherwise (the reference)."""
+    from mpiml.runtime.jit import compiled
+
+    if indices.dtype in (np.int32, np.int64) and compiled():
+        lo, hi = _extent_kernel(indices)
+        return int(lo), int(hi)
+    return int(indices.min()), int(indices.max())
 
 
 def canonical(indices, values, op, wire) -> tuple[np.ndarray, np.ndarray]:
@@ -112,10 +147,12 @@ def merge(idx, val, counts, p: int, op) -> tuple[np.ndarray, np.ndarray]:
     if total == 0:
         return idx, val
     if op.label == "sum" and _compiled_sum(val.dtype):
-        union = np.empty(total, dtype=idx.dtype)
-        acc = np.empty(total, dtype=val.dtype)
-        n = _merge_sum_kernel(np.ascontiguousarray(idx), np.ascontiguousarray(val),
-                              np.concatenate(([0], np.cumsum(counts))), union, acc)
+        starts = np.zeros(p, dtype=np.int64)
+        np.cumsum(counts[:-1], out=starts[1:])
+        union, acc = np.empty(total, dtype=idx.dtype), np.empty(total, dtype=val.dtype)
+        n = _merge_sum_kernel(np.ascontiguousarray(idx), np.ascontiguousarray(val), starts, starts,
+                              np.asarray(counts, dtype=np.int64), union, acc, np.empty_like(union),
+                              np.empty_like(acc))
         return union[:n], acc[:n]
     # the numpy reference: the pieces are sorted runs: a stable sort (timsort) merges them in one pass, keeping rank order
     order = np.argsort(idx, kind="stable")
@@ -155,44 +192,41 @@ def merge(idx, val, counts, p: int, op) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _compiled_sum(dtype) -> bool:
-    """Whether :func:`merge` takes the compiled sum: float32/float64 (gradients; one compilation each)."""
+    """Whether the compiled kernels serve ``dtype``: float32/float64 (gradients; one compilation each)."""
     from mpiml.runtime.jit import compiled
 
     return dtype in (np.float32, np.float64) and compiled()
 
 
 @kernel
-def _merge_sum_kernel(idx, val, starts, union, acc):
-    """:func:`merge` for ``sum``: the pieces merged one after the other into the running union (rank order:
-    ``0 + v_0 + v_1 ...``, in the values' own type); the union's length. ``union``/``acc``: as long as ``idx``."""
-    p = starts.size - 1   # 0.0 + v: a -0.0 becomes +0.0 as in the numpy reference's zeros + v (exact in float32 too)
-    back_u = np.empty_like(union)
-    back_a = np.empty_like(acc)
+def _merge_sum_kernel(ix, vx, ioff, voff, counts, union, acc, back_u, back_a):
+    """:func:`merge` for ``sum``: piece ``r`` is ``ix[ioff[r]:][:counts[r]]`` and ``vx[voff[r]:][:counts[r]]``
+    (one flat array, or the message workspace seen as one array); the pieces merged one after the other
+    into the running union (rank order: ``0 + v_0 + v_1 ...``, in the values' own type); the union's length.
+    ``union``/``acc`` (the result) and ``back_u``/``back_a`` (scratch): each at least as long as all pieces."""
+    p = counts.size   # 0.0 + v: a -0.0 becomes +0.0 as in the numpy reference's zeros + v (exact in float32 too)
     cur_u, cur_a, nxt_u, nxt_a = union, acc, back_u, back_a
     if p % 2 == 0:   # an even number of merges after the first piece's copy ends in ``union``
         cur_u, cur_a, nxt_u, nxt_a = back_u, back_a, union, acc
     n = 0
-    for k in range(starts[0], starts[1]):
-        cur_u[n] = idx[k]
-        cur_a[n] = 0.0 + val[k]
+    io, vo = ioff[0], voff[0]
+    for k in range(counts[0]):
+        cur_u[n] = ix[io + k]
+        cur_a[n] = 0.0 + vx[vo + k]
         n += 1
     for r in range(1, p):
-        i, k, end, m = 0, starts[r], starts[r + 1], 0
-        while i < n and k < end:
-            a, b = cur_u[i], idx[k]
-            if a < b:
-                nxt_u[m] = a
-                nxt_a[m] = cur_a[i]
-                i += 1
-            elif b < a:
-                nxt_u[m] = b
-                nxt_a[m] = 0.0 + val[k]
-                k += 1
-            else:
-                nxt_u[m] = a
-                nxt_a[m] = cur_a[i] + val[k]
-                i += 1
-                k += 1
+        io, vo, end = ioff[r], voff[r], counts[r]
+        i, k, m = 0, 0, 0
+        while i < n and k < end:   # no branch on the data: two random pieces interleave unpredictably
+            a, b = cur_u[i], ix[io + k]
+            va, vb = cur_a[i], vx[vo + k]   # loaded either way, so the choices below are selects
+            take_a, take_b = a <= b, b <= a
+            nxt_u[m] = min(a, b)
+            # the union's value + 0.0 where the piece lacks the index: the same bits (never -0.0: it
+            # began as 0.0 + v); 0.0 + v where only the piece has it; va + vb where both do
+            nxt_a[m] = (va if take_a else 0.0) + (vb if take_b else 0.0)
+            i += take_a
+            k += take_b
             m += 1
         while i < n:
             nxt_u[m] = cur_u[i]
@@ -200,8 +234,8 @@ def _merge_sum_kernel(idx, val, starts, union, acc):
             i += 1
             m += 1
         while k < end:
-            nxt_u[m] = idx[k]
-            nxt_a[m] = 0.0 + val[k]
+            nxt_u[m] = ix[io + k]
+            nxt_a[m] = 0.0 + vx[vo + k]
             k += 1
             m += 1
         n = m
@@ -210,10 +244,12 @@ def _merge_sum_kernel(idx, val, starts, union, acc):
 
 
 @kernel
-def _scatter_sum_kernel(idx, val, out):
-    """``out[idx[k]] += val[k]`` in order (:func:`scatter_sum`'s compiled path)."""
-    for k in range(idx.size):
-        out[idx[k]] += val[k]
+def _scatter_sum_kernel(ix, vx, ioff, voff, counts, out):
+    """``out[idx] += val`` piece by piece in rank order (pieces as in :func:`_merge_sum_kernel`)."""
+    for r in range(counts.size):
+        io, vo = ioff[r], voff[r]
+        for k in range(counts[r]):
+            out[ix[io + k]] += vx[vo + k]
 
 
 def scatter_sum(idx, val, counts, out) -> np.ndarray:
@@ -221,7 +257,9 @@ def scatter_sum(idx, val, counts, out) -> np.ndarray:
     :func:`merge` for ``sum`` (each piece's indices unique, so ``0 + v_0 + v_1 ...`` at every index)."""
     out.fill(0)
     if _compiled_sum(val.dtype) and val.dtype == out.dtype:
-        _scatter_sum_kernel(idx, val, out)
+        starts = np.zeros(len(counts), dtype=np.int64)
+        np.cumsum(counts[:-1], out=starts[1:])
+        _scatter_sum_kernel(idx, val, starts, starts, np.asarray(counts, dtype=np.int64), out)
         return out
     start = 0
     for n in counts.tolist():   # the numpy reference: one buffered add per piece (unique indices in a piece)
@@ -284,40 +322,67 @@ def run(comm, indices, values, size: int, op, algorithm: str, dense_out, error=N
     array to write the result into, ``True`` for a new one, ``False`` for ``indices,
     values``. ``allreduce``: the dense allreduce of the dense switch (``mpiml.allreduce``).
     """
+    if _PENDING:
+        _settle()
     p, rank = comm.Get_size(), comm.Get_rank()
     wire = index_dtype(size)
-    bounds = ranges(size, p)
-    label = op.label if error is None else ""
-    if error is None:
+    isz = wire.itemsize
+    vsz = values.dtype.itemsize if error is None else 0
+    hw = HEAD + p
+    fast = error is None and _compiled_sum(values.dtype)
+    # round one, point to point, one message per pair (no count exchange first): a head (digest, error
+    # flag, eager flag, counts per range) and, when this rank expects the split allgather (``eager``),
+    # its indices and values right behind it, packed once into this rank's row of a reused workspace;
+    # every other rank's message is received into its row (posted at once, completed in any order)
+    n = indices.size if error is None else 0
+    ws = _workspace(p, 8 * hw + _payload(n, isz, vsz))
+    base = rank * ws.rowbytes
+    head = ws.tab[rank]
+    packed = error is None and fast and indices.dtype in (np.int32, np.int64) and _pack_kernel(
+        indices, ranges(size, p), ws.flat(wire), (base + 8 * hw) // isz, head[HEAD:hw]) >= 0
+    if packed:
+        ws.u8[base + 8 * hw + _pad(n * isz):][:n * vsz] = values.view(np.uint8)
+    elif error is None:   # the reference: canonical order, then counts and bytes by numpy
         idx, val = canonical(indices, values, op, wire)
-        send_counts = route(idx, bounds)
-        vsz = val.dtype.itemsize
+        idx, val, n = np.ascontiguousarray(idx), np.ascontiguousarray(val), idx.size
+        head[HEAD:hw] = route(idx, ranges(size, p))
+        at = base + 8 * hw
+        ws.u8[at:at + n * isz] = idx.view(np.uint8)
+        ws.u8[at + _pad(n * isz):][:n * vsz] = val.view(np.uint8)
     else:
-        idx = val = None
-        send_counts = np.zeros(p, dtype=np.int64)
-        vsz = 0
-    # round one, point to point (no count exchange first): every rank sends every other its counts per
-    # range with a digest and an error flag and, when it expects the split allgather (``eager``), its
-    # indices and values right behind them; then every rank knows the count table
-    # and takes the same decision; an eager rank's nonzeros are then already where the allgather needs them
-    eager = error is None and model.sparse_eager(send_counts, size, vsz, wire.itemsize, algorithm=algorithm,
-                                                 dense_out=dense_out is not False)
-    head = np.empty(HEAD + p, dtype=np.int64)
-    head[0] = digest(values.dtype, size, label) if error is None else -1
+        head[HEAD:hw] = 0
+    payload = _payload(n, isz, vsz)
+    eager = error is None and payload <= _eager_bytes(p) and _eager_guess(
+        head[HEAD:hw], n, size, vsz, isz, algorithm, dense_out is not False)
+    head[0] = digest(values.dtype, size, op.label) if error is None else -1
     head[1] = 0 if error is None else 1
     head[2] = 1 if eager else 0
-    head[HEAD:] = send_counts
-    table, requests = _exchange_heads(comm, head, idx if eager else None, val if eager else None)
-    if table[:, 1].any() or (table[:, 0] != table[0, 0]).any():
-        _drain(comm, table, requests)   # nothing left in flight, then the error on every rank
+    mine = ws.u8[base:base + 8 * hw + (payload if eager else 0)]
+    receives = [comm.Irecv([ws.u8[source * ws.rowbytes:(source + 1) * ws.rowbytes], MPI.BYTE], source, TAG_GATHER)
+                for source in range(p) if source != rank]
+    sends = [comm.Isend([mine, MPI.BYTE], dest, TAG_GATHER) for dest in range(p) if dest != rank]
+    MPI.Request.Waitall(receives)
+    sent = (p - 1) * mine.size
+    table = ws.tab[:, :hw]
+    bad = _heads(ws, hw, isz, vsz, fast)
+    if bad:
+        MPI.Request.Waitall(sends)
         _check_table(comm, table, error)
-    C = table[:, HEAD:]
-    isz = wire.itemsize
-    sent = (p - 1) * (head.nbytes + (idx.size * (isz + vsz) if eager else 0))
-    how = model.sparse_choice(C, size, vsz, isz, algorithm=algorithm, dense_out=dense_out is not False)
+    if not ws.late and algorithm in ("auto", "sparse", "allgather"):
+        # every rank holding nonzeros has sent them already, each expecting the split allgather from its own
+        # counts: only the local combination is left, cheaper than any other way from here (the same
+        # decision on every rank: it reads the heads)
+        how = "allgather"
+    else:
+        how = model.sparse_choice((ws.rows.tolist(), ws.cols.tolist(), ws.own.tolist()), size, vsz, isz,
+                                  algorithm=algorithm, dense_out=dense_out is not False)
     if how == "allgather":
-        return _allgather(comm, idx, val, table, requests, size, op, dense_out, sent)
-    _drain(comm, table, requests)   # an eager rank's nonzeros, not needed after all
+        ws, sent = _second_round(comm, ws, hw, isz, vsz, fast, sends, sent)
+        return _combine(ws, wire, values.dtype, size, op, dense_out, fast, sent)
+    MPI.Request.Waitall(sends)   # an eager rank's nonzeros were received with the heads: nothing to drain
+    at = base + 8 * hw
+    idx = ws.u8[at:at + n * isz].view(wire)
+    val = ws.u8[at + _pad(n * isz):][:n * vsz].view(values.dtype)
     if how == "dense":
         x = densify(idx, val, size, None if isinstance(dense_out, bool) else dense_out)
         allreduce(x, op=op, comm=comm, out=x)
@@ -325,14 +390,22 @@ def run(comm, indices, values, size: int, op, algorithm: str, dense_out, error=N
         if dense_out is False:
             return Result(np.arange(size, dtype=wire), x, None, "dense", sent)
         return Result(None, None, x, "dense", sent)
-    # sparse reduce-scatter: pieces to their owners, combined there in rank order
+    return _reduce_scatter(comm, idx, val, table[:, HEAD:], size, op, algorithm, dense_out, sent)
+
+
+def _reduce_scatter(comm, idx, val, C, size, op, algorithm, dense_out, sent) -> Result:
+    """SparCML's sparse reduce-scatter: each range's pieces to its owner, combined there in rank order,
+    then every owner's range to every other rank (records or a dense block, whichever the model prices
+    lower for that range; a header says which)."""
+    p, rank = comm.Get_size(), comm.Get_rank()
+    bounds = ranges(size, p)
+    wire, isz, vsz = idx.dtype, idx.dtype.itemsize, val.dtype.itemsize
+    send_counts = C[rank].copy()
     recv_counts = C[:, rank].copy()
     got = _alltoallv(comm, pack(idx, val), send_counts, recv_counts)
     sent += int((send_counts.sum() - send_counts[rank]) * (isz + vsz))
     lo, hi = int(bounds[rank]), int(bounds[rank + 1])
     mine_idx, mine_val = merge(got["i"], got["v"], recv_counts, p, op)
-    # allgather of the reduced ranges, point to point: each owner sends its range to every other rank, as
-    # records or as a dense block, whichever the model prices lower for this range (a header says which)
     dense = algorithm == "auto" and model.sparse_range_dense(mine_idx.size, hi - lo, vsz, isz)
     payload = np.zeros(HEADER + (hi - lo) * vsz if dense else HEADER + mine_idx.size * (isz + vsz), np.uint8)
     payload[:HEADER].view(np.int64)[0] = 1 if dense else 0
@@ -358,74 +431,243 @@ def run(comm, indices, values, size: int, op, algorithm: str, dense_out, error=N
 
 
 HEAD = 3   # a head's fields before the counts: digest, error flag, eager flag
+EAGER_BYTES = 1 << 20     # the most a rank sends behind its head: every receiver has that room per sender
+EAGER_BUDGET = 32 << 20   # ... within this much workspace in all (fewer bytes per sender at large p)
 
 
-def _exchange_heads(comm, head, idx, val):
-    """Round one: ``head`` to every other rank, and ``idx`` and ``val`` after it when given (an eager rank);
-    every rank's head received (fixed size: receives posted at once, completed in any order).
-    ``(table, requests)``: the ``p`` heads and this rank's pending sends."""
-    p, rank = comm.Get_size(), comm.Get_rank()
-    table = np.empty((p, head.size), dtype=np.int64)
-    table[rank] = head
-    receives = [comm.Irecv([table[source], MPI.INT64_T], source, TAG_GATHER)
-                for source in range(p) if source != rank]
-    requests = []
-    for dest in range(p):
-        if dest != rank:
-            requests.append(comm.Isend([head, MPI.INT64_T], dest, TAG_GATHER))
-            if idx is not None and idx.size:
-                requests.append(comm.Isend([np.ascontiguousarray(idx).view(np.uint8), MPI.BYTE], dest, TAG_GATHER + 1))
-                requests.append(comm.Isend([np.ascontiguousarray(val).view(np.uint8), MPI.BYTE], dest, TAG_GATHER + 2))
-    MPI.Request.Waitall(receives)
-    return table, requests
+def _pad(nbytes: int) -> int:
+    """``nbytes`` rounded up to whole 8-byte words (the values after the indices stay aligned)."""
+    return (nbytes + 7) & ~7
 
 
-def _drain(comm, table, requests):
-    """Receive and drop the eager ranks' nonzeros (no message is left behind) and finish this rank's sends."""
-    rank = comm.Get_rank()
-    for source in np.flatnonzero(table[:, 2] == 1).tolist():
-        if source != rank and table[source, HEAD:].sum() > 0:
-            for tag in (TAG_GATHER + 1, TAG_GATHER + 2):
-                status = MPI.Status()
-                message = comm.Mprobe(source, tag, status)
-                message.Recv([np.empty(status.Get_count(MPI.BYTE), dtype=np.uint8), MPI.BYTE])
+def _payload(n: int, isz: int, vsz: int) -> int:
+    """Bytes of ``n`` nonzeros behind a head: the indices, then the values, each padded to 8 bytes."""
+    return _pad(n * isz) + _pad(n * vsz)
+
+
+def _eager_bytes(p: int) -> int:
+    """The room every rank keeps per sender for a payload sent with the head (the same on every rank)."""
+    return min(EAGER_BYTES, EAGER_BUDGET // max(p, 1)) & ~7
+
+
+class _Workspace:
+    """Reused buffers of one rank count: ``p`` rows of ``rowbytes`` (rank ``r``'s message in row ``r``:
+    its head, its indices, its values), views of them by type, and the per-call summaries."""
+
+    def __init__(self, p: int, rowbytes: int, old=None):
+        self.p, self.rowbytes = p, rowbytes
+        self.u8 = np.empty(p * rowbytes, dtype=np.uint8)
+        if old is not None:   # keep what is already there (heads and payloads received this call)
+            self.u8.reshape(p, rowbytes)[:, :old.rowbytes] = old.u8.reshape(p, old.rowbytes)
+        self.tab = self.u8.view(np.int64).reshape(p, rowbytes // 8)
+        self._views = {}
+        self.rows, self.cols, self.own = np.zeros(p), np.zeros(p), np.zeros(p)
+        self.ioff, self.voff, self.counts = (np.zeros(p, dtype=np.int64) for _ in range(3))
+        self.late = False
+        self.back = {}
+
+    def flat(self, dtype) -> np.ndarray:
+        """The whole workspace as one array of ``dtype`` (8 divides ``rowbytes``, so rows start aligned)."""
+        view = self._views.get(dtype)
+        if view is None:
+            view = self._views[dtype] = self.u8.view(dtype)
+        return view
+
+    def scratch(self, dtype, n: int) -> np.ndarray:
+        """A reused scratch array of at least ``n`` elements of ``dtype`` (the merges' ping-pong half)."""
+        buf = self.back.get(dtype)
+        if buf is None or buf.size < n:
+            buf = self.back[dtype] = np.empty(max(n, 2 * (0 if buf is None else buf.size)), dtype=dtype)
+        return buf
+
+
+_WORKSPACES: dict = {}
+
+
+def _workspace(p: int, need: int) -> _Workspace:
+    """This process's workspace for ``p`` ranks with rows of at least ``need`` bytes (and the eager room)."""
+    ws = _WORKSPACES.get(p)
+    if ws is None or ws.rowbytes < need:
+        ws = _keep(_Workspace(p, _pad(max(need, 8 * (HEAD + p) + _eager_bytes(p)))))
+    return ws
+
+
+def _keep(ws: _Workspace) -> _Workspace:
+    """``ws``, kept for the next calls unless it is larger than :data:`EAGER_BUDGET` twice (then used once)."""
+    if ws.u8.nbytes <= 2 * EAGER_BUDGET or ws.p not in _WORKSPACES:
+        _WORKSPACES[ws.p] = ws
+    return ws
+
+
+@kernel
+def _pack_kernel(indices, bounds, wire, at, counts):
+    """``indices`` into ``wire[at:]`` (the wire's integer type) and their counts per range into ``counts``,
+    in one pass; the largest count, or -1 as soon as an index is not above the one before (not sorted
+    and unique: the caller takes the reference path, :func:`canonical`)."""
+    for j in range(counts.size):
+        counts[j] = 0
+    j = 0
+    for k in range(indices.size):
+        x = indices[k]
+        if k > 0 and x <= indices[k - 1]:
+            return -1
+        while x >= bounds[j + 1]:
+            j += 1
+        counts[j] += 1
+        wire[at + k] = x
+    top = 0
+    for j in range(counts.size):
+        top = max(top, counts[j])
+    return top
+
+
+_EAGER: dict = {}
+
+
+def _eager_guess(counts, n, size, vsz, isz, algorithm, dense_out) -> bool:
+    """:func:`mpiml.collectives.model.sparse_eager`, remembered per (model in force, shape of the call,
+    counts to a quarter octave): a guess made by this rank alone, so rounding it costs at worst a round
+    or unused bytes, never bits."""
+    if algorithm in ("allgather", "dense", "reduce_scatter"):
+        return algorithm == "allgather"
+    prm = model.sparse_params()
+    top = int(counts.max()) if counts.size else 0
+    key = (id(prm), size, counts.size, vsz, isz, algorithm, dense_out, int(4 * math.log2(n + 1)),
+           int(4 * math.log2(top + 1)))
+    hit = _EAGER.get(key)
+    if hit is None or hit[0] is not prm:
+        if len(_EAGER) > 256:
+            _EAGER.clear()
+        hit = _EAGER[key] = (prm, model.sparse_eager(counts.tolist(), size, vsz, isz, algorithm=algorithm,
+                                                      dense_out=dense_out, params=prm))
+    return hit[1]
+
+
+@kernel
+def _heads_kernel(tab, hw, isz, vsz, rowbytes, rows, cols, own, ioff, voff, counts):
+    """From every rank's head in ``tab`` (the workspace's rows as int64): the count table's row and
+    column sums and diagonal, each rank's count and where its indices and values sit (in elements of
+    ``isz`` and ``vsz`` bytes, both dividing 8); 1 when a rank has an error or the digests differ, plus 2
+    when a rank holding nonzeros did not send them with its head (a second round if the allgather is chosen)."""
+    p = tab.shape[0]
+    head = hw - p
+    bad = 0
+    late = 0
+    for j in range(p):
+        cols[j] = 0.0
+    for r in range(p):
+        if tab[r, 1] != 0 or tab[r, 0] != tab[0, 0]:
+            bad = 1
+        n = 0
+        for j in range(p):
+            c = tab[r, head + j]
+            n += c
+            cols[j] += c
+        counts[r] = n
+        if n > 0 and tab[r, 2] == 0:
+            late = 2
+        rows[r] = n
+        own[r] = tab[r, head + r]
+        at = r * rowbytes + 8 * hw
+        ioff[r] = at // isz
+        voff[r] = (at + ((n * isz + 7) // 8) * 8) // vsz
+    return bad + late
+
+
+def _heads(ws, hw, isz, vsz, fast) -> bool:
+    """Read the heads into ``ws``'s summaries (:func:`_heads_kernel`, or its numpy reference, where the
+    offsets are in bytes; ``ws.late``: a rank's nonzeros did not come with its head); True when a rank
+    has an error or the ranks disagree."""
+    if fast:
+        code = _heads_kernel(ws.tab, hw, isz, vsz, ws.rowbytes, ws.rows, ws.cols, ws.own, ws.ioff, ws.voff,
+                             ws.counts)
+        ws.late = code >= 2
+        return code % 2 == 1
+    p = ws.p
+    table = ws.tab[:, :hw]
+    C = table[:, HEAD:]
+    ws.counts[:] = C.sum(axis=1)
+    ws.rows[:], ws.cols[:], ws.own[:] = ws.counts, C.sum(axis=0), C.diagonal()
+    ws.ioff[:] = np.arange(p) * ws.rowbytes + 8 * hw
+    ws.voff[:] = ws.ioff + (ws.counts * isz + 7) // 8 * 8
+    ws.late = bool(((table[:, 2] == 0) & (ws.counts > 0)).any())
+    return bool(table[:, 1].any() or (table[:, 0] != table[0, 0]).any())
+
+
+_PENDING: list = []   # the last split allgather's sends (its receivers posted their receives in that call)
+
+
+def _settle() -> None:
+    """Complete the last call's sends before this rank's row is written again."""
+    MPI.Request.Waitall(_PENDING)
+    _PENDING.clear()
+
+
+@atexit.register
+def _settle_at_exit() -> None:
+    """Complete the last call's sends before MPI is finalized (bounded: a peer that died never receives)."""
+    if not _PENDING or MPI.Is_finalized():
+        return
+    deadline = time.monotonic() + 10.0
+    while not MPI.Request.Testall(_PENDING):
+        if time.monotonic() > deadline:
+            return
+        time.sleep(1e-3)
+    _PENDING.clear()
+
+
+def _second_round(comm, ws, hw, isz, vsz, fast, sends, sent):
+    """The split allgather's second round: the ranks that did not send their nonzeros with their head
+    (not eager) send them now, into rows grown to hold them; ``(workspace, bytes sent)``."""
+    if not ws.late:   # this rank's sends complete while it combines: waited for at the next call's start
+        _PENDING.extend(sends)
+        return ws, sent
+    p, rank = ws.p, comm.Get_rank()
+    late = [r for r in range(p) if ws.tab[r, 2] == 0 and ws.counts[r] > 0]
+    need = 8 * hw + max(_payload(int(ws.counts[r]), isz, vsz) for r in late)
+    if need > ws.rowbytes:   # the old rows stay alive until this rank's round-one sends complete
+        ws = _keep(_Workspace(p, _pad(need), ws))
+        _heads(ws, hw, isz, vsz, fast)   # offsets in the new rows
+    requests = list(sends)
+    for source in late:
+        at = source * ws.rowbytes + 8 * hw
+        body = ws.u8[at:at + _payload(int(ws.counts[source]), isz, vsz)]
+        if source == rank:
+            requests += [comm.Isend([body, MPI.BYTE], dest, TAG_GATHER + 1) for dest in range(p) if dest != rank]
+            sent += (p - 1) * body.size
+        else:
+            requests.append(comm.Irecv([body, MPI.BYTE], source, TAG_GATHER + 1))
     MPI.Request.Waitall(requests)
+    return ws, sent
 
 
-def _allgather(comm, idx, val, table, requests, size, op, dense_out, sent) -> Result:
-    """SparCML's split allgather: every rank's nonzeros to every other rank (an eager rank's follow its
-    head at once; the others' come in a second round), received in place into one index and one value
-    array in rank order, then each rank combines all ``p`` pieces itself in rank order: the same function
-    of the same data on every rank, so the same bits. Point to point because MPICH's ``Allgatherv``
-    moves 100 KB pieces at half the rate of plain sends."""
-    p, rank = comm.Get_size(), comm.Get_rank()
-    counts = table[:, HEAD:].sum(axis=1)
-    eager = table[:, 2] == 1
-    starts = np.zeros(p + 1, dtype=np.int64)
-    np.cumsum(counts, out=starts[1:])
-    all_idx = np.empty(int(starts[-1]), dtype=idx.dtype)
-    all_val = np.empty(int(starts[-1]), dtype=val.dtype)
-    ibytes, vbytes = all_idx.view(np.uint8), all_val.view(np.uint8)   # every dtype moves as bytes
-    isz, vsz = idx.dtype.itemsize, val.dtype.itemsize
-    for source in range(p):
-        a, b = int(starts[source]), int(starts[source + 1])
-        if source != rank and b > a:
-            tag = TAG_GATHER + (1 if eager[source] else 3)
-            requests.append(comm.Irecv([ibytes[a * isz:b * isz], MPI.BYTE], source, tag))
-            requests.append(comm.Irecv([vbytes[a * vsz:b * vsz], MPI.BYTE], source, tag + 1))
-    if idx.size:
-        if not eager[rank]:   # round two: this rank's nonzeros, not sent with its head
-            mine_i, mine_v = np.ascontiguousarray(idx).view(np.uint8), np.ascontiguousarray(val).view(np.uint8)
-            for dest in range(p):
-                if dest != rank:
-                    requests.append(comm.Isend([mine_i, MPI.BYTE], dest, TAG_GATHER + 3))
-                    requests.append(comm.Isend([mine_v, MPI.BYTE], dest, TAG_GATHER + 4))
-            sent += (p - 1) * idx.size * (isz + vsz)
-        a, b = int(starts[rank]), int(starts[rank + 1])
-        all_idx[a:b], all_val[a:b] = idx, val
-    MPI.Request.Waitall(requests)
+def _combine(ws, wire, dtype, size, op, dense_out, fast, sent) -> Result:
+    """SparCML's split allgather, the local part: every rank's nonzeros are in its row of ``ws``; each rank
+    combines all ``p`` pieces itself in rank order, the same function of the same data on every rank, so
+    the same bits. Compiled for float sums, straight from the rows; else the pieces are joined first."""
+    p = ws.p
+    total = int(ws.counts.sum())
+    if fast and op.label == "sum":
+        ix, vx = ws.flat(wire), ws.flat(dtype)
+        if dense_out is not False:
+            out = np.empty(size, dtype=dtype) if dense_out is True else dense_out
+            out.fill(0)
+            _scatter_sum_kernel(ix, vx, ws.ioff, ws.voff, ws.counts, out)
+            return Result(None, None, out, "sparse_allgather", sent)
+        union, acc = np.empty(total, dtype=wire), np.empty(total, dtype=dtype)
+        m = _merge_sum_kernel(ix, vx, ws.ioff, ws.voff, ws.counts, union, acc, ws.scratch(wire, total),
+                              ws.scratch(dtype, total))
+        return Result(union[:m], acc[:m], None, "sparse_allgather", sent)
+    isz, vsz = wire.itemsize, np.dtype(dtype).itemsize
+    if fast:   # the kernels' offsets are in elements
+        ibytes, vbytes = ws.ioff * isz, ws.voff * vsz
+    else:
+        ibytes, vbytes = ws.ioff, ws.voff
+    counts = ws.counts.copy()
+    all_idx = np.concatenate([ws.u8[a:a + c * isz].view(wire) for a, c in zip(ibytes.tolist(), counts.tolist())])
+    all_val = np.concatenate([ws.u8[a:a + c * vsz].view(dtype) for a, c in zip(vbytes.tolist(), counts.tolist())])
     if dense_out is not False and op.label == "sum":
-        out = np.empty(size, dtype=val.dtype) if dense_out is True else dense_out
+        out = np.empty(size, dtype=dtype) if dense_out is True else dense_out
         return Result(None, None, scatter_sum(all_idx, all_val, counts, out), "sparse_allgather", sent)
     union, acc = merge(all_idx, all_val, counts, p, op)
     if dense_out is False:
@@ -436,7 +678,7 @@ def _allgather(comm, idx, val, table, requests, size, op, dense_out, sent) -> Re
 
 HEADER = 8          # bytes before a range's body: 1 = a dense block, 0 = index-value records
 TAG_RANGES = 1901   # the reduced ranges' messages (no other mpiml algorithm uses this tag)
-TAG_GATHER = 1902   # round one's heads (+ 1, + 2: eager indices and values; + 3, + 4: round two's)
+TAG_GATHER = 1902   # round one's messages (+ 1: round two's nonzeros)
 
 
 def _record(wire, dtype):
@@ -493,61 +735,120 @@ def local(indices, values, size: int, op, dense_out) -> Result:
     return Result(None, None, densify(idx, val, size, None if dense_out is True else dense_out), "local", 0)
 
 
-def calibrate(size: int = 1 << 20, nonzeros: int = 9500, p: int = 2, repeats: int = 30) -> dict:
-    """Time this machine's local work of one split-allgather sparse allreduce (no MPI; ``p`` ranks'
-    sorted pieces of ``nonzeros`` random float64 nonzeros in ``size`` elements) and return the
-    per-element constants of :mod:`mpiml.collectives.model` it implies (medians, seconds):
-    ``SPARSE_HELD`` (argument checks, order check, routing, per held nonzero), ``SPARSE_MERGED`` (per
-    element a two-way merge step reads), ``SPARSE_SCATTERED`` (per nonzero added into a dense result),
-    ``SPARSE_ZERO`` (per byte of the dense result's memset when it is not in cache, after 32 MB of
-    other writes) and, for comparison, the memset's rate in cache."""
-    import time
+def calibrate(comm=None, size: int = 1 << 20, nonzeros: int = 7000, repeats: int = 40, flush_bytes: int = 16 << 20,
+              params=None) -> dict:
+    """Measure the sparse allreduce's model constants on this machine, cold; collective over ``comm``.
 
+    Every timed repetition starts cold: every rank first writes a fresh temporary of
+    ``flush_bytes`` and frees it (16 MB: two ranks fill the 32 MB L3 of the 2-core VM), as a
+    numpy training step does between two exchanges (its batch, margins, gradient), so the
+    code, the buffers and the MPI library's state start out of the caches (a call in a tight
+    loop, warm, is faster). The data: ``nonzeros`` random sorted float64 nonzeros per rank in
+    ``size`` elements.
+
+    Parameters
+    ----------
+    comm : mpi4py.MPI.Intracomm, optional
+        Defaults to ``MPI.COMM_WORLD``. With one rank, only the local constants are
+        measured (``p`` pieces of two ranks are merged).
+    size, nonzeros, repeats, flush_bytes : int
+        The vectors' length, the nonzeros per rank, the timed repetitions (medians), the
+        bytes written before each.
+    params : ModelParams, optional
+        The machine's other parameters (alpha, beta, overheads): those in force by default.
+
+    Returns
+    -------
+    dict
+        By name, for ``ModelParams.sparse``: ``SPARSE_HELD`` (per held nonzero: order
+        check, routing and packing), ``SPARSE_MERGED`` (per element a two-way merge step
+        reads), ``SPARSE_SCATTERED`` (per nonzero added into a dense result),
+        ``SPARSE_ZERO`` (per byte of the dense result's memset), each the median of the
+        kernel timed alone, on every rank at once (the merge with its inputs in cache: a call
+        merges what it has just received); with two or more ranks also ``SPARSE_FIXED``: the median of the
+        whole :func:`mpiml.sparse_allreduce_coo` call (``auto``, the split allgather at these
+        counts; barrier to barrier, the slowest rank) less what the model prices for its other
+        terms with these constants (the same on every rank).
+    """
+    from dataclasses import replace
+
+    from mpiml.collectives.api import sparse_allreduce_coo
     from mpiml.collectives.ops import SUM
+    from mpiml.runtime.comm import context_of
 
-    rng = np.random.default_rng(0)
-    pieces = [np.sort(rng.choice(size, nonzeros, replace=False)) for _ in range(p)]
-    idx = np.concatenate(pieces).astype(index_dtype(size))
-    val = rng.standard_normal(idx.size)
-    counts = np.full(p, nonzeros, dtype=np.int64)
-    out = np.zeros(size)
-    bounds = ranges(size, p)
+    c = context_of(comm).comm
+    p, rank = c.Get_size(), c.Get_rank()
+    pieces_p = max(p, 2)
+    rng = np.random.default_rng([7, rank])
+    nonzeros = min(nonzeros, size)
+    pieces = [np.sort(rng.choice(size, nonzeros, replace=False)) for _ in range(pieces_p)]
     wire = index_dtype(size)
+    idx = np.concatenate(pieces).astype(wire)
+    val = rng.standard_normal(idx.size)
+    counts = np.full(pieces_p, nonzeros, dtype=np.int64)
+    out = np.zeros(size)
+
+    def flush(k):
+        """A training step's work between two calls: a fresh temporary written, then freed (numpy's large
+        temporaries are new mappings: page faults, and the unmapping's TLB shootdown on the other cores)."""
+        np.empty(max(flush_bytes // 8, 1)).fill(k)
+    bounds = ranges(size, pieces_p)
+    packed = np.empty(nonzeros, dtype=wire)
+    head = np.empty(pieces_p, dtype=np.int64)
 
     def held():
-        mine = pieces[0]
-        int(mine.min()), int(mine.max())
-        route(canonical(mine, val[:nonzeros], SUM, wire)[0], bounds)
+        if compiled_pack:
+            _pack_kernel(pieces[0], bounds, packed, 0, head)
+        else:
+            head[:] = route(canonical(pieces[0], val[:nonzeros], SUM, wire)[0], bounds)
 
-    def timed(fn):
+    def cold(fn, *warm):
         fn()   # compiles the kernels
         spent = []
-        for _ in range(repeats):
+        for k in range(repeats):
+            flush(k)
+            for x in warm:   # inputs a call has just received or written (in its cache), the rest cold
+                x.sum()
+            if p > 1:   # every rank at once, as in a call (they share the memory bandwidth)
+                c.Barrier()
             start = time.perf_counter()
             fn()
             spent.append(time.perf_counter() - start)
         return float(np.median(spent))
 
+    from mpiml.runtime.jit import compiled
+
+    compiled_pack = compiled()
     touched, prefix = nonzeros, nonzeros
-    for _ in range(1, p):
+    for _ in range(1, pieces_p):
         touched += prefix + nonzeros
         prefix += nonzeros
-    fill = timed(lambda: out.fill(0))
-    other = np.ones(max(4 * size, 1 << 22))   # written between fills (32 MB and up: out of the caches), as a
-                                             # training step writes its other buffers between two exchanges
-
-    def cold_fill():
-        other.fill(0.5)
+    fill = cold(lambda: out.fill(0))
+    found = {"SPARSE_HELD": cold(held) / nonzeros,
+             "SPARSE_MERGED": cold(lambda: merge(idx, val, counts, pieces_p, SUM), idx, val) / touched,
+             "SPARSE_SCATTERED": max(cold(lambda: scatter_sum(idx, val, counts, out)) - fill, 0.0) / idx.size,
+             "SPARSE_ZERO": fill / out.nbytes}
+    if p == 1:
+        return found
+    mine, values = pieces[0], val[:nonzeros]
+    everyone = c.allgather(mine)
+    C = np.array([route(i, ranges(size, p)) for i in everyone])
+    M = route(np.unique(np.concatenate(everyone)), ranges(size, p))
+    spent = []
+    for k in range(repeats + 1):
+        flush(k)
+        c.Barrier()
         start = time.perf_counter()
-        out.fill(0)
-        return time.perf_counter() - start
+        sparse_allreduce_coo(mine, values, size, comm=c)   # "auto": its pricing is part of the call
+        took = time.perf_counter() - start
+        if k:   # the first call compiles
+            spent.append(c.allreduce(took, op=MPI.MAX))
+    prm = model.sparse_params(params)
+    trial = replace(prm, sparse={**prm.sparse, **found, "SPARSE_FIXED": 0.0})
+    rest = model.predict_sparse_counts(C, M, size, trial, index_bytes=wire.itemsize, dense_out=False)[0]
+    found["SPARSE_FIXED"] = max(float(np.median(spent)) - rest, 0.0)
+    return found
 
-    cold = float(np.median([cold_fill() for _ in range(max(3, repeats // 3))]))
-    return {"SPARSE_HELD": timed(held) / nonzeros,
-            "SPARSE_MERGED": timed(lambda: merge(idx, val, counts, p, SUM)) / touched,
-            "SPARSE_SCATTERED": max(timed(lambda: scatter_sum(idx, val, counts, out)) - fill, 0.0) / idx.size,
-            "SPARSE_ZERO": cold / out.nbytes, "zero_per_byte_in_cache": fill / out.nbytes}
 
-
-__all__ = ["ALGORITHMS", "OPS", "STATS", "Result", "calibrate", "canonical", "densify", "index_dtype", "local", "merge",
-           "ranges", "route", "run", "scatter_sum"]
+__all__ = ["ALGORITHMS", "OPS", "STATS", "Result", "calibrate", "canonical", "densify", "extent", "index_dtype", "local",
+           "merge", "ranges", "route", "run", "scatter_sum"]

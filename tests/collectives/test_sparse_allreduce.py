@@ -72,8 +72,8 @@ def test_model_switches_from_sparse_to_dense_as_density_grows():
             assert auto <= 1.0001 * min(model.predict_sparse(size, d, p, algorithm=a)[0] for a in ("sparse", "dense"))
     # many ranks, sparse result: the reduce-scatter's two rounds beat gathering every rank's nonzeros
     assert model.predict_sparse(size, 1e-3, 64, dense_out=False)[1] == "sparse"
-    # small vectors: the dense allreduce's latency beats the sparse call's fixed work
-    assert model.predict_sparse(64, 0.0, 4)[1] == "dense"
+    # nothing held: the heads (which every path sends first) are the whole split allgather
+    assert model.predict_sparse(64, 0.0, 4)[1] == "sparse_allgather"
 
 
 def test_one_rank_and_argument_errors():
@@ -142,3 +142,62 @@ def test_compiled_merge_matches_the_numpy_reference(monkeypatch):
             union, acc = sparse_alg.merge(idx, val, counts, p, SUM)
             monkeypatch.delenv("MPIML_KERNELS")
             assert fast.tobytes() == slow.tobytes() == sparse_alg.densify(union, acc, 500).tobytes(), (dtype, p)
+    # the message path: pack and route in one compiled pass vs canonical + route; the heads' summary and
+    # the rank-order combination straight from the workspace rows vs their numpy references (bitwise)
+    for dtype in (np.float64, np.float32):
+        for p in (2, 3, 5):
+            size = 300
+            wire, bounds = np.dtype(np.int32), sparse_alg.ranges(size, p)
+            ws = sparse_alg._Workspace(p, sparse_alg._pad(8 * (sparse_alg.HEAD + p) + 4096))
+            hw = sparse_alg.HEAD + p
+            for r in range(p):
+                mine = np.sort(rng.choice(size, int(rng.integers(0, 90)), replace=False))
+                values = (rng.standard_normal(mine.size) * 100).astype(dtype)
+                values[::5] = -0.0   # a -0.0 held by several ranks sums to +0.0, as 0 + v_0 + v_1 does
+                at = r * ws.rowbytes + 8 * hw
+                top = sparse_alg._pack_kernel(mine, bounds, ws.flat(wire), at // 4, ws.tab[r, sparse_alg.HEAD:hw])
+                assert ws.tab[r, sparse_alg.HEAD:hw].tolist() == sparse_alg.route(mine, bounds).tolist()
+                assert top == max(sparse_alg.route(mine, bounds)) and ws.flat(wire)[at // 4:][:mine.size].tolist() \
+                    == mine.tolist()
+                ws.u8[at + sparse_alg._pad(4 * mine.size):][:values.nbytes] = values.view(np.uint8)
+                ws.tab[r, :sparse_alg.HEAD] = (11, 0, 1)
+            if p == 3:   # and the argument check's extent
+                for case in (np.array([5, -2, 9, 0], np.int64), np.array([7], np.int32)):
+                    assert sparse_alg.extent(case) == (int(case.min()), int(case.max()))
+                assert sparse_alg._pack_kernel(np.array([4, 2]), bounds, np.zeros(2, wire), 0, np.zeros(p, np.int64)) == -1
+            vsz = np.dtype(dtype).itemsize
+            assert not sparse_alg._heads(ws, hw, 4, vsz, True)
+            fast = [ws.rows.copy(), ws.cols.copy(), ws.own.copy(), ws.ioff * 4, ws.voff * vsz, ws.counts.copy()]
+            coo = sparse_alg._combine(ws, wire, np.dtype(dtype), size, SUM, False, True, 0)
+            dense = sparse_alg._combine(ws, wire, np.dtype(dtype), size, SUM, np.full(size, np.nan, dtype), True, 0)
+            monkeypatch.setenv("MPIML_KERNELS", "numpy")
+            assert not sparse_alg._heads(ws, hw, 4, vsz, False)
+            for got, want in zip(fast, [ws.rows, ws.cols, ws.own, ws.ioff, ws.voff, ws.counts]):
+                assert got.tolist() == want.tolist(), (dtype, p)
+            slow = sparse_alg._combine(ws, wire, np.dtype(dtype), size, SUM, False, False, 0)
+            slow_dense = sparse_alg._combine(ws, wire, np.dtype(dtype), size, SUM, True, False, 0)
+            monkeypatch.delenv("MPIML_KERNELS")
+            assert coo.indices.tobytes() == slow.indices.tobytes() and coo.values.tobytes() == slow.values.tobytes()
+            assert dense.dense.tobytes() == slow_dense.dense.tobytes() == sparse_alg.densify(
+                slow.indices, slow.values, size).tobytes(), (dtype, p)
+            ws.tab[0, 2] = 0   # a rank that held back its nonzeros
+            assert sparse_alg._heads(ws, hw, 4, vsz, True) is False and ws.late == (ws.counts[0] > 0)
+            assert sparse_alg._heads(ws, hw, 4, vsz, False) is False and ws.late == (ws.counts[0] > 0)
+            ws.tab[p - 1, 0] = 12   # a rank that disagrees
+            assert sparse_alg._heads(ws, hw, 4, vsz, True) and sparse_alg._heads(ws, hw, 4, vsz, False)
+
+
+def test_model_takes_the_calibrated_sparse_constants():
+    from dataclasses import replace
+
+    size, p = 1 << 20, 2
+    base = model.predict_sparse(size, 0.007, p, dense_out=False)
+    slower = replace(model.DEFAULT_PARAMS, sparse={"SPARSE_FIXED": model.SPARSE_FIXED + 1e-3})
+    assert model.predict_sparse(size, 0.007, p, slower, dense_out=False)[0] == pytest.approx(base[0] + 1e-3)
+    assert model.ModelParams.from_dict(slower.to_dict()) == slower   # kept in a tuning file's params
+    with pytest.raises(ValueError, match="unknown sparse model constants"):
+        model.sparse_constants(replace(model.DEFAULT_PARAMS, sparse={"SPARSE_FAST": 1.0}))
+    # what calibrate() measures (one rank: the local constants) is what the model takes
+    found = sparse_alg.calibrate(size=4096, nonzeros=100, repeats=2, flush_bytes=1 << 16)
+    assert set(found) <= set(model.SPARSE_NAMES) and all(x >= 0 for x in found.values())
+    assert model.predict_sparse(size, 0.007, p, replace(model.DEFAULT_PARAMS, sparse=found))[0] > 0
