@@ -47,8 +47,8 @@ def build_parser():
     parser.add_argument("--repeats", type=int, default=3,
                         help="passes over the grid; a size's time is the median over passes (default 3)")
     parser.add_argument("--compute", action=argparse.BooleanOptionalAction, default=True,
-                        help="also measure the compute constants of mpiml plan's model (a few seconds; the file's "
-                             "'compute' section; default: on)")
+                        help="also measure the compute constants of mpiml plan's model and the sparse allreduce's "
+                             "(a few seconds; the file's 'compute' section and params' 'sparse'; default: on)")
     parser.add_argument("--explain", action="store_true",
                         help="print predicted against measured time, and efficiency against the lower bound")
     parser.add_argument("--json", action="store_true", help="print the tuning document as one JSON object")
@@ -122,6 +122,12 @@ def main(argv=None) -> int:
                         on_size=lambda _: phase.update(phase.done + 1))
     if compute is not None:
         document["compute"] = compute
+        from mpiml.collectives.model import ModelParams
+        from mpiml.collectives.sparse import calibrate as calibrate_sparse
+
+        with Phase("measuring the sparse allreduce"):   # cold, as between two training steps (~2 s)
+            params = ModelParams.from_dict(document["params"])
+            document["params"]["sparse"] = calibrate_sparse(comm, params=params)
     error = None
     if comm.Get_rank() == 0:
         try:

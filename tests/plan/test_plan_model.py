@@ -332,6 +332,12 @@ def test_tune_measures_the_compute_section_that_plan_reads(tmp_path):
 
     assert {name for name, _ in calibration.job_scale} == {name for name, _ in JOB_PROBES}
     assert all(0.05 < scale < 20 for _, scale in calibration.job_scale) and calibration.job_excess == ()
+    # and the sparse allreduce's local constants (on one rank: no call's fixed cost to measure)
+    import json
+
+    sparse = json.loads(path.read_text())["params"]["sparse"]
+    assert {"SPARSE_HELD", "SPARSE_MERGED", "SPARSE_SCATTERED", "SPARSE_ZERO"} <= set(sparse)
+    assert all(1e-13 < value < 1e-5 for value in sparse.values())
 
 
 def test_no_oversubscription_steps_with_a_core_per_rank():
