@@ -46,7 +46,7 @@ from mpiml.errors import ArgumentError, MismatchError
 from mpiml.runtime import fault as _fault
 from mpiml.runtime import watchdog as _watchdog
 from mpiml.runtime.agree import raise_if_any
-from mpiml.runtime.comm import context_of
+from mpiml.runtime.comm import CommContext, context_of
 
 # The live name -> Algorithm tables: a dispatch is one dictionary lookup.
 _ALLREDUCE = registry.table("allreduce")
@@ -69,7 +69,7 @@ _ENV = getattr(os.environ, "_data", None)
 if isinstance(_ENV, dict) and hasattr(os.environ, "encodekey"):
     _env, _CHECK_VAR = _ENV.get, os.environ.encodekey("MPIML_CHECK")
 else:   # pragma: no cover (a Python without os.environ._data)
-    _env, _CHECK_VAR = os.environ.get, "MPIML_CHECK"
+    _ENV, _env, _CHECK_VAR = os.environ, os.environ.get, "MPIML_CHECK"
 _CHECK_OFF = (None, "", "0", b"", b"0")
 
 
@@ -280,37 +280,53 @@ def allreduce(x, op="sum", algorithm="auto", comm=None, out=None, check=None, re
     if _fault.ARMED:
         _fault.collective(_CALLS[0])
     key = None
-    if out is not None and not reproducible and type(x) is np.ndarray and (
-            _env(_CHECK_VAR) in _CHECK_OFF if check is None else not check):
-        # The repeated call (see _plan below), inlined: each function call or attribute here is
-        # 2-4% of the whole call, so the checks are written out and cheapest first.
+    if not reproducible and (
+            (_CHECK_VAR not in _ENV or _env(_CHECK_VAR) in _CHECK_OFF) if check is None else not check):
+        # Repeated calls, inlined: each function call or attribute here is 2-4% of the whole call, so the
+        # checks are written out and cheapest first. The same arrays as a recent call (see _remember
+        # below): only what they can change in place is compared.
         context = _world if comm is None else context_of(comm)
-        shape = x.shape
-        key = (op, algorithm, x.dtype, shape)
-        try:
-            plan = context.repeats.get(key)
-        except AttributeError:   # the first call on COMM_WORLD: no context yet
-            plan = None
-        except TypeError:        # a ReduceOp around an unhashable callable
-            plan = key = None
-        if plan is not None:
-            x_flags = x.flags
-            if x_flags.c_contiguous:
-                dtype, native, datatype, mpi_op, run = plan
-                if out is x:
-                    if native is None:
-                        return run(x, out)
-                    native(_IN_PLACE, [out, datatype], mpi_op)
-                    return out
-                if type(out) is np.ndarray and out.shape == shape and out.dtype == dtype:
-                    flags = out.flags
-                    # two arrays that each own their memory cannot overlap (may_share_memory costs 0.2 us)
-                    if flags.c_contiguous and flags.writeable and (
-                            (flags.owndata and x_flags.owndata) or not np.may_share_memory(out, x)):
+        m = context.memo.get(id(x))
+        if (m is not None and m[0] is x and m[1] is out and m[2] is op and m[3] is algorithm
+                and x.dtype is m[4] and out.dtype is m[5] and x.shape == m[6] and out.shape == m[6]):
+            try:
+                m[7](m[8], m[9], m[10])
+                return out
+            except (BufferError, ValueError):   # refused before any message (out made read-only)
+                pass
+        # The same op, algorithm, dtype and shape (see _plan below).
+        if out is not None and type(x) is np.ndarray:
+            shape = x.shape
+            key = (op, algorithm, x.dtype, shape)
+            try:
+                plan = context.repeats.get(key)
+            except TypeError:        # a ReduceOp around an unhashable callable
+                plan = key = None
+            if plan is not None:
+                x_flags = x.flags
+                if x_flags.c_contiguous:
+                    dtype, native, datatype, mpi_op, run = plan
+                    if out is x:
+                        if x_flags.owndata and _CALLS[0] >= _memo_resume and x.nbytes <= MEMO_BYTES:
+                            _remember(context, x, out, op, algorithm, plan)
                         if native is None:
                             return run(x, out)
-                        native([x, datatype], [out, datatype], mpi_op)
+                        native(_IN_PLACE, [out, datatype], mpi_op)
                         return out
+                    if type(out) is np.ndarray and out.shape == shape and out.dtype == dtype:
+                        flags = out.flags
+                        # two arrays that each own their memory cannot overlap (may_share_memory costs 0.2 us)
+                        if flags.c_contiguous and flags.writeable:
+                            if flags.owndata and x_flags.owndata:
+                                if _CALLS[0] >= _memo_resume and x.nbytes <= MEMO_BYTES:
+                                    _remember(context, x, out, op, algorithm, plan)
+                            elif np.may_share_memory(out, x):
+                                plan = None
+                            if plan is not None:
+                                if native is None:
+                                    return run(x, out)
+                                native([x, datatype], [out, datatype], mpi_op)
+                                return out
     context, (x, op, dtype, out, chosen, reproducible) = _checked_args(
         "allreduce", comm, check, lambda c: _reduction_args(x, op, algorithm, out, c, reproducible),
         _reduction_signature)
@@ -340,8 +356,51 @@ def allreduce(x, op="sum", algorithm="auto", comm=None, out=None, check=None, re
 # registered or removed and when the tuning changes (``auto``'s choice may change).
 
 MAX_REPEAT_PLANS = 256
-_world = None   # COMM_WORLD's context (comm=None) once a plan is kept: context_of costs 0.06 us
+_world = CommContext(None)   # COMM_WORLD's context (comm=None) once a plan is kept: context_of costs 0.06 us
 _planned = weakref.WeakValueDictionary()   # id -> a context holding plans
+
+# The same arrays again: a loop that reduces the same x into the same out (or in place) skips even the
+# plan's key (a shape tuple, a hash, a dict lookup: 0.2 us) and out's flags. ``context.memo`` maps id(x)
+# to ``(x, out, op, algorithm, x.dtype, out.dtype, shape, call, a, b, c)``, stored by a call that passed
+# the plan's checks; ``call(a, b, c)`` is the MPI library's Allreduce with prebuilt [array, datatype]
+# messages (or the local copy of p = 1), so it still refuses an out made read-only since (the buffer
+# request asks for a writeable, contiguous buffer). Kept only for arrays that own their memory (two of
+# them cannot overlap; keeping one alive keeps no larger base alive) of at most MEMO_BYTES, at most
+# MAX_MEMOS a communicator: the references it holds stay small. What an array can change in place
+# (dtype, shape) is compared on every call; registered algorithms and tuning drop it with the plans.
+# Storing a memo costs about what it saves once: a loop that makes a new x or out for every call would
+# pay that and never use it. So after MAX_MEMOS stores, none is stored during the next MEMO_PAUSE
+# collective calls (the memos already stored are kept and used), then it starts again, with the memo
+# emptied if full.
+MEMO_BYTES = 1 << 16
+MAX_MEMOS = 64
+MEMO_PAUSE = 4096
+_memo_budget = MAX_MEMOS   # stores left before a pause
+_memo_resume = 0           # no store before this value of _CALLS[0]
+
+
+def _remember(context, x, out, op, algorithm, plan):
+    """Store the memo of a call of ``x`` into ``out`` that passed the plan's checks (see above)."""
+    global _memo_budget, _memo_resume
+    dtype, native, datatype, mpi_op, run = plan
+    if native is None and run is not _copy_into:
+        return   # a registered algorithm: it may fail half-way through its messages, so it keeps the checks
+    _memo_budget -= 1
+    if _memo_budget <= 0:
+        _memo_budget, _memo_resume = MAX_MEMOS, _CALLS[0] + MEMO_PAUSE
+    if native is not None:
+        call, a, b, c = native, (_IN_PLACE if out is x else [x, datatype]), [out, datatype], mpi_op
+    else:
+        call, a, b, c = _copy_memo, x, out, None
+    memo = context.memo
+    if len(memo) >= MAX_MEMOS:
+        memo.clear()
+    memo[id(x)] = (x, out, op, algorithm, x.dtype, out.dtype, x.shape, call, a, b, c)
+
+
+def _copy_memo(x, out, _):
+    if out is not x:
+        np.copyto(out, x)
 
 
 def _keep_plan(context, key, chosen, op, dtype, world):
@@ -360,6 +419,7 @@ def _keep_plan(context, key, chosen, op, dtype, world):
 def _forget_plans():
     for context in list(_planned.values()):
         context.repeats.clear()
+        context.memo.clear()
 
 
 registry.on_change(_forget_plans)
