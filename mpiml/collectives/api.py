@@ -280,7 +280,7 @@ def allreduce(x, op="sum", algorithm="auto", comm=None, out=None, check=None, re
     if _fault.ARMED:
         _fault.collective(_CALLS[0])
     key = None
-    if not reproducible and (
+    if out is not None and not reproducible and (
             (_CHECK_VAR not in _ENV or _env(_CHECK_VAR) in _CHECK_OFF) if check is None else not check):
         # Repeated calls, inlined: each function call or attribute here is 2-4% of the whole call, so the
         # checks are written out and cheapest first. The same arrays as a recent call (see _remember
@@ -295,7 +295,7 @@ def allreduce(x, op="sum", algorithm="auto", comm=None, out=None, check=None, re
             except (BufferError, ValueError):   # refused before any message (out made read-only)
                 pass
         # The same op, algorithm, dtype and shape (see _plan below).
-        if out is not None and type(x) is np.ndarray:
+        if type(x) is np.ndarray:
             shape = x.shape
             key = (op, algorithm, x.dtype, shape)
             try:
@@ -416,7 +416,11 @@ def _keep_plan(context, key, chosen, op, dtype, world):
     _planned[id(context)] = context
 
 
+_generation = [0]   # bumped when plans are dropped: the fused plans' algorithms are chosen again
+
+
 def _forget_plans():
+    _generation[0] += 1
     for context in list(_planned.values()):
         context.repeats.clear()
         context.memo.clear()
@@ -1025,19 +1029,19 @@ def ibcast(x, root=0, algorithm="auto", comm=None, segment_bytes=None, check=Non
     return _nb.start(context, "bcast", chosen, (_flat(x), int(root), segment_bytes), lambda: x, site)
 
 
-def _fused(arrays, op, algorithm, bucket_bytes, comm, check, name):
+def _fused(arrays, op, algorithm, bucket_bytes, comm, check, name, cached=True):
     """``allreduce_many``'s arguments checked: ``(arrays, op, plan, algorithms)``.
 
     A repeated call (the same op, algorithm, bucket size, shapes and dtypes, as a training
-    loop makes every step) takes its plan from the communicator's context and only chooses
-    the buckets' algorithms again (a tuning file may have changed); check mode always
-    takes the full path."""
+    loop makes every step) takes its plan, and the buckets' algorithms, from the
+    communicator's context (the algorithms are chosen again after a registration or a new
+    tuning: ``_forget_plans``); check mode, and ``cached=False``, always take the full path."""
     context = context_of(comm)
     size = context.comm.Get_size()
     key = (name, op, algorithm, bucket_bytes, len(arrays) if hasattr(arrays, "__len__") else -1)
     checked = _check_enabled(check)
     plans = context.plans.setdefault("fused", {})
-    plan = None if checked else _fusion.cached(plans, arrays, key)
+    plan = None if checked or not cached else _fusion.cached(plans, arrays, key)
     if plan is not None:
         op = plan.op
     else:
@@ -1060,10 +1064,25 @@ def _fused(arrays, op, algorithm, bucket_bytes, comm, check, name):
                         [(str(a.dtype), a.shape) for a in arrays]))
         if not checked:
             _fusion.remember(plans, key, plan)
-    names = [_fusion.fused_algorithm(choose("allreduce", algorithm, nbytes, size, op.commutative),
-                                     algorithm == "auto", _fusion.exact_op(op, dtype), size)
-             for _, _, dtype, _, nbytes, _ in plan.parts]
-    return arrays, op, plan, names
+    if plan.names_at != _generation[0]:
+        plan.names = [_fusion.fused_algorithm(choose("allreduce", algorithm, nbytes, size, op.commutative),
+                                              algorithm == "auto", _fusion.exact_op(op, dtype), size)
+                      for _, _, dtype, _, nbytes, _ in plan.parts]
+        plan.names_at = _generation[0]
+    return arrays, op, plan, plan.names
+
+
+def _packed(arrays, op, algorithm, bucket_bytes, comm, check, name):
+    """:func:`_fused`, and the first bucket packed (a cached plan with one bucket leaves the dtypes
+    to the pack, before any message: an array whose dtype changed takes the full path)."""
+    fused = _fused(arrays, op, algorithm, bucket_bytes, comm, check, name)
+    if not fused[2].parts:
+        return fused, None
+    try:
+        return fused, fused[2].pack(fused[0], 0)
+    except TypeError:
+        fused = _fused(arrays, op, algorithm, bucket_bytes, comm, check, name, cached=False)
+        return fused, fused[2].pack(fused[0], 0)
 
 
 def allreduce_many(arrays, op="sum", algorithm="auto", comm=None, bucket_bytes=_fusion.DEFAULT_BUCKET_BYTES,
@@ -1093,13 +1112,13 @@ def allreduce_many(arrays, op="sum", algorithm="auto", comm=None, bucket_bytes=_
     _CALLS[0] += 1
     if _fault.ARMED:
         _fault.collective(_CALLS[0])
-    arrays, op, plan, names = _fused(arrays, op, algorithm, bucket_bytes, comm, check, "allreduce_many")
+    (arrays, op, plan, names), buffer = _packed(arrays, op, algorithm, bucket_bytes, comm, check, "allreduce_many")
     if plan.whole:
-        buffer = plan.pack(arrays, 0)
         return plan.views(allreduce(buffer, op, names[0], comm, out=buffer))
     results = [None] * plan.count
     for j, (part, name) in enumerate(zip(plan.parts, names)):
-        buffer = plan.pack(arrays, j)
+        if j:
+            buffer = plan.pack(arrays, j)
         plan.unpack(allreduce(buffer, op, name, comm, out=buffer), part, results)
     return results
 
@@ -1110,11 +1129,12 @@ def iallreduce_many(arrays, op="sum", algorithm="auto", comm=None, bucket_bytes=
     _CALLS[0] += 1
     if _fault.ARMED:
         _fault.collective(_CALLS[0])
-    arrays, op, plan, names = _fused(arrays, op, algorithm, bucket_bytes, comm, check, "iallreduce_many")
+    (arrays, op, plan, names), buffer = _packed(arrays, op, algorithm, bucket_bytes, comm, check, "iallreduce_many")
     site = _nb.call_site(sys._getframe(1))
     parts = []
     for j, (part, name) in enumerate(zip(plan.parts, names)):
-        buffer = plan.pack(arrays, j)
+        if j:
+            buffer = plan.pack(arrays, j)
         parts.append((part, iallreduce(buffer, op, name, comm, out=buffer)))
 
     def finish():
