@@ -363,11 +363,12 @@ _planned = weakref.WeakValueDictionary()   # id -> a context holding plans
 # plan's key (a shape tuple, a hash, a dict lookup: 0.2 us) and out's flags. ``context.memo`` maps id(x)
 # to ``(x, out, op, algorithm, x.dtype, out.dtype, shape, call, a, b, c)``, stored by a call that passed
 # the plan's checks; ``call(a, b, c)`` is the MPI library's Allreduce with prebuilt [array, datatype]
-# messages (or the local copy of p = 1), so it still refuses an out made read-only since (the buffer
-# request asks for a writeable, contiguous buffer). Kept only for arrays that own their memory (two of
-# them cannot overlap; keeping one alive keeps no larger base alive) of at most MEMO_BYTES, at most
-# MAX_MEMOS a communicator: the references it holds stay small. What an array can change in place
-# (dtype, shape) is compared on every call; registered algorithms and tuning drop it with the plans.
+# messages (or the local copy of p = 1), so it still refuses an out made read-only or non-contiguous
+# since (the buffer request asks for a writeable, contiguous buffer: for one axis, C-contiguous). Kept
+# only for 1-D arrays that own their memory (two of them cannot overlap; keeping one alive keeps no
+# larger base alive) of at most MEMO_BYTES, at most MAX_MEMOS a communicator: the references it holds
+# stay small. What an array can change in place (dtype, shape) is compared on every call; registered
+# algorithms and tuning drop the memos with the plans.
 # Storing a memo costs about what it saves once: a loop that makes a new x or out for every call would
 # pay that and never use it. So after MAX_MEMOS stores, none is stored during the next MEMO_PAUSE
 # collective calls (the memos already stored are kept and used), then it starts again, with the memo
@@ -385,6 +386,8 @@ def _remember(context, x, out, op, algorithm, plan):
     dtype, native, datatype, mpi_op, run = plan
     if native is None and run is not _copy_into:
         return   # a registered algorithm: it may fail half-way through its messages, so it keeps the checks
+    if x.ndim > 1:
+        return   # the buffer request takes F order too: its contiguity check is C order's for one axis only
     _memo_budget -= 1
     if _memo_budget <= 0:
         _memo_budget, _memo_resume = MAX_MEMOS, _CALLS[0] + MEMO_PAUSE
