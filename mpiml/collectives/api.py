@@ -413,7 +413,9 @@ def _remember(context, x, out, op, algorithm, plan):
     memo = context.memo
     if len(memo) >= MAX_MEMOS:
         memo.clear()
-    memo[id(x)] = (x, out, op, algorithm, x.dtype, out.dtype, x.shape, call, a, b, c)
+    memo[id(x)] = entry = (x, out, op, algorithm, x.dtype, out.dtype, x.shape, call, a, b, c)
+    if context is _world:   # else the last one, for other op or algorithm on these arrays, hides it
+        _last_world(entry)
 
 
 def _copy_memo(x, out, _):
