@@ -46,7 +46,7 @@ from mpiml.errors import ArgumentError, MismatchError
 from mpiml.runtime import fault as _fault
 from mpiml.runtime import watchdog as _watchdog
 from mpiml.runtime.agree import raise_if_any
-from mpiml.runtime.comm import context_of
+from mpiml.runtime.comm import CommContext, context_of
 
 # The live name -> Algorithm tables: a dispatch is one dictionary lookup.
 _ALLREDUCE = registry.table("allreduce")
@@ -69,7 +69,7 @@ _ENV = getattr(os.environ, "_data", None)
 if isinstance(_ENV, dict) and hasattr(os.environ, "encodekey"):
     _env, _CHECK_VAR = _ENV.get, os.environ.encodekey("MPIML_CHECK")
 else:   # pragma: no cover (a Python without os.environ._data)
-    _env, _CHECK_VAR = os.environ.get, "MPIML_CHECK"
+    _ENV, _env, _CHECK_VAR = os.environ, os.environ.get, "MPIML_CHECK"
 _CHECK_OFF = (None, "", "0", b"", b"0")
 
 
@@ -280,37 +280,61 @@ def allreduce(x, op="sum", algorithm="auto", comm=None, out=None, check=None, re
     if _fault.ARMED:
         _fault.collective(_CALLS[0])
     key = None
-    if out is not None and not reproducible and type(x) is np.ndarray and (
-            _env(_CHECK_VAR) in _CHECK_OFF if check is None else not check):
-        # The repeated call (see _plan below), inlined: each function call or attribute here is
-        # 2-4% of the whole call, so the checks are written out and cheapest first.
-        context = _world if comm is None else context_of(comm)
-        shape = x.shape
-        key = (op, algorithm, x.dtype, shape)
-        try:
-            plan = context.repeats.get(key)
-        except AttributeError:   # the first call on COMM_WORLD: no context yet
-            plan = None
-        except TypeError:        # a ReduceOp around an unhashable callable
-            plan = key = None
-        if plan is not None:
-            x_flags = x.flags
-            if x_flags.c_contiguous:
-                dtype, native, datatype, mpi_op, run = plan
-                if out is x:
-                    if native is None:
-                        return run(x, out)
-                    native(_IN_PLACE, [out, datatype], mpi_op)
-                    return out
-                if type(out) is np.ndarray and out.shape == shape and out.dtype == dtype:
-                    flags = out.flags
-                    # two arrays that each own their memory cannot overlap (may_share_memory costs 0.2 us)
-                    if flags.c_contiguous and flags.writeable and (
-                            (flags.owndata and x_flags.owndata) or not np.may_share_memory(out, x)):
+    if out is not None and not reproducible and (
+            (_CHECK_VAR not in _ENV or _env(_CHECK_VAR) in _CHECK_OFF) if check is None else not check):
+        # Repeated calls, inlined: each function call or attribute here is 2-4% of the whole call, so the
+        # checks are written out and cheapest first. The same arrays as a recent call (see _remember
+        # below): only what they can change in place is compared.
+        if comm is None:
+            context, m = _world, _world_last
+            if m[0] is not x or m[1] is not out:
+                m = _world.memo.get(id(x))
+        else:
+            context = context_of(comm)
+            m = context.memo.get(id(x))
+        if (m is not None and m[0] is x and m[1] is out and m[2] is op and m[3] is algorithm
+                and x.dtype is m[4] and out.dtype is m[5] and x.shape == m[6] and out.shape == m[6]):
+            try:
+                m[7](m[8], m[9], m[10])
+            except (BufferError, ValueError):   # refused before any message (out made read-only)
+                pass
+            else:
+                if comm is None and m is not _world_last:
+                    _last_world(m)
+                return out
+        # The same op, algorithm, dtype and shape (see _plan below).
+        if type(x) is np.ndarray:
+            shape = x.shape
+            key = (op, algorithm, x.dtype, shape)
+            try:
+                plan = context.repeats.get(key)
+            except TypeError:        # a ReduceOp around an unhashable callable
+                plan = key = None
+            if plan is not None:
+                x_flags = x.flags
+                if x_flags.c_contiguous:
+                    dtype, native, datatype, mpi_op, run = plan
+                    if out is x:
+                        if x_flags.owndata and _CALLS[0] >= _memo_resume and x.nbytes <= MEMO_BYTES:
+                            _remember(context, x, out, op, algorithm, plan)
                         if native is None:
                             return run(x, out)
-                        native([x, datatype], [out, datatype], mpi_op)
+                        native(_IN_PLACE, [out, datatype], mpi_op)
                         return out
+                    if type(out) is np.ndarray and out.shape == shape and out.dtype == dtype:
+                        flags = out.flags
+                        # two arrays that each own their memory cannot overlap (may_share_memory costs 0.2 us)
+                        if flags.c_contiguous and flags.writeable:
+                            if flags.owndata and x_flags.owndata:
+                                if _CALLS[0] >= _memo_resume and x.nbytes <= MEMO_BYTES:
+                                    _remember(context, x, out, op, algorithm, plan)
+                            elif np.may_share_memory(out, x):
+                                plan = None
+                            if plan is not None:
+                                if native is None:
+                                    return run(x, out)
+                                native([x, datatype], [out, datatype], mpi_op)
+                                return out
     context, (x, op, dtype, out, chosen, reproducible) = _checked_args(
         "allreduce", comm, check, lambda c: _reduction_args(x, op, algorithm, out, c, reproducible),
         _reduction_signature)
@@ -340,8 +364,63 @@ def allreduce(x, op="sum", algorithm="auto", comm=None, out=None, check=None, re
 # registered or removed and when the tuning changes (``auto``'s choice may change).
 
 MAX_REPEAT_PLANS = 256
-_world = None   # COMM_WORLD's context (comm=None) once a plan is kept: context_of costs 0.06 us
+_world = CommContext(None)   # COMM_WORLD's context (comm=None) once a plan is kept: context_of costs 0.06 us
 _planned = weakref.WeakValueDictionary()   # id -> a context holding plans
+
+# The same arrays again: a loop that reduces the same x into the same out (or in place) skips even the
+# plan's key (a shape tuple, a hash, a dict lookup: 0.2 us) and out's flags. ``context.memo`` maps id(x)
+# to ``(x, out, op, algorithm, x.dtype, out.dtype, shape, call, a, b, c)``, stored by a call that passed
+# the plan's checks; ``call(a, b, c)`` is the MPI library's Allreduce with prebuilt [array, datatype]
+# messages (or the local copy of p = 1), so it still refuses an out made read-only or non-contiguous
+# since (the buffer request asks for a writeable, contiguous buffer: for one axis, C-contiguous). Kept
+# only for 1-D arrays that own their memory (two of them cannot overlap; keeping one alive keeps no
+# larger base alive) of at most MEMO_BYTES, at most MAX_MEMOS a communicator: the references it holds
+# stay small. What an array can change in place (dtype, shape) is compared on every call; registered
+# algorithms and tuning drop the memos with the plans.
+# Storing a memo costs about what it saves once: a loop that makes a new x or out for every call would
+# pay that and never use it. So after MAX_MEMOS stores, none is stored during the next MEMO_PAUSE
+# collective calls (the memos already stored are kept and used), then it starts again, with the memo
+# emptied if full.
+MEMO_BYTES = 1 << 16
+MAX_MEMOS = 64
+MEMO_PAUSE = 4096
+_memo_budget = MAX_MEMOS   # stores left before a pause
+_memo_resume = 0           # no store before this value of _CALLS[0]
+_NO_MEMO = (None, None)
+_world_last = _NO_MEMO     # the memo comm=None used last: a loop on one pair of arrays skips the dict too
+
+
+def _last_world(m):
+    global _world_last
+    _world_last = m
+
+
+def _remember(context, x, out, op, algorithm, plan):
+    """Store the memo of a call of ``x`` into ``out`` that passed the plan's checks (see above)."""
+    global _memo_budget, _memo_resume
+    dtype, native, datatype, mpi_op, run = plan
+    if native is None and run is not _copy_into:
+        return   # a registered algorithm: it may fail half-way through its messages, so it keeps the checks
+    if x.ndim != 1:
+        return   # the buffer request takes F order too: its contiguity check is C order's for one axis only
+    _memo_budget -= 1
+    if _memo_budget <= 0:
+        _memo_budget, _memo_resume = MAX_MEMOS, _CALLS[0] + MEMO_PAUSE
+    if native is not None:
+        call, a, b, c = native, (_IN_PLACE if out is x else [x, datatype]), [out, datatype], mpi_op
+    else:
+        call, a, b, c = _copy_memo, x, out, None
+    memo = context.memo
+    if len(memo) >= MAX_MEMOS:
+        memo.clear()
+    memo[id(x)] = entry = (x, out, op, algorithm, x.dtype, out.dtype, x.shape, call, a, b, c)
+    if context is _world:   # else the last one, for other op or algorithm on these arrays, hides it
+        _last_world(entry)
+
+
+def _copy_memo(x, out, _):
+    if out is not x:
+        np.copyto(out, x)
 
 
 def _keep_plan(context, key, chosen, op, dtype, world):
@@ -357,9 +436,15 @@ def _keep_plan(context, key, chosen, op, dtype, world):
     _planned[id(context)] = context
 
 
+_generation = [0]   # bumped when plans are dropped: the fused plans' algorithms are chosen again
+
+
 def _forget_plans():
+    _last_world(_NO_MEMO)
+    _generation[0] += 1
     for context in list(_planned.values()):
         context.repeats.clear()
+        context.memo.clear()
 
 
 registry.on_change(_forget_plans)
@@ -966,19 +1051,19 @@ def ibcast(x, root=0, algorithm="auto", comm=None, segment_bytes=None, check=Non
     return _nb.start(context, "bcast", chosen, (_flat(x), int(root), segment_bytes), lambda: x, site)
 
 
-def _fused(arrays, op, algorithm, bucket_bytes, comm, check, name):
+def _fused(arrays, op, algorithm, bucket_bytes, comm, check, name, cached=True):
     """``allreduce_many``'s arguments checked: ``(arrays, op, plan, algorithms)``.
 
     A repeated call (the same op, algorithm, bucket size, shapes and dtypes, as a training
-    loop makes every step) takes its plan from the communicator's context and only chooses
-    the buckets' algorithms again (a tuning file may have changed); check mode always
-    takes the full path."""
+    loop makes every step) takes its plan, and the buckets' algorithms, from the
+    communicator's context (the algorithms are chosen again after a registration or a new
+    tuning: ``_forget_plans``); check mode, and ``cached=False``, always take the full path."""
     context = context_of(comm)
     size = context.comm.Get_size()
     key = (name, op, algorithm, bucket_bytes, len(arrays) if hasattr(arrays, "__len__") else -1)
     checked = _check_enabled(check)
     plans = context.plans.setdefault("fused", {})
-    plan = None if checked else _fusion.cached(plans, arrays, key)
+    plan = None if checked or not cached else _fusion.cached(plans, arrays, key)
     if plan is not None:
         op = plan.op
     else:
@@ -1001,10 +1086,25 @@ def _fused(arrays, op, algorithm, bucket_bytes, comm, check, name):
                         [(str(a.dtype), a.shape) for a in arrays]))
         if not checked:
             _fusion.remember(plans, key, plan)
-    names = [_fusion.fused_algorithm(choose("allreduce", algorithm, nbytes, size, op.commutative),
-                                     algorithm == "auto", _fusion.exact_op(op, dtype), size)
-             for _, _, dtype, _, nbytes, _ in plan.parts]
-    return arrays, op, plan, names
+    if plan.names_at != _generation[0]:
+        plan.names = [_fusion.fused_algorithm(choose("allreduce", algorithm, nbytes, size, op.commutative),
+                                              algorithm == "auto", _fusion.exact_op(op, dtype), size)
+                      for _, _, dtype, _, nbytes, _ in plan.parts]
+        plan.names_at = _generation[0]
+    return arrays, op, plan, plan.names
+
+
+def _packed(arrays, op, algorithm, bucket_bytes, comm, check, name):
+    """:func:`_fused`, and the first bucket packed (a cached plan with one bucket leaves the dtypes
+    to the pack, before any message: an array whose dtype changed takes the full path)."""
+    fused = _fused(arrays, op, algorithm, bucket_bytes, comm, check, name)
+    if not fused[2].parts:
+        return fused, None
+    try:
+        return fused, fused[2].pack(fused[0], 0)
+    except TypeError:
+        fused = _fused(arrays, op, algorithm, bucket_bytes, comm, check, name, cached=False)
+        return fused, fused[2].pack(fused[0], 0)
 
 
 def allreduce_many(arrays, op="sum", algorithm="auto", comm=None, bucket_bytes=_fusion.DEFAULT_BUCKET_BYTES,
@@ -1034,13 +1134,13 @@ def allreduce_many(arrays, op="sum", algorithm="auto", comm=None, bucket_bytes=_
     _CALLS[0] += 1
     if _fault.ARMED:
         _fault.collective(_CALLS[0])
-    arrays, op, plan, names = _fused(arrays, op, algorithm, bucket_bytes, comm, check, "allreduce_many")
+    (arrays, op, plan, names), buffer = _packed(arrays, op, algorithm, bucket_bytes, comm, check, "allreduce_many")
     if plan.whole:
-        buffer = plan.pack(arrays, 0)
         return plan.views(allreduce(buffer, op, names[0], comm, out=buffer))
     results = [None] * plan.count
     for j, (part, name) in enumerate(zip(plan.parts, names)):
-        buffer = plan.pack(arrays, j)
+        if j:
+            buffer = plan.pack(arrays, j)
         plan.unpack(allreduce(buffer, op, name, comm, out=buffer), part, results)
     return results
 
@@ -1051,11 +1151,12 @@ def iallreduce_many(arrays, op="sum", algorithm="auto", comm=None, bucket_bytes=
     _CALLS[0] += 1
     if _fault.ARMED:
         _fault.collective(_CALLS[0])
-    arrays, op, plan, names = _fused(arrays, op, algorithm, bucket_bytes, comm, check, "iallreduce_many")
+    (arrays, op, plan, names), buffer = _packed(arrays, op, algorithm, bucket_bytes, comm, check, "iallreduce_many")
     site = _nb.call_site(sys._getframe(1))
     parts = []
     for j, (part, name) in enumerate(zip(plan.parts, names)):
-        buffer = plan.pack(arrays, j)
+        if j:
+            buffer = plan.pack(arrays, j)
         parts.append((part, iallreduce(buffer, op, name, comm, out=buffer)))
 
     def finish():

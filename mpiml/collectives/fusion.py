@@ -84,16 +84,22 @@ class Plan:
             self.parts.append((bucket, selector, dtype, offset, offset * dtype.itemsize,
                                [tuple(run) for run in runs]))
         self.whole = len(self.parts) == 1 and len(self.parts[0][5]) == 1 and self.count > 0
+        self.single = len(self.parts) == 1
+        self.names, self.names_at = None, None   # the buckets' algorithms, and for which tuning (api)
 
     def matches(self, arrays) -> bool:
-        """Whether ``arrays`` (numpy arrays, already known) have this plan's shapes and dtypes, in order."""
-        return list(map(_SHAPE, arrays)) == self.shapes and list(map(_DTYPE, arrays)) == self.dtypes
+        """Whether ``arrays`` (numpy arrays, already known) have this plan's shapes and dtypes, in order.
+
+        With one bucket, the dtypes are left to :meth:`pack` (``casting="no"``: a TypeError),
+        which packs the only bucket before any message."""
+        return list(map(_SHAPE, arrays)) == self.shapes and (
+            self.single or list(map(_DTYPE, arrays)) == self.dtypes)
 
     def pack(self, arrays, j: int) -> np.ndarray:
-        """A new flat buffer holding bucket ``j``'s arrays, in order."""
+        """A new flat buffer holding bucket ``j``'s arrays, in order (TypeError: an array of another dtype)."""
         _, selector, dtype, size, _, _ = self.parts[j]
         members = arrays[selector] if type(selector) is slice else [arrays[i] for i in selector]
-        return np.concatenate(members, axis=None, out=np.empty(size, dtype))
+        return np.concatenate(members, axis=None, out=np.empty(size, dtype), casting="no")
 
     def unpack(self, buffer, part, results) -> None:
         """Set ``results[i]`` to the view of ``buffer`` holding array ``i`` of bucket ``part``, in its shape."""

@@ -20,6 +20,7 @@ class CommContext:
     comm: MPI.Comm
     plans: dict = field(default_factory=dict)
     repeats: dict = field(default_factory=dict)   # allreduce's plans of repeated calls (collectives.api)
+    memo: dict = field(default_factory=dict)      # allreduce's calls on the same arrays (collectives.api)
 
 
 def resolve_comm(comm=None) -> MPI.Comm:

@@ -64,6 +64,7 @@ def test_large_message_16_mib(algorithm):
 @pytest.mark.mpi
 def test_repeated_calls_take_the_plan_of_the_first_and_keep_its_checks():
     """The second and later identical calls skip the full path (api._plan): same bits, same refusals."""
+    from mpiml.collectives import api
     from mpiml.errors import ArgumentError
 
     comm = MPI.COMM_WORLD
@@ -112,6 +113,38 @@ def test_repeated_calls_take_the_plan_of_the_first_and_keep_its_checks():
             failures.append(f"{algorithm}: an out overlapping x accepted")
         except ArgumentError:
             pass
+        # the same arrays again (api._remember; the calls above with new arrays paused its stores): new values
+        # are read, and what an array can change in place (made read-only, its dtype or shape) is refused
+        api._memo_resume, api._memo_budget = 0, api.MAX_MEMOS
+        x, out, y = np.arange(8.0), np.empty(8), np.ones(8)
+        for k in range(4):
+            x[:] = np.arange(8.0) + k + comm.rank
+            y_before = y.copy()
+            mpiml.allreduce(x, algorithm=algorithm, out=out)
+            mpiml.allreduce(y, algorithm=algorithm, out=y)
+            if not (np.array_equal(out, (np.arange(8.0) + k) * comm.size + comm.size * (comm.size - 1) / 2)
+                    and np.array_equal(y, y_before * comm.size)):
+                failures.append(f"{algorithm}: call {k} on the same arrays summed wrong")
+        for change in ("writeable", "dtype", "shape", "x dtype"):
+            x, out = np.arange(8.0), np.empty(8)
+            for _ in range(3):
+                mpiml.allreduce(x, algorithm=algorithm, out=out)
+            memo = api._world.memo.get(id(x))
+            if (algorithm in ("auto", "native") or comm.size == 1) and not (memo and memo[1] is out):
+                failures.append(f"{algorithm}: no memo of the same arrays")
+            if change == "writeable":
+                out.flags.writeable = False
+            elif change == "dtype":
+                out.dtype = np.int64
+            elif change == "shape":
+                out.shape = (2, 4)
+            else:
+                x.dtype = np.int64
+            try:
+                mpiml.allreduce(x, algorithm=algorithm, out=out)
+                failures.append(f"{algorithm}: out accepted after its {change} changed")
+            except ArgumentError:
+                pass
         strided = (np.arange(16.0) + comm.rank)[::2]
         expected = np.arange(0.0, 16.0, 2.0) * comm.size + comm.size * (comm.size - 1) / 2
         if not np.array_equal(mpiml.allreduce(strided, algorithm=algorithm, out=np.empty(8)), expected):

@@ -244,6 +244,13 @@ def test_allreduce_many_equals_separate_calls():
     other = mpiml.allreduce_many([np.ones(3), np.ones(1)] + runs[2:])   # same count, other shapes: a new plan
     if [o.shape for o in other[:2]] != [(3,), (1,)] or not np.array_equal(other[0], np.full(3, float(p))):
         bad.append("a plan reused for other shapes")
+    # a one-bucket plan leaves the dtypes to the pack: the same shapes with another dtype take the full path
+    for fuse in (mpiml.allreduce_many, lambda a: mpiml.iallreduce_many(a).wait()):
+        for dtype in (np.float64, np.float64, np.float32, np.int64):
+            got = fuse([np.full(3, r + 1.0), np.full(2, r * 2.0).astype(dtype)])
+            if not (got[1].dtype == dtype and np.array_equal(got[1], np.full(2, p * (p - 1.0)))
+                    and np.array_equal(got[0], np.full(3, p * (p + 1) / 2))):
+                bad.append(f"the same shapes as a one-bucket plan, {np.dtype(dtype)}")
     agree(comm, not bad, bad[:5])
     with pytest.raises(mpiml.ArgumentError, match="bucket_bytes"):
         mpiml.allreduce_many(arrays, bucket_bytes=0)

@@ -84,7 +84,7 @@ def test_a_toy_allreduce_registered_in_a_test_runs_everywhere(toy, shared_tmp, c
     # auto follows the cost formula: honest, the toy is never the fastest; free, it always is.
     assert NAME not in {select.choose("allreduce", "auto", n, p) for n in (8, 1 << 20)}
     repeated, out = np.arange(5.0) * comm.rank, np.empty(5)
-    for _ in range(2):   # leaves a plan of repeated calls (api._plan), which the registration below drops
+    for _ in range(3):   # leaves a plan of repeated calls (api._plan) and a memo, which the registration drops
         mpiml.allreduce(repeated, out=out)
     registry.register("allreduce", NAME, registry.get("allreduce", NAME).run, cost=free_cost, replace=True)
     if p > 1:
@@ -104,7 +104,7 @@ def test_a_toy_allreduce_registered_in_a_test_runs_everywhere(toy, shared_tmp, c
         path.write_text(json.dumps({"format": "mpiml-tuning", "version": 1, "rules": rules}))
     comm.Barrier()
     large, out = np.ones(1000) * (comm.rank + 1), np.empty(1000)
-    for _ in range(2):   # a plan of repeated calls, which the new tuning drops
+    for _ in range(3):   # a plan of repeated calls and a memo, which the new tuning drops
         mpiml.allreduce(large, out=out)
     before = len(toy)
     select.set_tuning(path)
