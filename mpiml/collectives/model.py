@@ -88,6 +88,11 @@ class ModelParams:
     # The sparse allreduce's constants measured on this machine (``mpiml.collectives.sparse.calibrate()``),
     # by name (``SPARSE_FIXED``, ...); the ones absent keep this module's defaults.
     sparse: dict = field(default_factory=dict)
+    # ``copy`` and ``gamma`` by message size: ``{"copy" or a dtype name: [[bytes, seconds per byte], ...]}``
+    # measured by ``mpiml tune`` (:func:`mpiml.perf.calibrate.rates_by_size`): a vector that fits the caches
+    # is copied and added several times faster than one streamed from memory (``copy``/``gamma`` are
+    # memory rates). Where a rate has points, :func:`at_size` replaces it by its value at the message size.
+    rates_by_size: dict = field(default_factory=dict)
 
     def gamma_for(self, dtype) -> float:
         return float(self.gamma_by_dtype.get(str(dtype), self.gamma)) if dtype is not None else self.gamma
@@ -108,12 +113,9 @@ class ModelParams:
 DEFAULT_PARAMS = ModelParams()
 
 
-def native_extra_at(params: ModelParams, collective: str, nbytes: float) -> float:
-    """The library's extra seconds per byte for ``collective`` at ``nbytes``: ``native_extra_by_size``
-    interpolated linearly in log2(bytes) (the end values beyond its sizes), else ``native_extra``."""
-    points = params.native_extra_by_size.get(collective)
-    if not points:
-        return float(params.native_extra.get(collective, 0.0))
+def by_size(points, nbytes: float) -> float:
+    """``[[bytes, value], ...]`` (sizes ascending) at ``nbytes``: linear in log2(bytes) between two
+    points, the end values beyond them."""
     if nbytes <= points[0][0]:
         return float(points[0][1])
     for (lo, a), (hi, b) in zip(points, points[1:]):
@@ -121,6 +123,32 @@ def native_extra_at(params: ModelParams, collective: str, nbytes: float) -> floa
             w = math.log2(nbytes / lo) / math.log2(hi / lo)
             return float(a + w * (b - a))
     return float(points[-1][1])
+
+
+def native_extra_at(params: ModelParams, collective: str, nbytes: float) -> float:
+    """The library's extra seconds per byte for ``collective`` at ``nbytes``: ``native_extra_by_size``
+    interpolated linearly in log2(bytes) (the end values beyond its sizes), else ``native_extra``."""
+    points = params.native_extra_by_size.get(collective)
+    if not points:
+        return float(params.native_extra.get(collective, 0.0))
+    return by_size(points, nbytes)
+
+
+def at_size(params: ModelParams, nbytes: float) -> ModelParams:
+    """``params`` with ``copy``, ``gamma`` and ``gamma_by_dtype`` at a message of ``nbytes`` (from
+    ``rates_by_size`` where it has points; ``params`` itself where it has none)."""
+    table = params.rates_by_size
+    if not table or nbytes <= 0:
+        return params
+    changes = {}
+    if table.get("copy"):
+        changes["copy"] = by_size(table["copy"], nbytes)
+    gammas = {name: by_size(points, nbytes) for name, points in table.items() if name != "copy" and points}
+    if gammas:
+        changes["gamma_by_dtype"] = {**params.gamma_by_dtype, **gammas}
+        if "float32" in gammas:
+            changes["gamma"] = gammas["float32"]
+    return replace(params, **changes) if changes else params
 
 
 def allreduce_bytes(nbytes: int, p: int) -> int:
@@ -267,7 +295,7 @@ def predict(algorithm: str, nbytes: int, p: int, params: ModelParams | None = No
     registered cost formula gives the time beyond ``call_overhead``; one rank is a local
     copy for every algorithm.
     """
-    params = params or DEFAULT_PARAMS
+    params = at_size(params or DEFAULT_PARAMS, nbytes)
     n, p = float(nbytes), int(p)
     if p < 1 or nbytes < 0:
         raise ValueError(f"need p >= 1 and nbytes >= 0, got p={p}, nbytes={nbytes}")
@@ -289,7 +317,7 @@ def lower_bound(collective: str, nbytes: int, p: int, params: ModelParams | None
     ``c(p) alpha + (p-1)/p n (beta + gamma)``; allgather: ``c(p) alpha + (p-1)/p n beta``;
     bcast: ``c(p) alpha + n beta``; reduce: ``c(p) alpha + n beta + (p-1)/p n gamma``.
     """
-    params = params or DEFAULT_PARAMS
+    params = at_size(params or DEFAULT_PARAMS, nbytes)
     if p == 1:
         return 0.0
     n, a, b = float(nbytes), params.alpha, params.beta

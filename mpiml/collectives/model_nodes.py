@@ -250,7 +250,7 @@ def predict_nodes(algorithm: str, nbytes: int, sizes, params: model.ModelParams 
     float
         Seconds, ``call_overhead`` included.
     """
-    params = params or model.DEFAULT_PARAMS
+    params = model.at_size(params or model.DEFAULT_PARAMS, nbytes)
     sizes = _check(sizes)
     p = sum(sizes)
     if algorithm not in NODE_AWARE.get(collective, ()) or p == 1:

@@ -109,6 +109,36 @@ def stream_rates(comm, nbytes=STREAM_BYTES, reps=10) -> dict:
     return rates
 
 
+RATE_BYTES = (64 << 10, 256 << 10, 1 << 20, 4 << 20)   # from inside L2 to past it (STREAM_BYTES: memory)
+RATE_DTYPES = ("float32", "float64")
+
+
+def rates_by_size(comm, sizes=RATE_BYTES, dtypes=RATE_DTYPES, streamed=None) -> dict:
+    """``copy`` and ``gamma`` (seconds per byte) per size, all ranks at once, each operand reused from
+    call to call as a collective's buffers are (so those that fit the caches are measured there):
+    ``{"copy" or dtype: [[bytes, seconds per byte], ...]}`` for :attr:`ModelParams.rates_by_size`.
+    ``streamed``: :func:`stream_rates`' result, added as the point at ``STREAM_BYTES``."""
+    table = {name: [] for name in ("copy", *dtypes)}
+    for nbytes in sizes:
+        reps = max(20, min(400, (32 << 20) // nbytes))   # ~32 MB moved per rate: a few ms at most
+        src = np.ones(nbytes, dtype=np.uint8)
+        dst = np.empty_like(src)
+        np.copyto(dst, src)
+        comm.Barrier()
+        table["copy"].append([nbytes, _agreed(_median_seconds(lambda: np.copyto(dst, src), reps) / nbytes, comm)])
+        for name in dtypes:
+            n = nbytes // np.dtype(name).itemsize
+            a, b, c = np.ones(n, name), np.ones(n, name), np.empty(n, name)
+            np.add(a, b, out=c)
+            comm.Barrier()
+            table[name].append([nbytes, _agreed(_median_seconds(lambda: np.add(a, b, out=c), reps) / nbytes, comm)])
+    if streamed is not None:
+        table["copy"].append([STREAM_BYTES, streamed["copy"]])
+        for name in dtypes:
+            table[name].append([STREAM_BYTES, streamed["gamma_by_dtype"][name]])
+    return table
+
+
 def python_costs(comm, reps=2000) -> dict:
     """The Python time of one algorithm step and of one ``mpiml`` call.
 

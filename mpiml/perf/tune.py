@@ -44,9 +44,11 @@ def measure_params(comm) -> tuple[model.ModelParams, dict]:
     costs = calibrate.python_costs(comm)
     rates = calibrate.stream_rates(comm)
     raw.update(costs, **rates)
+    by_size = calibrate.rates_by_size(comm, streamed=rates)
+    raw["rates_by_size"] = by_size
     values = dict(model.DEFAULT_PARAMS.to_dict(), copy=rates["copy"], step_overhead=costs["step_overhead"],
                   call_overhead=costs["call_overhead"], gamma=rates["gamma_by_dtype"]["float32"],
-                  gamma_by_dtype=rates["gamma_by_dtype"])
+                  gamma_by_dtype=rates["gamma_by_dtype"], rates_by_size=by_size)
     links = {}
     for kind, pair in node_pairs(comm).items():
         times = calibrate.ping_pong(comm, pair)

@@ -43,6 +43,10 @@ def test_tune_explain_writes_a_file_auto_then_follows(tmp_path):
     assert tuning.params is not None and tuning.params.alpha > 0 and tuning.params.beta > 0
     assert tuning.params.intra_alpha > 0 and tuning.params.intra_beta > 0
     assert set(tuning.params.native_extra_by_size) == {"allreduce", "bcast"}   # from 32 KiB: the 300000-byte runs
+    for name in ("copy", "float32", "float64"):   # rates per size, from inside the caches to memory's
+        points = [nbytes for nbytes, _ in tuning.params.rates_by_size[name]]
+        assert points == sorted(points) and len(points) == 5
+        assert all(0 < rate < 1e-8 for _, rate in tuning.params.rates_by_size[name])
     # Every measurement carries its prediction; the recorded winner is the fastest measured
     # (native unless beaten by more than the margin auto asks of the model).
     winners, native = {}, {}

@@ -121,3 +121,25 @@ def test_defaults_give_the_measured_shape():
     assert model.best("allreduce", 8, 64) == "native"
     assert model.best("allreduce", 64 << 20, 2) in ("ring", "rabenseifner")
     assert model.best("allreduce", 64 << 20, 1024) == "rabenseifner"  # ring's 2(p-1) steps cost too much
+
+
+def test_rates_by_size_price_a_message_at_its_own_size():
+    from dataclasses import replace
+
+    from mpiml.collectives.model import DEFAULT_PARAMS, at_size, by_size
+
+    points = [[1 << 10, 1e-11], [1 << 20, 4e-11], [16 << 20, 4e-10]]
+    assert by_size(points, 10) == 1e-11 and by_size(points, 1 << 30) == 4e-10   # the ends beyond the points
+    assert abs(by_size(points, 4 << 20) - (4e-11 + 0.5 * (4e-10 - 4e-11))) < 1e-20  # linear in log2(bytes)
+    assert at_size(DEFAULT_PARAMS, 1 << 20) is DEFAULT_PARAMS   # no points: the constant rates
+    sized = replace(DEFAULT_PARAMS, rates_by_size={"copy": points, "float32": [[1 << 10, 2e-11], [16 << 20, 8e-10]]})
+    for n in (1 << 10, 16 << 20):   # at a point, the same as constant rates of that point's values
+        flat = replace(DEFAULT_PARAMS, copy=by_size(points, n), gamma=by_size(sized.rates_by_size["float32"], n),
+                       gamma_by_dtype={**DEFAULT_PARAMS.gamma_by_dtype,
+                                       "float32": by_size(sized.rates_by_size["float32"], n)})
+        for algorithm in ("ring", "recursive_doubling", "native"):
+            assert predict(algorithm, n, 3, sized) == predict(algorithm, n, 3, flat)
+        assert lower_bound("allreduce", n, 3, sized) == lower_bound("allreduce", n, 3, flat)
+    # a cache-sized message is priced at the cache's rates, a large one at memory's
+    assert predict("ring", 1 << 10, 2, sized) < predict("ring", 1 << 10, 2, replace(sized, rates_by_size={},
+                                                                                      copy=4e-10, gamma=8e-10))
