@@ -88,25 +88,34 @@ def fit_line(points: dict[int, float]) -> tuple[float, float]:
     return max(float(intercept), 0.0), max(float(slope), 1e-13)
 
 
+def _rates_at(comm, nbytes, reps, dtypes, warm) -> tuple[float, dict]:
+    """``(copy, {dtype: gamma})`` in seconds per byte at ``nbytes``, all ranks at once (the slowest rank's);
+    ``warm``: each operand used once before the timing, so one that fits the caches is timed there."""
+    src = np.ones(nbytes, dtype=np.uint8)
+    dst = np.empty_like(src)
+    if warm:
+        np.copyto(dst, src)
+    comm.Barrier()
+    copy = _agreed(_median_seconds(lambda: np.copyto(dst, src), reps) / nbytes, comm)
+    gamma = {}
+    for name in dtypes:
+        dtype = np.dtype(name)
+        n = nbytes // dtype.itemsize
+        a, b, c = np.ones(n, dtype), np.ones(n, dtype), np.empty(n, dtype)
+        if warm:
+            np.add(a, b, out=c)
+        comm.Barrier()
+        gamma[name] = _agreed(_median_seconds(lambda: np.add(a, b, out=c), reps) / (n * dtype.itemsize), comm)
+    return copy, gamma
+
+
 def stream_rates(comm, nbytes=STREAM_BYTES, reps=10) -> dict:
     """Seconds per byte of ``np.copyto`` and of ``np.add(a, b, out=c)`` per dtype.
 
     All ranks run at once, as they do inside a collective (they share memory bandwidth).
     """
-    rates = {}
-    src = np.ones(nbytes, dtype=np.uint8)
-    dst = np.empty_like(src)
-    comm.Barrier()
-    rates["copy"] = _agreed(_median_seconds(lambda: np.copyto(dst, src), reps) / nbytes, comm)
-    gamma = {}
-    for name in GAMMA_DTYPES:
-        dtype = np.dtype(name)
-        n = nbytes // dtype.itemsize
-        a, b, c = np.ones(n, dtype), np.ones(n, dtype), np.empty(n, dtype)
-        comm.Barrier()
-        gamma[name] = _agreed(_median_seconds(lambda: np.add(a, b, out=c), reps) / (n * dtype.itemsize), comm)
-    rates["gamma_by_dtype"] = gamma
-    return rates
+    copy, gamma = _rates_at(comm, nbytes, reps, GAMMA_DTYPES, warm=False)
+    return {"copy": copy, "gamma_by_dtype": gamma}
 
 
 RATE_BYTES = (64 << 10, 256 << 10, 1 << 20, 4 << 20)   # from inside L2 to past it (STREAM_BYTES: memory)
@@ -121,17 +130,10 @@ def rates_by_size(comm, sizes=RATE_BYTES, dtypes=RATE_DTYPES, streamed=None) -> 
     table = {name: [] for name in ("copy", *dtypes)}
     for nbytes in sizes:
         reps = max(20, min(400, (32 << 20) // nbytes))   # ~32 MB moved per rate: a few ms at most
-        src = np.ones(nbytes, dtype=np.uint8)
-        dst = np.empty_like(src)
-        np.copyto(dst, src)
-        comm.Barrier()
-        table["copy"].append([nbytes, _agreed(_median_seconds(lambda: np.copyto(dst, src), reps) / nbytes, comm)])
+        copy, gamma = _rates_at(comm, nbytes, reps, dtypes, warm=True)
+        table["copy"].append([nbytes, copy])
         for name in dtypes:
-            n = nbytes // np.dtype(name).itemsize
-            a, b, c = np.ones(n, name), np.ones(n, name), np.empty(n, name)
-            np.add(a, b, out=c)
-            comm.Barrier()
-            table[name].append([nbytes, _agreed(_median_seconds(lambda: np.add(a, b, out=c), reps) / nbytes, comm)])
+            table[name].append([nbytes, gamma[name]])
     if streamed is not None:
         table["copy"].append([STREAM_BYTES, streamed["copy"]])
         for name in dtypes:
