@@ -343,25 +343,27 @@ def best(collective: str, nbytes: int, p: int, params: ModelParams | None = None
 def crossovers(winner, low: int, high: int) -> list[tuple[int, str, str]]:
     """Sizes in ``[low, high]`` where ``winner(nbytes)`` changes: ``(bytes, before, after)``.
 
-    Scans powers of two from ``low``, then bisects each change down to one byte (so a
-    winner that changes twice between neighbouring powers of two is missed).
+    Scans powers of two from ``low``, then bisects each change down to one byte, again from
+    there until the winner is the next power of two's (a winner that changes and changes back
+    between neighbouring powers of two may be missed; every power of two is right).
     """
     grid, size = [], max(1, int(low))
     while size <= high:
         grid.append(size)
         size *= 2
     points = []
-    for lo, hi in zip(grid, grid[1:]):
-        w_lo, w_hi = winner(lo), winner(hi)
-        if w_lo == w_hi:
-            continue
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if winner(mid) == w_lo:
-                lo = mid
-            else:
-                hi = mid
-        points.append((hi, w_lo, winner(hi)))
+    for lo, end in zip(grid, grid[1:]):
+        w_lo, w_end = winner(lo), winner(end)
+        while w_lo != w_end:
+            hi = end
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if winner(mid) == w_lo:
+                    lo = mid
+                else:
+                    hi = mid
+            lo, before, w_lo = hi, w_lo, winner(hi)
+            points.append((hi, before, w_lo))
     return points
 
 

@@ -151,3 +151,48 @@ def test_uneven_nodes_charge_the_busiest_leader():
     for collective in ("allgather", "reduce_scatter"):
         assert (predict_nodes("hierarchical", n, uneven, P, collective=collective)
                 - predict_nodes("hierarchical", n, uneven, no_network, collective=collective)) == pytest.approx(20)
+
+
+def test_auto_on_a_layout_is_the_node_model_winner_and_measured_rules_come_first():
+    from types import SimpleNamespace
+
+    from mpiml.collectives import nodes, select
+    from mpiml.collectives.tuning import Tuning
+
+    d = model.DEFAULT_PARAMS   # inside a node this host's defaults; between nodes 20x the latency, 10x the time per byte
+    two = ModelParams.from_dict(dict(d.to_dict(), intra_alpha=d.alpha, intra_beta=d.beta, alpha=20 * d.alpha,
+                                     beta=10 * d.beta))
+    one = ModelParams.from_dict(dict(two.to_dict(), intra_alpha=None, intra_beta=None))
+
+    def auto(collective, n, sizes, commutative=True, shares=True):
+        context = SimpleNamespace(comm=SimpleNamespace(Get_size=lambda: sum(sizes)),
+                                  plans={("node_layout", nodes._override): (sizes, shares)})
+        select.enter(context)
+        return select.choose(collective, "auto", n, sum(sizes), commutative)
+
+    sizes_grid = [1 << k for k in range(0, 27, 3)] + [3 << k for k in range(4, 25, 5)]
+    layouts, collectives = ((2, 2), (2, 1), (3, 3), (1, 1)), ("allreduce", "bcast", "allgather", "reduce_scatter")
+    picked = set()
+    try:
+        select.set_tuning(Tuning({}, two))
+        for layout in layouts:
+            for collective in collectives:
+                for n in sizes_grid:
+                    got = auto(collective, n, layout)
+                    assert got == model_nodes.winner(collective, n, layout, two), (collective, n, layout)
+                    picked.add(got)
+            assert auto("allreduce", 1 << 20, layout, commutative=False) == "native"
+            # where MPI cannot map a node into one window, shared_memory is priced as the messages it sends
+            assert auto("allreduce", 1 << 20, layout, shares=False) == model_nodes.winner(
+                "allreduce", 1 << 20, layout, two, shares_memory=False)
+        assert {"hierarchical", "shared_memory"} <= picked
+        # one node: the flat model on the rank count, as before
+        assert all(auto("allreduce", n, (4,)) == select.model_winner("allreduce", n, 4, two) for n in sizes_grid)
+        # one link: the flat model
+        select.set_tuning(Tuning({}, one))
+        assert all(auto("allreduce", n, (2, 2)) == select.model_winner("allreduce", n, 4, one) for n in sizes_grid)
+        # measured winners for the rank count still decide first
+        select.set_tuning(Tuning({("allreduce", 4): ((0, 1000), ("ring", "native"))}, two))
+        assert [auto("allreduce", n, (2, 2)) for n in (8, 5000)] == ["ring", "native"]
+    finally:
+        select.set_tuning(None)
