@@ -135,7 +135,10 @@ def _params(args):
         params = load_tuning(args.tuning, ALGORITHMS).params or params
     # the intra-node link made explicit first, so that --set alpha=,beta= changes the network only
     alpha, beta = model_nodes.intra_link(params)
-    params = params.from_dict(dict(params.to_dict(), intra_alpha=alpha, intra_beta=beta))
+    rates = dict(params.rates_by_size)
+    if params.intra_beta is None and "beta" in rates:   # one link measured: its points are the node's too
+        rates["intra_beta"] = rates["beta"]
+    params = params.from_dict(dict(params.to_dict(), intra_alpha=alpha, intra_beta=beta, rates_by_size=rates))
     return parse_overrides(args.set, params)
 
 

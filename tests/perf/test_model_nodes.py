@@ -196,3 +196,21 @@ def test_auto_on_a_layout_is_the_node_model_winner_and_measured_rules_come_first
         assert [auto("allreduce", n, (2, 2)) for n in (8, 5000)] == ["ring", "native"]
     finally:
         select.set_tuning(None)
+
+
+def test_links_by_size_from_the_ping_pong_price_each_message_at_its_size():
+    from mpiml.perf.extrapolate import parse_overrides
+    from mpiml.perf.tune import link_by_size
+
+    # one-way 2 us + 1 ns/B at 64 KiB, 0.5 ns/B at 1 MiB (fits the caches), 1 ns/B at 16 MiB
+    points = link_by_size({8: 2e-6, 1 << 16: 2e-6 + 65.536e-6, 1 << 20: 2e-6 + 524.288e-6,
+                           1 << 24: 2e-6 + 16.777216e-3}, 2e-6)
+    assert [n for n, _ in points] == [1 << 16, 1 << 20, 1 << 24]
+    assert [b for _, b in points] == pytest.approx([1e-9, 0.5e-9, 1e-9])
+    params = ModelParams.from_dict(dict(P.to_dict(), rates_by_size={"beta": points, "intra_beta": [[1 << 20, 1e-10]]}))
+    at = model.at_size(params, 1 << 20)
+    assert at.beta == pytest.approx(0.5e-9) and at.intra_beta == pytest.approx(1e-10) and at.copy == P.copy
+    assert model.at_size(params, 1 << 22).beta == pytest.approx(0.75e-9)   # log-linear between the points
+    assert predict_nodes("hierarchical", 1 << 20, (2, 2), params) == predict_nodes("hierarchical", 1 << 20, (2, 2), at)
+    # a what-if --set beta= holds at every size
+    assert model.at_size(parse_overrides("beta=3e-9", params), 1 << 20).beta == 3e-9
