@@ -51,6 +51,7 @@ from mpiml.collectives import model, registry
 from mpiml.collectives.registry import ALGORITHMS
 from mpiml.collectives.tuning import Tuning, load_tuning
 from mpiml.errors import ArgumentError
+from mpiml.runtime.watchdog import CALLS as _CALLS
 
 # A hand-written algorithm replaces native only if predicted at most this fraction of its time.
 NATIVE_MARGIN = 0.97
@@ -70,8 +71,9 @@ _tuning_listeners: list = []
 # Whether the tuning in use has two links, so that auto keys its choice by the node layout
 # (None: not known yet, until the next enter() reads the tuning).
 keyed: bool | None = None
-# The node layout of the call being parsed, ``(sizes, shares_memory)``, set by enter() and taken by _auto.
-_entered: list = [None]
+# The node layout of the call being parsed, ``(sizes, shares_memory)``, set by enter() and taken by _auto
+# within the same collective call (the call counter every public collective bumps first, unchanged).
+_entered: list = [None, -1]
 
 
 def on_tuning_change(callback) -> None:
@@ -169,7 +171,7 @@ def enter(context) -> None:
         keyed = two_links(current_tuning())
     if keyed and context.comm.Get_size() > 1:
         layout = node_layout(context)
-        _entered[0] = layout if len(layout[0]) > 1 else None
+        _entered[0], _entered[1] = (layout if len(layout[0]) > 1 else None), _CALLS[0]
     else:
         _entered[0] = None
 
@@ -181,7 +183,7 @@ def _auto(collective, nbytes, size, commutative):
     layout = _entered[0]
     if layout is not None:   # a tuning with two links, a communicator over several nodes (enter)
         _entered[0] = None
-        if sum(layout[0]) == size:
+        if _entered[1] == _CALLS[0] and sum(layout[0]) == size:
             size = layout
     key = (collective, size, commutative, id(tuning))
     table = _tables.get(key)
