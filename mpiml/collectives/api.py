@@ -176,9 +176,9 @@ def _checked_args(name, comm, check, parse, signature):
     checks (ArgumentError), agreed by :func:`_agree`, with ``signature(*result)`` in check mode."""
     context = context_of(comm)
     error = result = None
-    if _select.keyed is not False:   # a tuning with two links: auto's choice is keyed by the node layout
-        _select.enter(context)
     try:
+        if _select.keyed is not False:   # a tuning with two links: auto's choice is keyed by the node layout
+            _select.enter(context)
         result = parse(context.comm)
     except ArgumentError as exc:
         error = exc

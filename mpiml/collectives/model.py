@@ -140,8 +140,7 @@ LINK_RATES = ("beta", "intra_beta")   # rates_by_size's per-byte link times (the
 
 def at_size(params: ModelParams, nbytes: float) -> ModelParams:
     """``params`` with ``copy``, ``gamma``, ``gamma_by_dtype`` and the links' ``beta``/``intra_beta`` at a
-    message of ``nbytes`` (from
-    ``rates_by_size`` where it has points; ``params`` itself where it has none)."""
+    message of ``nbytes`` (from ``rates_by_size`` where it has points; ``params`` itself where it has none)."""
     table = params.rates_by_size
     if not table or nbytes <= 0:
         return params
