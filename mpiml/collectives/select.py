@@ -36,8 +36,9 @@ The node layout reaches the tables through :func:`enter`, which the collectives 
 the communicator's context before they parse their arguments, and only while the tuning in
 use has two links (:data:`keyed`); it is computed once per communicator (collective then:
 :func:`mpiml.collectives.nodes.layout`, cached in the context per emulated node size) and is
-the same on every rank. ``allreduce_many`` chooses its buckets' algorithms on the rank count
-only (rule 4).
+the same on every rank (``MPIML_RANKS_PER_NODE`` is read then). ``allreduce_many`` chooses
+its buckets' algorithms on the rank count only (rule 4).
+
 Every rank must see the same tuning file (as with ``MPIML_TUNING`` set for the whole
 job); ``check=True`` verifies that all ranks chose the same algorithm.
 """
