@@ -18,7 +18,9 @@ shared_memory; bcast, allgather, reduce_scatter hierarchical) are priced beside 
 ones (mpiml.collectives.model_nodes): inside a node at intra_alpha/intra_beta, between
 nodes at alpha/beta (what mpiml tune measures on a job of several nodes; set them with
 --set for a what-if). Flat algorithms see the between-node link for all of their steps.
-"best" is the model's pick on that layout (native unless beaten by 3%).
+"best" is the model's pick on that layout (native unless beaten by 3%): what algorithm="auto"
+runs on a communicator of that layout when the tuning file in use has two links (intra_alpha
+set: mpiml tune on several nodes) and no measured rule for that rank count.
 
 examples:
   mpiml model --ranks 2,64,1024,100000 --sizes 8:1G:8
@@ -133,7 +135,10 @@ def _params(args):
         params = load_tuning(args.tuning, ALGORITHMS).params or params
     # the intra-node link made explicit first, so that --set alpha=,beta= changes the network only
     alpha, beta = model_nodes.intra_link(params)
-    params = params.from_dict(dict(params.to_dict(), intra_alpha=alpha, intra_beta=beta))
+    rates = dict(params.rates_by_size)
+    if params.intra_beta is None and "beta" in rates:   # one link measured: its points are the node's too
+        rates["intra_beta"] = rates["beta"]
+    params = params.from_dict(dict(params.to_dict(), intra_alpha=alpha, intra_beta=beta, rates_by_size=rates))
     return parse_overrides(args.set, params)
 
 
@@ -192,7 +197,7 @@ def nodes_main(args) -> int:
                      *(f"{times[n] * 1e6:.1f}" + ("*" if n == rec["fastest"] else "") if n in times else "-"
                        for n in names), rec["best"]))
     say(table(rows, ("nodes", "per_node", "size", *names, "best")))
-    say("# * fastest predicted; best: the model's pick on the layout (native unless beaten by 3%). "
-        "algorithm=\"auto\" does not see the node layout: it picks node-aware algorithms only from a tuning "
-        "file's measured rules (mpiml tune on that job); name them with algorithm=")
+    say("# * fastest predicted; best: the model's pick on the layout (native unless beaten by 3%), what "
+        "algorithm=\"auto\" runs on such a job with a tuning file of two links (mpiml tune on several nodes) "
+        "and no measured rule for its rank count")
     return 0

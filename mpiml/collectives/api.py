@@ -177,6 +177,8 @@ def _checked_args(name, comm, check, parse, signature):
     context = context_of(comm)
     error = result = None
     try:
+        if _select.keyed is not False:   # a tuning with two links: auto's choice is keyed by the node layout
+            _select.enter(context)
         result = parse(context.comm)
     except ArgumentError as exc:
         error = exc

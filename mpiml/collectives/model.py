@@ -92,6 +92,7 @@ class ModelParams:
     # measured by ``mpiml tune`` (:func:`mpiml.perf.calibrate.rates_by_size`): a vector that fits the caches
     # is copied and added several times faster than one streamed from memory (``copy``/``gamma`` are
     # memory rates). Where a rate has points, :func:`at_size` replaces it by its value at the message size.
+    # ``"beta"``/``"intra_beta"`` points are the links' per-byte times by message size (one-way ping-pong).
     rates_by_size: dict = field(default_factory=dict)
 
     def gamma_for(self, dtype) -> float:
@@ -134,16 +135,18 @@ def native_extra_at(params: ModelParams, collective: str, nbytes: float) -> floa
     return by_size(points, nbytes)
 
 
+LINK_RATES = ("beta", "intra_beta")   # rates_by_size's per-byte link times (the others: copy, gamma by dtype)
+
+
 def at_size(params: ModelParams, nbytes: float) -> ModelParams:
-    """``params`` with ``copy``, ``gamma`` and ``gamma_by_dtype`` at a message of ``nbytes`` (from
-    ``rates_by_size`` where it has points; ``params`` itself where it has none)."""
+    """``params`` with ``copy``, ``gamma``, ``gamma_by_dtype`` and the links' ``beta``/``intra_beta`` at a
+    message of ``nbytes`` (from ``rates_by_size`` where it has points; ``params`` itself where it has none)."""
     table = params.rates_by_size
     if not table or nbytes <= 0:
         return params
-    changes = {}
-    if table.get("copy"):
-        changes["copy"] = by_size(table["copy"], nbytes)
-    gammas = {name: by_size(points, nbytes) for name, points in table.items() if name != "copy" and points}
+    changes = {name: by_size(table[name], nbytes) for name in ("copy", *LINK_RATES) if table.get(name)}
+    gammas = {name: by_size(points, nbytes) for name, points in table.items()
+              if name != "copy" and name not in LINK_RATES and points}
     if gammas:
         changes["gamma_by_dtype"] = {**params.gamma_by_dtype, **gammas}
         if "float32" in gammas:
@@ -343,25 +346,27 @@ def best(collective: str, nbytes: int, p: int, params: ModelParams | None = None
 def crossovers(winner, low: int, high: int) -> list[tuple[int, str, str]]:
     """Sizes in ``[low, high]`` where ``winner(nbytes)`` changes: ``(bytes, before, after)``.
 
-    Scans powers of two from ``low``, then bisects each change down to one byte (so a
-    winner that changes twice between neighbouring powers of two is missed).
+    Scans powers of two from ``low``, then bisects each change down to one byte, again from
+    there until the winner is the next power of two's (a winner that changes and changes back
+    between neighbouring powers of two may be missed; every power of two is right).
     """
     grid, size = [], max(1, int(low))
     while size <= high:
         grid.append(size)
         size *= 2
     points = []
-    for lo, hi in zip(grid, grid[1:]):
-        w_lo, w_hi = winner(lo), winner(hi)
-        if w_lo == w_hi:
-            continue
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if winner(mid) == w_lo:
-                lo = mid
-            else:
-                hi = mid
-        points.append((hi, w_lo, winner(hi)))
+    for lo, end in zip(grid, grid[1:]):
+        w_lo, w_end = winner(lo), winner(end)
+        while w_lo != w_end:
+            hi = end
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if winner(mid) == w_lo:
+                    lo = mid
+                else:
+                    hi = mid
+            lo, before, w_lo = hi, w_lo, winner(hi)
+            points.append((hi, before, w_lo))
     return points
 
 

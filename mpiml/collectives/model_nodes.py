@@ -272,15 +272,16 @@ def predict_nodes(algorithm: str, nbytes: int, sizes, params: model.ModelParams 
     return params.call_overhead + seconds
 
 
-def candidates(collective: str, sizes) -> tuple:
+def candidates(collective: str, sizes, commutative: bool = True) -> tuple:
     """The algorithms priced on a layout: the registered flat ones (that run at its rank count) and,
-    on more than one rank, the node-aware ones."""
+    on more than one rank, the node-aware ones (those a non-commutative operator allows: ``auto``'s)."""
     from mpiml.collectives.select import candidates as flat
 
     sizes = _check(sizes)
     aware = NODE_AWARE.get(collective, ())
-    names = [name for name in flat(collective, size=sum(sizes)) if name not in aware]
-    return tuple(names) + (aware if sum(sizes) > 1 else ())
+    allowed = flat(collective, commutative, size=sum(sizes))
+    names = [name for name in allowed if name not in aware]
+    return tuple(names) + (tuple(name for name in aware if name in allowed) if sum(sizes) > 1 else ())
 
 
 def predictions(collective: str, nbytes: int, sizes, params=None, **kwargs) -> dict:
@@ -295,12 +296,14 @@ def best_nodes(collective: str, nbytes: int, sizes, params=None, **kwargs) -> st
     return min(times, key=times.get)
 
 
-def winner(collective: str, nbytes: int, sizes, params=None) -> str:
-    """``auto``'s rule on a layout: the fastest prediction, ``native`` kept unless beaten by
-    :data:`mpiml.collectives.select.NATIVE_MARGIN`."""
+def winner(collective: str, nbytes: int, sizes, params=None, *, commutative: bool = True,
+           shares_memory: bool = True) -> str:
+    """``auto``'s rule on a layout (:mod:`mpiml.collectives.select`, rule 3): the fastest prediction,
+    ``native`` kept unless beaten by :data:`mpiml.collectives.select.NATIVE_MARGIN`."""
     from mpiml.collectives.select import NATIVE_MARGIN
 
-    times = predictions(collective, nbytes, sizes, params)
+    times = {name: predict_nodes(name, nbytes, sizes, params, collective=collective, shares_memory=shares_memory)
+             for name in candidates(collective, sizes, commutative)}
     fastest = min(times, key=times.get)
     if "native" in times and times[fastest] > NATIVE_MARGIN * times["native"]:
         return "native"

@@ -24,6 +24,8 @@ def parse_overrides(text: str | None, params: model.ModelParams) -> model.ModelP
             values[name] = (float if values[name] is None else type(values[name]))(float(value))  # None: unset link
         except ValueError:
             raise ArgumentError(f"--set: {item!r} is not NAME=NUMBER") from None
+        # a rate set here holds at every size: its measured points by size (model.at_size) go
+        values["rates_by_size"] = {k: v for k, v in values["rates_by_size"].items() if k != name}
     return model.ModelParams.from_dict(values)
 
 

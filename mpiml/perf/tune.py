@@ -49,21 +49,37 @@ def measure_params(comm) -> tuple[model.ModelParams, dict]:
     values = dict(model.DEFAULT_PARAMS.to_dict(), copy=rates["copy"], step_overhead=costs["step_overhead"],
                   call_overhead=costs["call_overhead"], gamma=rates["gamma_by_dtype"]["float32"],
                   gamma_by_dtype=rates["gamma_by_dtype"], rates_by_size=by_size)
-    links = {}
+    links, per_size = {}, {}
     for kind, pair in node_pairs(comm).items():
-        times = calibrate.ping_pong(comm, pair)
-        intercept, slope = calibrate.fit_line(times)
+        times = calibrate.ping_pong(comm, pair, sizes=LINK_BYTES)
+        intercept, slope = calibrate.fit_line({n: t for n, t in times.items() if n in calibrate.PING_PONG_BYTES})
         raw["pairs"][kind] = {"ranks": list(pair), "one_way_seconds": {str(k): v for k, v in times.items()},
                               "latency_seconds": intercept, "seconds_per_byte": slope}
         # A Python ping-pong's latency includes one mpi4py call; the step overhead counts it already.
         links[kind] = (max(intercept - costs["mpi4py_call"], 1e-7), slope)
+        per_size[kind] = link_by_size(times, intercept)
     # Flat algorithms see one link: the slowest there is (between nodes when the job spans nodes).
-    link = links.get("inter_node") or links.get("intra_node")
-    if link is not None:
-        values["alpha"], values["beta"] = link
+    kind = "inter_node" if "inter_node" in links else "intra_node"
+    if kind in links:
+        values["alpha"], values["beta"] = links[kind]
+        values["rates_by_size"] = dict(by_size, beta=per_size[kind])
     if "intra_node" in links:
         values["intra_alpha"], values["intra_beta"] = links["intra_node"]
+        values["rates_by_size"]["intra_beta"] = per_size["intra_node"]
     return model.ModelParams.from_dict(values), raw
+
+
+# The ping-pong's sizes: the line's (latency, and a per-byte time for any size) and, from LINK_MIN_BYTES, the
+# per-byte time at each size (a message that fits the caches moves faster than the line's slope, set by the
+# largest sizes, says; a streamed one slower), up to the memory point of the copy and add rates.
+LINK_BYTES = tuple(sorted({*calibrate.PING_PONG_BYTES, 1 << 20, calibrate.STREAM_BYTES}))
+LINK_MIN_BYTES = 64 << 10
+
+
+def link_by_size(one_way: dict, latency: float) -> list:
+    """``[[bytes, seconds per byte], ...]``: each ping-pong size's one-way time beyond the latency, per byte
+    (from :data:`LINK_MIN_BYTES`: below, the latency dominates and the quotient is noise)."""
+    return [[int(n), max((t - latency) / n, 1e-13)] for n, t in sorted(one_way.items()) if n >= LINK_MIN_BYTES]
 
 
 def price(rec, params, layouts=None) -> float:

@@ -47,6 +47,8 @@ def test_tune_explain_writes_a_file_auto_then_follows(tmp_path):
         points = [nbytes for nbytes, _ in tuning.params.rates_by_size[name]]
         assert points == sorted(points) and len(points) == 5
         assert all(0 < rate < 1e-8 for _, rate in tuning.params.rates_by_size[name])
+    for name in ("beta", "intra_beta"):   # each link's per-byte time by message size, from the ping-pong
+        assert [n for n, _ in tuning.params.rates_by_size[name]] == [64 << 10, 512 << 10, 1 << 20, 4 << 20, 16 << 20]
     # Every measurement carries its prediction; the recorded winner is the fastest measured
     # (native unless beaten by more than the margin auto asks of the model).
     winners, native = {}, {}

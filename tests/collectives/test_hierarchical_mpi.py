@@ -103,3 +103,47 @@ def test_shared_memory_reads_inputs_in_shared_arrays_where_they_are(emulate, per
                 problems.append((n, mask, "differs between ranks"))
         del buf
     agree(world, not problems, problems[:3])
+
+
+@pytest.mark.mpi
+def test_auto_keys_its_choice_by_the_node_layout(emulate, monkeypatch):
+    """A tuning with a slow link between nodes: auto picks what the node model picks on the layout
+    (node-aware from 2 ranks a node), bitwise the library's result on every rank."""
+    from mpiml.collectives import model, model_nodes, select
+    from mpiml.collectives.tuning import Tuning
+
+    world = MPI.COMM_WORLD
+    per_node = 1 if world.size <= 2 else 2
+    emulate(per_node)
+    d = model.DEFAULT_PARAMS
+    slow = model.ModelParams.from_dict(dict(d.to_dict(), intra_alpha=d.alpha, intra_beta=d.beta, alpha=20 * d.alpha,
+                                            beta=10 * d.beta))
+    sizes = model_nodes.node_sizes(world.size, per_node)
+    ran, layout = [], nodes.layout
+    monkeypatch.setattr(nodes, "layout", lambda comm, *a: ran.append(1) or layout(comm, *a))
+    comm = world.Dup()
+    select.set_tuning(Tuning({}, slow))
+    problems = []
+    try:
+        for collective, n in (("allreduce", 3), ("allreduce", 20000), ("reduce_scatter", 1000), ("allgather", 500),
+                              ("bcast", 700)):
+            x = (np.arange(n) % 97 + world.rank).astype(np.float64)   # sums exact in any order
+            expected = model_nodes.winner(collective, n * 8 * (world.size if collective == "allgather" else 1),
+                                          sizes, slow)
+            call = {"allreduce": lambda a, algorithm: mpiml.allreduce(a, algorithm=algorithm, comm=comm),
+                    "reduce_scatter": lambda a, algorithm: mpiml.reduce_scatter(a, algorithm=algorithm, comm=comm),
+                    "allgather": lambda a, algorithm: mpiml.allgather(a, algorithm=algorithm, comm=comm),
+                    "bcast": lambda a, algorithm: mpiml.bcast(a.copy(), algorithm=algorithm, comm=comm)}[collective]
+            call(x, "native")   # the layout is made at the first call (enter)
+            ran.clear()
+            got, ref = call(x, "auto"), call(x, "native")
+            aware = expected in model_nodes.NODE_AWARE[collective]
+            if bool(ran) != aware or (per_node > 1 and not aware) or not np.array_equal(got, ref):
+                problems.append((collective, n, expected, bool(ran)))
+            digests = world.allgather(got.tobytes())
+            if collective != "reduce_scatter" and any(digest != digests[0] for digest in digests):
+                problems.append((collective, n, "differs between ranks"))
+    finally:
+        select.set_tuning(None)
+        comm.Free()
+    agree(world, not problems, problems)

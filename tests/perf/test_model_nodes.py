@@ -151,3 +151,66 @@ def test_uneven_nodes_charge_the_busiest_leader():
     for collective in ("allgather", "reduce_scatter"):
         assert (predict_nodes("hierarchical", n, uneven, P, collective=collective)
                 - predict_nodes("hierarchical", n, uneven, no_network, collective=collective)) == pytest.approx(20)
+
+
+def test_auto_on_a_layout_is_the_node_model_winner_and_measured_rules_come_first():
+    from types import SimpleNamespace
+
+    from mpiml.collectives import nodes, select
+    from mpiml.collectives.tuning import Tuning
+
+    d = model.DEFAULT_PARAMS   # inside a node this host's defaults; between nodes 20x the latency, 10x the time per byte
+    two = ModelParams.from_dict(dict(d.to_dict(), intra_alpha=d.alpha, intra_beta=d.beta, alpha=20 * d.alpha,
+                                     beta=10 * d.beta))
+    one = ModelParams.from_dict(dict(two.to_dict(), intra_alpha=None, intra_beta=None))
+
+    def auto(collective, n, sizes, commutative=True, shares=True):
+        context = SimpleNamespace(comm=SimpleNamespace(Get_size=lambda: sum(sizes)),
+                                  plans={("node_layout", nodes._override): (sizes, shares)})
+        select.enter(context)
+        return select.choose(collective, "auto", n, sum(sizes), commutative)
+
+    sizes_grid = [1 << k for k in range(0, 27, 3)] + [3 << k for k in range(4, 25, 5)]
+    layouts, collectives = ((2, 2), (2, 1), (3, 3), (1, 1)), ("allreduce", "bcast", "allgather", "reduce_scatter")
+    picked = set()
+    try:
+        select.set_tuning(Tuning({}, two))
+        for layout in layouts:
+            for collective in collectives:
+                for n in sizes_grid:
+                    got = auto(collective, n, layout)
+                    assert got == model_nodes.winner(collective, n, layout, two), (collective, n, layout)
+                    picked.add(got)
+            assert auto("allreduce", 1 << 20, layout, commutative=False) == "native"
+            # where MPI cannot map a node into one window, shared_memory is priced as the messages it sends
+            assert auto("allreduce", 1 << 20, layout, shares=False) == model_nodes.winner(
+                "allreduce", 1 << 20, layout, two, shares_memory=False)
+        assert {"hierarchical", "shared_memory"} <= picked
+        # one node: the flat model on the rank count, as before
+        assert all(auto("allreduce", n, (4,)) == select.model_winner("allreduce", n, 4, two) for n in sizes_grid)
+        # one link: the flat model
+        select.set_tuning(Tuning({}, one))
+        assert all(auto("allreduce", n, (2, 2)) == select.model_winner("allreduce", n, 4, one) for n in sizes_grid)
+        # measured winners for the rank count still decide first
+        select.set_tuning(Tuning({("allreduce", 4): ((0, 1000), ("ring", "native"))}, two))
+        assert [auto("allreduce", n, (2, 2)) for n in (8, 5000)] == ["ring", "native"]
+    finally:
+        select.set_tuning(None)
+
+
+def test_links_by_size_from_the_ping_pong_price_each_message_at_its_size():
+    from mpiml.perf.extrapolate import parse_overrides
+    from mpiml.perf.tune import link_by_size
+
+    # one-way 2 us + 1 ns/B at 64 KiB, 0.5 ns/B at 1 MiB (fits the caches), 1 ns/B at 16 MiB
+    points = link_by_size({8: 2e-6, 1 << 16: 2e-6 + 65.536e-6, 1 << 20: 2e-6 + 524.288e-6,
+                           1 << 24: 2e-6 + 16.777216e-3}, 2e-6)
+    assert [n for n, _ in points] == [1 << 16, 1 << 20, 1 << 24]
+    assert [b for _, b in points] == pytest.approx([1e-9, 0.5e-9, 1e-9])
+    params = ModelParams.from_dict(dict(P.to_dict(), rates_by_size={"beta": points, "intra_beta": [[1 << 20, 1e-10]]}))
+    at = model.at_size(params, 1 << 20)
+    assert at.beta == pytest.approx(0.5e-9) and at.intra_beta == pytest.approx(1e-10) and at.copy == P.copy
+    assert model.at_size(params, 1 << 22).beta == pytest.approx(0.75e-9)   # log-linear between the points
+    assert predict_nodes("hierarchical", 1 << 20, (2, 2), params) == predict_nodes("hierarchical", 1 << 20, (2, 2), at)
+    # a what-if --set beta= holds at every size
+    assert model.at_size(parse_overrides("beta=3e-9", params), 1 << 20).beta == 3e-9
