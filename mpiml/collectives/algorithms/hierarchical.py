@@ -117,46 +117,107 @@ def _slices_on(layout, x, out, op):
     return out
 
 
+# Chunks of a slice in the shared-memory pipeline: inputs of chunk k published, reduced and copied
+# out while they are still in cache (a chunk's operands and result, about 4 x this, fit in a 1-2 MiB L2).
+CHUNK_BYTES = 256 << 10
+
+
+def chunk_count(slice_elements: int, itemsize: int, nodes_count: int, chunk_bytes: int = CHUNK_BYTES) -> int:
+    """How many chunks ``shared_allreduce`` cuts every rank's slice into: one between nodes (each
+    slice crosses the network whole), else enough to keep a chunk within ``chunk_bytes``."""
+    if nodes_count > 1 or slice_elements * itemsize <= chunk_bytes:
+        return 1
+    return -(-slice_elements * itemsize // chunk_bytes)
+
+
+def shared_plan(n: int, slices: int, local_size: int, chunks: int) -> list:
+    """Per node rank, the element bounds of its slice's ``chunks`` chunks (``chunks + 1`` numbers;
+    a rank beyond ``slices`` owns none: ``[n] * (chunks + 1)``)."""
+    bounds = slice_bounds(n, slices)
+    plan = []
+    for r in range(local_size):
+        if r < slices:
+            lo, hi = bounds[r], bounds[r + 1]
+            plan.append([lo + b for b in slice_bounds(hi - lo, chunks)])
+        else:
+            plan.append([n] * (chunks + 1))
+    return plan
+
+
+def slice_bounds(n, parts):
+    return nodes.slice_bounds(n, parts)
+
+
 def shared_allreduce(layout, x, out, op):
     """Allreduce through the node's shared window, ``x`` and ``out`` flat (``out`` may be ``x``).
 
-    A rank that owns slice ``[lo, hi)`` publishes only the rest of its input (its own slice
-    it reads where it is), or nothing when its input is a :func:`mpiml.collectives.nodes.shared_array`
-    (a byte in its header of the window says which), and reduces its slice of every rank's
-    input, in rank order, into node rank 0's segment; every rank copies the result out.
+    Node rank ``j < slices`` owns slice ``j`` (numpy.array_split order), cut into chunks
+    (:func:`chunk_count`). Chunk by chunk, every rank publishes its input's pieces of the
+    other owners' chunks in its segment of the window (nothing when its input is a
+    :func:`mpiml.collectives.nodes.shared_array`, read in place; a byte in its header says
+    which) and raises its POSTED counter; an owner waits for every rank's counter, reduces
+    its chunk of every rank's input in rank order into its own segment, allreduces it
+    between nodes (one chunk then), copies it into ``out`` and raises its DONE counter; the
+    previous chunk of every other owner is copied out once its DONE counter says so. Chunk
+    k is thus reduced while the peers publish k + 1, and read back while still in cache.
+
     Copied per rank at two ranks: 1.5 n bytes, or n with inputs in shared arrays (the memory
-    roof: what reading every input in place costs). Barriers: after the inputs are in place,
-    after the slices are complete. The next call writes the window's other half, so it
-    cannot disturb a rank still copying this call's result out; an input in a shared array
-    is not read after the second barrier, so the caller may change it once the call returns.
+    roof: what reading every input in place costs). No barriers: counters in the window
+    (monotonic over calls, so never reset), each store after and each read before a
+    Win_sync. Consecutive calls use the window's two halves, and a rank finishes a call only
+    after every rank has started it (their posts), so no rank writes a half another still
+    reads; an input in a shared array is read only before its owner's DONE, which every
+    rank waits for before it returns, so the caller may change it once the call returns.
     """
     g = layout.grouping
     if g.local_size == 1:
         return _alone_on_node(layout, x, out, op)
     if not layout.shares_memory:  # an emulated node MPI cannot map into one window: messages instead
         return _slices_on(layout, x, out, op)
-    views, headers = layout.shared(x.size, x.dtype)
-    j = g.local_rank
-    bounds = layout.local_workspace.plan(("shared_slices", x.size, g.slices),
-                                         lambda: nodes.slice_bounds(x.size, g.slices))
-    lo, hi = (bounds[j], bounds[j + 1]) if j < g.slices else (0, 0)
+    (views, results), headers, counters = layout.shared(x.size, x.dtype)
+    j, size, ws = g.local_rank, g.local_size, layout.local_workspace
+    chunks = ws.plan(("shared_chunks", x.size, x.itemsize, g.slices, g.nodes),
+                     lambda: chunk_count(-(-x.size // g.slices), x.itemsize, g.nodes))
+    plan = ws.plan(("shared_plan", x.size, g.slices, size, chunks),
+                   lambda: shared_plan(x.size, g.slices, size, chunks))
+    owners = range(min(g.slices, size))
+    others = [r for r in range(size) if r != j]
+    other_owners = [r for r in owners if r != j]
     where = layout.input_window(x)   # 0: copied into the window here; k: in input window k - 1
-    if not where:
-        mine = views[j]
-        np.copyto(mine[:lo], x[:lo])
-        np.copyto(mine[hi:], x[hi:])
     headers[j][0] = where
-    layout.barrier()
-    if hi > lo:
-        parts = [x[lo:hi] if r == j else _input(layout, r, headers, views, x)[lo:hi] for r in range(len(views))]
-        # Into node rank 0's segment, never into ``out``: in place, ``out`` is an operand still to read.
-        acc = reduce_in_rank_order(parts, op, views[0][lo:hi])
-        _peer_allreduce(layout, acc, op)
-        np.copyto(out[lo:hi], acc)
-    layout.barrier()
-    np.copyto(out[:lo], views[0][:lo])
-    np.copyto(out[hi:], views[0][hi:])
+    mine, base = views[j], layout.ticket
+    layout.ticket += chunks
+    owner = j < g.slices
+    inputs, result = None, results[j]
+    for k in range(chunks):
+        if not where:
+            for r in other_owners:
+                a, b = plan[r][k], plan[r][k + 1]
+                np.copyto(mine[a:b], x[a:b])
+        layout.post(counters, nodes.POSTED, base + k + 1)
+        if owner:
+            layout.wait(counters, nodes.POSTED, others, base + k + 1)
+            if inputs is None:
+                inputs = [x if r == j else _input(layout, r, headers, views, x) for r in range(size)]
+            a, b = plan[j][k], plan[j][k + 1]
+            if b > a:
+                # Into this rank's segment, never into ``out``: in place, ``out`` is an operand still to read.
+                acc = reduce_in_rank_order([part[a:b] for part in inputs], op, result[a:b])
+                _peer_allreduce(layout, acc, op)
+                np.copyto(out[a:b], acc)
+            layout.post(counters, nodes.DONE, base + k + 1)
+        if k:
+            _copy_out(layout, counters, results, plan, other_owners, k - 1, base, out)
+    _copy_out(layout, counters, results, plan, other_owners, chunks - 1, base, out)
     return out
+
+
+def _copy_out(layout, counters, results, plan, owners, k, base, out):
+    """Chunk ``k`` of every other owner's slice into ``out`` once its DONE counter says it is there."""
+    layout.wait(counters, nodes.DONE, owners, base + k + 1)
+    for r in owners:
+        a, b = plan[r][k], plan[r][k + 1]
+        np.copyto(out[a:b], results[r][a:b])
 
 
 def _input(layout, rank, headers, views, x):
