@@ -119,7 +119,7 @@ def _slices_on(layout, x, out, op):
 
 # Chunks of a slice in the shared-memory pipeline: inputs of chunk k published, reduced and copied
 # out while they are still in cache (a chunk's operands and result, about 4 x this, fit in a 1-2 MiB L2).
-CHUNK_BYTES = 256 << 10
+CHUNK_BYTES = 1 << 62
 
 
 def chunk_count(slice_elements: int, itemsize: int, nodes_count: int, chunk_bytes: int = CHUNK_BYTES) -> int:
@@ -176,8 +176,8 @@ def shared_allreduce(layout, x, out, op):
         return _slices_on(layout, x, out, op)
     (views, results), headers, counters = layout.shared(x.size, x.dtype)
     j, size, ws = g.local_rank, g.local_size, layout.local_workspace
-    chunks = ws.plan(("shared_chunks", x.size, x.itemsize, g.slices, g.nodes),
-                     lambda: chunk_count(-(-x.size // g.slices), x.itemsize, g.nodes))
+    chunks = ws.plan(("shared_chunks", x.size, x.itemsize, g.slices, g.nodes, CHUNK_BYTES),
+                     lambda: chunk_count(-(-x.size // g.slices), x.itemsize, g.nodes, CHUNK_BYTES))
     plan = ws.plan(("shared_plan", x.size, g.slices, size, chunks),
                    lambda: shared_plan(x.size, g.slices, size, chunks))
     owners = range(min(g.slices, size))
