@@ -143,6 +143,7 @@ def size_class(nbytes: int) -> int:
 HEADER_BYTES = 64   # after a segment's areas: its rank's input byte and counters for the current call
 POSTED, DONE = 0, 1  # the two counters of a header (int64 at bytes 8..23): inputs published, slice reduced
 SPIN_BEFORE_YIELD = 64   # flag reads before a waiting rank gives its core away (ranks may share cores)
+NAP_AFTER = 0.05         # seconds of yielding before a waiting rank sleeps between flag reads
 WAIT_LIMIT = 600.0       # seconds a rank waits for a node rank's flag before giving up with an error
 
 
@@ -236,7 +237,7 @@ class NodeLayout:
     def wait(self, counters, which: int, ranks, value: int) -> None:
         """Wait until counter ``which`` of every node rank in ``ranks`` reaches ``value``, then
         Win_sync (the reads that follow see those ranks' writes before their posts). A spin that
-        yields its core after :data:`SPIN_BEFORE_YIELD` reads; an error after :data:`WAIT_LIMIT` s."""
+        yields its core after :data:`SPIN_BEFORE_YIELD` reads (:func:`_spin`); an error after :data:`WAIT_LIMIT` s."""
         for r in ranks:
             cell = counters[r]
             if cell[which] < value:
@@ -293,18 +294,24 @@ class NodeLayout:
 
 
 def _spin(cell, which, value, rank) -> None:
-    """Wait for ``cell[which] >= value`` (another process's store), bounded by :data:`WAIT_LIMIT`."""
-    spins, deadline = 0, None
+    """Wait for ``cell[which] >= value`` (another process's store): spin, then yield the core, after
+    :data:`NAP_AFTER` s nap between reads (a long wait burns no core), after :data:`WAIT_LIMIT` s fail."""
+    spins, start, nap = 0, None, False
     while cell[which] < value:
         spins += 1
-        if spins >= SPIN_BEFORE_YIELD:
+        if spins < SPIN_BEFORE_YIELD:
+            continue
+        if spins % 256 == 0:
+            now = time.monotonic()
+            start = start or now
+            nap = now - start > NAP_AFTER
+            if now - start > WAIT_LIMIT:
+                raise MpimlError(f"shared_memory: node rank {rank} did not arrive within {WAIT_LIMIT:.0f} s "
+                                 f"(waiting for counter {which} to reach {value}, it is {int(cell[which])})")
+        if nap:
+            time.sleep(2e-4)
+        else:
             os.sched_yield()   # the rank we wait for may need this core
-            if spins % 4096 == 0:
-                now = time.monotonic()
-                deadline = deadline or now + WAIT_LIMIT
-                if now > deadline:
-                    raise MpimlError(f"shared_memory: node rank {rank} did not arrive within {WAIT_LIMIT:.0f} s "
-                                     f"(waiting for counter {which} to reach {value}, it is {int(cell[which])})")
 
 
 def _free_layouts(comm, keyval, layouts):

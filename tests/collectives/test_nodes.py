@@ -140,3 +140,13 @@ def test_reduce_scatter_input_blocks_are_put_node_by_node():
     assert node_order(x, counts, ((0, 1), (2, 3))) is x   # consecutive nodes: no copy
     got = node_order(x, counts, ((0, 2), (1, 3)))
     assert got.tolist() == [0, 0, 2, 2, 2, 3]
+
+
+def test_a_flag_wait_gives_up_with_an_error_after_its_limit(monkeypatch):
+    monkeypatch.setattr(nodes, "WAIT_LIMIT", 0.02)
+    monkeypatch.setattr(nodes, "NAP_AFTER", 0.01)
+    cell = np.zeros(2, np.int64)
+    with pytest.raises(mpiml.MpimlError, match="node rank 1 did not arrive"):
+        nodes._spin(cell, 1, 3, 1)
+    cell[1] = 3
+    nodes._spin(cell, 1, 3, 1)   # already there: returns at once
