@@ -134,19 +134,15 @@ def chunk_count(slice_elements: int, itemsize: int, nodes_count: int, chunk_byte
 def shared_plan(n: int, slices: int, local_size: int, chunks: int) -> list:
     """Per node rank, the element bounds of its slice's ``chunks`` chunks (``chunks + 1`` numbers;
     a rank beyond ``slices`` owns none: ``[n] * (chunks + 1)``)."""
-    bounds = slice_bounds(n, slices)
+    bounds = nodes.slice_bounds(n, slices)
     plan = []
     for r in range(local_size):
         if r < slices:
             lo, hi = bounds[r], bounds[r + 1]
-            plan.append([lo + b for b in slice_bounds(hi - lo, chunks)])
+            plan.append([lo + b for b in nodes.slice_bounds(hi - lo, chunks)])
         else:
             plan.append([n] * (chunks + 1))
     return plan
-
-
-def slice_bounds(n, parts):
-    return nodes.slice_bounds(n, parts)
 
 
 def shared_allreduce(layout, x, out, op):
@@ -176,14 +172,15 @@ def shared_allreduce(layout, x, out, op):
     if not layout.shares_memory:  # an emulated node MPI cannot map into one window: messages instead
         return _slices_on(layout, x, out, op)
     (views, results), headers, counters = layout.shared(x.size, x.dtype)
-    j, size, ws = g.local_rank, g.local_size, layout.local_workspace
-    chunks = ws.plan(("shared_chunks", x.size, x.itemsize, g.slices, g.nodes, CHUNK_BYTES),
-                     lambda: chunk_count(-(-x.size // g.slices), x.itemsize, g.nodes, CHUNK_BYTES))
-    plan = ws.plan(("shared_plan", x.size, g.slices, size, chunks),
-                   lambda: shared_plan(x.size, g.slices, size, chunks))
-    owners = range(min(g.slices, size))
-    others = [r for r in range(size) if r != j]
-    other_owners = [r for r in owners if r != j]
+    j, size = g.local_rank, g.local_size
+
+    def build():
+        chunks = chunk_count(-(-x.size // g.slices), x.itemsize, g.nodes, CHUNK_BYTES)
+        return (chunks, shared_plan(x.size, g.slices, size, chunks), [r for r in range(size) if r != j],
+                [r for r in range(min(g.slices, size)) if r != j])
+
+    chunks, plan, others, other_owners = layout.local_workspace.plan(
+        ("shared_memory", x.size, x.itemsize, CHUNK_BYTES), build)   # the layout fixes the rest
     where = layout.input_window(x)   # 0: copied into the window here; k: in input window k - 1
     headers[j][0] = where
     mine, base = views[j], layout.ticket
@@ -237,7 +234,7 @@ def reduce_and_copy(parts, op, result, out, fuse=True, between=None):
     an operand; ``out`` may be one), with ``between(result)`` (the between-node allreduce) before
     the copy to ``out``. A sum of float32/float64 of :data:`FUSE_BYTES` or more with nothing between
     is one compiled pass writing both (:func:`_sum_twice`); otherwise the numpy reference below."""
-    if (fuse and getattr(op, "func", op) is np.add and result.nbytes >= FUSE_BYTES and result.dtype in _FUSED
+    if (fuse and result.nbytes >= FUSE_BYTES and getattr(op, "func", op) is np.add and result.dtype in _FUSED
             and all(part.dtype == result.dtype for part in parts) and compiled()):
         _sum_twice(tuple(parts), result, out)
         return out
