@@ -163,6 +163,7 @@ class SharedWindow:
         for r in range(comm.Get_size()):
             buf, _ = self.win.Shared_query(r)
             self.segments.append(np.frombuffer(buf, dtype=np.uint8, count=self.stride))
+        self.addresses = [segment.ctypes.data for segment in self.segments]
         # Counters start below every ticket (the caller's barrier publishes the zeros).
         self.segments[comm.Get_rank()][parts * capacity:] = 0
         self._views: dict = {}
@@ -265,7 +266,7 @@ class NodeLayout:
         if self.inputs:
             address, j = x.ctypes.data, self.grouping.local_rank
             for index, window in enumerate(self.inputs[:255]):   # the index travels in one byte
-                if window.segments[j].ctypes.data == address and x.nbytes <= window.capacity:
+                if window.addresses[j] == address and x.nbytes <= window.capacity:
                     return index + 1
         return 0
 
