@@ -144,7 +144,10 @@ HEADER_BYTES = 64   # after a segment's areas: its rank's input byte and counter
 POSTED, DONE = 0, 1  # the two counters of a header (int64 at bytes 8..23): inputs published, slice reduced
 SPIN_BEFORE_YIELD = 64   # flag reads before a waiting rank gives its core away (ranks may share cores)
 NAP_AFTER = 0.05         # seconds of yielding before a waiting rank sleeps between flag reads
-WAIT_LIMIT = 600.0       # seconds a rank waits for a node rank's flag before giving up with an error
+# Seconds a rank waits for a node rank's flag before giving up with an error: as long as the mpiml
+# commands' watchdog default (a rank may legitimately arrive minutes late; MPIML_TIMEOUT ends a stuck
+# job sooner, with every rank's stack).
+WAIT_LIMIT = 1800.0
 
 
 class SharedWindow:
