@@ -15,9 +15,11 @@ consecutive ranks). Three algorithms:
     allgather inside each node.
 ``shared_memory``
     no messages inside a node: every rank writes its input into the node's shared
-    window, each rank reduces its slice of every rank's input in place, in rank order;
-    between nodes, slice ``i`` is allreduced among the ``i``-th ranks of all nodes; then
-    every rank copies the result out (see :func:`shared_allreduce`); on an emulated node
+    window (or nothing, when it is a :func:`mpiml.collectives.nodes.shared_array`), each
+    rank reduces its slice of every rank's input in place, in rank order; between nodes,
+    slice ``i`` is allreduced among the ``i``-th ranks of all nodes; then every rank
+    copies the result out; the ranks hand over through counters in the window, not
+    barriers (see :func:`shared_allreduce`); on an emulated node
     whose ranks MPI cannot map into one window (MPI kept off shared memory), the same
     slices with messages (``hierarchical_slices``).
 
