@@ -26,6 +26,7 @@ import atexit
 import os
 import sys
 import time
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -218,6 +219,7 @@ class NodeLayout:
         self.window: SharedWindow | None = None
         self.inputs: list = []    # windows of input_array, kept until the layout is freed (arrays point there)
         self.ticket = 0           # counter values used so far (every node rank counts the same calls alike)
+        self._last_input = (lambda: None, 0)   # (weak reference to an input, its input_window)
 
     def shared(self, count: int, dtype) -> tuple:
         """:meth:`SharedWindow.views` of the node's window (two areas: inputs, results) as ``count``
@@ -265,13 +267,23 @@ class NodeLayout:
         return window.segments[self.grouping.local_rank][:count * np.dtype(dtype).itemsize].view(dtype)
 
     def input_window(self, x) -> int:
-        """1 + the index of the input window ``x`` starts at this rank's segment of (and fits in), else 0."""
+        """1 + the index of the input window ``x`` starts at this rank's segment of (and fits in), else 0
+        (remembered for the last array asked about: an array's memory never moves, and the windows stay)."""
+        last, where = self._last_input
+        if last() is x:
+            return where
+        where = 0
         if self.inputs:
             address, j = x.ctypes.data, self.grouping.local_rank
             for index, window in enumerate(self.inputs[:255]):   # the index travels in one byte
                 if window.addresses[j] == address and x.nbytes <= window.capacity:
-                    return index + 1
-        return 0
+                    where = index + 1
+                    break
+        try:
+            self._last_input = (weakref.ref(x), where)
+        except TypeError:   # not weakly referable: asked again next time
+            pass
+        return where
 
     def barrier(self) -> None:
         """The node's barrier, with the memory synchronisation the windows' readers need."""
