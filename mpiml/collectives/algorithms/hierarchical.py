@@ -120,8 +120,10 @@ def _slices_on(layout, x, out, op):
     return out
 
 
-# Chunks of a slice in the shared-memory pipeline: inputs of chunk k published, reduced and copied
-# out while they are still in cache (a chunk's operands and result, about 4 x this, fit in a 1-2 MiB L2).
+# Chunks of a slice in the shared-memory pipeline (inputs of chunk k published, reduced and copied
+# out while still in cache). Off: on a shared 2-core host every chunk size from 64 KiB to 4 MiB
+# measured slower than whole slices (each hand-off can wait for a descheduled peer); e.g. 1 << 20
+# turns it on.
 CHUNK_BYTES = 1 << 62
 
 
@@ -157,16 +159,16 @@ def shared_allreduce(layout, x, out, op):
     which) and raises its POSTED counter; an owner waits for every rank's counter, reduces
     its chunk of every rank's input in rank order into its own segment, allreduces it
     between nodes (one chunk then), copies it into ``out`` and raises its DONE counter; the
-    previous chunk of every other owner is copied out once its DONE counter says so. Chunk
-    k is thus reduced while the peers publish k + 1, and read back while still in cache.
+    previous chunk of every other owner is copied out once its DONE counter says so (with
+    chunks, chunk k is reduced while the peers publish k + 1; by default a slice is one chunk).
 
     Copied per rank at two ranks: 1.5 n bytes, or n with inputs in shared arrays (the memory
     roof: what reading every input in place costs). No barriers: counters in the window
     (monotonic over calls, so never reset), each store after and each read before a
-    Win_sync. Consecutive calls use the window's two halves, and a rank finishes a call only
-    after every rank has started it (their posts), so no rank writes a half another still
-    reads; an input in a shared array is read only before its owner's DONE, which every
-    rank waits for before it returns, so the caller may change it once the call returns.
+    Win_sync. Every call reuses the same areas: a rank leaves a call only after every other
+    owner's last DONE (so nobody reads its published inputs, or its input in a shared array,
+    any more: the caller may change it), and an owner writes a result only after every
+    rank's POSTED of that call (so everybody has copied the previous call's results out).
     """
     g = layout.grouping
     if g.local_size == 1:
@@ -219,15 +221,15 @@ def _copy_out(layout, counters, results, plan, owners, k, base, out):
 
 
 def _input(layout, rank, headers, views, x):
-    """Node rank ``rank``'s input of this call: in the window's half, or in its input window."""
+    """Node rank ``rank``'s input of this call: in the window's inputs area, or in its input window."""
     where = int(headers[rank][0])
     if not where:
         return views[rank]
     return layout.inputs[where - 1].segments[rank][:x.nbytes].view(x.dtype)
 
 
-# From this many bytes a slice's reduction and its copy into ``out`` are one compiled pass
-# (measured one process: 13% faster at 2 MiB, 40% at 32 MiB, even at 512 KiB; small tests never compile it).
+# From this many bytes a slice's reduction and its copy into ``out`` are one compiled pass (one
+# process: 13% faster at 2 MiB, 40% at 32 MiB, no gain at 512 KiB; small calls never compile it).
 FUSE_BYTES = 1 << 20
 
 
