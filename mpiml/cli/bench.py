@@ -25,6 +25,7 @@ examples:
   mpiexec -n 4 mpiml bench allreduce --quick
   mpiexec -n 2 mpiml bench allreduce --sizes 8:256M --check --json
   mpiexec -n 2 mpiml bench allreduce --sizes 1M:64M:4 --roof
+  mpiexec -n 2 mpiml bench allreduce --sizes 1M:64M:4 --roof --shared-inputs
   mpiexec -n 2 mpiml bench allgather --collective-algorithm ring,native --csv ag.csv --plot ag.png
 """
 
@@ -51,6 +52,10 @@ def build_parser():
     parser.add_argument("--max-iters", type=int, default=1000, help="cap on timed iterations per size")
     parser.add_argument("--in-place", action="store_true", help="allreduce/reduce with out=x")
     parser.add_argument("--check", action="store_true", help="verify every algorithm against native (bitwise)")
+    parser.add_argument("--shared-inputs", action="store_true",
+                        help="allreduce: every rank's input in a shared array (mpiml.collectives.nodes.shared_array:  node-shared memory that "
+                             "shared_memory reads in place instead of copying it into its window; the other "
+                             "algorithms read it as any array)")
     parser.add_argument("--roof", action="store_true",
                         help="also measure each size's memory roof on these ranks (the memory work the collective "
                              "cannot avoid on one node: mpiml.perf.roof) and print busbw at the roof and the share "
@@ -100,6 +105,8 @@ def main(argv=None) -> int:
         dtype = np.dtype(args.dtype)
         if dtype.kind not in "iuf":
             raise ArgumentError(f"--dtype {dtype} is not an integer or floating type")
+        if args.shared_inputs and args.collective != "allreduce":
+            raise ArgumentError("--shared-inputs is for allreduce")
         if args.op is not None and args.collective not in REDUCING:
             raise ArgumentError(f"--op is for {', '.join(REDUCING)}; {args.collective} does not reduce")
         args.op = args.op or "sum"
@@ -127,7 +134,8 @@ def main(argv=None) -> int:
     reduces = args.collective in REDUCING
     header = (f"# mpiml bench {args.collective}: {comm.Get_size()} ranks, dtype {dtype}, "
               + (f"op {args.op}, " if reduces else "")
-              + f"{'in place' if args.in_place else 'out of place'}; times in microseconds, max over ranks")
+              + f"{'in place' if args.in_place else 'out of place'}"
+              + (", inputs in shared arrays" if args.shared_inputs else "") + "; times in microseconds, max over ranks")
     facts = conditions(comm)
     if not args.json:
         say(header)
@@ -150,7 +158,7 @@ def main(argv=None) -> int:
     with phase:
         records = run_benchmark(args.collective, sizes, algorithms, dtype=dtype, op=args.op,
                                 in_place=args.in_place, check=args.check, schedule=schedule, comm=comm,
-                                on_size=show)
+                                on_size=show, shared_inputs=args.shared_inputs)
     error = None
     if comm.Get_rank() == 0:
         try:
@@ -171,7 +179,7 @@ def main(argv=None) -> int:
     wrong = [f"{r['algorithm']}@{r['bytes']}" for r in records if r["correct"] is False]
     if args.json:
         emit_json({"collective": args.collective, "ranks": comm.Get_size(), "dtype": str(dtype), "op": args.op if reduces else None,
-                   "in_place": args.in_place, "checked": args.check, "all_correct": not wrong if args.check else None,
+                   "in_place": args.in_place, "shared_inputs": args.shared_inputs, "checked": args.check, "all_correct": not wrong if args.check else None,
                    "mpi_library": MPI.Get_library_version().strip().splitlines()[0], "conditions": facts, "results": records})
     elif wrong:
         say(f"# WRONG results: {', '.join(wrong)}")

@@ -164,7 +164,8 @@ def allreduce_slices(n, sizes, params, gamma, in_place=False) -> float:
 
 def allreduce_shared(n, sizes, params, gamma, in_place=False, shares_memory=True) -> float:
     """Each node's shared window: inputs copied in (but a rank's own slice), each slice reduced in place in
-    rank order, allreduced between nodes, the result copied out; two barriers."""
+    rank order, allreduced between nodes, the result copied out. Two waits on flags in the window (each
+    rank's counter read by the others: a Python step and one latency, whatever the node's size)."""
     if max(sizes) == 1:
         return _alone(n, sizes, params, gamma, in_place)
     if not shares_memory:
@@ -175,7 +176,7 @@ def allreduce_shared(n, sizes, params, gamma, in_place=False, shares_memory=True
     rest = max(n if k > slices else n - block for k in sizes if k > 1)
     reduce = max((k - 1) * block * gamma for k in sizes)
     alone = 0.0 if in_place or min(sizes) > 1 else n * c   # a node of one rank copies x into out
-    wait = max(barrier(k, params) for k in sizes)
+    wait = params.step_overhead + intra_link(params)[0]
     return (max(rest * c, alone) + wait + reduce + between_nodes(block, len(sizes), params, gamma)
             + block * c + wait + rest * c)
 

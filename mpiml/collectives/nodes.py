@@ -25,6 +25,8 @@ from __future__ import annotations
 import atexit
 import os
 import sys
+import time
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,7 +34,7 @@ from mpi4py import MPI
 
 from mpiml.collectives.transport import Transport
 from mpiml.collectives.workspace import Workspace
-from mpiml.errors import ArgumentError
+from mpiml.errors import ArgumentError, MpimlError
 
 ENV = "MPIML_RANKS_PER_NODE"
 MIN_WINDOW_BYTES = 1 << 12
@@ -139,38 +141,55 @@ def size_class(nbytes: int) -> int:
     return -(-nbytes // step) * step
 
 
-HEADER_BYTES = 64   # after each half's data: the owner's flags for the call that uses the half
+HEADER_BYTES = 64   # after a segment's areas: its rank's input byte and counters for the current call
+POSTED, DONE = 0, 1  # the two counters of a header (int64 at bytes 8..23): inputs published, slice reduced
+SPIN_BEFORE_YIELD = 64   # flag reads before a waiting rank gives its core away (ranks may share cores)
+NAP_AFTER = 0.05         # seconds of yielding before a waiting rank sleeps between flag reads
+# Seconds a rank waits for a node rank's flag before giving up with an error: as long as the mpiml
+# commands' watchdog default (a rank may legitimately arrive minutes late; MPIML_TIMEOUT ends a stuck
+# job sooner, with every rank's stack).
+WAIT_LIMIT = 1800.0
 
 
 class SharedWindow:
     """An MPI-3 shared-memory window of a node: every node rank's segment, as numpy arrays.
 
-    With ``halves=2`` each segment has two halves used on alternate calls, so a call's
-    writes never meet the previous call's reads and one barrier per call is saved (see
-    :func:`views`); each half ends in a small header (:data:`HEADER_BYTES`).
+    Each segment holds ``parts`` areas of ``capacity`` bytes (``shared_allreduce``: inputs
+    published, results) and a small header after them (:data:`HEADER_BYTES`).
     """
 
-    def __init__(self, comm, capacity: int, halves: int = 2):
-        self.capacity, self.stride = capacity, capacity + (HEADER_BYTES if halves > 1 else 0)
-        self.win = MPI.Win.Allocate_shared(halves * self.stride, 1, comm=comm)
+    def __init__(self, comm, capacity: int, parts: int = 1):
+        self.capacity, self.parts = capacity, parts
+        self.stride = parts * capacity + HEADER_BYTES
+        self.win = MPI.Win.Allocate_shared(self.stride, 1, comm=comm)
         self.win.Lock_all(MPI.MODE_NOCHECK)
         self.segments = []
         for r in range(comm.Get_size()):
             buf, _ = self.win.Shared_query(r)
-            self.segments.append(np.frombuffer(buf, dtype=np.uint8, count=halves * self.stride))
-        self.half = 0
+            self.segments.append(np.frombuffer(buf, dtype=np.uint8, count=self.stride))
+        self.addresses = [segment.ctypes.data for segment in self.segments]
+        # Counters start below every ticket (the caller's barrier publishes the zeros).
+        self.segments[comm.Get_rank()][parts * capacity:] = 0
+        self._views: dict = {}
 
     def views(self, count: int, dtype) -> tuple:
-        """``(data, headers)``: each node rank's next free half as ``count`` elements of
-        ``dtype``, and the header after it (uint8)."""
-        lo = self.half * self.stride
-        self.half ^= 1
-        nbytes = count * np.dtype(dtype).itemsize
-        return ([s[lo:lo + nbytes].view(dtype) for s in self.segments],
-                [s[lo + self.capacity:lo + self.stride] for s in self.segments])
+        """``(areas, headers, counters)``: per area, each node rank's first ``count`` elements of
+        ``dtype`` there; each rank's header (uint8) and its two counters (int64: :data:`POSTED`,
+        :data:`DONE`). Made once per (count, dtype)."""
+        key = (count, np.dtype(dtype))
+        found = self._views.get(key)
+        if found is None:
+            if len(self._views) > 64:
+                self._views.clear()
+            nbytes, top = count * key[1].itemsize, self.parts * self.capacity
+            headers = [s[top:] for s in self.segments]
+            areas = [[s[a * self.capacity:a * self.capacity + nbytes].view(dtype) for s in self.segments]
+                     for a in range(self.parts)]
+            found = self._views[key] = (areas, headers, [h[8:24].view(np.int64) for h in headers])
+        return found
 
     def free(self) -> None:
-        self.segments = []
+        self.segments, self._views = [], {}
         self.win.Unlock_all()
         self.win.Free()
 
@@ -199,17 +218,43 @@ class NodeLayout:
         self.peers_transport, self.peers_workspace = Transport(self.peers), Workspace()
         self.window: SharedWindow | None = None
         self.inputs: list = []    # windows of input_array, kept until the layout is freed (arrays point there)
+        self.ticket = 0           # counter values used so far (every node rank counts the same calls alike)
+        self._last_input = (lambda: None, 0)   # (weak reference to an input, its input_window)
 
-    def shared(self, count: int, dtype) -> list:
-        """Every node rank's next half of the node's window as ``count`` elements of ``dtype``
-        (collective on the node: a window too small is freed and one of :func:`size_class` made)."""
+    def shared(self, count: int, dtype) -> tuple:
+        """:meth:`SharedWindow.views` of the node's window (two areas: inputs, results) as ``count``
+        elements of ``dtype`` (collective on the node: a window too small is freed and one of
+        :func:`size_class` made)."""
         nbytes = count * np.dtype(dtype).itemsize
         if self.window is None or self.window.capacity < nbytes:
             if self.window is not None:
                 self.window.free()
                 self.window = None
-            self.window = SharedWindow(self.local, size_class(nbytes))
+            self.window = SharedWindow(self.local, size_class(nbytes), parts=2)
+            self.barrier()   # every rank's zeroed counters seen before anyone posts
         return self.window.views(count, dtype)
+
+    def post(self, counters, which: int, value: int) -> None:
+        """Set this rank's counter ``which`` to ``value`` after its writes so far (a Win_sync first:
+        the MPI-3 shared-memory model's store-store ordering between data and flag)."""
+        self.sync()
+        counters[self.grouping.local_rank][which] = value
+
+    def wait(self, counters, which: int, ranks, value: int) -> None:
+        """Wait until counter ``which`` of every node rank in ``ranks`` reaches ``value``, then
+        Win_sync (the reads that follow see those ranks' writes before their posts). A spin that
+        yields its core after :data:`SPIN_BEFORE_YIELD` reads (:func:`_spin`); an error after :data:`WAIT_LIMIT` s."""
+        for r in ranks:
+            cell = counters[r]
+            if cell[which] < value:
+                _spin(cell, which, value, r)
+        self.sync()
+
+    def sync(self) -> None:
+        """MPI_Win_sync on the node's windows (a memory barrier for the ranks' loads and stores)."""
+        self.window.win.Sync()
+        for window in self.inputs:
+            window.win.Sync()
 
     def input_array(self, count: int, dtype) -> np.ndarray:
         """A new array of ``count`` elements of ``dtype`` in this rank's segment of a new window
@@ -217,18 +262,28 @@ class NodeLayout:
         when the node's ranks share no memory (:attr:`shares_memory`)."""
         if not self.shares_memory:
             return np.empty(count, dtype=dtype)
-        window = SharedWindow(self.local, size_class(count * np.dtype(dtype).itemsize), halves=1)
+        window = SharedWindow(self.local, size_class(count * np.dtype(dtype).itemsize))
         self.inputs.append(window)
         return window.segments[self.grouping.local_rank][:count * np.dtype(dtype).itemsize].view(dtype)
 
     def input_window(self, x) -> int:
-        """1 + the index of the input window ``x`` starts at this rank's segment of (and fits in), else 0."""
+        """1 + the index of the input window ``x`` starts at this rank's segment of (and fits in), else 0
+        (remembered for the last array asked about: an array's memory never moves, and the windows stay)."""
+        last, where = self._last_input
+        if last() is x:
+            return where
+        where = 0
         if self.inputs:
             address, j = x.ctypes.data, self.grouping.local_rank
             for index, window in enumerate(self.inputs[:255]):   # the index travels in one byte
-                if window.segments[j].ctypes.data == address and x.nbytes <= window.capacity:
-                    return index + 1
-        return 0
+                if window.addresses[j] == address and x.nbytes <= window.capacity:
+                    where = index + 1
+                    break
+        try:
+            self._last_input = (weakref.ref(x), where)
+        except TypeError:   # not weakly referable: asked again next time
+            pass
+        return where
 
     def barrier(self) -> None:
         """The node's barrier, with the memory synchronisation the windows' readers need."""
@@ -252,6 +307,27 @@ class NodeLayout:
         for sub in (self.local, self.peers):
             if sub != MPI.COMM_NULL:
                 sub.Free()
+
+
+def _spin(cell, which, value, rank) -> None:
+    """Wait for ``cell[which] >= value`` (another process's store): spin, then yield the core, after
+    :data:`NAP_AFTER` s nap between reads (a long wait burns no core), after :data:`WAIT_LIMIT` s fail."""
+    spins, start, nap = 0, None, False
+    while cell[which] < value:
+        spins += 1
+        if spins < SPIN_BEFORE_YIELD:
+            continue
+        if spins % 256 == 0:
+            now = time.monotonic()
+            start = start or now
+            nap = now - start > NAP_AFTER
+            if now - start > WAIT_LIMIT:
+                raise MpimlError(f"shared_memory: node rank {rank} did not arrive within {WAIT_LIMIT:.0f} s "
+                                 f"(waiting for counter {which} to reach {value}, it is {int(cell[which])})")
+        if nap:
+            time.sleep(2e-4)
+        else:
+            os.sched_yield()   # the rank we wait for may need this core
 
 
 def _free_layouts(comm, keyval, layouts):

@@ -95,13 +95,14 @@ def _round(workload, algorithms, comm, order):
 
 
 def run_benchmark(collective, sizes, algorithms=None, *, dtype="float32", op="sum", in_place=False,
-                  check=False, schedule=None, comm=None, on_size=None) -> list[dict]:
+                  check=False, schedule=None, comm=None, on_size=None, shared_inputs=False) -> list[dict]:
     """Benchmark ``algorithms`` of ``collective`` at each size in ``sizes`` (bytes).
 
     ``algorithms`` defaults to every registered algorithm of ``collective`` and ``auto``.
     ``native`` is always timed (the baseline of ``ratio_to_native``) even when not asked
     for. Returns one record per (size, algorithm), identical on every rank; ``on_size``
     (if given) is called with each size's records as soon as they are measured.
+    ``shared_inputs``: an allreduce's input lives in a :func:`mpiml.collectives.nodes.shared_array`.
     """
     comm = comm or MPI.COMM_WORLD
     schedule = schedule or Schedule()
@@ -111,7 +112,7 @@ def run_benchmark(collective, sizes, algorithms=None, *, dtype="float32", op="su
     timed = list(dict.fromkeys(["native", *algorithms]))
     records = []
     for nbytes in sizes:
-        workload = make_workload(collective, nbytes, dtype, op, in_place, comm)
+        workload = make_workload(collective, nbytes, dtype, op, in_place, comm, shared_inputs)
         verdicts = check_algorithms(workload, timed, comm) if check else {}
         times, iters = time_algorithms(workload, timed, schedule, comm)
         native_median = float(np.median(times[0]))

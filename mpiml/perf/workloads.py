@@ -15,6 +15,7 @@ import numpy as np
 
 import mpiml
 from mpiml.collectives.layout import balanced_counts, displacements
+from mpiml.collectives.nodes import shared_array
 from mpiml.collectives.registry import COLLECTIVES
 
 ROOT = 0
@@ -46,8 +47,9 @@ class Workload:
     prepare_timed: bool = False      # also before every timed call (in place: input overwritten)
 
 
-def make_workload(collective, nbytes, dtype, op, in_place, comm) -> Workload:
-    """Allocate the buffers of ``collective`` at ``nbytes`` on this rank."""
+def make_workload(collective, nbytes, dtype, op, in_place, comm, shared_inputs=False) -> Workload:
+    """Allocate the buffers of ``collective`` at ``nbytes`` on this rank (an allreduce's input in a
+    :func:`mpiml.collectives.nodes.shared_array` with ``shared_inputs``: ``shared_memory`` reads it in place)."""
     dtype = np.dtype(dtype)
     p, r = comm.Get_size(), comm.Get_rank()
     n = max(1, nbytes // dtype.itemsize)
@@ -57,6 +59,9 @@ def make_workload(collective, nbytes, dtype, op, in_place, comm) -> Workload:
     if collective in ("allreduce", "reduce"):
         pristine = exact_input(n, dtype, op, r)
         x = pristine.copy()
+        if shared_inputs and collective == "allreduce":
+            x = shared_array(n, dtype, comm)
+            x[:] = pristine
         out = x if in_place else np.empty_like(x)
         prepare = (lambda: np.copyto(x, pristine)) if in_place else nothing
         if collective == "allreduce":

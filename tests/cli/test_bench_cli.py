@@ -28,11 +28,12 @@ def json_of(result):
     return json.JSONDecoder().raw_decode(lines[0])[0]
 
 
-@pytest.mark.parametrize("ranks, extra", [(1, []), (2, []), (3, ["--in-place"]), (4, ["--dtype", "float64"]),
+@pytest.mark.parametrize("ranks, extra", [(1, []), (2, ["--shared-inputs"]), (3, ["--in-place"]), (4, ["--dtype", "float64"]),
                                           (5, ["--op", "prod", "--dtype", "int32"])])
 def test_allreduce_check_json_every_algorithm_correct(ranks, extra):
     report = json_of(bench(ranks, "allreduce", "--check", "--json", *extra, *SHORT))
     assert report["ranks"] == ranks and report["all_correct"] is True
+    assert report["shared_inputs"] == ("--shared-inputs" in extra)
     names = set(mpiml.ALGORITHMS["allreduce"]) | {"auto"}
     seen = {(r["bytes"], r["algorithm"]) for r in report["results"]}
     assert seen == {(b, a) for b in (8, 3000, 70000) for a in names}

@@ -11,6 +11,7 @@ from mpi_helpers import agree
 
 import mpiml
 from mpiml.collectives import nodes
+from mpiml.collectives.algorithms import hierarchical
 
 NODE_AWARE = (("allreduce", "hierarchical"), ("allreduce", "hierarchical_slices"), ("allreduce", "shared_memory"),
               ("bcast", "hierarchical"), ("allgather", "hierarchical"), ("reduce_scatter", "hierarchical"))
@@ -79,14 +80,16 @@ def test_layouts_and_windows_are_freed_with_their_communicator(emulate):
 
 @pytest.mark.mpi
 @pytest.mark.parametrize("per_node", (None, 2))
-def test_shared_memory_reads_inputs_in_shared_arrays_where_they_are(emulate, per_node):
-    """Any subset of the ranks may pass a shared array: the same bits as with private inputs."""
+def test_shared_memory_reads_inputs_in_shared_arrays_where_they_are(emulate, per_node, monkeypatch):
+    """Any subset of the ranks may pass a shared array: the same bits as with private inputs; slices
+    whole or in chunks (one node; some empty, the last one shorter)."""
     world = MPI.COMM_WORLD
     emulate(per_node)
     problems = []
-    for n in (1, world.size + 1, 1001):
+    for n in (0, 1, world.size + 1, 1001):
         buf = nodes.shared_array(n, np.float64)
         for mask in range(1 << min(world.size, 3)):   # which of the first three ranks pass their shared array
+            monkeypatch.setattr(hierarchical, "CHUNK_BYTES", (8 if n < 100 else 800) if mask % 2 == 0 else 1 << 62)
             x = np.arange(n) * (world.rank + 1) / 7
             use = (mask >> world.rank) & 1
             src = buf if use else x.copy()

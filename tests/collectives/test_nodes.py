@@ -9,6 +9,7 @@ import pytest
 
 import mpiml
 from mpiml.collectives import nodes
+from mpiml.collectives.algorithms import hierarchical
 from mpiml.collectives.algorithms.hierarchical import between_nodes, reduce_in_rank_order
 
 
@@ -71,6 +72,33 @@ def test_a_slice_is_reduced_left_to_right_in_rank_order():
     assert reduce_in_rank_order(ranks, minus, ranks[0])[0] == 0 - 1 - 2 - 3
 
 
+def test_the_fused_sum_and_copy_matches_its_numpy_reference_bit_for_bit(monkeypatch):
+    monkeypatch.setattr(hierarchical, "FUSE_BYTES", 0)
+    rng = np.random.default_rng(1)
+    for dtype, p in ((np.float32, 2), (np.float64, 3)):   # two compilations only (each costs a fraction of a second)
+        parts = [(rng.standard_normal(9) * 10.0 ** rng.integers(-30, 30, 9)).astype(dtype) for _ in range(p)]
+        parts[1][:4] = [np.nan, np.inf, -0.0, np.finfo(dtype).max]
+        fast, reference = [np.empty(9, dtype) for _ in range(2)], [np.empty(9, dtype) for _ in range(2)]
+        hierarchical.reduce_and_copy(parts, mpiml.ReduceOp(np.add), *fast)
+        hierarchical.reduce_and_copy(parts, mpiml.ReduceOp(np.add), *reference, fuse=False)
+        in_place = [part.copy() for part in parts]   # out is the first operand
+        hierarchical.reduce_and_copy(in_place, np.add, np.empty(9, dtype), in_place[0])
+        bits = [a.view(np.uint8) for a in (*fast, *reference, in_place[0])]
+        assert all(np.array_equal(bits[0], b) for b in bits), (dtype, p)
+
+
+def test_shared_memory_chunks_cover_each_slice_in_order():
+    for n, slices, size, chunk_bytes in ((0, 2, 2, 4), (1, 2, 2, 4), (3, 3, 4, 4), (1001, 3, 3, 40), (10, 2, 2, 4)):
+        chunks = hierarchical.chunk_count(-(-n // slices), 4, 1, chunk_bytes)
+        plan = hierarchical.shared_plan(n, slices, size, chunks)
+        bounds = nodes.slice_bounds(n, slices)
+        assert [row[0] for row in plan[:slices]] == bounds[:-1] and [row[-1] for row in plan[:slices]] == bounds[1:]
+        assert all(len(row) == chunks + 1 and row == sorted(row) for row in plan)
+        assert all(max(np.diff(row), default=0) * 4 <= max(chunk_bytes, 4) for row in plan[:slices])
+        assert plan[slices:] == [[n] * (chunks + 1)] * (size - slices)   # a rank beyond the slices owns none
+    assert hierarchical.chunk_count(10 ** 6, 4, 2, 4) == 1   # between nodes a slice crosses whole
+
+
 def test_the_between_node_step_is_a_flat_algorithm():
     assert between_nodes(8, 2) == "native"
     assert {between_nodes(n, p) for n in (8, 1 << 20, 1 << 26) for p in (2, 3, 16)} <= {
@@ -112,3 +140,13 @@ def test_reduce_scatter_input_blocks_are_put_node_by_node():
     assert node_order(x, counts, ((0, 1), (2, 3))) is x   # consecutive nodes: no copy
     got = node_order(x, counts, ((0, 2), (1, 3)))
     assert got.tolist() == [0, 0, 2, 2, 2, 3]
+
+
+def test_a_flag_wait_gives_up_with_an_error_after_its_limit(monkeypatch):
+    monkeypatch.setattr(nodes, "WAIT_LIMIT", 0.02)
+    monkeypatch.setattr(nodes, "NAP_AFTER", 0.01)
+    cell = np.zeros(2, np.int64)
+    with pytest.raises(mpiml.MpimlError, match="node rank 1 did not arrive"):
+        nodes._spin(cell, 1, 3, 1)
+    cell[1] = 3
+    nodes._spin(cell, 1, 3, 1)   # already there: returns at once

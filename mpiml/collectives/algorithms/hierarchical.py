@@ -15,9 +15,11 @@ consecutive ranks). Three algorithms:
     allgather inside each node.
 ``shared_memory``
     no messages inside a node: every rank writes its input into the node's shared
-    window, each rank reduces its slice of every rank's input in place, in rank order;
-    between nodes, slice ``i`` is allreduced among the ``i``-th ranks of all nodes; then
-    every rank copies the result out (see :func:`shared_allreduce`); on an emulated node
+    window (or nothing, when it is a :func:`mpiml.collectives.nodes.shared_array`), each
+    rank reduces its slice of every rank's input in place, in rank order; between nodes,
+    slice ``i`` is allreduced among the ``i``-th ranks of all nodes; then every rank
+    copies the result out; the ranks hand over through counters in the window, not
+    barriers (see :func:`shared_allreduce`); on an emulated node
     whose ranks MPI cannot map into one window (MPI kept off shared memory), the same
     slices with messages (``hierarchical_slices``).
 
@@ -40,6 +42,7 @@ import numpy as np
 
 from mpiml.collectives import model, nodes, registry
 from mpiml.collectives.registry import register
+from mpiml.runtime.jit import compiled, kernel
 
 # The flat algorithms the between-node step chooses from (never a node-aware one: no recursion).
 FLAT = ("native", "ring", "recursive_doubling", "rabenseifner")
@@ -117,54 +120,149 @@ def _slices_on(layout, x, out, op):
     return out
 
 
+# Chunks of a slice in the shared-memory pipeline (inputs of chunk k published, reduced and copied
+# out while still in cache). Off: on a shared 2-core host every chunk size from 64 KiB to 4 MiB
+# measured slower than whole slices (each hand-off can wait for a descheduled peer); e.g. 1 << 20
+# turns it on.
+CHUNK_BYTES = 1 << 62
+
+
+def chunk_count(slice_elements: int, itemsize: int, nodes_count: int, chunk_bytes: int = CHUNK_BYTES) -> int:
+    """How many chunks ``shared_allreduce`` cuts every rank's slice into: one between nodes (each
+    slice crosses the network whole), else enough to keep a chunk within ``chunk_bytes``."""
+    if nodes_count > 1 or slice_elements * itemsize <= chunk_bytes:
+        return 1
+    return -(-slice_elements * itemsize // chunk_bytes)
+
+
+def shared_plan(n: int, slices: int, local_size: int, chunks: int) -> list:
+    """Per node rank, the element bounds of its slice's ``chunks`` chunks (``chunks + 1`` numbers;
+    a rank beyond ``slices`` owns none: ``[n] * (chunks + 1)``)."""
+    bounds = nodes.slice_bounds(n, slices)
+    plan = []
+    for r in range(local_size):
+        if r < slices:
+            lo, hi = bounds[r], bounds[r + 1]
+            plan.append([lo + b for b in nodes.slice_bounds(hi - lo, chunks)])
+        else:
+            plan.append([n] * (chunks + 1))
+    return plan
+
+
 def shared_allreduce(layout, x, out, op):
     """Allreduce through the node's shared window, ``x`` and ``out`` flat (``out`` may be ``x``).
 
-    A rank that owns slice ``[lo, hi)`` publishes only the rest of its input (its own slice
-    it reads where it is), or nothing when its input is a :func:`mpiml.collectives.nodes.shared_array`
-    (a byte in its header of the window says which), and reduces its slice of every rank's
-    input, in rank order, into node rank 0's segment; every rank copies the result out.
+    Node rank ``j < slices`` owns slice ``j`` (numpy.array_split order), cut into chunks
+    (:func:`chunk_count`). Chunk by chunk, every rank publishes its input's pieces of the
+    other owners' chunks in its segment of the window (nothing when its input is a
+    :func:`mpiml.collectives.nodes.shared_array`, read in place; a byte in its header says
+    which) and raises its POSTED counter; an owner waits for every rank's counter, reduces
+    its chunk of every rank's input in rank order into its own segment, allreduces it
+    between nodes (one chunk then), copies it into ``out`` and raises its DONE counter; the
+    previous chunk of every other owner is copied out once its DONE counter says so (with
+    chunks, chunk k is reduced while the peers publish k + 1; by default a slice is one chunk).
+
     Copied per rank at two ranks: 1.5 n bytes, or n with inputs in shared arrays (the memory
-    roof: what reading every input in place costs). Barriers: after the inputs are in place,
-    after the slices are complete. The next call writes the window's other half, so it
-    cannot disturb a rank still copying this call's result out; an input in a shared array
-    is not read after the second barrier, so the caller may change it once the call returns.
+    roof: what reading every input in place costs). No barriers: counters in the window
+    (monotonic over calls, so never reset), each store after and each read before a
+    Win_sync. Every call reuses the same areas: a rank leaves a call only after every other
+    owner's last DONE (so nobody reads its published inputs, or its input in a shared array,
+    any more: the caller may change it), and an owner writes a result only after every
+    rank's POSTED of that call (so everybody has copied the previous call's results out).
     """
     g = layout.grouping
     if g.local_size == 1:
         return _alone_on_node(layout, x, out, op)
     if not layout.shares_memory:  # an emulated node MPI cannot map into one window: messages instead
         return _slices_on(layout, x, out, op)
-    views, headers = layout.shared(x.size, x.dtype)
-    j = g.local_rank
-    bounds = layout.local_workspace.plan(("shared_slices", x.size, g.slices),
-                                         lambda: nodes.slice_bounds(x.size, g.slices))
-    lo, hi = (bounds[j], bounds[j + 1]) if j < g.slices else (0, 0)
+    (views, results), headers, counters = layout.shared(x.size, x.dtype)
+    j, size = g.local_rank, g.local_size
+
+    def build():
+        chunks = chunk_count(-(-x.size // g.slices), x.itemsize, g.nodes, CHUNK_BYTES)
+        return (chunks, shared_plan(x.size, g.slices, size, chunks), [r for r in range(size) if r != j],
+                [r for r in range(min(g.slices, size)) if r != j])
+
+    chunks, plan, others, other_owners = layout.local_workspace.plan(
+        ("shared_memory", x.size, x.itemsize, CHUNK_BYTES), build)   # the layout fixes the rest
     where = layout.input_window(x)   # 0: copied into the window here; k: in input window k - 1
-    if not where:
-        mine = views[j]
-        np.copyto(mine[:lo], x[:lo])
-        np.copyto(mine[hi:], x[hi:])
     headers[j][0] = where
-    layout.barrier()
-    if hi > lo:
-        parts = [x[lo:hi] if r == j else _input(layout, r, headers, views, x)[lo:hi] for r in range(len(views))]
-        # Into node rank 0's segment, never into ``out``: in place, ``out`` is an operand still to read.
-        acc = reduce_in_rank_order(parts, op, views[0][lo:hi])
-        _peer_allreduce(layout, acc, op)
-        np.copyto(out[lo:hi], acc)
-    layout.barrier()
-    np.copyto(out[:lo], views[0][:lo])
-    np.copyto(out[hi:], views[0][hi:])
+    mine, base = views[j], layout.ticket
+    layout.ticket += chunks
+    owner = j < g.slices
+    inputs, result = None, results[j]
+    for k in range(chunks):
+        if not where:
+            for r in other_owners:
+                a, b = plan[r][k], plan[r][k + 1]
+                np.copyto(mine[a:b], x[a:b])
+        layout.post(counters, nodes.POSTED, base + k + 1)
+        if owner:
+            layout.wait(counters, nodes.POSTED, others, base + k + 1)
+            if inputs is None:
+                inputs = [x if r == j else _input(layout, r, headers, views, x) for r in range(size)]
+            a, b = plan[j][k], plan[j][k + 1]
+            if b > a:
+                reduce_and_copy([part[a:b] for part in inputs], op, result[a:b], out[a:b], g.nodes == 1,
+                                lambda acc: _peer_allreduce(layout, acc, op))
+            layout.post(counters, nodes.DONE, base + k + 1)
+        if k:
+            _copy_out(layout, counters, results, plan, other_owners, k - 1, base, out)
+    _copy_out(layout, counters, results, plan, other_owners, chunks - 1, base, out)
     return out
 
 
+def _copy_out(layout, counters, results, plan, owners, k, base, out):
+    """Chunk ``k`` of every other owner's slice into ``out`` once its DONE counter says it is there."""
+    layout.wait(counters, nodes.DONE, owners, base + k + 1)
+    for r in owners:
+        a, b = plan[r][k], plan[r][k + 1]
+        np.copyto(out[a:b], results[r][a:b])
+
+
 def _input(layout, rank, headers, views, x):
-    """Node rank ``rank``'s input of this call: in the window's half, or in its input window."""
+    """Node rank ``rank``'s input of this call: in the window's inputs area, or in its input window."""
     where = int(headers[rank][0])
     if not where:
         return views[rank]
     return layout.inputs[where - 1].segments[rank][:x.nbytes].view(x.dtype)
+
+
+# From this many bytes a slice's reduction and its copy into ``out`` are one compiled pass (one
+# process: 13% faster at 2 MiB, 40% at 32 MiB, no gain at 512 KiB; small calls never compile it).
+FUSE_BYTES = 1 << 20
+
+
+def reduce_and_copy(parts, op, result, out, fuse=True, between=None):
+    """``result = out = parts[0] op ... op parts[-1]`` (rank order; ``result`` in the window, so never
+    an operand; ``out`` may be one), with ``between(result)`` (the between-node allreduce) before
+    the copy to ``out``. A sum of float32/float64 of :data:`FUSE_BYTES` or more with nothing between
+    is one compiled pass writing both (:func:`_sum_twice`); otherwise the numpy reference below."""
+    if (fuse and result.nbytes >= FUSE_BYTES and getattr(op, "func", op) is np.add and result.dtype in _FUSED
+            and all(part.dtype == result.dtype for part in parts) and compiled()):
+        _sum_twice(tuple(parts), result, out)
+        return out
+    # Into the window's result area, never into ``out``: in place, ``out`` is an operand still to read.
+    reduce_in_rank_order(parts, op, result)
+    if between is not None:
+        between(result)
+    np.copyto(out, result)
+    return out
+
+
+_FUSED = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+@kernel
+def _sum_twice(parts, result, out):
+    """Per element, the parts summed left to right (each sum rounded to the dtype, as numpy's
+    successive ``np.add`` passes do), stored in ``result`` and ``out``."""
+    for i in range(result.size):
+        value = parts[0][i] + parts[1][i]
+        for q in range(2, len(parts)):
+            value = value + parts[q][i]
+        result[i] = value
+        out[i] = value
 
 
 def reduce_in_rank_order(parts, op, out):
