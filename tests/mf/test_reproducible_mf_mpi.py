@@ -1,5 +1,6 @@
 """Reproducible mode of ALS and iALS: bitwise the one-rank factors and metrics at every rank count (sub-communicators
-inside one mpiexec: 1..6 at p = 6), with the ratings dealt in balanced and in uneven blocks."""
+inside one mpiexec: 1, p - 1 and p, see ``sub_sizes``; the runs at 2, 3, 5 and 6 cover 1..6), with the ratings
+dealt in balanced and in uneven blocks."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """Reproducible mode: sync SGD and L-BFGS give bitwise the one-rank model at every rank count.
 
-Sizes run on sub-communicators of one mpiexec (every size 1..6 under ``mpiexec -n 6``, see
-:func:`sizes`), with balanced and uneven (some empty) row blocks, dense and sparse, float64 and
-float32; the oracle is the run on one rank (COMM_SELF), and the ordinary mode must still match it
+Sizes run on sub-communicators of one mpiexec (1, p - 1 and p, see ``mpi_helpers.sub_sizes``: the runs at
+2, 3, 5 and 6 ranks cover every size 1..6), with balanced and uneven (some empty) row blocks, dense and
+sparse, float64 and float32; the oracle is the run on one rank (COMM_SELF), and the ordinary mode must still match it
 to rounding.
 A checkpoint written at 3 ranks and resumed at 5 (at p >= 5; smaller p: the two largest sizes) ends
 on the uninterrupted one-rank model.
