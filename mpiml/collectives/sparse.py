@@ -48,6 +48,7 @@ import atexit
 import functools
 import hashlib
 import math
+import os
 import time
 from dataclasses import dataclass
 
@@ -201,36 +202,46 @@ def _compiled_sum(dtype) -> bool:
 @kernel
 def _merge_sum_kernel(ix, vx, ioff, voff, counts, union, acc, back_u, back_a):
     """:func:`merge` for ``sum``: piece ``r`` is ``ix[ioff[r]:][:counts[r]]`` and ``vx[voff[r]:][:counts[r]]``
-    (one flat array, or the message workspace seen as one array); the pieces merged one after the other
-    into the running union (rank order: ``0 + v_0 + v_1 ...``, in the values' own type); the union's length.
-    ``union``/``acc`` (the result) and ``back_u``/``back_a`` (scratch): each at least as long as all pieces."""
+    (one flat array, or the message workspace seen as one array); pieces 0 and 1 merged straight from
+    where they are, then each next piece into the running union (rank order: ``0 + v_0 + v_1 ...``, in
+    the values' own type); the union's length. ``union``/``acc`` (the result) and ``back_u``/``back_a``
+    (scratch, used from three pieces on): each at least as long as all pieces."""
     p = counts.size   # 0.0 + v: a -0.0 becomes +0.0 as in the numpy reference's zeros + v (exact in float32 too)
-    cur_u, cur_a, nxt_u, nxt_a = union, acc, back_u, back_a
-    if p % 2 == 0:   # an even number of merges after the first piece's copy ends in ``union``
-        cur_u, cur_a, nxt_u, nxt_a = back_u, back_a, union, acc
-    n = 0
-    io, vo = ioff[0], voff[0]
-    for k in range(counts[0]):
-        cur_u[n] = ix[io + k]
-        cur_a[n] = 0.0 + vx[vo + k]
-        n += 1
+    if p == 1:
+        io, vo = ioff[0], voff[0]
+        for k in range(counts[0]):
+            union[k] = ix[io + k]
+            acc[k] = 0.0 + vx[vo + k]
+        return counts[0]
+    # p - 1 merges, alternating between the two pairs of buffers, the last one into ``union``
+    nxt_u, nxt_a, oth_u, oth_a = union, acc, back_u, back_a
+    if p % 2 == 1:
+        nxt_u, nxt_a, oth_u, oth_a = back_u, back_a, union, acc
+    cur_u, cur_a, co_i, co_v, n = ix, vx, ioff[0], voff[0], counts[0]   # the union so far: piece 0, in place
     for r in range(1, p):
         io, vo, end = ioff[r], voff[r], counts[r]
         i, k, m = 0, 0, 0
-        while i < n and k < end:   # no branch on the data: two random pieces interleave unpredictably
-            a, b = cur_u[i], ix[io + k]
-            va, vb = cur_a[i], vx[vo + k]   # loaded either way, so the choices below are selects
-            take_a, take_b = a <= b, b <= a
-            nxt_u[m] = min(a, b)
-            # the union's value + 0.0 where the piece lacks the index: the same bits (never -0.0: it
-            # began as 0.0 + v); 0.0 + v where only the piece has it; va + vb where both do
-            nxt_a[m] = (va if take_a else 0.0) + (vb if take_b else 0.0)
-            i += take_a
-            k += take_b
+        while i < n and k < end:   # branches, not selects: speculation overlaps the loads (2-3x faster)
+            a, b = cur_u[co_i + i], ix[io + k]
+            # 0.0 + the union's value is the same bits (never -0.0: it began as 0.0 + v) and turns piece
+            # 0's -0.0 into +0.0 (the reference's zeros + v_0)
+            if a < b:
+                nxt_u[m] = a
+                nxt_a[m] = 0.0 + cur_a[co_v + i]
+                i += 1
+            elif b < a:
+                nxt_u[m] = b
+                nxt_a[m] = 0.0 + vx[vo + k]
+                k += 1
+            else:
+                nxt_u[m] = a
+                nxt_a[m] = (0.0 + cur_a[co_v + i]) + vx[vo + k]
+                i += 1
+                k += 1
             m += 1
         while i < n:
-            nxt_u[m] = cur_u[i]
-            nxt_a[m] = cur_a[i]
+            nxt_u[m] = cur_u[co_i + i]
+            nxt_a[m] = 0.0 + cur_a[co_v + i]
             i += 1
             m += 1
         while k < end:
@@ -239,7 +250,8 @@ def _merge_sum_kernel(ix, vx, ioff, voff, counts, union, acc, back_u, back_a):
             k += 1
             m += 1
         n = m
-        cur_u, cur_a, nxt_u, nxt_a = nxt_u, nxt_a, cur_u, cur_a
+        cur_u, cur_a, co_i, co_v = nxt_u, nxt_a, 0, 0
+        nxt_u, nxt_a, oth_u, oth_a = oth_u, oth_a, nxt_u, nxt_a
     return n
 
 
@@ -357,40 +369,187 @@ def run(comm, indices, values, size: int, op, algorithm: str, dense_out, error=N
     head[0] = digest(values.dtype, size, op.label) if error is None else -1
     head[1] = 0 if error is None else 1
     head[2] = 1 if eager else 0
-    mine = ws.u8[base:base + 8 * hw + (payload if eager else 0)]
-    receives = [comm.Irecv([ws.u8[source * ws.rowbytes:(source + 1) * ws.rowbytes], MPI.BYTE], source, TAG_GATHER)
+    dtype = values.dtype if error is None else None
+    return _exchange(comm, p, rank, ws, n, payload if eager else 0, hw, wire, dtype, size, op, algorithm, dense_out,
+                     error, allreduce, fast)
+
+
+def _exchange(comm, p, rank, ws, n, payload, hw, wire, dtype, size, op, algorithm, dense_out, error, allreduce,
+              fast) -> Result:
+    """From this rank's message in its row of ``ws`` (``payload``: the bytes of nonzeros behind its head,
+    0 when not eager) to the result: round one, the decision every rank takes from the heads, the rest."""
+    base = rank * ws.rowbytes
+    mine = ws.u8[base:base + 8 * hw + payload]
+    u8, rowbytes = ws.u8, ws.rowbytes
+    receives = [comm.Irecv([u8[source * rowbytes:(source + 1) * rowbytes], MPI.BYTE], source, TAG_GATHER)
                 for source in range(p) if source != rank]
     sends = [comm.Isend([mine, MPI.BYTE], dest, TAG_GATHER) for dest in range(p) if dest != rank]
     MPI.Request.Waitall(receives)
     sent = (p - 1) * mine.size
-    table = ws.tab[:, :hw]
+    isz, vsz = wire.itemsize, (dtype.itemsize if dtype is not None else 0)
     bad = _heads(ws, hw, isz, vsz, fast)
     if bad:
         MPI.Request.Waitall(sends)
-        _check_table(comm, table, error)
+        _check_table(comm, ws.tab[:, :hw], error)
     if not ws.late and algorithm in ("auto", "sparse", "allgather"):
         # every rank holding nonzeros has sent them already, each expecting the split allgather from its own
         # counts: only the local combination is left, cheaper than any other way from here (the same
         # decision on every rank: it reads the heads)
-        how = "allgather"
-    else:
-        how = model.sparse_choice((ws.rows.tolist(), ws.cols.tolist(), ws.own.tolist()), size, vsz, isz,
-                                  algorithm=algorithm, dense_out=dense_out is not False)
+        _PENDING.extend(sends)   # completed while this rank combines: waited for at the next call's start
+        return _combine(ws, wire, dtype, size, op, dense_out, fast, sent)
+    how = model.sparse_choice((ws.rows.tolist(), ws.cols.tolist(), ws.own.tolist()), size, vsz, isz,
+                              algorithm=algorithm, dense_out=dense_out is not False)
     if how == "allgather":
         ws, sent = _second_round(comm, ws, hw, isz, vsz, fast, sends, sent)
-        return _combine(ws, wire, values.dtype, size, op, dense_out, fast, sent)
+        return _combine(ws, wire, dtype, size, op, dense_out, fast, sent)
     MPI.Request.Waitall(sends)   # an eager rank's nonzeros were received with the heads: nothing to drain
     at = base + 8 * hw
     idx = ws.u8[at:at + n * isz].view(wire)
-    val = ws.u8[at + _pad(n * isz):][:n * vsz].view(values.dtype)
+    val = ws.u8[at + _pad(n * isz):][:n * vsz].view(dtype)
     if how == "dense":
+        if allreduce is None:
+            from mpiml.collectives.api import allreduce
         x = densify(idx, val, size, None if isinstance(dense_out, bool) else dense_out)
         allreduce(x, op=op, comm=comm, out=x)
         sent += model.allreduce_bytes(x.nbytes, p)
         if dense_out is False:
             return Result(np.arange(size, dtype=wire), x, None, "dense", sent)
         return Result(None, None, x, "dense", sent)
-    return _reduce_scatter(comm, idx, val, table[:, HEAD:], size, op, algorithm, dense_out, sent)
+    return _reduce_scatter(comm, idx, val, ws.tab[:, HEAD:hw], size, op, algorithm, dense_out, sent)
+
+
+class _Plan:
+    """What :func:`quick` resolves once per (communicator, size, op, algorithm, dtypes, result form)."""
+
+    __slots__ = ("user", "comm", "p", "rank", "wire", "isz", "vsz", "hw", "bounds", "digest", "op", "dtype",
+                 "algorithm", "size", "room", "eager")
+
+    def __init__(self, user, comm, size, op, algorithm, dtype, wire):
+        self.user, self.comm, self.size, self.op, self.algorithm, self.dtype = user, comm, size, op, algorithm, dtype
+        self.p, self.rank = comm.Get_size(), comm.Get_rank()
+        self.wire, self.isz, self.vsz, self.hw = wire, wire.itemsize, dtype.itemsize, HEAD + self.p
+        self.bounds = np.ascontiguousarray(ranges(size, self.p), dtype=np.int64)
+        self.digest, self.room, self.eager = digest(dtype, size, op.label), _eager_bytes(self.p), {}
+
+    def eager_for(self, n: int, top: int, counts, dense: bool) -> bool:
+        """:func:`_eager_guess` for this plan's calls, remembered here."""
+        prm = model.sparse_params()
+        key = (int(4 * math.log2(n + 1)), int(4 * math.log2(top + 1)))
+        hit = self.eager.get(key)
+        if hit is None or hit[0] is not prm:
+            hit = self.eager[key] = (prm, model.sparse_eager(counts.tolist(), self.size, self.vsz, self.isz,
+                                                             algorithm=self.algorithm, dense_out=dense, params=prm))
+        return hit[1]
+
+
+_PLANS: dict = {}
+_ENVIRON = getattr(os.environ, "_data", None)
+_KERNELS_KEY = os.environ.encodekey("MPIML_KERNELS") if isinstance(_ENVIRON, dict) and hasattr(
+    os.environ, "encodekey") else None
+
+
+def _plan(comm, size, op, algorithm, dtype, itype):
+    """A new :class:`_Plan`, or False where :func:`quick` leaves the call to the general path."""
+    from mpiml.collectives.ops import resolve_op
+    from mpiml.runtime.comm import context_of
+    from mpiml.runtime.jit import compiled
+
+    if (type(size) is not int or size < 0 or algorithm not in ALGORITHMS or op not in OPS or itype not in _INDEX_TYPES
+            or dtype not in (np.float32, np.float64) or not compiled()):
+        return False
+    c = context_of(comm).comm
+    if c.Get_size() == 1:
+        return False
+    return _Plan(comm, c, size, resolve_op(op), algorithm, dtype, index_dtype(size))
+
+
+_INDEX_TYPES = (np.dtype(np.int32), np.dtype(np.int64))
+
+
+def quick(indices, values, size, op, algorithm, comm, out, dense):
+    """The common call (float sums, sorted unique int32/int64 indices, two ranks or more, check mode off)
+    with its per-shape work done once and its checks, order test, routing and packing in one compiled
+    pass (:func:`_quick_pack_kernel`); the result as :func:`mpiml.sparse_allreduce` (``dense``) or
+    :func:`mpiml.sparse_allreduce_coo` return it, or None, before any message, for the general path
+    (which checks the arguments and raises their errors on every rank)."""
+    if type(indices) is not np.ndarray or type(values) is not np.ndarray or type(op) is not str or (
+            _KERNELS_KEY is None or _ENVIRON.get(_KERNELS_KEY) is not None):
+        return None
+    key = (id(comm), size, op, algorithm, values.dtype, indices.dtype, dense)
+    plan = _PLANS.get(key)
+    if plan is None or (plan is not False and plan.user is not comm):
+        if len(_PLANS) > 64:
+            _PLANS.clear()
+        plan = _PLANS[key] = _plan(comm, size, op, algorithm, values.dtype, indices.dtype)
+    if plan is False:
+        return None
+    n = indices.size
+    if indices.ndim != 1 or values.ndim != 1 or values.size != n or (n > 1 and (
+            values.strides[0] != plan.vsz or indices.strides[0] != indices.itemsize)):
+        return None
+    if dense:
+        if out is None:
+            out = np.empty(size, dtype=values.dtype)
+        elif (type(out) is not np.ndarray or out.shape != (size,) or out.dtype != values.dtype
+              or not out.flags.c_contiguous or not out.flags.writeable or np.may_share_memory(out, values)
+              or np.may_share_memory(out, indices)):
+            return None
+    if _PENDING:
+        _settle()
+    p, rank, hw, wire = plan.p, plan.rank, plan.hw, plan.wire
+    payload = _pad(n * plan.isz) + _pad(n * plan.vsz)
+    ws = _WORKSPACES.get(p)
+    if ws is None or ws.rowbytes < 8 * hw + payload:
+        ws = _workspace(p, 8 * hw + payload)
+    at = rank * ws.rowbytes + 8 * hw
+    head = ws.tab[rank]
+    top = _quick_pack_kernel(indices, values, plan.bounds, ws.flat(wire), ws.flat(values.dtype), at // plan.isz,
+                             (at + _pad(n * plan.isz)) // plan.vsz, head, size, plan.digest)
+    if top < 0:   # not sorted and unique, or out of range: the general path's canonical order or error
+        return None
+    eager = payload <= plan.room and (algorithm == "allgather" or algorithm in ("auto", "sparse") and plan.eager_for(
+        n, top, head[HEAD:hw], dense))
+    head[2] = eager
+    result = _exchange(plan.comm, p, rank, ws, n, payload if eager else 0, hw, wire, values.dtype, size, plan.op,
+                       algorithm, out if dense else False, None, None, True)
+    STATS["path"], STATS["bytes_sent"] = result.path, result.bytes_sent
+    return result.dense if dense else (result.indices, result.values)
+
+
+@kernel
+def _quick_pack_kernel(indices, values, bounds, wire, vals, at, vat, head, size, key):
+    """This rank's message into its row: the digest and no-error flag in ``head``, the counts per range
+    after them, ``indices`` (as the wire's type) from ``wire[at]`` and ``values`` from ``vals[vat]``, in
+    one pass; the largest count, -1 as soon as an index is not above the one before (not sorted and
+    unique), -2 for an index outside ``[0, size)``."""
+    n = indices.size
+    p = bounds.size - 1
+    if n > 0 and indices[0] < 0:
+        return -2
+    head[0] = key
+    head[1] = 0
+    for j in range(p):
+        head[HEAD + j] = 0
+    j = 0
+    c = 0
+    for k in range(n):
+        x = indices[k]
+        if k > 0 and x <= indices[k - 1]:
+            return -1
+        if x >= size:
+            return -2
+        while x >= bounds[j + 1]:
+            head[HEAD + j] = c
+            c = 0
+            j += 1
+        c += 1
+        wire[at + k] = x
+        vals[vat + k] = values[k]
+    head[HEAD + j] = c
+    top = 0
+    for j in range(p):
+        top = max(top, head[HEAD + j])
+    return top
 
 
 def _reduce_scatter(comm, idx, val, C, size, op, algorithm, dense_out, sent) -> Result:
@@ -463,7 +622,7 @@ class _Workspace:
         self._views = {}
         self.rows, self.cols, self.own = np.zeros(p), np.zeros(p), np.zeros(p)
         self.ioff, self.voff, self.counts = (np.zeros(p, dtype=np.int64) for _ in range(3))
-        self.late = False
+        self.late, self.total = False, 0
         self.back = {}
 
     def flat(self, dtype) -> np.ndarray:
@@ -548,11 +707,13 @@ def _heads_kernel(tab, hw, isz, vsz, rowbytes, rows, cols, own, ioff, voff, coun
     """From every rank's head in ``tab`` (the workspace's rows as int64): the count table's row and
     column sums and diagonal, each rank's count and where its indices and values sit (in elements of
     ``isz`` and ``vsz`` bytes, both dividing 8); 1 when a rank has an error or the digests differ, plus 2
-    when a rank holding nonzeros did not send them with its head (a second round if the allgather is chosen)."""
+    when a rank holding nonzeros did not send them with its head (a second round if the allgather is chosen),
+    plus 4 times the nonzeros of all ranks."""
     p = tab.shape[0]
     head = hw - p
     bad = 0
     late = 0
+    total = 0
     for j in range(p):
         cols[j] = 0.0
     for r in range(p):
@@ -564,6 +725,7 @@ def _heads_kernel(tab, hw, isz, vsz, rowbytes, rows, cols, own, ioff, voff, coun
             n += c
             cols[j] += c
         counts[r] = n
+        total += n
         if n > 0 and tab[r, 2] == 0:
             late = 2
         rows[r] = n
@@ -571,18 +733,18 @@ def _heads_kernel(tab, hw, isz, vsz, rowbytes, rows, cols, own, ioff, voff, coun
         at = r * rowbytes + 8 * hw
         ioff[r] = at // isz
         voff[r] = (at + ((n * isz + 7) // 8) * 8) // vsz
-    return bad + late
+    return bad + late + 4 * total
 
 
 def _heads(ws, hw, isz, vsz, fast) -> bool:
     """Read the heads into ``ws``'s summaries (:func:`_heads_kernel`, or its numpy reference, where the
-    offsets are in bytes; ``ws.late``: a rank's nonzeros did not come with its head); True when a rank
-    has an error or the ranks disagree."""
+    offsets are in bytes; ``ws.late``: a rank's nonzeros did not come with its head; ``ws.total``: the
+    nonzeros of all ranks); True when a rank has an error or the ranks disagree."""
     if fast:
         code = _heads_kernel(ws.tab, hw, isz, vsz, ws.rowbytes, ws.rows, ws.cols, ws.own, ws.ioff, ws.voff,
                              ws.counts)
-        ws.late = code >= 2
-        return code % 2 == 1
+        ws.late, ws.total = (code & 2) == 2, code >> 2
+        return (code & 1) == 1
     p = ws.p
     table = ws.tab[:, :hw]
     C = table[:, HEAD:]
@@ -591,6 +753,7 @@ def _heads(ws, hw, isz, vsz, fast) -> bool:
     ws.ioff[:] = np.arange(p) * ws.rowbytes + 8 * hw
     ws.voff[:] = ws.ioff + (ws.counts * isz + 7) // 8 * 8
     ws.late = bool(((table[:, 2] == 0) & (ws.counts > 0)).any())
+    ws.total = int(ws.counts.sum())
     return bool(table[:, 1].any() or (table[:, 0] != table[0, 0]).any())
 
 
@@ -619,9 +782,6 @@ def _settle_at_exit() -> None:
 def _second_round(comm, ws, hw, isz, vsz, fast, sends, sent):
     """The split allgather's second round: the ranks that did not send their nonzeros with their head
     (not eager) send them now, into rows grown to hold them; ``(workspace, bytes sent)``."""
-    if not ws.late:   # this rank's sends complete while it combines: waited for at the next call's start
-        _PENDING.extend(sends)
-        return ws, sent
     p, rank = ws.p, comm.Get_rank()
     late = [r for r in range(p) if ws.tab[r, 2] == 0 and ws.counts[r] > 0]
     need = 8 * hw + max(_payload(int(ws.counts[r]), isz, vsz) for r in late)
@@ -645,8 +805,7 @@ def _combine(ws, wire, dtype, size, op, dense_out, fast, sent) -> Result:
     """SparCML's split allgather, the local part: every rank's nonzeros are in its row of ``ws``; each rank
     combines all ``p`` pieces itself in rank order, the same function of the same data on every rank, so
     the same bits. Compiled for float sums, straight from the rows; else the pieces are joined first."""
-    p = ws.p
-    total = int(ws.counts.sum())
+    p, total = ws.p, ws.total
     if fast and op.label == "sum":
         ix, vx = ws.flat(wire), ws.flat(dtype)
         if dense_out is not False:
