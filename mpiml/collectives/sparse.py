@@ -51,11 +51,13 @@ import math
 import os
 import time
 from dataclasses import dataclass
+from sys import getrefcount
 
 import numpy as np
 from mpi4py import MPI
 
 from mpiml.collectives import model
+from mpiml.collectives.select import current_tuning as _current_tuning
 from mpiml.errors import MismatchError
 from mpiml.runtime import partition
 from mpiml.runtime.jit import kernel
@@ -375,15 +377,22 @@ def run(comm, indices, values, size: int, op, algorithm: str, dense_out, error=N
 
 
 def _exchange(comm, p, rank, ws, n, payload, hw, wire, dtype, size, op, algorithm, dense_out, error, allreduce,
-              fast) -> Result:
+              fast, receives=None) -> Result:
     """From this rank's message in its row of ``ws`` (``payload``: the bytes of nonzeros behind its head,
-    0 when not eager) to the result: round one, the decision every rank takes from the heads, the rest."""
+    0 when not eager) to the result: round one, the decision every rank takes from the heads, the rest.
+    ``receives``: persistent receives into the other rows of ``ws`` (:meth:`_Plan.arm`), else posted here."""
     base = rank * ws.rowbytes
     mine = ws.u8[base:base + 8 * hw + payload]
-    u8, rowbytes = ws.u8, ws.rowbytes
-    receives = [comm.Irecv([u8[source * rowbytes:(source + 1) * rowbytes], MPI.BYTE], source, TAG_GATHER)
-                for source in range(p) if source != rank]
-    sends = [comm.Isend([mine, MPI.BYTE], dest, TAG_GATHER) for dest in range(p) if dest != rank]
+    if receives is None:
+        u8, rowbytes = ws.u8, ws.rowbytes
+        receives = [comm.Irecv([u8[source * rowbytes:(source + 1) * rowbytes], MPI.BYTE], source, TAG_GATHER)
+                    for source in range(p) if source != rank]
+    else:
+        MPI.Prequest.Startall(receives)
+    sends, message = [], [mine, MPI.BYTE]
+    for dest in range(p):
+        if dest != rank:
+            sends.append(comm.Isend(message, dest, TAG_GATHER))
     MPI.Request.Waitall(receives)
     sent = (p - 1) * mine.size
     isz, vsz = wire.itemsize, (dtype.itemsize if dtype is not None else 0)
@@ -422,7 +431,7 @@ class _Plan:
     """What :func:`quick` resolves once per (communicator, size, op, algorithm, dtypes, result form)."""
 
     __slots__ = ("user", "comm", "p", "rank", "wire", "isz", "vsz", "hw", "bounds", "digest", "op", "dtype",
-                 "algorithm", "size", "room", "eager")
+                 "algorithm", "size", "room", "eager", "receives", "armed")
 
     def __init__(self, user, comm, size, op, algorithm, dtype, wire):
         self.user, self.comm, self.size, self.op, self.algorithm, self.dtype = user, comm, size, op, algorithm, dtype
@@ -430,22 +439,48 @@ class _Plan:
         self.wire, self.isz, self.vsz, self.hw = wire, wire.itemsize, dtype.itemsize, HEAD + self.p
         self.bounds = np.ascontiguousarray(ranges(size, self.p), dtype=np.int64)
         self.digest, self.room, self.eager = digest(dtype, size, op.label), _eager_bytes(self.p), {}
+        self.receives, self.armed = None, None
 
-    def eager_for(self, n: int, top: int, counts, dense: bool) -> bool:
-        """:func:`_eager_guess` for this plan's calls, remembered here."""
-        prm = model.sparse_params()
-        key = (int(4 * math.log2(n + 1)), int(4 * math.log2(top + 1)))
-        hit = self.eager.get(key)
-        if hit is None or hit[0] is not prm:
-            hit = self.eager[key] = (prm, model.sparse_eager(counts.tolist(), self.size, self.vsz, self.isz,
-                                                             algorithm=self.algorithm, dense_out=dense, params=prm))
-        return hit[1]
+    def eager_for(self, key, tuning, counts, dense: bool) -> bool:
+        """:func:`_eager_guess`'s decision for ``key`` (the counts to a quarter octave) under ``tuning``."""
+        if len(self.eager) > 256:
+            self.eager.clear()
+        decision = model.sparse_eager(counts.tolist(), self.size, self.vsz, self.isz, algorithm=self.algorithm,
+                                      dense_out=dense, params=model.sparse_params())
+        self.eager[key] = (tuning, decision)
+        return decision
+
+    def arm(self, ws):
+        """Persistent receives of every other rank's message into its row of ``ws`` (started per call)."""
+        self.free()
+        rowbytes = ws.rowbytes
+        self.receives = [self.comm.Recv_init([ws.u8[r * rowbytes:(r + 1) * rowbytes], MPI.BYTE], r, TAG_GATHER)
+                         for r in range(self.p) if r != self.rank]
+        self.armed = ws
+
+    def free(self):
+        """Free the persistent receives (all inactive between calls)."""
+        if self.receives and not MPI.Is_finalized():
+            for request in self.receives:
+                request.Free()
+        self.receives, self.armed = None, None
 
 
 _PLANS: dict = {}
 _ENVIRON = getattr(os.environ, "_data", None)
 _KERNELS_KEY = os.environ.encodekey("MPIML_KERNELS") if isinstance(_ENVIRON, dict) and hasattr(
     os.environ, "encodekey") else None
+
+
+def _drop_plans() -> None:
+    """Forget every plan, freeing its persistent receives."""
+    for plan in _PLANS.values():
+        if plan:
+            plan.free()
+    _PLANS.clear()
+
+
+atexit.register(_drop_plans)   # before MPI is finalized (mpi4py's own exit hook was registered first)
 
 
 def _plan(comm, size, op, algorithm, dtype, itype):
@@ -479,7 +514,7 @@ def quick(indices, values, size, op, algorithm, comm, out, dense):
     plan = _PLANS.get(key)
     if plan is None or (plan is not False and plan.user is not comm):
         if len(_PLANS) > 64:
-            _PLANS.clear()
+            _drop_plans()
         plan = _PLANS[key] = _plan(comm, size, op, algorithm, values.dtype, indices.dtype)
     if plan is False:
         return None
@@ -507,11 +542,19 @@ def quick(indices, values, size, op, algorithm, comm, out, dense):
                              (at + _pad(n * plan.isz)) // plan.vsz, head, size, plan.digest)
     if top < 0:   # not sorted and unique, or out of range: the general path's canonical order or error
         return None
-    eager = payload <= plan.room and (algorithm == "allgather" or algorithm in ("auto", "sparse") and plan.eager_for(
-        n, top, head[HEAD:hw], dense))
+    if payload > plan.room or algorithm in ("dense", "reduce_scatter"):
+        eager = False
+    elif algorithm == "allgather":
+        eager = True
+    else:
+        tuning, key = _current_tuning(), (int(4 * math.log2(n + 1)), int(4 * math.log2(top + 1)))
+        hit = plan.eager.get(key)
+        eager = hit[1] if hit is not None and hit[0] is tuning else plan.eager_for(key, tuning, head[HEAD:hw], dense)
     head[2] = eager
+    if plan.armed is not ws:
+        plan.arm(ws)
     result = _exchange(plan.comm, p, rank, ws, n, payload if eager else 0, hw, wire, values.dtype, size, plan.op,
-                       algorithm, out if dense else False, None, None, True)
+                       algorithm, out if dense else False, None, None, True, plan.receives)
     STATS["path"], STATS["bytes_sent"] = result.path, result.bytes_sent
     return result.dense if dense else (result.indices, result.values)
 
@@ -623,7 +666,7 @@ class _Workspace:
         self.rows, self.cols, self.own = np.zeros(p), np.zeros(p), np.zeros(p)
         self.ioff, self.voff, self.counts = (np.zeros(p, dtype=np.int64) for _ in range(3))
         self.late, self.total = False, 0
-        self.back = {}
+        self.back, self.results = {}, {}
 
     def flat(self, dtype) -> np.ndarray:
         """The whole workspace as one array of ``dtype`` (8 divides ``rowbytes``, so rows start aligned)."""
@@ -631,6 +674,17 @@ class _Workspace:
         if view is None:
             view = self._views[dtype] = self.u8.view(dtype)
         return view
+
+    def result(self, wire, dtype, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Index and value arrays of at least ``n`` elements for a COO result: the last ones when no caller
+        holds them (or a view of them) any more, else new ones. Reused memory is mapped already: a fresh
+        150 KB result costs its page faults, 25 us after a training step's large temporaries."""
+        pair = self.results.get((wire, dtype))
+        if pair is not None and pair[0].size >= n and getrefcount(pair[0]) == 2 and getrefcount(pair[1]) == 2:
+            return pair   # 2: the tuple's reference and the argument's; a result handed out holds a third
+        size = max(n, 0 if pair is None else pair[0].size) + (n >> 3)
+        pair = self.results[wire, dtype] = (np.empty(size, dtype=wire), np.empty(size, dtype=dtype))
+        return pair
 
     def scratch(self, dtype, n: int) -> np.ndarray:
         """A reused scratch array of at least ``n`` elements of ``dtype`` (the merges' ping-pong half)."""
@@ -813,7 +867,7 @@ def _combine(ws, wire, dtype, size, op, dense_out, fast, sent) -> Result:
             out.fill(0)
             _scatter_sum_kernel(ix, vx, ws.ioff, ws.voff, ws.counts, out)
             return Result(None, None, out, "sparse_allgather", sent)
-        union, acc = np.empty(total, dtype=wire), np.empty(total, dtype=dtype)
+        union, acc = ws.result(wire, dtype, total)
         m = _merge_sum_kernel(ix, vx, ws.ioff, ws.voff, ws.counts, union, acc, ws.scratch(wire, total),
                               ws.scratch(dtype, total))
         return Result(union[:m], acc[:m], None, "sparse_allgather", sent)
