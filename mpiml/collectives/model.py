@@ -382,9 +382,9 @@ def crossovers(winner, low: int, high: int) -> list[tuple[int, str, str]]:
 # * ``dense``: densify and ``mpiml.allreduce``.
 #
 # ``mpiml.collectives.sparse.calibrate(comm)`` measures these constants on a machine, **cold**: before
-# every timed repetition each rank writes 16 MB of other memory, as a training step does between two
-# exchanges (its batch, the model, the gradient), so a call starts with its code, its buffers and the
-# MPI library's state out of the caches; ``SPARSE_FIXED`` is the whole call's median (p = 2 or the
+# every timed repetition each rank copies a dense gradient of the vector's size, allreduces it and copies
+# it again (8 MB each for 2^20 doubles), as a data-parallel training step does between two exchanges, so
+# a call starts with its code, its buffers and the MPI library's state out of the caches; ``SPARSE_FIXED`` is the whole call's median (p = 2 or the
 # communicator's size) less the other terms. Its result goes into ``ModelParams.sparse`` (same names),
 # e.g. ``replace(params, sparse=calibrate(comm))``, which the functions below read. The defaults are the
 # 2-core VM's per-element kernel times (AMD EPYC, pip MPICH over UCX shared memory, 1M-element float64

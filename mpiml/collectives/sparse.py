@@ -948,16 +948,17 @@ def local(indices, values, size: int, op, dense_out) -> Result:
     return Result(None, None, densify(idx, val, size, None if dense_out is True else dense_out), "local", 0)
 
 
-def calibrate(comm=None, size: int = 1 << 20, nonzeros: int = 7000, repeats: int = 40, flush_bytes: int = 16 << 20,
+def calibrate(comm=None, size: int = 1 << 20, nonzeros: int = 7000, repeats: int = 40, flush_bytes: int | None = None,
               params=None) -> dict:
     """Measure the sparse allreduce's model constants on this machine, cold; collective over ``comm``.
 
-    Every timed repetition starts cold: every rank first writes a fresh temporary of
-    ``flush_bytes`` and frees it (16 MB: two ranks fill the 32 MB L3 of the 2-core VM), as a
-    numpy training step does between two exchanges (its batch, margins, gradient), so the
-    code, the buffers and the MPI library's state start out of the caches (a call in a tight
-    loop, warm, is faster). The data: ``nonzeros`` random sorted float64 nonzeros per rank in
-    ``size`` elements.
+    Every timed repetition starts cold, after what a data-parallel training step does between
+    two exchanges: every rank copies a dense gradient of ``flush_bytes`` (default: the
+    vector's, ``8 * size``), allreduces it (``mpiml.allreduce``) and copies it again into a
+    fresh temporary, freed (8 MB each at the default size), so the code, the buffers and the
+    MPI library's state start out of the caches (a call in a tight loop, warm, is 2-3x
+    faster). The data: ``nonzeros`` random sorted float64 nonzeros per rank in ``size``
+    elements.
 
     Parameters
     ----------
@@ -966,7 +967,7 @@ def calibrate(comm=None, size: int = 1 << 20, nonzeros: int = 7000, repeats: int
         measured (``p`` pieces of two ranks are merged).
     size, nonzeros, repeats, flush_bytes : int
         The vectors' length, the nonzeros per rank, the timed repetitions (medians), the
-        bytes written before each.
+        dense gradient's bytes moved before each.
     params : ModelParams, optional
         The machine's other parameters (alpha, beta, overheads): those in force by default.
 
@@ -985,7 +986,7 @@ def calibrate(comm=None, size: int = 1 << 20, nonzeros: int = 7000, repeats: int
     """
     from dataclasses import replace
 
-    from mpiml.collectives.api import sparse_allreduce_coo
+    from mpiml.collectives.api import allreduce, sparse_allreduce_coo
     from mpiml.collectives.ops import SUM
     from mpiml.runtime.comm import context_of
 
@@ -1001,19 +1002,24 @@ def calibrate(comm=None, size: int = 1 << 20, nonzeros: int = 7000, repeats: int
     counts = np.full(pieces_p, nonzeros, dtype=np.int64)
     out = np.zeros(size)
 
+    gradient = np.ones(max((8 * size if flush_bytes is None else flush_bytes) // 8, 1))
+
     def flush(k):
-        """A training step's work between two calls: a fresh temporary written, then freed (numpy's large
-        temporaries are new mappings: page faults, and the unmapping's TLB shootdown on the other cores)."""
-        np.empty(max(flush_bytes // 8, 1)).fill(k)
-    bounds = ranges(size, pieces_p)
-    packed = np.empty(nonzeros, dtype=wire)
-    head = np.empty(pieces_p, dtype=np.int64)
+        """A training step's memory traffic between two exchanges: its dense gradient copied, allreduced,
+        copied again (fresh temporaries, freed: page faults and unmapping as numpy's large ones do)."""
+        step = gradient.copy()
+        allreduce(step, comm=c, out=step)
+        step = gradient.copy()
+        step[0] = k
+    bounds = np.ascontiguousarray(ranges(size, pieces_p), dtype=np.int64)
+    packed, packed_values = np.empty(nonzeros, dtype=wire), np.empty(nonzeros)
+    head = np.empty(HEAD + pieces_p, dtype=np.int64)
 
     def held():
-        if compiled_pack:
-            _pack_kernel(pieces[0], bounds, packed, 0, head)
+        if compiled_pack:   # the lean call's pass: checks, order, routing, indices and values packed
+            _quick_pack_kernel(pieces[0], val[:nonzeros], bounds, packed, packed_values, 0, 0, head, size, 1)
         else:
-            head[:] = route(canonical(pieces[0], val[:nonzeros], SUM, wire)[0], bounds)
+            head[HEAD:] = route(canonical(pieces[0], val[:nonzeros], SUM, wire)[0], bounds)
 
     def cold(fn, *warm):
         fn()   # compiles the kernels
