@@ -204,46 +204,36 @@ def _compiled_sum(dtype) -> bool:
 @kernel
 def _merge_sum_kernel(ix, vx, ioff, voff, counts, union, acc, back_u, back_a):
     """:func:`merge` for ``sum``: piece ``r`` is ``ix[ioff[r]:][:counts[r]]`` and ``vx[voff[r]:][:counts[r]]``
-    (one flat array, or the message workspace seen as one array); pieces 0 and 1 merged straight from
-    where they are, then each next piece into the running union (rank order: ``0 + v_0 + v_1 ...``, in
-    the values' own type); the union's length. ``union``/``acc`` (the result) and ``back_u``/``back_a``
-    (scratch, used from three pieces on): each at least as long as all pieces."""
+    (one flat array, or the message workspace seen as one array); the pieces merged one after the other
+    into the running union (rank order: ``0 + v_0 + v_1 ...``, in the values' own type); the union's length.
+    ``union``/``acc`` (the result) and ``back_u``/``back_a`` (scratch): each at least as long as all pieces."""
     p = counts.size   # 0.0 + v: a -0.0 becomes +0.0 as in the numpy reference's zeros + v (exact in float32 too)
-    if p == 1:
-        io, vo = ioff[0], voff[0]
-        for k in range(counts[0]):
-            union[k] = ix[io + k]
-            acc[k] = 0.0 + vx[vo + k]
-        return counts[0]
-    # p - 1 merges, alternating between the two pairs of buffers, the last one into ``union``
-    nxt_u, nxt_a, oth_u, oth_a = union, acc, back_u, back_a
-    if p % 2 == 1:
-        nxt_u, nxt_a, oth_u, oth_a = back_u, back_a, union, acc
-    cur_u, cur_a, co_i, co_v, n = ix, vx, ioff[0], voff[0], counts[0]   # the union so far: piece 0, in place
+    cur_u, cur_a, nxt_u, nxt_a = union, acc, back_u, back_a
+    if p % 2 == 0:   # an even number of merges after the first piece's copy ends in ``union``
+        cur_u, cur_a, nxt_u, nxt_a = back_u, back_a, union, acc
+    n = 0
+    io, vo = ioff[0], voff[0]
+    for k in range(counts[0]):
+        cur_u[n] = ix[io + k]
+        cur_a[n] = 0.0 + vx[vo + k]
+        n += 1
     for r in range(1, p):
         io, vo, end = ioff[r], voff[r], counts[r]
         i, k, m = 0, 0, 0
-        while i < n and k < end:   # branches, not selects: speculation overlaps the loads (2-3x faster)
-            a, b = cur_u[co_i + i], ix[io + k]
-            # 0.0 + the union's value is the same bits (never -0.0: it began as 0.0 + v) and turns piece
-            # 0's -0.0 into +0.0 (the reference's zeros + v_0)
-            if a < b:
-                nxt_u[m] = a
-                nxt_a[m] = 0.0 + cur_a[co_v + i]
-                i += 1
-            elif b < a:
-                nxt_u[m] = b
-                nxt_a[m] = 0.0 + vx[vo + k]
-                k += 1
-            else:
-                nxt_u[m] = a
-                nxt_a[m] = (0.0 + cur_a[co_v + i]) + vx[vo + k]
-                i += 1
-                k += 1
+        while i < n and k < end:   # no branch on the data: two random pieces interleave unpredictably
+            a, b = cur_u[i], ix[io + k]
+            va, vb = cur_a[i], vx[vo + k]   # loaded either way, so the choices below are selects
+            take_a, take_b = a <= b, b <= a
+            nxt_u[m] = min(a, b)
+            # the union's value + 0.0 where the piece lacks the index: the same bits (never -0.0: it
+            # began as 0.0 + v); 0.0 + v where only the piece has it; va + vb where both do
+            nxt_a[m] = (va if take_a else 0.0) + (vb if take_b else 0.0)
+            i += take_a
+            k += take_b
             m += 1
         while i < n:
-            nxt_u[m] = cur_u[co_i + i]
-            nxt_a[m] = 0.0 + cur_a[co_v + i]
+            nxt_u[m] = cur_u[i]
+            nxt_a[m] = cur_a[i]
             i += 1
             m += 1
         while k < end:
@@ -252,8 +242,7 @@ def _merge_sum_kernel(ix, vx, ioff, voff, counts, union, acc, back_u, back_a):
             k += 1
             m += 1
         n = m
-        cur_u, cur_a, co_i, co_v = nxt_u, nxt_a, 0, 0
-        nxt_u, nxt_a, oth_u, oth_a = oth_u, oth_a, nxt_u, nxt_a
+        cur_u, cur_a, nxt_u, nxt_a = nxt_u, nxt_a, cur_u, cur_a
     return n
 
 
