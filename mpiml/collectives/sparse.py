@@ -981,11 +981,13 @@ def calibrate(comm=None, size: int = 1 << 20, nonzeros: int = 7000, repeats: int
         merges what it has just received); with two or more ranks also ``SPARSE_FIXED``: the median of the
         whole :func:`mpiml.sparse_allreduce_coo` call (``auto``, the split allgather at these
         counts; barrier to barrier, the slowest rank) less what the model prices for its other
-        terms with these constants (the same on every rank).
+        terms with these constants (the same on every rank), and ``SPARSE_DENSE``: the same for
+        :func:`mpiml.sparse_allreduce` into a reused ``out`` (the dense result), less its model
+        with that ``SPARSE_FIXED``.
     """
     from dataclasses import replace
 
-    from mpiml.collectives.api import allreduce, sparse_allreduce_coo
+    from mpiml.collectives.api import allreduce, sparse_allreduce, sparse_allreduce_coo
     from mpiml.collectives.ops import SUM
     from mpiml.runtime.comm import context_of
 
@@ -1052,19 +1054,25 @@ def calibrate(comm=None, size: int = 1 << 20, nonzeros: int = 7000, repeats: int
     everyone = c.allgather(mine)
     C = np.array([route(i, ranges(size, p)) for i in everyone])
     M = route(np.unique(np.concatenate(everyone)), ranges(size, p))
-    spent = []
-    for k in range(repeats + 1):
-        flush(k)
-        c.Barrier()
-        start = time.perf_counter()
-        sparse_allreduce_coo(mine, values, size, comm=c)   # "auto": its pricing is part of the call
-        took = time.perf_counter() - start
-        if k:   # the first call compiles
-            spent.append(c.allreduce(took, op=MPI.MAX))
+    def whole(call):
+        spent = []
+        for k in range(repeats + 1):
+            flush(k)
+            c.Barrier()
+            start = time.perf_counter()
+            call()   # "auto": its pricing is part of the call
+            took = time.perf_counter() - start
+            if k:   # the first call compiles
+                spent.append(c.allreduce(took, op=MPI.MAX))
+        return float(np.median(spent))
+
     prm = model.sparse_params(params)
-    trial = replace(prm, sparse={**prm.sparse, **found, "SPARSE_FIXED": 0.0})
+    trial = replace(prm, sparse={**prm.sparse, **found, "SPARSE_FIXED": 0.0, "SPARSE_DENSE": 0.0})
     rest = model.predict_sparse_counts(C, M, size, trial, index_bytes=wire.itemsize, dense_out=False)[0]
-    found["SPARSE_FIXED"] = max(float(np.median(spent)) - rest, 0.0)
+    found["SPARSE_FIXED"] = max(whole(lambda: sparse_allreduce_coo(mine, values, size, comm=c)) - rest, 0.0)
+    trial = replace(trial, sparse={**trial.sparse, "SPARSE_FIXED": found["SPARSE_FIXED"]})
+    rest = model.predict_sparse_counts(C, M, size, trial, index_bytes=wire.itemsize, dense_out=True)[0]
+    found["SPARSE_DENSE"] = max(whole(lambda: sparse_allreduce(mine, values, size, comm=c, out=out)) - rest, 0.0)
     return found
 
 
