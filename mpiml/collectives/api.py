@@ -866,6 +866,10 @@ def sparse_allreduce_coo(indices, values, size, op="sum", algorithm="auto", comm
 
 
 def _sparse_call(indices, values, size, op, algorithm, comm, out, check, dense):
+    if not _check_enabled(check):   # the common call, its per-shape work done once (None: the general path)
+        got = _sparse_quick(indices, values, size, op, algorithm, comm, out, dense)
+        if got is not None:
+            return got
     from mpiml.collectives import sparse as _sparse
 
     context = context_of(comm)
@@ -910,6 +914,8 @@ def _sparse_call(indices, values, size, op, algorithm, comm, out, check, dense):
     _sparse.STATS.update(path=result.path, bytes_sent=result.bytes_sent)
     return result.dense if dense else (result.indices, result.values)
 
+
+from mpiml.collectives.sparse import quick as _sparse_quick  # noqa: E402
 
 _watchdog.watch(allreduce, reduce_scatter, allgather, bcast, reduce, reproducible_sum, sparse_allreduce,
                 sparse_allreduce_coo)

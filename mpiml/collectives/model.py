@@ -387,9 +387,9 @@ def crossovers(winner, low: int, high: int) -> list[tuple[int, str, str]]:
 # * ``dense``: densify and ``mpiml.allreduce``.
 #
 # ``mpiml.collectives.sparse.calibrate(comm)`` measures these constants on a machine, **cold**: before
-# every timed repetition each rank writes 16 MB of other memory, as a training step does between two
-# exchanges (its batch, the model, the gradient), so a call starts with its code, its buffers and the
-# MPI library's state out of the caches; ``SPARSE_FIXED`` is the whole call's median (p = 2 or the
+# every timed repetition each rank copies a dense gradient of the vector's size, allreduces it and copies
+# it again (8 MB each for 2^20 doubles), as a data-parallel training step does between two exchanges, so
+# a call starts with its code, its buffers and the MPI library's state out of the caches; ``SPARSE_FIXED`` is the whole call's median (p = 2 or the
 # communicator's size) less the other terms. Its result goes into ``ModelParams.sparse`` (same names),
 # e.g. ``replace(params, sparse=calibrate(comm))``, which the functions below read. The defaults are the
 # 2-core VM's per-element kernel times (AMD EPYC, pip MPICH over UCX shared memory, 1M-element float64
@@ -405,8 +405,10 @@ SPARSE_ZERO = 5.0e-11      # per byte of the dense result's memset, the output n
                            # against 144 us in cache
 SPARSE_GATHERED = 3.0e-9   # reduce-scatter: per gathered record unpacked and scattered (numpy)
 SPARSE_ROUND = 3.0e-5      # reduce-scatter: the numpy work of its two message rounds (packing, headers)
+SPARSE_DENSE = 0.0         # a dense result's work beyond the memset and adds priced above (the 8 MB result out
+                           # of cache while it is scattered into); calibrate(): that call's median less the rest
 SPARSE_NAMES = ("SPARSE_FIXED", "SPARSE_HELD", "SPARSE_MERGED", "SPARSE_SCATTERED", "SPARSE_ZERO", "SPARSE_GATHERED",
-                "SPARSE_ROUND")
+                "SPARSE_ROUND", "SPARSE_DENSE")
 
 
 @dataclass(frozen=True)
@@ -420,6 +422,7 @@ class SparseConstants:
     zero: float
     gathered: float
     round: float
+    dense: float
 
 
 _CONSTANTS: dict = {}
@@ -524,7 +527,7 @@ def _allgather_seconds(held, merged, size, w, v, dense_out, prm) -> float:
     k = sparse_constants(prm)
     seconds = moved * prm.beta   # the messages themselves are the heads' (:func:`sparse_agree_seconds`)
     if dense_out:
-        return seconds + size * v * k.zero + k.scattered * total
+        return seconds + size * v * k.zero + k.scattered * total + k.dense
     touched, prefix = held[0], held[0]
     for n in held[1:]:   # each two-way merge reads the union so far and the next piece
         touched += (prefix if merged is None else min(prefix, merged)) + n

@@ -40,6 +40,16 @@ sparse way), or ``allgather``, ``reduce_scatter``, ``dense`` to force one.
 The local math (:func:`canonical`, :func:`route`, :func:`merge`, :func:`scatter_sum`,
 :func:`densify`) is pure numpy on local arrays, with compiled kernels for float sums
 beside their numpy references; :func:`run` does the messages on the communicator it is given.
+
+The common call (float32/float64 values, sorted unique int32/int64 indices, two ranks or
+more, check mode off, compiled kernels) takes :func:`quick`: what depends only on the
+call's shape (communicator, ranges, digest, persistent receives, the eager guess) is
+resolved once per shape, and the argument checks, order test, routing and packing are one
+compiled pass, so a call runs little Python. That matters because a call between two
+training steps runs cold (its code and objects out of the caches): 2-3x its cost in a
+tight loop. A COO result reuses the previous call's arrays when the caller no longer holds
+them (fresh arrays cost page faults). Every other call takes the general path, with the
+same messages, so ranks on either path meet.
 """
 
 from __future__ import annotations
@@ -48,13 +58,16 @@ import atexit
 import functools
 import hashlib
 import math
+import os
 import time
 from dataclasses import dataclass
+from sys import getrefcount
 
 import numpy as np
 from mpi4py import MPI
 
 from mpiml.collectives import model
+from mpiml.collectives.select import current_tuning as _current_tuning
 from mpiml.errors import MismatchError
 from mpiml.runtime import partition
 from mpiml.runtime.jit import kernel
@@ -357,40 +370,228 @@ def run(comm, indices, values, size: int, op, algorithm: str, dense_out, error=N
     head[0] = digest(values.dtype, size, op.label) if error is None else -1
     head[1] = 0 if error is None else 1
     head[2] = 1 if eager else 0
-    mine = ws.u8[base:base + 8 * hw + (payload if eager else 0)]
-    receives = [comm.Irecv([ws.u8[source * ws.rowbytes:(source + 1) * ws.rowbytes], MPI.BYTE], source, TAG_GATHER)
-                for source in range(p) if source != rank]
-    sends = [comm.Isend([mine, MPI.BYTE], dest, TAG_GATHER) for dest in range(p) if dest != rank]
+    dtype = values.dtype if error is None else None
+    return _exchange(comm, p, rank, ws, n, payload if eager else 0, hw, wire, dtype, size, op, algorithm, dense_out,
+                     error, allreduce, fast)
+
+
+def _exchange(comm, p, rank, ws, n, payload, hw, wire, dtype, size, op, algorithm, dense_out, error, allreduce,
+              fast, receives=None) -> Result:
+    """From this rank's message in its row of ``ws`` (``payload``: the bytes of nonzeros behind its head,
+    0 when not eager) to the result: round one, the decision every rank takes from the heads, the rest.
+    ``receives``: persistent receives into the other rows of ``ws`` (:meth:`_Plan.arm`), else posted here."""
+    base = rank * ws.rowbytes
+    mine = ws.u8[base:base + 8 * hw + payload]
+    if receives is None:
+        u8, rowbytes = ws.u8, ws.rowbytes
+        receives = [comm.Irecv([u8[source * rowbytes:(source + 1) * rowbytes], MPI.BYTE], source, TAG_GATHER)
+                    for source in range(p) if source != rank]
+    else:
+        MPI.Prequest.Startall(receives)
+    sends, message = [], [mine, MPI.BYTE]
+    for dest in range(p):
+        if dest != rank:
+            sends.append(comm.Isend(message, dest, TAG_GATHER))
     MPI.Request.Waitall(receives)
     sent = (p - 1) * mine.size
-    table = ws.tab[:, :hw]
+    isz, vsz = wire.itemsize, (dtype.itemsize if dtype is not None else 0)
     bad = _heads(ws, hw, isz, vsz, fast)
     if bad:
         MPI.Request.Waitall(sends)
-        _check_table(comm, table, error)
+        _check_table(comm, ws.tab[:, :hw], error)
     if not ws.late and algorithm in ("auto", "sparse", "allgather"):
         # every rank holding nonzeros has sent them already, each expecting the split allgather from its own
         # counts: only the local combination is left, cheaper than any other way from here (the same
         # decision on every rank: it reads the heads)
-        how = "allgather"
-    else:
-        how = model.sparse_choice((ws.rows.tolist(), ws.cols.tolist(), ws.own.tolist()), size, vsz, isz,
-                                  algorithm=algorithm, dense_out=dense_out is not False)
+        _PENDING.extend(sends)   # completed while this rank combines: waited for at the next call's start
+        return _combine(ws, wire, dtype, size, op, dense_out, fast, sent)
+    how = model.sparse_choice((ws.rows.tolist(), ws.cols.tolist(), ws.own.tolist()), size, vsz, isz,
+                              algorithm=algorithm, dense_out=dense_out is not False)
     if how == "allgather":
         ws, sent = _second_round(comm, ws, hw, isz, vsz, fast, sends, sent)
-        return _combine(ws, wire, values.dtype, size, op, dense_out, fast, sent)
+        return _combine(ws, wire, dtype, size, op, dense_out, fast, sent)
     MPI.Request.Waitall(sends)   # an eager rank's nonzeros were received with the heads: nothing to drain
     at = base + 8 * hw
     idx = ws.u8[at:at + n * isz].view(wire)
-    val = ws.u8[at + _pad(n * isz):][:n * vsz].view(values.dtype)
+    val = ws.u8[at + _pad(n * isz):][:n * vsz].view(dtype)
     if how == "dense":
+        if allreduce is None:
+            from mpiml.collectives.api import allreduce
         x = densify(idx, val, size, None if isinstance(dense_out, bool) else dense_out)
         allreduce(x, op=op, comm=comm, out=x)
         sent += model.allreduce_bytes(x.nbytes, p)
         if dense_out is False:
             return Result(np.arange(size, dtype=wire), x, None, "dense", sent)
         return Result(None, None, x, "dense", sent)
-    return _reduce_scatter(comm, idx, val, table[:, HEAD:], size, op, algorithm, dense_out, sent)
+    return _reduce_scatter(comm, idx, val, ws.tab[:, HEAD:hw], size, op, algorithm, dense_out, sent)
+
+
+class _Plan:
+    """What :func:`quick` resolves once per (communicator, size, op, algorithm, dtypes, result form)."""
+
+    __slots__ = ("user", "comm", "p", "rank", "wire", "isz", "vsz", "hw", "bounds", "digest", "op", "dtype",
+                 "algorithm", "size", "room", "eager", "receives", "armed")
+
+    def __init__(self, user, comm, size, op, algorithm, dtype, wire):
+        self.user, self.comm, self.size, self.op, self.algorithm, self.dtype = user, comm, size, op, algorithm, dtype
+        self.p, self.rank = comm.Get_size(), comm.Get_rank()
+        self.wire, self.isz, self.vsz, self.hw = wire, wire.itemsize, dtype.itemsize, HEAD + self.p
+        self.bounds = np.ascontiguousarray(ranges(size, self.p), dtype=np.int64)
+        self.digest, self.room, self.eager = digest(dtype, size, op.label), _eager_bytes(self.p), {}
+        self.receives, self.armed = None, None
+
+    def eager_for(self, key, tuning, counts, dense: bool) -> bool:
+        """:func:`_eager_guess`'s decision for ``key`` (the counts to a quarter octave) under ``tuning``."""
+        if len(self.eager) > 256:
+            self.eager.clear()
+        decision = model.sparse_eager(counts.tolist(), self.size, self.vsz, self.isz, algorithm=self.algorithm,
+                                      dense_out=dense, params=model.sparse_params())
+        self.eager[key] = (tuning, decision)
+        return decision
+
+    def arm(self, ws):
+        """Persistent receives of every other rank's message into its row of ``ws`` (started per call)."""
+        self.free()
+        rowbytes = ws.rowbytes
+        self.receives = [self.comm.Recv_init([ws.u8[r * rowbytes:(r + 1) * rowbytes], MPI.BYTE], r, TAG_GATHER)
+                         for r in range(self.p) if r != self.rank]
+        self.armed = ws
+
+    def free(self):
+        """Free the persistent receives (all inactive between calls)."""
+        if self.receives and not MPI.Is_finalized():
+            for request in self.receives:
+                request.Free()
+        self.receives, self.armed = None, None
+
+
+_PLANS: dict = {}
+_ENVIRON = getattr(os.environ, "_data", None)
+_KERNELS_KEY = os.environ.encodekey("MPIML_KERNELS") if isinstance(_ENVIRON, dict) and hasattr(
+    os.environ, "encodekey") else None
+
+
+def _drop_plans() -> None:
+    """Forget every plan, freeing its persistent receives."""
+    for plan in _PLANS.values():
+        if plan:
+            plan.free()
+    _PLANS.clear()
+
+
+atexit.register(_drop_plans)   # before MPI is finalized (mpi4py's own exit hook was registered first)
+
+
+def _plan(comm, size, op, algorithm, dtype, itype):
+    """A new :class:`_Plan`, or False where :func:`quick` leaves the call to the general path."""
+    from mpiml.collectives.ops import resolve_op
+    from mpiml.runtime.comm import context_of
+    from mpiml.runtime.jit import compiled
+
+    if (type(size) is not int or size < 0 or algorithm not in ALGORITHMS or op not in OPS or itype not in _INDEX_TYPES
+            or dtype not in (np.float32, np.float64) or not compiled()):
+        return False
+    c = context_of(comm).comm
+    if c.Get_size() == 1:
+        return False
+    return _Plan(comm, c, size, resolve_op(op), algorithm, dtype, index_dtype(size))
+
+
+_INDEX_TYPES = (np.dtype(np.int32), np.dtype(np.int64))
+
+
+def quick(indices, values, size, op, algorithm, comm, out, dense):
+    """The common call (float sums, sorted unique int32/int64 indices, two ranks or more, check mode off)
+    with its per-shape work done once and its checks, order test, routing and packing in one compiled
+    pass (:func:`_quick_pack_kernel`); the result as :func:`mpiml.sparse_allreduce` (``dense``) or
+    :func:`mpiml.sparse_allreduce_coo` return it, or None, before any message, for the general path
+    (which checks the arguments and raises their errors on every rank)."""
+    if type(indices) is not np.ndarray or type(values) is not np.ndarray or type(op) is not str or (
+            _KERNELS_KEY is None or _ENVIRON.get(_KERNELS_KEY) is not None):
+        return None
+    key = (id(comm), size, op, algorithm, values.dtype, indices.dtype, dense)
+    plan = _PLANS.get(key)
+    if plan is None or (plan is not False and plan.user is not comm):
+        if len(_PLANS) > 64:
+            _drop_plans()
+        plan = _PLANS[key] = _plan(comm, size, op, algorithm, values.dtype, indices.dtype)
+    if plan is False:
+        return None
+    n = indices.size
+    if indices.ndim != 1 or values.ndim != 1 or values.size != n or (n > 1 and (
+            values.strides[0] != plan.vsz or indices.strides[0] != indices.itemsize)):
+        return None
+    if dense:
+        if out is None:
+            out = np.empty(size, dtype=values.dtype)
+        elif (type(out) is not np.ndarray or out.shape != (size,) or out.dtype != values.dtype
+              or not out.flags.c_contiguous or not out.flags.writeable or np.may_share_memory(out, values)
+              or np.may_share_memory(out, indices)):
+            return None
+    if _PENDING:
+        _settle()
+    p, rank, hw, wire = plan.p, plan.rank, plan.hw, plan.wire
+    payload = _pad(n * plan.isz) + _pad(n * plan.vsz)
+    ws = _WORKSPACES.get(p)
+    if ws is None or ws.rowbytes < 8 * hw + payload:
+        ws = _workspace(p, 8 * hw + payload)
+    at = rank * ws.rowbytes + 8 * hw
+    head = ws.tab[rank]
+    top = _quick_pack_kernel(indices, values, plan.bounds, ws.flat(wire), ws.flat(values.dtype), at // plan.isz,
+                             (at + _pad(n * plan.isz)) // plan.vsz, head, size, plan.digest)
+    if top < 0:   # not sorted and unique, or out of range: the general path's canonical order or error
+        return None
+    if payload > plan.room or algorithm in ("dense", "reduce_scatter"):
+        eager = False
+    elif algorithm == "allgather":
+        eager = True
+    else:
+        tuning, key = _current_tuning(), (int(4 * math.log2(n + 1)), int(4 * math.log2(top + 1)))
+        hit = plan.eager.get(key)
+        eager = hit[1] if hit is not None and hit[0] is tuning else plan.eager_for(key, tuning, head[HEAD:hw], dense)
+    head[2] = eager
+    if plan.armed is not ws:
+        plan.arm(ws)
+    result = _exchange(plan.comm, p, rank, ws, n, payload if eager else 0, hw, wire, values.dtype, size, plan.op,
+                       algorithm, out if dense else False, None, None, True, plan.receives)
+    STATS["path"], STATS["bytes_sent"] = result.path, result.bytes_sent
+    return result.dense if dense else (result.indices, result.values)
+
+
+@kernel
+def _quick_pack_kernel(indices, values, bounds, wire, vals, at, vat, head, size, key):
+    """This rank's message into its row: the digest and no-error flag in ``head``, the counts per range
+    after them, ``indices`` (as the wire's type) from ``wire[at]`` and ``values`` from ``vals[vat]``, in
+    one pass; the largest count, -1 as soon as an index is not above the one before (not sorted and
+    unique), -2 for an index outside ``[0, size)``."""
+    n = indices.size
+    p = bounds.size - 1
+    if n > 0 and indices[0] < 0:
+        return -2
+    head[0] = key
+    head[1] = 0
+    for j in range(p):
+        head[HEAD + j] = 0
+    j = 0
+    c = 0
+    for k in range(n):
+        x = indices[k]
+        if k > 0 and x <= indices[k - 1]:
+            return -1
+        if x >= size:
+            return -2
+        while x >= bounds[j + 1]:
+            head[HEAD + j] = c
+            c = 0
+            j += 1
+        c += 1
+        wire[at + k] = x
+        vals[vat + k] = values[k]
+    head[HEAD + j] = c
+    top = 0
+    for j in range(p):
+        top = max(top, head[HEAD + j])
+    return top
 
 
 def _reduce_scatter(comm, idx, val, C, size, op, algorithm, dense_out, sent) -> Result:
@@ -463,8 +664,8 @@ class _Workspace:
         self._views = {}
         self.rows, self.cols, self.own = np.zeros(p), np.zeros(p), np.zeros(p)
         self.ioff, self.voff, self.counts = (np.zeros(p, dtype=np.int64) for _ in range(3))
-        self.late = False
-        self.back = {}
+        self.late, self.total = False, 0
+        self.back, self.results = {}, {}
 
     def flat(self, dtype) -> np.ndarray:
         """The whole workspace as one array of ``dtype`` (8 divides ``rowbytes``, so rows start aligned)."""
@@ -472,6 +673,17 @@ class _Workspace:
         if view is None:
             view = self._views[dtype] = self.u8.view(dtype)
         return view
+
+    def result(self, wire, dtype, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Index and value arrays of at least ``n`` elements for a COO result: the last ones when no caller
+        holds them (or a view of them) any more, else new ones. Reused memory is mapped already: a fresh
+        150 KB result costs its page faults, 25 us after a training step's large temporaries."""
+        pair = self.results.get((wire, dtype))
+        if pair is not None and pair[0].size >= n and getrefcount(pair[0]) == 2 and getrefcount(pair[1]) == 2:
+            return pair   # 2: the tuple's reference and the argument's; a result handed out holds a third
+        size = max(n, 0 if pair is None else pair[0].size) + (n >> 3)
+        pair = self.results[wire, dtype] = (np.empty(size, dtype=wire), np.empty(size, dtype=dtype))
+        return pair
 
     def scratch(self, dtype, n: int) -> np.ndarray:
         """A reused scratch array of at least ``n`` elements of ``dtype`` (the merges' ping-pong half)."""
@@ -548,11 +760,13 @@ def _heads_kernel(tab, hw, isz, vsz, rowbytes, rows, cols, own, ioff, voff, coun
     """From every rank's head in ``tab`` (the workspace's rows as int64): the count table's row and
     column sums and diagonal, each rank's count and where its indices and values sit (in elements of
     ``isz`` and ``vsz`` bytes, both dividing 8); 1 when a rank has an error or the digests differ, plus 2
-    when a rank holding nonzeros did not send them with its head (a second round if the allgather is chosen)."""
+    when a rank holding nonzeros did not send them with its head (a second round if the allgather is chosen),
+    plus 4 times the nonzeros of all ranks."""
     p = tab.shape[0]
     head = hw - p
     bad = 0
     late = 0
+    total = 0
     for j in range(p):
         cols[j] = 0.0
     for r in range(p):
@@ -564,6 +778,7 @@ def _heads_kernel(tab, hw, isz, vsz, rowbytes, rows, cols, own, ioff, voff, coun
             n += c
             cols[j] += c
         counts[r] = n
+        total += n
         if n > 0 and tab[r, 2] == 0:
             late = 2
         rows[r] = n
@@ -571,18 +786,18 @@ def _heads_kernel(tab, hw, isz, vsz, rowbytes, rows, cols, own, ioff, voff, coun
         at = r * rowbytes + 8 * hw
         ioff[r] = at // isz
         voff[r] = (at + ((n * isz + 7) // 8) * 8) // vsz
-    return bad + late
+    return bad + late + 4 * total
 
 
 def _heads(ws, hw, isz, vsz, fast) -> bool:
     """Read the heads into ``ws``'s summaries (:func:`_heads_kernel`, or its numpy reference, where the
-    offsets are in bytes; ``ws.late``: a rank's nonzeros did not come with its head); True when a rank
-    has an error or the ranks disagree."""
+    offsets are in bytes; ``ws.late``: a rank's nonzeros did not come with its head; ``ws.total``: the
+    nonzeros of all ranks); True when a rank has an error or the ranks disagree."""
     if fast:
         code = _heads_kernel(ws.tab, hw, isz, vsz, ws.rowbytes, ws.rows, ws.cols, ws.own, ws.ioff, ws.voff,
                              ws.counts)
-        ws.late = code >= 2
-        return code % 2 == 1
+        ws.late, ws.total = (code & 2) == 2, code >> 2
+        return (code & 1) == 1
     p = ws.p
     table = ws.tab[:, :hw]
     C = table[:, HEAD:]
@@ -591,6 +806,7 @@ def _heads(ws, hw, isz, vsz, fast) -> bool:
     ws.ioff[:] = np.arange(p) * ws.rowbytes + 8 * hw
     ws.voff[:] = ws.ioff + (ws.counts * isz + 7) // 8 * 8
     ws.late = bool(((table[:, 2] == 0) & (ws.counts > 0)).any())
+    ws.total = int(ws.counts.sum())
     return bool(table[:, 1].any() or (table[:, 0] != table[0, 0]).any())
 
 
@@ -619,9 +835,6 @@ def _settle_at_exit() -> None:
 def _second_round(comm, ws, hw, isz, vsz, fast, sends, sent):
     """The split allgather's second round: the ranks that did not send their nonzeros with their head
     (not eager) send them now, into rows grown to hold them; ``(workspace, bytes sent)``."""
-    if not ws.late:   # this rank's sends complete while it combines: waited for at the next call's start
-        _PENDING.extend(sends)
-        return ws, sent
     p, rank = ws.p, comm.Get_rank()
     late = [r for r in range(p) if ws.tab[r, 2] == 0 and ws.counts[r] > 0]
     need = 8 * hw + max(_payload(int(ws.counts[r]), isz, vsz) for r in late)
@@ -645,8 +858,7 @@ def _combine(ws, wire, dtype, size, op, dense_out, fast, sent) -> Result:
     """SparCML's split allgather, the local part: every rank's nonzeros are in its row of ``ws``; each rank
     combines all ``p`` pieces itself in rank order, the same function of the same data on every rank, so
     the same bits. Compiled for float sums, straight from the rows; else the pieces are joined first."""
-    p = ws.p
-    total = int(ws.counts.sum())
+    p, total = ws.p, ws.total
     if fast and op.label == "sum":
         ix, vx = ws.flat(wire), ws.flat(dtype)
         if dense_out is not False:
@@ -654,7 +866,7 @@ def _combine(ws, wire, dtype, size, op, dense_out, fast, sent) -> Result:
             out.fill(0)
             _scatter_sum_kernel(ix, vx, ws.ioff, ws.voff, ws.counts, out)
             return Result(None, None, out, "sparse_allgather", sent)
-        union, acc = np.empty(total, dtype=wire), np.empty(total, dtype=dtype)
+        union, acc = ws.result(wire, dtype, total)
         m = _merge_sum_kernel(ix, vx, ws.ioff, ws.voff, ws.counts, union, acc, ws.scratch(wire, total),
                               ws.scratch(dtype, total))
         return Result(union[:m], acc[:m], None, "sparse_allgather", sent)
@@ -735,16 +947,17 @@ def local(indices, values, size: int, op, dense_out) -> Result:
     return Result(None, None, densify(idx, val, size, None if dense_out is True else dense_out), "local", 0)
 
 
-def calibrate(comm=None, size: int = 1 << 20, nonzeros: int = 7000, repeats: int = 40, flush_bytes: int = 16 << 20,
+def calibrate(comm=None, size: int = 1 << 20, nonzeros: int = 7000, repeats: int = 40, flush_bytes: int | None = None,
               params=None) -> dict:
     """Measure the sparse allreduce's model constants on this machine, cold; collective over ``comm``.
 
-    Every timed repetition starts cold: every rank first writes a fresh temporary of
-    ``flush_bytes`` and frees it (16 MB: two ranks fill the 32 MB L3 of the 2-core VM), as a
-    numpy training step does between two exchanges (its batch, margins, gradient), so the
-    code, the buffers and the MPI library's state start out of the caches (a call in a tight
-    loop, warm, is faster). The data: ``nonzeros`` random sorted float64 nonzeros per rank in
-    ``size`` elements.
+    Every timed repetition starts cold, after what a data-parallel training step does between
+    two exchanges: every rank copies a dense gradient of ``flush_bytes`` (default: the
+    vector's, ``8 * size``), allreduces it (``mpiml.allreduce``) and copies it again into a
+    fresh temporary, freed (8 MB each at the default size), so the code, the buffers and the
+    MPI library's state start out of the caches (a call in a tight loop, warm, is 2-3x
+    faster). The data: ``nonzeros`` random sorted float64 nonzeros per rank in ``size``
+    elements.
 
     Parameters
     ----------
@@ -752,8 +965,8 @@ def calibrate(comm=None, size: int = 1 << 20, nonzeros: int = 7000, repeats: int
         Defaults to ``MPI.COMM_WORLD``. With one rank, only the local constants are
         measured (``p`` pieces of two ranks are merged).
     size, nonzeros, repeats, flush_bytes : int
-        The vectors' length, the nonzeros per rank, the timed repetitions (medians), the
-        bytes written before each.
+        The vectors' length, the nonzeros per rank, the timed repetitions of the whole call
+        (medians; half as many for each kernel), the dense gradient's bytes moved before each.
     params : ModelParams, optional
         The machine's other parameters (alpha, beta, overheads): those in force by default.
 
@@ -768,11 +981,13 @@ def calibrate(comm=None, size: int = 1 << 20, nonzeros: int = 7000, repeats: int
         merges what it has just received); with two or more ranks also ``SPARSE_FIXED``: the median of the
         whole :func:`mpiml.sparse_allreduce_coo` call (``auto``, the split allgather at these
         counts; barrier to barrier, the slowest rank) less what the model prices for its other
-        terms with these constants (the same on every rank).
+        terms with these constants (the same on every rank), and ``SPARSE_DENSE``: the same for
+        :func:`mpiml.sparse_allreduce` into a reused ``out`` (the dense result), less its model
+        with that ``SPARSE_FIXED``.
     """
     from dataclasses import replace
 
-    from mpiml.collectives.api import sparse_allreduce_coo
+    from mpiml.collectives.api import allreduce, sparse_allreduce, sparse_allreduce_coo
     from mpiml.collectives.ops import SUM
     from mpiml.runtime.comm import context_of
 
@@ -788,24 +1003,29 @@ def calibrate(comm=None, size: int = 1 << 20, nonzeros: int = 7000, repeats: int
     counts = np.full(pieces_p, nonzeros, dtype=np.int64)
     out = np.zeros(size)
 
+    gradient = np.ones(max((8 * size if flush_bytes is None else flush_bytes) // 8, 1))
+
     def flush(k):
-        """A training step's work between two calls: a fresh temporary written, then freed (numpy's large
-        temporaries are new mappings: page faults, and the unmapping's TLB shootdown on the other cores)."""
-        np.empty(max(flush_bytes // 8, 1)).fill(k)
-    bounds = ranges(size, pieces_p)
-    packed = np.empty(nonzeros, dtype=wire)
-    head = np.empty(pieces_p, dtype=np.int64)
+        """A training step's memory traffic between two exchanges: its dense gradient copied, allreduced,
+        copied again (fresh temporaries, freed: page faults and unmapping as numpy's large ones do)."""
+        step = gradient.copy()
+        allreduce(step, comm=c, out=step)
+        step = gradient.copy()
+        step[0] = k
+    bounds = np.ascontiguousarray(ranges(size, pieces_p), dtype=np.int64)
+    packed, packed_values = np.empty(nonzeros, dtype=wire), np.empty(nonzeros)
+    head = np.empty(HEAD + pieces_p, dtype=np.int64)
 
     def held():
-        if compiled_pack:
-            _pack_kernel(pieces[0], bounds, packed, 0, head)
+        if compiled_pack:   # the lean call's pass: checks, order, routing, indices and values packed
+            _quick_pack_kernel(pieces[0], val[:nonzeros], bounds, packed, packed_values, 0, 0, head, size, 1)
         else:
-            head[:] = route(canonical(pieces[0], val[:nonzeros], SUM, wire)[0], bounds)
+            head[HEAD:] = route(canonical(pieces[0], val[:nonzeros], SUM, wire)[0], bounds)
 
     def cold(fn, *warm):
         fn()   # compiles the kernels
         spent = []
-        for k in range(repeats):
+        for k in range(max(repeats // 2, 1)):   # a kernel alone varies less than a whole call
             flush(k)
             for x in warm:   # inputs a call has just received or written (in its cache), the rest cold
                 x.sum()
@@ -834,19 +1054,25 @@ def calibrate(comm=None, size: int = 1 << 20, nonzeros: int = 7000, repeats: int
     everyone = c.allgather(mine)
     C = np.array([route(i, ranges(size, p)) for i in everyone])
     M = route(np.unique(np.concatenate(everyone)), ranges(size, p))
-    spent = []
-    for k in range(repeats + 1):
-        flush(k)
-        c.Barrier()
-        start = time.perf_counter()
-        sparse_allreduce_coo(mine, values, size, comm=c)   # "auto": its pricing is part of the call
-        took = time.perf_counter() - start
-        if k:   # the first call compiles
-            spent.append(c.allreduce(took, op=MPI.MAX))
+    def whole(call):
+        spent = []
+        for k in range(repeats + 1):
+            flush(k)
+            c.Barrier()
+            start = time.perf_counter()
+            call()   # "auto": its pricing is part of the call
+            took = time.perf_counter() - start
+            if k:   # the first call compiles
+                spent.append(c.allreduce(took, op=MPI.MAX))
+        return float(np.median(spent))
+
     prm = model.sparse_params(params)
-    trial = replace(prm, sparse={**prm.sparse, **found, "SPARSE_FIXED": 0.0})
+    trial = replace(prm, sparse={**prm.sparse, **found, "SPARSE_FIXED": 0.0, "SPARSE_DENSE": 0.0})
     rest = model.predict_sparse_counts(C, M, size, trial, index_bytes=wire.itemsize, dense_out=False)[0]
-    found["SPARSE_FIXED"] = max(float(np.median(spent)) - rest, 0.0)
+    found["SPARSE_FIXED"] = max(whole(lambda: sparse_allreduce_coo(mine, values, size, comm=c)) - rest, 0.0)
+    trial = replace(trial, sparse={**trial.sparse, "SPARSE_FIXED": found["SPARSE_FIXED"]})
+    rest = model.predict_sparse_counts(C, M, size, trial, index_bytes=wire.itemsize, dense_out=True)[0]
+    found["SPARSE_DENSE"] = max(whole(lambda: sparse_allreduce(mine, values, size, comm=c, out=out)) - rest, 0.0)
     return found
 
 

@@ -165,6 +165,25 @@ def test_compiled_merge_matches_the_numpy_reference(monkeypatch):
                 for case in (np.array([5, -2, 9, 0], np.int64), np.array([7], np.int32)):
                     assert sparse_alg.extent(case) == (int(case.min()), int(case.max()))
                 assert sparse_alg._pack_kernel(np.array([4, 2]), bounds, np.zeros(2, wire), 0, np.zeros(p, np.int64)) == -1
+                # the lean call's pass (checks, order, routing, indices and values) vs route and plain copies
+                quick, wide = sparse_alg._quick_pack_kernel, bounds.astype(np.int64)
+                for case in (mine, mine[:1], mine[:0], np.array([3, 3]), np.array([5, 1]), np.array([-1, 4]),
+                             np.array([0, size])):
+                    head, wi, wv = np.zeros(sparse_alg.HEAD + p, np.int64), np.zeros(case.size + 2, wire), np.zeros(
+                        case.size + 2, dtype)
+                    given = values if case is mine else np.arange(1, case.size + 1, dtype=dtype)
+                    top = quick(case, given, wide, wi, wv, 1, 2, head, size, 77)
+                    ok = bool(case.size == 0 or (np.all(np.diff(case) > 0)))
+                    if not ok:
+                        assert top == -1, case
+                    elif case.size and (case[0] < 0 or case[-1] >= size):
+                        assert top == -2, case
+                    else:
+                        counts = sparse_alg.route(case, bounds)
+                        assert top == (max(counts) if case.size else 0) and head[sparse_alg.HEAD:].tolist() == \
+                            counts.tolist() and head[:2].tolist() == [77, 0]
+                        assert wi[1:1 + case.size].tolist() == case.tolist() and wv[2:2 + case.size].tobytes() == \
+                            given.tobytes()
             vsz = np.dtype(dtype).itemsize
             assert not sparse_alg._heads(ws, hw, 4, vsz, True)
             fast = [ws.rows.copy(), ws.cols.copy(), ws.own.copy(), ws.ioff * 4, ws.voff * vsz, ws.counts.copy()]

@@ -106,6 +106,21 @@ def test_sparse_allreduce_switches_and_out():
         for r in range(p):
             expected[np.sort(np.random.default_rng([5, r]).choice(size, k, replace=False))] += 1.0
         agree(comm, res is out and np.array_equal(out, expected), (density, paths[density]))
+        # the COO result: the lean path (sorted unique int64/int32 indices) as the general one (check mode),
+        # bitwise; a result the caller still holds is never reused for the next call's
+        for itype, dtype in ((np.int64, np.float64), (np.int32, np.float32)):
+            val = np.random.default_rng([6, rank]).standard_normal(k).astype(dtype)
+            val[::3] = -0.0
+            held = mpiml.sparse_allreduce_coo(idx.astype(itype), val, size)
+            kept = held[0].copy(), held[1].copy()
+            general = mpiml.sparse_allreduce_coo(idx.astype(np.uint32), val, size, check=True)
+            again = mpiml.sparse_allreduce_coo(idx.astype(itype), val[::-1].copy(), size)
+            dense = np.zeros(size, dtype)
+            dense[again[0]] = again[1]
+            agree(comm, held[0].tobytes() == kept[0].tobytes() == general[0].tobytes()
+                  and held[1].tobytes() == kept[1].tobytes() == general[1].tobytes()
+                  and not np.shares_memory(held[1], again[1]) and (dense == 0).all() == (expected == 0).all(),
+                  (density, itype, dtype))
     if p > 1:   # all nonzeros: a dense allreduce; hardly any: sparse all the way
         agree(comm, paths[1.0] == "dense" and paths[0.001] == paths[0.0] == "sparse_allgather", paths)
 
