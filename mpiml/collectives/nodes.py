@@ -252,7 +252,8 @@ class NodeLayout:
 
     def sync(self) -> None:
         """MPI_Win_sync on the node's windows (a memory barrier for the ranks' loads and stores)."""
-        self.window.win.Sync()
+        if self.window is not None:
+            self.window.win.Sync()
         for window in self.inputs:
             window.win.Sync()
 
@@ -287,13 +288,9 @@ class NodeLayout:
 
     def barrier(self) -> None:
         """The node's barrier, with the memory synchronisation the windows' readers need."""
-        for window in (self.window, *self.inputs):
-            if window is not None:
-                window.win.Sync()
+        self.sync()
         self.local.Barrier()
-        for window in (self.window, *self.inputs):
-            if window is not None:
-                window.win.Sync()
+        self.sync()
 
     def free(self) -> None:
         """Free the window and the sub-communicators (collective on the communicator)."""
