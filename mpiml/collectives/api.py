@@ -870,8 +870,6 @@ def _sparse_call(indices, values, size, op, algorithm, comm, out, check, dense):
         got = _sparse_quick(indices, values, size, op, algorithm, comm, out, dense)
         if got is not None:
             return got
-    from mpiml.collectives import sparse as _sparse
-
     context = context_of(comm)
     c = context.comm
     error = None
@@ -915,6 +913,7 @@ def _sparse_call(indices, values, size, op, algorithm, comm, out, check, dense):
     return result.dense if dense else (result.indices, result.values)
 
 
+from mpiml.collectives import sparse as _sparse  # noqa: E402
 from mpiml.collectives.sparse import quick as _sparse_quick  # noqa: E402
 
 _watchdog.watch(allreduce, reduce_scatter, allgather, bcast, reduce, reproducible_sum, sparse_allreduce,
