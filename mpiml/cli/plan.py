@@ -22,6 +22,7 @@ from dataclasses import asdict
 from mpiml.cli.output import emit_json, say, table
 from mpiml.cli.parser import Parser, UsageError, count, split_command
 from mpiml.errors import ArgumentError, MpimlError
+from mpiml.runtime.threads import usable_cores
 
 EPILOG = """the job: an mpiml sgd or mf command line, after -- (or after the plan's options):
   mpiml plan --nodes-max 64 --cores-per-node 64 --mem-per-node 256G -- mpiml sgd --data train.svm --epochs 5
@@ -151,7 +152,7 @@ def cluster_of(args):
     if offer is not None:
         source = offer.source + (f", partition {offer.partition}" if offer.partition else "")
     nodes = args.nodes_max or (offer.nodes if offer else 1)
-    cores = args.cores_per_node or (offer.cpus if offer and offer.cpus else _local_cores())
+    cores = args.cores_per_node or (offer.cpus if offer and offer.cpus else usable_cores())
     if args.mem_per_node:
         try:
             mem = parse_size(args.mem_per_node)
@@ -164,8 +165,6 @@ def cluster_of(args):
     return Cluster(nodes_max=nodes, cores_per_node=cores, mem_per_node_bytes=mem, tuning=args.tuning), source
 
 
-def _local_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _local_memory() -> int:

@@ -22,6 +22,7 @@ import numpy as np
 from mpiml.parallel.cost import LBFGS_TRIALS
 from mpiml.plan.calibration import DEFAULT, Calibration
 from mpiml.plan.spec import Job, Layout
+from mpiml.runtime.threads import usable_cores
 
 # sgd probes: (rows, features, density, batch, epochs) of sync SGD on a synthetic classification set
 SGD_PROBES = ((3000, 4, 1.0, 16, 3), (8000, 2, 1.0, 2048, 3), (8000, 300, 1.0, 256, 3), (3000, 40, 1.0, 64, 3),
@@ -290,11 +291,9 @@ def merge_steps(tables: tuple, ratio: float, points) -> tuple:
 
 def _node_ratio(comm) -> float:
     """The most ranks per core of any node of ``comm`` (collective)."""
-    import os
-
     from mpi4py import MPI
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = usable_cores()
     node = comm.Split_type(MPI.COMM_TYPE_SHARED)
     try:
         local = node.Get_size()
@@ -505,8 +504,6 @@ def job_probes(comm=None, calibration: Calibration = DEFAULT, probes=JOB_PROBES)
     step on all ranks costs beyond that scaled compute and the predicted communication, per
     collective call. About 1 s on one rank, 3-6 s on several.
     """
-    import os
-
     from threadpoolctl import threadpool_limits
 
     from mpiml.plan.calibration import merge_excess, scale_table
@@ -518,7 +515,7 @@ def job_probes(comm=None, calibration: Calibration = DEFAULT, probes=JOB_PROBES)
     p = comm.Get_size()
     excess, scales = calibration.job_excess, dict(calibration.job_scale)
     ratio = _node_ratio(comm) if p > 1 else 1.0
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = usable_cores()
     # one node as the model sees it: this many ranks on cores enough for ``ratio`` ranks per core
     cluster = Cluster(nodes_max=1, cores_per_node=max(int(round(p / ratio)), 1) if ratio > 1 else max(cores, p))
     # the model without what the probe measures: with more ranks than cores, the generic table's waits too

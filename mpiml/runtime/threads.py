@@ -7,10 +7,15 @@ import os
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity where the OS has one, else the machine's count."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def cores_per_local_rank(local_ranks: int, cores: int | None = None) -> int:
     """Threads each of ``local_ranks`` ranks on one node may use without oversubscribing."""
     if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        cores = usable_cores()
     return max(1, int(cores or 1) // max(1, int(local_ranks)))
 
 
