@@ -90,7 +90,7 @@ class Calibration:
     job_excess : tuple
         What each collective call of a real training step costs beyond this model, by job family
         and ranks per core: ``((family, ((ratio, seconds), ...)), ...)``. Measured by
-        :func:`mpiml.plan.probe.job_excess` (``mpiml tune`` with 2 or more ranks): each family's
+        :func:`mpiml.plan.probe.job_probes` (``mpiml tune`` with 2 or more ranks): each family's
         own step loop (``sync-data``, ``sync-model``, ``lbfgs-data``, ``lbfgs-model``, ``als``,
         ``ials``, ``dsgd``) on a small generated problem at the tune's rank count, its measured
         step less this model's prediction of it, over its collective calls. Empty (the default):
