@@ -53,9 +53,9 @@ def build_parser():
     parser.add_argument("--in-place", action="store_true", help="allreduce/reduce with out=x")
     parser.add_argument("--check", action="store_true", help="verify every algorithm against native (bitwise)")
     parser.add_argument("--shared-inputs", action="store_true",
-                        help="allreduce: every rank's input in a shared array (mpiml.collectives.nodes.shared_array:  node-shared memory that "
-                             "shared_memory reads in place instead of copying it into its window; the other "
-                             "algorithms read it as any array)")
+                        help="allreduce: every rank's input in a shared array (mpiml.collectives.nodes.shared_array: "
+                             "node-shared memory that shared_memory reads in place instead of copying it into its "
+                             "window; the other algorithms read it as any array)")
     parser.add_argument("--roof", action="store_true",
                         help="also measure each size's memory roof on these ranks (the memory work the collective "
                              "cannot avoid on one node: mpiml.perf.roof) and print busbw at the roof and the share "
