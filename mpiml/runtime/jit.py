@@ -6,6 +6,14 @@ imports numba and compiles the function; the machine code is cached beside the m
 (``__pycache__``, or numba's user-wide cache when that is not writable), so later runs and
 the other ranks load it instead of compiling again.
 
+Ranks of a job that starts on a cold cache compile the same kernels at the same moment.
+numba names a new cache entry by reading the cache's index, taking the first free number
+and writing the index back, with no lock between processes: two ranks compiling two
+signatures at once could take the same number, and a later run would load one signature's
+machine code for the other's arguments ("can't unbox array from PyObject", seen in CI).
+So a compile here holds an exclusive ``flock`` on a file in the cache's folder; the ranks
+then take turns, and all but the first read the first one's machine code from the cache.
+
 ``MPIML_KERNELS=numpy`` makes every caller take its numpy reference path instead (the
 slow, obviously-correct one each fast path is tested against); :func:`compiled` says which
 path is in force.
@@ -13,11 +21,20 @@ path is in force.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import tempfile
+import threading
 
 ENV = "MPIML_KERNELS"
 CHOICES = ("auto", "numba", "numpy")
+LOCK_NAME = "mpiml-compile.lock"
+
+# flock is per open file: a second open by this process would wait on itself, so only the
+# outermost compile in a process takes it.
+_in_process = threading.RLock()
+_depth = 0
 
 
 def compiled() -> bool:
@@ -69,8 +86,68 @@ def kernel(fn=None, **options):
         if compiled_fn is None:
             import numba
 
-            compiled_fn = numba.njit(cache=True, nogil=True, **options)(fn)
+            dispatcher = numba.njit(cache=True, nogil=True, **options)(fn)
+            dispatcher.compile = _locked(dispatcher, dispatcher.compile)
+            compiled_fn = dispatcher
         return compiled_fn(*args)
 
     call.py_func = fn
     return call
+
+
+def _locked(dispatcher, compile_one):
+    """``compile_one`` (numba's load-or-compile-then-save of one signature) under the cache's lock."""
+
+    @functools.wraps(compile_one)
+    def compile_locked(sig):
+        with _cache_lock(getattr(getattr(dispatcher, "_cache", None), "_cache_path", None)):
+            return compile_one(sig)
+
+    return compile_locked
+
+
+@contextlib.contextmanager
+def _cache_lock(folder):
+    """Hold an exclusive lock shared by every process using the cache in ``folder``.
+
+    Best effort: where the file cannot be made or locked (a read-only folder, a file system
+    without ``flock``), a node-local lock is tried and then none, which is numba's own
+    behaviour; a compile never fails for want of a lock.
+    """
+    global _depth
+    with _in_process:
+        if _depth:
+            _depth += 1
+            try:
+                yield
+            finally:
+                _depth -= 1
+            return
+        fd = _acquire([folder, tempfile.gettempdir()] if folder else [tempfile.gettempdir()])
+        _depth = 1
+        try:
+            yield
+        finally:
+            _depth = 0
+            if fd is not None:
+                os.close(fd)  # closing the file releases its lock
+
+
+def _acquire(folders):
+    try:
+        import fcntl
+    except ImportError:  # no flock on this platform
+        return None
+    for folder in folders:
+        try:
+            os.makedirs(folder, exist_ok=True)
+            fd = os.open(os.path.join(folder, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            os.close(fd)
+            continue
+        return fd
+    return None
