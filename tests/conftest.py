@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, settings
 from mpi_helpers import shared_tmp  # noqa: F401  (a fixture for every test directory)
 
@@ -33,6 +34,33 @@ settings.register_profile("serial", deadline=None, max_examples=100)
 
 def pytest_configure(config):
     settings.load_profile("mpi" if config.getoption("--with-mpi", default=False) else "serial")
+
+
+_failed_tests: set[str] = set()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Under mpiexec: stop every rank after the first test that failed on any rank.
+
+    A failed test may leave the ranks out of step (one rank raised before a collective call
+    that the others entered; in CI a local error on rank 0 made rank 1 fail too, one call
+    later), and every later test then failed for its sake or waited, until the run's
+    timeout, on a message that never came. Stopping at once reports the real failure.
+    """
+    yield
+    comm = getattr(item.config, "outcomes_comm", None)
+    if comm is None:
+        return
+    failed = comm.allreduce(int(item.nodeid in _failed_tests))
+    if failed:
+        item.session.shouldstop = (f"{item.nodeid} failed on {failed} of {comm.Get_size()} rank(s); "
+                                   "stopping, as the ranks may be out of step")
+
+
+def pytest_runtest_logreport(report):
+    if report.failed:
+        _failed_tests.add(report.nodeid)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -74,6 +102,12 @@ def _mapped_segments() -> set:
 
 def pytest_sessionstart(session):
     session.config.stash_mpich_segments = _mpich_segments()
+    if session.config.getoption("--with-mpi", default=False):
+        from mpi4py import MPI
+
+        # The ranks compare outcomes on a communicator of their own: a test that failed
+        # part-way may leave messages or calls pending on COMM_WORLD.
+        session.config.outcomes_comm = MPI.COMM_WORLD.Dup()
 
 
 def pytest_sessionfinish(session, exitstatus):
