@@ -33,6 +33,7 @@ import numpy as np
 from mpi4py import MPI
 
 from mpiml.collectives import algorithms as _algorithms  # noqa: F401  (registers the built-in algorithms)
+from mpiml.collectives import nodes as _nodes
 from mpiml.collectives import registry
 from mpiml.collectives import reproducible as _repro
 from mpiml.collectives import select as _select
@@ -451,6 +452,7 @@ def _forget_plans():
 
 registry.on_change(_forget_plans)
 _select.on_tuning_change(_forget_plans)
+_nodes.on_layout_change(_forget_plans)
 
 
 def _plan(context, chosen, op, dtype, shape):

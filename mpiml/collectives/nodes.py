@@ -42,15 +42,26 @@ MIN_WINDOW_BYTES = 1 << 12
 _override: int | None = None
 _keyval = None
 _live: list = []   # layouts not freed yet, freed at exit (before MPI_Finalize)
+_layout_listeners: list = []
+
+
+def on_layout_change(callback) -> None:
+    """Call ``callback()`` when :func:`set_ranks_per_node` changes the emulated nodes (plans kept per call
+    chose their algorithm on the layout before)."""
+    _layout_listeners.append(callback)
 
 
 def set_ranks_per_node(ranks: int | None = None) -> int | None:
     """Emulate nodes of ``ranks`` consecutive ranks in this process (None: back to
-    ``MPIML_RANKS_PER_NODE``, else the real nodes). Call it alike on every rank; returns the previous setting."""
+    ``MPIML_RANKS_PER_NODE``, else the real nodes). Call it alike on every rank; returns the previous setting.
+    Calls made after it choose their algorithms on the new layout (plans kept by earlier calls are dropped)."""
     global _override
     if ranks is not None and (isinstance(ranks, bool) or int(ranks) != ranks or ranks < 1):
         raise ArgumentError(f"ranks per node must be a positive integer, got {ranks!r}")
     previous, _override = _override, None if ranks is None else int(ranks)
+    if previous != _override:
+        for callback in _layout_listeners:
+            callback()
     return previous
 
 

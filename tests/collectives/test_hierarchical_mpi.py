@@ -150,3 +150,49 @@ def test_auto_keys_its_choice_by_the_node_layout(emulate, monkeypatch):
         select.set_tuning(None)
         comm.Free()
     agree(world, not problems, problems)
+
+
+@pytest.mark.mpi
+def test_changing_the_emulated_nodes_mid_program_rechooses_the_algorithm(emulate, monkeypatch):
+    """Repeated calls keep a plan; set_ranks_per_node drops it, so the next call picks on the new layout."""
+    import dataclasses
+
+    from mpiml.collectives import model, model_nodes, registry, select
+    from mpiml.collectives.tuning import Tuning
+
+    world = MPI.COMM_WORLD
+    d = model.DEFAULT_PARAMS
+    slow = model.ModelParams.from_dict(dict(d.to_dict(), intra_alpha=d.alpha, intra_beta=d.beta, alpha=20 * d.alpha,
+                                            beta=10 * d.beta))
+    per_node = max(1, world.size - 1)   # 2 or more nodes; shared_memory has a node of several ranks from p = 3
+    ran = []
+    shared = registry.get("allreduce", "shared_memory")
+    monkeypatch.setitem(registry._TABLES["allreduce"], "shared_memory", dataclasses.replace(
+        shared, run=lambda *a, **k: ran.append(1) or shared.run(*a, **k)))
+    comm = world.Dup()
+    select.set_tuning(Tuning({}, slow))
+    problems = []
+    try:
+        counts = [n for n in (3, 1000, 20000, 300000)
+                  if (model_nodes.winner("allreduce", n * 8, model_nodes.node_sizes(world.size, per_node), slow)
+                      == "shared_memory") != (select.choose("allreduce", "auto", n * 8, world.size) == "shared_memory")]
+        n = counts[0] if counts else 20000
+        x = (np.arange(n) % 97 + world.rank).astype(np.float64)   # sums exact in any order
+        expected, out = mpiml.allreduce(x, algorithm="native", comm=comm), np.empty_like(x)
+        for layout in (None, per_node, None, per_node):
+            emulate(layout)
+            sizes = model_nodes.node_sizes(world.size, layout) if layout else (world.size,)
+            aware = len(sizes) > 1 and model_nodes.winner("allreduce", n * 8, sizes, slow) == "shared_memory"
+            ran.clear()
+            for _ in range(4):   # a plan is kept for calls with out= given: from the second call on
+                got = mpiml.allreduce(x, out=out, comm=comm)
+                if not np.array_equal(got, expected):
+                    problems.append((layout, "wrong result"))
+            if (len(ran) == 4) != aware or len(ran) not in (0, 4):
+                problems.append((layout, n, aware, len(ran)))
+        if world.size >= 3 and not counts:
+            problems.append("no message size where the layouts pick differently: the test checks nothing")
+    finally:
+        select.set_tuning(None)
+        comm.Free()
+    agree(world, not problems, problems)
