@@ -126,6 +126,17 @@ def by_size(points, nbytes: float) -> float:
     return float(points[-1][1])
 
 
+# The library may beat the textbook formula priced on the ping-pong link (a shared-memory broadcast that
+# copies once, in cache): its fitted extra is then negative, but never takes a price below this share
+# of the textbook's, so sizes between and beyond the measured ones keep a positive price.
+NATIVE_FLOOR = 0.25
+
+
+def with_native_extra(seconds: float, params: ModelParams, collective: str, nbytes: float) -> float:
+    """``seconds`` (the textbook price of the library's ``collective`` on ``nbytes``) plus its fitted extra."""
+    return max(seconds + nbytes * native_extra_at(params, collective, nbytes), NATIVE_FLOOR * seconds)
+
+
 def native_extra_at(params: ModelParams, collective: str, nbytes: float) -> float:
     """The library's extra seconds per byte for ``collective`` at ``nbytes``: ``native_extra_by_size``
     interpolated linearly in log2(bytes) (the end values beyond its sizes), else ``native_extra``."""

@@ -125,14 +125,14 @@ def _uneven_reduce_scatter(n, k, slices, r) -> float:
         return _algorithm("reduce_scatter", "native", n, k, r)
     block = n / slices
     moved = max((k - 1) * block * (r.beta + r.gamma), n * r.beta)
-    return r.params.step_overhead + (k - 1) * r.alpha + moved + n * model.native_extra_at(r.params, "reduce_scatter", n)
+    return model.with_native_extra(r.params.step_overhead + (k - 1) * r.alpha + moved, r.params, "reduce_scatter", n)
 
 
 def _uneven_allgather(n, k, slices, r) -> float:
     """The library's allgather of ``n`` bytes among ``k`` ranks of which the first ``slices`` hold a block."""
     if slices >= k:
         return _algorithm("allgather", "native", n, k, r)
-    return r.params.step_overhead + (k - 1) * r.alpha + n * r.beta + n * model.native_extra_at(r.params, "allgather", n)
+    return model.with_native_extra(r.params.step_overhead + (k - 1) * r.alpha + n * r.beta, r.params, "allgather", n)
 
 
 def allreduce_hierarchical(n, sizes, params, gamma, in_place=False) -> float:

@@ -185,16 +185,16 @@ def fit_native(params, records, min_bytes=1 << 20, min_by_size=MIN_BY_SIZE, layo
 
 def extra_by_size(params, records, min_bytes=MIN_BY_SIZE, layouts=None) -> dict:
     """``native_extra_by_size``: per collective and measured size from ``min_bytes`` up, the median over
-    rank counts of the library's excess per byte beyond the textbook formula and the faults;
-    collectives not measured keep ``params``' points."""
+    rank counts of the library's excess per byte beyond the textbook formula and the faults (negative
+    where the library beats the formula: :func:`mpiml.collectives.model.with_native_extra` keeps the
+    price positive); collectives not measured keep ``params``' points."""
     bare = model.ModelParams.from_dict(dict(params.to_dict(), native_extra={}, native_extra_by_size={}))
     by_size = dict(params.native_extra_by_size)
     residuals: dict = {}
     for rec in records:
         if rec["algorithm"] == "native" and rec["ranks"] > 1 and rec["bytes"] >= min_bytes:
             excess = rec["time_median_seconds"] - price(rec, bare, layouts)
-            residuals.setdefault(rec["collective"], {}).setdefault(rec["bytes"], []).append(
-                max(excess, 0.0) / rec["bytes"])
+            residuals.setdefault(rec["collective"], {}).setdefault(rec["bytes"], []).append(excess / rec["bytes"])
     for collective, sizes in residuals.items():
         by_size[collective] = [[nbytes, sorted(v)[len(v) // 2]] for nbytes, v in sorted(sizes.items())]
     return by_size

@@ -92,7 +92,8 @@ def _cost(textbook, collective, copies_input):
     """The library's cost: one Python step (the mpi4py call), then its own steps at ``alpha``.
 
     allreduce and reduce also copy the input out of place and, from ``fault_bytes`` up,
-    fault in fresh temporaries; every collective pays its fitted ``native_extra`` per byte.
+    fault in fresh temporaries; every collective pays its fitted ``native_extra`` per byte
+    (:func:`mpiml.collectives.model.with_native_extra`).
     """
     def cost(n, p, r):
         seconds = r.params.step_overhead + textbook(n, p, r.alpha, r.beta, r.gamma)
@@ -100,7 +101,7 @@ def _cost(textbook, collective, copies_input):
             seconds += 0.0 if r.in_place else n * r.copy
             if n >= r.params.fault_bytes:
                 seconds += n * r.params.native_fault
-        return seconds + n * model.native_extra_at(r.params, collective, n)
+        return model.with_native_extra(seconds, r.params, collective, n)
 
     return cost
 
