@@ -56,19 +56,19 @@ def _bcast(transport, buf, root, segment_bytes, workspace):
 def _allgather(transport, local, out, counts, workspace):
     layout = nodes.layout(transport.comm)
     g = layout.grouping
-    item = local.dtype.itemsize
     counts = np.asarray(counts, dtype=np.int64)
-    order = [r for members in g.members for r in members]        # node blocks, concatenated
-    in_rank_order = order == list(range(transport.size))
+    item = local.dtype.itemsize
+    order, in_rank_order, node_counts, node_starts, mine, mine_starts = layout.remember(
+        ("allgather", item, counts.tobytes()), lambda: _allgather_plan(g, counts, item, transport.size))
     if g.local_rank == 0:
-        node_counts = [int(counts[list(m)].sum()) * item for m in g.members]
-        mine = [int(counts[r]) * item for r in g.members[g.node]]
-        block = np.empty(node_counts[g.node], dtype=np.uint8)
-        layout.local.Gatherv([local, local.nbytes, MPI.BYTE], [block, mine, _starts(mine), MPI.BYTE], 0)
         gathered = out.view(np.uint8) if in_rank_order else np.empty(sum(node_counts), dtype=np.uint8)
+        if g.local_size > 1:
+            block = np.empty(node_counts[g.node], dtype=np.uint8)
+            layout.local.Gatherv([local, local.nbytes, MPI.BYTE], [block, mine, mine_starts, MPI.BYTE], 0)
+        else:   # a node of one rank: its block is its input
+            block = local.view(np.uint8).reshape(-1)
         if g.nodes > 1:
-            layout.peers.Allgatherv([block, block.size, MPI.BYTE],
-                                    [gathered, node_counts, _starts(node_counts), MPI.BYTE])
+            layout.peers.Allgatherv([block, block.size, MPI.BYTE], [gathered, node_counts, node_starts, MPI.BYTE])
         else:
             gathered[:] = block
         if not in_rank_order:  # nodes of interleaved ranks: each piece to its rank's place
@@ -78,6 +78,16 @@ def _allgather(transport, local, out, counts, workspace):
     if g.local_size > 1:
         layout.local.Bcast([out, out.nbytes, MPI.BYTE], 0)
     return out
+
+
+def _allgather_plan(g, counts, item, size) -> tuple:
+    """What an allgather of ``counts`` elements of ``item`` bytes per rank computes before any message:
+    the ranks in node order, whether that is rank order, the node blocks' bytes and offsets, this node's
+    pieces' bytes and offsets."""
+    order = [r for members in g.members for r in members]        # node blocks, concatenated
+    node_counts = [int(counts[list(m)].sum()) * item for m in g.members]
+    mine = [int(counts[r]) * item for r in g.members[g.node]]
+    return order, order == list(range(size)), node_counts, _starts(node_counts), mine, _starts(mine)
 
 
 def to_rank_order(gathered, result, order, sizes) -> None:

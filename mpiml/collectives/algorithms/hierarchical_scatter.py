@@ -33,22 +33,22 @@ def _reduce_scatter(transport, x, out, op, counts, workspace):
     layout = nodes.layout(transport.comm)
     g = layout.grouping
     counts = np.asarray(counts, dtype=np.int64)
-    x = node_order(x, counts, g.members)
+    in_order, node_counts, send_sizes, send_starts = layout.remember(
+        ("reduce_scatter", x.dtype.itemsize, counts.tobytes()), lambda: _plan(g, counts, x.dtype.itemsize))
+    if not in_order:
+        x = node_order(x, counts, g.members)
     leader = g.local_rank == 0
     total = x
     if g.local_size > 1:
         total = np.empty_like(x) if leader else None
         registry.table("reduce")["native"].run(layout.local_transport, x, total, op, 0, layout.local_workspace)
-    mine = counts[list(g.members[g.node])]
     if leader:
         block = total
         if g.nodes > 1:
-            node_counts = np.array([counts[list(m)].sum() for m in g.members], dtype=np.int64)
             block = np.empty(int(node_counts[g.node]), dtype=x.dtype)
             registry.table("reduce_scatter")["native"].run(layout.peers_transport, total, block, op, node_counts,
                                                          layout.peers_workspace)
-        sizes = mine * x.dtype.itemsize
-        send = [block, sizes.tolist(), displacements(sizes)[:-1].tolist(), MPI.BYTE]
+        send = [block, send_sizes, send_starts, MPI.BYTE]
     else:
         send = None
     if g.local_size > 1:
@@ -56,6 +56,15 @@ def _reduce_scatter(transport, x, out, op, counts, workspace):
     else:
         np.copyto(out, block[:out.size])
     return out
+
+
+def _plan(g, counts, item) -> tuple:
+    """What a reduce_scatter of ``counts`` computes before any message: whether the ranks are in node
+    order, the node blocks' element counts, this node's ranks' bytes and offsets (the leader's scatter)."""
+    order = [r for m in g.members for r in m]
+    node_counts = np.array([counts[list(m)].sum() for m in g.members], dtype=np.int64)
+    sizes = counts[list(g.members[g.node])] * item
+    return order == list(range(len(counts))), node_counts, sizes.tolist(), displacements(sizes)[:-1].tolist()
 
 
 def _cost(n, p, r):
