@@ -165,7 +165,8 @@ def allreduce_slices(n, sizes, params, gamma, in_place=False) -> float:
 def allreduce_shared(n, sizes, params, gamma, in_place=False, shares_memory=True) -> float:
     """Each node's shared window: inputs copied in (but a rank's own slice), each slice reduced in place in
     rank order, allreduced between nodes, the result copied out. Two waits on flags in the window (each
-    rank's counter read by the others: a Python step and one latency, whatever the node's size)."""
+    rank's counter read by the others: a Python step and one latency, whatever the node's size). What a
+    rank reads of another rank's writes is priced at no less than the node's link per byte."""
     if max(sizes) == 1:
         return _alone(n, sizes, params, gamma, in_place)
     if not shares_memory:
@@ -174,11 +175,15 @@ def allreduce_shared(n, sizes, params, gamma, in_place=False, shares_memory=True
     block = n / slices
     # a rank beyond the slices (a larger node than the smallest) copies all of its input in and the result out
     rest = max(n if k > slices else n - block for k in sizes if k > 1)
-    reduce = max((k - 1) * block * gamma for k in sizes)
+    # Bytes another rank wrote (its inputs, read by the reduction; its result blocks, copied out) come from
+    # that rank's core: no faster than the node's link, whose per-byte time the ping-pong measured at this size
+    # (measured at p=2, 1 MiB: priced at the local copy and add rates, 0.06 ms, where the call took 0.10 ms).
+    link = intra_link(params)[1]
+    reduce = max((k - 1) * block * max(gamma, link) for k in sizes)
     alone = 0.0 if in_place or min(sizes) > 1 else n * c   # a node of one rank copies x into out
     wait = params.step_overhead + intra_link(params)[0]
     return (max(rest * c, alone) + wait + reduce + between_nodes(block, len(sizes), params, gamma)
-            + block * c + wait + rest * c)
+            + block * c + wait + rest * max(c, link))
 
 
 def bcast_hierarchical(n, sizes, params, root_is_leader=True) -> float:

@@ -44,15 +44,16 @@ def test_slices_on_uneven_nodes_by_hand():
 
 def test_shared_memory_by_hand():
     # 2 nodes of 2, 8000 bytes in place: copy 4000 in, wait for the flags (2 + 0.5), reduce a 4000-byte
-    # slice of 2 inputs, allreduce it between nodes (what hierarchical does with 4000 bytes on nodes of
-    # one rank), copy it into the result, wait for the flags, copy 4000 out.
+    # slice of 2 inputs (the peer's read at the node's link, 0.001 a byte, no faster than the add), allreduce
+    # it between nodes (what hierarchical does with 4000 bytes on nodes of one rank), copy it into the result,
+    # wait for the flags, copy the peer's 4000 out (at the link's 0.001, not the local copy's 0.0001).
     between = predict_nodes("hierarchical", 4000, (1, 1), P, in_place=True) - 10
-    expected = 10 + 0.4 + 2.5 + 4000 * 0.001 + between + 0.4 + 2.5 + 0.4
+    expected = 10 + 0.4 + 2.5 + 4000 * 0.001 + between + 0.4 + 2.5 + 4000 * 0.001
     assert predict_nodes("shared_memory", 8000, (2, 2), P, in_place=True) == pytest.approx(expected)
     # one node of 4, 8000 bytes: copy 6000 in, flags (2 + 0.5: one latency, not a barrier's two), reduce a
-    # 2000-byte slice of 4 inputs, copy it out, flags, copy 6000 out
+    # 2000-byte slice of 4 inputs, copy it out, flags, copy the others' 6000 out at the link's rate
     assert predict_nodes("shared_memory", 8000, (4,), P, in_place=True) == pytest.approx(
-        10 + 0.6 + 2.5 + 3 * 2000 * 0.001 + 0.2 + 2.5 + 0.6)
+        10 + 0.6 + 2.5 + 3 * 2000 * 0.001 + 0.2 + 2.5 + 6000 * 0.001)
     # where MPI cannot map a node into one window the slices travel as messages
     assert predict_nodes("shared_memory", 8000, (2, 2), P, shares_memory=False) == pytest.approx(
         predict_nodes("hierarchical_slices", 8000, (2, 2), P))
