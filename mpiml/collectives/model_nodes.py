@@ -43,10 +43,6 @@ from __future__ import annotations
 
 from mpiml.collectives import model, registry
 
-# Per-call temporaries from this size up are priced as fresh pages (measured: a 1 MiB reduce_scatter
-# ``hierarchical`` faults in about as many pages per call as its temporaries hold; 64 KiB ones none).
-FRESH_BYTES = 1 << 20
-
 # The node-aware algorithms this module prices, per collective.
 NODE_AWARE = {
     "allreduce": ("hierarchical", "hierarchical_slices", "shared_memory"),
@@ -208,20 +204,13 @@ def allgather_hierarchical(n, sizes, params) -> float:
     return gather + between + max(_algorithm("bcast", "native", n, k, intra) for k in sizes)
 
 
-def fresh(nbytes, params) -> float:
-    """A buffer the algorithm allocates per call: from :data:`FRESH_BYTES` up its pages are faulted in anew
-    (``native_fault`` per byte), as numpy's large temporaries often are (glibc hands them back to the kernel)."""
-    return nbytes * params.native_fault if nbytes >= FRESH_BYTES else 0.0
-
-
 def reduce_scatter_hierarchical(n, sizes, params, gamma) -> float:
-    """``n``: the whole input. The library's reduce to each leader (into a buffer allocated per call), the
-    leaders' library reduce-scatter of node blocks (into another), each leader's library scatter of its
-    ranks' blocks."""
+    """``n``: the whole input. The library's reduce to each leader, the leaders' library reduce-scatter of
+    node blocks, each leader's library scatter of its ranks' blocks. The temporaries are the workspace's,
+    kept between calls (no pages faulted in per call); the library's own are in its fitted extras."""
     p, nodes = sum(sizes), len(sizes)
     intra, inter = _rates(params, intra_link(params), gamma), _rates(params, inter_link(params), gamma)
-    reduce = max(_algorithm("reduce", "native", n, k, intra) + (fresh(n, params) if k > 1 else 0.0)
-                 + (fresh(n * k / p, params) if nodes > 1 else 0.0) for k in sizes)
+    reduce = max(_algorithm("reduce", "native", n, k, intra) for k in sizes)
     # uneven nodes: the leader of the largest receives and reduces more than (nodes - 1) / nodes of it
     between = (_algorithm("reduce_scatter", "native", n, nodes, inter)
                + max(0.0, (nodes - 1) * n * max(sizes) / p - (nodes - 1) / nodes * n) * (inter.beta + inter.gamma))

@@ -61,16 +61,16 @@ def _allgather(transport, local, out, counts, workspace):
     order, in_rank_order, node_counts, node_starts, mine, mine_starts = layout.remember(
         ("allgather", item, counts.tobytes()), lambda: _allgather_plan(g, counts, item, transport.size))
     if g.local_rank == 0:
-        gathered = out.view(np.uint8) if in_rank_order else np.empty(sum(node_counts), dtype=np.uint8)
-        if g.local_size > 1:
-            block = np.empty(node_counts[g.node], dtype=np.uint8)
-            layout.local.Gatherv([local, local.nbytes, MPI.BYTE], [block, mine, mine_starts, MPI.BYTE], 0)
+        gathered = out.view(np.uint8) if in_rank_order else workspace.get("hierarchical_gathered", sum(node_counts),
+                                                                           np.uint8)
+        if g.local_size > 1:   # the node's pieces straight into its block's place: no temporary, no copy
+            at = node_starts[g.node]
+            layout.local.Gatherv([local, local.nbytes, MPI.BYTE],
+                                 [gathered[at:at + node_counts[g.node]], mine, mine_starts, MPI.BYTE], 0)
+            if g.nodes > 1:
+                layout.peers.Allgatherv(MPI.IN_PLACE, [gathered, node_counts, node_starts, MPI.BYTE])
         else:   # a node of one rank: its block is its input
-            block = local.view(np.uint8).reshape(-1)
-        if g.nodes > 1:
-            layout.peers.Allgatherv([block, block.size, MPI.BYTE], [gathered, node_counts, node_starts, MPI.BYTE])
-        else:
-            gathered[:] = block
+            layout.peers.Allgatherv([local, local.nbytes, MPI.BYTE], [gathered, node_counts, node_starts, MPI.BYTE])
         if not in_rank_order:  # nodes of interleaved ranks: each piece to its rank's place
             to_rank_order(gathered, out.view(np.uint8), order, counts * item)
     else:

@@ -40,12 +40,14 @@ def _reduce_scatter(transport, x, out, op, counts, workspace):
     leader = g.local_rank == 0
     total = x
     if g.local_size > 1:
-        total = np.empty_like(x) if leader else None
+        # temporaries from the workspace: fresh ones cost a page fault per 4 KiB every call (measured:
+        # 6145 a call on a 16 MiB leader)
+        total = workspace.get("hierarchical_total", x.size, x.dtype) if leader else None
         registry.table("reduce")["native"].run(layout.local_transport, x, total, op, 0, layout.local_workspace)
     if leader:
         block = total
         if g.nodes > 1:
-            block = np.empty(int(node_counts[g.node]), dtype=x.dtype)
+            block = workspace.get("hierarchical_block", int(node_counts[g.node]), x.dtype)
             registry.table("reduce_scatter")["native"].run(layout.peers_transport, total, block, op, node_counts,
                                                          layout.peers_workspace)
         send = [block, send_sizes, send_starts, MPI.BYTE]
