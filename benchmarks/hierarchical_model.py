@@ -58,7 +58,8 @@ def worker(args) -> None:
     """One ``mpiexec -n p`` job: calibrate, time, predict; rank 0 prints one JSON line."""
     from mpi4py import MPI
 
-    from mpiml.collectives import model_nodes, nodes
+    from mpiml.collectives import model_nodes, nodes, select
+    from mpiml.collectives.tuning import Tuning
     from mpiml.perf.harness import Schedule, run_benchmark
     from mpiml.perf.sizes import parse_sizes
     from mpiml.perf.tune import fit_native, layout_sizes, measure_params
@@ -80,6 +81,8 @@ def worker(args) -> None:
         for collective in CALIBRATION:   # the library alone, flat, as ``mpiml tune`` times it
             native += run_benchmark(collective, sizes, ["native"], schedule=schedule, comm=comm)
         params = fit_native(params, native, layouts={p: layout_sizes(comm)})   # flat: one real node
+        # in force while the pass is timed, as a tuning file is in a job: the leaders' allreduce is picked on it
+        select.set_tuning(Tuning({}, params))
         for k in counts:
             nodes.set_ranks_per_node(k)
             shares[k] = nodes.layout(comm).shares_memory
@@ -93,6 +96,7 @@ def worker(args) -> None:
                     cases.setdefault((k, collective, rec["algorithm"], rec["bytes"]), []).append(
                         (predicted, rec["time_median_seconds"], rec["time_min_seconds"]))
     nodes.set_ranks_per_node(None)
+    select.set_tuning(None)
     rows = []
     for k in counts:
         layout = model_nodes.node_sizes(p, k)

@@ -101,12 +101,13 @@ def _algorithm(collective, name, n, p, rates) -> float:
 
 def between_nodes(nbytes, nodes, params, gamma) -> float:
     """The in-place allreduce of ``nbytes`` among ``nodes`` ranks, one per node, with the flat algorithm the
-    implementation picks there (:func:`mpiml.collectives.algorithms.hierarchical.between_nodes`)."""
+    implementation picks there on these parameters (:func:`mpiml.collectives.algorithms.hierarchical.between_nodes`,
+    which picks on the tuning in force: the same parameters when these are that tuning's)."""
     if nodes < 2 or nbytes <= 0:
         return 0.0
     from mpiml.collectives.algorithms.hierarchical import between_nodes as pick
 
-    name = pick(int(nbytes), int(nodes))
+    name = pick(int(nbytes), int(nodes), params)
     return _algorithm("allreduce", name, nbytes, nodes, _rates(params, inter_link(params), gamma, in_place=True))
 
 

@@ -196,3 +196,39 @@ def test_changing_the_emulated_nodes_mid_program_rechooses_the_algorithm(emulate
         select.set_tuning(None)
         comm.Free()
     agree(world, not problems, problems)
+
+
+@pytest.mark.mpi
+def test_the_leaders_allreduce_follows_the_tuning_in_force(emulate, monkeypatch):
+    """hierarchical's between-node allreduce is picked on the tuning's link (the network), picked again
+    when the tuning changes; the results stay the library's bitwise."""
+    import dataclasses
+
+    from mpiml.collectives import model, registry, select
+    from mpiml.collectives.tuning import Tuning
+
+    world = MPI.COMM_WORLD
+    emulate(1)   # every rank a node: the between-node allreduce is the whole call
+    network = model.ModelParams.from_dict(dict(model.DEFAULT_PARAMS.to_dict(), alpha=2e-4, beta=1e-9))
+    ran = []
+    for name in hierarchical.FLAT:
+        entry = registry.get("allreduce", name)
+        monkeypatch.setitem(registry._TABLES["allreduce"], name, dataclasses.replace(
+            entry, run=lambda *a, _name=name, _run=entry.run, **k: ran.append(_name) or _run(*a, **k)))
+    comm = world.Dup()
+    problems = []
+    try:
+        for n in (1 << 10, 1 << 14, 1 << 18):   # float64 elements
+            x = (np.arange(n) % 97 + world.rank).astype(np.float64)   # sums exact in any order
+            expected = mpiml.allreduce(x, algorithm="native", comm=comm)
+            for tuning in (None, Tuning({}, network), None):
+                select.set_tuning(tuning)
+                want = hierarchical.between_nodes(n * 8, world.size, None if tuning is None else network)
+                ran.clear()
+                got = mpiml.allreduce(x, algorithm="hierarchical", comm=comm)
+                if ran != [want] or not np.array_equal(got, expected):
+                    problems.append((n, tuning is not None, want, ran[:]))
+    finally:
+        select.set_tuning(None)
+        comm.Free()
+    agree(world, not problems, problems)

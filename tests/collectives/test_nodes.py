@@ -105,6 +105,23 @@ def test_the_between_node_step_is_a_flat_algorithm():
         "native", "ring", "recursive_doubling", "rabenseifner"}
 
 
+def test_the_between_node_step_is_picked_on_the_link_priced():
+    """The leaders' allreduce crosses the network: on a link of high latency the pick changes, and it is
+    the one the same parameters price fastest."""
+    from mpiml.collectives import model
+    from mpiml.collectives.algorithms import hierarchical
+
+    d = model.DEFAULT_PARAMS
+    network = model.ModelParams.from_dict(dict(d.to_dict(), alpha=2e-4, beta=1e-9))   # 200 us, 1 GB/s
+    changed = [(n, p) for n in (1 << 12, 1 << 16, 1 << 20) for p in (4, 8, 16)
+               if between_nodes(n, p, network) != between_nodes(n, p)]
+    assert changed   # the link decides, not the defaults alone
+    for n, p in changed:
+        times = {a: model.predict(a, n, p, network) for a in hierarchical.FLAT}
+        picked = between_nodes(n, p, network)
+        assert picked == "native" or times[picked] == min(times.values())
+
+
 def test_window_size_classes_waste_at_most_a_quarter_or_a_page():
     classes = {nodes.size_class(n) for n in range(1, 1 << 16, 37)}
     assert all(c % 4096 == 0 for c in classes)

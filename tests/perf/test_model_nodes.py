@@ -85,7 +85,7 @@ def test_flat_layouts_reduce_to_the_flat_model():
             assert predict_nodes(name, n, (4,), P) == model.predict(name, n, 4, intra)
             assert predict_nodes(name, n, (2, 2), P) == model.predict(name, n, 4, P)
         # nodes of one rank: a copy and the between-node allreduce of everything
-        pick = __import__("mpiml.collectives.algorithms.hierarchical", fromlist=["x"]).between_nodes(n, 3)
+        pick = __import__("mpiml.collectives.algorithms.hierarchical", fromlist=["x"]).between_nodes(n, 3, P)
         alone = n * P.copy + model.predict(pick, n, 3, P, in_place=True)
         for name in model_nodes.NODE_AWARE["allreduce"]:
             assert predict_nodes(name, n, (1, 1, 1), P) == pytest.approx(alone)

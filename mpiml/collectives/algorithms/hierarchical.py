@@ -48,13 +48,14 @@ from mpiml.runtime.jit import compiled, kernel
 FLAT = ("native", "ring", "recursive_doubling", "rabenseifner")
 
 
-def between_nodes(nbytes: int, nodes_count: int) -> str:
-    """The flat allreduce algorithm ``auto``'s rule picks for ``nbytes`` among ``nodes_count`` ranks
-    (the model's fastest, ``native`` unless beaten by ``select.NATIVE_MARGIN``)."""
+def between_nodes(nbytes: int, nodes_count: int, params=None) -> str:
+    """The flat allreduce algorithm ``auto``'s rule picks for ``nbytes`` among ``nodes_count`` ranks, one per
+    node: the fastest on ``params``' between-node link (``alpha``/``beta``; default: the parameters of the
+    tuning ``auto`` uses now, else the defaults), ``native`` unless beaten by ``select.NATIVE_MARGIN``."""
     from mpiml.collectives.select import NATIVE_MARGIN
 
     names = [name for name in FLAT if name in registry.table("allreduce")]
-    times = {name: model.predict(name, nbytes, nodes_count, collective="allreduce") for name in names}
+    times = {name: model.predict(name, nbytes, nodes_count, params, collective="allreduce") for name in names}
     fastest = min(names, key=times.get)
     return "native" if times[fastest] > NATIVE_MARGIN * times["native"] else fastest
 
@@ -63,9 +64,14 @@ def _peer_allreduce(layout, buf, op):
     """Allreduce ``buf`` in place among this rank's peers (same node rank, every node)."""
     transport = layout.peers_transport
     if transport.size > 1 and buf.size:
+        from mpiml.collectives.select import current_tuning
+
+        # Between nodes is the network: the pick follows the tuning's link, made again when the tuning changes.
+        tuning = current_tuning()
+        params = tuning.params if tuning is not None else None
         workspace = layout.peers_workspace
-        name = workspace.plan(("between_nodes", buf.nbytes, transport.size),
-                              lambda: between_nodes(buf.nbytes, transport.size))
+        name = workspace.plan(("between_nodes", buf.nbytes, transport.size, id(params)),
+                              lambda: between_nodes(buf.nbytes, transport.size, params))
         registry.table("allreduce")[name].run(transport, buf, buf, op, workspace)
 
 
