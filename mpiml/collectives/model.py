@@ -355,6 +355,16 @@ def best(collective: str, nbytes: int, p: int, params: ModelParams | None = None
     return min(names, key=lambda name: predict(name, nbytes, p, params, collective=collective, dtype=dtype))
 
 
+TIE = 1e-9   # predictions this close (relative) are equal: rounding must not flip a pick between sizes
+
+
+def fastest(times: dict) -> str:
+    """The name with the smallest time in ``times``; among times within :data:`TIE` of it, the first
+    (parameters can price two algorithms alike, e.g. ``copy = gamma / 2``, and then rounding decided)."""
+    best = min(times.values())
+    return next(name for name, t in times.items() if t <= best * (1 + TIE))
+
+
 def crossovers(winner, low: int, high: int) -> list[tuple[int, str, str]]:
     """Sizes in ``[low, high]`` where ``winner(nbytes)`` changes: ``(bytes, before, after)``.
 

@@ -111,6 +111,14 @@ def between_nodes(nbytes, nodes, params, gamma) -> float:
     return _algorithm("allreduce", name, nbytes, nodes, _rates(params, inter_link(params), gamma, in_place=True))
 
 
+def _node_reduce(n, k, params) -> str:
+    """The reduce to a node's leader the implementation runs on these parameters
+    (:func:`mpiml.collectives.algorithms.hierarchical.node_reduce`)."""
+    from mpiml.collectives.algorithms.hierarchical import node_reduce
+
+    return node_reduce(int(n), int(k), params) if k > 1 else "native"
+
+
 def barrier(k, params) -> float:
     """A node barrier of ``k`` ranks (with the windows' synchronisation)."""
     return params.step_overhead + model.log2_ceil(k) * intra_link(params)[0] if k > 1 else 0.0
@@ -133,11 +141,12 @@ def _uneven_allgather(n, k, slices, r) -> float:
 
 
 def allreduce_hierarchical(n, sizes, params, gamma, in_place=False) -> float:
-    """The library's reduce to each node's leader, the leaders' allreduce, the library's bcast inside each node."""
+    """The reduce to each node's leader (the library's or the binomial tree's, as the implementation picks),
+    the leaders' allreduce, the library's bcast inside each node."""
     intra = _rates(params, intra_link(params), gamma, in_place)
     plain = _rates(params, intra_link(params), 0.0)
-    reduce = max(_algorithm("reduce", "native", n, k, intra) if k > 1 else (0.0 if in_place else n * params.copy)
-                 for k in sizes)
+    reduce = max(_algorithm("reduce", _node_reduce(n, k, params), n, k, intra) if k > 1
+                 else (0.0 if in_place else n * params.copy) for k in sizes)
     share = max(_algorithm("bcast", "native", n, k, plain) for k in sizes)
     return reduce + between_nodes(n, len(sizes), params, gamma) + share
 
@@ -206,12 +215,13 @@ def allgather_hierarchical(n, sizes, params) -> float:
 
 
 def reduce_scatter_hierarchical(n, sizes, params, gamma) -> float:
-    """``n``: the whole input. The library's reduce to each leader, the leaders' library reduce-scatter of
-    node blocks, each leader's library scatter of its ranks' blocks. The temporaries are the workspace's,
-    kept between calls (no pages faulted in per call); the library's own are in its fitted extras."""
+    """``n``: the whole input. The reduce to each leader (as in :func:`allreduce_hierarchical`), the leaders'
+    library reduce-scatter of node blocks, each leader's library scatter of its ranks' blocks. The
+    temporaries are the workspace's, kept between calls (no pages faulted in per call); the library's own
+    are in its fitted extras."""
     p, nodes = sum(sizes), len(sizes)
     intra, inter = _rates(params, intra_link(params), gamma), _rates(params, inter_link(params), gamma)
-    reduce = max(_algorithm("reduce", "native", n, k, intra) for k in sizes)
+    reduce = max(_algorithm("reduce", _node_reduce(n, k, params), n, k, intra) for k in sizes)
     # uneven nodes: the leader of the largest receives and reduces more than (nodes - 1) / nodes of it
     between = (_algorithm("reduce_scatter", "native", n, nodes, inter)
                + max(0.0, (nodes - 1) * n * max(sizes) / p - (nodes - 1) / nodes * n) * (inter.beta + inter.gamma))
@@ -288,8 +298,7 @@ def predictions(collective: str, nbytes: int, sizes, params=None, **kwargs) -> d
 
 def best_nodes(collective: str, nbytes: int, sizes, params=None, **kwargs) -> str:
     """The algorithm predicted fastest on the layout (ties go to the earlier candidate)."""
-    times = predictions(collective, nbytes, sizes, params, **kwargs)
-    return min(times, key=times.get)
+    return model.fastest(predictions(collective, nbytes, sizes, params, **kwargs))
 
 
 def winner(collective: str, nbytes: int, sizes, params=None, *, commutative: bool = True,
@@ -300,7 +309,7 @@ def winner(collective: str, nbytes: int, sizes, params=None, *, commutative: boo
 
     times = {name: predict_nodes(name, nbytes, sizes, params, collective=collective, shares_memory=shares_memory)
              for name in candidates(collective, sizes, commutative)}
-    fastest = min(times, key=times.get)
+    fastest = model.fastest(times)
     if "native" in times and times[fastest] > NATIVE_MARGIN * times["native"]:
         return "native"
     return fastest

@@ -207,7 +207,7 @@ def model_winner(collective: str, nbytes: int, size: int, params=None, commutati
     """The model's pick: the fastest prediction, native kept unless beaten by the margin."""
     names = candidates(collective, commutative, size)
     times = {name: model.predict(name, nbytes, size, params, collective=collective) for name in names}
-    fastest = min(names, key=times.get)
+    fastest = model.fastest(times)
     if "native" in times and times[fastest] > NATIVE_MARGIN * times["native"]:
         return "native"
     return fastest

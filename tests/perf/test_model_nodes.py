@@ -235,3 +235,22 @@ def test_links_by_size_from_the_ping_pong_price_each_message_at_its_size():
     assert predict_nodes("hierarchical", 1 << 20, (2, 2), params) == predict_nodes("hierarchical", 1 << 20, (2, 2), at)
     # a what-if --set beta= holds at every size
     assert model.at_size(parse_overrides("beta=3e-9", params), 1 << 20).beta == 3e-9
+
+
+def test_the_reduce_to_a_leader_is_the_binomial_tree_where_the_library_is_priced_slower():
+    from mpiml.collectives.algorithms.hierarchical import node_reduce
+
+    # MPICH's reduce of 16 MiB at p=2 took 17-20 ms where its reduce_scatter took 3.5: its fitted extra
+    slow = ModelParams.from_dict(dict(P.to_dict(), native_extra={"reduce": 1.0}))
+    n = 1 << 20
+    assert node_reduce(n, 2, P) == "native" and node_reduce(n, 2, slow) == "binomial"
+    intra = ModelParams.from_dict(dict(slow.to_dict(), alpha=0.5, beta=0.001))
+    # the model prices what runs: one node of 3, hierarchical = the binomial reduce + the library's bcast
+    assert predict_nodes("hierarchical", n, (3,), slow) == pytest.approx(
+        model.predict("binomial", n, 3, intra, collective="reduce")
+        + model.predict("native", n, 3, intra, collective="bcast") - P.call_overhead)
+
+
+def test_equal_predictions_pick_the_first_candidate_whatever_the_rounding():
+    assert model.fastest({"a": 1.0, "b": 1.0 - 1e-15, "c": 2.0}) == "a"
+    assert model.fastest({"a": 1.0, "b": 0.9}) == "b"

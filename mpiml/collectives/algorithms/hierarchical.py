@@ -46,6 +46,9 @@ from mpiml.runtime.jit import compiled, kernel
 
 # The flat algorithms the between-node step chooses from (never a node-aware one: no recursion).
 FLAT = ("native", "ring", "recursive_doubling", "rabenseifner")
+# The reduce to a node's leader: the library's, or the binomial tree where the library is slower (MPICH's
+# reduce of 16 MiB at p=2 took 17-20 ms here, where its reduce_scatter took 3.5 ms).
+INSIDE_REDUCE = ("native", "binomial")
 
 
 def between_nodes(nbytes: int, nodes_count: int, params=None) -> str:
@@ -56,20 +59,45 @@ def between_nodes(nbytes: int, nodes_count: int, params=None) -> str:
 
     names = [name for name in FLAT if name in registry.table("allreduce")]
     times = {name: model.predict(name, nbytes, nodes_count, params, collective="allreduce") for name in names}
-    fastest = min(names, key=times.get)
+    fastest = model.fastest(times)
     return "native" if times[fastest] > NATIVE_MARGIN * times["native"] else fastest
+
+
+def node_reduce(nbytes: int, local_size: int, params=None) -> str:
+    """The reduce algorithm a node's ``local_size`` ranks run to their leader: the fastest of
+    :data:`INSIDE_REDUCE` on ``params``' link inside a node (default: the tuning ``auto`` uses now, else
+    the defaults; the library's fitted extras price its reduce), ``native`` unless beaten by
+    ``select.NATIVE_MARGIN``."""
+    from mpiml.collectives.model_nodes import link_params
+    from mpiml.collectives.select import NATIVE_MARGIN
+
+    inside = link_params(params or model.DEFAULT_PARAMS, (local_size,))
+    times = {name: model.predict(name, nbytes, local_size, inside, collective="reduce") for name in INSIDE_REDUCE}
+    fastest = model.fastest(times)
+    return "native" if times[fastest] > NATIVE_MARGIN * times["native"] else fastest
+
+
+def _tuned_params():
+    from mpiml.collectives.select import current_tuning
+
+    tuning = current_tuning()
+    return tuning.params if tuning is not None else None
+
+
+def _leader_reduce(layout, x, out, op):
+    """Reduce ``x`` into ``out`` on the node's leader (``out`` None elsewhere), with :func:`node_reduce`'s pick."""
+    params, local_ws = _tuned_params(), layout.local_workspace
+    name = local_ws.plan(("node_reduce", x.nbytes, layout.grouping.local_size, id(params)),
+                         lambda: node_reduce(x.nbytes, layout.grouping.local_size, params))
+    registry.table("reduce")[name].run(layout.local_transport, x, out, op, 0, local_ws)
 
 
 def _peer_allreduce(layout, buf, op):
     """Allreduce ``buf`` in place among this rank's peers (same node rank, every node)."""
     transport = layout.peers_transport
     if transport.size > 1 and buf.size:
-        from mpiml.collectives.select import current_tuning
-
         # Between nodes is the network: the pick follows the tuning's link, made again when the tuning changes.
-        tuning = current_tuning()
-        params = tuning.params if tuning is not None else None
-        workspace = layout.peers_workspace
+        params, workspace = _tuned_params(), layout.peers_workspace
         name = workspace.plan(("between_nodes", buf.nbytes, transport.size, id(params)),
                               lambda: between_nodes(buf.nbytes, transport.size, params))
         registry.table("allreduce")[name].run(transport, buf, buf, op, workspace)
@@ -89,7 +117,7 @@ def _hierarchical(transport, x, out, op, workspace):
     local, local_ws = layout.local_transport, layout.local_workspace
     leader = g.local_rank == 0
     if g.local_size > 1:
-        registry.table("reduce")["native"].run(local, x, out if leader else None, op, 0, local_ws)
+        _leader_reduce(layout, x, out if leader else None, op)
     elif out is not x:
         np.copyto(out, x)
     if leader:
