@@ -201,13 +201,14 @@ def bcast_hierarchical(n, sizes, params, root_is_leader=True) -> float:
 
 
 def allgather_hierarchical(n, sizes, params) -> float:
-    """``n``: the whole output. Each leader's library gather of its node's pieces, the leaders' library
-    allgather of the node blocks, the library's bcast of the result inside each node."""
+    """``n``: the whole output. Each leader's library gather of its node's pieces into its block's place in
+    the output (a node of one rank sends its input as it is), the leaders' library allgather of the node
+    blocks in place, the library's bcast of the result inside each node."""
     p, intra, inter = sum(sizes), _rates(params, intra_link(params), 0.0), _rates(params, inter_link(params), 0.0)
-    gather = max(params.step_overhead + ((k - 1) * intra.alpha + (k - 1) * n / p * intra.beta if k > 1
-                                         else n / p * params.copy) for k in sizes)
+    gather = max(params.step_overhead + (k - 1) * intra.alpha + (k - 1) * n / p * intra.beta if k > 1 else 0.0
+                 for k in sizes)
     nodes = len(sizes)
-    between = n * params.copy
+    between = 0.0
     if nodes > 1:   # uneven nodes: the leader of the smallest receives more than (nodes - 1) / nodes of it
         between = (_algorithm("allgather", "native", n, nodes, inter)
                    + max(0.0, n - n * min(sizes) / p - (nodes - 1) / nodes * n) * inter.beta)
