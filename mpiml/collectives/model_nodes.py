@@ -99,16 +99,17 @@ def _algorithm(collective, name, n, p, rates) -> float:
     return registry.table(collective)[name].cost(float(n), int(p), rates) if p > 1 else 0.0
 
 
-def between_nodes(nbytes, nodes, params, gamma) -> float:
-    """The in-place allreduce of ``nbytes`` among ``nodes`` ranks, one per node, with the flat algorithm the
-    implementation picks there on these parameters (:func:`mpiml.collectives.algorithms.hierarchical.between_nodes`,
-    which picks on the tuning in force: the same parameters when these are that tuning's)."""
+def between_nodes(nbytes, nodes, params, gamma, in_place=True) -> float:
+    """The allreduce (in place unless told) of ``nbytes`` among ``nodes`` ranks, one per node, with the flat
+    algorithm the implementation picks there on these parameters
+    (:func:`mpiml.collectives.algorithms.hierarchical.between_nodes`, which picks on the tuning in force:
+    the same parameters when these are that tuning's)."""
     if nodes < 2 or nbytes <= 0:
         return 0.0
     from mpiml.collectives.algorithms.hierarchical import between_nodes as pick
 
     name = pick(int(nbytes), int(nodes), params)
-    return _algorithm("allreduce", name, nbytes, nodes, _rates(params, inter_link(params), gamma, in_place=True))
+    return _algorithm("allreduce", name, nbytes, nodes, _rates(params, inter_link(params), gamma, in_place=in_place))
 
 
 def _node_reduce(n, k, params) -> str:
@@ -143,6 +144,8 @@ def _uneven_allgather(n, k, slices, r) -> float:
 def allreduce_hierarchical(n, sizes, params, gamma, in_place=False) -> float:
     """The reduce to each node's leader (the library's or the binomial tree's, as the implementation picks),
     the leaders' allreduce, the library's bcast inside each node."""
+    if max(sizes) == 1:
+        return _alone(n, sizes, params, gamma, in_place)
     intra = _rates(params, intra_link(params), gamma, in_place)
     plain = _rates(params, intra_link(params), 0.0)
     reduce = max(_algorithm("reduce", _node_reduce(n, k, params), n, k, intra) if k > 1
@@ -152,13 +155,15 @@ def allreduce_hierarchical(n, sizes, params, gamma, in_place=False) -> float:
 
 
 def _alone(n, sizes, params, gamma, in_place) -> float:
-    """Every node of one rank: a copy and the between-node allreduce of the whole vector."""
-    return (0.0 if in_place else n * params.copy) + between_nodes(n, len(sizes), params, gamma)
+    """Every node of one rank: the between-node allreduce of the whole vector, into ``out`` (no copy first)."""
+    return between_nodes(n, len(sizes), params, gamma, in_place)
 
 
 def allreduce_slices(n, sizes, params, gamma, in_place=False) -> float:
     """The library's reduce-scatter into ``min(sizes)`` slices inside each node, each slice allreduced among
     the ranks of its node rank, the library's allgather inside each node."""
+    if max(sizes) == 1:
+        return _alone(n, sizes, params, gamma, in_place)
     slices = min(sizes)
     intra = _rates(params, intra_link(params), gamma)
     plain = _rates(params, intra_link(params), 0.0)

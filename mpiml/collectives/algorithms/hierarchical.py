@@ -92,19 +92,29 @@ def _leader_reduce(layout, x, out, op):
     registry.table("reduce")[name].run(layout.local_transport, x, out, op, 0, local_ws)
 
 
-def _peer_allreduce(layout, buf, op):
-    """Allreduce ``buf`` in place among this rank's peers (same node rank, every node)."""
+def _peer_allreduce(layout, buf, op, out=None):
+    """Allreduce ``buf`` among this rank's peers (same node rank, every node), in place or into ``out``."""
     transport = layout.peers_transport
+    out = buf if out is None else out
     if transport.size > 1 and buf.size:
         # Between nodes is the network: the pick follows the tuning's link, made again when the tuning changes.
         params, workspace = _tuned_params(), layout.peers_workspace
         name = workspace.plan(("between_nodes", buf.nbytes, transport.size, id(params)),
                               lambda: between_nodes(buf.nbytes, transport.size, params))
-        registry.table("allreduce")[name].run(transport, buf, buf, op, workspace)
+        registry.table("allreduce")[name].run(transport, buf, out, op, workspace)
+    elif out is not buf:
+        np.copyto(out, buf)
 
 
 def _alone_on_node(layout, x, out, op):
-    """A rank alone on its node: the between-node allreduce is the whole call."""
+    """A rank alone on its node: the between-node allreduce is the whole call. Where every node has one
+    rank it runs out of place if the call does (no copy first; an in-place exchange sends what this core
+    just wrote, which the peer's core then reads: at p=2, 64 KiB, a copy and an in-place recursive doubling
+    took 47 us, out of place 26); beside larger nodes, whose leaders reduce in place, it copies and runs in
+    place too, as the flat algorithms' partners must be in the same case to compute the same bits."""
+    if max(map(len, layout.grouping.members)) == 1:
+        _peer_allreduce(layout, x, op, out)
+        return out
     if out is not x:
         np.copyto(out, x)
     _peer_allreduce(layout, out, op)
@@ -115,15 +125,13 @@ def _hierarchical(transport, x, out, op, workspace):
     layout = nodes.layout(transport.comm)
     g = layout.grouping
     local, local_ws = layout.local_transport, layout.local_workspace
+    if g.local_size == 1:
+        return _alone_on_node(layout, x, out, op)
     leader = g.local_rank == 0
-    if g.local_size > 1:
-        _leader_reduce(layout, x, out if leader else None, op)
-    elif out is not x:
-        np.copyto(out, x)
+    _leader_reduce(layout, x, out if leader else None, op)
     if leader:
         _peer_allreduce(layout, out, op)
-    if g.local_size > 1:
-        registry.table("bcast")["native"].run(local, out, 0, None, local_ws)
+    registry.table("bcast")["native"].run(local, out, 0, None, local_ws)
     return out
 
 
