@@ -26,10 +26,10 @@ passes, priced a faster or slower machine than some passes ran on.
 
 It prints predicted/measured per case and a verdict: within 30% means 0.7 <= predicted/measured
 <= 1.3, the median over passes of each pass's prediction over its median call (``pred/min``,
-against the pass's fastest call, is printed beside it for a loaded machine: not the goal's measure). On a 2-core machine p = 3 and 4 run more ranks than
-cores: the model does not price oversubscription (a waiting MPICH rank polls and holds a core), so
-those rank counts are reported separately, plainly, with one repeat, and not folded into the p = 2
-verdict.
+against the pass's fastest call, is printed beside it for a loaded machine: not the goal's measure).
+On a 2-core machine p = 3 and 4 run more ranks than cores: the model does not price oversubscription
+(a waiting MPICH rank polls and holds a core), so those rank counts are reported separately, plainly,
+with one repeat, and not folded into the p = 2 verdict.
 Emulated nodes on one host talk through shared memory between nodes too: inter ~ intra measured.
 """
 

@@ -226,7 +226,7 @@ def test_the_leaders_allreduce_follows_the_tuning_in_force(emulate, monkeypatch)
                 want = hierarchical.between_nodes(n * 8, world.size, None if tuning is None else network)
                 ran.clear()
                 got = mpiml.allreduce(x, algorithm="hierarchical", comm=comm)
-                if ran != [want] or not np.array_equal(got, expected):
+                if ran != ([want] if world.size > 1 else []) or not np.array_equal(got, expected):   # p=1: a copy
                     problems.append((n, tuning is not None, want, ran[:]))
     finally:
         select.set_tuning(None)
