@@ -38,7 +38,6 @@ from mpiml.errors import ArgumentError, MpimlError
 
 ENV = "MPIML_RANKS_PER_NODE"
 MIN_WINDOW_BYTES = 1 << 12
-MAX_PLANS = 64
 
 _override: int | None = None
 _keyval = None
@@ -232,16 +231,6 @@ class NodeLayout:
         self.inputs: list = []    # windows of input_array, kept until the layout is freed (arrays point there)
         self.ticket = 0           # counter values used so far (every node rank counts the same calls alike)
         self._last_input = (lambda: None, 0)   # (weak reference to an input, its input_window)
-        self.plans: dict = {}     # per-call arithmetic on the counts, kept by the algorithms (see remember)
-
-    def remember(self, key, make):
-        """``make()``, kept under ``key`` for the next call with the same counts (a few dozen kept at most)."""
-        found = self.plans.get(key)
-        if found is None:
-            if len(self.plans) >= MAX_PLANS:
-                self.plans.clear()
-            found = self.plans[key] = make()
-        return found
 
     def shared(self, count: int, dtype) -> tuple:
         """:meth:`SharedWindow.views` of the node's window (two areas: inputs, results) as ``count``

@@ -58,8 +58,8 @@ def _allgather(transport, local, out, counts, workspace):
     g = layout.grouping
     counts = np.asarray(counts, dtype=np.int64)
     item = local.dtype.itemsize
-    order, in_rank_order, node_counts, node_starts, mine, mine_starts = layout.remember(
-        ("allgather", item, counts.tobytes()), lambda: _allgather_plan(g, counts, item, transport.size))
+    order, in_rank_order, node_counts, node_starts, mine, mine_starts = layout.local_workspace.plan(
+        ("hierarchical_allgather", item, counts.tobytes()), lambda: _allgather_plan(g, counts, item, transport.size))
     if g.local_rank == 0:
         gathered = out.view(np.uint8) if in_rank_order else workspace.get("hierarchical_gathered", sum(node_counts),
                                                                            np.uint8)

@@ -34,8 +34,8 @@ def _reduce_scatter(transport, x, out, op, counts, workspace):
     layout = nodes.layout(transport.comm)
     g = layout.grouping
     counts = np.asarray(counts, dtype=np.int64)
-    in_order, node_counts, send_sizes, send_starts = layout.remember(
-        ("reduce_scatter", x.dtype.itemsize, counts.tobytes()), lambda: _plan(g, counts, x.dtype.itemsize))
+    in_order, node_counts, send_sizes, send_starts = layout.local_workspace.plan(
+        ("hierarchical_reduce_scatter", x.dtype.itemsize, counts.tobytes()), lambda: _plan(g, counts, x.dtype.itemsize))
     if not in_order:
         x = node_order(x, counts, g.members)
     leader = g.local_rank == 0
