@@ -53,8 +53,8 @@ INSIDE_REDUCE = ("native", "binomial")
 
 def between_nodes(nbytes: int, nodes_count: int, params=None) -> str:
     """The flat allreduce algorithm ``auto``'s rule picks for ``nbytes`` among ``nodes_count`` ranks, one per
-    node: the fastest on ``params``' between-node link (``alpha``/``beta``; default: the parameters of the
-    tuning ``auto`` uses now, else the defaults), ``native`` unless beaten by ``select.NATIVE_MARGIN``."""
+    node: the fastest on ``params``' between-node link (``alpha``/``beta``; None: the defaults; the algorithm
+    passes the tuning in force), ``native`` unless beaten by ``select.NATIVE_MARGIN``."""
     from mpiml.collectives.select import NATIVE_MARGIN
 
     names = [name for name in FLAT if name in registry.table("allreduce")]
@@ -65,8 +65,8 @@ def between_nodes(nbytes: int, nodes_count: int, params=None) -> str:
 
 def node_reduce(nbytes: int, local_size: int, params=None) -> str:
     """The reduce algorithm a node's ``local_size`` ranks run to their leader: the fastest of
-    :data:`INSIDE_REDUCE` on ``params``' link inside a node (default: the tuning ``auto`` uses now, else
-    the defaults; the library's fitted extras price its reduce), ``native`` unless beaten by
+    :data:`INSIDE_REDUCE` on ``params``' link inside a node (None: the defaults; the algorithms pass the
+    tuning in force, whose fitted extras price the library's reduce), ``native`` unless beaten by
     ``select.NATIVE_MARGIN``."""
     from mpiml.collectives.model_nodes import link_params
     from mpiml.collectives.select import NATIVE_MARGIN
@@ -78,6 +78,7 @@ def node_reduce(nbytes: int, local_size: int, params=None) -> str:
 
 
 def _tuned_params():
+    """The parameters of the tuning ``auto`` uses now, or None."""
     from mpiml.collectives.select import current_tuning
 
     tuning = current_tuning()
