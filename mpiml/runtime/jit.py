@@ -11,8 +11,9 @@ numba names a new cache entry by reading the cache's index, taking the first fre
 and writing the index back, with no lock between processes: two ranks compiling two
 signatures at once could take the same number, and a later run would load one signature's
 machine code for the other's arguments ("can't unbox array from PyObject", seen in CI).
-So a compile here holds an exclusive ``flock`` on a file in the cache's folder; the ranks
-then take turns, and all but the first read the first one's machine code from the cache.
+So a compile here holds an exclusive ``flock`` on a file beside the kernel's index in the
+cache's folder; the ranks take turns on a kernel, and all but the first read the first
+one's machine code from the cache.
 
 ``MPIML_KERNELS=numpy`` makes every caller take its numpy reference path instead (the
 slow, obviously-correct one each fast path is tested against); :func:`compiled` says which
@@ -31,10 +32,10 @@ ENV = "MPIML_KERNELS"
 CHOICES = ("auto", "numba", "numpy")
 LOCK_NAME = "mpiml-compile.lock"
 
-# flock is per open file: a second open by this process would wait on itself, so only the
-# outermost compile in a process takes it.
+# flock is per open file: a second open of a lock this process holds would wait on itself, so
+# only the outermost compile under each lock file takes it.
 _in_process = threading.RLock()
-_depth = 0
+_held: dict = {}   # lock file -> how many compiles of this process are inside it
 
 
 def compiled() -> bool:
@@ -98,42 +99,49 @@ def kernel(fn=None, **options):
 def _locked(dispatcher, compile_one):
     """``compile_one`` (numba's load-or-compile-then-save of one signature) under the cache's lock."""
 
+    cache = getattr(dispatcher, "_cache", None)
+    # One lock per kernel (beside numba's index of it): the race is within one index, and ranks compiling
+    # different kernels need not wait for each other. numba's internals moved: fall back to the folder.
+    index = getattr(getattr(cache, "_cache_file", None), "_index_path", None)
+    folder, name = (os.path.split(index + ".lock") if index else
+                    (getattr(cache, "_cache_path", None), LOCK_NAME))
+
     @functools.wraps(compile_one)
     def compile_locked(sig):
-        with _cache_lock(getattr(getattr(dispatcher, "_cache", None), "_cache_path", None)):
+        with _cache_lock(folder, name):
             return compile_one(sig)
 
     return compile_locked
 
 
 @contextlib.contextmanager
-def _cache_lock(folder):
-    """Hold an exclusive lock shared by every process using the cache in ``folder``.
+def _cache_lock(folder, name=LOCK_NAME):
+    """Hold an exclusive lock (the file ``name`` in ``folder``) shared by every process using that cache.
 
     Best effort: where the file cannot be made or locked (a read-only folder, a file system
     without ``flock``), a node-local lock is tried and then none, which is numba's own
     behaviour; a compile never fails for want of a lock.
     """
-    global _depth
+    key = (folder, name)
     with _in_process:
-        if _depth:
-            _depth += 1
+        if key in _held:
+            _held[key] += 1
             try:
                 yield
             finally:
-                _depth -= 1
+                _held[key] -= 1
             return
-        fd = _acquire([folder, tempfile.gettempdir()] if folder else [tempfile.gettempdir()])
-        _depth = 1
+        fd = _acquire([folder, tempfile.gettempdir()] if folder else [tempfile.gettempdir()], name)
+        _held[key] = 1
         try:
             yield
         finally:
-            _depth = 0
+            del _held[key]
             if fd is not None:
                 os.close(fd)  # closing the file releases its lock
 
 
-def _acquire(folders):
+def _acquire(folders, name):
     try:
         import fcntl
     except ImportError:  # no flock on this platform
@@ -141,7 +149,7 @@ def _acquire(folders):
     for folder in folders:
         try:
             os.makedirs(folder, exist_ok=True)
-            fd = os.open(os.path.join(folder, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o666)
+            fd = os.open(os.path.join(folder, name), os.O_RDWR | os.O_CREAT, 0o666)
         except OSError:
             continue
         try:

@@ -110,42 +110,42 @@ def test_two_processes_compiling_two_signatures_at_once_keep_both_in_the_cache(t
     assert later.returncode == 0, later.stdout + later.stderr
 
 
-def test_a_compile_waits_while_another_process_holds_the_compile_lock(tmp_path):
+def test_a_compile_waits_while_another_process_holds_the_kernels_lock(tmp_path):
     import numba
 
     numba.njit(lambda v: v + 1)(1)   # numba's start-up before the holder starts: the call below is the compile alone
 
-    from mpiml.runtime import jit
-
     (tmp_path / "jit_race_probe.py").write_text(KERNEL_SOURCE)
-    lock_path = tmp_path / "__pycache__" / jit.LOCK_NAME
-    lock_path.parent.mkdir()
-    holder = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(
-            """
-            import fcntl, sys, time
-            with open(sys.argv[1], "a") as f:
-                fcntl.flock(f, fcntl.LOCK_EX)
-                print("held", flush=True)
-                time.sleep(1.0)
-                print(time.monotonic(), flush=True)   # then closing the file lets the lock go
-            """
-        ), str(lock_path)],
-        stdout=subprocess.PIPE, text=True)
+    sys.path.insert(0, str(tmp_path))
     try:
-        assert holder.stdout.readline().strip() == "held"
-        sys.path.insert(0, str(tmp_path))
-        try:
-            import jit_race_probe
+        import jit_race_probe
 
+        # the kernel's lock sits beside numba's index of it (what jit._locked derives; nothing compiled yet)
+        index = numba.njit(cache=True)(jit_race_probe.twice_plus_one.py_func)._cache._cache_file._index_path
+        lock_path = index + ".lock"
+        os.makedirs(os.path.dirname(lock_path), exist_ok=True)
+        holder = subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(
+                """
+                import fcntl, sys, time
+                with open(sys.argv[1], "a") as f:
+                    fcntl.flock(f, fcntl.LOCK_EX)
+                    print("held", flush=True)
+                    time.sleep(1.0)
+                    print(time.monotonic(), flush=True)   # then closing the file lets the lock go
+                """
+            ), lock_path],
+            stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout.readline().strip() == "held"
             got = jit_race_probe.twice_plus_one(np.arange(3.0))
             done = time.monotonic()
+            released = float(holder.stdout.readline())
+            assert got.tolist() == [1.0, 3.0, 5.0]
+            assert done >= released, (done, released)  # the compile finished only after the holder let go
+            assert holder.wait(timeout=60) == 0
         finally:
-            sys.path.remove(str(tmp_path))
-            sys.modules.pop("jit_race_probe", None)
-        released = float(holder.stdout.readline())
-        assert got.tolist() == [1.0, 3.0, 5.0]
-        assert done >= released, (done, released)  # the compile finished only after the holder let go
-        assert holder.wait(timeout=60) == 0
+            holder.kill()
     finally:
-        holder.kill()
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("jit_race_probe", None)
