@@ -33,9 +33,9 @@ CHOICES = ("auto", "numba", "numpy")
 LOCK_NAME = "mpiml-compile.lock"
 
 # flock is per open file: a second open of a lock this process holds would wait on itself, so
-# only the outermost compile under each lock file takes it.
+# only the outermost compile under each lock file takes it (and lets it go).
 _in_process = threading.RLock()
-_held: dict = {}   # lock file -> how many compiles of this process are inside it
+_held: set = set()   # the lock files this process holds
 
 
 def compiled() -> bool:
@@ -124,19 +124,15 @@ def _cache_lock(folder, name=LOCK_NAME):
     """
     key = (folder, name)
     with _in_process:
-        if key in _held:
-            _held[key] += 1
-            try:
-                yield
-            finally:
-                _held[key] -= 1
+        if key in _held:   # a compile inside one under this lock: the outer one holds it
+            yield
             return
         fd = _acquire([folder, tempfile.gettempdir()] if folder else [tempfile.gettempdir()], name)
-        _held[key] = 1
+        _held.add(key)
         try:
             yield
         finally:
-            del _held[key]
+            _held.discard(key)
             if fd is not None:
                 os.close(fd)  # closing the file releases its lock
 
