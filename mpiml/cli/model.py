@@ -145,7 +145,7 @@ def _params(args):
 def node_records(collective, node_counts, per_node, sizes, params) -> list[dict]:
     """One record per (nodes, ranks per node, size): predicted seconds of every algorithm on that layout,
     the fastest and the model's pick (native unless beaten by the margin)."""
-    from mpiml.collectives import model_nodes
+    from mpiml.collectives import model, model_nodes
     from mpiml.errors import ArgumentError
     from mpiml.perf.extrapolate import MAX_RANKS
 
@@ -159,7 +159,7 @@ def node_records(collective, node_counts, per_node, sizes, params) -> list[dict]
                 times = model_nodes.predictions(collective, nbytes, layout, params)
                 records.append({"collective": collective, "nodes": nodes, "ranks_per_node": k, "ranks": nodes * k,
                                 "bytes": nbytes, "predicted_seconds": times,
-                                "fastest": min(times, key=times.get),
+                                "fastest": model.fastest(times),
                                 "best": model_nodes.winner(collective, nbytes, layout, params)})
     return records
 

@@ -352,7 +352,7 @@ def best(collective: str, nbytes: int, p: int, params: ModelParams | None = None
          candidates=None, dtype=None) -> str:
     """The algorithm the model predicts fastest (ties go to the earlier candidate)."""
     names = candidates or algorithms(collective)
-    return min(names, key=lambda name: predict(name, nbytes, p, params, collective=collective, dtype=dtype))
+    return fastest({name: predict(name, nbytes, p, params, collective=collective, dtype=dtype) for name in names})
 
 
 TIE = 1e-9   # predictions this close (relative) are equal: rounding must not flip a pick between sizes

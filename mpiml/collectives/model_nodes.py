@@ -311,14 +311,11 @@ def winner(collective: str, nbytes: int, sizes, params=None, *, commutative: boo
            shares_memory: bool = True) -> str:
     """``auto``'s rule on a layout (:mod:`mpiml.collectives.select`, rule 3): the fastest prediction,
     ``native`` kept unless beaten by :data:`mpiml.collectives.select.NATIVE_MARGIN`."""
-    from mpiml.collectives.select import NATIVE_MARGIN
+    from mpiml.collectives.select import margin_pick
 
-    times = {name: predict_nodes(name, nbytes, sizes, params, collective=collective, shares_memory=shares_memory)
-             for name in candidates(collective, sizes, commutative)}
-    fastest = model.fastest(times)
-    if "native" in times and times[fastest] > NATIVE_MARGIN * times["native"]:
-        return "native"
-    return fastest
+    return margin_pick({name: predict_nodes(name, nbytes, sizes, params, collective=collective,
+                                            shares_memory=shares_memory)
+                        for name in candidates(collective, sizes, commutative)})
 
 
 __all__ = ["NODE_AWARE", "node_sizes", "intra_link", "inter_link", "link_params", "predict_nodes", "candidates",

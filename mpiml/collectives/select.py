@@ -203,14 +203,19 @@ def candidates(collective: str, commutative: bool = True, size: int | None = Non
                  and (size is None or size <= 1 or a.supports is None or a.supports(size)))
 
 
-def model_winner(collective: str, nbytes: int, size: int, params=None, commutative: bool = True) -> str:
-    """The model's pick: the fastest prediction, native kept unless beaten by the margin."""
-    names = candidates(collective, commutative, size)
-    times = {name: model.predict(name, nbytes, size, params, collective=collective) for name in names}
+def margin_pick(times: dict) -> str:
+    """``auto``'s rule on predicted ``times`` (name -> seconds): the fastest (:func:`model.fastest`), but
+    ``native``, where it is among them, unless beaten by :data:`NATIVE_MARGIN`."""
     fastest = model.fastest(times)
     if "native" in times and times[fastest] > NATIVE_MARGIN * times["native"]:
         return "native"
     return fastest
+
+
+def model_winner(collective: str, nbytes: int, size: int, params=None, commutative: bool = True) -> str:
+    """The model's pick: the fastest prediction, native kept unless beaten by the margin."""
+    names = candidates(collective, commutative, size)
+    return margin_pick({name: model.predict(name, nbytes, size, params, collective=collective) for name in names})
 
 
 def _decision_table(collective, size, commutative, tuning):

@@ -42,7 +42,7 @@ def predictions(collective: str, ranks, sizes, params) -> list[dict]:
             records.append({
                 "collective": collective, "ranks": p, "bytes": nbytes,
                 "predicted_seconds": seconds,
-                "fastest": min(names, key=seconds.get),
+                "fastest": model.fastest(seconds),
                 "auto": model_winner(collective, nbytes, p, params),
                 "lower_bound_seconds": model.lower_bound(collective, nbytes, p, params),
             })

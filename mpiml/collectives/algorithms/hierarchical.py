@@ -55,12 +55,11 @@ def between_nodes(nbytes: int, nodes_count: int, params=None) -> str:
     """The flat allreduce algorithm ``auto``'s rule picks for ``nbytes`` among ``nodes_count`` ranks, one per
     node: the fastest on ``params``' between-node link (``alpha``/``beta``; None: the defaults; the algorithm
     passes the tuning in force), ``native`` unless beaten by ``select.NATIVE_MARGIN``."""
-    from mpiml.collectives.select import NATIVE_MARGIN
+    from mpiml.collectives.select import margin_pick
 
     names = [name for name in FLAT if name in registry.table("allreduce")]
-    times = {name: model.predict(name, nbytes, nodes_count, params, collective="allreduce") for name in names}
-    fastest = model.fastest(times)
-    return "native" if times[fastest] > NATIVE_MARGIN * times["native"] else fastest
+    return margin_pick({name: model.predict(name, nbytes, nodes_count, params, collective="allreduce")
+                        for name in names})
 
 
 def node_reduce(nbytes: int, local_size: int, params=None) -> str:
@@ -69,12 +68,11 @@ def node_reduce(nbytes: int, local_size: int, params=None) -> str:
     tuning in force, whose fitted extras price the library's reduce), ``native`` unless beaten by
     ``select.NATIVE_MARGIN``."""
     from mpiml.collectives.model_nodes import link_params
-    from mpiml.collectives.select import NATIVE_MARGIN
+    from mpiml.collectives.select import margin_pick
 
     inside = link_params(params or model.DEFAULT_PARAMS, (local_size,))
-    times = {name: model.predict(name, nbytes, local_size, inside, collective="reduce") for name in INSIDE_REDUCE}
-    fastest = model.fastest(times)
-    return "native" if times[fastest] > NATIVE_MARGIN * times["native"] else fastest
+    return margin_pick({name: model.predict(name, nbytes, local_size, inside, collective="reduce")
+                        for name in INSIDE_REDUCE})
 
 
 def _tuned_params():
