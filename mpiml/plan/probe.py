@@ -493,16 +493,18 @@ def _alone(comm, run):
     return comm.bcast(found, root=0)
 
 
-def job_probes(comm=None, calibration: Calibration = DEFAULT, probes=JOB_PROBES) -> Calibration:
+def job_probes(comm=None, calibration: Calibration = DEFAULT, probes=JOB_PROBES, runs: int = 5) -> Calibration:
     """``calibration`` with each family's real step loop measured (``probes``: ``(family, sizes)`` pairs,
     default :data:`JOB_PROBES`): its :attr:`~Calibration.job_scale` and, with 2 or more ranks, its
     :attr:`~Calibration.job_excess` at this communicator's ranks per core. Collective; the same on every rank.
 
-    Each probe runs on one rank alone (the faster of two runs), then (2 or more ranks) on all.
+    Each probe runs on one rank alone (the faster of two runs), then (2 or more ranks) on all,
+    ``runs`` times (the median: a probe's step lasts a few scheduler slices, and with more ranks
+    than cores one run's excess alone moved 2-3x from run to run).
     The first gives the family's scale: measured over predicted on one rank, times the share of
     the core the rank got (CPU over wall seconds: a busy machine's other work is not the loop's). The entry of the excess is what the
     step on all ranks costs beyond that scaled compute and the predicted communication, per
-    collective call. About 1 s on one rank, 3-6 s on several.
+    collective call. About 1 s on one rank, 5-10 s on several.
     """
     from threadpoolctl import threadpool_limits
 
@@ -539,7 +541,8 @@ def job_probes(comm=None, calibration: Calibration = DEFAULT, probes=JOB_PROBES)
             scales[name] = scale   # (the probes' rows: dense for the -data families, sparse for -model)
             if p < 2:
                 continue
-            job, layout, measured, share = _job_step(comm, name, sizes)
+            found = sorted((_job_step(comm, name, sizes) for _ in range(max(int(runs), 1))), key=lambda f: f[2])
+            job, layout, measured, share = found[len(found) // 2]   # (the same run on every rank: max over ranks)
             predicted = step_seconds(job, layout, cluster, bare)
             if predicted["collectives"] > 0:
                 # a core per rank: compute slowed by what other work took of it; more ranks than cores: the
