@@ -315,7 +315,7 @@ def step_seconds(job: Job, layout: Layout, cluster: Cluster, calibration: Calibr
     if over <= 1.0:   # (the oversubscribed steps below were measured with the calls' whole cost)
         comm += syncs * calibration.collective_overhead
     # a family probed with more ranks than cores: its own excess holds all the waits, not the generic table's
-    probed = any(ratio > 1.0 for ratio, _ in _excess_points(name, calibration))
+    probed = False
     if over > 1.0:
         shared = compute * over
         comm *= over

@@ -522,8 +522,7 @@ def job_probes(comm=None, calibration: Calibration = DEFAULT, probes=JOB_PROBES,
     cluster = Cluster(nodes_max=1, cores_per_node=max(int(round(p / ratio)), 1) if ratio > 1 else max(cores, p))
     # the model without what the probe measures: with more ranks than cores, the generic table's waits too
     # (the family's excess replaces them: compute.step_seconds)
-    bare = replace(calibration, job_excess=(), job_scale=(), oversub_steps=() if ratio > 1.0 else
-                   calibration.oversub_steps)
+    bare = replace(calibration, job_excess=(), job_scale=(), oversub_steps=calibration.oversub_steps)
     from mpiml.mf import kernels as mf_kernels  # noqa: F401  (every rank at once, not one after the other)
     from mpiml.sgd import kernels
     from mpiml.train import lbfgs_math
