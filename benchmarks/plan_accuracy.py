@@ -1,17 +1,23 @@
 """How close ``mpiml plan``'s model (:mod:`mpiml.plan`) comes to real runs on this machine (issue 13).
 
-    python benchmarks/plan_accuracy.py [--ranks 1,2,3,4] [--jobs sync-data,...] [--tuning FILE] [--json]
+    python benchmarks/plan_accuracy.py [--ranks 1,2,3,4] [--jobs sync-data,...] [--repeats 3] [--tuning FILE] [--json]
 
 Runs real jobs, ``mpiml sgd`` and ``mpiml mf`` under ``mpiexec -n p`` with ``--json``, on
 built-in synthetic data (generated in each rank, no files), and compares with
 :func:`mpiml.plan.predict` for the same job, layout and this machine (one node of
 ``os.cpu_count()`` cores; p above that is oversubscribed, as the model knows):
 
-* time: the median seconds per step (sgd: each epoch's ``epoch_seconds``; lbfgs: the mean
-  iteration after the first, from ``lbfgs_seconds``; mf: each iteration's ``iteration_seconds``
-  after the first). The first lbfgs iteration also holds the initial evaluation and the first
-  calls' set-up, as mf's first iteration does; the verdict with it is printed too;
+* time: the median seconds per step after the first (sgd: each epoch's ``epoch_seconds``; lbfgs:
+  the mean iteration, from ``lbfgs_seconds``; mf: each iteration's ``iteration_seconds``), as the
+  probe of ``mpiml tune`` times them. The first epoch or iteration also holds the first calls'
+  set-up (kernels dispatched, buffers first touched; lbfgs: the initial evaluation), 1-3 ms here;
+  the verdict with it is printed too;
 * memory: the largest rank's peak resident bytes (``peak_rss_bytes``).
+
+Each case runs ``--repeats`` times (every case once, then again), and the table gives the
+medians. The ranks are bound to cores (``--bind core``, two a core where they outnumber the
+cores), in the runs and in the calibration: unbound, how the scheduler happens to place
+oversubscribed ranks holds for a launch, and one mf job took 13 or 25 ms an iteration.
 
 On a busy machine the ranks get less than their share of a core; the table also shows
 each run's core share (CPU seconds of all ranks over wall seconds x ranks, against
@@ -38,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 
 from mpiml.plan import Cluster, Job, Layout, load_calibration, predict
 
@@ -48,13 +55,13 @@ MF = dict(users=8000, items=2000, ratings=300000)
 JOBS = {
     # name: (Job, command-line arguments after "mpiml")
     "sync-data": (Job("sgd", "sync", rows=SGD_DENSE["n"], features=SGD_DENSE["d"], nnz=SGD_DENSE["n"] * SGD_DENSE["d"],
-                      dense=True, batch_size=256, epochs=2),
+                      dense=True, batch_size=256, epochs=3),
                   ["sgd", "--data", "synthetic:classification,n={n},d={d}".format(**SGD_DENSE), "--test-fraction", "0",
-                   "--strategy", "sync", "--epochs", "2", "--batch-size", "256", "--parallel", "data"]),
+                   "--strategy", "sync", "--epochs", "3", "--batch-size", "256", "--parallel", "data"]),
     "sync-model": (Job("sgd", "sync", rows=SGD_WIDE["n"], features=SGD_WIDE["d"],
-                       nnz=int(SGD_WIDE["n"] * SGD_WIDE["d"] * SGD_WIDE["density"]), batch_size=256, epochs=2),
+                       nnz=int(SGD_WIDE["n"] * SGD_WIDE["d"] * SGD_WIDE["density"]), batch_size=256, epochs=3),
                    ["sgd", "--data", "synthetic:classification,n={n},d={d},density={density}".format(**SGD_WIDE),
-                    "--test-fraction", "0", "--strategy", "sync", "--epochs", "2", "--batch-size", "256",
+                    "--test-fraction", "0", "--strategy", "sync", "--epochs", "3", "--batch-size", "256",
                     "--parallel", "model"]),
     "lbfgs-data": (Job("sgd", "lbfgs", rows=SGD_DENSE["n"], features=SGD_DENSE["d"],
                        nnz=SGD_DENSE["n"] * SGD_DENSE["d"], dense=True, max_iter=20),
@@ -80,6 +87,10 @@ JOBS = {
               "synthetic:users={users},items={items},ratings={ratings}".format(**MF), "--rank", "16", "--iters", "4"]),
 }
 TIME_GOAL, MEMORY_GOAL = 0.25, 0.20
+# MPICH's mpiexec options: each rank bound to a core (two a core beyond the cores), as srun binds them under Slurm.
+# Unbound, the scheduler's placement holds for a launch: 4 ranks of one mf job on 2 cores took 13-16 or 23-29 ms
+# an iteration from launch to launch; bound, 14-17 every time (what mpiml's guard tells users to do).
+BIND = {"core": ("-bind-to", "core", "-map-by", "core"), "none": ()}
 
 
 def tool(name: str) -> str:
@@ -89,8 +100,8 @@ def tool(name: str) -> str:
 
 
 def measured_step(kind: str, algorithm: str, out: dict, first: bool = False) -> float:
-    """Median seconds per step of a run's JSON (lbfgs: the mean iteration after the first; ``first``:
-    with the first, which also holds the initial evaluation and the first calls' set-up)."""
+    """Median seconds per step of a run's JSON after the first (lbfgs: the mean iteration); ``first``: with
+    the first, which also holds the first calls' set-up (lbfgs: and the initial evaluation)."""
     if kind == "mf":
         steps = out["iteration_seconds"]
         return statistics.median(steps[1:] if len(steps) > 2 else steps)   # the first carries warm-up
@@ -100,13 +111,14 @@ def measured_step(kind: str, algorithm: str, out: dict, first: bool = False) -> 
         if first or len(times) < 3:
             return last["seconds"] / max(out["lbfgs_iterations"], 1)
         return (times[-1] - times[0]) / (len(times) - 1)
-    return statistics.median(record["epoch_seconds"] for record in out["history"])
+    epochs = [record["epoch_seconds"] for record in out["history"]]
+    return statistics.median(epochs if first or len(epochs) < 3 else epochs[1:])   # the first carries warm-up
 
 
-def run(args: list, ranks: int, timeout: float) -> dict:
+def run(args: list, ranks: int, timeout: float, bind: tuple = ()) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
                NUMBA_NUM_THREADS="1", MPIML_PROGRESS="never")
-    command = [tool("mpiexec"), "-n", str(ranks), tool("mpiml"), *args, "--json"]
+    command = [tool("mpiexec"), *bind, "-n", str(ranks), tool("mpiml"), *args, "--json"]
     before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
     wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -120,11 +132,12 @@ def run(args: list, ranks: int, timeout: float) -> dict:
     return out
 
 
-def calibrate(path: str, ranks: int, timeout: float) -> None:
+def calibrate(path: str, ranks: int, timeout: float, launches: int = 3, bind: tuple = ()) -> None:
     """``mpiml tune`` on a small grid (the compute probe, and at one rank the built-in link parameters:
     a ping-pong on a busy machine would measure the load), then what a step of work and a collective
     costs at 2 ranks (a core each) and when ranks outnumber the cores, at cores + 1 and 2 x cores, and at
-    each of these rank counts what each job family's real step loop costs beyond the model (~45 s)."""
+    each of these rank counts what each job family's real step loop costs beyond the model, the median of
+    ``launches`` launches (~60 s)."""
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
                NUMBA_NUM_THREADS="1", MPIML_PROGRESS="never")
     command = [tool("mpiexec"), "-n", str(ranks), tool("mpiml"), "tune", "--sizes", "8:1M:8", "--min-time", "0.01",
@@ -137,7 +150,7 @@ def calibrate(path: str, ranks: int, timeout: float) -> None:
     cores = os.cpu_count() or 1
     probes = [(min(cores, 2), "store_collective_overhead")] if cores > 1 else []
     for size, name in probes + [(over, "store_oversubscription_steps") for over in sorted({cores + 1, 2 * cores})]:
-        command = [tool("mpiexec"), "-n", str(size), sys.executable, "-c",
+        command = [tool("mpiexec"), *bind, "-n", str(size), sys.executable, "-c",
                    f"import sys; from mpiml.plan.probe import {name} as s; s(sys.argv[1])", path]
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
         if done.returncode != 0:
@@ -145,13 +158,41 @@ def calibrate(path: str, ranks: int, timeout: float) -> None:
         # then each job family's real step at this rank count (what it costs beyond the model, per call); on a
         # machine too busy to run it in time the model goes without it (the file keeps what it had)
         command[-2] = "import sys; from mpiml.plan.probe import store_job_probes as s; s(sys.argv[1])"
+        job_probes(command, path, launches, timeout, env)
+
+
+def job_probes(command: list, path: str, launches: int, timeout: float, env: dict) -> None:
+    """Run the job-family probe ``command`` (its last argument the tuning file) ``launches`` times, each on a
+    copy of ``path``, and keep in ``path`` each family's median scale and excess over the launches: where
+    ranks outnumber the cores, how the scheduler places them holds for a whole launch (one launch's mf
+    excess came out 3 ms a call where the others gave 0.3-0.4)."""
+    from mpiml.plan.calibration import excess_table, merge_excess, scale_table, store
+
+    found = []
+    for launch in range(max(launches, 1)):
+        copy = f"{path}.launch{launch}"
+        shutil.copyfile(path, copy)
         try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+            done = subprocess.run([*command[:-1], copy], capture_output=True, text=True, timeout=timeout, env=env)
             failed = f"failed ({done.returncode}): {done.stderr.strip()[-300:]}" if done.returncode != 0 else None
         except subprocess.TimeoutExpired:
             failed = f"took over {timeout:.0f} s"
-        if failed:
-            print(f"# job probes at {size} ranks skipped: {failed}", file=sys.stderr, flush=True)
+        if failed:   # on a machine too busy to run it in time the model goes without it
+            print(f"# job probes ({' '.join(command[:3])}) skipped: {failed}", file=sys.stderr, flush=True)
+        else:
+            found.append(load_calibration(copy))
+        os.remove(copy)
+    if not found:
+        return
+    before = load_calibration(path)
+    excess = before.job_excess
+    for family in {name for c in found for name, _ in c.job_excess}:
+        for ratio in {r for c in found for r, _ in dict(c.job_excess).get(family, ())}:
+            values = [s for c in found for r, s in dict(c.job_excess).get(family, ()) if abs(r - ratio) < 1e-9]
+            excess = merge_excess(excess, family, ratio, statistics.median(values))
+    scales = {family: statistics.median(dict(c.job_scale)[family] for c in found if family in dict(c.job_scale))
+              for family in {name for c in found for name, _ in c.job_scale}}
+    store(path, replace(before, job_excess=excess_table(excess), job_scale=scale_table(scales)))
 
 
 def big_cluster(calibration) -> dict:
@@ -183,6 +224,10 @@ def main(argv=None) -> int:
     parser.add_argument("--tuning", default=None,
                         help="tuning file with a compute section (default: run mpiml tune at 1 rank first, ~15 s)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per run")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="runs of each case, interleaved; the median step and peak (default 3)")
+    parser.add_argument("--bind", choices=sorted(BIND), default="core",
+                        help="how mpiexec (MPICH's) binds the ranks, in the runs and the calibration (default core)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     load_before = os.getloadavg()[0]
@@ -190,10 +235,10 @@ def main(argv=None) -> int:
     tuning = args.tuning
     if tuning is None:   # calibrate here and now, in the conditions of the runs
         tuning = os.path.join(tempfile.mkdtemp(prefix="plan-accuracy-"), "tuning.json")
-        calibrate(tuning, 1, args.timeout)
+        calibrate(tuning, 1, args.timeout, bind=BIND[args.bind])
     calibration = load_calibration(tuning)
     cluster = Cluster(nodes_max=1, cores_per_node=os.cpu_count() or 1, tuning=tuning)
-    rows = []
+    cases = []
     for name in args.jobs.split(","):
         job, command = JOBS[name]
         parallel = command[command.index("--parallel") + 1] if "--parallel" in command else "data"
@@ -202,28 +247,37 @@ def main(argv=None) -> int:
                 continue
             layout = Layout(nodes=1, ranks_per_node=p, parallel=parallel if p > 1 else "data",
                             grid=(2, 2) if parallel == "hybrid" else None)
-            predicted = predict(job, layout, cluster, calibration)
             # one rank has no model-parallel layout: the same job, data parallel
-            out = run([("data" if arg == "model" and p == 1 else arg) for arg in command], p, args.timeout)
-            step = measured_step(job.kind, job.algorithm, out)
-            with_first = measured_step(job.kind, job.algorithm, out, first=True)
-            share = min(out["core_share"], 1.0)
-            rows.append({"job": name, "ranks": p, "parallel": layout.parallel,
-                         "measured_seconds": step, "predicted_seconds": predicted.seconds_per_step,
-                         "measured_seconds_with_first": with_first,
-                         "time_ratio": step / predicted.seconds_per_step, "core_share": share,
-                         "corrected_time_ratio": step * share / predicted.seconds_per_step,
-                         "measured_bytes": out["peak_rss_bytes"], "predicted_bytes": predicted.memory_bytes_per_rank,
-                         "memory_ratio": out["peak_rss_bytes"] / predicted.memory_bytes_per_rank,
-                         "predicted_comm_share": predicted.comm_share})
-            if not args.json:
-                r = rows[-1]
-                first = f" ({with_first * 1e3:.2f} with the first)" if job.algorithm == "lbfgs" else ""
-                print(f"{name:<12} p={p} {r['parallel']:<6} step {step * 1e3:9.2f} ms measured{first} "
-                      f"{r['predicted_seconds'] * 1e3:9.2f} ms predicted ({r['time_ratio']:.2f}x)   peak "
-                      f"{r['measured_bytes'] / 2**20:7.1f} MiB measured {r['predicted_bytes'] / 2**20:7.1f} MiB "
-                      f"predicted ({r['memory_ratio']:.2f}x)   core share {share:.2f}: time "
-                      f"{r['corrected_time_ratio']:.2f}x", flush=True)
+            cases.append((name, job, layout, [("data" if arg == "model" and p == 1 else arg) for arg in command]))
+    # every case once, then every case again: a slow stretch of the machine falls on all of them alike
+    outs = [[] for _ in cases]
+    for _ in range(max(args.repeats, 1)):
+        for (name, job, layout, command), found in zip(cases, outs):
+            found.append(run(command, layout.ranks, args.timeout, BIND[args.bind]))
+    rows = []
+    for (name, job, layout, command), found in zip(cases, outs):
+        predicted = predict(job, layout, cluster, calibration)
+        step = statistics.median(measured_step(job.kind, job.algorithm, out) for out in found)
+        with_first = statistics.median(measured_step(job.kind, job.algorithm, out, first=True) for out in found)
+        share = min(statistics.median(out["core_share"] for out in found), 1.0)
+        peak = statistics.median(out["peak_rss_bytes"] for out in found)
+        rows.append({"job": name, "ranks": layout.ranks, "parallel": layout.parallel,
+                     "measured_seconds": step, "predicted_seconds": predicted.seconds_per_step,
+                     "measured_seconds_runs": [measured_step(job.kind, job.algorithm, out) for out in found],
+                     "measured_seconds_with_first": with_first,
+                     "time_ratio": step / predicted.seconds_per_step, "core_share": share,
+                     "corrected_time_ratio": step * share / predicted.seconds_per_step,
+                     "measured_bytes": peak, "predicted_bytes": predicted.memory_bytes_per_rank,
+                     "memory_ratio": peak / predicted.memory_bytes_per_rank,
+                     "predicted_comm_share": predicted.comm_share})
+        if not args.json:
+            r = rows[-1]
+            first = f" ({with_first * 1e3:.2f} with the first)" if job.kind == "sgd" else ""
+            print(f"{name:<12} p={layout.ranks} {r['parallel']:<6} step {step * 1e3:9.2f} ms measured{first} "
+                  f"{r['predicted_seconds'] * 1e3:9.2f} ms predicted ({r['time_ratio']:.2f}x)   peak "
+                  f"{r['measured_bytes'] / 2**20:7.1f} MiB measured {r['predicted_bytes'] / 2**20:7.1f} MiB "
+                  f"predicted ({r['memory_ratio']:.2f}x)   core share {share:.2f}: time "
+                  f"{r['corrected_time_ratio']:.2f}x", flush=True)
     time_ok = [r for r in rows if abs(r["time_ratio"] - 1) <= TIME_GOAL]
     first_ok = [r for r in rows if abs(r["measured_seconds_with_first"] / r["predicted_seconds"] - 1) <= TIME_GOAL]
     corrected_ok = [r for r in rows if abs(r["corrected_time_ratio"] - 1) <= TIME_GOAL]
@@ -232,7 +286,7 @@ def main(argv=None) -> int:
                "load_before": load_before, "load_after": os.getloadavg()[0],
                "seconds": time.perf_counter() - started,
                "time_within": len(time_ok), "memory_within": len(memory_ok), "cases": len(rows),
-               "corrected_time_within": len(corrected_ok), "time_within_with_first_lbfgs_iteration": len(first_ok),
+               "corrected_time_within": len(corrected_ok), "time_within_with_first_sgd_step": len(first_ok),
                "median_time_ratio": statistics.median(r["time_ratio"] for r in rows),
                "median_memory_ratio": statistics.median(r["memory_ratio"] for r in rows)}
     summary["cluster_64"] = big = big_cluster(calibration)
@@ -243,7 +297,7 @@ def main(argv=None) -> int:
           f"{load_before:.2f} before, {summary['load_after']:.2f} after; {summary['seconds']:.0f} s")
     print(f"time within {TIME_GOAL:.0%}: {len(time_ok)}/{len(rows)} cases (median measured/predicted "
           f"{summary['median_time_ratio']:.2f}) -> {'MET' if len(time_ok) == len(rows) else 'NOT MET'}")
-    print(f"  (lbfgs with its first iteration, initial evaluation and set-up included: {len(first_ok)}/{len(rows)} "
+    print(f"  (sgd with its first epoch or iteration, set-up included: {len(first_ok)}/{len(rows)} "
           f"within {TIME_GOAL:.0%})")
     print(f"  (scaled by the share of a core the ranks got, for a busy machine: {len(corrected_ok)}/{len(rows)} "
           f"within {TIME_GOAL:.0%}; an estimate, not the goal)")

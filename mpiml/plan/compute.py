@@ -46,9 +46,11 @@ on one rank over this model's price of it (:func:`job_scale`, :func:`scale_famil
 problem). On top of all that, each collective call of a step adds what the probe measured for the job's
 family at that many ranks per core (:func:`job_excess`): the family's real step loop on a small
 problem, measured less predicted, per call (the layers a training step adds around its calls, the
-algorithms' rounds each waiting for a rank that is not running, a larger message's pieces). A family
-probed with more ranks than cores takes its own excess instead of the generic table's waits
-(:func:`oversubscribed_step`): compute and transfers time-shared, then its excess per call.
+algorithms' rounds each waiting for a rank that is not running, a larger message's pieces). With more
+ranks than cores, that excess is what the family's step costs beyond the generic table's waits
+(:func:`oversubscribed_step`), which grow with the work between the calls: the probe's problem is small,
+and a job's phases are longer (a per-call excess that held all the waits under-priced a 3-rank DSGD
+epoch of 3x the probe's ratings a rank by 1.3x).
 """
 
 from __future__ import annotations
@@ -314,12 +316,10 @@ def step_seconds(job: Job, layout: Layout, cluster: Cluster, calibration: Calibr
     over = oversubscription(layout, cluster)
     if over <= 1.0:   # (the oversubscribed steps below were measured with the calls' whole cost)
         comm += syncs * calibration.collective_overhead
-    # a family probed with more ranks than cores: its own excess holds all the waits, not the generic table's
-    probed = False
     if over > 1.0:
         shared = compute * over
         comm *= over
-        if syncs > 0 and not probed:   # the work splits between the calls that follow some; the others follow a call
+        if syncs > 0:   # the work splits between the calls that follow some; the others follow a call
             heavy = max(syncs - light, 1.0)
             steps = heavy * oversubscribed_step(compute / heavy, over, calibration) \
                 + (syncs - heavy) * oversubscribed_step(0.0, over, calibration)

@@ -12,7 +12,8 @@ Two checks, run by every ``mpiml`` command that computes (``sgd``, ``mf``, ``tun
   available memory).
 
 Either prints one ``mpiml: warning:`` line on stderr with the numbers and what ``mpiml
-plan`` suggests instead, and the run goes on. ``MPIML_GUARD=off`` silences it (the test
+plan`` suggests instead (where oversubscribed ranks are not bound to cores, how to bind
+them), and the run goes on. ``MPIML_GUARD=off`` silences it (the test
 suite runs more ranks than cores on purpose).
 """
 
@@ -43,7 +44,8 @@ def node_facts(environ) -> dict:
 
 
 def summarize(nodes: list[dict]) -> dict:
-    """The busiest node of per-node facts ``{host, ranks, cpus (union), threads, slurm_cpus, memory, memory_from}``."""
+    """The busiest node of per-node facts ``{host, ranks, cpus (union), bound, threads, slurm_cpus, memory,
+    memory_from}``."""
     def load(node):
         return node["ranks"] * node["threads"] / max(cores_of(node), 1)
 
@@ -57,16 +59,32 @@ def cores_of(node: dict) -> int:
     return min(cores, node["slurm_cpus"]) if node.get("slurm_cpus") else cores
 
 
+# Where ranks outnumber the cores and nothing binds them, the scheduler moves them at will, and how it happens to
+# place them holds for a run: 4 unbound ranks of one mf job on 2 cores took 13-16 ms an iteration in some
+# launches and 23-29 in others; bound to cores (2 a core), 14-17 in every launch.
+BIND_HINT = ("bind the ranks to cores (MPICH: mpiexec -bind-to core; Open MPI: --bind-to core; Slurm: "
+             "srun --cpu-bind=cores), or unbound oversubscribed runs take 1-2x as long from launch to launch")
+
+
+def bound(masks: list) -> bool:
+    """Whether the ranks' CPU affinity ``masks`` (one per rank of a node) bind them: each narrower than all of
+    them together (a node of one CPU counts as bound: there is nowhere to move)."""
+    union = set().union(*map(set, masks)) if masks else set()
+    return len(union) <= 1 or all(len(set(mask)) < len(union) for mask in masks)
+
+
 def core_warning(node: dict) -> str | None:
-    """The warning for an oversubscribed node, or None (pure)."""
+    """The warning for an oversubscribed node, or None (pure); with :data:`BIND_HINT` where ``node["bound"]`` is
+    False."""
     demand = node["ranks"] * node["threads"]
     if demand <= node["cores"]:
         return None
     threads = f" x {node['threads']} threads" if node["threads"] > 1 else ""
     fit = max(node["cores"] // node["threads"], 1)
+    hint = f"; else {BIND_HINT}" if node.get("bound") is False else ""
     return (f"{node['ranks']} ranks{threads} on {node['host']} share {node['cores']} cores: oversubscribed ranks "
             f"wait for each other, and most of the run can go to communication; run at most {fit} rank(s) per "
-            f"node{' with ' + str(node['threads']) + ' threads' if node['threads'] > 1 else ''}")
+            f"node{' with ' + str(node['threads']) + ' threads' if node['threads'] > 1 else ''}{hint}")
 
 
 def memory_warning(node: dict, per_rank: float) -> str | None:
@@ -117,7 +135,7 @@ def check_resources(comm=None, kind: str | None = None, args=None, environ=None,
         ranks = node.Get_size()
     finally:
         node.Free()
-    mine.update(host=MPI.Get_processor_name(), ranks=ranks, cpus=sorted(set().union(*cpus)))
+    mine.update(host=MPI.Get_processor_name(), ranks=ranks, cpus=sorted(set().union(*cpus)), bound=bound(cpus))
     everyone = comm.gather(mine, root=0)
     if comm.Get_rank() != 0:
         return None

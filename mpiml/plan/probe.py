@@ -22,7 +22,6 @@ import numpy as np
 from mpiml.parallel.cost import LBFGS_TRIALS
 from mpiml.plan.calibration import DEFAULT, Calibration
 from mpiml.plan.spec import Job, Layout
-from mpiml.runtime.threads import usable_cores
 
 # sgd probes: (rows, features, density, batch, epochs) of sync SGD on a synthetic classification set
 SGD_PROBES = ((3000, 4, 1.0, 16, 3), (8000, 2, 1.0, 2048, 3), (8000, 300, 1.0, 256, 3), (3000, 40, 1.0, 64, 3),
@@ -290,13 +289,14 @@ def merge_steps(tables: tuple, ratio: float, points) -> tuple:
 
 
 def _node_ratio(comm) -> float:
-    """The most ranks per core of any node of ``comm`` (collective)."""
+    """The most ranks per core of any node of ``comm`` (collective): its ranks over the union of their affinity."""
     from mpi4py import MPI
 
-    cores = usable_cores()
+    from mpiml.runtime.threads import node_cores
+
     node = comm.Split_type(MPI.COMM_TYPE_SHARED)
     try:
-        local = node.Get_size()
+        local, cores = node.Get_size(), node_cores(node)
     finally:
         node.Free()
     return float(comm.allreduce(local / max(cores, 1), op=MPI.MAX))
@@ -517,12 +517,11 @@ def job_probes(comm=None, calibration: Calibration = DEFAULT, probes=JOB_PROBES,
     p = comm.Get_size()
     excess, scales = calibration.job_excess, dict(calibration.job_scale)
     ratio = _node_ratio(comm) if p > 1 else 1.0
-    cores = usable_cores()
     # one node as the model sees it: this many ranks on cores enough for ``ratio`` ranks per core
-    cluster = Cluster(nodes_max=1, cores_per_node=max(int(round(p / ratio)), 1) if ratio > 1 else max(cores, p))
-    # the model without what the probe measures: with more ranks than cores, the generic table's waits too
-    # (the family's excess replaces them: compute.step_seconds)
-    bare = replace(calibration, job_excess=(), job_scale=(), oversub_steps=calibration.oversub_steps)
+    cluster = Cluster(nodes_max=1, cores_per_node=max(int(round(p / ratio)), 1) if ratio > 1 else p)
+    # the model without what the probe measures (with more ranks than cores the generic table's waits stay: the
+    # family's excess is what it costs beyond them, compute.step_seconds)
+    bare = replace(calibration, job_excess=(), job_scale=())
     from mpiml.mf import kernels as mf_kernels  # noqa: F401  (every rank at once, not one after the other)
     from mpiml.sgd import kernels
     from mpiml.train import lbfgs_math

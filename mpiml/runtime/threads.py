@@ -12,6 +12,18 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def own_cpus() -> set:
+    """The CPUs this process may run on (its affinity; every CPU where the OS keeps none)."""
+    return set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+
+
+def node_cores(node) -> int:
+    """The cores of a node's ranks together: the union of their affinity (collective over ``node``, the ranks of
+    one node). Where the launcher binds each rank to its own cores (srun, ``mpiexec -bind-to core``), one rank's
+    affinity is its share only, not the node's."""
+    return len(set().union(*node.allgather(sorted(own_cpus()))))
+
+
 def cores_per_local_rank(local_ranks: int, cores: int | None = None) -> int:
     """Threads each of ``local_ranks`` ranks on one node may use without oversubscribing."""
     if cores is None:
@@ -34,8 +46,8 @@ def limit_blas_threads(comm=None, environ=os.environ):
     from mpiml.runtime.comm import resolve_comm
 
     node = resolve_comm(comm).Split_type(MPI.COMM_TYPE_SHARED)
-    try:
-        limit = cores_per_local_rank(node.Get_size())
+    try:   # (a rank bound to fewer cores than its share gets those)
+        limit = min(cores_per_local_rank(node.Get_size(), node_cores(node)), max(len(own_cpus()), 1))
     finally:
         node.Free()
     threadpool_limits(limits=limit)

@@ -33,6 +33,23 @@ def test_core_warning_counts_ranks_times_threads():
     assert "at most 1 rank(s) per node with 4 threads" in guard.core_warning(threaded)
 
 
+def test_oversubscribed_unbound_ranks_are_told_to_bind():
+    unbound = guard.summarize([{**node(4, 2), "bound": False}])
+    assert guard.core_warning(unbound).endswith("; else " + guard.BIND_HINT)
+    assert "bind" not in guard.core_warning(guard.summarize([{**node(4, 2), "bound": True}]))
+    assert "bind" not in guard.core_warning(guard.summarize([node(4, 2)]))   # (not known)
+    assert guard.core_warning(guard.summarize([{**node(2, 2), "bound": False}])) is None
+
+
+def test_bound_means_each_rank_narrower_than_the_node():
+    assert guard.bound([[0], [1], [0], [1]])
+    assert guard.bound([[0, 1], [2, 3]])
+    assert not guard.bound([[0, 1], [0, 1], [0, 1]])
+    assert not guard.bound([[0], [0, 1]])
+    assert guard.bound([[0], [0]])   # one CPU: nowhere to move
+    assert guard.bound([])
+
+
 def test_memory_warning():
     n = node(4, 4, memory=1 << 30)
     assert guard.memory_warning(n, 200 << 20) is None
@@ -64,11 +81,13 @@ def test_guard_warns_once_on_rank_zero_before_work(monkeypatch):
     comm = MPI.COMM_WORLD
     node_comm = comm.Split_type(MPI.COMM_TYPE_SHARED)
     local = node_comm.Get_size()
-    cores = len(set().union(*node_comm.allgather(os.sched_getaffinity(0))))  # what the machine gives this test
+    masks = node_comm.allgather(os.sched_getaffinity(0))
+    cores = len(set().union(*masks))  # what the machine gives this test
     node_comm.Free()
+    hint = [] if guard.bound(masks) else [guard.BIND_HINT]   # (mpiexec here binds nothing unless asked)
     one_core = {"SLURM_CPUS_ON_NODE": "1", "MPIML_GUARD": "on"}
     cases = [  # (environ, kind, args, expected fragments on rank 0, or None for no warning)
-        (one_core, None, None, [f"{local} ranks on", "share 1 cores"] if local > 1 else None),
+        (one_core, None, None, [f"{local} ranks on", "share 1 cores", *hint] if local > 1 else None),
         ({**one_core, "MPIML_GUARD": "off"}, None, None, None),
         ({"SLURM_CPUS_ON_NODE": str(local), "SLURM_MEM_PER_NODE": "1"}, "sgd",
          sgd_args("--data", "synthetic:classification,n=2000,d=10"),
