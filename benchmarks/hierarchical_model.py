@@ -124,7 +124,8 @@ def run_job(p: int, args) -> dict:
     from mpiml.runtime.launcher import find_mpiexec
 
     repeats = args.repeats if p <= cores() else 1
-    command = [find_mpiexec(), "-n", str(p), sys.executable, os.path.abspath(__file__), "--worker",
+    bind = ("-bind-to", "core", "-map-by", "core") if args.bind == "core" else ()
+    command = [find_mpiexec(), *bind, "-n", str(p), sys.executable, os.path.abspath(__file__), "--worker",
                "--sizes", args.sizes, "--repeats", str(repeats), "--min-time", str(args.min_time)]
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
                NUMBA_NUM_THREADS="1")
@@ -189,6 +190,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--min-time", type=float, default=0.03)
     parser.add_argument("--timeout", type=float, default=300)
+    parser.add_argument("--bind", choices=("core", "none"), default="none",
+                        help="core: MPICH's mpiexec binds each rank to a core (default none)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
