@@ -1,6 +1,6 @@
 """``mpiml model`` against measured time for the node-aware collectives, at p = 2, 3, 4 with emulated nodes.
 
-    python benchmarks/hierarchical_model.py [--ranks 2,3,4] [--sizes 64K,1M,16M] [--repeats 3] [--json]
+    python benchmarks/hierarchical_model.py [--ranks 2,3,4] [--sizes 64K,1M,16M] [--repeats 3] [--bind core] [--json]
 
 Issue 18's goal: "``mpiml model`` predicts the hierarchical algorithms within 30% of measured
 at p=2..4 (emulated nodes)". For each rank count the script starts one ``mpiexec -n p`` job
