@@ -7,14 +7,14 @@ import os
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
-def usable_cores() -> int:
-    """The cores this process may run on: its CPU affinity where the OS has one, else the machine's count."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 def own_cpus() -> set:
     """The CPUs this process may run on (its affinity; every CPU where the OS keeps none)."""
     return set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity where the OS has one, else the machine's count."""
+    return max(len(own_cpus()), 1)
 
 
 def node_cores(node) -> int:
@@ -47,7 +47,7 @@ def limit_blas_threads(comm=None, environ=os.environ):
 
     node = resolve_comm(comm).Split_type(MPI.COMM_TYPE_SHARED)
     try:   # (a rank bound to fewer cores than its share gets those)
-        limit = min(cores_per_local_rank(node.Get_size(), node_cores(node)), max(len(own_cpus()), 1))
+        limit = min(cores_per_local_rank(node.Get_size(), node_cores(node)), usable_cores())
     finally:
         node.Free()
     threadpool_limits(limits=limit)
