@@ -38,6 +38,9 @@ link inside and one between nodes (``mpiml model --nodes``).
 
 from __future__ import annotations
 
+import itertools
+import weakref
+
 import numpy as np
 
 from mpiml.collectives import model, nodes, registry
@@ -83,10 +86,31 @@ def _tuned_params():
     return tuning.params if tuning is not None else None
 
 
+_tokens: dict = {}   # id(params) -> (weak reference to them, their token)
+_next_token = itertools.count(1)
+
+
+def params_token(params) -> int:
+    """A number that names ``params`` (None: 0) for as long as they live, and never names others after them: a
+    kept pick's key. (``id()`` alone can name a later tuning's parameters allocated where freed ones were, and
+    the parameters hold dicts, so they cannot be a key themselves.)"""
+    if params is None:
+        return 0
+    found = _tokens.get(id(params))
+    if found is not None and found[0]() is params:
+        return found[1]
+    if len(_tokens) > 256:   # drop the entries of parameters that are gone
+        for key in [key for key, (ref, _) in _tokens.items() if ref() is None]:
+            del _tokens[key]
+    token = next(_next_token)
+    _tokens[id(params)] = (weakref.ref(params), token)
+    return token
+
+
 def _leader_reduce(layout, x, out, op):
     """Reduce ``x`` into ``out`` on the node's leader (``out`` None elsewhere), with :func:`node_reduce`'s pick."""
     params, local_ws = _tuned_params(), layout.local_workspace
-    name = local_ws.plan(("node_reduce", x.nbytes, layout.grouping.local_size, id(params)),
+    name = local_ws.plan(("node_reduce", x.nbytes, layout.grouping.local_size, params_token(params)),
                          lambda: node_reduce(x.nbytes, layout.grouping.local_size, params))
     registry.table("reduce")[name].run(layout.local_transport, x, out, op, 0, local_ws)
 
@@ -98,7 +122,7 @@ def _peer_allreduce(layout, buf, op, out=None):
     if transport.size > 1 and buf.size:
         # Between nodes is the network: the pick follows the tuning's link, made again when the tuning changes.
         params, workspace = _tuned_params(), layout.peers_workspace
-        name = workspace.plan(("between_nodes", buf.nbytes, transport.size, id(params)),
+        name = workspace.plan(("between_nodes", buf.nbytes, transport.size, params_token(params)),
                               lambda: between_nodes(buf.nbytes, transport.size, params))
         registry.table("allreduce")[name].run(transport, buf, out, op, workspace)
     elif out is not buf:
