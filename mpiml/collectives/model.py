@@ -330,10 +330,11 @@ def lower_bound(collective: str, nbytes: int, p: int, params: ModelParams | None
 
     allreduce: ``c(p) alpha + 2 (p-1)/p n beta + (p-1)/p n gamma``; reduce_scatter:
     ``c(p) alpha + (p-1)/p n (beta + gamma)``; allgather: ``c(p) alpha + (p-1)/p n beta``;
-    bcast: ``c(p) alpha + n beta``; reduce: ``c(p) alpha + n beta + (p-1)/p n gamma``.
+    bcast: ``c(p) alpha + n beta``; reduce: ``c(p) alpha + n beta + (p-1)/p n gamma``. Nothing (0) for
+    one rank or no bytes: an algorithm may then send no message at all, as the pipelined bcast does.
     """
     params = at_size(params or DEFAULT_PARAMS, nbytes)
-    if p == 1:
+    if p == 1 or nbytes <= 0:
         return 0.0
     n, a, b = float(nbytes), params.alpha, params.beta
     g = params.gamma_for(dtype)
