@@ -121,10 +121,10 @@ def cores() -> int:
 def run_job(p: int, args) -> dict:
     """Start the worker at ``p`` ranks (bounded) and return its result; more ranks than cores (reported,
     not judged) get one repeat, to keep the run short."""
-    from mpiml.runtime.launcher import find_mpiexec
+    from mpiml.runtime.launcher import MPICH_BIND_TO_CORE, find_mpiexec
 
     repeats = args.repeats if p <= cores() else 1
-    bind = ("-bind-to", "core", "-map-by", "core") if args.bind == "core" else ()
+    bind = MPICH_BIND_TO_CORE if args.bind == "core" else ()
     command = [find_mpiexec(), *bind, "-n", str(p), sys.executable, os.path.abspath(__file__), "--worker",
                "--sizes", args.sizes, "--repeats", str(repeats), "--min-time", str(args.min_time)]
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",

@@ -47,6 +47,7 @@ import time
 from dataclasses import replace
 
 from mpiml.plan import Cluster, Job, Layout, load_calibration, predict
+from mpiml.runtime.launcher import MPICH_BIND_TO_CORE
 
 SGD_DENSE = dict(n=40000, d=50)                    # 16 MB dense
 SGD_WIDE = dict(n=4000, d=100000, density=0.002)   # 200 nonzeros a row, 0.8M in all
@@ -90,7 +91,7 @@ TIME_GOAL, MEMORY_GOAL = 0.25, 0.20
 # MPICH's mpiexec options: each rank bound to a core (two a core beyond the cores), as srun binds them under Slurm.
 # Unbound, the scheduler's placement holds for a launch: 4 ranks of one mf job on 2 cores took 13-16 or 23-29 ms
 # an iteration from launch to launch; bound, 14-17 every time (what mpiml's guard tells users to do).
-BIND = {"core": ("-bind-to", "core", "-map-by", "core"), "none": ()}
+BIND = {"core": MPICH_BIND_TO_CORE, "none": ()}
 
 
 def tool(name: str) -> str:

@@ -30,7 +30,9 @@ def node_facts(environ) -> dict:
     """What this process knows of its node without talking to the others (pure but for the affinity)."""
     from mpiml.data.memory import node_available
 
-    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    from mpiml.runtime.threads import own_cpus
+
+    cpus = sorted(own_cpus())
     threads = environ.get("OMP_NUM_THREADS", "")
     slurm_mem = 0
     if environ.get("SLURM_MEM_PER_NODE", "").isdigit():

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 MISSING = "no mpiexec found: install the 'mpich' or 'openmpi' extra, or set MPIML_MPIEXEC"
+# MPICH's mpiexec (hydra): each rank bound to a core, in turn (two a core where they outnumber the cores)
+MPICH_BIND_TO_CORE = ("-bind-to", "core", "-map-by", "core")
 
 
 def find_mpiexec(environ=None) -> str | None:

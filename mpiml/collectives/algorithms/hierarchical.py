@@ -39,7 +39,6 @@ link inside and one between nodes (``mpiml model --nodes``).
 from __future__ import annotations
 
 import itertools
-import weakref
 
 import numpy as np
 
@@ -86,24 +85,23 @@ def _tuned_params():
     return tuning.params if tuning is not None else None
 
 
-_tokens: dict = {}   # id(params) -> (weak reference to them, their token)
+_tokens: dict = {}   # id(params) -> (params, token): kept here, those parameters alone have that id
 _next_token = itertools.count(1)
 
 
 def params_token(params) -> int:
-    """A number that names ``params`` (None: 0) for as long as they live, and never names others after them: a
-    kept pick's key. (``id()`` alone can name a later tuning's parameters allocated where freed ones were, and
-    the parameters hold dicts, so they cannot be a key themselves.)"""
+    """A number that names ``params`` (None: 0) and never other parameters, even after these are gone: a kept
+    pick's key. (``id()`` alone can name a later tuning's parameters allocated where freed ones were, and the
+    parameters hold dicts, so they cannot be a key themselves.)"""
     if params is None:
         return 0
     found = _tokens.get(id(params))
-    if found is not None and found[0]() is params:
+    if found is not None and found[0] is params:
         return found[1]
-    if len(_tokens) > 256:   # drop the entries of parameters that are gone
-        for key in [key for key, (ref, _) in _tokens.items() if ref() is None]:
-            del _tokens[key]
+    if len(_tokens) > 64:   # (parameters named again after this get new tokens: their picks are made again)
+        _tokens.clear()
     token = next(_next_token)
-    _tokens[id(params)] = (weakref.ref(params), token)
+    _tokens[id(params)] = (params, token)
     return token
 
 
