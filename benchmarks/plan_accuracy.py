@@ -167,7 +167,7 @@ def job_probes(command: list, path: str, launches: int, timeout: float, env: dic
     copy of ``path``, and keep in ``path`` each family's median scale and excess over the launches: where
     ranks outnumber the cores, how the scheduler places them holds for a whole launch (one launch's mf
     excess came out 3 ms a call where the others gave 0.3-0.4)."""
-    from mpiml.plan.calibration import excess_table, merge_excess, scale_table, store
+    from mpiml.plan.calibration import merge_excess, scale_table, store
 
     found = []
     for launch in range(max(launches, 1)):
@@ -193,7 +193,7 @@ def job_probes(command: list, path: str, launches: int, timeout: float, env: dic
             excess = merge_excess(excess, family, ratio, statistics.median(values))
     scales = {family: statistics.median(dict(c.job_scale)[family] for c in found if family in dict(c.job_scale))
               for family in {name for c in found for name, _ in c.job_scale}}
-    store(path, replace(before, job_excess=excess_table(excess), job_scale=scale_table(scales)))
+    store(path, replace(before, job_excess=excess, job_scale=scale_table(scales)))
 
 
 def big_cluster(calibration) -> dict:
@@ -258,13 +258,14 @@ def main(argv=None) -> int:
     rows = []
     for (name, job, layout, command), found in zip(cases, outs):
         predicted = predict(job, layout, cluster, calibration)
-        step = statistics.median(measured_step(job.kind, job.algorithm, out) for out in found)
+        steps = [measured_step(job.kind, job.algorithm, out) for out in found]
+        step = statistics.median(steps)
         with_first = statistics.median(measured_step(job.kind, job.algorithm, out, first=True) for out in found)
         share = min(statistics.median(out["core_share"] for out in found), 1.0)
         peak = statistics.median(out["peak_rss_bytes"] for out in found)
         rows.append({"job": name, "ranks": layout.ranks, "parallel": layout.parallel,
                      "measured_seconds": step, "predicted_seconds": predicted.seconds_per_step,
-                     "measured_seconds_runs": [measured_step(job.kind, job.algorithm, out) for out in found],
+                     "measured_seconds_runs": steps,
                      "measured_seconds_with_first": with_first,
                      "time_ratio": step / predicted.seconds_per_step, "core_share": share,
                      "corrected_time_ratio": step * share / predicted.seconds_per_step,
